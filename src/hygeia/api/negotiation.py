@@ -1,0 +1,62 @@
+"""Content negotiation and header parsing for the FHIR HTTP API."""
+
+from __future__ import annotations
+
+from hygeia.fhir.outcome import NotAcceptable, UnsupportedMediaType
+
+JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
+PATCH_TYPES = ("application/json-patch+json",)
+FORM_TYPE = "application/x-www-form-urlencoded"
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+_FORMAT_ALIASES = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def check_request_type(content_type: str | None, method: str) -> str:
+    """The body's media type, or 415 if we cannot read it."""
+    kind = media_type(content_type)
+    allowed = JSON_TYPES + (PATCH_TYPES if method == "PATCH" else ()) + (FORM_TYPE,)
+    if kind in allowed:
+        return kind
+    if not kind:
+        return "application/fhir+json"  # be lenient with clients that omit the header
+    hint = " Hygeia speaks FHIR JSON; XML is not supported." if "xml" in kind else ""
+    raise UnsupportedMediaType(
+        f"Content-Type '{kind}' is not supported for {method}; use application/fhir+json"
+        f"{' or application/json-patch+json' if method == 'PATCH' else ''}.{hint}",
+        expression="Content-Type")
+
+
+def check_accept(accept: str | None, format_param: str | None) -> None:
+    """Refuse (406) a client that will only take a format we cannot produce (XML, RDF)."""
+    if format_param is not None:
+        if format_param.lower() not in _FORMAT_ALIASES:
+            raise NotAcceptable(f"_format={format_param} is not supported; use json.",
+                                expression="_format")
+        return
+    if not accept:
+        return
+    kinds = [media_type(part) for part in accept.split(",")]
+    if any(kind in JSON_TYPES or kind.endswith("/*") or kind == "*/*" or "json" in kind
+           for kind in kinds):
+        return
+    raise NotAcceptable(f"Cannot produce any of '{accept}'; Hygeia returns application/fhir+json.",
+                        expression="Accept")
+
+
+def parse_prefer(header: str | None) -> tuple[str | None, bool]:
+    """Return (return preference, strict handling) from a Prefer header."""
+    prefer_return, strict = None, False
+    for part in (header or "").split(","):
+        for item in part.split(";"):
+            name, _, value = item.strip().partition("=")
+            value = value.strip().strip('"')
+            if name.strip() == "return" and value in ("minimal", "representation",
+                                                      "OperationOutcome"):
+                prefer_return = value
+            elif name.strip() == "handling":
+                strict = value == "strict"
+    return prefer_return, strict

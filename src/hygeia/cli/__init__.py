@@ -1,0 +1,1 @@
+"""The ``hygeia`` command line: serve, load, validate."""

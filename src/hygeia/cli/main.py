@@ -1,0 +1,152 @@
+"""Entry point of the ``hygeia`` command."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+from importlib.resources import files
+
+from rich.console import Console
+
+from hygeia import __version__
+from hygeia.store.factory import DEFAULT_URL
+
+EPILOG_SERVE = "example: hygeia serve --demo --port 8080   # then GET http://127.0.0.1:8080/fhir/metadata"
+EPILOG_LOAD = "example: hygeia load --db sqlite:///./hygeia.db ../shared/data/synthea-r4/"
+EPILOG_VALIDATE = "example: hygeia validate patient.json bundle.json.gz"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hygeia", description="Hygeia FHIR R4 data hub.")
+    parser.add_argument("--version", action="version", version=f"hygeia {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the FHIR server", epilog=EPILOG_SERVE)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--db", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
+    serve.add_argument("--demo", action="store_true",
+                       help="load the built-in demo patients when the database is empty")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow binding to a non-loopback address without authentication")
+    serve.add_argument("--max-body-mb", type=float, default=64.0,
+                       help="largest accepted request body in MB (default 64)")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+
+    load = commands.add_parser("load", help="load Bundles/NDJSON into the database",
+                               epilog=EPILOG_LOAD)
+    load.add_argument("paths", nargs="+", help="files or folders (.json, .json.gz, .ndjson)")
+    load.add_argument("--db", default=DEFAULT_URL)
+    load.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    validate = commands.add_parser("validate", help="validate FHIR JSON files",
+                                   epilog=EPILOG_VALIDATE)
+    validate.add_argument("paths", nargs="+")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "load":
+        return load(args)
+    return validate_files(args.paths)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from hygeia.api import create_app
+    from hygeia.server import FhirService, Settings
+    from hygeia.store import open_repository
+
+    console = Console(stderr=True)
+    if not is_loopback(args.host) and not args.insecure:
+        console.print(f"[red]Refusing to bind to {args.host}: authentication is not available "
+                      "yet, so Hygeia only listens on loopback. Pass --insecure to override.")
+        return 2
+    repository = open_repository(args.db)
+    service = FhirService(repository, Settings(max_body_bytes=int(args.max_body_mb * 1024 ** 2)))
+    if args.demo:
+        load_demo(service, console)
+    console.print(f"[bold green]Hygeia[/] FHIR R4 server at http://{args.host}:{args.port}/fhir "
+                  f"({repository.dialect}: {args.db})")
+    console.print("[yellow]No authentication: anyone who can reach this port can read and "
+                  "write all data.")
+    try:
+        uvicorn.run(create_app(service), host=args.host, port=args.port,
+                    access_log=args.access_log, log_level="info")
+    finally:
+        repository.close()
+    return 0
+
+
+def load_demo(service: object, console: Console) -> None:
+    """Load the packaged demo patients once (skipped when the database holds data)."""
+    from hygeia.cli.load import load_paths
+    from hygeia.server import FhirService
+    from hygeia.store.base import HistoryQuery
+
+    assert isinstance(service, FhirService)
+    with service.repository.reader() as session:
+        if session.history(HistoryQuery(count=1)):
+            console.print("Database already holds data; demo data not loaded again.")
+            return
+    demo = files("hygeia.cli") / "demo"
+    report = load_paths(service, [str(demo)], console)
+    console.print("Demo data: " + report.summary())
+
+
+def load(args: argparse.Namespace) -> int:
+    from hygeia.cli.load import load_paths
+    from hygeia.server import FhirService
+    from hygeia.store import open_repository
+
+    console = Console(stderr=True)
+    with open_repository(args.db) as repository:
+        report = load_paths(FhirService(repository), args.paths, console, quiet=args.quiet)
+    for error in report.errors[:50]:
+        console.print(f"[red]error[/] {error}")
+    if len(report.errors) > 50:
+        console.print(f"... and {len(report.errors) - 50} more errors")
+    print(report.summary())
+    return 1 if report.errors else 0
+
+
+def validate_files(paths: list[str]) -> int:
+    from hygeia.cli.sources import expand_paths, is_ndjson, read_json, read_ndjson
+    from hygeia.fhir.validation import validate
+
+    checked = invalid = 0
+    for path in expand_paths(paths):
+        items = read_ndjson(path) if is_ndjson(path) else [(0, read_json(path))]
+        for number, resource in items:
+            checked += 1
+            where = f"{path}:{number}" if number else str(path)
+            if isinstance(resource, Exception):
+                invalid += 1
+                print(f"{where}: not JSON: {resource}")
+                continue
+            issues = validate(resource)
+            invalid += bool(issues)
+            for issue in issues:
+                print(f"{where}: {issue.severity} {issue.expression or '-'}: {issue.diagnostics}")
+    print(f"{checked} resources checked, {invalid} invalid.")
+    return 1 if invalid else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The pure FHIR core: definitions, validation and errors. No I/O, no web framework."""

@@ -1,0 +1,1 @@
+"""Backend-neutral search: parsed queries and the index values extracted from resources."""

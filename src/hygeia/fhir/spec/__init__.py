@@ -1,0 +1,133 @@
+"""The FHIR R4 definitions hygeia ships as package data.
+
+The data in ``_generated/`` is produced by ``tools/generate_spec.py`` from the
+official R4 downloads, so the installed package never needs them.  Each file is
+read lazily, once, on first use: importing this module costs nothing, and a
+process that never validates never pays for the type table.
+
+The returned structures are shared caches: treat them as read-only.
+
+>>> is_resource_type("Patient"), is_resource_type("HumanName")
+(True, False)
+"""
+
+from __future__ import annotations
+
+import gzip
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "FHIR_VERSION",
+    "complex_types",
+    "domain_resource_types",
+    "is_resource_type",
+    "patient_compartment",
+    "primitive_types",
+    "resource_types",
+    "search_parameters",
+    "type_definitions",
+    "value_set_codes",
+]
+
+FHIR_VERSION = "4.0.1"
+
+
+def _load(name: str) -> Any:
+    """Read one gzipped JSON file from ``_generated``."""
+    raw = files(__name__).joinpath("_generated", name).read_bytes()
+    return orjson.loads(gzip.decompress(raw))
+
+
+@cache
+def _types_document() -> dict[str, Any]:
+    document: dict[str, Any] = _load("types.json.gz")
+    return document
+
+
+def type_definitions() -> dict[str, dict[str, Any]]:
+    """Every resource, complex datatype and backbone element by name.
+
+    Each value is ``{"kind": "resource"|"complex"|"backbone", "elements": [...]}``
+    in the compact element format described in ``tools/generate_spec.py``;
+    backbone elements are named by path (``"Patient.contact"``).
+    """
+    types: dict[str, dict[str, Any]] = _types_document()["types"]
+    return types
+
+
+def primitive_types() -> dict[str, dict[str, Any]]:
+    """Primitive type name -> ``{"kind", "regex", "min"?, "max"?, "maxLength"?}``."""
+    primitives: dict[str, dict[str, Any]] = _types_document()["primitives"]
+    return primitives
+
+
+@cache
+def _value_sets() -> dict[str, frozenset[str]]:
+    return {url: frozenset(codes) for url, codes in _types_document()["valueSets"].items()}
+
+
+def value_set_codes(url: str) -> frozenset[str] | None:
+    """Codes of a required value set we could expand fully, or None (version ignored)."""
+    return _value_sets().get(url.split("|", 1)[0])
+
+
+@cache
+def resource_types() -> frozenset[str]:
+    """Names of all concrete resource types (``Patient``, ``Bundle``...)."""
+    return frozenset(
+        name for name, info in type_definitions().items() if info["kind"] == "resource"
+    )
+
+
+@cache
+def domain_resource_types() -> frozenset[str]:
+    """Resource types that derive from DomainResource (all but Bundle, Binary, Parameters)."""
+    return frozenset(
+        name
+        for name, info in type_definitions().items()
+        if info["kind"] == "resource" and info.get("base") == "DomainResource"
+    )
+
+
+@cache
+def complex_types() -> frozenset[str]:
+    """Names of the complex datatypes (``HumanName``, ``Reference``...)."""
+    return frozenset(
+        name for name, info in type_definitions().items() if info["kind"] == "complex"
+    )
+
+
+def is_resource_type(name: str) -> bool:
+    """True when ``name`` is a concrete R4 resource type (case-sensitive)."""
+    return name in resource_types()
+
+
+@cache
+def _search_parameters() -> tuple[dict[str, Any], ...]:
+    return tuple(_load("search_parameters.json.gz"))
+
+
+def search_parameters() -> list[dict[str, Any]]:
+    """All R4 SearchParameters in compact form.
+
+    Each dict has ``code``, ``base`` (resource types), ``type``, ``url`` and,
+    where the spec gives them, ``expression``, ``target``, ``modifier``,
+    ``comparator``, ``multipleOr``, ``multipleAnd`` and ``component``
+    (``[{"code", "definition", "expression"}]``).  The list is new on every
+    call; the dicts inside are shared.
+    """
+    return list(_search_parameters())
+
+
+@cache
+def patient_compartment() -> dict[str, list[str]]:
+    """Resource type -> search parameter codes that link it to a Patient.
+
+    Types with no such parameter are not in the Patient compartment and are absent.
+    """
+    compartment: dict[str, list[str]] = _load("compartment_patient.json.gz")
+    return compartment

@@ -1,0 +1,66 @@
+"""Structural validation of FHIR R4 JSON resources.
+
+Rules are compiled once from the shipped StructureDefinition data (see
+:mod:`.rules`) and checked in one pass over the parsed JSON: known
+``resourceType``, unknown elements, JSON types, cardinality, required elements,
+empty/null values, primitive formats, ``_element`` extension twins, choice
+types, extensions, reference shapes and targets, contained and nested
+resources, narrative XHTML shape and required-binding codes.
+
+>>> validate({"resourceType": "Patient", "gender": "bogus"})[0].expression
+'Patient.gender'
+>>> validate({"resourceType": "Patient"}, expected_type="Observation")[0].code
+'invalid'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hygeia.fhir import spec
+from hygeia.fhir.outcome import Issue, Unprocessable
+from hygeia.fhir.validation.primitives import json_type_name
+from hygeia.fhir.validation.rules import resource_rules
+from hygeia.fhir.validation.walker import unknown_resource_type, walk
+
+__all__ = ["validate", "validate_or_raise"]
+
+
+def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
+    """Return every problem found in ``resource`` (an empty list means valid).
+
+    ``expected_type`` is the type the caller requires (from the URL, say);
+    ``"Resource"`` and ``"DomainResource"`` accept any resource of that kind.
+    Never raises for bad input: a value nested too deeply to walk is reported
+    as an issue too.
+    """
+    if type(resource) is not dict:
+        return [Issue("structure", f"a resource must be a JSON object, got "
+                      f"{json_type_name(resource)}")]
+    name = resource.get("resourceType")
+    rules = resource_rules().get(name) if type(name) is str else None
+    if rules is None:
+        return [unknown_resource_type(name, None)]
+    issues: list[Issue] = []
+    if expected_type is not None and not _is_expected(name, expected_type):
+        issues.append(Issue("invalid", f"expected a {expected_type} resource, got {name}"))
+    try:
+        walk(resource, rules, name, issues)
+    except RecursionError:
+        issues.append(Issue("too-costly", "the resource is nested too deeply to validate"))
+    return issues
+
+
+def validate_or_raise(resource: Any, expected_type: str | None = None) -> None:
+    """Raise :class:`~hygeia.fhir.outcome.Unprocessable` (422) listing every issue, if any."""
+    issues = validate(resource, expected_type)
+    if issues:
+        raise Unprocessable(issues=issues)
+
+
+def _is_expected(name: str, expected_type: str) -> bool:
+    if expected_type == "Resource":
+        return True
+    if expected_type == "DomainResource":
+        return name in spec.domain_resource_types()
+    return name == expected_type

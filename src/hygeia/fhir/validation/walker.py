@@ -1,0 +1,283 @@
+"""Walk parsed FHIR JSON against compiled rules, collecting every problem.
+
+:func:`walk` is the hot loop: one dict lookup and one tuple unpack per key,
+primitives and nested objects handled inline, everything unusual (arrays,
+references, resources, errors) pushed into helpers so the common path stays
+short.  Locations are lazy tuple chains (:mod:`.paths`); nothing is formatted
+unless an issue is recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hygeia.fhir.outcome import Issue
+from hygeia.fhir.validation.invariants import check_contained
+from hygeia.fhir.validation.paths import Location, issue
+from hygeia.fhir.validation.primitives import json_type_name, shown
+from hygeia.fhir.validation.references import reference_problem
+from hygeia.fhir.validation.rules import (
+    COMPLEX,
+    CONTAINED,
+    PRIMITIVE,
+    PRIMITIVE_EXTENSION,
+    REFERENCE,
+    RESOURCE,
+    Rule,
+    TypeRules,
+    compiled_types,
+    resource_rules,
+)
+
+
+def walk(obj: dict[str, Any], rules: TypeRules, location: Location, issues: list[Issue]) -> None:
+    """Check one JSON object of type ``rules`` and, recursively, everything in it."""
+    if len(obj) < 2:
+        _small_object(obj, rules, location, issues)
+    fields = rules.fields
+    chosen: dict[str, str] | None = None
+    for key, value in obj.items():
+        rule = fields.get(key)
+        if rule is None:
+            issues.append(_unknown_element(key, rules, location))
+            continue
+        kind, many, _limit, arg, extra, choice, _type = rule
+        if choice is not None:
+            if chosen is None:
+                chosen = {choice[0]: choice[1]}
+            elif chosen.setdefault(choice[0], choice[1]) != choice[1]:
+                issues.append(_two_choices(choice, chosen, location))
+        if many:
+            _array(obj, key, value, rule, location, issues)
+        elif kind == PRIMITIVE:
+            problem = arg(value)
+            if problem is not None:
+                issues.append(_primitive_issue(problem, key, value, location))
+            elif extra is not None and value not in extra:
+                issues.append(_binding_issue(value, extra, rules, key, (location, key, None)))
+        elif kind == COMPLEX:
+            if type(value) is dict:
+                walk(value, arg, (location, key, None), issues)
+            else:
+                issues.append(_not_object(key, value, (location, key, None)))
+        else:
+            _single_special(obj, key, value, rule, location, issues)
+    if rules.required:
+        _required(obj, rules, location, issues)
+    if rules.post is not None:
+        rules.post(obj, location, issues)
+
+
+def check_resource(
+    value: Any, location: Location, issues: list[Issue], contained: bool = False
+) -> None:
+    """Check a resource nested in another (contained, Bundle.entry.resource...)."""
+    if type(value) is not dict:
+        issues.append(issue("structure", f"expected a resource (JSON object), got "
+                            f"{json_type_name(value)}", location))
+        return
+    rules = resource_rules().get(value.get("resourceType"))  # type: ignore[arg-type]
+    if rules is None:
+        issues.append(unknown_resource_type(value.get("resourceType"), location))
+        return
+    walk(value, rules, location, issues)
+    if contained:
+        check_contained(value, location, issues)
+
+
+def unknown_resource_type(name: Any, location: Location | None) -> Issue:
+    """The issue for a missing or unknown ``resourceType``."""
+    if name is None:
+        return issue("structure", "resourceType is missing", location)
+    return issue("structure", f"unknown resourceType {shown(name)}", location)
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def _array(
+    obj: dict[str, Any], key: str, value: Any, rule: Rule, location: Location,
+    issues: list[Issue],
+) -> None:
+    """A repeating element: must be a non-empty array within max; check each item."""
+    kind, _many, limit, arg, extra, _choice, _type = rule
+    if kind == PRIMITIVE_EXTENSION:
+        _twin_array(obj, key, value, rule, location, issues)
+        return
+    if type(value) is not list or not value:
+        issues.append(_not_array(key, value, (location, key, None)))
+        return
+    if limit and len(value) > limit:
+        issues.append(issue("structure", f"{key} has {len(value)} items, more than its maximum "
+                            f"of {limit}", (location, key, None)))
+    if kind == PRIMITIVE:
+        for index, item in enumerate(value):
+            problem = arg(item)
+            if problem is not None:
+                if item is None and _has_twin(obj, key, index):
+                    continue
+                issues.append(_primitive_issue(problem, key, item, location, index))
+            elif extra is not None and item not in extra:
+                issues.append(_binding_issue(item, extra, None, key, (location, key, index)))
+    elif kind == COMPLEX:
+        for index, item in enumerate(value):
+            if type(item) is dict:
+                walk(item, arg, (location, key, index), issues)
+            else:
+                issues.append(_not_object(key, item, (location, key, index)))
+    elif kind == REFERENCE:
+        for index, item in enumerate(value):
+            _reference(item, arg, extra, (location, key, index), issues)
+    elif kind in (RESOURCE, CONTAINED):
+        for index, item in enumerate(value):
+            check_resource(item, (location, key, index), issues, kind == CONTAINED)
+
+
+def _has_twin(obj: dict[str, Any], key: str, index: int) -> bool:
+    """A null in a primitive array is allowed when ``_key[index]`` carries extensions."""
+    twin = obj.get("_" + key)
+    return type(twin) is list and index < len(twin) and type(twin[index]) is dict
+
+
+def _twin_array(
+    obj: dict[str, Any], key: str, value: Any, rule: Rule, location: Location,
+    issues: list[Issue],
+) -> None:
+    """``_given``: extension objects aligned item by item with ``given``; null = none."""
+    base = rule[3]
+    if type(value) is not list or not value:
+        issues.append(_not_array(key, value, (location, key, None)))
+        return
+    values = obj.get(base)
+    if type(values) is list and len(values) != len(value):
+        issues.append(issue("structure", f"{key} has {len(value)} items but {base} has "
+                            f"{len(values)}; they must align", (location, key, None)))
+    element = compiled_types()["Element"]
+    for index, item in enumerate(value):
+        if type(item) is dict:
+            walk(item, element, (location, base, index), issues)
+        elif item is not None:
+            issues.append(_not_object(key, item, (location, key, index)))
+        elif not (type(values) is list and index < len(values) and values[index] is not None):
+            issues.append(issue("structure", f"{base}[{index}] and {key}[{index}] are both null",
+                                (location, key, index)))
+
+
+# --------------------------------------------------------------------------- singles
+
+
+def _single_special(
+    obj: dict[str, Any], key: str, value: Any, rule: Rule, location: Location,
+    issues: list[Issue],
+) -> None:
+    """A non-repeating element that is not a plain primitive or datatype."""
+    kind, _many, _limit, arg, extra, _choice, _type = rule
+    here = (location, key, None)
+    if kind == REFERENCE:
+        _reference(value, arg, extra, here, issues)
+    elif kind in (RESOURCE, CONTAINED):
+        check_resource(value, here, issues, kind == CONTAINED)
+    elif kind == PRIMITIVE_EXTENSION:
+        if type(value) is dict:
+            walk(value, compiled_types()["Element"], (location, arg, None), issues)
+        else:
+            issues.append(_not_object(key, value, here))
+
+
+def _reference(
+    value: Any, rules: TypeRules, targets: frozenset[str] | None, location: Location,
+    issues: list[Issue],
+) -> None:
+    """A Reference datatype plus the shape and target type of ``reference``."""
+    if type(value) is not dict:
+        issues.append(_not_object(location[1], value, location))  # type: ignore[index]
+        return
+    walk(value, rules, location, issues)
+    literal = value.get("reference")
+    if type(literal) is str and literal:
+        problem = reference_problem(literal, targets)
+        if problem is not None:
+            issues.append(issue(problem[0], problem[1], (location, "reference", None)))
+
+
+def _required(
+    obj: dict[str, Any], rules: TypeRules, location: Location, issues: list[Issue]
+) -> None:
+    for name, keys in rules.required:
+        for key in keys:
+            if key in obj:
+                break
+        else:
+            issues.append(issue("required", f"{rules.name}.{name} is required (minimum "
+                                "cardinality 1) but missing", (location, name, None)))
+
+
+def _small_object(
+    obj: dict[str, Any], rules: TypeRules, location: Location, issues: list[Issue]
+) -> None:
+    """Empty objects are invalid JSON FHIR; so is an element holding only an id (ele-1)."""
+    if not obj:
+        issues.append(issue("structure", f"an empty object is not allowed ({rules.name})",
+                            location))
+    elif "id" in obj and not rules.is_resource:
+        issues.append(issue("invariant", f"ele-1: {rules.name} has only an id: an element "
+                            "needs a value or children", location))
+
+
+# --------------------------------------------------------------------------- issues
+
+
+def _unknown_element(key: Any, rules: TypeRules, location: Location) -> Issue:
+    name = key if type(key) is str else repr(key)
+    for rule in rules.fields.values():
+        choice = rule[5]
+        if choice is not None and name.startswith(choice[0]) and name[len(choice[0]):][:1].isupper():
+            return issue("structure", f"{name!r} is not an allowed type for "
+                         f"{rules.name}.{choice[0]}[x]", (location, name, None))
+    return issue("structure", f"unknown element {name!r} in {rules.name}", (location, name, None))
+
+
+def _two_choices(choice: tuple[str, str], chosen: dict[str, str], location: Location) -> Issue:
+    group, variant = choice
+    return issue("structure", f"{group}[x] may have only one type, found {chosen[group]} and "
+                 f"{variant}", (location, variant, None))
+
+
+def _primitive_issue(
+    problem: tuple[str, str], key: str, value: Any, location: Location, index: int | None = None
+) -> Issue:
+    code, message = problem
+    if index is None and type(value) is list:
+        code, message = "structure", f"{key} repeats at most once, so it must not be an array"
+    elif value is None:
+        message = f"{key} is null; leave an element out instead of sending null"
+    return issue(code, message, (location, key, index))
+
+
+def _binding_issue(
+    value: Any, codes: frozenset[str], rules: TypeRules | None, key: str, location: Location
+) -> Issue:
+    allowed = ", ".join(sorted(codes)) if len(codes) <= 12 else f"one of {len(codes)} codes"
+    return issue("code-invalid", f"{shown(value)} is not in the required value set for {key} "
+                 f"(allowed: {allowed})", location)
+
+
+def _not_object(key: str, value: Any, location: Location) -> Issue:
+    if value is None:
+        return issue("structure", f"{key} is null; leave an element out instead of sending null",
+                     location)
+    if type(value) is list:
+        return issue("structure", f"{key} repeats at most once, so it must not be an array",
+                     location)
+    return issue("structure", f"expected a JSON object for {key}, got {json_type_name(value)}",
+                 location)
+
+
+def _not_array(key: str, value: Any, location: Location) -> Issue:
+    if type(value) is list:
+        return issue("structure", f"{key} is an empty array; leave it out instead", location)
+    if value is None:
+        return issue("structure", f"{key} is null; leave an element out instead of sending null",
+                     location)
+    return issue("structure", f"{key} repeats, so it must be a JSON array, got "
+                 f"{json_type_name(value)}", location)

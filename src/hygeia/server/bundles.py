@@ -1,0 +1,364 @@
+"""Batch and transaction Bundles (http.html#transaction).
+
+A transaction is atomic: every entry runs in one database transaction, in the
+spec's order (DELETE, POST, PUT/PATCH, GET), after ``urn:uuid:`` fullUrls and
+conditional references have been resolved.  Any failure rolls the whole
+Bundle back and is reported with the entry it came from.  Batch entries run
+one by one, each in its own transaction, and fail independently.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from hygeia.fhir.outcome import (
+    BadRequest,
+    FhirError,
+    Issue,
+    PreconditionFailed,
+    Unprocessable,
+    information,
+)
+from hygeia.fhir.search.matcher import matches
+from hygeia.fhir.search.query import parse_criteria
+from hygeia.fhir.validation import validate
+from hygeia.server import write
+from hygeia.server.context import FhirRequest, FhirResponse
+from hygeia.server.references import is_conditional_reference, rewrite_references
+from hygeia.server.resources import new_id
+from hygeia.server.router import Route, parse_route
+from hygeia.store.base import Session
+
+if TYPE_CHECKING:
+    from hygeia.server.service import FhirService
+
+log = logging.getLogger("hygeia.bundles")
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+
+
+@dataclass(slots=True)
+class Entry:
+    """One Bundle entry with what the transaction resolved for it."""
+
+    index: int
+    method: str
+    url: str
+    route: Route
+    query: list[tuple[str, str]]
+    full_url: str | None
+    resource: Any
+    request: dict[str, Any]
+    target_id: str | None = None
+    existing: bool = False
+    response: FhirResponse | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        return f"Bundle.entry[{self.index}]"
+
+
+def process_bundle(service: FhirService, request: FhirRequest) -> FhirResponse:
+    bundle = request.body
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise BadRequest("POST to the base needs a Bundle of type batch or transaction.",
+                         expression="resourceType")
+    kind = bundle.get("type")
+    if kind == "transaction":
+        entries = process_transaction(service, request, bundle)
+    elif kind == "batch":
+        entries = process_batch(service, request, bundle)
+    else:
+        raise BadRequest(f"Bundle.type must be batch or transaction, not {kind!r}.",
+                         expression="Bundle.type")
+    return FhirResponse(200, resource={"resourceType": "Bundle", "type": f"{kind}-response",
+                                       "entry": entries})
+
+
+def parse_entries(bundle: dict[str, Any]) -> list[Entry]:
+    raw_entries = bundle.get("entry", [])
+    if not isinstance(raw_entries, list):
+        raise BadRequest("Bundle.entry must be an array.", expression="Bundle.entry")
+    entries: list[Entry] = []
+    issues: list[Issue] = []
+    for index, raw in enumerate(raw_entries):
+        try:
+            entries.append(_parse_entry(index, raw))
+        except FhirError as error:
+            issues.extend(_located(error.issues, f"Bundle.entry[{index}]"))
+    if issues:
+        raise BadRequest(issues=issues)
+    return entries
+
+
+def _parse_entry(index: int, raw: Any) -> Entry:
+    where = f"Bundle.entry[{index}]"
+    request = raw.get("request") if isinstance(raw, dict) else None
+    if not isinstance(request, dict):
+        raise BadRequest("Each entry needs a request with method and url.",
+                         expression=f"{where}.request")
+    method = str(request.get("method", "")).upper()
+    url = request.get("url")
+    if method not in _ORDER or not isinstance(url, str) or not url:
+        raise BadRequest(f"Entry request method {method!r} / url {url!r} is not valid.",
+                         expression=f"{where}.request")
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    route = parse_route(method, parts.path, query)
+    return Entry(index, method, url, route, query, raw.get("fullUrl"), raw.get("resource"),
+                 request)
+
+
+def _located(issues: list[Issue], where: str) -> list[Issue]:
+    """Re-anchor issues from a resource-relative expression to the Bundle entry."""
+    located = []
+    for issue in issues:
+        expression = issue.expression
+        if expression and "." in expression and not expression.startswith("Bundle.entry"):
+            expression = f"{where}.resource.{expression.split('.', 1)[1]}"
+        elif not expression or not expression.startswith("Bundle.entry"):
+            expression = where
+        located.append(Issue(issue.code, issue.diagnostics, expression, issue.severity))
+    return located
+
+
+# --- transaction -------------------------------------------------------------------------
+
+
+def process_transaction(service: FhirService, request: FhirRequest,
+                        bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = parse_entries(bundle)
+    _validate_entries(entries)
+    _refuse_duplicates(entries)
+    with service.repository.transaction() as session:
+        mapping = _assign_identities(session, entries)
+        resolve = _reference_resolver(session, entries, mapping)
+        for entry in entries:
+            if entry.method in ("POST", "PUT") and isinstance(entry.resource, dict):
+                _run_located(entry, lambda e=entry: rewrite_references(e.resource, resolve))
+        for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
+            entry.response = _run_located(
+                entry, lambda e=entry: _execute(service, session, request, e))
+    return [_response_entry(entry, request) for entry in entries]
+
+
+def _run_located(entry: Entry, action: Callable[[], Any]) -> Any:
+    try:
+        return action()
+    except FhirError as error:
+        located = type(error)(issues=_located(error.issues, entry.where),
+                              headers=error.headers)
+        located.issues.insert(0, Issue(located.issues[0].code,
+                                       f"Entry {entry.index} ({entry.method} {entry.url}) "
+                                       "failed; the transaction was rolled back.", entry.where))
+        raise located from None
+
+
+def _validate_entries(entries: list[Entry]) -> None:
+    issues: list[Issue] = []
+    for entry in entries:
+        if entry.method not in ("POST", "PUT"):
+            continue
+        resource_type = entry.route.resource_type or ""
+        if not isinstance(entry.resource, dict):
+            issues.append(Issue("required", f"{entry.method} entries need a resource.",
+                                f"{entry.where}.resource"))
+            continue
+        issues.extend(_located(validate(entry.resource, resource_type), entry.where))
+    if issues:
+        raise Unprocessable(issues=[Issue("processing", f"The transaction has {len(issues)} "
+                                          "validation issue(s); nothing was stored.",
+                                          "Bundle"), *issues])
+
+
+def _refuse_duplicates(entries: list[Entry]) -> None:
+    seen: dict[str, int] = {}
+    for entry in entries:
+        if entry.method in ("PUT", "DELETE", "PATCH") and entry.route.id:
+            key = f"{entry.route.resource_type}/{entry.route.id}"
+            if key in seen:
+                raise BadRequest(f"{key} is the target of entries {seen[key]} and "
+                                 f"{entry.index}; a transaction may change it only once.",
+                                 expression=entry.where)
+            seen[key] = entry.index
+
+
+def _assign_identities(session: Session, entries: list[Entry]) -> dict[str, str]:
+    """Decide every created/updated resource's id; map fullUrls to ``Type/id``."""
+    mapping: dict[str, str] = {}
+    for entry in entries:
+        route, resource_type = entry.route, entry.route.resource_type
+        if entry.method == "POST" and route.interaction == "create":
+            criteria = entry.request.get("ifNoneExist")
+            found = _run_located(entry, lambda c=criteria, t=resource_type: write.resolve_criteria(
+                session, t, c, lock=True).id if c else None)
+            entry.existing = found is not None
+            entry.target_id = found or new_id()
+        elif entry.method in ("PUT", "PATCH"):
+            entry.target_id = _run_located(entry, lambda e=entry: _put_target(session, e))
+        if entry.full_url and entry.target_id and resource_type:
+            mapping[entry.full_url] = f"{resource_type}/{entry.target_id}"
+    return mapping
+
+
+def _put_target(session: Session, entry: Entry) -> str | None:
+    route = entry.route
+    if route.id:
+        return route.id
+    if not route.criteria or not route.resource_type:
+        return None
+    match = write.resolve_criteria(session, route.resource_type, route.criteria, lock=True)
+    body_id = entry.resource.get("id") if isinstance(entry.resource, dict) else None
+    return match.id or body_id or new_id()
+
+
+def _reference_resolver(session: Session, entries: list[Entry],
+                        mapping: dict[str, str]) -> Callable[[str], str | None]:
+    cache: dict[str, str] = {}
+
+    def resolve(reference: str) -> str | None:
+        if reference in mapping:
+            return mapping[reference]
+        if not is_conditional_reference(reference):
+            return None
+        if reference not in cache:
+            cache[reference] = _resolve_conditional(session, entries, reference)
+        return cache[reference]
+
+    return resolve
+
+
+def _resolve_conditional(session: Session, entries: list[Entry], reference: str) -> str:
+    """A conditional reference must match exactly one resource, in the bundle or stored."""
+    resource_type, _, criteria = reference.partition("?")
+    query = parse_criteria(resource_type, criteria)
+    found = {f"{resource_type}/{e.target_id}" for e in entries
+             if e.method in ("POST", "PUT") and e.target_id and isinstance(e.resource, dict)
+             and matches(query, {**e.resource, "id": e.target_id})}
+    query.count = 2
+    found.update(f"{resource_type}/{id}" for id in session.find_ids(query))
+    if len(found) != 1:
+        problem = "no resource" if not found else f"{len(found)} resources"
+        raise PreconditionFailed(f"The conditional reference '{reference}' matches {problem}; "
+                                 "it must match exactly one.", expression="reference")
+    return found.pop()
+
+
+def _execute(service: FhirService, session: Session, request: FhirRequest,
+             entry: Entry) -> FhirResponse:
+    base = request.base_url
+    route, resource_type = entry.route, entry.route.resource_type or ""
+    if entry.method == "POST" and route.interaction == "create":
+        if entry.existing:
+            current = session.current(resource_type, entry.target_id or "")
+            assert current is not None
+            return FhirResponse(200, raw=current.content, version=current.version,
+                                last_updated=current.last_updated,
+                                location=f"{base}{resource_type}/{current.id}/_history/"
+                                         f"{current.version}")
+        return write.create(session, resource_type, entry.resource, base_url=base,
+                            id=entry.target_id, validated=True)
+    if entry.method == "PUT" and entry.target_id:
+        entry.resource["id"] = entry.target_id
+        return write.update(session, resource_type, entry.target_id, entry.resource,
+                            base_url=base, if_match=entry.request.get("ifMatch"),
+                            validated=True)
+    if entry.method == "PATCH" and entry.target_id:
+        operations, content_type = _patch_body(entry)
+        return write.patch(session, resource_type, entry.target_id, operations,
+                           content_type=content_type, base_url=base,
+                           if_match=entry.request.get("ifMatch"))
+    sub = FhirRequest(entry.method, urlsplit(entry.url).path, entry.query, entry.resource,
+                      base, if_match=entry.request.get("ifMatch"),
+                      if_none_match=entry.request.get("ifNoneMatch"))
+    return service.perform(route, sub, session)
+
+
+def _patch_body(entry: Entry) -> tuple[Any, str]:
+    """PATCH entries carry their JSON Patch in a Binary resource (base64 ``data``)."""
+    binary = entry.resource
+    if not isinstance(binary, dict) or binary.get("resourceType") != "Binary":
+        raise BadRequest("A PATCH entry's resource must be a Binary holding the patch.",
+                         expression="resource")
+    content_type = str(binary.get("contentType", ""))
+    try:
+        operations = orjson.loads(base64.b64decode(binary.get("data", ""), validate=True))
+    except (ValueError, orjson.JSONDecodeError):
+        raise BadRequest("The PATCH entry's Binary.data is not base64-encoded JSON.",
+                         expression="resource.data") from None
+    return operations, content_type
+
+
+def _response_entry(entry: Entry, request: FhirRequest) -> dict[str, Any]:
+    response = entry.response
+    assert response is not None
+    result: dict[str, Any] = {}
+    if entry.target_id and entry.route.resource_type:
+        result["fullUrl"] = f"{request.base_url}{entry.route.resource_type}/{entry.target_id}"
+    body = _entry_body(response, entry.method, request.prefer_return)
+    if body is not None:
+        result["resource"] = body
+    result["response"] = response.bundle_response()
+    return result
+
+
+def _entry_body(response: FhirResponse, method: str, prefer: str | None) -> Any:
+    if method in ("GET", "HEAD"):
+        return _body(response)
+    if prefer == "representation":
+        return _body(response)
+    if prefer == "OperationOutcome":
+        return information(f"{method} succeeded with status {response.status}.")
+    return None
+
+
+def _body(response: FhirResponse) -> Any:
+    if response.raw is not None:
+        return orjson.Fragment(response.raw)
+    return response.resource
+
+
+# --- batch -------------------------------------------------------------------------------
+
+
+def process_batch(service: FhirService, request: FhirRequest,
+                  bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    raw_entries = bundle.get("entry", [])
+    if not isinstance(raw_entries, list):
+        raise BadRequest("Bundle.entry must be an array.", expression="Bundle.entry")
+    return [_batch_entry(service, request, index, raw) for index, raw in enumerate(raw_entries)]
+
+
+def _batch_entry(service: FhirService, request: FhirRequest, index: int,
+                 raw: Any) -> dict[str, Any]:
+    try:
+        entry = _parse_entry(index, raw)
+        sub = FhirRequest(entry.method, urlsplit(entry.url).path, entry.query, entry.resource,
+                          request.base_url, if_match=entry.request.get("ifMatch"),
+                          if_none_match=entry.request.get("ifNoneMatch"),
+                          if_none_exist=entry.request.get("ifNoneExist"),
+                          prefer_return=request.prefer_return)
+        if entry.method == "PATCH":
+            sub.body, sub.content_type = _patch_body(entry)
+        entry.response = service.handle(sub)
+        return _response_entry(entry, request)
+    except FhirError as error:
+        return _failed(error.status, error.outcome())
+    except Exception:  # a bug in one entry must not lose the other entries' results
+        log.exception("batch entry %d failed", index)
+        return _failed(500, {"resourceType": "OperationOutcome", "issue": [
+            {"severity": "fatal", "code": "exception",
+             "diagnostics": f"Entry {index} failed with an internal error; see the server log.",
+             "expression": [f"Bundle.entry[{index}]"]}]})
+
+
+def _failed(status: int, outcome: dict[str, Any]) -> dict[str, Any]:
+    return {"response": {"status": str(status), "outcome": outcome}}

@@ -1,0 +1,87 @@
+"""Request and response records passed between the HTTP edge and the use cases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from hygeia.fhir.datetime import format_instant
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Server-wide settings that change behaviour (not transport)."""
+
+    max_count: int = 1000
+    default_count: int = 50
+    max_body_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class FhirRequest:
+    """One FHIR interaction, from HTTP or from a Bundle entry.
+
+    ``path`` is relative to the FHIR base (``Patient/1/_history/2``);
+    ``prefer_return`` is minimal, representation or OperationOutcome.
+    """
+
+    method: str
+    path: str
+    query: list[tuple[str, str]] = field(default_factory=list)
+    body: Any = None
+    base_url: str = ""
+    content_type: str = "application/fhir+json"
+    if_match: str | None = None
+    if_none_match: str | None = None
+    if_none_exist: str | None = None
+    if_modified_since: str | None = None
+    prefer_return: str | None = None
+    prefer_strict: bool = False
+
+
+@dataclass(slots=True)
+class FhirResponse:
+    """The outcome of an interaction.
+
+    ``raw`` holds already-serialised JSON (stored resources are served as
+    stored, without a parse/serialise round trip); ``resource`` a dict.
+    """
+
+    status: int
+    resource: dict[str, Any] | None = None
+    raw: bytes | None = None
+    location: str | None = None
+    version: int | None = None
+    last_updated: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def etag(self) -> str | None:
+        return None if self.version is None else f'W/"{self.version}"'
+
+    def body_dict(self) -> dict[str, Any] | None:
+        if self.resource is not None:
+            return self.resource
+        return None if self.raw is None else orjson.loads(self.raw)
+
+    def bundle_response(self) -> dict[str, Any]:
+        """The ``entry.response`` element for a batch/transaction-response."""
+        response: dict[str, Any] = {"status": str(self.status)}
+        if self.location:
+            response["location"] = self.location
+        if self.version is not None:
+            response["etag"] = self.etag
+        if self.last_updated is not None:
+            response["lastModified"] = format_instant(self.last_updated)
+        return response
+
+
+def parse_etag(value: str) -> int | None:
+    """``W/"3"`` or ``"3"`` or ``3`` -> 3; None when it is not a version tag."""
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    return int(text) if text.isdigit() else None

@@ -1,0 +1,160 @@
+"""Read interactions: read, vread, type search and history (instance, type, system)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from hygeia.fhir.datetime import fhir_datetime_range, format_instant
+from hygeia.fhir.outcome import BadRequest, Gone, NotFound, operation_outcome
+from hygeia.fhir.search.query import parse_query
+from hygeia.server.context import FhirRequest, FhirResponse, Settings, parse_etag
+from hygeia.store.base import HistoryQuery, Session, StoredVersion
+
+_STATUS_BY_METHOD = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK",
+                     "DELETE": "204 No Content"}
+
+
+def read(session: Session, resource_type: str, id: str, *,
+         if_none_match: str | None = None) -> FhirResponse:
+    current = session.current(resource_type, id)
+    if current is None:
+        raise NotFound(f"{resource_type}/{id} does not exist.", expression=resource_type)
+    if current.deleted:
+        raise Gone(f"{resource_type}/{id} was deleted (version {current.version}).",
+                   expression=resource_type,
+                   headers={"ETag": f'W/"{current.version}"'})
+    if if_none_match is not None and parse_etag(if_none_match) == current.version:
+        return FhirResponse(304, version=current.version, last_updated=current.last_updated)
+    return _found(current)
+
+
+def vread(session: Session, resource_type: str, id: str, version_id: str) -> FhirResponse:
+    if not version_id.isdigit():
+        raise NotFound(f"Version '{version_id}' of {resource_type}/{id} does not exist.",
+                       expression=resource_type)
+    found = session.version(resource_type, id, int(version_id))
+    if found is None:
+        raise NotFound(f"Version {version_id} of {resource_type}/{id} does not exist.",
+                       expression=resource_type)
+    if found.deleted:
+        raise Gone(f"Version {version_id} of {resource_type}/{id} is a deletion.",
+                   expression=resource_type)
+    return _found(found)
+
+
+def _found(stored: StoredVersion) -> FhirResponse:
+    return FhirResponse(200, raw=stored.content, version=stored.version,
+                        last_updated=stored.last_updated)
+
+
+def search(session: Session, request: FhirRequest, resource_type: str,
+           settings: Settings) -> FhirResponse:
+    """Type-level search (the foundation's subset: ``_id`` and ``identifier``)."""
+    query = parse_query(resource_type, request.query, strict=request.prefer_strict,
+                        max_count=settings.max_count)
+    if not any(name == "_count" for name, _ in request.query):
+        query.count = settings.default_count
+    page = session.search(query)
+    entries = [_match_entry(request.base_url, stored) for stored in page.matches]
+    if query.ignored:
+        entries.append({"resource": operation_outcome(query.ignored),
+                        "search": {"mode": "outcome"}})
+    links = _search_links(request, resource_type, query.offset, query.count, page.total)
+    bundle = {"resourceType": "Bundle", "type": "searchset", "total": page.total,
+              "link": links, "entry": entries}
+    return FhirResponse(200, resource=bundle)
+
+
+def _match_entry(base_url: str, stored: StoredVersion) -> dict[str, Any]:
+    return {"fullUrl": f"{base_url}{stored.resource_type}/{stored.id}",
+            "resource": orjson.Fragment(stored.content or b"{}"),
+            "search": {"mode": "match"}}
+
+
+def _search_links(request: FhirRequest, resource_type: str, offset: int, count: int,
+                  total: int) -> list[dict[str, str]]:
+    kept = [(k, v) for k, v in request.query if k not in ("_offset", "_count")]
+
+    def url(at: int) -> str:
+        return f"{request.base_url}{resource_type}?" + urlencode(
+            [*kept, ("_count", str(count)), ("_offset", str(at))])
+
+    links = [{"relation": "self", "url": url(offset)}]
+    if count and offset + count < total:
+        links.append({"relation": "next", "url": url(offset + count)})
+    if offset > 0:
+        links.append({"relation": "previous", "url": url(max(offset - count, 0))})
+    return links
+
+
+def history(session: Session, request: FhirRequest, settings: Settings,
+            resource_type: str | None = None, id: str | None = None) -> FhirResponse:
+    """History bundle, newest first, paged with a cursor that stays stable under writes."""
+    query = _history_query(request, settings, resource_type, id)
+    if resource_type and id and session.current(resource_type, id) is None:
+        raise NotFound(f"{resource_type}/{id} does not exist.", expression=resource_type)
+    versions = session.history(query)
+    entries = [_history_entry(request.base_url, stored) for stored in versions]
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history",
+                              "link": _history_links(request, query, versions),
+                              "entry": entries}
+    return FhirResponse(200, resource=bundle)
+
+
+def _history_query(request: FhirRequest, settings: Settings, resource_type: str | None,
+                   id: str | None) -> HistoryQuery:
+    since = at = cursor = None
+    count = settings.default_count
+    for name, value in request.query:
+        if name == "_since":
+            since = fhir_datetime_range(value, name="_since")[0]
+        elif name == "_at":
+            at = fhir_datetime_range(value, name="_at")
+        elif name == "_count":
+            count = min(_positive(name, value), settings.max_count)
+        elif name == "_cursor":
+            cursor = _positive(name, value)
+        elif name in ("_format", "_pretty") or request.prefer_strict is False:
+            continue
+        else:
+            raise BadRequest(f"History does not support the parameter '{name}'.",
+                             expression=name, code="not-supported")
+    return HistoryQuery(resource_type, id, since, at, count, cursor)
+
+
+def _positive(name: str, value: str) -> int:
+    if not value.isdigit():
+        raise BadRequest(f"{name} must be a non-negative integer, not '{value}'.",
+                         expression=name)
+    return int(value)
+
+
+def _history_entry(base_url: str, stored: StoredVersion) -> dict[str, Any]:
+    url = f"{stored.resource_type}/{stored.id}"
+    entry: dict[str, Any] = {"fullUrl": f"{base_url}{url}"}
+    if stored.content is not None:
+        entry["resource"] = orjson.Fragment(stored.content)
+    entry["request"] = {"method": stored.method,
+                        "url": url if stored.method in ("PUT", "PATCH", "DELETE")
+                        else stored.resource_type}
+    entry["response"] = {"status": _STATUS_BY_METHOD.get(stored.method, "200 OK"),
+                         "etag": f'W/"{stored.version}"',
+                         "lastModified": format_instant(stored.last_updated)}
+    return entry
+
+
+def _history_links(request: FhirRequest, query: HistoryQuery,
+                   versions: list[StoredVersion]) -> list[dict[str, str]]:
+    path = "/".join(p for p in (query.resource_type, query.id) if p)
+    prefix = f"{request.base_url}{path + '/' if path else ''}_history"
+    kept = [(k, v) for k, v in request.query if k not in ("_cursor", "_count")]
+    self_params = [*request.query] if request.query else []
+    links = [{"relation": "self",
+              "url": prefix + ("?" + urlencode(self_params) if self_params else "")}]
+    if len(versions) == query.count and versions:
+        next_params = [*kept, ("_count", str(query.count)), ("_cursor", str(versions[-1].seq))]
+        links.append({"relation": "next", "url": f"{prefix}?{urlencode(next_params)}"})
+    return links

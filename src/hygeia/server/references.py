@@ -1,0 +1,34 @@
+"""Rewriting references inside transaction Bundles.
+
+Entries refer to each other by their ``fullUrl`` (usually ``urn:uuid:...``)
+and to existing data by conditional references (``Patient?identifier=x|1``).
+Before anything is stored, every ``reference`` in every entry's resource is
+replaced by the ``Type/id`` it resolves to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def rewrite_references(node: Any, resolve: Callable[[str], str | None]) -> None:
+    """Replace every ``reference`` string for which ``resolve`` returns a new value, in place."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                replacement = resolve(value)
+                if replacement is not None:
+                    node[key] = replacement
+            elif isinstance(value, dict | list):
+                rewrite_references(value, resolve)
+    elif isinstance(node, list):
+        for item in node:
+            if isinstance(item, dict | list):
+                rewrite_references(item, resolve)
+
+
+def is_conditional_reference(reference: str) -> bool:
+    """``Type?criteria`` (and not an absolute URL carrying a query string)."""
+    head, separator, _ = reference.partition("?")
+    return bool(separator) and "/" not in head and ":" not in head

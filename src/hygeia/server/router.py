@@ -1,0 +1,101 @@
+"""Turn (method, path, query) into the FHIR interaction it names (http.html of the spec)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from hygeia.fhir.outcome import BadRequest, MethodNotAllowed, NotFound
+from hygeia.server.resources import check_id, check_type
+
+WRITES = frozenset({"create", "update", "conditional-update", "delete", "conditional-delete",
+                    "patch", "conditional-patch"})
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The interaction a request asks for, with its target."""
+
+    interaction: str
+    resource_type: str | None = None
+    id: str | None = None
+    version: str | None = None
+    criteria: str | None = None
+
+    @property
+    def writes(self) -> bool:
+        return self.interaction in WRITES
+
+
+def parse_route(method: str, path: str, query: list[tuple[str, str]]) -> Route:
+    """Map a request onto a FHIR interaction, or raise 404/405 with an OperationOutcome."""
+    parts = [part for part in path.strip("/").split("/") if part]
+    method = method.upper()
+    if not parts:
+        return _system_route(method)
+    if parts[0] in ("metadata", "_history") or parts[0].startswith("$"):
+        return _system_named_route(method, parts)
+    resource_type = check_type(parts[0])
+    criteria = urlencode(query) if query else None
+    if len(parts) == 1:
+        return _type_route(method, resource_type, criteria)
+    if parts[1] == "_history" and len(parts) == 2:
+        return _only(method, "GET", Route("history-type", resource_type))
+    if parts[1] == "_search" and len(parts) == 2:
+        return _only(method, "POST", Route("search-type", resource_type))
+    if parts[1] == "$validate" and len(parts) == 2:
+        return _only(method, "POST", Route("validate", resource_type))
+    id = check_id(parts[1])
+    return _instance_route(method, resource_type, id, parts[2:])
+
+
+def _system_route(method: str) -> Route:
+    if method == "POST":
+        return Route("bundle")
+    raise MethodNotAllowed(f"{method} on the FHIR base is not supported; POST a batch or "
+                           "transaction Bundle, or GET metadata or _history.")
+
+
+def _system_named_route(method: str, parts: list[str]) -> Route:
+    name = parts[0]
+    if len(parts) > 1:
+        raise NotFound(f"There is nothing at '{'/'.join(parts)}'.")
+    if name == "metadata":
+        return _only(method, "GET", Route("capabilities"))
+    if name == "_history":
+        return _only(method, "GET", Route("history-system"))
+    raise NotFound(f"The operation '{name}' is not supported at system level.",
+                   code="not-supported")
+
+
+def _type_route(method: str, resource_type: str, criteria: str | None) -> Route:
+    by_method = {"GET": "search-type", "POST": "create", "PUT": "conditional-update",
+                 "DELETE": "conditional-delete", "PATCH": "conditional-patch"}
+    if method not in by_method:
+        raise MethodNotAllowed(f"{method} is not allowed on {resource_type}.")
+    interaction = by_method[method]
+    if interaction.startswith("conditional") and not criteria:
+        raise BadRequest(f"{method} {resource_type} needs search criteria in the URL "
+                         f"(e.g. {resource_type}?identifier=system|value).",
+                         expression="criteria")
+    return Route(interaction, resource_type, criteria=criteria)
+
+
+def _instance_route(method: str, resource_type: str, id: str, rest: list[str]) -> Route:
+    if not rest:
+        by_method = {"GET": "read", "HEAD": "read", "PUT": "update", "DELETE": "delete",
+                     "PATCH": "patch"}
+        if method not in by_method:
+            raise MethodNotAllowed(f"{method} is not allowed on {resource_type}/{id}.")
+        return Route(by_method[method], resource_type, id)
+    if rest == ["_history"]:
+        return _only(method, "GET", Route("history-instance", resource_type, id))
+    if len(rest) == 2 and rest[0] == "_history":
+        return _only(method, "GET", Route("vread", resource_type, id, rest[1]))
+    raise NotFound(f"There is nothing at '{resource_type}/{id}/{'/'.join(rest)}'.")
+
+
+def _only(method: str, allowed: str, route: Route) -> Route:
+    if method != allowed and not (allowed == "GET" and method == "HEAD"):
+        raise MethodNotAllowed(f"{method} is not allowed here; use {allowed}.")
+    return route

@@ -1,0 +1,158 @@
+"""The FHIR service: routes a request to its interaction inside the right session."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hygeia.fhir.outcome import BadRequest, Issue, operation_outcome
+from hygeia.fhir.validation import validate
+from hygeia.server import read, write
+from hygeia.server.capability import capability_statement
+from hygeia.server.context import FhirRequest, FhirResponse, Settings
+from hygeia.server.router import Route, parse_route
+from hygeia.store.base import Repository, Session
+
+log = logging.getLogger("hygeia.server")
+
+
+class FhirService:
+    """Everything the HTTP edge (or the CLI) needs: ``handle(request) -> response``."""
+
+    def __init__(self, repository: Repository, settings: Settings | None = None) -> None:
+        self.repository = repository
+        self.settings = settings or Settings()
+        self._capabilities: dict[str, Any] | None = None
+
+    def handle(self, request: FhirRequest) -> FhirResponse:
+        route = parse_route(request.method, request.path, request.query)
+        if route.interaction == "capabilities":
+            return FhirResponse(200, resource=self.capabilities())
+        if route.interaction == "validate":
+            return validate_operation(request.body, route.resource_type or "")
+        if route.interaction == "bundle":
+            from hygeia.server.bundles import process_bundle
+
+            return process_bundle(self, request)
+        if route.writes:
+            with self.repository.transaction() as session:
+                return self.perform(route, request, session)
+        with self.repository.reader() as session:
+            return self.perform(route, request, session)
+
+    def capabilities(self) -> dict[str, Any]:
+        if self._capabilities is None:
+            self._capabilities = capability_statement(self.repository.dialect)
+        return self._capabilities
+
+    def perform(self, route: Route, request: FhirRequest, session: Session) -> FhirResponse:
+        """Run one interaction in ``session`` (shared by HTTP requests and Bundle entries)."""
+        kind = route.interaction
+        handler = _HANDLERS.get(kind)
+        if handler is None:
+            raise BadRequest(f"The interaction '{kind}' is not allowed here.",
+                             code="not-supported")
+        return handler(self, route, request, session)
+
+
+def validate_operation(body: Any, resource_type: str) -> FhirResponse:
+    """``$validate``: 200 with an OperationOutcome listing every issue found (or none)."""
+    resource = body
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters" \
+            and resource_type != "Parameters":
+        resource = next((p.get("resource") for p in body.get("parameter", [])
+                         if isinstance(p, dict) and p.get("name") == "resource"), None)
+    issues = validate(resource, resource_type)
+    if not issues:
+        issues = [Issue("informational", f"The {resource_type} is valid.",
+                        severity="information")]
+    return FhirResponse(200, resource=operation_outcome(issues))
+
+
+def _read(service: FhirService, route: Route, request: FhirRequest,
+          session: Session) -> FhirResponse:
+    return read.read(session, _t(route), _i(route), if_none_match=request.if_none_match)
+
+
+def _vread(service: FhirService, route: Route, request: FhirRequest,
+           session: Session) -> FhirResponse:
+    return read.vread(session, _t(route), _i(route), route.version or "")
+
+
+def _search(service: FhirService, route: Route, request: FhirRequest,
+            session: Session) -> FhirResponse:
+    return read.search(session, request, _t(route), service.settings)
+
+
+def _history(service: FhirService, route: Route, request: FhirRequest,
+             session: Session) -> FhirResponse:
+    return read.history(session, request, service.settings, route.resource_type, route.id)
+
+
+def _create(service: FhirService, route: Route, request: FhirRequest,
+            session: Session) -> FhirResponse:
+    return write.create(session, _t(route), request.body, base_url=request.base_url,
+                        if_none_exist=request.if_none_exist)
+
+
+def _update(service: FhirService, route: Route, request: FhirRequest,
+            session: Session) -> FhirResponse:
+    return write.update(session, _t(route), _i(route), request.body,
+                        base_url=request.base_url, if_match=request.if_match)
+
+
+def _conditional_update(service: FhirService, route: Route, request: FhirRequest,
+                        session: Session) -> FhirResponse:
+    return write.conditional_update(session, _t(route), route.criteria or "", request.body,
+                                    base_url=request.base_url, if_match=request.if_match)
+
+
+def _delete(service: FhirService, route: Route, request: FhirRequest,
+            session: Session) -> FhirResponse:
+    return write.delete(session, _t(route), _i(route), if_match=request.if_match)
+
+
+def _conditional_delete(service: FhirService, route: Route, request: FhirRequest,
+                        session: Session) -> FhirResponse:
+    return write.conditional_delete(session, _t(route), route.criteria or "")
+
+
+def _patch(service: FhirService, route: Route, request: FhirRequest,
+           session: Session) -> FhirResponse:
+    return write.patch(session, _t(route), _i(route), request.body,
+                       content_type=request.content_type, base_url=request.base_url,
+                       if_match=request.if_match)
+
+
+def _conditional_patch(service: FhirService, route: Route, request: FhirRequest,
+                       session: Session) -> FhirResponse:
+    return write.conditional_patch(session, _t(route), route.criteria or "", request.body,
+                                   content_type=request.content_type,
+                                   base_url=request.base_url, if_match=request.if_match)
+
+
+def _t(route: Route) -> str:
+    assert route.resource_type is not None
+    return route.resource_type
+
+
+def _i(route: Route) -> str:
+    assert route.id is not None
+    return route.id
+
+
+_HANDLERS = {
+    "read": _read,
+    "vread": _vread,
+    "search-type": _search,
+    "history-instance": _history,
+    "history-type": _history,
+    "history-system": _history,
+    "create": _create,
+    "update": _update,
+    "conditional-update": _conditional_update,
+    "delete": _delete,
+    "conditional-delete": _conditional_delete,
+    "patch": _patch,
+    "conditional-patch": _conditional_patch,
+}

@@ -1,0 +1,13 @@
+"""Storage: one Repository interface with SQLite and PostgreSQL backends."""
+
+from hygeia.store.base import HistoryQuery, Repository, SearchPage, Session, StoredVersion
+from hygeia.store.factory import open_repository
+
+__all__ = [
+    "HistoryQuery",
+    "Repository",
+    "SearchPage",
+    "Session",
+    "StoredVersion",
+    "open_repository",
+]

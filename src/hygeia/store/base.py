@@ -1,0 +1,125 @@
+"""The Repository interface every backend implements.
+
+A repository hands out sessions.  A *transaction* session is one database
+transaction: every version, deletion and index row written through it commits
+together or not at all.  A *reader* session sees one consistent snapshot.
+The server layer builds every FHIR interaction (conditional ones included) on
+these few primitives, so backends stay small and interchangeable.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from hygeia.fhir.search.index import TokenRow
+from hygeia.fhir.search.query import Query
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """One stored version of a resource; ``content`` is None for a deletion."""
+
+    resource_type: str
+    id: str
+    version: int
+    last_updated: int
+    deleted: bool
+    content: bytes | None
+    method: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """History at system (no type), type (no id) or instance level.
+
+    ``since`` keeps versions written at or after it; ``at`` = (low, high) keeps
+    versions that were current during that range; ``before_seq`` pages
+    backwards from a cursor so pages stay stable while new versions arrive.
+    """
+
+    resource_type: str | None = None
+    id: str | None = None
+    since: int | None = None
+    at: tuple[int, int] | None = None
+    count: int = 50
+    before_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    total: int
+    matches: list[StoredVersion]
+
+
+class Session(ABC):
+    """Operations inside one database transaction (writable) or snapshot (reader)."""
+
+    @abstractmethod
+    def current(self, resource_type: str, id: str, *, for_update: bool = False
+                ) -> StoredVersion | None:
+        """The newest version (deleted or not), or None if the id never existed."""
+
+    @abstractmethod
+    def version(self, resource_type: str, id: str, version: int) -> StoredVersion | None:
+        """One specific version, or None."""
+
+    @abstractmethod
+    def put(self, version: StoredVersion, tokens: list[TokenRow]) -> int:
+        """Append a version, make it current and replace its index rows. Returns its seq."""
+
+    @abstractmethod
+    def search(self, query: Query) -> SearchPage:
+        """Current, non-deleted resources matching the query, one page of them."""
+
+    @abstractmethod
+    def history(self, query: HistoryQuery) -> list[StoredVersion]:
+        """Versions newest first."""
+
+    @abstractmethod
+    def lock(self, key: str) -> None:
+        """Hold an exclusive lock on ``key`` until the transaction ends.
+
+        Serialises conditional creates with the same criteria so that concurrent
+        requests cannot both see "no match" and both create.
+        """
+
+    def find_ids(self, query: Query) -> list[str]:
+        """Ids of current resources matching query (for conditional interactions)."""
+        return [match.id for match in self.search(query).matches]
+
+
+class Repository(ABC):
+    """A FHIR resource store; ``dialect`` names the backend ("sqlite" or "postgresql")."""
+
+    dialect: str
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Session]:
+        """A writable session that commits on success and rolls back on any exception."""
+
+    @abstractmethod
+    def reader(self) -> AbstractContextManager[Session]:
+        """A read-only session on one snapshot."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def rows_to_versions(resource_type: str | None, rows: Iterator[tuple]) -> list[StoredVersion]:
+    """Turn (type, id, version, last_updated, deleted, content, method, seq) rows into versions."""
+    return [
+        StoredVersion(row[0] if resource_type is None else resource_type, row[1], row[2], row[3],
+                      bool(row[4]), None if row[5] is None else bytes(row[5]), row[6], row[7])
+        for row in rows
+    ]

@@ -1,0 +1,98 @@
+"""PostgreSQL repository on a psycopg 3 connection pool.
+
+Nothing here assumes a single process: conditional creates serialise on a
+transaction-scoped advisory lock, and updates lock the current row, so any
+number of API workers can share one database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool
+
+from hygeia.fhir.outcome import Conflict
+from hygeia.store.base import Repository, StoredVersion
+from hygeia.fhir.search.index import TokenRow
+from hygeia.store.postgres.schema import SCHEMA_VERSION, STATEMENTS
+from hygeia.store.sql import SqlSession
+
+_SCHEMA_LOCK = 7_343_201  # advisory lock id held while creating the schema
+
+
+class PostgresSession(SqlSession):
+    placeholder = "%s"
+
+    def _for_update(self, wanted: bool) -> str:
+        return " FOR UPDATE OF r" if wanted else ""
+
+    def lock(self, key: str) -> None:
+        self.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
+
+    def put(self, version: StoredVersion, tokens: list[TokenRow]) -> int:
+        try:
+            return super().put(version, tokens)
+        except psycopg.errors.UniqueViolation:
+            raise Conflict(
+                f"{version.resource_type}/{version.id} was changed by another request at the "
+                "same time; retry the request.",
+                expression=version.resource_type,
+            ) from None
+
+
+class PostgresRepository(Repository):
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8) -> None:
+        self.url = url
+        ensure_database(url)
+        self._pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=True,
+                                    kwargs={"autocommit": True})
+        self._pool.wait(timeout=30)
+        self._create_schema()
+
+    def _create_schema(self) -> None:
+        with self._pool.connection() as connection, connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            for statement in STATEMENTS:
+                connection.execute(statement)
+            row = connection.execute("SELECT COUNT(*) FROM hygeia_schema").fetchone()
+            if row is not None and row[0] == 0:
+                connection.execute("INSERT INTO hygeia_schema VALUES (%s)", (SCHEMA_VERSION,))
+
+    @contextmanager
+    def transaction(self) -> Iterator[PostgresSession]:
+        with self._pool.connection() as connection, connection.transaction():
+            yield PostgresSession(connection)
+
+    @contextmanager
+    def reader(self) -> Iterator[PostgresSession]:
+        with self._pool.connection() as connection, connection.transaction():
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield PostgresSession(connection)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def ensure_database(url: str) -> None:
+    """Create the database named in ``url`` if it does not exist yet (first start)."""
+    params: dict[str, Any] = conninfo_to_dict(url)
+    try:
+        psycopg.connect(url, connect_timeout=10).close()
+        return
+    except psycopg.OperationalError as error:
+        if "does not exist" not in str(error):
+            raise
+    name = params.get("dbname")
+    maintenance = make_conninfo(url, dbname="postgres")
+    with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as connection:
+        try:
+            connection.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+        except psycopg.errors.DuplicateDatabase:
+            pass

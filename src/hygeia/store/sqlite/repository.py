@@ -1,0 +1,108 @@
+"""SQLite repository.
+
+One writer connection guarded by a lock (SQLite allows one writer at a time;
+queuing writers in-process avoids SQLITE_BUSY storms) and one reader
+connection per thread.  In WAL mode readers see a consistent snapshot and are
+never blocked by the writer.  ``synchronous=FULL`` by default: a committed
+clinical record must survive a power cut, not just a process crash; pass
+``?synchronous=normal`` in the URL to trade that for speed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hygeia.store.base import Repository
+from hygeia.store.sql import SqlSession
+from hygeia.store.sqlite.schema import SCHEMA_VERSION, STATEMENTS
+
+_SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
+
+
+class SqliteSession(SqlSession):
+    """SQLite needs no explicit locks: the single writer already serialises."""
+
+    def lock(self, key: str) -> None:
+        return None
+
+
+class SqliteRepository(Repository):
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path, *, synchronous: str = "full") -> None:
+        self.path = str(path)
+        if synchronous.lower() not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
+        self._synchronous = _SYNCHRONOUS[synchronous.lower()]
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._writer = self._connect()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._create_schema()
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                     timeout=30)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA synchronous={self._synchronous}")
+        connection.execute("PRAGMA cache_size=-32000")
+        connection.execute("PRAGMA temp_store=MEMORY")
+        return connection
+
+    def _create_schema(self) -> None:
+        with self._write_lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in STATEMENTS:
+                    self._writer.execute(statement)
+                if self._writer.execute("SELECT COUNT(*) FROM hygeia_schema").fetchone()[0] == 0:
+                    self._writer.execute("INSERT INTO hygeia_schema VALUES (?)", (SCHEMA_VERSION,))
+                self._writer.execute("COMMIT")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqliteSession]:
+        with self._write_lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqliteSession(self._writer)
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            self._writer.execute("COMMIT")
+
+    @contextmanager
+    def reader(self) -> Iterator[SqliteSession]:
+        connection = self._reader_connection()
+        connection.execute("BEGIN")
+        try:
+            yield SqliteSession(connection)
+        finally:
+            connection.execute("COMMIT")
+
+    def _reader_connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            connection.execute("PRAGMA query_only=ON")
+            self._local.connection = connection
+            with self._readers_lock:
+                self._readers.append(connection)
+        return connection
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for connection in self._readers:
+                connection.close()
+            self._readers.clear()
+        with self._write_lock:
+            self._writer.close()

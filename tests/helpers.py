@@ -1,0 +1,48 @@
+"""Small builders shared by tests."""
+
+from __future__ import annotations
+
+import gzip
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from hygeia.server import FhirRequest, FhirResponse, FhirService
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def patient(identifier: str | None = None, family: str = "Doe", **extra: Any) -> dict[str, Any]:
+    resource: dict[str, Any] = {"resourceType": "Patient", "name": [{"family": family}]}
+    if identifier is not None:
+        resource["identifier"] = [{"system": "urn:test", "value": identifier}]
+    resource.update(extra)
+    return resource
+
+
+def unique() -> str:
+    return uuid.uuid4().hex
+
+
+def call(service: FhirService, method: str, path: str, body: Any = None,
+         **kwargs: Any) -> FhirResponse:
+    path, _, query = path.partition("?")
+    from urllib.parse import parse_qsl
+
+    request = FhirRequest(method, path, parse_qsl(query, keep_blank_values=True), body,
+                          "http://test/fhir/", **kwargs)
+    return service.handle(request)
+
+
+def body(response: FhirResponse) -> dict[str, Any]:
+    data = response.body_dict()
+    assert data is not None
+    return orjson.loads(orjson.dumps(data))
+
+
+def synthea_bundle(name: str = "001") -> dict[str, Any]:
+    path = next((FIXTURES / "synthea").glob(f"{name}-*.json.gz"))
+    data: dict[str, Any] = orjson.loads(gzip.decompress(path.read_bytes()))
+    return data
