@@ -118,10 +118,10 @@ def load(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     with open_repository(args.db) as repository:
         report = load_paths(FhirService(repository), args.paths, console, quiet=args.quiet)
-    for error in report.errors[:50]:
-        console.print(f"[red]error[/] {error}")
+    for error in report.errors[:50]:  # plain lines: one error per line, easy to grep
+        print(f"error: {error}", file=sys.stderr)
     if len(report.errors) > 50:
-        console.print(f"... and {len(report.errors) - 50} more errors")
+        print(f"... and {len(report.errors) - 50} more errors", file=sys.stderr)
     print(report.summary())
     return 1 if report.errors else 0
 

@@ -11,7 +11,9 @@ A rule is ``(kind, many, max, arg, extra, choice, type name)``:
 =========================  =====================================  ==========================
 kind                       arg                                    extra
 =========================  =====================================  ==========================
-``PRIMITIVE``              checker from :mod:`.primitives`        required codes or None
+``STRING``                 the type's regex ``fullmatch``         required codes or None
+``DATE``                   the type's regex ``fullmatch``         None
+``PRIMITIVE``              checker from :mod:`.primitives`        None
 ``COMPLEX``                the element type's :class:`TypeRules`  None
 ``REFERENCE``              Reference's :class:`TypeRules`         allowed target types/None
 ``RESOURCE``               None                                   None
@@ -21,7 +23,10 @@ kind                       arg                                    extra
 =========================  =====================================  ==========================
 
 ``many`` says the JSON must be an array, ``max`` is its largest size (0: no
-limit) and ``choice`` is ``(group, variant)`` for ``value[x]`` keys.
+limit) and ``choice`` is ``(group, variant)`` for ``value[x]`` keys.  String-like
+primitives get their own kinds so the walker checks them with one C call
+(``fullmatch``) instead of a Python function; every primitive keeps a full
+checker in :func:`.primitives.primitive_checkers` that explains failures.
 """
 
 from __future__ import annotations
@@ -32,15 +37,18 @@ from typing import Any
 
 from hygeia.fhir import spec
 from hygeia.fhir.validation.invariants import POST_CHECKS
-from hygeia.fhir.validation.primitives import primitive_checkers
+from hygeia.fhir.validation.primitives import CALENDAR_TYPES, primitive_checkers, string_matcher
 
-PRIMITIVE = 0
+STRING = 0
 COMPLEX = 1
-REFERENCE = 2
-RESOURCE = 3
-CONTAINED = 4
-PRIMITIVE_EXTENSION = 5
-RESOURCE_TYPE = 6
+DATE = 2
+REFERENCE = 3
+PRIMITIVE = 4
+RESOURCE = 5
+CONTAINED = 6
+PRIMITIVE_EXTENSION = 7
+RESOURCE_TYPE = 8
+PRIMITIVE_KINDS = frozenset({STRING, DATE, PRIMITIVE})
 
 Rule = tuple[int, bool, int, Any, Any, "tuple[str, str] | None", str]
 Required = tuple[str, tuple[str, ...]]
@@ -101,7 +109,7 @@ class _Compiler:
             rule = self._rule(rules, key, type_ref, many, limit, choice, element.get("vs"))
             rules.fields[key] = rule
             present.append(key)
-            if rule[0] == PRIMITIVE and not element.get("attr"):
+            if rule[0] in PRIMITIVE_KINDS and not element.get("attr"):
                 twin = "_" + key
                 rules.fields[twin] = (PRIMITIVE_EXTENSION, many, limit, key, None, choice, rule[6])
                 present.append(twin)
@@ -119,8 +127,7 @@ class _Compiler:
     ) -> Rule:
         code, targets = (type_ref[0], type_ref[1]) if isinstance(type_ref, list) else (type_ref, None)
         if code in self.checkers:
-            codes = spec.value_set_codes(value_set) if value_set else None
-            return (PRIMITIVE, many, limit, self.checkers[code], codes, choice, code)
+            return self._primitive(code, many, limit, choice, value_set)
         if code == "Resource":
             kind = CONTAINED if rules.is_resource and key == "contained" else RESOURCE
             return (kind, many, limit, None, None, choice, code)
@@ -128,6 +135,26 @@ class _Compiler:
             allowed = frozenset(targets) if targets else None
             return (REFERENCE, many, limit, self.rules[code], allowed, choice, code)
         return (COMPLEX, many, limit, self.rules[code], None, choice, code)
+
+
+    def _primitive(
+        self, code: str, many: bool, limit: int, choice: tuple[str, str] | None,
+        value_set: str | None,
+    ) -> Rule:
+        kind = primitive_kind(code)
+        if kind == PRIMITIVE:
+            return (PRIMITIVE, many, limit, self.checkers[code], None, choice, code)
+        codes = spec.value_set_codes(value_set) if value_set else None
+        return (kind, many, limit, string_matcher(code), codes, choice, code)
+
+
+def primitive_kind(code: str) -> int:
+    """Which walker kind checks primitive type ``code``."""
+    if code in CALENDAR_TYPES:
+        return DATE
+    if code != "xhtml" and spec.primitive_types()[code]["kind"] == "string":
+        return STRING
+    return PRIMITIVE
 
 
 @cache

@@ -14,15 +14,23 @@ from typing import Any
 from hygeia.fhir.outcome import Issue
 from hygeia.fhir.validation.invariants import check_contained
 from hygeia.fhir.validation.paths import Location, issue
-from hygeia.fhir.validation.primitives import json_type_name, shown
-from hygeia.fhir.validation.references import reference_problem
+from hygeia.fhir.validation.primitives import (
+    check_primitive,
+    is_real_day,
+    json_type_name,
+    primitive_checkers,
+    shown,
+)
+from hygeia.fhir.validation.references import is_uuid, reference_problem
 from hygeia.fhir.validation.rules import (
     COMPLEX,
     CONTAINED,
+    DATE,
     PRIMITIVE,
     PRIMITIVE_EXTENSION,
     REFERENCE,
     RESOURCE,
+    STRING,
     Rule,
     TypeRules,
     compiled_types,
@@ -49,17 +57,27 @@ def walk(obj: dict[str, Any], rules: TypeRules, location: Location, issues: list
                 issues.append(_two_choices(choice, chosen, location))
         if many:
             _array(obj, key, value, rule, location, issues)
-        elif kind == PRIMITIVE:
-            problem = arg(value)
-            if problem is not None:
-                issues.append(_primitive_issue(problem, key, value, location))
+        elif kind == STRING:
+            if type(value) is not str or (value not in _MEMO and not _fresh(value, arg)):
+                issues.append(_primitive_issue(rule, key, value, location))
             elif extra is not None and value not in extra:
-                issues.append(_binding_issue(value, extra, rules, key, (location, key, None)))
+                issues.append(_binding_issue(value, extra, key, (location, key, None)))
         elif kind == COMPLEX:
             if type(value) is dict:
                 walk(value, arg, (location, key, None), issues)
             else:
                 issues.append(_not_object(key, value, (location, key, None)))
+        elif kind == DATE:
+            if (
+                type(value) is not str or not value or arg(value) is None
+                or (value[8:10] > "28" and not is_real_day(value))
+            ):
+                issues.append(_primitive_issue(rule, key, value, location))
+        elif kind == REFERENCE:
+            _reference(value, arg, extra, (location, key, None), issues)
+        elif kind == PRIMITIVE:
+            if arg(value) is not None:
+                issues.append(_primitive_issue(rule, key, value, location))
         else:
             _single_special(obj, key, value, rule, location, issues)
     if rules.required:
@@ -67,6 +85,15 @@ def walk(obj: dict[str, Any], rules: TypeRules, location: Location, issues: list
     if rules.post is not None:
         rules.post(obj, location, issues)
 
+
+_MEMO: set[str] = set()
+def _fresh(value, arg):
+    if value and arg(value) is not None:
+        if len(value) < 80:
+            if len(_MEMO) > 10000: _MEMO.clear()
+            _MEMO.add(value)
+        return True
+    return False
 
 def check_resource(
     value: Any, location: Location, issues: list[Issue], contained: bool = False
@@ -110,15 +137,12 @@ def _array(
     if limit and len(value) > limit:
         issues.append(issue("structure", f"{key} has {len(value)} items, more than its maximum "
                             f"of {limit}", (location, key, None)))
-    if kind == PRIMITIVE:
+    if kind == STRING:
         for index, item in enumerate(value):
-            problem = arg(item)
-            if problem is not None:
-                if item is None and _has_twin(obj, key, index):
-                    continue
-                issues.append(_primitive_issue(problem, key, item, location, index))
+            if type(item) is not str or not item or arg(item) is None:
+                _bad_primitive_item(obj, key, item, index, rule, location, issues)
             elif extra is not None and item not in extra:
-                issues.append(_binding_issue(item, extra, None, key, (location, key, index)))
+                issues.append(_binding_issue(item, extra, key, (location, key, index)))
     elif kind == COMPLEX:
         for index, item in enumerate(value):
             if type(item) is dict:
@@ -128,15 +152,26 @@ def _array(
     elif kind == REFERENCE:
         for index, item in enumerate(value):
             _reference(item, arg, extra, (location, key, index), issues)
+    elif kind == DATE or kind == PRIMITIVE:
+        checker = primitive_checkers()[rule[6]]
+        for index, item in enumerate(value):
+            if checker(item) is not None:
+                _bad_primitive_item(obj, key, item, index, rule, location, issues)
     elif kind in (RESOURCE, CONTAINED):
         for index, item in enumerate(value):
             check_resource(item, (location, key, index), issues, kind == CONTAINED)
 
 
-def _has_twin(obj: dict[str, Any], key: str, index: int) -> bool:
-    """A null in a primitive array is allowed when ``_key[index]`` carries extensions."""
-    twin = obj.get("_" + key)
-    return type(twin) is list and index < len(twin) and type(twin[index]) is dict
+def _bad_primitive_item(
+    obj: dict[str, Any], key: str, item: Any, index: int, rule: Rule, location: Location,
+    issues: list[Issue],
+) -> None:
+    """Report a bad primitive array item, unless it is a null whose ``_key`` twin is set."""
+    if item is None:
+        twin = obj.get("_" + key)
+        if type(twin) is list and index < len(twin) and type(twin[index]) is dict:
+            return
+    issues.append(_primitive_issue(rule, key, item, location, index))
 
 
 def _twin_array(
@@ -194,7 +229,7 @@ def _reference(
         return
     walk(value, rules, location, issues)
     literal = value.get("reference")
-    if type(literal) is str and literal:
+    if type(literal) is str and literal and not (literal[:9] == "urn:uuid:" and is_uuid(literal)):
         problem = reference_problem(literal, targets)
         if problem is not None:
             issues.append(issue(problem[0], problem[1], (location, "reference", None)))
@@ -244,9 +279,9 @@ def _two_choices(choice: tuple[str, str], chosen: dict[str, str], location: Loca
 
 
 def _primitive_issue(
-    problem: tuple[str, str], key: str, value: Any, location: Location, index: int | None = None
+    rule: Rule, key: str, value: Any, location: Location, index: int | None = None
 ) -> Issue:
-    code, message = problem
+    code, message = check_primitive(rule[6], value) or ("value", f"invalid {rule[6]}")
     if index is None and type(value) is list:
         code, message = "structure", f"{key} repeats at most once, so it must not be an array"
     elif value is None:
@@ -254,9 +289,7 @@ def _primitive_issue(
     return issue(code, message, (location, key, index))
 
 
-def _binding_issue(
-    value: Any, codes: frozenset[str], rules: TypeRules | None, key: str, location: Location
-) -> Issue:
+def _binding_issue(value: Any, codes: frozenset[str], key: str, location: Location) -> Issue:
     allowed = ", ".join(sorted(codes)) if len(codes) <= 12 else f"one of {len(codes)} codes"
     return issue("code-invalid", f"{shown(value)} is not in the required value set for {key} "
                  f"(allowed: {allowed})", location)
