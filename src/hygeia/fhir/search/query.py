@@ -62,14 +62,19 @@ class Query:
     ignored: list[Issue] = field(default_factory=list)
 
 
-def split_escaped(value: str, separator: str) -> list[str]:
-    r"""Split on ``separator`` unless it is escaped with a backslash; unescape ``\,`` ``\|`` ``\$`` ``\\``."""
+def split_escaped(value: str, separator: str, *, unescape: bool = True) -> list[str]:
+    r"""Split on ``separator`` unless it is escaped with a backslash.
+
+    With ``unescape`` the escapes are removed (``a\,b`` -> ``a,b``); without it they
+    are kept for a later, inner split (commas first, then ``|`` inside a token).
+    """
     parts: list[str] = []
     current: list[str] = []
     chars = iter(value)
     for char in chars:
         if char == "\\":
-            current.append(next(chars, "\\"))
+            escaped = next(chars, "\\")
+            current.append(escaped if unescape else "\\" + escaped)
         elif char == separator:
             parts.append("".join(current))
             current = []
@@ -112,7 +117,8 @@ def _apply_parameter(query: Query, name: str, value: str, *, strict: bool, max_c
     if name == "_id":
         query.clauses.append(IdClause(tuple(split_escaped(value, ","))))
     elif name == "identifier":
-        values = tuple(parse_token(part) for part in split_escaped(value, ","))
+        values = tuple(parse_token(part)
+                       for part in split_escaped(value, ",", unescape=False))
         query.clauses.append(TokenClause("identifier", values))
     elif name == "_count":
         query.count = min(_non_negative(name, value), max_count)
