@@ -9,7 +9,8 @@ rules in milliseconds.
 
 Usage::
 
-    python tools/generate_spec.py [--source ../shared/fhir-r4] [--out src/hygeia/fhir/spec/_generated]
+    python tools/generate_spec.py [--source ../shared/fhir-r4] \\
+        [--out src/hygeia/fhir/spec/_generated]
 
 Output formats (all gzipped, compact JSON):
 
@@ -66,9 +67,10 @@ def read_bundle(source: Path, name: str) -> list[dict[str, Any]]:
 def write_json(path: Path, data: Any) -> int:
     """Write compact gzipped JSON (mtime 0 so reruns are byte-identical)."""
     raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode("utf-8")
-    with path.open("wb") as handle, gzip.GzipFile(
-        fileobj=handle, mode="wb", compresslevel=9, mtime=0
-    ) as gz:
+    with (
+        path.open("wb") as handle,
+        gzip.GzipFile(fileobj=handle, mode="wb", compresslevel=9, mtime=0) as gz,
+    ):
         gz.write(raw)
     return path.stat().st_size
 
@@ -340,7 +342,8 @@ def _structure_kind(name: str, sd: dict[str, Any]) -> str | None:
 def search_parameters(source: Path) -> list[dict[str, Any]]:
     """Compact SearchParameters, component definitions resolved to codes."""
     params = [
-        res for res in read_bundle(source, "search-parameters.json.gz")
+        res
+        for res in read_bundle(source, "search-parameters.json.gz")
         if res["resourceType"] == "SearchParameter"
     ]
     code_by_url = {param["url"]: param["code"] for param in params}
@@ -359,9 +362,11 @@ def _compact_parameter(param: dict[str, Any], code_by_url: dict[str, str]) -> di
             out[key] = param[key]
     if "component" in param:
         out["component"] = [
-            {"code": code_by_url.get(comp["definition"], comp["definition"]),
-             "definition": comp["definition"],
-             "expression": comp["expression"]}
+            {
+                "code": code_by_url.get(comp["definition"], comp["definition"]),
+                "definition": comp["definition"],
+                "expression": comp["expression"],
+            }
             for comp in param["component"]
         ]
     return out
@@ -371,9 +376,7 @@ def patient_compartment(source: Path) -> dict[str, list[str]]:
     """Resource type -> search parameter codes that place it in a Patient compartment."""
     with gzip.open(source / "compartmentdefinition-patient.json.gz", "rt") as handle:
         definition = json.load(handle)
-    return {
-        item["code"]: item["param"] for item in definition["resource"] if item.get("param")
-    }
+    return {item["code"]: item["param"] for item in definition["resource"] if item.get("param")}
 
 
 # --------------------------------------------------------------------------- main

@@ -91,7 +91,8 @@ def test_client_mistakes_get_operation_outcomes(client: httpx.Client, server: Se
                                headers={"Content-Type": "application/fhir+xml"}), 415, "XML")
     assert_outcome(client.get("metadata", headers={"Accept": "application/fhir+xml"}), 406,
                    "Cannot produce")
-    assert_outcome(client.get(server.base.removesuffix("/fhir") + "/not-fhir"), 404, "FHIR base is /fhir")
+    outside = server.base.removesuffix("/fhir") + "/not-fhir"
+    assert_outcome(client.get(outside), 404, "FHIR base is /fhir")
     assert_outcome(client.post("Patient", content=orjson.dumps({"resourceType": "Observation"}),
                                headers=FHIR_JSON), 400, "URL names Patient")
     assert_outcome(client.post("metadata", content=b"{}", headers=FHIR_JSON), 405, "not allowed")
@@ -109,7 +110,8 @@ def test_conditional_create_is_race_safe(client: httpx.Client, server: ServerPro
 
     def attempt(_: int) -> int:
         with httpx.Client(base_url=server.base + "/", timeout=60) as own:
-            response = create(own, patient(key), **{"If-None-Exist": f"identifier=urn:test|{key}"})
+            criteria = {"If-None-Exist": f"identifier=urn:test|{key}"}
+            response = create(own, patient(key), **criteria)
             return response.status_code
 
     with ThreadPoolExecutor(20) as pool:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -44,13 +46,17 @@ def amplified_bundle(copies: int) -> tuple[dict, int]:
     source = orjson.dumps(synthea_bundle("001")["entry"]).decode()
     entries = []
     for _ in range(copies):
-        fresh: dict[str, str] = {}
-        text = URN.sub(lambda m: fresh.setdefault(m.group(0), f"urn:uuid:{uuid.uuid4()}"), source)
+        text = URN.sub(_renamer(), source)
         entries.extend(orjson.loads(text))
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}, len(entries)
 
 
 URN = re.compile(r"urn:uuid:[0-9a-f-]{36}")
+
+
+def _renamer() -> Callable[[re.Match[str]], str]:
+    fresh: dict[str, str] = {}
+    return lambda match: fresh.setdefault(match.group(0), f"urn:uuid:{uuid.uuid4()}")
 
 
 def write_transaction_open(database_url: str) -> bool:
@@ -103,10 +109,8 @@ def test_kill_9_mid_transaction_leaves_nothing_partial(database_url: str) -> Non
 
 
 def _post_ignoring_errors(base: str, body: bytes) -> None:
-    try:
+    with contextlib.suppress(httpx.HTTPError):
         httpx.post(base + "/", content=body, headers=FHIR_JSON, timeout=60)
-    except httpx.HTTPError:
-        pass
 
 
 def test_postgres_env_is_honoured() -> None:

@@ -96,7 +96,8 @@ def test_invalid_resource_is_422_and_not_stored(service: FhirService) -> None:
 
 def test_conditional_create_returns_existing(service: FhirService) -> None:
     key = unique()
-    first = call(service, "POST", "Patient", patient(key), if_none_exist=f"identifier=urn:test|{key}")
+    first = call(service, "POST", "Patient", patient(key),
+                 if_none_exist=f"identifier=urn:test|{key}")
     second = call(service, "POST", "Patient", patient(key),
                   if_none_exist=f"identifier=urn:test|{key}")
     assert (first.status, second.status) == (201, 200)

@@ -28,7 +28,10 @@ def expand_paths(paths: list[str]) -> list[Path]:
 
 
 def open_text(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
+    """Open plain or gzipped files alike (Synthea and bulk exports are often gzipped)."""
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
 
 
 def is_ndjson(path: Path) -> bool:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -143,16 +144,19 @@ def process_transaction(service: FhirService, request: FhirRequest,
         resolve = _reference_resolver(session, entries, mapping)
         for entry in entries:
             if entry.method in ("POST", "PUT") and isinstance(entry.resource, dict):
-                _run_located(entry, lambda e=entry: rewrite_references(e.resource, resolve))
+                with located(entry):
+                    rewrite_references(entry.resource, resolve)
         for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
-            entry.response = _run_located(
-                entry, lambda e=entry: _execute(service, session, request, e))
+            with located(entry):
+                entry.response = _execute(service, session, request, entry)
     return [_response_entry(entry, request) for entry in entries]
 
 
-def _run_located(entry: Entry, action: Callable[[], Any]) -> Any:
+@contextmanager
+def located(entry: Entry) -> Iterator[None]:
+    """Re-raise an entry's error anchored at ``Bundle.entry[i]``, naming the entry."""
     try:
-        return action()
+        yield
     except FhirError as error:
         located = type(error)(issues=_located(error.issues, entry.where),
                               headers=error.headers)
@@ -198,12 +202,16 @@ def _assign_identities(session: Session, entries: list[Entry]) -> dict[str, str]
         route, resource_type = entry.route, entry.route.resource_type
         if entry.method == "POST" and route.interaction == "create":
             criteria = entry.request.get("ifNoneExist")
-            found = _run_located(entry, lambda c=criteria, t=resource_type: write.resolve_criteria(
-                session, t, c, lock=True).id if c else None)
+            found = None
+            if criteria and resource_type:
+                with located(entry):
+                    found = write.resolve_criteria(session, resource_type, criteria,
+                                                   lock=True).id
             entry.existing = found is not None
             entry.target_id = found or new_id()
         elif entry.method in ("PUT", "PATCH"):
-            entry.target_id = _run_located(entry, lambda e=entry: _put_target(session, e))
+            with located(entry):
+                entry.target_id = _put_target(session, entry)
         if entry.full_url and entry.target_id and resource_type:
             mapping[entry.full_url] = f"{resource_type}/{entry.target_id}"
     return mapping

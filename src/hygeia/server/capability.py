@@ -71,7 +71,8 @@ def capability_statement(dialect: str) -> dict[str, Any]:
             "documentation": "Searching supports _id and identifier for now; other parameters "
                              "are ignored and reported in an OperationOutcome entry "
                              "(or refused with Prefer: handling=strict).",
-            "resource": [_resource_entry(name, identifier_types) for name in sorted(resource_types())],
+            "resource": [_resource_entry(name, identifier_types)
+                         for name in sorted(resource_types())],
             "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
         }],
     }

@@ -96,9 +96,7 @@ def domain_resource_types() -> frozenset[str]:
 @cache
 def complex_types() -> frozenset[str]:
     """Names of the complex datatypes (``HumanName``, ``Reference``...)."""
-    return frozenset(
-        name for name, info in type_definitions().items() if info["kind"] == "complex"
-    )
+    return frozenset(name for name, info in type_definitions().items() if info["kind"] == "complex")
 
 
 def is_resource_type(name: str) -> bool:

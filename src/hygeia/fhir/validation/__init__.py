@@ -35,11 +35,12 @@ def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
     as an issue too.
     """
     if type(resource) is not dict:
-        return [Issue("structure", f"a resource must be a JSON object, got "
-                      f"{json_type_name(resource)}")]
+        return [
+            Issue("structure", f"a resource must be a JSON object, got {json_type_name(resource)}")
+        ]
     name = resource.get("resourceType")
-    rules = resource_rules().get(name) if type(name) is str else None
-    if rules is None:
+    rules = resource_rules().get(name) if isinstance(name, str) else None
+    if rules is None or not isinstance(name, str):
         return [unknown_resource_type(name, None)]
     issues: list[Issue] = []
     if expected_type is not None and not _is_expected(name, expected_type):

@@ -27,34 +27,54 @@ def check_extension(obj: dict[str, Any], location: Location, issues: list[Issue]
     if "extension" in obj:
         if has_value:
             issues.append(
-                issue("invariant", "ext-1: an extension has either extensions or a value[x], "
-                      "not both", location)
+                issue(
+                    "invariant",
+                    "ext-1: an extension has either extensions or a value[x], not both",
+                    location,
+                )
             )
     elif not has_value:
         issues.append(
-            issue("invariant", "ext-1: an extension needs a value[x] or nested extensions",
-                  location)
+            issue(
+                "invariant", "ext-1: an extension needs a value[x] or nested extensions", location
+            )
         )
 
 
 def check_contained(resource: dict[str, Any], location: Location, issues: list[Issue]) -> None:
     """Rules for a resource inside ``contained``: has an id, no nesting, no version or labels."""
     if "id" not in resource:
-        issues.append(issue("required", "a contained resource must have an id",
-                            child(location, "id")))
+        issues.append(
+            issue("required", "a contained resource must have an id", child(location, "id"))
+        )
     if "contained" in resource:
-        issues.append(issue("invariant", "dom-2: a contained resource cannot contain resources",
-                            child(location, "contained")))
+        issues.append(
+            issue(
+                "invariant",
+                "dom-2: a contained resource cannot contain resources",
+                child(location, "contained"),
+            )
+        )
     meta = resource.get("meta")
     if type(meta) is not dict:
         return
     for name in ("versionId", "lastUpdated"):
         if name in meta:
-            issues.append(issue("invariant", f"dom-4: a contained resource cannot have meta.{name}",
-                                child(child(location, "meta"), name)))
+            issues.append(
+                issue(
+                    "invariant",
+                    f"dom-4: a contained resource cannot have meta.{name}",
+                    child(child(location, "meta"), name),
+                )
+            )
     if "security" in meta:
-        issues.append(issue("invariant", "dom-5: a contained resource cannot have a security "
-                            "label", child(child(location, "meta"), "security")))
+        issues.append(
+            issue(
+                "invariant",
+                "dom-5: a contained resource cannot have a security label",
+                child(child(location, "meta"), "security"),
+            )
+        )
 
 
 POST_CHECKS: dict[str, Callable[[dict[str, Any], Location, list[Issue]], None]] = {

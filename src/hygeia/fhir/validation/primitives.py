@@ -104,31 +104,10 @@ def _wrong_type(name: str, kind: str) -> Callable[[Any], Problem]:
     return problem
 
 
-@cache
-def string_matcher(name: str) -> Callable[[str], object]:
-    """``fullmatch`` of a string primitive's spec regex (maxLength folded in), compiled once.
-
-    ``string``'s ``[ \\r\\n\\t\\S]+`` becomes ``[ \\r\\n\\t\\S]{1,1048576}`` so the walker's
-    fast path needs one C call for the format and the 1 MB limit together.
-    Compiled with ``re.ASCII`` so ``\\s`` means what it does in the spec's
-    (Java/XML Schema) regexes: ASCII whitespace only.
-    """
-    info = spec.primitive_types()[name]
-    regex = info.get("regex") or r"[\s\S]+"
-    regex = SAFE_REGEXES.get(regex, regex)
-    max_length = info.get("maxLength")
-    if max_length and _ONE_CLASS_PLUS(regex):
-        regex = f"{regex[:-1]}{{1,{max_length}}}"
-    elif max_length:
-        regex = rf"(?=[\s\S]{{0,{max_length}}}\Z)(?:{regex})"
-    return re.compile(regex, re.ASCII).fullmatch
-
-
-_ONE_CLASS_PLUS = re.compile(r"\[[^\]]*\]\+").fullmatch
-
-
 def _string_check(name: str, info: dict[str, Any]) -> PrimitiveCheck:
-    fullmatch = string_matcher(name)
+    # re.ASCII: in the spec's (Java / XML Schema) regexes \s is ASCII whitespace only.
+    regex = info.get("regex") or r"[\s\S]+"
+    fullmatch = re.compile(SAFE_REGEXES.get(regex, regex), re.ASCII).fullmatch
     calendar = name in CALENDAR_TYPES
     max_length = info.get("maxLength") or 0
     wrong = _wrong_type(name, "string")
@@ -217,6 +196,41 @@ def primitive_checkers() -> dict[str, PrimitiveCheck]:
         factory = _xhtml_check if name == "xhtml" else _FACTORIES[info["kind"]]
         checkers[name] = factory(name, info)
     return checkers
+
+
+class KnownGood(set[str]):
+    """Strings a primitive's checker has already accepted, so repeats skip the regex.
+
+    Real traffic repeats the same codes, systems and displays endlessly; a set
+    lookup is several times cheaper than ``fullmatch``.  Only values the full
+    checker accepted are added, so ``value in known or known.learn(value)`` is
+    exactly the checker's verdict.  Bounded: short values only, and the set is
+    emptied when full so it keeps tracking what is hot now.
+    """
+
+    __slots__ = ("check",)
+    LIMIT = 20_000
+    LONGEST = 128
+
+    def __init__(self, check: PrimitiveCheck) -> None:
+        super().__init__()
+        self.check = check
+
+    def learn(self, value: str) -> bool:
+        """Run the full check on a value not seen before; remember it if valid."""
+        if self.check(value) is not None:
+            return False
+        if len(value) <= self.LONGEST:
+            if len(self) >= self.LIMIT:
+                self.clear()
+            self.add(value)
+        return True
+
+
+@cache
+def known_good(type_name: str) -> KnownGood:
+    """The shared :class:`KnownGood` memo of a string-kind primitive type."""
+    return KnownGood(primitive_checkers()[type_name])
 
 
 def check_primitive(type_name: str, value: Any) -> Problem | None:

@@ -26,9 +26,10 @@ _ID = r"[A-Za-z0-9\-\.]{1,64}"
 _RELATIVE = re.compile(rf"([A-Z][A-Za-z]+)/{_ID}(?:/_history/{_ID})?", re.ASCII).fullmatch
 _CONDITIONAL = re.compile(r"([A-Z][A-Za-z]+)\?\S*", re.ASCII).fullmatch
 _LOCAL = re.compile(rf"#(?:{_ID})?", re.ASCII).fullmatch
-is_uuid = _UUID = re.compile(
+_UUID = re.compile(
     r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII
 ).fullmatch
+is_uuid = _UUID
 _OID = re.compile(r"urn:oid:[0-2](\.(0|[1-9][0-9]*))+", re.ASCII).fullmatch
 _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+", re.ASCII).fullmatch
 

@@ -11,8 +11,7 @@ A rule is ``(kind, many, max, arg, extra, choice, type name)``:
 =========================  =====================================  ==========================
 kind                       arg                                    extra
 =========================  =====================================  ==========================
-``STRING``                 the type's regex ``fullmatch``         required codes or None
-``DATE``                   the type's regex ``fullmatch``         None
+``STRING``                 the type's :class:`.KnownGood` memo    required codes or None
 ``PRIMITIVE``              checker from :mod:`.primitives`        None
 ``COMPLEX``                the element type's :class:`TypeRules`  None
 ``REFERENCE``              Reference's :class:`TypeRules`         allowed target types/None
@@ -24,9 +23,10 @@ kind                       arg                                    extra
 
 ``many`` says the JSON must be an array, ``max`` is its largest size (0: no
 limit) and ``choice`` is ``(group, variant)`` for ``value[x]`` keys.  String-like
-primitives get their own kinds so the walker checks them with one C call
-(``fullmatch``) instead of a Python function; every primitive keeps a full
-checker in :func:`.primitives.primitive_checkers` that explains failures.
+primitives (most of any resource) get their own kind so the walker usually
+checks them with one set lookup instead of a Python call; every primitive
+keeps a full checker in :func:`.primitives.primitive_checkers` that decides
+and explains.
 """
 
 from __future__ import annotations
@@ -37,18 +37,17 @@ from typing import Any
 
 from hygeia.fhir import spec
 from hygeia.fhir.validation.invariants import POST_CHECKS
-from hygeia.fhir.validation.primitives import CALENDAR_TYPES, primitive_checkers, string_matcher
+from hygeia.fhir.validation.primitives import known_good, primitive_checkers
 
 STRING = 0
 COMPLEX = 1
-DATE = 2
-REFERENCE = 3
-PRIMITIVE = 4
-RESOURCE = 5
-CONTAINED = 6
-PRIMITIVE_EXTENSION = 7
-RESOURCE_TYPE = 8
-PRIMITIVE_KINDS = frozenset({STRING, DATE, PRIMITIVE})
+REFERENCE = 2
+PRIMITIVE = 3
+RESOURCE = 4
+CONTAINED = 5
+PRIMITIVE_EXTENSION = 6
+RESOURCE_TYPE = 7
+PRIMITIVE_KINDS = frozenset({STRING, PRIMITIVE})
 
 Rule = tuple[int, bool, int, Any, Any, "tuple[str, str] | None", str]
 Required = tuple[str, tuple[str, ...]]
@@ -99,10 +98,7 @@ class _Compiler:
         top = element.get("max", 1)
         many = top != 1
         limit = 0 if top == "*" else int(top)
-        if "x" in element:
-            variants = list(element["x"].items())
-        else:
-            variants = [(element["n"], element["t"])]
+        variants = list(element["x"].items()) if "x" in element else [(element["n"], element["t"])]
         present: list[str] = []
         for key, type_ref in variants:
             choice = (element["n"], key) if "x" in element else None
@@ -125,7 +121,7 @@ class _Compiler:
         choice: tuple[str, str] | None,
         value_set: str | None,
     ) -> Rule:
-        code, targets = (type_ref[0], type_ref[1]) if isinstance(type_ref, list) else (type_ref, None)
+        code, targets = type_ref if isinstance(type_ref, list) else (type_ref, None)
         if code in self.checkers:
             return self._primitive(code, many, limit, choice, value_set)
         if code == "Resource":
@@ -136,25 +132,18 @@ class _Compiler:
             return (REFERENCE, many, limit, self.rules[code], allowed, choice, code)
         return (COMPLEX, many, limit, self.rules[code], None, choice, code)
 
-
     def _primitive(
-        self, code: str, many: bool, limit: int, choice: tuple[str, str] | None,
+        self,
+        code: str,
+        many: bool,
+        limit: int,
+        choice: tuple[str, str] | None,
         value_set: str | None,
     ) -> Rule:
-        kind = primitive_kind(code)
-        if kind == PRIMITIVE:
+        if code == "xhtml" or spec.primitive_types()[code]["kind"] != "string":
             return (PRIMITIVE, many, limit, self.checkers[code], None, choice, code)
         codes = spec.value_set_codes(value_set) if value_set else None
-        return (kind, many, limit, string_matcher(code), codes, choice, code)
-
-
-def primitive_kind(code: str) -> int:
-    """Which walker kind checks primitive type ``code``."""
-    if code in CALENDAR_TYPES:
-        return DATE
-    if code != "xhtml" and spec.primitive_types()[code]["kind"] == "string":
-        return STRING
-    return PRIMITIVE
+        return (STRING, many, limit, known_good(code), codes, choice, code)
 
 
 @cache

@@ -16,16 +16,13 @@ from hygeia.fhir.validation.invariants import check_contained
 from hygeia.fhir.validation.paths import Location, issue
 from hygeia.fhir.validation.primitives import (
     check_primitive,
-    is_real_day,
     json_type_name,
-    primitive_checkers,
     shown,
 )
 from hygeia.fhir.validation.references import is_uuid, reference_problem
 from hygeia.fhir.validation.rules import (
     COMPLEX,
     CONTAINED,
-    DATE,
     PRIMITIVE,
     PRIMITIVE_EXTENSION,
     REFERENCE,
@@ -58,7 +55,7 @@ def walk(obj: dict[str, Any], rules: TypeRules, location: Location, issues: list
         if many:
             _array(obj, key, value, rule, location, issues)
         elif kind == STRING:
-            if type(value) is not str or (value not in _MEMO and not _fresh(value, arg)):
+            if type(value) is not str or (value not in arg and not arg.learn(value)):
                 issues.append(_primitive_issue(rule, key, value, location))
             elif extra is not None and value not in extra:
                 issues.append(_binding_issue(value, extra, key, (location, key, None)))
@@ -67,17 +64,13 @@ def walk(obj: dict[str, Any], rules: TypeRules, location: Location, issues: list
                 walk(value, arg, (location, key, None), issues)
             else:
                 issues.append(_not_object(key, value, (location, key, None)))
-        elif kind == DATE:
-            if (
-                type(value) is not str or not value or arg(value) is None
-                or (value[8:10] > "28" and not is_real_day(value))
-            ):
-                issues.append(_primitive_issue(rule, key, value, location))
         elif kind == REFERENCE:
             _reference(value, arg, extra, (location, key, None), issues)
         elif kind == PRIMITIVE:
             if arg(value) is not None:
                 issues.append(_primitive_issue(rule, key, value, location))
+        elif kind == REFERENCE:
+            _reference(value, arg, extra, (location, key, None), issues)
         else:
             _single_special(obj, key, value, rule, location, issues)
     if rules.required:
@@ -86,22 +79,18 @@ def walk(obj: dict[str, Any], rules: TypeRules, location: Location, issues: list
         rules.post(obj, location, issues)
 
 
-_MEMO: set[str] = set()
-def _fresh(value, arg):
-    if value and arg(value) is not None:
-        if len(value) < 80:
-            if len(_MEMO) > 10000: _MEMO.clear()
-            _MEMO.add(value)
-        return True
-    return False
-
 def check_resource(
     value: Any, location: Location, issues: list[Issue], contained: bool = False
 ) -> None:
     """Check a resource nested in another (contained, Bundle.entry.resource...)."""
     if type(value) is not dict:
-        issues.append(issue("structure", f"expected a resource (JSON object), got "
-                            f"{json_type_name(value)}", location))
+        issues.append(
+            issue(
+                "structure",
+                f"expected a resource (JSON object), got {json_type_name(value)}",
+                location,
+            )
+        )
         return
     rules = resource_rules().get(value.get("resourceType"))  # type: ignore[arg-type]
     if rules is None:
@@ -123,7 +112,11 @@ def unknown_resource_type(name: Any, location: Location | None) -> Issue:
 
 
 def _array(
-    obj: dict[str, Any], key: str, value: Any, rule: Rule, location: Location,
+    obj: dict[str, Any],
+    key: str,
+    value: Any,
+    rule: Rule,
+    location: Location,
     issues: list[Issue],
 ) -> None:
     """A repeating element: must be a non-empty array within max; check each item."""
@@ -135,11 +128,16 @@ def _array(
         issues.append(_not_array(key, value, (location, key, None)))
         return
     if limit and len(value) > limit:
-        issues.append(issue("structure", f"{key} has {len(value)} items, more than its maximum "
-                            f"of {limit}", (location, key, None)))
+        issues.append(
+            issue(
+                "structure",
+                f"{key} has {len(value)} items, more than its maximum of {limit}",
+                (location, key, None),
+            )
+        )
     if kind == STRING:
         for index, item in enumerate(value):
-            if type(item) is not str or not item or arg(item) is None:
+            if type(item) is not str or (item not in arg and not arg.learn(item)):
                 _bad_primitive_item(obj, key, item, index, rule, location, issues)
             elif extra is not None and item not in extra:
                 issues.append(_binding_issue(item, extra, key, (location, key, index)))
@@ -152,10 +150,9 @@ def _array(
     elif kind == REFERENCE:
         for index, item in enumerate(value):
             _reference(item, arg, extra, (location, key, index), issues)
-    elif kind == DATE or kind == PRIMITIVE:
-        checker = primitive_checkers()[rule[6]]
+    elif kind == PRIMITIVE:
         for index, item in enumerate(value):
-            if checker(item) is not None:
+            if arg(item) is not None:
                 _bad_primitive_item(obj, key, item, index, rule, location, issues)
     elif kind in (RESOURCE, CONTAINED):
         for index, item in enumerate(value):
@@ -163,7 +160,12 @@ def _array(
 
 
 def _bad_primitive_item(
-    obj: dict[str, Any], key: str, item: Any, index: int, rule: Rule, location: Location,
+    obj: dict[str, Any],
+    key: str,
+    item: Any,
+    index: int,
+    rule: Rule,
+    location: Location,
     issues: list[Issue],
 ) -> None:
     """Report a bad primitive array item, unless it is a null whose ``_key`` twin is set."""
@@ -175,7 +177,11 @@ def _bad_primitive_item(
 
 
 def _twin_array(
-    obj: dict[str, Any], key: str, value: Any, rule: Rule, location: Location,
+    obj: dict[str, Any],
+    key: str,
+    value: Any,
+    rule: Rule,
+    location: Location,
     issues: list[Issue],
 ) -> None:
     """``_given``: extension objects aligned item by item with ``given``; null = none."""
@@ -185,8 +191,13 @@ def _twin_array(
         return
     values = obj.get(base)
     if type(values) is list and len(values) != len(value):
-        issues.append(issue("structure", f"{key} has {len(value)} items but {base} has "
-                            f"{len(values)}; they must align", (location, key, None)))
+        issues.append(
+            issue(
+                "structure",
+                f"{key} has {len(value)} items but {base} has {len(values)}; they must align",
+                (location, key, None),
+            )
+        )
     element = compiled_types()["Element"]
     for index, item in enumerate(value):
         if type(item) is dict:
@@ -194,15 +205,24 @@ def _twin_array(
         elif item is not None:
             issues.append(_not_object(key, item, (location, key, index)))
         elif not (type(values) is list and index < len(values) and values[index] is not None):
-            issues.append(issue("structure", f"{base}[{index}] and {key}[{index}] are both null",
-                                (location, key, index)))
+            issues.append(
+                issue(
+                    "structure",
+                    f"{base}[{index}] and {key}[{index}] are both null",
+                    (location, key, index),
+                )
+            )
 
 
 # --------------------------------------------------------------------------- singles
 
 
 def _single_special(
-    obj: dict[str, Any], key: str, value: Any, rule: Rule, location: Location,
+    obj: dict[str, Any],
+    key: str,
+    value: Any,
+    rule: Rule,
+    location: Location,
     issues: list[Issue],
 ) -> None:
     """A non-repeating element that is not a plain primitive or datatype."""
@@ -220,12 +240,15 @@ def _single_special(
 
 
 def _reference(
-    value: Any, rules: TypeRules, targets: frozenset[str] | None, location: Location,
+    value: Any,
+    rules: TypeRules,
+    targets: frozenset[str] | None,
+    location: Location,
     issues: list[Issue],
 ) -> None:
     """A Reference datatype plus the shape and target type of ``reference``."""
     if type(value) is not dict:
-        issues.append(_not_object(location[1], value, location))  # type: ignore[index]
+        issues.append(_not_object(location[1], value, location))
         return
     walk(value, rules, location, issues)
     literal = value.get("reference")
@@ -243,8 +266,13 @@ def _required(
             if key in obj:
                 break
         else:
-            issues.append(issue("required", f"{rules.name}.{name} is required (minimum "
-                                "cardinality 1) but missing", (location, name, None)))
+            issues.append(
+                issue(
+                    "required",
+                    f"{rules.name}.{name} is required (minimum cardinality 1) but missing",
+                    (location, name, None),
+                )
+            )
 
 
 def _small_object(
@@ -252,11 +280,17 @@ def _small_object(
 ) -> None:
     """Empty objects are invalid JSON FHIR; so is an element holding only an id (ele-1)."""
     if not obj:
-        issues.append(issue("structure", f"an empty object is not allowed ({rules.name})",
-                            location))
+        issues.append(
+            issue("structure", f"an empty object is not allowed ({rules.name})", location)
+        )
     elif "id" in obj and not rules.is_resource:
-        issues.append(issue("invariant", f"ele-1: {rules.name} has only an id: an element "
-                            "needs a value or children", location))
+        issues.append(
+            issue(
+                "invariant",
+                f"ele-1: {rules.name} has only an id: an element needs a value or children",
+                location,
+            )
+        )
 
 
 # --------------------------------------------------------------------------- issues
@@ -266,16 +300,27 @@ def _unknown_element(key: Any, rules: TypeRules, location: Location) -> Issue:
     name = key if type(key) is str else repr(key)
     for rule in rules.fields.values():
         choice = rule[5]
-        if choice is not None and name.startswith(choice[0]) and name[len(choice[0]):][:1].isupper():
-            return issue("structure", f"{name!r} is not an allowed type for "
-                         f"{rules.name}.{choice[0]}[x]", (location, name, None))
+        if choice is not None and _is_variant_name(name, choice[0]):
+            return issue(
+                "structure",
+                f"{name!r} is not an allowed type for {rules.name}.{choice[0]}[x]",
+                (location, name, None),
+            )
     return issue("structure", f"unknown element {name!r} in {rules.name}", (location, name, None))
+
+
+def _is_variant_name(name: str, group: str) -> bool:
+    """``valueFoo`` looks like a ``value[x]`` variant: the group then an upper-case letter."""
+    return name.startswith(group) and name[len(group) : len(group) + 1].isupper()
 
 
 def _two_choices(choice: tuple[str, str], chosen: dict[str, str], location: Location) -> Issue:
     group, variant = choice
-    return issue("structure", f"{group}[x] may have only one type, found {chosen[group]} and "
-                 f"{variant}", (location, variant, None))
+    return issue(
+        "structure",
+        f"{group}[x] may have only one type, found {chosen[group]} and {variant}",
+        (location, variant, None),
+    )
 
 
 def _primitive_issue(
@@ -291,26 +336,36 @@ def _primitive_issue(
 
 def _binding_issue(value: Any, codes: frozenset[str], key: str, location: Location) -> Issue:
     allowed = ", ".join(sorted(codes)) if len(codes) <= 12 else f"one of {len(codes)} codes"
-    return issue("code-invalid", f"{shown(value)} is not in the required value set for {key} "
-                 f"(allowed: {allowed})", location)
+    return issue(
+        "code-invalid",
+        f"{shown(value)} is not in the required value set for {key} (allowed: {allowed})",
+        location,
+    )
 
 
 def _not_object(key: str, value: Any, location: Location) -> Issue:
     if value is None:
-        return issue("structure", f"{key} is null; leave an element out instead of sending null",
-                     location)
+        return issue(
+            "structure", f"{key} is null; leave an element out instead of sending null", location
+        )
     if type(value) is list:
-        return issue("structure", f"{key} repeats at most once, so it must not be an array",
-                     location)
-    return issue("structure", f"expected a JSON object for {key}, got {json_type_name(value)}",
-                 location)
+        return issue(
+            "structure", f"{key} repeats at most once, so it must not be an array", location
+        )
+    return issue(
+        "structure", f"expected a JSON object for {key}, got {json_type_name(value)}", location
+    )
 
 
 def _not_array(key: str, value: Any, location: Location) -> Issue:
     if type(value) is list:
         return issue("structure", f"{key} is an empty array; leave it out instead", location)
     if value is None:
-        return issue("structure", f"{key} is null; leave an element out instead of sending null",
-                     location)
-    return issue("structure", f"{key} repeats, so it must be a JSON array, got "
-                 f"{json_type_name(value)}", location)
+        return issue(
+            "structure", f"{key} is null; leave an element out instead of sending null", location
+        )
+    return issue(
+        "structure",
+        f"{key} repeats, so it must be a JSON array, got {json_type_name(value)}",
+        location,
+    )

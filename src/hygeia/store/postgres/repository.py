@@ -8,7 +8,7 @@ number of API workers can share one database.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -17,8 +17,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from hygeia.fhir.outcome import Conflict
-from hygeia.store.base import Repository, StoredVersion
 from hygeia.fhir.search.index import TokenRow
+from hygeia.store.base import Repository, StoredVersion
 from hygeia.store.postgres.schema import SCHEMA_VERSION, STATEMENTS
 from hygeia.store.sql import SqlSession
 
@@ -89,10 +89,8 @@ def ensure_database(url: str) -> None:
     except psycopg.OperationalError as error:
         if "does not exist" not in str(error):
             raise
-    name = params.get("dbname")
+    name = str(params.get("dbname") or "")
     maintenance = make_conninfo(url, dbname="postgres")
-    with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as connection:
-        try:
-            connection.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
-        except psycopg.errors.DuplicateDatabase:
-            pass
+    with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as connection, \
+            suppress(psycopg.errors.DuplicateDatabase):
+        connection.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
