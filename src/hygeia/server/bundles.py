@@ -145,7 +145,7 @@ def process_transaction(service: FhirService, request: FhirRequest,
         for entry in entries:
             if entry.method in ("POST", "PUT") and isinstance(entry.resource, dict):
                 with located(entry):
-                    rewrite_references(entry.resource, resolve)
+                    entry.resource = rewrite_references(entry.resource, resolve)
         for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
             with located(entry):
                 entry.response = _execute(service, session, request, entry)

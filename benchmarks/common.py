@@ -1,0 +1,74 @@
+"""Shared benchmark plumbing: data files, server processes, peak RSS."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "synthea-r4"
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def bundle_files(data: Path) -> list[Path]:
+    files = sorted(data.glob("*.json.gz")) + sorted(data.glob("*.json"))
+    if not files:
+        sys.exit(f"no bundles in {data}; pass --data")
+    return files
+
+
+def read_bytes(path: Path) -> bytes:
+    raw = path.read_bytes()
+    return gzip.decompress(raw) if path.name.endswith(".gz") else raw
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """``hygeia serve`` in a child process."""
+
+    def __init__(self, db_url: str, *extra: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}/fhir"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "hygeia.cli.main", "serve", "--port", str(self.port),
+             "--db", db_url, "--max-body-mb", "256", *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.base}/metadata", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("server did not start") from None
+                time.sleep(0.1)
+
+    def peak_rss_mb(self) -> float:
+        """VmHWM: the most resident memory the process has had since it started."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def fresh_postgres_db(admin_url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"

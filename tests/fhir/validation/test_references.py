@@ -1,0 +1,70 @@
+"""Reference.reference shapes and target types (references.html)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hygeia.fhir.validation.references import reference_problem
+
+PATIENT_OR_GROUP = frozenset({"Patient", "Group"})
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "Patient/123",
+        "Patient/a.b-C",
+        "Group/1/_history/2",
+        "Patient?identifier=http://example.org|123",
+        "#",
+        "#contained-1",
+        "urn:uuid:c757873d-ec9a-4326-a141-556f43239520",
+        "urn:oid:1.2.840.113619",
+        "http://example.org/fhir/Patient/123",
+        "https://example.org/fhir/Observation/1",
+        "urn:isbn:0451450523",
+    ],
+)
+def test_valid_shapes(reference: str) -> None:
+    assert reference_problem(reference, PATIENT_OR_GROUP) is None
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "Patient/",
+        "Patient",
+        "/Patient/1",
+        "Patient/1/2",
+        "Patient/has space",
+        "Patient/" + "x" * 65,
+        "patient/1",
+        "#bad id",
+        "urn:uuid:123",
+        "urn:oid:1.02",
+        "http://example.org/a b",
+        "1234",
+    ],
+)
+def test_invalid_shapes(reference: str) -> None:
+    problem = reference_problem(reference, PATIENT_OR_GROUP)
+    assert problem is not None
+    assert problem[0] == "value"
+
+
+def test_unknown_resource_type() -> None:
+    problem = reference_problem("Patientx/1", None)
+    assert problem is not None
+    assert "unknown resource type" in problem[1]
+
+
+def test_target_type_must_be_allowed() -> None:
+    problem = reference_problem("Observation/1", PATIENT_OR_GROUP)
+    assert problem is not None
+    assert problem[0] == "invalid"
+    assert "Group, Patient" in problem[1]
+    assert reference_problem("Observation?code=1", PATIENT_OR_GROUP) is not None
+
+
+def test_any_target_when_the_element_allows_any_resource() -> None:
+    assert reference_problem("Observation/1", None) is None
