@@ -142,3 +142,22 @@ def test_search_post_form(client: httpx.Client) -> None:
     create(client, patient(key))
     response = client.post("Patient/_search", data={"identifier": key})
     assert response.json()["total"] == 1
+
+
+def test_concurrent_updates_never_corrupt_versions(client: httpx.Client,
+                                                   server: ServerProcess) -> None:
+    id = f"race-{unique()[:12]}"
+
+    def attempt(n: int) -> int:
+        with httpx.Client(base_url=server.base + "/", timeout=60) as own:
+            body = orjson.dumps(patient(id=id, family=f"F{n}"))
+            return own.put(f"Patient/{id}", content=body, headers=FHIR_JSON).status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(attempt, range(10)))
+    assert set(statuses) <= {200, 201, 409}  # 409 only when two first writes collide
+    assert statuses.count(201) == 1
+    written = sum(1 for status in statuses if status in (200, 201))
+    history = client.get(f"Patient/{id}/_history").json()
+    assert sorted(int(e["resource"]["meta"]["versionId"]) for e in history["entry"]) == \
+        list(range(1, written + 1))

@@ -28,7 +28,8 @@ def test_load_bundle_and_ndjson(tmp_path: Path) -> None:
     lines.append(orjson.dumps({"resourceType": "Patient", "birthDate": "never"}))
     ndjson.write_bytes(b"\n".join(lines) + b"\n")
     db = f"sqlite:///{tmp_path}/load.db"
-    result = hygeia("load", "--db", db, "--quiet", str(FIXTURES / "synthea"), str(ndjson))
+    bundle = next((FIXTURES / "synthea").glob("001-*.json.gz"))
+    result = hygeia("load", "--db", db, "--quiet", str(bundle), str(ndjson))
     assert "Loaded 276 resources from 2 files" in result.stdout, result.stderr
     assert "patients.ndjson:2: not JSON" in result.stderr
     assert "patients.ndjson:5" in result.stderr  # the invalid line, by number
@@ -78,3 +79,15 @@ def test_is_loopback(host: str, loopback: bool) -> None:
 def test_help_has_examples() -> None:
     for command in ("serve", "load", "validate"):
         assert "example:" in hygeia(command, "--help").stdout
+
+
+def test_serve_demo_loads_demo_patients_once(tmp_path: Path) -> None:
+    from tests.conftest import ServerProcess
+
+    db = f"sqlite:///{tmp_path}/demo.db"
+    for _ in range(2):  # the second start must not load the demo again
+        server = ServerProcess(db, "--demo")
+        try:
+            assert server.client.get("Patient").json()["total"] == 2
+        finally:
+            server.stop()

@@ -175,3 +175,17 @@ def test_batch_entries_fail_independently(service: FhirService) -> None:
 def test_bundle_of_wrong_type_is_refused(service: FhirService) -> None:
     with pytest.raises(BadRequest, match="batch or transaction"):
         call(service, "POST", "", {"resourceType": "Bundle", "type": "collection"})
+
+
+def test_conditional_put_entry_updates_the_match(service: FhirService) -> None:
+    key = unique()
+    existing = body(call(service, "POST", "Patient", patient(key, family="Before")))
+    url = f"Patient?identifier=urn:test|{key}"
+    response = body(call(service, "POST", "", transaction(
+        {"resource": patient(key, family="After"), "request": {"method": "PUT", "url": url}})))
+    assert response["entry"][0]["response"]["status"] == "200"
+    assert body(call(service, "GET", f"Patient/{existing['id']}"))["name"][0]["family"] == "After"
+    with pytest.raises(BadRequest, match="differs from the matching resource"):
+        call(service, "POST", "", transaction(
+            {"resource": patient(key, id="someone-else"), "request": {"method": "PUT",
+                                                                      "url": url}}))

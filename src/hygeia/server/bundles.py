@@ -225,6 +225,9 @@ def _put_target(session: Session, entry: Entry) -> str | None:
         return None
     match = write.resolve_criteria(session, route.resource_type, route.criteria, lock=True)
     body_id = entry.resource.get("id") if isinstance(entry.resource, dict) else None
+    if match.id is not None and body_id is not None and body_id != match.id:
+        raise BadRequest(f"The body's id {body_id!r} differs from the matching resource "
+                         f"{route.resource_type}/{match.id}.", expression="resource.id")
     return match.id or body_id or new_id()
 
 

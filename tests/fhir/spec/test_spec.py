@@ -18,8 +18,14 @@ def test_resource_types_are_the_concrete_r4_resources() -> None:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("Patient", True), ("Questionnaire", True), ("patient", False), ("HumanName", False),
-     ("", False), ("Resource", False)],
+    [
+        ("Patient", True),
+        ("Questionnaire", True),
+        ("patient", False),
+        ("HumanName", False),
+        ("", False),
+        ("Resource", False),
+    ],
 )
 def test_is_resource_type(name: str, expected: bool) -> None:
     assert spec.is_resource_type(name) is expected
@@ -81,9 +87,14 @@ def test_primitives_carry_json_kind_and_regex() -> None:
 
 def test_required_bindings_are_expanded() -> None:
     assert spec.value_set_codes("http://hl7.org/fhir/ValueSet/administrative-gender|4.0.1") == {
-        "male", "female", "other", "unknown"
+        "male",
+        "female",
+        "other",
+        "unknown",
     }
-    assert elements("Patient")["gender"]["vs"] == "http://hl7.org/fhir/ValueSet/administrative-gender"
+    assert (
+        elements("Patient")["gender"]["vs"] == "http://hl7.org/fhir/ValueSet/administrative-gender"
+    )
     # BCP-13 mime types cannot be enumerated from the bundle, so they are not guessed at
     assert spec.value_set_codes("http://hl7.org/fhir/ValueSet/mimetypes") is None
     assert "vs" not in elements("Attachment")["contentType"]

@@ -33,8 +33,22 @@ def test_valid_dates(value: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["24", "2024-2", "2024-13", "2024-00", "2024-02-30", "2023-02-29", "1900-02-29",
-     "2024-04-31", "2024-01-01T00:00:00Z", "2024-01-01 ", " 2024", "0000", "2024/01/01", ""],
+    [
+        "24",
+        "2024-2",
+        "2024-13",
+        "2024-00",
+        "2024-02-30",
+        "2023-02-29",
+        "1900-02-29",
+        "2024-04-31",
+        "2024-01-01T00:00:00Z",
+        "2024-01-01 ",
+        " 2024",
+        "0000",
+        "2024/01/01",
+        "",
+    ],
 )
 def test_invalid_dates(value: str) -> None:
     assert not ok("date", value)
@@ -42,9 +56,17 @@ def test_invalid_dates(value: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["2015", "2015-02", "2015-02-07", "2015-02-07T13:28:17-05:00", "2015-02-07T13:28:17Z",
-     "2017-01-01T00:00:00.000Z", "2017-01-01T00:00:00.123456789+14:00", "2016-12-31T23:59:60Z",
-     "2020-02-29T10:00:00+13:59"],
+    [
+        "2015",
+        "2015-02",
+        "2015-02-07",
+        "2015-02-07T13:28:17-05:00",
+        "2015-02-07T13:28:17Z",
+        "2017-01-01T00:00:00.000Z",
+        "2017-01-01T00:00:00.123456789+14:00",
+        "2016-12-31T23:59:60Z",
+        "2020-02-29T10:00:00+13:59",
+    ],
 )
 def test_valid_date_times(value: str) -> None:
     assert ok("dateTime", value)
@@ -52,9 +74,19 @@ def test_valid_date_times(value: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["2015-02-07T13:28:17", "2015-02-07T13:28Z", "2015-02-07T13Z", "2015-02-07T24:00:00Z",
-     "2015-02-07T13:28:17+14:01", "2015-02-07T13:28:17+15:00", "2015-02-07T13:28:17.Z",
-     "2015-02-07t13:28:17Z", "2015-02-30T10:00:00Z", "2015-02-07T", "2015-02-07T13:28:17z"],
+    [
+        "2015-02-07T13:28:17",
+        "2015-02-07T13:28Z",
+        "2015-02-07T13Z",
+        "2015-02-07T24:00:00Z",
+        "2015-02-07T13:28:17+14:01",
+        "2015-02-07T13:28:17+15:00",
+        "2015-02-07T13:28:17.Z",
+        "2015-02-07t13:28:17Z",
+        "2015-02-30T10:00:00Z",
+        "2015-02-07T",
+        "2015-02-07T13:28:17z",
+    ],
 )
 def test_invalid_date_times(value: str) -> None:
     assert not ok("dateTime", value)
@@ -62,9 +94,14 @@ def test_invalid_date_times(value: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "valid"),
-    [("2015-02-07T13:28:17.239+02:00", True), ("2017-01-01T00:00:00Z", True),
-     ("2015-02-07", False), ("2015-02-07T13:28:17", False), ("2015", False),
-     ("2021-02-29T00:00:00Z", False)],
+    [
+        ("2015-02-07T13:28:17.239+02:00", True),
+        ("2017-01-01T00:00:00Z", True),
+        ("2015-02-07", False),
+        ("2015-02-07T13:28:17", False),
+        ("2015", False),
+        ("2021-02-29T00:00:00Z", False),
+    ],
 )
 def test_instants_need_full_precision_and_a_zone(value: str, valid: bool) -> None:
     assert ok("instant", value) is valid
@@ -72,8 +109,15 @@ def test_instants_need_full_precision_and_a_zone(value: str, valid: bool) -> Non
 
 @pytest.mark.parametrize(
     ("value", "valid"),
-    [("00:00:00", True), ("23:59:60", True), ("12:30:00.5", True), ("24:00:00", False),
-     ("9:00:00", False), ("09:00", False), ("09:00:00Z", False)],
+    [
+        ("00:00:00", True),
+        ("23:59:60", True),
+        ("12:30:00.5", True),
+        ("24:00:00", False),
+        ("9:00:00", False),
+        ("09:00", False),
+        ("09:00:00Z", False),
+    ],
 )
 def test_times(value: str, valid: bool) -> None:
     assert ok("time", value) is valid
@@ -81,8 +125,16 @@ def test_times(value: str, valid: bool) -> None:
 
 @pytest.mark.parametrize(
     ("value", "valid"),
-    [("2024-02-29", True), ("2023-02-29", False), ("2000-02-29", True), ("2100-02-29", False),
-     ("2023-04-30", True), ("2023-04-31", False), ("2023-12-31T23:00:00Z", True), ("2023", True)],
+    [
+        ("2024-02-29", True),
+        ("2023-02-29", False),
+        ("2000-02-29", True),
+        ("2100-02-29", False),
+        ("2023-04-30", True),
+        ("2023-04-31", False),
+        ("2023-12-31T23:00:00Z", True),
+        ("2023", True),
+    ],
 )
 def test_is_real_day(value: str, valid: bool) -> None:
     assert is_real_day(value) is valid
@@ -91,16 +143,33 @@ def test_is_real_day(value: str, valid: bool) -> None:
 @pytest.mark.parametrize(
     ("type_name", "value", "valid"),
     [
-        ("integer", 0, True), ("integer", -(2**31), True), ("integer", 2**31 - 1, True),
-        ("integer", 2**31, False), ("integer", -(2**31) - 1, False), ("integer", True, False),
-        ("integer", 1.0, False), ("integer", "1", False),
-        ("positiveInt", 1, True), ("positiveInt", 0, False), ("positiveInt", False, False),
-        ("unsignedInt", 0, True), ("unsignedInt", -1, False), ("unsignedInt", 2**31, False),
-        ("decimal", 1, True), ("decimal", -0.5, True), ("decimal", 1e300, True),
-        ("decimal", Decimal("1.50"), True), ("decimal", float("nan"), False),
-        ("decimal", float("inf"), False), ("decimal", True, False), ("decimal", "1.5", False),
-        ("boolean", True, True), ("boolean", False, True), ("boolean", 1, False),
-        ("boolean", "true", False), ("boolean", None, False),
+        ("integer", 0, True),
+        ("integer", -(2**31), True),
+        ("integer", 2**31 - 1, True),
+        ("integer", 2**31, False),
+        ("integer", -(2**31) - 1, False),
+        ("integer", True, False),
+        ("integer", 1.0, False),
+        ("integer", "1", False),
+        ("positiveInt", 1, True),
+        ("positiveInt", 0, False),
+        ("positiveInt", False, False),
+        ("unsignedInt", 0, True),
+        ("unsignedInt", -1, False),
+        ("unsignedInt", 2**31, False),
+        ("decimal", 1, True),
+        ("decimal", -0.5, True),
+        ("decimal", 1e300, True),
+        ("decimal", Decimal("1.50"), True),
+        ("decimal", float("nan"), False),
+        ("decimal", float("inf"), False),
+        ("decimal", True, False),
+        ("decimal", "1.5", False),
+        ("boolean", True, True),
+        ("boolean", False, True),
+        ("boolean", 1, False),
+        ("boolean", "true", False),
+        ("boolean", None, False),
     ],
 )
 def test_numbers_and_booleans(type_name: str, value: Any, valid: bool) -> None:
@@ -110,25 +179,41 @@ def test_numbers_and_booleans(type_name: str, value: Any, valid: bool) -> None:
 @pytest.mark.parametrize(
     ("type_name", "value", "valid"),
     [
-        ("string", "hello\tworld\r\n", True), ("string", " ", True), ("string", "", False),
-        ("string", "caf\u00e9 \u00a0", True), ("string", "form\x0cfeed", False),
-        ("string", 5, False), ("string", "x" * (1024 * 1024 + 1), False),
+        ("string", "hello\tworld\r\n", True),
+        ("string", " ", True),
+        ("string", "", False),
+        ("string", "caf\u00e9 \u00a0", True),
+        ("string", "form\x0cfeed", False),
+        ("string", 5, False),
+        ("string", "x" * (1024 * 1024 + 1), False),
         ("markdown", "**bold**", True),
-        ("code", "final", True), ("code", "en US", True), ("code", "en  US", False),
-        ("code", " en", False), ("code", "en\n", False),
-        ("id", "a-Z.09", True), ("id", "x" * 64, True), ("id", "x" * 65, False),
+        ("code", "final", True),
+        ("code", "en US", True),
+        ("code", "en  US", False),
+        ("code", " en", False),
+        ("code", "en\n", False),
+        ("id", "a-Z.09", True),
+        ("id", "x" * 64, True),
+        ("id", "x" * 65, False),
         ("id", "under_score", False),
-        ("uri", "urn:x", True), ("uri", "http://a b", False),
+        ("uri", "urn:x", True),
+        ("uri", "http://a b", False),
         ("url", "http://example.org/a?b=c", True),
         ("canonical", "http://hl7.org/fhir/ValueSet/x|4.0.1", True),
-        ("oid", "urn:oid:1.2.3", True), ("oid", "urn:oid:1.02", False), ("oid", "1.2.3", False),
+        ("oid", "urn:oid:1.2.3", True),
+        ("oid", "urn:oid:1.02", False),
+        ("oid", "1.2.3", False),
         ("uuid", "urn:uuid:c757873d-ec9a-4326-a141-556f43239520", True),
         ("uuid", "urn:uuid:C757873D-EC9A-4326-A141-556F43239520", False),
         ("uuid", "c757873d-ec9a-4326-a141-556f43239520", False),
-        ("base64Binary", "SGVsbG8=", True), ("base64Binary", "SGVs\nbG8=", True),
-        ("base64Binary", "SGVsbG8", False), ("base64Binary", "SG Vs", False),
+        ("base64Binary", "SGVsbG8=", True),
+        ("base64Binary", "SGVs\nbG8=", True),
+        ("base64Binary", "SGVsbG8", False),
+        ("base64Binary", "SG Vs", False),
         ("xhtml", '<div xmlns="http://www.w3.org/1999/xhtml">x</div>', True),
-        ("xhtml", "<div/>", True), ("xhtml", "<p>x</p>", False), ("xhtml", "<divx>", False),
+        ("xhtml", "<div/>", True),
+        ("xhtml", "<p>x</p>", False),
+        ("xhtml", "<divx>", False),
     ],
 )
 def test_strings(type_name: str, value: Any, valid: bool) -> None:
@@ -149,7 +234,8 @@ def test_xhtml_div_shape(html: str) -> None:
 
 def test_problems_say_what_and_why() -> None:
     assert check_primitive("date", "2024-02-30") == (
-        "value", "'2024-02-30' is not a valid date: there is no such day"
+        "value",
+        "'2024-02-30' is not a valid date: there is no such day",
     )
     code, message = check_primitive("integer", True) or ("", "")
     assert code == "structure"

@@ -53,6 +53,7 @@ def test_required_elements_include_choice_variants_and_twins() -> None:
 def test_nested_resources() -> None:
     entry = compiled_types()["Bundle.entry"].fields
     assert entry["resource"][0] == RESOURCE
-    assert compiled_types()["Questionnaire.item"].fields["item"][3] is compiled_types()[
-        "Questionnaire.item"
-    ]
+    assert (
+        compiled_types()["Questionnaire.item"].fields["item"][3]
+        is compiled_types()["Questionnaire.item"]
+    )

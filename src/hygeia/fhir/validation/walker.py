@@ -51,7 +51,7 @@ def walk(obj: dict[str, Any], rules: TypeRules, location: Location, issues: list
             if chosen is None:
                 chosen = {choice[0]: choice[1]}
             elif chosen.setdefault(choice[0], choice[1]) != choice[1]:
-                issues.append(_two_choices(choice, chosen, location))
+                issues.append(_two_choices(choice, chosen, key, location))
         if many:
             _array(obj, key, value, rule, location, issues)
         elif kind == STRING:
@@ -204,11 +204,11 @@ def _twin_array(
             walk(item, element, (location, base, index), issues)
         elif item is not None:
             issues.append(_not_object(key, item, (location, key, index)))
-        elif not (type(values) is list and index < len(values) and values[index] is not None):
+        elif base not in obj:  # with a value array present, its own loop reports the null
             issues.append(
                 issue(
                     "structure",
-                    f"{base}[{index}] and {key}[{index}] are both null",
+                    f"{key}[{index}] is null and there is no {base} value",
                     (location, key, index),
                 )
             )
@@ -314,12 +314,14 @@ def _is_variant_name(name: str, group: str) -> bool:
     return name.startswith(group) and name[len(group) : len(group) + 1].isupper()
 
 
-def _two_choices(choice: tuple[str, str], chosen: dict[str, str], location: Location) -> Issue:
+def _two_choices(
+    choice: tuple[str, str], chosen: dict[str, str], key: str, location: Location
+) -> Issue:
     group, variant = choice
     return issue(
         "structure",
         f"{group}[x] may have only one type, found {chosen[group]} and {variant}",
-        (location, variant, None),
+        (location, key, None),
     )
 
 
