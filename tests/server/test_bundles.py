@@ -140,6 +140,17 @@ def test_patch_entry_with_binary_body(service: FhirService) -> None:
     assert body(call(service, "GET", f"Patient/{created['id']}"))["name"][0]["family"] == "New"
 
 
+def test_fhirpath_patch_entry(service: FhirService) -> None:
+    created = body(call(service, "POST", "Patient", patient(family="Old")))
+    parameters = {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+        {"name": "type", "valueCode": "replace"},
+        {"name": "path", "valueString": "Patient.name.family"},
+        {"name": "value", "valueString": "Newer"}]}]}
+    call(service, "POST", "", transaction({"resource": parameters, "request": {
+        "method": "PATCH", "url": f"Patient/{created['id']}"}}))
+    assert body(call(service, "GET", f"Patient/{created['id']}"))["name"][0]["family"] == "Newer"
+
+
 def test_same_resource_twice_is_refused(service: FhirService) -> None:
     bundle = transaction(
         {"resource": patient(id="dup1"), "request": {"method": "PUT", "url": "Patient/dup1"}},

@@ -158,10 +158,26 @@ def test_json_patch_that_makes_resource_invalid_is_refused(service: FhirService)
     assert body(call(service, "GET", f"Patient/{created['id']}"))["meta"]["versionId"] == "1"
 
 
+def test_fhirpath_patch(service: FhirService) -> None:
+    created = body(call(service, "POST", "Patient", patient(family="Before")))
+    operations = {"resourceType": "Parameters", "parameter": [
+        {"name": "operation", "part": [{"name": "type", "valueCode": "replace"},
+                                       {"name": "path", "valueString": "Patient.name[0].family"},
+                                       {"name": "value", "valueString": "After"}]},
+        {"name": "operation", "part": [{"name": "type", "valueCode": "add"},
+                                       {"name": "path", "valueString": "Patient"},
+                                       {"name": "name", "valueString": "birthDate"},
+                                       {"name": "value", "valueDate": "1970-01-02"}]}]}
+    patched = body(call(service, "PATCH", f"Patient/{created['id']}", operations,
+                        content_type="application/fhir+json"))
+    assert patched["name"][0]["family"] == "After"
+    assert patched["birthDate"] == "1970-01-02"
+
+
 def test_patch_with_other_media_type_is_415(service: FhirService) -> None:
     created = body(call(service, "POST", "Patient", patient()))
     with pytest.raises(UnsupportedMediaType):
-        call(service, "PATCH", f"Patient/{created['id']}", {"resourceType": "Parameters"},
+        call(service, "PATCH", f"Patient/{created['id']}", {"resourceType": "Patient"},
              content_type="application/fhir+json")
 
 

@@ -294,11 +294,13 @@ def _execute(service: FhirService, session: Session, request: FhirRequest,
 
 
 def _patch_body(entry: Entry) -> tuple[Any, str]:
-    """PATCH entries carry their JSON Patch in a Binary resource (base64 ``data``)."""
+    """PATCH entries carry a FHIRPath Patch (Parameters) or a JSON Patch in a Binary."""
     binary = entry.resource
+    if isinstance(binary, dict) and binary.get("resourceType") == "Parameters":
+        return binary, "application/fhir+json"
     if not isinstance(binary, dict) or binary.get("resourceType") != "Binary":
-        raise BadRequest("A PATCH entry's resource must be a Binary holding the patch.",
-                         expression="resource")
+        raise BadRequest("A PATCH entry's resource must be a Parameters (FHIRPath Patch) or "
+                         "a Binary holding a JSON Patch.", expression="resource")
     content_type = str(binary.get("contentType", ""))
     try:
         operations = orjson.loads(base64.b64decode(binary.get("data", ""), validate=True))

@@ -65,7 +65,7 @@ def capability_statement(dialect: str) -> dict[str, Any]:
         "implementation": {"description": f"Hygeia FHIR server on {dialect}"},
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "json"],
-        "patchFormat": ["application/json-patch+json"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
         "rest": [{
             "mode": "server",
             "documentation": "Searching supports _id and identifier for now; other parameters "

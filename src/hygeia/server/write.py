@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonpatch
+import orjson
 
 from hygeia.fhir.datetime import now_us
 from hygeia.fhir.outcome import (
@@ -22,6 +23,7 @@ from hygeia.fhir.outcome import (
     Unprocessable,
     UnsupportedMediaType,
 )
+from hygeia.fhir.patch import apply_fhirpath_patch
 from hygeia.fhir.search.index import extract_tokens
 from hygeia.fhir.search.query import parse_criteria
 from hygeia.fhir.validation import validate
@@ -191,10 +193,12 @@ def conditional_delete(session: Session, resource_type: str, criteria: str) -> F
 
 def patch(session: Session, resource_type: str, id: str, body: Any, *, content_type: str,
           base_url: str = "", if_match: str | None = None) -> FhirResponse:
-    """Apply a JSON Patch to the current version, validate the result and store it."""
-    if "json-patch" not in content_type:
+    """Apply a JSON Patch or FHIRPath Patch to the current version, validate, store."""
+    fhirpath_patch = isinstance(body, dict) and body.get("resourceType") == "Parameters"
+    if "json-patch" not in content_type and not ("json" in content_type and fhirpath_patch):
         raise UnsupportedMediaType(
-            f"PATCH bodies must be application/json-patch+json, not {content_type}.",
+            f"PATCH bodies must be application/json-patch+json (JSON Patch) or "
+            f"application/fhir+json Parameters (FHIRPath Patch), not {content_type}.",
             expression="Content-Type")
     current = session.current(resource_type, id, for_update=True)
     if current is None:
@@ -202,7 +206,11 @@ def patch(session: Session, resource_type: str, id: str, body: Any, *, content_t
     if current.deleted:
         raise Gone(f"{resource_type}/{id} was deleted.", expression=resource_type)
     check_if_match(if_match, current, f"{resource_type}/{id}")
-    patched = apply_json_patch(current.content or b"{}", body)
+    original = orjson.loads(current.content or b"{}")
+    if "json-patch" in content_type:
+        patched = apply_json_patch(original, body)
+    else:
+        patched = apply_fhirpath_patch(original, body)
     if patched.get("resourceType") != resource_type or patched.get("id") != id:
         raise Unprocessable("A patch must not change resourceType or id.",
                             expression=f"{resource_type}.id")
@@ -211,13 +219,11 @@ def patch(session: Session, resource_type: str, id: str, body: Any, *, content_t
     return _written(stored, 200, base_url)
 
 
-def apply_json_patch(content: bytes, operations: Any) -> dict[str, Any]:
-    import orjson
-
+def apply_json_patch(resource: dict[str, Any], operations: Any) -> dict[str, Any]:
     if not isinstance(operations, list):
         raise BadRequest("A JSON Patch body must be an array of operations.", code="structure")
     try:
-        result = jsonpatch.JsonPatch(operations).apply(orjson.loads(content))
+        result = jsonpatch.JsonPatch(operations).apply(resource)
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
         raise Unprocessable(f"The JSON Patch could not be applied: {error}.",
                             code="processing") from None

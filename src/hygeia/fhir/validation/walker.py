@@ -37,8 +37,8 @@ from hygeia.fhir.validation.rules import (
 
 def walk(obj: dict[str, Any], rules: TypeRules, location: Location, issues: list[Issue]) -> None:
     """Check one JSON object of type ``rules`` and, recursively, everything in it."""
-    if len(obj) < 2:
-        _small_object(obj, rules, location, issues)
+    if len(obj) < 2 and (not obj or "id" in obj):
+        issues.append(_small_object(obj, rules, location))
     fields = rules.fields
     chosen: dict[str, str] | None = None
     for key, value in obj.items():
@@ -53,7 +53,14 @@ def walk(obj: dict[str, Any], rules: TypeRules, location: Location, issues: list
             elif chosen.setdefault(choice[0], choice[1]) != choice[1]:
                 issues.append(_two_choices(choice, chosen, key, location))
         if many:
-            _array(obj, key, value, rule, location, issues)
+            if kind == COMPLEX and type(value) is list and value and not _limit:
+                for index, item in enumerate(value):
+                    if type(item) is dict:
+                        walk(item, arg, (location, key, index), issues)
+                    else:
+                        issues.append(_not_object(key, item, (location, key, index)))
+            else:
+                _array(obj, key, value, rule, location, issues)
         elif kind == STRING:
             if type(value) is not str or (value not in arg and not arg.learn(value)):
                 issues.append(_primitive_issue(rule, key, value, location))
@@ -65,16 +72,27 @@ def walk(obj: dict[str, Any], rules: TypeRules, location: Location, issues: list
             else:
                 issues.append(_not_object(key, value, (location, key, None)))
         elif kind == REFERENCE:
-            _reference(value, arg, extra, (location, key, None), issues)
+            if type(value) is dict:
+                walk(value, arg, (location, key, None), issues)
+                literal = value.get("reference")
+                if literal.__class__ is str and not (
+                    literal[:9] == "urn:uuid:" and is_uuid(literal)
+                ):
+                    _reference_literal(literal, extra, (location, key, None), issues)
+            else:
+                issues.append(_not_object(key, value, (location, key, None)))
         elif kind == PRIMITIVE:
             if arg(value) is not None:
                 issues.append(_primitive_issue(rule, key, value, location))
-        elif kind == REFERENCE:
-            _reference(value, arg, extra, (location, key, None), issues)
         else:
             _single_special(obj, key, value, rule, location, issues)
     if rules.required:
-        _required(obj, rules, location, issues)
+        for name, keys in rules.required:
+            for key in keys:
+                if key in obj:
+                    break
+            else:
+                issues.append(_missing(rules, name, location))
     if rules.post is not None:
         rules.post(obj, location, issues)
 
@@ -149,7 +167,15 @@ def _array(
                 issues.append(_not_object(key, item, (location, key, index)))
     elif kind == REFERENCE:
         for index, item in enumerate(value):
-            _reference(item, arg, extra, (location, key, index), issues)
+            if type(item) is dict:
+                walk(item, arg, (location, key, index), issues)
+                literal = item.get("reference")
+                if literal.__class__ is str and not (
+                    literal[:9] == "urn:uuid:" and is_uuid(literal)
+                ):
+                    _reference_literal(literal, extra, (location, key, index), issues)
+            else:
+                issues.append(_not_object(key, item, (location, key, index)))
     elif kind == PRIMITIVE:
         for index, item in enumerate(value):
             if arg(item) is not None:
@@ -226,11 +252,9 @@ def _single_special(
     issues: list[Issue],
 ) -> None:
     """A non-repeating element that is not a plain primitive or datatype."""
-    kind, _many, _limit, arg, extra, _choice, _type = rule
+    kind, _many, _limit, arg, _extra, _choice, _type = rule
     here = (location, key, None)
-    if kind == REFERENCE:
-        _reference(value, arg, extra, here, issues)
-    elif kind in (RESOURCE, CONTAINED):
+    if kind in (RESOURCE, CONTAINED):
         check_resource(value, here, issues, kind == CONTAINED)
     elif kind == PRIMITIVE_EXTENSION:
         if type(value) is dict:
@@ -239,58 +263,34 @@ def _single_special(
             issues.append(_not_object(key, value, here))
 
 
-def _reference(
-    value: Any,
-    rules: TypeRules,
-    targets: frozenset[str] | None,
-    location: Location,
-    issues: list[Issue],
+def _reference_literal(
+    literal: str, targets: frozenset[str] | None, location: Location, issues: list[Issue]
 ) -> None:
-    """A Reference datatype plus the shape and target type of ``reference``."""
-    if type(value) is not dict:
-        issues.append(_not_object(location[1], value, location))
-        return
-    walk(value, rules, location, issues)
-    literal = value.get("reference")
-    if type(literal) is str and literal and not (literal[:9] == "urn:uuid:" and is_uuid(literal)):
-        problem = reference_problem(literal, targets)
-        if problem is not None:
-            issues.append(issue(problem[0], problem[1], (location, "reference", None)))
+    """Check ``Reference.reference`` (urn:uuid: ones were already accepted inline)."""
+    if not literal:
+        return  # the string rule already reported the empty string
+    problem = reference_problem(literal, targets)
+    if problem is not None:
+        issues.append(issue(problem[0], problem[1], (location, "reference", None)))
 
 
-def _required(
-    obj: dict[str, Any], rules: TypeRules, location: Location, issues: list[Issue]
-) -> None:
-    for name, keys in rules.required:
-        for key in keys:
-            if key in obj:
-                break
-        else:
-            issues.append(
-                issue(
-                    "required",
-                    f"{rules.name}.{name} is required (minimum cardinality 1) but missing",
-                    (location, name, None),
-                )
-            )
+def _missing(rules: TypeRules, name: str, location: Location) -> Issue:
+    return issue(
+        "required",
+        f"{rules.name}.{name} is required (minimum cardinality 1) but missing",
+        (location, name, None),
+    )
 
 
-def _small_object(
-    obj: dict[str, Any], rules: TypeRules, location: Location, issues: list[Issue]
-) -> None:
+def _small_object(obj: dict[str, Any], rules: TypeRules, location: Location) -> Issue:
     """Empty objects are invalid JSON FHIR; so is an element holding only an id (ele-1)."""
     if not obj:
-        issues.append(
-            issue("structure", f"an empty object is not allowed ({rules.name})", location)
-        )
-    elif "id" in obj and not rules.is_resource:
-        issues.append(
-            issue(
-                "invariant",
-                f"ele-1: {rules.name} has only an id: an element needs a value or children",
-                location,
-            )
-        )
+        return issue("structure", f"an empty object is not allowed ({rules.name})", location)
+    return issue(
+        "invariant",
+        f"ele-1: {rules.name} has only an id: an element needs a value or children",
+        location,
+    )
 
 
 # --------------------------------------------------------------------------- issues
