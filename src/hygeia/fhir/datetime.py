@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import time
+from functools import lru_cache
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 from hygeia.fhir.outcome import BadRequest
@@ -32,9 +33,18 @@ def now_us() -> int:
 
 
 def format_instant(us: int) -> str:
-    """Format microseconds since the epoch as a FHIR instant in UTC."""
-    moment = _EPOCH + timedelta(microseconds=us)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Format microseconds since the epoch as a FHIR instant in UTC.
+
+    Called for every stored version, so the seconds part is cached: strftime
+    alone was 6% of transaction time in a py-spy profile of Synthea ingest.
+    """
+    seconds, micros = divmod(us, 1_000_000)
+    return f"{_second_prefix(seconds)}.{micros:06d}Z"
+
+
+@lru_cache(maxsize=256)
+def _second_prefix(seconds: int) -> str:
+    return (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def format_http_date(us: int) -> str:

@@ -46,14 +46,14 @@ def walk(obj: dict[str, Any], rules: TypeRules, location: Location, issues: list
         if rule is None:
             issues.append(_unknown_element(key, rules, location))
             continue
-        kind, many, _limit, arg, extra, choice, _type = rule
+        kind, many, limit, arg, extra, choice, _type = rule
         if choice is not None:
             if chosen is None:
                 chosen = {choice[0]: choice[1]}
             elif chosen.setdefault(choice[0], choice[1]) != choice[1]:
                 issues.append(_two_choices(choice, chosen, key, location))
         if many:
-            if kind == COMPLEX and type(value) is list and value and not _limit:
+            if kind == COMPLEX and type(value) is list and value and not limit:
                 for index, item in enumerate(value):
                     if type(item) is dict:
                         walk(item, arg, (location, key, index), issues)
