@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 import time
-from functools import lru_cache
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 
 from hygeia.fhir.outcome import BadRequest
 

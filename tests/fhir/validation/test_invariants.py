@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from hygeia.fhir.outcome import Issue
-from hygeia.fhir.validation.invariants import check_contained, check_extension
+from hygeia.fhir.validation import validate
+from hygeia.fhir.validation.contained import check_contained
+from hygeia.fhir.validation.invariants import check_extension
 
 
 def run(check: Any, obj: dict[str, Any]) -> list[Issue]:
@@ -20,14 +22,30 @@ def run(check: Any, obj: dict[str, Any]) -> list[Issue]:
     ("extension", "problems"),
     [
         ({"url": "u", "valueString": "x"}, 0),
-        ({"url": "u", "_valueString": {"extension": []}}, 0),
+        (
+            {
+                "url": "u",
+                "_valueString": {"id": "a", "extension": [{"url": "v", "valueCode": "x"}]},
+            },
+            0,
+        ),
         ({"url": "u", "extension": [{"url": "v", "valueInteger": 1}]}, 0),
         ({"url": "u"}, 1),
-        ({"url": "u", "valueString": "x", "extension": []}, 1),
+        ({"url": "u", "valueString": "x", "extension": [{"url": "v", "valueCode": "x"}]}, 1),
     ],
 )
 def test_ext_1(extension: dict[str, Any], problems: int) -> None:
-    assert len(run(check_extension, extension)) == problems
+    issues = validate({"resourceType": "Patient", "extension": [extension]})
+    assert [i.expression for i in issues] == ["Patient.extension[0]"] * problems
+    assert all(i.diagnostics.startswith("ext-1") for i in issues)
+
+
+def test_ext_1_is_told_which_choices_were_seen() -> None:
+    issues: list[Issue] = []
+    check_extension({"url": "u"}, ("value", "valueString"), "Patient", issues)
+    assert issues == []
+    check_extension({"url": "u"}, None, "Patient", issues)
+    assert len(issues) == 1
 
 
 def test_contained_rules() -> None:

@@ -21,7 +21,7 @@ from hygeia.fhir import spec
 from hygeia.fhir.outcome import Issue, Unprocessable
 from hygeia.fhir.validation.primitives import json_type_name
 from hygeia.fhir.validation.rules import resource_rules
-from hygeia.fhir.validation.walker import unknown_resource_type, walk
+from hygeia.fhir.validation.walker import unknown_resource_type, walk_resource
 
 __all__ = ["validate", "validate_or_raise"]
 
@@ -46,7 +46,7 @@ def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
     if expected_type is not None and not _is_expected(name, expected_type):
         issues.append(Issue("invalid", f"expected a {expected_type} resource, got {name}"))
     try:
-        walk(resource, rules, name, issues)
+        walk_resource(resource, rules, name, issues)
     except RecursionError:
         issues.append(Issue("too-costly", "the resource is nested too deeply to validate"))
     return issues

@@ -3,9 +3,10 @@
 Only invariants that are cheap, common and need no FHIRPath engine live here:
 
 - ``ext-1``: an Extension has either nested extensions or a ``value[x]``, not both
-  and not neither (extensibility.html);
-- ``dom-2``/``dom-4``/``dom-5`` and the id rule for contained resources
-  (references.html#contained, domainresource.html).
+  and not neither (extensibility.html).
+
+The contained-resource invariants (dom-2..5, ref-1) live in :mod:`.contained`;
+``ele-1`` (no empty elements) is enforced by the walker itself.
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ from collections.abc import Callable
 from typing import Any
 
 from hygeia.fhir.outcome import Issue
-from hygeia.fhir.validation.paths import Location, child, issue
+from hygeia.fhir.validation.paths import Location, issue
 
 
-def check_extension(obj: dict[str, Any], location: Location, issues: list[Issue]) -> None:
-    """ext-1: exactly one of ``extension`` and ``value[x]``."""
-    has_value = False
-    for key in obj:
-        if type(key) is str and (key.startswith("value") or key.startswith("_value")):
-            has_value = True
-            break
+def check_extension(
+    obj: dict[str, Any], chosen: Any, location: Location, issues: list[Issue]
+) -> None:
+    """ext-1: exactly one of ``extension`` and ``value[x]``.
+
+    ``chosen`` is what the walker saw of choice elements; value[x] is
+    Extension's only one, so any choice seen means a value is present.
+    """
+    has_value = chosen is not None
     if "extension" in obj:
         if has_value:
             issues.append(
@@ -41,42 +44,9 @@ def check_extension(obj: dict[str, Any], location: Location, issues: list[Issue]
         )
 
 
-def check_contained(resource: dict[str, Any], location: Location, issues: list[Issue]) -> None:
-    """Rules for a resource inside ``contained``: has an id, no nesting, no version or labels."""
-    if "id" not in resource:
-        issues.append(
-            issue("required", "a contained resource must have an id", child(location, "id"))
-        )
-    if "contained" in resource:
-        issues.append(
-            issue(
-                "invariant",
-                "dom-2: a contained resource cannot contain resources",
-                child(location, "contained"),
-            )
-        )
-    meta = resource.get("meta")
-    if type(meta) is not dict:
-        return
-    for name in ("versionId", "lastUpdated"):
-        if name in meta:
-            issues.append(
-                issue(
-                    "invariant",
-                    f"dom-4: a contained resource cannot have meta.{name}",
-                    child(child(location, "meta"), name),
-                )
-            )
-    if "security" in meta:
-        issues.append(
-            issue(
-                "invariant",
-                "dom-5: a contained resource cannot have a security label",
-                child(child(location, "meta"), "security"),
-            )
-        )
-
-
-POST_CHECKS: dict[str, Callable[[dict[str, Any], Location, list[Issue]], None]] = {
+# Checks run after an object of the named type has been walked, given the object,
+# the choice elements seen (None, a (group, variant) tuple or a dict) and where it is.
+PostCheck = Callable[[dict[str, Any], Any, Location, list[Issue]], None]
+POST_CHECKS: dict[str, PostCheck] = {
     "Extension": check_extension,
 }

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 
 from hygeia.fhir import spec
-from hygeia.fhir.validation.primitives import Problem, shown
+from hygeia.fhir.validation.primitives import KnownGood, Problem, shown
 
 _ID = r"[A-Za-z0-9\-\.]{1,64}"
 _RELATIVE = re.compile(rf"([A-Z][A-Za-z]+)/{_ID}(?:/_history/{_ID})?", re.ASCII).fullmatch
@@ -29,9 +29,18 @@ _LOCAL = re.compile(rf"#(?:{_ID})?", re.ASCII).fullmatch
 _UUID = re.compile(
     r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII
 ).fullmatch
-is_uuid = _UUID
 _OID = re.compile(r"urn:oid:[0-2](\.(0|[1-9][0-9]*))+", re.ASCII).fullmatch
 _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+", re.ASCII).fullmatch
+
+
+def _uuid_reference_problem(reference: str) -> Problem | None:
+    return None if _UUID(reference) else ("value", "not a urn:uuid: reference")
+
+
+# Bundles repeat the same urn:uuid: references (the patient, the encounter) in
+# every entry; remembering the valid ones skips the regex.  They need no target
+# check: a urn:uuid: says nothing about the type it points at.
+KNOWN_UUID_REFERENCES = KnownGood(_uuid_reference_problem)
 
 
 def reference_problem(reference: str, targets: frozenset[str] | None) -> Problem | None:

@@ -12,14 +12,20 @@ from __future__ import annotations
 from typing import Any
 
 from hygeia.fhir.outcome import Issue
-from hygeia.fhir.validation.invariants import check_contained
+from hygeia.fhir.validation.contained import (
+    SCOPE,
+    check_contained,
+    check_unreferenced,
+    local_reference_problem,
+    open_scope,
+)
 from hygeia.fhir.validation.paths import Location, issue
 from hygeia.fhir.validation.primitives import (
     check_primitive,
     json_type_name,
     shown,
 )
-from hygeia.fhir.validation.references import is_uuid, reference_problem
+from hygeia.fhir.validation.references import KNOWN_UUID_REFERENCES, reference_problem
 from hygeia.fhir.validation.rules import (
     COMPLEX,
     CONTAINED,
@@ -40,7 +46,7 @@ def walk(obj: dict[str, Any], rules: TypeRules, location: Location, issues: list
     if len(obj) < 2 and (not obj or "id" in obj):
         issues.append(_small_object(obj, rules, location))
     fields = rules.fields
-    chosen: dict[str, str] | None = None
+    chosen: Any = None  # (group, variant) of the first value[x] seen; a dict once there are two
     for key, value in obj.items():
         rule = fields.get(key)
         if rule is None:
@@ -49,9 +55,9 @@ def walk(obj: dict[str, Any], rules: TypeRules, location: Location, issues: list
         kind, many, limit, arg, extra, choice, _type = rule
         if choice is not None:
             if chosen is None:
-                chosen = {choice[0]: choice[1]}
-            elif chosen.setdefault(choice[0], choice[1]) != choice[1]:
-                issues.append(_two_choices(choice, chosen, key, location))
+                chosen = choice
+            else:
+                chosen = _another_choice(chosen, choice, key, location, issues)
         if many:
             if kind == COMPLEX and type(value) is list and value and not limit:
                 for index, item in enumerate(value):
@@ -75,9 +81,7 @@ def walk(obj: dict[str, Any], rules: TypeRules, location: Location, issues: list
             if type(value) is dict:
                 walk(value, arg, (location, key, None), issues)
                 literal = value.get("reference")
-                if literal.__class__ is str and not (
-                    literal[:9] == "urn:uuid:" and is_uuid(literal)
-                ):
+                if literal.__class__ is str and literal not in KNOWN_UUID_REFERENCES:
                     _reference_literal(literal, extra, (location, key, None), issues)
             else:
                 issues.append(_not_object(key, value, (location, key, None)))
@@ -94,7 +98,7 @@ def walk(obj: dict[str, Any], rules: TypeRules, location: Location, issues: list
             else:
                 issues.append(_missing(rules, name, location))
     if rules.post is not None:
-        rules.post(obj, location, issues)
+        rules.post(obj, chosen, location, issues)
 
 
 def check_resource(
@@ -113,10 +117,40 @@ def check_resource(
     rules = resource_rules().get(value.get("resourceType"))  # type: ignore[arg-type]
     if rules is None:
         issues.append(unknown_resource_type(value.get("resourceType"), location))
+    elif contained:
+        _walk_contained(value, rules, location, issues)
+    else:
+        walk_resource(value, rules, location, issues)
+
+
+def walk_resource(
+    resource: dict[str, Any], rules: TypeRules, location: Location, issues: list[Issue]
+) -> None:
+    """Walk a resource that is not itself contained: it scopes its own ``#id`` references."""
+    if "contained" not in resource and SCOPE.get() is None:
+        walk(resource, rules, location, issues)  # the common case: nothing to resolve
         return
-    walk(value, rules, location, issues)
-    if contained:
-        check_contained(value, location, issues)
+    scope = open_scope(resource)
+    token = SCOPE.set(scope)
+    try:
+        walk(resource, rules, location, issues)
+    finally:
+        SCOPE.reset(token)
+    if scope is not None:
+        check_unreferenced(resource, scope, location, issues)
+
+
+def _walk_contained(
+    resource: dict[str, Any], rules: TypeRules, location: Location, issues: list[Issue]
+) -> None:
+    """A contained resource: its own rules, and a ``#`` inside it references the container."""
+    scope = SCOPE.get()
+    before = scope.container_refs if scope is not None else 0
+    walk(resource, rules, location, issues)
+    check_contained(resource, location, issues)
+    identity = resource.get("id")
+    if scope is not None and scope.container_refs > before and type(identity) is str:
+        scope.referenced.add(identity)
 
 
 def unknown_resource_type(name: Any, location: Location | None) -> Issue:
@@ -170,9 +204,7 @@ def _array(
             if type(item) is dict:
                 walk(item, arg, (location, key, index), issues)
                 literal = item.get("reference")
-                if literal.__class__ is str and not (
-                    literal[:9] == "urn:uuid:" and is_uuid(literal)
-                ):
+                if literal.__class__ is str and literal not in KNOWN_UUID_REFERENCES:
                     _reference_literal(literal, extra, (location, key, index), issues)
             else:
                 issues.append(_not_object(key, item, (location, key, index)))
@@ -266,10 +298,14 @@ def _single_special(
 def _reference_literal(
     literal: str, targets: frozenset[str] | None, location: Location, issues: list[Issue]
 ) -> None:
-    """Check ``Reference.reference`` (urn:uuid: ones were already accepted inline)."""
+    """Check ``Reference.reference`` not already known to be a valid urn:uuid: reference."""
     if not literal:
         return  # the string rule already reported the empty string
+    if literal[:9] == "urn:uuid:" and KNOWN_UUID_REFERENCES.learn(literal):
+        return
     problem = reference_problem(literal, targets)
+    if problem is None and literal[0] == "#":
+        problem = local_reference_problem(literal)
     if problem is not None:
         issues.append(issue(problem[0], problem[1], (location, "reference", None)))
 
@@ -314,15 +350,27 @@ def _is_variant_name(name: str, group: str) -> bool:
     return name.startswith(group) and name[len(group) : len(group) + 1].isupper()
 
 
-def _two_choices(
-    choice: tuple[str, str], chosen: dict[str, str], key: str, location: Location
-) -> Issue:
+def _another_choice(
+    chosen: Any, choice: tuple[str, str], key: str, location: Location, issues: list[Issue]
+) -> dict[str, str]:
+    """Record a second (or later) ``value[x]`` key; two variants of one group is an error.
+
+    The walker keeps the first choice as the rule's own tuple so that the common
+    case (one ``value[x]`` per object) allocates nothing.
+    """
+    if type(chosen) is tuple:
+        chosen = {chosen[0]: chosen[1]}
     group, variant = choice
-    return issue(
-        "structure",
-        f"{group}[x] may have only one type, found {chosen[group]} and {variant}",
-        (location, key, None),
-    )
+    seen = chosen.setdefault(group, variant)
+    if seen != variant:
+        issues.append(
+            issue(
+                "structure",
+                f"{group}[x] may have only one type, found {seen} and {variant}",
+                (location, key, None),
+            )
+        )
+    return chosen
 
 
 def _primitive_issue(
