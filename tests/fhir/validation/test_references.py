@@ -19,6 +19,7 @@ PATIENT_OR_GROUP = frozenset({"Patient", "Group"})
         "#",
         "#contained-1",
         "urn:uuid:c757873d-ec9a-4326-a141-556f43239520",
+        "urn:uuid:C757873D-EC9A-4326-A141-556F43239520",
         "urn:oid:1.2.840.113619",
         "http://example.org/fhir/Patient/123",
         "https://example.org/fhir/Observation/1",

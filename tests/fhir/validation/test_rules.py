@@ -41,6 +41,7 @@ def test_attributes_have_no_extension_twin() -> None:
     assert "url" in extension
     assert "_url" not in extension
     assert "_id" not in compiled_types()["HumanName"].fields
+    assert "_div" not in compiled_types()["Narrative"].fields
 
 
 def test_required_elements_include_choice_variants_and_twins() -> None:

@@ -102,6 +102,7 @@ def test_content_reference_recursion() -> None:
         ({"name": [[]]}, "Patient.name[0]"),
         ({"name": [None]}, "Patient.name[0]"),
         ({"contained": [None]}, "Patient.contained[0]"),
+        ({"contained": [{"resourceType": []}]}, "Patient.contained[0]"),
         ({"managingOrganization": "Organization/1"}, "Patient.managingOrganization"),
         (
             {"link": [{"other": {"reference": "Patient/1"}, "type": "refer", "x": None}]},

@@ -19,9 +19,10 @@ from typing import Any
 
 from hygeia.fhir import spec
 from hygeia.fhir.outcome import Issue, Unprocessable
+from hygeia.fhir.validation.messages import unknown_resource_type
 from hygeia.fhir.validation.primitives import json_type_name
 from hygeia.fhir.validation.rules import resource_rules
-from hygeia.fhir.validation.walker import unknown_resource_type, walk_resource
+from hygeia.fhir.validation.walker import walk_resource
 
 __all__ = ["validate", "validate_or_raise"]
 

@@ -209,8 +209,8 @@ class KnownGood(set[str]):
     """
 
     __slots__ = ("check",)
-    LIMIT = 20_000
-    LONGEST = 128
+    LIMIT = 16_384  # per primitive type: ~2 MB each at worst
+    LONGEST = 80
 
     def __init__(self, check: PrimitiveCheck) -> None:
         super().__init__()

@@ -26,8 +26,11 @@ _ID = r"[A-Za-z0-9\-\.]{1,64}"
 _RELATIVE = re.compile(rf"([A-Z][A-Za-z]+)/{_ID}(?:/_history/{_ID})?", re.ASCII).fullmatch
 _CONDITIONAL = re.compile(r"([A-Z][A-Za-z]+)\?\S*", re.ASCII).fullmatch
 _LOCAL = re.compile(rf"#(?:{_ID})?", re.ASCII).fullmatch
+# Hex digits in either case: a reference must be able to match a Bundle fullUrl,
+# which is a plain uri (the lower-case rule belongs to the uuid datatype only).
 _UUID = re.compile(
-    r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII
+    r"urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+    re.ASCII,
 ).fullmatch
 _OID = re.compile(r"urn:oid:[0-2](\.(0|[1-9][0-9]*))+", re.ASCII).fullmatch
 _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+", re.ASCII).fullmatch

@@ -105,7 +105,8 @@ class _Compiler:
             rule = self._rule(rules, key, type_ref, many, limit, choice, element.get("vs"))
             rules.fields[key] = rule
             present.append(key)
-            if rule[0] in PRIMITIVE_KINDS and not element.get("attr"):
+            # XML attributes and xhtml (whose extension is max 0) have no ``_name`` twin
+            if rule[0] in PRIMITIVE_KINDS and not element.get("attr") and rule[6] != "xhtml":
                 twin = "_" + key
                 rules.fields[twin] = (PRIMITIVE_EXTENSION, many, limit, key, None, choice, rule[6])
                 present.append(twin)

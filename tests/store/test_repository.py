@@ -1,0 +1,129 @@
+"""Repository compliance suite: every backend must pass the same tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from hygeia.fhir.search.query import IdClause, Query, TokenClause, TokenValue
+from hygeia.store import HistoryQuery, Repository, StoredVersion
+
+
+def version(id: str, number: int, *, deleted: bool = False, at: int = 1_000,
+            type: str = "Patient") -> StoredVersion:
+    content = None if deleted else f'{{"resourceType":"{type}","id":"{id}"}}'.encode()
+    return StoredVersion(type, id, number, at + number, deleted, content,
+                         "DELETE" if deleted else "PUT", 0)
+
+
+def test_put_then_read_current_and_versions(repository: Repository) -> None:
+    with repository.transaction() as session:
+        session.put(version("a", 1), [("identifier", "s", "1")])
+        session.put(version("a", 2), [("identifier", "s", "2")])
+    with repository.reader() as session:
+        current = session.current("Patient", "a")
+        assert current is not None and current.version == 2 and not current.deleted
+        first = session.version("Patient", "a", 1)
+        assert first is not None and first.content == b'{"resourceType":"Patient","id":"a"}'
+        assert session.version("Patient", "a", 3) is None
+        assert session.current("Patient", "missing") is None
+
+
+def test_index_rows_follow_the_current_version(repository: Repository) -> None:
+    with repository.transaction() as session:
+        session.put(version("a", 1), [("identifier", "s", "old")])
+        session.put(version("a", 2), [("identifier", "s", "new")])
+
+    def ids(code: str) -> list[str]:
+        query = Query("Patient", [TokenClause("identifier", (TokenValue("s", code),))])
+        with repository.reader() as session:
+            return session.find_ids(query)
+
+    assert (ids("old"), ids("new")) == ([], ["a"])
+    with repository.transaction() as session:
+        session.put(version("a", 3, deleted=True), [])
+    assert ids("new") == []
+
+
+def test_exception_rolls_back_everything(repository: Repository) -> None:
+    with pytest.raises(RuntimeError), repository.transaction() as session:
+        session.put(version("x", 1), [("identifier", "s", "x")])
+        session.put(version("y", 1), [])
+        raise RuntimeError("boom")
+    with repository.reader() as session:
+        assert session.current("Patient", "x") is None
+        assert session.history(HistoryQuery()) == []
+
+
+def test_search_excludes_deleted_and_other_types(repository: Repository) -> None:
+    with repository.transaction() as session:
+        session.put(version("a", 1), [])
+        session.put(version("b", 1), [])
+        session.put(version("b", 2, deleted=True), [])
+        session.put(version("a", 1, type="Group"), [])
+    with repository.reader() as session:
+        page = session.search(Query("Patient", [IdClause(("a", "b"))]))
+    assert page.total == 1 and [m.id for m in page.matches] == ["a"]
+
+
+def test_history_filters_and_cursor(repository: Repository) -> None:
+    with repository.transaction() as session:
+        for number in (1, 2, 3):
+            session.put(version("h", number, at=10_000), [])
+        session.put(version("o", 1, at=50_000, type="Organization"), [])
+    with repository.reader() as session:
+        all_versions = session.history(HistoryQuery())
+        assert [(v.resource_type, v.version) for v in all_versions] == [
+            ("Organization", 1), ("Patient", 3), ("Patient", 2), ("Patient", 1)]
+        since = session.history(HistoryQuery("Patient", "h", since=10_002))
+        assert [v.version for v in since] == [3, 2]
+        at = session.history(HistoryQuery("Patient", "h", at=(10_002, 10_003)))
+        assert [v.version for v in at] == [2]
+        page = session.history(HistoryQuery(count=2))
+        rest = session.history(HistoryQuery(count=2, before_seq=page[-1].seq))
+        assert [v.version for v in page + rest] == [1, 3, 2, 1]
+
+
+def test_lock_serialises_writers(repository: Repository) -> None:
+    """Two transactions taking the same lock never overlap (conditional-create safety)."""
+    inside: list[str] = []
+
+    def worker(name: str) -> None:
+        with repository.transaction() as session:
+            session.lock("Patient?identifier=same")
+            inside.append(f"{name}-in")
+            time.sleep(0.05)
+            inside.append(f"{name}-out")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert inside[0][0] == inside[1][0] and inside[2][0] == inside[3][0]
+
+
+def test_readers_see_a_snapshot_while_a_writer_works(repository: Repository) -> None:
+    with repository.transaction() as session:
+        session.put(version("s", 1), [])
+    with repository.reader() as reader:
+        before = reader.current("Patient", "s")
+        done = threading.Event()
+
+        def write() -> None:
+            with repository.transaction() as session:
+                session.put(version("s", 2), [])
+            done.set()
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        assert done.wait(10), "a reader blocked the writer"
+        after = reader.current("Patient", "s")
+        thread.join()
+    assert before is not None and after is not None
+    assert (before.version, after.version) == (1, 1)  # one consistent snapshot
+    with repository.reader() as reader:
+        latest = reader.current("Patient", "s")
+        assert latest is not None and latest.version == 2
