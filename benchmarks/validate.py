@@ -86,29 +86,38 @@ def timed(check: Callable[[Any], bool], corpus: list[Any]) -> tuple[float, int]:
 
 
 def report(title: str, corpus: list[Any], repeat: int, baseline: Callable[[Any], bool]) -> float:
-    """Run both validators on one corpus and print a comparison; return the speed ratio.
+    """Run both validators on one corpus and print a comparison; return the cold-pass ratio.
 
-    Passes alternate (hygeia, baseline, hygeia, ...) and the best of each is kept,
-    so a burst of load on a shared machine hits both sides alike.
+    Passes alternate (hygeia, baseline, hygeia, ...) so a burst of load on a
+    shared machine hits both sides alike.  Our validator remembers string
+    values it has already checked, so later passes over the same corpus are
+    faster than a first look at new data: the first pass is reported on its
+    own ("cold") beside the best of all passes ("warm"), and the cold ratio is
+    the headline.
     """
-    for resource in corpus[:50]:  # warm caches: compiled rules, pydantic model classes
+    for resource in corpus[:50]:  # compile our rules, without warming the string memo
         hygeia_validator(resource)
+    for resource in corpus:  # import every pydantic model class the corpus needs
         baseline(resource)
-    ours = theirs = float("inf")
+    ours_runs: list[float] = []
+    theirs_runs: list[float] = []
     ours_rejected = theirs_rejected = 0
     for _ in range(repeat):
         seconds, ours_rejected = timed(hygeia_validator, corpus)
-        ours = min(ours, seconds)
+        ours_runs.append(seconds)
         seconds, theirs_rejected = timed(baseline, corpus)
-        theirs = min(theirs, seconds)
-    ours_rate, theirs_rate = len(corpus) / ours, len(corpus) / theirs
-    ratio = ours_rate / theirs_rate
-    print(f"\n== {title}: {len(corpus):,} resources, best of {repeat} alternating passes ==")
-    print(f"  {'validator':<28}{'resources/s':>14}{'flagged':>10}")
-    print(f"  {'hygeia.fhir.validation':<28}{ours_rate:>14,.0f}{ours_rejected:>10,}")
-    print(f"  {'fhir.resources (R4B)':<28}{theirs_rate:>14,.0f}{theirs_rejected:>10,}")
-    print(f"  ratio: hygeia is {ratio:.1f}x the baseline")
-    return ratio
+        theirs_runs.append(seconds)
+    size = len(corpus)
+    cold = (size / ours_runs[0]) / (size / theirs_runs[0])
+    warm = (size / min(ours_runs)) / (size / min(theirs_runs))
+    print(f"\n== {title}: {size:,} resources, {repeat} alternating passes ==")
+    print(f"  {'validator':<28}{'cold res/s':>12}{'warm res/s':>12}{'flagged':>10}")
+    print(f"  {'hygeia.fhir.validation':<28}{size / ours_runs[0]:>12,.0f}"
+          f"{size / min(ours_runs):>12,.0f}{ours_rejected:>10,}")
+    print(f"  {'fhir.resources (R4B)':<28}{size / theirs_runs[0]:>12,.0f}"
+          f"{size / min(theirs_runs):>12,.0f}{theirs_rejected:>10,}")
+    print(f"  ratio: hygeia is {cold:.1f}x the baseline on a first pass, {warm:.1f}x warm")
+    return cold
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     invalid = load_invalid(args.invalid)
     valid_ratio = report("valid corpus (Synthea)", valid, args.repeat, baseline)
     invalid_ratio = report("invalid corpus", invalid, max(args.repeat, 20), baseline)
-    print(f"\nsummary: {valid_ratio:.1f}x on valid data, {invalid_ratio:.1f}x on invalid data")
+    print(f"\nsummary (first pass): {valid_ratio:.1f}x on valid data, "
+          f"{invalid_ratio:.1f}x on invalid data")
     return 0
 
 
