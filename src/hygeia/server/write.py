@@ -85,9 +85,8 @@ def _write(session: Session, resource_type: str, id: str, resource: dict[str, An
     stored = StoredVersion(resource_type, id, version, last_updated, resource is None, content,
                            method, 0)
     tokens = [] if resource is None else extract_tokens(resource)
-    seq = session.put(stored, tokens)
-    return StoredVersion(resource_type, id, version, last_updated, resource is None, content,
-                         method, seq)
+    session.put(stored, tokens)
+    return stored
 
 
 def _written(stored: StoredVersion, status: int, base_url: str) -> FhirResponse:

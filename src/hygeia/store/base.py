@@ -68,8 +68,18 @@ class Session(ABC):
         """One specific version, or None."""
 
     @abstractmethod
-    def put(self, version: StoredVersion, tokens: list[TokenRow]) -> int:
-        """Append a version, make it current and replace its index rows. Returns its seq."""
+    def put(self, version: StoredVersion, tokens: list[TokenRow]) -> None:
+        """Append a version, make it current and replace its index rows.
+
+        Backends may buffer writes and send them in batches; anything read
+        through the same session afterwards sees them, and they commit (or
+        roll back) with the transaction.  ``version.seq`` is ignored: the
+        store assigns it.
+        """
+
+    def flush(self) -> None:
+        """Send buffered writes to the database (the repository calls it before commit)."""
+        return None
 
     @abstractmethod
     def search(self, query: Query) -> SearchPage:

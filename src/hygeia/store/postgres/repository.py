@@ -17,8 +17,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from hygeia.fhir.outcome import Conflict
-from hygeia.fhir.search.index import TokenRow
-from hygeia.store.base import Repository, StoredVersion
+from hygeia.store.base import Repository
 from hygeia.store.postgres.schema import SCHEMA_VERSION, STATEMENTS
 from hygeia.store.sql import SqlSession
 
@@ -34,15 +33,18 @@ class PostgresSession(SqlSession):
     def lock(self, key: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
 
-    def put(self, version: StoredVersion, tokens: list[TokenRow]) -> int:
+    def _allocate_seqs(self, count: int) -> list[int]:
+        rows = self.execute(
+            "SELECT nextval(pg_get_serial_sequence('resource_version', 'seq')) "
+            "FROM generate_series(1, ?)", (count,)).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def flush(self) -> None:
         try:
-            return super().put(version, tokens)
+            super().flush()
         except psycopg.errors.UniqueViolation:
-            raise Conflict(
-                f"{version.resource_type}/{version.id} was changed by another request at the "
-                "same time; retry the request.",
-                expression=version.resource_type,
-            ) from None
+            raise Conflict("A resource in this request was written by another request at the "
+                           "same time; nothing was stored. Retry the request.") from None
 
 
 class PostgresRepository(Repository):
@@ -68,7 +70,9 @@ class PostgresRepository(Repository):
     @contextmanager
     def transaction(self) -> Iterator[PostgresSession]:
         with self._pool.connection() as connection, connection.transaction():
-            yield PostgresSession(connection)
+            session = PostgresSession(connection)
+            yield session
+            session.flush()
 
     @contextmanager
     def reader(self) -> Iterator[PostgresSession]:

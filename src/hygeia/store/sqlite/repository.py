@@ -29,6 +29,11 @@ class SqliteSession(SqlSession):
     def lock(self, key: str) -> None:
         return None
 
+    def _allocate_seqs(self, count: int) -> list[int]:
+        # safe without a sequence: only the one writer connection ever inserts
+        top = self.execute("SELECT COALESCE(MAX(seq), 0) FROM resource_version").fetchone()[0]
+        return list(range(top + 1, top + 1 + count))
+
 
 class SqliteRepository(Repository):
     dialect = "sqlite"
@@ -74,7 +79,9 @@ class SqliteRepository(Repository):
         with self._write_lock:
             self._writer.execute("BEGIN IMMEDIATE")
             try:
-                yield SqliteSession(self._writer)
+                session = SqliteSession(self._writer)
+                yield session
+                session.flush()
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
