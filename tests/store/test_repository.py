@@ -8,6 +8,7 @@ import time
 import pytest
 
 from hygeia.fhir.search.query import IdClause, Query, TokenClause, TokenValue
+from hygeia.fhir.search.rows import IndexRows
 from hygeia.store import HistoryQuery, Repository, StoredVersion
 
 
@@ -20,8 +21,8 @@ def version(id: str, number: int, *, deleted: bool = False, at: int = 1_000,
 
 def test_put_then_read_current_and_versions(repository: Repository) -> None:
     with repository.transaction() as session:
-        session.put(version("a", 1), [("identifier", "s", "1")])
-        session.put(version("a", 2), [("identifier", "s", "2")])
+        session.put(version("a", 1), IndexRows(tokens=[("identifier", "s", "1")]))
+        session.put(version("a", 2), IndexRows(tokens=[("identifier", "s", "2")]))
     with repository.reader() as session:
         current = session.current("Patient", "a")
         assert current is not None and current.version == 2 and not current.deleted
@@ -33,8 +34,8 @@ def test_put_then_read_current_and_versions(repository: Repository) -> None:
 
 def test_index_rows_follow_the_current_version(repository: Repository) -> None:
     with repository.transaction() as session:
-        session.put(version("a", 1), [("identifier", "s", "old")])
-        session.put(version("a", 2), [("identifier", "s", "new")])
+        session.put(version("a", 1), IndexRows(tokens=[("identifier", "s", "old")]))
+        session.put(version("a", 2), IndexRows(tokens=[("identifier", "s", "new")]))
 
     def ids(code: str) -> list[str]:
         query = Query("Patient", [TokenClause("identifier", (TokenValue("s", code),))])
@@ -43,14 +44,14 @@ def test_index_rows_follow_the_current_version(repository: Repository) -> None:
 
     assert (ids("old"), ids("new")) == ([], ["a"])
     with repository.transaction() as session:
-        session.put(version("a", 3, deleted=True), [])
+        session.put(version("a", 3, deleted=True), IndexRows())
     assert ids("new") == []
 
 
 def test_exception_rolls_back_everything(repository: Repository) -> None:
     with pytest.raises(RuntimeError), repository.transaction() as session:
-        session.put(version("x", 1), [("identifier", "s", "x")])
-        session.put(version("y", 1), [])
+        session.put(version("x", 1), IndexRows(tokens=[("identifier", "s", "x")]))
+        session.put(version("y", 1), IndexRows())
         raise RuntimeError("boom")
     with repository.reader() as session:
         assert session.current("Patient", "x") is None
@@ -59,10 +60,10 @@ def test_exception_rolls_back_everything(repository: Repository) -> None:
 
 def test_search_excludes_deleted_and_other_types(repository: Repository) -> None:
     with repository.transaction() as session:
-        session.put(version("a", 1), [])
-        session.put(version("b", 1), [])
-        session.put(version("b", 2, deleted=True), [])
-        session.put(version("a", 1, type="Group"), [])
+        session.put(version("a", 1), IndexRows())
+        session.put(version("b", 1), IndexRows())
+        session.put(version("b", 2, deleted=True), IndexRows())
+        session.put(version("a", 1, type="Group"), IndexRows())
     with repository.reader() as session:
         page = session.search(Query("Patient", [IdClause(("a", "b"))]))
     assert page.total == 1 and [m.id for m in page.matches] == ["a"]
@@ -71,8 +72,8 @@ def test_search_excludes_deleted_and_other_types(repository: Repository) -> None
 def test_history_filters_and_cursor(repository: Repository) -> None:
     with repository.transaction() as session:
         for number in (1, 2, 3):
-            session.put(version("h", number, at=10_000), [])
-        session.put(version("o", 1, at=50_000, type="Organization"), [])
+            session.put(version("h", number, at=10_000), IndexRows())
+        session.put(version("o", 1, at=50_000, type="Organization"), IndexRows())
     with repository.reader() as session:
         all_versions = session.history(HistoryQuery())
         assert [(v.resource_type, v.version) for v in all_versions] == [
@@ -107,14 +108,14 @@ def test_lock_serialises_writers(repository: Repository) -> None:
 
 def test_readers_see_a_snapshot_while_a_writer_works(repository: Repository) -> None:
     with repository.transaction() as session:
-        session.put(version("s", 1), [])
+        session.put(version("s", 1), IndexRows())
     with repository.reader() as reader:
         before = reader.current("Patient", "s")
         done = threading.Event()
 
         def write() -> None:
             with repository.transaction() as session:
-                session.put(version("s", 2), [])
+                session.put(version("s", 2), IndexRows())
             done.set()
 
         thread = threading.Thread(target=write)

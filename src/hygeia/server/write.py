@@ -24,8 +24,9 @@ from hygeia.fhir.outcome import (
     UnsupportedMediaType,
 )
 from hygeia.fhir.patch import apply_fhirpath_patch
-from hygeia.fhir.search.index import extract_tokens
+from hygeia.fhir.search.index import index_resource
 from hygeia.fhir.search.query import parse_criteria
+from hygeia.fhir.search.rows import IndexRows
 from hygeia.fhir.validation import validate
 from hygeia.server.context import FhirResponse, parse_etag
 from hygeia.server.resources import check_id, new_id, stamp
@@ -84,8 +85,8 @@ def _write(session: Session, resource_type: str, id: str, resource: dict[str, An
     content = None if resource is None else stamp(resource, id, version, last_updated)
     stored = StoredVersion(resource_type, id, version, last_updated, resource is None, content,
                            method, 0)
-    tokens = [] if resource is None else extract_tokens(resource)
-    session.put(stored, tokens)
+    rows = IndexRows() if resource is None else index_resource(resource)
+    session.put(stored, rows)
     return stored
 
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from hygeia.fhir.search.index import TokenRow
 from hygeia.fhir.search.query import Query
+from hygeia.fhir.search.rows import IndexRows
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,7 @@ class Session(ABC):
         """One specific version, or None."""
 
     @abstractmethod
-    def put(self, version: StoredVersion, tokens: list[TokenRow]) -> None:
+    def put(self, version: StoredVersion, rows: IndexRows) -> None:
         """Append a version, make it current and replace its index rows.
 
         Backends may buffer writes and send them in batches; anything read

@@ -15,9 +15,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from hygeia.fhir.search.index import TokenRow
 from hygeia.fhir.search.query import IdClause, Query, TokenClause, TokenValue
+from hygeia.fhir.search.rows import IndexRows
 from hygeia.store.base import HistoryQuery, SearchPage, Session, StoredVersion, rows_to_versions
+from hygeia.store.schema import INDEX_TABLES
+
+# IndexRows field -> the side table that stores it
+INDEX_FIELDS = (("string_index", "strings"), ("token_index", "tokens"),
+                ("token_text_index", "token_texts"), ("reference_index", "references"),
+                ("date_index", "dates"), ("number_index", "numbers"),
+                ("quantity_index", "quantities"), ("uri_index", "uris"),
+                ("composite_index", "composites"))
 
 VERSION_COLUMNS = "v.res_type, v.res_id, v.version, v.last_updated, v.deleted, v.content, " \
                   "v.method, v.seq"
@@ -30,7 +38,7 @@ class SqlSession(Session):
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
-        self._pending: list[tuple[StoredVersion, list[TokenRow]]] = []
+        self._pending: list[tuple[StoredVersion, IndexRows]] = []
 
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
@@ -62,14 +70,14 @@ class SqlSession(Session):
         ).fetchall()
         return rows_to_versions(None, iter(rows))[0] if rows else None
 
-    def put(self, version: StoredVersion, tokens: list[TokenRow]) -> None:
-        self._pending.append((version, tokens))
+    def put(self, version: StoredVersion, rows: IndexRows) -> None:
+        self._pending.append((version, rows))
 
     def flush(self) -> None:
         """Write buffered versions with a few batched statements instead of several per resource.
 
-        A 273-entry transaction becomes four ``executemany`` calls, which psycopg
-        pipelines; per-resource round trips were most of PostgreSQL ingest time.
+        A 273-entry transaction becomes a handful of ``executemany`` calls, which
+        psycopg pipelines; per-resource round trips were most of PostgreSQL ingest time.
         """
         if not self._pending:
             return
@@ -81,8 +89,8 @@ class SqlSession(Session):
             "deleted, method, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
             [(seq, v.resource_type, v.id, v.version, v.last_updated, v.deleted, v.method,
               v.content) for seq, (v, _) in zip(seqs, pending, strict=True)])
-        latest = {(v.resource_type, v.id): (seq, v, tokens)
-                  for seq, (v, tokens) in zip(seqs, pending, strict=True)}
+        latest = {(v.resource_type, v.id): (seq, v, rows)
+                  for seq, (v, rows) in zip(seqs, pending, strict=True)}
         cursor.executemany(self._sql(
             "INSERT INTO resource (res_type, res_id, seq, version, deleted, last_updated) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (res_type, res_id) DO UPDATE SET "
@@ -90,20 +98,23 @@ class SqlSession(Session):
             "last_updated = excluded.last_updated"),
             [(v.resource_type, v.id, seq, v.version, v.deleted, v.last_updated)
              for seq, v, _ in latest.values()])
-        self._replace_tokens(cursor, list(latest.values()))
+        self._replace_index_rows(cursor, [(v, rows) for _, v, rows in latest.values()])
 
-    def _replace_tokens(self, cursor: Any,
-                        latest: list[tuple[int, StoredVersion, list[TokenRow]]]) -> None:
-        stale = [(v.resource_type, v.id) for _, v, _ in latest if v.version > 1]
-        if stale:
-            cursor.executemany(self._sql(
-                "DELETE FROM token_index WHERE res_type = ? AND res_id = ?"), stale)
-        rows = [(v.resource_type, v.id, *row) for _, v, tokens in latest if not v.deleted
-                for row in tokens]
-        if rows:
-            cursor.executemany(self._sql(
-                "INSERT INTO token_index (res_type, res_id, param, system, code) "
-                "VALUES (?, ?, ?, ?, ?)"), rows)
+    def _replace_index_rows(self, cursor: Any, latest: list[tuple[StoredVersion, IndexRows]]
+                            ) -> None:
+        """Index rows describe the current version only: drop the old ones, insert the new."""
+        stale = [(v.resource_type, v.id) for v, _ in latest if v.version > 1]
+        for table, field_name in INDEX_FIELDS:
+            if stale:
+                cursor.executemany(self._sql(
+                    f"DELETE FROM {table} WHERE res_type = ? AND res_id = ?"), stale)
+            rows = [(v.resource_type, v.id, *_flat(table, row)) for v, index in latest
+                    if not v.deleted for row in getattr(index, field_name)]
+            if rows:
+                marks = ", ".join("?" for _ in range(3 + len(INDEX_TABLES[table])))
+                columns = ", ".join(("res_type", "res_id", "param", *INDEX_TABLES[table]))
+                cursor.executemany(self._sql(
+                    f"INSERT INTO {table} ({columns}) VALUES ({marks})"), rows)
 
     def _allocate_seqs(self, count: int) -> list[int]:
         """``count`` new, increasing ``resource_version.seq`` values."""
@@ -139,6 +150,28 @@ class SqlSession(Session):
             [*params, query.count],
         ).fetchall()
         return rows_to_versions(None, iter(rows))
+
+
+def _flat(table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return flatten_composite(row) if table == "composite_index" else row
+
+
+def flatten_composite(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """(param, group, component, values) -> (param, grp, comp, t1, t2, t3, n1, n2).
+
+    Component values keep their order: numbers fill n1, n2; everything else
+    (text or None) fills t1..t3.  A quantity (value, system, code, unit) thus
+    lands as n1=value, t1=system, t2=code, t3=unit; a token as t1=system, t2=code.
+    """
+    param, group, component, values = row
+    texts: list[Any] = []
+    numbers: list[Any] = []
+    for value in values:
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        (numbers if is_number else texts).append(value)
+    texts = [*texts, None, None, None][:3]
+    numbers = [*numbers, None, None][:2]
+    return (param, group, component, *texts, *numbers)
 
 
 def _clause_sql(clause: IdClause | TokenClause) -> tuple[str, list[Any]]:

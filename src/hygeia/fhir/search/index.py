@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-TokenRow = tuple[str, str | None, str | None]
+from hygeia.fhir.search.rows import IndexRows, TokenRow
+
+
+def index_resource(resource: dict[str, Any]) -> IndexRows:
+    """Every index row a resource version contributes."""
+    return IndexRows(tokens=extract_tokens(resource))
 
 
 def extract_tokens(resource: dict[str, Any]) -> list[TokenRow]:

@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from hygeia.fhir.outcome import Conflict
 from hygeia.store.base import Repository
-from hygeia.store.postgres.schema import SCHEMA_VERSION, STATEMENTS
+from hygeia.store.schema import SCHEMA_VERSION, statements
 from hygeia.store.sql import SqlSession
 
 _SCHEMA_LOCK = 7_343_201  # advisory lock id held while creating the schema
@@ -61,7 +61,7 @@ class PostgresRepository(Repository):
     def _create_schema(self) -> None:
         with self._pool.connection() as connection, connection.transaction():
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for statement in STATEMENTS:
+            for statement in statements("postgresql"):
                 connection.execute(statement)
             row = connection.execute("SELECT COUNT(*) FROM hygeia_schema").fetchone()
             if row is not None and row[0] == 0:

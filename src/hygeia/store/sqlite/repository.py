@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hygeia.store.base import Repository
+from hygeia.store.schema import SCHEMA_VERSION, statements
 from hygeia.store.sql import SqlSession
-from hygeia.store.sqlite.schema import SCHEMA_VERSION, STATEMENTS
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
 
@@ -65,7 +65,7 @@ class SqliteRepository(Repository):
         with self._write_lock:
             self._writer.execute("BEGIN IMMEDIATE")
             try:
-                for statement in STATEMENTS:
+                for statement in statements("sqlite"):
                     self._writer.execute(statement)
                 if self._writer.execute("SELECT COUNT(*) FROM hygeia_schema").fetchone()[0] == 0:
                     self._writer.execute("INSERT INTO hygeia_schema VALUES (?)", (SCHEMA_VERSION,))

@@ -1,0 +1,96 @@
+"""The schema, written once for both databases.
+
+Column types are named abstractly (``{text}``, ``{bigint}``, ``{real}``,
+``{blob}``, ``{bool}``, ``{serial}``) and filled in per dialect, so SQLite and
+PostgreSQL always have the same tables and columns.  docs/architecture.md
+describes every table and column.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 2
+
+DIALECT_TYPES = {
+    "sqlite": {"text": "TEXT", "bigint": "INTEGER", "real": "REAL", "blob": "BLOB",
+               "bool": "INTEGER", "serial": "INTEGER PRIMARY KEY", "no_rowid": " WITHOUT ROWID"},
+    "postgresql": {"text": "TEXT", "bigint": "BIGINT", "real": "DOUBLE PRECISION",
+                   "blob": "BYTEA", "bool": "BOOLEAN", "serial": "BIGSERIAL PRIMARY KEY",
+                   "no_rowid": ""},
+}
+
+_OWNER = "res_type {text} NOT NULL, res_id {text} NOT NULL, param {text} NOT NULL"
+
+# index table -> its value columns (after res_type, res_id, param), in IndexRows order
+INDEX_TABLES: dict[str, tuple[str, ...]] = {
+    "string_index": ("norm", "exact"),
+    "token_index": ("system", "code"),
+    "token_text_index": ("text",),
+    "reference_index": ("target_type", "target_id", "url", "version"),
+    "date_index": ("low", "high"),
+    "number_index": ("value",),
+    "quantity_index": ("value", "system", "code", "unit"),
+    "uri_index": ("uri",),
+    "composite_index": ("grp", "comp", "t1", "t2", "t3", "n1", "n2"),
+}
+
+_COLUMN_TYPES = {"low": "{bigint}", "high": "{bigint}", "value": "{real}", "grp": "{bigint}",
+                 "comp": "{bigint}", "n1": "{real}", "n2": "{real}"}
+
+_LOOKUPS = {
+    "string_index": ["param, norm"],
+    "token_index": ["param, code, system"],
+    "token_text_index": ["param, text"],
+    "reference_index": ["param, target_id, target_type", "param, url"],
+    "date_index": ["param, low", "param, high"],
+    "number_index": ["param, value"],
+    "quantity_index": ["param, code, value"],
+    "uri_index": ["param, uri"],
+    "composite_index": ["param, t2, t1"],
+}
+
+_CORE = (
+    """CREATE TABLE IF NOT EXISTS resource_version (
+        seq {serial},
+        res_type {text} NOT NULL,
+        res_id {text} NOT NULL,
+        version INTEGER NOT NULL,
+        last_updated {bigint} NOT NULL,
+        deleted {bool} NOT NULL,
+        method {text} NOT NULL,
+        content {blob},
+        UNIQUE (res_type, res_id, version)
+    )""",
+    "CREATE INDEX IF NOT EXISTS resource_version_updated ON resource_version (last_updated)",
+    """CREATE TABLE IF NOT EXISTS resource (
+        res_type {text} NOT NULL,
+        res_id {text} NOT NULL,
+        seq {bigint} NOT NULL,
+        version INTEGER NOT NULL,
+        deleted {bool} NOT NULL,
+        last_updated {bigint} NOT NULL,
+        PRIMARY KEY (res_type, res_id)
+    ){no_rowid}""",
+    "CREATE INDEX IF NOT EXISTS resource_type_updated ON resource (res_type, last_updated)",
+    "CREATE TABLE IF NOT EXISTS hygeia_schema (version INTEGER NOT NULL)",
+)
+
+
+def _index_statements() -> list[str]:
+    statements: list[str] = []
+    for table, columns in INDEX_TABLES.items():
+        typed = ", ".join(f"{c} {_COLUMN_TYPES.get(c, '{text}')}" for c in columns)
+        statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({_OWNER}, {typed})")
+        statements.append(f"CREATE INDEX IF NOT EXISTS {table}_owner ON {table} "
+                          "(res_type, res_id)")
+        for number, lookup in enumerate(_LOOKUPS[table]):
+            statements.append(f"CREATE INDEX IF NOT EXISTS {table}_lookup{number} ON {table} "
+                              f"(res_type, {lookup})")
+    statements.append("CREATE INDEX IF NOT EXISTS reference_index_target ON reference_index "
+                      "(target_type, target_id, param)")
+    return statements
+
+
+def statements(dialect: str) -> list[str]:
+    """Every DDL statement for ``dialect``, idempotent (IF NOT EXISTS)."""
+    types = DIALECT_TYPES[dialect]
+    return [statement.format(**types) for statement in (*_CORE, *_index_statements())]
