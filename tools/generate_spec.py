@@ -21,8 +21,9 @@ Output formats (all gzipped, compact JSON):
     by its path, e.g. ``Patient.contact``) to ``{"kind", "elements"}``.  Each
     element is ``{"n": json name, "min"?: int (default 0), "max"?: int or "*"
     (default 1), "t"?: type, "x"?: {concrete json key: type} for choices,
-    "vs"?: required value set url, "attr"?: 1 when the element is an XML
-    attribute (no ``_name`` extension twin)}``.  A type is a type code, or
+    "vs"?: required value set url, "s"?: 1 when the element is part of the
+    ``_summary`` view, "attr"?: 1 when the element is an XML attribute (no
+    ``_name`` extension twin)}``.  A type is a type code, or
     ``[code, [target resource types]]`` for Reference/canonical.
 ``search_parameters.json.gz``
     A list of compact SearchParameter dicts.
@@ -229,6 +230,8 @@ class TypeCompiler:
             out["max"] = element["max"] if element["max"] == "*" else int(element["max"])
         if "xmlAttr" in element.get("representation", []):
             out["attr"] = 1
+        if element.get("isSummary"):
+            out["s"] = 1
         if json_name.endswith("[x]"):
             out["x"] = {
                 out["n"] + _upper_first(ref["code"]): self._type_ref(ctx, element, ref)

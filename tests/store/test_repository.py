@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from hygeia.fhir.search.query import IdClause, Query, TokenClause, TokenValue
+from hygeia.fhir.search.query import IdClause, Query, parse_query
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.store import HistoryQuery, Repository, StoredVersion
 
@@ -38,7 +38,7 @@ def test_index_rows_follow_the_current_version(repository: Repository) -> None:
         session.put(version("a", 2), IndexRows(tokens=[("identifier", "s", "new")]))
 
     def ids(code: str) -> list[str]:
-        query = Query("Patient", [TokenClause("identifier", (TokenValue("s", code),))])
+        query = parse_query("Patient", [("identifier", f"s|{code}")])
         with repository.reader() as session:
             return session.find_ids(query)
 

@@ -1,4 +1,4 @@
-"""Read interactions: read, vread, type search and history (instance, type, system)."""
+"""Read interactions: read, vread and history (instance, type, system)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from urllib.parse import urlencode
 import orjson
 
 from hygeia.fhir.datetime import fhir_datetime_range, format_instant
-from hygeia.fhir.outcome import BadRequest, Gone, NotFound, operation_outcome
-from hygeia.fhir.search.query import parse_query
+from hygeia.fhir.outcome import BadRequest, Gone, NotFound
 from hygeia.server.context import FhirRequest, FhirResponse, Settings, parse_etag
 from hygeia.store.base import HistoryQuery, Session, StoredVersion
 
@@ -48,46 +47,6 @@ def vread(session: Session, resource_type: str, id: str, version_id: str) -> Fhi
 def _found(stored: StoredVersion) -> FhirResponse:
     return FhirResponse(200, raw=stored.content, version=stored.version,
                         last_updated=stored.last_updated)
-
-
-def search(session: Session, request: FhirRequest, resource_type: str,
-           settings: Settings) -> FhirResponse:
-    """Type-level search (the foundation's subset: ``_id`` and ``identifier``)."""
-    query = parse_query(resource_type, request.query, strict=request.prefer_strict,
-                        max_count=settings.max_count)
-    if not any(name == "_count" for name, _ in request.query):
-        query.count = settings.default_count
-    page = session.search(query)
-    entries = [_match_entry(request.base_url, stored) for stored in page.matches]
-    if query.ignored:
-        entries.append({"resource": operation_outcome(query.ignored),
-                        "search": {"mode": "outcome"}})
-    links = _search_links(request, resource_type, query.offset, query.count, page.total)
-    bundle = {"resourceType": "Bundle", "type": "searchset", "total": page.total,
-              "link": links, "entry": entries}
-    return FhirResponse(200, resource=bundle)
-
-
-def _match_entry(base_url: str, stored: StoredVersion) -> dict[str, Any]:
-    return {"fullUrl": f"{base_url}{stored.resource_type}/{stored.id}",
-            "resource": orjson.Fragment(stored.content or b"{}"),
-            "search": {"mode": "match"}}
-
-
-def _search_links(request: FhirRequest, resource_type: str, offset: int, count: int,
-                  total: int) -> list[dict[str, str]]:
-    kept = [(k, v) for k, v in request.query if k not in ("_offset", "_count")]
-
-    def url(at: int) -> str:
-        return f"{request.base_url}{resource_type}?" + urlencode(
-            [*kept, ("_count", str(count)), ("_offset", str(at))])
-
-    links = [{"relation": "self", "url": url(offset)}]
-    if count and offset + count < total:
-        links.append({"relation": "next", "url": url(offset + count)})
-    if offset > 0:
-        links.append({"relation": "previous", "url": url(max(offset - count, 0))})
-    return links
 
 
 def history(session: Session, request: FhirRequest, settings: Settings,

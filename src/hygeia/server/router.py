@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from hygeia.fhir.outcome import BadRequest, MethodNotAllowed, NotFound
+from hygeia.fhir.spec import is_resource_type
 from hygeia.server.resources import check_id, check_type
 
 WRITES = frozenset({"create", "update", "conditional-update", "delete", "conditional-delete",
@@ -21,6 +22,7 @@ class Route:
     id: str | None = None
     version: str | None = None
     criteria: str | None = None
+    compartment_type: str | None = None
 
     @property
     def writes(self) -> bool:
@@ -32,7 +34,9 @@ def parse_route(method: str, path: str, query: list[tuple[str, str]]) -> Route:
     parts = [part for part in path.strip("/").split("/") if part]
     method = method.upper()
     if not parts:
-        return _system_route(method)
+        return _system_route(method, bool(query))
+    if parts == ["_search"]:
+        return _only(method, "POST", Route("search-system"))
     if parts[0] in ("metadata", "_history") or parts[0].startswith("$"):
         return _system_named_route(method, parts)
     resource_type = check_type(parts[0])
@@ -49,11 +53,14 @@ def parse_route(method: str, path: str, query: list[tuple[str, str]]) -> Route:
     return _instance_route(method, resource_type, id, parts[2:])
 
 
-def _system_route(method: str) -> Route:
+def _system_route(method: str, has_query: bool) -> Route:
     if method == "POST":
         return Route("bundle")
+    if method in ("GET", "HEAD") and has_query:
+        return Route("search-system")
     raise MethodNotAllowed(f"{method} on the FHIR base is not supported; POST a batch or "
-                           "transaction Bundle, or GET metadata or _history.")
+                           "transaction Bundle, search with ?_type=..., or GET metadata or "
+                           "_history.")
 
 
 def _system_named_route(method: str, parts: list[str]) -> Route:
@@ -92,6 +99,9 @@ def _instance_route(method: str, resource_type: str, id: str, rest: list[str]) -
         return _only(method, "GET", Route("history-instance", resource_type, id))
     if len(rest) == 2 and rest[0] == "_history":
         return _only(method, "GET", Route("vread", resource_type, id, rest[1]))
+    if len(rest) == 1 and is_resource_type(rest[0]):
+        return _only(method, "GET", Route("search-compartment", resource_type, id,
+                                          compartment_type=rest[0]))
     raise NotFound(f"There is nothing at '{resource_type}/{id}/{'/'.join(rest)}'.")
 
 

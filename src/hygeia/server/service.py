@@ -7,7 +7,7 @@ from typing import Any
 
 from hygeia.fhir.outcome import BadRequest, Issue, operation_outcome
 from hygeia.fhir.validation import validate
-from hygeia.server import read, write
+from hygeia.server import read, search, write
 from hygeia.server.capability import capability_statement
 from hygeia.server.context import FhirRequest, FhirResponse, Settings
 from hygeia.server.router import Route, parse_route
@@ -81,7 +81,18 @@ def _vread(service: FhirService, route: Route, request: FhirRequest,
 
 def _search(service: FhirService, route: Route, request: FhirRequest,
             session: Session) -> FhirResponse:
-    return read.search(session, request, _t(route), service.settings)
+    return search.search_type(session, request, _t(route), service.settings)
+
+
+def _search_system(service: FhirService, route: Route, request: FhirRequest,
+                   session: Session) -> FhirResponse:
+    return search.search_system(session, request, service.settings)
+
+
+def _search_compartment(service: FhirService, route: Route, request: FhirRequest,
+                        session: Session) -> FhirResponse:
+    return search.search_compartment(session, request, _t(route), _i(route),
+                                     route.compartment_type or "", service.settings)
 
 
 def _history(service: FhirService, route: Route, request: FhirRequest,
@@ -145,6 +156,8 @@ _HANDLERS = {
     "read": _read,
     "vread": _vread,
     "search-type": _search,
+    "search-system": _search_system,
+    "search-compartment": _search_compartment,
     "history-instance": _history,
     "history-type": _history,
     "history-system": _history,

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from hygeia.fhir.search.query import Query
+from hygeia.fhir.search.results import Include
 from hygeia.fhir.search.rows import IndexRows
 
 
@@ -51,8 +52,12 @@ class HistoryQuery:
 
 @dataclass(frozen=True, slots=True)
 class SearchPage:
-    total: int
+    """One page of matches; cursors are None when there is no such page."""
+
+    total: int | None
     matches: list[StoredVersion]
+    next_cursor: str | None = None
+    previous_cursor: str | None = None
 
 
 class Session(ABC):
@@ -96,6 +101,11 @@ class Session(ABC):
         Serialises conditional creates with the same criteria so that concurrent
         requests cannot both see "no match" and both create.
         """
+
+    @abstractmethod
+    def included(self, owners: list[StoredVersion], include: Include,
+                 reverse: bool) -> list[StoredVersion]:
+        """Resources ``owners`` reference through ``include`` (reverse: that reference them)."""
 
     def find_ids(self, query: Query) -> list[str]:
         """Ids of current resources matching query (for conditional interactions)."""

@@ -11,14 +11,16 @@ from __future__ import annotations
 SCHEMA_VERSION = 2
 
 DIALECT_TYPES = {
-    "sqlite": {"text": "TEXT", "bigint": "INTEGER", "real": "REAL", "blob": "BLOB",
-               "bool": "INTEGER", "serial": "INTEGER PRIMARY KEY", "no_rowid": " WITHOUT ROWID"},
-    "postgresql": {"text": "TEXT", "bigint": "BIGINT", "real": "DOUBLE PRECISION",
-                   "blob": "BYTEA", "bool": "BOOLEAN", "serial": "BIGSERIAL PRIMARY KEY",
-                   "no_rowid": ""},
+    "sqlite": {"text": "TEXT", "ctext": "TEXT", "bigint": "INTEGER", "real": "REAL",
+               "blob": "BLOB", "bool": "INTEGER", "serial": "INTEGER PRIMARY KEY",
+               "no_rowid": " WITHOUT ROWID"},
+    # index values compare byte-wise ("C"), so prefix ranges and sorting are exact
+    "postgresql": {"text": "TEXT", "ctext": 'TEXT COLLATE "C"', "bigint": "BIGINT",
+                   "real": "DOUBLE PRECISION", "blob": "BYTEA", "bool": "BOOLEAN",
+                   "serial": "BIGSERIAL PRIMARY KEY", "no_rowid": ""},
 }
 
-_OWNER = "res_type {text} NOT NULL, res_id {text} NOT NULL, param {text} NOT NULL"
+_OWNER = "res_type {ctext} NOT NULL, res_id {ctext} NOT NULL, param {ctext} NOT NULL"
 
 # index table -> its value columns (after res_type, res_id, param), in IndexRows order
 INDEX_TABLES: dict[str, tuple[str, ...]] = {
@@ -51,8 +53,8 @@ _LOOKUPS = {
 _CORE = (
     """CREATE TABLE IF NOT EXISTS resource_version (
         seq {serial},
-        res_type {text} NOT NULL,
-        res_id {text} NOT NULL,
+        res_type {ctext} NOT NULL,
+        res_id {ctext} NOT NULL,
         version INTEGER NOT NULL,
         last_updated {bigint} NOT NULL,
         deleted {bool} NOT NULL,
@@ -62,8 +64,8 @@ _CORE = (
     )""",
     "CREATE INDEX IF NOT EXISTS resource_version_updated ON resource_version (last_updated)",
     """CREATE TABLE IF NOT EXISTS resource (
-        res_type {text} NOT NULL,
-        res_id {text} NOT NULL,
+        res_type {ctext} NOT NULL,
+        res_id {ctext} NOT NULL,
         seq {bigint} NOT NULL,
         version INTEGER NOT NULL,
         deleted {bool} NOT NULL,
@@ -78,7 +80,7 @@ _CORE = (
 def _index_statements() -> list[str]:
     statements: list[str] = []
     for table, columns in INDEX_TABLES.items():
-        typed = ", ".join(f"{c} {_COLUMN_TYPES.get(c, '{text}')}" for c in columns)
+        typed = ", ".join(f"{c} {_COLUMN_TYPES.get(c, '{ctext}')}" for c in columns)
         statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({_OWNER}, {typed})")
         statements.append(f"CREATE INDEX IF NOT EXISTS {table}_owner ON {table} "
                           "(res_type, res_id)")

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from hygeia.fhir.search.query import IdClause, Query, TokenClause, TokenValue
+from hygeia.fhir.search.query import Query
+from hygeia.fhir.search.results import Include
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.store.base import HistoryQuery, SearchPage, Session, StoredVersion, rows_to_versions
+from hygeia.store.cursor import decode_cursor, encode_cursor
 from hygeia.store.schema import INDEX_TABLES
+from hygeia.store.search_sql import SqlBuilder, after_cursor, order_keys, where_sql
 
 # IndexRows field -> the side table that stores it
 INDEX_FIELDS = (("string_index", "strings"), ("token_index", "tokens"),
@@ -122,23 +125,81 @@ class SqlSession(Session):
 
     def search(self, query: Query) -> SearchPage:
         self.flush()
-        where, params = self._where(query)
-        total = self.execute(f"SELECT COUNT(*) FROM resource r WHERE {where}", params).fetchone()[0]
-        rows = self.execute(
-            f"SELECT {VERSION_COLUMNS} FROM resource r JOIN resource_version v ON v.seq = r.seq "
-            f"WHERE {where} ORDER BY r.last_updated DESC, r.res_id LIMIT ? OFFSET ?",
-            [*params, query.count, query.offset],
-        ).fetchall()
-        return SearchPage(int(total), rows_to_versions(None, iter(rows)))
+        types = query.types or (query.resource_type,)
+        options = query.options
+        total = None
+        if options.total != "none" or options.summary == "count":
+            builder = SqlBuilder()
+            sql, params = builder.render(
+                f"SELECT COUNT(*) FROM resource r WHERE {where_sql(builder, types, query.clauses)}")
+            total = int(self.execute(sql, params).fetchone()[0])
+        if options.summary == "count" or options.count == 0:
+            return SearchPage(total, [])
+        return self._page(query, types, total)
 
-    def _where(self, query: Query) -> tuple[str, list[Any]]:
-        conditions = ["r.res_type = ?", "r.deleted = ?"]
-        params: list[Any] = [query.resource_type, False]
-        for clause in query.clauses:
-            sql, values = _clause_sql(clause)
-            conditions.append(sql)
-            params.extend(values)
-        return " AND ".join(conditions), params
+    def _page(self, query: Query, types: tuple[str, ...], total: int | None) -> SearchPage:
+        options = query.options
+        builder = SqlBuilder()
+        where = where_sql(builder, types, query.clauses)
+        keys = order_keys(builder, options.sort)
+        direction, boundary = decode_cursor(options.cursor, len(keys))
+        backwards = direction == "p"
+        columns = ", ".join(f"COALESCE({k.expression}, {builder.value(k.sentinel())}) AS k{n}"
+                            for n, k in enumerate(keys))
+        order = ", ".join(f"q.k{n} {'DESC' if k.descending != backwards else 'ASC'}"
+                          for n, k in enumerate(keys))
+        after = after_cursor(builder, keys, boundary, backwards) if boundary else "1 = 1"
+        sql, params = builder.render(
+            f"SELECT q.seq, {', '.join(f'q.k{n}' for n in range(len(keys)))} FROM "
+            f"(SELECT r.seq, {columns} FROM resource r WHERE {where}) q "
+            f"WHERE {after} ORDER BY {order} LIMIT {builder.value(options.count + 1)}")
+        rows = self.execute(sql, params).fetchall()
+        more = len(rows) > options.count
+        rows = rows[:options.count]
+        if backwards:
+            rows.reverse()
+        matches = self._versions_by_seq([row[0] for row in rows])
+        if not rows:
+            return SearchPage(total, matches)
+        first, last = list(rows[0][1:]), list(rows[-1][1:])
+        has_next = more if not backwards else True
+        has_previous = more if backwards else boundary is not None
+        return SearchPage(total, matches,
+                          encode_cursor("n", last) if has_next else None,
+                          encode_cursor("p", first) if has_previous else None)
+
+    def _versions_by_seq(self, seqs: list[int]) -> list[StoredVersion]:
+        if not seqs:
+            return []
+        marks = ", ".join("?" for _ in seqs)
+        rows = self.execute(f"SELECT {VERSION_COLUMNS} FROM resource_version v "
+                            f"WHERE v.seq IN ({marks})", seqs).fetchall()
+        by_seq = {version.seq: version for version in rows_to_versions(None, iter(rows))}
+        return [by_seq[seq] for seq in seqs if seq in by_seq]
+
+    def included(self, owners: list[StoredVersion], include: Include,
+                 reverse: bool) -> list[StoredVersion]:
+        """Resources ``owners`` reference through ``include`` (reversed: that reference them)."""
+        self.flush()
+        if not owners:
+            return []
+        builder = SqlBuilder()
+        near, far = ("target", "res") if reverse else ("res", "target")
+        pairs = " OR ".join(f"(ri.{near}_type = {builder.value(owner.resource_type)} AND "
+                            f"ri.{near}_id = {builder.value(owner.id)})" for owner in owners)
+        filters = [f"({pairs})"]
+        if include.source_type != "*":
+            filters.append(f"ri.res_type = {builder.value(include.source_type)}")
+        if include.parameter is not None:
+            filters.append(f"ri.param = {builder.value(include.parameter.code)}")
+        if include.target_type is not None:
+            filters.append(f"ri.target_type = {builder.value(include.target_type)}")
+        sql, params = builder.render(
+            f"SELECT {VERSION_COLUMNS} FROM (SELECT DISTINCT ri.{far}_type AS pick_type, "
+            f"ri.{far}_id AS pick_id FROM reference_index ri WHERE {' AND '.join(filters)}) t "
+            "JOIN resource r ON r.res_type = t.pick_type AND r.res_id = t.pick_id "
+            f"JOIN resource_version v ON v.seq = r.seq WHERE r.deleted = {builder.value(False)}")
+        return rows_to_versions(None, iter(self.execute(sql, params).fetchall()))
 
     def history(self, query: HistoryQuery) -> list[StoredVersion]:
         self.flush()
@@ -172,37 +233,6 @@ def flatten_composite(row: tuple[Any, ...]) -> tuple[Any, ...]:
     texts = [*texts, None, None, None][:3]
     numbers = [*numbers, None, None][:2]
     return (param, group, component, *texts, *numbers)
-
-
-def _clause_sql(clause: IdClause | TokenClause) -> tuple[str, list[Any]]:
-    if isinstance(clause, IdClause):
-        marks = ", ".join("?" for _ in clause.ids)
-        return f"r.res_id IN ({marks})", list(clause.ids)
-    alternatives: list[str] = []
-    params: list[Any] = []
-    for value in clause.values:
-        sql, values = _token_value_sql(value)
-        alternatives.append(sql)
-        params.extend(values)
-    return (
-        "EXISTS (SELECT 1 FROM token_index t WHERE t.res_type = r.res_type "
-        f"AND t.res_id = r.res_id AND t.param = ? AND ({' OR '.join(alternatives)}))",
-        [clause.param, *params],
-    )
-
-
-def _token_value_sql(value: TokenValue) -> tuple[str, list[Any]]:
-    parts: list[str] = []
-    params: list[Any] = []
-    if value.code is not None:
-        parts.append("t.code = ?")
-        params.append(value.code)
-    if value.system == "":
-        parts.append("t.system IS NULL")
-    elif value.system is not None:
-        parts.append("t.system = ?")
-        params.append(value.system)
-    return "(" + (" AND ".join(parts) or "1 = 1") + ")", params
 
 
 def _history_conditions(query: HistoryQuery) -> tuple[list[str], list[Any]]:

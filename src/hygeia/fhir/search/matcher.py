@@ -1,37 +1,281 @@
-"""Evaluate a parsed query against one resource in memory.
+"""Evaluate a parsed query against resources in memory.
 
-The same :class:`~hygeia.fhir.search.query.Query` that the database answers is
-evaluated here against a single resource, so the two can be checked against
-each other; transactions use it to resolve conditional references to
-resources created earlier in the same bundle.
+The same :class:`~hygeia.fhir.search.query.Query` the database answers is
+evaluated here against one resource's index rows, written independently of
+the SQL, so each is the other's oracle (the property-based search tests
+compare them).  Transactions use it to resolve conditional references to
+resources created earlier in the same Bundle; subscriptions and alert rules
+will use it to test one changed resource.
+
+Chains and ``_has`` need other resources: pass a :class:`MatchContext` that
+knows them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-from hygeia.fhir.search.index import extract_tokens
-from hygeia.fhir.search.query import IdClause, Query, TokenClause, TokenValue
+from hygeia.fhir.datetime import fhir_datetime_range
+from hygeia.fhir.outcome import BadRequest
+from hygeia.fhir.search.index import index_resource
+from hygeia.fhir.search.query import (
+    ChainClause,
+    Clause,
+    CompartmentClause,
+    HasClause,
+    IdClause,
+    ParameterClause,
+    Query,
+)
+from hygeia.fhir.search.rows import IndexRows
+from hygeia.fhir.search.values import (
+    CompositeValue,
+    OfTypeValue,
+    QuantityValue,
+    RangeValue,
+    ReferenceValue,
+    SearchValue,
+    StringValue,
+    TokenValue,
+    UriValue,
+)
+
+TOP = "\U0010ffff"
+DAY = 86_400_000_000
 
 
-def matches(query: Query, resource: dict[str, Any]) -> bool:
+@dataclass
+class MatchContext:
+    """Resources a chain or ``_has`` may reach, by (type, id)."""
+
+    resources: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    _rows: dict[tuple[str, str], IndexRows] = field(default_factory=dict)
+
+    def add(self, resource: dict[str, Any]) -> None:
+        self.resources[(resource["resourceType"], resource["id"])] = resource
+
+    def rows(self, resource: dict[str, Any]) -> IndexRows:
+        key = (resource.get("resourceType", ""), resource.get("id", ""))
+        if key not in self._rows:
+            self._rows[key] = index_resource(resource)
+        return self._rows[key]
+
+
+def matches(query: Query, resource: dict[str, Any], context: MatchContext | None = None) -> bool:
     """True when ``resource`` satisfies every clause of ``query``."""
-    if resource.get("resourceType") != query.resource_type:
+    types = query.types or (query.resource_type,)
+    if resource.get("resourceType") not in types:
         return False
-    return all(_clause_matches(clause, resource) for clause in query.clauses)
+    context = context or MatchContext()
+    return all(clause_matches(clause, resource, context) for clause in query.clauses)
 
 
-def _clause_matches(clause: IdClause | TokenClause, resource: dict[str, Any]) -> bool:
+def clause_matches(clause: Clause, resource: dict[str, Any], context: MatchContext) -> bool:
     if isinstance(clause, IdClause):
         return resource.get("id") in clause.ids
-    rows = [row for row in extract_tokens(resource) if row[0] == clause.param]
-    return any(_token_matches(value, system, code)
-               for value in clause.values for _, system, code in rows)
+    if isinstance(clause, ChainClause):
+        return _chain(clause, resource, context)
+    if isinstance(clause, HasClause):
+        return _has(clause, resource, context)
+    if isinstance(clause, CompartmentClause):
+        return _compartment(clause, resource, context)
+    return _parameter(clause, resource, context.rows(resource))
 
 
-def _token_matches(value: TokenValue, system: str | None, code: str | None) -> bool:
-    if value.code is not None and value.code != code:
+def _compartment(clause: CompartmentClause, resource: dict[str, Any],
+                 context: MatchContext) -> bool:
+    owner = (clause.owner_type, clause.owner_id)
+    if (resource.get("resourceType"), resource.get("id")) == owner:
+        return True
+    return any(param in clause.params and (kind, id) == owner
+               for param, kind, id, _, _ in context.rows(resource).references)
+
+
+def _chain(clause: ChainClause, resource: dict[str, Any], context: MatchContext) -> bool:
+    rows = context.rows(resource)
+    for param, kind, id, _, _ in rows.references:
+        if param != clause.parameter.code or kind is None or id is None:
+            continue
+        target = context.resources.get((kind, id))
+        if target is None:
+            continue
+        if any(kind == alt_type and clause_matches(inner, target, context)
+               for alt_type, inner in clause.alternatives):
+            return True
+    return False
+
+
+def _has(clause: HasClause, resource: dict[str, Any], context: MatchContext) -> bool:
+    own = (resource.get("resourceType"), resource.get("id"))
+    for (kind, _), source in context.resources.items():
+        if kind != clause.source_type:
+            continue
+        pointing = any(param == clause.parameter.code and (target_type, target_id) == own
+                       for param, target_type, target_id, _, _ in context.rows(source).references)
+        if pointing and clause_matches(clause.inner, source, context):
+            return True
+    return False
+
+
+def _parameter(clause: ParameterClause, resource: dict[str, Any], rows: IndexRows) -> bool:
+    code, modifier = clause.parameter.code, clause.modifier
+    if code == "_lastUpdated":
+        return _last_updated(clause, resource)
+    candidates = _rows_for(clause, rows)
+    if clause.missing is not None:
+        return not candidates if clause.missing else bool(candidates)
+    if clause.parameter.type == "composite":
+        return any(_composite(value, clause, candidates) for value in clause.values)
+    found = any(_value_matches(value, modifier, row) for value in clause.values
+                for row in candidates)
+    return not found if modifier == "not" else found
+
+
+def _rows_for(clause: ParameterClause, rows: IndexRows) -> list[tuple[Any, ...]]:
+    code, modifier, kind = clause.parameter.code, clause.modifier, clause.parameter.type
+    if modifier == "text":
+        return [row[1:] for row in rows.token_texts if row[0] == code]
+    if modifier in ("of-type", "identifier"):
+        return [row[1:] for row in rows.tokens if row[0] == f"{code}:{modifier}"]
+    tables: dict[str, Iterable[tuple[Any, ...]]] = {
+        "string": rows.strings, "token": rows.tokens, "reference": rows.references,
+        "date": rows.dates, "number": rows.numbers, "quantity": rows.quantities,
+        "uri": rows.uris, "composite": rows.composites}
+    source = tables.get(kind, [])
+    return [row[1:] for row in source if row[0] == code]
+
+
+def _value_matches(value: SearchValue, modifier: str | None, row: tuple[Any, ...]) -> bool:
+    check = _CHECKS.get(type(value))
+    if check is None:
+        raise BadRequest(f"Cannot match {type(value).__name__}.", code="not-supported")
+    return check(value, modifier, row)
+
+
+def _string(value: Any, modifier: str | None, row: tuple[Any, ...]) -> bool:
+    if modifier == "text":
+        return str(row[0]).startswith(value.norm)
+    norm, exact = row
+    if modifier == "exact":
+        return bool(exact == value.text)
+    if modifier == "contains":
+        return value.norm in norm
+    return bool(norm.startswith(value.norm))
+
+
+def _token(value: Any, modifier: str | None, row: tuple[Any, ...]) -> bool:
+    system, code = row
+    if value.code is not None and code != value.code:
         return False
     if value.system == "":
         return system is None
-    return value.system is None or value.system == system
+    return value.system is None or system == value.system
+
+
+def _of_type(value: Any, modifier: str | None, row: tuple[Any, ...]) -> bool:
+    return bool(row[1] == f"{value.system}|{value.code}|{value.value}")
+
+
+def _range(value: Any, modifier: str | None, row: tuple[Any, ...]) -> bool:
+    if isinstance(value, QuantityValue):
+        number, system, code, unit = row
+        return _units(value, system, code, unit) and _point(value, number)
+    if len(row) == 2:
+        return _stored_range(value, row[0], row[1])
+    return _point(value, row[0])
+
+
+def _units(value: QuantityValue, system: Any, code: Any, unit: Any) -> bool:
+    if value.system is not None and system != value.system:
+        return False
+    if value.code is None:
+        return True
+    return bool(code == value.code) if value.system is not None else value.code in (code, unit)
+
+
+def _stored_range(value: Any, low: int, high: int) -> bool:
+    sl, sh = int(value.low), int(value.high)
+    eq = low >= sl and high <= sh
+    prefix = value.prefix
+    tests: dict[str, Callable[[], bool]] = {
+        "eq": lambda: eq, "ne": lambda: not eq, "gt": lambda: high > sh, "lt": lambda: low < sl,
+        "ge": lambda: high > sh or eq, "le": lambda: low < sl or eq,
+        "sa": lambda: low >= sh, "eb": lambda: high <= sl,
+    }
+    if prefix in tests:
+        return tests[prefix]()
+    slack = max((sh - sl) // 10, DAY)
+    return low < sh + slack and high > sl - slack
+
+
+def _point(value: Any, number: float) -> bool:
+    prefix = value.prefix
+    if prefix == "eq":
+        return bool(value.low <= number < value.high)
+    if prefix == "ne":
+        return not value.low <= number < value.high
+    if prefix in ("gt", "sa"):
+        return bool(number > value.value)
+    if prefix in ("lt", "eb"):
+        return bool(number < value.value)
+    if prefix == "ge":
+        return bool(number >= value.value)
+    if prefix == "le":
+        return bool(number <= value.value)
+    slack = abs(value.value) * 0.1
+    return bool(value.value - slack <= number <= value.value + slack)
+
+
+def _reference(value: Any, modifier: str | None, row: tuple[Any, ...]) -> bool:
+    kind, id, url = row[0], row[1], row[2]
+    local = (value.type is None or kind == value.type) and (value.id is None or id == value.id)
+    has_local = value.type is not None or value.id is not None
+    if value.url is None:
+        return has_local and local
+    return url == value.url or (has_local and local)
+
+
+def _uri(value: Any, modifier: str | None, row: tuple[Any, ...]) -> bool:
+    uri = row[0]
+    if modifier == "below":
+        return bool(value.uri <= uri < value.uri + TOP)
+    if modifier == "above":
+        return bool(value.uri[:len(uri)] == uri)
+    return bool(uri == value.uri)
+
+
+def _composite(value: SearchValue, clause: ParameterClause, rows: list[tuple[Any, ...]]) -> bool:
+    assert isinstance(value, CompositeValue)
+    groups: dict[int, dict[int, list[tuple[Any, ...]]]] = {}
+    for group, component, values in rows:
+        groups.setdefault(group, {}).setdefault(component, []).append(tuple(values))
+    for components in groups.values():
+        if all(any(_component_matches(part, kind.type, row) for row in components.get(i, []))
+               for i, (part, kind) in enumerate(zip(value.parts, clause.parameter.components,
+                                                    strict=True))):
+            return True
+    return False
+
+
+def _component_matches(part: SearchValue, kind: str, row: tuple[Any, ...]) -> bool:
+    if kind == "reference":
+        row = (*row, None)[:3]
+    return _value_matches(part, None, row)
+
+
+def _last_updated(clause: ParameterClause, resource: dict[str, Any]) -> bool:
+    stamp = (resource.get("meta") or {}).get("lastUpdated")
+    if clause.missing is not None:
+        return (stamp is None) == clause.missing
+    if not isinstance(stamp, str):
+        return False
+    low = fhir_datetime_range(stamp)[0]
+    return any(_stored_range(value, low, low + 1) for value in clause.values)
+
+
+_CHECKS: dict[type, Callable[[Any, str | None, tuple[Any, ...]], bool]] = {
+    StringValue: _string, TokenValue: _token, OfTypeValue: _of_type, RangeValue: _range,
+    QuantityValue: _range, ReferenceValue: _reference, UriValue: _uri,
+}

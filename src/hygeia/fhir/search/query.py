@@ -1,24 +1,36 @@
-"""A parsed, backend-neutral search query.
+"""A parsed, backend-neutral search query (search.html of R4).
 
-The query string becomes a small tree of clauses that every backend (and, in
-the search issue, the in-memory matcher) evaluates the same way.  Values of
-one parameter separated by commas are OR-ed inside one clause; repeated
-parameters become separate clauses that are AND-ed.
-
-Only the parameters the foundation needs are understood here (``_id`` and
-``identifier`` tokens, enough for conditional create/update/delete); the full
-search engine grows this module.
+The query string becomes a tree of clauses that every backend (and the
+in-memory matcher) evaluates the same way: values of one parameter separated
+by commas are OR-ed inside one clause; repeated parameters become separate
+clauses that are AND-ed.  Chains (``subject:Patient.name=x``) and reverse
+chains (``_has:Observation:patient:code=x``) nest a clause evaluated against
+another resource type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
 from hygeia.fhir.outcome import BadRequest, Issue
+from hygeia.fhir.search.parameters import SearchParameter, SearchRegistry, default_registry
+from hygeia.fhir.search.results import ResultOptions, apply_result_parameter
+from hygeia.fhir.search.values import SearchValue, TokenValue, parse_value, split_escaped
+from hygeia.fhir.spec import is_resource_type
 
-SUPPORTED_PARAMETERS = ("_id", "identifier")
-RESULT_PARAMETERS = ("_count", "_offset", "_format", "_pretty", "_total")
+MODIFIERS = {
+    "string": {"exact", "contains", "missing"},
+    "token": {"not", "text", "of-type", "missing"},
+    "reference": {"identifier", "missing"},
+    "uri": {"above", "below", "missing"},
+    "date": {"missing"},
+    "number": {"missing"},
+    "quantity": {"missing"},
+    "composite": {"missing"},
+}
+PREFIXED_TYPES = {"date", "number", "quantity"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,129 +41,185 @@ class IdClause:
 
 
 @dataclass(frozen=True, slots=True)
-class TokenValue:
-    """One token search value: ``system|code``, ``|code`` (no system) or ``code`` (any system).
+class ParameterClause:
+    """One occurrence of a parameter: matches when any of ``values`` matches.
 
-    ``system`` is None for "any system" and "" for "no system".  ``code`` is
-    None for ``system|`` (any code in that system).
+    ``missing`` is set (and ``values`` empty) for ``:missing=true|false``.
     """
 
-    system: str | None
-    code: str | None
+    parameter: SearchParameter
+    modifier: str | None
+    values: tuple[SearchValue, ...]
+    missing: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class TokenClause:
-    """A token parameter matching any of ``values``."""
+class ChainClause:
+    """``ref.param=x``: a reference whose target (of one of the types) satisfies ``inner``."""
 
-    param: str
-    values: tuple[TokenValue, ...]
+    parameter: SearchParameter
+    alternatives: tuple[tuple[str, Clause], ...]
 
 
-Clause = IdClause | TokenClause
+@dataclass(frozen=True, slots=True)
+class HasClause:
+    """``_has:Type:ref:param=x``: some ``Type`` that points here through ``ref`` satisfies inner."""
+
+    source_type: str
+    parameter: SearchParameter
+    inner: Clause
+
+
+@dataclass(frozen=True, slots=True)
+class CompartmentClause:
+    """In the compartment of ``owner_type/owner_id``: any of ``params`` references it."""
+
+    owner_type: str
+    owner_id: str
+    params: tuple[str, ...]
+
+
+Clause = IdClause | ParameterClause | ChainClause | HasClause | CompartmentClause
 
 
 @dataclass(slots=True)
 class Query:
-    """A type-level search: AND of clauses, plus paging."""
+    """A search over one or more types: AND of clauses, plus result options."""
 
     resource_type: str
     clauses: list[Clause] = field(default_factory=list)
-    count: int = 50
-    offset: int = 0
+    options: ResultOptions = field(default_factory=ResultOptions)
     ignored: list[Issue] = field(default_factory=list)
+    types: tuple[str, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return self.options.count
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self.options.count = value
 
 
-def split_escaped(value: str, separator: str, *, unescape: bool = True) -> list[str]:
-    r"""Split on ``separator`` unless it is escaped with a backslash.
-
-    With ``unescape`` the escapes are removed (``a\,b`` -> ``a,b``); without it they
-    are kept for a later, inner split (commas first, then ``|`` inside a token).
-    """
-    parts: list[str] = []
-    current: list[str] = []
-    chars = iter(value)
-    for char in chars:
-        if char == "\\":
-            escaped = next(chars, "\\")
-            current.append(escaped if unescape else "\\" + escaped)
-        elif char == separator:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
-
-
-def parse_token(text: str) -> TokenValue:
-    """Parse ``system|code``, ``|code``, ``system|`` or ``code``."""
-    pieces = split_escaped(text, "|")
-    if len(pieces) == 1:
-        return TokenValue(None, pieces[0])
-    if len(pieces) == 2:
-        system, code = pieces
-        return TokenValue(system, code or None)
-    raise BadRequest(f"Token value '{text}' has more than one '|' separator.")
-
-
-def parse_query(
-    resource_type: str,
-    params: Iterable[tuple[str, str]],
-    *,
-    strict: bool = False,
-    max_count: int = 1000,
-) -> Query:
+def parse_query(resource_type: str, params: Iterable[tuple[str, str]], *, strict: bool = False,
+                max_count: int = 1000, registry: SearchRegistry | None = None) -> Query:
     """Parse query parameters for ``resource_type`` into a :class:`Query`.
 
     Unknown parameters are ignored and reported (``Query.ignored``), or raise
     :class:`BadRequest` when ``strict`` (``Prefer: handling=strict``).
     """
+    registry = registry or default_registry()
     query = Query(resource_type)
+    query.options.max_count = max_count
     for name, value in params:
-        _apply_parameter(query, name, value, strict=strict, max_count=max_count)
+        if apply_result_parameter(query.options, name, value, resource_type, registry):
+            continue
+        try:
+            query.clauses.append(parse_clause(resource_type, name, value, registry))
+        except UnknownParameter as unknown:
+            if strict:
+                raise BadRequest(str(unknown), code="not-supported", expression=name) from None
+            query.ignored.append(Issue("not-supported", f"{unknown} It was ignored.", name,
+                                       "warning"))
     return query
 
 
-def _apply_parameter(query: Query, name: str, value: str, *, strict: bool, max_count: int) -> None:
-    if name == "_id":
-        query.clauses.append(IdClause(tuple(split_escaped(value, ","))))
-    elif name == "identifier":
-        values = tuple(parse_token(part)
-                       for part in split_escaped(value, ",", unescape=False))
-        query.clauses.append(TokenClause("identifier", values))
-    elif name == "_count":
-        query.count = min(_non_negative(name, value), max_count)
-    elif name == "_offset":
-        query.offset = _non_negative(name, value)
-    elif name in RESULT_PARAMETERS:
-        return
-    else:
-        message = (f"Search parameter '{name}' is not supported by this server yet; "
-                   f"supported: {', '.join(SUPPORTED_PARAMETERS)}.")
-        if strict:
-            raise BadRequest(message, code="not-supported", expression=name)
-        query.ignored.append(Issue("not-supported", message + " It was ignored.", name, "warning"))
+class UnknownParameter(Exception):
+    """A parameter this server does not know for the type (reported, not fatal, by default)."""
 
 
-def _non_negative(name: str, value: str) -> int:
-    if not value.isdigit():
-        raise BadRequest(f"{name} must be a non-negative integer, not '{value}'.", expression=name)
-    return int(value)
+def parse_clause(resource_type: str, name: str, value: str,
+                 registry: SearchRegistry) -> Clause:
+    """Parse one ``name=value`` pair against ``resource_type``."""
+    if name.startswith("_has:"):
+        return _parse_has(resource_type, name, value, registry)
+    head, dot, rest = name.partition(".")
+    code, _, modifier = head.partition(":")
+    if code == "_id" and not dot and not modifier:
+        return IdClause(tuple(split_escaped(value, ",")))
+    parameter = registry.get(resource_type, code)
+    if parameter is None or (not parameter.indexed and code != "_id"):
+        raise UnknownParameter(f"Search parameter '{code}' is not known for {resource_type}.")
+    if dot:
+        return _parse_chain(parameter, modifier or None, rest, value, registry)
+    return _parse_parameter(parameter, modifier or None, value)
 
 
-def parse_criteria(resource_type: str, criteria: str) -> Query:
+def _parse_parameter(parameter: SearchParameter, modifier: str | None,
+                     value: str) -> ParameterClause:
+    kind = parameter.type
+    allowed = MODIFIERS.get(kind, set())
+    type_modifier = kind == "reference" and modifier is not None and is_resource_type(modifier)
+    if modifier is not None and modifier not in allowed and not type_modifier:
+        raise BadRequest(f"Modifier ':{modifier}' is not supported for {kind} parameter "
+                         f"'{parameter.code}'; supported: "
+                         f"{', '.join(sorted(allowed)) or 'none'}.", code="not-supported",
+                         expression=f"{parameter.code}:{modifier}")
+    if modifier == "missing":
+        if value not in ("true", "false"):
+            raise BadRequest(f"{parameter.code}:missing must be true or false.",
+                             expression=f"{parameter.code}:missing")
+        return ParameterClause(parameter, modifier, (), value == "true")
+    parts = split_escaped(value, ",", unescape=False)
+    values = tuple(parse_value(parameter, modifier, part) for part in parts if part != "")
+    if not values:
+        raise BadRequest(f"Search parameter '{parameter.code}' has an empty value.",
+                         expression=parameter.code)
+    return ParameterClause(parameter, modifier, values)
+
+
+def _parse_chain(parameter: SearchParameter, modifier: str | None, rest: str, value: str,
+                 registry: SearchRegistry) -> ChainClause:
+    if parameter.type != "reference":
+        raise BadRequest(f"'{parameter.code}' is not a reference parameter, so it cannot be "
+                         "chained.", expression=parameter.code)
+    targets = (modifier,) if modifier else parameter.target
+    inner_code = rest.partition(".")[0].partition(":")[0]
+    alternatives = []
+    for target in targets:
+        if target and is_resource_type(target) and (
+                inner_code == "_id" or registry.get(target, inner_code) is not None
+                or inner_code.startswith("_has")):
+            alternatives.append((target, parse_clause(target, rest, value, registry)))
+    if not alternatives:
+        raise BadRequest(f"The chain '{parameter.code}.{rest}' matches no target type of "
+                         f"'{parameter.code}'; name one with {parameter.code}:Type.{rest}.",
+                         expression=parameter.code)
+    return ChainClause(parameter, tuple(alternatives))
+
+
+def _parse_has(resource_type: str, name: str, value: str, registry: SearchRegistry) -> HasClause:
+    pieces = name.split(":", 3)
+    if len(pieces) != 4 or not is_resource_type(pieces[1]):
+        raise BadRequest(f"'{name}' must look like _has:Type:reference:parameter.",
+                         expression=name)
+    _, source_type, code, rest = pieces
+    parameter = registry.get(source_type, code)
+    if parameter is None or parameter.type != "reference":
+        raise BadRequest(f"'{code}' is not a reference parameter of {source_type}.",
+                         expression=name)
+    if parameter.target and resource_type not in parameter.target:
+        raise BadRequest(f"{source_type}.{code} cannot point at a {resource_type}.",
+                         expression=name)
+    return HasClause(source_type, parameter, parse_clause(source_type, rest, value, registry))
+
+
+def parse_criteria(resource_type: str, criteria: str,
+                   registry: SearchRegistry | None = None) -> Query:
     """Parse conditional-interaction criteria (``identifier=x|y&_id=z``) strictly.
 
     Conditional operations must never silently ignore a parameter: an ignored
     parameter would widen the match and could update or delete the wrong data.
     """
-    from urllib.parse import parse_qsl
-
-    pairs: Sequence[tuple[str, str]] = parse_qsl(criteria, keep_blank_values=True)
+    pairs = parse_qsl(criteria, keep_blank_values=True)
     if not pairs:
         raise BadRequest("Conditional criteria are empty.", expression="criteria")
-    query = parse_query(resource_type, pairs, strict=True)
+    query = parse_query(resource_type, pairs, strict=True, registry=registry)
     if not query.clauses:
         raise BadRequest("Conditional criteria name no search parameter.", expression="criteria")
     return query
+
+
+__all__ = ["ChainClause", "Clause", "CompartmentClause", "HasClause", "IdClause",
+           "ParameterClause", "Query", "TokenValue", "parse_clause", "parse_criteria",
+           "parse_query"]

@@ -1,0 +1,98 @@
+"""``extract_index``: run a resource type's plan over one resource."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from hygeia.fhir.search.extract.plan import TypePlan, param_plan, type_plan
+from hygeia.fhir.search.parameters import SearchParameter, SearchRegistry, default_registry
+from hygeia.fhir.search.rows import IndexRows
+from hygeia.fhir.spec import is_resource_type
+
+__all__ = ["extract_index", "extract_parameter", "fallback_parameters", "invalidate"]
+
+# registry -> resource type -> (the for_type dict the plan was built from, plan)
+_PLANS: weakref.WeakKeyDictionary[
+    SearchRegistry, dict[str, tuple[dict[str, SearchParameter], TypePlan]]
+] = weakref.WeakKeyDictionary()
+
+
+def extract_index(resource: dict[str, Any], registry: SearchRegistry | None = None) -> IndexRows:
+    """The de-duplicated index rows of every indexed parameter of the resource's type.
+
+    Resources of an unknown type (or not objects) give empty rows; values that
+    cannot be normalised are skipped, never raised on.
+    """
+    rows = IndexRows()
+    kind = resource.get("resourceType") if type(resource) is dict else None
+    if type(kind) is not str or not is_resource_type(kind):
+        return rows
+    plan = _plan(registry or default_registry(), kind)
+    by_key = plan.by_key
+    for key, value in resource.items():
+        entries = by_key.get(key)
+        if entries is None:
+            continue
+        nodes = value if type(value) is list else (value,)
+        for rest, normalise, code in entries:
+            for node in nodes if rest is None else rest(nodes):
+                normalise(code, node, rows)
+    for run in plan.runners:
+        run(resource, rows)
+    _deduplicate(rows)
+    return rows
+
+
+def extract_parameter(resource: dict[str, Any], param: SearchParameter) -> IndexRows:
+    """The rows of one parameter only (for the in-memory matcher), de-duplicated."""
+    rows = IndexRows()
+    kind = resource.get("resourceType") if type(resource) is dict else None
+    if type(kind) is not str or not is_resource_type(kind) or not param.indexed:
+        return rows
+    plan = param_plan(param, kind)
+    for key, (rest, normalise, code) in plan.keyed:
+        value = resource.get(key)
+        if value is None:
+            continue
+        nodes = value if type(value) is list else (value,)
+        for node in nodes if rest is None else rest(nodes):
+            normalise(code, node, rows)
+    for run in plan.runners:
+        run(resource, rows)
+    _deduplicate(rows)
+    return rows
+
+
+def fallback_parameters(registry: SearchRegistry | None = None) -> list[tuple[str, str]]:
+    """(resource type, code) of every indexed parameter that needs the FHIRPath fallback."""
+    registry = registry or default_registry()
+    return [(kind, code) for kind in registry.types()
+            for code, param in sorted(registry.for_type(kind).items())
+            if param.indexed and param_plan(param, kind).fallback]
+
+
+def invalidate() -> None:
+    """Forget every compiled plan (plans also refresh on their own after ``registry.add``)."""
+    _PLANS.clear()
+    param_plan.cache_clear()
+
+
+def _plan(registry: SearchRegistry, resource_type: str) -> TypePlan:
+    parameters = registry.for_type(resource_type)
+    plans = _PLANS.get(registry)
+    if plans is None:
+        plans = _PLANS[registry] = {}
+    cached = plans.get(resource_type)
+    if cached is not None and cached[0] is parameters:
+        return cached[1]
+    plan = type_plan(parameters, resource_type)
+    plans[resource_type] = (parameters, plan)
+    return plan
+
+
+def _deduplicate(rows: IndexRows) -> None:
+    for found in (rows.strings, rows.tokens, rows.token_texts, rows.references, rows.dates,
+                  rows.numbers, rows.quantities, rows.uris, rows.composites):
+        if len(found) > 1:
+            found[:] = dict.fromkeys(found)  # type: ignore[index]

@@ -1,0 +1,74 @@
+"""Which normaliser turns a value of FHIR type T into rows for a parameter of type P.
+
+The table is consulted once per compiled branch (the branch's type is known at
+compile time), so extraction never dispatches on a value's shape.  A missing
+entry means the combination is not indexed (a Range under a quantity
+parameter, a Quantity under a token parameter...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from hygeia.fhir.search.extract.dates import date_period, date_primitive, date_timing
+from hygeia.fhir.search.extract.references import (
+    reference_canonical,
+    reference_reference,
+    reference_resource,
+)
+from hygeia.fhir.search.extract.text import string_address, string_human_name, string_primitive
+from hygeia.fhir.search.extract.tokens import (
+    token_boolean,
+    token_codeable_concept,
+    token_coding,
+    token_contact_point,
+    token_identifier,
+    token_primitive,
+)
+from hygeia.fhir.search.extract.values import (
+    number_primitive,
+    quantity_money,
+    quantity_quantity,
+    uri_canonical,
+    uri_primitive,
+)
+from hygeia.fhir.search.rows import IndexRows
+from hygeia.fhir.spec import is_resource_type
+
+__all__ = ["ROW_LISTS", "Normaliser", "normaliser_for"]
+
+Normaliser = Callable[[str, Any, IndexRows], None]
+
+_TEXT = ("string", "markdown", "code", "id", "uri", "url", "canonical", "oid", "uuid")
+_QUANTITIES = ("Quantity", "Age", "Count", "Distance", "Duration", "SimpleQuantity",
+               "MoneyQuantity")
+
+_TABLE: dict[str, dict[str, Normaliser]] = {
+    "string": {**dict.fromkeys(_TEXT, string_primitive), "HumanName": string_human_name,
+               "Address": string_address},
+    "token": {**dict.fromkeys(_TEXT, token_primitive), "boolean": token_boolean,
+              "Coding": token_coding, "CodeableConcept": token_codeable_concept,
+              "Identifier": token_identifier, "ContactPoint": token_contact_point},
+    "reference": {"Reference": reference_reference, "canonical": reference_canonical,
+                  "uri": reference_canonical, "url": reference_canonical,
+                  "Resource": reference_resource},
+    "date": {"date": date_primitive, "dateTime": date_primitive, "instant": date_primitive,
+             "Period": date_period, "Timing": date_timing},
+    "number": dict.fromkeys(("integer", "decimal", "positiveInt", "unsignedInt"),
+                            number_primitive),
+    "quantity": {**dict.fromkeys(_QUANTITIES, quantity_quantity), "Money": quantity_money},
+    "uri": {**dict.fromkeys(_TEXT, uri_primitive), "canonical": uri_canonical},
+}
+
+# The IndexRows list that holds a parameter type's main rows (composite components).
+ROW_LISTS = {"string": "strings", "token": "tokens", "reference": "references",
+             "date": "dates", "number": "numbers", "quantity": "quantities", "uri": "uris"}
+
+
+def normaliser_for(param_type: str, fhir_type: str) -> Normaliser | None:
+    """The normaliser for values of ``fhir_type`` under a ``param_type`` parameter, if any."""
+    found = _TABLE.get(param_type, {}).get(fhir_type)
+    if found is None and param_type == "reference" and is_resource_type(fhir_type):
+        return reference_resource
+    return found

@@ -1,0 +1,160 @@
+"""Search use cases: type, system and compartment search, as searchset Bundles.
+
+The store finds one page of matches; this module adds ``_include`` /
+``_revinclude`` resources, shapes resources for ``_summary`` / ``_elements``,
+reports ignored parameters in an OperationOutcome entry and writes the paging
+links (the ``_cursor`` in them keeps pages stable while data changes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from hygeia.fhir.outcome import BadRequest, operation_outcome
+from hygeia.fhir.search.parameters import SearchRegistry, default_registry
+from hygeia.fhir.search.query import CompartmentClause, Query, parse_query
+from hygeia.fhir.search.results import Include
+from hygeia.fhir.spec import is_resource_type, patient_compartment
+from hygeia.server.context import FhirRequest, FhirResponse, Settings
+from hygeia.server.shaping import shape
+from hygeia.store.base import Session, StoredVersion
+
+MAX_ITERATIONS = 4  # :iterate depth; guards against cycles in the reference graph
+
+
+def search_type(session: Session, request: FhirRequest, resource_type: str,
+                settings: Settings, registry: SearchRegistry | None = None) -> FhirResponse:
+    query = _parse(request, resource_type, settings, registry)
+    return _respond(session, request, query, f"{resource_type}")
+
+
+def search_system(session: Session, request: FhirRequest, settings: Settings,
+                  registry: SearchRegistry | None = None) -> FhirResponse:
+    """``GET [base]?_type=A,B&...``: parameters must be valid for every listed type."""
+    types = _types_parameter(request.query)
+    rest = [(k, v) for k, v in request.query if k != "_type"]
+    query = _parse(FhirRequest(request.method, "", rest, prefer_strict=request.prefer_strict),
+                   types[0], settings, registry)
+    query.types = tuple(types)
+    return _respond(session, request, query, "")
+
+
+def search_compartment(session: Session, request: FhirRequest, owner_type: str, owner_id: str,
+                       resource_type: str, settings: Settings,
+                       registry: SearchRegistry | None = None) -> FhirResponse:
+    """``GET [base]/Patient/1/Observation``: the type search inside one patient's compartment."""
+    if owner_type != "Patient":
+        raise BadRequest(f"Only Patient compartments are supported, not {owner_type}.",
+                         code="not-supported")
+    params = patient_compartment().get(resource_type)
+    if params is None and resource_type != "Patient":
+        raise BadRequest(f"{resource_type} is not in the Patient compartment.",
+                         expression=resource_type)
+    query = _parse(request, resource_type, settings, registry)
+    query.clauses.append(CompartmentClause(owner_type, owner_id, tuple(params or ())))
+    return _respond(session, request, query, f"{owner_type}/{owner_id}/{resource_type}")
+
+
+def _types_parameter(params: list[tuple[str, str]]) -> list[str]:
+    types = [t for k, v in params if k == "_type" for t in v.split(",") if t]
+    if not types:
+        raise BadRequest("A search across all types needs _type (e.g. _type=Patient,Group).",
+                         expression="_type", code="not-supported")
+    for name in types:
+        if not is_resource_type(name):
+            raise BadRequest(f"_type names '{name}', which is not a resource type.",
+                             expression="_type")
+    return types
+
+
+def _parse(request: FhirRequest, resource_type: str, settings: Settings,
+           registry: SearchRegistry | None) -> Query:
+    query = parse_query(resource_type, request.query, strict=request.prefer_strict,
+                        max_count=settings.max_count, registry=registry or default_registry())
+    if not query.options.count_given:
+        query.options.count = settings.default_count
+    return query
+
+
+def _respond(session: Session, request: FhirRequest, query: Query, path: str) -> FhirResponse:
+    page = session.search(query)
+    options = query.options
+    entries = [_entry(request.base_url, stored, "match", options.summary, options.elements)
+               for stored in page.matches]
+    for stored in _included(session, page.matches, query):
+        entries.append(_entry(request.base_url, stored, "include", options.summary,
+                              options.elements))
+    if query.ignored:
+        entries.append({"resource": operation_outcome(query.ignored),
+                        "search": {"mode": "outcome"}})
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if page.total is not None:
+        bundle["total"] = page.total
+    bundle["link"] = _links(request, path, page.next_cursor, page.previous_cursor)
+    bundle["entry"] = entries
+    return FhirResponse(200, resource=bundle)
+
+
+def _included(session: Session, matches: list[StoredVersion], query: Query
+              ) -> list[StoredVersion]:
+    """_include / _revinclude targets, de-duplicated, following :iterate a few levels."""
+    options = query.options
+    if not options.includes and not options.revincludes:
+        return []
+    seen = {(m.resource_type, m.id) for m in matches}
+    found: list[StoredVersion] = []
+    frontier = matches
+    for depth in range(MAX_ITERATIONS):
+        wave: list[StoredVersion] = []
+        for include, reverse in _active(options.includes, options.revincludes, depth):
+            for stored in session.included(frontier, include, reverse):
+                if (stored.resource_type, stored.id) not in seen:
+                    seen.add((stored.resource_type, stored.id))
+                    wave.append(stored)
+        found.extend(wave)
+        frontier = wave
+        if not wave:
+            break
+    return found
+
+
+def _active(includes: list[Include], revincludes: list[Include], depth: int
+            ) -> list[tuple[Include, bool]]:
+    """At depth 0 every include applies; deeper only the :iterate ones."""
+    return [(inc, reverse) for group, reverse in ((includes, False), (revincludes, True))
+            for inc in group if depth == 0 or inc.iterate]
+
+
+def _entry(base_url: str, stored: StoredVersion, mode: str, summary: str | None,
+           elements: tuple[str, ...]) -> dict[str, Any]:
+    content = stored.content or b"{}"
+    resource: Any = orjson.Fragment(content)
+    if summary not in (None, "false") or elements:
+        resource = shape(orjson.loads(content), summary, elements)
+    return {"fullUrl": f"{base_url}{stored.resource_type}/{stored.id}", "resource": resource,
+            "search": {"mode": mode}}
+
+
+def _links(request: FhirRequest, path: str, next_cursor: str | None,
+           previous_cursor: str | None) -> list[dict[str, str]]:
+    kept = [(k, v) for k, v in request.query if k != "_cursor"]
+
+    def url(cursor: str | None) -> str:
+        params = kept + ([("_cursor", cursor)] if cursor else [])
+        query = urlencode(params)
+        return f"{request.base_url}{path}" + (f"?{query}" if query else "")
+
+    links = [{"relation": "self", "url": url(_current_cursor(request))},
+             {"relation": "first", "url": url(None)}]
+    if next_cursor:
+        links.append({"relation": "next", "url": url(next_cursor)})
+    if previous_cursor:
+        links.append({"relation": "previous", "url": url(previous_cursor)})
+    return links
+
+
+def _current_cursor(request: FhirRequest) -> str | None:
+    return next((v for k, v in request.query if k == "_cursor"), None)

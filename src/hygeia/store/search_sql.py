@@ -1,0 +1,412 @@
+"""Translate a parsed search query into SQL that runs on SQLite and PostgreSQL alike.
+
+Every clause becomes an ``EXISTS`` over one index side table correlated with
+the resource row (alias ``r`` at the top level), so clauses combine freely:
+AND across clauses, OR across the values of one clause, ``NOT EXISTS`` for
+``:not`` and ``:missing=true``.  Chains join a reference row to its target
+resource and evaluate the inner clause against it; ``_has`` does the reverse.
+
+Value semantics follow search.html: a search date or number has an implicit
+range from its precision; stored dates are ranges too (``[low, high)``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hygeia.fhir.outcome import BadRequest
+from hygeia.fhir.search.query import (
+    ChainClause,
+    Clause,
+    CompartmentClause,
+    HasClause,
+    IdClause,
+    ParameterClause,
+)
+from hygeia.fhir.search.values import (
+    CompositeValue,
+    OfTypeValue,
+    QuantityValue,
+    RangeValue,
+    ReferenceValue,
+    SearchValue,
+    StringValue,
+    TokenValue,
+    UriValue,
+)
+
+TOP = "\U0010ffff"  # sorts after every other character (byte-wise)
+
+TABLE_BY_TYPE = {"string": "string_index", "token": "token_index",
+                 "reference": "reference_index", "date": "date_index",
+                 "number": "number_index", "quantity": "quantity_index", "uri": "uri_index",
+                 "composite": "composite_index"}
+
+# logical column -> physical column of a composite component, by component type
+COMPOSITE_COLUMNS = {
+    "token": {"system": "t1", "code": "t2"},
+    "string": {"norm": "t1", "exact": "t2"},
+    "reference": {"target_type": "t1", "target_id": "t2", "url": "t3"},
+    "date": {"low": "n1", "high": "n2"},
+    "number": {"value": "n1"},
+    "quantity": {"value": "n1", "system": "t1", "code": "t2", "unit": "t3"},
+    "uri": {"uri": "t1"},
+}
+
+
+_MARK = re.compile("\x00(\\d+)\x00")
+
+
+@dataclass
+class SqlBuilder:
+    """Accumulates SQL fragments and their parameters.
+
+    ``value()`` returns a unique marker rather than ``?``, and :meth:`render`
+    puts the parameters in the order the markers appear in the final text, so
+    fragments can be built in any order and reused (a marker used twice binds
+    its value twice).
+    """
+
+    params: list[Any] = field(default_factory=list)
+    _aliases: int = 0
+
+    def alias(self, prefix: str) -> str:
+        self._aliases += 1
+        return f"{prefix}{self._aliases}"
+
+    def value(self, value: Any) -> str:
+        self.params.append(value)
+        return f"\x00{len(self.params) - 1}\x00"
+
+    def render(self, sql: str) -> tuple[str, list[Any]]:
+        """Replace markers with ``?`` and return the parameters in textual order."""
+        ordered = [self.params[int(index)] for index in _MARK.findall(sql)]
+        return _MARK.sub("?", sql), ordered
+
+    # --- clauses ------------------------------------------------------------------------
+
+    def clause(self, clause: Clause, owner: str) -> str:
+        if isinstance(clause, IdClause):
+            marks = ", ".join(self.value(i) for i in clause.ids)
+            return f"{owner}.res_id IN ({marks})"
+        if isinstance(clause, ChainClause):
+            return self._chain(clause, owner)
+        if isinstance(clause, HasClause):
+            return self._has(clause, owner)
+        if isinstance(clause, CompartmentClause):
+            return self._compartment(clause, owner)
+        return self._parameter(clause, owner)
+
+    def _compartment(self, clause: CompartmentClause, owner: str) -> str:
+        ref = self.alias("cp")
+        marks = ", ".join(self.value(code) for code in clause.params) or self.value("")
+        itself = (f"({owner}.res_type = {self.value(clause.owner_type)} AND "
+                  f"{owner}.res_id = {self.value(clause.owner_id)})")
+        return (f"({itself} OR EXISTS (SELECT 1 FROM reference_index {ref} WHERE "
+                f"{ref}.res_type = {owner}.res_type AND {ref}.res_id = {owner}.res_id AND "
+                f"{ref}.param IN ({marks}) AND {ref}.target_type = "
+                f"{self.value(clause.owner_type)} AND {ref}.target_id = "
+                f"{self.value(clause.owner_id)}))")
+
+    def _chain(self, clause: ChainClause, owner: str) -> str:
+        ref, target = self.alias("ch"), self.alias("t")
+        alternatives = " OR ".join(
+            f"({target}.res_type = {self.value(kind)} AND {self.clause(inner, target)})"
+            for kind, inner in clause.alternatives)
+        return (f"EXISTS (SELECT 1 FROM reference_index {ref} JOIN resource {target} "
+                f"ON {target}.res_type = {ref}.target_type AND {target}.res_id = {ref}.target_id "
+                f"WHERE {ref}.res_type = {owner}.res_type AND {ref}.res_id = {owner}.res_id "
+                f"AND {ref}.param = {self.value(clause.parameter.code)} "
+                f"AND {target}.deleted = {self.value(False)} AND ({alternatives}))")
+
+    def _has(self, clause: HasClause, owner: str) -> str:
+        ref, source = self.alias("hs"), self.alias("s")
+        return (f"EXISTS (SELECT 1 FROM reference_index {ref} JOIN resource {source} "
+                f"ON {source}.res_type = {ref}.res_type AND {source}.res_id = {ref}.res_id "
+                f"WHERE {ref}.res_type = {self.value(clause.source_type)} "
+                f"AND {ref}.param = {self.value(clause.parameter.code)} "
+                f"AND {ref}.target_type = {owner}.res_type "
+                f"AND {ref}.target_id = {owner}.res_id "
+                f"AND {source}.deleted = {self.value(False)} "
+                f"AND {self.clause(clause.inner, source)})")
+
+    def _parameter(self, clause: ParameterClause, owner: str) -> str:
+        parameter = clause.parameter
+        if parameter.code == "_lastUpdated":
+            return self._last_updated(clause, owner)
+        kind, modifier = parameter.type, clause.modifier
+        table = TABLE_BY_TYPE[kind]
+        param_code = parameter.code
+        if modifier == "text":
+            table = "token_text_index"
+        elif modifier in ("of-type", "identifier"):
+            table, param_code = "token_index", f"{parameter.code}:{modifier}"
+        if clause.missing is not None:
+            exists = self._exists(table, param_code, owner, "1 = 1")
+            return f"NOT {exists}" if clause.missing else exists
+        if kind == "composite":
+            return "(" + " OR ".join(self._composite(clause, value, owner)
+                                     for value in clause.values) + ")"
+        inner = self.alias("i")
+        alternatives = " OR ".join(
+            "(" + self.condition(value, modifier, _columns(inner)) + ")" for value in clause.values)
+        exists = self._exists(table, param_code, owner, alternatives, inner)
+        return f"NOT {exists}" if modifier == "not" else exists
+
+    def _exists(self, table: str, code: str, owner: str, condition: str,
+                inner: str | None = None) -> str:
+        inner = inner or self.alias("i")
+        return (f"EXISTS (SELECT 1 FROM {table} {inner} WHERE {inner}.res_type = {owner}.res_type "
+                f"AND {inner}.res_id = {owner}.res_id AND {inner}.param = {self.value(code)} "
+                f"AND ({condition}))")
+
+    def _composite(self, clause: ParameterClause, value: SearchValue, owner: str) -> str:
+        assert isinstance(value, CompositeValue)
+        first = self.alias("c")
+        conditions = []
+        for index, (part, component) in enumerate(zip(value.parts, clause.parameter.components,
+                                                      strict=True)):
+            columns = COMPOSITE_COLUMNS.get(component.type)
+            if columns is None:
+                raise BadRequest(f"Composite component type {component.type} is not searchable.",
+                                 code="not-supported", expression=clause.parameter.code)
+            if index == 0:
+                physical = {k: f"{first}.{v}" for k, v in columns.items()}
+                conditions.append(f"{first}.comp = 0 AND ({self.condition(part, None, physical)})")
+                continue
+            other = self.alias("c")
+            physical = {k: f"{other}.{v}" for k, v in columns.items()}
+            conditions.append(
+                f"EXISTS (SELECT 1 FROM composite_index {other} WHERE {other}.res_type = "
+                f"{first}.res_type AND {other}.res_id = {first}.res_id AND {other}.param = "
+                f"{first}.param AND {other}.grp = {first}.grp AND {other}.comp = {index} AND "
+                f"({self.condition(part, None, physical)}))")
+        return (f"EXISTS (SELECT 1 FROM composite_index {first} WHERE {first}.res_type = "
+                f"{owner}.res_type AND {first}.res_id = {owner}.res_id AND {first}.param = "
+                f"{self.value(clause.parameter.code)} AND {' AND '.join(conditions)})")
+
+    def _last_updated(self, clause: ParameterClause, owner: str) -> str:
+        if clause.missing is not None:
+            return "1 = 0" if clause.missing else "1 = 1"
+        columns = {"low": f"{owner}.last_updated", "high": f"({owner}.last_updated + 1)"}
+        return "(" + " OR ".join("(" + self.condition(v, None, columns) + ")"
+                                 for v in clause.values) + ")"
+
+    # --- values -------------------------------------------------------------------------
+
+    def condition(self, value: SearchValue, modifier: str | None,
+                  columns: dict[str, str]) -> str:
+        """SQL that is true when the index row in ``columns`` matches ``value``."""
+        handler = _CONDITIONS.get(type(value))
+        if handler is None:
+            raise BadRequest(f"Cannot search with {type(value).__name__}.", code="not-supported")
+        return handler(self, value, modifier, columns)
+
+    def _string(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
+        assert isinstance(value, StringValue)
+        if modifier == "exact":
+            return f"{columns['exact']} = {self.value(value.text)}"
+        column = columns.get("norm", columns.get("text", ""))
+        if modifier == "contains":
+            return f"{column} LIKE {self.value('%' + _like(value.norm) + '%')} ESCAPE '\\'"
+        return f"{column} >= {self.value(value.norm)} AND {column} < {self.value(value.norm + TOP)}"
+
+    def _token(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
+        assert isinstance(value, TokenValue)
+        parts = []
+        if value.code is not None:
+            parts.append(f"{columns['code']} = {self.value(value.code)}")
+        if value.system == "":
+            parts.append(f"{columns['system']} IS NULL")
+        elif value.system is not None:
+            parts.append(f"{columns['system']} = {self.value(value.system)}")
+        return " AND ".join(parts) or "1 = 1"
+
+    def _of_type(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
+        assert isinstance(value, OfTypeValue)
+        code = f"{value.system}|{value.code}|{value.value}"
+        return f"{columns['code']} = {self.value(code)}"
+
+    def _range(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
+        assert isinstance(value, RangeValue | QuantityValue)
+        if "low" in columns:
+            condition = self._stored_range(value, columns["low"], columns["high"])
+        else:
+            condition = self._stored_point(value, columns["value"])
+        if isinstance(value, QuantityValue):
+            condition += self._units(value, columns)
+        return condition
+
+    def _stored_range(self, value: RangeValue | QuantityValue, low: str, high: str) -> str:
+        """Stored [low, high) against search [sl, sh), per search.html date prefixes."""
+        sl, sh = int(value.low), int(value.high)
+        v = self.value
+        eq = f"({low} >= {v(sl)} AND {high} <= {v(sh)})"
+        prefix = value.prefix
+        if prefix == "eq":
+            return eq
+        if prefix == "ne":
+            return f"NOT {eq}"
+        if prefix == "gt":
+            return f"{high} > {v(sh)}"
+        if prefix == "lt":
+            return f"{low} < {v(sl)}"
+        if prefix == "ge":
+            return f"({high} > {v(sh)} OR {eq})"
+        if prefix == "le":
+            return f"({low} < {v(sl)} OR {eq})"
+        if prefix == "sa":
+            return f"{low} >= {v(sh)}"
+        if prefix == "eb":
+            return f"{high} <= {v(sl)}"
+        slack = max((sh - sl) // 10, 86_400_000_000)  # ap: 10% of the range, at least a day
+        return f"({low} < {v(sh + slack)} AND {high} > {v(sl - slack)})"
+
+    def _stored_point(self, value: RangeValue | QuantityValue, column: str) -> str:
+        """Stored exact numbers against a prefixed search value and its precision range."""
+        v = self.value
+        prefix = value.prefix
+        if prefix == "eq":
+            return f"({column} >= {v(value.low)} AND {column} < {v(value.high)})"
+        if prefix == "ne":
+            return f"NOT ({column} >= {v(value.low)} AND {column} < {v(value.high)})"
+        operator = {"gt": ">", "sa": ">", "lt": "<", "eb": "<", "ge": ">=", "le": "<="}.get(prefix)
+        if operator is not None:
+            return f"{column} {operator} {v(value.value)}"
+        slack = abs(value.value) * 0.1  # ap: within 10% of the value
+        return f"({column} >= {v(value.value - slack)} AND {column} <= {v(value.value + slack)})"
+
+    def _units(self, value: QuantityValue, columns: dict[str, str]) -> str:
+        parts = ""
+        if value.system is not None:
+            parts += f" AND {columns['system']} = {self.value(value.system)}"
+        if value.code is not None:
+            if value.system is not None:
+                parts += f" AND {columns['code']} = {self.value(value.code)}"
+            else:
+                parts += (f" AND ({columns['code']} = {self.value(value.code)} OR "
+                          f"{columns['unit']} = {self.value(value.code)})")
+        return parts
+
+    def _reference(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
+        assert isinstance(value, ReferenceValue)
+        parts = []
+        if value.type is not None:
+            parts.append(f"{columns['target_type']} = {self.value(value.type)}")
+        if value.id is not None:
+            parts.append(f"{columns['target_id']} = {self.value(value.id)}")
+        local = " AND ".join(parts)
+        if value.url is None:
+            return local or "1 = 0"
+        by_url = f"{columns['url']} = {self.value(value.url)}"
+        return f"({by_url} OR ({local}))" if local else by_url
+
+    def _uri(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
+        assert isinstance(value, UriValue)
+        column = columns.get("uri", columns.get("url", ""))
+        if modifier == "below":
+            low, high = self.value(value.uri), self.value(value.uri + TOP)
+            return f"{column} >= {low} AND {column} < {high}"
+        if modifier == "above":
+            return f"substr({self.value(value.uri)}, 1, length({column})) = {column}"
+        return f"{column} = {self.value(value.uri)}"
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _columns(alias: str) -> dict[str, str]:
+    names = ("norm", "exact", "text", "system", "code", "target_type", "target_id", "url",
+             "version", "low", "high", "value", "unit", "uri")
+    return {name: f"{alias}.{name}" for name in names}
+
+
+_Condition = Callable[[SqlBuilder, Any, "str | None", dict[str, str]], str]
+_CONDITIONS: dict[type, _Condition] = {
+    StringValue: SqlBuilder._string,
+    TokenValue: SqlBuilder._token,
+    OfTypeValue: SqlBuilder._of_type,
+    RangeValue: SqlBuilder._range,
+    QuantityValue: SqlBuilder._range,
+    ReferenceValue: SqlBuilder._reference,
+    UriValue: SqlBuilder._uri,
+}
+
+
+# --- whole queries: filter, order, keyset paging ------------------------------------------
+
+_SORT_COLUMN = {"string": ("string_index", "norm", False), "token": ("token_index", "code", False),
+                "reference": ("reference_index", "target_id", False),
+                "uri": ("uri_index", "uri", False), "date": ("date_index", None, True),
+                "number": ("number_index", "value", True),
+                "quantity": ("quantity_index", "value", True)}
+_NUMBER_TOP = 1e300
+
+
+@dataclass(frozen=True, slots=True)
+class OrderKey:
+    """One ORDER BY key; ``numeric`` decides the sentinel that sorts missing values last."""
+
+    expression: str
+    descending: bool
+    numeric: bool
+
+    def sentinel(self) -> Any:
+        if self.numeric:
+            return -_NUMBER_TOP if self.descending else _NUMBER_TOP
+        return "" if self.descending else TOP
+
+
+def where_sql(builder: SqlBuilder, types: tuple[str, ...], clauses: list[Clause]) -> str:
+    marks = ", ".join(builder.value(kind) for kind in types)
+    conditions = [f"r.res_type IN ({marks})", f"r.deleted = {builder.value(False)}"]
+    conditions.extend(builder.clause(clause, "r") for clause in clauses)
+    return " AND ".join(conditions)
+
+
+def order_keys(builder: SqlBuilder, sort: list[Any]) -> list[OrderKey]:
+    """ORDER BY keys for ``_sort``, then (type, id) so the order is total and stable."""
+    keys = []
+    for key in sort:
+        if key.parameter is None:
+            keys.append(OrderKey("r.res_id", key.descending, False))
+        elif key.parameter.code == "_lastUpdated":
+            keys.append(OrderKey("r.last_updated", key.descending, True))
+        else:
+            keys.append(_sort_subquery(builder, key))
+    keys.append(OrderKey("r.res_type", False, False))
+    keys.append(OrderKey("r.res_id", False, False))
+    return keys
+
+
+def _sort_subquery(builder: SqlBuilder, key: Any) -> OrderKey:
+    table, column, numeric = _SORT_COLUMN[key.parameter.type]
+    if column is None:  # dates: earliest start ascending, latest end descending
+        column = "high" if key.descending else "low"
+    aggregate = "MAX" if key.descending else "MIN"
+    alias = builder.alias("o")
+    return OrderKey(f"(SELECT {aggregate}({alias}.{column}) FROM {table} {alias} WHERE "
+                    f"{alias}.res_type = r.res_type AND {alias}.res_id = r.res_id AND "
+                    f"{alias}.param = {builder.value(key.parameter.code)})",
+                    key.descending, numeric)
+
+
+def after_cursor(builder: SqlBuilder, keys: list[OrderKey], boundary: list[Any],
+                 backwards: bool) -> str:
+    """Rows strictly after ``boundary`` in key order (before it when ``backwards``).
+
+    Keys may mix ascending and descending, so the row comparison is spelled out:
+    k0 > b0 OR (k0 = b0 AND k1 > b1) OR ...
+    """
+    alternatives = []
+    for position, key in enumerate(keys):
+        equal = [f"q.k{i} = {builder.value(boundary[i])}" for i in range(position)]
+        forward = key.descending == backwards
+        operator = ">" if forward else "<"
+        alternatives.append(" AND ".join(
+            [*equal, f"q.k{position} {operator} {builder.value(boundary[position])}"]))
+    return "(" + " OR ".join(f"({a})" for a in alternatives) + ")"
