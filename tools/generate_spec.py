@@ -189,6 +189,70 @@ def _concept_codes(concepts: list[dict[str, Any]]) -> Iterable[str]:
         yield from _concept_codes(concept.get("concept", []))
 
 
+class TerminologyExpander:
+    """Expands every value set that is enumerable from the spec, with code systems.
+
+    Serves the ``:in`` / ``:not-in`` token modifiers: ``{url: [[system, code], ...]}``.
+    Value sets defined by filters or by external code systems (SNOMED CT, LOINC...)
+    are left out rather than guessed; the search engine reports them as unsupported.
+    """
+
+    def __init__(self, resources: Iterable[dict[str, Any]]) -> None:
+        self.value_sets: dict[str, dict[str, Any]] = {}
+        self.code_systems: dict[str, dict[str, Any]] = {}
+        for res in resources:
+            if res["resourceType"] == "ValueSet":
+                self.value_sets[res["url"]] = res
+            elif res["resourceType"] == "CodeSystem" and res.get("content") == "complete":
+                self.code_systems[res["url"]] = res
+        self.expanded: dict[str, list[list[str]]] = {}
+
+    def expand_all(self) -> dict[str, list[list[str]]]:
+        for url in sorted(self.value_sets):
+            codes = self._expand(url, set())
+            if codes:
+                self.expanded[url] = sorted([system, code] for system, code in codes)
+        return self.expanded
+
+    def _expand(self, url: str, seen: set[str]) -> set[tuple[str, str]] | None:
+        compose = (self.value_sets.get(url.split("|", 1)[0]) or {}).get("compose")
+        if not compose or url in seen:
+            return None
+        seen = seen | {url}
+        codes: set[tuple[str, str]] = set()
+        for include in compose.get("include", []):
+            part = self._part(include, seen)
+            if part is None:
+                return None
+            codes |= part
+        for exclude in compose.get("exclude", []):
+            part = self._part(exclude, seen)
+            if part is None:
+                return None
+            codes -= part
+        return codes
+
+    def _part(self, include: dict[str, Any], seen: set[str]) -> set[tuple[str, str]] | None:
+        if "filter" in include:
+            return None
+        codes: set[tuple[str, str]] | None = None
+        if "system" in include:
+            system = include["system"]
+            if "concept" in include:
+                codes = {(system, concept["code"]) for concept in include["concept"]}
+            elif system in self.code_systems:
+                codes = {(system, code) for code in
+                         _concept_codes(self.code_systems[system].get("concept", []))}
+            else:
+                return None
+        for nested in include.get("valueSet", []):
+            part = self._expand(nested, seen)
+            if part is None:
+                return None
+            codes = part if codes is None else codes & part
+        return codes
+
+
 # --------------------------------------------------------------------------- structures
 
 
@@ -392,8 +456,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     types = type_table(args.source)
+    terminology = [
+        *read_bundle(args.source, "valuesets.json.gz"),
+        *read_bundle(args.source, "v3-codesystems.json.gz"),
+        *read_bundle(args.source, "v2-tables.json.gz"),
+    ]
     outputs = {
         "types.json.gz": types,
+        "value_set_expansions.json.gz": TerminologyExpander(terminology).expand_all(),
         "search_parameters.json.gz": search_parameters(args.source),
         "compartment_patient.json.gz": patient_compartment(args.source),
     }

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hygeia.fhir.outcome import BadRequest
+from hygeia.store.schema import INDEX_TABLES
 from hygeia.fhir.search.query import (
     ChainClause,
     Clause,
@@ -28,6 +29,7 @@ from hygeia.fhir.search.query import (
 )
 from hygeia.fhir.search.values import (
     CompositeValue,
+    InValue,
     OfTypeValue,
     QuantityValue,
     RangeValue,
@@ -151,10 +153,11 @@ class SqlBuilder:
             return "(" + " OR ".join(self._composite(clause, value, owner)
                                      for value in clause.values) + ")"
         inner = self.alias("i")
+        columns = _columns(inner, table)
         alternatives = " OR ".join(
-            "(" + self.condition(value, modifier, _columns(inner)) + ")" for value in clause.values)
+            "(" + self.condition(value, modifier, columns) + ")" for value in clause.values)
         exists = self._exists(table, param_code, owner, alternatives, inner)
-        return f"NOT {exists}" if modifier == "not" else exists
+        return f"NOT {exists}" if modifier in ("not", "not-in") else exists
 
     def _exists(self, table: str, code: str, owner: str, condition: str,
                 inner: str | None = None) -> str:
@@ -209,7 +212,7 @@ class SqlBuilder:
         assert isinstance(value, StringValue)
         if modifier == "exact":
             return f"{columns['exact']} = {self.value(value.text)}"
-        column = columns.get("norm", columns.get("text", ""))
+        column = columns["norm"]
         if modifier == "contains":
             return f"{column} LIKE {self.value('%' + _like(value.norm) + '%')} ESCAPE '\\'"
         return f"{column} >= {self.value(value.norm)} AND {column} < {self.value(value.norm + TOP)}"
@@ -225,10 +228,20 @@ class SqlBuilder:
             parts.append(f"{columns['system']} = {self.value(value.system)}")
         return " AND ".join(parts) or "1 = 1"
 
+    def _in(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
+        assert isinstance(value, InValue)
+        pairs = ", ".join(f"({self.value(system)}, {self.value(code)})"
+                          for system, code in sorted(value.codes))
+        bare = ", ".join(self.value(code) for code in sorted({c for _, c in value.codes}))
+        # a ``code`` element carries no system: its binding implies it, so match the code
+        return (f"(({columns['system']}, {columns['code']}) IN (VALUES {pairs}) OR "
+                f"({columns['system']} IS NULL AND {columns['code']} IN ({bare})))")
+
     def _of_type(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
         assert isinstance(value, OfTypeValue)
-        code = f"{value.system}|{value.code}|{value.value}"
-        return f"{columns['code']} = {self.value(code)}"
+        # indexed as system = the type's coding system, code = "<type code>|<value>"
+        return (f"{columns['system']} = {self.value(value.system)} AND "
+                f"{columns['code']} = {self.value(f'{value.code}|{value.value}')}")
 
     def _range(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
         assert isinstance(value, RangeValue | QuantityValue)
@@ -319,10 +332,12 @@ def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _columns(alias: str) -> dict[str, str]:
-    names = ("norm", "exact", "text", "system", "code", "target_type", "target_id", "url",
-             "version", "low", "high", "value", "unit", "uri")
-    return {name: f"{alias}.{name}" for name in names}
+def _columns(alias: str, table: str) -> dict[str, str]:
+    """Logical value names -> columns of one index table (token text reads as ``norm``)."""
+    columns = {name: f"{alias}.{name}" for name in INDEX_TABLES[table]}
+    if table == "token_text_index":
+        columns["norm"] = columns.pop("text")
+    return columns
 
 
 _Condition = Callable[[SqlBuilder, Any, "str | None", dict[str, str]], str]
@@ -330,6 +345,7 @@ _CONDITIONS: dict[type, _Condition] = {
     StringValue: SqlBuilder._string,
     TokenValue: SqlBuilder._token,
     OfTypeValue: SqlBuilder._of_type,
+    InValue: SqlBuilder._in,
     RangeValue: SqlBuilder._range,
     QuantityValue: SqlBuilder._range,
     ReferenceValue: SqlBuilder._reference,

@@ -1,35 +1,24 @@
-"""Index values extracted from a resource on write.
+"""Index rows extracted from a resource on write (in the same transaction as the version).
 
-The foundation indexes identifier tokens (what conditional interactions need);
-the search issue extends this to every R4 SearchParameter.  Index rows are
-written in the same database transaction as the resource version.
+``_id`` and ``_lastUpdated`` are answered from the resource table itself, so
+their rows are dropped here rather than stored twice.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from hygeia.fhir.search.rows import IndexRows, TokenRow
+from hygeia.fhir.search.extract import extract_index
+from hygeia.fhir.search.parameters import SearchRegistry
+from hygeia.fhir.search.rows import IndexRows
+
+_FROM_RESOURCE_TABLE = ("_id", "_lastUpdated")
 
 
-def index_resource(resource: dict[str, Any]) -> IndexRows:
-    """Every index row a resource version contributes."""
-    return IndexRows(tokens=extract_tokens(resource))
-
-
-def extract_tokens(resource: dict[str, Any]) -> list[TokenRow]:
-    """Return (param, system, value) rows for the resource's identifiers.
-
-    Every official R4 ``identifier`` SearchParameter has the expression
-    ``<Type>.identifier``, so reading the top-level element is exact.
-    """
-    identifiers = resource.get("identifier")
-    if isinstance(identifiers, dict):
-        identifiers = [identifiers]
-    if not isinstance(identifiers, list):
-        return []
-    rows: list[TokenRow] = []
-    for identifier in identifiers:
-        if isinstance(identifier, dict) and (identifier.get("value") or identifier.get("system")):
-            rows.append(("identifier", identifier.get("system"), identifier.get("value")))
+def index_resource(resource: dict[str, Any], registry: SearchRegistry | None = None
+                   ) -> IndexRows:
+    """Every index row a resource version contributes, for every search parameter."""
+    rows = extract_index(resource, registry)
+    rows.tokens = [row for row in rows.tokens if row[0] not in _FROM_RESOURCE_TABLE]
+    rows.dates = [row for row in rows.dates if row[0] not in _FROM_RESOURCE_TABLE]
     return rows

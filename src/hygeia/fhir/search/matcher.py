@@ -32,6 +32,7 @@ from hygeia.fhir.search.query import (
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.fhir.search.values import (
     CompositeValue,
+    InValue,
     OfTypeValue,
     QuantityValue,
     RangeValue,
@@ -130,7 +131,7 @@ def _parameter(clause: ParameterClause, resource: dict[str, Any], rows: IndexRow
         return any(_composite(value, clause, candidates) for value in clause.values)
     found = any(_value_matches(value, modifier, row) for value in clause.values
                 for row in candidates)
-    return not found if modifier == "not" else found
+    return not found if modifier in ("not", "not-in") else found
 
 
 def _rows_for(clause: ParameterClause, rows: IndexRows) -> list[tuple[Any, ...]]:
@@ -174,8 +175,16 @@ def _token(value: Any, modifier: str | None, row: tuple[Any, ...]) -> bool:
     return value.system is None or system == value.system
 
 
+def _in(value: Any, modifier: str | None, row: tuple[Any, ...]) -> bool:
+    """A ``code`` element carries no system: its binding implies it, so match the code alone."""
+    system, code = row
+    if system is None:
+        return any(code == member for _, member in value.codes)
+    return (system, code) in value.codes
+
+
 def _of_type(value: Any, modifier: str | None, row: tuple[Any, ...]) -> bool:
-    return bool(row[1] == f"{value.system}|{value.code}|{value.value}")
+    return bool(row == (value.system, f"{value.code}|{value.value}"))
 
 
 def _range(value: Any, modifier: str | None, row: tuple[Any, ...]) -> bool:
@@ -276,6 +285,6 @@ def _last_updated(clause: ParameterClause, resource: dict[str, Any]) -> bool:
 
 
 _CHECKS: dict[type, Callable[[Any, str | None, tuple[Any, ...]], bool]] = {
-    StringValue: _string, TokenValue: _token, OfTypeValue: _of_type, RangeValue: _range,
-    QuantityValue: _range, ReferenceValue: _reference, UriValue: _uri,
+    StringValue: _string, TokenValue: _token, OfTypeValue: _of_type, InValue: _in,
+    RangeValue: _range, QuantityValue: _range, ReferenceValue: _reference, UriValue: _uri,
 }

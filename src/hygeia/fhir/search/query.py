@@ -22,7 +22,7 @@ from hygeia.fhir.spec import is_resource_type
 
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
-    "token": {"not", "text", "of-type", "missing"},
+    "token": {"not", "text", "of-type", "in", "not-in", "missing"},
     "reference": {"identifier", "missing"},
     "uri": {"above", "below", "missing"},
     "date": {"missing"},

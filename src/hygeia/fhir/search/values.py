@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.fhir.outcome import BadRequest
 from hygeia.fhir.search.parameters import SearchParameter
+from hygeia.fhir.spec import value_set_expansion
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _PREFIXED = re.compile(r"(eq|ne|gt|lt|ge|le|sa|eb|ap)?(.*)", re.S)
@@ -34,6 +35,14 @@ class TokenValue:
 
     system: str | None
     code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InValue:
+    """``:in`` / ``:not-in``: a code from the (expanded) value set ``url``."""
+
+    url: str
+    codes: frozenset[tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +94,7 @@ class CompositeValue:
     parts: tuple[SearchValue, ...]
 
 
-SearchValue = (StringValue | TokenValue | OfTypeValue | RangeValue | QuantityValue
+SearchValue = (StringValue | TokenValue | OfTypeValue | InValue | RangeValue | QuantityValue
                | ReferenceValue | UriValue | CompositeValue)
 
 
@@ -153,6 +162,14 @@ def parse_token(text: str, modifier: str | None, where: str) -> SearchValue:
     if modifier == "text":
         plain = unescape(text)
         return StringValue(plain, normalize(plain))
+    if modifier in ("in", "not-in"):
+        url = unescape(text)
+        codes = value_set_expansion(url)
+        if codes is None:
+            raise BadRequest(f"Value set '{url}' is not one Hygeia can expand (only value sets "
+                             "the FHIR specification enumerates are supported).",
+                             code="not-supported", expression=f"{where}:{modifier}")
+        return InValue(url, codes)
     if modifier == "of-type":
         if len(pieces) != 3:
             raise BadRequest(f"{where}:of-type needs system|code|value, not '{text}'.",

@@ -31,6 +31,7 @@ __all__ = [
     "search_parameters",
     "type_definitions",
     "value_set_codes",
+    "value_set_expansion",
 ]
 
 FHIR_VERSION = "4.0.1"
@@ -102,6 +103,21 @@ def complex_types() -> frozenset[str]:
 def is_resource_type(name: str) -> bool:
     """True when ``name`` is a concrete R4 resource type (case-sensitive)."""
     return name in resource_types()
+
+
+@cache
+def _expansions() -> dict[str, frozenset[tuple[str, str]]]:
+    raw: dict[str, list[list[str]]] = _load("value_set_expansions.json.gz")
+    return {url: frozenset((system, code) for system, code in codes)
+            for url, codes in raw.items()}
+
+
+def value_set_expansion(url: str) -> frozenset[tuple[str, str]] | None:
+    """(system, code) pairs of a value set the spec enumerates, or None (``|version`` ignored).
+
+    Used by the ``:in`` / ``:not-in`` search modifiers.
+    """
+    return _expansions().get(url.split("|", 1)[0])
 
 
 @cache

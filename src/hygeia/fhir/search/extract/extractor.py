@@ -92,7 +92,22 @@ def _plan(registry: SearchRegistry, resource_type: str) -> TypePlan:
 
 
 def _deduplicate(rows: IndexRows) -> None:
-    for found in (rows.strings, rows.tokens, rows.token_texts, rows.references, rows.dates,
-                  rows.numbers, rows.quantities, rows.uris, rows.composites):
-        if len(found) > 1:
-            found[:] = dict.fromkeys(found)  # type: ignore[index]
+    """Drop repeated rows (the same code under two codings, Observation and combo-...)."""
+    if len(rows.strings) > 1:
+        rows.strings[:] = dict.fromkeys(rows.strings)
+    if len(rows.tokens) > 1:
+        rows.tokens[:] = dict.fromkeys(rows.tokens)
+    if len(rows.token_texts) > 1:
+        rows.token_texts[:] = dict.fromkeys(rows.token_texts)
+    if len(rows.references) > 1:
+        rows.references[:] = dict.fromkeys(rows.references)
+    if len(rows.dates) > 1:
+        rows.dates[:] = dict.fromkeys(rows.dates)
+    if len(rows.numbers) > 1:
+        rows.numbers[:] = dict.fromkeys(rows.numbers)
+    if len(rows.quantities) > 1:
+        rows.quantities[:] = dict.fromkeys(rows.quantities)
+    if len(rows.uris) > 1:
+        rows.uris[:] = dict.fromkeys(rows.uris)
+    if len(rows.composites) > 1:
+        rows.composites[:] = dict.fromkeys(rows.composites)

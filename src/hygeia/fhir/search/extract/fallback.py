@@ -42,7 +42,7 @@ def _compile(expression: str) -> Callable[..., list[Any]]:
     import fhirpathpy
     from fhirpathpy.models import models
 
-    return fhirpathpy.compile(expression, models["r4"])  # type: ignore[no-any-return]
+    return fhirpathpy.compile(expression, models["r4"])
 
 
 def guess_type(value: Any, param_type: str) -> str:

@@ -36,7 +36,7 @@ from hygeia.fhir.search.extract.values import (
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.fhir.spec import is_resource_type
 
-__all__ = ["ROW_LISTS", "Normaliser", "normaliser_for"]
+__all__ = ["Normaliser", "normaliser_for"]
 
 Normaliser = Callable[[str, Any, IndexRows], None]
 
@@ -60,10 +60,6 @@ _TABLE: dict[str, dict[str, Normaliser]] = {
     "quantity": {**dict.fromkeys(_QUANTITIES, quantity_quantity), "Money": quantity_money},
     "uri": {**dict.fromkeys(_TEXT, uri_primitive), "canonical": uri_canonical},
 }
-
-# The IndexRows list that holds a parameter type's main rows (composite components).
-ROW_LISTS = {"string": "strings", "token": "tokens", "reference": "references",
-             "date": "dates", "number": "numbers", "quantity": "quantities", "uri": "uris"}
 
 
 def normaliser_for(param_type: str, fhir_type: str) -> Normaliser | None:

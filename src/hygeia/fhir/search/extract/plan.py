@@ -16,9 +16,10 @@ from functools import lru_cache
 from typing import Any
 
 from hygeia.fhir.search.extract.compiler import Member, compile_members, member_values
+from hygeia.fhir.search.extract.components import Tails, tails_for
 from hygeia.fhir.search.extract.fallback import fallback_evaluator
 from hygeia.fhir.search.extract.navigate import Getter
-from hygeia.fhir.search.extract.normalisers import ROW_LISTS, Normaliser, normaliser_for
+from hygeia.fhir.search.extract.normalisers import Normaliser, normaliser_for
 from hygeia.fhir.search.parameters import Component, SearchParameter
 from hygeia.fhir.search.rows import IndexRows
 
@@ -94,8 +95,10 @@ def _dynamic_runner(code: str, param_type: str, member: Member) -> Runner:
     return run
 
 
-# (member, normaliser or None for typed-at-runtime, row list name, component type)
-_ComponentEntry = tuple[Member, Normaliser | None, str, str]
+# One way to reach a component's values: (key, rest, member, tails).  When ``key`` is set
+# the values are node[key] then ``rest``; otherwise ``member`` is evaluated in full.
+# ``tails`` None means typed at runtime (fallback).
+_ComponentEntry = tuple[str | None, Getter | None, Member, Tails | None]
 
 
 def _composite_plan(param: SearchParameter, resource_type: str) -> ParamPlan:
@@ -103,54 +106,72 @@ def _composite_plan(param: SearchParameter, resource_type: str) -> ParamPlan:
     roots = compile_members(param.expression or "", resource_type, "composite")
     compiled = [(root, [_component(component, root, resource_type)
                         for component in param.components]) for root in roots]
-    fallback = any(member.fallback for _, comps in compiled for entries in comps
-                   for member, *_ in entries) or any(root.fallback for root in roots)
+    fallback = any(root.fallback for root in roots) or any(
+        entry[2].fallback for _, components in compiled for entries in components
+        for entry in entries)
     if not compiled or not param.components:
         return ParamPlan()
-    return ParamPlan(runners=[_composite_runner(param.code, compiled)], fallback=fallback)
+    types = tuple(component.type for component in param.components)
+    return ParamPlan(runners=[_composite_runner(param.code, compiled, types)], fallback=fallback)
 
 
 def _component(component: Component, root: Member, resource_type: str) -> list[_ComponentEntry]:
-    rows = ROW_LISTS.get(component.type)
-    if rows is None:
-        return []
     if root.type is None:
-        members = [Member(None, evaluate=fallback_evaluator(component.expression, component.type),
-                          fallback=True)]
-    else:
-        members = compile_members(component.expression, root.type, component.type,
-                                  resource_type=resource_type)
+        return [(None, None, Member(None, evaluate=fallback_evaluator(
+            component.expression, component.type), fallback=True), None)]
     entries: list[_ComponentEntry] = []
-    for member in members:
-        normalise = normaliser_for(component.type, member.type) if member.type else None
-        if normalise is not None or member.type is None:
-            entries.append((member, normalise, rows, component.type))
+    for member in compile_members(component.expression, root.type, component.type,
+                                  resource_type=resource_type):
+        tails = tails_for(component.type, member.type) if member.type else None
+        if member.type is not None and tails is None:
+            continue
+        keyed = member.key is not None and not member.from_resource
+        entries.append((member.key if keyed else None, member.rest, member, tails))
     return entries
 
 
-def _composite_runner(code: str,
-                      compiled: list[tuple[Member, list[list[_ComponentEntry]]]]) -> Runner:
-    """Group numbers count the roots of this parameter in the resource, from 0."""
+def _composite_runner(code: str, compiled: list[tuple[Member, list[list[_ComponentEntry]]]],
+                      types: tuple[str, ...]) -> Runner:
+    """Rows for the complete groups only: a group lacking a component can never match.
+
+    Group numbers count the roots of this parameter in the resource, from 0.
+    Components are evaluated last first because the value components
+    (``value.as(Quantity)``) are the ones usually absent, which ends the group early.
+    """
+    order = list(range(len(types) - 1, -1, -1))
+
     def run(resource: dict[str, Any], rows: IndexRows) -> None:
         group = 0
         for root, components in compiled:
             for node, _ in member_values(root, resource, resource):
-                for index, entries in enumerate(components):
-                    _component_rows(code, group, index, entries, node, resource, rows)
+                found = []
+                for index in order:
+                    tails = _component_tails(components[index], types[index], node, resource)
+                    if not tails:
+                        break
+                    found.append((index, tails))
+                else:
+                    rows.composites.extend((code, group, index, tail)
+                                           for index, tails in reversed(found) for tail in tails)
                 group += 1
 
     return run
 
 
-def _component_rows(code: str, group: int, index: int, entries: list[_ComponentEntry],
-                    node: Any, resource: dict[str, Any], rows: IndexRows) -> None:
-    """Normalise one component's values into a scratch IndexRows and keep its main rows."""
-    scratch = IndexRows()
-    for member, normalise, attribute, component_type in entries:
-        for value, fhir_type in member_values(member, node, resource):
-            use = normalise or normaliser_for(component_type, fhir_type)
+def _component_tails(entries: list[_ComponentEntry], component_type: str, node: Any,
+                     resource: dict[str, Any]) -> list[tuple[Any, ...]]:
+    found: list[tuple[Any, ...]] = []
+    for key, rest, member, tails in entries:
+        if key is not None and tails is not None:
+            value = node.get(key) if type(node) is dict else None
+            if value is None:
+                continue
+            nodes = value if type(value) is list else (value,)
+            for item in nodes if rest is None else rest(nodes):
+                found.extend(tails(item))
+            continue
+        for item, fhir_type in member_values(member, node, resource):
+            use = tails or tails_for(component_type, fhir_type)
             if use is not None:
-                use(code, value, scratch)
-        produced: list[tuple[Any, ...]] = getattr(scratch, attribute)
-        rows.composites.extend((code, group, index, row[1:]) for row in produced)
-        produced.clear()
+                found.extend(use(item))
+    return found

@@ -11,7 +11,6 @@ query side must normalise search values with :func:`normalise_text` too.
 from __future__ import annotations
 
 import unicodedata
-from functools import lru_cache
 from typing import Any
 
 from hygeia.fhir.search.rows import IndexRows
@@ -23,13 +22,23 @@ _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", 
 
 
 def normalise_text(text: str) -> str:
-    """Lower-case (casefold), strip accents (NFKD without combining marks), collapse spaces."""
-    if text.isascii():
-        return " ".join(text.lower().split())
-    return _normalise_unicode(text)
+    """Lower-case (casefold), strip accents (NFKD without combining marks), collapse spaces.
+
+    Memoised: displays and names repeat across resources ("Body Height"), and a
+    dictionary hit is cheaper than even the ASCII fast path.
+    """
+    found = _MEMO.get(text)
+    if found is None:
+        found = " ".join(text.lower().split()) if text.isascii() else _normalise_unicode(text)
+        if len(_MEMO) < _MEMO_SIZE:
+            _MEMO[text] = found
+    return found
 
 
-@lru_cache(maxsize=8192)
+_MEMO: dict[str, str] = {}
+_MEMO_SIZE = 65536
+
+
 def _normalise_unicode(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(char for char in decomposed if not unicodedata.combining(char))

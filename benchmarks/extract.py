@@ -1,0 +1,162 @@
+"""Benchmark index extraction against fhirpathpy evaluating the same expressions, same run.
+
+Corpus: every resource of every Synthea bundle in ``--data`` (default
+``../shared/data/synthea-r4``), with ``urn:uuid:`` references rewritten to
+``Type/id`` as a transaction stores them.
+
+- hygeia: ``extract_index`` over the whole corpus.  Plans are compiled first
+  (on empty resources, so no value cache is warmed); the first pass is
+  reported as "cold" (new data: the date, reference and text memos are empty)
+  beside the best pass ("warm").
+- baseline: fhirpathpy, every indexed expression of the resource's type
+  compiled once with ``fhirpathpy.compile`` (R4 model) and evaluated per
+  resource (composites: the root expression, then each component on each
+  root), on an evenly spread ``--sample``.  It only *evaluates*; it does not
+  normalise values into rows, so it is a lower bound on the cost of a
+  fhirpathpy-based indexer.  fhirpathpy has no ``resolve()``, so
+  ``where(resolve() is X)`` is rewritten to
+  ``where(reference.startsWith('X/'))``, which is what it means for stored data.
+
+Prints resources/s and rows (or values) per resource for both, and the ratio.
+To profile: ``python -m pyinstrument benchmarks/extract.py --baseline-sample 0``
+(profile with the profiler, but quote numbers measured without it).
+
+Usage::
+
+    python benchmarks/extract.py [--data DIR] [--repeat N] [--baseline-sample N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from hygeia.fhir.search.extract import extract_index
+from hygeia.fhir.search.parameters import default_registry
+from hygeia.fhir.search.rows import IndexRows
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "synthea-r4"
+_URN = re.compile(rb'"(urn:uuid:[0-9a-fA-F-]+)"')
+_RESOLVE = re.compile(r"where\(resolve\(\) is (\w+)\)")
+
+
+def load_corpus(folder: Path) -> list[dict[str, Any]]:
+    """Every resource of every bundle, references rewritten as the server stores them."""
+    resources: list[dict[str, Any]] = []
+    files = sorted(folder.glob("*.json.gz")) + sorted(folder.glob("*.json"))
+    for path in files:
+        raw = path.read_bytes()
+        bundle = orjson.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
+        entries = [entry for entry in bundle.get("entry", []) if "resource" in entry]
+        targets = {entry.get("fullUrl"): f'"{entry["resource"]["resourceType"]}/'
+                   f'{entry["resource"].get("id")}"'.encode() for entry in entries}
+        text = orjson.dumps([entry["resource"] for entry in entries])
+        text = _URN.sub(lambda m: targets.get(m[1].decode(), m[0]), text)
+        resources.extend(orjson.loads(text))
+    print(f"loaded {len(resources):,} resources from {len(files)} bundles in {folder}")
+    return resources
+
+
+def row_count(rows: IndexRows) -> int:
+    return (len(rows.strings) + len(rows.tokens) + len(rows.token_texts) + len(rows.references)
+            + len(rows.dates) + len(rows.numbers) + len(rows.quantities) + len(rows.uris)
+            + len(rows.composites))
+
+
+def ours_pass(corpus: list[dict[str, Any]]) -> tuple[float, int]:
+    start = time.perf_counter()
+    rows = sum(row_count(extract_index(resource)) for resource in corpus)
+    return time.perf_counter() - start, rows
+
+
+# resource type -> [(root evaluator, [component evaluators])]
+Compiled = dict[str, list[tuple[Callable[..., list[Any]], list[Callable[..., list[Any]]]]]]
+
+
+def fhirpathpy_expressions(types: set[str]) -> Compiled:
+    """Every indexed expression of each type, compiled once with fhirpathpy."""
+    import fhirpathpy
+    from fhirpathpy.models import models
+
+    def compile_one(text: str) -> Callable[..., list[Any]]:
+        rewritten = _RESOLVE.sub(r"where(reference.startsWith('\1/'))", text)
+        return fhirpathpy.compile(rewritten, models["r4"])  # type: ignore[no-any-return]
+
+    registry = default_registry()
+    compiled: Compiled = {}
+    for kind in sorted(types):
+        compiled[kind] = [
+            (compile_one(param.expression or ""),
+             [compile_one(component.expression) for component in param.components])
+            for param in registry.for_type(kind).values() if param.indexed]
+    return compiled
+
+
+def baseline_pass(corpus: list[dict[str, Any]], compiled: Compiled) -> tuple[float, int]:
+    start = time.perf_counter()
+    values = 0
+    for resource in corpus:
+        context = {"resource": resource}
+        for root, components in compiled[resource["resourceType"]]:
+            found = root(resource, context)
+            values += len(found)
+            for node in found if components else ():
+                for component in components:
+                    values += len(component(node, context))
+    return time.perf_counter() - start, values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--baseline-sample", type=int, default=1000,
+                        help="resources for the fhirpathpy baseline (0 skips it)")
+    args = parser.parse_args(argv)
+    corpus = load_corpus(args.data)
+    size = len(corpus)
+    types = {resource["resourceType"] for resource in corpus}
+    started = time.perf_counter()
+    for kind in types:  # compile every plan without warming any value memo
+        extract_index({"resourceType": kind})
+    print(f"compiled extraction plans for {len(types)} types in "
+          f"{time.perf_counter() - started:.3f}s")
+    runs = [ours_pass(corpus) for _ in range(args.repeat)]
+    cold, rows = runs[0]
+    warm = min(seconds for seconds, _ in runs)
+    print(f"\n== extract_index: {size:,} resources, {args.repeat} passes ==")
+    print(f"  cold {size / cold:,.0f} res/s, warm {size / warm:,.0f} res/s, "
+          f"{rows / size:.1f} rows/resource")
+    if args.baseline_sample <= 0:
+        return 0
+    step = max(1, size // args.baseline_sample)
+    sample = corpus[::step][:args.baseline_sample]
+    try:
+        compiled = fhirpathpy_expressions(types)
+    except ImportError:
+        print("fhirpathpy is not installed: pip install fhirpathpy", file=sys.stderr)
+        return 2
+    seconds, values = baseline_pass(sample, compiled)
+    ours_sample, _ = ours_pass(sample)
+    theirs_rate = len(sample) / seconds
+    print(f"\n== fhirpathpy baseline: {len(sample):,} resources (every {step}th), one pass ==")
+    print(f"  fhirpathpy {theirs_rate:,.0f} res/s, {values / len(sample):.1f} values/resource "
+          f"(evaluation only, no normalisation)")
+    print(f"  hygeia on the same sample {len(sample) / ours_sample:,.0f} res/s")
+    print(f"\nsummary: extract_index {size / cold:,.0f} res/s cold, {size / warm:,.0f} warm; "
+          f"{size / cold / theirs_rate:.0f}x fhirpathpy (cold), "
+          f"{size / warm / theirs_rate:.0f}x (warm)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Search through the service on both backends: every parameter type, modifier and result option."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hygeia.fhir.outcome import BadRequest
+from hygeia.server import FhirService
+from tests.helpers import body, call
+
+LOINC = "http://loinc.org"
+
+
+def put(service: FhirService, resource: dict[str, Any]) -> None:
+    call(service, "PUT", f"{resource['resourceType']}/{resource['id']}", resource)
+
+
+def observation(id: str, patient: str, code: str, value: float | None, when: str,
+                **extra: Any) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Observation", "id": id, "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                  "observation-category", "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": LOINC, "code": code, "display": f"Code {code}"}],
+                 "text": f"Measured {code}"},
+        "subject": {"reference": f"Patient/{patient}"}, "effectiveDateTime": when}
+    if value is not None:
+        resource["valueQuantity"] = {"value": value, "unit": "kg",
+                                     "system": "http://unitsofmeasure.org", "code": "kg"}
+    resource.update(extra)
+    return resource
+
+
+def blood_pressure(id: str, patient: str, systolic: float, diastolic: float) -> dict[str, Any]:
+    def component(code: str, value: float) -> dict[str, Any]:
+        return {"code": {"coding": [{"system": LOINC, "code": code}]},
+                "valueQuantity": {"value": value, "unit": "mm[Hg]",
+                                  "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}
+    return observation(id, patient, "85354-9", None, "2021-06-01",
+                       component=[component("8480-6", systolic), component("8462-4", diastolic)])
+
+
+@pytest.fixture
+def data(service: FhirService) -> FhirService:
+    put(service, {"resourceType": "Organization", "id": "org1", "name": "Springfield General"})
+    put(service, {"resourceType": "Practitioner", "id": "dr1",
+                  "name": [{"family": "Hibbert", "given": ["Julius"]}]})
+    put(service, {"resourceType": "Patient", "id": "p1", "gender": "male",
+                  "birthDate": "1956-05-12", "active": True,
+                  "name": [{"family": "Simpson", "given": ["Homer", "Jay"]}],
+                  "identifier": [{"system": "urn:mrn", "value": "111",
+                                  "type": {"coding": [{"system": "http://terminology.hl7.org/"
+                                                                 "CodeSystem/v2-0203",
+                                                       "code": "MR"}]}}],
+                  "telecom": [{"system": "phone", "value": "555-1234"}],
+                  "address": [{"city": "Springfield", "postalCode": "49007"}],
+                  "managingOrganization": {"reference": "Organization/org1"},
+                  "generalPractitioner": [{"reference": "Practitioner/dr1"}]})
+    put(service, {"resourceType": "Patient", "id": "p2", "gender": "female",
+                  "birthDate": "1987-01", "name": [{"family": "Müller", "given": ["Zoë"]}],
+                  "address": [{"city": "Zürich"}]})
+    put(service, {"resourceType": "Patient", "id": "p3", "gender": "female",
+                  "birthDate": "1956", "name": [{"family": "Simpsonite"}]})
+    put(service, observation("w1", "p1", "29463-7", 110.5, "2021-01-15T10:00:00Z"))
+    put(service, observation("w2", "p1", "29463-7", 112, "2021-03-01"))
+    put(service, observation("w3", "p2", "29463-7", 61.2, "2020-12-31T23:30:00Z"))
+    put(service, observation("h1", "p2", "8302-2", 170, "2021-02-10",
+                             performer=[{"reference": "Practitioner/dr1"}]))
+    put(service, blood_pressure("bp1", "p1", 150, 95))
+    put(service, blood_pressure("bp2", "p2", 120, 150))
+    put(service, {"resourceType": "Encounter", "id": "e1", "status": "finished",
+                  "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                            "code": "AMB"},
+                  "subject": {"reference": "Patient/p1"},
+                  "period": {"start": "2021-01-15T09:00:00Z", "end": "2021-01-15T11:00:00Z"}})
+    return service
+
+
+def ids(service: FhirService, query: str) -> list[str]:
+    bundle = body(call(service, "GET", query))
+    return sorted(e["resource"]["id"] for e in bundle.get("entry", [])
+                  if e["search"]["mode"] == "match")
+
+
+def test_string_default_exact_contains_and_accents(data: FhirService) -> None:
+    assert ids(data, "Patient?family=simp") == ["p1", "p3"]
+    assert ids(data, "Patient?family:exact=Simpson") == ["p1"]
+    assert ids(data, "Patient?family:exact=simpson") == []
+    assert ids(data, "Patient?name:contains=pson") == ["p1", "p3"]
+    assert ids(data, "Patient?family=muller") == ["p2"]  # accent-insensitive
+    assert ids(data, "Patient?given=zoe") == ["p2"]
+    assert ids(data, "Patient?address-city=zurich") == ["p2"]
+    assert ids(data, "Patient?name=homer,zoe") == ["p1", "p2"]  # OR
+    assert ids(data, "Patient?name=simpson&name=homer") == ["p1"]  # AND
+
+
+def test_token_forms_and_modifiers(data: FhirService) -> None:
+    assert ids(data, "Patient?gender=female") == ["p2", "p3"]
+    assert ids(data, "Patient?gender:not=female") == ["p1"]
+    assert ids(data, f"Observation?code={LOINC}|29463-7") == ["w1", "w2", "w3"]
+    assert ids(data, "Observation?code=|29463-7") == []
+    assert ids(data, "Observation?code=http://other|29463-7") == []
+    assert ids(data, "Observation?code:text=measured 8302") == ["h1"]
+    assert ids(data, "Patient?identifier=urn:mrn|111") == ["p1"]
+    assert ids(data, "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/"
+                     "v2-0203|MR|111") == ["p1"]
+    assert ids(data, "Patient?active=true") == ["p1"]
+    assert ids(data, "Patient?phone=555-1234") == ["p1"]
+
+
+def test_date_precision_and_prefixes(data: FhirService) -> None:
+    assert ids(data, "Patient?birthdate=1956") == ["p1", "p3"]
+    assert ids(data, "Patient?birthdate=1956-05") == ["p1"]
+    assert ids(data, "Patient?birthdate=ge1987-01-15") == ["p2"]  # overlaps the month
+    assert ids(data, "Patient?birthdate=lt1960") == ["p1", "p3"]
+    assert ids(data, "Observation?date=2021-01-15&code=29463-7") == ["w1"]
+    assert ids(data, "Observation?date=gt2021-02-01&code=29463-7") == ["w2"]
+    assert ids(data, "Observation?date=le2020-12-31T23:59:59Z&code=29463-7") == ["w3"]
+    assert ids(data, "Encounter?date=2021-01-15") == ["e1"]  # period inside the day
+    assert ids(data, "Encounter?date=sa2021-01-16") == []
+    assert ids(data, "Encounter?date=eb2021-01-16") == ["e1"]
+
+
+def test_quantity_and_number(data: FhirService) -> None:
+    assert ids(data, "Observation?value-quantity=gt111") == ["h1", "w2"]
+    assert ids(data, "Observation?value-quantity=110.5") == ["w1"]
+    assert ids(data, "Observation?value-quantity=110") == []  # [109.5, 110.5) excludes 110.5
+    assert ids(data, "Observation?value-quantity=1.1e2") == ["w1", "w2"]  # [105, 115)
+    assert ids(data, "Observation?value-quantity=le62|http://unitsofmeasure.org|kg") == ["w3"]
+    assert ids(data, "Observation?value-quantity=ap110||kg") == ["w1", "w2"]
+    assert ids(data, "Observation?value-quantity=lt200||g") == []
+
+
+def test_reference_forms(data: FhirService) -> None:
+    assert ids(data, "Observation?subject=Patient/p2") == ["bp2", "h1", "w3"]
+    assert ids(data, "Observation?subject=p2") == ["bp2", "h1", "w3"]
+    assert ids(data, "Observation?subject:Patient=p2") == ["bp2", "h1", "w3"]
+    assert ids(data, "Observation?patient=p2&code=8302-2") == ["h1"]
+    assert ids(data, "Observation?performer=Practitioner/dr1") == ["h1"]
+    assert ids(data, "Patient?general-practitioner:missing=true") == ["p2", "p3"]
+
+
+def test_chains_and_reverse_chains(data: FhirService) -> None:
+    assert ids(data, "Observation?subject:Patient.name=simpson&code=29463-7") == ["w1", "w2"]
+    assert ids(data, "Observation?patient.organization.name=springfield") == ["bp1", "w1", "w2"]
+    assert ids(data, "Patient?_has:Observation:patient:code=8302-2") == ["p2"]
+    assert ids(data, "Patient?_has:Observation:subject:_has:Provenance:target:agent=x") == []
+    with pytest.raises(BadRequest, match="cannot point at a Observation"):
+        call(data, "GET", "Patient?_has:Observation:subject:_has:Encounter:subject:class=AMB")
+    assert ids(data, "Patient?_has:Encounter:subject:class=AMB") == ["p1"]
+
+
+def test_composite(data: FhirService) -> None:
+    assert ids(data, f"Observation?component-code-value-quantity={LOINC}|8480-6$gt140") == [
+        "bp1"]
+    # the 150 belongs to the diastolic component of bp2: composites must not mix components
+    assert ids(data, f"Observation?component-code-value-quantity={LOINC}|8480-6$ge150") == [
+        "bp1"]
+
+
+def test_special_parameters(data: FhirService) -> None:
+    assert ids(data, "Patient?_id=p1,p3") == ["p1", "p3"]
+    assert ids(data, "Patient?_lastUpdated=gt2000-01-01") == ["p1", "p2", "p3"]
+    assert ids(data, "Patient?_lastUpdated=lt2000-01-01") == []
+
+
+def test_sort_and_stable_cursor_paging(data: FhirService) -> None:
+    bundle = body(call(data, "GET", "Observation?code=29463-7&_sort=-date&_count=2"))
+    assert [e["resource"]["id"] for e in bundle["entry"]] == ["w2", "w1"]
+    next_url = next(link["url"] for link in bundle["link"] if link["relation"] == "next")
+    put(data, observation("w0", "p1", "29463-7", 100, "2022-01-01"))  # lands before the cursor
+    page2 = body(call(data, "GET", next_url.removeprefix("http://test/fhir/")))
+    assert [e["resource"]["id"] for e in page2["entry"]] == ["w3"]
+    back = next(link["url"] for link in page2["link"]
+                if link["relation"] == "previous")
+    page1 = body(call(data, "GET", back.removeprefix("http://test/fhir/")))
+    assert [e["resource"]["id"] for e in page1["entry"]] == ["w2", "w1"]
+    by_name = body(call(data, "GET", "Patient?_sort=family,-birthdate"))
+    assert [e["resource"]["id"] for e in by_name["entry"]] == ["p2", "p1", "p3"]
+
+
+def test_total_summary_and_elements(data: FhirService) -> None:
+    counted = body(call(data, "GET", "Patient?_summary=count"))
+    assert counted["total"] == 3 and not counted.get("entry")
+    untotalled = body(call(data, "GET", "Patient?_total=none"))
+    assert "total" not in untotalled and len(untotalled["entry"]) == 3
+    summary = body(call(data, "GET", "Patient?_id=p1&_summary=true"))["entry"][0]["resource"]
+    assert "name" in summary and "managingOrganization" in summary
+    assert "generalPractitioner" not in summary  # not a summary element in R4
+    assert any(t["code"] == "SUBSETTED" for t in summary["meta"]["tag"])
+    elements = body(call(data, "GET", "Observation?_id=w1&_elements=value"))["entry"][0]
+    assert set(elements["resource"]) == {"resourceType", "id", "meta", "valueQuantity"}
+
+
+def test_include_and_revinclude(data: FhirService) -> None:
+    bundle = body(call(data, "GET", "Observation?_id=w1&_include=Observation:subject"))
+    modes = {(e["resource"]["id"], e["search"]["mode"]) for e in bundle["entry"]}
+    assert modes == {("w1", "match"), ("p1", "include")}
+    iterate = body(call(data, "GET", "Observation?_id=w1&_include=Observation:subject"
+                                     "&_include:iterate=Patient:organization"))
+    assert {e["resource"]["id"] for e in iterate["entry"]} == {"w1", "p1", "org1"}
+    rev = body(call(data, "GET", "Patient?_id=p2&_revinclude=Observation:subject"))
+    assert {e["resource"]["id"] for e in rev["entry"]} == {"p2", "w3", "h1", "bp2"}
+
+
+def test_system_and_compartment_search(data: FhirService) -> None:
+    assert ids(data, "?_type=Patient,Practitioner&_id=p1,dr1") == ["dr1", "p1"]
+    assert ids(data, "Patient/p2/Observation") == ["bp2", "h1", "w3"]
+    assert ids(data, "Patient/p2/Observation?code=8302-2") == ["h1"]
+    with pytest.raises(BadRequest):
+        call(data, "GET", "?_id=p1")
+
+
+def test_deleted_resources_are_not_found(data: FhirService) -> None:
+    call(data, "DELETE", "Observation/w3")
+    assert ids(data, "Observation?subject=p2&code=29463-7") == []
+
+
+def test_in_and_not_in_value_sets(data: FhirService) -> None:
+    genders = "http://hl7.org/fhir/ValueSet/administrative-gender"
+    assert ids(data, f"Patient?gender:in={genders}") == ["p1", "p2", "p3"]  # code: no system
+    category = "http://hl7.org/fhir/ValueSet/observation-category"
+    assert ids(data, f"Observation?category:in={category}&subject=p2") == ["bp2", "h1", "w3"]
+    assert ids(data, f"Observation?category:not-in={category}") == []
+    with pytest.raises(BadRequest, match="not one Hygeia can expand"):
+        call(data, "GET", "Observation?code:in=http://example.org/ValueSet/unknown")
