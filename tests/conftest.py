@@ -23,6 +23,7 @@ import pytest
 
 from hygeia.server import FhirService
 from hygeia.store import Repository, open_repository
+from hygeia.store.schema import INDEX_TABLES
 
 FIXTURES = Path(__file__).parent / "fixtures"
 POSTGRES_ENV = "HYGEIA_TEST_POSTGRES"
@@ -57,7 +58,8 @@ def _url_for(admin: str, name: str) -> str:
 
 def _truncate_postgres(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute("TRUNCATE resource_version, resource, token_index RESTART IDENTITY")
+        tables = ", ".join(["resource_version", "resource", *INDEX_TABLES])
+        connection.execute(f"TRUNCATE {tables} RESTART IDENTITY")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -8,24 +8,23 @@ describes every table and column.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 DIALECT_TYPES = {
     "sqlite": {"text": "TEXT", "ctext": "TEXT", "bigint": "INTEGER", "real": "REAL",
-               "blob": "BLOB", "bool": "INTEGER", "serial": "INTEGER PRIMARY KEY",
-               "no_rowid": " WITHOUT ROWID"},
+               "blob": "BLOB", "bool": "INTEGER", "serial": "INTEGER PRIMARY KEY"},
     # index values compare byte-wise ("C"), so prefix ranges and sorting are exact
     "postgresql": {"text": "TEXT", "ctext": 'TEXT COLLATE "C"', "bigint": "BIGINT",
                    "real": "DOUBLE PRECISION", "blob": "BYTEA", "bool": "BOOLEAN",
-                   "serial": "BIGSERIAL PRIMARY KEY", "no_rowid": ""},
+                   "serial": "BIGSERIAL PRIMARY KEY"},
 }
 
-_OWNER = "res_type {ctext} NOT NULL, res_id {ctext} NOT NULL, param {ctext} NOT NULL"
+_OWNER = "res_pk {bigint} NOT NULL, h_param {bigint} NOT NULL"
 
-# index table -> its value columns (after res_type, res_id, param), in IndexRows order
+# index table -> its value columns (after res_pk, h_param), in IndexRows order
 INDEX_TABLES: dict[str, tuple[str, ...]] = {
     "string_index": ("norm", "exact"),
-    "token_index": ("system", "code"),
+    "token_index": ("h_code", "system", "code"),
     "token_text_index": ("text",),
     "reference_index": ("target_type", "target_id", "url", "version"),
     "date_index": ("low", "high"),
@@ -36,18 +35,19 @@ INDEX_TABLES: dict[str, tuple[str, ...]] = {
 }
 
 _COLUMN_TYPES = {"low": "{bigint}", "high": "{bigint}", "value": "{real}", "grp": "{bigint}",
-                 "comp": "{bigint}", "n1": "{real}", "n2": "{real}"}
+                 "comp": "{bigint}", "n1": "{real}", "n2": "{real}", "h_code": "{bigint}"}
 
+# the one lookup index per table (besides the owner index on res_pk)
 _LOOKUPS = {
-    "string_index": ["param, norm"],
-    "token_index": ["param, code, system"],
-    "token_text_index": ["param, text"],
-    "reference_index": ["param, target_id, target_type", "param, url"],
-    "date_index": ["param, low", "param, high"],
-    "number_index": ["param, value"],
-    "quantity_index": ["param, code, value"],
-    "uri_index": ["param, uri"],
-    "composite_index": ["param, t2, t1"],
+    "string_index": "h_param, norm",
+    "token_index": "h_code",
+    "token_text_index": "h_param, text",
+    "reference_index": "target_id, target_type, h_param",
+    "date_index": "h_param, low",
+    "number_index": "h_param, value",
+    "quantity_index": "h_param, value",
+    "uri_index": "h_param, uri",
+    "composite_index": "h_param, t2",
 }
 
 _CORE = (
@@ -64,14 +64,15 @@ _CORE = (
     )""",
     "CREATE INDEX IF NOT EXISTS resource_version_updated ON resource_version (last_updated)",
     """CREATE TABLE IF NOT EXISTS resource (
+        pk {serial},
         res_type {ctext} NOT NULL,
         res_id {ctext} NOT NULL,
         seq {bigint} NOT NULL,
         version INTEGER NOT NULL,
         deleted {bool} NOT NULL,
         last_updated {bigint} NOT NULL,
-        PRIMARY KEY (res_type, res_id)
-    ){no_rowid}""",
+        UNIQUE (res_type, res_id)
+    )""",
     "CREATE INDEX IF NOT EXISTS resource_type_updated ON resource (res_type, last_updated)",
     "CREATE TABLE IF NOT EXISTS hygeia_schema (version INTEGER NOT NULL)",
 )
@@ -82,13 +83,9 @@ def _index_statements() -> list[str]:
     for table, columns in INDEX_TABLES.items():
         typed = ", ".join(f"{c} {_COLUMN_TYPES.get(c, '{ctext}')}" for c in columns)
         statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({_OWNER}, {typed})")
-        statements.append(f"CREATE INDEX IF NOT EXISTS {table}_owner ON {table} "
-                          "(res_type, res_id)")
-        for number, lookup in enumerate(_LOOKUPS[table]):
-            statements.append(f"CREATE INDEX IF NOT EXISTS {table}_lookup{number} ON {table} "
-                              f"(res_type, {lookup})")
-    statements.append("CREATE INDEX IF NOT EXISTS reference_index_target ON reference_index "
-                      "(target_type, target_id, param)")
+        statements.append(f"CREATE INDEX IF NOT EXISTS {table}_owner ON {table} (res_pk)")
+        statements.append(f"CREATE INDEX IF NOT EXISTS {table}_lookup ON {table} "
+                          f"({_LOOKUPS[table]})")
     return statements
 
 

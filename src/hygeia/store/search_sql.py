@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hygeia.fhir.outcome import BadRequest
-from hygeia.store.schema import INDEX_TABLES
 from hygeia.fhir.search.query import (
     ChainClause,
     Clause,
@@ -39,6 +38,8 @@ from hygeia.fhir.search.values import (
     TokenValue,
     UriValue,
 )
+from hygeia.store.hashing import code_hash, param_hash
+from hygeia.store.schema import INDEX_TABLES
 
 TOP = "\U0010ffff"  # sorts after every other character (byte-wise)
 
@@ -89,107 +90,117 @@ class SqlBuilder:
         return _MARK.sub("?", sql), ordered
 
     # --- clauses ------------------------------------------------------------------------
+    # Every clause is "{owner}.pk IN (subquery)": the subquery is uncorrelated, so the
+    # database drives it from the lookup index instead of probing every resource row.
 
-    def clause(self, clause: Clause, owner: str) -> str:
+    def param_keys(self, types: tuple[str, ...], code: str) -> str:
+        """The h_param values of ``code`` on each of ``types``, as an SQL list."""
+        return ", ".join(self.value(param_hash(kind, code)) for kind in types)
+
+    def clause(self, clause: Clause, owner: str, types: tuple[str, ...]) -> str:
         if isinstance(clause, IdClause):
             marks = ", ".join(self.value(i) for i in clause.ids)
             return f"{owner}.res_id IN ({marks})"
         if isinstance(clause, ChainClause):
-            return self._chain(clause, owner)
+            return self._chain(clause, owner, types)
         if isinstance(clause, HasClause):
             return self._has(clause, owner)
         if isinstance(clause, CompartmentClause):
-            return self._compartment(clause, owner)
-        return self._parameter(clause, owner)
+            return self._compartment(clause, owner, types)
+        return self._parameter(clause, owner, types)
 
-    def _compartment(self, clause: CompartmentClause, owner: str) -> str:
+    def _compartment(self, clause: CompartmentClause, owner: str, types: tuple[str, ...]) -> str:
         ref = self.alias("cp")
-        marks = ", ".join(self.value(code) for code in clause.params) or self.value("")
+        hashes = ", ".join(self.param_keys(types, code) for code in clause.params) or "0"
         itself = (f"({owner}.res_type = {self.value(clause.owner_type)} AND "
                   f"{owner}.res_id = {self.value(clause.owner_id)})")
-        return (f"({itself} OR EXISTS (SELECT 1 FROM reference_index {ref} WHERE "
-                f"{ref}.res_type = {owner}.res_type AND {ref}.res_id = {owner}.res_id AND "
-                f"{ref}.param IN ({marks}) AND {ref}.target_type = "
-                f"{self.value(clause.owner_type)} AND {ref}.target_id = "
-                f"{self.value(clause.owner_id)}))")
+        return (f"({itself} OR {owner}.pk IN (SELECT {ref}.res_pk FROM reference_index {ref} "
+                f"WHERE {ref}.target_id = {self.value(clause.owner_id)} AND {ref}.target_type = "
+                f"{self.value(clause.owner_type)} AND {ref}.h_param IN ({hashes})))")
 
-    def _chain(self, clause: ChainClause, owner: str) -> str:
-        ref, target = self.alias("ch"), self.alias("t")
-        alternatives = " OR ".join(
-            f"({target}.res_type = {self.value(kind)} AND {self.clause(inner, target)})"
-            for kind, inner in clause.alternatives)
-        return (f"EXISTS (SELECT 1 FROM reference_index {ref} JOIN resource {target} "
-                f"ON {target}.res_type = {ref}.target_type AND {target}.res_id = {ref}.target_id "
-                f"WHERE {ref}.res_type = {owner}.res_type AND {ref}.res_id = {owner}.res_id "
-                f"AND {ref}.param = {self.value(clause.parameter.code)} "
-                f"AND {target}.deleted = {self.value(False)} AND ({alternatives}))")
+    def _chain(self, clause: ChainClause, owner: str, types: tuple[str, ...]) -> str:
+        ref = self.alias("ch")
+        alternatives = []
+        for kind, inner in clause.alternatives:
+            target = self.alias("t")
+            alternatives.append(
+                f"({ref}.target_type = {self.value(kind)} AND {ref}.target_id IN "
+                f"(SELECT {target}.res_id FROM resource {target} WHERE {target}.res_type = "
+                f"{self.value(kind)} AND {target}.deleted = {self.value(False)} AND "
+                f"{self.clause(inner, target, (kind,))}))")
+        return (f"{owner}.pk IN (SELECT {ref}.res_pk FROM reference_index {ref} WHERE "
+                f"{ref}.h_param IN ({self.param_keys(types, clause.parameter.code)}) AND "
+                f"({' OR '.join(alternatives)}))")
 
     def _has(self, clause: HasClause, owner: str) -> str:
         ref, source = self.alias("hs"), self.alias("s")
-        return (f"EXISTS (SELECT 1 FROM reference_index {ref} JOIN resource {source} "
-                f"ON {source}.res_type = {ref}.res_type AND {source}.res_id = {ref}.res_id "
-                f"WHERE {ref}.res_type = {self.value(clause.source_type)} "
-                f"AND {ref}.param = {self.value(clause.parameter.code)} "
+        kind = (clause.source_type,)
+        param = self.value(param_hash(clause.source_type, clause.parameter.code))
+        return (f"{owner}.res_id IN (SELECT {ref}.target_id FROM reference_index {ref} "
+                f"JOIN resource {source} ON {source}.pk = {ref}.res_pk "
+                f"WHERE {ref}.h_param = {param} "
                 f"AND {ref}.target_type = {owner}.res_type "
-                f"AND {ref}.target_id = {owner}.res_id "
                 f"AND {source}.deleted = {self.value(False)} "
-                f"AND {self.clause(clause.inner, source)})")
+                f"AND {self.clause(clause.inner, source, kind)})")
 
-    def _parameter(self, clause: ParameterClause, owner: str) -> str:
+    def _parameter(self, clause: ParameterClause, owner: str, types: tuple[str, ...]) -> str:
         parameter = clause.parameter
         if parameter.code == "_lastUpdated":
             return self._last_updated(clause, owner)
         kind, modifier = parameter.type, clause.modifier
         table = TABLE_BY_TYPE[kind]
-        param_code = parameter.code
+        code = parameter.code
         if modifier == "text":
             table = "token_text_index"
         elif modifier in ("of-type", "identifier"):
-            table, param_code = "token_index", f"{parameter.code}:{modifier}"
-        if clause.missing is not None:
-            exists = self._exists(table, param_code, owner, "1 = 1")
-            return f"NOT {exists}" if clause.missing else exists
-        if kind == "composite":
-            return "(" + " OR ".join(self._composite(clause, value, owner)
-                                     for value in clause.values) + ")"
+            table, code = "token_index", f"{parameter.code}:{modifier}"
         inner = self.alias("i")
+        head = (f"SELECT {inner}.res_pk FROM {table} {inner} WHERE ")
+        if clause.missing is not None:
+            subquery = head + f"{inner}.h_param IN ({self.param_keys(types, code)})"
+            return f"{owner}.pk {'NOT IN' if clause.missing else 'IN'} ({subquery})"
+        if kind == "composite":
+            return "(" + " OR ".join(self._composite(clause, value, owner, types)
+                                     for value in clause.values) + ")"
         columns = _columns(inner, table)
         alternatives = " OR ".join(
-            "(" + self.condition(value, modifier, columns) + ")" for value in clause.values)
-        exists = self._exists(table, param_code, owner, alternatives, inner)
-        return f"NOT {exists}" if modifier in ("not", "not-in") else exists
+            "(" + self._keyed(value, modifier, columns, types, code, inner) + ")"
+            for value in clause.values)
+        negated = modifier in ("not", "not-in")
+        return f"{owner}.pk {'NOT IN' if negated else 'IN'} ({head}{alternatives})"
 
-    def _exists(self, table: str, code: str, owner: str, condition: str,
-                inner: str | None = None) -> str:
-        inner = inner or self.alias("i")
-        return (f"EXISTS (SELECT 1 FROM {table} {inner} WHERE {inner}.res_type = {owner}.res_type "
-                f"AND {inner}.res_id = {owner}.res_id AND {inner}.param = {self.value(code)} "
-                f"AND ({condition}))")
+    def _keyed(self, value: SearchValue, modifier: str | None, columns: dict[str, str],
+               types: tuple[str, ...], code: str, inner: str) -> str:
+        """The value condition, led by the lookup key its table is indexed on."""
+        if isinstance(value, TokenValue) and value.code is not None and "h_code" in columns:
+            keys = ", ".join(self.value(code_hash(param_hash(kind, code), value.code))
+                             for kind in types)
+            return f"{inner}.h_code IN ({keys}) AND {self.condition(value, modifier, columns)}"
+        param = f"{inner}.h_param IN ({self.param_keys(types, code)})"
+        return f"{param} AND {self.condition(value, modifier, columns)}"
 
-    def _composite(self, clause: ParameterClause, value: SearchValue, owner: str) -> str:
+    def _composite(self, clause: ParameterClause, value: SearchValue, owner: str,
+                   types: tuple[str, ...]) -> str:
         assert isinstance(value, CompositeValue)
         first = self.alias("c")
-        conditions = []
+        joins, conditions = [], []
         for index, (part, component) in enumerate(zip(value.parts, clause.parameter.components,
                                                       strict=True)):
             columns = COMPOSITE_COLUMNS.get(component.type)
             if columns is None:
                 raise BadRequest(f"Composite component type {component.type} is not searchable.",
                                  code="not-supported", expression=clause.parameter.code)
-            if index == 0:
-                physical = {k: f"{first}.{v}" for k, v in columns.items()}
-                conditions.append(f"{first}.comp = 0 AND ({self.condition(part, None, physical)})")
-                continue
-            other = self.alias("c")
-            physical = {k: f"{other}.{v}" for k, v in columns.items()}
-            conditions.append(
-                f"EXISTS (SELECT 1 FROM composite_index {other} WHERE {other}.res_type = "
-                f"{first}.res_type AND {other}.res_id = {first}.res_id AND {other}.param = "
-                f"{first}.param AND {other}.grp = {first}.grp AND {other}.comp = {index} AND "
-                f"({self.condition(part, None, physical)}))")
-        return (f"EXISTS (SELECT 1 FROM composite_index {first} WHERE {first}.res_type = "
-                f"{owner}.res_type AND {first}.res_id = {owner}.res_id AND {first}.param = "
-                f"{self.value(clause.parameter.code)} AND {' AND '.join(conditions)})")
+            alias = first if index == 0 else self.alias("c")
+            if index:
+                joins.append(f"JOIN composite_index {alias} ON {alias}.res_pk = {first}.res_pk "
+                             f"AND {alias}.h_param = {first}.h_param AND {alias}.grp = "
+                             f"{first}.grp AND {alias}.comp = {index}")
+            physical = {k: f"{alias}.{v}" for k, v in columns.items()}
+            conditions.append(f"({self.condition(part, None, physical)})")
+        return (f"{owner}.pk IN (SELECT {first}.res_pk FROM composite_index {first} "
+                f"{' '.join(joins)} WHERE {first}.h_param IN "
+                f"({self.param_keys(types, clause.parameter.code)}) AND {first}.comp = 0 AND "
+                f"{' AND '.join(conditions)})")
 
     def _last_updated(self, clause: ParameterClause, owner: str) -> str:
         if clause.missing is not None:
@@ -380,11 +391,12 @@ class OrderKey:
 def where_sql(builder: SqlBuilder, types: tuple[str, ...], clauses: list[Clause]) -> str:
     marks = ", ".join(builder.value(kind) for kind in types)
     conditions = [f"r.res_type IN ({marks})", f"r.deleted = {builder.value(False)}"]
-    conditions.extend(builder.clause(clause, "r") for clause in clauses)
+    conditions.extend(builder.clause(clause, "r", types) for clause in clauses)
     return " AND ".join(conditions)
 
 
-def order_keys(builder: SqlBuilder, sort: list[Any]) -> list[OrderKey]:
+def order_keys(builder: SqlBuilder, sort: list[Any], types: tuple[str, ...]
+               ) -> list[OrderKey]:
     """ORDER BY keys for ``_sort``, then (type, id) so the order is total and stable."""
     keys = []
     for key in sort:
@@ -393,21 +405,21 @@ def order_keys(builder: SqlBuilder, sort: list[Any]) -> list[OrderKey]:
         elif key.parameter.code == "_lastUpdated":
             keys.append(OrderKey("r.last_updated", key.descending, True))
         else:
-            keys.append(_sort_subquery(builder, key))
+            keys.append(_sort_subquery(builder, key, types))
     keys.append(OrderKey("r.res_type", False, False))
     keys.append(OrderKey("r.res_id", False, False))
     return keys
 
 
-def _sort_subquery(builder: SqlBuilder, key: Any) -> OrderKey:
+def _sort_subquery(builder: SqlBuilder, key: Any, types: tuple[str, ...]) -> OrderKey:
     table, column, numeric = _SORT_COLUMN[key.parameter.type]
     if column is None:  # dates: earliest start ascending, latest end descending
         column = "high" if key.descending else "low"
     aggregate = "MAX" if key.descending else "MIN"
     alias = builder.alias("o")
     return OrderKey(f"(SELECT {aggregate}({alias}.{column}) FROM {table} {alias} WHERE "
-                    f"{alias}.res_type = r.res_type AND {alias}.res_id = r.res_id AND "
-                    f"{alias}.param = {builder.value(key.parameter.code)})",
+                    f"{alias}.res_pk = r.pk AND {alias}.h_param IN "
+                    f"({builder.param_keys(types, key.parameter.code)}))",
                     key.descending, numeric)
 
 

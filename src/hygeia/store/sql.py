@@ -13,13 +13,16 @@ Tables (see docs/architecture.md for the column-by-column description):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from hygeia.fhir.search.parameters import default_registry
 from hygeia.fhir.search.query import Query
 from hygeia.fhir.search.results import Include
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.store.base import HistoryQuery, SearchPage, Session, StoredVersion, rows_to_versions
 from hygeia.store.cursor import decode_cursor, encode_cursor
+from hygeia.store.hashing import code_hash, param_hash
 from hygeia.store.schema import INDEX_TABLES
 from hygeia.store.search_sql import SqlBuilder, after_cursor, order_keys, where_sql
 
@@ -92,35 +95,58 @@ class SqlSession(Session):
             "deleted, method, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
             [(seq, v.resource_type, v.id, v.version, v.last_updated, v.deleted, v.method,
               v.content) for seq, (v, _) in zip(seqs, pending, strict=True)])
-        latest = {(v.resource_type, v.id): (seq, v, rows)
-                  for seq, (v, rows) in zip(seqs, pending, strict=True)}
+        first_version: dict[tuple[str, str], int] = {}
+        latest: dict[tuple[str, str], tuple[int, StoredVersion, IndexRows]] = {}
+        for seq, (v, rows) in zip(seqs, pending, strict=True):
+            first_version.setdefault((v.resource_type, v.id), v.version)
+            latest[(v.resource_type, v.id)] = (seq, v, rows)
+        new = [key for key, version in first_version.items() if version == 1]
+        pks = dict(zip(new, self._allocate_pks(len(new)), strict=True))
+        existing = [key for key in latest if key not in pks]
+        pks.update(self._existing_pks(existing))
         cursor.executemany(self._sql(
-            "INSERT INTO resource (res_type, res_id, seq, version, deleted, last_updated) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (res_type, res_id) DO UPDATE SET "
+            "INSERT INTO resource (pk, res_type, res_id, seq, version, deleted, last_updated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (res_type, res_id) DO UPDATE SET "
             "seq = excluded.seq, version = excluded.version, deleted = excluded.deleted, "
             "last_updated = excluded.last_updated"),
-            [(v.resource_type, v.id, seq, v.version, v.deleted, v.last_updated)
-             for seq, v, _ in latest.values()])
-        self._replace_index_rows(cursor, [(v, rows) for _, v, rows in latest.values()])
+            [(pks[key], v.resource_type, v.id, seq, v.version, v.deleted, v.last_updated)
+             for key, (seq, v, _) in latest.items()])
+        self._replace_index_rows(cursor, [pks[key] for key in existing],
+                                 [(pks[key], v, rows) for key, (_, v, rows) in latest.items()
+                                  if not v.deleted])
 
-    def _replace_index_rows(self, cursor: Any, latest: list[tuple[StoredVersion, IndexRows]]
-                            ) -> None:
+    def _existing_pks(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        found: dict[tuple[str, str], int] = {}
+        for start in range(0, len(keys), 400):
+            chunk = keys[start:start + 400]
+            pairs = " OR ".join("(res_type = ? AND res_id = ?)" for _ in chunk)
+            rows = self.execute(f"SELECT res_type, res_id, pk FROM resource WHERE {pairs}",
+                                [part for key in chunk for part in key]).fetchall()
+            found.update({(row[0], row[1]): int(row[2]) for row in rows})
+        return found
+
+    def _replace_index_rows(self, cursor: Any, stale: list[int],
+                            current: list[tuple[int, StoredVersion, IndexRows]]) -> None:
         """Index rows describe the current version only: drop the old ones, insert the new."""
-        stale = [(v.resource_type, v.id) for v, _ in latest if v.version > 1]
         for table, field_name in INDEX_FIELDS:
             if stale:
-                cursor.executemany(self._sql(
-                    f"DELETE FROM {table} WHERE res_type = ? AND res_id = ?"), stale)
-            rows = [(v.resource_type, v.id, *_flat(table, row)) for v, index in latest
-                    if not v.deleted for row in getattr(index, field_name)]
+                cursor.executemany(self._sql(f"DELETE FROM {table} WHERE res_pk = ?"),
+                                   [(pk,) for pk in stale])
+            shape = _ROW_SHAPES[table]
+            rows = [shape(pk, param_hash(v.resource_type, row[0]), row)
+                    for pk, v, index in current for row in getattr(index, field_name)]
             if rows:
-                marks = ", ".join("?" for _ in range(3 + len(INDEX_TABLES[table])))
-                columns = ", ".join(("res_type", "res_id", "param", *INDEX_TABLES[table]))
+                marks = ", ".join("?" for _ in range(2 + len(INDEX_TABLES[table])))
+                columns = ", ".join(("res_pk", "h_param", *INDEX_TABLES[table]))
                 cursor.executemany(self._sql(
                     f"INSERT INTO {table} ({columns}) VALUES ({marks})"), rows)
 
     def _allocate_seqs(self, count: int) -> list[int]:
         """``count`` new, increasing ``resource_version.seq`` values."""
+        raise NotImplementedError
+
+    def _allocate_pks(self, count: int) -> list[int]:
+        """``count`` new ``resource.pk`` values."""
         raise NotImplementedError
 
     def search(self, query: Query) -> SearchPage:
@@ -141,7 +167,7 @@ class SqlSession(Session):
         options = query.options
         builder = SqlBuilder()
         where = where_sql(builder, types, query.clauses)
-        keys = order_keys(builder, options.sort)
+        keys = order_keys(builder, options.sort, types)
         direction, boundary = decode_cursor(options.cursor, len(keys))
         backwards = direction == "p"
         columns = ", ".join(f"COALESCE({k.expression}, {builder.value(k.sentinel())}) AS k{n}"
@@ -184,20 +210,31 @@ class SqlSession(Session):
         if not owners:
             return []
         builder = SqlBuilder()
-        near, far = ("target", "res") if reverse else ("res", "target")
-        pairs = " OR ".join(f"(ri.{near}_type = {builder.value(owner.resource_type)} AND "
-                            f"ri.{near}_id = {builder.value(owner.id)})" for owner in owners)
-        filters = [f"({pairs})"]
-        if include.source_type != "*":
-            filters.append(f"ri.res_type = {builder.value(include.source_type)}")
+        pairs = " OR ".join(f"(o.res_type = {builder.value(owner.resource_type)} AND "
+                            f"o.res_id = {builder.value(owner.id)})" for owner in owners)
+        filters = []
         if include.parameter is not None:
-            filters.append(f"ri.param = {builder.value(include.parameter.code)}")
+            sources = _include_sources(include, owners, reverse)
+            hashes = ", ".join(builder.value(param_hash(kind, include.parameter.code))
+                               for kind in sources)
+            filters.append(f"ri.h_param IN ({hashes or builder.value(0)})")
         if include.target_type is not None:
             filters.append(f"ri.target_type = {builder.value(include.target_type)}")
+        extra = "".join(f" AND {f}" for f in filters)
+        if reverse:
+            source = ("" if include.source_type == "*"
+                      else f" AND r.res_type = {builder.value(include.source_type)}")
+            picked = (f"SELECT DISTINCT ri.res_pk AS pick FROM resource o JOIN reference_index ri "
+                      f"ON ri.target_type = o.res_type AND ri.target_id = o.res_id "
+                      f"WHERE ({pairs}){extra}")
+            join = f"JOIN resource r ON r.pk = t.pick{source}"
+        else:
+            picked = (f"SELECT DISTINCT ri.target_type AS pick_type, ri.target_id AS pick_id "
+                      f"FROM resource o JOIN reference_index ri ON ri.res_pk = o.pk "
+                      f"WHERE ({pairs}){extra}")
+            join = "JOIN resource r ON r.res_type = t.pick_type AND r.res_id = t.pick_id"
         sql, params = builder.render(
-            f"SELECT {VERSION_COLUMNS} FROM (SELECT DISTINCT ri.{far}_type AS pick_type, "
-            f"ri.{far}_id AS pick_id FROM reference_index ri WHERE {' AND '.join(filters)}) t "
-            "JOIN resource r ON r.res_type = t.pick_type AND r.res_id = t.pick_id "
+            f"SELECT {VERSION_COLUMNS} FROM ({picked}) t {join} "
             f"JOIN resource_version v ON v.seq = r.seq WHERE r.deleted = {builder.value(False)}")
         return rows_to_versions(None, iter(self.execute(sql, params).fetchall()))
 
@@ -213,8 +250,32 @@ class SqlSession(Session):
         return rows_to_versions(None, iter(rows))
 
 
-def _flat(table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return flatten_composite(row) if table == "composite_index" else row
+def _include_sources(include: Include, owners: list[StoredVersion], reverse: bool
+                     ) -> list[str]:
+    """The resource types whose parameter ``include`` names (h_param is per type)."""
+    if include.source_type != "*":
+        return [include.source_type]
+    if reverse:
+        return sorted(default_registry().types())
+    return sorted({owner.resource_type for owner in owners})
+
+
+def _plain(pk: int, param: int, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (pk, param, *row[1:])
+
+
+def _token(pk: int, param: int, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (pk, param, code_hash(param, row[2]), row[1], row[2])
+
+
+def _composite(pk: int, param: int, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (pk, param, *flatten_composite(row)[1:])
+
+
+_ROW_SHAPES: dict[str, Callable[[int, int, tuple[Any, ...]], tuple[Any, ...]]] = {
+    table: _plain for table in INDEX_TABLES}
+_ROW_SHAPES["token_index"] = _token
+_ROW_SHAPES["composite_index"] = _composite
 
 
 def flatten_composite(row: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -34,9 +34,16 @@ class PostgresSession(SqlSession):
         self.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
 
     def _allocate_seqs(self, count: int) -> list[int]:
-        rows = self.execute(
-            "SELECT nextval(pg_get_serial_sequence('resource_version', 'seq')) "
-            "FROM generate_series(1, ?)", (count,)).fetchall()
+        return self._next_values("resource_version", "seq", count)
+
+    def _allocate_pks(self, count: int) -> list[int]:
+        return self._next_values("resource", "pk", count)
+
+    def _next_values(self, table: str, column: str, count: int) -> list[int]:
+        if count == 0:
+            return []
+        rows = self.execute(f"SELECT nextval(pg_get_serial_sequence('{table}', '{column}')) "
+                            "FROM generate_series(1, ?)", (count,)).fetchall()
         return [int(row[0]) for row in rows]
 
     def flush(self) -> None:

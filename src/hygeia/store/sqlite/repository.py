@@ -34,6 +34,10 @@ class SqliteSession(SqlSession):
         top = self.execute("SELECT COALESCE(MAX(seq), 0) FROM resource_version").fetchone()[0]
         return list(range(top + 1, top + 1 + count))
 
+    def _allocate_pks(self, count: int) -> list[int]:
+        top = self.execute("SELECT COALESCE(MAX(pk), 0) FROM resource").fetchone()[0]
+        return list(range(top + 1, top + 1 + count))
+
 
 class SqliteRepository(Repository):
     dialect = "sqlite"

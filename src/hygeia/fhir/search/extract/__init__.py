@@ -22,7 +22,9 @@ Representation choices the query side relies on:
 
 Plans are cached per registry (weakly) and resource type and rebuilt when
 :meth:`SearchRegistry.add` has changed that type's parameters (``for_type``
-then returns a new dict); :func:`invalidate` drops every cached plan.
+then returns a new dict); :func:`invalidate` drops every cached plan.  Values
+seen before (timestamps, references, display texts) are memoised;
+:func:`clear_memos` empties those memos.
 
 >>> rows = extract_index({"resourceType": "Patient", "id": "p1", "gender": "female"})
 >>> sorted(rows.tokens)
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 from hygeia.fhir.search.extract.compiler import compile_parameter
 from hygeia.fhir.search.extract.extractor import (
+    clear_memos,
     extract_index,
     extract_parameter,
     fallback_parameters,
@@ -41,6 +44,7 @@ from hygeia.fhir.search.extract.extractor import (
 from hygeia.fhir.search.extract.text import normalise_text
 
 __all__ = [
+    "clear_memos",
     "compile_parameter",
     "extract_index",
     "extract_parameter",

@@ -46,7 +46,9 @@ class Member:
     (fallback: values come with their own type).  ``key`` is the first JSON key
     read from the start node, so extraction can skip members whose key the
     resource lacks; ``rest`` applies the remaining operations to the values
-    under that key and ``full`` all of them to ``[start]``.
+    under that key and ``full`` all of them to ``[start]``.  ``source`` says
+    what the member computes (its operations, or its FHIRPath text), so equal
+    members of different parameters can share one evaluation.
     """
 
     type: str | None
@@ -56,6 +58,7 @@ class Member:
     evaluate: Evaluator | None = None
     from_resource: bool = False
     fallback: bool = False
+    source: object = None
 
 
 def compile_members(expression: str, context_type: str, param_type: str, *,
@@ -74,8 +77,7 @@ def compile_members(expression: str, context_type: str, param_type: str, *,
         try:
             parsed = parse_expression(text)
         except Unsupported:
-            members.append(Member(None, evaluate=fallback_evaluator(text, param_type),
-                                  fallback=True))
+            members.append(_fallback(text, param_type))
             continue
         for path in parsed:
             if resource_type is None and not _applies(_root_of(path), context_type):
@@ -83,8 +85,7 @@ def compile_members(expression: str, context_type: str, param_type: str, *,
             try:
                 members.extend(_typed(path, context_type, resource))
             except Unsupported:
-                members.append(Member(None, evaluate=fallback_evaluator(text, param_type),
-                                      fallback=True))
+                members.append(_fallback(text, param_type))
                 break
     return members
 
@@ -108,7 +109,8 @@ def _typed(path: Path | PresenceTest, context_type: str, resource_type: str) -> 
         key = first.name if isinstance(first, Key) else None
         rest = build_getter(branch.ops[1:]) if key is not None else None
         members.append(Member(branch.type, key, rest, build_getter(branch.ops),
-                              from_resource=path.from_resource))
+                              from_resource=path.from_resource,
+                              source=(branch.ops, path.from_resource)))
     return members
 
 
@@ -119,7 +121,12 @@ def _presence(inner: list[Member]) -> Member:
                   for value in member_values(member, node, node)]
         return [bool(values) and not any(value is False for value, _ in values)]
 
-    return Member("boolean", full=test)
+    return Member("boolean", full=test, source=("presence", id(test)))
+
+
+def _fallback(text: str, param_type: str) -> Member:
+    return Member(None, evaluate=fallback_evaluator(text, param_type), fallback=True,
+                  source=("fhirpath", text))
 
 
 def member_values(member: Member, start: Any, resource: dict[str, Any]) -> list[tuple[Any, str]]:

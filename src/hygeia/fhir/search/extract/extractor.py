@@ -5,12 +5,16 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+from hygeia.fhir.search.extract.dates import date_range
 from hygeia.fhir.search.extract.plan import TypePlan, param_plan, type_plan
+from hygeia.fhir.search.extract.references import parse_reference
+from hygeia.fhir.search.extract.text import clear_text_memo
 from hygeia.fhir.search.parameters import SearchParameter, SearchRegistry, default_registry
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.fhir.spec import is_resource_type
 
-__all__ = ["extract_index", "extract_parameter", "fallback_parameters", "invalidate"]
+__all__ = ["clear_memos", "extract_index", "extract_parameter", "fallback_parameters",
+           "invalidate"]
 
 # registry -> resource type -> (the for_type dict the plan was built from, plan)
 _PLANS: weakref.WeakKeyDictionary[
@@ -76,6 +80,17 @@ def invalidate() -> None:
     """Forget every compiled plan (plans also refresh on their own after ``registry.add``)."""
     _PLANS.clear()
     param_plan.cache_clear()
+
+
+def clear_memos() -> None:
+    """Empty the value memos (date ranges, parsed references, normalised text).
+
+    They only speed up values seen before; benchmarks clear them to measure
+    extraction of new data.
+    """
+    date_range.cache_clear()
+    parse_reference.cache_clear()
+    clear_text_memo()
 
 
 def _plan(registry: SearchRegistry, resource_type: str) -> TypePlan:

@@ -139,7 +139,15 @@ def _with(branch: Branch, op: Op, type_name: str | None = None) -> Branch:
 
 
 def _of_type(branches: list[Branch], wanted: str) -> list[Branch]:
-    kept = [branch for branch in branches if is_subtype(branch.type, wanted)]
+    """Branches of type ``wanted``; its subtypes only when no branch has it exactly.
+
+    ``ConceptMap.source[x]`` is uri or canonical, and the spec pairs
+    ``source as canonical`` with ``source as uri`` meaning one choice each,
+    although canonical specialises uri.
+    """
+    kept = [branch for branch in branches if branch.type == wanted]
+    if not kept:
+        kept = [branch for branch in branches if is_subtype(branch.type, wanted)]
     # An element typed Resource (contained, Bundle.entry.resource) is typed by its data.
     kept += [_with(branch, ResourceIs(wanted), wanted) for branch in branches
              if branch.type == RESOURCE and is_resource_type(wanted)]

@@ -15,7 +15,8 @@ from typing import Any
 
 from hygeia.fhir.search.rows import IndexRows
 
-__all__ = ["normalise_text", "string_address", "string_human_name", "string_primitive"]
+__all__ = ["clear_text_memo", "normalise_text", "string_address", "string_human_name",
+           "string_primitive"]
 
 _NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
 _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
@@ -37,6 +38,11 @@ def normalise_text(text: str) -> str:
 
 _MEMO: dict[str, str] = {}
 _MEMO_SIZE = 65536
+
+
+def clear_text_memo() -> None:
+    """Forget memoised normalisations (benchmarks of new data)."""
+    _MEMO.clear()
 
 
 def _normalise_unicode(text: str) -> str:
