@@ -29,6 +29,7 @@ def param_hash(resource_type: str, code: str) -> int:
     return stable_hash(resource_type, code)
 
 
+@lru_cache(maxsize=65536)  # codes repeat heavily (the same LOINC, SNOMED, status codes)
 def code_hash(param: int, code: str | None) -> int:
     """A token value's lookup key: parameter identity plus code (system checked apart)."""
     return stable_hash(param, code)
