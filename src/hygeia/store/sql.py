@@ -136,10 +136,14 @@ class SqlSession(Session):
             rows = [shape(pk, param_hash(v.resource_type, row[0]), row)
                     for pk, v, index in current for row in getattr(index, field_name)]
             if rows:
-                marks = ", ".join("?" for _ in range(2 + len(INDEX_TABLES[table])))
-                columns = ", ".join(("res_pk", "h_param", *INDEX_TABLES[table]))
-                cursor.executemany(self._sql(
-                    f"INSERT INTO {table} ({columns}) VALUES ({marks})"), rows)
+                self._insert_rows(cursor, table, ("res_pk", "h_param", *INDEX_TABLES[table]),
+                                  rows)
+
+    def _insert_rows(self, cursor: Any, table: str, columns: tuple[str, ...],
+                     rows: list[tuple[Any, ...]]) -> None:
+        marks = ", ".join("?" for _ in columns)
+        cursor.executemany(self._sql(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"), rows)
 
     def _allocate_seqs(self, count: int) -> list[int]:
         """``count`` new, increasing ``resource_version.seq`` values."""
