@@ -102,7 +102,7 @@ def fhirpathpy_expressions(types: set[str]) -> Compiled:
 
     def compile_one(text: str) -> Callable[..., list[Any]]:
         rewritten = _RESOLVE.sub(r"where(reference.startsWith('\1/'))", text)
-        return fhirpathpy.compile(rewritten, models["r4"])  # type: ignore[no-any-return]
+        return fhirpathpy.compile(rewritten, models["r4"])
 
     registry = default_registry()
     compiled: Compiled = {}

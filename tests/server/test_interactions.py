@@ -243,7 +243,12 @@ def test_validate_operation_reports_all_issues(service: FhirService) -> None:
 def test_capability_statement_lists_what_is_implemented(service: FhirService) -> None:
     statement = body(call(service, "GET", "metadata"))
     patient_entry = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
-    assert {p["name"] for p in patient_entry["searchParam"]} == {"_id", "identifier"}
+    names = {p["name"] for p in patient_entry["searchParam"]}
+    assert {"_id", "_lastUpdated", "identifier", "name", "birthdate", "general-practitioner",
+            "_tag", "_profile"} <= names
+    assert not names & {"_text", "_content", "_query"}  # not implemented, so not claimed
+    assert "Patient:general-practitioner" in patient_entry["searchInclude"]
+    assert "Observation:subject" in patient_entry["searchRevInclude"]
     assert patient_entry["conditionalDelete"] == "single"
     codes = {i["code"] for i in statement["rest"][0]["interaction"]}
-    assert codes == {"transaction", "batch", "history-system"}
+    assert codes == {"transaction", "batch", "history-system", "search-system"}

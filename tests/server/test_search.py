@@ -226,3 +226,31 @@ def test_in_and_not_in_value_sets(data: FhirService) -> None:
     assert ids(data, f"Observation?category:not-in={category}") == []
     with pytest.raises(BadRequest, match="not one Hygeia can expand"):
         call(data, "GET", "Observation?code:in=http://example.org/ValueSet/unknown")
+
+
+def test_custom_search_parameter_becomes_searchable(data: FhirService) -> None:
+    custom = {"resourceType": "SearchParameter", "id": "patient-city-custom",
+              "url": "http://example.org/SearchParameter/patient-birth-city", "name": "home-city",
+              "status": "active", "description": "City of the patient's address",
+              "code": "home-city", "base": ["Patient"], "type": "string",
+              "expression": "Patient.address.city"}
+    put(data, custom)
+    statement = body(call(data, "GET", "metadata"))
+    patient = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
+    assert "home-city" in {p["name"] for p in patient["searchParam"]}
+    put(data, {"resourceType": "Patient", "id": "p9", "address": [{"city": "Shelbyville"}]})
+    assert ids(data, "Patient?home-city=shelby") == ["p9"]  # indexed on write from now on
+    assert ids(data, "Patient?home-city=springfield") == []  # older data waits for $reindex
+    call(data, "DELETE", "SearchParameter/patient-city-custom")
+    with pytest.raises(BadRequest, match="not known"):
+        call(data, "GET", "Patient?home-city=shelby", prefer_strict=True)
+
+
+def test_unusable_search_parameter_is_refused(data: FhirService) -> None:
+    from hygeia.fhir.outcome import Unprocessable
+
+    broken = {"resourceType": "SearchParameter", "url": "http://example.org/sp/bad",
+              "name": "bad", "status": "active", "description": "no expression",
+              "code": "bad", "base": ["Patient"], "type": "string"}
+    with pytest.raises(Unprocessable, match="no FHIRPath expression"):
+        call(data, "POST", "SearchParameter", broken)

@@ -27,7 +27,7 @@ from hygeia.fhir.outcome import (
     Unprocessable,
     information,
 )
-from hygeia.fhir.search.matcher import matches
+from hygeia.fhir.search.matcher import MatchContext, matches
 from hygeia.fhir.search.query import parse_criteria
 from hygeia.fhir.validation import validate
 from hygeia.server import write
@@ -139,7 +139,7 @@ def process_transaction(service: FhirService, request: FhirRequest,
     entries = parse_entries(bundle)
     _validate_entries(entries)
     _refuse_duplicates(entries)
-    with service.repository.transaction() as session:
+    with service.transaction() as session:
         mapping = _assign_identities(session, entries)
         resolve = _reference_resolver(session, entries, mapping)
         for entry in entries:
@@ -250,10 +250,11 @@ def _reference_resolver(session: Session, entries: list[Entry],
 def _resolve_conditional(session: Session, entries: list[Entry], reference: str) -> str:
     """A conditional reference must match exactly one resource, in the bundle or stored."""
     resource_type, _, criteria = reference.partition("?")
-    query = parse_criteria(resource_type, criteria)
+    query = parse_criteria(resource_type, criteria, session.registry)
+    context = MatchContext(registry=session.registry)
     found = {f"{resource_type}/{e.target_id}" for e in entries
              if e.method in ("POST", "PUT") and e.target_id and isinstance(e.resource, dict)
-             and matches(query, {**e.resource, "id": e.target_id})}
+             and matches(query, {**e.resource, "id": e.target_id}, context)}
     query.count = 2
     found.update(f"{resource_type}/{id}" for id in session.find_ids(query))
     if len(found) != 1:

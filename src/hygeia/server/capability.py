@@ -10,32 +10,40 @@ from typing import Any
 
 from hygeia import FHIR_VERSION, __version__
 from hygeia.fhir.datetime import format_instant, now_us
-from hygeia.fhir.spec import resource_types, search_parameters
+from hygeia.fhir.search.parameters import SearchParameter, SearchRegistry
+from hygeia.fhir.search.query import MODIFIERS, PREFIXED_TYPES
+from hygeia.fhir.spec import resource_types
 
 TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance",
                      "history-type", "create", "search-type")
-SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
-_ID_PARAM = {"name": "_id", "type": "token",
-             "definition": "http://hl7.org/fhir/SearchParameter/Resource-id",
-             "documentation": "Logical id; commas OR several ids."}
+SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system", "search-system")
+RESULT_PARAMETERS = ("_count", "_sort", "_include", "_revinclude", "_total", "_summary",
+                     "_elements", "_cursor")
 
 
-def _identifier_param(resource_type: str) -> dict[str, str]:
-    return {"name": "identifier", "type": "token",
-            "definition": f"http://hl7.org/fhir/SearchParameter/{resource_type}-identifier",
-            "documentation": "system|value, |value, system| or value; commas OR values."}
+def _search_param(parameter: SearchParameter) -> dict[str, str]:
+    modifiers = sorted(MODIFIERS.get(parameter.type, set()))
+    if parameter.type == "reference":
+        modifiers.append("[type]")
+    notes = f"Modifiers: {', '.join(modifiers)}." if modifiers else "No modifiers."
+    if parameter.type in PREFIXED_TYPES:
+        notes += " Prefixes: eq, ne, gt, lt, ge, le, sa, eb, ap."
+    if parameter.type == "reference":
+        notes += " Chainable (any depth) and usable in _has."
+    return {"name": parameter.code, "definition": parameter.url, "type": parameter.type,
+            "documentation": notes}
 
 
-def _identifier_types() -> frozenset[str]:
-    """Types whose official ``identifier`` SearchParameter the token index serves."""
-    return frozenset(base for param in search_parameters() if param["code"] == "identifier"
-                     for base in param["base"])
+def _searchable(registry: SearchRegistry, resource_type: str) -> list[SearchParameter]:
+    parameters = registry.for_type(resource_type)
+    return [parameters[code] for code in sorted(parameters)
+            if parameters[code].indexed or code in ("_id", "_lastUpdated")]
 
 
-def _resource_entry(resource_type: str, identifier_types: frozenset[str]) -> dict[str, Any]:
-    params = [_ID_PARAM]
-    if resource_type in identifier_types:
-        params.append(_identifier_param(resource_type))
+def _resource_entry(resource_type: str, registry: SearchRegistry,
+                    referrers: dict[str, list[str]]) -> dict[str, Any]:
+    searchable = _searchable(registry, resource_type)
+    includes = [f"{resource_type}:{p.code}" for p in searchable if p.type == "reference"]
     return {
         "type": resource_type,
         "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
@@ -46,15 +54,28 @@ def _resource_entry(resource_type: str, identifier_types: frozenset[str]) -> dic
         "conditionalRead": "not-supported",
         "conditionalUpdate": True,
         "conditionalDelete": "single",
-        "searchParam": params,
+        "searchInclude": ["*", *includes],
+        "searchRevInclude": ["*", *referrers.get(resource_type, [])],
+        "searchParam": [_search_param(p) for p in searchable],
         "operation": [{"name": "validate",
                        "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
     }
 
 
-def capability_statement(dialect: str) -> dict[str, Any]:
+def _referrers(registry: SearchRegistry) -> dict[str, list[str]]:
+    """Target type -> the ``Source:param`` references that can point at it (for _revinclude)."""
+    found: dict[str, list[str]] = {}
+    for source in sorted(resource_types()):
+        for parameter in _searchable(registry, source):
+            if parameter.type == "reference":
+                for target in parameter.target:
+                    found.setdefault(target, []).append(f"{source}:{parameter.code}")
+    return found
+
+
+def capability_statement(dialect: str, registry: SearchRegistry) -> dict[str, Any]:
     """Build the CapabilityStatement for a server running on ``dialect``."""
-    identifier_types = _identifier_types()
+    referrers = _referrers(registry)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -68,11 +89,15 @@ def capability_statement(dialect: str) -> dict[str, Any]:
         "patchFormat": ["application/json-patch+json", "application/fhir+json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Searching supports _id and identifier for now; other parameters "
-                             "are ignored and reported in an OperationOutcome entry "
-                             "(or refused with Prefer: handling=strict).",
-            "resource": [_resource_entry(name, identifier_types)
+            "documentation": "Search: every R4 SearchParameter of type string, token, "
+                             "reference, date, number, quantity, uri and composite, plus "
+                             "custom SearchParameters. Result parameters: "
+                             f"{', '.join(RESULT_PARAMETERS)}. Unknown parameters are ignored "
+                             "and reported in an OperationOutcome entry (Prefer: "
+                             "handling=strict refuses them).",
+            "resource": [_resource_entry(name, registry, referrers)
                          for name in sorted(resource_types())],
             "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+            "searchParam": [_search_param(p) for p in _searchable(registry, "Resource")],
         }],
     }

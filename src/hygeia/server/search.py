@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import orjson
 
 from hygeia.fhir.outcome import BadRequest, operation_outcome
-from hygeia.fhir.search.parameters import SearchRegistry, default_registry
+from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.fhir.search.query import CompartmentClause, Query, parse_query
 from hygeia.fhir.search.results import Include
 from hygeia.fhir.spec import is_resource_type, patient_compartment
@@ -26,25 +26,23 @@ MAX_ITERATIONS = 4  # :iterate depth; guards against cycles in the reference gra
 
 
 def search_type(session: Session, request: FhirRequest, resource_type: str,
-                settings: Settings, registry: SearchRegistry | None = None) -> FhirResponse:
-    query = _parse(request, resource_type, settings, registry)
+                settings: Settings) -> FhirResponse:
+    query = _parse(request, resource_type, settings, session.registry)
     return _respond(session, request, query, f"{resource_type}")
 
 
-def search_system(session: Session, request: FhirRequest, settings: Settings,
-                  registry: SearchRegistry | None = None) -> FhirResponse:
+def search_system(session: Session, request: FhirRequest, settings: Settings) -> FhirResponse:
     """``GET [base]?_type=A,B&...``: parameters must be valid for every listed type."""
     types = _types_parameter(request.query)
     rest = [(k, v) for k, v in request.query if k != "_type"]
     query = _parse(FhirRequest(request.method, "", rest, prefer_strict=request.prefer_strict),
-                   types[0], settings, registry)
+                   types[0], settings, session.registry)
     query.types = tuple(types)
     return _respond(session, request, query, "")
 
 
 def search_compartment(session: Session, request: FhirRequest, owner_type: str, owner_id: str,
-                       resource_type: str, settings: Settings,
-                       registry: SearchRegistry | None = None) -> FhirResponse:
+                       resource_type: str, settings: Settings) -> FhirResponse:
     """``GET [base]/Patient/1/Observation``: the type search inside one patient's compartment."""
     if owner_type != "Patient":
         raise BadRequest(f"Only Patient compartments are supported, not {owner_type}.",
@@ -53,7 +51,7 @@ def search_compartment(session: Session, request: FhirRequest, owner_type: str, 
     if params is None and resource_type != "Patient":
         raise BadRequest(f"{resource_type} is not in the Patient compartment.",
                          expression=resource_type)
-    query = _parse(request, resource_type, settings, registry)
+    query = _parse(request, resource_type, settings, session.registry)
     query.clauses.append(CompartmentClause(owner_type, owner_id, tuple(params or ())))
     return _respond(session, request, query, f"{owner_type}/{owner_id}/{resource_type}")
 
@@ -73,7 +71,7 @@ def _types_parameter(params: list[tuple[str, str]]) -> list[str]:
 def _parse(request: FhirRequest, resource_type: str, settings: Settings,
            registry: SearchRegistry | None) -> Query:
     query = parse_query(resource_type, request.query, strict=request.prefer_strict,
-                        max_count=settings.max_count, registry=registry or default_registry())
+                        max_count=settings.max_count, registry=registry)
     if not query.options.count_given:
         query.options.count = settings.default_count
     return query

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hygeia.fhir.outcome import BadRequest, Issue, operation_outcome
+from hygeia.fhir.search.parameters import default_registry
 from hygeia.fhir.validation import validate
 from hygeia.server import read, search, write
 from hygeia.server.capability import capability_statement
 from hygeia.server.context import FhirRequest, FhirResponse, Settings
+from hygeia.server.custom_parameters import load_custom_parameters
 from hygeia.server.router import Route, parse_route
 from hygeia.store.base import Repository, Session
 
@@ -22,7 +26,24 @@ class FhirService:
     def __init__(self, repository: Repository, settings: Settings | None = None) -> None:
         self.repository = repository
         self.settings = settings or Settings()
-        self._capabilities: dict[str, Any] | None = None
+        self.registry = default_registry().copy()
+        self._capabilities: tuple[int, dict[str, Any]] | None = None
+        loaded = load_custom_parameters(repository, self.registry)
+        if loaded:
+            log.info("loaded %d custom search parameters", loaded)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A write transaction whose session knows this service's search parameters."""
+        with self.repository.transaction() as session:
+            session.registry = self.registry
+            yield session
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        with self.repository.reader() as session:
+            session.registry = self.registry
+            yield session
 
     def handle(self, request: FhirRequest) -> FhirResponse:
         route = parse_route(request.method, request.path, request.query)
@@ -35,15 +56,17 @@ class FhirService:
 
             return process_bundle(self, request)
         if route.writes:
-            with self.repository.transaction() as session:
+            with self.transaction() as session:
                 return self.perform(route, request, session)
-        with self.repository.reader() as session:
+        with self.reader() as session:
             return self.perform(route, request, session)
 
     def capabilities(self) -> dict[str, Any]:
-        if self._capabilities is None:
-            self._capabilities = capability_statement(self.repository.dialect)
-        return self._capabilities
+        """Rebuilt whenever a custom search parameter changed the registry."""
+        if self._capabilities is None or self._capabilities[0] != self.registry.generation:
+            statement = capability_statement(self.repository.dialect, self.registry)
+            self._capabilities = (self.registry.generation, statement)
+        return self._capabilities[1]
 
     def perform(self, route: Route, request: FhirRequest, session: Session) -> FhirResponse:
         """Run one interaction in ``session`` (shared by HTTP requests and Bundle entries)."""

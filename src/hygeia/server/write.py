@@ -29,6 +29,7 @@ from hygeia.fhir.search.query import parse_criteria
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.fhir.validation import validate
 from hygeia.server.context import FhirResponse, parse_etag
+from hygeia.server.custom_parameters import to_parameter
 from hygeia.server.resources import check_id, new_id, stamp
 from hygeia.store.base import Session, StoredVersion
 
@@ -64,7 +65,7 @@ def validate_resource(resource: dict[str, Any], resource_type: str) -> None:
 def resolve_criteria(session: Session, resource_type: str, criteria: str,
                      *, lock: bool = False) -> Resolved:
     """Find the single resource matching conditional criteria (412 if several)."""
-    query = parse_criteria(resource_type, criteria)
+    query = parse_criteria(resource_type, criteria, session.registry)
     query.count = 2
     if lock:
         session.lock(f"{resource_type}?{criteria}")
@@ -85,9 +86,29 @@ def _write(session: Session, resource_type: str, id: str, resource: dict[str, An
     content = None if resource is None else stamp(resource, id, version, last_updated)
     stored = StoredVersion(resource_type, id, version, last_updated, resource is None, content,
                            method, 0)
-    rows = IndexRows() if resource is None else index_resource(resource)
+    rows = IndexRows() if resource is None else index_resource(resource, session.registry)
     session.put(stored, rows)
+    if resource_type == "SearchParameter":
+        _register_search_parameter(session, resource, previous)
     return stored
+
+
+def _register_search_parameter(session: Session, resource: dict[str, Any] | None,
+                               previous: StoredVersion | None) -> None:
+    """A written SearchParameter takes effect (searchable) once its transaction commits.
+
+    An unusable active one is refused (422) rather than stored unsearchable;
+    deleting or retiring one stops it being searched.
+    """
+    registry = session.registry
+    if registry is None:
+        return
+    old = orjson.loads(previous.content) if previous and previous.content else {}
+    if old.get("url"):
+        session.after_commit(lambda: registry.remove(old["url"]))
+    if resource is not None and resource.get("status") != "retired":
+        parameter = to_parameter(resource, registry)
+        session.after_commit(lambda: registry.add(parameter))
 
 
 def _written(stored: StoredVersion, status: int, base_url: str) -> FhirResponse:

@@ -10,10 +10,11 @@ these few primitives, so backends stay small and interchangeable.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.fhir.search.query import Query
 from hygeia.fhir.search.results import Include
 from hygeia.fhir.search.rows import IndexRows
@@ -61,7 +62,21 @@ class SearchPage:
 
 
 class Session(ABC):
-    """Operations inside one database transaction (writable) or snapshot (reader)."""
+    """Operations inside one database transaction (writable) or snapshot (reader).
+
+    ``registry`` names the search parameters in force (official plus custom);
+    the server sets it when it opens the session.
+    """
+
+    registry: SearchRegistry | None = None
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the transaction has committed (never if it rolls back)."""
+        self.__dict__.setdefault("_after_commit", []).append(action)
+
+    def run_after_commit(self) -> None:
+        for action in self.__dict__.pop("_after_commit", []):
+            action()
 
     @abstractmethod
     def current(self, resource_type: str, id: str, *, for_update: bool = False

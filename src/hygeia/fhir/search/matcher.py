@@ -20,6 +20,7 @@ from typing import Any
 from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.fhir.outcome import BadRequest
 from hygeia.fhir.search.index import index_resource
+from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.fhir.search.query import (
     ChainClause,
     Clause,
@@ -52,6 +53,7 @@ class MatchContext:
     """Resources a chain or ``_has`` may reach, by (type, id)."""
 
     resources: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    registry: SearchRegistry | None = None
     _rows: dict[tuple[str, str], IndexRows] = field(default_factory=dict)
 
     def add(self, resource: dict[str, Any]) -> None:
@@ -60,7 +62,7 @@ class MatchContext:
     def rows(self, resource: dict[str, Any]) -> IndexRows:
         key = (resource.get("resourceType", ""), resource.get("id", ""))
         if key not in self._rows:
-            self._rows[key] = index_resource(resource)
+            self._rows[key] = index_resource(resource, self.registry)
         return self._rows[key]
 
 

@@ -59,6 +59,7 @@ class SearchRegistry:
     _by_type: dict[str, dict[str, SearchParameter]] = field(default_factory=dict)
     _by_url: dict[str, SearchParameter] = field(default_factory=dict)
     _common: dict[str, SearchParameter] = field(default_factory=dict)
+    generation: int = 0  # bumped on every change, so caches built from the registry can tell
 
     def add(self, parameter: SearchParameter) -> None:
         """Register a parameter for each of its base types (replacing one with the same code)."""
@@ -68,7 +69,27 @@ class SearchRegistry:
                 self._common[parameter.code] = parameter
             else:
                 self._by_type.setdefault(base, {})[parameter.code] = parameter
+        self.generation += 1
         self.for_type.cache_clear()
+
+    def remove(self, url: str) -> None:
+        """Forget a custom parameter (official ones are re-added by a fresh registry)."""
+        parameter = self._by_url.pop(url, None)
+        if parameter is None:
+            return
+        for base in parameter.base:
+            table = self._common if base in RESOURCE_BASES else self._by_type.get(base, {})
+            if table.get(parameter.code) is parameter:
+                del table[parameter.code]
+        self.generation += 1
+        self.for_type.cache_clear()
+
+    def copy(self) -> SearchRegistry:
+        """A registry with the same parameters, to extend without touching this one."""
+        clone = SearchRegistry()
+        for parameter in self._by_url.values():
+            clone.add(parameter)
+        return clone
 
     def get(self, resource_type: str, code: str) -> SearchParameter | None:
         return self.for_type(resource_type).get(code)

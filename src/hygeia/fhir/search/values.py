@@ -8,12 +8,12 @@ range set by the precision of the value: ``100`` means [99.5, 100.5),
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.fhir.outcome import BadRequest
+from hygeia.fhir.search.extract.text import normalise_text
 from hygeia.fhir.search.parameters import SearchParameter
 from hygeia.fhir.spec import value_set_expansion
 
@@ -99,10 +99,8 @@ SearchValue = (StringValue | TokenValue | OfTypeValue | InValue | RangeValue | Q
 
 
 def normalize(text: str) -> str:
-    """Case- and accent-insensitive form used for string search (index and query alike)."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(stripped.casefold().split())
+    """Case- and accent-insensitive form: the very function the index uses."""
+    return normalise_text(text)
 
 
 def split_escaped(value: str, separator: str, *, unescape: bool = True) -> list[str]:

@@ -84,10 +84,12 @@ class PostgresRepository(Repository):
 
     @contextmanager
     def transaction(self) -> Iterator[PostgresSession]:
-        with self._pool.connection() as connection, connection.transaction():
-            session = PostgresSession(connection)
-            yield session
-            session.flush()
+        with self._pool.connection() as connection:
+            with connection.transaction():
+                session = PostgresSession(connection)
+                yield session
+                session.flush()
+            session.run_after_commit()
 
     @contextmanager
     def reader(self) -> Iterator[PostgresSession]:

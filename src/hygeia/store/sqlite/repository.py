@@ -92,6 +92,7 @@ class SqliteRepository(Repository):
                 self._writer.execute("ROLLBACK")
                 raise
             self._writer.execute("COMMIT")
+        session.run_after_commit()
 
     @contextmanager
     def reader(self) -> Iterator[SqliteSession]:

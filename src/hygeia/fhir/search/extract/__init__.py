@@ -27,8 +27,8 @@ seen before (timestamps, references, display texts) are memoised;
 :func:`clear_memos` empties those memos.
 
 >>> rows = extract_index({"resourceType": "Patient", "id": "p1", "gender": "female"})
->>> sorted(rows.tokens)
-[('_id', None, 'p1'), ('gender', None, 'female')]
+>>> sorted(rows.tokens)  # deceased: Patient.deceased.exists() and Patient.deceased != false
+[('_id', None, 'p1'), ('deceased', None, 'false'), ('gender', None, 'female')]
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ def _extractor(param: SearchParameter) -> Extractor:
     expression = param.expression or ""
 
     def extract(resource: dict[str, Any]) -> list[tuple[Any, str]]:
-        kind = resource.get("resourceType")
+        kind = resource.get("resourceType") if type(resource) is dict else None
         if type(kind) is not str or not is_resource_type(kind):
             return []
         members = by_type.get(kind)

@@ -136,7 +136,7 @@ class CompositeSet:
                         group = counters[user.slot]
                         counters[user.slot] = group + 1
                         for keys in user.required:
-                            if keys.isdisjoint(node):
+                            if keys.isdisjoint(node):  # a component cannot have a value
                                 break
                         else:
                             _emit(user, group, node, resource, memo, out)

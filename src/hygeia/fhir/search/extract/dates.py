@@ -29,7 +29,7 @@ _FULL = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?"
 _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=16384)
 def date_range(text: str) -> tuple[int, int] | None:
     """The [low, high) range of a FHIR date/dateTime/instant, or None when invalid.
 
@@ -55,7 +55,7 @@ def _full_precision(text: str) -> tuple[int, int] | None:
     match = _FULL.fullmatch(text)
     if match is None:
         return None
-    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    year, month, day, hour, minute, second = map(int, match.group(1, 2, 3, 4, 5, 6))
     if not (year >= 1 and 1 <= month <= 12 and 1 <= day <= _days_in(year, month)
             and hour < 24 and minute < 60 and second < 60):
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from functools import lru_cache
 from typing import Any
 
 from hygeia.fhir.search.extract.dates import date_range
@@ -28,11 +29,23 @@ def extract_index(resource: dict[str, Any], registry: SearchRegistry | None = No
     Resources of an unknown type (or not objects) give empty rows; values that
     cannot be normalised are skipped, never raised on.
     """
-    rows = IndexRows()
     kind = resource.get("resourceType") if type(resource) is dict else None
     if type(kind) is not str or not is_resource_type(kind):
-        return rows
-    plan = _plan(registry or default_registry(), kind)
+        return IndexRows()
+    return _apply(_plan(registry or default_registry(), kind), resource)
+
+
+def extract_parameter(resource: dict[str, Any], param: SearchParameter) -> IndexRows:
+    """The rows of one parameter only (for the in-memory matcher), de-duplicated."""
+    kind = resource.get("resourceType") if type(resource) is dict else None
+    if type(kind) is not str or not is_resource_type(kind):
+        return IndexRows()
+    return _apply(_parameter_plan(param, kind), resource)
+
+
+def _apply(plan: TypePlan, resource: dict[str, Any]) -> IndexRows:
+    """Walk the resource's top-level keys through the plan, then run the unkeyed parts."""
+    rows = IndexRows()
     by_key = plan.by_key
     for key, value in resource.items():
         entries = by_key.get(key)
@@ -42,26 +55,6 @@ def extract_index(resource: dict[str, Any], registry: SearchRegistry | None = No
         for rest, normalise, code in entries:
             for node in nodes if rest is None else rest(nodes):
                 normalise(code, node, rows)
-    for run in plan.runners:
-        run(resource, rows)
-    _deduplicate(rows)
-    return rows
-
-
-def extract_parameter(resource: dict[str, Any], param: SearchParameter) -> IndexRows:
-    """The rows of one parameter only (for the in-memory matcher), de-duplicated."""
-    rows = IndexRows()
-    kind = resource.get("resourceType") if type(resource) is dict else None
-    if type(kind) is not str or not is_resource_type(kind) or not param.indexed:
-        return rows
-    plan = param_plan(param, kind)
-    for key, (rest, normalise, code) in plan.keyed:
-        value = resource.get(key)
-        if value is None:
-            continue
-        nodes = value if type(value) is list else (value,)
-        for node in nodes if rest is None else rest(nodes):
-            normalise(code, node, rows)
     for run in plan.runners:
         run(resource, rows)
     _deduplicate(rows)
@@ -80,6 +73,7 @@ def invalidate() -> None:
     """Forget every compiled plan (plans also refresh on their own after ``registry.add``)."""
     _PLANS.clear()
     param_plan.cache_clear()
+    _parameter_plan.cache_clear()
 
 
 def clear_memos() -> None:
@@ -104,6 +98,11 @@ def _plan(registry: SearchRegistry, resource_type: str) -> TypePlan:
     plan = type_plan(parameters, resource_type)
     plans[resource_type] = (parameters, plan)
     return plan
+
+
+@lru_cache(maxsize=1024)
+def _parameter_plan(param: SearchParameter, resource_type: str) -> TypePlan:
+    return type_plan({param.code: param}, resource_type)
 
 
 def _deduplicate(rows: IndexRows) -> None:

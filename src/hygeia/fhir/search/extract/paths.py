@@ -9,8 +9,9 @@ branch is chosen once.  What only the data can decide (``[0]``,
 ``where(system='phone')``, ``where(resolve() is Patient)``) stays as runtime
 operations on the branch.
 
->>> [(b.ops, b.type) for b in expand(parse_expression("Observation.value as Quantity")[0],
-...                                  "Observation")]
+>>> from hygeia.fhir.search.extract.expression import parse_expression
+>>> path = parse_expression("Observation.value as Quantity")[0]
+>>> [(branch.ops, branch.type) for branch in expand(path, "Observation")]
 [((Key(name='valueQuantity'),), 'Quantity')]
 """
 

@@ -28,6 +28,8 @@ KeyedEntry = tuple[Getter | None, Normaliser, str]
 
 @dataclass(slots=True)
 class ParamPlan:
+    """One parameter for one type: keyed entries, runners, and whether any is a fallback."""
+
     keyed: list[tuple[str, KeyedEntry]] = field(default_factory=list)
     runners: list[Runner] = field(default_factory=list)
     fallback: bool = False
@@ -35,6 +37,8 @@ class ParamPlan:
 
 @dataclass(slots=True)
 class TypePlan:
+    """Every parameter of one type: keyed entries by top-level key, then the runners."""
+
     by_key: dict[str, tuple[KeyedEntry, ...]]
     runners: tuple[Runner, ...]
 

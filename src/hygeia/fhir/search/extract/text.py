@@ -26,18 +26,21 @@ def normalise_text(text: str) -> str:
     """Lower-case (casefold), strip accents (NFKD without combining marks), collapse spaces.
 
     Memoised: displays and names repeat across resources ("Body Height"), and a
-    dictionary hit is cheaper than even the ASCII fast path.
+    dictionary hit is cheaper than even the ASCII fast path.  A full memo is
+    emptied rather than frozen, so a long-running server keeps memoising the
+    texts of the data it sees now.
     """
     found = _MEMO.get(text)
     if found is None:
         found = " ".join(text.lower().split()) if text.isascii() else _normalise_unicode(text)
-        if len(_MEMO) < _MEMO_SIZE:
-            _MEMO[text] = found
+        if len(_MEMO) >= _MEMO_SIZE:
+            _MEMO.clear()
+        _MEMO[text] = found
     return found
 
 
 _MEMO: dict[str, str] = {}
-_MEMO_SIZE = 65536
+_MEMO_SIZE = 16384
 
 
 def clear_text_memo() -> None:
