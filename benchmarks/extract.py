@@ -66,21 +66,33 @@ def load_corpus(folder: Path) -> list[dict[str, Any]]:
 def stored_form(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     """The bundle's resources with ``urn:uuid:`` references resolved to ``Type/id``."""
     entries = [entry for entry in bundle.get("entry", []) if "resource" in entry]
-    targets = {entry.get("fullUrl"): f'"{entry["resource"]["resourceType"]}/'
-               f'{entry["resource"].get("id")}"'.encode() for entry in entries}
+    targets = {
+        entry.get("fullUrl"): f'"{entry["resource"]["resourceType"]}/'
+        f'{entry["resource"].get("id")}"'.encode()
+        for entry in entries
+    }
 
     def resolve(match: re.Match[bytes]) -> bytes:
         return targets.get(match[1].decode(), match[0])
 
     resources: list[dict[str, Any]] = orjson.loads(
-        _URN.sub(resolve, orjson.dumps([entry["resource"] for entry in entries])))
+        _URN.sub(resolve, orjson.dumps([entry["resource"] for entry in entries]))
+    )
     return resources
 
 
 def row_count(rows: IndexRows) -> int:
-    return (len(rows.strings) + len(rows.tokens) + len(rows.token_texts) + len(rows.references)
-            + len(rows.dates) + len(rows.numbers) + len(rows.quantities) + len(rows.uris)
-            + len(rows.composites))
+    return (
+        len(rows.strings)
+        + len(rows.tokens)
+        + len(rows.token_texts)
+        + len(rows.references)
+        + len(rows.dates)
+        + len(rows.numbers)
+        + len(rows.quantities)
+        + len(rows.uris)
+        + len(rows.composites)
+    )
 
 
 def ours_pass(corpus: list[dict[str, Any]], *, cold: bool) -> tuple[float, int]:
@@ -108,9 +120,13 @@ def fhirpathpy_expressions(types: set[str]) -> Compiled:
     compiled: Compiled = {}
     for kind in sorted(types):
         compiled[kind] = [
-            (compile_one(param.expression or ""),
-             [compile_one(component.expression) for component in param.components])
-            for param in registry.for_type(kind).values() if param.indexed]
+            (
+                compile_one(param.expression or ""),
+                [compile_one(component.expression) for component in param.components],
+            )
+            for param in registry.for_type(kind).values()
+            if param.indexed
+        ]
     return compiled
 
 
@@ -139,8 +155,9 @@ def baseline_pass(corpus: list[dict[str, Any]], compiled: Compiled) -> tuple[flo
     return time.perf_counter() - start, values, errors
 
 
-def _evaluate(compiled: Callable[..., list[Any]], node: Any,
-              context: dict[str, Any]) -> list[Any] | None:
+def _evaluate(
+    compiled: Callable[..., list[Any]], node: Any, context: dict[str, Any]
+) -> list[Any] | None:
     try:
         return compiled(node, context)
     except Exception:
@@ -151,8 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--baseline-sample", type=int, default=1000,
-                        help="resources for the fhirpathpy baseline (0 skips it)")
+    parser.add_argument(
+        "--baseline-sample",
+        type=int,
+        default=1000,
+        help="resources for the fhirpathpy baseline (0 skips it)",
+    )
     args = parser.parse_args(argv)
     corpus = load_corpus(args.data)
     size = len(corpus)
@@ -160,22 +181,27 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for kind in types:  # compile every plan without warming any value memo
         extract_index({"resourceType": kind})
-    print(f"compiled extraction plans for {len(types)} types in "
-          f"{time.perf_counter() - started:.3f}s")
+    print(
+        f"compiled extraction plans for {len(types)} types in {time.perf_counter() - started:.3f}s"
+    )
     cold_runs, warm_runs = [], []
     for _ in range(args.repeat):
         cold_runs.append(ours_pass(corpus, cold=True))
         warm_runs.append(ours_pass(corpus, cold=False))
     cold, rows = min(cold_runs)
     warm = min(seconds for seconds, _ in warm_runs)
-    print(f"\n== extract_index: {size:,} resources, best of {args.repeat} cold and "
-          f"{args.repeat} warm passes ==")
-    print(f"  cold {size / cold:,.0f} res/s, warm {size / warm:,.0f} res/s, "
-          f"{rows / size:.1f} rows/resource")
+    print(
+        f"\n== extract_index: {size:,} resources, best of {args.repeat} cold and "
+        f"{args.repeat} warm passes =="
+    )
+    print(
+        f"  cold {size / cold:,.0f} res/s, warm {size / warm:,.0f} res/s, "
+        f"{rows / size:.1f} rows/resource"
+    )
     if args.baseline_sample <= 0:
         return 0
     step = max(1, size // args.baseline_sample)
-    sample = corpus[::step][:args.baseline_sample]
+    sample = corpus[::step][: args.baseline_sample]
     try:
         compiled = fhirpathpy_expressions(types)
     except ImportError:
@@ -186,12 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     theirs_rate = len(sample) / seconds
     ours_rate = len(sample) / ours_sample
     print(f"\n== fhirpathpy baseline: {len(sample):,} resources (every {step}th), one pass ==")
-    print(f"  fhirpathpy {theirs_rate:,.0f} res/s, {values / len(sample):.1f} values/resource "
-          f"(evaluation only, no normalisation; {errors:,} evaluations raised)")
+    print(
+        f"  fhirpathpy {theirs_rate:,.0f} res/s, {values / len(sample):.1f} values/resource "
+        f"(evaluation only, no normalisation; {errors:,} evaluations raised)"
+    )
     print(f"  hygeia     {ours_rate:,.0f} res/s on the same sample (cold, best of 3)")
-    print(f"\nsummary: extract_index {size / cold:,.0f} res/s cold, {size / warm:,.0f} warm, "
-          f"{rows / size:.1f} rows/resource; {ours_rate / theirs_rate:.0f}x fhirpathpy "
-          f"on the same sample")
+    print(
+        f"\nsummary: extract_index {size / cold:,.0f} res/s cold, {size / warm:,.0f} warm, "
+        f"{rows / size:.1f} rows/resource; {ours_rate / theirs_rate:.0f}x fhirpathpy "
+        f"on the same sample"
+    )
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -241,6 +242,16 @@ def test_custom_search_parameter_becomes_searchable(data: FhirService) -> None:
     put(data, {"resourceType": "Patient", "id": "p9", "address": [{"city": "Shelbyville"}]})
     assert ids(data, "Patient?home-city=shelby") == ["p9"]  # indexed on write from now on
     assert ids(data, "Patient?home-city=springfield") == []  # older data waits for $reindex
+    started = call(data, "POST", "Patient/$reindex")
+    assert started.status == 202
+    status_path = started.headers["Content-Location"].removeprefix("http://test/fhir/")
+    deadline = time.monotonic() + 30
+    while call(data, "GET", status_path).status == 202:
+        assert time.monotonic() < deadline, "reindex did not finish"
+        time.sleep(0.05)
+    done = call(data, "GET", status_path)
+    assert done.status == 200 and "Reindex complete" in body(done)["issue"][0]["diagnostics"]
+    assert ids(data, "Patient?home-city=springfield") == ["p1"]
     call(data, "DELETE", "SearchParameter/patient-city-custom")
     with pytest.raises(BadRequest, match="not known"):
         call(data, "GET", "Patient?home-city=shelby", prefer_strict=True)

@@ -49,6 +49,8 @@ def parse_route(method: str, path: str, query: list[tuple[str, str]]) -> Route:
         return _only(method, "POST", Route("search-type", resource_type))
     if parts[1] == "$validate" and len(parts) == 2:
         return _only(method, "POST", Route("validate", resource_type))
+    if parts[1] == "$reindex" and len(parts) == 2:
+        return _only(method, "POST", Route("reindex", resource_type))
     id = check_id(parts[1])
     return _instance_route(method, resource_type, id, parts[2:])
 
@@ -65,6 +67,11 @@ def _system_route(method: str, has_query: bool) -> Route:
 
 def _system_named_route(method: str, parts: list[str]) -> Route:
     name = parts[0]
+    if name == "$reindex":
+        if len(parts) == 1:
+            return _only(method, "POST", Route("reindex"))
+        if len(parts) == 2:
+            return _only(method, "GET", Route("reindex-status", id=parts[1]))
     if len(parts) > 1:
         raise NotFound(f"There is nothing at '{'/'.join(parts)}'.")
     if name == "metadata":

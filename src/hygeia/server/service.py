@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from hygeia.fhir.outcome import BadRequest, Issue, operation_outcome
+from hygeia.fhir.outcome import BadRequest, Issue, information, operation_outcome
 from hygeia.fhir.search.parameters import default_registry
 from hygeia.fhir.validation import validate
 from hygeia.server import read, search, write
 from hygeia.server.capability import capability_statement
 from hygeia.server.context import FhirRequest, FhirResponse, Settings
 from hygeia.server.custom_parameters import load_custom_parameters
+from hygeia.server.reindex import Reindexer
 from hygeia.server.router import Route, parse_route
 from hygeia.store.base import Repository, Session
 
@@ -28,6 +29,7 @@ class FhirService:
         self.settings = settings or Settings()
         self.registry = default_registry().copy()
         self._capabilities: tuple[int, dict[str, Any]] | None = None
+        self.reindexer = Reindexer(self)
         loaded = load_custom_parameters(repository, self.registry)
         if loaded:
             log.info("loaded %d custom search parameters", loaded)
@@ -51,6 +53,14 @@ class FhirService:
             return FhirResponse(200, resource=self.capabilities())
         if route.interaction == "validate":
             return validate_operation(request.body, route.resource_type or "")
+        if route.interaction == "reindex":
+            job = self.reindexer.start((route.resource_type,) if route.resource_type else None)
+            location = f"{request.base_url}$reindex/{job.id}"
+            return FhirResponse(202, resource=information(
+                f"Reindex started; poll {location} for progress."),
+                headers={"Content-Location": location})
+        if route.interaction == "reindex-status":
+            return self.reindexer.status(route.id or "", request.base_url)
         if route.interaction == "bundle":
             from hygeia.server.bundles import process_bundle
 

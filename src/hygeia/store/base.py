@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.fhir.search.query import Query
@@ -121,6 +122,11 @@ class Session(ABC):
     def included(self, owners: list[StoredVersion], include: Include,
                  reverse: bool) -> list[StoredVersion]:
         """Resources ``owners`` reference through ``include`` (reverse: that reference them)."""
+
+    @abstractmethod
+    def reindex(self, keys: list[tuple[str, str]],
+                index: Callable[[dict[str, Any]], IndexRows]) -> int:
+        """Rebuild the index rows of the current versions of ``keys``; returns how many."""
 
     def find_ids(self, query: Query) -> list[str]:
         """Ids of current resources matching query (for conditional interactions)."""

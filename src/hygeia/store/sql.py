@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from hygeia.fhir.search.parameters import default_registry
 from hygeia.fhir.search.query import Query
 from hygeia.fhir.search.results import Include
@@ -114,6 +116,27 @@ class SqlSession(Session):
         self._replace_index_rows(cursor, [pks[key] for key in existing],
                                  [(pks[key], v, rows) for key, (_, v, rows) in latest.items()
                                   if not v.deleted])
+
+    def reindex(self, keys: list[tuple[str, str]],
+                index: Callable[[dict[str, Any]], IndexRows]) -> int:
+        """Read the current versions inside this transaction, so a concurrent update can
+        never have its newer rows overwritten by rows of the version read earlier."""
+        self.flush()
+        current = []
+        for start in range(0, len(keys), 400):
+            chunk = keys[start:start + 400]
+            pairs = " OR ".join("(r.res_type = ? AND r.res_id = ?)" for _ in chunk)
+            rows = self.execute(
+                f"SELECT r.pk, v.res_type, v.content FROM resource r JOIN resource_version v "
+                f"ON v.seq = r.seq WHERE r.deleted = ? AND ({pairs})",
+                [False, *(part for key in chunk for part in key)]).fetchall()
+            for pk, kind, content in rows:
+                resource = orjson.loads(bytes(content))
+                current.append((int(pk), StoredVersion(kind, resource.get("id", ""), 0, 0,
+                                                       False, None, "PUT", 0),
+                                index(resource)))
+        self._replace_index_rows(self.connection.cursor(), [pk for pk, _, _ in current], current)
+        return len(current)
 
     def _existing_pks(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
         found: dict[tuple[str, str], int] = {}

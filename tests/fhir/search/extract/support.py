@@ -28,14 +28,18 @@ def stored_resources(path: Path) -> list[dict[str, Any]]:
     """A Synthea bundle's resources with urn:uuid references rewritten to Type/id."""
     bundle = orjson.loads(gzip.decompress(path.read_bytes()))
     entries = [entry for entry in bundle["entry"] if "resource" in entry]
-    targets = {entry["fullUrl"]: f'"{entry["resource"]["resourceType"]}/'
-               f'{entry["resource"]["id"]}"'.encode() for entry in entries}
+    targets = {
+        entry["fullUrl"]: f'"{entry["resource"]["resourceType"]}/'
+        f'{entry["resource"]["id"]}"'.encode()
+        for entry in entries
+    }
 
     def resolve(match: re.Match[bytes]) -> bytes:
         return targets.get(match[1].decode(), match[0])
 
     resources: list[dict[str, Any]] = orjson.loads(
-        _URN.sub(resolve, orjson.dumps([entry["resource"] for entry in entries])))
+        _URN.sub(resolve, orjson.dumps([entry["resource"] for entry in entries]))
+    )
     return resources
 
 

@@ -14,8 +14,12 @@ EXPECTED_FALLBACKS: list[tuple[str, str]] = []
 
 def official() -> list[tuple[str, SearchParameter]]:
     registry = default_registry()
-    return [(kind, param) for kind in registry.types()
-            for param in registry.for_type(kind).values() if param.indexed]
+    return [
+        (kind, param)
+        for kind in registry.types()
+        for param in registry.for_type(kind).values()
+        if param.indexed
+    ]
 
 
 def test_every_official_parameter_compiles_without_the_fallback() -> None:
@@ -28,8 +32,11 @@ def test_every_official_parameter_compiles_without_the_fallback() -> None:
 
 def test_every_official_expression_selects_something_for_each_base() -> None:
     """No member silently resolves to nothing (a misspelt element would)."""
-    empty = [(kind, param.code) for kind, param in official()
-             if not compile_members(param.expression or "", kind, param.type)]
+    empty = [
+        (kind, param.code)
+        for kind, param in official()
+        if not compile_members(param.expression or "", kind, param.type)
+    ]
     assert empty == []
 
 
@@ -40,7 +47,8 @@ def test_compile_parameter_returns_typed_values() -> None:
     quantity = {"value": 1, "unit": "kg"}
     extract = compile_parameter(value)
     assert extract({"resourceType": "Observation", "valueQuantity": quantity}) == [
-        (quantity, "Quantity")]
+        (quantity, "Quantity")
+    ]
     assert extract({"resourceType": "Observation", "valueString": "x"}) == []
     assert extract({"resourceType": "Nope"}) == []
     assert compile_parameter(value) is extract  # compiled once
@@ -58,39 +66,66 @@ def test_unsupported_fhirpath_falls_back_to_fhirpathpy() -> None:
     pytest.importorskip("fhirpathpy")
     registry = SearchRegistry()
     custom = SearchParameter(
-        url="http://x.org/SearchParameter/official-family", code="official-family",
-        base=("Patient",), type="string",
-        expression="Patient.name.where(use = 'official').select(family)")
+        url="http://x.org/SearchParameter/official-family",
+        code="official-family",
+        base=("Patient",),
+        type="string",
+        expression="Patient.name.where(use = 'official').select(family)",
+    )
     registry.add(custom)
     assert fallback_parameters(registry) == [("Patient", "official-family")]
-    rows = extract_index({"resourceType": "Patient", "name": [
-        {"use": "official", "family": "Doe"}, {"use": "nickname", "family": "Jo"}]}, registry)
+    rows = extract_index(
+        {
+            "resourceType": "Patient",
+            "name": [{"use": "official", "family": "Doe"}, {"use": "nickname", "family": "Jo"}],
+        },
+        registry,
+    )
     assert rows.strings == [("official-family", "doe", "Doe")]
-    assert compile_parameter(custom)({"resourceType": "Patient", "name": [
-        {"use": "official", "family": "Doe"}]}) == [("Doe", "string")]
+    assert compile_parameter(custom)(
+        {"resourceType": "Patient", "name": [{"use": "official", "family": "Doe"}]}
+    ) == [("Doe", "string")]
 
 
 def test_fallback_errors_yield_no_values() -> None:
     pytest.importorskip("fhirpathpy")
     registry = SearchRegistry()
-    registry.add(SearchParameter(url="u", code="broken", base=("Patient",), type="token",
-                                 expression="Patient.name.single().family.toInteger() / 0"))
-    assert extract_index({"resourceType": "Patient", "name": [{"family": "a"}, {}]},
-                         registry).tokens == []
+    registry.add(
+        SearchParameter(
+            url="u",
+            code="broken",
+            base=("Patient",),
+            type="token",
+            expression="Patient.name.single().family.toInteger() / 0",
+        )
+    )
+    assert (
+        extract_index({"resourceType": "Patient", "name": [{"family": "a"}, {}]}, registry).tokens
+        == []
+    )
 
 
-@pytest.mark.parametrize(("value", "param_type", "expected"), [
-    (True, "token", "boolean"), (1, "number", "integer"), (1.5, "number", "decimal"),
-    ("2020", "date", "dateTime"), ("x", "token", "code"), ("x", "string", "string"),
-    ({"coding": []}, "token", "CodeableConcept"), ({"reference": "Patient/1"}, "reference",
-                                                   "Reference"),
-    ({"value": 1, "currency": "EUR"}, "quantity", "Money"),
-    ({"value": 1, "unit": "kg"}, "quantity", "Quantity"), ({"start": "2020"}, "date", "Period"),
-    ({"family": "x"}, "string", "HumanName"), ({"city": "x"}, "string", "Address"),
-    ({"system": "phone", "value": "1"}, "token", "ContactPoint"),
-    ({"system": "s", "code": "c"}, "token", "Coding"),
-    ({"system": "s", "value": "v"}, "token", "Identifier"),
-    ({"resourceType": "Patient"}, "reference", "Patient"),
-])
+@pytest.mark.parametrize(
+    ("value", "param_type", "expected"),
+    [
+        (True, "token", "boolean"),
+        (1, "number", "integer"),
+        (1.5, "number", "decimal"),
+        ("2020", "date", "dateTime"),
+        ("x", "token", "code"),
+        ("x", "string", "string"),
+        ({"coding": []}, "token", "CodeableConcept"),
+        ({"reference": "Patient/1"}, "reference", "Reference"),
+        ({"value": 1, "currency": "EUR"}, "quantity", "Money"),
+        ({"value": 1, "unit": "kg"}, "quantity", "Quantity"),
+        ({"start": "2020"}, "date", "Period"),
+        ({"family": "x"}, "string", "HumanName"),
+        ({"city": "x"}, "string", "Address"),
+        ({"system": "phone", "value": "1"}, "token", "ContactPoint"),
+        ({"system": "s", "code": "c"}, "token", "Coding"),
+        ({"system": "s", "value": "v"}, "token", "Identifier"),
+        ({"resourceType": "Patient"}, "reference", "Patient"),
+    ],
+)
 def test_guess_type(value: object, param_type: str, expected: str) -> None:
     assert guess_type(value, param_type) == expected

@@ -15,29 +15,43 @@ def composite(code: str) -> SearchParameter:
 
 
 def test_one_parameter_alone_numbers_its_own_groups() -> None:
-    resource = {"resourceType": "Observation", "valueQuantity": {"value": 1},
-                "code": {"coding": [{"system": LOINC, "code": "a"}]},
-                "component": [{"code": {"coding": [{"code": "b"}]}, "valueQuantity": {"value": 2}},
-                              "junk"]}
+    resource = {
+        "resourceType": "Observation",
+        "valueQuantity": {"value": 1},
+        "code": {"coding": [{"system": LOINC, "code": "a"}]},
+        "component": [{"code": {"coding": [{"code": "b"}]}, "valueQuantity": {"value": 2}}, "junk"],
+    }
     rows = extract_parameter(resource, composite("combo-code-value-quantity"))
     assert set(rows.composites) == {
         ("combo-code-value-quantity", 0, 0, (LOINC, "a")),
         ("combo-code-value-quantity", 0, 1, (1.0, None, None, None)),
         ("combo-code-value-quantity", 1, 0, (None, "b")),
-        ("combo-code-value-quantity", 1, 1, (2.0, None, None, None))}
+        ("combo-code-value-quantity", 1, 1, (2.0, None, None, None)),
+    }
 
 
 def test_a_set_shares_roots_and_components_between_parameters() -> None:
-    params = [composite("code-value-quantity"), composite("combo-code-value-quantity"),
-              composite("code-value-concept")]
+    params = [
+        composite("code-value-quantity"),
+        composite("combo-code-value-quantity"),
+        composite("code-value-concept"),
+    ]
     run = CompositeSet(params, "Observation").runner()
     assert run is not None
     rows = IndexRows()
-    run({"resourceType": "Observation", "code": {"coding": [{"code": "a"}, {"code": "b"}]},
-         "valueCodeableConcept": {"coding": [{"code": "yes"}]}}, rows)
+    run(
+        {
+            "resourceType": "Observation",
+            "code": {"coding": [{"code": "a"}, {"code": "b"}]},
+            "valueCodeableConcept": {"coding": [{"code": "yes"}]},
+        },
+        rows,
+    )
     assert set(rows.composites) == {
-        ("code-value-concept", 0, 0, (None, "a")), ("code-value-concept", 0, 0, (None, "b")),
-        ("code-value-concept", 0, 1, (None, "yes"))}
+        ("code-value-concept", 0, 0, (None, "a")),
+        ("code-value-concept", 0, 0, (None, "b")),
+        ("code-value-concept", 0, 1, (None, "yes")),
+    }
 
 
 def test_an_empty_set_has_no_runner() -> None:

@@ -22,10 +22,14 @@ def test_date_range_by_precision() -> None:
     assert date_range("yesterday") is None
 
 
-@given(st.datetimes(), st.integers(-14 * 60, 14 * 60),
-       st.sampled_from(["", ".5", ".123456", ".1234567"]))
-def test_fast_path_agrees_with_the_datetime_module(moment: datetime, offset: int,
-                                                   fraction: str) -> None:
+@given(
+    st.datetimes(),
+    st.integers(-14 * 60, 14 * 60),
+    st.sampled_from(["", ".5", ".123456", ".1234567"]),
+)
+def test_fast_path_agrees_with_the_datetime_module(
+    moment: datetime, offset: int, fraction: str
+) -> None:
     sign = "+" if offset > 0 else "-"
     zone = "Z" if offset == 0 else f"{sign}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
     text = f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}{fraction}{zone}"
@@ -43,7 +47,15 @@ def test_period_open_ends_and_invalid_ends() -> None:
 
 def test_timing_events_and_bounds() -> None:
     rows = IndexRows()
-    date_timing("t", {"event": ["2020-01-01", 3], "repeat": {
-        "boundsPeriod": {"start": "2020-01-02", "end": "2020-01-02"}}}, rows)
-    assert rows.dates == [("t", JAN_2020, JAN_2020 + DAY), ("t", JAN_2020 + DAY,
-                                                             JAN_2020 + 2 * DAY)]
+    date_timing(
+        "t",
+        {
+            "event": ["2020-01-01", 3],
+            "repeat": {"boundsPeriod": {"start": "2020-01-02", "end": "2020-01-02"}},
+        },
+        rows,
+    )
+    assert rows.dates == [
+        ("t", JAN_2020, JAN_2020 + DAY),
+        ("t", JAN_2020 + DAY, JAN_2020 + 2 * DAY),
+    ]

@@ -10,8 +10,9 @@ import pytest
 
 import hygeia.fhir.search.extract as package
 
-MODULES = [package.__name__] + [f"{package.__name__}.{info.name}"
-                                for info in pkgutil.iter_modules(package.__path__)]
+MODULES = [package.__name__] + [
+    f"{package.__name__}.{info.name}" for info in pkgutil.iter_modules(package.__path__)
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -20,23 +20,36 @@ from hygeia.fhir.search.extract.expression import (
 def test_union_of_paths_with_roots() -> None:
     assert parse_expression("Patient.name.given | Practitioner.name.given") == [
         Path("Patient", (Child("name"), Child("given"))),
-        Path("Practitioner", (Child("name"), Child("given")))]
+        Path("Practitioner", (Child("name"), Child("given"))),
+    ]
 
 
-@pytest.mark.parametrize(("text", "steps"), [
-    ("(Observation.value as Quantity)", (Child("value"), OfType("Quantity"))),
-    ("Condition.onset.as(Age)", (Child("onset"), OfType("Age"))),
-    ("Observation.value.ofType(Period)", (Child("value"), OfType("Period"))),
-    ("(Observation.value as CodeableConcept).text",
-     (Child("value"), OfType("CodeableConcept"), Child("text"))),
-    ("Observation.subject.where(resolve() is Patient)",
-     (Child("subject"), WhereResolve("Patient"))),
-    ("Patient.telecom.where(system='phone')", (Child("telecom"), WhereEquals("system", "phone"))),
-    ("Bundle.entry[0].resource", (Child("entry"), Index(0), Child("resource"))),
-    ("Patient.name.first()", (Child("name"), Index(0))),
-    ("Patient.extension('http://x/e').value",
-     (Child("extension"), WhereEquals("url", "http://x/e"), Child("value"))),
-])
+@pytest.mark.parametrize(
+    ("text", "steps"),
+    [
+        ("(Observation.value as Quantity)", (Child("value"), OfType("Quantity"))),
+        ("Condition.onset.as(Age)", (Child("onset"), OfType("Age"))),
+        ("Observation.value.ofType(Period)", (Child("value"), OfType("Period"))),
+        (
+            "(Observation.value as CodeableConcept).text",
+            (Child("value"), OfType("CodeableConcept"), Child("text")),
+        ),
+        (
+            "Observation.subject.where(resolve() is Patient)",
+            (Child("subject"), WhereResolve("Patient")),
+        ),
+        (
+            "Patient.telecom.where(system='phone')",
+            (Child("telecom"), WhereEquals("system", "phone")),
+        ),
+        ("Bundle.entry[0].resource", (Child("entry"), Index(0), Child("resource"))),
+        ("Patient.name.first()", (Child("name"), Index(0))),
+        (
+            "Patient.extension('http://x/e').value",
+            (Child("extension"), WhereEquals("url", "http://x/e"), Child("value")),
+        ),
+    ],
+)
 def test_step_shapes(text: str, steps: tuple[object, ...]) -> None:
     (path,) = parse_expression(text)
     assert isinstance(path, Path)
@@ -60,14 +73,17 @@ def test_presence_test() -> None:
     assert parsed == [PresenceTest(Path("Patient", (Child("deceased"),)))]
 
 
-@pytest.mark.parametrize("text", [
-    "Patient.name.select(given)",
-    "Patient.name.where(given.exists())",
-    "Patient.deceased.exists() and Patient.active != false",
-    "%context.name",
-    "Patient.name[",
-    "Patient.birthDate > @2020",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Patient.name.select(given)",
+        "Patient.name.where(given.exists())",
+        "Patient.deceased.exists() and Patient.active != false",
+        "%context.name",
+        "Patient.name[",
+        "Patient.birthDate > @2020",
+    ],
+)
 def test_other_fhirpath_is_refused(text: str) -> None:
     with pytest.raises(Unsupported):
         parse_expression(text)
@@ -75,5 +91,8 @@ def test_other_fhirpath_is_refused(text: str) -> None:
 
 def test_split_union_respects_brackets_and_strings() -> None:
     assert split_union("A.b | (C.d as X) | E.f.where(g='h|i')") == [
-        "A.b", "(C.d as X)", "E.f.where(g='h|i')"]
+        "A.b",
+        "(C.d as X)",
+        "E.f.where(g='h|i')",
+    ]
     assert root_name("(Observation.value as Quantity)") == "Observation"

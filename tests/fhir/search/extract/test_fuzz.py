@@ -14,23 +14,100 @@ from hygeia.fhir.search.rows import IndexRows
 from .test_extractor import OBSERVATION, PATIENT
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-    | st.text(max_size=12) | st.sampled_from(["Patient/1", "#x", "urn:uuid:1", "2020-01-01",
-                                             "2020-13-45T99:00:00Z", "http://x/Patient/1|2"]),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(
-        st.sampled_from(["value", "code", "system", "coding", "reference", "start", "end",
-                         "family", "given", "text", "type", "identifier", "display", "unit",
-                         "currency", "event", "repeat", "boundsPeriod", "resourceType", "id"]),
-        children, max_size=5),
-    max_leaves=20)
-KEYS = st.sampled_from([
-    "id", "meta", "identifier", "name", "telecom", "gender", "birthDate", "address", "subject",
-    "code", "category", "component", "valueQuantity", "valueCodeableConcept", "effectivePeriod",
-    "effectiveTiming", "deceasedBoolean", "deceasedDateTime", "performer", "status", "text",
-    "contained", "extension", "link", "managingOrganization", "generalPractitioner",
-    "valueString", "valueDateTime", "issued", "hasMember"])
-TYPES = st.sampled_from(["Patient", "Observation", "Encounter", "Condition", "Bundle",
-                         "MolecularSequence", "QuestionnaireResponse", "Invoice"])
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12)
+    | st.sampled_from(
+        [
+            "Patient/1",
+            "#x",
+            "urn:uuid:1",
+            "2020-01-01",
+            "2020-13-45T99:00:00Z",
+            "http://x/Patient/1|2",
+        ]
+    ),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "value",
+                    "code",
+                    "system",
+                    "coding",
+                    "reference",
+                    "start",
+                    "end",
+                    "family",
+                    "given",
+                    "text",
+                    "type",
+                    "identifier",
+                    "display",
+                    "unit",
+                    "currency",
+                    "event",
+                    "repeat",
+                    "boundsPeriod",
+                    "resourceType",
+                    "id",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=20,
+)
+KEYS = st.sampled_from(
+    [
+        "id",
+        "meta",
+        "identifier",
+        "name",
+        "telecom",
+        "gender",
+        "birthDate",
+        "address",
+        "subject",
+        "code",
+        "category",
+        "component",
+        "valueQuantity",
+        "valueCodeableConcept",
+        "effectivePeriod",
+        "effectiveTiming",
+        "deceasedBoolean",
+        "deceasedDateTime",
+        "performer",
+        "status",
+        "text",
+        "contained",
+        "extension",
+        "link",
+        "managingOrganization",
+        "generalPractitioner",
+        "valueString",
+        "valueDateTime",
+        "issued",
+        "hasMember",
+    ]
+)
+TYPES = st.sampled_from(
+    [
+        "Patient",
+        "Observation",
+        "Encounter",
+        "Condition",
+        "Bundle",
+        "MolecularSequence",
+        "QuestionnaireResponse",
+        "Invoice",
+    ]
+)
 
 
 def check(resource: Any) -> None:

@@ -8,7 +8,10 @@ def test_keys_flatten_arrays_and_skip_non_objects() -> None:
     getter = build_getter([Key("name"), Key("given")])
     assert getter is not None
     assert getter([{"name": [{"given": ["a", "b"]}, "junk", {"given": "c"}, {}]}]) == [
-        "a", "b", "c"]
+        "a",
+        "b",
+        "c",
+    ]
     assert build_getter([]) is None
 
 
@@ -21,8 +24,10 @@ def test_filters() -> None:
     patients = build_getter([TargetIs("Patient")])
     assert patients is not None
     assert patients([{"reference": "Patient/1"}, {"reference": "Group/1"}, "x"]) == [
-        {"reference": "Patient/1"}]
+        {"reference": "Patient/1"}
+    ]
     compositions = build_getter([ResourceIs("Composition")])
     assert compositions is not None
     assert compositions([{"resourceType": "Composition"}, {"resourceType": "Patient"}]) == [
-        {"resourceType": "Composition"}]
+        {"resourceType": "Composition"}
+    ]

@@ -12,7 +12,9 @@ def test_table() -> None:
     assert normaliser_for("reference", "Composition") is reference_resource
 
 
-@pytest.mark.parametrize(("param_type", "fhir_type"), [
-    ("quantity", "Range"), ("date", "string"), ("token", "Quantity"), ("special", "string")])
+@pytest.mark.parametrize(
+    ("param_type", "fhir_type"),
+    [("quantity", "Range"), ("date", "string"), ("token", "Quantity"), ("special", "string")],
+)
 def test_unindexed_combinations(param_type: str, fhir_type: str) -> None:
     assert normaliser_for(param_type, fhir_type) is None

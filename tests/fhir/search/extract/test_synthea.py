@@ -24,7 +24,9 @@ def test_synthea_bundle_extracts(path: Path) -> None:
             subject = resource["subject"]["reference"]
             kind, ident = subject.split("/")
             assert only(rows.references, "subject", "patient") == {
-                ("subject", kind, ident, None, None), ("patient", kind, ident, None, None)}
+                ("subject", kind, ident, None, None),
+                ("patient", kind, ident, None, None),
+            }
             assert only(rows.tokens, "code")
             assert only(rows.dates, "date")
     assert kinds["Observation"] > 0 and kinds["Patient"] == 1
@@ -32,7 +34,12 @@ def test_synthea_bundle_extracts(path: Path) -> None:
 
 def test_urn_references_before_the_transaction_resolves_them() -> None:
     """As posted (urn:uuid subjects, no type): subject is indexed, patient cannot be told."""
-    rows = extract_index({"resourceType": "Observation", "subject": {
-        "reference": "urn:uuid:6c5d9ca9-54d7-42f5-bfae-a7c19cd217f2"}})
+    rows = extract_index(
+        {
+            "resourceType": "Observation",
+            "subject": {"reference": "urn:uuid:6c5d9ca9-54d7-42f5-bfae-a7c19cd217f2"},
+        }
+    )
     assert rows.references == [
-        ("subject", None, None, "urn:uuid:6c5d9ca9-54d7-42f5-bfae-a7c19cd217f2", None)]
+        ("subject", None, None, "urn:uuid:6c5d9ca9-54d7-42f5-bfae-a7c19cd217f2", None)
+    ]

@@ -19,14 +19,19 @@ def test_numbers() -> None:
 
 def test_quantities_and_money() -> None:
     rows = IndexRows()
-    quantity_quantity("q", {"value": 5, "system": "http://unitsofmeasure.org", "code": "mg",
-                            "unit": "milligram"}, rows)
+    quantity_quantity(
+        "q",
+        {"value": 5, "system": "http://unitsofmeasure.org", "code": "mg", "unit": "milligram"},
+        rows,
+    )
     quantity_quantity("q", {"unit": "mg"}, rows)
     quantity_money("m", {"value": 1.25, "currency": "EUR"}, rows)
     quantity_money("m", {"value": 2}, rows)
-    assert rows.quantities == [("q", 5.0, "http://unitsofmeasure.org", "mg", "milligram"),
-                               ("m", 1.25, "urn:iso:std:iso:4217", "EUR", None),
-                               ("m", 2.0, None, None, None)]
+    assert rows.quantities == [
+        ("q", 5.0, "http://unitsofmeasure.org", "mg", "milligram"),
+        ("m", 1.25, "urn:iso:std:iso:4217", "EUR", None),
+        ("m", 2.0, None, None, None),
+    ]
 
 
 def test_uris_and_canonicals() -> None:
@@ -34,5 +39,9 @@ def test_uris_and_canonicals() -> None:
     uri_primitive("u", "http://x.org/a", rows)
     uri_canonical("p", "http://x.org/P|1.0", rows)
     uri_canonical("p", "http://x.org/Q", rows)
-    assert rows.uris == [("u", "http://x.org/a"), ("p", "http://x.org/P|1.0"),
-                         ("p", "http://x.org/P"), ("p", "http://x.org/Q")]
+    assert rows.uris == [
+        ("u", "http://x.org/a"),
+        ("p", "http://x.org/P|1.0"),
+        ("p", "http://x.org/P"),
+        ("p", "http://x.org/Q"),
+    ]

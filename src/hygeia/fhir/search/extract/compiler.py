@@ -61,8 +61,9 @@ class Member:
     source: object = None
 
 
-def compile_members(expression: str, context_type: str, param_type: str, *,
-                    resource_type: str | None = None) -> list[Member]:
+def compile_members(
+    expression: str, context_type: str, param_type: str, *, resource_type: str | None = None
+) -> list[Member]:
     """Members of ``expression`` evaluated from a node of ``context_type``.
 
     With ``resource_type`` None the context is the resource itself and members
@@ -108,25 +109,41 @@ def _typed(path: Path | PresenceTest, context_type: str, resource_type: str) -> 
         first = branch.ops[0] if branch.ops else None
         key = first.name if isinstance(first, Key) else None
         rest = build_getter(branch.ops[1:]) if key is not None else None
-        members.append(Member(branch.type, key, rest, build_getter(branch.ops),
-                              from_resource=path.from_resource,
-                              source=(branch.ops, path.from_resource)))
+        members.append(
+            Member(
+                branch.type,
+                key,
+                rest,
+                build_getter(branch.ops),
+                from_resource=path.from_resource,
+                source=(branch.ops, path.from_resource),
+            )
+        )
     return members
 
 
 def _presence(inner: list[Member]) -> Member:
     """``X.exists() and X != false``: true when X has a value that is not ``false``."""
+
     def test(nodes: Sequence[Any]) -> list[Any]:
-        values = [value for member in inner for node in nodes
-                  for value in member_values(member, node, node)]
+        values = [
+            value
+            for member in inner
+            for node in nodes
+            for value in member_values(member, node, node)
+        ]
         return [bool(values) and not any(value is False for value, _ in values)]
 
     return Member("boolean", full=test, source=("presence", id(test)))
 
 
 def _fallback(text: str, param_type: str) -> Member:
-    return Member(None, evaluate=fallback_evaluator(text, param_type), fallback=True,
-                  source=("fhirpath", text))
+    return Member(
+        None,
+        evaluate=fallback_evaluator(text, param_type),
+        fallback=True,
+        source=("fhirpath", text),
+    )
 
 
 def member_values(member: Member, start: Any, resource: dict[str, Any]) -> list[tuple[Any, str]]:

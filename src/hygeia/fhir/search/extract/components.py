@@ -74,8 +74,9 @@ def _quantity(value: Any) -> list[tuple[Any, ...]]:
     number = _number(value.get("value")) if type(value) is dict else None
     if number is None:
         return []
-    return [(number, _text(value.get("system")), _text(value.get("code")),
-             _text(value.get("unit")))]
+    return [
+        (number, _text(value.get("system")), _text(value.get("code")), _text(value.get("unit")))
+    ]
 
 
 def _money(value: Any) -> list[tuple[Any, ...]]:
@@ -159,23 +160,46 @@ def _resource(value: Any) -> list[tuple[Any, ...]]:
 
 
 _TEXT = ("string", "markdown", "code", "id", "uri", "url", "canonical", "oid", "uuid")
-_QUANTITIES = ("Quantity", "Age", "Count", "Distance", "Duration", "SimpleQuantity",
-               "MoneyQuantity")
+_QUANTITIES = (
+    "Quantity",
+    "Age",
+    "Count",
+    "Distance",
+    "Duration",
+    "SimpleQuantity",
+    "MoneyQuantity",
+)
 _TABLE: dict[str, dict[str, Tails]] = {
-    "token": {**dict.fromkeys(_TEXT, _code), "boolean": _boolean, "Coding": _coding,
-              "CodeableConcept": _codeable_concept, "Identifier": _identifier,
-              "ContactPoint": _contact_point},
+    "token": {
+        **dict.fromkeys(_TEXT, _code),
+        "boolean": _boolean,
+        "Coding": _coding,
+        "CodeableConcept": _codeable_concept,
+        "Identifier": _identifier,
+        "ContactPoint": _contact_point,
+    },
     "quantity": {**dict.fromkeys(_QUANTITIES, _quantity), "Money": _money},
-    "date": {"date": _date, "dateTime": _date, "instant": _date, "Period": _period,
-             "Timing": _timing},
-    "string": {**dict.fromkeys(_TEXT, _string),
-               "HumanName": _parts("family", "given", "prefix", "suffix", "text"),
-               "Address": _parts("line", "city", "district", "state", "postalCode",
-                                 "country", "text")},
+    "date": {
+        "date": _date,
+        "dateTime": _date,
+        "instant": _date,
+        "Period": _period,
+        "Timing": _timing,
+    },
+    "string": {
+        **dict.fromkeys(_TEXT, _string),
+        "HumanName": _parts("family", "given", "prefix", "suffix", "text"),
+        "Address": _parts("line", "city", "district", "state", "postalCode", "country", "text"),
+    },
     "number": dict.fromkeys(("integer", "decimal", "positiveInt", "unsignedInt"), _number_tail),
     "uri": dict.fromkeys(_TEXT, _uri),
-    "reference": {"Reference": _reference, "canonical": _canonical, "uri": _canonical,
-                  "url": _canonical, "Resource": _resource},
+    "reference": {
+        "Reference": _reference,
+        "canonical": _canonical,
+        "uri": _canonical,
+        "url": _canonical,
+        "Resource": _resource,
+    },
 }
 
 

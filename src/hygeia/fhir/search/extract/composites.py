@@ -103,15 +103,18 @@ class CompositeSet:
             components = [self._component(component, root) for component in param.components]
             source = (root.source, root.type)
             self._roots.setdefault(source, (root, []))[1].append(
-                _User(slot, param.code, components))
+                _User(slot, param.code, components)
+            )
 
     def _component(self, component: Component, root: Member) -> _Component:
-        key = (root.source if root.type is None else root.type, component.expression,
-               component.type)
+        key = (
+            root.source if root.type is None else root.type,
+            component.expression,
+            component.type,
+        )
         found = self._components.get(key)
         if found is None:
-            found = self._components[key] = _compile_component(component, root,
-                                                               self.resource_type)
+            found = self._components[key] = _compile_component(component, root, self.resource_type)
             self.fallback |= found.fallback
         return found
 
@@ -146,12 +149,14 @@ class CompositeSet:
 
 def _compile_component(component: Component, root: Member, resource_type: str) -> _Component:
     if root.type is None:
-        member = Member(None, evaluate=fallback_evaluator(component.expression, component.type),
-                        fallback=True)
+        member = Member(
+            None, evaluate=fallback_evaluator(component.expression, component.type), fallback=True
+        )
         return _Component(component.type, [(None, None, member, None)])
     entries: list[_Entry] = []
-    for member in compile_members(component.expression, root.type, component.type,
-                                  resource_type=resource_type):
+    for member in compile_members(
+        component.expression, root.type, component.type, resource_type=resource_type
+    ):
         tails = tails_for(component.type, member.type) if member.type else None
         if member.type is not None and tails is None:
             continue
@@ -166,8 +171,14 @@ def _root_nodes(root: Member, resource: dict[str, Any]) -> list[Any]:
     return root.full([resource]) if root.full is not None else [resource]
 
 
-def _emit(user: _User, group: int, node: dict[str, Any], resource: dict[str, Any],
-          memo: dict[_Component, list[tuple[Any, ...]]], out: list[CompositeRow]) -> None:
+def _emit(
+    user: _User,
+    group: int,
+    node: dict[str, Any],
+    resource: dict[str, Any],
+    memo: dict[_Component, list[tuple[Any, ...]]],
+    out: list[CompositeRow],
+) -> None:
     """Rows of one complete group; nothing when a component has no value."""
     found = []
     for component in user.backwards:

@@ -24,8 +24,10 @@ __all__ = ["date_period", "date_primitive", "date_range", "date_timing"]
 _SECOND = 1_000_000
 _DAY = 86_400 * _SECOND
 # The shape nearly every stored dateTime/instant has: full time, seconds and a zone.
-_FULL = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?"
-                   r"(?:(Z)|([+-])(\d\d):(\d\d))")
+_FULL = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?"
+    r"(?:(Z)|([+-])(\d\d):(\d\d))"
+)
 _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
@@ -56,8 +58,14 @@ def _full_precision(text: str) -> tuple[int, int] | None:
     if match is None:
         return None
     year, month, day, hour, minute, second = map(int, match.group(1, 2, 3, 4, 5, 6))
-    if not (year >= 1 and 1 <= month <= 12 and 1 <= day <= _days_in(year, month)
-            and hour < 24 and minute < 60 and second < 60):
+    if not (
+        year >= 1
+        and 1 <= month <= 12
+        and 1 <= day <= _days_in(year, month)
+        and hour < 24
+        and minute < 60
+        and second < 60
+    ):
         return None
     offset = 0
     if match[8] is None:
@@ -65,8 +73,9 @@ def _full_precision(text: str) -> tuple[int, int] | None:
         if offset >= 86_400 or offset <= -86_400:
             return None
     fraction = match[7]
-    low = (_days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
-           - offset) * _SECOND
+    low = (
+        _days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset
+    ) * _SECOND
     if fraction is None:
         return low, low + _SECOND
     digits = min(len(fraction), 6)

@@ -156,7 +156,7 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     while position < end:
         match = _TOKEN.match(text, position)
         if match is None or match.end() == position:
-            raise Unsupported(f"unexpected text at {position}: {text[position:position + 20]!r}")
+            raise Unsupported(f"unexpected text at {position}: {text[position : position + 20]!r}")
         kind = match.lastgroup or "op"
         value = match[kind]
         tokens.append(("id", value) if kind == "quoted" else (kind, value))
@@ -275,8 +275,15 @@ def _type_name(name: str) -> str:
     return _SYSTEM_TYPES.get(name, name)
 
 
-_SYSTEM_TYPES = {"String": "string", "Boolean": "boolean", "Integer": "integer",
-                 "Decimal": "decimal", "Date": "date", "DateTime": "dateTime", "Time": "time"}
+_SYSTEM_TYPES = {
+    "String": "string",
+    "Boolean": "boolean",
+    "Integer": "integer",
+    "Decimal": "decimal",
+    "Date": "date",
+    "DateTime": "dateTime",
+    "Time": "time",
+}
 
 
 def _literal(token: str) -> str:

@@ -14,8 +14,7 @@ from hygeia.fhir.search.parameters import SearchParameter, SearchRegistry, defau
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.fhir.spec import is_resource_type
 
-__all__ = ["clear_memos", "extract_index", "extract_parameter", "fallback_parameters",
-           "invalidate"]
+__all__ = ["clear_memos", "extract_index", "extract_parameter", "fallback_parameters", "invalidate"]
 
 # registry -> resource type -> (the for_type dict the plan was built from, plan)
 _PLANS: weakref.WeakKeyDictionary[
@@ -64,9 +63,12 @@ def _apply(plan: TypePlan, resource: dict[str, Any]) -> IndexRows:
 def fallback_parameters(registry: SearchRegistry | None = None) -> list[tuple[str, str]]:
     """(resource type, code) of every indexed parameter that needs the FHIRPath fallback."""
     registry = registry or default_registry()
-    return [(kind, code) for kind in registry.types()
-            for code, param in sorted(registry.for_type(kind).items())
-            if param.indexed and param_plan(param, kind).fallback]
+    return [
+        (kind, code)
+        for kind in registry.types()
+        for code, param in sorted(registry.for_type(kind).items())
+        if param.indexed and param_plan(param, kind).fallback
+    ]
 
 
 def invalidate() -> None:

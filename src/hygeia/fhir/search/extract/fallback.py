@@ -31,8 +31,7 @@ def fallback_evaluator(expression: str, param_type: str) -> Evaluator:
             values = compiled(node, {"resource": resource, "rootResource": resource})
         except Exception:  # any FHIRPath runtime error just means "no value" for indexing
             return []
-        return [(value, guess_type(value, param_type)) for value in values
-                if value is not None]
+        return [(value, guess_type(value, param_type)) for value in values if value is not None]
 
     return evaluate
 

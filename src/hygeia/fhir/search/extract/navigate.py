@@ -44,7 +44,7 @@ def _step(op: Op) -> Getter:
         return _key(op.name)
     if isinstance(op, Nth):
         position = op.position
-        return lambda nodes: list(nodes[position:position + 1])
+        return lambda nodes: list(nodes[position : position + 1])
     if isinstance(op, Equals):
         return _equals(op.field, op.value)
     if isinstance(op, TargetIs):
@@ -72,5 +72,4 @@ def _key(name: str) -> Getter:
 
 
 def _equals(field: str, value: str) -> Getter:
-    return lambda nodes: [node for node in nodes
-                          if type(node) is dict and node.get(field) == value]
+    return lambda nodes: [node for node in nodes if type(node) is dict and node.get(field) == value]

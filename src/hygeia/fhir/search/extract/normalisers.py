@@ -41,22 +41,45 @@ __all__ = ["Normaliser", "normaliser_for"]
 Normaliser = Callable[[str, Any, IndexRows], None]
 
 _TEXT = ("string", "markdown", "code", "id", "uri", "url", "canonical", "oid", "uuid")
-_QUANTITIES = ("Quantity", "Age", "Count", "Distance", "Duration", "SimpleQuantity",
-               "MoneyQuantity")
+_QUANTITIES = (
+    "Quantity",
+    "Age",
+    "Count",
+    "Distance",
+    "Duration",
+    "SimpleQuantity",
+    "MoneyQuantity",
+)
 
 _TABLE: dict[str, dict[str, Normaliser]] = {
-    "string": {**dict.fromkeys(_TEXT, string_primitive), "HumanName": string_human_name,
-               "Address": string_address},
-    "token": {**dict.fromkeys(_TEXT, token_primitive), "boolean": token_boolean,
-              "Coding": token_coding, "CodeableConcept": token_codeable_concept,
-              "Identifier": token_identifier, "ContactPoint": token_contact_point},
-    "reference": {"Reference": reference_reference, "canonical": reference_canonical,
-                  "uri": reference_canonical, "url": reference_canonical,
-                  "Resource": reference_resource},
-    "date": {"date": date_primitive, "dateTime": date_primitive, "instant": date_primitive,
-             "Period": date_period, "Timing": date_timing},
-    "number": dict.fromkeys(("integer", "decimal", "positiveInt", "unsignedInt"),
-                            number_primitive),
+    "string": {
+        **dict.fromkeys(_TEXT, string_primitive),
+        "HumanName": string_human_name,
+        "Address": string_address,
+    },
+    "token": {
+        **dict.fromkeys(_TEXT, token_primitive),
+        "boolean": token_boolean,
+        "Coding": token_coding,
+        "CodeableConcept": token_codeable_concept,
+        "Identifier": token_identifier,
+        "ContactPoint": token_contact_point,
+    },
+    "reference": {
+        "Reference": reference_reference,
+        "canonical": reference_canonical,
+        "uri": reference_canonical,
+        "url": reference_canonical,
+        "Resource": reference_resource,
+    },
+    "date": {
+        "date": date_primitive,
+        "dateTime": date_primitive,
+        "instant": date_primitive,
+        "Period": date_period,
+        "Timing": date_timing,
+    },
+    "number": dict.fromkeys(("integer", "decimal", "positiveInt", "unsignedInt"), number_primitive),
     "quantity": {**dict.fromkeys(_QUANTITIES, quantity_quantity), "Money": quantity_money},
     "uri": {**dict.fromkeys(_TEXT, uri_primitive), "canonical": uri_canonical},
 }

@@ -33,16 +33,24 @@ from hygeia.fhir.search.extract.expression import (
 )
 from hygeia.fhir.spec import is_resource_type, primitive_types, type_definitions
 
-__all__ = ["Branch", "Equals", "Key", "Nth", "Op", "ResourceIs", "TargetIs", "expand",
-           "is_subtype"]
+__all__ = ["Branch", "Equals", "Key", "Nth", "Op", "ResourceIs", "TargetIs", "expand", "is_subtype"]
 
 # Quantity's constrained specialisations (datatypes.html); FHIRPath ``as Quantity`` keeps them.
-_QUANTITY_KINDS = frozenset({"Age", "Count", "Distance", "Duration", "MoneyQuantity",
-                             "SimpleQuantity"})
+_QUANTITY_KINDS = frozenset(
+    {"Age", "Count", "Distance", "Duration", "MoneyQuantity", "SimpleQuantity"}
+)
 # Primitive specialisations (FHIR's type hierarchy), for ``as string`` / ``as uri``...
-_PRIMITIVE_BASES = {"code": "string", "id": "string", "markdown": "string", "url": "uri",
-                    "canonical": "uri", "oid": "uri", "uuid": "uri", "positiveInt": "integer",
-                    "unsignedInt": "integer"}
+_PRIMITIVE_BASES = {
+    "code": "string",
+    "id": "string",
+    "markdown": "string",
+    "url": "uri",
+    "canonical": "uri",
+    "oid": "uri",
+    "uuid": "uri",
+    "positiveInt": "integer",
+    "unsignedInt": "integer",
+}
 RESOURCE = "Resource"
 
 
@@ -150,8 +158,11 @@ def _of_type(branches: list[Branch], wanted: str) -> list[Branch]:
     if not kept:
         kept = [branch for branch in branches if is_subtype(branch.type, wanted)]
     # An element typed Resource (contained, Bundle.entry.resource) is typed by its data.
-    kept += [_with(branch, ResourceIs(wanted), wanted) for branch in branches
-             if branch.type == RESOURCE and is_resource_type(wanted)]
+    kept += [
+        _with(branch, ResourceIs(wanted), wanted)
+        for branch in branches
+        if branch.type == RESOURCE and is_resource_type(wanted)
+    ]
     return kept
 
 
@@ -161,11 +172,13 @@ def _children(branch: Branch, name: str) -> list[Branch]:
         raise Unsupported("children of a Resource-typed element need runtime typing")
     element = _elements(branch.type).get(name)
     if element is None:
-        return [_with(branch, Key(key), type_name) for key, type_name in _choice_key(
-            branch.type, name)]
+        return [
+            _with(branch, Key(key), type_name) for key, type_name in _choice_key(branch.type, name)
+        ]
     if "x" in element:
-        return [_with(branch, Key(key), _type_code(declared))
-                for key, declared in element["x"].items()]
+        return [
+            _with(branch, Key(key), _type_code(declared)) for key, declared in element["x"].items()
+        ]
     return [_with(branch, Key(name), _type_code(element.get("t")))]
 
 

@@ -15,8 +15,13 @@ from typing import Any
 
 from hygeia.fhir.search.rows import IndexRows
 
-__all__ = ["clear_text_memo", "normalise_text", "string_address", "string_human_name",
-           "string_primitive"]
+__all__ = [
+    "clear_text_memo",
+    "normalise_text",
+    "string_address",
+    "string_human_name",
+    "string_primitive",
+]
 
 _NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
 _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")

@@ -87,15 +87,15 @@ def token_contact_point(code: str, value: Any, rows: IndexRows) -> None:
         token_primitive(code, value.get("value"), rows)
 
 
-def _add_of_type(code: str, kind: dict[str, Any], identifier: str | None,
-                 rows: IndexRows) -> None:
+def _add_of_type(code: str, kind: dict[str, Any], identifier: str | None, rows: IndexRows) -> None:
     codings = kind.get("coding")
     if identifier is None or type(codings) is not list:
         return
     for coding in codings:
         if type(coding) is dict and _text(coding.get("code")) is not None:
-            rows.tokens.append((code + OF_TYPE, _text(coding.get("system")),
-                                f"{coding['code']}|{identifier}"))
+            rows.tokens.append(
+                (code + OF_TYPE, _text(coding.get("system")), f"{coding['code']}|{identifier}")
+            )
 
 
 def _add_text(code: str, text: Any, rows: IndexRows) -> None:

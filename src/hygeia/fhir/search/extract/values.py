@@ -17,8 +17,14 @@ from typing import Any
 
 from hygeia.fhir.search.rows import IndexRows
 
-__all__ = ["CURRENCY_SYSTEM", "number_primitive", "quantity_money", "quantity_quantity",
-           "uri_canonical", "uri_primitive"]
+__all__ = [
+    "CURRENCY_SYSTEM",
+    "number_primitive",
+    "quantity_money",
+    "quantity_quantity",
+    "uri_canonical",
+    "uri_primitive",
+]
 
 CURRENCY_SYSTEM = "urn:iso:std:iso:4217"
 
@@ -48,8 +54,15 @@ def quantity_quantity(code: str, value: Any, rows: IndexRows) -> None:
     if type(value) is dict:
         number = _number(value.get("value"))
         if number is not None:
-            rows.quantities.append((code, number, _text(value.get("system")),
-                                    _text(value.get("code")), _text(value.get("unit"))))
+            rows.quantities.append(
+                (
+                    code,
+                    number,
+                    _text(value.get("system")),
+                    _text(value.get("code")),
+                    _text(value.get("unit")),
+                )
+            )
 
 
 def quantity_money(code: str, value: Any, rows: IndexRows) -> None:
@@ -58,8 +71,9 @@ def quantity_money(code: str, value: Any, rows: IndexRows) -> None:
         number = _number(value.get("value"))
         if number is not None:
             currency = _text(value.get("currency"))
-            rows.quantities.append((code, number, CURRENCY_SYSTEM if currency else None,
-                                    currency, None))
+            rows.quantities.append(
+                (code, number, CURRENCY_SYSTEM if currency else None, currency, None)
+            )
 
 
 def uri_primitive(code: str, value: Any, rows: IndexRows) -> None:
