@@ -161,3 +161,38 @@ def test_concurrent_updates_never_corrupt_versions(client: httpx.Client,
     history = client.get(f"Patient/{id}/_history").json()
     assert sorted(int(e["resource"]["meta"]["versionId"]) for e in history["entry"]) == \
         list(range(1, written + 1))
+
+
+def test_search_over_http_with_paging_and_includes(client: httpx.Client) -> None:
+    family = f"Fam{unique()[:10]}"
+    org = create(client, {"resourceType": "Organization", "name": f"Org {family}"}).json()
+    for n in range(5):
+        create(client, patient(family=family, birthDate=f"198{n}-01-01",
+                               managingOrganization={"reference": f"Organization/{org['id']}"}))
+    first = client.get("Patient", params={"family": family.lower(), "_count": "2",
+                                          "_sort": "-birthdate",
+                                          "_include": "Patient:organization"}).json()
+    assert first["total"] == 5
+    years, url = [], None
+    page = first
+    while True:
+        years += [e["resource"]["birthDate"][:4] for e in page["entry"]
+                  if e["search"]["mode"] == "match"]
+        assert any(e["search"]["mode"] == "include" and e["resource"]["id"] == org["id"]
+                   for e in page["entry"])
+        url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+        if url is None:
+            break
+        page = httpx.get(url, timeout=30).json()  # the link is absolute and self-contained
+    assert years == ["1984", "1983", "1982", "1981", "1980"]
+    posted = client.post("Patient/_search", data={"family": family, "birthdate": "lt1982"})
+    assert posted.json()["total"] == 2
+
+
+def test_search_errors_are_operation_outcomes(client: httpx.Client) -> None:
+    assert_outcome(client.get("Patient", params={"birthdate": "yesterday"}), 400,
+                   "not a FHIR date")
+    assert_outcome(client.get("Patient", params={"shoe-size": "9"},
+                              headers={"Prefer": "handling=strict"}), 400, "not known")
+    lenient = client.get("Patient", params={"shoe-size": "9", "_count": "1"}).json()
+    assert lenient["entry"][-1]["search"]["mode"] == "outcome"

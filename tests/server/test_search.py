@@ -265,3 +265,18 @@ def test_unusable_search_parameter_is_refused(data: FhirService) -> None:
               "code": "bad", "base": ["Patient"], "type": "string"}
     with pytest.raises(Unprocessable, match="no FHIRPath expression"):
         call(data, "POST", "SearchParameter", broken)
+
+
+def test_patient_everything(data: FhirService) -> None:
+    bundle = body(call(data, "GET", "Patient/p1/$everything"))
+    found = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"]}
+    assert {("Patient", "p1"), ("Observation", "w1"), ("Observation", "bp1"),
+            ("Encounter", "e1"), ("Organization", "org1"), ("Practitioner", "dr1")} <= found
+    assert ("Patient", "p2") not in found and ("Observation", "w3") not in found
+    only = body(call(data, "GET", "Patient/p1/$everything?_type=Encounter"))
+    assert {e["resource"]["id"] for e in only["entry"] if e["search"]["mode"] == "match"} == {
+        "e1"}
+    paged = body(call(data, "GET", "Patient/p1/$everything?_count=2"))
+    assert any(link["relation"] == "next" for link in paged["link"])
+    later = body(call(data, "GET", "Patient/p1/$everything?_since=2999-01-01"))
+    assert not [e for e in later["entry"] if e["search"]["mode"] == "match"]

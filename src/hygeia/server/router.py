@@ -106,6 +106,11 @@ def _instance_route(method: str, resource_type: str, id: str, rest: list[str]) -
         return _only(method, "GET", Route("history-instance", resource_type, id))
     if len(rest) == 2 and rest[0] == "_history":
         return _only(method, "GET", Route("vread", resource_type, id, rest[1]))
+    if rest == ["$everything"]:
+        if resource_type != "Patient":
+            raise NotFound(f"$everything is offered for Patient, not {resource_type}.",
+                           code="not-supported")
+        return _only(method, "GET", Route("everything", resource_type, id))
     if len(rest) == 1 and is_resource_type(rest[0]):
         return _only(method, "GET", Route("search-compartment", resource_type, id,
                                           compartment_type=rest[0]))

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from hygeia.fhir.outcome import BadRequest, operation_outcome
+from hygeia.fhir.outcome import BadRequest, NotFound, operation_outcome
 from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.fhir.search.query import CompartmentClause, Query, parse_query
 from hygeia.fhir.search.results import Include
@@ -54,6 +54,34 @@ def search_compartment(session: Session, request: FhirRequest, owner_type: str, 
     query = _parse(request, resource_type, settings, session.registry)
     query.clauses.append(CompartmentClause(owner_type, owner_id, tuple(params or ())))
     return _respond(session, request, query, f"{owner_type}/{owner_id}/{resource_type}")
+
+
+def everything(session: Session, request: FhirRequest, patient_id: str,
+               settings: Settings) -> FhirResponse:
+    """``Patient/{id}/$everything``: the patient, its compartment and what those reference.
+
+    Honours ``_since`` (resources changed since), ``_type`` (restrict the types) and
+    ``_count`` (page size, with cursor paging like any search).
+    """
+    patient = session.current("Patient", patient_id)
+    if patient is None or patient.deleted:
+        raise NotFound(f"Patient/{patient_id} does not exist.", expression="Patient")
+    compartment = patient_compartment()
+    types = tuple(sorted({"Patient", *compartment}))
+    wanted = [t for k, v in request.query if k == "_type" for t in v.split(",") if t]
+    if wanted:
+        types = tuple(t for t in types if t in wanted)
+    params = [(k, v) for k, v in request.query if k in ("_count", "_cursor")]
+    params += [("_lastUpdated", f"ge{v}") for k, v in request.query if k == "_since"]
+    query = parse_query("Patient", params, max_count=settings.max_count,
+                        registry=session.registry)
+    if not query.options.count_given:
+        query.options.count = settings.default_count
+    query.types = types
+    all_params = tuple(sorted({code for codes in compartment.values() for code in codes}))
+    query.clauses.append(CompartmentClause("Patient", patient_id, all_params))
+    query.options.includes.append(Include("*", None, None, False))
+    return _respond(session, request, query, f"Patient/{patient_id}/$everything")
 
 
 def _types_parameter(params: list[tuple[str, str]]) -> list[str]:

@@ -175,6 +175,11 @@ def _conditional_patch(service: FhirService, route: Route, request: FhirRequest,
                                    base_url=request.base_url, if_match=request.if_match)
 
 
+def _everything(service: FhirService, route: Route, request: FhirRequest,
+                session: Session) -> FhirResponse:
+    return search.everything(session, request, _i(route), service.settings)
+
+
 def _t(route: Route) -> str:
     assert route.resource_type is not None
     return route.resource_type
@@ -191,6 +196,7 @@ _HANDLERS = {
     "search-type": _search,
     "search-system": _search_system,
     "search-compartment": _search_compartment,
+    "everything": _everything,
     "history-instance": _history,
     "history-type": _history,
     "history-system": _history,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from hygeia.fhir.search.extract.text import normalise_text
-from hygeia.fhir.search.rows import IndexRows
+from hygeia.fhir.search.rows import IndexRows, TokenRow, TokenTextRow
 
 __all__ = [
     "OF_TYPE",
@@ -49,23 +49,41 @@ def token_boolean(code: str, value: Any, rows: IndexRows) -> None:
 
 def token_coding(code: str, value: Any, rows: IndexRows) -> None:
     """Coding: (system, code), and its display for ``:text``."""
-    if type(value) is not dict:
-        return
-    system, token = _text(value.get("system")), _text(value.get("code"))
-    if system is not None or token is not None:
-        rows.tokens.append((code, system, token))
-    _add_text(code, value.get("display"), rows)
+    if type(value) is dict:
+        _coding(code, value, rows.tokens, rows.token_texts)
 
 
 def token_codeable_concept(code: str, value: Any, rows: IndexRows) -> None:
-    """CodeableConcept: one row per coding; its text (and codings' displays) for ``:text``."""
+    """CodeableConcept: one row per coding; its text (and codings' displays) for ``:text``.
+
+    The most common value in clinical data, hence the local list references.
+    """
     if type(value) is not dict:
         return
     codings = value.get("coding")
     if type(codings) is list:
+        tokens, texts = rows.tokens, rows.token_texts
         for coding in codings:
-            token_coding(code, coding, rows)
+            if type(coding) is dict:
+                _coding(code, coding, tokens, texts)
     _add_text(code, value.get("text"), rows)
+
+
+def _coding(
+    code: str, coding: dict[str, Any], tokens: list[TokenRow], texts: list[TokenTextRow]
+) -> None:
+    system, token = coding.get("system"), coding.get("code")
+    if type(system) is not str or not system:
+        system = None
+    if type(token) is not str or not token:
+        token = None
+    if system is not None or token is not None:
+        tokens.append((code, system, token))
+    display = coding.get("display")
+    if type(display) is str:
+        normalised = normalise_text(display)
+        if normalised:
+            texts.append((code, normalised))
 
 
 def token_identifier(code: str, value: Any, rows: IndexRows) -> None:
