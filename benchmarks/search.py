@@ -1,0 +1,196 @@
+"""Search benchmark: a seeded mix of typical clinical queries against a real server.
+
+Loads ~1,000 patients (the Synthea bundles in ../shared/data/synthea-r4,
+amplified with re-identified copies) into SQLite and PostgreSQL, then sends a
+fixed, seeded mix of queries from 4 concurrent clients and prints p50/p95 per
+query type, overall requests/s and the server's peak RSS.  The baseline in
+the same run is a primary-key read (``GET Patient/{id}``) through the same
+server: the floor for any request.
+
+    python -m benchmarks.search [--patients 1000] [--requests 2000] [--backends sqlite,postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import statistics
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from benchmarks.common import (
+    DEFAULT_DATA,
+    DEFAULT_PG,
+    Server,
+    bundle_files,
+    fresh_postgres_db,
+    read_bytes,
+)
+
+UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+LOINC = "http://loinc.org"
+HEADERS = {"Content-Type": "application/fhir+json"}
+
+
+def copies(bodies: list[bytes], patients: int) -> list[bytes]:
+    """Re-identified copies of the bundles (fresh UUIDs everywhere) up to ``patients``."""
+    out: list[bytes] = []
+    for copy in range(patients // len(bodies) + 1):
+        for body in bodies:
+            if len(out) >= patients:
+                return out
+            if copy == 0:
+                out.append(body)
+                continue
+            salt = f"copy{copy}"
+            out.append(UUID.sub(
+                lambda m, s=salt: str(uuid.uuid5(uuid.NAMESPACE_URL, s + m.group(0).decode()))
+                .encode(), body))
+    return out
+
+
+def load(base: str, bodies: list[bytes]) -> tuple[list[dict[str, Any]], float]:
+    """Post every bundle as a transaction (2 at a time); return patient facts and seconds."""
+    facts: list[dict[str, Any]] = []
+
+    def post(body: bytes) -> dict[str, Any]:
+        bundle = orjson.loads(body)
+        response = client.post(base + "/", content=body, headers=HEADERS)
+        response.raise_for_status()
+        return _facts(bundle, response.json())
+
+    started = time.perf_counter()
+    with httpx.Client(timeout=600) as client, ThreadPoolExecutor(2) as pool:
+        facts = list(pool.map(post, bodies))
+    return facts, time.perf_counter() - started
+
+
+def _facts(bundle: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    """What the query mix needs about one patient: id, name, birth date, codes seen."""
+    patient_index = next(i for i, e in enumerate(bundle["entry"])
+                         if e["resource"]["resourceType"] == "Patient")
+    patient = bundle["entry"][patient_index]["resource"]
+    codes = sorted({c["code"] for e in bundle["entry"]
+                    if e["resource"]["resourceType"] == "Observation"
+                    for c in e["resource"]["code"].get("coding", [])})
+    conditions = sorted({c["code"] for e in bundle["entry"]
+                         if e["resource"]["resourceType"] == "Condition"
+                         for c in e["resource"]["code"].get("coding", [])})
+    return {"id": response["entry"][patient_index]["fullUrl"].rsplit("/", 1)[1],
+            "family": patient["name"][0]["family"], "birthDate": patient["birthDate"],
+            "codes": codes or ["8302-2"], "conditions": conditions or ["44054006"]}
+
+
+QUERY_TYPES = ("read-baseline", "patient-name-birthdate", "obs-patient-code-dates",
+               "vitals-sorted", "value-threshold", "composite-bp", "encounter-include",
+               "has-condition", "revinclude", "everything")
+
+
+def request_for(kind: str, fact: dict[str, Any], rng: random.Random) -> tuple[str, dict[str, str]]:
+    pid, code = fact["id"], rng.choice(fact["codes"])
+    if kind == "read-baseline":
+        return f"Patient/{pid}", {}
+    if kind == "patient-name-birthdate":
+        return "Patient", {"family": fact["family"], "birthdate": fact["birthDate"]}
+    if kind == "obs-patient-code-dates":
+        return "Observation", {"patient": pid, "code": f"{LOINC}|{code}",
+                               "date": "ge2000-01-01", "_count": "50"}
+    if kind == "vitals-sorted":
+        return "Observation", {"patient": pid, "category": "vital-signs", "_sort": "-date",
+                               "_count": "20"}
+    if kind == "value-threshold":
+        return "Observation", {"code": f"{LOINC}|8302-2", "value-quantity": "gt180",
+                               "_count": "20", "_total": "none"}
+    if kind == "composite-bp":
+        return "Observation", {"component-code-value-quantity": f"{LOINC}|8480-6$gt140",
+                               "_count": "20", "_total": "none"}
+    if kind == "encounter-include":
+        return "Encounter", {"patient": pid, "_include": "Encounter:service-provider",
+                             "_count": "20"}
+    if kind == "has-condition":
+        return "Patient", {"_has:Condition:patient:code": rng.choice(fact["conditions"]),
+                           "_count": "20", "_total": "none"}
+    if kind == "revinclude":
+        return "Patient", {"_id": pid, "_revinclude": "Encounter:patient"}
+    return f"Patient/{pid}/$everything", {"_count": "100"}
+
+
+def run_mix(base: str, facts: list[dict[str, Any]], requests: int, clients: int,
+            seed: int) -> tuple[dict[str, list[float]], float]:
+    rng = random.Random(seed)
+    plan = [(kind, *request_for(kind, rng.choice(facts), rng))
+            for kind in (rng.choice(QUERY_TYPES) for _ in range(requests))]
+    timings: dict[str, list[float]] = {kind: [] for kind in QUERY_TYPES}
+
+    def send(item: tuple[str, str, dict[str, str]]) -> tuple[str, float]:
+        kind, path, params = item
+        started = time.perf_counter()
+        response = client.get(path, params=params)
+        elapsed = time.perf_counter() - started
+        if response.status_code != 200:
+            raise RuntimeError(f"{kind}: {response.status_code} {response.text[:300]}")
+        return kind, elapsed
+
+    with httpx.Client(base_url=base + "/", timeout=120,
+                      limits=httpx.Limits(max_connections=clients)) as client:
+        for item in plan[:20]:  # warm up connections and caches
+            send(item)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            for kind, elapsed in pool.map(send, plan):
+                timings[kind].append(elapsed)
+        wall = time.perf_counter() - started
+    return timings, requests / wall
+
+
+def report(backend: str, timings: dict[str, list[float]], rate: float, rss: float,
+           load_rate: float) -> None:
+    print(f"\n== {backend}: {rate:,.0f} requests/s overall (4 clients), server peak RSS "
+          f"{rss:.0f} MB, load {load_rate:,.0f} resources/s")
+    print(f"  {'query type':<26}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}")
+    for kind, values in timings.items():
+        if values:
+            ordered = sorted(values)
+            p95 = ordered[max(0, int(len(ordered) * 0.95) - 1)]
+            print(f"  {kind:<26}{len(values):>6}{statistics.median(values) * 1000:>10.1f}"
+                  f"{p95 * 1000:>10.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--patients", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=20261127)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--postgres", default=DEFAULT_PG)
+    args = parser.parse_args()
+    bodies = copies([read_bytes(p) for p in bundle_files(args.data)
+                     if b'"Patient"' in read_bytes(p)], args.patients)
+    resources = sum(len(orjson.loads(b)["entry"]) for b in bodies)
+    print(f"{len(bodies)} patients, {resources:,} resources")
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in args.backends.split(","):
+            url = (f"sqlite:///{tmp}/search.db?synchronous=normal" if backend == "sqlite"
+                   else fresh_postgres_db(args.postgres, "hygeia_bench_search"))
+            server = Server(url)
+            try:
+                facts, seconds = load(server.base, bodies)
+                timings, rate = run_mix(server.base, facts, args.requests, args.clients,
+                                        args.seed)
+                report(backend, timings, rate, server.peak_rss_mb(), resources / seconds)
+            finally:
+                server.stop()
+
+
+if __name__ == "__main__":
+    main()
