@@ -83,7 +83,9 @@ def _index_statements() -> list[str]:
     for table, columns in INDEX_TABLES.items():
         typed = ", ".join(f"{c} {_COLUMN_TYPES.get(c, '{ctext}')}" for c in columns)
         statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({_OWNER}, {typed})")
-        statements.append(f"CREATE INDEX IF NOT EXISTS {table}_owner ON {table} (res_pk)")
+        # (res_pk, h_param): sorting and chains look up one parameter of one resource
+        statements.append(f"CREATE INDEX IF NOT EXISTS {table}_owner ON {table} "
+                          "(res_pk, h_param)")
         statements.append(f"CREATE INDEX IF NOT EXISTS {table}_lookup ON {table} "
                           f"({_LOOKUPS[table]})")
     return statements

@@ -97,7 +97,15 @@ class SqlBuilder:
         """The h_param values of ``code`` on each of ``types``, as an SQL list."""
         return ", ".join(self.value(param_hash(kind, code)) for kind in types)
 
-    def clause(self, clause: Clause, owner: str, types: tuple[str, ...]) -> str:
+    def clause(self, clause: Clause, owner: str, types: tuple[str, ...],
+               correlated: bool = False) -> str:
+        """SQL for one clause; ``correlated`` probes the owner's own index rows instead.
+
+        Only one clause of a query drives (``pk IN`` its uncorrelated subquery,
+        served by a lookup index); the others are checked per candidate row through
+        the (res_pk, h_param) owner index, so a broad clause such as a date range
+        never has to be materialised in full.
+        """
         if isinstance(clause, IdClause):
             marks = ", ".join(self.value(i) for i in clause.ids)
             return f"{owner}.res_id IN ({marks})"
@@ -107,7 +115,7 @@ class SqlBuilder:
             return self._has(clause, owner)
         if isinstance(clause, CompartmentClause):
             return self._compartment(clause, owner, types)
-        return self._parameter(clause, owner, types)
+        return self._parameter(clause, owner, types, correlated)
 
     def _compartment(self, clause: CompartmentClause, owner: str, types: tuple[str, ...]) -> str:
         ref = self.alias("cp")
@@ -123,9 +131,10 @@ class SqlBuilder:
         alternatives = []
         for kind, inner in clause.alternatives:
             target = self.alias("t")
+            column = f"({target}.res_type || '')" if _selective(inner) else f"{target}.res_type"
             alternatives.append(
                 f"({ref}.target_type = {self.value(kind)} AND {ref}.target_id IN "
-                f"(SELECT {target}.res_id FROM resource {target} WHERE {target}.res_type = "
+                f"(SELECT {target}.res_id FROM resource {target} WHERE {column} = "
                 f"{self.value(kind)} AND {target}.deleted = {self.value(False)} AND "
                 f"{self.clause(inner, target, (kind,))}))")
         return (f"{owner}.pk IN (SELECT {ref}.res_pk FROM reference_index {ref} WHERE "
@@ -143,7 +152,8 @@ class SqlBuilder:
                 f"AND {source}.deleted = {self.value(False)} "
                 f"AND {self.clause(clause.inner, source, kind)})")
 
-    def _parameter(self, clause: ParameterClause, owner: str, types: tuple[str, ...]) -> str:
+    def _parameter(self, clause: ParameterClause, owner: str, types: tuple[str, ...],
+                   correlated: bool) -> str:
         parameter = clause.parameter
         if parameter.code == "_lastUpdated":
             return self._last_updated(clause, owner)
@@ -155,19 +165,31 @@ class SqlBuilder:
         elif modifier in ("of-type", "identifier"):
             table, code = "token_index", f"{parameter.code}:{modifier}"
         inner = self.alias("i")
-        head = (f"SELECT {inner}.res_pk FROM {table} {inner} WHERE ")
+        if correlated:
+            head = (f"SELECT 1 FROM {table} {inner} WHERE {inner}.res_pk = {owner}.pk AND "
+                    f"{inner}.h_param IN ({self.param_keys(types, code)}) AND ")
+        else:
+            head = f"SELECT {inner}.res_pk FROM {table} {inner} WHERE "
         if clause.missing is not None:
-            subquery = head + f"{inner}.h_param IN ({self.param_keys(types, code)})"
-            return f"{owner}.pk {'NOT IN' if clause.missing else 'IN'} ({subquery})"
+            return self._membership(owner, head + "1 = 1" if correlated else head +
+                                    f"{inner}.h_param IN ({self.param_keys(types, code)})",
+                                    not clause.missing, correlated)
         if kind == "composite":
-            return "(" + " OR ".join(self._composite(clause, value, owner, types)
+            return "(" + " OR ".join(self._composite(clause, value, owner, types, correlated)
                                      for value in clause.values) + ")"
         columns = _columns(inner, table)
         alternatives = " OR ".join(
-            "(" + self._keyed(value, modifier, columns, types, code, inner) + ")"
+            "(" + (self.condition(value, modifier, columns) if correlated else
+                   self._keyed(value, modifier, columns, types, code, inner)) + ")"
             for value in clause.values)
         negated = modifier in ("not", "not-in")
-        return f"{owner}.pk {'NOT IN' if negated else 'IN'} ({head}{alternatives})"
+        return self._membership(owner, f"{head}({alternatives})", not negated, correlated)
+
+    @staticmethod
+    def _membership(owner: str, subquery: str, inside: bool, correlated: bool) -> str:
+        if correlated:
+            return f"{'' if inside else 'NOT '}EXISTS ({subquery})"
+        return f"{owner}.pk {'IN' if inside else 'NOT IN'} ({subquery})"
 
     def _keyed(self, value: SearchValue, modifier: str | None, columns: dict[str, str],
                types: tuple[str, ...], code: str, inner: str) -> str:
@@ -180,7 +202,7 @@ class SqlBuilder:
         return f"{param} AND {self.condition(value, modifier, columns)}"
 
     def _composite(self, clause: ParameterClause, value: SearchValue, owner: str,
-                   types: tuple[str, ...]) -> str:
+                   types: tuple[str, ...], correlated: bool) -> str:
         assert isinstance(value, CompositeValue)
         first = self.alias("c")
         joins, conditions = [], []
@@ -197,10 +219,12 @@ class SqlBuilder:
                              f"{first}.grp AND {alias}.comp = {index}")
             physical = {k: f"{alias}.{v}" for k, v in columns.items()}
             conditions.append(f"({self.condition(part, None, physical)})")
-        return (f"{owner}.pk IN (SELECT {first}.res_pk FROM composite_index {first} "
-                f"{' '.join(joins)} WHERE {first}.h_param IN "
-                f"({self.param_keys(types, clause.parameter.code)}) AND {first}.comp = 0 AND "
-                f"{' AND '.join(conditions)})")
+        owned = f"{first}.res_pk = {owner}.pk AND " if correlated else ""
+        subquery = (f"SELECT {first}.res_pk FROM composite_index {first} {' '.join(joins)} "
+                    f"WHERE {owned}{first}.h_param IN "
+                    f"({self.param_keys(types, clause.parameter.code)}) AND {first}.comp = 0 "
+                    f"AND {' AND '.join(conditions)}")
+        return self._membership(owner, subquery, True, correlated)
 
     def _last_updated(self, clause: ParameterClause, owner: str) -> str:
         if clause.missing is not None:
@@ -390,9 +414,33 @@ class OrderKey:
 
 def where_sql(builder: SqlBuilder, types: tuple[str, ...], clauses: list[Clause]) -> str:
     marks = ", ".join(builder.value(kind) for kind in types)
-    conditions = [f"r.res_type IN ({marks})", f"r.deleted = {builder.value(False)}"]
-    conditions.extend(builder.clause(clause, "r", types) for clause in clauses)
+    # With a selective clause, the rows come from its index (pk IN ...); the type test
+    # must then not tempt the planner into scanning every resource of the type, so it
+    # is written as an expression no index serves.
+    driver = min((c for c in clauses if _selective(c)), key=_selectivity_rank, default=None)
+    column = "(r.res_type || '')" if driver is not None else "r.res_type"
+    conditions = [f"{column} IN ({marks})", f"r.deleted = {builder.value(False)}"]
+    conditions.extend(builder.clause(clause, "r", types, correlated=clause is not driver)
+                      for clause in clauses)
     return " AND ".join(conditions)
+
+
+_RANK = {"reference": 0, "token": 0, "composite": 1, "string": 1, "uri": 1, "quantity": 2,
+         "number": 2, "date": 3}
+
+
+def _selectivity_rank(clause: Clause) -> int:
+    """A guess at how few rows a clause selects: the lowest drives the query."""
+    if isinstance(clause, ParameterClause):
+        return _RANK.get(clause.parameter.type, 3)
+    return 1
+
+
+def _selective(clause: Clause) -> bool:
+    if isinstance(clause, ParameterClause):
+        return clause.missing is not True and clause.modifier not in ("not", "not-in") \
+            and clause.parameter.code != "_lastUpdated"
+    return not isinstance(clause, IdClause)
 
 
 def order_keys(builder: SqlBuilder, sort: list[Any], types: tuple[str, ...]

@@ -1,8 +1,8 @@
 """SQLite repository.
 
 One writer connection guarded by a lock (SQLite allows one writer at a time;
-queuing writers in-process avoids SQLITE_BUSY storms) and one reader
-connection per thread.  In WAL mode readers see a consistent snapshot and are
+queuing writers in-process avoids SQLITE_BUSY storms) and a small pool of
+reader connections.  In WAL mode readers see a consistent snapshot and are
 never blocked by the writer.  ``synchronous=FULL`` by default: a committed
 clinical record must survive a power cut, not just a process crash; pass
 ``?synchronous=normal`` in the URL to trade that for speed.
@@ -10,6 +10,7 @@ clinical record must survive a power cut, not just a process crash; pass
 
 from __future__ import annotations
 
+import queue
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 from hygeia.store.base import Repository
 from hygeia.store.schema import SCHEMA_VERSION, statements
 from hygeia.store.sql import SqlSession
+from hygeia.store.sqlite.statistics import seed_planner_statistics
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
 
@@ -42,7 +44,7 @@ class SqliteSession(SqlSession):
 class SqliteRepository(Repository):
     dialect = "sqlite"
 
-    def __init__(self, path: str | Path, *, synchronous: str = "full") -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "full", readers: int = 4) -> None:
         self.path = str(path)
         if synchronous.lower() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
@@ -53,10 +55,14 @@ class SqliteRepository(Repository):
         # the writer's cache keeps hot index pages across transactions: 2.8k -> 4.2k
         # resources/s on Synthea ingest against 32 MB (readers stay at 32 MB each)
         self._writer = self._connect(cache_mb=128)
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
         self._create_schema()
+        # a small fixed pool: each connection keeps its own page cache, so one per
+        # request thread (Starlette runs up to 40) would multiply memory for no gain
+        # on a 2-core machine
+        self._readers: queue.Queue[sqlite3.Connection] = queue.Queue()
+        self._all_readers = [self._reader_connection() for _ in range(readers)]
+        for connection in self._all_readers:
+            self._readers.put(connection)
 
     def _connect(self, cache_mb: int = 32) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
@@ -75,10 +81,12 @@ class SqliteRepository(Repository):
                     self._writer.execute(statement)
                 if self._writer.execute("SELECT COUNT(*) FROM hygeia_schema").fetchone()[0] == 0:
                     self._writer.execute("INSERT INTO hygeia_schema VALUES (?)", (SCHEMA_VERSION,))
+                    seed_planner_statistics(self._writer)
                 self._writer.execute("COMMIT")
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
+        self._writer.execute("ANALYZE sqlite_schema")  # load the statistics into the planner
 
     @contextmanager
     def transaction(self) -> Iterator[SqliteSession]:
@@ -96,27 +104,21 @@ class SqliteRepository(Repository):
 
     @contextmanager
     def reader(self) -> Iterator[SqliteSession]:
-        connection = self._reader_connection()
+        connection = self._readers.get()
         connection.execute("BEGIN")
         try:
             yield SqliteSession(connection)
         finally:
             connection.execute("COMMIT")
+            self._readers.put(connection)
 
     def _reader_connection(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._connect()
-            connection.execute("PRAGMA query_only=ON")
-            self._local.connection = connection
-            with self._readers_lock:
-                self._readers.append(connection)
+        connection = self._connect(cache_mb=16)
+        connection.execute("PRAGMA query_only=ON")
         return connection
 
     def close(self) -> None:
-        with self._readers_lock:
-            for connection in self._readers:
-                connection.close()
-            self._readers.clear()
+        for connection in self._all_readers:
+            connection.close()
         with self._write_lock:
             self._writer.close()

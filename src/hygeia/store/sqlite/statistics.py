@@ -1,0 +1,46 @@
+"""Planner statistics for a new SQLite database.
+
+Without statistics SQLite guesses, and for the per-row checks of a search
+(``res_pk = ? AND h_param IN (...) AND value > ?``) it can guess wrong: it
+picked the (h_param, value) lookup index, scanning every matching value for
+each candidate row, instead of the (res_pk, h_param) owner index that finds a
+resource's few rows at once (142 ms against 9 ms per query at p50).  Seeding
+``sqlite_stat1`` with the shape of a realistic store (many rows, few per
+resource, many per parameter) makes the planner choose well from the first
+request.  A later ``ANALYZE`` replaces these figures with measured ones.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from hygeia.store.schema import INDEX_TABLES
+
+ROWS = 10_000_000
+# average rows matching each prefix of an index's columns (sqlite_stat1 "stat" format)
+_OWNER = f"{ROWS} 12 2"
+_LOOKUP = {
+    "token_index": f"{ROWS} 200",
+    "reference_index": f"{ROWS} 40 40 10",
+}
+_DEFAULT_LOOKUP = f"{ROWS} 100000 20"
+
+
+def _rows() -> list[tuple[str, str, str]]:
+    rows = []
+    for table in INDEX_TABLES:
+        rows.append((table, f"{table}_owner", _OWNER))
+        rows.append((table, f"{table}_lookup", _LOOKUP.get(table, _DEFAULT_LOOKUP)))
+    rows += [("resource", "sqlite_autoindex_resource_1", "1000000 100000 1"),
+             ("resource", "resource_type_updated", "1000000 100000 2"),
+             ("resource_version", "sqlite_autoindex_resource_version_1", "2000000 200000 2 1"),
+             ("resource_version", "resource_version_updated", "2000000 2")]
+    return rows
+
+
+def seed_planner_statistics(connection: sqlite3.Connection) -> None:
+    """Write the statistics inside the caller's transaction (schema creation)."""
+    connection.execute("ANALYZE")  # creates sqlite_stat1 on a new database
+    connection.execute("DELETE FROM sqlite_stat1")
+    connection.executemany("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)",
+                           _rows())
