@@ -130,17 +130,24 @@ def _type_extension(type_ref: dict[str, Any], url: str, key: str) -> Any:
 # --------------------------------------------------------------------------- value sets
 
 
+def split_terminology(resources: Iterable[dict[str, Any]]
+                      ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(ValueSets by url, CodeSystems by url) from the official terminology bundles."""
+    value_sets: dict[str, dict[str, Any]] = {}
+    code_systems: dict[str, dict[str, Any]] = {}
+    for res in resources:
+        if res["resourceType"] == "ValueSet":
+            value_sets[res["url"]] = res
+        elif res["resourceType"] == "CodeSystem":
+            code_systems[res["url"]] = res
+    return value_sets, code_systems
+
+
 class ValueSets:
     """Expands required value sets from the official terminology bundle, or refuses."""
 
     def __init__(self, resources: Iterable[dict[str, Any]]) -> None:
-        self.value_sets: dict[str, dict[str, Any]] = {}
-        self.code_systems: dict[str, dict[str, Any]] = {}
-        for res in resources:
-            if res["resourceType"] == "ValueSet":
-                self.value_sets[res["url"]] = res
-            elif res["resourceType"] == "CodeSystem":
-                self.code_systems[res["url"]] = res
+        self.value_sets, self.code_systems = split_terminology(resources)
         self.expanded: dict[str, list[str]] = {}
         self.skipped: set[str] = set()
 
@@ -198,13 +205,9 @@ class TerminologyExpander:
     """
 
     def __init__(self, resources: Iterable[dict[str, Any]]) -> None:
-        self.value_sets: dict[str, dict[str, Any]] = {}
-        self.code_systems: dict[str, dict[str, Any]] = {}
-        for res in resources:
-            if res["resourceType"] == "ValueSet":
-                self.value_sets[res["url"]] = res
-            elif res["resourceType"] == "CodeSystem" and res.get("content") == "complete":
-                self.code_systems[res["url"]] = res
+        self.value_sets, systems = split_terminology(resources)
+        self.code_systems = {url: cs for url, cs in systems.items()
+                             if cs.get("content") == "complete"}
         self.expanded: dict[str, list[list[str]]] = {}
 
     def expand_all(self) -> dict[str, list[list[str]]]:
