@@ -112,7 +112,7 @@ class SqlBuilder:
         if isinstance(clause, ChainClause):
             return self._chain(clause, owner, types)
         if isinstance(clause, HasClause):
-            return self._has(clause, owner)
+            return self._has(clause, owner, types)
         if isinstance(clause, CompartmentClause):
             return self._compartment(clause, owner, types)
         return self._parameter(clause, owner, types, correlated)
@@ -141,16 +141,24 @@ class SqlBuilder:
                 f"{ref}.h_param IN ({self.param_keys(types, clause.parameter.code)}) AND "
                 f"({' OR '.join(alternatives)}))")
 
-    def _has(self, clause: HasClause, owner: str) -> str:
+    def _has(self, clause: HasClause, owner: str, types: tuple[str, ...]) -> str:
+        """Driven from the inner clause: matching sources, then their reference rows.
+
+        Uncorrelated (the target types are literals), so it is evaluated once, not
+        once per candidate resource.
+        """
         ref, source = self.alias("hs"), self.alias("s")
         kind = (clause.source_type,)
         param = self.value(param_hash(clause.source_type, clause.parameter.code))
+        targets = ", ".join(self.value(t) for t in types)
+        column = f"({source}.res_type || '')" if _selective(clause.inner) else \
+            f"{source}.res_type"
         return (f"{owner}.res_id IN (SELECT {ref}.target_id FROM reference_index {ref} "
-                f"JOIN resource {source} ON {source}.pk = {ref}.res_pk "
-                f"WHERE {ref}.h_param = {param} "
-                f"AND {ref}.target_type = {owner}.res_type "
-                f"AND {source}.deleted = {self.value(False)} "
-                f"AND {self.clause(clause.inner, source, kind)})")
+                f"WHERE {ref}.h_param = {param} AND {ref}.target_type IN ({targets}) "
+                f"AND {ref}.res_pk IN (SELECT {source}.pk FROM resource {source} WHERE "
+                f"{column} = {self.value(clause.source_type)} AND "
+                f"{source}.deleted = {self.value(False)} AND "
+                f"{self.clause(clause.inner, source, kind)}))")
 
     def _parameter(self, clause: ParameterClause, owner: str, types: tuple[str, ...],
                    correlated: bool) -> str:
@@ -446,7 +454,7 @@ def _selective(clause: Clause) -> bool:
 def order_keys(builder: SqlBuilder, sort: list[Any], types: tuple[str, ...]
                ) -> list[OrderKey]:
     """ORDER BY keys for ``_sort``, then (type, id) so the order is total and stable."""
-    keys = []
+    keys: list[OrderKey] = []
     for key in sort:
         if key.parameter is None:
             keys.append(OrderKey("r.res_id", key.descending, False))
