@@ -47,6 +47,7 @@ class SqlSession(Session):
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self._pending: list[tuple[StoredVersion, IndexRows]] = []
+        self.rows_written = 0  # resource and index rows this session wrote
 
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
@@ -161,6 +162,7 @@ class SqlSession(Session):
             if rows:
                 self._insert_rows(cursor, table, ("res_pk", "h_param", *INDEX_TABLES[table]),
                                   rows)
+                self.rows_written += len(rows)
 
     def _insert_rows(self, cursor: Any, table: str, columns: tuple[str, ...],
                      rows: list[tuple[Any, ...]]) -> None:

@@ -7,6 +7,7 @@ number of API workers can share one database.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -72,6 +73,7 @@ class PostgresRepository(Repository):
                                     kwargs={"autocommit": True})
         self._pool.wait(timeout=30)
         self._create_schema()
+        self._statistics = StatisticsKeeper(self._pool)
 
     def _create_schema(self) -> None:
         with self._pool.connection() as connection, connection.transaction():
@@ -90,6 +92,7 @@ class PostgresRepository(Repository):
                 yield session
                 session.flush()
             session.run_after_commit()
+        self._statistics.written(session.rows_written)
 
     @contextmanager
     def reader(self) -> Iterator[PostgresSession]:
@@ -99,6 +102,43 @@ class PostgresRepository(Repository):
 
     def close(self) -> None:
         self._pool.close()
+
+
+class StatisticsKeeper:
+    """Runs ANALYZE in the background as the tables grow.
+
+    The search planner needs statistics: right after a bulk load, before
+    autovacuum's next round, PostgreSQL guessed a plan 19x slower than with
+    statistics (664 ms against 35 ms for a code + value-quantity search on 200
+    patients).  ANALYZE runs whenever the rows written since the last one double
+    (from 5,000 rows), on its own connection, never two at a time.
+    """
+
+    def __init__(self, pool: ConnectionPool, first: int = 5_000) -> None:
+        self._pool = pool
+        self._written = 0
+        self._next = first
+        self._lock = threading.Lock()
+        self._running = threading.Lock()
+
+    def written(self, rows: int) -> None:
+        with self._lock:
+            self._written += rows
+            if self._written < self._next:
+                return
+            self._next = self._written * 2
+        threading.Thread(target=self._analyze, name="hygeia-analyze", daemon=True).start()
+
+    def _analyze(self) -> None:
+        if not self._running.acquire(blocking=False):
+            return
+        try:
+            with self._pool.connection() as connection:
+                connection.execute("ANALYZE")
+        except psycopg.Error:  # statistics are an optimisation; never fail a request
+            pass
+        finally:
+            self._running.release()
 
 
 def ensure_database(url: str) -> None:
