@@ -118,13 +118,16 @@ class SqlBuilder:
         return self._parameter(clause, owner, types, correlated)
 
     def _compartment(self, clause: CompartmentClause, owner: str, types: tuple[str, ...]) -> str:
-        ref = self.alias("cp")
+        ref, itself = self.alias("cp"), self.alias("o")
         hashes = ", ".join(self.param_keys(types, code) for code in clause.params) or "0"
-        itself = (f"({owner}.res_type = {self.value(clause.owner_type)} AND "
-                  f"{owner}.res_id = {self.value(clause.owner_id)})")
-        return (f"({itself} OR {owner}.pk IN (SELECT {ref}.res_pk FROM reference_index {ref} "
+        # one IN over a UNION (not "is the owner OR in the compartment"), so the
+        # planner can still drive the query from it
+        return (f"{owner}.pk IN (SELECT {ref}.res_pk FROM reference_index {ref} "
                 f"WHERE {ref}.target_id = {self.value(clause.owner_id)} AND {ref}.target_type = "
-                f"{self.value(clause.owner_type)} AND {ref}.h_param IN ({hashes})))")
+                f"{self.value(clause.owner_type)} AND {ref}.h_param IN ({hashes}) "
+                f"UNION SELECT {itself}.pk FROM resource {itself} WHERE {itself}.res_type = "
+                f"{self.value(clause.owner_type)} AND {itself}.res_id = "
+                f"{self.value(clause.owner_id)})")
 
     def _chain(self, clause: ChainClause, owner: str, types: tuple[str, ...]) -> str:
         ref = self.alias("ch")
@@ -153,7 +156,8 @@ class SqlBuilder:
         targets = ", ".join(self.value(t) for t in types)
         column = f"({source}.res_type || '')" if _selective(clause.inner) else \
             f"{source}.res_type"
-        return (f"{owner}.res_id IN (SELECT {ref}.target_id FROM reference_index {ref} "
+        return (f"({owner}.res_type, {owner}.res_id) IN (SELECT {ref}.target_type, "
+                f"{ref}.target_id FROM reference_index {ref} "
                 f"WHERE {ref}.h_param = {param} AND {ref}.target_type IN ({targets}) "
                 f"AND {ref}.res_pk IN (SELECT {source}.pk FROM resource {source} WHERE "
                 f"{column} = {self.value(clause.source_type)} AND "
