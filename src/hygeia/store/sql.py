@@ -210,20 +210,8 @@ class SqlSession(Session):
             f"SELECT q.seq, {', '.join(f'q.k{n}' for n in range(len(keys)))} FROM "
             f"(SELECT r.seq, {columns} FROM resource r WHERE {where}) q "
             f"WHERE {after} ORDER BY {order} LIMIT {builder.value(options.count + 1)}")
-        rows = self.execute(sql, params).fetchall()
-        more = len(rows) > options.count
-        rows = rows[:options.count]
-        if backwards:
-            rows.reverse()
-        matches = self._versions_by_seq([row[0] for row in rows])
-        if not rows:
-            return SearchPage(total, matches)
-        first, last = list(rows[0][1:]), list(rows[-1][1:])
-        has_next = more if not backwards else True
-        has_previous = more if backwards else boundary is not None
-        return SearchPage(total, matches,
-                          encode_cursor("n", last) if has_next else None,
-                          encode_cursor("p", first) if has_previous else None)
+        return self._finish_page(sql, params, options.count, backwards, boundary is not None,
+                                 total)
 
     def _page_by_key(self, query: Query, types: tuple[str, ...], total: int | None
                      ) -> SearchPage:
@@ -241,19 +229,26 @@ class SqlSession(Session):
         sql, params = builder.render(
             f"SELECT r.seq, r.pk FROM resource r WHERE {where} ORDER BY r.pk "
             f"{'DESC' if backwards else 'ASC'} LIMIT {builder.value(options.count + 1)}")
+        return self._finish_page(sql, params, options.count, backwards, boundary is not None,
+                                 total)
+
+    def _finish_page(self, sql: str, params: list[Any], count: int, backwards: bool,
+                     from_cursor: bool, total: int | None) -> SearchPage:
+        """Run a page query (rows: seq, then the sort keys; one row more than a page)
+        and turn its first and last rows into the previous/next cursors."""
         rows = self.execute(sql, params).fetchall()
-        more = len(rows) > options.count
-        rows = rows[:options.count]
+        more = len(rows) > count
+        rows = rows[:count]
         if backwards:
             rows.reverse()
         matches = self._versions_by_seq([row[0] for row in rows])
         if not rows:
             return SearchPage(total, matches)
         has_next = more if not backwards else True
-        has_previous = more if backwards else boundary is not None
+        has_previous = more if backwards else from_cursor
         return SearchPage(total, matches,
-                          encode_cursor("n", [rows[-1][1]]) if has_next else None,
-                          encode_cursor("p", [rows[0][1]]) if has_previous else None)
+                          encode_cursor("n", list(rows[-1][1:])) if has_next else None,
+                          encode_cursor("p", list(rows[0][1:])) if has_previous else None)
 
     def _versions_by_seq(self, seqs: list[int]) -> list[StoredVersion]:
         if not seqs:
