@@ -279,4 +279,19 @@ def test_patient_everything(data: FhirService) -> None:
     paged = body(call(data, "GET", "Patient/p1/$everything?_count=2"))
     assert any(link["relation"] == "next" for link in paged["link"])
     later = body(call(data, "GET", "Patient/p1/$everything?_since=2999-01-01"))
-    assert not [e for e in later["entry"] if e["search"]["mode"] == "match"]
+    assert not [e for e in later.get("entry", []) if e["search"]["mode"] == "match"]
+
+
+def test_every_returned_bundle_is_valid_fhir(data: FhirService) -> None:
+    from hygeia.fhir.validation import validate
+
+    responses = [
+        body(call(data, "GET", "Patient?_summary=count")),  # no entries at all
+        body(call(data, "GET", "Observation?_id=w1&_include=Observation:subject")),
+        body(call(data, "GET", "Patient?shoe-size=1")),  # with an OperationOutcome entry
+        body(call(data, "GET", "Patient/p1/_history")),
+        body(call(data, "GET", "Patient/p1/$everything")),
+        body(call(data, "POST", "", {"resourceType": "Bundle", "type": "batch"})),
+    ]
+    for bundle in responses:
+        assert validate(bundle) == [], bundle

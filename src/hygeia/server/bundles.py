@@ -32,6 +32,7 @@ from hygeia.fhir.search.query import parse_criteria
 from hygeia.fhir.validation import validate
 from hygeia.server import write
 from hygeia.server.context import FhirRequest, FhirResponse
+from hygeia.server.context import bundle as bundle_of
 from hygeia.server.references import is_conditional_reference, rewrite_references
 from hygeia.server.resources import new_id
 from hygeia.server.router import Route, parse_route
@@ -80,8 +81,7 @@ def process_bundle(service: FhirService, request: FhirRequest) -> FhirResponse:
     else:
         raise BadRequest(f"Bundle.type must be batch or transaction, not {kind!r}.",
                          expression="Bundle.type")
-    return FhirResponse(200, resource={"resourceType": "Bundle", "type": f"{kind}-response",
-                                       "entry": entries})
+    return FhirResponse(200, resource=bundle_of(f"{kind}-response", entries))
 
 
 def parse_entries(bundle: dict[str, Any]) -> list[Entry]:

@@ -78,6 +78,14 @@ class FhirResponse:
         return response
 
 
+def bundle(kind: str, entries: list[dict[str, Any]], **elements: Any) -> dict[str, Any]:
+    """A Bundle of ``kind``; ``entry`` is left out when empty (FHIR JSON forbids [])."""
+    resource: dict[str, Any] = {"resourceType": "Bundle", "type": kind, **elements}
+    if entries:
+        resource["entry"] = entries
+    return resource
+
+
 def parse_etag(value: str) -> int | None:
     """``W/"3"`` or ``"3"`` or ``3`` -> 3; None when it is not a version tag."""
     text = value.strip()

@@ -9,7 +9,7 @@ import orjson
 
 from hygeia.fhir.datetime import fhir_datetime_range, format_instant
 from hygeia.fhir.outcome import BadRequest, Gone, NotFound
-from hygeia.server.context import FhirRequest, FhirResponse, Settings, parse_etag
+from hygeia.server.context import FhirRequest, FhirResponse, Settings, bundle, parse_etag
 from hygeia.store.base import HistoryQuery, Session, StoredVersion
 
 _STATUS_BY_METHOD = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK",
@@ -57,10 +57,8 @@ def history(session: Session, request: FhirRequest, settings: Settings,
         raise NotFound(f"{resource_type}/{id} does not exist.", expression=resource_type)
     versions = session.history(query)
     entries = [_history_entry(request.base_url, stored) for stored in versions]
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history",
-                              "link": _history_links(request, query, versions),
-                              "entry": entries}
-    return FhirResponse(200, resource=bundle)
+    return FhirResponse(200, resource=bundle("history", entries,
+                                             link=_history_links(request, query, versions)))
 
 
 def _history_query(request: FhirRequest, settings: Settings, resource_type: str | None,

@@ -18,7 +18,7 @@ from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.fhir.search.query import CompartmentClause, Query, parse_query
 from hygeia.fhir.search.results import Include
 from hygeia.fhir.spec import is_resource_type, patient_compartment
-from hygeia.server.context import FhirRequest, FhirResponse, Settings
+from hygeia.server.context import FhirRequest, FhirResponse, Settings, bundle
 from hygeia.server.shaping import shape
 from hygeia.store.base import Session, StoredVersion
 
@@ -116,12 +116,9 @@ def _respond(session: Session, request: FhirRequest, query: Query, path: str) ->
     if query.ignored:
         entries.append({"resource": operation_outcome(query.ignored),
                         "search": {"mode": "outcome"}})
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
-    if page.total is not None:
-        bundle["total"] = page.total
-    bundle["link"] = _links(request, path, page.next_cursor, page.previous_cursor)
-    bundle["entry"] = entries
-    return FhirResponse(200, resource=bundle)
+    total = {} if page.total is None else {"total": page.total}
+    links = _links(request, path, page.next_cursor, page.previous_cursor)
+    return FhirResponse(200, resource=bundle("searchset", entries, **total, link=links))
 
 
 def _included(session: Session, matches: list[StoredVersion], query: Query
