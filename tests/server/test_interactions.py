@@ -252,3 +252,11 @@ def test_capability_statement_lists_what_is_implemented(service: FhirService) ->
     assert patient_entry["conditionalDelete"] == "single"
     codes = {i["code"] for i in statement["rest"][0]["interaction"]}
     assert codes == {"transaction", "batch", "history-system", "search-system"}
+
+
+def test_capability_statement_is_valid_r4(service: FhirService) -> None:
+    from hygeia.fhir.validation import validate
+
+    statement = body(call(service, "GET", "metadata"))
+    assert validate(statement) == []
+    assert "SubscriptionStatus" not in {r["type"] for r in statement["rest"][0]["resource"]}

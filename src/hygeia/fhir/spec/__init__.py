@@ -76,12 +76,19 @@ def value_set_codes(url: str) -> frozenset[str] | None:
     return _value_sets().get(url.split("|", 1)[0])
 
 
+RESOURCE_TYPES_VALUE_SET = "http://hl7.org/fhir/ValueSet/resource-types"
+
+
 @cache
 def resource_types() -> frozenset[str]:
-    """Names of all concrete resource types (``Patient``, ``Bundle``...)."""
-    return frozenset(
-        name for name, info in type_definitions().items() if info["kind"] == "resource"
-    )
+    """Names of all concrete R4 resource types (``Patient``, ``Bundle``...).
+
+    The shipped StructureDefinitions also define SubscriptionStatus, which is
+    not an R4 resource: R4's own ResourceType value set decides what counts.
+    """
+    defined = {name for name, info in type_definitions().items() if info["kind"] == "resource"}
+    official = value_set_codes(RESOURCE_TYPES_VALUE_SET)
+    return frozenset(defined & official if official else defined)
 
 
 @cache
