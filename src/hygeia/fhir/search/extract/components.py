@@ -15,7 +15,7 @@ from typing import Any
 from hygeia.fhir.search.extract.dates import date_range
 from hygeia.fhir.search.extract.references import parse_reference
 from hygeia.fhir.search.extract.text import normalise_text
-from hygeia.fhir.search.extract.values import CURRENCY_SYSTEM
+from hygeia.fhir.search.extract.values import CURRENCY_SYSTEM, QUANTITY_TYPES, TEXT_TYPES
 from hygeia.fhir.search.rows import MAX_TIME, MIN_TIME
 from hygeia.fhir.spec import is_resource_type
 
@@ -159,26 +159,16 @@ def _resource(value: Any) -> list[tuple[Any, ...]]:
     return [(kind, ident, None, None)] if kind and ident else []
 
 
-_TEXT = ("string", "markdown", "code", "id", "uri", "url", "canonical", "oid", "uuid")
-_QUANTITIES = (
-    "Quantity",
-    "Age",
-    "Count",
-    "Distance",
-    "Duration",
-    "SimpleQuantity",
-    "MoneyQuantity",
-)
 _TABLE: dict[str, dict[str, Tails]] = {
     "token": {
-        **dict.fromkeys(_TEXT, _code),
+        **dict.fromkeys(TEXT_TYPES, _code),
         "boolean": _boolean,
         "Coding": _coding,
         "CodeableConcept": _codeable_concept,
         "Identifier": _identifier,
         "ContactPoint": _contact_point,
     },
-    "quantity": {**dict.fromkeys(_QUANTITIES, _quantity), "Money": _money},
+    "quantity": {**dict.fromkeys(QUANTITY_TYPES, _quantity), "Money": _money},
     "date": {
         "date": _date,
         "dateTime": _date,
@@ -187,12 +177,12 @@ _TABLE: dict[str, dict[str, Tails]] = {
         "Timing": _timing,
     },
     "string": {
-        **dict.fromkeys(_TEXT, _string),
+        **dict.fromkeys(TEXT_TYPES, _string),
         "HumanName": _parts("family", "given", "prefix", "suffix", "text"),
         "Address": _parts("line", "city", "district", "state", "postalCode", "country", "text"),
     },
     "number": dict.fromkeys(("integer", "decimal", "positiveInt", "unsignedInt"), _number_tail),
-    "uri": dict.fromkeys(_TEXT, _uri),
+    "uri": dict.fromkeys(TEXT_TYPES, _uri),
     "reference": {
         "Reference": _reference,
         "canonical": _canonical,

@@ -109,21 +109,7 @@ def _parameter_plan(param: SearchParameter, resource_type: str) -> TypePlan:
 
 def _deduplicate(rows: IndexRows) -> None:
     """Drop repeated rows (the same code under two codings, Observation and combo-...)."""
-    if len(rows.strings) > 1:
-        rows.strings[:] = dict.fromkeys(rows.strings)
-    if len(rows.tokens) > 1:
-        rows.tokens[:] = dict.fromkeys(rows.tokens)
-    if len(rows.token_texts) > 1:
-        rows.token_texts[:] = dict.fromkeys(rows.token_texts)
-    if len(rows.references) > 1:
-        rows.references[:] = dict.fromkeys(rows.references)
-    if len(rows.dates) > 1:
-        rows.dates[:] = dict.fromkeys(rows.dates)
-    if len(rows.numbers) > 1:
-        rows.numbers[:] = dict.fromkeys(rows.numbers)
-    if len(rows.quantities) > 1:
-        rows.quantities[:] = dict.fromkeys(rows.quantities)
-    if len(rows.uris) > 1:
-        rows.uris[:] = dict.fromkeys(rows.uris)
-    if len(rows.composites) > 1:
-        rows.composites[:] = dict.fromkeys(rows.composites)
+    for name in IndexRows.__slots__:
+        values = getattr(rows, name)
+        if len(values) > 1:
+            values[:] = dict.fromkeys(values)

@@ -27,6 +27,8 @@ from hygeia.fhir.search.extract.tokens import (
     token_primitive,
 )
 from hygeia.fhir.search.extract.values import (
+    QUANTITY_TYPES,
+    TEXT_TYPES,
     number_primitive,
     quantity_money,
     quantity_quantity,
@@ -40,25 +42,15 @@ __all__ = ["Normaliser", "normaliser_for"]
 
 Normaliser = Callable[[str, Any, IndexRows], None]
 
-_TEXT = ("string", "markdown", "code", "id", "uri", "url", "canonical", "oid", "uuid")
-_QUANTITIES = (
-    "Quantity",
-    "Age",
-    "Count",
-    "Distance",
-    "Duration",
-    "SimpleQuantity",
-    "MoneyQuantity",
-)
 
 _TABLE: dict[str, dict[str, Normaliser]] = {
     "string": {
-        **dict.fromkeys(_TEXT, string_primitive),
+        **dict.fromkeys(TEXT_TYPES, string_primitive),
         "HumanName": string_human_name,
         "Address": string_address,
     },
     "token": {
-        **dict.fromkeys(_TEXT, token_primitive),
+        **dict.fromkeys(TEXT_TYPES, token_primitive),
         "boolean": token_boolean,
         "Coding": token_coding,
         "CodeableConcept": token_codeable_concept,
@@ -80,8 +72,8 @@ _TABLE: dict[str, dict[str, Normaliser]] = {
         "Timing": date_timing,
     },
     "number": dict.fromkeys(("integer", "decimal", "positiveInt", "unsignedInt"), number_primitive),
-    "quantity": {**dict.fromkeys(_QUANTITIES, quantity_quantity), "Money": quantity_money},
-    "uri": {**dict.fromkeys(_TEXT, uri_primitive), "canonical": uri_canonical},
+    "quantity": {**dict.fromkeys(QUANTITY_TYPES, quantity_quantity), "Money": quantity_money},
+    "uri": {**dict.fromkeys(TEXT_TYPES, uri_primitive), "canonical": uri_canonical},
 }
 
 

@@ -28,6 +28,11 @@ __all__ = [
 
 CURRENCY_SYSTEM = "urn:iso:std:iso:4217"
 
+# FHIR types indexed as plain text, and the Quantity family (shared by the normalisers)
+TEXT_TYPES = ("string", "markdown", "code", "id", "uri", "url", "canonical", "oid", "uuid")
+QUANTITY_TYPES = ("Quantity", "Age", "Count", "Distance", "Duration", "SimpleQuantity",
+                  "MoneyQuantity")
+
 
 def _number(value: Any) -> float | None:
     if type(value) is int or type(value) is float:
