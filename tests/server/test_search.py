@@ -161,6 +161,21 @@ def test_composite(data: FhirService) -> None:
         "bp1"]
 
 
+def test_combo_parameters_search_the_rows_they_share(data: FhirService) -> None:
+    """combo-* parameters store no rows: they read those of code, component-code..."""
+    assert ids(data, "Observation?combo-code=8480-6") == ["bp1", "bp2"]
+    assert ids(data, "Observation?combo-code=29463-7,8302-2") == ["h1", "w1", "w2", "w3"]
+    assert ids(data, "Observation?combo-code:text=measured 8302") == ["h1"]
+    assert ids(data, "Observation?combo-value-quantity=gt140") == ["bp1", "bp2", "h1"]
+    assert ids(data, f"Observation?combo-code-value-quantity={LOINC}|8480-6$gt140") == ["bp1"]
+    assert ids(data, f"Observation?combo-code-value-quantity={LOINC}|8302-2$170") == ["h1"]
+    assert ids(data, "Observation?combo-value-quantity:missing=true") == []
+    ordered = body(call(data, "GET", "Observation?combo-code=8480-6,8302-2"
+                                     "&_sort=-combo-value-quantity"))
+    assert [e["resource"]["id"] for e in ordered["entry"]] == ["h1", "bp1", "bp2"]
+    assert ids(data, "Patient?_has:Observation:patient:combo-code=8480-6") == ["p1", "p2"]
+
+
 def test_special_parameters(data: FhirService) -> None:
     assert ids(data, "Patient?_id=p1,p3") == ["p1", "p3"]
     assert ids(data, "Patient?_lastUpdated=gt2000-01-01") == ["p1", "p2", "p3"]

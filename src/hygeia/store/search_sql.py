@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hygeia.fhir.outcome import BadRequest
+from hygeia.fhir.search.extract.shared import stored_codes
+from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.fhir.search.query import (
     ChainClause,
     Clause,
@@ -70,9 +72,11 @@ class SqlBuilder:
     ``value()`` returns a unique marker rather than ``?``, and :meth:`render`
     puts the parameters in the order the markers appear in the final text, so
     fragments can be built in any order and reused (a marker used twice binds
-    its value twice).
+    its value twice).  ``registry`` decides which parameters share stored rows
+    (:mod:`hygeia.fhir.search.extract.shared`).
     """
 
+    registry: SearchRegistry | None = None
     params: list[Any] = field(default_factory=list)
     _aliases: int = 0
 
@@ -95,7 +99,12 @@ class SqlBuilder:
 
     def param_keys(self, types: tuple[str, ...], code: str) -> str:
         """The h_param values of ``code`` on each of ``types``, as an SQL list."""
-        return ", ".join(self.value(param_hash(kind, code)) for kind in types)
+        return ", ".join(self.value(key) for key in self.param_hashes(types, code))
+
+    def param_hashes(self, types: tuple[str, ...], code: str) -> list[int]:
+        """h_param of every stored parameter whose rows make up ``code`` on ``types``."""
+        return [param_hash(kind, stored) for kind in types
+                for stored in stored_codes(self.registry, kind, code)]
 
     def clause(self, clause: Clause, owner: str, types: tuple[str, ...],
                correlated: bool = False) -> str:
@@ -152,13 +161,13 @@ class SqlBuilder:
         """
         ref, source = self.alias("hs"), self.alias("s")
         kind = (clause.source_type,)
-        param = self.value(param_hash(clause.source_type, clause.parameter.code))
+        param = self.param_keys(kind, clause.parameter.code)
         targets = ", ".join(self.value(t) for t in types)
         column = f"({source}.res_type || '')" if _selective(clause.inner) else \
             f"{source}.res_type"
         return (f"({owner}.res_type, {owner}.res_id) IN (SELECT {ref}.target_type, "
                 f"{ref}.target_id FROM reference_index {ref} "
-                f"WHERE {ref}.h_param = {param} AND {ref}.target_type IN ({targets}) "
+                f"WHERE {ref}.h_param IN ({param}) AND {ref}.target_type IN ({targets}) "
                 f"AND {ref}.res_pk IN (SELECT {source}.pk FROM resource {source} WHERE "
                 f"{column} = {self.value(clause.source_type)} AND "
                 f"{source}.deleted = {self.value(False)} AND "
@@ -207,8 +216,8 @@ class SqlBuilder:
                types: tuple[str, ...], code: str, inner: str) -> str:
         """The value condition, led by the lookup key its table is indexed on."""
         if isinstance(value, TokenValue) and value.code is not None and "h_code" in columns:
-            keys = ", ".join(self.value(code_hash(param_hash(kind, code), value.code))
-                             for kind in types)
+            keys = ", ".join(self.value(code_hash(param, value.code))
+                             for param in self.param_hashes(types, code))
             return f"{inner}.h_code IN ({keys}) AND {self.condition(value, modifier, columns)}"
         param = f"{inner}.h_param IN ({self.param_keys(types, code)})"
         return f"{param} AND {self.condition(value, modifier, columns)}"

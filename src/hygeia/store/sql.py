@@ -184,7 +184,7 @@ class SqlSession(Session):
         options = query.options
         total = None
         if options.total != "none" or options.summary == "count":
-            builder = SqlBuilder()
+            builder = SqlBuilder(self.registry)
             sql, params = builder.render(
                 f"SELECT COUNT(*) FROM resource r WHERE {where_sql(builder, types, query.clauses)}")
             total = int(self.execute(sql, params).fetchone()[0])
@@ -196,7 +196,7 @@ class SqlSession(Session):
         if not query.options.sort:
             return self._page_by_key(query, types, total)
         options = query.options
-        builder = SqlBuilder()
+        builder = SqlBuilder(self.registry)
         where = where_sql(builder, types, query.clauses)
         keys = order_keys(builder, options.sort, types)
         direction, boundary = decode_cursor(options.cursor, len(keys))
@@ -220,7 +220,7 @@ class SqlSession(Session):
         sorting every match (a broad query with ``_count=20`` costs 20 rows, not 20,000).
         """
         options = query.options
-        builder = SqlBuilder()
+        builder = SqlBuilder(self.registry)
         direction, boundary = decode_cursor(options.cursor, 1)
         backwards = direction == "p"
         where = where_sql(builder, types, query.clauses)
@@ -265,14 +265,13 @@ class SqlSession(Session):
         self.flush()
         if not owners:
             return []
-        builder = SqlBuilder()
+        builder = SqlBuilder(self.registry)
         pairs = " OR ".join(f"(o.res_type = {builder.value(owner.resource_type)} AND "
                             f"o.res_id = {builder.value(owner.id)})" for owner in owners)
         filters = []
         if include.parameter is not None:
             sources = _include_sources(include, owners, reverse)
-            hashes = ", ".join(builder.value(param_hash(kind, include.parameter.code))
-                               for kind in sources)
+            hashes = builder.param_keys(tuple(sources), include.parameter.code)
             filters.append(f"ri.h_param IN ({hashes or builder.value(0)})")
         if include.target_type is not None:
             filters.append(f"ri.target_type = {builder.value(include.target_type)}")

@@ -15,10 +15,14 @@ from hygeia.fhir.search.rows import IndexRows
 _FROM_RESOURCE_TABLE = ("_id", "_lastUpdated")
 
 
-def index_resource(resource: dict[str, Any], registry: SearchRegistry | None = None
-                   ) -> IndexRows:
-    """Every index row a resource version contributes, for every search parameter."""
-    rows = extract_index(resource, registry)
+def index_resource(resource: dict[str, Any], registry: SearchRegistry | None = None, *,
+                   complete: bool = False) -> IndexRows:
+    """The index rows a resource version contributes (``complete``: shared parameters too).
+
+    The store keeps no rows of its own for shared parameters
+    (:mod:`hygeia.fhir.search.extract.shared`); the matcher asks for them.
+    """
+    rows = extract_index(resource, registry, complete=complete)
     rows.tokens = [row for row in rows.tokens if row[0] not in _FROM_RESOURCE_TABLE]
     rows.dates = [row for row in rows.dates if row[0] not in _FROM_RESOURCE_TABLE]
     return rows

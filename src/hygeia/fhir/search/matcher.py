@@ -62,7 +62,7 @@ class MatchContext:
     def rows(self, resource: dict[str, Any]) -> IndexRows:
         key = (resource.get("resourceType", ""), resource.get("id", ""))
         if key not in self._rows:
-            self._rows[key] = index_resource(resource, self.registry)
+            self._rows[key] = index_resource(resource, self.registry, complete=True)
         return self._rows[key]
 
 

@@ -44,7 +44,7 @@ PATIENT: dict[str, Any] = {
 
 
 def test_patient() -> None:
-    rows = extract_index(PATIENT)
+    rows = extract_index(PATIENT, complete=True)
     assert set(rows.strings) == {
         ("address", "1 rue de la paix", "1 Rue  de la Paix"),
         ("address", "paris", "Paris"),
@@ -131,7 +131,7 @@ OBSERVATION: dict[str, Any] = {
 
 
 def test_observation_tokens_references_and_dates() -> None:
-    rows = extract_index(OBSERVATION)
+    rows = extract_index(OBSERVATION, complete=True)
     assert only(rows.tokens, "code", "category", "status") == {
         ("code", LOINC, "85354-9"),
         ("status", None, "final"),
@@ -157,7 +157,7 @@ def test_observation_tokens_references_and_dates() -> None:
 
 
 def test_observation_composites_group_by_component() -> None:
-    rows = extract_index(OBSERVATION)
+    rows = extract_index(OBSERVATION, complete=True)
     systolic, diastolic = (LOINC, "8480-6"), (LOINC, "8462-4")
     assert only(rows.composites, "component-code-value-quantity") == {
         ("component-code-value-quantity", 0, 0, systolic),
@@ -182,7 +182,8 @@ def test_observation_values_and_period() -> None:
             "resourceType": "Observation",
             "code": {"coding": [{"system": LOINC, "code": "8302-2"}]},
             "valueQuantity": {"value": 181.2, "code": "cm", "system": UCUM},
-        }
+        },
+        complete=True,
     )
     assert set(quantity.quantities) == {
         ("value-quantity", 181.2, UCUM, "cm", None),

@@ -9,6 +9,7 @@ from typing import Any
 from hygeia.fhir.search.extract.dates import date_range
 from hygeia.fhir.search.extract.plan import TypePlan, param_plan, type_plan
 from hygeia.fhir.search.extract.references import parse_reference
+from hygeia.fhir.search.extract.shared import shared_parameters
 from hygeia.fhir.search.extract.text import clear_text_memo
 from hygeia.fhir.search.parameters import SearchParameter, SearchRegistry, default_registry
 from hygeia.fhir.search.rows import IndexRows
@@ -16,22 +17,26 @@ from hygeia.fhir.spec import is_resource_type
 
 __all__ = ["clear_memos", "extract_index", "extract_parameter", "fallback_parameters", "invalidate"]
 
-# registry -> resource type -> (the for_type dict the plan was built from, plan)
+# registry -> (resource type, complete) -> (the for_type dict the plan was built from, plan)
 _PLANS: weakref.WeakKeyDictionary[
-    SearchRegistry, dict[str, tuple[dict[str, SearchParameter], TypePlan]]
+    SearchRegistry, dict[tuple[str, bool], tuple[dict[str, SearchParameter], TypePlan]]
 ] = weakref.WeakKeyDictionary()
 
 
-def extract_index(resource: dict[str, Any], registry: SearchRegistry | None = None) -> IndexRows:
-    """The de-duplicated index rows of every indexed parameter of the resource's type.
+def extract_index(resource: dict[str, Any], registry: SearchRegistry | None = None, *,
+                  complete: bool = False) -> IndexRows:
+    """The de-duplicated index rows of the indexed parameters of the resource's type.
 
+    Shared parameters (:mod:`.shared`: rows that are the union of other
+    parameters' rows) are skipped unless ``complete``: the store answers them
+    from the rows they share, while the in-memory matcher wants every row.
     Resources of an unknown type (or not objects) give empty rows; values that
     cannot be normalised are skipped, never raised on.
     """
     kind = resource.get("resourceType") if type(resource) is dict else None
     if type(kind) is not str or not is_resource_type(kind):
         return IndexRows()
-    return _apply(_plan(registry or default_registry(), kind), resource)
+    return _apply(_plan(registry or default_registry(), kind, complete), resource)
 
 
 def extract_parameter(resource: dict[str, Any], param: SearchParameter) -> IndexRows:
@@ -89,16 +94,18 @@ def clear_memos() -> None:
     clear_text_memo()
 
 
-def _plan(registry: SearchRegistry, resource_type: str) -> TypePlan:
+def _plan(registry: SearchRegistry, resource_type: str, complete: bool) -> TypePlan:
     parameters = registry.for_type(resource_type)
     plans = _PLANS.get(registry)
     if plans is None:
         plans = _PLANS[registry] = {}
-    cached = plans.get(resource_type)
+    cached = plans.get((resource_type, complete))
     if cached is not None and cached[0] is parameters:
         return cached[1]
-    plan = type_plan(parameters, resource_type)
-    plans[resource_type] = (parameters, plan)
+    shared = {} if complete else shared_parameters(registry, resource_type)
+    plan = type_plan({code: param for code, param in parameters.items() if code not in shared},
+                     resource_type)
+    plans[(resource_type, complete)] = (parameters, plan)
     return plan
 
 

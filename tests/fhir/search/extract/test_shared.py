@@ -1,0 +1,73 @@
+"""Shared parameters: rows stored once, and exactly the union of the rows they stand for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hygeia.fhir.search.extract import extract_index
+from hygeia.fhir.search.extract.shared import shared_parameters, stored_codes
+from hygeia.fhir.search.parameters import SearchParameter, default_registry
+from hygeia.fhir.search.rows import IndexRows
+
+from .support import stored_resources, synthea_files
+
+
+def test_observation_combo_parameters_share_their_parts() -> None:
+    shared = shared_parameters(None, "Observation")
+    assert shared["combo-code"] == ("code", "component-code")
+    assert shared["combo-code-value-quantity"] == ("code-value-quantity",
+                                                   "component-code-value-quantity")
+    assert shared["combo-value-quantity"] == ("component-value-quantity", "value-quantity")
+    assert "code" not in shared and "subject" not in shared
+    assert stored_codes(None, "Observation", "combo-code:text") == ("code:text",
+                                                                   "component-code:text")
+    assert stored_codes(None, "Observation", "status") == ("status",)
+
+
+def test_identical_parameters_share_the_first_code() -> None:
+    assert shared_parameters(None, "Patient")["phonetic"] == ("name",)
+
+
+def _renamed(rows: IndexRows, code: str, parts: tuple[str, ...]) -> dict[str, set[Any]]:
+    """Rows of ``parts`` relabelled as ``code`` (composite groups dropped: they renumber)."""
+    out: dict[str, set[Any]] = {}
+    for field in IndexRows.__slots__:
+        found = set()
+        for row in getattr(rows, field):
+            if row[0] in parts:
+                found.add((code, *row[1:]) if field != "composites" else (code, *row[2:]))
+        out[field] = found
+    return out
+
+
+@pytest.mark.parametrize("path", synthea_files(), ids=lambda path: path.name[:3])
+def test_shared_rows_are_the_union_of_the_stored_rows(path: Path) -> None:
+    """On real data, what a shared parameter would have stored equals its parts' rows."""
+    checked = 0
+    for resource in stored_resources(path):
+        kind = resource["resourceType"]
+        shared = shared_parameters(None, kind)
+        stored = extract_index(resource)
+        complete = extract_index(resource, complete=True)
+        for code, parts in shared.items():
+            assert not any(row[0] == code for field in IndexRows.__slots__
+                           for row in getattr(stored, field)), f"{kind}.{code} was stored"
+            assert _renamed(complete, code, (code,)) == _renamed(stored, code, parts)
+            checked += 1
+    assert checked > 100
+
+
+def test_a_custom_parameter_replacing_a_part_stops_the_sharing() -> None:
+    registry = default_registry().copy()
+    registry.add(SearchParameter(url="http://example.org/sp/code", code="code",
+                                 base=("Observation",), type="token",
+                                 expression="Observation.code.coding"))
+    assert "combo-code" not in shared_parameters(registry, "Observation")
+    assert "combo-value-quantity" in shared_parameters(registry, "Observation")
+    observation = {"resourceType": "Observation",
+                   "code": {"coding": [{"system": "http://loinc.org", "code": "1-8"}]}}
+    rows = extract_index(observation, registry)
+    assert ("combo-code", "http://loinc.org", "1-8") in rows.tokens
