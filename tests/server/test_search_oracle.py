@@ -40,7 +40,7 @@ def loaded(service: FhirService) -> tuple[FhirService, MatchContext, dict[str, I
             page = session.search(parse_query(kind, [("_count", "1000")]))
             for stored in page.matches:
                 context.add(orjson.loads(stored.content or b"{}"))
-    rows = {f"{k}/{i}": index_resource(r, service.registry)
+    rows = {f"{k}/{i}": index_resource(r, service.registry, complete=True)
             for (k, i), r in context.resources.items()}
     return service, context, rows
 
@@ -104,7 +104,37 @@ def _chain(rng: random.Random, rows: IndexRows, context: MatchContext) -> tuple[
     return f"{code}:Patient.family", family
 
 
-BUILDERS = (_token, _string, _date, _quantity, _reference)
+def _text(rng: random.Random, rows: IndexRows) -> tuple[str, str] | None:
+    if not rows.token_texts:
+        return None
+    code, text = rng.choice(rows.token_texts)
+    return f"{code}:text", text[:rng.randint(1, 8)].replace(",", "\\,")
+
+
+def _missing(rng: random.Random, rows: IndexRows) -> tuple[str, str] | None:
+    present = [row[0] for row in (*rows.tokens, *rows.references, *rows.dates,
+                                  *rows.quantities, *rows.strings) if ":" not in row[0]]
+    if not present:
+        return None
+    return f"{rng.choice(present)}:missing", rng.choice(("true", "false"))
+
+
+def _composite(rng: random.Random, rows: IndexRows) -> tuple[str, str] | None:
+    """code-value-quantity style: a token component and a quantity component of one group."""
+    groups: dict[tuple[str, int], dict[int, tuple[Any, ...]]] = {}
+    for code, group, component, values in rows.composites:
+        groups.setdefault((code, group), {})[component] = values
+    usable = [(code, parts) for (code, _), parts in sorted(groups.items())
+              if code.endswith("value-quantity") and len(parts[0]) == 2 and parts[0][1]
+              and isinstance(parts[1][0], float | int)]
+    if not usable:
+        return None
+    code, parts = rng.choice(usable)
+    (system, token), (value, *_) = parts[0], parts[1]
+    return code, f"{system}|{token}${rng.choice(PREFIXES)}{value * rng.choice((1, 1.1)):.1f}"
+
+
+BUILDERS = (_token, _string, _date, _quantity, _reference, _text, _missing, _composite)
 
 
 def random_query(rng: random.Random, context: MatchContext, rows: dict[str, IndexRows]

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from hygeia import __version__
 from hygeia.store.factory import DEFAULT_URL
+from hygeia.store.schema import SchemaVersionError
 
 EPILOG_SERVE = "example: hygeia serve --demo --port 8080   # then GET http://127.0.0.1:8080/fhir/metadata"
 EPILOG_LOAD = "example: hygeia load --db sqlite:///./hygeia.db ../shared/data/synthea-r4/"
@@ -50,10 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "serve":
-        return serve(args)
-    if args.command == "load":
-        return load(args)
+    try:
+        if args.command == "serve":
+            return serve(args)
+        if args.command == "load":
+            return load(args)
+    except SchemaVersionError as error:
+        Console(stderr=True).print(f"[red]{error}")
+        return 2
     return validate_files(args.paths)
 
 

@@ -8,7 +8,24 @@ describes every table and column.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+
+
+class SchemaVersionError(RuntimeError):
+    """The database was laid out by a Hygeia with a different schema version."""
+
+
+def check_version(found: int | None) -> None:
+    """Refuse a database of another layout before any DDL touches it (None: a new database).
+
+    Writing into tables of another layout would corrupt the indexes silently;
+    there are no migrations yet, so the only safe way is a fresh database.
+    """
+    if found is not None and found != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"The database uses storage layout version {found}, but this Hygeia uses version "
+            f"{SCHEMA_VERSION}. Load the data into a new database (layout migrations are not "
+            "supported yet).")
 
 DIALECT_TYPES = {
     "sqlite": {"text": "TEXT", "ctext": "TEXT", "bigint": "INTEGER", "real": "REAL",
@@ -24,8 +41,9 @@ _OWNER = "res_pk {bigint} NOT NULL, h_param {bigint} NOT NULL"
 # index table -> its value columns (after res_pk, h_param), in IndexRows order
 INDEX_TABLES: dict[str, tuple[str, ...]] = {
     "string_index": ("norm", "exact"),
-    "token_index": ("h_code", "system", "code"),
-    "token_text_index": ("text",),
+    # text: a normalised display/text for :text, folded into a token row of the same
+    # parameter (or a row of its own, system and code NULL, when there are more texts)
+    "token_index": ("h_code", "system", "code", "text"),
     "reference_index": ("target_type", "target_id", "url", "version"),
     "date_index": ("low", "high"),
     "number_index": ("value",),
@@ -41,7 +59,6 @@ _COLUMN_TYPES = {"low": "{bigint}", "high": "{bigint}", "value": "{real}", "grp"
 _LOOKUPS = {
     "string_index": "h_param, norm",
     "token_index": "h_code",
-    "token_text_index": "h_param, text",
     "reference_index": "target_id, target_type, h_param",
     "date_index": "h_param, low",
     "number_index": "h_param, value",
@@ -88,6 +105,9 @@ def _index_statements() -> list[str]:
                           "(res_pk, h_param)")
         statements.append(f"CREATE INDEX IF NOT EXISTS {table}_lookup ON {table} "
                           f"({_LOOKUPS[table]})")
+    # :text searches; most token rows carry no text, so the index holds only those that do
+    statements.append("CREATE INDEX IF NOT EXISTS token_index_text ON token_index "
+                      "(h_param, text) WHERE text IS NOT NULL")
     return statements
 
 

@@ -181,9 +181,7 @@ class SqlBuilder:
         kind, modifier = parameter.type, clause.modifier
         table = TABLE_BY_TYPE[kind]
         code = parameter.code
-        if modifier == "text":
-            table = "token_text_index"
-        elif modifier in ("of-type", "identifier"):
+        if modifier in ("of-type", "identifier"):
             table, code = "token_index", f"{parameter.code}:{modifier}"
         inner = self.alias("i")
         if correlated:
@@ -192,13 +190,15 @@ class SqlBuilder:
         else:
             head = f"SELECT {inner}.res_pk FROM {table} {inner} WHERE "
         if clause.missing is not None:
-            return self._membership(owner, head + "1 = 1" if correlated else head +
-                                    f"{inner}.h_param IN ({self.param_keys(types, code)})",
-                                    not clause.missing, correlated)
+            present = (f"({inner}.system IS NOT NULL OR {inner}.code IS NOT NULL)"
+                       if table == "token_index" else "1 = 1")  # text-only rows hold no code
+            return self._membership(owner, head + present if correlated else head +
+                                    f"{inner}.h_param IN ({self.param_keys(types, code)}) "
+                                    f"AND {present}", not clause.missing, correlated)
         if kind == "composite":
             return "(" + " OR ".join(self._composite(clause, value, owner, types, correlated)
                                      for value in clause.values) + ")"
-        columns = _columns(inner, table)
+        columns = _columns(inner, table, modifier)
         alternatives = " OR ".join(
             "(" + (self.condition(value, modifier, columns) if correlated else
                    self._keyed(value, modifier, columns, types, code, inner)) + ")"
@@ -388,11 +388,11 @@ def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _columns(alias: str, table: str) -> dict[str, str]:
-    """Logical value names -> columns of one index table (token text reads as ``norm``)."""
+def _columns(alias: str, table: str, modifier: str | None = None) -> dict[str, str]:
+    """Logical value names -> columns of one index table (``:text`` reads text as ``norm``)."""
     columns = {name: f"{alias}.{name}" for name in INDEX_TABLES[table]}
-    if table == "token_text_index":
-        columns["norm"] = columns.pop("text")
+    if modifier == "text" and table == "token_index":
+        columns["norm"] = columns["text"]
     return columns
 
 

@@ -29,8 +29,9 @@ from hygeia.store.schema import INDEX_TABLES
 from hygeia.store.search_sql import SqlBuilder, after_cursor, order_keys, where_sql
 
 # IndexRows field -> the side table that stores it
+# (token_index is written by _token_rows: it folds IndexRows.token_texts into the tokens)
 INDEX_FIELDS = (("string_index", "strings"), ("token_index", "tokens"),
-                ("token_text_index", "token_texts"), ("reference_index", "references"),
+                ("reference_index", "references"),
                 ("date_index", "dates"), ("number_index", "numbers"),
                 ("quantity_index", "quantities"), ("uri_index", "uris"),
                 ("composite_index", "composites"))
@@ -156,9 +157,13 @@ class SqlSession(Session):
             if stale:
                 cursor.executemany(self._sql(f"DELETE FROM {table} WHERE res_pk = ?"),
                                    [(pk,) for pk in stale])
-            shape = _ROW_SHAPES[table]
-            rows = [shape(pk, param_hash(v.resource_type, row[0]), row)
-                    for pk, v, index in current for row in getattr(index, field_name)]
+            if table == "token_index":
+                rows = [row for pk, v, index in current
+                        for row in _token_rows(pk, v.resource_type, index)]
+            else:
+                shape = _ROW_SHAPES[table]
+                rows = [shape(pk, param_hash(v.resource_type, row[0]), row)
+                        for pk, v, index in current for row in getattr(index, field_name)]
             if rows:
                 self._insert_rows(cursor, table, ("res_pk", "h_param", *INDEX_TABLES[table]),
                                   rows)
@@ -319,8 +324,28 @@ def _plain(pk: int, param: int, row: tuple[Any, ...]) -> tuple[Any, ...]:
     return (pk, param, *row[1:])
 
 
-def _token(pk: int, param: int, row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return (pk, param, code_hash(param, row[2]), row[1], row[2])
+def _token_rows(pk: int, resource_type: str, index: IndexRows) -> list[tuple[Any, ...]]:
+    """token_index rows: each :text value rides on a token row of its parameter.
+
+    A text pairs with any token row of the same parameter (a :text search asks
+    whether *some* text matches, never which coding it came from); texts left
+    over get rows of their own with system and code NULL, which token value
+    conditions never match and ``:missing`` ignores.  One row instead of two for
+    nearly every coded value.
+    """
+    texts: dict[str, list[str]] = {}
+    for code, text in index.token_texts:
+        texts.setdefault(code, []).append(text)
+    rows = []
+    for code, system, value in index.tokens:
+        param = param_hash(resource_type, code)
+        waiting = texts.get(code)
+        rows.append((pk, param, code_hash(param, value), system, value,
+                     waiting.pop() if waiting else None))
+    for code, left in texts.items():
+        param = param_hash(resource_type, code)
+        rows.extend((pk, param, code_hash(param, None), None, None, text) for text in left)
+    return rows
 
 
 def _composite(pk: int, param: int, row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -329,7 +354,6 @@ def _composite(pk: int, param: int, row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 _ROW_SHAPES: dict[str, Callable[[int, int, tuple[Any, ...]], tuple[Any, ...]]] = {
     table: _plain for table in INDEX_TABLES}
-_ROW_SHAPES["token_index"] = _token
 _ROW_SHAPES["composite_index"] = _composite
 
 

@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from hygeia.fhir.outcome import Conflict
 from hygeia.store.base import Repository
-from hygeia.store.schema import SCHEMA_VERSION, statements
+from hygeia.store.schema import SCHEMA_VERSION, check_version, statements
 from hygeia.store.sql import SqlSession
 
 _SCHEMA_LOCK = 7_343_201  # advisory lock id held while creating the schema
@@ -78,6 +78,10 @@ class PostgresRepository(Repository):
     def _create_schema(self) -> None:
         with self._pool.connection() as connection, connection.transaction():
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            exists = connection.execute("SELECT to_regclass('hygeia_schema')").fetchone()
+            if exists is not None and exists[0] is not None:
+                found = connection.execute("SELECT MAX(version) FROM hygeia_schema").fetchone()
+                check_version(None if found is None or found[0] is None else int(found[0]))
             for statement in statements("postgresql"):
                 connection.execute(statement)
             row = connection.execute("SELECT COUNT(*) FROM hygeia_schema").fetchone()

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hygeia.store.base import Repository
-from hygeia.store.schema import SCHEMA_VERSION, statements
+from hygeia.store.schema import SCHEMA_VERSION, check_version, statements
 from hygeia.store.sql import SqlSession
 from hygeia.store.sqlite.statistics import seed_planner_statistics
 
@@ -77,6 +77,7 @@ class SqliteRepository(Repository):
         with self._write_lock:
             self._writer.execute("BEGIN IMMEDIATE")
             try:
+                check_version(self._stored_version())
                 for statement in statements("sqlite"):
                     self._writer.execute(statement)
                 if self._writer.execute("SELECT COUNT(*) FROM hygeia_schema").fetchone()[0] == 0:
@@ -87,6 +88,13 @@ class SqliteRepository(Repository):
                 self._writer.execute("ROLLBACK")
                 raise
         self._writer.execute("ANALYZE sqlite_schema")  # load the statistics into the planner
+
+    def _stored_version(self) -> int | None:
+        exists = self._writer.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                      "AND name = 'hygeia_schema'").fetchone()
+        row = self._writer.execute("SELECT MAX(version) FROM hygeia_schema").fetchone() \
+            if exists else None
+        return None if row is None or row[0] is None else int(row[0])
 
     @contextmanager
     def transaction(self) -> Iterator[SqliteSession]:
