@@ -20,6 +20,7 @@ from pathlib import Path
 from hygeia.store.base import Repository
 from hygeia.store.schema import SCHEMA_VERSION, check_version, statements
 from hygeia.store.sql import SqlSession
+from hygeia.store.sqlite.checkpoint import SAFETY_NET_PAGES, Checkpointer
 from hygeia.store.sqlite.statistics import seed_planner_statistics
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
@@ -56,6 +57,10 @@ class SqliteRepository(Repository):
         # resources/s on Synthea ingest against 32 MB (readers stay at 32 MB each)
         self._writer = self._connect(cache_mb=128)
         self._create_schema()
+        self._checkpointer: Checkpointer | None = None
+        if self.path != ":memory:":
+            self._writer.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
+            self._checkpointer = Checkpointer(lambda: self._connect(cache_mb=2))
         # a small fixed pool: each connection keeps its own page cache, so one per
         # request thread (Starlette runs up to 40) would multiply memory for no gain
         # on a 2-core machine
@@ -108,6 +113,8 @@ class SqliteRepository(Repository):
                 self._writer.execute("ROLLBACK")
                 raise
             self._writer.execute("COMMIT")
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
         session.run_after_commit()
 
     @contextmanager
@@ -126,6 +133,8 @@ class SqliteRepository(Repository):
         return connection
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         for connection in self._all_readers:
             connection.close()
         with self._write_lock:
