@@ -1,7 +1,7 @@
 """Index rows extracted from a resource on write (in the same transaction as the version).
 
 ``_id`` and ``_lastUpdated`` are answered from the resource table itself, so
-their rows are dropped here rather than stored twice.
+they have no rows, even in the complete set the matcher uses.
 """
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from hygeia.fhir.search.extract import extract_index
+from hygeia.fhir.search.extract.extractor import ANSWERED_BY_THE_RESOURCE_TABLE
 from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.fhir.search.rows import IndexRows
-
-_FROM_RESOURCE_TABLE = ("_id", "_lastUpdated")
 
 
 def index_resource(resource: dict[str, Any], registry: SearchRegistry | None = None, *,
@@ -23,6 +22,8 @@ def index_resource(resource: dict[str, Any], registry: SearchRegistry | None = N
     (:mod:`hygeia.fhir.search.extract.shared`); the matcher asks for them.
     """
     rows = extract_index(resource, registry, complete=complete)
-    rows.tokens = [row for row in rows.tokens if row[0] not in _FROM_RESOURCE_TABLE]
-    rows.dates = [row for row in rows.dates if row[0] not in _FROM_RESOURCE_TABLE]
+    if complete:
+        rows.tokens = [row for row in rows.tokens
+                       if row[0] not in ANSWERED_BY_THE_RESOURCE_TABLE]
+        rows.dates = [row for row in rows.dates if row[0] not in ANSWERED_BY_THE_RESOURCE_TABLE]
     return rows

@@ -408,7 +408,8 @@ def test_resource_level_parameters() -> None:
                     }
                 ],
             },
-        }
+        },
+        complete=True,
     )
     assert set(rows.tokens) == {
         ("_id", None, "b1"),

@@ -17,7 +17,7 @@ def test_synthea_bundle_extracts(path: Path) -> None:
     resources = stored_resources(path)
     kinds: Counter[str] = Counter()
     for resource in resources:
-        rows = extract_index(resource)
+        rows = extract_index(resource, complete=True)
         kinds[resource["resourceType"]] += 1
         assert ("_id", None, resource["id"]) in rows.tokens
         if resource["resourceType"] == "Observation":

@@ -26,7 +26,8 @@ then returns a new dict); :func:`invalidate` drops every cached plan.  Values
 seen before (timestamps, references, display texts) are memoised;
 :func:`clear_memos` empties those memos.
 
->>> rows = extract_index({"resourceType": "Patient", "id": "p1", "gender": "female"})
+>>> rows = extract_index({"resourceType": "Patient", "id": "p1", "gender": "female"},
+...                      complete=True)
 >>> sorted(rows.tokens)  # deceased: Patient.deceased.exists() and Patient.deceased != false
 [('_id', None, 'p1'), ('deceased', None, 'false'), ('gender', None, 'female')]
 """

@@ -17,6 +17,9 @@ from hygeia.fhir.spec import is_resource_type
 
 __all__ = ["clear_memos", "extract_index", "extract_parameter", "fallback_parameters", "invalidate"]
 
+# kept out of the stored rows: stores answer them from their resource table
+ANSWERED_BY_THE_RESOURCE_TABLE = ("_id", "_lastUpdated")
+
 # registry -> (resource type, complete) -> (the for_type dict the plan was built from, plan)
 _PLANS: weakref.WeakKeyDictionary[
     SearchRegistry, dict[tuple[str, bool], tuple[dict[str, SearchParameter], TypePlan]]
@@ -27,9 +30,9 @@ def extract_index(resource: dict[str, Any], registry: SearchRegistry | None = No
                   complete: bool = False) -> IndexRows:
     """The de-duplicated index rows of the indexed parameters of the resource's type.
 
-    Shared parameters (:mod:`.shared`: rows that are the union of other
-    parameters' rows) are skipped unless ``complete``: the store answers them
-    from the rows they share, while the in-memory matcher wants every row.
+    Unless ``complete``, the rows are those a store keeps: shared parameters
+    (:mod:`.shared`: rows that are the union of other parameters' rows) and
+    ``_id``/``_lastUpdated`` (answered from the resource table) are skipped.
     Resources of an unknown type (or not objects) give empty rows; values that
     cannot be normalised are skipped, never raised on.
     """
@@ -102,9 +105,10 @@ def _plan(registry: SearchRegistry, resource_type: str, complete: bool) -> TypeP
     cached = plans.get((resource_type, complete))
     if cached is not None and cached[0] is parameters:
         return cached[1]
-    shared = {} if complete else shared_parameters(registry, resource_type)
-    plan = type_plan({code: param for code, param in parameters.items() if code not in shared},
-                     resource_type)
+    skipped = set() if complete else {*shared_parameters(registry, resource_type),
+                                       *ANSWERED_BY_THE_RESOURCE_TABLE}
+    plan = type_plan({code: param for code, param in parameters.items()
+                      if code not in skipped}, resource_type)
     plans[(resource_type, complete)] = (parameters, plan)
     return plan
 
