@@ -11,6 +11,7 @@ from importlib.resources import files
 from rich.console import Console
 
 from hygeia import __version__
+from hygeia.cli.runtime import tune_garbage_collector
 from hygeia.store.factory import DEFAULT_URL
 from hygeia.store.schema import SchemaVersionError
 
@@ -87,6 +88,7 @@ def serve(args: argparse.Namespace) -> int:
     service = FhirService(repository, Settings(max_body_bytes=int(args.max_body_mb * 1024 ** 2)))
     if args.demo:
         load_demo(service, console)
+    tune_garbage_collector()
     console.print(f"[bold green]Hygeia[/] FHIR R4 server at http://{args.host}:{args.port}/fhir "
                   f"({repository.dialect}: {args.db})")
     console.print("[yellow]No authentication: anyone who can reach this port can read and "
@@ -121,6 +123,7 @@ def load(args: argparse.Namespace) -> int:
     from hygeia.store import open_repository
 
     console = Console(stderr=True)
+    tune_garbage_collector()
     with open_repository(args.db) as repository:
         report = load_paths(FhirService(repository), args.paths, console, quiet=args.quiet)
     for error in report.errors[:50]:  # plain lines: one error per line, easy to grep

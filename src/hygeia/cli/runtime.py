@@ -1,0 +1,31 @@
+"""Process-level tuning for the long-running commands (``serve``, ``load``).
+
+CPython's cyclic garbage collector runs a young-generation pass every 700
+container allocations and, as survivors pile up, full passes over every live
+object.  A FHIR transaction Bundle parses into hundreds of thousands of dicts
+and lists that all stay alive until the request ends (and are then freed by
+reference counting, not by the collector), so those passes traverse the same
+in-flight data again and again for nothing: profiling Synthea ingest showed
+the collector inside JSON parsing, validation and extraction alike.
+
+Two measures, both standard for servers: the objects built at start-up
+(spec tables, compiled rules) are moved out of the collector's reach with
+:func:`gc.freeze`, and young passes run every 20,000 allocations instead of
+700.  Cyclic garbage is still collected, only in fewer, larger passes.
+Measured on in-process Synthea ingest (CPU time, 2 cores, same run): about
+10-15% more resources/s.
+"""
+
+from __future__ import annotations
+
+import gc
+
+YOUNG_THRESHOLD = 20_000
+
+
+def tune_garbage_collector() -> None:
+    """Freeze what start-up built and make young collections rarer."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, middle, old)
