@@ -36,6 +36,11 @@ INDEX_FIELDS = (("string_index", "strings"), ("token_index", "tokens"),
                 ("quantity_index", "quantities"), ("uri_index", "uris"),
                 ("composite_index", "composites"))
 
+VERSION_INSERT_COLUMNS = ("seq", "res_type", "res_id", "version", "last_updated", "deleted",
+                          "method", "content")
+RESOURCE_INSERT_COLUMNS = ("pk", "res_type", "res_id", "seq", "version", "deleted",
+                           "last_updated")
+
 VERSION_COLUMNS = "v.res_type, v.res_id, v.version, v.last_updated, v.deleted, v.content, " \
                   "v.method, v.seq"
 
@@ -94,11 +99,10 @@ class SqlSession(Session):
         pending, self._pending = self._pending, []
         seqs = self._allocate_seqs(len(pending))
         cursor = self.connection.cursor()
-        cursor.executemany(self._sql(
-            "INSERT INTO resource_version (seq, res_type, res_id, version, last_updated, "
-            "deleted, method, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-            [(seq, v.resource_type, v.id, v.version, v.last_updated, v.deleted, v.method,
-              v.content) for seq, (v, _) in zip(seqs, pending, strict=True)])
+        self._insert_rows(cursor, "resource_version", VERSION_INSERT_COLUMNS,
+                          [(seq, v.resource_type, v.id, v.version, v.last_updated, v.deleted,
+                            v.method, v.content)
+                           for seq, (v, _) in zip(seqs, pending, strict=True)])
         first_version: dict[tuple[str, str], int] = {}
         latest: dict[tuple[str, str], tuple[int, StoredVersion, IndexRows]] = {}
         for seq, (v, rows) in zip(seqs, pending, strict=True):
@@ -108,13 +112,19 @@ class SqlSession(Session):
         pks = dict(zip(new, self._allocate_pks(len(new)), strict=True))
         existing = [key for key in latest if key not in pks]
         pks.update(self._existing_pks(existing))
-        cursor.executemany(self._sql(
-            "INSERT INTO resource (pk, res_type, res_id, seq, version, deleted, last_updated) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (res_type, res_id) DO UPDATE SET "
-            "seq = excluded.seq, version = excluded.version, deleted = excluded.deleted, "
-            "last_updated = excluded.last_updated"),
-            [(pks[key], v.resource_type, v.id, seq, v.version, v.deleted, v.last_updated)
-             for key, (seq, v, _) in latest.items()])
+        # created in this flush: plain rows (COPY on PostgreSQL); the others are upserts
+        created = [(pks[key], v.resource_type, v.id, seq, v.version, v.deleted, v.last_updated)
+                   for key, (seq, v, _) in latest.items() if first_version[key] == 1]
+        if created:
+            self._insert_rows(cursor, "resource", RESOURCE_INSERT_COLUMNS, created)
+        updated = [(pks[key], v.resource_type, v.id, seq, v.version, v.deleted, v.last_updated)
+                   for key, (seq, v, _) in latest.items() if first_version[key] != 1]
+        if updated:
+            cursor.executemany(self._sql(
+                f"INSERT INTO resource ({', '.join(RESOURCE_INSERT_COLUMNS)}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (res_type, res_id) DO UPDATE SET "
+                "seq = excluded.seq, version = excluded.version, deleted = excluded.deleted, "
+                "last_updated = excluded.last_updated"), updated)
         self._replace_index_rows(cursor, [pks[key] for key in existing],
                                  [(pks[key], v, rows) for key, (_, v, rows) in latest.items()
                                   if not v.deleted])
