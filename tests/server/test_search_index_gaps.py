@@ -51,3 +51,18 @@ def test_document_reference_relationship_composite(documents: FhirService) -> No
     assert ids(documents, "DocumentReference?relationship=old$transforms") == []
     # the plain parameters the components are defined by agree
     assert ids(documents, "DocumentReference?relatesto=old&relation=replaces") == ["new"]
+
+
+def test_date_over_string_elements(service: FhirService) -> None:
+    def immunization(id: str, occurrence: str) -> dict[str, Any]:
+        return {"resourceType": "Immunization", "id": id, "status": "completed",
+                "vaccineCode": {"text": "flu"}, "patient": {"reference": "Patient/p"},
+                "occurrenceString": occurrence}
+
+    put(service, immunization("month", "2019-05"))
+    put(service, immunization("moment", "2019-05-03T10:00:00+02:00"))
+    put(service, immunization("prose", "spring 2019"))
+    assert ids(service, "Immunization?date=2019") == ["moment", "month"]
+    assert ids(service, "Immunization?date=2019-05-03") == ["moment"]
+    assert ids(service, "Immunization?date=lt2019-05-03") == ["month"]
+    assert ids(service, "Immunization?date:missing=true") == ["prose"]

@@ -173,6 +173,7 @@ _TABLE: dict[str, dict[str, Tails]] = {
         "date": _date,
         "dateTime": _date,
         "instant": _date,
+        "string": _date,
         "Period": _period,
         "Timing": _timing,
     },

@@ -2,8 +2,10 @@
 
 The table is consulted once per compiled branch (the branch's type is known at
 compile time), so extraction never dispatches on a value's shape.  A missing
-entry means the combination is not indexed (a Range under a quantity
-parameter, a Quantity under a token parameter...).
+entry means the combination is not indexed, deliberately: a Quantity or
+Range under a token parameter (Group ``value``), an Age or Range under a date
+parameter (``Procedure.performed[x]``: an age needs the patient's birth date,
+which is another resource), an Attachment under a reference parameter.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ _TABLE: dict[str, dict[str, Normaliser]] = {
         "date": date_primitive,
         "dateTime": date_primitive,
         "instant": date_primitive,
+        # choice elements such as Immunization.occurrence[x] and Procedure.performed[x]
+        # may hold a free-text string: indexed when it is a valid FHIR date/dateTime
+        "string": date_primitive,
         "Period": date_period,
         "Timing": date_timing,
     },
