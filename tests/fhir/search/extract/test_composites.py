@@ -24,9 +24,9 @@ def test_one_parameter_alone_numbers_its_own_groups() -> None:
     rows = extract_parameter(resource, composite("combo-code-value-quantity"))
     assert set(rows.composites) == {
         ("combo-code-value-quantity", 0, 0, (LOINC, "a")),
-        ("combo-code-value-quantity", 0, 1, (1.0, None, None, None)),
+        ("combo-code-value-quantity", 0, 1, (1.0, 1.0, None, None, None)),
         ("combo-code-value-quantity", 1, 0, (None, "b")),
-        ("combo-code-value-quantity", 1, 1, (2.0, None, None, None)),
+        ("combo-code-value-quantity", 1, 1, (2.0, 2.0, None, None, None)),
     }
 
 

@@ -29,11 +29,15 @@ from hygeia.fhir.search.extract.tokens import (
     token_primitive,
 )
 from hygeia.fhir.search.extract.values import (
+    NUMBER_TYPES,
     QUANTITY_TYPES,
     TEXT_TYPES,
     number_primitive,
+    number_range,
     quantity_money,
     quantity_quantity,
+    quantity_range,
+    quantity_sampled_data,
     uri_canonical,
     uri_primitive,
 )
@@ -76,8 +80,13 @@ _TABLE: dict[str, dict[str, Normaliser]] = {
         "Period": date_period,
         "Timing": date_timing,
     },
-    "number": dict.fromkeys(("integer", "decimal", "positiveInt", "unsignedInt"), number_primitive),
-    "quantity": {**dict.fromkeys(QUANTITY_TYPES, quantity_quantity), "Money": quantity_money},
+    "number": {**dict.fromkeys(NUMBER_TYPES, number_primitive), "Range": number_range},
+    "quantity": {
+        **dict.fromkeys(QUANTITY_TYPES, quantity_quantity),
+        "Money": quantity_money,
+        "Range": quantity_range,
+        "SampledData": quantity_sampled_data,
+    },
     "uri": {**dict.fromkeys(TEXT_TYPES, uri_primitive), "canonical": uri_canonical},
 }
 
