@@ -87,6 +87,11 @@ def range_bounds(value: Any) -> tuple[float, float, dict[str, Any]] | None:
     Units come from whichever end has a value (low first).  When both ends
     carry a unit code and the codes differ, the range cannot be compared as
     one quantity and gives None.
+
+    >>> range_bounds({"low": {"value": 30, "code": "a"}, "high": {"value": 50}})[:2]
+    (30.0, 50.0)
+    >>> range_bounds({"high": {"value": 10}})[:2] == (MIN_NUMBER, 10.0)
+    True
     """
     if type(value) is not dict:
         return None
@@ -120,6 +125,9 @@ def sampled_bounds(value: Any) -> Bounds | None:
     An ``L`` sample lies below ``lowerLimit``, and so below every measured
     sample (those were detectable): it opens the low end, and bounds the high
     end only by the limit, when one is stated.  ``U`` mirrors it.
+
+    >>> sampled_bounds({"origin": {"value": 100}, "factor": 2, "data": "1 5 -3 E"})
+    (94.0, 110.0)
     """
     if type(value) is not dict:
         return None
