@@ -78,7 +78,14 @@ def _units(quantity: dict[str, Any]) -> tuple[str | None, str | None, str | None
 
 
 def _quantity(value: Any) -> list[tuple[Any, ...]]:
-    bounds = quantity_bounds(value) if type(value) is dict else None
+    """A point, or the open range of a comparator (the plain value inlined: it is hot)."""
+    number = as_number(value.get("value")) if type(value) is dict else None
+    if number is None:
+        return []
+    if value.get("comparator") is None:
+        return [(number, number, _text(value.get("system")), _text(value.get("code")),
+                 _text(value.get("unit")))]
+    bounds = quantity_bounds(value)
     return [(*bounds, *_units(value))] if bounds is not None else []
 
 
