@@ -26,7 +26,8 @@ Output formats (all gzipped, compact JSON):
     ``_name`` extension twin)}``.  A type is a type code, or
     ``[code, [target resource types]]`` for Reference/canonical.
 ``search_parameters.json.gz``
-    A list of compact SearchParameter dicts.
+    A list of compact SearchParameter dicts, with the published errors listed in
+    ``COMPONENT_ERRATA`` corrected (DocumentReference-relationship).
 ``compartment_patient.json.gz``
     ``{resource type: [search parameter codes]}``.
 """
@@ -420,6 +421,40 @@ def search_parameters(source: Path) -> list[dict[str, Any]]:
     return [_compact_parameter(param, code_by_url) for param in params]
 
 
+_SP = "http://hl7.org/fhir/SearchParameter/"
+# Errata in the official R4 (4.0.1) SearchParameters: (parameter url, component definition)
+# -> (expression as published, corrected expression).  DocumentReference-relationship's
+# two component expressions are swapped: the component defined by
+# DocumentReference-relatesto (type reference, DocumentReference.relatesTo.target) is given
+# "code", and the one defined by DocumentReference-relation (type token,
+# DocumentReference.relatesTo.code) is given "target".  As published, the reference
+# component would read a code and the token component a Reference, so the composite could
+# never be indexed or matched.
+COMPONENT_ERRATA = {
+    (_SP + "DocumentReference-relationship", _SP + "DocumentReference-relatesto"):
+        ("code", "target"),
+    (_SP + "DocumentReference-relationship", _SP + "DocumentReference-relation"):
+        ("target", "code"),
+}
+
+
+def _component_expression(param_url: str, component: dict[str, Any]) -> str:
+    """The component's expression, corrected when :data:`COMPONENT_ERRATA` lists it.
+
+    An erratum whose published expression no longer matches fails loudly, so a
+    corrected source is noticed instead of being "fixed" back into a bug.
+    """
+    expression: str = component["expression"]
+    erratum = COMPONENT_ERRATA.get((param_url, component["definition"]))
+    if erratum is None:
+        return expression
+    published, corrected = erratum
+    if expression != published:
+        raise SystemExit(f"erratum for {param_url} no longer applies: component "
+                         f"{component['definition']} has expression {expression!r}")
+    return corrected
+
+
 def _compact_parameter(param: dict[str, Any], code_by_url: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "code": param["code"],
@@ -435,7 +470,7 @@ def _compact_parameter(param: dict[str, Any], code_by_url: dict[str, str]) -> di
             {
                 "code": code_by_url.get(comp["definition"], comp["definition"]),
                 "definition": comp["definition"],
-                "expression": comp["expression"],
+                "expression": _component_expression(param["url"], comp),
             }
             for comp in param["component"]
         ]

@@ -196,3 +196,58 @@ def test_search_errors_are_operation_outcomes(client: httpx.Client) -> None:
                               headers={"Prefer": "handling=strict"}), 400, "not known")
     lenient = client.get("Patient", params={"shoe-size": "9", "_count": "1"}).json()
     assert lenient["entry"][-1]["search"]["mode"] == "outcome"
+
+
+def test_search_over_ranges_comparators_and_string_dates(client: httpx.Client) -> None:
+    """The index gaps closed for the search issue, end to end over HTTP on both databases."""
+    tag = unique()
+    coded = {"coding": [{"system": "urn:test", "code": tag}]}
+    years = {"system": "http://unitsofmeasure.org", "code": "a"}
+
+    def made(resource: dict) -> str:
+        response = create(client, resource)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    def found(kind: str, **params: str) -> list[str]:
+        bundle = client.get(kind, params={"code": f"urn:test|{tag}", **params}).json()
+        return sorted(e["resource"]["id"] for e in bundle.get("entry", []))
+
+    subject = {"reference": "Patient/x"}
+    point = made({"resourceType": "Condition", "code": coded, "subject": subject,
+                  "onsetAge": {"value": 40, **years}})
+    span = made({"resourceType": "Condition", "code": coded, "subject": subject,
+                 "onsetRange": {"low": {"value": 30, **years}, "high": {"value": 50, **years}}})
+    assert found("Condition", **{"onset-age": "40"}) == [point]
+    assert found("Condition", **{"onset-age": "gt45"}) == [span]
+    assert found("Condition", **{"onset-age": "ap40"}) == sorted([point, span])
+
+    def observation(**value: object) -> dict:
+        return {"resourceType": "Observation", "status": "final", "code": coded, **value}
+
+    below = made(observation(valueQuantity={"value": 5, "comparator": "<", "code": "mg"}))
+    exact = made(observation(valueQuantity={"value": 5, "code": "mg"}))
+    wave = made(observation(valueSampledData={"origin": {"value": 100}, "period": 10,
+                                              "dimensions": 1, "data": "2 12 E"}))
+    assert found("Observation", **{"value-quantity": "lt5"}) == [below]
+    assert found("Observation", **{"value-quantity": "5||mg"}) == [exact]
+    assert found("Observation", **{"value-quantity": "ge5"}) == sorted([exact, wave])
+    assert found("Observation", **{"value-quantity": "gt110"}) == [wave]
+
+    shot = made({"resourceType": "Immunization", "status": "completed", "vaccineCode": coded,
+                 "patient": subject, "occurrenceString": "2019-05"})
+    made({"resourceType": "Immunization", "status": "completed", "vaccineCode": coded,
+          "patient": subject, "occurrenceString": "last spring"})
+    bundle = client.get("Immunization", params={"vaccine-code": f"urn:test|{tag}",
+                                                "date": "2019"}).json()
+    assert [e["resource"]["id"] for e in bundle["entry"]] == [shot]
+
+    old = made({"resourceType": "DocumentReference", "status": "current",
+                "content": [{"attachment": {"url": f"urn:doc:{tag}"}}]})
+    new = made({"resourceType": "DocumentReference", "status": "current",
+                "content": [{"attachment": {"url": f"urn:doc:{tag}:2"}}],
+                "relatesTo": [{"code": "replaces",
+                               "target": {"reference": f"DocumentReference/{old}"}}]})
+    related = client.get("DocumentReference",
+                         params={"relationship": f"DocumentReference/{old}$replaces"}).json()
+    assert [e["resource"]["id"] for e in related["entry"]] == [new]

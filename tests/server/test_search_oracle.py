@@ -2,7 +2,9 @@
 
 Queries are generated from values really present in a loaded Synthea data set
 (so most of them match something), with random prefixes, modifiers, chains,
-reverse chains and composites, and run on both backends.  The matcher is an
+reverse chains and composites, and run on both backends.  Synthea has no
+ranges, so a seeded set of resources with Range values, Quantity comparators
+and SampledData is loaded too, and a quarter of the queries target it.  The matcher is an
 independent implementation of the same semantics over the same index rows, so
 any disagreement is a bug in one of them.
 """
@@ -26,7 +28,8 @@ from hygeia.server import FhirService
 from tests.helpers import body, call, synthea_bundle
 
 TYPES = ("Patient", "Observation", "Encounter", "Condition", "Procedure", "Claim",
-         "Immunization", "MedicationRequest", "DiagnosticReport")
+         "Immunization", "MedicationRequest", "DiagnosticReport", "RiskAssessment")
+RANGED = "ranged-"  # id prefix of the synthetic resources with ranges
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 
 
@@ -34,6 +37,10 @@ PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 def loaded(service: FhirService) -> tuple[FhirService, MatchContext, dict[str, IndexRows]]:
     for name in ("001", "006"):
         call(service, "POST", "", synthea_bundle(name))
+    call(service, "POST", "", {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": resource, "request": {"method": "PUT",
+                                           "url": f"{resource['resourceType']}/{resource['id']}"}}
+        for resource in ranged_resources(random.Random(7))]})
     context = MatchContext(registry=service.registry)
     with service.reader() as session:
         for kind in TYPES:
@@ -43,6 +50,50 @@ def loaded(service: FhirService) -> tuple[FhirService, MatchContext, dict[str, I
     rows = {f"{k}/{i}": index_resource(r, service.registry, complete=True)
             for (k, i), r in context.resources.items()}
     return service, context, rows
+
+
+def ranged_resources(rng: random.Random) -> list[dict[str, Any]]:
+    """Conditions, Observations and RiskAssessments whose values are ranges."""
+    def number() -> float:
+        return round(rng.uniform(0, 100), rng.randrange(3))
+
+    def quantity(**extra: Any) -> dict[str, Any]:
+        units = rng.choice(({"system": "http://unitsofmeasure.org", "code": "a"}, {}))
+        return {"value": number(), **units, **extra}
+
+    def interval() -> dict[str, Any]:
+        low, high = sorted((number(), number()))
+        ends = {"low": quantity(value=low), "high": quantity(value=high)}
+        ends["low"].update({k: v for k, v in ends["high"].items() if k != "value"})
+        dropped = rng.choice(("low", "high", "neither"))  # an open end, or none
+        return {k: v for k, v in ends.items() if k != dropped}
+
+    def comparator() -> dict[str, Any]:
+        return quantity(**({"comparator": rng.choice(("<", "<=", ">=", ">"))}
+                           if rng.random() < 0.7 else {}))
+
+    resources: list[dict[str, Any]] = []
+    for n in range(12):
+        onset = {"onsetRange": interval()} if n % 3 else {"onsetAge": comparator()}
+        resources.append({"resourceType": "Condition", "id": f"{RANGED}c{n}",
+                          "subject": {"reference": "Patient/x"}, **onset,
+                          "abatementRange": interval()})
+        sampled = {"origin": quantity(value=number()), "period": 1, "dimensions": 1,
+                   "factor": rng.choice((1, 0.5, -2)),
+                   "data": " ".join(rng.choice(("1", "2.5", "-3", "E", "L", "U", "7"))
+                                    for _ in range(rng.randint(1, 5)))}
+        value = {"valueSampledData": sampled} if n % 4 == 0 else {"valueQuantity": comparator()}
+        resources.append({"resourceType": "Observation", "id": f"{RANGED}o{n}",
+                          "status": "final", "code": {"coding": [{"system": "urn:x",
+                                                                  "code": f"k{n % 3}"}]},
+                          **value, "component": [{"code": {"coding": [{"code": "c"}]},
+                                                  "valueQuantity": comparator()}]})
+        probability = {"probabilityRange": interval()} if n % 2 else \
+            {"probabilityDecimal": number()}
+        resources.append({"resourceType": "RiskAssessment", "id": f"{RANGED}r{n}",
+                          "status": "final", "subject": {"reference": "Patient/x"},
+                          "prediction": [probability]})
+    return resources
 
 
 def _token(rng: random.Random, rows: IndexRows) -> tuple[str, str] | None:
@@ -77,13 +128,41 @@ def _date(rng: random.Random, rows: IndexRows) -> tuple[str, str] | None:
     return code, rng.choice(PREFIXES) + text[:cut] + ("Z" if cut == 19 else "")
 
 
+def _near(rng: random.Random, low: float, high: float) -> str:
+    """A search number near one finite end of a stored range, at a random precision."""
+    value = rng.choice([end for end in (low, high) if abs(end) < 1e300] or [0.0])
+    return f"{value * rng.choice((1, 1.05, 0.9)):.{rng.randrange(3)}f}"
+
+
 def _quantity(rng: random.Random, rows: IndexRows) -> tuple[str, str] | None:
     if not rows.quantities:
         return None
-    code, value, system, unit_code, _ = rng.choice(rows.quantities)
-    shown = f"{value * rng.choice((1, 1.05, 0.9)):.{rng.randrange(3)}f}"
+    code, low, high, system, unit_code, _ = rng.choice(rows.quantities)
     units = f"|{system}|{unit_code}" if rng.random() < 0.5 and system and unit_code else ""
-    return code, rng.choice(PREFIXES) + shown + units
+    return code, rng.choice(PREFIXES) + _near(rng, low, high) + units
+
+
+def _number(rng: random.Random, rows: IndexRows) -> tuple[str, str] | None:
+    if not rows.numbers:
+        return None
+    code, low, high = rng.choice(rows.numbers)
+    return code, rng.choice(PREFIXES) + _near(rng, low, high)
+
+
+def _composite(rng: random.Random, rows: IndexRows) -> tuple[str, str] | None:
+    """``code$[prefix]quantity`` from a composite group whose second component is a quantity."""
+    groups: dict[tuple[str, int], dict[int, list[tuple[Any, ...]]]] = {}
+    for code, group, component, values in rows.composites:
+        groups.setdefault((code, group), {}).setdefault(component, []).append(values)
+    usable = [(key, parts) for key, parts in sorted(groups.items())
+              if len(parts) == 2 and len(parts[1][0]) == 5 and parts[0][0][1]]
+    if not usable:
+        return None
+    (code, _), parts = rng.choice(usable)
+    system, token = rng.choice(parts[0])
+    low, high = rng.choice(parts[1])[:2]
+    prefix = f"{system}|" if system else ""
+    return code, f"{prefix}{token}${rng.choice(PREFIXES)}{_near(rng, low, high)}"
 
 
 def _reference(rng: random.Random, rows: IndexRows) -> tuple[str, str] | None:
@@ -119,32 +198,23 @@ def _missing(rng: random.Random, rows: IndexRows) -> tuple[str, str] | None:
     return f"{rng.choice(present)}:missing", rng.choice(("true", "false"))
 
 
-def _composite(rng: random.Random, rows: IndexRows) -> tuple[str, str] | None:
-    """code-value-quantity style: a token component and a quantity component of one group."""
-    groups: dict[tuple[str, int], dict[int, tuple[Any, ...]]] = {}
-    for code, group, component, values in rows.composites:
-        groups.setdefault((code, group), {})[component] = values
-    usable = [(code, parts) for (code, _), parts in sorted(groups.items())
-              if code.endswith("value-quantity") and len(parts[0]) == 2 and parts[0][1]
-              and isinstance(parts[1][0], float | int)]
-    if not usable:
-        return None
-    code, parts = rng.choice(usable)
-    (system, token), (value, *_) = parts[0], parts[1]
-    return code, f"{system}|{token}${rng.choice(PREFIXES)}{value * rng.choice((1, 1.1)):.1f}"
-
-
-BUILDERS = (_token, _string, _date, _quantity, _reference, _text, _missing, _composite)
+BUILDERS = (_token, _string, _date, _quantity, _number, _composite, _reference, _text,
+            _missing)
+RANGE_BUILDERS = (_quantity, _number, _composite)
 
 
 def random_query(rng: random.Random, context: MatchContext, rows: dict[str, IndexRows]
                  ) -> tuple[str, list[tuple[str, str]]]:
-    key = rng.choice(sorted(rows))
+    ranged = rng.random() < 0.25
+    key = rng.choice(sorted(k for k in rows if ranged == (RANGED in k)))
     kind = key.split("/")[0]
     params: list[tuple[str, str]] = []
     for _ in range(rng.randint(1, 2)):
         roll = rng.random()
-        if roll < 0.1:
+        if ranged:  # the first range builder that applies to this resource
+            builders = rng.sample(RANGE_BUILDERS, len(RANGE_BUILDERS))
+            found = next(filter(None, (build(rng, rows[key]) for build in builders)), None)
+        elif roll < 0.1:
             found = _chain(rng, rows[key], context)
         elif roll < 0.15 and kind == "Patient":
             observation = next((r for k, r in rows.items() if k.startswith("Observation/")), None)

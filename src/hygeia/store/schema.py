@@ -8,7 +8,9 @@ describes every table and column.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+# 4: number_index and quantity_index store a value range (low, high) instead of one value
+# 5: token :text values live in token_index (token_text_index is gone)
+SCHEMA_VERSION = 5
 
 
 class SchemaVersionError(RuntimeError):
@@ -46,14 +48,19 @@ INDEX_TABLES: dict[str, tuple[str, ...]] = {
     "token_index": ("h_code", "system", "code", "text"),
     "reference_index": ("target_type", "target_id", "url", "version"),
     "date_index": ("low", "high"),
-    "number_index": ("value",),
-    "quantity_index": ("value", "system", "code", "unit"),
+    "number_index": ("low", "high"),
+    "quantity_index": ("low", "high", "system", "code", "unit"),
     "uri_index": ("uri",),
     "composite_index": ("grp", "comp", "t1", "t2", "t3", "n1", "n2"),
 }
 
-_COLUMN_TYPES = {"low": "{bigint}", "high": "{bigint}", "value": "{real}", "grp": "{bigint}",
+_COLUMN_TYPES = {"low": "{bigint}", "high": "{bigint}", "grp": "{bigint}",
                  "comp": "{bigint}", "n1": "{real}", "n2": "{real}", "h_code": "{bigint}"}
+# where a table's column differs from _COLUMN_TYPES: number ranges are floats, not microseconds
+_TABLE_COLUMN_TYPES = {
+    "number_index": {"low": "{real}", "high": "{real}"},
+    "quantity_index": {"low": "{real}", "high": "{real}"},
+}
 
 # the one lookup index per table (besides the owner index on res_pk)
 _LOOKUPS = {
@@ -61,8 +68,8 @@ _LOOKUPS = {
     "token_index": "h_code",
     "reference_index": "target_id, target_type, h_param",
     "date_index": "h_param, low",
-    "number_index": "h_param, value",
-    "quantity_index": "h_param, value",
+    "number_index": "h_param, low",
+    "quantity_index": "h_param, low",
     "uri_index": "h_param, uri",
     "composite_index": "h_param, t2",
 }
@@ -98,7 +105,8 @@ _CORE = (
 def _index_statements() -> list[str]:
     statements: list[str] = []
     for table, columns in INDEX_TABLES.items():
-        typed = ", ".join(f"{c} {_COLUMN_TYPES.get(c, '{ctext}')}" for c in columns)
+        types = {**_COLUMN_TYPES, **_TABLE_COLUMN_TYPES.get(table, {})}
+        typed = ", ".join(f"{c} {types.get(c, '{ctext}')}" for c in columns)
         statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({_OWNER}, {typed})")
         # (res_pk, h_param): sorting and chains look up one parameter of one resource
         statements.append(f"CREATE INDEX IF NOT EXISTS {table}_owner ON {table} "

@@ -7,7 +7,9 @@ AND across clauses, OR across the values of one clause, ``NOT EXISTS`` for
 resource and evaluate the inner clause against it; ``_has`` does the reverse.
 
 Value semantics follow search.html: a search date or number has an implicit
-range from its precision; stored dates are ranges too (``[low, high)``).
+range from its precision; stored dates are ranges too (``[low, high)``), and so
+are stored numbers and quantities (closed ``[low, high]``, a point for a plain
+value; see :mod:`hygeia.fhir.search.extract.ranges`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from hygeia.fhir.search.query import (
 )
 from hygeia.fhir.search.values import (
     CompositeValue,
+    DateValue,
     InValue,
     OfTypeValue,
     QuantityValue,
@@ -56,8 +59,8 @@ COMPOSITE_COLUMNS = {
     "string": {"norm": "t1", "exact": "t2"},
     "reference": {"target_type": "t1", "target_id": "t2", "url": "t3"},
     "date": {"low": "n1", "high": "n2"},
-    "number": {"value": "n1"},
-    "quantity": {"value": "n1", "system": "t1", "code": "t2", "unit": "t3"},
+    "number": {"low": "n1", "high": "n2"},
+    "quantity": {"low": "n1", "high": "n2", "system": "t1", "code": "t2", "unit": "t3"},
     "uri": {"uri": "t1"},
 }
 
@@ -301,10 +304,10 @@ class SqlBuilder:
 
     def _range(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
         assert isinstance(value, RangeValue | QuantityValue)
-        if "low" in columns:
+        if isinstance(value, DateValue):
             condition = self._stored_range(value, columns["low"], columns["high"])
         else:
-            condition = self._stored_point(value, columns["value"])
+            condition = self._number_range(value, columns["low"], columns["high"])
         if isinstance(value, QuantityValue):
             condition += self._units(value, columns)
         return condition
@@ -334,19 +337,30 @@ class SqlBuilder:
         slack = max((sh - sl) // 10, 86_400_000_000)  # ap: 10% of the range, at least a day
         return f"({low} < {v(sh + slack)} AND {high} > {v(sl - slack)})"
 
-    def _stored_point(self, value: RangeValue | QuantityValue, column: str) -> str:
-        """Stored exact numbers against a prefixed search value and its precision range."""
+    def _number_range(self, value: RangeValue | QuantityValue, low: str, high: str) -> str:
+        """Stored closed [low, high] numbers against a prefixed search value.
+
+        The same rules as the matcher's ``_number_range`` (a point is low = high).
+        Where a condition on ``high`` implies one on ``low`` (low <= high always),
+        the bound on ``low`` is added too, so the (h_param, low) lookup index can
+        serve it as a range scan.
+        """
         v = self.value
-        prefix = value.prefix
+        prefix, number = value.prefix, value.value
+        contained = (f"({low} >= {v(value.low)} AND {low} < {v(value.high)} AND "
+                     f"{high} < {v(value.high)})")
         if prefix == "eq":
-            return f"({column} >= {v(value.low)} AND {column} < {v(value.high)})"
+            return contained
         if prefix == "ne":
-            return f"NOT ({column} >= {v(value.low)} AND {column} < {v(value.high)})"
-        operator = {"gt": ">", "sa": ">", "lt": "<", "eb": "<", "ge": ">=", "le": "<="}.get(prefix)
-        if operator is not None:
-            return f"{column} {operator} {v(value.value)}"
-        slack = abs(value.value) * 0.1  # ap: within 10% of the value
-        return f"({column} >= {v(value.value - slack)} AND {column} <= {v(value.value + slack)})"
+            return f"NOT {contained}"
+        simple = {"gt": (high, ">"), "ge": (high, ">="), "lt": (low, "<"), "le": (low, "<="),
+                  "sa": (low, ">")}.get(prefix)
+        if simple is not None:
+            return f"{simple[0]} {simple[1]} {v(number)}"
+        if prefix == "eb":
+            return f"({low} < {v(number)} AND {high} < {v(number)})"
+        slack = abs(number) * 0.1  # ap: overlaps the value +- 10%
+        return f"({low} <= {v(number + slack)} AND {high} >= {v(number - slack)})"
 
     def _units(self, value: QuantityValue, columns: dict[str, str]) -> str:
         parts = ""
@@ -403,6 +417,7 @@ _CONDITIONS: dict[type, _Condition] = {
     OfTypeValue: SqlBuilder._of_type,
     InValue: SqlBuilder._in,
     RangeValue: SqlBuilder._range,
+    DateValue: SqlBuilder._range,
     QuantityValue: SqlBuilder._range,
     ReferenceValue: SqlBuilder._reference,
     UriValue: SqlBuilder._uri,
@@ -414,8 +429,8 @@ _CONDITIONS: dict[type, _Condition] = {
 _SORT_COLUMN = {"string": ("string_index", "norm", False), "token": ("token_index", "code", False),
                 "reference": ("reference_index", "target_id", False),
                 "uri": ("uri_index", "uri", False), "date": ("date_index", None, True),
-                "number": ("number_index", "value", True),
-                "quantity": ("quantity_index", "value", True)}
+                "number": ("number_index", None, True),
+                "quantity": ("quantity_index", None, True)}
 _NUMBER_TOP = 1e300
 
 
@@ -482,7 +497,7 @@ def order_keys(builder: SqlBuilder, sort: list[Any], types: tuple[str, ...]
 
 def _sort_subquery(builder: SqlBuilder, key: Any, types: tuple[str, ...]) -> OrderKey:
     table, column, numeric = _SORT_COLUMN[key.parameter.type]
-    if column is None:  # dates: earliest start ascending, latest end descending
+    if column is None:  # ranges: lowest start ascending, highest end descending
         column = "high" if key.descending else "low"
     aggregate = "MAX" if key.descending else "MIN"
     alias = builder.alias("o")

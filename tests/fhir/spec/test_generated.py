@@ -28,3 +28,24 @@ def test_generated_files_are_up_to_date(tmp_path: Path) -> None:
     load_generator().main(["--source", str(SOURCE), "--out", str(tmp_path)])
     for made in sorted(tmp_path.glob("*.json.gz")):
         assert made.read_bytes() == (SHIPPED / made.name).read_bytes(), made.name
+
+
+def test_document_reference_relationship_components_are_corrected() -> None:
+    """R4 publishes the two component expressions swapped; the shipped data fixes them."""
+    from hygeia.fhir.spec import search_parameters
+
+    shipped = next(p for p in search_parameters()
+                   if p["url"] == "http://hl7.org/fhir/SearchParameter/"
+                                  "DocumentReference-relationship")
+    assert [(c["code"], c["expression"]) for c in shipped["component"]] == [
+        ("relatesto", "target"), ("relation", "code")]
+
+
+def test_an_erratum_that_no_longer_applies_fails_loudly() -> None:
+    generator = load_generator()
+    url = "http://hl7.org/fhir/SearchParameter/DocumentReference-relationship"
+    component = {"definition": "http://hl7.org/fhir/SearchParameter/DocumentReference-relatesto",
+                 "expression": "somethingElse"}
+    with pytest.raises(SystemExit, match="no longer applies"):
+        generator._component_expression(url, component)
+    assert generator._component_expression(url, {**component, "expression": "code"}) == "target"

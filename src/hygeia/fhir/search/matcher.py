@@ -33,6 +33,7 @@ from hygeia.fhir.search.query import (
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.fhir.search.values import (
     CompositeValue,
+    DateValue,
     InValue,
     OfTypeValue,
     QuantityValue,
@@ -191,11 +192,11 @@ def _of_type(value: Any, modifier: str | None, row: tuple[Any, ...]) -> bool:
 
 def _range(value: Any, modifier: str | None, row: tuple[Any, ...]) -> bool:
     if isinstance(value, QuantityValue):
-        number, system, code, unit = row
-        return _units(value, system, code, unit) and _point(value, number)
-    if len(row) == 2:
+        low, high, system, code, unit = row
+        return _units(value, system, code, unit) and _number_range(value, low, high)
+    if isinstance(value, DateValue):
         return _stored_range(value, row[0], row[1])
-    return _point(value, row[0])
+    return _number_range(value, row[0], row[1])
 
 
 def _units(value: QuantityValue, system: Any, code: Any, unit: Any) -> bool:
@@ -221,22 +222,27 @@ def _stored_range(value: Any, low: int, high: int) -> bool:
     return low < sh + slack and high > sl - slack
 
 
-def _point(value: Any, number: float) -> bool:
-    prefix = value.prefix
-    if prefix == "eq":
-        return bool(value.low <= number < value.high)
-    if prefix == "ne":
-        return not value.low <= number < value.high
-    if prefix in ("gt", "sa"):
-        return bool(number > value.value)
-    if prefix in ("lt", "eb"):
-        return bool(number < value.value)
-    if prefix == "ge":
-        return bool(number >= value.value)
-    if prefix == "le":
-        return bool(number <= value.value)
-    slack = abs(value.value) * 0.1
-    return bool(value.value - slack <= number <= value.value + slack)
+def _number_range(value: Any, low: float, high: float) -> bool:
+    """Stored closed [low, high] (a point when equal) against a prefixed search number.
+
+    ``eq``: the search value's precision range [sl, sh) contains the stored range;
+    ``gt``/``ge``: the stored range reaches above (or to) the exact search value,
+    ``lt``/``le`` below it; ``sa``/``eb``: it lies wholly above/below it; ``ap``:
+    it overlaps the value +- 10%.  For a point these are the plain comparisons.
+    """
+    prefix, number = value.prefix, value.value
+    if prefix in ("eq", "ne"):
+        contained = value.low <= low and high < value.high
+        return bool(contained) if prefix == "eq" else not contained
+    tests: dict[str, Callable[[], bool]] = {
+        "gt": lambda: high > number, "ge": lambda: high >= number,
+        "lt": lambda: low < number, "le": lambda: low <= number,
+        "sa": lambda: low > number, "eb": lambda: high < number,
+    }
+    if prefix in tests:
+        return tests[prefix]()
+    slack = abs(number) * 0.1
+    return bool(low <= number + slack and high >= number - slack)
 
 
 def _reference(value: Any, modifier: str | None, row: tuple[Any, ...]) -> bool:
@@ -288,5 +294,6 @@ def _last_updated(clause: ParameterClause, resource: dict[str, Any]) -> bool:
 
 _CHECKS: dict[type, Callable[[Any, str | None, tuple[Any, ...]], bool]] = {
     StringValue: _string, TokenValue: _token, OfTypeValue: _of_type, InValue: _in,
-    RangeValue: _range, QuantityValue: _range, ReferenceValue: _reference, UriValue: _uri,
+    RangeValue: _range, DateValue: _range, QuantityValue: _range, ReferenceValue: _reference,
+    UriValue: _uri,
 }

@@ -2,19 +2,26 @@
 
 One list per value type; each maps onto one side table of the store
 (``string_index``, ``token_index``...).  Every row starts with the parameter
-code.  Dates and stored ranges are integer microseconds since the epoch, UTC,
+code.  Dates (and date ranges) are integer microseconds since the epoch, UTC,
 half-open ``[low, high)`` (see :mod:`hygeia.fhir.datetime`); open ends use
-:data:`MIN_TIME` / :data:`MAX_TIME`.  Numbers and quantity values are stored
-exactly (float); the precision of the *search* value decides the range a query
-matches, as the spec says.
+:data:`MIN_TIME` / :data:`MAX_TIME`.  Numbers and quantity values are closed
+float ranges ``[low, high]``: a plain value is the point ``[v, v]``, stored
+exactly (the precision of the *search* value decides the range a query
+matches, as the spec says); a Range, a Quantity with a comparator or a
+SampledData is a wider range, open ends at :data:`MIN_NUMBER` /
+:data:`MAX_NUMBER` (see :mod:`hygeia.fhir.search.extract.ranges`).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 MIN_TIME = -(2**62)
 MAX_TIME = 2**62
+# open ends of number/quantity ranges: finite, so sort keys stay valid JSON in cursors
+MIN_NUMBER = -sys.float_info.max
+MAX_NUMBER = sys.float_info.max
 
 # (param, normalised text, exact text): normalised = lower-case, accents removed
 StringRow = tuple[str, str, str]
@@ -26,10 +33,10 @@ TokenTextRow = tuple[str, str]
 ReferenceRow = tuple[str, str | None, str | None, str | None, str | None]
 # (param, low, high)
 DateRow = tuple[str, int, int]
-# (param, value)
-NumberRow = tuple[str, float]
-# (param, value, system or None, code or None, unit or None)
-QuantityRow = tuple[str, float, str | None, str | None, str | None]
+# (param, low, high): closed, low == high for a plain value
+NumberRow = tuple[str, float, float]
+# (param, low, high, system or None, code or None, unit or None)
+QuantityRow = tuple[str, float, float, str | None, str | None, str | None]
 # (param, uri)
 UriRow = tuple[str, str]
 # (param, group, component index, component row without its param)

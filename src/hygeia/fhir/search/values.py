@@ -56,12 +56,21 @@ class OfTypeValue:
 
 @dataclass(frozen=True, slots=True)
 class RangeValue:
-    """A prefixed number or date: the search value ``value`` and its precision range."""
+    """A prefixed number (or date): the search value ``value`` and its precision range."""
 
     prefix: str
     value: float
     low: float
     high: float
+
+
+@dataclass(frozen=True, slots=True)
+class DateValue(RangeValue):
+    """A prefixed date: ``[low, high)`` in microseconds, compared with stored date ranges.
+
+    Its own type because dates and numbers compare differently: a number's
+    ``gt``/``lt``/``sa``/``eb`` use the exact value, a date's the bounds of its range.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +103,8 @@ class CompositeValue:
     parts: tuple[SearchValue, ...]
 
 
-SearchValue = (StringValue | TokenValue | OfTypeValue | InValue | RangeValue | QuantityValue
-               | ReferenceValue | UriValue | CompositeValue)
+SearchValue = (StringValue | TokenValue | OfTypeValue | InValue | RangeValue | DateValue
+               | QuantityValue | ReferenceValue | UriValue | CompositeValue)
 
 
 def normalize(text: str) -> str:
@@ -207,10 +216,10 @@ def _decimal(text: str, where: str) -> tuple[Decimal, Decimal]:
     return number, Decimal(5).scaleb(exponent - 1)
 
 
-def parse_date(text: str, where: str) -> RangeValue:
+def parse_date(text: str, where: str) -> DateValue:
     prefix, rest = _prefixed(text)
     low, high = fhir_datetime_range(rest, name=where)
-    return RangeValue(prefix, float(low), float(low), float(high))
+    return DateValue(prefix, float(low), float(low), float(high))
 
 
 def parse_quantity(text: str, where: str) -> QuantityValue:

@@ -24,9 +24,9 @@ def test_one_parameter_alone_numbers_its_own_groups() -> None:
     rows = extract_parameter(resource, composite("combo-code-value-quantity"))
     assert set(rows.composites) == {
         ("combo-code-value-quantity", 0, 0, (LOINC, "a")),
-        ("combo-code-value-quantity", 0, 1, (1.0, None, None, None)),
+        ("combo-code-value-quantity", 0, 1, (1.0, 1.0, None, None, None)),
         ("combo-code-value-quantity", 1, 0, (None, "b")),
-        ("combo-code-value-quantity", 1, 1, (2.0, None, None, None)),
+        ("combo-code-value-quantity", 1, 1, (2.0, 2.0, None, None, None)),
     }
 
 
@@ -57,3 +57,17 @@ def test_a_set_shares_roots_and_components_between_parameters() -> None:
 def test_an_empty_set_has_no_runner() -> None:
     assert CompositeSet([], "Observation").runner() is None
     assert CompositeSet([composite("code-value-quantity")], "Patient").runner() is None
+
+
+def test_document_reference_relationship_reads_target_and_code() -> None:
+    param = default_registry().get("DocumentReference", "relationship")
+    assert param is not None
+    resource = {
+        "resourceType": "DocumentReference",
+        "relatesTo": [{"code": "replaces", "target": {"reference": "DocumentReference/old"}}],
+    }
+    rows = extract_parameter(resource, param)
+    assert set(rows.composites) == {
+        ("relationship", 0, 0, ("DocumentReference", "old", None, None)),
+        ("relationship", 0, 1, (None, "replaces")),
+    }

@@ -149,10 +149,10 @@ def test_observation_tokens_references_and_dates() -> None:
     }
     assert rows.dates == [("date", JAN_2020, JAN_2020 + SECOND)]
     assert set(rows.quantities) == {
-        ("component-value-quantity", 120.0, UCUM, "mm[Hg]", "mmHg"),
-        ("component-value-quantity", 80.5, UCUM, "mm[Hg]", "mmHg"),
-        ("combo-value-quantity", 120.0, UCUM, "mm[Hg]", "mmHg"),
-        ("combo-value-quantity", 80.5, UCUM, "mm[Hg]", "mmHg"),
+        ("component-value-quantity", 120.0, 120.0, UCUM, "mm[Hg]", "mmHg"),
+        ("component-value-quantity", 80.5, 80.5, UCUM, "mm[Hg]", "mmHg"),
+        ("combo-value-quantity", 120.0, 120.0, UCUM, "mm[Hg]", "mmHg"),
+        ("combo-value-quantity", 80.5, 80.5, UCUM, "mm[Hg]", "mmHg"),
     }
 
 
@@ -161,16 +161,16 @@ def test_observation_composites_group_by_component() -> None:
     systolic, diastolic = (LOINC, "8480-6"), (LOINC, "8462-4")
     assert only(rows.composites, "component-code-value-quantity") == {
         ("component-code-value-quantity", 0, 0, systolic),
-        ("component-code-value-quantity", 0, 1, (120.0, UCUM, "mm[Hg]", "mmHg")),
+        ("component-code-value-quantity", 0, 1, (120.0, 120.0, UCUM, "mm[Hg]", "mmHg")),
         ("component-code-value-quantity", 1, 0, diastolic),
-        ("component-code-value-quantity", 1, 1, (80.5, UCUM, "mm[Hg]", "mmHg")),
+        ("component-code-value-quantity", 1, 1, (80.5, 80.5, UCUM, "mm[Hg]", "mmHg")),
     }
     # combo: group 0 is the Observation itself (no value: no rows), 1.. its components
     assert only(rows.composites, "combo-code-value-quantity") == {
         ("combo-code-value-quantity", 1, 0, systolic),
-        ("combo-code-value-quantity", 1, 1, (120.0, UCUM, "mm[Hg]", "mmHg")),
+        ("combo-code-value-quantity", 1, 1, (120.0, 120.0, UCUM, "mm[Hg]", "mmHg")),
         ("combo-code-value-quantity", 2, 0, diastolic),
-        ("combo-code-value-quantity", 2, 1, (80.5, UCUM, "mm[Hg]", "mmHg")),
+        ("combo-code-value-quantity", 2, 1, (80.5, 80.5, UCUM, "mm[Hg]", "mmHg")),
     }
     # groups without a value are incomplete, so they are not written at all
     assert not only(rows.composites, "code-value-quantity", "component-code-value-concept")
@@ -186,14 +186,14 @@ def test_observation_values_and_period() -> None:
         complete=True,
     )
     assert set(quantity.quantities) == {
-        ("value-quantity", 181.2, UCUM, "cm", None),
-        ("combo-value-quantity", 181.2, UCUM, "cm", None),
+        ("value-quantity", 181.2, 181.2, UCUM, "cm", None),
+        ("combo-value-quantity", 181.2, 181.2, UCUM, "cm", None),
     }
     assert set(quantity.composites) == {
         ("code-value-quantity", 0, 0, (LOINC, "8302-2")),
-        ("code-value-quantity", 0, 1, (181.2, UCUM, "cm", None)),
+        ("code-value-quantity", 0, 1, (181.2, 181.2, UCUM, "cm", None)),
         ("combo-code-value-quantity", 0, 0, (LOINC, "8302-2")),
-        ("combo-code-value-quantity", 0, 1, (181.2, UCUM, "cm", None)),
+        ("combo-code-value-quantity", 0, 1, (181.2, 181.2, UCUM, "cm", None)),
     }
     concept = extract_index(
         {
@@ -279,7 +279,7 @@ def test_encounter_period_and_class() -> None:
     }
     assert rows.token_texts == [("class", "ambulatory")]
     assert rows.dates == [("date", JAN_2020, MAX_TIME)]
-    assert rows.quantities == [("length", 15.0, UCUM, "min", "min")]
+    assert rows.quantities == [("length", 15.0, 15.0, UCUM, "min", "min")]
 
 
 def test_condition_onset_and_abatement() -> None:
@@ -303,7 +303,7 @@ def test_condition_onset_and_abatement() -> None:
             "abatementPeriod": {"end": "2020-01-01"},
         }
     )
-    assert aged.quantities == [("onset-age", 40.0, UCUM, "a", "years")]
+    assert aged.quantities == [("onset-age", 40.0, 40.0, UCUM, "a", "years")]
     assert aged.dates[0][0] == "abatement-date" and aged.dates[0][2] == JAN_2020 + DAY
 
 
@@ -335,7 +335,7 @@ def test_money() -> None:
     rows = extract_index(
         {"resourceType": "Invoice", "totalNet": {"value": 129.16, "currency": "USD"}}
     )
-    assert rows.quantities == [("totalnet", 129.16, "urn:iso:std:iso:4217", "USD", None)]
+    assert rows.quantities == [("totalnet", 129.16, 129.16, "urn:iso:std:iso:4217", "USD", None)]
 
 
 def test_claim_and_explanation_of_benefit_skip_contained_references() -> None:
@@ -452,8 +452,8 @@ def test_molecular_sequence_composite_reads_the_resource_root() -> None:
     )
     assert only(rows.composites, "chromosome-variant-coordinate") == {
         ("chromosome-variant-coordinate", 0, 0, ("http://x/chr", "1")),
-        ("chromosome-variant-coordinate", 0, 1, (10.0,)),
-        ("chromosome-variant-coordinate", 0, 2, (20.0,)),
+        ("chromosome-variant-coordinate", 0, 1, (10.0, 10.0)),
+        ("chromosome-variant-coordinate", 0, 2, (20.0, 20.0)),
     }
 
 

@@ -14,7 +14,7 @@ def test_table() -> None:
 
 @pytest.mark.parametrize(
     ("param_type", "fhir_type"),
-    [("quantity", "Range"), ("date", "string"), ("token", "Quantity"), ("special", "string")],
+    [("date", "Age"), ("date", "Range"), ("token", "Quantity"), ("special", "string")],
 )
 def test_unindexed_combinations(param_type: str, fhir_type: str) -> None:
     assert normaliser_for(param_type, fhir_type) is None

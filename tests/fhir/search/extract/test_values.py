@@ -14,7 +14,7 @@ def test_numbers() -> None:
     rows = IndexRows()
     for value in (3, 2.5, True, "4", 10**400):
         number_primitive("n", value, rows)
-    assert rows.numbers == [("n", 3.0), ("n", 2.5)]
+    assert rows.numbers == [("n", 3.0, 3.0), ("n", 2.5, 2.5)]
 
 
 def test_quantities_and_money() -> None:
@@ -28,9 +28,9 @@ def test_quantities_and_money() -> None:
     quantity_money("m", {"value": 1.25, "currency": "EUR"}, rows)
     quantity_money("m", {"value": 2}, rows)
     assert rows.quantities == [
-        ("q", 5.0, "http://unitsofmeasure.org", "mg", "milligram"),
-        ("m", 1.25, "urn:iso:std:iso:4217", "EUR", None),
-        ("m", 2.0, None, None, None),
+        ("q", 5.0, 5.0, "http://unitsofmeasure.org", "mg", "milligram"),
+        ("m", 1.25, 1.25, "urn:iso:std:iso:4217", "EUR", None),
+        ("m", 2.0, 2.0, None, None, None),
     ]
 
 

@@ -1,10 +1,11 @@
 """Composite components: a value's rows *without* the parameter code, and nothing else.
 
 A composite row stores each component's row minus its param
-(``(system, code)`` for a token, ``(value, system, code, unit)`` for a
-quantity...).  These functions produce exactly that, without the modifier rows
-(``:text``, ``:of-type``, ``:identifier``) the full normalisers add: a third of
-an Observation's extraction time went into composites before they had their own.
+(``(system, code)`` for a token, ``(low, high, system, code, unit)`` for a
+quantity, ``(low, high)`` for a number or a date...).  These functions produce
+exactly that, without the modifier rows (``:text``, ``:of-type``,
+``:identifier``) the full normalisers add: a third of an Observation's
+extraction time went into composites before they had their own.
 """
 
 from __future__ import annotations
@@ -13,9 +14,20 @@ from collections.abc import Callable
 from typing import Any
 
 from hygeia.fhir.search.extract.dates import date_range
+from hygeia.fhir.search.extract.ranges import (
+    as_number,
+    quantity_bounds,
+    range_bounds,
+    sampled_bounds,
+)
 from hygeia.fhir.search.extract.references import parse_reference
 from hygeia.fhir.search.extract.text import normalise_text
-from hygeia.fhir.search.extract.values import CURRENCY_SYSTEM, QUANTITY_TYPES, TEXT_TYPES
+from hygeia.fhir.search.extract.values import (
+    CURRENCY_SYSTEM,
+    NUMBER_TYPES,
+    QUANTITY_TYPES,
+    TEXT_TYPES,
+)
 from hygeia.fhir.search.rows import MAX_TIME, MIN_TIME
 from hygeia.fhir.spec import is_resource_type
 
@@ -26,15 +38,6 @@ Tails = Callable[[Any], list[tuple[Any, ...]]]
 
 def _text(value: Any) -> str | None:
     return value if type(value) is str and value else None
-
-
-def _number(value: Any) -> float | None:
-    if type(value) is int or type(value) is float:
-        try:
-            return float(value)
-        except OverflowError:
-            return None
-    return None
 
 
 def _coding(value: Any) -> list[tuple[Any, ...]]:
@@ -70,21 +73,38 @@ def _contact_point(value: Any) -> list[tuple[Any, ...]]:
     return _code(value.get("value")) if type(value) is dict else []
 
 
+def _units(quantity: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    return _text(quantity.get("system")), _text(quantity.get("code")), _text(quantity.get("unit"))
+
+
 def _quantity(value: Any) -> list[tuple[Any, ...]]:
-    number = _number(value.get("value")) if type(value) is dict else None
+    """A point, or the open range of a comparator (the plain value inlined: it is hot)."""
+    number = as_number(value.get("value")) if type(value) is dict else None
     if number is None:
         return []
-    return [
-        (number, _text(value.get("system")), _text(value.get("code")), _text(value.get("unit")))
-    ]
+    if value.get("comparator") is None:
+        return [(number, number, _text(value.get("system")), _text(value.get("code")),
+                 _text(value.get("unit")))]
+    bounds = quantity_bounds(value)
+    return [(*bounds, *_units(value))] if bounds is not None else []
 
 
 def _money(value: Any) -> list[tuple[Any, ...]]:
-    number = _number(value.get("value")) if type(value) is dict else None
+    number = as_number(value.get("value")) if type(value) is dict else None
     if number is None:
         return []
     currency = _text(value.get("currency"))
-    return [(number, CURRENCY_SYSTEM if currency else None, currency, None)]
+    return [(number, number, CURRENCY_SYSTEM if currency else None, currency, None)]
+
+
+def _quantity_range(value: Any) -> list[tuple[Any, ...]]:
+    bounds = range_bounds(value)
+    return [(bounds[0], bounds[1], *_units(bounds[2]))] if bounds is not None else []
+
+
+def _sampled_data(value: Any) -> list[tuple[Any, ...]]:
+    bounds = sampled_bounds(value)
+    return [(*bounds, *_units(value["origin"]))] if bounds is not None else []
 
 
 def _date(value: Any) -> list[tuple[Any, ...]]:
@@ -131,8 +151,13 @@ def _parts(*names: str) -> Tails:
 
 
 def _number_tail(value: Any) -> list[tuple[Any, ...]]:
-    number = _number(value)
-    return [(number,)] if number is not None else []
+    number = as_number(value)
+    return [(number, number)] if number is not None else []
+
+
+def _number_range(value: Any) -> list[tuple[Any, ...]]:
+    bounds = range_bounds(value)
+    return [(bounds[0], bounds[1])] if bounds is not None else []
 
 
 def _uri(value: Any) -> list[tuple[Any, ...]]:
@@ -168,11 +193,17 @@ _TABLE: dict[str, dict[str, Tails]] = {
         "Identifier": _identifier,
         "ContactPoint": _contact_point,
     },
-    "quantity": {**dict.fromkeys(QUANTITY_TYPES, _quantity), "Money": _money},
+    "quantity": {
+        **dict.fromkeys(QUANTITY_TYPES, _quantity),
+        "Money": _money,
+        "Range": _quantity_range,
+        "SampledData": _sampled_data,
+    },
     "date": {
         "date": _date,
         "dateTime": _date,
         "instant": _date,
+        "string": _date,
         "Period": _period,
         "Timing": _timing,
     },
@@ -181,7 +212,7 @@ _TABLE: dict[str, dict[str, Tails]] = {
         "HumanName": _parts("family", "given", "prefix", "suffix", "text"),
         "Address": _parts("line", "city", "district", "state", "postalCode", "country", "text"),
     },
-    "number": dict.fromkeys(("integer", "decimal", "positiveInt", "unsignedInt"), _number_tail),
+    "number": {**dict.fromkeys(NUMBER_TYPES, _number_tail), "Range": _number_range},
     "uri": dict.fromkeys(TEXT_TYPES, _uri),
     "reference": {
         "Reference": _reference,

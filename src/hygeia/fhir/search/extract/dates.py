@@ -4,8 +4,12 @@ A date keeps its precision (``2020`` covers the whole year; see
 :func:`hygeia.fhir.datetime.fhir_datetime_range`); a Period covers
 ``[start.low, end.high)`` with missing ends open (:data:`MIN_TIME` /
 :data:`MAX_TIME`); a Timing contributes each event and its
-``repeat.boundsPeriod``.  Values that do not parse are skipped: stored data is
-validated, so this only guards against data that bypassed validation.
+``repeat.boundsPeriod``.  A ``string`` element under a date parameter
+(``Immunization.occurrenceString``, ``CarePlan...scheduledString``,
+``Procedure.performedString``) is free text: it is indexed when it happens to
+be a valid FHIR date/dateTime and skipped otherwise ("spring 2019").  Other
+values that do not parse are skipped too: stored data is validated, so that
+only guards against data that bypassed validation.
 """
 
 from __future__ import annotations
@@ -99,7 +103,7 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
 
 
 def date_primitive(code: str, value: Any, rows: IndexRows) -> None:
-    """date, dateTime, instant."""
+    """date, dateTime, instant, and a string holding one of them."""
     if type(value) is str:
         bounds = date_range(value)
         if bounds is not None:

@@ -2,8 +2,10 @@
 
 The table is consulted once per compiled branch (the branch's type is known at
 compile time), so extraction never dispatches on a value's shape.  A missing
-entry means the combination is not indexed (a Range under a quantity
-parameter, a Quantity under a token parameter...).
+entry means the combination is not indexed, deliberately: a Quantity or
+Range under a token parameter (Group ``value``), an Age or Range under a date
+parameter (``Procedure.performed[x]``: an age needs the patient's birth date,
+which is another resource), an Attachment under a reference parameter.
 """
 
 from __future__ import annotations
@@ -27,11 +29,15 @@ from hygeia.fhir.search.extract.tokens import (
     token_primitive,
 )
 from hygeia.fhir.search.extract.values import (
+    NUMBER_TYPES,
     QUANTITY_TYPES,
     TEXT_TYPES,
     number_primitive,
+    number_range,
     quantity_money,
     quantity_quantity,
+    quantity_range,
+    quantity_sampled_data,
     uri_canonical,
     uri_primitive,
 )
@@ -68,11 +74,19 @@ _TABLE: dict[str, dict[str, Normaliser]] = {
         "date": date_primitive,
         "dateTime": date_primitive,
         "instant": date_primitive,
+        # choice elements such as Immunization.occurrence[x] and Procedure.performed[x]
+        # may hold a free-text string: indexed when it is a valid FHIR date/dateTime
+        "string": date_primitive,
         "Period": date_period,
         "Timing": date_timing,
     },
-    "number": dict.fromkeys(("integer", "decimal", "positiveInt", "unsignedInt"), number_primitive),
-    "quantity": {**dict.fromkeys(QUANTITY_TYPES, quantity_quantity), "Money": quantity_money},
+    "number": {**dict.fromkeys(NUMBER_TYPES, number_primitive), "Range": number_range},
+    "quantity": {
+        **dict.fromkeys(QUANTITY_TYPES, quantity_quantity),
+        "Money": quantity_money,
+        "Range": quantity_range,
+        "SampledData": quantity_sampled_data,
+    },
     "uri": {**dict.fromkeys(TEXT_TYPES, uri_primitive), "canonical": uri_canonical},
 }
 
