@@ -118,9 +118,15 @@ def _parameter_plan(param: SearchParameter, resource_type: str) -> TypePlan:
     return type_plan({param.code: param}, resource_type)
 
 
+# Where repeats really occur (Synthea: 39% of token texts, as CodeableConcept.text repeats
+# a display; a few strings; 2 tokens in 53,000; nothing else).  A repeated row is
+# harmless to every query (they test existence), so the other lists are not hashed.
+_MAY_REPEAT = ("token_texts", "strings", "tokens")
+
+
 def _deduplicate(rows: IndexRows) -> None:
-    """Drop repeated rows (the same code under two codings, Observation and combo-...)."""
-    for name in IndexRows.__slots__:
+    """Drop repeated rows where they are common, so the store does not keep them twice."""
+    for name in _MAY_REPEAT:
         values = getattr(rows, name)
         if len(values) > 1:
             values[:] = dict.fromkeys(values)
