@@ -161,6 +161,32 @@ def test_composite(data: FhirService) -> None:
         "bp1"]
 
 
+def test_driving_clause_keys_are_rechecked_exactly(data: FhirService) -> None:
+    """The driving clause's candidates come from the lookup key alone (code hash, composite
+    code); the exact value, system included, is still checked, and key-ordered pages
+    still visit every match once."""
+    other = observation("x1", "p1", "29463-7", 111, "2021-01-01")
+    other["code"]["coding"][0]["system"] = "http://example.org/codes"
+    put(data, other)
+    bp = blood_pressure("x2", "p1", 160, 90)
+    bp["component"][0]["code"]["coding"][0]["system"] = "http://example.org/codes"
+    put(data, bp)
+    assert ids(data, f"Observation?code={LOINC}|29463-7") == ["w1", "w2", "w3"]
+    assert ids(data, "Observation?code=29463-7") == ["w1", "w2", "w3", "x1"]
+    assert ids(data, f"Observation?code={LOINC}|29463-7&value-quantity=gt111") == ["w2"]
+    assert ids(data, f"Observation?component-code-value-quantity={LOINC}|8480-6$gt140") == [
+        "bp1"]
+    seen: list[str] = []
+    page = body(call(data, "GET", "Observation?code=29463-7&_count=1&_total=none"))
+    while True:
+        seen += [e["resource"]["id"] for e in page.get("entry", [])]
+        link = next((k["url"] for k in page["link"] if k["relation"] == "next"), None)
+        if link is None:
+            break
+        page = body(call(data, "GET", link.removeprefix("http://test/fhir/")))
+    assert sorted(seen) == ["w1", "w2", "w3", "x1"]
+
+
 def test_special_parameters(data: FhirService) -> None:
     assert ids(data, "Patient?_id=p1,p3") == ["p1", "p3"]
     assert ids(data, "Patient?_lastUpdated=gt2000-01-01") == ["p1", "p2", "p3"]

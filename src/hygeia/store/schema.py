@@ -37,17 +37,19 @@ INDEX_TABLES: dict[str, tuple[str, ...]] = {
 _COLUMN_TYPES = {"low": "{bigint}", "high": "{bigint}", "value": "{real}", "grp": "{bigint}",
                  "comp": "{bigint}", "n1": "{real}", "n2": "{real}", "h_code": "{bigint}"}
 
-# the one lookup index per table (besides the owner index on res_pk)
+# the one lookup index per table (besides the owner index on res_pk); token, reference
+# and composite end with res_pk, so the driving clause's key list (search_sql.py) is read
+# from the index alone: 10,000 body heights took 85 ms in table-row fetches, 3 ms without
 _LOOKUPS = {
     "string_index": "h_param, norm",
-    "token_index": "h_code",
+    "token_index": "h_code, res_pk",
     "token_text_index": "h_param, text",
-    "reference_index": "target_id, target_type, h_param",
+    "reference_index": "target_id, target_type, h_param, res_pk",
     "date_index": "h_param, low",
     "number_index": "h_param, value",
     "quantity_index": "h_param, value",
     "uri_index": "h_param, uri",
-    "composite_index": "h_param, t2",
+    "composite_index": "h_param, t2, res_pk",
 }
 
 _CORE = (

@@ -117,6 +117,39 @@ class SqlBuilder:
             return self._compartment(clause, owner, types)
         return self._parameter(clause, owner, types, correlated)
 
+    def key_filter(self, clause: Clause, owner: str, types: tuple[str, ...]) -> str | None:
+        """``owner.pk IN`` the keys a lookup index alone can give, or None.
+
+        A superset of the clause's matches, read from the lookup index only (no table
+        rows): the caller checks the exact clause per candidate as well, so only the
+        candidates a page really visits pay for that check.  A token clause keys on
+        ``h_code``; a composite whose first component is a coded token on ``t2``.
+        """
+        if not isinstance(clause, ParameterClause) or clause.missing is not None \
+                or clause.modifier is not None or not clause.values:
+            return None
+        code = clause.parameter.code
+        inner = self.alias("k")
+        if clause.parameter.type == "token":
+            codes = _token_codes(clause.values)
+            if codes is None:
+                return None
+            keys = ", ".join(self.value(code_hash(param_hash(kind, code), value))
+                             for kind in types for value in codes)
+            return (f"{owner}.pk IN (SELECT {inner}.res_pk FROM token_index {inner} "
+                    f"WHERE {inner}.h_code IN ({keys}))")
+        components = clause.parameter.components
+        if clause.parameter.type != "composite" or not components \
+                or components[0].type != "token":
+            return None
+        codes = _token_codes(tuple(value.parts[0] for value in clause.values
+                                   if isinstance(value, CompositeValue)))
+        if codes is None or len(codes) != len(clause.values):
+            return None
+        marks = ", ".join(self.value(value) for value in codes)
+        return (f"{owner}.pk IN (SELECT {inner}.res_pk FROM composite_index {inner} WHERE "
+                f"{inner}.h_param IN ({self.param_keys(types, code)}) AND {inner}.t2 IN ({marks}))")
+
     def _compartment(self, clause: CompartmentClause, owner: str, types: tuple[str, ...]) -> str:
         ref, itself = self.alias("cp"), self.alias("o")
         hashes = ", ".join(self.param_keys(types, code) for code in clause.params) or "0"
@@ -375,6 +408,13 @@ class SqlBuilder:
         return f"{column} = {self.value(value.uri)}"
 
 
+def _token_codes(values: tuple[SearchValue, ...]) -> list[str] | None:
+    """The codes of plain token values (each with a code), or None if any lacks one."""
+    codes = [value.code for value in values
+             if type(value) is TokenValue and value.code is not None]
+    return codes if len(codes) == len(values) else None
+
+
 def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -432,7 +472,11 @@ def where_sql(builder: SqlBuilder, types: tuple[str, ...], clauses: list[Clause]
     driver = min((c for c in clauses if _selective(c)), key=_selectivity_rank, default=None)
     column = "(r.res_type || '')" if driver is not None else "r.res_type"
     conditions = [f"{column} IN ({marks})", f"r.deleted = {builder.value(False)}"]
-    conditions.extend(builder.clause(clause, "r", types, correlated=clause is not driver)
+    keys = None if driver is None else builder.key_filter(driver, "r", types)
+    if keys is not None:
+        conditions.append(keys)
+    conditions.extend(builder.clause(clause, "r", types,
+                                     correlated=clause is not driver or keys is not None)
                       for clause in clauses)
     return " AND ".join(conditions)
 

@@ -20,8 +20,9 @@ ROWS = 10_000_000
 # average rows matching each prefix of an index's columns (sqlite_stat1 "stat" format)
 _OWNER = f"{ROWS} 12 2"
 _LOOKUP = {
-    "token_index": f"{ROWS} 200",
-    "reference_index": f"{ROWS} 40 40 10",
+    "token_index": f"{ROWS} 200 1",
+    "reference_index": f"{ROWS} 40 40 10 1",
+    "composite_index": f"{ROWS} 100000 20 1",
 }
 _DEFAULT_LOOKUP = f"{ROWS} 100000 20"
 
