@@ -187,6 +187,31 @@ def test_driving_clause_keys_are_rechecked_exactly(data: FhirService) -> None:
     assert sorted(seen) == ["w1", "w2", "w3", "x1"]
 
 
+def test_key_walk_pages_forwards_and_backwards(service: FhirService) -> None:
+    """A broad code with sparse value matches: pages walk the code's keys in ranges
+    (64, then 256 ...) and must neither skip nor repeat across range boundaries."""
+    entries = [{"resource": observation(f"o{n:03}", "p1", "8302-2", 150 + n % 7 * 10, "2021"),
+                "request": {"method": "PUT", "url": f"Observation/o{n:03}"}}
+               for n in range(300)]
+    call(service, "POST", "", {"resourceType": "Bundle", "type": "transaction",
+                               "entry": entries})
+    query = f"Observation?code={LOINC}|8302-2&value-quantity=gt205&_count=7&_total=none"
+    expected = [f"o{n:03}" for n in range(300) if 150 + n % 7 * 10 > 205]
+    pages = [body(call(service, "GET", query))]
+    while (link := _link(pages[-1], "next")) is not None:
+        pages.append(body(call(service, "GET", link)))
+    assert [e["resource"]["id"] for page in pages for e in page["entry"]] == expected
+    back = [pages[-1]]
+    while (link := _link(back[-1], "previous")) is not None:
+        back.append(body(call(service, "GET", link)))
+    assert [e["resource"]["id"] for page in reversed(back) for e in page["entry"]] == expected
+
+
+def _link(bundle: dict[str, Any], relation: str) -> str | None:
+    url = next((k["url"] for k in bundle["link"] if k["relation"] == relation), None)
+    return None if url is None else url.removeprefix("http://test/fhir/")
+
+
 def test_special_parameters(data: FhirService) -> None:
     assert ids(data, "Patient?_id=p1,p3") == ["p1", "p3"]
     assert ids(data, "Patient?_lastUpdated=gt2000-01-01") == ["p1", "p2", "p3"]

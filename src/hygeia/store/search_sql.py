@@ -117,27 +117,26 @@ class SqlBuilder:
             return self._compartment(clause, owner, types)
         return self._parameter(clause, owner, types, correlated)
 
-    def key_filter(self, clause: Clause, owner: str, types: tuple[str, ...]) -> str | None:
-        """``owner.pk IN`` the keys a lookup index alone can give, or None.
+    def key_source(self, clause: Clause, types: tuple[str, ...]) -> str | None:
+        """``FROM ... WHERE ...`` of the keys (``k.res_pk``) a lookup index alone gives.
 
         A superset of the clause's matches, read from the lookup index only (no table
-        rows): the caller checks the exact clause per candidate as well, so only the
-        candidates a page really visits pay for that check.  A token clause keys on
-        ``h_code``; a composite whose first component is a coded token on ``t2``.
+        rows), so the exact clause must be checked per candidate as well; only the
+        candidates a page really visits then pay for that check.  A token clause keys
+        on ``h_code``; a composite whose first component is a coded token on ``t2``.
+        None when the clause has no such key.
         """
         if not isinstance(clause, ParameterClause) or clause.missing is not None \
                 or clause.modifier is not None or not clause.values:
             return None
         code = clause.parameter.code
-        inner = self.alias("k")
         if clause.parameter.type == "token":
             codes = _token_codes(clause.values)
             if codes is None:
                 return None
             keys = ", ".join(self.value(code_hash(param_hash(kind, code), value))
                              for kind in types for value in codes)
-            return (f"{owner}.pk IN (SELECT {inner}.res_pk FROM token_index {inner} "
-                    f"WHERE {inner}.h_code IN ({keys}))")
+            return f"FROM token_index k WHERE k.h_code IN ({keys})"
         components = clause.parameter.components
         if clause.parameter.type != "composite" or not components \
                 or components[0].type != "token":
@@ -147,8 +146,8 @@ class SqlBuilder:
         if codes is None or len(codes) != len(clause.values):
             return None
         marks = ", ".join(self.value(value) for value in codes)
-        return (f"{owner}.pk IN (SELECT {inner}.res_pk FROM composite_index {inner} WHERE "
-                f"{inner}.h_param IN ({self.param_keys(types, code)}) AND {inner}.t2 IN ({marks}))")
+        return (f"FROM composite_index k WHERE k.h_param IN "
+                f"({self.param_keys(types, code)}) AND k.t2 IN ({marks})")
 
     def _compartment(self, clause: CompartmentClause, owner: str, types: tuple[str, ...]) -> str:
         ref, itself = self.alias("cp"), self.alias("o")
@@ -464,21 +463,65 @@ class OrderKey:
         return "" if self.descending else TOP
 
 
-def where_sql(builder: SqlBuilder, types: tuple[str, ...], clauses: list[Clause]) -> str:
+def driving_clause(clauses: list[Clause]) -> Clause | None:
+    """The clause whose lookup index supplies the candidate rows (None: scan by type)."""
+    return min((c for c in clauses if _selective(c)), key=_selectivity_rank, default=None)
+
+
+def where_sql(builder: SqlBuilder, types: tuple[str, ...], clauses: list[Clause],
+              keys: str | None = None) -> str:
+    """The WHERE of a search over ``resource r``.
+
+    ``keys`` (an SQL list of pks, when the caller walks the driving clause's keys
+    itself) replaces the driving lookup; every clause is then checked per row.
+    """
     marks = ", ".join(builder.value(kind) for kind in types)
     # With a selective clause, the rows come from its index (pk IN ...); the type test
     # must then not tempt the planner into scanning every resource of the type, so it
     # is written as an expression no index serves.
-    driver = min((c for c in clauses if _selective(c)), key=_selectivity_rank, default=None)
+    driver = driving_clause(clauses)
     column = "(r.res_type || '')" if driver is not None else "r.res_type"
     conditions = [f"{column} IN ({marks})", f"r.deleted = {builder.value(False)}"]
-    keys = None if driver is None else builder.key_filter(driver, "r", types)
+    source = None
     if keys is not None:
-        conditions.append(keys)
+        conditions.append(f"r.pk IN ({keys})")
+    elif driver is not None:
+        source = builder.key_source(driver, types)
+        if source is not None:
+            conditions.append(f"r.pk IN (SELECT k.res_pk {source})")
+    exact = keys is not None or source is not None
     conditions.extend(builder.clause(clause, "r", types,
-                                     correlated=clause is not driver or keys is not None)
+                                     correlated=clause is not driver or exact)
                       for clause in clauses)
     return " AND ".join(conditions)
+
+
+def key_bound_sql(builder: SqlBuilder, types: tuple[str, ...], clauses: list[Clause],
+                  after: int | None, backwards: bool, batch: int) -> str | None:
+    """The driving clause's ``batch``-th candidate key after ``after`` in walk order (no
+    row when fewer remain), or None when it has no key source (see
+    :meth:`SqlBuilder.key_source`)."""
+    driver = driving_clause(clauses)
+    source = None if driver is None else builder.key_source(driver, types)
+    if source is None:
+        return None
+    bound = "" if after is None else \
+        f" AND k.res_pk {'<' if backwards else '>'} {builder.value(after)}"
+    return (f"SELECT k.res_pk {source}{bound} ORDER BY k.res_pk "
+            f"{'DESC' if backwards else 'ASC'} LIMIT 1 OFFSET {builder.value(batch - 1)}")
+
+
+def key_range_sql(builder: SqlBuilder, types: tuple[str, ...], clauses: list[Clause],
+                  low: int | None, high: int | None) -> str:
+    """The driving clause's candidate keys in ``(low, high]`` (None: unbounded)."""
+    driver = driving_clause(clauses)
+    source = None if driver is None else builder.key_source(driver, types)
+    assert source is not None
+    if low is not None:
+        source += f" AND k.res_pk > {builder.value(low)}"
+    if high is not None:
+        source += f" AND k.res_pk <= {builder.value(high)}"
+    return f"SELECT k.res_pk {source}"
 
 
 _RANK = {"reference": 0, "token": 0, "composite": 1, "string": 1, "uri": 1, "quantity": 2,
