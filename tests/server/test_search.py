@@ -238,6 +238,13 @@ def test_total_summary_and_elements(data: FhirService) -> None:
     assert counted["total"] == 3 and not counted.get("entry")
     untotalled = body(call(data, "GET", "Patient?_total=none"))
     assert "total" not in untotalled and len(untotalled["entry"]) == 3
+    # a first page holding every match is its own count; later or partial pages count
+    assert body(call(data, "GET", "Patient"))["total"] == 3
+    first = body(call(data, "GET", "Patient?_count=2"))
+    assert first["total"] == 3 and len(first["entry"]) == 2
+    last_url = next(k["url"] for k in first["link"] if k["relation"] == "next")
+    last = body(call(data, "GET", last_url.removeprefix("http://test/fhir/")))
+    assert last["total"] == 3 and len(last["entry"]) == 1
     summary = body(call(data, "GET", "Patient?_id=p1&_summary=true"))["entry"][0]["resource"]
     assert "name" in summary and "managingOrganization" in summary
     assert "generalPractitioner" not in summary  # not a summary element in R4

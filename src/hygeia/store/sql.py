@@ -14,6 +14,7 @@ Tables (see docs/architecture.md for the column-by-column description):
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -194,15 +195,21 @@ class SqlSession(Session):
         self.flush()
         types = query.types or (query.resource_type,)
         options = query.options
-        total = None
-        if options.total != "none" or options.summary == "count":
-            builder = SqlBuilder()
-            sql, params = builder.render(
-                f"SELECT COUNT(*) FROM resource r WHERE {where_sql(builder, types, query.clauses)}")
-            total = int(self.execute(sql, params).fetchone()[0])
         if options.summary == "count" or options.count == 0:
-            return SearchPage(total, [])
-        return self._page(query, types, total)
+            return SearchPage(self._count(query, types), [])
+        page = self._page(query, types, None)
+        if options.total == "none":
+            return page
+        if options.cursor is None and page.next_cursor is None:
+            # the first page holds every match: the count is known without counting
+            return replace(page, total=len(page.matches))
+        return replace(page, total=self._count(query, types))
+
+    def _count(self, query: Query, types: tuple[str, ...]) -> int:
+        builder = SqlBuilder()
+        sql, params = builder.render(
+            f"SELECT COUNT(*) FROM resource r WHERE {where_sql(builder, types, query.clauses)}")
+        return int(self.execute(sql, params).fetchone()[0])
 
     def _page(self, query: Query, types: tuple[str, ...], total: int | None) -> SearchPage:
         if not query.options.sort:
