@@ -8,11 +8,19 @@ the same run is a primary-key read (``GET Patient/{id}``) through the same
 server: the floor for any request.
 
     python -m benchmarks.search [--patients 1000] [--requests 2000] [--backends sqlite,postgresql]
+        [--reuse DIR]
+
+``--reuse DIR`` keeps the loaded databases between runs (the SQLite file and the
+patient facts in DIR, a PostgreSQL database named after DIR): the first run
+loads and the next ones only query, against a freshly started server, so the
+printed peak RSS then covers the queries alone.  The baseline row is always
+measured in the same run as the queries.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import random
 import re
 import statistics
@@ -152,9 +160,11 @@ def run_mix(base: str, facts: list[dict[str, Any]], requests: int, clients: int,
 
 
 def report(backend: str, timings: dict[str, list[float]], rate: float, rss: float,
-           load_rate: float) -> None:
+           load_rate: float | None) -> None:
+    loaded = (f"load {load_rate:,.0f} resources/s" if load_rate is not None
+              else "database reused (RSS covers queries only)")
     print(f"\n== {backend}: {rate:,.0f} requests/s overall (4 clients), server peak RSS "
-          f"{rss:.0f} MB, load {load_rate:,.0f} resources/s")
+          f"{rss:.0f} MB, {loaded}")
     print(f"  {'query type':<26}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}")
     for kind, values in timings.items():
         if values:
@@ -162,6 +172,56 @@ def report(backend: str, timings: dict[str, list[float]], rate: float, rss: floa
             p95 = ordered[max(0, int(len(ordered) * 0.95) - 1)]
             print(f"  {kind:<26}{len(values):>6}{statistics.median(values) * 1000:>10.1f}"
                   f"{p95 * 1000:>10.1f}")
+
+
+def database_url(backend: str, folder: Path, args: argparse.Namespace, fresh: bool) -> str:
+    """The database for ``backend``: in ``folder`` for SQLite, a named one on PostgreSQL.
+
+    A reused PostgreSQL database is named after the folder, so runs from different
+    folders (or worktrees) never drop each other's data.
+    """
+    if backend == "sqlite":
+        path = folder / "search.db"
+        if fresh:
+            for stale in folder.glob("search.db*"):
+                stale.unlink()
+        return f"sqlite:///{path}?synchronous=normal"
+    name = "hygeia_bench_search"
+    if args.reuse is not None:
+        name += "_" + hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
+    if fresh:
+        return fresh_postgres_db(args.postgres, name)
+    return args.postgres.rsplit("/", 1)[0] + f"/{name}"
+
+
+def saved_facts(folder: Path | None, backend: str, patients: int
+                ) -> list[dict[str, Any]] | None:
+    """The facts of an earlier load of the same size into ``folder``, if any."""
+    if folder is None:
+        return None
+    path = folder / f"facts-{backend}.json"
+    if not path.exists():
+        return None
+    saved = orjson.loads(path.read_bytes())
+    return saved["facts"] if saved.get("patients") == patients else None
+
+
+def run_backend(backend: str, folder: Path, bodies: list[bytes], resources: int,
+                args: argparse.Namespace) -> None:
+    facts = saved_facts(args.reuse, backend, len(bodies))
+    server = Server(database_url(backend, folder, args, fresh=facts is None))
+    try:
+        load_rate = None
+        if facts is None:
+            facts, seconds = load(server.base, bodies)
+            load_rate = resources / seconds
+            if args.reuse is not None:
+                (folder / f"facts-{backend}.json").write_bytes(
+                    orjson.dumps({"patients": len(bodies), "facts": facts}))
+        timings, rate = run_mix(server.base, facts, args.requests, args.clients, args.seed)
+        report(backend, timings, rate, server.peak_rss_mb(), load_rate)
+    finally:
+        server.stop()
 
 
 def main() -> None:
@@ -173,23 +233,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20261127)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--postgres", default=DEFAULT_PG)
+    parser.add_argument("--reuse", type=Path, default=None, metavar="DIR",
+                        help="keep the loaded databases in DIR and reuse them in later runs")
     args = parser.parse_args()
     bodies = copies([read_bytes(p) for p in bundle_files(args.data)
                      if b'"Patient"' in read_bytes(p)], args.patients)
     resources = sum(len(orjson.loads(b)["entry"]) for b in bodies)
     print(f"{len(bodies)} patients, {resources:,} resources")
     with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) if args.reuse is None else args.reuse
+        folder.mkdir(parents=True, exist_ok=True)
         for backend in args.backends.split(","):
-            url = (f"sqlite:///{tmp}/search.db?synchronous=normal" if backend == "sqlite"
-                   else fresh_postgres_db(args.postgres, "hygeia_bench_search"))
-            server = Server(url)
-            try:
-                facts, seconds = load(server.base, bodies)
-                timings, rate = run_mix(server.base, facts, args.requests, args.clients,
-                                        args.seed)
-                report(backend, timings, rate, server.peak_rss_mb(), resources / seconds)
-            finally:
-                server.stop()
+            run_backend(backend, folder, bodies, resources, args)
 
 
 if __name__ == "__main__":

@@ -176,6 +176,57 @@ def test_combo_parameters_search_the_rows_they_share(data: FhirService) -> None:
     assert ids(data, "Patient?_has:Observation:patient:combo-code=8480-6") == ["p1", "p2"]
 
 
+def test_driving_clause_keys_are_rechecked_exactly(data: FhirService) -> None:
+    """The driving clause's candidates come from the lookup key alone (code hash, composite
+    code); the exact value, system included, is still checked, and key-ordered pages
+    still visit every match once."""
+    other = observation("x1", "p1", "29463-7", 111, "2021-01-01")
+    other["code"]["coding"][0]["system"] = "http://example.org/codes"
+    put(data, other)
+    bp = blood_pressure("x2", "p1", 160, 90)
+    bp["component"][0]["code"]["coding"][0]["system"] = "http://example.org/codes"
+    put(data, bp)
+    assert ids(data, f"Observation?code={LOINC}|29463-7") == ["w1", "w2", "w3"]
+    assert ids(data, "Observation?code=29463-7") == ["w1", "w2", "w3", "x1"]
+    assert ids(data, f"Observation?code={LOINC}|29463-7&value-quantity=gt111") == ["w2"]
+    assert ids(data, f"Observation?component-code-value-quantity={LOINC}|8480-6$gt140") == [
+        "bp1"]
+    seen: list[str] = []
+    page = body(call(data, "GET", "Observation?code=29463-7&_count=1&_total=none"))
+    while True:
+        seen += [e["resource"]["id"] for e in page.get("entry", [])]
+        link = next((k["url"] for k in page["link"] if k["relation"] == "next"), None)
+        if link is None:
+            break
+        page = body(call(data, "GET", link.removeprefix("http://test/fhir/")))
+    assert sorted(seen) == ["w1", "w2", "w3", "x1"]
+
+
+def test_key_walk_pages_forwards_and_backwards(service: FhirService) -> None:
+    """A broad code with sparse value matches: pages walk the code's keys in ranges
+    (64, then 256 ...) and must neither skip nor repeat across range boundaries."""
+    entries = [{"resource": observation(f"o{n:03}", "p1", "8302-2", 150 + n % 7 * 10, "2021"),
+                "request": {"method": "PUT", "url": f"Observation/o{n:03}"}}
+               for n in range(300)]
+    call(service, "POST", "", {"resourceType": "Bundle", "type": "transaction",
+                               "entry": entries})
+    query = f"Observation?code={LOINC}|8302-2&value-quantity=gt205&_count=7&_total=none"
+    expected = [f"o{n:03}" for n in range(300) if 150 + n % 7 * 10 > 205]
+    pages = [body(call(service, "GET", query))]
+    while (link := _link(pages[-1], "next")) is not None:
+        pages.append(body(call(service, "GET", link)))
+    assert [e["resource"]["id"] for page in pages for e in page["entry"]] == expected
+    back = [pages[-1]]
+    while (link := _link(back[-1], "previous")) is not None:
+        back.append(body(call(service, "GET", link)))
+    assert [e["resource"]["id"] for page in reversed(back) for e in page["entry"]] == expected
+
+
+def _link(bundle: dict[str, Any], relation: str) -> str | None:
+    url = next((k["url"] for k in bundle["link"] if k["relation"] == relation), None)
+    return None if url is None else url.removeprefix("http://test/fhir/")
+
+
 def test_special_parameters(data: FhirService) -> None:
     assert ids(data, "Patient?_id=p1,p3") == ["p1", "p3"]
     assert ids(data, "Patient?_lastUpdated=gt2000-01-01") == ["p1", "p2", "p3"]
@@ -202,6 +253,13 @@ def test_total_summary_and_elements(data: FhirService) -> None:
     assert counted["total"] == 3 and not counted.get("entry")
     untotalled = body(call(data, "GET", "Patient?_total=none"))
     assert "total" not in untotalled and len(untotalled["entry"]) == 3
+    # a first page holding every match is its own count; later or partial pages count
+    assert body(call(data, "GET", "Patient"))["total"] == 3
+    first = body(call(data, "GET", "Patient?_count=2"))
+    assert first["total"] == 3 and len(first["entry"]) == 2
+    last_url = next(k["url"] for k in first["link"] if k["relation"] == "next")
+    last = body(call(data, "GET", last_url.removeprefix("http://test/fhir/")))
+    assert last["total"] == 3 and len(last["entry"]) == 1
     summary = body(call(data, "GET", "Patient?_id=p1&_summary=true"))["entry"][0]["resource"]
     assert "name" in summary and "managingOrganization" in summary
     assert "generalPractitioner" not in summary  # not a summary element in R4

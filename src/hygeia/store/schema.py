@@ -62,16 +62,18 @@ _TABLE_COLUMN_TYPES = {
     "quantity_index": {"low": "{real}", "high": "{real}"},
 }
 
-# the one lookup index per table (besides the owner index on res_pk)
+# the one lookup index per table (besides the owner index on res_pk); token, reference
+# and composite end with res_pk, so the driving clause's key list (search_sql.py) is read
+# from the index alone: 10,000 body heights took 85 ms in table-row fetches, 3 ms without
 _LOOKUPS = {
     "string_index": "h_param, norm",
-    "token_index": "h_code",
-    "reference_index": "target_id, target_type, h_param",
+    "token_index": "h_code, res_pk",
+    "reference_index": "target_id, target_type, h_param, res_pk",
     "date_index": "h_param, low",
     "number_index": "h_param, low",
     "quantity_index": "h_param, low",
     "uri_index": "h_param, uri",
-    "composite_index": "h_param, t2",
+    "composite_index": "h_param, t2, res_pk",
 }
 
 _CORE = (
@@ -115,7 +117,7 @@ def _index_statements() -> list[str]:
                           f"({_LOOKUPS[table]})")
     # :text searches; most token rows carry no text, so the index holds only those that do
     statements.append("CREATE INDEX IF NOT EXISTS token_index_text ON token_index "
-                      "(h_param, text) WHERE text IS NOT NULL")
+                      "(h_param, text, res_pk) WHERE text IS NOT NULL")
     return statements
 
 

@@ -20,8 +20,9 @@ ROWS = 10_000_000
 # average rows matching each prefix of an index's columns (sqlite_stat1 "stat" format)
 _OWNER = f"{ROWS} 12 2"
 _LOOKUP = {
-    "token_index": f"{ROWS} 200",
-    "reference_index": f"{ROWS} 40 40 10",
+    "token_index": f"{ROWS} 200 1",
+    "reference_index": f"{ROWS} 40 40 10 1",
+    "composite_index": f"{ROWS} 100000 20 1",
 }
 _DEFAULT_LOOKUP = f"{ROWS} 100000 20"
 
@@ -31,6 +32,7 @@ def _rows() -> list[tuple[str, str, str]]:
     for table in INDEX_TABLES:
         rows.append((table, f"{table}_owner", _OWNER))
         rows.append((table, f"{table}_lookup", _LOOKUP.get(table, _DEFAULT_LOOKUP)))
+    rows.append(("token_index", "token_index_text", f"{ROWS // 2} 100000 20 1"))
     rows += [("resource", "sqlite_autoindex_resource_1", "1000000 100000 1"),
              ("resource", "resource_type_updated", "1000000 100000 2"),
              ("resource_version", "sqlite_autoindex_resource_version_1", "2000000 200000 2 1"),
