@@ -227,6 +227,31 @@ def _link(bundle: dict[str, Any], relation: str) -> str | None:
     return None if url is None else url.removeprefix("http://test/fhir/")
 
 
+def test_narrowed_reference_parameters(data: FhirService) -> None:
+    """Observation patient reads the subject rows that point at a Patient, nothing else."""
+    put(data, {"resourceType": "Group", "id": "g1", "type": "person", "actual": True})
+    put(data, observation("g-obs", "p1", "29463-7", 80, "2021-05-01",
+                          subject={"reference": "Group/g1"}))
+    assert ids(data, "Observation?subject=g1") == ["g-obs"]
+    assert ids(data, "Observation?patient=g1") == []
+    assert ids(data, "Observation?patient:missing=true") == ["g-obs"]
+    assert "g-obs" not in ids(data, "Observation?patient:missing=false")
+    assert ids(data, "Observation?patient.name=simpson&code=29463-7") == ["w1", "w2"]
+    assert ids(data, "Group?_has:Observation:subject:code=29463-7") == ["g1"]
+    included = body(call(data, "GET", "Observation?_id=g-obs,w1&_include=Observation:patient"))
+    assert sorted(e["resource"]["id"] for e in included["entry"]
+                  if e["search"]["mode"] == "include") == ["p1"]
+    everything = body(call(data, "GET", "Patient/p1/$everything?_count=100"))
+    assert "g-obs" not in {e["resource"]["id"] for e in everything["entry"]}
+    put(data, {"resourceType": "Encounter", "id": "e2", "status": "finished",
+               "class": {"code": "AMB"}, "subject": {"reference": "Patient/p2"},
+               "participant": [{"individual": {"reference": "Practitioner/dr1"}},
+                               {"individual": {"reference": "RelatedPerson/r1"}}]})
+    assert ids(data, "Encounter?practitioner=dr1") == ["e2"]
+    assert ids(data, "Encounter?practitioner=r1") == []
+    assert ids(data, "Encounter?participant=r1") == ["e2"]
+
+
 def test_special_parameters(data: FhirService) -> None:
     assert ids(data, "Patient?_id=p1,p3") == ["p1", "p3"]
     assert ids(data, "Patient?_lastUpdated=gt2000-01-01") == ["p1", "p2", "p3"]

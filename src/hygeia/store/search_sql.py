@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from hygeia.fhir.outcome import BadRequest
-from hygeia.fhir.search.extract.shared import stored_codes
+from hygeia.fhir.search.extract.shared import stored_codes, stored_sources
 from hygeia.fhir.search.parameters import SearchRegistry, default_registry
 from hygeia.fhir.search.query import (
     ChainClause,
@@ -105,6 +105,28 @@ class SqlBuilder:
         """The h_param values of ``code`` on each of ``types``, as an SQL list."""
         return ", ".join(self.value(key) for key in self.param_hashes(types, code))
 
+    def param_match(self, alias: str, types: tuple[str, ...], code: str) -> str:
+        """SQL true for an index row of ``alias`` that holds a value of ``code`` on ``types``.
+
+        ``h_param IN (...)`` over the stored parameters (:mod:`..extract.shared`),
+        plus, for a filtered reference parameter (Observation ``patient``: the
+        ``subject`` rows pointing at a Patient), its stored rows' target type.
+        """
+        plain: list[int] = []
+        narrowed: list[str] = []
+        for kind in types:
+            for stored, target in stored_sources(self.registry, kind, code):
+                if target is None:
+                    plain.append(param_hash(kind, stored))
+                else:
+                    narrowed.append(f"({alias}.h_param = {self.value(param_hash(kind, stored))} "
+                                    f"AND {alias}.target_type = {self.value(target)})")
+        if plain:
+            narrowed.insert(0, f"{alias}.h_param IN ({', '.join(map(self.value, plain))})")
+        if len(narrowed) == 1:
+            return narrowed[0]
+        return "(" + " OR ".join(narrowed) + ")" if narrowed else "1 = 0"
+
     def param_hashes(self, types: tuple[str, ...], code: str) -> list[int]:
         """h_param of every stored parameter whose rows make up ``code`` on ``types``."""
         return [param_hash(kind, stored) for kind in types
@@ -165,7 +187,8 @@ class SqlBuilder:
     def _compartment(self, clause: CompartmentClause, owner: str, types: tuple[str, ...]) -> str:
         ref, itself = self.alias("cp"), self.alias("o")
         registry = self.registry or default_registry()
-        hashes = _hash_literals(registry, registry.generation, types, clause.params)
+        hashes = _hash_literals(registry, registry.generation, types, clause.params,
+                                clause.owner_type)
         # one IN over a UNION (not "is the owner OR in the compartment"), so the
         # planner can still drive the query from it
         return (f"{owner}.pk IN (SELECT {ref}.res_pk FROM reference_index {ref} "
@@ -187,7 +210,7 @@ class SqlBuilder:
                 f"{self.value(kind)} AND {target}.deleted = {self.value(False)} AND "
                 f"{self.clause(inner, target, (kind,))}))")
         return (f"{owner}.pk IN (SELECT {ref}.res_pk FROM reference_index {ref} WHERE "
-                f"{ref}.h_param IN ({self.param_keys(types, clause.parameter.code)}) AND "
+                f"{self.param_match(ref, types, clause.parameter.code)} AND "
                 f"({' OR '.join(alternatives)}))")
 
     def _has(self, clause: HasClause, owner: str, types: tuple[str, ...]) -> str:
@@ -198,13 +221,13 @@ class SqlBuilder:
         """
         ref, source = self.alias("hs"), self.alias("s")
         kind = (clause.source_type,)
-        param = self.param_keys(kind, clause.parameter.code)
+        param = self.param_match(ref, kind, clause.parameter.code)
         targets = ", ".join(self.value(t) for t in types)
         column = f"({source}.res_type || '')" if _selective(clause.inner) else \
             f"{source}.res_type"
         return (f"({owner}.res_type, {owner}.res_id) IN (SELECT {ref}.target_type, "
                 f"{ref}.target_id FROM reference_index {ref} "
-                f"WHERE {ref}.h_param IN ({param}) AND {ref}.target_type IN ({targets}) "
+                f"WHERE {param} AND {ref}.target_type IN ({targets}) "
                 f"AND {ref}.res_pk IN (SELECT {source}.pk FROM resource {source} WHERE "
                 f"{column} = {self.value(clause.source_type)} AND "
                 f"{source}.deleted = {self.value(False)} AND "
@@ -223,14 +246,14 @@ class SqlBuilder:
         inner = self.alias("i")
         if correlated:
             head = (f"SELECT 1 FROM {table} {inner} WHERE {inner}.res_pk = {owner}.pk AND "
-                    f"{inner}.h_param IN ({self.param_keys(types, code)}) AND ")
+                    f"{self.param_match(inner, types, code)} AND ")
         else:
             head = f"SELECT {inner}.res_pk FROM {table} {inner} WHERE "
         if clause.missing is not None:
             present = (f"({inner}.system IS NOT NULL OR {inner}.code IS NOT NULL)"
                        if table == "token_index" else "1 = 1")  # text-only rows hold no code
             return self._membership(owner, head + present if correlated else head +
-                                    f"{inner}.h_param IN ({self.param_keys(types, code)}) "
+                                    f"{self.param_match(inner, types, code)} "
                                     f"AND {present}", not clause.missing, correlated)
         if kind == "composite":
             return "(" + " OR ".join(self._composite(clause, value, owner, types, correlated)
@@ -256,8 +279,8 @@ class SqlBuilder:
             keys = ", ".join(self.value(code_hash(param, value.code))
                              for param in self.param_hashes(types, code))
             return f"{inner}.h_code IN ({keys}) AND {self.condition(value, modifier, columns)}"
-        param = f"{inner}.h_param IN ({self.param_keys(types, code)})"
-        return f"{param} AND {self.condition(value, modifier, columns)}"
+        return f"{self.param_match(inner, types, code)} AND " \
+               f"{self.condition(value, modifier, columns)}"
 
     def _composite(self, clause: ParameterClause, value: SearchValue, owner: str,
                    types: tuple[str, ...], correlated: bool) -> str:
@@ -434,7 +457,7 @@ class SqlBuilder:
 
 @lru_cache(maxsize=256)
 def _hash_literals(registry: SearchRegistry, generation: int, types: tuple[str, ...],
-                   codes: tuple[str, ...]) -> str:
+                   codes: tuple[str, ...], owner_type: str) -> str:
     """The h_param of every (type, code) pair's stored parameters as SQL integer literals.
 
     (``generation`` is part of the cache key: custom parameters can change which
@@ -447,7 +470,8 @@ def _hash_literals(registry: SearchRegistry, generation: int, types: tuple[str, 
     """
     return ", ".join(str(hash_) for hash_ in
                      sorted({param_hash(kind, stored) for kind in types for code in codes
-                             for stored in stored_codes(registry, kind, code)})) or "0"
+                             for stored, target in stored_sources(registry, kind, code)
+                             if target in (None, owner_type)})) or "0"
 
 
 def _token_codes(values: tuple[SearchValue, ...]) -> list[str] | None:
@@ -609,8 +633,8 @@ def _sort_subquery(builder: SqlBuilder, key: Any, types: tuple[str, ...]) -> Ord
     aggregate = "MAX" if key.descending else "MIN"
     alias = builder.alias("o")
     return OrderKey(f"(SELECT {aggregate}({alias}.{column}) FROM {table} {alias} WHERE "
-                    f"{alias}.res_pk = r.pk AND {alias}.h_param IN "
-                    f"({builder.param_keys(types, key.parameter.code)}))",
+                    f"{alias}.res_pk = r.pk AND "
+                    f"{builder.param_match(alias, types, key.parameter.code)})",
                     key.descending, numeric)
 
 

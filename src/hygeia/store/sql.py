@@ -350,8 +350,7 @@ class SqlSession(Session):
         filters = []
         if include.parameter is not None:
             sources = _include_sources(include, owners, reverse)
-            hashes = builder.param_keys(tuple(sources), include.parameter.code)
-            filters.append(f"ri.h_param IN ({hashes or builder.value(0)})")
+            filters.append(builder.param_match("ri", tuple(sources), include.parameter.code))
         if include.target_type is not None:
             filters.append(f"ri.target_type = {builder.value(include.target_type)}")
         extra = "".join(f" AND {f}" for f in filters)

@@ -239,7 +239,8 @@ def test_reference_forms() -> None:
                 {"reference": "Practitioner/dr1/_history/2"},
                 {"display": "no reference"},
             ],
-        }
+        },
+        complete=True,
     )
     assert set(rows.references) == {
         ("subject", "Patient", "p9", "http://other.org/fhir/Patient/p9", "3"),

@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from hygeia.fhir.search.extract import extract_index
-from hygeia.fhir.search.extract.shared import shared_parameters, stored_codes
+from hygeia.fhir.search.extract.shared import (
+    filtered_parameters,
+    shared_parameters,
+    stored_codes,
+    stored_sources,
+)
 from hygeia.fhir.search.parameters import SearchParameter, default_registry
 from hygeia.fhir.search.rows import IndexRows
 
@@ -71,3 +76,29 @@ def test_a_custom_parameter_replacing_a_part_stops_the_sharing() -> None:
                    "code": {"coding": [{"system": "http://loinc.org", "code": "1-8"}]}}
     rows = extract_index(observation, registry)
     assert ("combo-code", "http://loinc.org", "1-8") in rows.tokens
+
+
+def test_reference_parameters_narrowed_to_a_type_read_the_wider_rows() -> None:
+    assert filtered_parameters(None, "Observation")["patient"] == ("subject", "Patient")
+    assert filtered_parameters(None, "Encounter")["practitioner"] == ("participant",
+                                                                      "Practitioner")
+    assert stored_sources(None, "Observation", "patient") == (("subject", "Patient"),)
+    # logical references carry no target type: their token rows stay the parameter's own
+    assert stored_sources(None, "Observation", "patient:identifier") == (
+        ("patient:identifier", None),)
+
+
+@pytest.mark.parametrize("path", synthea_files(), ids=lambda path: path.name[:3])
+def test_narrowed_rows_are_the_wider_rows_of_that_type(path: Path) -> None:
+    checked = 0
+    for resource in stored_resources(path):
+        kind = resource["resourceType"]
+        stored = extract_index(resource)
+        complete = extract_index(resource, complete=True)
+        for code, (wider, target) in filtered_parameters(None, kind).items():
+            assert not [row for row in stored.references if row[0] == code]
+            expected = {row[1:] for row in complete.references if row[0] == code}
+            assert expected == {row[1:] for row in stored.references
+                                if row[0] == wider and row[1] == target}
+            checked += 1
+    assert checked > 50

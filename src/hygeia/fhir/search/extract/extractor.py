@@ -7,9 +7,9 @@ from functools import lru_cache
 from typing import Any
 
 from hygeia.fhir.search.extract.dates import date_range
-from hygeia.fhir.search.extract.plan import TypePlan, param_plan, type_plan
+from hygeia.fhir.search.extract.plan import Runner, TypePlan, param_plan, type_plan
 from hygeia.fhir.search.extract.references import parse_reference
-from hygeia.fhir.search.extract.shared import shared_parameters
+from hygeia.fhir.search.extract.shared import filtered_parameters, shared_parameters
 from hygeia.fhir.search.extract.text import clear_text_memo
 from hygeia.fhir.search.parameters import SearchParameter, SearchRegistry, default_registry
 from hygeia.fhir.search.rows import IndexRows
@@ -109,8 +109,19 @@ def _plan(registry: SearchRegistry, resource_type: str, complete: bool) -> TypeP
                                        *ANSWERED_BY_THE_RESOURCE_TABLE}
     plan = type_plan({code: param for code, param in parameters.items()
                       if code not in skipped}, resource_type)
+    narrowed = () if complete else tuple(filtered_parameters(registry, resource_type))
+    if narrowed:  # their reference rows are another parameter's; their tokens stay
+        plan = TypePlan(plan.by_key, (*plan.runners, _drop_references(frozenset(narrowed))))
     plans[(resource_type, complete)] = (parameters, plan)
     return plan
+
+
+def _drop_references(codes: frozenset[str]) -> Runner:
+    def drop(resource: dict[str, Any], rows: IndexRows) -> None:
+        if rows.references:
+            rows.references = [row for row in rows.references if row[0] not in codes]
+
+    return drop
 
 
 @lru_cache(maxsize=1024)

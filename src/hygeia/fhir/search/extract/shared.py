@@ -17,6 +17,15 @@ R4 parameters take part: a custom parameter is always stored as itself, and an
 official parameter replaced by a custom one of the same code is neither shared
 nor a source of rows for another (``$reindex`` then writes its rows).
 
+A second kind, *filtered* sharing, covers reference parameters defined as
+another parameter narrowed to one target type: Observation ``patient`` is
+``subject.where(resolve() is Patient)``, Encounter ``practitioner`` is
+``participant`` narrowed to Practitioner.  Their reference rows are the other
+parameter's rows whose ``target_type`` is that type, so they are not stored
+either (13,000 rows of Synthea's 44 patients); queries read the other
+parameter's rows with that condition added.  Their ``:identifier`` token rows
+(logical references) carry no target type, so those stay stored as their own.
+
 The in-memory matcher extracts *complete* rows (shared parameters included),
 so the oracle tests check this mapping against the plain definition.
 """
@@ -25,17 +34,22 @@ from __future__ import annotations
 
 import weakref
 from functools import lru_cache
+from typing import Any, cast
 
 from hygeia.fhir.search.extract.compiler import compile_members
+from hygeia.fhir.search.extract.paths import TargetIs
 from hygeia.fhir.search.parameters import SearchParameter, SearchRegistry, default_registry
 
-__all__ = ["shared_parameters", "stored_codes"]
+__all__ = ["filtered_parameters", "shared_parameters", "stored_codes", "stored_sources"]
 
 Signature = frozenset[object]
+# (stored parameter code, the target type its rows must point at, or None for all rows)
+Source = tuple[str, str | None]
 
-# registry -> resource type -> (the for_type dict the map was built from, code -> stored codes)
+_Maps = tuple[dict[str, tuple[str, ...]], dict[str, Source]]
+# registry -> resource type -> (the for_type dict the maps were built from, (shared, filtered))
 _MAPS: weakref.WeakKeyDictionary[
-    SearchRegistry, dict[str, tuple[dict[str, SearchParameter], dict[str, tuple[str, ...]]]]
+    SearchRegistry, dict[str, tuple[dict[str, SearchParameter], _Maps]]
 ] = weakref.WeakKeyDictionary()
 
 
@@ -53,9 +67,30 @@ def stored_codes(registry: SearchRegistry | None, resource_type: str, code: str
     return tuple(stored + colon + suffix for stored in shared)
 
 
+def stored_sources(registry: SearchRegistry | None, resource_type: str, code: str
+                   ) -> tuple[Source, ...]:
+    """Where ``code``'s rows are stored: (stored code, required target type or None)."""
+    if ":" not in code:  # row kinds of their own (:identifier...) are never narrowed
+        narrowed = filtered_parameters(registry, resource_type).get(code)
+        if narrowed is not None:
+            return (narrowed,)
+    return tuple((stored, None) for stored in stored_codes(registry, resource_type, code))
+
+
+def filtered_parameters(registry: SearchRegistry | None, resource_type: str
+                        ) -> dict[str, Source]:
+    """code -> (stored code, target type), for every filtered reference parameter."""
+    return _maps(registry, resource_type)[1]
+
+
 def shared_parameters(registry: SearchRegistry | None, resource_type: str
                       ) -> dict[str, tuple[str, ...]]:
     """code -> stored codes, for every shared parameter of ``resource_type``."""
+    return _maps(registry, resource_type)[0]
+
+
+def _maps(registry: SearchRegistry | None, resource_type: str
+          ) -> tuple[dict[str, tuple[str, ...]], dict[str, Source]]:
     registry = registry or default_registry()
     parameters = registry.for_type(resource_type)
     maps = _MAPS.get(registry)
@@ -73,8 +108,12 @@ def shared_parameters(registry: SearchRegistry | None, resource_type: str
 
 
 @lru_cache(maxsize=512)
-def _official_shares(resource_type: str, codes: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-    """Shared parameters among the official ``codes`` of a type (smallest unions first)."""
+def _official_shares(resource_type: str, codes: tuple[str, ...]) -> _Maps:
+    """Shared and filtered parameters among the official ``codes`` of a type.
+
+    Smallest unions first, so a union is always made of parameters stored as
+    themselves; a filtered parameter narrows a stored one.
+    """
     official = default_registry().for_type(resource_type)
     signed = []
     for code in codes:
@@ -89,7 +128,33 @@ def _official_shares(resource_type: str, codes: tuple[str, ...]) -> dict[str, tu
             stored.setdefault(kind, []).append((code, members))
         else:
             shared[code] = cover
-    return shared
+    filtered: dict[str, Source] = {}
+    for code, members in stored.get("reference", []):
+        narrowed = _narrowed(members)
+        if narrowed is None:
+            continue
+        wider, target = narrowed
+        match = next((other for other, theirs in stored["reference"] if theirs == wider), None)
+        if match is not None:
+            filtered[code] = (match, target)
+    return shared, filtered
+
+
+def _narrowed(members: Signature) -> tuple[Signature, str] | None:
+    """(members without their final ``where(resolve() is T)``, T) when all end so alike."""
+    wider: set[object] = set()
+    targets: set[str] = set()
+    for member in members:
+        fhir_type, source = cast(tuple[Any, tuple[tuple[Any, ...], bool]], member)
+        ops, from_resource = source
+        last = ops[-1] if ops else None
+        if not isinstance(last, TargetIs):
+            return None
+        targets.add(last.type_name)
+        wider.add((fhir_type, (ops[:-1], from_resource)))
+    if len(targets) != 1:
+        return None
+    return frozenset(wider), targets.pop()
 
 
 def _cover(members: Signature, candidates: list[tuple[str, Signature]]) -> tuple[str, ...] | None:
