@@ -363,6 +363,26 @@ def test_unusable_search_parameter_is_refused(data: FhirService) -> None:
               "code": "bad", "base": ["Patient"], "type": "string"}
     with pytest.raises(Unprocessable, match="no FHIRPath expression"):
         call(data, "POST", "SearchParameter", broken)
+    wide = {**broken, "url": "http://example.org/sp/wide", "code": "wide", "type": "composite",
+            "expression": "Patient", "component": [
+                {"definition": "http://hl7.org/fhir/SearchParameter/individual-gender",
+                 "expression": "gender"}] * 4}
+    with pytest.raises(Unprocessable, match="at most 3 components"):
+        call(data, "POST", "SearchParameter", wide)
+
+
+def test_composite_values_combine_within_their_group(data: FhirService) -> None:
+    """Every combination of one component's codings with the other's value matches."""
+    bp = blood_pressure("bp3", "p3", 170, 100)
+    bp["component"][0]["code"]["coding"].append({"system": "http://example.org/bp",
+                                                 "code": "SYS"})
+    put(data, bp)
+    assert ids(data, "Observation?component-code-value-quantity="
+                     "http://example.org/bp|SYS$gt165") == ["bp3"]
+    assert ids(data, f"Observation?component-code-value-quantity={LOINC}|8480-6$gt165") == [
+        "bp3"]
+    assert ids(data, "Observation?component-code-value-quantity="
+                     "http://example.org/bp|SYS$lt150") == []
 
 
 def test_patient_everything(data: FhirService) -> None:

@@ -21,6 +21,7 @@ from hygeia.fhir.search.parameters import SearchParameter, SearchRegistry, param
 from hygeia.fhir.search.query import parse_query
 from hygeia.fhir.spec import is_resource_type
 from hygeia.store.base import Repository
+from hygeia.store.schema import COMPOSITE_COMPONENTS
 
 log = logging.getLogger("hygeia.search")
 SEARCHABLE_TYPES = {"number", "date", "string", "token", "reference", "composite", "quantity",
@@ -37,6 +38,9 @@ def to_parameter(resource: dict[str, Any], registry: SearchRegistry) -> SearchPa
     bases = resource.get("base") or []
     if not bases or not all(is_resource_type(b) or b == "Resource" for b in bases):
         problems.append("base must name resource types")
+    if len(resource.get("component") or []) > COMPOSITE_COMPONENTS:
+        problems.append(f"a composite may have at most {COMPOSITE_COMPONENTS} components "
+                        "(R4 defines none with more)")
     if problems:
         raise Unprocessable("This SearchParameter cannot be searched: " + "; ".join(problems)
                             + ".", expression="SearchParameter")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 # 4: number_index and quantity_index store a value range (low, high) instead of one value
 # 5: token :text values live in token_index (token_text_index is gone)
-SCHEMA_VERSION = 5
+# 6: one composite_index row per combination of component values (c0_*, c1_*, c2_*)
+SCHEMA_VERSION = 6
 
 
 class SchemaVersionError(RuntimeError):
@@ -51,11 +52,15 @@ INDEX_TABLES: dict[str, tuple[str, ...]] = {
     "number_index": ("low", "high"),
     "quantity_index": ("low", "high", "system", "code", "unit"),
     "uri_index": ("uri",),
-    "composite_index": ("grp", "comp", "t1", "t2", "t3", "n1", "n2"),
+    # one row per combination of component values: component i fills c{i}_t1..t3 (texts)
+    # and c{i}_n1, c{i}_n2 (numbers), see store/sql.py composite_rows
+    "composite_index": tuple(f"c{i}_{slot}" for i in range(3)
+                             for slot in ("t1", "t2", "t3", "n1", "n2")),
 }
+COMPOSITE_COMPONENTS = 3  # the most components a stored composite has (R4: 3)
 
-_COLUMN_TYPES = {"low": "{bigint}", "high": "{bigint}", "grp": "{bigint}",
-                 "comp": "{bigint}", "n1": "{real}", "n2": "{real}", "h_code": "{bigint}"}
+_COLUMN_TYPES = {"low": "{bigint}", "high": "{bigint}", "h_code": "{bigint}",
+                 **{f"c{i}_{slot}": "{real}" for i in range(3) for slot in ("n1", "n2")}}
 # where a table's column differs from _COLUMN_TYPES: number ranges are floats, not microseconds
 _TABLE_COLUMN_TYPES = {
     "number_index": {"low": "{real}", "high": "{real}"},
@@ -73,7 +78,8 @@ _LOOKUPS = {
     "number_index": "h_param, low",
     "quantity_index": "h_param, low",
     "uri_index": "h_param, uri",
-    "composite_index": "h_param, t2, res_pk",
+    # first component's code, then the second's range (high first: gt/ge/sa/eq bound it)
+    "composite_index": "h_param, c0_t2, c1_n2, c1_n1, res_pk",
 }
 
 _CORE = (

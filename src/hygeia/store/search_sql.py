@@ -158,7 +158,8 @@ class SqlBuilder:
         A superset of the clause's matches, read from the lookup index only (no table
         rows), so the exact clause must be checked per candidate as well; only the
         candidates a page really visits then pay for that check.  A token clause keys
-        on ``h_code``; a composite whose first component is a coded token on ``t2``.
+        on ``h_code``; a composite whose first component is a coded token on its whole
+        combination of values (``c0_t2``, then the second component's range).
         None when the clause has no such key.
         """
         if not isinstance(clause, ParameterClause) or clause.missing is not None \
@@ -180,9 +181,8 @@ class SqlBuilder:
                                    if isinstance(value, CompositeValue)))
         if codes is None or len(codes) != len(clause.values):
             return None
-        marks = ", ".join(self.value(value) for value in codes)
-        return (f"FROM composite_index k WHERE k.h_param IN "
-                f"({self.param_keys(types, code)}) AND k.t2 IN ({marks})")
+        # exact: the whole combination is one row, served by (h_param, c0_t2, c1_n2...)
+        return f"FROM composite_index k WHERE {self.composite_match(clause, 'k', types)}"
 
     def _compartment(self, clause: CompartmentClause, owner: str, types: tuple[str, ...]) -> str:
         ref, itself = self.alias("cp"), self.alias("o")
@@ -256,8 +256,7 @@ class SqlBuilder:
                                     f"{self.param_match(inner, types, code)} "
                                     f"AND {present}", not clause.missing, correlated)
         if kind == "composite":
-            return "(" + " OR ".join(self._composite(clause, value, owner, types, correlated)
-                                     for value in clause.values) + ")"
+            return self._composite(clause, owner, types, correlated)
         columns = _columns(inner, table, modifier)
         alternatives = " OR ".join(
             "(" + (self.condition(value, modifier, columns) if correlated else
@@ -282,30 +281,34 @@ class SqlBuilder:
         return f"{self.param_match(inner, types, code)} AND " \
                f"{self.condition(value, modifier, columns)}"
 
-    def _composite(self, clause: ParameterClause, value: SearchValue, owner: str,
-                   types: tuple[str, ...], correlated: bool) -> str:
-        assert isinstance(value, CompositeValue)
-        first = self.alias("c")
-        joins, conditions = [], []
-        for index, (part, component) in enumerate(zip(value.parts, clause.parameter.components,
-                                                      strict=True)):
-            columns = COMPOSITE_COLUMNS.get(component.type)
-            if columns is None:
-                raise BadRequest(f"Composite component type {component.type} is not searchable.",
-                                 code="not-supported", expression=clause.parameter.code)
-            alias = first if index == 0 else self.alias("c")
-            if index:
-                joins.append(f"JOIN composite_index {alias} ON {alias}.res_pk = {first}.res_pk "
-                             f"AND {alias}.h_param = {first}.h_param AND {alias}.grp = "
-                             f"{first}.grp AND {alias}.comp = {index}")
-            physical = {k: f"{alias}.{v}" for k, v in columns.items()}
-            conditions.append(f"({self.condition(part, None, physical)})")
-        owned = f"{first}.res_pk = {owner}.pk AND " if correlated else ""
-        subquery = (f"SELECT {first}.res_pk FROM composite_index {first} {' '.join(joins)} "
-                    f"WHERE {owned}{first}.h_param IN "
-                    f"({self.param_keys(types, clause.parameter.code)}) AND {first}.comp = 0 "
-                    f"AND {' AND '.join(conditions)}")
+    def _composite(self, clause: ParameterClause, owner: str, types: tuple[str, ...],
+                   correlated: bool) -> str:
+        row = self.alias("c")
+        owned = f"{row}.res_pk = {owner}.pk AND " if correlated else ""
+        subquery = (f"SELECT {row}.res_pk FROM composite_index {row} WHERE {owned}"
+                    f"{self.composite_match(clause, row, types)}")
         return self._membership(owner, subquery, True, correlated)
+
+    def composite_match(self, clause: ParameterClause, row: str, types: tuple[str, ...]
+                        ) -> str:
+        """True for a composite_index row (one combination of component values) that
+        matches one of the clause's values: every component on its own columns."""
+        alternatives = []
+        for value in clause.values:
+            assert isinstance(value, CompositeValue)
+            conditions = []
+            for index, (part, component) in enumerate(
+                    zip(value.parts, clause.parameter.components, strict=True)):
+                columns = COMPOSITE_COLUMNS.get(component.type)
+                if columns is None:
+                    raise BadRequest(f"Composite component type {component.type} is not "
+                                     "searchable.", code="not-supported",
+                                     expression=clause.parameter.code)
+                physical = {k: f"{row}.c{index}_{v}" for k, v in columns.items()}
+                conditions.append(f"({self.condition(part, None, physical)})")
+            alternatives.append("(" + " AND ".join(conditions) + ")")
+        return (f"{self.param_match(row, types, clause.parameter.code)} AND "
+                f"({' OR '.join(alternatives)})")
 
     def _last_updated(self, clause: ParameterClause, owner: str) -> str:
         if clause.missing is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from itertools import product
 from typing import Any
 
 import orjson
@@ -22,11 +23,11 @@ import orjson
 from hygeia.fhir.search.parameters import default_registry
 from hygeia.fhir.search.query import Query
 from hygeia.fhir.search.results import Include
-from hygeia.fhir.search.rows import IndexRows
+from hygeia.fhir.search.rows import CompositeRow, IndexRows
 from hygeia.store.base import HistoryQuery, SearchPage, Session, StoredVersion, rows_to_versions
 from hygeia.store.cursor import decode_cursor, encode_cursor
 from hygeia.store.hashing import code_hash, param_hash
-from hygeia.store.schema import INDEX_TABLES
+from hygeia.store.schema import COMPOSITE_COMPONENTS, INDEX_TABLES
 from hygeia.store.search_sql import (
     SqlBuilder,
     after_cursor,
@@ -183,6 +184,9 @@ class SqlSession(Session):
             if table == "token_index":
                 rows = [row for pk, v, index in current
                         for row in _token_rows(pk, v.resource_type, index)]
+            elif table == "composite_index":
+                rows = [row for pk, v, index in current if index.composites
+                        for row in composite_rows(pk, v.resource_type, index.composites)]
             else:
                 shape = _ROW_SHAPES[table]
                 rows = [shape(pk, param_hash(v.resource_type, row[0]), row)
@@ -421,31 +425,55 @@ def _token_rows(pk: int, resource_type: str, index: IndexRows) -> list[tuple[Any
     return rows
 
 
-def _composite(pk: int, param: int, row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return (pk, param, *flatten_composite(row)[1:])
-
-
 _ROW_SHAPES: dict[str, Callable[[int, int, tuple[Any, ...]], tuple[Any, ...]]] = {
     table: _plain for table in INDEX_TABLES}
-_ROW_SHAPES["composite_index"] = _composite
+
+_NO_COMPONENT = (None, None, None, None, None)
 
 
-def flatten_composite(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """(param, group, component, values) -> (param, grp, comp, t1, t2, t3, n1, n2).
+def composite_rows(pk: int, resource_type: str, composites: list[CompositeRow]
+                   ) -> list[tuple[Any, ...]]:
+    """composite_index rows: one per combination of one group's component values.
 
-    Component values keep their order: numbers fill n1, n2; everything else
-    (text or None) fills t1..t3.  A quantity (value, system, code, unit) thus
-    lands as n1=value, t1=system, t2=code, t3=unit; a token as t1=system, t2=code.
+    Extraction gives one row per component value, grouped by ``group``; storing
+    the combinations instead puts every component of a match in one row, so a
+    composite search is one index range (``code-value-quantity=8480-6$gt140``:
+    code and value bound together) instead of a join per component, and most
+    groups (one value per component) take one row instead of two.
     """
-    param, group, component, values = row
+    groups: dict[tuple[str, int], list[list[tuple[Any, ...]]]] = {}
+    for code, group, component, values in composites:
+        parts = groups.setdefault((code, group), [])
+        while len(parts) <= component:
+            parts.append([])
+        parts[component].append(component_columns(values))
+    rows = []
+    for (code, _), parts in groups.items():
+        # extraction writes complete groups only; a composite has 2 or 3 components (R4),
+        # more are refused at registration
+        if not 2 <= len(parts) <= COMPOSITE_COMPONENTS or not all(parts):
+            continue
+        param = param_hash(resource_type, code)
+        padding = _NO_COMPONENT * (COMPOSITE_COMPONENTS - len(parts))
+        for combination in product(*parts):
+            rows.append((pk, param, *(value for part in combination for value in part),
+                         *padding))
+    return rows
+
+
+def component_columns(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """One component's values as (t1, t2, t3, n1, n2).
+
+    Values keep their order: numbers fill n1, n2; everything else (text or None)
+    fills t1..t3.  A quantity (low, high, system, code, unit) thus lands as
+    n1=low, n2=high, t1=system, t2=code, t3=unit; a token as t1=system, t2=code.
+    """
     texts: list[Any] = []
     numbers: list[Any] = []
     for value in values:
         is_number = isinstance(value, int | float) and not isinstance(value, bool)
         (numbers if is_number else texts).append(value)
-    texts = [*texts, None, None, None][:3]
-    numbers = [*numbers, None, None][:2]
-    return (param, group, component, *texts, *numbers)
+    return (*[*texts, None, None, None][:3], *[*numbers, None, None][:2])
 
 
 def _history_conditions(query: HistoryQuery) -> tuple[list[str], list[Any]]:

@@ -22,7 +22,7 @@ _OWNER = f"{ROWS} 12 2"
 _LOOKUP = {
     "token_index": f"{ROWS} 200 1",
     "reference_index": f"{ROWS} 40 40 10 1",
-    "composite_index": f"{ROWS} 100000 20 1",
+    "composite_index": f"{ROWS} 100000 20 2 1 1",
 }
 _DEFAULT_LOOKUP = f"{ROWS} 100000 20"
 
