@@ -391,6 +391,9 @@ def test_patient_everything(data: FhirService) -> None:
     assert {("Patient", "p1"), ("Observation", "w1"), ("Observation", "bp1"),
             ("Encounter", "e1"), ("Organization", "org1"), ("Practitioner", "dr1")} <= found
     assert ("Patient", "p2") not in found and ("Observation", "w3") not in found
+    included = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"]
+                if e["search"]["mode"] == "include"}
+    assert included == {("Organization", "org1"), ("Practitioner", "dr1")}  # not p1, e1...
     only = body(call(data, "GET", "Patient/p1/$everything?_type=Encounter"))
     assert {e["resource"]["id"] for e in only["entry"] if e["search"]["mode"] == "match"} == {
         "e1"}

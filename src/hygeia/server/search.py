@@ -80,7 +80,11 @@ def everything(session: Session, request: FhirRequest, patient_id: str,
     query.types = types
     all_params = tuple(sorted({code for codes in compartment.values() for code in codes}))
     query.clauses.append(CompartmentClause("Patient", patient_id, all_params))
-    query.options.includes.append(Include("*", None, None, False))
+    # what the compartment's resources reference (practitioners, organisations...);
+    # references into the compartment types themselves are matches on some page already
+    query.options.includes.append(Include("*", None, None, False,
+                                          excluded_targets=tuple(sorted({"Patient",
+                                                                         *compartment}))))
     return _respond(session, request, query, f"Patient/{patient_id}/$everything")
 
 

@@ -357,6 +357,9 @@ class SqlSession(Session):
             filters.append(builder.param_match("ri", tuple(sources), include.parameter.code))
         if include.target_type is not None:
             filters.append(f"ri.target_type = {builder.value(include.target_type)}")
+        if include.excluded_targets:
+            filters.append(f"ri.target_type NOT IN "
+                           f"({_literals(include.excluded_targets)})")
         extra = "".join(f" AND {f}" for f in filters)
         if reverse:
             source = ("" if include.source_type == "*"
@@ -385,6 +388,13 @@ class SqlSession(Session):
             [*params, query.count],
         ).fetchall()
         return rows_to_versions(None, iter(rows))
+
+
+def _literals(names: tuple[str, ...]) -> str:
+    """Resource type names as SQL string literals (our own names, never client text), so
+    the statement text repeats and its prepared form is reused."""
+    assert all(name.isalnum() for name in names)
+    return ", ".join(f"'{name}'" for name in names)
 
 
 def _include_sources(include: Include, owners: list[StoredVersion], reverse: bool

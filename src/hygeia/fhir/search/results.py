@@ -31,6 +31,8 @@ class Include:
     parameter: SearchParameter | None
     target_type: str | None
     iterate: bool
+    # target types left out (``$everything``: compartment types arrive as matches)
+    excluded_targets: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
