@@ -223,21 +223,42 @@ class SqlBuilder:
         kind = (clause.source_type,)
         param = self.param_match(ref, kind, clause.parameter.code)
         targets = ", ".join(self.value(t) for t in types)
-        column = f"({source}.res_type || '')" if _selective(clause.inner) else \
-            f"{source}.res_type"
+        sources = self.matching_keys(clause.inner, kind)
+        if sources is None:
+            column = f"({source}.res_type || '')" if _selective(clause.inner) else \
+                f"{source}.res_type"
+            sources = (f"SELECT {source}.pk FROM resource {source} WHERE "
+                       f"{column} = {self.value(clause.source_type)} AND "
+                       f"{source}.deleted = {self.value(False)} AND "
+                       f"{self.clause(clause.inner, source, kind)}")
         return (f"({owner}.res_type, {owner}.res_id) IN (SELECT {ref}.target_type, "
                 f"{ref}.target_id FROM reference_index {ref} "
                 f"WHERE {param} AND {ref}.target_type IN ({targets}) "
-                f"AND {ref}.res_pk IN (SELECT {source}.pk FROM resource {source} WHERE "
-                f"{column} = {self.value(clause.source_type)} AND "
-                f"{source}.deleted = {self.value(False)} AND "
-                f"{self.clause(clause.inner, source, kind)}))")
+                f"AND {ref}.res_pk IN ({sources}))")
 
     def _parameter(self, clause: ParameterClause, owner: str, types: tuple[str, ...],
                    correlated: bool) -> str:
-        parameter = clause.parameter
-        if parameter.code == "_lastUpdated":
+        if clause.parameter.code == "_lastUpdated":
             return self._last_updated(clause, owner)
+        subquery, inside = self._parameter_rows(clause, owner, types, correlated)
+        return self._membership(owner, subquery, inside, correlated)
+
+    def matching_keys(self, clause: Clause, types: tuple[str, ...]) -> str | None:
+        """``SELECT res_pk ...`` of every resource a positive parameter clause matches.
+
+        Index rows exist only for current, undeleted versions and their h_param
+        names the type, so these keys need no check against the resource table
+        (``_has`` then skips one row lookup per source).  None for other clauses.
+        """
+        if not isinstance(clause, ParameterClause) or clause.parameter.code == "_lastUpdated":
+            return None
+        subquery, inside = self._parameter_rows(clause, "", types, correlated=False)
+        return subquery if inside else None
+
+    def _parameter_rows(self, clause: ParameterClause, owner: str, types: tuple[str, ...],
+                        correlated: bool) -> tuple[str, bool]:
+        """(the subquery of the clause's index rows, whether a match is inside it)."""
+        parameter = clause.parameter
         kind, modifier = parameter.type, clause.modifier
         table = TABLE_BY_TYPE[kind]
         code = parameter.code
@@ -252,18 +273,17 @@ class SqlBuilder:
         if clause.missing is not None:
             present = (f"({inner}.system IS NOT NULL OR {inner}.code IS NOT NULL)"
                        if table == "token_index" else "1 = 1")  # text-only rows hold no code
-            return self._membership(owner, head + present if correlated else head +
-                                    f"{self.param_match(inner, types, code)} "
-                                    f"AND {present}", not clause.missing, correlated)
+            return (head + present if correlated else head +
+                    f"{self.param_match(inner, types, code)} AND {present}",
+                    not clause.missing)
         if kind == "composite":
-            return self._composite(clause, owner, types, correlated)
+            return self._composite_rows(clause, owner, types, correlated), True
         columns = _columns(inner, table, modifier)
         alternatives = " OR ".join(
             "(" + (self.condition(value, modifier, columns) if correlated else
                    self._keyed(value, modifier, columns, types, code, inner)) + ")"
             for value in clause.values)
-        negated = modifier in ("not", "not-in")
-        return self._membership(owner, f"{head}({alternatives})", not negated, correlated)
+        return f"{head}({alternatives})", modifier not in ("not", "not-in")
 
     @staticmethod
     def _membership(owner: str, subquery: str, inside: bool, correlated: bool) -> str:
@@ -281,13 +301,12 @@ class SqlBuilder:
         return f"{self.param_match(inner, types, code)} AND " \
                f"{self.condition(value, modifier, columns)}"
 
-    def _composite(self, clause: ParameterClause, owner: str, types: tuple[str, ...],
-                   correlated: bool) -> str:
+    def _composite_rows(self, clause: ParameterClause, owner: str, types: tuple[str, ...],
+                        correlated: bool) -> str:
         row = self.alias("c")
         owned = f"{row}.res_pk = {owner}.pk AND " if correlated else ""
-        subquery = (f"SELECT {row}.res_pk FROM composite_index {row} WHERE {owned}"
-                    f"{self.composite_match(clause, row, types)}")
-        return self._membership(owner, subquery, True, correlated)
+        return (f"SELECT {row}.res_pk FROM composite_index {row} WHERE {owned}"
+                f"{self.composite_match(clause, row, types)}")
 
     def composite_match(self, clause: ParameterClause, row: str, types: tuple[str, ...]
                         ) -> str:
