@@ -349,8 +349,7 @@ class SqlSession(Session):
         if not owners:
             return []
         builder = SqlBuilder(self.registry)
-        pairs = " OR ".join(f"(o.res_type = {builder.value(owner.resource_type)} AND "
-                            f"o.res_id = {builder.value(owner.id)})" for owner in owners)
+        pairs = self._owner_condition(builder, owners)
         filters = []
         if include.parameter is not None:
             sources = _include_sources(include, owners, reverse)
@@ -377,6 +376,11 @@ class SqlSession(Session):
             f"SELECT {VERSION_COLUMNS} FROM ({picked}) t {join} "
             f"JOIN resource_version v ON v.seq = r.seq WHERE r.deleted = {builder.value(False)}")
         return rows_to_versions(None, iter(self.execute(sql, params).fetchall()))
+
+    def _owner_condition(self, builder: SqlBuilder, owners: list[StoredVersion]) -> str:
+        """SQL true for the ``resource o`` rows of ``owners``."""
+        return " OR ".join(f"(o.res_type = {builder.value(owner.resource_type)} AND "
+                           f"o.res_id = {builder.value(owner.id)})" for owner in owners)
 
     def history(self, query: HistoryQuery) -> list[StoredVersion]:
         self.flush()

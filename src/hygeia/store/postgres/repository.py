@@ -18,8 +18,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from hygeia.fhir.outcome import Conflict
-from hygeia.store.base import Repository
+from hygeia.store.base import Repository, StoredVersion
 from hygeia.store.schema import SCHEMA_VERSION, check_version, statements
+from hygeia.store.search_sql import SqlBuilder
 from hygeia.store.sql import SqlSession
 
 _SCHEMA_LOCK = 7_343_201  # advisory lock id held while creating the schema
@@ -55,6 +56,14 @@ class PostgresSession(SqlSession):
                 copy.set_types(list(binary))
             for row in rows:
                 copy.write_row(row)
+
+    def _owner_condition(self, builder: SqlBuilder, owners: list[StoredVersion]) -> str:
+        """Two array parameters instead of an OR per owner: planning 100 OR arms took
+        longer than running the include (7 ms for a ``$everything`` page)."""
+        types = builder.value([owner.resource_type for owner in owners])
+        ids = builder.value([owner.id for owner in owners])
+        return (f"(o.res_type, o.res_id) IN (SELECT t COLLATE \"C\", i COLLATE \"C\" "
+                f"FROM unnest({types}::text[], {ids}::text[]) AS owner(t, i))")
 
     def _allocate_seqs(self, count: int) -> list[int]:
         return self._next_values("resource_version", "seq", count)
