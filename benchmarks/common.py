@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import socket
 import subprocess
 import sys
@@ -36,13 +37,17 @@ def free_port() -> int:
 class Server:
     """``hygeia serve`` in a child process."""
 
-    def __init__(self, db_url: str, *extra: str) -> None:
+    def __init__(self, db_url: str, *extra: str, source: Path | None = None) -> None:
+        """``source``: another checkout's ``src`` folder to serve instead of this one."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/fhir"
+        env = dict(os.environ)
+        if source is not None:
+            env["PYTHONPATH"] = str(source)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "hygeia.cli.main", "serve", "--port", str(self.port),
              "--db", db_url, "--max-body-mb", "256", *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -72,3 +77,12 @@ def fresh_postgres_db(admin_url: str, name: str) -> str:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         connection.execute(f'CREATE DATABASE "{name}"')
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def source_at(revision: str, directory: Path) -> Path:
+    """The ``src`` folder of ``revision`` of this repository, unpacked into ``directory``."""
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(repo), "archive", revision, "src"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    return directory / "src"

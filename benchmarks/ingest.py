@@ -6,6 +6,12 @@ JSON blobs into a bare SQLite table: the physical floor of our storage), the
 ratio to it, and the server's peak RSS.
 
     python benchmarks/ingest.py [--data ../shared/data/synthea-r4] [--backends sqlite,postgresql]
+
+``--against REV`` compares with another revision of Hygeia instead, in the same run:
+its server and the current one load the same bundles alternately (``--rounds``
+times each, best kept), and the ratio is printed.  The search issue's target
+("ingest within 20% of what it was before indexing everything") is
+``--against 21a6bd6``, the last revision before full indexing.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from benchmarks.common import (
     bundle_files,
     fresh_postgres_db,
     read_bytes,
+    source_at,
 )
 
 HEADERS = {"Content-Type": "application/fhir+json"}
@@ -67,8 +74,9 @@ def post_all(base: str, bodies: list[bytes], concurrency: int) -> tuple[int, flo
         return count, time.perf_counter() - started
 
 
-def run_server(db_url: str, bodies: list[bytes], concurrency: int) -> tuple[float, float]:
-    server = Server(db_url)
+def run_server(db_url: str, bodies: list[bytes], concurrency: int,
+               source: Path | None = None) -> tuple[float, float]:
+    server = Server(db_url, source=source)
     try:
         count, elapsed = post_all(server.base, bodies, concurrency)
         return count / elapsed, server.peak_rss_mb()
@@ -82,8 +90,13 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--postgres", default=DEFAULT_PG, help="admin URL for a scratch database")
     parser.add_argument("--concurrency", default="1,4")
+    parser.add_argument("--against", metavar="REV", help="compare with this git revision")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     bodies = [read_bytes(path) for path in bundle_files(args.data)]
+    if args.against:
+        compare(args, bodies)
+        return
     resources = sum(len(orjson.loads(b)["entry"]) for b in bodies)
     print(f"{len(bodies)} bundles, {resources} resources, {sum(map(len, bodies)) / 1e6:.1f} MB")
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,6 +117,28 @@ def main() -> None:
                 print(f"hygeia    {backend:10} HTTP transactions, concurrency {concurrency}  "
                       f"{rate:9,.0f} resources/s   ratio to FULL baseline {rate / floor_full:5.2f}"
                       f"   server peak RSS {rss:5.0f} MB")
+
+
+def compare(args: argparse.Namespace, bodies: list[bytes]) -> None:
+    """Alternate runs of ``args.against`` and the current code; best of ``args.rounds``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        sources = {args.against: source_at(args.against, directory), "current": None}
+        for backend in args.backends.split(","):
+            for concurrency in (int(c) for c in args.concurrency.split(",")):
+                best = {label: 0.0 for label in sources}
+                for round_ in range(args.rounds):
+                    for number, (label, source) in enumerate(sources.items()):
+                        if backend == "sqlite":
+                            url = f"sqlite:///{directory}/compare-{round_}-{number}.db"
+                        else:
+                            url = fresh_postgres_db(args.postgres, "hygeia_bench_compare")
+                        rate, _ = run_server(url, bodies, concurrency, source)
+                        best[label] = max(best[label], rate)
+                old, new = best[args.against], best["current"]
+                print(f"{backend:10} concurrency {concurrency}: {args.against} {old:7,.0f}, "
+                      f"current {new:7,.0f} resources/s (best of {args.rounds}), "
+                      f"ratio {new / old:4.2f}")
 
 
 if __name__ == "__main__":
