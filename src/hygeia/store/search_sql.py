@@ -101,10 +101,6 @@ class SqlBuilder:
     # Every clause is "{owner}.pk IN (subquery)": the subquery is uncorrelated, so the
     # database drives it from the lookup index instead of probing every resource row.
 
-    def param_keys(self, types: tuple[str, ...], code: str) -> str:
-        """The h_param values of ``code`` on each of ``types``, as an SQL list."""
-        return ", ".join(self.value(key) for key in self.param_hashes(types, code))
-
     def param_match(self, alias: str, types: tuple[str, ...], code: str) -> str:
         """SQL true for an index row of ``alias`` that holds a value of ``code`` on ``types``.
 
@@ -128,7 +124,8 @@ class SqlBuilder:
         return "(" + " OR ".join(narrowed) + ")" if narrowed else "1 = 0"
 
     def param_hashes(self, types: tuple[str, ...], code: str) -> list[int]:
-        """h_param of every stored parameter whose rows make up ``code`` on ``types``."""
+        """h_param of every stored parameter whose rows make up ``code`` on ``types``
+        (token codes: the filtered sharing of :meth:`param_match` is for references)."""
         return [param_hash(kind, stored) for kind in types
                 for stored in stored_codes(self.registry, kind, code)]
 

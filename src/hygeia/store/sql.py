@@ -188,8 +188,7 @@ class SqlSession(Session):
                 rows = [row for pk, v, index in current if index.composites
                         for row in composite_rows(pk, v.resource_type, index.composites)]
             else:
-                shape = _ROW_SHAPES[table]
-                rows = [shape(pk, param_hash(v.resource_type, row[0]), row)
+                rows = [(pk, param_hash(v.resource_type, row[0]), *row[1:])
                         for pk, v, index in current for row in getattr(index, field_name)]
             if rows:
                 self._insert_rows(cursor, table, ("res_pk", "h_param", *INDEX_TABLES[table]),
@@ -411,10 +410,6 @@ def _include_sources(include: Include, owners: list[StoredVersion], reverse: boo
     return sorted({owner.resource_type for owner in owners})
 
 
-def _plain(pk: int, param: int, row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return (pk, param, *row[1:])
-
-
 def _token_rows(pk: int, resource_type: str, index: IndexRows) -> list[tuple[Any, ...]]:
     """token_index rows: each :text value rides on a token row of its parameter.
 
@@ -438,9 +433,6 @@ def _token_rows(pk: int, resource_type: str, index: IndexRows) -> list[tuple[Any
         rows.extend((pk, param, code_hash(param, None), None, None, text) for text in left)
     return rows
 
-
-_ROW_SHAPES: dict[str, Callable[[int, int, tuple[Any, ...]], tuple[Any, ...]]] = {
-    table: _plain for table in INDEX_TABLES}
 
 _NO_COMPONENT = (None, None, None, None, None)
 
