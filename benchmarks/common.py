@@ -59,15 +59,34 @@ class Server:
                 time.sleep(0.1)
 
     def peak_rss_mb(self) -> float:
-        """VmHWM: the most resident memory the process has had since it started."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """VmHWM summed over the server's processes (its supervisor and its workers).
+
+        Each figure is the most resident memory that process has had since it started.
+        """
+        return sum(_peak_rss_kb(pid) for pid in _process_tree(self.process.pid)) / 1024
 
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(30)
+
+
+def _process_tree(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = [pid]
+    if children.exists():
+        for child in children.read_text().split():
+            found.extend(_process_tree(int(child)))
+    return found
+
+
+def _peak_rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
 
 
 def fresh_postgres_db(admin_url: str, name: str) -> str:

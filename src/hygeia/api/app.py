@@ -1,18 +1,20 @@
-"""The Starlette application that serves the FHIR REST API under ``/fhir``."""
+"""The WSGI application that serves the FHIR REST API under ``/fhir``.
+
+WSGI rather than ASGI because the service below is synchronous (sqlite3 and
+psycopg calls on the request thread): the HTTP server's own threads call
+straight into it, with no event-loop hop per request.  docs/adr/0002 has the
+measurements behind that choice.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from hygeia.api.negotiation import (
     FHIR_JSON,
@@ -33,78 +35,144 @@ from hygeia.fhir.outcome import (
 from hygeia.server import FhirRequest, FhirResponse, FhirService
 
 log = logging.getLogger("hygeia.api")
-METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"})
 _WRITE_METHODS = {"POST", "PUT", "PATCH"}
+_BASE = "/fhir"
+_CHUNK = 1 << 16
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def create_app(service: FhirService) -> Starlette:
-    """Build the ASGI app around a FhirService."""
+class HttpResponse:
+    """Status, headers and body on their way out; the WSGI tail of every request."""
 
-    async def fhir_endpoint(request: Request) -> Response:
-        try:
-            fhir_request = await _to_fhir_request(request, service)
-            fhir_response = await run_in_threadpool(service.handle, fhir_request)
-            return _to_http(fhir_response, fhir_request, request)
-        except FhirError as error:
-            return _error_response(error, request)
-        except Exception:
-            log.exception("unexpected error on %s %s", request.method, request.url.path)
-            return _outcome_response(500, operation_outcome([Issue(
-                "exception", "The server failed unexpectedly; the error was logged.",
-                severity="fatal")]), request)
+    __slots__ = ("body", "headers", "status")
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else 404
-        message = f"There is nothing at {request.url.path}; the FHIR base is /fhir."
-        if status == 405:
-            message = f"{request.method} is not allowed on {request.url.path}."
-        return _outcome_response(status, operation_outcome(
-            [Issue("not-found" if status == 404 else "not-supported", message)]), request)
+    def __init__(self, status: int, headers: dict[str, str] | None = None,
+                 body: bytes = b"") -> None:
+        self.status = status
+        self.headers = headers or {}
+        self.body = body
 
-    routes = [
-        Route("/fhir", fhir_endpoint, methods=METHODS),
-        Route("/fhir/{path:path}", fhir_endpoint, methods=METHODS),
-    ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+    def send(self, start_response: StartResponse, method: str) -> list[bytes]:
+        headers = list(self.headers.items())
+        if self.body:
+            headers.append(("Content-Type", FHIR_JSON))
+        if self.status not in (204, 304):
+            headers.append(("Content-Length", str(len(self.body))))
+        start_response(f"{self.status} {_phrase(self.status)}", headers)
+        return [] if method == "HEAD" else [self.body]
 
 
-async def _to_fhir_request(request: Request, service: FhirService) -> FhirRequest:
-    headers = request.headers
-    query = list(request.query_params.multi_items())
-    check_accept(headers.get("accept"), request.query_params.get("_format"))
+def create_app(service: FhirService) -> WsgiApp:
+    """Build the WSGI app around a FhirService."""
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        method = environ["REQUEST_METHOD"]
+        return _respond(service, environ).send(start_response, method)
+
+    return app
+
+
+def _respond(service: FhirService, environ: dict[str, Any]) -> HttpResponse:
+    query = _query(environ)
+    try:
+        fhir_request = _to_fhir_request(environ, query, service)
+        if fhir_request is None:
+            return _not_routed(environ, query)
+        return _to_http(service.handle(fhir_request), fhir_request, query)
+    except FhirError as error:
+        response = _outcome_response(error.status, error.outcome(), query)
+        response.headers.update(error.headers)
+        return response
+    except Exception:
+        log.exception("unexpected error on %s %s", environ["REQUEST_METHOD"],
+                      environ.get("PATH_INFO"))
+        return _outcome_response(500, operation_outcome([Issue(
+            "exception", "The server failed unexpectedly; the error was logged.",
+            severity="fatal")]), query)
+
+
+def _query(environ: dict[str, Any]) -> list[tuple[str, str]]:
+    return parse_qsl(_native(environ.get("QUERY_STRING", "")), keep_blank_values=True)
+
+
+def _native(text: str) -> str:
+    """Undo PEP 3333's latin-1 decoding so raw UTF-8 in a URL reads as UTF-8."""
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
+
+
+def _fhir_path(environ: dict[str, Any]) -> str | None:
+    """The path below the FHIR base, or None when the request is not under /fhir."""
+    path = _native(environ.get("PATH_INFO", ""))
+    if path == _BASE:
+        return ""
+    if path.startswith(_BASE + "/"):
+        return path[len(_BASE) + 1:]
+    return None
+
+
+def _to_fhir_request(environ: dict[str, Any], query: list[tuple[str, str]],
+                     service: FhirService) -> FhirRequest | None:
+    method = environ["REQUEST_METHOD"]
+    path = _fhir_path(environ)
+    if path is None or method not in METHODS:
+        return None
+    check_accept(environ.get("HTTP_ACCEPT"), _first(query, "_format"))
     body, content_type = None, "application/fhir+json"
-    if request.method in _WRITE_METHODS or headers.get("content-length") not in (None, "0"):
-        content_type = check_request_type(headers.get("content-type"), request.method)
-        raw = await _read_body(request, service.settings.max_body_bytes)
+    declared = environ.get("CONTENT_LENGTH") or None
+    if method in _WRITE_METHODS or declared not in (None, "0"):
+        content_type = check_request_type(environ.get("CONTENT_TYPE"), method)
+        raw = _read_body(environ, declared, service.settings.max_body_bytes)
         if content_type == FORM_TYPE:
             query.extend(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
         elif raw.strip():
             body = _parse_json(raw)
-        elif request.method in ("POST", "PUT", "PATCH") and not request.url.path.endswith(
-                "/_search"):
-            raise BadRequest(f"{request.method} needs a request body.", code="required")
-    prefer_return, strict = parse_prefer(headers.get("prefer"))
-    path = request.path_params.get("path", "")
+        elif method in _WRITE_METHODS and not path.endswith("_search"):
+            raise BadRequest(f"{method} needs a request body.", code="required")
+    prefer_return, strict = parse_prefer(environ.get("HTTP_PREFER"))
     return FhirRequest(
-        method=request.method, path=path, query=query, body=body,
-        base_url=str(request.base_url).rstrip("/") + "/fhir/", content_type=content_type,
-        if_match=headers.get("if-match"), if_none_match=headers.get("if-none-match"),
-        if_none_exist=headers.get("if-none-exist"),
-        if_modified_since=headers.get("if-modified-since"),
+        method=method, path=path, query=query, body=body,
+        base_url=_base_url(environ), content_type=content_type,
+        if_match=environ.get("HTTP_IF_MATCH"), if_none_match=environ.get("HTTP_IF_NONE_MATCH"),
+        if_none_exist=environ.get("HTTP_IF_NONE_EXIST"),
+        if_modified_since=environ.get("HTTP_IF_MODIFIED_SINCE"),
         prefer_return=prefer_return, prefer_strict=strict,
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+def _first(query: list[tuple[str, str]], name: str) -> str | None:
+    return next((value for key, value in query if key == name), None)
+
+
+def _base_url(environ: dict[str, Any]) -> str:
+    host = environ.get("HTTP_HOST")
+    if not host:
+        host = f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
+    return f"{environ.get('wsgi.url_scheme', 'http')}://{host}{_BASE}/"
+
+
+def _read_body(environ: dict[str, Any], declared: str | None, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to be over ``limit``."""
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The body ({declared} bytes) is over the {limit}-byte limit.")
+    stream = environ["wsgi.input"]
+    remaining = int(declared) if declared and declared.isdigit() else None
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while remaining is None or remaining > 0:
+        chunk = stream.read(_CHUNK if remaining is None else min(_CHUNK, remaining))
+        if not chunk:
+            break
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"The body is over the {limit}-byte limit.")
         chunks.append(chunk)
+        if remaining is not None:
+            remaining -= len(chunk)
     return b"".join(chunks)
 
 
@@ -115,7 +183,8 @@ def _parse_json(raw: bytes) -> Any:
         raise BadRequest(f"The body is not valid JSON: {error}.", code="structure") from None
 
 
-def _to_http(response: FhirResponse, fhir_request: FhirRequest, request: Request) -> Response:
+def _to_http(response: FhirResponse, fhir_request: FhirRequest,
+             query: list[tuple[str, str]]) -> HttpResponse:
     headers = dict(response.headers)
     if response.etag:
         headers["ETag"] = response.etag
@@ -126,10 +195,9 @@ def _to_http(response: FhirResponse, fhir_request: FhirRequest, request: Request
         if response.status == 201:
             headers["Content-Location"] = response.location
     body = _response_body(response, fhir_request)
-    if body is None or request.method == "HEAD" or response.status in (204, 304):
-        return Response(status_code=response.status, headers=headers)
-    return Response(_dump(body, request), status_code=response.status, headers=headers,
-                    media_type=FHIR_JSON)
+    if body is None or response.status in (204, 304):
+        return HttpResponse(response.status, headers)
+    return HttpResponse(response.status, headers, _dump(body, query))
 
 
 def _response_body(response: FhirResponse, fhir_request: FhirRequest) -> Any:
@@ -144,19 +212,29 @@ def _response_body(response: FhirResponse, fhir_request: FhirRequest) -> Any:
     return response.resource
 
 
-def _dump(body: Any, request: Request) -> bytes:
-    if request.query_params.get("_pretty") != "true":
+def _dump(body: Any, query: list[tuple[str, str]]) -> bytes:
+    if _first(query, "_pretty") != "true":
         return orjson.dumps(body)
     # stored resources are embedded as raw fragments, which orjson cannot indent
     return orjson.dumps(orjson.loads(orjson.dumps(body)), option=orjson.OPT_INDENT_2)
 
 
-def _error_response(error: FhirError, request: Request) -> Response:
-    response = _outcome_response(error.status, error.outcome(), request)
-    response.headers.update(error.headers)
-    return response
+def _not_routed(environ: dict[str, Any], query: list[tuple[str, str]]) -> HttpResponse:
+    method, path = environ["REQUEST_METHOD"], _native(environ.get("PATH_INFO", ""))
+    if _fhir_path(environ) is not None:
+        return _outcome_response(405, operation_outcome([Issue(
+            "not-supported", f"{method} is not allowed on {path}.")]), query)
+    return _outcome_response(404, operation_outcome([Issue(
+        "not-found", f"There is nothing at {path}; the FHIR base is {_BASE}.")]), query)
 
 
-def _outcome_response(status: int, outcome: dict[str, Any], request: Request) -> Response:
-    return Response(_dump(outcome, request), status_code=status, media_type=FHIR_JSON)
+def _outcome_response(status: int, outcome: dict[str, Any],
+                      query: list[tuple[str, str]]) -> HttpResponse:
+    return HttpResponse(status, {}, _dump(outcome, query))
 
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"

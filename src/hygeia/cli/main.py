@@ -11,7 +11,7 @@ from importlib.resources import files
 from rich.console import Console
 
 from hygeia import __version__
-from hygeia.cli.runtime import tune_garbage_collector
+from hygeia.cli.runtime import default_threads, tune_garbage_collector
 from hygeia.store.factory import DEFAULT_URL
 from hygeia.store.schema import SchemaVersionError
 
@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow binding to a non-loopback address without authentication")
     serve.add_argument("--max-body-mb", type=float, default=64.0,
                        help="largest accepted request body in MB (default 64)")
+    serve.add_argument("--threads", type=int, default=default_threads(),
+                       help="request threads (default: 2 per core plus 1, "
+                            f"{default_threads()} here)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
 
     load = commands.add_parser("load", help="load Bundles/NDJSON into the database",
@@ -73,9 +76,7 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from hygeia.api import create_app
+    from hygeia.cli.serving import ServeOptions, run
     from hygeia.server import FhirService, Settings
     from hygeia.store import open_repository
 
@@ -84,20 +85,21 @@ def serve(args: argparse.Namespace) -> int:
         console.print(f"[red]Refusing to bind to {args.host}: authentication is not available "
                       "yet, so Hygeia only listens on loopback. Pass --insecure to override.")
         return 2
+    settings = Settings(max_body_bytes=int(args.max_body_mb * 1024 ** 2))
+    # opened here to refuse a database of another layout before serving, and for the
+    # demo; closed again because the serving worker opens its own after the fork
     repository = open_repository(args.db)
-    service = FhirService(repository, Settings(max_body_bytes=int(args.max_body_mb * 1024 ** 2)))
-    if args.demo:
-        load_demo(service, console)
-    tune_garbage_collector()
+    try:
+        if args.demo:
+            load_demo(FhirService(repository, settings), console)
+    finally:
+        repository.close()
     console.print(f"[bold green]Hygeia[/] FHIR R4 server at http://{args.host}:{args.port}/fhir "
                   f"({repository.dialect}: {args.db})")
     console.print("[yellow]No authentication: anyone who can reach this port can read and "
                   "write all data.")
-    try:
-        uvicorn.run(create_app(service), host=args.host, port=args.port,
-                    access_log=args.access_log, log_level="info")
-    finally:
-        repository.close()
+    run(ServeOptions(db_url=args.db, settings=settings, host=args.host, port=args.port,
+                     threads=args.threads, access_log=args.access_log))
     return 0
 
 

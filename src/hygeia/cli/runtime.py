@@ -19,6 +19,7 @@ Measured on in-process Synthea ingest (CPU time, 2 cores, same run): about
 from __future__ import annotations
 
 import gc
+import os
 
 YOUNG_THRESHOLD = 20_000
 
@@ -29,3 +30,14 @@ def tune_garbage_collector() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+
+
+def default_threads() -> int:
+    """Request threads for ``serve``: two per core plus one.
+
+    Python runs one thread at a time, but a request spends much of its time in
+    the database driver with the GIL released, so a few threads per core keep
+    both the interpreter and the database busy; more only queue on the GIL
+    (and the HTTP server warns above this number).
+    """
+    return 2 * (os.cpu_count() or 1) + 1
