@@ -123,7 +123,7 @@ def _to_fhir_request(environ: dict[str, Any], query: list[tuple[str, str]],
     if path is None or method not in METHODS:
         return None
     check_accept(environ.get("HTTP_ACCEPT"), _first(query, "_format"))
-    body, content_type = None, "application/fhir+json"
+    body, raw_json, content_type = None, None, "application/fhir+json"
     declared = environ.get("CONTENT_LENGTH") or None
     if method in _WRITE_METHODS or declared not in (None, "0"):
         content_type = check_request_type(environ.get("CONTENT_TYPE"), method)
@@ -131,7 +131,7 @@ def _to_fhir_request(environ: dict[str, Any], query: list[tuple[str, str]],
         if content_type == FORM_TYPE:
             query.extend(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
         elif raw.strip():
-            body = _parse_json(raw)
+            body, raw_json = _parse_json(raw), raw
         elif method in _WRITE_METHODS and not path.endswith("_search"):
             raise BadRequest(f"{method} needs a request body.", code="required")
     prefer_return, strict = parse_prefer(environ.get("HTTP_PREFER"))
@@ -141,7 +141,7 @@ def _to_fhir_request(environ: dict[str, Any], query: list[tuple[str, str]],
         if_match=environ.get("HTTP_IF_MATCH"), if_none_match=environ.get("HTTP_IF_NONE_MATCH"),
         if_none_exist=environ.get("HTTP_IF_NONE_EXIST"),
         if_modified_since=environ.get("HTTP_IF_MODIFIED_SINCE"),
-        prefer_return=prefer_return, prefer_strict=strict,
+        prefer_return=prefer_return, prefer_strict=strict, raw_body=raw_json,
     )
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import sys
+from dataclasses import replace
 from importlib.resources import files
 
 from rich.console import Console
@@ -38,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=default_threads(),
                        help="request threads (default: 2 per core plus 1, "
                             f"{default_threads()} here)")
+    serve.add_argument("--no-offload", action="store_true",
+                       help="extract index rows and validate transactions on the request "
+                            "thread instead of in a helper process")
     serve.add_argument("--access-log", action="store_true", help="log every request")
 
     load = commands.add_parser("load", help="load Bundles/NDJSON into the database",
@@ -85,13 +90,15 @@ def serve(args: argparse.Namespace) -> int:
         console.print(f"[red]Refusing to bind to {args.host}: authentication is not available "
                       "yet, so Hygeia only listens on loopback. Pass --insecure to override.")
         return 2
-    settings = Settings(max_body_bytes=int(args.max_body_mb * 1024 ** 2))
+    settings = Settings(max_body_bytes=int(args.max_body_mb * 1024 ** 2),
+                        offload=not args.no_offload and (os.cpu_count() or 1) > 1)
     # opened here to refuse a database of another layout before serving, and for the
     # demo; closed again because the serving worker opens its own after the fork
     repository = open_repository(args.db)
     try:
         if args.demo:
-            load_demo(FhirService(repository, settings), console)
+            # no offload helper here: this process forks the server next
+            load_demo(FhirService(repository, replace(settings, offload=False)), console)
     finally:
         repository.close()
     console.print(f"[bold green]Hygeia[/] FHIR R4 server at http://{args.host}:{args.port}/fhir "

@@ -33,6 +33,7 @@ from hygeia.fhir.validation import validate
 from hygeia.server import write
 from hygeia.server.context import FhirRequest, FhirResponse
 from hygeia.server.context import bundle as bundle_of
+from hygeia.server.offload_jobs import BundleCheck
 from hygeia.server.references import is_conditional_reference, rewrite_references
 from hygeia.server.resources import new_id
 from hygeia.server.router import Route, parse_route
@@ -137,19 +138,39 @@ def _located(issues: list[Issue], where: str) -> list[Issue]:
 def process_transaction(service: FhirService, request: FhirRequest,
                         bundle: dict[str, Any]) -> list[dict[str, Any]]:
     entries = parse_entries(bundle)
-    _validate_entries(entries)
+    check = _validation(service, request, entries)
     _refuse_duplicates(entries)
-    with service.transaction() as session:
-        mapping = _assign_identities(session, entries)
-        resolve = _reference_resolver(session, entries, mapping)
-        for entry in entries:
-            if entry.method in ("POST", "PUT") and isinstance(entry.resource, dict):
+    try:
+        with service.transaction() as session:
+            mapping = _assign_identities(session, entries)
+            resolve = _reference_resolver(session, entries, mapping)
+            for entry in entries:
+                if entry.method in ("POST", "PUT") and isinstance(entry.resource, dict):
+                    with located(entry):
+                        entry.resource = rewrite_references(entry.resource, resolve)
+            for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
                 with located(entry):
-                    entry.resource = rewrite_references(entry.resource, resolve)
-        for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
-            with located(entry):
-                entry.response = _execute(service, session, request, entry)
+                    entry.response = _execute(service, session, request, entry)
+            if check is not None:
+                check.raise_if_invalid(lambda: validate_entries(entries))
+    except Exception:
+        if check is not None:  # invalid entries explain any failure they led to
+            check.raise_if_invalid(lambda: validate_entries(entries))
+        raise
     return [_response_entry(entry, request) for entry in entries]
+
+
+def _validation(service: FhirService, request: FhirRequest,
+                entries: list[Entry]) -> BundleCheck | None:
+    """Validate now, or start validating in the offload helper and return the pending check.
+
+    In the helper, validation overlaps the transaction's own work; the check is
+    awaited before commit, so an invalid Bundle still stores nothing.
+    """
+    if service.validator is None or request.raw_body is None:
+        validate_entries(entries)
+        return None
+    return BundleCheck(service.validator, request.raw_body)
 
 
 @contextmanager
@@ -166,7 +187,7 @@ def located(entry: Entry) -> Iterator[None]:
         raise located from None
 
 
-def _validate_entries(entries: list[Entry]) -> None:
+def validate_entries(entries: list[Entry]) -> None:
     issues: list[Issue] = []
     for entry in entries:
         if entry.method not in ("POST", "PUT"):

@@ -17,6 +17,9 @@ class Settings:
     max_count: int = 1000
     default_count: int = 50
     max_body_bytes: int = 64 * 1024 * 1024
+    # index extraction and transaction validation in a helper process (server/offload.py);
+    # worth it with a spare core, so ``hygeia serve`` turns it on there
+    offload: bool = False
 
 
 @dataclass(slots=True)
@@ -39,6 +42,7 @@ class FhirRequest:
     if_modified_since: str | None = None
     prefer_return: str | None = None
     prefer_strict: bool = False
+    raw_body: bytes | None = None  # the JSON body as received, when there was one
 
 
 @dataclass(slots=True)

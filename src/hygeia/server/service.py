@@ -14,6 +14,8 @@ from hygeia.server import read, search, write
 from hygeia.server.capability import capability_statement
 from hygeia.server.context import FhirRequest, FhirResponse, Settings
 from hygeia.server.custom_parameters import load_custom_parameters
+from hygeia.server.offload import Offload
+from hygeia.server.offload_jobs import IndexBatcher
 from hygeia.server.reindex import Reindexer
 from hygeia.server.router import Route, parse_route
 from hygeia.store.base import Repository, Session
@@ -33,12 +35,19 @@ class FhirService:
         loaded = load_custom_parameters(repository, self.registry)
         if loaded:
             log.info("loaded %d custom search parameters", loaded)
+        # two helpers, not one: rows are needed at flush and the verdict only at commit, so
+        # extraction must not queue behind a whole Bundle's validation (measured: 0.77 of
+        # pre-indexing ingest with one helper, 0.86 with two)
+        self.extractor = Offload() if self.settings.offload else None
+        self.validator = Offload() if self.settings.offload else None
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A write transaction whose session knows this service's search parameters."""
         with self.repository.transaction() as session:
             session.registry = self.registry
+            if self.extractor is not None:
+                session.rows_later = IndexBatcher(self.extractor, self.registry).rows_for
             yield session
 
     @contextmanager
@@ -70,6 +79,12 @@ class FhirService:
                 return self.perform(route, request, session)
         with self.reader() as session:
             return self.perform(route, request, session)
+
+    def close(self) -> None:
+        """Stop the offload helpers (the repository belongs to the caller)."""
+        for helper in (self.extractor, self.validator):
+            if helper is not None:
+                helper.close()
 
     def capabilities(self) -> dict[str, Any]:
         """Rebuilt whenever a custom search parameter changed the registry."""

@@ -7,6 +7,7 @@ single HTTP request and one entry of an atomic transaction Bundle.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,11 +87,19 @@ def _write(session: Session, resource_type: str, id: str, resource: dict[str, An
     content = None if resource is None else stamp(resource, id, version, last_updated)
     stored = StoredVersion(resource_type, id, version, last_updated, resource is None, content,
                            method, 0)
-    rows = IndexRows() if resource is None else index_resource(resource, session.registry)
-    session.put(stored, rows)
+    session.put(stored, _index_rows(session, resource, content))
     if resource_type == "SearchParameter":
         _register_search_parameter(session, resource, previous)
     return stored
+
+
+def _index_rows(session: Session, resource: dict[str, Any] | None, content: bytes | None
+                ) -> IndexRows | Callable[[], IndexRows]:
+    if resource is None or content is None:
+        return IndexRows()
+    if session.rows_later is not None:
+        return session.rows_later(resource, content)
+    return index_resource(resource, session.registry)
 
 
 def _register_search_parameter(session: Session, resource: dict[str, Any] | None,

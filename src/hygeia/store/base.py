@@ -70,6 +70,9 @@ class Session(ABC):
     """
 
     registry: SearchRegistry | None = None
+    # set by the server when index rows may be extracted elsewhere: given a written
+    # resource and its stored bytes, returns a callable that yields its rows later
+    rows_later: Callable[[dict[str, Any], bytes], Callable[[], IndexRows]] | None = None
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run ``action`` once the transaction has committed (never if it rolls back)."""
@@ -89,8 +92,11 @@ class Session(ABC):
         """One specific version, or None."""
 
     @abstractmethod
-    def put(self, version: StoredVersion, rows: IndexRows) -> None:
+    def put(self, version: StoredVersion, rows: IndexRows | Callable[[], IndexRows]) -> None:
         """Append a version, make it current and replace its index rows.
+
+        ``rows`` may be a callable, called once before the rows are written
+        (they may still be being extracted in another process).
 
         Backends may buffer writes and send them in batches; anything read
         through the same session afterwards sees them, and they commit (or

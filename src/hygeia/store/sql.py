@@ -66,7 +66,7 @@ class SqlSession(Session):
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
-        self._pending: list[tuple[StoredVersion, IndexRows]] = []
+        self._pending: list[tuple[StoredVersion, IndexRows | Callable[[], IndexRows]]] = []
         self.rows_written = 0  # resource and index rows this session wrote
 
     def _sql(self, sql: str) -> str:
@@ -99,7 +99,7 @@ class SqlSession(Session):
         ).fetchall()
         return rows_to_versions(None, iter(rows))[0] if rows else None
 
-    def put(self, version: StoredVersion, rows: IndexRows) -> None:
+    def put(self, version: StoredVersion, rows: IndexRows | Callable[[], IndexRows]) -> None:
         self._pending.append((version, rows))
 
     def flush(self) -> None:
@@ -118,7 +118,8 @@ class SqlSession(Session):
                             v.method, v.content)
                            for seq, (v, _) in zip(seqs, pending, strict=True)])
         first_version: dict[tuple[str, str], int] = {}
-        latest: dict[tuple[str, str], tuple[int, StoredVersion, IndexRows]] = {}
+        latest: dict[tuple[str, str],
+                     tuple[int, StoredVersion, IndexRows | Callable[[], IndexRows]]] = {}
         for seq, (v, rows) in zip(seqs, pending, strict=True):
             first_version.setdefault((v.resource_type, v.id), v.version)
             latest[(v.resource_type, v.id)] = (seq, v, rows)
@@ -139,9 +140,10 @@ class SqlSession(Session):
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (res_type, res_id) DO UPDATE SET "
                 "seq = excluded.seq, version = excluded.version, deleted = excluded.deleted, "
                 "last_updated = excluded.last_updated"), updated)
+        # last: rows extracted in the offload helper have had the longest to arrive
         self._replace_index_rows(cursor, [pks[key] for key in existing],
-                                 [(pks[key], v, rows) for key, (_, v, rows) in latest.items()
-                                  if not v.deleted])
+                                 [(pks[key], v, rows if isinstance(rows, IndexRows) else rows())
+                                  for key, (_, v, rows) in latest.items() if not v.deleted])
 
     def reindex(self, keys: list[tuple[str, str]],
                 index: Callable[[dict[str, Any]], IndexRows]) -> int:

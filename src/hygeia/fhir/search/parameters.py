@@ -97,6 +97,10 @@ class SearchRegistry:
     def by_url(self, url: str) -> SearchParameter | None:
         return self._by_url.get(url)
 
+    def parameters(self) -> list[SearchParameter]:
+        """Every registered parameter, in the order they were added."""
+        return list(self._by_url.values())
+
     @cache  # noqa: B019 - one registry per process; cleared on add()
     def for_type(self, resource_type: str) -> dict[str, SearchParameter]:
         """Every parameter that applies to ``resource_type``, common ones included."""
