@@ -75,8 +75,8 @@ def post_all(base: str, bodies: list[bytes], concurrency: int) -> tuple[int, flo
 
 
 def run_server(db_url: str, bodies: list[bytes], concurrency: int,
-               source: Path | None = None) -> tuple[float, float]:
-    server = Server(db_url, source=source)
+               source: Path | None = None, extra: tuple[str, ...] = ()) -> tuple[float, float]:
+    server = Server(db_url, *extra, source=source)
     try:
         count, elapsed = post_all(server.base, bodies, concurrency)
         return count / elapsed, server.peak_rss_mb()
@@ -92,6 +92,9 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,4")
     parser.add_argument("--against", metavar="REV", help="compare with this git revision")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--serve-args", default="", metavar="ARGS",
+                        help="extra 'hygeia serve' options for the current code, e.g. "
+                             "--serve-args=--no-offload")
     args = parser.parse_args()
     bodies = [read_bytes(path) for path in bundle_files(args.data)]
     if args.against:
@@ -113,7 +116,8 @@ def main() -> None:
                     url = f"sqlite:///{directory}/hygeia-{concurrency}.db"
                 else:
                     url = fresh_postgres_db(args.postgres, f"hygeia_bench_{concurrency}")
-                rate, rss = run_server(url, bodies, concurrency)
+                rate, rss = run_server(url, bodies, concurrency,
+                                       extra=tuple(args.serve_args.split()))
                 print(f"hygeia    {backend:10} HTTP transactions, concurrency {concurrency}  "
                       f"{rate:9,.0f} resources/s   ratio to FULL baseline {rate / floor_full:5.2f}"
                       f"   server peak RSS {rss:5.0f} MB")
@@ -133,7 +137,8 @@ def compare(args: argparse.Namespace, bodies: list[bytes]) -> None:
                             url = f"sqlite:///{directory}/compare-{round_}-{number}.db"
                         else:
                             url = fresh_postgres_db(args.postgres, "hygeia_bench_compare")
-                        rate, _ = run_server(url, bodies, concurrency, source)
+                        extra = tuple(args.serve_args.split()) if source is None else ()
+                        rate, _ = run_server(url, bodies, concurrency, source, extra)
                         best[label] = max(best[label], rate)
                 old, new = best[args.against], best["current"]
                 print(f"{backend:10} concurrency {concurrency}: {args.against} {old:7,.0f}, "

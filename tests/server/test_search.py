@@ -399,6 +399,10 @@ def test_patient_everything(data: FhirService) -> None:
         "e1"}
     paged = body(call(data, "GET", "Patient/p1/$everything?_count=2"))
     assert any(link["relation"] == "next" for link in paged["link"])
+    assert "total" not in paged  # counting is skipped unless asked for...
+    counted = body(call(data, "GET", "Patient/p1/$everything?_count=2&_total=accurate"))
+    assert counted["total"] == sum(e["search"]["mode"] == "match" for e in bundle["entry"])
+    assert bundle["total"] == counted["total"]  # ...or free (one page holds everything)
     later = body(call(data, "GET", "Patient/p1/$everything?_since=2999-01-01"))
     assert not [e for e in later.get("entry", []) if e["search"]["mode"] == "match"]
 

@@ -16,7 +16,7 @@ import orjson
 from hygeia.fhir.outcome import BadRequest, NotFound, operation_outcome
 from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.fhir.search.query import CompartmentClause, Query, parse_query
-from hygeia.fhir.search.results import Include
+from hygeia.fhir.search.results import WHEN_FREE, Include
 from hygeia.fhir.spec import is_resource_type, patient_compartment
 from hygeia.server.context import FhirRequest, FhirResponse, Settings, bundle
 from hygeia.server.shaping import shape
@@ -71,12 +71,15 @@ def everything(session: Session, request: FhirRequest, patient_id: str,
     wanted = [t for k, v in request.query if k == "_type" for t in v.split(",") if t]
     if wanted:
         types = tuple(t for t in types if t in wanted)
-    params = [(k, v) for k, v in request.query if k in ("_count", "_cursor")]
+    params = [(k, v) for k, v in request.query if k in ("_count", "_cursor", "_total")]
     params += [("_lastUpdated", f"ge{v}") for k, v in request.query if k == "_since"]
     query = parse_query("Patient", params, max_count=settings.max_count,
                         registry=session.registry)
     if not query.options.count_given:
         query.options.count = settings.default_count
+    if not any(k == "_total" for k, _ in params):
+        # counting a whole record cost as much as fetching its page; clients page by links
+        query.options.total = WHEN_FREE
     query.types = types
     all_params = tuple(sorted({code for codes in compartment.values() for code in codes}))
     query.clauses.append(CompartmentClause("Patient", patient_id, all_params))

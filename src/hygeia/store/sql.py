@@ -22,7 +22,7 @@ import orjson
 
 from hygeia.fhir.search.parameters import default_registry
 from hygeia.fhir.search.query import Query
-from hygeia.fhir.search.results import Include
+from hygeia.fhir.search.results import WHEN_FREE, Include
 from hygeia.fhir.search.rows import CompositeRow, IndexRows
 from hygeia.store.base import HistoryQuery, SearchPage, Session, StoredVersion, rows_to_versions
 from hygeia.store.cursor import decode_cursor, encode_cursor
@@ -223,6 +223,8 @@ class SqlSession(Session):
         if options.cursor is None and page.next_cursor is None:
             # the first page holds every match: the count is known without counting
             return replace(page, total=len(page.matches))
+        if options.total == WHEN_FREE:
+            return page
         return replace(page, total=self._count(query, types))
 
     def _count(self, query: Query, types: tuple[str, ...]) -> int:

@@ -11,6 +11,9 @@ from hygeia.fhir.spec import is_resource_type
 SORTABLE = {"string", "token", "date", "number", "quantity", "reference", "uri"}
 SUMMARY_MODES = {"true", "text", "data", "count", "false"}
 TOTAL_MODES = {"none", "estimate", "accurate"}
+# not a client value: a total only when it costs nothing (the first page holds every match);
+# what ``$everything`` uses unless the client asks with ``_total``
+WHEN_FREE = "when-free"
 PASSIVE = {"_format", "_pretty"}
 
 
