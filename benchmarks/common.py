@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -57,6 +58,24 @@ class Server:
                 if time.monotonic() > deadline or self.process.poll() is not None:
                     raise RuntimeError("server did not start") from None
                 time.sleep(0.1)
+        self._peak_pss_kb = 0
+        self._sampling = threading.Event()
+        self._sampler = threading.Thread(target=self._sample_memory, daemon=True)
+        self._sampler.start()
+
+    def _sample_memory(self) -> None:
+        """Track the largest total PSS of the server's processes, four times a second.
+
+        PSS splits pages that processes share (the worker forked off the supervisor)
+        between them, so the sum is the memory the server really holds at that moment.
+        """
+        while not self._sampling.wait(0.25):
+            total = sum(_pss_kb(pid) for pid in _process_tree(self.process.pid))
+            self._peak_pss_kb = max(self._peak_pss_kb, total)
+
+    def peak_pss_mb(self) -> float:
+        """The most memory the server held at once (sampled total PSS, see above)."""
+        return self._peak_pss_kb / 1024
 
     def peak_rss_mb(self) -> float:
         """VmHWM summed over the server's processes (its supervisor and its workers).
@@ -66,6 +85,7 @@ class Server:
         return sum(_peak_rss_kb(pid) for pid in _process_tree(self.process.pid)) / 1024
 
     def stop(self) -> None:
+        self._sampling.set()
         self.process.terminate()
         self.process.wait(30)
 
@@ -85,6 +105,16 @@ def _peak_rss_kb(pid: int) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     except FileNotFoundError:
+        pass
+    return 0
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
         pass
     return 0
 

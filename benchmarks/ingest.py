@@ -79,7 +79,7 @@ def run_server(db_url: str, bodies: list[bytes], concurrency: int,
     server = Server(db_url, *extra, source=source)
     try:
         count, elapsed = post_all(server.base, bodies, concurrency)
-        return count / elapsed, server.peak_rss_mb()
+        return count / elapsed, server.peak_pss_mb()
     finally:
         server.stop()
 
@@ -120,7 +120,7 @@ def main() -> None:
                                        extra=tuple(args.serve_args.split()))
                 print(f"hygeia    {backend:10} HTTP transactions, concurrency {concurrency}  "
                       f"{rate:9,.0f} resources/s   ratio to FULL baseline {rate / floor_full:5.2f}"
-                      f"   server peak RSS {rss:5.0f} MB")
+                      f"   server peak memory {rss:5.0f} MB (sampled total PSS)")
 
 
 def compare(args: argparse.Namespace, bodies: list[bytes]) -> None:

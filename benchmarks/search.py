@@ -3,7 +3,7 @@
 Loads ~1,000 patients (the Synthea bundles in ../shared/data/synthea-r4,
 amplified with re-identified copies) into SQLite and PostgreSQL, then sends a
 fixed, seeded mix of queries from 4 concurrent clients and prints p50/p95 per
-query type, overall requests/s and the server's peak RSS.  The baseline in
+query type, overall requests/s and the server's peak memory.  The baseline in
 the same run is a primary-key read (``GET Patient/{id}``) through the same
 server: the floor for any request.
 
@@ -13,7 +13,7 @@ server: the floor for any request.
 ``--reuse DIR`` keeps the loaded databases between runs (the SQLite file and the
 patient facts in DIR, a PostgreSQL database named after DIR): the first run
 loads and the next ones only query, against a freshly started server, so the
-printed peak RSS then covers the queries alone.  The baseline row is always
+printed peak memory then covers the queries alone.  The baseline row is always
 measured in the same run as the queries.
 """
 
@@ -172,12 +172,14 @@ def run_mix(base: str, facts: list[dict[str, Any]], requests: int, clients: int,
     return timings, requests / wall
 
 
-def report(backend: str, timings: dict[str, list[float]], rate: float, rss: float,
+def report(backend: str, timings: dict[str, list[float]], rate: float, memory: tuple[float, float],
            load_rate: float | None) -> None:
     loaded = (f"load {load_rate:,.0f} resources/s" if load_rate is not None
-              else "database reused (RSS covers queries only)")
-    print(f"\n== {backend}: {rate:,.0f} requests/s overall (4 clients), server peak RSS "
-          f"{rss:.0f} MB, {loaded}")
+              else "database reused (memory covers queries only)")
+    pss, hwm = memory
+    print(f"\n== {backend}: {rate:,.0f} requests/s overall (4 clients), server peak memory "
+          f"{pss:.0f} MB (total PSS of its processes, sampled; VmHWM sum {hwm:.0f} MB), "
+          f"{loaded}")
     print(f"  {'query type':<26}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}")
     for kind, values in timings.items():
         if values:
@@ -232,7 +234,7 @@ def run_backend(backend: str, folder: Path, bodies: list[bytes], resources: int,
                 (folder / f"facts-{backend}.json").write_bytes(
                     orjson.dumps({"patients": len(bodies), "facts": facts}))
         timings, rate = run_mix(server.base, facts, args.requests, args.clients, args.seed)
-        report(backend, timings, rate, server.peak_rss_mb(), load_rate)
+        report(backend, timings, rate, (server.peak_pss_mb(), server.peak_rss_mb()), load_rate)
     finally:
         server.stop()
 

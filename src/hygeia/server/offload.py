@@ -29,6 +29,7 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("hygeia.offload")
@@ -63,16 +64,26 @@ class Offload:
         self._next_id = 0
         self._answers: dict[int, tuple[str, Any]] = {}
         self._broken = False
-        self.generation_sent: int | None = None  # registry generation the helper holds
+        self.generation_sent: int | None = None  # the state generation the helper holds
 
     @property
     def pid(self) -> int:
         return self._process.pid
 
-    def submit(self, job: tuple[Any, ...]) -> int:
-        """Queue ``job``; returns the ticket to pass to :meth:`result`."""
-        payload = pickle.dumps(job, protocol=5)
+    def submit(self, job: tuple[Any, ...], *, generation: int | None = None,
+               state: Callable[[], Any] | None = None) -> int:
+        """Queue ``job``; returns the ticket to pass to :meth:`result`.
+
+        With ``generation``, the job gets one more item: ``state()`` when the helper
+        last saw another generation, else None.  Decided under the lock, so jobs from
+        concurrent transactions cannot leave the helper on an older state.
+        """
         with self._lock:
+            if generation is not None:
+                fresh = generation != self.generation_sent
+                job = (*job, state() if fresh and state is not None else None)
+                self.generation_sent = generation
+            payload = pickle.dumps(job, protocol=5)
             self._check()
             self._drain_ready()  # so the helper is never blocked writing while we write
             self._next_id += 1

@@ -73,16 +73,13 @@ class IndexBatcher:
         batch, self._waiting = self._waiting, []
         if not batch:
             return
-        offload, generation = self._offload, self._registry.generation
-        parameters = None
-        if offload.generation_sent != generation:
-            parameters = custom_parameters(self._registry)
+        registry = self._registry
         try:
-            ticket = offload.submit(("extract", generation, parameters,
-                                     [pending.content for pending in batch]))
+            ticket = self._offload.submit(
+                ("extract", [pending.content for pending in batch]),
+                generation=registry.generation, state=lambda: custom_parameters(registry))
         except OffloadUnavailable:
             return  # each pending one extracts inline when asked
-        offload.generation_sent = generation
         for position, pending in enumerate(batch):
             pending.ticket, pending.position = ticket, position
 

@@ -3,9 +3,9 @@
 Reads jobs from pipe ``IN`` and writes answers to pipe ``OUT`` (frames of
 job id, length and a pickle), one at a time, in order.  Jobs:
 
-- ``("extract", generation, parameters, contents)``: the index rows of each
-  stored resource (JSON bytes); ``parameters`` (sent when ``generation``
-  changed) are the custom search parameters in force.
+- ``("extract", contents, parameters)``: the index rows of each stored
+  resource (JSON bytes); ``parameters``, sent when the registry changed, are
+  the custom search parameters in force from then on.
 - ``("validate", body)``: the validation issues of a transaction Bundle's
   entries, with their locations, as the request thread would report them.
 
@@ -34,7 +34,7 @@ class Worker:
 
     def run(self, job: tuple[Any, ...]) -> Any:
         if job[0] == "extract":
-            _, _generation, parameters, contents = job
+            _, contents, parameters = job
             if parameters is not None:
                 self.registry = _registry_with(parameters)
             return [row_lists(index_resource(orjson.loads(content), self.registry))

@@ -65,8 +65,9 @@ class SqliteRepository(Repository):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
         # the writer's cache keeps hot index pages across transactions: 2.8k -> 4.2k
-        # resources/s on Synthea ingest against 32 MB (readers stay at 32 MB each)
-        self._writer = self._connect(cache_mb=128)
+        # resources/s on Synthea ingest against 32 MB.  96, not more: with the readers'
+        # caches and the offload helpers the server must stay under 400 MB in all
+        self._writer = self._connect(cache_mb=96)
         self._create_schema()
         self._checkpointer: Checkpointer | None = None
         if self.path != ":memory:":
@@ -139,7 +140,9 @@ class SqliteRepository(Repository):
             self._readers.put(connection)
 
     def _reader_connection(self) -> sqlite3.Connection:
-        connection = self._connect(cache_mb=16)
+        # small: the operating system's page cache holds the file as well, so a miss
+        # here costs a copy, not a disk read
+        connection = self._connect(cache_mb=8)
         connection.execute("PRAGMA query_only=ON")
         return connection
 
