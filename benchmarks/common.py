@@ -100,19 +100,18 @@ def _process_tree(pid: int) -> list[int]:
 
 
 def _peak_rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return 0
+    return _proc_kb(pid, "status", "VmHWM:")
 
 
 def _pss_kb(pid: int) -> int:
+    return _proc_kb(pid, "smaps_rollup", "Pss:")
+
+
+def _proc_kb(pid: int, name: str, key: str) -> int:
+    """The kB figure on line ``key`` of ``/proc/PID/NAME``; 0 once the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
+        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+            if line.startswith(key):
                 return int(line.split()[1])
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         pass

@@ -16,14 +16,14 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from granian.constants import HTTPModes, Interfaces
 from granian.log import LogLevels
 from granian.server import Server
 
-from hygeia.cli.runtime import tune_garbage_collector
+from hygeia.cli.runtime import default_threads, tune_garbage_collector
 from hygeia.server import Settings
 
 _PR_SET_PDEATHSIG = 1
@@ -37,7 +37,7 @@ class ServeOptions:
     settings: Settings
     host: str = "127.0.0.1"
     port: int = 8080
-    threads: int = 5
+    threads: int = field(default_factory=default_threads)
     access_log: bool = False
 
 

@@ -107,6 +107,14 @@ class Offload:
             raise RuntimeError(f"offloaded job failed: {value}")
         return value
 
+    def result_or_none(self, ticket: int) -> Any:
+        """The answer to ``ticket``, or None when the helper is gone or the job failed:
+        the caller then does the work inline."""
+        try:
+            return self.result(ticket)
+        except (OffloadUnavailable, RuntimeError):
+            return None
+
     def close(self) -> None:
         with self._lock:
             self._broken = True

@@ -48,7 +48,7 @@ def validate_bundle(body: bytes) -> list[Issue]:
     except Unprocessable as error:
         return error.issues
     except (FhirError, orjson.JSONDecodeError):
-        return []  # the request thread reports these itself, before the transaction
+        pass  # the request thread reports these itself, before the transaction
     return []
 
 
@@ -87,10 +87,10 @@ class IndexBatcher:
         return index_resource(resource, self._registry)
 
     def answer(self, ticket: int) -> list[tuple[list[Any], ...]] | None:
-        try:
-            return self._offload.result(ticket)
-        except (OffloadUnavailable, RuntimeError):
-            return None
+        """One helper answer serves a whole batch: kept here once read."""
+        if ticket not in self.answers:
+            self.answers[ticket] = self._offload.result_or_none(ticket)
+        return self.answers[ticket]
 
 
 class _PendingRows:
@@ -106,17 +106,10 @@ class _PendingRows:
     def __call__(self) -> IndexRows:
         if self.ticket is None:
             self.batcher.send()
-        answer = None if self.ticket is None else _answers(self.batcher, self.ticket)
+        answer = None if self.ticket is None else self.batcher.answer(self.ticket)
         if answer is None:
             return self.batcher.extract_inline(self.resource)
         return IndexRows(*answer[self.position])
-
-
-def _answers(batcher: IndexBatcher, ticket: int) -> list[tuple[list[Any], ...]] | None:
-    """One helper answer serves a whole batch: kept on the batcher once read."""
-    if ticket not in batcher.answers:
-        batcher.answers[ticket] = batcher.answer(ticket)
-    return batcher.answers[ticket]
 
 
 class BundleCheck:
@@ -143,9 +136,4 @@ class BundleCheck:
 
     def _answer(self) -> list[Issue] | None:
         ticket, self._ticket = self._ticket, None
-        if ticket is None:
-            return None
-        try:
-            return self._offload.result(ticket)
-        except (OffloadUnavailable, RuntimeError):
-            return None
+        return None if ticket is None else self._offload.result_or_none(ticket)
