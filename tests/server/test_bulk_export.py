@@ -255,3 +255,25 @@ def test_routes_refuse_other_methods_and_types(bulk: FhirService) -> None:
         call(bulk, "GET", "_job/unknown")
     response: FhirResponse = call(bulk, "GET", "metadata")
     assert response.status == 200
+
+
+def test_a_search_parameter_written_elsewhere_reaches_this_process(
+        repository: Repository, tmp_path: Path) -> None:
+    """Two services on one database stand for two serving processes."""
+    writer = FhirService(repository, Settings(files_dir=str(tmp_path)))
+    other = FhirService(repository, Settings(files_dir=str(tmp_path)))
+    assert other.refresh_parameters() is False  # the first look only notes where it is
+    put(writer, {"resourceType": "SearchParameter", "id": "nick", "status": "active",
+                 "url": "http://example.org/SearchParameter/nick", "name": "nick",
+                 "description": "Nickname", "code": "nick", "base": ["Patient"],
+                 "type": "string", "expression": "Patient.name.given"})
+    put(writer, {"resourceType": "Patient", "id": "n1", "name": [{"given": ["Bart"]}]})
+    with pytest.raises(BadRequest):
+        call(other, "GET", "Patient?nick=bart", prefer_strict=True)
+    assert other.refresh_parameters() is True
+    found = body(call(other, "GET", "Patient?nick=bart", prefer_strict=True))
+    assert [entry["resource"]["id"] for entry in found["entry"]] == ["n1"]
+    assert call(writer, "DELETE", "SearchParameter/nick").status in (200, 204)
+    assert other.refresh_parameters() is True
+    with pytest.raises(BadRequest):
+        call(other, "GET", "Patient?nick=bart", prefer_strict=True)

@@ -3,9 +3,9 @@
 A stored SearchParameter resource with status active (or draft) whose
 ``expression`` the index can compile is added to the service's registry as
 soon as it is written; existing resources are indexed for it by ``$reindex``.
-At start-up every stored SearchParameter is loaded again.  (With several
-server processes on PostgreSQL, the others pick a new parameter up at their
-next start; durable cross-process notification comes with the jobs issue.)
+At start-up every stored SearchParameter is loaded again.  With several
+server processes on one database, the others pick a new parameter up within
+a few seconds (``FhirService.refresh_parameters``, called by the job runner).
 """
 
 from __future__ import annotations

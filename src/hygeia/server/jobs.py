@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hygeia.jobs")
 MAX_ATTEMPTS = 5
+PARAMETER_REFRESH_SECONDS = 2.0
 _SECOND = 1_000_000
 
 
@@ -104,6 +105,7 @@ class JobRunner:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_sweep = 0.0
+        self._last_refresh = 0.0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="hygeia-jobs", daemon=True)
@@ -123,6 +125,7 @@ class JobRunner:
         while not self._stop.is_set():
             try:
                 self.sweep_expired()
+                self._refresh_parameters()
                 worked = self.run_next()
             except Exception:  # the database may be briefly unreachable; try again
                 log.exception("job runner error")
@@ -185,6 +188,13 @@ class JobRunner:
         if current is None or current.state == CANCELLED:
             self.service.files.remove_job(job.id)
         log.info("job %s (%s) stopped: it was cancelled or taken over", job.id, job.kind)
+
+    def _refresh_parameters(self) -> None:
+        """Every few seconds, pick up SearchParameters written by other processes."""
+        if time.monotonic() - self._last_refresh >= PARAMETER_REFRESH_SECONDS:
+            self._last_refresh = time.monotonic()
+            if self.service.refresh_parameters():
+                log.info("search parameters changed in another process; registry updated")
 
     def sweep_expired(self) -> None:
         """Delete finished jobs whose outputs have expired, files first (once a minute)."""

@@ -24,7 +24,7 @@ from hygeia.server.offload import Offload
 from hygeia.server.offload_jobs import IndexBatcher
 from hygeia.server.reindex import ReindexJob, start_reindex
 from hygeia.server.router import Route, parse_route
-from hygeia.store.base import Repository, Session
+from hygeia.store.base import HistoryQuery, Repository, Session
 from hygeia.store.jobs import JobStore
 
 log = logging.getLogger("hygeia.server")
@@ -44,6 +44,7 @@ class FhirService:
         self.job_kinds: dict[str, JobKind] = {kind.name: kind
                                               for kind in (ExportJob(), ReindexJob())}
         self.runner: JobRunner | None = None
+        self._parameters_seen: int | None = None  # newest SearchParameter write seen
         loaded = load_custom_parameters(repository, self.registry)
         if loaded:
             log.info("loaded %d custom search parameters", loaded)
@@ -86,6 +87,30 @@ class FhirService:
                 return self.perform(route, request, session)
         with self.reader() as session:
             return self.perform(route, request, session)
+
+    def refresh_parameters(self) -> bool:
+        """Pick up SearchParameters that another process wrote (True when something changed).
+
+        Each serving process keeps its own registry, updated at once for its own
+        writes; the job runner calls this every few seconds so that, with several
+        processes on one database, a parameter written through one becomes
+        searchable through all.
+        """
+        with self.reader() as session:
+            newest = session.history(HistoryQuery(resource_type="SearchParameter", count=1))
+        mark = newest[0].seq if newest else 0
+        seen, self._parameters_seen = self._parameters_seen, mark
+        if seen is None or seen == mark:
+            return False
+        fresh = default_registry().copy()
+        load_custom_parameters(self.repository, fresh)
+        for parameter in self.registry.parameters():
+            if fresh.by_url(parameter.url) is None:
+                self.registry.remove(parameter.url)
+        for parameter in fresh.parameters():
+            if self.registry.by_url(parameter.url) != parameter:
+                self.registry.add(parameter)
+        return True
 
     def start_jobs(self, timing: JobTiming | None = None) -> JobRunner:
         """Run background jobs on a thread of this process (``hygeia serve`` does)."""
