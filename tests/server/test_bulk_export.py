@@ -254,7 +254,11 @@ def test_routes_refuse_other_methods_and_types(bulk: FhirService) -> None:
     with pytest.raises(NotFound):
         call(bulk, "GET", "_job/unknown")
     response: FhirResponse = call(bulk, "GET", "metadata")
-    assert response.status == 200
+    rest = body(response)["rest"][0]
+    assert {"export", "import"} <= {operation["name"] for operation in rest["operation"]}
+    by_type = {entry["type"]: entry for entry in rest["resource"]}
+    for kind in ("Patient", "Group"):
+        assert "export" in {operation["name"] for operation in by_type[kind]["operation"]}
 
 
 def test_a_search_parameter_written_elsewhere_reaches_this_process(

@@ -58,8 +58,25 @@ def _resource_entry(resource_type: str, registry: SearchRegistry,
         "searchRevInclude": ["*", *referrers.get(resource_type, [])],
         "searchParam": [_search_param(p) for p in searchable],
         "operation": [{"name": "validate",
-                       "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+                       "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"},
+                      *_TYPE_OPERATIONS.get(resource_type, [])],
     }
+
+
+BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition"
+# operations beyond $validate, by resource type (Patient: $everything and patient export)
+_TYPE_OPERATIONS = {
+    "Patient": [{"name": "everything",
+                 "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+                {"name": "export", "definition": f"{BULK}/patient-export"}],
+    "Group": [{"name": "export", "definition": f"{BULK}/group-export"}],
+}
+SYSTEM_OPERATIONS = [
+    {"name": "export", "definition": f"{BULK}/export"},
+    # no published definitions for these two: Hygeia's own names (docs/guide/bulk.md)
+    {"name": "import", "definition": "urn:hygeia:OperationDefinition:import"},
+    {"name": "reindex", "definition": "urn:hygeia:OperationDefinition:reindex"},
+]
 
 
 def _referrers(registry: SearchRegistry) -> dict[str, list[str]]:
@@ -85,6 +102,7 @@ def capability_statement(dialect: str, registry: SearchRegistry) -> dict[str, An
         "software": {"name": "Hygeia", "version": __version__},
         "implementation": {"description": f"Hygeia FHIR server on {dialect}"},
         "fhirVersion": FHIR_VERSION,
+        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json", "application/fhir+json"],
         "rest": [{
@@ -99,5 +117,6 @@ def capability_statement(dialect: str, registry: SearchRegistry) -> dict[str, An
                          for name in sorted(resource_types())],
             "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
             "searchParam": [_search_param(p) for p in _searchable(registry, "Resource")],
+            "operation": SYSTEM_OPERATIONS,
         }],
     }
