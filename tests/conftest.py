@@ -58,7 +58,7 @@ def _url_for(admin: str, name: str) -> str:
 
 def _truncate_postgres(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as connection:
-        tables = ", ".join(["resource_version", "resource", *INDEX_TABLES])
+        tables = ", ".join(["resource_version", "resource", "job", *INDEX_TABLES])
         connection.execute(f"TRUNCATE {tables} RESTART IDENTITY")
 
 

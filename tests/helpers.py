@@ -27,12 +27,13 @@ def unique() -> str:
 
 
 def call(service: FhirService, method: str, path: str, body: Any = None,
-         **kwargs: Any) -> FhirResponse:
-    path, _, query = path.partition("?")
+         query: list[tuple[str, str]] | None = None, **kwargs: Any) -> FhirResponse:
+    """One request to the service; ``query`` adds parameters to those in ``path``."""
+    path, _, text = path.partition("?")
     from urllib.parse import parse_qsl
 
-    request = FhirRequest(method, path, parse_qsl(query, keep_blank_values=True), body,
-                          "http://test/fhir/", **kwargs)
+    params = parse_qsl(text, keep_blank_values=True) + list(query or [])
+    request = FhirRequest(method, path, params, body, "http://test/fhir/", **kwargs)
     return service.handle(request)
 
 

@@ -9,7 +9,7 @@ measurements behind that choice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
@@ -47,28 +47,33 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 class HttpResponse:
     """Status, headers and body on their way out; the WSGI tail of every request."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "headers", "media_type", "status", "stream")
 
     def __init__(self, status: int, headers: dict[str, str] | None = None,
-                 body: bytes = b"") -> None:
+                 body: bytes = b"", *, media_type: str | None = None,
+                 stream: Iterator[bytes] | None = None) -> None:
         self.status = status
         self.headers = headers or {}
         self.body = body
+        self.media_type = media_type
+        self.stream = stream  # sent chunk by chunk; Content-Length comes in ``headers``
 
-    def send(self, start_response: StartResponse, method: str) -> list[bytes]:
+    def send(self, start_response: StartResponse, method: str) -> Iterable[bytes]:
         headers = list(self.headers.items())
-        if self.body:
-            headers.append(("Content-Type", FHIR_JSON))
-        if self.status not in (204, 304):
+        if self.body or self.stream is not None:
+            headers.append(("Content-Type", self.media_type or FHIR_JSON))
+        if self.status not in (204, 304) and self.stream is None:
             headers.append(("Content-Length", str(len(self.body))))
         start_response(f"{self.status} {_phrase(self.status)}", headers)
-        return [] if method == "HEAD" else [self.body]
+        if method == "HEAD":
+            return []
+        return self.stream if self.stream is not None else [self.body]
 
 
 def create_app(service: FhirService) -> WsgiApp:
     """Build the WSGI app around a FhirService."""
 
-    def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
         return _respond(service, environ).send(start_response, method)
 
@@ -134,14 +139,15 @@ def _to_fhir_request(environ: dict[str, Any], query: list[tuple[str, str]],
             body, raw_json = _parse_json(raw), raw
         elif method in _WRITE_METHODS and not path.endswith("_search"):
             raise BadRequest(f"{method} needs a request body.", code="required")
-    prefer_return, strict = parse_prefer(environ.get("HTTP_PREFER"))
+    prefer = parse_prefer(environ.get("HTTP_PREFER"))
     return FhirRequest(
         method=method, path=path, query=query, body=body,
         base_url=_base_url(environ), content_type=content_type,
         if_match=environ.get("HTTP_IF_MATCH"), if_none_match=environ.get("HTTP_IF_NONE_MATCH"),
         if_none_exist=environ.get("HTTP_IF_NONE_EXIST"),
         if_modified_since=environ.get("HTTP_IF_MODIFIED_SINCE"),
-        prefer_return=prefer_return, prefer_strict=strict, raw_body=raw_json,
+        prefer_return=prefer.return_, prefer_strict=prefer.strict, raw_body=raw_json,
+        prefer_lenient=prefer.lenient, prefer_async=prefer.respond_async,
     )
 
 
@@ -194,10 +200,14 @@ def _to_http(response: FhirResponse, fhir_request: FhirRequest,
         headers["Location"] = response.location
         if response.status == 201:
             headers["Content-Location"] = response.location
+    if response.stream is not None:
+        return HttpResponse(response.status, headers, media_type=response.media_type,
+                            stream=response.stream)
     body = _response_body(response, fhir_request)
     if body is None or response.status in (204, 304):
         return HttpResponse(response.status, headers)
-    return HttpResponse(response.status, headers, _dump(body, query))
+    return HttpResponse(response.status, headers, _dump(body, query),
+                        media_type=response.media_type)
 
 
 def _response_body(response: FhirResponse, fhir_request: FhirRequest) -> Any:

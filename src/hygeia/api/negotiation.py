@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from hygeia.fhir.outcome import NotAcceptable, UnsupportedMediaType
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
@@ -47,16 +49,26 @@ def check_accept(accept: str | None, format_param: str | None) -> None:
                         expression="Accept")
 
 
-def parse_prefer(header: str | None) -> tuple[str | None, bool]:
-    """Return (return preference, strict handling) from a Prefer header."""
-    prefer_return, strict = None, False
+class Preferences(NamedTuple):
+    """What a Prefer header asks for (RFC 7240, with FHIR's values)."""
+
+    return_: str | None = None  # minimal | representation | OperationOutcome
+    strict: bool = False  # handling=strict
+    lenient: bool = False  # handling=lenient
+    respond_async: bool = False
+
+
+def parse_prefer(header: str | None) -> Preferences:
+    prefer_return, handling, respond_async = None, None, False
     for part in (header or "").split(","):
         for item in part.split(";"):
             name, _, value = item.strip().partition("=")
-            value = value.strip().strip('"')
-            if name.strip() == "return" and value in ("minimal", "representation",
-                                                      "OperationOutcome"):
+            name, value = name.strip(), value.strip().strip('"')
+            if name == "return" and value in ("minimal", "representation", "OperationOutcome"):
                 prefer_return = value
-            elif name.strip() == "handling":
-                strict = value == "strict"
-    return prefer_return, strict
+            elif name == "handling":
+                handling = value
+            elif name == "respond-async":
+                respond_async = True
+    return Preferences(prefer_return, handling == "strict", handling == "lenient",
+                       respond_async)

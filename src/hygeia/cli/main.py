@@ -9,6 +9,7 @@ import os
 import sys
 from dataclasses import replace
 from importlib.resources import files
+from pathlib import Path
 
 from rich.console import Console
 
@@ -44,6 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extract index rows and validate transactions on the request "
                             "thread instead of in a helper process")
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="serving processes (default 1); each also runs background jobs. "
+                            "Several pay off on PostgreSQL; SQLite has one writer at a time")
+    serve.add_argument("--files", default=None,
+                       help="folder for bulk export files and files to import (default: "
+                            "next to a SQLite database, else ./hygeia-files)")
+    serve.add_argument("--export-file-mb", type=float, default=256.0,
+                       help="start a new export file after this many MB (default 256)")
+    serve.add_argument("--job-lease", type=float, default=30.0,
+                       help="seconds after which a job whose process stopped answering is "
+                            "taken over by another (default 30; a job of a process that died "
+                            "on this host is taken over at once)")
+    serve.add_argument("--keep-hours", type=float, default=24.0,
+                       help="hours export files are kept after the export (default 24)")
 
     load = commands.add_parser("load", help="load Bundles/NDJSON into the database",
                                epilog=EPILOG_LOAD)
@@ -90,8 +105,15 @@ def serve(args: argparse.Namespace) -> int:
         console.print(f"[red]Refusing to bind to {args.host}: authentication is not available "
                       "yet, so Hygeia only listens on loopback. Pass --insecure to override.")
         return 2
+    if args.workers < 1:
+        console.print("[red]--workers must be at least 1.")
+        return 2
     settings = Settings(max_body_bytes=int(args.max_body_mb * 1024 ** 2),
-                        offload=not args.no_offload and (os.cpu_count() or 1) > 1)
+                        offload=not args.no_offload and (os.cpu_count() or 1) > 1,
+                        files_dir=args.files or default_files_dir(args.db),
+                        export_file_bytes=int(args.export_file_mb * 1024 ** 2),
+                        job_lease_seconds=args.job_lease,
+                        job_keep_seconds=args.keep_hours * 3600)
     # opened here to refuse a database of another layout before serving, and for the
     # demo; closed again because the serving worker opens its own after the fork
     repository = open_repository(args.db)
@@ -106,8 +128,17 @@ def serve(args: argparse.Namespace) -> int:
     console.print("[yellow]No authentication: anyone who can reach this port can read and "
                   "write all data.")
     run(ServeOptions(db_url=args.db, settings=settings, host=args.host, port=args.port,
-                     threads=args.threads, access_log=args.access_log))
+                     threads=args.threads, access_log=args.access_log,
+                     workers=args.workers))
     return 0
+
+
+def default_files_dir(db_url: str) -> str:
+    """``hygeia.db`` keeps its files in ``hygeia-files`` beside it; PostgreSQL in the cwd."""
+    if db_url.startswith("sqlite:///"):
+        path = Path(db_url[len("sqlite:///"):].split("?", 1)[0])
+        return str(path.with_name(f"{path.stem}-files"))
+    return str(Path("hygeia-files").resolve())
 
 
 def load_demo(service: object, console: Console) -> None:

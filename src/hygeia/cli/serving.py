@@ -2,8 +2,9 @@
 
 Granian parses HTTP and manages connections in Rust and calls the app on its
 own pool of Python threads, so a request costs no event-loop round trip
-(docs/adr/0002).  On CPython it serves from a worker process forked off this
-one; this process only supervises.  The worker builds its own repository
+(docs/adr/0002).  On CPython it serves from worker processes forked off this
+one (``--workers``, one by default), each also running background jobs; this
+process only supervises.  The worker builds its own repository
 after the fork (database connections must never cross a fork), and asks the
 kernel to kill it when the supervisor dies, so ``kill -9`` of ``hygeia
 serve`` stops the whole server at once, as it did when it was one process.
@@ -39,14 +40,15 @@ class ServeOptions:
     port: int = 8080
     threads: int = field(default_factory=default_threads)
     access_log: bool = False
+    workers: int = 1  # serving processes; each also runs background jobs
 
 
 def run(options: ServeOptions) -> None:
     """Serve until interrupted (SIGINT/SIGTERM)."""
     server = Server(
         "hygeia", address=options.host, port=options.port, interface=Interfaces.WSGI,
-        workers=1, blocking_threads=options.threads, http=HTTPModes.http1, websockets=False,
-        log_level=LogLevels.warning, log_access=options.access_log)
+        workers=options.workers, blocking_threads=options.threads, http=HTTPModes.http1,
+        websockets=False, log_level=LogLevels.warning, log_access=options.access_log)
     server.serve(target_loader=_Loader(options), wrap_loader=False)
 
 
@@ -64,7 +66,9 @@ class _Loader:
 
         _die_with_parent(self.supervisor)
         repository = open_repository(self.options.db_url)
-        app = create_app(FhirService(repository, self.options.settings))
+        service = FhirService(repository, self.options.settings)
+        service.start_jobs()
+        app = create_app(service)
         tune_garbage_collector()
         return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,12 @@ class Settings:
     # index extraction and transaction validation in a helper process (server/offload.py);
     # worth it with a spare core, so ``hygeia serve`` turns it on there
     offload: bool = False
+    # where job outputs (bulk export files) and files to import live; None: a new
+    # temporary folder per service (tests, embedded use)
+    files_dir: str | None = None
+    export_file_bytes: int = 256 * 1024 * 1024  # a new output file after this size
+    job_lease_seconds: float = 30.0  # a job whose worker stops renewing is freed after this
+    job_keep_seconds: float = 24 * 3600.0  # outputs of finished jobs are deleted after this
 
 
 @dataclass(slots=True)
@@ -43,6 +50,8 @@ class FhirRequest:
     prefer_return: str | None = None
     prefer_strict: bool = False
     raw_body: bytes | None = None  # the JSON body as received, when there was one
+    prefer_async: bool = False  # Prefer: respond-async
+    prefer_lenient: bool = False  # Prefer: handling=lenient
 
 
 @dataclass(slots=True)
@@ -60,6 +69,8 @@ class FhirResponse:
     version: int | None = None
     last_updated: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    stream: Iterator[bytes] | None = None  # a body too large to hold: sent chunk by chunk
+    media_type: str | None = None  # when the body is not application/fhir+json
 
     @property
     def etag(self) -> str | None:

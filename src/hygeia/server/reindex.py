@@ -1,94 +1,83 @@
-"""``$reindex``: rebuild search indexes of stored resources in the background.
+"""``$reindex``: rebuild search indexes of stored resources as a durable background job.
 
 Needed after a custom SearchParameter is added (older resources were indexed
-without it) or after an upgrade changes how values are indexed.  The job pages
-through current resources and rebuilds their rows in small transactions, so
-ordinary reads and writes go on meanwhile.  Job state lives in the server
-process for now; the durable job table of the bulk-data issue will hold it.
+without it) or after an upgrade changes how values are indexed.  The job
+pages through current resources and rebuilds their rows in small
+transactions, so ordinary reads and writes go on meanwhile; it checkpoints
+after every batch, and rebuilding a batch twice is harmless, so a restarted
+server resumes it where it stopped.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import uuid
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from hygeia.fhir.outcome import NotFound, information
+from hygeia.fhir.datetime import now_us
+from hygeia.fhir.outcome import information
 from hygeia.fhir.search.index import index_resource
 from hygeia.fhir.search.query import parse_query
 from hygeia.fhir.spec import resource_types
-from hygeia.server.context import FhirResponse
+from hygeia.server.context import FhirRequest, FhirResponse
+from hygeia.server.job_status import status_url
+from hygeia.server.jobs import JobContext
+from hygeia.store.jobs import Job
 
 if TYPE_CHECKING:
     from hygeia.server.service import FhirService
 
-log = logging.getLogger("hygeia.reindex")
+REINDEX = "reindex"
 BATCH = 500
 
 
-@dataclass
+def start_reindex(service: FhirService, request: FhirRequest,
+                  resource_type: str | None) -> FhirResponse:
+    types = [resource_type] if resource_type else sorted(resource_types())
+    job = service.jobs.submit(REINDEX, {"types": types}, now_us())
+    service.wake_jobs()
+    location = status_url(request, job.id)
+    return FhirResponse(202, resource=information(
+        f"Reindex started; poll {location} for progress."),
+        headers={"Content-Location": location})
+
+
 class ReindexJob:
-    id: str
-    types: tuple[str, ...]
-    done: int = 0
-    finished: bool = False
-    error: str | None = None
-    thread: threading.Thread | None = field(default=None, repr=False)
+    """The ``reindex`` job kind."""
 
+    name = REINDEX
 
-class Reindexer:
-    """Starts reindex jobs and reports their progress."""
+    def run(self, context: JobContext) -> dict[str, Any]:
+        types: list[str] = context.job.request["types"]
+        progress = context.progress or {"type": 0, "cursor": None, "done": 0}
+        for index in range(int(progress["type"]), len(types)):
+            progress = self._reindex_type(context, types, index, progress)
+        return {"done": progress["done"], "types": len(types)}
 
-    def __init__(self, service: FhirService) -> None:
-        self.service = service
-        self.jobs: dict[str, ReindexJob] = {}
-
-    def start(self, types: tuple[str, ...] | None = None) -> ReindexJob:
-        job = ReindexJob(uuid.uuid4().hex, types or tuple(sorted(resource_types())))
-        job.thread = threading.Thread(target=self._run, args=(job,), name=f"reindex-{job.id}",
-                                      daemon=True)
-        self.jobs[job.id] = job
-        job.thread.start()
-        return job
-
-    def status(self, job_id: str, base_url: str) -> FhirResponse:
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise NotFound(f"There is no reindex job {job_id}.", expression="$reindex")
-        if not job.finished:
-            return FhirResponse(202, resource=information(
-                f"Reindexing: {job.done} resources so far."),
-                headers={"X-Progress": f"{job.done} resources reindexed", "Retry-After": "2"})
-        if job.error:
-            return FhirResponse(500, resource=information(f"Reindex failed: {job.error}"))
-        return FhirResponse(200, resource=information(
-            f"Reindex complete: {job.done} resources of {len(job.types)} types."))
-
-    def _run(self, job: ReindexJob) -> None:
-        try:
-            for kind in job.types:
-                self._reindex_type(job, kind)
-        except Exception as error:  # reported through the status endpoint
-            log.exception("reindex job %s failed", job.id)
-            job.error = str(error)
-        job.finished = True
-
-    def _reindex_type(self, job: ReindexJob, kind: str) -> None:
-        registry = self.service.registry
-        cursor = None
+    def _reindex_type(self, context: JobContext, types: list[str], index: int,
+                      progress: dict[str, Any]) -> dict[str, Any]:
+        service = context.service
+        registry = service.registry
+        cursor, done = progress["cursor"], int(progress["done"])
         while True:
             params = [("_count", str(BATCH)), ("_total", "none")]
-            query = parse_query(kind, params + ([("_cursor", cursor)] if cursor else []),
+            query = parse_query(types[index], params + ([("_cursor", cursor)] if cursor else []),
                                 registry=registry)
-            with self.service.reader() as session:
+            with service.reader() as session:
                 page = session.search(query)
             keys = [(m.resource_type, m.id) for m in page.matches]
             if keys:
-                with self.service.transaction() as session:
-                    job.done += session.reindex(
+                with service.transaction() as session:
+                    done += session.reindex(
                         keys, lambda resource: index_resource(resource, registry))
             cursor = page.next_cursor
+            note = f"Reindexing: {done} resources so far."
             if not cursor:
-                return
+                progress = {"type": index + 1, "cursor": None, "done": done, "note": note}
+                context.checkpoint(progress)
+                return progress
+            context.checkpoint({"type": index, "cursor": cursor, "done": done, "note": note})
+
+    def completed(self, job: Job, request: FhirRequest) -> FhirResponse:
+        result = job.result or {}
+        return FhirResponse(200, resource=information(
+            f"Reindex complete: {result.get('done', 0)} resources of "
+            f"{result.get('types', 0)} types."))

@@ -23,6 +23,7 @@ class Route:
     version: str | None = None
     criteria: str | None = None
     compartment_type: str | None = None
+    file: str | None = None  # an output file of a background job
 
     @property
     def writes(self) -> bool:
@@ -39,6 +40,8 @@ def parse_route(method: str, path: str, query: list[tuple[str, str]]) -> Route:
         return _only(method, "POST", Route("search-system"))
     if parts[0] in ("metadata", "_history") or parts[0].startswith("$"):
         return _system_named_route(method, parts)
+    if parts[0] == "_job":
+        return _job_route(method, parts)
     resource_type = check_type(parts[0])
     criteria = urlencode(query) if query else None
     if len(parts) == 1:
@@ -51,7 +54,17 @@ def parse_route(method: str, path: str, query: list[tuple[str, str]]) -> Route:
         return _only(method, "POST", Route("validate", resource_type))
     if parts[1] == "$reindex" and len(parts) == 2:
         return _only(method, "POST", Route("reindex", resource_type))
+    if parts[1] == "$export" and len(parts) == 2:
+        if resource_type != "Patient":
+            raise NotFound(f"$export is offered on Patient and Group/[id], not {resource_type}.",
+                           code="not-supported")
+        return _get_or_post(method, Route("export", resource_type))
     id = check_id(parts[1])
+    if parts[2:] == ["$export"]:
+        if resource_type != "Group":
+            raise NotFound(f"$export is offered on Group/[id], not {resource_type}/[id].",
+                           code="not-supported")
+        return _get_or_post(method, Route("export", resource_type, id))
     return _instance_route(method, resource_type, id, parts[2:])
 
 
@@ -67,11 +80,10 @@ def _system_route(method: str, has_query: bool) -> Route:
 
 def _system_named_route(method: str, parts: list[str]) -> Route:
     name = parts[0]
-    if name == "$reindex":
-        if len(parts) == 1:
-            return _only(method, "POST", Route("reindex"))
-        if len(parts) == 2:
-            return _only(method, "GET", Route("reindex-status", id=parts[1]))
+    if name == "$reindex" and len(parts) == 1:
+        return _only(method, "POST", Route("reindex"))
+    if name == "$export" and len(parts) == 1:
+        return _get_or_post(method, Route("export"))
     if len(parts) > 1:
         raise NotFound(f"There is nothing at '{'/'.join(parts)}'.")
     if name == "metadata":
@@ -115,6 +127,24 @@ def _instance_route(method: str, resource_type: str, id: str, rest: list[str]) -
         return _only(method, "GET", Route("search-compartment", resource_type, id,
                                           compartment_type=rest[0]))
     raise NotFound(f"There is nothing at '{resource_type}/{id}/{'/'.join(rest)}'.")
+
+
+def _job_route(method: str, parts: list[str]) -> Route:
+    """``_job/ID`` (status: GET, cancel: DELETE) and ``_job/ID/FILE`` (an output file)."""
+    if len(parts) == 2:
+        job_id = check_id(parts[1])
+        if method == "DELETE":
+            return Route("job-cancel", id=job_id)
+        return _only(method, "GET", Route("job-status", id=job_id))
+    if len(parts) == 3:
+        return _only(method, "GET", Route("job-file", id=check_id(parts[1]), file=parts[2]))
+    raise NotFound(f"There is nothing at '{'/'.join(parts)}'.")
+
+
+def _get_or_post(method: str, route: Route) -> Route:
+    if method not in ("GET", "POST"):
+        raise MethodNotAllowed(f"{method} is not allowed here; use GET or POST.")
+    return route
 
 
 def _only(method: str, allowed: str, route: Route) -> Route:

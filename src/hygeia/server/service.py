@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from hygeia.fhir.outcome import BadRequest, Issue, information, operation_outcome
+from hygeia.fhir.outcome import BadRequest, Issue, operation_outcome
 from hygeia.fhir.search.parameters import default_registry
 from hygeia.fhir.validation import validate
 from hygeia.server import read, search, write
+from hygeia.server.bulk_export import kick_off
 from hygeia.server.capability import capability_statement
 from hygeia.server.context import FhirRequest, FhirResponse, Settings
 from hygeia.server.custom_parameters import load_custom_parameters
+from hygeia.server.export_job import ExportJob
+from hygeia.server.job_status import cancel_job, job_file, job_status
+from hygeia.server.jobs import FileArea, JobKind, JobRunner, JobTiming
 from hygeia.server.offload import Offload
 from hygeia.server.offload_jobs import IndexBatcher
-from hygeia.server.reindex import Reindexer
+from hygeia.server.reindex import ReindexJob, start_reindex
 from hygeia.server.router import Route, parse_route
 from hygeia.store.base import Repository, Session
+from hygeia.store.jobs import JobStore
 
 log = logging.getLogger("hygeia.server")
 
@@ -31,7 +38,12 @@ class FhirService:
         self.settings = settings or Settings()
         self.registry = default_registry().copy()
         self._capabilities: tuple[int, dict[str, Any]] | None = None
-        self.reindexer = Reindexer(self)
+        self.jobs = JobStore(repository)
+        self.files = FileArea(Path(self.settings.files_dir or tempfile.mkdtemp(prefix="hygeia-")))
+        # job kinds by name; a pillar registers its own here at start-up
+        self.job_kinds: dict[str, JobKind] = {kind.name: kind
+                                              for kind in (ExportJob(), ReindexJob())}
+        self.runner: JobRunner | None = None
         loaded = load_custom_parameters(repository, self.registry)
         if loaded:
             log.info("loaded %d custom search parameters", loaded)
@@ -62,14 +74,9 @@ class FhirService:
             return FhirResponse(200, resource=self.capabilities())
         if route.interaction == "validate":
             return validate_operation(request.body, route.resource_type or "")
-        if route.interaction == "reindex":
-            job = self.reindexer.start((route.resource_type,) if route.resource_type else None)
-            location = f"{request.base_url}$reindex/{job.id}"
-            return FhirResponse(202, resource=information(
-                f"Reindex started; poll {location} for progress."),
-                headers={"Content-Location": location})
-        if route.interaction == "reindex-status":
-            return self.reindexer.status(route.id or "", request.base_url)
+        asynchronous = _ASYNC.get(route.interaction)
+        if asynchronous is not None:
+            return asynchronous(self, route, request)
         if route.interaction == "bundle":
             from hygeia.server.bundles import process_bundle
 
@@ -80,8 +87,31 @@ class FhirService:
         with self.reader() as session:
             return self.perform(route, request, session)
 
+    def start_jobs(self, timing: JobTiming | None = None) -> JobRunner:
+        """Run background jobs on a thread of this process (``hygeia serve`` does)."""
+        if self.runner is None:
+            self.runner = JobRunner(self, timing or self._timing())
+            self.runner.start()
+        return self.runner
+
+    def job_runner(self) -> JobRunner:
+        """The runner, started or not (tests run jobs on their own thread with it)."""
+        if self.runner is None:
+            self.runner = JobRunner(self, self._timing())
+        return self.runner
+
+    def wake_jobs(self) -> None:
+        if self.runner is not None:
+            self.runner.wake()
+
+    def _timing(self) -> JobTiming:
+        return JobTiming(lease_seconds=self.settings.job_lease_seconds,
+                         keep_seconds=self.settings.job_keep_seconds)
+
     def close(self) -> None:
-        """Stop the offload helpers (the repository belongs to the caller)."""
+        """Stop the job runner and the offload helpers (the repository is the caller's)."""
+        if self.runner is not None:
+            self.runner.stop()
         for helper in (self.extractor, self.validator):
             if helper is not None:
                 helper.close()
@@ -193,6 +223,37 @@ def _conditional_patch(service: FhirService, route: Route, request: FhirRequest,
 def _everything(service: FhirService, route: Route, request: FhirRequest,
                 session: Session) -> FhirResponse:
     return search.everything(session, request, _i(route), service.settings)
+
+
+def _export(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
+    level = {None: "system", "Patient": "patient", "Group": "group"}[route.resource_type]
+    return kick_off(service, request, level, route.id)
+
+
+def _reindex(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
+    return start_reindex(service, request, route.resource_type)
+
+
+def _job_status(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
+    return job_status(service, _i(route), request)
+
+
+def _job_cancel(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
+    return cancel_job(service, _i(route))
+
+
+def _job_file(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
+    return job_file(service, _i(route), route.file or "")
+
+
+# interactions that start or follow background work, outside any request transaction
+_ASYNC = {
+    "export": _export,
+    "reindex": _reindex,
+    "job-status": _job_status,
+    "job-cancel": _job_cancel,
+    "job-file": _job_file,
+}
 
 
 def _t(route: Route) -> str:

@@ -13,12 +13,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.fhir.search.query import Query
 from hygeia.fhir.search.results import Include
 from hygeia.fhir.search.rows import IndexRows
+
+if TYPE_CHECKING:
+    from hygeia.store.export_sql import ExportRow, ExportSlice
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +136,11 @@ class Session(ABC):
     def reindex(self, keys: list[tuple[str, str]],
                 index: Callable[[dict[str, Any]], IndexRows]) -> int:
         """Rebuild the index rows of the current versions of ``keys``; returns how many."""
+
+    def export_batch(self, part: ExportSlice, after: int, limit: int
+                     ) -> tuple[list[ExportRow], int | None]:
+        """One batch of a bulk export (see :mod:`hygeia.store.export_sql`)."""
+        raise NotImplementedError
 
     def find_ids(self, query: Query) -> list[str]:
         """Ids of current resources matching query (for conditional interactions)."""

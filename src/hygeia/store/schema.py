@@ -11,7 +11,8 @@ from __future__ import annotations
 # 4: number_index and quantity_index store a value range (low, high) instead of one value
 # 5: token :text values live in token_index (token_text_index is gone)
 # 6: one composite_index row per combination of component values (c0_*, c1_*, c2_*)
-SCHEMA_VERSION = 6
+# 7: the durable job table; resource (res_type, pk) for walking one type in key order
+SCHEMA_VERSION = 7
 
 
 class SchemaVersionError(RuntimeError):
@@ -106,7 +107,27 @@ _CORE = (
         UNIQUE (res_type, res_id)
     )""",
     "CREATE INDEX IF NOT EXISTS resource_type_updated ON resource (res_type, last_updated)",
+    # one type in key order: bulk export and reindex walk it, type-only searches page by it
+    "CREATE INDEX IF NOT EXISTS resource_type_pk ON resource (res_type, pk)",
     "CREATE TABLE IF NOT EXISTS hygeia_schema (version INTEGER NOT NULL)",
+    # background work (bulk export and import, reindex) that must survive a restart:
+    # a worker holds a job by its lease and renews it; an expired lease frees the job
+    """CREATE TABLE IF NOT EXISTS job (
+        id {ctext} PRIMARY KEY,
+        kind {text} NOT NULL,
+        state {text} NOT NULL,
+        request {text} NOT NULL,
+        progress {text},
+        result {text},
+        error {text},
+        attempts INTEGER NOT NULL,
+        owner {text},
+        lease_until {bigint},
+        created {bigint} NOT NULL,
+        updated {bigint} NOT NULL,
+        expires {bigint}
+    )""",
+    "CREATE INDEX IF NOT EXISTS job_state ON job (state, lease_until)",
 )
 
 

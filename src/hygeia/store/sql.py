@@ -26,6 +26,7 @@ from hygeia.fhir.search.results import WHEN_FREE, Include
 from hygeia.fhir.search.rows import CompositeRow, IndexRows
 from hygeia.store.base import HistoryQuery, SearchPage, Session, StoredVersion, rows_to_versions
 from hygeia.store.cursor import decode_cursor, encode_cursor
+from hygeia.store.export_sql import ExportRow, ExportSlice, export_batch
 from hygeia.store.hashing import code_hash, param_hash
 from hygeia.store.schema import COMPOSITE_COMPONENTS, INDEX_TABLES
 from hygeia.store.search_sql import (
@@ -165,6 +166,16 @@ class SqlSession(Session):
                                 index(resource)))
         self._replace_index_rows(self.connection.cursor(), [pk for pk, _, _ in current], current)
         return len(current)
+
+    def export_batch(self, part: ExportSlice, after: int, limit: int
+                     ) -> tuple[list[ExportRow], int | None]:
+        self.flush()
+        return export_batch(self, part, after, limit)
+
+    def id_list_condition(self, builder: SqlBuilder, column: str, ids: list[str]) -> str:
+        """``column`` is one of ``ids``, bound as one parameter however many there are."""
+        listed = builder.value(orjson.dumps(ids).decode())
+        return f"{column} IN (SELECT value FROM json_each({listed}))"
 
     def _existing_pks(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
         found: dict[tuple[str, str], int] = {}

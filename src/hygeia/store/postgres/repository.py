@@ -65,6 +65,10 @@ class PostgresSession(SqlSession):
         return (f"(o.res_type, o.res_id) IN (SELECT t COLLATE \"C\", i COLLATE \"C\" "
                 f"FROM unnest({types}::text[], {ids}::text[]) AS owner(t, i))")
 
+    def id_list_condition(self, builder: SqlBuilder, column: str, ids: list[str]) -> str:
+        return (f"{column} IN (SELECT i COLLATE \"C\" FROM "
+                f"unnest({builder.value(ids)}::text[]) AS i)")
+
     def _allocate_seqs(self, count: int) -> list[int]:
         return self._next_values("resource_version", "seq", count)
 

@@ -1,0 +1,256 @@
+"""Bulk Data ``$export`` kick-off (FHIR Bulk Data Access IG 2.0, export.html).
+
+The kick-off request is checked completely before anything is queued, so a
+bad parameter is a 400 with an OperationOutcome, never a failed job; what
+the job needs (types, filters, the patients of a Group, the instant the
+export describes) is fixed here and stored with it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
+
+from hygeia.fhir.datetime import fhir_datetime_range, format_instant, now_us
+from hygeia.fhir.outcome import BadRequest, NotFound, information
+from hygeia.fhir.search.parameters import SearchRegistry
+from hygeia.fhir.search.query import Query, parse_query
+from hygeia.fhir.spec import is_resource_type, patient_compartment, resource_types
+from hygeia.server.context import FhirRequest, FhirResponse
+from hygeia.server.job_status import status_url
+from hygeia.store.base import Session
+
+if TYPE_CHECKING:
+    from hygeia.server.service import FhirService
+
+EXPORT = "export"
+OUTPUT_FORMATS = {"application/fhir+ndjson", "application/ndjson", "ndjson"}
+SUPPORTED = {"_outputFormat", "_since", "_type", "_elements", "_typeFilter", "patient"}
+# a _typeFilter value starts with its type: "MedicationRequest?status=active"
+_FILTER_START = re.compile(r"[A-Z][A-Za-z]+\?")
+_ELEMENT = re.compile(r"(?:[A-Z][A-Za-z]+\.)?[a-z][A-Za-z0-9]*")
+
+
+@dataclass
+class ExportRequest:
+    """A checked kick-off request: everything the export job needs, as plain data."""
+
+    level: str  # system | patient | group
+    types: list[str]
+    until: int
+    request_url: str
+    since: int | None = None
+    group: str | None = None
+    patients: list[str] | None = None
+    filters: dict[str, list[str]] = field(default_factory=dict)
+    elements: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExportRequest:
+        return cls(**data)
+
+
+def kick_off(service: FhirService, request: FhirRequest, level: str,
+             group_id: str | None = None) -> FhirResponse:
+    """Check the request, queue the export job and point the client at its status URL."""
+    if not request.prefer_async:
+        raise BadRequest("$export runs asynchronously: send the header "
+                         "'Prefer: respond-async'.", expression="Prefer")
+    params = _parameters(request)
+    with service.reader() as session:
+        export = _checked(params, level, request, session, service.registry, group_id)
+    job = service.jobs.submit(EXPORT, export.to_json(), now_us())
+    service.wake_jobs()
+    location = status_url(request, job.id)
+    return FhirResponse(202, resource=information(f"Export started; poll {location}."),
+                        headers={"Content-Location": location})
+
+
+def _parameters(request: FhirRequest) -> list[tuple[str, Any]]:
+    """Query parameters, plus those of a POSTed Parameters resource."""
+    params: list[tuple[str, Any]] = list(request.query)
+    body = request.body
+    if body is None:
+        return params
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise BadRequest("A POST $export takes a Parameters resource.",
+                         expression="resourceType")
+    for index, part in enumerate(body.get("parameter") or []):
+        if not isinstance(part, dict) or not isinstance(part.get("name"), str):
+            raise BadRequest("Each parameter needs a name.", expression=f"parameter[{index}]")
+        values = [value for key, value in part.items() if key.startswith("value")]
+        if len(values) != 1:
+            raise BadRequest(f"The parameter {part['name']} needs exactly one value[x].",
+                             expression=f"parameter[{index}]")
+        params.append((part["name"], values[0]))
+    return params
+
+
+def _checked(params: list[tuple[str, Any]], level: str, request: FhirRequest,
+             session: Session, registry: SearchRegistry, group_id: str | None
+             ) -> ExportRequest:
+    names = {name for name, _ in params}
+    warnings = _unsupported(names, request)
+    for name, value in params:
+        if name == "_outputFormat" and value not in OUTPUT_FORMATS:
+            raise BadRequest(f"_outputFormat '{value}' is not supported; use "
+                             "application/fhir+ndjson.", expression="_outputFormat")
+    export = ExportRequest(level=level, types=_types(params, level), until=now_us(),
+                           request_url=_request_url(request), warnings=warnings)
+    export.since = _since(params)
+    export.elements = _elements(params)
+    export.filters = _filters(params, export.types, registry, export.warnings)
+    patients = _patient_parameter(params, level)
+    if level == "group":
+        assert group_id is not None
+        export.group = group_id
+        members = _group_members(session, group_id)
+        export.patients = members if patients is None else [p for p in patients if p in members]
+    elif patients is not None:
+        export.patients = patients
+    return export
+
+
+def _unsupported(names: set[str], request: FhirRequest) -> list[str]:
+    """Unknown parameters are an error, or ignored with a warning under handling=lenient."""
+    unknown = sorted(names - SUPPORTED)
+    if unknown and not request.prefer_lenient:
+        raise BadRequest(f"$export does not support the parameter(s) {', '.join(unknown)}; "
+                         "send 'Prefer: handling=lenient' to have them ignored.",
+                         expression=unknown[0])
+    return [f"The parameter {name} is not supported and was ignored." for name in unknown]
+
+
+def _types(params: list[tuple[str, Any]], level: str) -> list[str]:
+    compartment = {"Patient", *patient_compartment()}
+    default = sorted(compartment) if level != "system" else sorted(resource_types())
+    asked = [kind.strip() for name, value in params if name == "_type"
+             for kind in str(value).split(",") if kind.strip()]
+    if not asked:
+        return default
+    for kind in asked:
+        if not is_resource_type(kind):
+            raise BadRequest(f"_type names '{kind}', which is not a FHIR R4 resource type.",
+                             expression="_type")
+        if level != "system" and kind not in compartment:
+            raise BadRequest(f"{kind} is not in the Patient compartment, so a patient or "
+                             "group export cannot include it.", expression="_type")
+    return sorted(set(asked))
+
+
+def _since(params: list[tuple[str, Any]]) -> int | None:
+    values = [str(value) for name, value in params if name == "_since"]
+    if not values:
+        return None
+    if "T" not in values[-1]:
+        raise BadRequest(f"_since '{values[-1]}' must be a FHIR instant with a time and "
+                         "time zone, e.g. 2024-01-01T00:00:00Z.", expression="_since")
+    return fhir_datetime_range(values[-1], name="_since")[0]
+
+
+def _elements(params: list[tuple[str, Any]]) -> list[str]:
+    elements = [part.strip() for name, value in params if name == "_elements"
+                for part in str(value).split(",") if part.strip()]
+    for element in elements:
+        if not _ELEMENT.fullmatch(element):
+            raise BadRequest(f"_elements '{element}' is not an element name (e.g. 'status' or "
+                             "'Observation.code').", expression="_elements")
+    return elements
+
+
+def _filters(params: list[tuple[str, Any]], types: list[str], registry: SearchRegistry,
+             warnings: list[str]) -> dict[str, list[str]]:
+    filters: dict[str, list[str]] = {}
+    for name, value in params:
+        if name != "_typeFilter":
+            continue
+        for text in _split_filters(str(value)):
+            kind, _, criteria = text.partition("?")
+            if not is_resource_type(kind) or not criteria:
+                raise BadRequest(f"_typeFilter '{text}' must look like Type?param=value.",
+                                 expression="_typeFilter")
+            if kind not in types:
+                warnings.append(f"_typeFilter '{text}' names {kind}, which is not exported; "
+                                "it was ignored.")
+                continue
+            parse_filter(kind, criteria, registry)
+            filters.setdefault(kind, []).append(criteria)
+    return filters
+
+
+def _split_filters(value: str) -> list[str]:
+    """Split comma-separated filters, but only at a comma followed by a new ``Type?``."""
+    starts = [0] + [match.start() + 1 for match in re.finditer(",", value)
+                    if _FILTER_START.match(value, match.start() + 1)]
+    bounds = [*starts, len(value) + 1]
+    return [value[bounds[i]:bounds[i + 1] - 1] for i in range(len(starts))]
+
+
+def parse_filter(kind: str, criteria: str, registry: SearchRegistry) -> Query:
+    """A _typeFilter as a search: strict, and search parameters only."""
+    from urllib.parse import parse_qsl
+
+    try:
+        query = parse_query(kind, parse_qsl(criteria, keep_blank_values=True), strict=True,
+                            registry=registry)
+    except BadRequest as error:
+        raise BadRequest(f"_typeFilter '{kind}?{criteria}': {error.issues[0].diagnostics}",
+                         expression="_typeFilter") from None
+    options = query.options
+    if options.sort or options.includes or options.revincludes or options.summary \
+            or options.elements or options.count_given or not query.clauses:
+        raise BadRequest(f"_typeFilter '{kind}?{criteria}' may hold only search parameters "
+                         "(no _sort, _include, _count, _summary or _elements).",
+                         expression="_typeFilter")
+    return query
+
+
+def _patient_parameter(params: list[tuple[str, Any]], level: str) -> list[str] | None:
+    references = [value for name, value in params if name == "patient"]
+    if not references:
+        return None
+    if level == "system":
+        raise BadRequest("The patient parameter applies to Patient and Group exports only.",
+                         expression="patient")
+    ids = []
+    for value in references:
+        reference = value.get("reference") if isinstance(value, dict) else value
+        kind, _, id = str(reference or "").partition("/")
+        if kind != "Patient" or not id or "/" in id:
+            raise BadRequest(f"patient '{reference}' must be a reference like Patient/123.",
+                             expression="patient")
+        ids.append(id)
+    return ids
+
+
+def _group_members(session: Session, group_id: str) -> list[str]:
+    """The Patients the Group lists as active members (``Group.member.entity``)."""
+    current = session.current("Group", group_id)
+    if current is None or current.deleted or current.content is None:
+        raise NotFound(f"Group/{group_id} does not exist.", expression="id")
+    import orjson
+
+    group = orjson.loads(current.content)
+    members = []
+    for member in group.get("member") or []:
+        if not isinstance(member, dict) or member.get("inactive") is True:
+            continue
+        kind, _, id = str((member.get("entity") or {}).get("reference") or "").partition("/")
+        if kind == "Patient" and id:
+            members.append(id)
+    return sorted(set(members))
+
+
+def _request_url(request: FhirRequest) -> str:
+    query = f"?{urlencode(request.query, quote_via=quote)}" if request.query else ""
+    return f"{request.base_url}{request.path}{query}"
+
+
+def transaction_time(export: ExportRequest) -> str:
+    return format_instant(export.until)

@@ -1,0 +1,215 @@
+"""The ``$export`` job: write each type's resources to NDJSON files, resumably.
+
+Types are exported one after another, each in key order, in batches.  About
+once a second the job flushes its open file and checkpoints (type, last key,
+the open file's name, size and line count).  A worker that takes over after a
+crash cuts the open file back to the checkpointed size and goes on from the
+checkpointed key, so no line is lost or written twice.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from hygeia.fhir.outcome import Issue, operation_outcome
+from hygeia.fhir.spec import patient_compartment
+from hygeia.server.bulk_export import EXPORT, ExportRequest, parse_filter, transaction_time
+from hygeia.server.context import FhirRequest, FhirResponse
+from hygeia.server.job_status import file_url
+from hygeia.server.jobs import JobContext, JobFailed
+from hygeia.store.export_sql import ExportSlice
+from hygeia.store.jobs import Job
+
+BATCH = 2000
+CHECKPOINT_SECONDS = 1.0
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+             "code": "SUBSETTED"}
+
+
+@dataclass
+class OpenPart:
+    """The output file being written: its name, bytes and lines so far."""
+
+    type: str
+    name: str
+    size: int = 0
+    count: int = 0
+
+
+class PartWriter:
+    """Appends NDJSON lines to ``Type-N.ndjson`` files, starting a new one at ``limit`` bytes."""
+
+    def __init__(self, folder: Path, limit: int, part: OpenPart) -> None:
+        self.folder = folder
+        self.limit = limit
+        self.part = part
+        self.closed: list[OpenPart] = []
+        self._handle = self._open(part)
+
+    def _open(self, part: OpenPart) -> IO[bytes]:
+        """Open the part, cut back to its checkpointed size (a crash may have left more)."""
+        path = self.folder / part.name
+        if not path.exists():
+            if part.size:
+                raise JobFailed(f"The export file {part.name} is gone (expected {part.size} "
+                                "bytes); start a new export.")
+            path.touch()
+        handle = path.open("r+b")
+        if handle.seek(0, os.SEEK_END) < part.size:
+            handle.close()
+            raise JobFailed(f"The export file {part.name} is shorter than its checkpoint; "
+                            "start a new export.")
+        handle.truncate(part.size)
+        handle.seek(part.size)
+        return handle
+
+    def write(self, line: bytes) -> None:
+        if self.part.size >= self.limit and self.part.count:
+            self._next_part()
+        self._handle.write(line)
+        self._handle.write(b"\n")
+        self.part.size += len(line) + 1
+        self.part.count += 1
+
+    def _next_part(self) -> None:
+        self._close_handle()
+        self.closed.append(self.part)
+        number = int(self.part.name.rsplit("-", 1)[1].split(".")[0]) + 1
+        self.part = OpenPart(self.part.type, part_name(self.part.type, number))
+        self._handle = self._open(self.part)
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def finish(self) -> list[OpenPart]:
+        """Close the last part (dropped when empty); returns every part written."""
+        self._close_handle()
+        if self.part.count:
+            self.closed.append(self.part)
+        else:
+            (self.folder / self.part.name).unlink(missing_ok=True)
+        return self.closed
+
+    def _close_handle(self) -> None:
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+
+
+def part_name(kind: str, number: int) -> str:
+    return f"{kind}-{number}.ndjson"
+
+
+class ExportJob:
+    """The ``export`` job kind (see the module docstring)."""
+
+    name = EXPORT
+
+    def run(self, context: JobContext) -> dict[str, Any]:
+        export = ExportRequest.from_json(context.job.request)
+        context.folder.mkdir(parents=True, exist_ok=True)
+        progress = context.progress or {"type": 0, "after": 0, "part": None, "files": []}
+        for index in range(int(progress["type"]), len(export.types)):
+            progress = self._export_type(context, export, index, progress)
+        return self._manifest(context, export, progress["files"])
+
+    def _export_type(self, context: JobContext, export: ExportRequest, index: int,
+                     progress: dict[str, Any]) -> dict[str, Any]:
+        kind = export.types[index]
+        part = OpenPart(**progress["part"]) if progress["part"] else OpenPart(
+            kind, part_name(kind, 1))
+        writer = PartWriter(context.folder, context.service.settings.export_file_bytes, part)
+        files = list(progress["files"])
+        shape = _shaper(export.elements, kind)
+        part_of = _slice(context, export, kind)
+        after: int | None = int(progress["after"])
+        saved = time.monotonic()
+        while after is not None:
+            with context.service.reader() as session:
+                rows, after = session.export_batch(part_of, after, BATCH)
+            for row in rows:
+                writer.write(shape(row.content))
+            if rows and time.monotonic() - saved >= CHECKPOINT_SECONDS and after is not None:
+                writer.flush()
+                context.checkpoint(_progress(index, after, writer, files, kind))
+                saved = time.monotonic()
+            else:
+                context.keep_alive()
+        files.extend({"type": p.type, "file": p.name, "count": p.count}
+                     for p in writer.finish())
+        done = {"type": index + 1, "after": 0, "part": None, "files": files,
+                "note": f"Exported {_total(files):,} resources ({index + 1} of "
+                        f"{len(export.types)} types)"}
+        context.checkpoint(done)
+        return done
+
+    def _manifest(self, context: JobContext, export: ExportRequest,
+                  files: list[dict[str, Any]]) -> dict[str, Any]:
+        errors = []
+        if export.warnings:
+            outcome = operation_outcome([Issue("informational", text, severity="warning")
+                                         for text in export.warnings])
+            (context.folder / "OperationOutcome-1.ndjson").write_bytes(
+                orjson.dumps(outcome) + b"\n")
+            errors.append({"type": "OperationOutcome", "file": "OperationOutcome-1.ndjson",
+                           "count": 1})
+        return {"transactionTime": transaction_time(export), "request": export.request_url,
+                "requiresAccessToken": False, "output": files, "error": errors}
+
+    def completed(self, job: Job, request: FhirRequest) -> FhirResponse:
+        """The manifest, with file names turned into URLs on the asking base."""
+        assert job.result is not None
+        manifest = dict(job.result)
+        for key in ("output", "error"):
+            manifest[key] = [{"type": item["type"], "url": file_url(request, job.id,
+                                                                     item["file"]),
+                              **({"count": item["count"]} if "count" in item else {})}
+                             for item in manifest[key]]
+        return FhirResponse(200, resource=manifest, media_type="application/json")
+
+
+def _progress(index: int, after: int, writer: PartWriter, files: list[dict[str, Any]],
+              kind: str) -> dict[str, Any]:
+    closed = [{"type": p.type, "file": p.name, "count": p.count} for p in writer.closed]
+    written = _total(files) + sum(p.count for p in writer.closed) + writer.part.count
+    return {"type": index, "after": after, "part": writer.part.__dict__.copy(),
+            "files": files + closed, "note": f"Exported {written:,} resources (now {kind})"}
+
+
+def _total(files: list[dict[str, Any]]) -> int:
+    return sum(int(item["count"]) for item in files)
+
+
+def _slice(context: JobContext, export: ExportRequest, kind: str) -> ExportSlice:
+    registry = context.service.registry
+    filters = tuple(parse_filter(kind, criteria, registry)
+                    for criteria in export.filters.get(kind, []))
+    compartment = None
+    if export.level != "system":
+        compartment = tuple(patient_compartment().get(kind, ()))
+    patients = None if export.patients is None else tuple(export.patients)
+    return ExportSlice(kind, export.until, export.since, compartment, patients, filters)
+
+
+def _shaper(elements: list[str], kind: str) -> Any:
+    """Stored bytes as they are, or cut down to ``_elements`` (marked SUBSETTED)."""
+    names = {e.split(".", 1)[-1] for e in elements if "." not in e or e.startswith(kind + ".")}
+    if not names:  # no element named for this type: it is exported whole
+        return lambda content: content
+
+    def shape(content: bytes) -> bytes:
+        resource = orjson.loads(content)
+        kept = {key: value for key, value in resource.items()
+                if key in names or key in ("resourceType", "id", "meta")}
+        meta = dict(kept.get("meta") or {})
+        meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+        kept["meta"] = meta
+        return orjson.dumps(kept)
+
+    return shape
