@@ -353,6 +353,7 @@ class Export:
     counts: dict[str, int]
     size: int
     error_lines: int
+    polls: int
 
 
 class ExportUnavailable(Exception):
@@ -376,7 +377,7 @@ def bulk_export(base: str) -> Export:
                                    f"Content-Location) {kickoff.text[:300]}")
         status_url = urljoin(f"{base}/", kickoff.headers["Content-Location"])
         try:
-            manifest = poll(client, status_url)
+            manifest, polls = poll(client, status_url)
             manifest_seconds = time.perf_counter() - started
             check_manifest(manifest)
             counts: dict[str, int] = {}
@@ -392,16 +393,21 @@ def bulk_export(base: str) -> Export:
             if deleted.status_code not in (200, 202, 204):
                 print(f"!! DELETE of the status URL answered {deleted.status_code} "
                       f"(expected 202) {deleted.text[:200]}")
-    return Export(manifest_seconds, total_seconds, counts, size, error_lines)
+    return Export(manifest_seconds, total_seconds, counts, size, error_lines, polls)
 
 
-def poll(client: httpx.Client, url: str) -> dict[str, Any]:
-    """Poll the status URL while it answers 202; return the manifest of the 200."""
+def poll(client: httpx.Client, url: str) -> tuple[dict[str, Any], int]:
+    """Poll the status URL while it answers 202; return the 200's manifest and the polls.
+
+    The manifest time is only known to within one poll interval (at most POLL_CAP).
+    """
+    polls = 0
     while True:
         response = client.get(url, headers={"Accept": "application/json"})
+        polls += 1
         if response.status_code == 200:
             manifest: dict[str, Any] = response.json()
-            return manifest
+            return manifest, polls
         if response.status_code != 202:
             raise BenchmarkFailure(f"status request: {response.status_code} "
                                    f"{response.text[:300]}")
@@ -454,16 +460,21 @@ def download(client: httpx.Client, item: dict[str, Any]) -> tuple[int, int]:
     return lines, size
 
 
-def run_export(label: str, db_url: str, corpus: Corpus, serve_args: list[str]) -> list[Row]:
-    """Serve ``db_url`` and export everything; rows for the manifest and the downloads."""
-    server = Server(db_url, *serve_args)
+def run_export(label: str, db_url: str, corpus: Corpus, serve_args: list[str],
+               work: Path) -> list[Row]:
+    """Serve ``db_url`` and export everything; rows for the manifest and the downloads.
+
+    The server runs in ``work`` so its export files stay in the work folder.
+    """
+    server = Server(db_url, *serve_args, cwd=work)
     try:
         export = bulk_export(server.base)
         pss, hwm = server.peak_pss_mb(), server.peak_rss_mb()
     finally:
         server.stop()
     total = sum(export.counts.values())
-    print(f"{label}: manifest after {export.manifest_seconds:.2f} s, all {total:,} resources "
+    print(f"{label}: manifest after {export.manifest_seconds:.2f} s ({export.polls} status "
+          f"requests, so to within {POLL_CAP} s), all {total:,} resources "
           f"({export.size / MB:.1f} MB) downloaded after {export.total_seconds:.2f} s; "
           f"server peak memory {pss:.0f} MB sampled total PSS, VmHWM sum {hwm:.0f} MB")
     if export.error_lines:
@@ -547,7 +558,7 @@ def run_backend(run: Run, backend: str, against: Path | None) -> None:
             run.rows.append(other)
     try:
         exported = run.attempt(f"export {backend}", lambda: run_export(
-            f"export {backend}", url, run.corpus, shlex.split(args.serve_args)))
+            f"export {backend}", url, run.corpus, shlex.split(args.serve_args), run.work))
     except ExportUnavailable as why:
         print(f"export: not available in this build (kick-off answered {why})")
         return

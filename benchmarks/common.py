@@ -54,8 +54,13 @@ def free_port() -> int:
 class Server:
     """``hygeia serve`` in a child process."""
 
-    def __init__(self, db_url: str, *extra: str, source: Path | None = None) -> None:
-        """``source``: another checkout's ``src`` folder to serve instead of this one."""
+    def __init__(self, db_url: str, *extra: str, source: Path | None = None,
+                 cwd: Path | None = None) -> None:
+        """``source``: another checkout's ``src`` folder to serve instead of this one.
+
+        ``cwd``: where the server runs, so files it writes relative to its working
+        directory (bulk export files on PostgreSQL) land there and not in the checkout.
+        """
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/fhir"
         env = dict(os.environ)
@@ -64,7 +69,7 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "hygeia.cli.main", "serve", "--port", str(self.port),
              "--db", db_url, "--max-body-mb", "256", *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
         deadline = time.monotonic() + 60
         while True:
             try:
