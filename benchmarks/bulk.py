@@ -12,8 +12,9 @@ table, and a plain file copy of as many bytes as the export produced.
     python -m benchmarks.bulk [--patients 1000] [--backends sqlite,postgresql] [--keep DIR]
         [--load-args=--workers=2] [--serve-args=--threads=4] [--against REV]
 
-``--keep DIR`` writes the NDJSON corpus (and the SQLite databases) into DIR and
-keeps them; a later run with the same ``--patients`` reuses the corpus.
+``--keep DIR`` writes the NDJSON corpus and the SQLite databases into DIR and keeps
+them, with the PostgreSQL databases (named after DIR; drop them by hand); a later
+run with the same ``--patients`` reuses the corpus.  Without it everything is removed.
 ``--against REV`` also loads with another git revision's ``src`` in the same run
 and prints the ratio.  Targets (issue 4, this 2-core machine): load >= 10,000
 resources/s on SQLite with validation and full indexing, export >= 50,000
