@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "synthea-r4"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def bundle_files(data: Path) -> list[Path]:
@@ -29,6 +32,19 @@ def read_bytes(path: Path) -> bytes:
     return gzip.decompress(raw) if path.name.endswith(".gz") else raw
 
 
+def reidentify(body: bytes, copy: int) -> bytes:
+    """``body`` with every UUID replaced by one derived from it and ``copy`` (0: unchanged).
+
+    The same UUID maps to the same new one wherever it appears in a copy, so references
+    between resources (and between bundles of one copy) still agree.
+    """
+    if copy == 0:
+        return body
+    salt = f"copy{copy}"
+    return UUID.sub(lambda m: str(uuid.uuid5(uuid.NAMESPACE_URL, salt + m.group(0).decode()))
+                    .encode(), body)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -38,8 +54,13 @@ def free_port() -> int:
 class Server:
     """``hygeia serve`` in a child process."""
 
-    def __init__(self, db_url: str, *extra: str, source: Path | None = None) -> None:
-        """``source``: another checkout's ``src`` folder to serve instead of this one."""
+    def __init__(self, db_url: str, *extra: str, source: Path | None = None,
+                 cwd: Path | None = None) -> None:
+        """``source``: another checkout's ``src`` folder to serve instead of this one.
+
+        ``cwd``: where the server runs, so files it writes relative to its working
+        directory (bulk export files on PostgreSQL) land there and not in the checkout.
+        """
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/fhir"
         env = dict(os.environ)
@@ -48,7 +69,7 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "hygeia.cli.main", "serve", "--port", str(self.port),
              "--db", db_url, "--max-body-mb", "256", *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -58,24 +79,11 @@ class Server:
                 if time.monotonic() > deadline or self.process.poll() is not None:
                     raise RuntimeError("server did not start") from None
                 time.sleep(0.1)
-        self._peak_pss_kb = 0
-        self._sampling = threading.Event()
-        self._sampler = threading.Thread(target=self._sample_memory, daemon=True)
-        self._sampler.start()
-
-    def _sample_memory(self) -> None:
-        """Track the largest total PSS of the server's processes, four times a second.
-
-        PSS splits pages that processes share (the worker forked off the supervisor)
-        between them, so the sum is the memory the server really holds at that moment.
-        """
-        while not self._sampling.wait(0.25):
-            total = sum(_pss_kb(pid) for pid in _process_tree(self.process.pid))
-            self._peak_pss_kb = max(self._peak_pss_kb, total)
+        self.memory = TreeMemory(self.process.pid)
 
     def peak_pss_mb(self) -> float:
-        """The most memory the server held at once (sampled total PSS, see above)."""
-        return self._peak_pss_kb / 1024
+        """The most memory the server held at once (sampled total PSS, see TreeMemory)."""
+        return self.memory.peak_pss_mb()
 
     def peak_rss_mb(self) -> float:
         """VmHWM summed over the server's processes (its supervisor and its workers).
@@ -85,9 +93,50 @@ class Server:
         return sum(_peak_rss_kb(pid) for pid in _process_tree(self.process.pid)) / 1024
 
     def stop(self) -> None:
-        self._sampling.set()
+        self.memory.stop()
         self.process.terminate()
         self.process.wait(30)
+
+
+class TreeMemory:
+    """Samples the memory of a process and all its descendants, four times a second.
+
+    PSS splits pages that processes share (a worker forked off its parent) between
+    them, so the summed PSS is the memory the tree really holds at that moment; its
+    largest sample is the peak.  Each process's VmHWM (its own peak resident size) is
+    remembered too, so the sum survives processes that have exited by the end.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        self.pid = pid
+        self.interval = interval
+        self._peak_pss_kb = 0
+        self._hwm_kb: dict[int, int] = {}
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        """Take one sample now (also useful right before the process is reaped)."""
+        pids = _process_tree(self.pid)
+        self._peak_pss_kb = max(self._peak_pss_kb, sum(_pss_kb(pid) for pid in pids))
+        for pid in pids:
+            self._hwm_kb[pid] = max(self._hwm_kb.get(pid, 0), _peak_rss_kb(pid))
+
+    def peak_pss_mb(self) -> float:
+        return self._peak_pss_kb / 1024
+
+    def hwm_sum_mb(self) -> float:
+        """VmHWM summed over every process of the tree seen in any sample."""
+        return sum(self._hwm_kb.values()) / 1024
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -125,6 +174,14 @@ def fresh_postgres_db(admin_url: str, name: str) -> str:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         connection.execute(f'CREATE DATABASE "{name}"')
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_postgres_db(admin_url: str, name: str) -> None:
+    """Remove a scratch database again (large runs leave gigabytes behind otherwise)."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def source_at(revision: str, directory: Path) -> Path:

@@ -23,12 +23,10 @@ import argparse
 import hashlib
 import http.client
 import random
-import re
 import statistics
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -44,9 +42,9 @@ from benchmarks.common import (
     bundle_files,
     fresh_postgres_db,
     read_bytes,
+    reidentify,
 )
 
-UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 LOINC = "http://loinc.org"
 HEADERS = {"Content-Type": "application/fhir+json"}
 
@@ -58,13 +56,7 @@ def copies(bodies: list[bytes], patients: int) -> list[bytes]:
         for body in bodies:
             if len(out) >= patients:
                 return out
-            if copy == 0:
-                out.append(body)
-                continue
-            salt = f"copy{copy}"
-            out.append(UUID.sub(
-                lambda m, s=salt: str(uuid.uuid5(uuid.NAMESPACE_URL, s + m.group(0).decode()))
-                .encode(), body))
+            out.append(reidentify(body, copy))
     return out
 
 
