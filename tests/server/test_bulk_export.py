@@ -164,9 +164,16 @@ class CrashAfter(JobContext):
         super().checkpoint(progress)
 
 
-@pytest.mark.parametrize("crash_at", [1, 2, 3])
+@pytest.mark.parametrize("crash_at", [1, 2, 3, 4, 5, 6, 7])  # 7 checkpoints in all
 def test_a_resumed_export_writes_each_line_once(repository: Repository, tmp_path: Path,
-                                                crash_at: int) -> None:
+                                                crash_at: int,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoint after every batch of 4, so crashes land mid-file, at file ends and
+    between types."""
+    from hygeia.server import export_job
+
+    monkeypatch.setattr(export_job, "BATCH", 4)
+    monkeypatch.setattr(export_job, "CHECKPOINT_SECONDS", 0.0)
     service = FhirService(repository, Settings(files_dir=str(tmp_path), export_file_bytes=500))
     for number in range(9):
         put(service, {"resourceType": "Patient", "id": f"r{number}"})

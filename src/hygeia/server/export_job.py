@@ -10,7 +10,6 @@ checkpointed key, so no line is lost or written twice.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -26,7 +25,8 @@ from hygeia.server.jobs import JobContext, JobFailed
 from hygeia.store.export_sql import ExportSlice
 from hygeia.store.jobs import Job
 
-BATCH = 2000
+BATCH = 5000
+BATCHES_PER_SNAPSHOT = 20
 CHECKPOINT_SECONDS = 1.0
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
              "code": "SUBSETTED"}
@@ -50,7 +50,8 @@ class PartWriter:
         self.limit = limit
         self.part = part
         self.closed: list[OpenPart] = []
-        self._handle = self._open(part)
+        # opened at the first line: most types of a system export have none
+        self._handle: IO[bytes] | None = None
 
     def _open(self, part: OpenPart) -> IO[bytes]:
         """Open the part, cut back to its checkpointed size (a crash may have left more)."""
@@ -72,6 +73,8 @@ class PartWriter:
     def write(self, line: bytes) -> None:
         if self.part.size >= self.limit and self.part.count:
             self._next_part()
+        if self._handle is None:
+            self._handle = self._open(self.part)
         self._handle.write(line)
         self._handle.write(b"\n")
         self.part.size += len(line) + 1
@@ -82,24 +85,27 @@ class PartWriter:
         self.closed.append(self.part)
         number = int(self.part.name.rsplit("-", 1)[1].split(".")[0]) + 1
         self.part = OpenPart(self.part.type, part_name(self.part.type, number))
-        self._handle = self._open(self.part)
 
     def flush(self) -> None:
-        self._handle.flush()
+        if self._handle is not None:
+            self._handle.flush()
 
     def finish(self) -> list[OpenPart]:
         """Close the last part (dropped when empty); returns every part written."""
         self._close_handle()
         if self.part.count:
             self.closed.append(self.part)
-        else:
+        else:  # nothing now, but a run before a crash may have left lines
             (self.folder / self.part.name).unlink(missing_ok=True)
         return self.closed
 
     def _close_handle(self) -> None:
+        if self._handle is None:
+            return
         self._handle.flush()
         os.fsync(self._handle.fileno())
         self._handle.close()
+        self._handle = None
 
 
 def part_name(kind: str, number: int) -> str:
@@ -114,10 +120,21 @@ class ExportJob:
     def run(self, context: JobContext) -> dict[str, Any]:
         export = ExportRequest.from_json(context.job.request)
         context.folder.mkdir(parents=True, exist_ok=True)
-        progress = context.progress or {"type": 0, "after": 0, "part": None, "files": []}
+        progress = context.progress or self._start(context, export)
+        export.types = progress["types"]
         for index in range(int(progress["type"]), len(export.types)):
             progress = self._export_type(context, export, index, progress)
         return self._manifest(context, export, progress["files"])
+
+    @staticmethod
+    def _start(context: JobContext, export: ExportRequest) -> dict[str, Any]:
+        """Fix the types to walk (those with data: most of a system export's 146 have none)
+        in the first checkpoint, so a resumed job counts types the same way."""
+        with context.service.reader() as session:
+            types = session.types_present(export.types)
+        progress = {"types": types, "type": 0, "after": 0, "part": None, "files": []}
+        context.checkpoint(progress)
+        return progress
 
     def _export_type(self, context: JobContext, export: ExportRequest, index: int,
                      progress: dict[str, Any]) -> dict[str, Any]:
@@ -129,25 +146,38 @@ class ExportJob:
         shape = _shaper(export.elements, kind)
         part_of = _slice(context, export, kind)
         after: int | None = int(progress["after"])
-        saved = time.monotonic()
         while after is not None:
+            # one snapshot for several batches: fewer round trips, yet never one
+            # snapshot for the whole of a huge type.  (Reading the next batch on a
+            # thread while this one is written measured slower: 0.9 vs 0.7 s for
+            # 33,510 resources on PostgreSQL, GIL hand-overs ate the overlap.)
             with context.service.reader() as session:
-                rows, after = session.export_batch(part_of, after, BATCH)
-            for row in rows:
-                writer.write(shape(row.content))
-            if rows and time.monotonic() - saved >= CHECKPOINT_SECONDS and after is not None:
+                for _ in range(BATCHES_PER_SNAPSHOT):
+                    rows, after = session.export_batch(part_of, after, BATCH)
+                    for row in rows:
+                        writer.write(shape(row.content))
+                    if after is None or self._due(context):
+                        break
+            if after is not None and self._due(context):
                 writer.flush()
-                context.checkpoint(_progress(index, after, writer, files, kind))
-                saved = time.monotonic()
+                context.checkpoint(_progress(export.types, index, after, writer, files, kind))
             else:
                 context.keep_alive()
         files.extend({"type": p.type, "file": p.name, "count": p.count}
                      for p in writer.finish())
-        done = {"type": index + 1, "after": 0, "part": None, "files": files,
+        done = {"types": export.types, "type": index + 1, "after": 0, "part": None,
+                "files": files,
                 "note": f"Exported {_total(files):,} resources ({index + 1} of "
                         f"{len(export.types)} types)"}
-        context.checkpoint(done)
+        # not after every type: a system export has 146, most of them empty; resuming
+        # from an earlier checkpoint redoes the types since (their files start over)
+        if self._due(context):
+            context.checkpoint(done)
         return done
+
+    @staticmethod
+    def _due(context: JobContext) -> bool:
+        return context.since_checkpoint() >= CHECKPOINT_SECONDS
 
     def _manifest(self, context: JobContext, export: ExportRequest,
                   files: list[dict[str, Any]]) -> dict[str, Any]:
@@ -174,11 +204,12 @@ class ExportJob:
         return FhirResponse(200, resource=manifest, media_type="application/json")
 
 
-def _progress(index: int, after: int, writer: PartWriter, files: list[dict[str, Any]],
-              kind: str) -> dict[str, Any]:
+def _progress(export_types: list[str], index: int, after: int, writer: PartWriter,
+              files: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     closed = [{"type": p.type, "file": p.name, "count": p.count} for p in writer.closed]
     written = _total(files) + sum(p.count for p in writer.closed) + writer.part.count
-    return {"type": index, "after": after, "part": writer.part.__dict__.copy(),
+    return {"types": export_types, "type": index, "after": after,
+            "part": writer.part.__dict__.copy(),
             "files": files + closed, "note": f"Exported {written:,} resources (now {kind})"}
 
 

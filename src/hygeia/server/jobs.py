@@ -73,6 +73,11 @@ class JobContext:
         self.progress: dict[str, Any] = dict(job.progress or {})
         self.folder = service.files.job_folder(job.id)
         self._renewed = time.monotonic()
+        self._checkpointed = time.monotonic()
+
+    def since_checkpoint(self) -> float:
+        """Seconds since the last checkpoint (or since the job started here)."""
+        return time.monotonic() - self._checkpointed
 
     def checkpoint(self, progress: dict[str, Any]) -> None:
         """Save ``progress`` as the point to resume from, and renew the lease.
@@ -81,6 +86,7 @@ class JobContext:
         """
         self.progress = progress
         self._renew(progress)
+        self._checkpointed = time.monotonic()
 
     def keep_alive(self) -> None:
         """Renew the lease without a new checkpoint, when a third of it has passed."""

@@ -142,6 +142,10 @@ class Session(ABC):
         """One batch of a bulk export (see :mod:`hygeia.store.export_sql`)."""
         raise NotImplementedError
 
+    def types_present(self, types: list[str]) -> list[str]:
+        """Those of ``types`` that have ever had a resource stored (in the given order)."""
+        raise NotImplementedError
+
     def find_ids(self, query: Query) -> list[str]:
         """Ids of current resources matching query (for conditional interactions)."""
         return [match.id for match in self.search(query).matches]

@@ -67,8 +67,9 @@ def export_batch(session: Any, part: ExportSlice, after: int, limit: int) -> tup
     sql, params = builder.render(
         "SELECT r.pk, r.res_id, r.last_updated, r.deleted, v.content FROM resource r "
         f"JOIN resource_version v ON v.seq = r.seq WHERE {' AND '.join(conditions)} "
-        f"ORDER BY r.pk LIMIT {int(limit)}")
-    rows = session.execute(sql, params).fetchall()
+        # (res_type, pk) order is the index order: the plan walks resource_type_pk
+        f"ORDER BY r.res_type, r.pk LIMIT {int(limit)}")
+    rows = session.fetch_binary(sql, params)
     found = []
     for pk, res_id, last_updated, deleted, content in rows:
         if int(last_updated) > part.until:
