@@ -19,18 +19,22 @@ import psycopg
 import pytest
 
 from tests.api.test_limits_and_crash import amplified_bundle
-from tests.conftest import BACKENDS, ServerProcess
+from tests.conftest import BACKENDS, ServerProcess, _drop_database
 
 KICK_OFF = {"Accept": "application/fhir+json", "Prefer": "respond-async"}
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of the test's own (a PostgreSQL one is dropped afterwards)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/bulk.db"
+        yield f"sqlite:///{tmp_path}/own.db"
+        return
     base = request.getfixturevalue("postgres_url").rsplit("/", 1)[0]
-    return f"{base}/hygeia_bulk_{uuid.uuid4().hex[:8]}"
+    url = f"{base}/hygeia_bulk_{uuid.uuid4().hex[:8]}"
+    yield url
+    _drop_database(url)
 
 
 @pytest.fixture
@@ -188,3 +192,38 @@ def job_row(database_url: str, job_id: str) -> tuple[str, int, dict[str, Any] | 
             row = connection.execute(query + "%s", (job_id,)).fetchone()
     assert row is not None
     return row[0], int(row[1]), None if row[2] is None else orjson.loads(row[2])
+
+
+@pytest.mark.postgres
+def test_several_workers_share_jobs_and_search_parameters(tmp_path: Path,
+                                                          postgres_url: str) -> None:
+    """``--workers 2`` on PostgreSQL: two serving processes, one job queue, one registry."""
+    url = postgres_url.rsplit("/", 1)[0] + f"/hygeia_workers_{uuid.uuid4().hex[:8]}"
+    server = ServerProcess(url, "--workers", "2", "--files", str(tmp_path))
+    try:
+        workers = [pid for pid in process_tree(server.process.pid)[1:]
+                   if b"offload_worker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(workers) == 2
+        parameter = {"resourceType": "SearchParameter", "id": "nick", "status": "active",
+                     "url": "http://example.org/SearchParameter/nick", "name": "nick",
+                     "description": "Nickname", "code": "nick", "base": ["Patient"],
+                     "type": "string", "expression": "Patient.name.given"}
+        for resource in (parameter, {"resourceType": "Patient", "id": "w1",
+                                     "name": [{"given": ["Maggie"]}]}):
+            assert server.client.put(f"{resource['resourceType']}/{resource['id']}",
+                                     content=orjson.dumps(resource), headers=FHIR_JSON
+                                     ).is_success
+        deadline, answered = time.monotonic() + 20, 0
+        while answered < 20:  # new connections, so both processes get asked
+            strict = httpx.get(f"{server.base}/Patient", params={"nick": "maggie"},
+                               headers={"Prefer": "handling=strict"})
+            answered = answered + 1 if strict.status_code == 200 else 0
+            assert time.monotonic() < deadline, "a worker never learned the new parameter"
+        exports = [server.client.get("$export", params={"_type": "Patient"}, headers=KICK_OFF)
+                   for _ in range(4)]
+        for started in exports:
+            done = poll(server.client, started.headers["Content-Location"])
+            assert exported_counts(server.client, done.json()) == Counter({"Patient": 1})
+    finally:
+        server.stop()
+        _drop_database(url)
