@@ -1,0 +1,169 @@
+"""The loader's single writer: prepared lines into the database, a batch per transaction.
+
+Workers prepare lines without knowing the database; this is where each line
+gets its version.  One batch is one transaction, so a load killed part-way
+leaves whole batches (versions, resource rows and index rows together) and
+nothing of the batch in progress.  A line whose id is already stored is an
+error unless the load upserts, in which case it becomes the next version.
+Ids already loaded earlier in the same load are found the same way (they are
+in the database, or earlier in the batch), so no set of every id loaded is
+kept and memory stays flat however large the input.
+
+SearchParameter lines go through the ordinary write path in a transaction of
+their own, so they are checked and take effect exactly as when POSTed; lines
+prepared before that (in flight in the workers) are re-indexed here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
+
+from hygeia.fhir.outcome import Conflict, FhirError
+from hygeia.fhir.search.index import index_resource
+from hygeia.server import write
+from hygeia.server.loading_prepare import Prepared, restamp
+from hygeia.server.loading_report import ErrorSink, LoadError, LoadReport
+from hygeia.store.base import Head, PreparedRows, Session, StoredVersion
+from hygeia.store.sql import prepare_rows
+
+if TYPE_CHECKING:
+    from hygeia.server.service import FhirService
+
+ATTEMPTS = 3  # a batch that loses a race with a concurrent writer (PostgreSQL) is retried
+
+
+@dataclass
+class _Outcome:
+    stored: Counter[str]
+    errors: list[LoadError]
+
+
+class BatchWriter:
+    """Collects prepared lines and stores them ``batch_size`` at a time."""
+
+    def __init__(self, service: FhirService, *, upsert: bool, report: LoadReport,
+                 errors: ErrorSink, on_progress: Callable[[int], None] | None,
+                 batch_size: int) -> None:
+        self._service = service
+        self._upsert = upsert
+        self._report = report
+        self._errors = errors
+        self._on_progress = on_progress
+        self._batch_size = batch_size
+        self._batch: list[tuple[str, Prepared]] = []
+
+    def add(self, source: str, generation: int, prepared: list[Prepared]) -> None:
+        """Queue lines prepared under registry ``generation``; commits when a batch is full."""
+        for item in prepared:
+            if item.tables is None:
+                self.commit()  # everything before it first, as the input orders them
+                self._write_search_parameter(source, item)
+                continue
+            if generation != self._service.registry.generation:
+                item = self._reindexed(item)
+            self._batch.append((source, item))
+            if len(self._batch) >= self._batch_size:
+                self.commit()
+
+    def commit(self) -> None:
+        """Store the lines collected so far, in one transaction."""
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        outcome = None
+        for attempt in range(ATTEMPTS):
+            try:
+                outcome = self._write(batch)
+                break
+            except Conflict as error:
+                if attempt == ATTEMPTS - 1:
+                    outcome = _Outcome(Counter(), [LoadError(source, item.line, str(error))
+                                                   for source, item in batch])
+        assert outcome is not None
+        for resource_type, count in outcome.stored.items():
+            self._report.stored(resource_type, count)
+        for load_error in outcome.errors:
+            self._errors(load_error)
+        self._progress()
+
+    def _write(self, batch: list[tuple[str, Prepared]]) -> _Outcome:
+        outcome = _Outcome(Counter(), [])
+        with self._service.transaction() as session:
+            keys = list({(item.resource_type, item.id) for _, item in batch if item.client_id})
+            heads = session.heads(keys, for_update=self._upsert) if keys else {}
+            for source, item in batch:
+                if self._put(session, heads, item):
+                    outcome.stored[item.resource_type] += 1
+                else:
+                    outcome.errors.append(LoadError(
+                        source, item.line, f"{item.resource_type}/{item.id} already exists; "
+                                           "load with --upsert to add a new version"))
+        return outcome
+
+    def _put(self, session: Session, heads: dict[tuple[str, str], Head], item: Prepared
+             ) -> bool:
+        """Write one line as its resource's next version (False: it exists, no upsert)."""
+        key = (item.resource_type, item.id)
+        head = heads.get(key)
+        if head is None:
+            version, last_updated, content = 1, item.last_updated, item.content
+            method = "PUT" if item.client_id else "POST"  # as an update-as-create / a create
+        elif head.deleted or self._upsert:
+            version = head.version + 1
+            # strictly after the version it replaces, as the ordinary write path keeps them
+            last_updated = max(item.last_updated, head.last_updated + 1)
+            content, method = restamp(item, version, last_updated), "PUT"
+        else:
+            return False
+        assert item.tables is not None
+        session.put(StoredVersion(item.resource_type, item.id, version, last_updated, False,
+                                  content, method, 0), PreparedRows(item.tables))
+        heads[key] = Head(version, last_updated, False)
+        return True
+
+    def _reindexed(self, item: Prepared) -> Prepared:
+        """Rows for the parameters in force now (the line was prepared before a
+        SearchParameter in the same load took effect)."""
+        resource = orjson.loads(item.content)
+        rows = index_resource(resource, self._service.registry)
+        return item._replace(tables=prepare_rows(item.resource_type, rows).tables)
+
+    def _write_search_parameter(self, source: str, item: Prepared) -> None:
+        resource = orjson.loads(item.content)
+        try:
+            with self._service.transaction() as session:
+                if not self._put_search_parameter(session, item, resource):
+                    self._errors(LoadError(source, item.line, f"SearchParameter/{item.id} "
+                                           "already exists; load with --upsert to add a new "
+                                           "version"))
+                    return
+        except FhirError as error:
+            self._errors(LoadError(source, item.line, _describe(error)))
+            return
+        self._report.stored("SearchParameter")
+        self._progress()
+
+    def _put_search_parameter(self, session: Session, item: Prepared,
+                              resource: dict[str, object]) -> bool:
+        if not item.client_id:
+            write.create(session, "SearchParameter", resource, id=item.id, validated=True)
+            return True
+        current = session.current("SearchParameter", item.id, for_update=True)
+        if current is not None and not current.deleted and not self._upsert:
+            return False
+        write.update(session, "SearchParameter", item.id, resource, validated=True)
+        return True
+
+    def _progress(self) -> None:
+        if self._on_progress is not None:
+            self._on_progress(self._report.resources)
+
+
+def _describe(error: FhirError) -> str:
+    return "; ".join(f"{issue.expression}: {issue.diagnostics}" if issue.expression
+                     else issue.diagnostics for issue in error.issues)
