@@ -135,7 +135,8 @@ def main() -> None:
               f"files, {size:.0f} MB")
         sources: dict[str, Path | None] = {"current": None}
         if args.against:
-            sources = {args.against: source_at(args.against, directory / "against"),
+            (directory / "against").mkdir()
+        sources = {args.against: source_at(args.against, directory / "against"),
                        **sources}
         results: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
         for round_ in range(args.rounds):

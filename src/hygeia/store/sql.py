@@ -204,7 +204,7 @@ class SqlSession(Session):
                             ) -> None:
         """Index rows describe the current version only: drop the old ones, insert the new."""
         current = [(pk, v, rows) for pk, v, rows in written if isinstance(rows, IndexRows)]
-        prepared = [(pk, rows.tables) for pk, _, rows in written
+        prepared = [((pk,), rows.tables) for pk, _, rows in written
                     if isinstance(rows, PreparedRows)]
         for position, (table, field_name) in enumerate(INDEX_FIELDS):
             if stale:
@@ -457,10 +457,11 @@ def _table_rows(table: str, field_name: str, current: list[tuple[int, StoredVers
             for pk, v, index in current for row in getattr(index, field_name)]
 
 
-def _prefixed(prepared: list[tuple[int, tuple[list[tuple[Any, ...]], ...]]], position: int
-              ) -> list[tuple[Any, ...]]:
-    """One table's prepared rows with their owner's key put in front."""
-    return [(pk, *row) for pk, tables in prepared for row in tables[position]]
+def _prefixed(prepared: list[tuple[tuple[int], tuple[list[tuple[Any, ...]], ...]]],
+              position: int) -> list[tuple[Any, ...]]:
+    """One table's prepared rows with their owner's key put in front (tuple concatenation:
+    half the cost of ``(pk, *row)``, and this runs for every row a bulk load writes)."""
+    return [key + row for key, tables in prepared for row in tables[position]]
 
 
 def prepare_rows(resource_type: str, index: IndexRows) -> PreparedRows:
