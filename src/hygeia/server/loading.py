@@ -100,7 +100,7 @@ class Loader:
             try:
                 while self._sources:
                     self._take()
-                self._writer.commit()
+                self._writer.close()
             finally:
                 if self._pool is not None:
                     self._pool.close()
@@ -111,6 +111,7 @@ class Loader:
         """Stop at once: what is committed stays, what is in flight is dropped."""
         if not self._closed:
             self._closed = True
+            self._writer.abort()
             if self._pool is not None:
                 self._pool.close(kill=True)
             self.report.seconds = time.perf_counter() - self._started

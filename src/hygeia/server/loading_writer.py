@@ -1,5 +1,9 @@
 """The loader's single writer: prepared lines into the database, a batch per transaction.
 
+Batches commit on a thread of their own, one at a time and in order, while the
+loading thread prepares the next one; outcomes are accounted for on the loading
+thread.
+
 Workers prepare lines without knowing the database; this is where each line
 gets its version.  One batch is one transaction, so a load killed part-way
 leaves whole batches (versions, resource rows and index rows together) and
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,9 +61,11 @@ class BatchWriter:
         self._on_progress = on_progress
         self._batch_size = batch_size
         self._batch: list[tuple[str, Prepared]] = []
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="hygeia-load-commit")
+        self._committing: Future[_Outcome] | None = None
 
     def add(self, source: str, generation: int, prepared: list[Prepared]) -> None:
-        """Queue lines prepared under registry ``generation``; commits when a batch is full."""
+        """Queue lines prepared under registry ``generation``; a full batch goes to commit."""
         for item in prepared:
             if item.tables is None:
                 self.commit()  # everything before it first, as the input orders them
@@ -68,28 +75,63 @@ class BatchWriter:
                 item = self._reindexed(item)
             self._batch.append((source, item))
             if len(self._batch) >= self._batch_size:
-                self.commit()
+                self._send()
 
     def commit(self) -> None:
-        """Store the lines collected so far, in one transaction."""
+        """Store everything collected so far and wait until it has committed."""
+        self._send()
+        self._finish()
+
+    def close(self) -> None:
+        """Commit what is left and stop the committer thread."""
+        try:
+            self.commit()
+        finally:
+            self._committer.shutdown()
+
+    def abort(self) -> None:
+        """Drop what is not committed yet (a batch already committing still completes)."""
+        self._batch = []
+        self._committer.shutdown(cancel_futures=True)
+
+    def _send(self) -> None:
+        """Hand the batch to the committer thread, once the one before it has committed.
+
+        While a batch commits (mostly in SQLite's or psycopg's C code, which releases
+        the interpreter lock), the loading thread keeps taking the workers' answers and
+        giving them new lines, so neither side waits for the other's commit or fsync.
+        """
         batch, self._batch = self._batch, []
-        if not batch:
+        self._finish()
+        if batch:
+            self._committing = self._committer.submit(self._store, batch)
+
+    def _finish(self) -> None:
+        """Wait for the batch committing (if any) and account for it on this thread, so
+        the caller's callbacks always run on the thread that called the loader."""
+        future, self._committing = self._committing, None
+        if future is None:
             return
-        outcome = None
-        for attempt in range(ATTEMPTS):
-            try:
-                outcome = self._write(batch)
-                break
-            except Conflict as error:
-                if attempt == ATTEMPTS - 1:
-                    outcome = _Outcome(Counter(), [LoadError(source, item.line, str(error))
-                                                   for source, item in batch])
-        assert outcome is not None
+        outcome = future.result()
         for resource_type, count in outcome.stored.items():
             self._report.stored(resource_type, count)
         for load_error in outcome.errors:
             self._errors(load_error)
         self._progress()
+
+    def _store(self, batch: list[tuple[str, Prepared]]) -> _Outcome:
+        """One batch in one transaction (on the committer thread); retried if it lost a
+        race with a concurrent writer of the same ids."""
+        for _ in range(ATTEMPTS - 1):
+            try:
+                return self._write(batch)
+            except Conflict:
+                continue
+        try:
+            return self._write(batch)
+        except Conflict as error:
+            return _Outcome(Counter(), [LoadError(source, item.line, str(error))
+                                        for source, item in batch])
 
     def _write(self, batch: list[tuple[str, Prepared]]) -> _Outcome:
         outcome = _Outcome(Counter(), [])
