@@ -98,8 +98,8 @@ class _Worker:
                           self.process.pid, self.process.poll())
             self.alive = False
             return None
-        answer: Answer = pickle.loads(payload)
-        return answer
+        generation, prepared, errors = pickle.loads(payload)
+        return generation, [Prepared._make(item) for item in prepared], errors
 
     def stop(self, kill: bool = False) -> None:
         self._outbox.put(None)

@@ -40,7 +40,8 @@ class Prepared(NamedTuple):
     meta_start: int  # content[meta_start:meta_end] is the serialised ``meta``
     meta_end: int
     last_updated: int
-    tables: tuple[list[tuple[Any, ...]], ...] | None  # PreparedRows.tables; None: SearchParameter
+    tables: tuple[tuple[tuple[Any, ...], ...], ...] | None  # PreparedRows.tables; None: a
+    # SearchParameter
 
 
 class LineError(NamedTuple):

@@ -48,14 +48,15 @@ class Head:
 class PreparedRows:
     """A resource's index rows already in the side tables' form, minus the owner key.
 
-    ``tables`` holds one list per index table (``store.sql.INDEX_FIELDS`` order) of
+    ``tables`` holds one tuple per index table (``store.sql.INDEX_FIELDS`` order) of
     rows without ``res_pk``, as :func:`hygeia.store.sql.prepare_rows` builds them.
     Building them (parameter hashes, token texts, composite combinations) is CPU
     work a bulk loader does in its worker processes, so the single writer only
-    prepends the key.
+    prepends the key.  Tuples, not lists: they cross the process boundary, and a
+    tuple unpickles in half the time of a list.
     """
 
-    tables: tuple[list[tuple[Any, ...]], ...]
+    tables: tuple[tuple[tuple[Any, ...], ...], ...]
 
 
 # what Session.put accepts as a version's index rows

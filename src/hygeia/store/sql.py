@@ -457,7 +457,7 @@ def _table_rows(table: str, field_name: str, current: list[tuple[int, StoredVers
             for pk, v, index in current for row in getattr(index, field_name)]
 
 
-def _prefixed(prepared: list[tuple[tuple[int], tuple[list[tuple[Any, ...]], ...]]],
+def _prefixed(prepared: list[tuple[tuple[int], tuple[tuple[tuple[Any, ...], ...], ...]]],
               position: int) -> list[tuple[Any, ...]]:
     """One table's prepared rows with their owner's key put in front (tuple concatenation:
     half the cost of ``(pk, *row)``, and this runs for every row a bulk load writes)."""
@@ -480,7 +480,7 @@ def prepare_rows(resource_type: str, index: IndexRows) -> PreparedRows:
         else:
             rows = [(param_hash(resource_type, row[0]), *row[1:])
                     for row in getattr(index, field_name)]
-        tables.append(rows)
+        tables.append(tuple(rows))
     return PreparedRows(tuple(tables))
 
 
