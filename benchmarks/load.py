@@ -136,7 +136,7 @@ def main() -> None:
         sources: dict[str, Path | None] = {"current": None}
         if args.against:
             (directory / "against").mkdir()
-        sources = {args.against: source_at(args.against, directory / "against"),
+            sources = {args.against: source_at(args.against, directory / "against"),
                        **sources}
         results: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
         for round_ in range(args.rounds):

@@ -101,6 +101,9 @@ class Loader:
                 while self._sources:
                     self._take()
                 self._writer.close()
+            except BaseException:
+                self._writer.abort()  # a database error: stop the committer thread too
+                raise
             finally:
                 if self._pool is not None:
                     self._pool.close()

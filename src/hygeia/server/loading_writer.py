@@ -1,9 +1,5 @@
 """The loader's single writer: prepared lines into the database, a batch per transaction.
 
-Batches commit on a thread of their own, one at a time and in order, while the
-loading thread prepares the next one; outcomes are accounted for on the loading
-thread.
-
 Workers prepare lines without knowing the database; this is where each line
 gets its version.  One batch is one transaction, so a load killed part-way
 leaves whole batches (versions, resource rows and index rows together) and
@@ -16,6 +12,10 @@ kept and memory stays flat however large the input.
 SearchParameter lines go through the ordinary write path in a transaction of
 their own, so they are checked and take effect exactly as when POSTed; lines
 prepared before that (in flight in the workers) are re-indexed here.
+
+Batches commit on a thread of their own, one at a time and in order, while the
+loading thread collects the next one; their outcomes (counts, errors, progress)
+are accounted for on the loading thread.
 """
 
 from __future__ import annotations
