@@ -319,3 +319,26 @@ def test_kill_mid_load_leaves_whole_batches(tmp_path: Path) -> None:
         assert count("SELECT COUNT(DISTINCT res_pk) FROM string_index") == resources
         assert count("SELECT COUNT(*) FROM string_index s LEFT JOIN resource r "
                      "ON r.pk = s.res_pk WHERE r.pk IS NULL") == 0
+
+
+def test_the_same_id_twice_in_one_batch_with_upsert(service: FhirService) -> None:
+    first = orjson.dumps({"resourceType": "Patient", "id": "twice", "gender": "male"})
+    second = orjson.dumps({"resourceType": "Patient", "id": "twice", "gender": "female"})
+    report, errors = load(service, [first, second], workers=0, upsert=True)
+    assert errors == [] and report.resources == 2
+    read = body(call(service, "GET", "Patient/twice"))
+    assert read["meta"]["versionId"] == "2" and read["gender"] == "female"
+    assert body(call(service, "GET", "Patient?gender=male"))["total"] == 0
+    assert body(call(service, "GET", "Patient?gender=female"))["total"] == 1
+    assert len(body(call(service, "GET", "Patient/twice/_history"))["entry"]) == 2
+
+
+def test_a_deleted_resource_is_loaded_as_its_next_version(service: FhirService) -> None:
+    call(service, "PUT", "Patient/was-deleted", {"resourceType": "Patient", "id": "was-deleted"})
+    call(service, "DELETE", "Patient/was-deleted")
+    line = orjson.dumps({"resourceType": "Patient", "id": "was-deleted", "active": True})
+    report, errors = load(service, [line], workers=0)
+    assert errors == [] and report.resources == 1
+    read = body(call(service, "GET", "Patient/was-deleted"))
+    assert read["meta"]["versionId"] == "3" and read["active"] is True
+    assert body(call(service, "GET", "Patient?active=true"))["total"] == 1
