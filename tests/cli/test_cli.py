@@ -1,8 +1,9 @@
-"""The hygeia command: load, validate and serve's safety checks, run as real processes."""
+"""The hygeia command: validate and serve's safety checks, run as real processes.
+
+``hygeia load`` has its own file, test_load.py."""
 
 from __future__ import annotations
 
-import gzip
 import subprocess
 import sys
 from pathlib import Path
@@ -11,44 +12,12 @@ import orjson
 import pytest
 
 from hygeia.cli.main import is_loopback
-from hygeia.server import FhirService
-from hygeia.store import open_repository
-from tests.helpers import FIXTURES, body, call, patient
+from tests.helpers import patient
 
 
 def hygeia(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hygeia.cli.main", *args], capture_output=True,
                           text=True, timeout=300)
-
-
-def test_load_bundle_and_ndjson(tmp_path: Path) -> None:
-    ndjson = tmp_path / "patients.ndjson"
-    lines = [orjson.dumps(patient(f"n{i}", id=f"nd-{i}")) for i in range(3)]
-    lines.insert(1, b"{broken")
-    lines.append(orjson.dumps({"resourceType": "Patient", "birthDate": "never"}))
-    ndjson.write_bytes(b"\n".join(lines) + b"\n")
-    db = f"sqlite:///{tmp_path}/load.db"
-    bundle = next((FIXTURES / "synthea").glob("001-*.json.gz"))
-    result = hygeia("load", "--db", db, "--quiet", str(bundle), str(ndjson))
-    assert "Loaded 276 resources from 2 files" in result.stdout, result.stderr
-    assert "patients.ndjson:2: not JSON" in result.stderr
-    assert "patients.ndjson:5" in result.stderr  # the invalid line, by number
-    assert result.returncode == 1  # errors were reported
-    with open_repository(db) as repository:
-        found = body(call(FhirService(repository), "GET", "Patient?_id=nd-0,nd-1,nd-2"))
-    assert found["total"] == 3
-
-
-def test_load_twice_makes_versions_not_duplicates(tmp_path: Path) -> None:
-    ndjson = tmp_path / "one.ndjson.gz"
-    ndjson.write_bytes(gzip.compress(orjson.dumps(patient("same", id="same-1")) + b"\n"))
-    db = f"sqlite:///{tmp_path}/twice.db"
-    assert hygeia("load", "--db", db, "--quiet", str(ndjson)).returncode == 0
-    assert hygeia("load", "--db", db, "--quiet", str(ndjson)).returncode == 0
-    with open_repository(db) as repository:
-        service = FhirService(repository)
-        assert body(call(service, "GET", "Patient/same-1"))["meta"]["versionId"] == "2"
-        assert body(call(service, "GET", "Patient?identifier=same"))["total"] == 1
 
 
 def test_validate_reports_every_issue(tmp_path: Path) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hygeia.fhir.outcome import FhirError
 from hygeia.server import FhirService
+from hygeia.server.loading import Loader, LoadError
 from hygeia.store import open_repository
 from tests.helpers import call
 
@@ -73,3 +75,33 @@ def test_any_path_and_query(fuzz_service: FhirService, path: str, query: str) ->
     _survives(lambda: call(fuzz_service, "GET", f"{path}?{query}"))
     _survives(lambda: call(fuzz_service, "DELETE", f"Patient?{query}"))
     _survives(lambda: call(fuzz_service, "GET", f"Patient/_history?{query}"))
+
+
+def _line(value: object) -> bytes:
+    """``value`` as a JSON line; what JSON cannot hold (a huge integer) as its repr."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return repr(value).encode()
+
+
+ndjson_lines = st.lists(
+    st.binary(max_size=40) | json_values.map(_line)
+    | st.builds(lambda kind, extra: _line({"resourceType": kind, **extra}),
+                resource_types, st.dictionaries(st.sampled_from(["id", "name", "gender",
+                                                                 "status", "meta", "text"]),
+                                                json_values, max_size=3)),
+    max_size=8)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ndjson_lines)
+def test_bulk_load_of_any_lines(fuzz_service: FhirService, lines: list[bytes]) -> None:
+    """Any bytes as NDJSON lines: every non-blank line is stored or is an error, never a crash."""
+    errors: list[LoadError] = []
+    with Loader(fuzz_service, workers=0, upsert=True, on_error=errors.append) as loader:
+        loader.load_lines("fuzz.ndjson", lines)
+    report = loader.report
+    non_blank = sum(1 for line in lines if line.strip())
+    assert report.resources + report.errors == non_blank
+    assert all(0 < error.line <= len(lines) and error.message for error in errors)

@@ -1,65 +1,110 @@
-"""``hygeia load``: put Bundles and NDJSON files into the database, with progress."""
+"""``hygeia load``: put NDJSON files and Bundles into the database, with progress.
+
+NDJSON files (``.ndjson``, ``.ndjson.gz``) go through the bulk loader
+(:mod:`hygeia.server.loading`): parsed, validated and indexed in worker
+processes and stored in large batches.  Transaction and batch Bundles keep the
+transaction path (``urn:uuid:`` references resolved, all-or-nothing per
+Bundle); any other JSON file is validated and stored resource by resource.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hygeia.cli.sources import expand_paths, is_ndjson, read_json, read_ndjson
+from hygeia.cli.sources import expand_paths, is_ndjson, open_text, read_json
 from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.validation import validate
 from hygeia.server import FhirRequest, FhirService
+from hygeia.server.loading import Loader, LoadError, LoadReport
+from hygeia.server.loading_prepare import describe_issues
 
-NDJSON_CHUNK = 500
+CHUNK = 500  # resources per transaction for plain JSON files
 
 
-@dataclass
-class LoadReport:
-    resources: int = 0
-    files: int = 0
-    errors: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+class _Tally:
+    """The whole command's report: the Loader's (NDJSON) plus what Bundles stored."""
 
-    def summary(self) -> str:
-        rate = self.resources / self.seconds if self.seconds else 0.0
-        return (f"Loaded {self.resources} resources from {self.files} files in "
-                f"{self.seconds:.1f} s ({rate:,.0f} resources/s); {len(self.errors)} errors.")
+    def __init__(self) -> None:
+        self.other = LoadReport()  # Bundles and plain JSON files
+        self.loaded = 0  # resources the Loader has stored so far
+
+    @property
+    def resources(self) -> int:
+        return self.other.resources + self.loaded
+
+    def error(self, source: Path, message: str) -> None:
+        self.other.errors += 1
+        self.other.first_errors.append(LoadError(str(source), 0, message))
+
+
+def summary(report: LoadReport, files: int) -> str:
+    """The command's last line: what was stored, how fast, how many errors."""
+    rate = report.resources / report.seconds if report.seconds else 0.0
+    return (f"Loaded {report.resources} resources from {files} file{'s' * (files != 1)} in "
+            f"{report.seconds:.1f} s ({rate:,.0f} resources/s); {report.errors} errors.")
 
 
 def load_paths(service: FhirService, paths: list[str], console: Console | None = None,
-               quiet: bool = False) -> LoadReport:
-    """Load every file under ``paths``; one bad file or line never stops the rest."""
+               quiet: bool = False, *, workers: int = 0, upsert: bool = False
+               ) -> tuple[LoadReport, int]:
+    """Load every file under ``paths``; one bad file or line never stops the rest.
+
+    Returns the report and the number of files.
+    """
     console = console or Console(stderr=True)
     files = expand_paths(paths)
-    report = LoadReport()
+    tally = _Tally()
     started = time.perf_counter()
     columns = (TextColumn("[bold]loading"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[resources]} resources"), TimeElapsedColumn())
+               TextColumn("files  {task.fields[resources]:,} resources  "
+                          "{task.fields[rate]:,.0f} resources/s"), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=quiet) as progress:
-        task = progress.add_task("load", total=len(files), resources=0)
-        for path in files:
-            _load_file(service, path, report)
-            report.files += 1
-            progress.update(task, advance=1, resources=report.resources)
-    report.seconds = time.perf_counter() - started
+        task = progress.add_task("load", total=len(files), resources=0, rate=0.0)
+
+        def show(loaded: int | None = None) -> None:
+            if loaded is not None:
+                tally.loaded = loaded
+            elapsed = time.perf_counter() - started
+            progress.update(task, resources=tally.resources,
+                            rate=tally.resources / elapsed if elapsed else 0.0)
+
+        with Loader(service, workers=workers if any(map(is_ndjson, files)) else 0,
+                    upsert=upsert, on_progress=show) as loader:
+            for path in files:
+                _load_file(service, loader, path, tally)
+                progress.update(task, advance=1)
+                show()
+        show(loader.report.resources)
+    return _merged(loader.report, tally.other, time.perf_counter() - started), len(files)
+
+
+def _merged(loaded: LoadReport, other: LoadReport, seconds: float) -> LoadReport:
+    report = LoadReport(resources=loaded.resources + other.resources,
+                        by_type=dict(loaded.by_type), errors=loaded.errors + other.errors,
+                        first_errors=[*other.first_errors, *loaded.first_errors],
+                        seconds=seconds)
+    for resource_type, count in other.by_type.items():
+        report.by_type[resource_type] = report.by_type.get(resource_type, 0) + count
     return report
 
 
-def _load_file(service: FhirService, path: Path, report: LoadReport) -> None:
+def _load_file(service: FhirService, loader: Loader, path: Path, tally: _Tally) -> None:
     try:
         if is_ndjson(path):
-            _load_ndjson(service, path, report)
+            with open_text(path) as handle:
+                loader.load_lines(str(path), handle)
         else:
-            _load_json(service, path, report)
+            _load_json(service, path, tally)
     except FhirError as error:
-        report.errors.extend(f"{path}: {_describe(issue)}" for issue in error.outcome()["issue"])
+        for issue in error.outcome()["issue"]:
+            tally.error(path, _describe(issue))
     except (OSError, ValueError) as error:
-        report.errors.append(f"{path}: {error}")
+        tally.error(path, str(error))
 
 
 def _describe(issue: dict[str, Any]) -> str:
@@ -67,7 +112,7 @@ def _describe(issue: dict[str, Any]) -> str:
     return f"{where}: {issue['diagnostics']}" if where else issue["diagnostics"]
 
 
-def _load_json(service: FhirService, path: Path, report: LoadReport) -> None:
+def _load_json(service: FhirService, path: Path, tally: _Tally) -> None:
     content = read_json(path)
     if isinstance(content, dict) and content.get("resourceType") == "Bundle" and \
             content.get("type") in ("transaction", "batch"):
@@ -76,12 +121,14 @@ def _load_json(service: FhirService, path: Path, report: LoadReport) -> None:
         for index, entry in enumerate(entries):
             status = entry.get("response", {}).get("status", "")
             if status.startswith("2"):
-                report.resources += 1
+                kind = content["entry"][index].get("resource", {}).get("resourceType", "?")
+                tally.other.stored(kind)
             else:
-                report.errors.append(f"{path}: entry {index}: status {status}")
+                tally.error(path, f"entry {index}: status {status}")
         return
     resources = _bundle_resources(content)
-    _store_chunk(service, path, [(0, resource) for resource in resources], report)
+    for start in range(0, len(resources), CHUNK):
+        _store_chunk(service, path, resources[start:start + CHUNK], tally)
 
 
 def _bundle_resources(content: Any) -> list[Any]:
@@ -91,38 +138,22 @@ def _bundle_resources(content: Any) -> list[Any]:
     return [content]
 
 
-def _load_ndjson(service: FhirService, path: Path, report: LoadReport) -> None:
-    chunk: list[tuple[int, Any]] = []
-    for number, resource in read_ndjson(path):
-        if isinstance(resource, Exception):
-            report.errors.append(f"{path}:{number}: not JSON: {resource}")
-            continue
-        chunk.append((number, resource))
-        if len(chunk) >= NDJSON_CHUNK:
-            _store_chunk(service, path, chunk, report)
-            chunk = []
-    if chunk:
-        _store_chunk(service, path, chunk, report)
-
-
-def _store_chunk(service: FhirService, path: Path, chunk: list[tuple[int, Any]],
-                 report: LoadReport) -> None:
-    """Validate each resource (reporting bad ones by line), then store the rest atomically."""
+def _store_chunk(service: FhirService, path: Path, chunk: list[Any], tally: _Tally) -> None:
+    """Validate each resource (reporting bad ones), then store the rest atomically."""
     entries = []
-    for number, resource in chunk:
+    for resource in chunk:
         resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
         issues = validate(resource, resource_type if isinstance(resource_type, str) else None)
         if issues:
-            where = f"{path}:{number}" if number else str(path)
-            report.errors.extend(f"{where}: {issue.expression or ''}: {issue.diagnostics}"
-                                 for issue in issues[:5])
+            tally.error(path, describe_issues(issues))
             continue
         entries.append(_entry_for(resource))
     if not entries:
         return
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     service.handle(FhirRequest("POST", "", body=bundle))
-    report.resources += len(entries)
+    for entry in entries:
+        tally.other.stored(entry["resource"]["resourceType"])
 
 
 def _entry_for(resource: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,13 @@ from hygeia.store.factory import DEFAULT_URL
 from hygeia.store.schema import SchemaVersionError
 
 EPILOG_SERVE = "example: hygeia serve --demo --port 8080   # then GET http://127.0.0.1:8080/fhir/metadata"
-EPILOG_LOAD = "example: hygeia load --db sqlite:///./hygeia.db ../shared/data/synthea-r4/"
+EPILOG_LOAD = """example: hygeia load --db sqlite:///./hygeia.db export/Patient.ndjson.gz bundles/
+example: hygeia load --upsert --workers 4 --db postgresql://postgres@127.0.0.1:5432/hygeia export/
+
+NDJSON files (.ndjson, .ndjson.gz) are parsed, validated and indexed in --workers
+processes and stored in large batches; a bad line is reported as FILE:LINE and the
+rest still loads.  Transaction/batch Bundles (.json, .json.gz) are each one transaction."""
+SHOWN_ERRORS = 50  # errors printed by ``hygeia load``; the summary counts them all
 EPILOG_VALIDATE = "example: hygeia validate patient.json bundle.json.gz"
 
 
@@ -61,9 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="hours export files are kept after the export (default 24)")
 
     load = commands.add_parser("load", help="load Bundles/NDJSON into the database",
-                               epilog=EPILOG_LOAD)
-    load.add_argument("paths", nargs="+", help="files or folders (.json, .json.gz, .ndjson)")
-    load.add_argument("--db", default=DEFAULT_URL)
+                               epilog=EPILOG_LOAD,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    load.add_argument("paths", nargs="+",
+                      help="files or folders (.ndjson, .ndjson.gz, .json, .json.gz)")
+    load.add_argument("--db", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
+    load.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                      help="processes that parse, validate and index NDJSON (default: one per "
+                           f"core, {os.cpu_count() or 1} here; 0 = in the loading process)")
+    load.add_argument("--upsert", action="store_true",
+                      help="a resource whose id is already stored becomes its next version "
+                           "(without it, that line is an error and is skipped)")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
 
     validate = commands.add_parser("validate", help="validate FHIR JSON files",
@@ -143,7 +157,7 @@ def default_files_dir(db_url: str) -> str:
 
 def load_demo(service: object, console: Console) -> None:
     """Load the packaged demo patients once (skipped when the database holds data)."""
-    from hygeia.cli.load import load_paths
+    from hygeia.cli.load import load_paths, summary
     from hygeia.server import FhirService
     from hygeia.store.base import HistoryQuery
 
@@ -153,24 +167,28 @@ def load_demo(service: object, console: Console) -> None:
             console.print("Database already holds data; demo data not loaded again.")
             return
     demo = files("hygeia.cli") / "demo"
-    report = load_paths(service, [str(demo)], console)
-    console.print("Demo data: " + report.summary())
+    report, count = load_paths(service, [str(demo)], console)
+    console.print("Demo data: " + summary(report, count))
 
 
 def load(args: argparse.Namespace) -> int:
-    from hygeia.cli.load import load_paths
+    from hygeia.cli.load import load_paths, summary
     from hygeia.server import FhirService
     from hygeia.store import open_repository
 
     console = Console(stderr=True)
     tune_garbage_collector()
+    if args.workers < 0:
+        console.print("[red]--workers must be 0 or more")
+        return 2
     with open_repository(args.db) as repository:
-        report = load_paths(FhirService(repository), args.paths, console, quiet=args.quiet)
-    for error in report.errors[:50]:  # plain lines: one error per line, easy to grep
+        report, files = load_paths(FhirService(repository), args.paths, console,
+                                   quiet=args.quiet, workers=args.workers, upsert=args.upsert)
+    for error in report.first_errors[:SHOWN_ERRORS]:  # plain lines: one per error, easy to grep
         print(f"error: {error}", file=sys.stderr)
-    if len(report.errors) > 50:
-        print(f"... and {len(report.errors) - 50} more errors", file=sys.stderr)
-    print(report.summary())
+    if report.errors > SHOWN_ERRORS:
+        print(f"... and {report.errors - SHOWN_ERRORS} more errors", file=sys.stderr)
+    print(summary(report, files))
     return 1 if report.errors else 0
 
 

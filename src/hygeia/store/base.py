@@ -39,6 +39,34 @@ class StoredVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class Head:
+    """What a writer must know about a resource's current version to write the next one."""
+
+    version: int
+    last_updated: int
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRows:
+    """A resource's index rows already in the side tables' form, minus the owner key.
+
+    ``tables`` holds one tuple per index table (``store.sql.INDEX_FIELDS`` order) of
+    rows without ``res_pk``, as :func:`hygeia.store.sql.prepare_rows` builds them.
+    Building them (parameter hashes, token texts, composite combinations) is CPU
+    work a bulk loader does in its worker processes, so the single writer only
+    prepends the key.  Tuples, not lists: they cross the process boundary, and a
+    tuple unpickles in half the time of a list.
+    """
+
+    tables: tuple[tuple[tuple[Any, ...], ...], ...]
+
+
+# what Session.put accepts as a version's index rows
+RowsSource = IndexRows | PreparedRows | Callable[[], IndexRows]
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryQuery:
     """History at system (no type), type (no id) or instance level.
 
@@ -95,17 +123,33 @@ class Session(ABC):
         """One specific version, or None."""
 
     @abstractmethod
-    def put(self, version: StoredVersion, rows: IndexRows | Callable[[], IndexRows]) -> None:
+    def put(self, version: StoredVersion, rows: RowsSource) -> None:
         """Append a version, make it current and replace its index rows.
 
         ``rows`` may be a callable, called once before the rows are written
-        (they may still be being extracted in another process).
+        (they may still be being extracted in another process), or rows
+        already prepared in the tables' form (:class:`PreparedRows`).
 
         Backends may buffer writes and send them in batches; anything read
         through the same session afterwards sees them, and they commit (or
         roll back) with the transaction.  ``version.seq`` is ignored: the
         store assigns it.
         """
+
+    def heads(self, keys: list[tuple[str, str]], *, for_update: bool = False
+              ) -> dict[tuple[str, str], Head]:
+        """The current version's :class:`Head` of each (type, id) in ``keys`` that exists.
+
+        One round trip for a whole batch, where :meth:`current` is one per resource
+        and reads the content too.  ``for_update`` locks the rows found until the
+        transaction ends (where the backend has row locks).
+        """
+        found = {}
+        for key in keys:
+            current = self.current(*key, for_update=for_update)
+            if current is not None:
+                found[key] = Head(current.version, current.last_updated, current.deleted)
+        return found
 
     def flush(self) -> None:
         """Send buffered writes to the database (the repository calls it before commit)."""

@@ -13,7 +13,7 @@ Tables (see docs/architecture.md for the column-by-column description):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from itertools import product
 from typing import Any
@@ -24,7 +24,16 @@ from hygeia.fhir.search.parameters import default_registry
 from hygeia.fhir.search.query import Query
 from hygeia.fhir.search.results import WHEN_FREE, Include
 from hygeia.fhir.search.rows import CompositeRow, IndexRows
-from hygeia.store.base import HistoryQuery, SearchPage, Session, StoredVersion, rows_to_versions
+from hygeia.store.base import (
+    Head,
+    HistoryQuery,
+    PreparedRows,
+    RowsSource,
+    SearchPage,
+    Session,
+    StoredVersion,
+    rows_to_versions,
+)
 from hygeia.store.cursor import decode_cursor, encode_cursor
 from hygeia.store.export_sql import ExportRow, ExportSlice, export_batch
 from hygeia.store.hashing import code_hash, param_hash
@@ -55,6 +64,7 @@ RESOURCE_INSERT_COLUMNS = ("pk", "res_type", "res_id", "seq", "version", "delete
 # typical page fills from the first candidates, then growing to bound the round trips
 _FIRST_BATCH = 64
 _LAST_BATCH = 4096
+_HEAD_CHUNK = 1000  # keys per heads() query
 
 VERSION_COLUMNS = "v.res_type, v.res_id, v.version, v.last_updated, v.deleted, v.content, " \
                   "v.method, v.seq"
@@ -67,7 +77,7 @@ class SqlSession(Session):
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
-        self._pending: list[tuple[StoredVersion, IndexRows | Callable[[], IndexRows]]] = []
+        self._pending: list[tuple[StoredVersion, RowsSource]] = []
         self.rows_written = 0  # resource and index rows this session wrote
 
     def _sql(self, sql: str) -> str:
@@ -104,8 +114,22 @@ class SqlSession(Session):
         ).fetchall()
         return rows_to_versions(None, iter(rows))[0] if rows else None
 
-    def put(self, version: StoredVersion, rows: IndexRows | Callable[[], IndexRows]) -> None:
+    def put(self, version: StoredVersion, rows: RowsSource) -> None:
         self._pending.append((version, rows))
+
+    def heads(self, keys: list[tuple[str, str]], *, for_update: bool = False
+              ) -> dict[tuple[str, str], Head]:
+        self.flush()
+        found: dict[tuple[str, str], Head] = {}
+        for start in range(0, len(keys), _HEAD_CHUNK):
+            builder = SqlBuilder(self.registry)
+            condition = self._keys_condition(builder, keys[start:start + _HEAD_CHUNK], "r")
+            sql, params = builder.render(
+                f"SELECT r.res_type, r.res_id, r.version, r.last_updated, r.deleted "
+                f"FROM resource r WHERE {condition}" + self._for_update(for_update))
+            found.update({(row[0], row[1]): Head(int(row[2]), int(row[3]), bool(row[4]))
+                          for row in self.execute(sql, params).fetchall()})
+        return found
 
     def flush(self) -> None:
         """Write buffered versions with a few batched statements instead of several per resource.
@@ -123,8 +147,7 @@ class SqlSession(Session):
                             v.method, v.content)
                            for seq, (v, _) in zip(seqs, pending, strict=True)])
         first_version: dict[tuple[str, str], int] = {}
-        latest: dict[tuple[str, str],
-                     tuple[int, StoredVersion, IndexRows | Callable[[], IndexRows]]] = {}
+        latest: dict[tuple[str, str], tuple[int, StoredVersion, RowsSource]] = {}
         for seq, (v, rows) in zip(seqs, pending, strict=True):
             first_version.setdefault((v.resource_type, v.id), v.version)
             latest[(v.resource_type, v.id)] = (seq, v, rows)
@@ -147,7 +170,7 @@ class SqlSession(Session):
                 "last_updated = excluded.last_updated"), updated)
         # last: rows extracted in the offload helper have had the longest to arrive
         self._replace_index_rows(cursor, [pks[key] for key in existing],
-                                 [(pks[key], v, rows if isinstance(rows, IndexRows) else rows())
+                                 [(pks[key], v, _rows_now(rows))
                                   for key, (_, v, rows) in latest.items() if not v.deleted])
 
     def reindex(self, keys: list[tuple[str, str]],
@@ -199,21 +222,19 @@ class SqlSession(Session):
         return found
 
     def _replace_index_rows(self, cursor: Any, stale: list[int],
-                            current: list[tuple[int, StoredVersion, IndexRows]]) -> None:
+                            written: Sequence[tuple[int, StoredVersion, IndexRows | PreparedRows]]
+                            ) -> None:
         """Index rows describe the current version only: drop the old ones, insert the new."""
-        for table, field_name in INDEX_FIELDS:
+        current = [(pk, v, rows) for pk, v, rows in written if isinstance(rows, IndexRows)]
+        prepared = [((pk,), rows.tables) for pk, _, rows in written
+                    if isinstance(rows, PreparedRows)]
+        for position, (table, field_name) in enumerate(INDEX_FIELDS):
             if stale:
                 cursor.executemany(self._sql(f"DELETE FROM {table} WHERE res_pk = ?"),
                                    [(pk,) for pk in stale])
-            if table == "token_index":
-                rows = [row for pk, v, index in current
-                        for row in _token_rows(pk, v.resource_type, index)]
-            elif table == "composite_index":
-                rows = [row for pk, v, index in current if index.composites
-                        for row in composite_rows(pk, v.resource_type, index.composites)]
-            else:
-                rows = [(pk, param_hash(v.resource_type, row[0]), *row[1:])
-                        for pk, v, index in current for row in getattr(index, field_name)]
+            rows = _prefixed(prepared, position)
+            if current:
+                rows += _table_rows(table, field_name, current)
             if rows:
                 self._insert_rows(cursor, table, ("res_pk", "h_param", *INDEX_TABLES[table]),
                                   rows)
@@ -404,8 +425,13 @@ class SqlSession(Session):
 
     def _owner_condition(self, builder: SqlBuilder, owners: list[StoredVersion]) -> str:
         """SQL true for the ``resource o`` rows of ``owners``."""
-        return " OR ".join(f"(o.res_type = {builder.value(owner.resource_type)} AND "
-                           f"o.res_id = {builder.value(owner.id)})" for owner in owners)
+        return self._keys_condition(builder, [(o.resource_type, o.id) for o in owners], "o")
+
+    def _keys_condition(self, builder: SqlBuilder, keys: list[tuple[str, str]],
+                        alias: str) -> str:
+        """SQL true for the ``resource`` rows (named ``alias``) of the (type, id) ``keys``."""
+        return " OR ".join(f"({alias}.res_type = {builder.value(kind)} AND "
+                           f"{alias}.res_id = {builder.value(id)})" for kind, id in keys)
 
     def history(self, query: HistoryQuery) -> list[StoredVersion]:
         self.flush()
@@ -436,8 +462,53 @@ def _include_sources(include: Include, owners: list[StoredVersion], reverse: boo
     return sorted({owner.resource_type for owner in owners})
 
 
-def _token_rows(pk: int, resource_type: str, index: IndexRows) -> list[tuple[Any, ...]]:
-    """token_index rows: each :text value rides on a token row of its parameter.
+def _rows_now(rows: RowsSource) -> IndexRows | PreparedRows:
+    """The rows to write: a callable source (rows extracted elsewhere) is asked now."""
+    return rows if isinstance(rows, IndexRows | PreparedRows) else rows()
+
+
+def _table_rows(table: str, field_name: str, current: list[tuple[int, StoredVersion, IndexRows]]
+                ) -> list[tuple[Any, ...]]:
+    """One table's rows for the resources (key, version, extracted rows) in ``current``."""
+    if table == "token_index":
+        return [row for pk, v, index in current for row in _token_rows(pk, v.resource_type, index)]
+    if table == "composite_index":
+        return [row for pk, v, index in current if index.composites
+                for row in composite_rows(pk, v.resource_type, index.composites)]
+    return [(pk, param_hash(v.resource_type, row[0]), *row[1:])
+            for pk, v, index in current for row in getattr(index, field_name)]
+
+
+def _prefixed(prepared: list[tuple[tuple[int], tuple[tuple[tuple[Any, ...], ...], ...]]],
+              position: int) -> list[tuple[Any, ...]]:
+    """One table's prepared rows with their owner's key put in front (tuple concatenation:
+    half the cost of ``(pk, *row)``, and this runs for every row a bulk load writes)."""
+    return [key + row for key, tables in prepared for row in tables[position]]
+
+
+def prepare_rows(resource_type: str, index: IndexRows) -> PreparedRows:
+    """``index`` in the side tables' form, without ``res_pk`` (see :class:`PreparedRows`).
+
+    The same functions the write path uses build the rows, so a bulk load stores
+    exactly what an ordinary write would; only the owner key is left out.
+    """
+    tables = []
+    for table, field_name in INDEX_FIELDS:
+        if table == "token_index":
+            rows = _token_rows(None, resource_type, index)
+        elif table == "composite_index":
+            rows = composite_rows(None, resource_type, index.composites) \
+                if index.composites else []
+        else:
+            rows = [(param_hash(resource_type, row[0]), *row[1:])
+                    for row in getattr(index, field_name)]
+        tables.append(tuple(rows))
+    return PreparedRows(tuple(tables))
+
+
+def _token_rows(pk: int | None, resource_type: str, index: IndexRows) -> list[tuple[Any, ...]]:
+    """token_index rows (without ``res_pk`` when ``pk`` is None): each :text value
+    rides on a token row of its parameter.
 
     A text pairs with any token row of the same parameter (a :text search asks
     whether *some* text matches, never which coding it came from); texts left
@@ -448,24 +519,26 @@ def _token_rows(pk: int, resource_type: str, index: IndexRows) -> list[tuple[Any
     texts: dict[str, list[str]] = {}
     for code, text in index.token_texts:
         texts.setdefault(code, []).append(text)
+    owner = () if pk is None else (pk,)
     rows = []
     for code, system, value in index.tokens:
         param = param_hash(resource_type, code)
         waiting = texts.get(code)
-        rows.append((pk, param, code_hash(param, value), system, value,
+        rows.append((*owner, param, code_hash(param, value), system, value,
                      waiting.pop() if waiting else None))
     for code, left in texts.items():
         param = param_hash(resource_type, code)
-        rows.extend((pk, param, code_hash(param, None), None, None, text) for text in left)
+        rows.extend((*owner, param, code_hash(param, None), None, None, text) for text in left)
     return rows
 
 
 _NO_COMPONENT = (None, None, None, None, None)
 
 
-def composite_rows(pk: int, resource_type: str, composites: list[CompositeRow]
+def composite_rows(pk: int | None, resource_type: str, composites: list[CompositeRow]
                    ) -> list[tuple[Any, ...]]:
-    """composite_index rows: one per combination of one group's component values.
+    """composite_index rows (without ``res_pk`` when ``pk`` is None): one per
+    combination of one group's component values.
 
     Extraction gives one row per component value, grouped by ``group``; storing
     the combinations instead puts every component of a match in one row, so a
@@ -479,6 +552,7 @@ def composite_rows(pk: int, resource_type: str, composites: list[CompositeRow]
         while len(parts) <= component:
             parts.append([])
         parts[component].append(component_columns(values))
+    owner = () if pk is None else (pk,)
     rows = []
     for (code, _), parts in groups.items():
         # extraction writes complete groups only; a composite has 2 or 3 components (R4),
@@ -488,7 +562,7 @@ def composite_rows(pk: int, resource_type: str, composites: list[CompositeRow]
         param = param_hash(resource_type, code)
         padding = _NO_COMPONENT * (COMPOSITE_COMPONENTS - len(parts))
         for combination in product(*parts):
-            rows.append((pk, param, *(value for part in combination for value in part),
+            rows.append((*owner, param, *(value for part in combination for value in part),
                          *padding))
     return rows
 

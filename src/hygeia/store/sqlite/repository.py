@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from hygeia.store.base import Repository, StoredVersion
+from hygeia.store.base import Repository
 from hygeia.store.schema import SCHEMA_VERSION, check_version, statements
 from hygeia.store.search_sql import SqlBuilder
 from hygeia.store.sql import SqlSession
@@ -35,12 +35,13 @@ class SqliteSession(SqlSession):
     def lock(self, key: str) -> None:
         return None
 
-    def _owner_condition(self, builder: SqlBuilder, owners: list[StoredVersion]) -> str:
-        """The owners as one JSON parameter: the statement text stays the same whatever
-        their number, so it is prepared once, and there is no OR arm per owner to plan
+    def _keys_condition(self, builder: SqlBuilder, keys: list[tuple[str, str]],
+                        alias: str) -> str:
+        """The keys as one JSON parameter: the statement text stays the same whatever
+        their number, so it is prepared once, and there is no OR arm per key to plan
         (an include for a 100-entry ``$everything`` page: 4.0 -> 1.2 ms)."""
-        pairs = builder.value(orjson.dumps([[o.resource_type, o.id] for o in owners]).decode())
-        return (f"(o.res_type, o.res_id) IN "
+        pairs = builder.value(orjson.dumps(keys).decode())
+        return (f"({alias}.res_type, {alias}.res_id) IN "
                 f"(SELECT value ->> 0, value ->> 1 FROM json_each({pairs}))")
 
     def _allocate_seqs(self, count: int) -> list[int]:
