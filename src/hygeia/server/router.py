@@ -84,6 +84,8 @@ def _system_named_route(method: str, parts: list[str]) -> Route:
         return _only(method, "POST", Route("reindex"))
     if name == "$export" and len(parts) == 1:
         return _get_or_post(method, Route("export"))
+    if name == "$import" and len(parts) == 1:
+        return _only(method, "POST", Route("import"))
     if len(parts) > 1:
         raise NotFound(f"There is nothing at '{'/'.join(parts)}'.")
     if name == "metadata":

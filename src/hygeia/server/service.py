@@ -14,6 +14,7 @@ from hygeia.fhir.search.parameters import default_registry
 from hygeia.fhir.validation import validate
 from hygeia.server import read, search, write
 from hygeia.server.bulk_export import kick_off
+from hygeia.server.bulk_import import ImportJob, kick_off_import
 from hygeia.server.capability import capability_statement
 from hygeia.server.context import FhirRequest, FhirResponse, Settings
 from hygeia.server.custom_parameters import load_custom_parameters
@@ -42,7 +43,8 @@ class FhirService:
         self.files = FileArea(Path(self.settings.files_dir or tempfile.mkdtemp(prefix="hygeia-")))
         # job kinds by name; a pillar registers its own here at start-up
         self.job_kinds: dict[str, JobKind] = {kind.name: kind
-                                              for kind in (ExportJob(), ReindexJob())}
+                                              for kind in (ExportJob(), ImportJob(),
+                                                           ReindexJob())}
         self.runner: JobRunner | None = None
         self._parameters_seen: int | None = None  # newest SearchParameter write seen
         loaded = load_custom_parameters(repository, self.registry)
@@ -255,6 +257,10 @@ def _export(service: FhirService, route: Route, request: FhirRequest) -> FhirRes
     return kick_off(service, request, level, route.id)
 
 
+def _import(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
+    return kick_off_import(service, request)
+
+
 def _reindex(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
     return start_reindex(service, request, route.resource_type)
 
@@ -274,6 +280,7 @@ def _job_file(service: FhirService, route: Route, request: FhirRequest) -> FhirR
 # interactions that start or follow background work, outside any request transaction
 _ASYNC = {
     "export": _export,
+    "import": _import,
     "reindex": _reindex,
     "job-status": _job_status,
     "job-cancel": _job_cancel,
