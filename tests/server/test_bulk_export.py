@@ -273,7 +273,7 @@ def test_a_search_parameter_written_elsewhere_reaches_this_process(
     """Two services on one database stand for two serving processes."""
     writer = FhirService(repository, Settings(files_dir=str(tmp_path)))
     other = FhirService(repository, Settings(files_dir=str(tmp_path)))
-    assert other.refresh_parameters() is False  # the first look only notes where it is
+    assert other.refresh_parameters() is False  # nothing new yet
     put(writer, {"resourceType": "SearchParameter", "id": "nick", "status": "active",
                  "url": "http://example.org/SearchParameter/nick", "name": "nick",
                  "description": "Nickname", "code": "nick", "base": ["Patient"],

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -213,10 +214,20 @@ class JobRunner:
 
 
 class FileArea:
-    """The server's folder for job outputs (``jobs/ID/...``) and files to import."""
+    """The server's folder for job outputs (``jobs/ID/...``) and files to import.
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    Without a configured folder a temporary one is made, but only when first
+    needed: most services (``hygeia load``, tests) never run a job.
+    """
+
+    def __init__(self, root: Path | None) -> None:
+        self._root = root
+
+    @property
+    def root(self) -> Path:
+        if self._root is None:
+            self._root = Path(tempfile.mkdtemp(prefix="hygeia-files-"))
+        return self._root
 
     def job_folder(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id

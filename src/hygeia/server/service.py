@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,13 +39,15 @@ class FhirService:
         self.registry = default_registry().copy()
         self._capabilities: tuple[int, dict[str, Any]] | None = None
         self.jobs = JobStore(repository)
-        self.files = FileArea(Path(self.settings.files_dir or tempfile.mkdtemp(prefix="hygeia-")))
+        self.files = FileArea(Path(self.settings.files_dir) if self.settings.files_dir else None)
         # job kinds by name; a pillar registers its own here at start-up
         self.job_kinds: dict[str, JobKind] = {kind.name: kind
                                               for kind in (ExportJob(), ImportJob(),
                                                            ReindexJob())}
         self.runner: JobRunner | None = None
-        self._parameters_seen: int | None = None  # newest SearchParameter write seen
+        # the newest SearchParameter write seen, noted before loading them all, so one
+        # written meanwhile by another process is picked up by the next refresh
+        self._parameters_seen = self._newest_parameter_write()
         loaded = load_custom_parameters(repository, self.registry)
         if loaded:
             log.info("loaded %d custom search parameters", loaded)
@@ -98,11 +99,9 @@ class FhirService:
         processes on one database, a parameter written through one becomes
         searchable through all.
         """
-        with self.reader() as session:
-            newest = session.history(HistoryQuery(resource_type="SearchParameter", count=1))
-        mark = newest[0].seq if newest else 0
+        mark = self._newest_parameter_write()
         seen, self._parameters_seen = self._parameters_seen, mark
-        if seen is None or seen == mark:
+        if seen == mark:
             return False
         fresh = default_registry().copy()
         load_custom_parameters(self.repository, fresh)
@@ -113,6 +112,11 @@ class FhirService:
             if self.registry.by_url(parameter.url) != parameter:
                 self.registry.add(parameter)
         return True
+
+    def _newest_parameter_write(self) -> int:
+        with self.repository.reader() as session:
+            newest = session.history(HistoryQuery(resource_type="SearchParameter", count=1))
+        return newest[0].seq if newest else 0
 
     def start_jobs(self, timing: JobTiming | None = None) -> JobRunner:
         """Run background jobs on a thread of this process (``hygeia serve`` does)."""
