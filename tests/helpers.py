@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from hygeia.server import FhirRequest, FhirResponse, FhirService
+from hygeia.server.jobs import JobContext
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -47,3 +48,24 @@ def synthea_bundle(name: str = "001") -> dict[str, Any]:
     path = next((FIXTURES / "synthea").glob(f"{name}-*.json.gz"))
     data: dict[str, Any] = orjson.loads(gzip.decompress(path.read_bytes()))
     return data
+
+
+class CrashAfter(JobContext):
+    """A job context that stops the job (as a kill would) at its n-th checkpoint,
+    before saving it: the tests of resuming jobs crash at every checkpoint in turn."""
+
+    def __init__(self, *args: Any, crash_at: int) -> None:
+        super().__init__(*args)
+        self.remaining = crash_at
+
+    def checkpoint(self, progress: dict[str, Any]) -> None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            raise KeyboardInterrupt("simulated crash")
+        super().checkpoint(progress)
+
+
+def expire_lease(service: FhirService, job_id: str) -> None:
+    """Make a job claimable now, as the lease (or a retry delay) running out would."""
+    with service.jobs._session() as session:
+        session.execute("UPDATE job SET lease_until = 0 WHERE id = ?", (job_id,))

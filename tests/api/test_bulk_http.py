@@ -19,22 +19,10 @@ import psycopg
 import pytest
 
 from tests.api.test_limits_and_crash import amplified_bundle
-from tests.conftest import BACKENDS, ServerProcess, _drop_database
+from tests.conftest import ServerProcess, _drop_database
 
 KICK_OFF = {"Accept": "application/fhir+json", "Prefer": "respond-async"}
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
-
-
-@pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database of the test's own (a PostgreSQL one is dropped afterwards)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/own.db"
-        return
-    base = request.getfixturevalue("postgres_url").rsplit("/", 1)[0]
-    url = f"{base}/hygeia_bulk_{uuid.uuid4().hex[:8]}"
-    yield url
-    _drop_database(url)
 
 
 @pytest.fixture

@@ -8,30 +8,16 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import orjson
 import psycopg
-import pytest
 
-from tests.conftest import BACKENDS, ServerProcess, _drop_database, postgres_admin_url
+from tests.conftest import ServerProcess, postgres_admin_url
 from tests.helpers import patient, synthea_bundle
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
-
-
-@pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database of the test's own (a PostgreSQL one is dropped afterwards)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/own.db"
-        return
-    base = request.getfixturevalue("postgres_url").rsplit("/", 1)[0]
-    url = f"{base}/hygeia_own_{uuid.uuid4().hex[:8]}"
-    yield url
-    _drop_database(url)
 
 
 def test_body_over_limit_is_413(database_url: str) -> None:

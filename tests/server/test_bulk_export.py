@@ -12,10 +12,10 @@ import pytest
 from hygeia.fhir.outcome import BadRequest, NotFound
 from hygeia.server import FhirResponse, FhirService, Settings
 from hygeia.server.export_job import ExportJob
-from hygeia.server.jobs import JobContext, JobTiming
+from hygeia.server.jobs import JobTiming
 from hygeia.store import Repository
 from hygeia.store.jobs import COMPLETED, worker_name
-from tests.helpers import body, call
+from tests.helpers import CrashAfter, body, call, expire_lease
 
 ASYNC = {"prefer_async": True}
 
@@ -150,20 +150,6 @@ def test_files_split_at_the_size_limit(repository: Repository, tmp_path: Path) -
     assert exported(service, manifest) == {"Patient": sorted(f"s{n}" for n in range(12))}
 
 
-class CrashAfter(JobContext):
-    """Stops the job (as a kill would) at its n-th checkpoint, before saving it."""
-
-    def __init__(self, *args: Any, crash_at: int) -> None:
-        super().__init__(*args)
-        self.remaining = crash_at
-
-    def checkpoint(self, progress: dict[str, Any]) -> None:
-        self.remaining -= 1
-        if self.remaining == 0:
-            raise KeyboardInterrupt("simulated crash")
-        super().checkpoint(progress)
-
-
 @pytest.mark.parametrize("crash_at", [1, 2, 3, 4, 5, 6, 7])  # 7 checkpoints in all
 def test_a_resumed_export_writes_each_line_once(repository: Repository, tmp_path: Path,
                                                 crash_at: int,
@@ -185,8 +171,7 @@ def test_a_resumed_export_writes_each_line_once(repository: Repository, tmp_path
     with pytest.raises(KeyboardInterrupt):
         ExportJob().run(CrashAfter(service, job, first, JobTiming(), crash_at=crash_at))
     # the lease is still held by the "dead" worker: expire it, as time would
-    with service.jobs._session() as session:
-        session.execute("UPDATE job SET lease_until = 0 WHERE id = ?", (job.id,))
+    expire_lease(service, job.id)
     assert service.job_runner().run_all() == 1
     resumed = service.jobs.get(job.id)
     assert resumed is not None and resumed.state == COMPLETED and resumed.attempts == 2

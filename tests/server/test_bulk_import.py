@@ -15,10 +15,10 @@ import pytest
 from hygeia.fhir.outcome import BadRequest
 from hygeia.server import FhirService, Settings
 from hygeia.server.bulk_import import ImportJob, import_folder
-from hygeia.server.jobs import JobContext, JobTiming
+from hygeia.server.jobs import JobTiming
 from hygeia.store import Repository
 from hygeia.store.jobs import COMPLETED, worker_name
-from tests.helpers import body, call
+from tests.helpers import CrashAfter, body, call, expire_lease
 
 ASYNC = {"prefer_async": True}
 GOOD = [{"resourceType": "Patient", "id": f"i{n}", "gender": "female"} for n in range(3)]
@@ -118,18 +118,6 @@ def test_bad_import_requests_are_400(importer: FhirService, request_body: dict[s
     assert importer.job_runner().run_all() == 0
 
 
-class CrashAfter(JobContext):
-    def __init__(self, *args: Any, crash_at: int) -> None:
-        super().__init__(*args)
-        self.remaining = crash_at
-
-    def checkpoint(self, progress: dict[str, Any]) -> None:
-        self.remaining -= 1
-        if self.remaining == 0:
-            raise KeyboardInterrupt("simulated crash")
-        super().checkpoint(progress)
-
-
 def test_a_resumed_import_finishes_without_duplicates(importer: FhirService) -> None:
     folder = import_folder(importer)
     (folder / "a.ndjson").write_bytes(ndjson(*GOOD[:2]))
@@ -140,8 +128,7 @@ def test_a_resumed_import_finishes_without_duplicates(importer: FhirService) -> 
     assert job is not None
     with pytest.raises(KeyboardInterrupt):  # dies after storing b, before saying so
         ImportJob().run(CrashAfter(importer, job, first, JobTiming(), crash_at=2))
-    with importer.jobs._session() as session:
-        session.execute("UPDATE job SET lease_until = 0 WHERE id = ?", (job.id,))
+    expire_lease(importer, job.id)
     assert importer.job_runner().run_all() == 1
     resumed = importer.jobs.get(job.id)
     assert resumed is not None and resumed.state == COMPLETED and resumed.attempts == 2

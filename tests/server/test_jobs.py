@@ -15,7 +15,7 @@ from hygeia.server import FhirRequest, FhirResponse, FhirService, Settings
 from hygeia.server.jobs import MAX_ATTEMPTS, JobContext, JobFailed
 from hygeia.store import Repository
 from hygeia.store.jobs import COMPLETED, FAILED, QUEUED, Job, owner_gone, worker_name
-from tests.helpers import body, call
+from tests.helpers import body, call, expire_lease
 
 
 class Flaky:
@@ -52,12 +52,6 @@ def submit(service: FhirService, kind: Flaky) -> str:
     return service.jobs.submit(kind.name, {}, now_us()).id
 
 
-def ready_now(service: FhirService, job_id: str) -> None:
-    """Skip the retry delay, as waiting would."""
-    with service.jobs._session() as session:
-        session.execute("UPDATE job SET lease_until = 0 WHERE id = ?", (job_id,))
-
-
 def test_transient_failures_are_retried_from_the_queue(jobs: FhirService) -> None:
     job_id = submit(jobs, Flaky(failures=2))
     runner = jobs.job_runner()
@@ -68,9 +62,9 @@ def test_transient_failures_are_retried_from_the_queue(jobs: FhirService) -> Non
     assert runner.run_next() is False  # the retry waits out its delay
     status = call(jobs, "GET", f"_job/{job_id}")
     assert status.status == 202 and "retrying" in status.headers["X-Progress"]
-    ready_now(jobs, job_id)
+    expire_lease(jobs, job_id)
     runner.run_next()
-    ready_now(jobs, job_id)
+    expire_lease(jobs, job_id)
     runner.run_next()
     done = jobs.jobs.get(job_id)
     assert done is not None and done.state == COMPLETED and done.attempts == 3
@@ -89,7 +83,7 @@ def test_a_permanent_failure_is_a_500_outcome_at_once(jobs: FhirService) -> None
 def test_attempts_run_out(jobs: FhirService) -> None:
     job_id = submit(jobs, Flaky(failures=MAX_ATTEMPTS + 1))
     for _ in range(MAX_ATTEMPTS):
-        ready_now(jobs, job_id)
+        expire_lease(jobs, job_id)
         jobs.job_runner().run_next()
     failed = jobs.jobs.get(job_id)
     assert failed is not None and failed.state == FAILED
