@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
+
+import orjson
 
 from hygeia.fhir.datetime import fhir_datetime_range, format_instant, now_us
 from hygeia.fhir.outcome import BadRequest, NotFound, information
@@ -63,7 +65,7 @@ def kick_off(service: FhirService, request: FhirRequest, level: str,
         raise BadRequest("$export runs asynchronously: send the header "
                          "'Prefer: respond-async'.", expression="Prefer")
     params = _parameters(request)
-    with service.reader() as session:
+    with service.reader() as session:  # a Group's members are read in the same snapshot
         export = _checked(params, level, request, session, service.registry, group_id)
     job = service.jobs.submit(EXPORT, export.to_json(), now_us())
     service.wake_jobs()
@@ -194,8 +196,6 @@ def _split_filters(value: str) -> list[str]:
 
 def parse_filter(kind: str, criteria: str, registry: SearchRegistry) -> Query:
     """A _typeFilter as a search: strict, and search parameters only."""
-    from urllib.parse import parse_qsl
-
     try:
         query = parse_query(kind, parse_qsl(criteria, keep_blank_values=True), strict=True,
                             registry=registry)
@@ -234,8 +234,6 @@ def _group_members(session: Session, group_id: str) -> list[str]:
     current = session.current("Group", group_id)
     if current is None or current.deleted or current.content is None:
         raise NotFound(f"Group/{group_id} does not exist.", expression="id")
-    import orjson
-
     group = orjson.loads(current.content)
     members = []
     for member in group.get("member") or []:

@@ -96,13 +96,13 @@ class JobStore:
         self.repository = repository
 
     def submit(self, kind: str, request: dict[str, Any], now: int) -> Job:
-        job_id = uuid.uuid4().hex
+        job = Job(id=uuid.uuid4().hex, kind=kind, state=QUEUED, request=request,
+                  progress=None, result=None, error=None, attempts=0, owner=None,
+                  lease_until=None, created=now, updated=now, expires=None)
         with self._session() as session:
             session.execute(
                 f"INSERT INTO job ({_COLUMNS}) VALUES (?, ?, ?, ?, NULL, NULL, NULL, 0, NULL, "
-                "NULL, ?, ?, NULL)", (job_id, kind, QUEUED, _dump(request), now, now))
-        job = self.get(job_id)
-        assert job is not None
+                "NULL, ?, ?, NULL)", (job.id, kind, QUEUED, _dump(request), now, now))
         return job
 
     def get(self, job_id: str) -> Job | None:

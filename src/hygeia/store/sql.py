@@ -64,7 +64,7 @@ RESOURCE_INSERT_COLUMNS = ("pk", "res_type", "res_id", "seq", "version", "delete
 # typical page fills from the first candidates, then growing to bound the round trips
 _FIRST_BATCH = 64
 _LAST_BATCH = 4096
-_HEAD_CHUNK = 1000  # keys per heads() query
+_HEAD_CHUNK = 1000  # keys per lookup query (_rows_by_keys)
 
 VERSION_COLUMNS = "v.res_type, v.res_id, v.version, v.last_updated, v.deleted, v.content, " \
                   "v.method, v.seq"
@@ -120,15 +120,21 @@ class SqlSession(Session):
     def heads(self, keys: list[tuple[str, str]], *, for_update: bool = False
               ) -> dict[tuple[str, str], Head]:
         self.flush()
-        found: dict[tuple[str, str], Head] = {}
+        rows = self._rows_by_keys(
+            "r.res_type, r.res_id, r.version, r.last_updated, r.deleted FROM resource r",
+            keys, self._for_update(for_update))
+        return {(row[0], row[1]): Head(int(row[2]), int(row[3]), bool(row[4])) for row in rows}
+
+    def _rows_by_keys(self, select: str, keys: list[tuple[str, str]], suffix: str = ""
+                      ) -> list[Any]:
+        """``SELECT {select} WHERE`` the ``resource r`` row is one of ``keys``, in chunks,
+        each chunk's keys bound as one parameter (see :meth:`_keys_condition`)."""
+        found: list[Any] = []
         for start in range(0, len(keys), _HEAD_CHUNK):
             builder = SqlBuilder(self.registry)
             condition = self._keys_condition(builder, keys[start:start + _HEAD_CHUNK], "r")
-            sql, params = builder.render(
-                f"SELECT r.res_type, r.res_id, r.version, r.last_updated, r.deleted "
-                f"FROM resource r WHERE {condition}" + self._for_update(for_update))
-            found.update({(row[0], row[1]): Head(int(row[2]), int(row[3]), bool(row[4]))
-                          for row in self.execute(sql, params).fetchall()})
+            found.extend(self.execute(*builder.render(
+                f"SELECT {select} WHERE {condition}{suffix}")).fetchall())
         return found
 
     def flush(self) -> None:
@@ -179,18 +185,15 @@ class SqlSession(Session):
         never have its newer rows overwritten by rows of the version read earlier."""
         self.flush()
         current = []
-        for start in range(0, len(keys), 400):
-            chunk = keys[start:start + 400]
-            pairs = " OR ".join("(r.res_type = ? AND r.res_id = ?)" for _ in chunk)
-            rows = self.execute(
-                f"SELECT r.pk, v.res_type, v.content FROM resource r JOIN resource_version v "
-                f"ON v.seq = r.seq WHERE r.deleted = ? AND ({pairs})",
-                [False, *(part for key in chunk for part in key)]).fetchall()
-            for pk, kind, content in rows:
-                resource = orjson.loads(bytes(content))
-                current.append((int(pk), StoredVersion(kind, resource.get("id", ""), 0, 0,
-                                                       False, None, "PUT", 0),
-                                index(resource)))
+        rows = self._rows_by_keys("r.pk, v.res_type, v.content, r.deleted FROM resource r "
+                                  "JOIN resource_version v ON v.seq = r.seq", keys)
+        for pk, kind, content, deleted in rows:
+            if deleted:
+                continue
+            resource = orjson.loads(bytes(content))
+            current.append((int(pk), StoredVersion(kind, resource.get("id", ""), 0, 0,
+                                                   False, None, "PUT", 0),
+                            index(resource)))
         self._replace_index_rows(self.connection.cursor(), [pk for pk, _, _ in current], current)
         return len(current)
 
@@ -212,14 +215,8 @@ class SqlSession(Session):
         return f"{column} IN (SELECT value FROM json_each({listed}))"
 
     def _existing_pks(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        found: dict[tuple[str, str], int] = {}
-        for start in range(0, len(keys), 400):
-            chunk = keys[start:start + 400]
-            pairs = " OR ".join("(res_type = ? AND res_id = ?)" for _ in chunk)
-            rows = self.execute(f"SELECT res_type, res_id, pk FROM resource WHERE {pairs}",
-                                [part for key in chunk for part in key]).fetchall()
-            found.update({(row[0], row[1]): int(row[2]) for row in rows})
-        return found
+        rows = self._rows_by_keys("r.res_type, r.res_id, r.pk FROM resource r", keys)
+        return {(row[0], row[1]): int(row[2]) for row in rows}
 
     def _replace_index_rows(self, cursor: Any, stale: list[int],
                             written: Sequence[tuple[int, StoredVersion, IndexRows | PreparedRows]]
