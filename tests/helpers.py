@@ -11,6 +11,7 @@ import orjson
 
 from hygeia.server import FhirRequest, FhirResponse, FhirService
 from hygeia.server.jobs import JobContext
+from hygeia.store.plain_sql import writing
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -67,5 +68,5 @@ class CrashAfter(JobContext):
 
 def expire_lease(service: FhirService, job_id: str) -> None:
     """Make a job claimable now, as the lease (or a retry delay) running out would."""
-    with service.jobs._session() as session:
+    with writing(service.jobs.repository) as session:
         session.execute("UPDATE job SET lease_until = 0 WHERE id = ?", (job_id,))

@@ -15,6 +15,7 @@ from hygeia.server import FhirRequest, FhirResponse, FhirService, Settings
 from hygeia.server.jobs import MAX_ATTEMPTS, JobContext, JobFailed
 from hygeia.store import Repository
 from hygeia.store.jobs import COMPLETED, FAILED, QUEUED, Job, owner_gone, worker_name
+from hygeia.store.plain_sql import writing
 from tests.helpers import body, call, expire_lease
 
 
@@ -112,7 +113,7 @@ def test_a_live_lease_is_respected_and_a_dead_owner_is_not(jobs: FhirService) ->
     owner = f"{worker_name().split(':')[0]}:{dead}:x"
     assert owner_gone(owner) and not owner_gone(worker_name())
     assert not owner_gone(f"{worker_name().split(':')[0]}:{os.getppid()}:x")
-    with jobs.jobs._session() as session:
+    with writing(jobs.jobs.repository) as session:
         session.execute("UPDATE job SET owner = ? WHERE id = ?", (owner, job_id))
     taken = jobs.jobs.claim(worker_name(), ["flaky"], now_us(), lease)
     assert taken is not None and taken.id == job_id and taken.attempts == 2

@@ -31,6 +31,8 @@ from hygeia.fhir.search.matcher import MatchContext, matches
 from hygeia.fhir.search.query import parse_criteria
 from hygeia.fhir.validation import validate
 from hygeia.server import write
+from hygeia.server.auth.access import Access
+from hygeia.server.auth.guard import guarded
 from hygeia.server.context import FhirRequest, FhirResponse
 from hygeia.server.context import bundle as bundle_of
 from hygeia.server.offload_jobs import BundleCheck
@@ -142,15 +144,18 @@ def process_transaction(service: FhirService, request: FhirRequest,
     _refuse_duplicates(entries)
     try:
         with service.transaction() as session:
-            mapping = _assign_identities(session, entries)
-            resolve = _reference_resolver(session, entries, mapping)
+            mapping = _assign_identities(session, entries, request.access)
+            resolve = _reference_resolver(guarded(session, request.access, "search-type"),
+                                          entries, mapping)
             for entry in entries:
                 if entry.method in ("POST", "PUT") and isinstance(entry.resource, dict):
                     with located(entry):
                         entry.resource = rewrite_references(entry.resource, resolve)
             for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
                 with located(entry):
-                    entry.response = _execute(service, session, request, entry)
+                    entry.response = _execute(
+                        service, guarded(session, request.access, entry.route.interaction),
+                        request, entry)
             if check is not None:
                 check.raise_if_invalid(lambda: validate_entries(entries))
     except Exception:
@@ -216,11 +221,13 @@ def _refuse_duplicates(entries: list[Entry]) -> None:
             seen[key] = entry.index
 
 
-def _assign_identities(session: Session, entries: list[Entry]) -> dict[str, str]:
+def _assign_identities(transaction: Session, entries: list[Entry],
+                       access: Access | None) -> dict[str, str]:
     """Decide every created/updated resource's id; map fullUrls to ``Type/id``."""
     mapping: dict[str, str] = {}
     for entry in entries:
         route, resource_type = entry.route, entry.route.resource_type
+        session = guarded(transaction, access, route.interaction)
         if entry.method == "POST" and route.interaction == "create":
             criteria = entry.request.get("ifNoneExist")
             found = None
@@ -380,7 +387,8 @@ def _batch_entry(service: FhirService, request: FhirRequest, index: int,
                           request.base_url, if_match=entry.request.get("ifMatch"),
                           if_none_match=entry.request.get("ifNoneMatch"),
                           if_none_exist=entry.request.get("ifNoneExist"),
-                          prefer_return=request.prefer_return)
+                          prefer_return=request.prefer_return, access=request.access,
+                          remote=request.remote)
         if entry.method == "PATCH":
             sub.body, sub.content_type = _patch_body(entry)
         entry.response = service.handle(sub)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from hygeia.fhir.datetime import format_instant
+
+if TYPE_CHECKING:
+    from hygeia.server.auth.access import Access
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,8 @@ class FhirRequest:
     raw_body: bytes | None = None  # the JSON body as received, when there was one
     prefer_async: bool = False  # Prefer: respond-async
     prefer_lenient: bool = False  # Prefer: handling=lenient
+    access: Access | None = None  # the verified access token; None when auth is off
+    remote: str | None = None  # the client's network address, for the audit trail
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from hygeia.fhir.outcome import BadRequest, Issue, operation_outcome
 from hygeia.fhir.search.parameters import default_registry
 from hygeia.fhir.validation import validate
 from hygeia.server import read, search, write
+from hygeia.server.auth.guard import guarded
 from hygeia.server.bulk_export import kick_off
 from hygeia.server.bulk_import import ImportJob, kick_off_import
 from hygeia.server.capability import capability_statement
@@ -161,7 +162,7 @@ class FhirService:
         if handler is None:
             raise BadRequest(f"The interaction '{kind}' is not allowed here.",
                              code="not-supported")
-        return handler(self, route, request, session)
+        return handler(self, route, request, guarded(session, request.access, kind))
 
 
 def validate_operation(body: Any, resource_type: str) -> FhirResponse:

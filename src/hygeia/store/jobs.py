@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from hygeia.store.base import Repository
-from hygeia.store.sql import SqlSession
+from hygeia.store.plain_sql import reading, writing
 
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
     "queued", "running", "completed", "failed", "cancelled")
@@ -99,15 +99,15 @@ class JobStore:
         job = Job(id=uuid.uuid4().hex, kind=kind, state=QUEUED, request=request,
                   progress=None, result=None, error=None, attempts=0, owner=None,
                   lease_until=None, created=now, updated=now, expires=None)
-        with self._session() as session:
+        with writing(self.repository) as session:
             session.execute(
                 f"INSERT INTO job ({_COLUMNS}) VALUES (?, ?, ?, ?, NULL, NULL, NULL, 0, NULL, "
                 "NULL, ?, ?, NULL)", (job.id, kind, QUEUED, _dump(request), now, now))
         return job
 
     def get(self, job_id: str) -> Job | None:
-        with self.repository.reader() as session:
-            rows = _sql(session).execute(f"SELECT {_COLUMNS} FROM job WHERE id = ?",
+        with reading(self.repository) as session:
+            rows = session.execute(f"SELECT {_COLUMNS} FROM job WHERE id = ?",
                                          (job_id,)).fetchall()
         return _job(rows[0]) if rows else None
 
@@ -117,7 +117,7 @@ class JobStore:
         if not names:
             return None
         marks = ", ".join("?" for _ in names)
-        with self._session() as session:
+        with writing(self.repository) as session:
             skip = " FOR UPDATE SKIP LOCKED" if self.repository.dialect == "postgresql" else ""
             candidates = session.execute(
                 f"SELECT id, state, owner, lease_until FROM job WHERE kind IN ({marks}) AND "
@@ -142,7 +142,7 @@ class JobStore:
               progress: dict[str, Any] | None) -> bool:
         """Extend the lease and save a checkpoint; False when the job is no longer ours
         (cancelled, or taken over after our lease ran out): the worker must stop."""
-        with self._session() as session:
+        with writing(self.repository) as session:
             cursor = session.execute(
                 "UPDATE job SET lease_until = ?, updated = ?, progress = COALESCE(?, progress) "
                 "WHERE id = ? AND owner = ? AND state = ?",
@@ -159,7 +159,7 @@ class JobStore:
 
     def retry_later(self, job_id: str, owner: str, now: int, at: int, error: str) -> bool:
         """Give the job back, to be claimed again from its checkpoint after ``at``."""
-        with self._session() as session:
+        with writing(self.repository) as session:
             cursor = session.execute(
                 "UPDATE job SET state = ?, owner = NULL, lease_until = ?, error = ?, updated = ? "
                 "WHERE id = ? AND owner = ? AND state = ?",
@@ -168,21 +168,21 @@ class JobStore:
 
     def cancel(self, job_id: str, now: int) -> bool:
         """Mark a job cancelled (its worker notices at its next renewal); False if unknown."""
-        with self._session() as session:
+        with writing(self.repository) as session:
             cursor = session.execute(
                 "UPDATE job SET state = ?, owner = NULL, lease_until = NULL, updated = ?, "
                 "expires = ? WHERE id = ?", (CANCELLED, now, now, job_id))
             return bool(cursor.rowcount)
 
     def delete(self, job_id: str) -> None:
-        with self._session() as session:
+        with writing(self.repository) as session:
             session.execute("DELETE FROM job WHERE id = ?", (job_id,))
 
     def expired(self, now: int) -> list[Job]:
         """Finished jobs whose outputs may now be removed."""
         marks = ", ".join("?" for _ in FINISHED)
-        with self.repository.reader() as session:
-            rows = _sql(session).execute(
+        with reading(self.repository) as session:
+            rows = session.execute(
                 f"SELECT {_COLUMNS} FROM job WHERE state IN ({marks}) AND expires <= ?",
                 (*FINISHED, now)).fetchall()
         return [_job(row) for row in rows]
@@ -190,7 +190,7 @@ class JobStore:
     def _finish(self, job_id: str, owner: str, now: int, state: str, *,
                 result: dict[str, Any] | None = None, error: str | None = None,
                 expires: int) -> bool:
-        with self._session() as session:
+        with writing(self.repository) as session:
             cursor = session.execute(
                 "UPDATE job SET state = ?, result = ?, error = ?, owner = NULL, "
                 "lease_until = NULL, updated = ?, expires = ? WHERE id = ? AND owner = ? "
@@ -198,27 +198,6 @@ class JobStore:
                 (state, None if result is None else _dump(result), error, now, expires,
                  job_id, owner, RUNNING))
             return bool(cursor.rowcount)
-
-    def _session(self) -> _SqlTransaction:
-        return _SqlTransaction(self.repository)
-
-
-class _SqlTransaction:
-    """``with`` a write transaction, as the SQL session both backends use."""
-
-    def __init__(self, repository: Repository) -> None:
-        self._context = repository.transaction()
-
-    def __enter__(self) -> SqlSession:
-        return _sql(self._context.__enter__())
-
-    def __exit__(self, *exc: Any) -> None:
-        self._context.__exit__(*exc)
-
-
-def _sql(session: object) -> SqlSession:
-    assert isinstance(session, SqlSession), "the job table needs an SQL backend"
-    return session
 
 
 def _dump(value: dict[str, Any]) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 # 5: token :text values live in token_index (token_text_index is gone)
 # 6: one composite_index row per combination of component values (c0_*, c1_*, c2_*)
 # 7: the durable job table; resource (res_type, pk) for walking one type in key order
-SCHEMA_VERSION = 7
+# 8: SMART authorization tables (auth_client, auth_user, auth_key, auth_handle, auth_jti)
+SCHEMA_VERSION = 8
 
 
 class SchemaVersionError(RuntimeError):
@@ -128,6 +129,51 @@ _CORE = (
         expires {bigint}
     )""",
     "CREATE INDEX IF NOT EXISTS job_state ON job (state, lease_until)",
+    # SMART on FHIR (server/auth): the apps allowed to ask for tokens and their scopes
+    """CREATE TABLE IF NOT EXISTS auth_client (
+        client_id {ctext} PRIMARY KEY,
+        name {text} NOT NULL,
+        secret_hash {text},
+        jwks {text},
+        redirect_uris {text} NOT NULL,
+        scopes {text} NOT NULL,
+        created {bigint} NOT NULL,
+        active {bool} NOT NULL
+    )""",
+    # people who sign in at /auth/authorize; fhir_user links them to a Patient/Practitioner
+    """CREATE TABLE IF NOT EXISTS auth_user (
+        username {ctext} PRIMARY KEY,
+        password_hash {text} NOT NULL,
+        fhir_user {text},
+        created {bigint} NOT NULL,
+        active {bool} NOT NULL
+    )""",
+    # the server's token signing keys; the private half encrypted with the secret key,
+    # which never enters the database; retired keys stay published until tokens expire
+    """CREATE TABLE IF NOT EXISTS auth_key (
+        kid {ctext} PRIMARY KEY,
+        alg {text} NOT NULL,
+        private_key {blob} NOT NULL,
+        public_jwk {text} NOT NULL,
+        created {bigint} NOT NULL,
+        retired {bigint}
+    )""",
+    # one-time and revocable handles (authorization codes, refresh tokens, EHR launches),
+    # keyed by a digest of the handle: the handle itself is never stored
+    """CREATE TABLE IF NOT EXISTS auth_handle (
+        digest {ctext} PRIMARY KEY,
+        kind {text} NOT NULL,
+        client_id {ctext} NOT NULL,
+        data {text} NOT NULL,
+        expires {bigint} NOT NULL,
+        used {bigint}
+    )""",
+    # token ids that must not pass again: revoked access tokens, spent client assertions
+    """CREATE TABLE IF NOT EXISTS auth_jti (
+        jti {ctext} PRIMARY KEY,
+        kind {text} NOT NULL,
+        expires {bigint} NOT NULL
+    )""",
 )
 
 
