@@ -148,6 +148,7 @@ def _to_fhir_request(environ: dict[str, Any], query: list[tuple[str, str]],
         if_modified_since=environ.get("HTTP_IF_MODIFIED_SINCE"),
         prefer_return=prefer.return_, prefer_strict=prefer.strict, raw_body=raw_json,
         prefer_lenient=prefer.lenient, prefer_async=prefer.respond_async,
+        remote=environ.get("REMOTE_ADDR"),
     )
 
 

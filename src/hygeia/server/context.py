@@ -30,6 +30,11 @@ class Settings:
     export_file_bytes: int = 256 * 1024 * 1024  # a new output file after this size
     job_lease_seconds: float = 30.0  # a job whose worker stops renewing is freed after this
     job_keep_seconds: float = 24 * 3600.0  # outputs of finished jobs are deleted after this
+    # SMART on FHIR: every request needs an access token (server/auth); ``hygeia serve``
+    # turns it on with --auth, and always when it binds beyond loopback
+    auth: bool = False
+    # every read, search, write, export and auth event leaves an AuditEvent (server/audit)
+    audit: bool = False
 
 
 @dataclass(slots=True)
