@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from hygeia.api.auth_http import auth_answer
 from hygeia.api.negotiation import (
     FHIR_JSON,
     FORM_TYPE,
@@ -39,6 +40,8 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"})
 _WRITE_METHODS = {"POST", "PUT", "PATCH"}
 _BASE = "/fhir"
 _CHUNK = 1 << 16
+# open without a token: the CapabilityStatement says how to get one (SMART discovery)
+_OPEN_PATHS = frozenset({"metadata"})
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -75,6 +78,11 @@ def create_app(service: FhirService) -> WsgiApp:
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
+        answer = auth_answer(service, environ)
+        if answer is not None:
+            status, headers, body, media_type = answer
+            return HttpResponse(status, headers, body, media_type=media_type).send(
+                start_response, method)
         return _respond(service, environ).send(start_response, method)
 
     return app
@@ -128,6 +136,10 @@ def _to_fhir_request(environ: dict[str, Any], query: list[tuple[str, str]],
     if path is None or method not in METHODS:
         return None
     check_accept(environ.get("HTTP_ACCEPT"), _first(query, "_format"))
+    base_url = _base_url(environ)
+    access = None
+    if service.auth is not None and path not in _OPEN_PATHS:
+        access = service.auth.authenticate(environ.get("HTTP_AUTHORIZATION"), base_url)
     body, raw_json, content_type = None, None, "application/fhir+json"
     declared = environ.get("CONTENT_LENGTH") or None
     if method in _WRITE_METHODS or declared not in (None, "0"):
@@ -142,7 +154,7 @@ def _to_fhir_request(environ: dict[str, Any], query: list[tuple[str, str]],
     prefer = parse_prefer(environ.get("HTTP_PREFER"))
     return FhirRequest(
         method=method, path=path, query=query, body=body,
-        base_url=_base_url(environ), content_type=content_type,
+        base_url=base_url, content_type=content_type, access=access,
         if_match=environ.get("HTTP_IF_MATCH"), if_none_match=environ.get("HTTP_IF_NONE_MATCH"),
         if_none_exist=environ.get("HTTP_IF_NONE_EXIST"),
         if_modified_since=environ.get("HTTP_IF_MODIFIED_SINCE"),

@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from hygeia import __version__
+from hygeia.cli.auth import add_auth_commands, default_secret_key_file, run_auth
 from hygeia.cli.runtime import default_threads, tune_garbage_collector
 from hygeia.store.factory import DEFAULT_URL
 from hygeia.store.schema import SchemaVersionError
@@ -40,8 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
     serve.add_argument("--demo", action="store_true",
                        help="load the built-in demo patients when the database is empty")
-    serve.add_argument("--insecure", action="store_true",
-                       help="allow binding to a non-loopback address without authentication")
+    serve.add_argument("--auth", action="store_true",
+                       help="require SMART on FHIR access tokens (always on when --host is not "
+                            "a loopback address) and keep an audit trail")
+    serve.add_argument("--audit", action="store_true",
+                       help="keep the audit trail (AuditEvents) even without --auth")
+    serve.add_argument("--secret-key-file", default=None,
+                       help="the key that seals the token signing keys (default: beside a "
+                            "SQLite database, else ./hygeia-secret.key; or set "
+                            "HYGEIA_SECRET_KEY)")
+    serve.add_argument("--token-minutes", type=float, default=60.0,
+                       help="lifetime of an access token in minutes (default 60)")
     serve.add_argument("--max-body-mb", type=float, default=64.0,
                        help="largest accepted request body in MB (default 64)")
     serve.add_argument("--threads", type=int, default=default_threads(),
@@ -80,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "(without it, that line is an error and is skipped)")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    add_auth_commands(commands)
+
     validate = commands.add_parser("validate", help="validate FHIR JSON files",
                                    epilog=EPILOG_VALIDATE)
     validate.add_argument("paths", nargs="+")
@@ -94,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             return serve(args)
         if args.command == "load":
             return load(args)
+        if args.command == "auth":
+            return run_auth(args)
     except SchemaVersionError as error:
         Console(stderr=True).print(f"[red]{error}")
         return 2
@@ -115,10 +129,7 @@ def serve(args: argparse.Namespace) -> int:
     from hygeia.store import open_repository
 
     console = Console(stderr=True)
-    if not is_loopback(args.host) and not args.insecure:
-        console.print(f"[red]Refusing to bind to {args.host}: authentication is not available "
-                      "yet, so Hygeia only listens on loopback. Pass --insecure to override.")
-        return 2
+    auth = args.auth or not is_loopback(args.host)
     if args.workers < 1:
         console.print("[red]--workers must be at least 1.")
         return 2
@@ -127,7 +138,10 @@ def serve(args: argparse.Namespace) -> int:
                         files_dir=args.files or default_files_dir(args.db),
                         export_file_bytes=int(args.export_file_mb * 1024 ** 2),
                         job_lease_seconds=args.job_lease,
-                        job_keep_seconds=args.keep_hours * 3600)
+                        job_keep_seconds=args.keep_hours * 3600, auth=auth,
+                        audit=auth or args.audit,
+                        secret_key_file=args.secret_key_file or default_secret_key_file(args.db),
+                        access_token_seconds=max(1, int(args.token_minutes * 60)))
     # opened here to refuse a database of another layout before serving, and for the
     # demo; closed again because the serving worker opens its own after the fork
     repository = open_repository(args.db)
@@ -139,8 +153,12 @@ def serve(args: argparse.Namespace) -> int:
         repository.close()
     console.print(f"[bold green]Hygeia[/] FHIR R4 server at http://{args.host}:{args.port}/fhir "
                   f"({repository.dialect}: {args.db})")
-    console.print("[yellow]No authentication: anyone who can reach this port can read and "
-                  "write all data.")
+    if auth:
+        console.print(f"SMART on FHIR authorization on: http://{args.host}:{args.port}"
+                      "/fhir/.well-known/smart-configuration")
+    else:
+        console.print("[bold red]NO AUTHENTICATION:[/] anyone who can reach this port can read "
+                      "and write all data. Use --auth (always on beyond loopback).")
     run(ServeOptions(db_url=args.db, settings=settings, host=args.host, port=args.port,
                      threads=args.threads, access_log=args.access_log,
                      workers=args.workers))

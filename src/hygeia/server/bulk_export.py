@@ -20,6 +20,7 @@ from hygeia.fhir.outcome import BadRequest, NotFound, information
 from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.fhir.search.query import Query, parse_query
 from hygeia.fhir.spec import is_resource_type, patient_compartment, resource_types
+from hygeia.server.auth.operations import client_of, export_types
 from hygeia.server.context import FhirRequest, FhirResponse
 from hygeia.server.job_status import status_url
 from hygeia.store.base import Session
@@ -49,6 +50,7 @@ class ExportRequest:
     filters: dict[str, list[str]] = field(default_factory=dict)
     elements: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    client: str | None = None  # the client that started it (auth on): only it may follow it
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -67,6 +69,9 @@ def kick_off(service: FhirService, request: FhirRequest, level: str,
     params = _parameters(request)
     with service.reader() as session:  # a Group's members are read in the same snapshot
         export = _checked(params, level, request, session, service.registry, group_id)
+    export.types = export_types(request.access, export.types,
+                                explicit=any(name == "_type" for name, _ in params))
+    export.client = client_of(request.access)
     job = service.jobs.submit(EXPORT, export.to_json(), now_us())
     service.wake_jobs()
     location = status_url(request, job.id)

@@ -34,6 +34,7 @@ import orjson
 from hygeia.fhir.datetime import format_instant, now_us
 from hygeia.fhir.outcome import BadRequest, Issue, information, operation_outcome
 from hygeia.fhir.spec import is_resource_type
+from hygeia.server.auth.operations import client_of
 from hygeia.server.context import FhirRequest, FhirResponse
 from hygeia.server.job_status import file_url, status_url
 from hygeia.server.jobs import JobContext, JobFailed
@@ -57,6 +58,7 @@ def kick_off_import(service: FhirService, request: FhirRequest) -> FhirResponse:
     for item in inputs:  # refuse a bad input now, not after the job has started
         _open_input(service, item["url"]).close()
     job = service.jobs.submit(IMPORT, {"inputs": inputs, "time": now_us(),
+                                       "client": client_of(request.access),
                                        "request": f"{request.base_url}$import"}, now_us())
     service.wake_jobs()
     location = status_url(request, job.id)

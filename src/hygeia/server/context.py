@@ -33,6 +33,10 @@ class Settings:
     # SMART on FHIR: every request needs an access token (server/auth); ``hygeia serve``
     # turns it on with --auth, and always when it binds beyond loopback
     auth: bool = False
+    # seals the server's private signing keys; None: a key for this process only
+    secret_key_file: str | None = None
+    access_token_seconds: int = 3600
+    refresh_token_seconds: int = 30 * 24 * 3600
     # every read, search, write, export and auth event leaves an AuditEvent (server/audit)
     audit: bool = False
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from hygeia.fhir.datetime import format_http_date, now_us
 from hygeia.fhir.outcome import Issue, NotFound, information, operation_outcome
+from hygeia.server.auth.operations import check_job_owner
 from hygeia.server.context import FhirRequest, FhirResponse
 from hygeia.store.jobs import CANCELLED, COMPLETED, FAILED, Job
 
@@ -27,7 +28,7 @@ _CHUNK = 1 << 20
 
 
 def job_status(service: FhirService, job_id: str, request: FhirRequest) -> FhirResponse:
-    job = _job(service, job_id)
+    job = _job(service, job_id, request)
     if job.state == COMPLETED:
         response = service.job_kinds[job.kind].completed(job, request)
         if job.expires is not None:
@@ -43,18 +44,19 @@ def job_status(service: FhirService, job_id: str, request: FhirRequest) -> FhirR
                         headers={"X-Progress": note[:200], "Retry-After": "1"})
 
 
-def cancel_job(service: FhirService, job_id: str) -> FhirResponse:
+def cancel_job(service: FhirService, job_id: str, request: FhirRequest) -> FhirResponse:
     """Cancel a running job, or tell a finished one its files are no longer needed."""
-    job = _job(service, job_id)
+    job = _job(service, job_id, request)
     service.jobs.cancel(job.id, now_us())
     service.files.remove_job(job.id)
     done = "Its files were deleted." if job.state == COMPLETED else "It was cancelled."
     return FhirResponse(202, resource=information(f"The {job.kind} job {job.id}: {done}"))
 
 
-def job_file(service: FhirService, job_id: str, name: str) -> FhirResponse:
+def job_file(service: FhirService, job_id: str, name: str,
+             request: FhirRequest) -> FhirResponse:
     """Stream one output file of a completed job, never holding it whole in memory."""
-    job = _job(service, job_id)
+    job = _job(service, job_id, request)
     path = service.files.job_folder(job.id) / name
     if job.state != COMPLETED or not FILE_NAME.fullmatch(name) or not path.is_file():
         raise NotFound(f"The job {job_id} has no file '{name}'.", expression="file")
@@ -68,11 +70,12 @@ def _read(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def _job(service: FhirService, job_id: str) -> Job:
+def _job(service: FhirService, job_id: str, request: FhirRequest) -> Job:
     job = service.jobs.get(job_id)
     if job is None or job.state == CANCELLED:
         raise NotFound(f"There is no job {job_id}: it never existed, was cancelled, or its "
                        "files expired and were deleted.", expression="id")
+    check_job_owner(request.access, job.request, job_id)
     return job
 
 

@@ -17,6 +17,7 @@ from hygeia.fhir.outcome import information
 from hygeia.fhir.search.index import index_resource
 from hygeia.fhir.search.query import parse_query
 from hygeia.fhir.spec import resource_types
+from hygeia.server.auth.operations import client_of
 from hygeia.server.context import FhirRequest, FhirResponse
 from hygeia.server.job_status import status_url
 from hygeia.server.jobs import JobContext
@@ -32,7 +33,8 @@ BATCH = 500
 def start_reindex(service: FhirService, request: FhirRequest,
                   resource_type: str | None) -> FhirResponse:
     types = [resource_type] if resource_type else sorted(resource_types())
-    job = service.jobs.submit(REINDEX, {"types": types}, now_us())
+    job = service.jobs.submit(REINDEX, {"types": types, "client": client_of(request.access)},
+                              now_us())
     service.wake_jobs()
     location = status_url(request, job.id)
     return FhirResponse(202, resource=information(

@@ -13,9 +13,11 @@ from hygeia.fhir.search.parameters import default_registry
 from hygeia.fhir.validation import validate
 from hygeia.server import read, search, write
 from hygeia.server.auth.guard import guarded
+from hygeia.server.auth.operations import check_bulk_write
+from hygeia.server.auth.server import AuthServer
 from hygeia.server.bulk_export import kick_off
 from hygeia.server.bulk_import import ImportJob, kick_off_import
-from hygeia.server.capability import capability_statement
+from hygeia.server.capability import capability_statement, with_security
 from hygeia.server.context import FhirRequest, FhirResponse, Settings
 from hygeia.server.custom_parameters import load_custom_parameters
 from hygeia.server.export_job import ExportJob
@@ -46,6 +48,8 @@ class FhirService:
                                               for kind in (ExportJob(), ImportJob(),
                                                            ReindexJob())}
         self.runner: JobRunner | None = None
+        # SMART on FHIR: Hygeia is its own authorization server (None when auth is off)
+        self.auth = AuthServer(repository, self.settings) if self.settings.auth else None
         # the newest SearchParameter write seen, noted before loading them all, so one
         # written meanwhile by another process is picked up by the next refresh
         self._parameters_seen = self._newest_parameter_write()
@@ -76,7 +80,11 @@ class FhirService:
     def handle(self, request: FhirRequest) -> FhirResponse:
         route = parse_route(request.method, request.path, request.query)
         if route.interaction == "capabilities":
-            return FhirResponse(200, resource=self.capabilities())
+            statement = self.capabilities()
+            if self.auth is not None:
+                statement = with_security(statement, request.base_url.rstrip("/")
+                                          .removesuffix("/fhir"))
+            return FhirResponse(200, resource=statement)
         if route.interaction == "validate":
             return validate_operation(request.body, route.resource_type or "")
         asynchronous = _ASYNC.get(route.interaction)
@@ -91,6 +99,11 @@ class FhirService:
                 return self.perform(route, request, session)
         with self.reader() as session:
             return self.perform(route, request, session)
+
+    def patient_exists(self, patient_id: str) -> bool:
+        with self.reader() as session:
+            found = session.current("Patient", patient_id)
+        return found is not None and not found.deleted
 
     def refresh_parameters(self) -> bool:
         """Pick up SearchParameters that another process wrote (True when something changed).
@@ -263,10 +276,12 @@ def _export(service: FhirService, route: Route, request: FhirRequest) -> FhirRes
 
 
 def _import(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
+    check_bulk_write(request.access, "$import", "cu")
     return kick_off_import(service, request)
 
 
 def _reindex(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
+    check_bulk_write(request.access, "$reindex", "u")
     return start_reindex(service, request, route.resource_type)
 
 
@@ -275,11 +290,11 @@ def _job_status(service: FhirService, route: Route, request: FhirRequest) -> Fhi
 
 
 def _job_cancel(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
-    return cancel_job(service, _i(route))
+    return cancel_job(service, _i(route), request)
 
 
 def _job_file(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
-    return job_file(service, _i(route), route.file or "")
+    return job_file(service, _i(route), route.file or "", request)
 
 
 # interactions that start or follow background work, outside any request transaction

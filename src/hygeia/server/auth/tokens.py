@@ -1,0 +1,170 @@
+"""Access, refresh and id tokens: what they say, how they are issued and checked.
+
+Access tokens are JWTs signed by the server (signing.py), so every server
+process checks them without a database round trip for the signature; each
+carries a ``jti`` that revocation can blacklist until it would have expired
+anyway.  Refresh tokens are opaque handles stored as digests, spent on use
+(each refresh returns a new one), so a stolen refresh token works once at most.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import jwt
+
+from hygeia.fhir.datetime import now_us
+from hygeia.fhir.outcome import Unauthorized
+from hygeia.server.auth.access import Access
+from hygeia.server.auth.scopes import Scopes
+from hygeia.server.auth.secrets import digest, new_handle
+from hygeia.server.auth.signing import Signer
+from hygeia.store.auth import AuthStore, Handle
+
+SECOND = 1_000_000
+REFRESH = "refresh"
+REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What the resource owner (or a backend's registration) agreed to give a client."""
+
+    client_id: str
+    scopes: Scopes
+    subject: str
+    audience: str  # the FHIR base URL the token is for
+    fhir_user: str | None = None  # "Practitioner/7": a relative reference
+    patient: str | None = None
+    encounter: str | None = None
+    nonce: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"client_id": self.client_id, "scope": self.scopes.text, "sub": self.subject,
+                "aud": self.audience, "fhirUser": self.fhir_user, "patient": self.patient,
+                "encounter": self.encounter}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Grant:
+        return cls(data["client_id"], Scopes.parse(data["scope"]), data["sub"], data["aud"],
+                   data.get("fhirUser"), data.get("patient"), data.get("encounter"))
+
+
+class TokenIssuer:
+    """Issues the token response of RFC 6749 / SMART, and checks access tokens."""
+
+    def __init__(self, store: AuthStore, signer: Signer, *, access_seconds: int,
+                 refresh_seconds: int) -> None:
+        self.store = store
+        self.signer = signer
+        self.access_seconds = access_seconds
+        self.refresh_seconds = refresh_seconds
+
+    def respond(self, grant: Grant, issuer: str) -> dict[str, Any]:
+        """The token endpoint's answer for ``grant``."""
+        now = now_us() // SECOND
+        claims: dict[str, Any] = {
+            "iss": issuer, "sub": grant.subject, "aud": grant.audience, "iat": now,
+            "exp": now + self.access_seconds, "jti": new_handle(),
+            "client_id": grant.client_id, "scope": grant.scopes.text}
+        for name, value in (("patient", grant.patient), ("encounter", grant.encounter),
+                            ("fhirUser", grant.fhir_user)):
+            if value:
+                claims[name] = value
+        body: dict[str, Any] = {"access_token": self.signer.sign(claims),
+                                "token_type": "Bearer", "expires_in": self.access_seconds,
+                                "scope": grant.scopes.text}
+        if grant.patient:
+            body.update(patient=grant.patient, need_patient_banner=True)
+        if grant.encounter:
+            body["encounter"] = grant.encounter
+        if grant.scopes.has("offline_access") or grant.scopes.has("online_access"):
+            body["refresh_token"] = self._refresh_token(grant)
+        if grant.scopes.has("openid") and grant.fhir_user:
+            body["id_token"] = self._id_token(grant, issuer, now)
+        return body
+
+    def _refresh_token(self, grant: Grant) -> str:
+        handle = new_handle()
+        self.store.add_handle(Handle(digest(handle), REFRESH, grant.client_id,
+                                     grant.to_json(), now_us() + self.refresh_seconds * SECOND,
+                                     None))
+        return handle
+
+    def _id_token(self, grant: Grant, issuer: str, now: int) -> str:
+        claims: dict[str, Any] = {
+            "iss": issuer, "sub": grant.subject, "aud": grant.client_id, "iat": now,
+            "exp": now + self.access_seconds,
+            "fhirUser": f"{grant.audience.rstrip('/')}/{grant.fhir_user}"}
+        if grant.nonce:
+            claims["nonce"] = grant.nonce
+        return self.signer.sign(claims)
+
+    def spend_refresh(self, token: str, client_id: str) -> Grant | None:
+        """The grant behind a refresh token, which is spent by this (None: not valid)."""
+        handle = self.store.spend_handle(digest(token), REFRESH, now_us())
+        if handle is None or handle.client_id != client_id:
+            return None
+        return Grant.from_json(handle.data)
+
+    def access(self, token: str, audiences: tuple[str, ...]) -> Access:
+        """The Access a bearer token gives, or 401 saying what is wrong with it."""
+        claims = self.claims(token, audiences)
+        if claims is None:
+            raise Unauthorized("The access token is not valid (expired, revoked, tampered "
+                               "with, or issued for another server).", code="login",
+                               headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return Access(client_id=str(claims.get("client_id", "")),
+                      scopes=Scopes.parse(str(claims.get("scope", ""))),
+                      subject=str(claims.get("sub", "")), fhir_user=claims.get("fhirUser"),
+                      patient=claims.get("patient"), token_id=claims.get("jti"),
+                      expires=int(claims["exp"]) * SECOND)
+
+    def claims(self, token: str, audiences: tuple[str, ...]) -> dict[str, Any] | None:
+        """A valid, unrevoked access token's claims; None for any other string."""
+        try:
+            claims = self.signer.decode(token, audience=[a.rstrip("/") for a in audiences],
+                                        options={"require": ["exp", "iat", "jti", "aud"]})
+        except jwt.InvalidTokenError:
+            return None
+        if self.store.jti_known(f"{REVOKED}:{claims['jti']}"):
+            return None
+        return claims
+
+    def revoke(self, token: str, client_id: str) -> None:
+        """Revoke a refresh or access token of ``client_id`` (RFC 7009: unknown is fine)."""
+        handle = self.store.handle(digest(token), REFRESH)
+        if handle is not None:
+            if handle.client_id == client_id:
+                self.store.spend_handle(handle.digest, REFRESH, now_us())
+            return
+        try:
+            claims = self.signer.decode(token, options={"verify_aud": False})
+        except jwt.InvalidTokenError:
+            return
+        if claims.get("client_id") == client_id:
+            self.store.note_jti(f"{REVOKED}:{claims['jti']}", REVOKED,
+                                int(claims["exp"]) * SECOND + 60 * SECOND)
+
+    def introspect(self, token: str, audiences: tuple[str, ...]) -> dict[str, Any]:
+        """RFC 7662: what a token means, or ``{"active": false}``."""
+        claims = self.claims(token, audiences)
+        if claims is None:
+            handle = self.store.handle(digest(token), REFRESH)
+            if handle is None or handle.used is not None or handle.expires <= now_us():
+                return {"active": False}
+            grant = Grant.from_json(handle.data)
+            return {"active": True, "token_type": "refresh_token", "client_id": grant.client_id,
+                    "scope": grant.scopes.text, "sub": grant.subject,
+                    "exp": handle.expires // SECOND}
+        return {"active": True, "token_type": "Bearer",
+                **{k: v for k, v in claims.items() if k != "jti"}}
+
+
+def narrowed(grant: Grant, scope: str | None) -> Grant:
+    """A refresh may ask for fewer scopes than were granted, never more."""
+    if not scope:
+        return grant
+    return replace(grant, scopes=Scopes.parse(scope).within(grant.scopes))
