@@ -23,7 +23,7 @@ import pytest
 
 from hygeia.server import FhirService
 from hygeia.store import Repository, open_repository
-from hygeia.store.schema import INDEX_TABLES
+from hygeia.store.schema import AUTH_TABLES, INDEX_TABLES
 
 FIXTURES = Path(__file__).parent / "fixtures"
 POSTGRES_ENV = "HYGEIA_TEST_POSTGRES"
@@ -58,7 +58,8 @@ def _url_for(admin: str, name: str) -> str:
 
 def _truncate_postgres(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as connection:
-        tables = ", ".join(["resource_version", "resource", "job", *INDEX_TABLES])
+        tables = ", ".join(["resource_version", "resource", "job", *AUTH_TABLES,
+                            *INDEX_TABLES])
         connection.execute(f"TRUNCATE {tables} RESTART IDENTITY")
 
 

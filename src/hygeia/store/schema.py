@@ -59,6 +59,7 @@ INDEX_TABLES: dict[str, tuple[str, ...]] = {
     "composite_index": tuple(f"c{i}_{slot}" for i in range(3)
                              for slot in ("t1", "t2", "t3", "n1", "n2")),
 }
+AUTH_TABLES = ("auth_client", "auth_user", "auth_key", "auth_handle", "auth_jti")
 COMPOSITE_COMPONENTS = 3  # the most components a stored composite has (R4: 3)
 
 _COLUMN_TYPES = {"low": "{bigint}", "high": "{bigint}", "h_code": "{bigint}",
