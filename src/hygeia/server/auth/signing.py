@@ -24,7 +24,9 @@ from hygeia.server.auth.secrets import SecretBox
 from hygeia.store.auth import AuthStore, SigningKey
 
 ALGORITHM = "RS256"  # what every OpenID Connect library accepts for an id_token
-_RELOAD_SECONDS = 5.0  # an unknown kid reloads the keys at most this often
+# keys are read again after this long (a rotation by another process shows up within it),
+# and at once for an unknown kid, but never more often
+_RELOAD_SECONDS = 5.0
 
 
 class Signer:
@@ -68,7 +70,7 @@ class Signer:
 
     def _active(self) -> tuple[str, Any]:
         with self._lock:
-            if self._private is None:
+            if self._private is None or self._stale():
                 self._reload()
             if self._private is None:
                 key = _new_key(self.box)
@@ -80,9 +82,12 @@ class Signer:
 
     def _public_key(self, kid: str) -> Any:
         with self._lock:
-            if kid not in self._public and time.monotonic() - self._loaded_at > _RELOAD_SECONDS:
+            if kid not in self._public and self._stale():
                 self._reload()
             return self._public.get(kid)
+
+    def _stale(self) -> bool:
+        return time.monotonic() - self._loaded_at > _RELOAD_SECONDS
 
     def _reload(self) -> None:
         """Read the keys again (another process may have rotated them)."""
