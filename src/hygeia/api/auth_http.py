@@ -39,6 +39,9 @@ def auth_answer(service: FhirService, environ: dict[str, Any]) -> Answer | None:
     method = environ["REQUEST_METHOD"]
     if path in DISCOVERY_PATHS:
         return _json(200, auth.smart_configuration(origin))
+    if auth.external is not None:
+        return _json(404, {"error": "not_found", "error_description": "Tokens come from "
+                           f"{auth.external.issuer}; this server issues none."})
     if path == "/auth/jwks":
         return _json(200, auth.signer.jwks())
     if path == "/auth/authorize":

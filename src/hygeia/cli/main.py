@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "HYGEIA_SECRET_KEY)")
     serve.add_argument("--token-minutes", type=float, default=60.0,
                        help="lifetime of an access token in minutes (default 60)")
+    serve.add_argument("--oidc-issuer", default=None,
+                       help="accept tokens from this OpenID Connect provider instead of "
+                            "issuing them (implies --auth)")
+    serve.add_argument("--oidc-audience", default=None,
+                       help="the aud those tokens carry (default: the FHIR base URL)")
+    serve.add_argument("--oidc-jwks-url", default=None,
+                       help="the provider's keys (default: from its openid-configuration)")
     serve.add_argument("--max-body-mb", type=float, default=64.0,
                        help="largest accepted request body in MB (default 64)")
     serve.add_argument("--threads", type=int, default=default_threads(),
@@ -129,7 +136,7 @@ def serve(args: argparse.Namespace) -> int:
     from hygeia.store import open_repository
 
     console = Console(stderr=True)
-    auth = args.auth or not is_loopback(args.host)
+    auth = args.auth or bool(args.oidc_issuer) or not is_loopback(args.host)
     if args.workers < 1:
         console.print("[red]--workers must be at least 1.")
         return 2
@@ -141,7 +148,9 @@ def serve(args: argparse.Namespace) -> int:
                         job_keep_seconds=args.keep_hours * 3600, auth=auth,
                         audit=auth or args.audit,
                         secret_key_file=args.secret_key_file or default_secret_key_file(args.db),
-                        access_token_seconds=max(1, int(args.token_minutes * 60)))
+                        access_token_seconds=max(1, int(args.token_minutes * 60)),
+                        oidc_issuer=args.oidc_issuer, oidc_audience=args.oidc_audience,
+                        oidc_jwks_url=args.oidc_jwks_url)
     # opened here to refuse a database of another layout before serving, and for the
     # demo; closed again because the serving worker opens its own after the fork
     repository = open_repository(args.db)

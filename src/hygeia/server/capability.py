@@ -125,24 +125,25 @@ def capability_statement(dialect: str, registry: SearchRegistry) -> dict[str, An
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
 
-def with_security(statement: dict[str, Any], origin: str) -> dict[str, Any]:
+def with_security(statement: dict[str, Any], smart: dict[str, Any], fhir_base: str
+                  ) -> dict[str, Any]:
     """The statement with SMART's security section: how to get a token from this server.
 
     SMART clients that predate ``.well-known/smart-configuration`` (the Python
     ``fhirclient`` among them) find the authorize and token endpoints here.
     """
-    auth = f"{origin}/auth"
+    endpoints = {"authorize": "authorization_endpoint", "token": "token_endpoint",
+                 "introspect": "introspection_endpoint", "revoke": "revocation_endpoint"}
     security = {
         "cors": True,
         "service": [{"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
             "code": "SMART-on-FHIR"}]}],
         "extension": [{"url": OAUTH_URIS, "extension": [
-            {"url": name, "valueUri": f"{auth}/{path}"}
-            for name, path in (("authorize", "authorize"), ("token", "token"),
-                               ("introspect", "introspect"), ("revoke", "revoke"))]}],
+            {"url": name, "valueUri": smart[key]}
+            for name, key in endpoints.items() if key in smart]}],
         "description": "SMART App Launch 2.0 and Backend Services; see "
-                       f"{origin}/fhir/.well-known/smart-configuration.",
+                       f"{fhir_base}.well-known/smart-configuration.",
     }
     rest = [{**statement["rest"][0], "security": security}, *statement["rest"][1:]]
     return {**statement, "rest": rest}

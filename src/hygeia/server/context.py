@@ -36,6 +36,10 @@ class Settings:
     # seals the server's private signing keys; None: a key for this process only
     secret_key_file: str | None = None
     access_token_seconds: int = 3600
+    # an external OpenID Connect provider issues the tokens instead (server/auth/external.py)
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None  # None: the FHIR base URL
+    oidc_jwks_url: str | None = None  # None: from the issuer's openid-configuration
     refresh_token_seconds: int = 30 * 24 * 3600
     # every read, search, write, export and auth event leaves an AuditEvent (server/audit)
     audit: bool = False

@@ -82,8 +82,9 @@ class FhirService:
         if route.interaction == "capabilities":
             statement = self.capabilities()
             if self.auth is not None:
-                statement = with_security(statement, request.base_url.rstrip("/")
-                                          .removesuffix("/fhir"))
+                origin = request.base_url.rstrip("/").removesuffix("/fhir")
+                statement = with_security(statement, self.auth.smart_configuration(origin),
+                                          request.base_url)
             return FhirResponse(200, resource=statement)
         if route.interaction == "validate":
             return validate_operation(request.body, route.resource_type or "")

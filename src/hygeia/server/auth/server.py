@@ -18,6 +18,7 @@ from hygeia.fhir.outcome import Unauthorized
 from hygeia.server.auth import authorize
 from hygeia.server.auth.access import Access
 from hygeia.server.auth.clients import ASSERTION_ALGORITHMS, OAuthError, authenticate_client
+from hygeia.server.auth.external import ExternalProvider
 from hygeia.server.auth.scopes import Scopes
 from hygeia.server.auth.secrets import SecretBox
 from hygeia.server.auth.signing import Signer
@@ -52,6 +53,9 @@ class AuthServer:
                                   access_seconds=settings.access_token_seconds,
                                   refresh_seconds=settings.refresh_token_seconds)
         self.listeners: list[AuthListener] = []
+        self.external = (ExternalProvider(settings.oidc_issuer, settings.oidc_audience,
+                                          settings.oidc_jwks_url)
+                         if settings.oidc_issuer else None)
 
     # ------------------------------------------------------------ the FHIR API
 
@@ -61,8 +65,11 @@ class AuthServer:
             raise Unauthorized("This server needs an access token: send Authorization: "
                                "Bearer <token> (see .well-known/smart-configuration).",
                                code="login", headers={"WWW-Authenticate": 'Bearer realm="fhir"'})
+        token = authorization.split(None, 1)[1].strip()
         try:
-            return self.tokens.access(authorization.split(None, 1)[1].strip(), (fhir_base,))
+            if self.external is not None:
+                return self.external.access(token, fhir_base)
+            return self.tokens.access(token, (fhir_base,))
         except Unauthorized:
             self._tell("token-refused", {"fhir_base": fhir_base})
             raise
@@ -144,6 +151,8 @@ class AuthServer:
 
     def smart_configuration(self, origin: str) -> dict[str, Any]:
         """``.well-known/smart-configuration`` (SMART App Launch 2.0, section 2.6)."""
+        if self.external is not None:
+            return self.external.smart_configuration()
         auth = f"{origin}/auth"
         return {
             "issuer": auth, "jwks_uri": f"{auth}/jwks",
