@@ -335,3 +335,17 @@ def test_loopback_without_auth_says_so_loudly(tmp_path: Path) -> None:
         server.stop()
     assert server.process.stderr is not None
     assert "NO AUTHENTICATION" in server.process.stderr.read().decode()
+
+
+def test_browser_apps_get_cors(setup: Setup) -> None:
+    for url in (f"{setup.origin}/auth/token", f"{setup.server.base}/Patient"):
+        preflight = httpx.options(url, headers={
+            "Origin": "https://app.example.org", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type"})
+        assert preflight.status_code == 204
+        assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    refused = httpx.get(f"{setup.server.base}/Patient",
+                        headers={"Origin": "https://app.example.org"})
+    assert refused.status_code == 401  # CORS lets the browser read the refusal, nothing more
+    assert refused.headers["access-control-allow-origin"] == "*"
+    assert "WWW-Authenticate" in refused.headers["access-control-expose-headers"]

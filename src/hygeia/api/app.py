@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from hygeia.api.auth_http import auth_answer
+from hygeia.api.cors import cors_headers, is_preflight, preflight_headers
 from hygeia.api.negotiation import (
     FHIR_JSON,
     FORM_TYPE,
@@ -78,12 +79,16 @@ def create_app(service: FhirService) -> WsgiApp:
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
+        if is_preflight(environ):
+            return HttpResponse(204, preflight_headers()).send(start_response, method)
         answer = auth_answer(service, environ)
         if answer is not None:
             status, headers, body, media_type = answer
-            return HttpResponse(status, headers, body, media_type=media_type).send(
-                start_response, method)
-        return _respond(service, environ).send(start_response, method)
+            response = HttpResponse(status, headers, body, media_type=media_type)
+        else:
+            response = _respond(service, environ)
+        response.headers.update(cors_headers(environ))
+        return response.send(start_response, method)
 
     return app
 
