@@ -349,3 +349,18 @@ def test_browser_apps_get_cors(setup: Setup) -> None:
     assert refused.status_code == 401  # CORS lets the browser read the refusal, nothing more
     assert refused.headers["access-control-allow-origin"] == "*"
     assert "WWW-Authenticate" in refused.headers["access-control-expose-headers"]
+
+
+def test_password_guessing_locks_the_user_out(setup: Setup) -> None:
+    cli_json("auth", "user", "create", "--db", setup.db_url, "--username", "target",
+             "--password-stdin", "--patient", "p1", stdin=PASSWORD)
+    _, challenge = pkce()
+    params = {"response_type": "code", "client_id": setup.app, "redirect_uri": REDIRECT,
+              "scope": "patient/*.rs", "aud": setup.server.base, "code_challenge": challenge,
+              "code_challenge_method": "S256", "username": "target", "decision": "allow"}
+    authorize = f"{setup.origin}/auth/authorize"
+    for attempt in range(5):
+        wrong = httpx.post(authorize, data={**params, "password": f"guess-{attempt}"})
+        assert "Wrong username or password" in wrong.text
+    locked = httpx.post(authorize, data={**params, "password": PASSWORD})
+    assert locked.status_code == 401 and "Too many wrong passwords" in locked.text

@@ -57,6 +57,8 @@ class User:
     fhir_user: str | None
     created: int
     active: bool
+    failed_logins: int = 0
+    locked_until: int | None = None  # too many wrong passwords: no sign-in before this
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,12 +134,26 @@ class AuthStore:
     def user(self, username: str) -> User | None:
         with reading(self.repository) as session:
             rows = session.execute(
-                "SELECT username, password_hash, fhir_user, created, active FROM auth_user "
-                "WHERE username = ?", (username,)).fetchall()
+                "SELECT username, password_hash, fhir_user, created, active, failed_logins, "
+                "locked_until FROM auth_user WHERE username = ?", (username,)).fetchall()
         if not rows:
             return None
-        name, password_hash, fhir_user, created, active = rows[0]
-        return User(name, password_hash, fhir_user, int(created), bool(active))
+        name, password_hash, fhir_user, created, active, failed, locked = rows[0]
+        return User(name, password_hash, fhir_user, int(created), bool(active), int(failed),
+                    None if locked is None else int(locked))
+
+    def note_sign_in(self, username: str, succeeded: bool, *, now: int, limit: int,
+                     lock_us: int) -> None:
+        """Count a wrong password (locking the user after ``limit`` in a row), or reset."""
+        with writing(self.repository) as session:
+            if succeeded:
+                session.execute("UPDATE auth_user SET failed_logins = 0, locked_until = NULL "
+                                "WHERE username = ?", (username,))
+                return
+            session.execute(
+                "UPDATE auth_user SET failed_logins = failed_logins + 1, locked_until = "
+                "CASE WHEN failed_logins + 1 >= ? THEN ? ELSE locked_until END "
+                "WHERE username = ?", (limit, now + lock_us, username))
 
     # ------------------------------------------------------------ signing keys
 

@@ -147,7 +147,9 @@ _CORE = (
         password_hash {text} NOT NULL,
         fhir_user {text},
         created {bigint} NOT NULL,
-        active {bool} NOT NULL
+        active {bool} NOT NULL,
+        failed_logins INTEGER NOT NULL DEFAULT 0,
+        locked_until {bigint}
     )""",
     # the server's token signing keys; the private half encrypted with the secret key,
     # which never enters the database; retired keys stay published until tokens expire

@@ -28,6 +28,10 @@ CODE = "code"
 LAUNCH = "launch"
 CODE_SECONDS = 120  # an authorization code must be exchanged within this
 LAUNCH_SECONDS = 3600
+# wrong passwords in a row before a user is locked out, and for how long: slows guessing
+# to a few tries per quarter hour without letting a stranger lock a user out for long
+SIGN_IN_LIMIT = 5
+LOCK_SECONDS = 900
 # carried through the sign-in form unchanged
 REQUEST_FIELDS = ("response_type", "client_id", "redirect_uri", "scope", "state", "aud",
                   "code_challenge", "code_challenge_method", "launch", "nonce")
@@ -109,9 +113,18 @@ def decide(store: AuthStore, request: AuthorizeRequest, form: Mapping[str, str],
     if form.get("decision") != "allow":
         return request.error("access_denied", "The user did not allow the app access.")
     user = store.user(form.get("username", ""))
+    now = now_us()
+    if user is not None and user.locked_until is not None and user.locked_until > now:
+        return sign_in_page(request, "Too many wrong passwords: try again in "
+                            f"{(user.locked_until - now) // (60 * SECOND) + 1} minutes.")
     if user is None or not user.active or not check_password(form.get("password", ""),
                                                              user.password_hash):
+        if user is not None:
+            store.note_sign_in(user.username, False, now=now, limit=SIGN_IN_LIMIT,
+                               lock_us=LOCK_SECONDS * SECOND)
         return sign_in_page(request, "Wrong username or password.")
+    if user.failed_logins:
+        store.note_sign_in(user.username, True, now=now, limit=SIGN_IN_LIMIT, lock_us=0)
     patient = _patient(request, user, form.get("patient", "").strip())
     if patient is None and request.scopes.has("launch/patient"):
         return sign_in_page(request, "Choose the patient the app is for.")
