@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -92,14 +93,14 @@ def free_port() -> int:
 class ServerProcess:
     """A real ``hygeia serve`` process and an HTTP client for its FHIR base."""
 
-    def __init__(self, db_url: str, *extra: str) -> None:
+    def __init__(self, db_url: str, *extra: str, stdout: Any = subprocess.DEVNULL) -> None:
         self.db_url = db_url
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/fhir"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "hygeia.cli.main", "serve", "--port", str(self.port),
              "--db", db_url, *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=stdout, stderr=subprocess.PIPE,
         )
         self.client = httpx.Client(base_url=self.base + "/", timeout=60)
         self._wait_ready()

@@ -364,3 +364,30 @@ def test_password_guessing_locks_the_user_out(setup: Setup) -> None:
         assert "Wrong username or password" in wrong.text
     locked = httpx.post(authorize, data={**params, "password": PASSWORD})
     assert locked.status_code == 401 and "Too many wrong passwords" in locked.text
+
+
+def test_no_secret_reaches_the_log(tmp_path: Path) -> None:
+    """With the access log on, passwords, client secrets, codes and tokens stay out of it."""
+    url = f"sqlite:///{tmp_path}/logged.db"
+    client = cli_json("auth", "client", "create", "--db", url, "--name", "Portal", "--scopes",
+                      "user/*.rs offline_access", "--secret", "--redirect-uri", REDIRECT)
+    cli_json("auth", "user", "create", "--db", url, "--username", "pat", "--password-stdin",
+             "--practitioner", "d1", stdin=PASSWORD)
+    log_file = tmp_path / "access.log"
+    with log_file.open("wb") as access_log:
+        server = ServerProcess(url, "--auth", "--access-log", stdout=access_log)
+    try:
+        code, verifier = authorization_code(server.base, client["client_id"], "pat", PASSWORD,
+                                            "user/*.rs offline_access")
+        body = httpx.post(f"{origin_of(server.base)}/auth/token", auth=(
+            client["client_id"], client["client_secret"]), data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+            "code_verifier": verifier}).json()
+        server.client.get("Patient", headers=bearer(body["access_token"]))
+    finally:
+        server.stop()
+    log = log_file.read_text()
+    assert "/auth/token" in log  # the access log did record the requests
+    for secret in (PASSWORD, client["client_secret"], code, verifier, body["access_token"],
+                   body["refresh_token"]):
+        assert secret not in log
