@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extract index rows and validate transactions on the request "
                             "thread instead of in a helper process")
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--audit", action="store_true",
+                       help="record every read, search, write, export and sign-in as an "
+                            "AuditEvent (on with --auth too)")
+    serve.add_argument("--audit-async", action="store_true",
+                       help="with --audit: answer without waiting for the AuditEvent's "
+                            "commit (faster; a crash can lose the last milliseconds of "
+                            "records)")
     serve.add_argument("--workers", type=int, default=1,
                        help="serving processes (default 1); each also runs background jobs. "
                             "Several pay off on PostgreSQL; SQLite has one writer at a time")
@@ -127,20 +134,27 @@ def serve(args: argparse.Namespace) -> int:
                         files_dir=args.files or default_files_dir(args.db),
                         export_file_bytes=int(args.export_file_mb * 1024 ** 2),
                         job_lease_seconds=args.job_lease,
-                        job_keep_seconds=args.keep_hours * 3600)
+                        job_keep_seconds=args.keep_hours * 3600,
+                        audit=args.audit,
+                        audit_durable=not args.audit_async)
     # opened here to refuse a database of another layout before serving, and for the
     # demo; closed again because the serving worker opens its own after the fork
     repository = open_repository(args.db)
     try:
         if args.demo:
             # no offload helper here: this process forks the server next
-            load_demo(FhirService(repository, replace(settings, offload=False)), console)
+            # nor auditing: loading the demo is not a request through the API
+            load_demo(FhirService(repository, replace(settings, offload=False, audit=False)),
+                      console)
     finally:
         repository.close()
     console.print(f"[bold green]Hygeia[/] FHIR R4 server at http://{args.host}:{args.port}/fhir "
                   f"({repository.dialect}: {args.db})")
     console.print("[yellow]No authentication: anyone who can reach this port can read and "
                   "write all data.")
+    if settings.audit:
+        console.print("Audit trail on: every request leaves an AuditEvent"
+                      + (" (recorded asynchronously)." if args.audit_async else "."))
     run(ServeOptions(db_url=args.db, settings=settings, host=args.host, port=args.port,
                      threads=args.threads, access_log=args.access_log,
                      workers=args.workers))
