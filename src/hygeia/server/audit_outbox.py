@@ -15,6 +15,7 @@ commit's duration, typically a few milliseconds of requests).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from collections.abc import Callable
@@ -47,6 +48,8 @@ class Outbox:
                 self._thread = threading.Thread(target=self._run, name="hygeia-audit",
                                                 daemon=True)
                 self._thread.start()
+                # a serving process that exits normally stores what is queued first
+                atexit.register(self.close)
             self._ready.notify()
         return done
 
@@ -58,6 +61,7 @@ class Outbox:
             thread = self._thread
         if thread is not None:
             thread.join(timeout)
+            atexit.unregister(self.close)
 
     def _run(self) -> None:
         while True:

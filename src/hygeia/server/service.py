@@ -62,9 +62,10 @@ class FhirService:
         self.audit = AuditTrail(self)
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A write transaction whose session knows this service's search parameters."""
-        with self.repository.transaction() as session:
+    def transaction(self, *, flush_to_disk: bool = True) -> Iterator[Session]:
+        """A write transaction whose session knows this service's search parameters
+        (``flush_to_disk``: see :meth:`Repository.transaction`)."""
+        with self.repository.transaction(flush_to_disk=flush_to_disk) as session:
             session.registry = self.registry
             if self.extractor is not None:
                 session.rows_later = IndexBatcher(self.extractor, self.registry).rows_for
