@@ -135,6 +135,11 @@ def copies(backend: str, folder: Path, args: argparse.Namespace
     finally:
         server.stop()
     urls, drop = {}, ["hygeia_audit_seed"] if backend != "sqlite" else []
+    if backend == "sqlite":  # the log into the file, so one file copy holds everything
+        import sqlite3
+
+        with sqlite3.connect(folder / "seed.db") as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     for mode in MODES:
         if backend == "sqlite":
             shutil.copy(folder / "seed.db", folder / f"{mode}.db")

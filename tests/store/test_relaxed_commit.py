@@ -3,6 +3,8 @@ connection's durability setting as it found it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hygeia.fhir.search.rows import IndexRows
@@ -23,9 +25,9 @@ def test_a_relaxed_commit_commits(repository: Repository) -> None:
         assert session.current("Basic", "relaxed") is not None
 
 
-def test_sqlite_restores_full_sync_after_commit_and_rollback(repository: Repository) -> None:
-    if not isinstance(repository, SqliteRepository):
-        pytest.skip("SQLite's per-connection synchronous setting")
+def test_sqlite_restores_full_sync_after_commit_and_rollback(tmp_path: Path) -> None:
+    """SQLite's synchronous setting belongs to the connection: it must go back to FULL."""
+    repository = SqliteRepository(tmp_path / "sync.db")
     writer = repository._writer
 
     with repository.transaction(flush_to_disk=False):
@@ -37,3 +39,4 @@ def test_sqlite_restores_full_sync_after_commit_and_rollback(repository: Reposit
     assert writer.execute("PRAGMA synchronous").fetchone()[0] == 2
     with repository.reader() as session:
         assert session.current("Basic", "gone") is None
+    repository.close()
