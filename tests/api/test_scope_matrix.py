@@ -2,7 +2,8 @@
 
 Tokens: patient A and patient B (standalone launch, signed in on the real
 authorization page), a practitioner (``user/*.cruds``), a backend service
-(``system/*.rs``), and four that must get nothing: none, expired, issued for
+(``system/*.rs``), an auditor (``system/AuditEvent.rs``: the audit trail and
+nothing else), and four that must get nothing: none, expired, issued for
 another server (wrong audience), and a patient token whose payload was
 altered (tampered signature).  Interactions: reads, searches (chained,
 ``_has``, ``_include``/``_revinclude``, compartment, multi-type),
@@ -64,7 +65,8 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     key = BackendKey(folder)
     clients = {name: cli_json("auth", "client", "create", "--db", url, "--name", name,
                               "--scopes", scopes, "--jwks-file", str(key.jwks_file))["client_id"]
-               for name, scopes in (("admin", "system/*.cruds"), ("backend", "system/*.rs"))}
+               for name, scopes in (("admin", "system/*.cruds"), ("backend", "system/*.rs"),
+                                    ("auditor", "system/AuditEvent.rs"))}
     app = cli_json("auth", "client", "create", "--db", url, "--name", "Chart", "--scopes",
                    f"{PATIENT_SCOPES} user/*.cruds offline_access",
                    "--redirect-uri", REDIRECT)["client_id"]
@@ -79,6 +81,8 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         admin = backend_token(server.base, clients["admin"], key, "system/*.cruds").json()
         _load_data(server, bearer(admin["access_token"]))
         tokens = _tokens(server, url, secret_key, app, clients["backend"], key)
+        tokens["auditor"] = backend_token(server.base, clients["auditor"], key,
+                                          "system/AuditEvent.rs").json()["access_token"]
         yield World(server, tokens, bearer(admin["access_token"]))
     finally:
         server.stop()
@@ -205,6 +209,12 @@ def _export(world: World, token: str, pid: str) -> Outcome:
     return response.status_code, None
 
 
+def _search_audit(world: World, token: str, pid: str) -> Outcome:
+    """The trail of who touched the patient's record (every earlier cell left some)."""
+    response = world.call(token, "GET", f"AuditEvent?patient=Patient/{pid}&_count=5")
+    return response.status_code, bool(_ids(response))
+
+
 def _write_audit(world: World, token: str, pid: str) -> Outcome:
     event = {"resourceType": "AuditEvent", "type": {"code": "rest"}, "recorded":
              "2026-01-01T00:00:00Z", "agent": [{"requestor": True}], "source": {
@@ -240,6 +250,7 @@ CELLS: dict[str, Cell] = {
     "transaction": _transaction,
     "$export": _export,
     "write AuditEvent": _write_audit,
+    "search AuditEvent": _search_audit,
 }
 
 REFUSED_TOKENS = ("none", "expired", "wrong-audience", "tampered")
@@ -250,14 +261,28 @@ def expected(token: str, cell: str, pid: str) -> Outcome:
     """The one right answer for each cell (see the module docstring)."""
     if token in REFUSED_TOKENS:
         return 401, False if cell not in _WRITES else None
+    if cell == "write AuditEvent":  # no token may: the server alone writes the trail
+        return 405, None
+    if token == "auditor":
+        return _auditor_expectation(cell)
+    if cell == "search AuditEvent":  # wildcards never reach the trail
+        return 403, False
     if token in PATIENT_OF:
         return _patient_expectation(cell, pid == PATIENT_OF[token])
     writer = token == "practitioner"
     if cell in _WRITES:
         status = {"create": 201, "update": 200, "delete": 204, "transaction": 200,
-                  "$export": 202, "write AuditEvent": 403}[cell]
+                  "$export": 202}[cell]
         return (status if writer or cell == "$export" else 403), None
     return 200, True
+
+
+def _auditor_expectation(cell: str) -> Outcome:
+    if cell == "search AuditEvent":
+        return 200, True
+    if cell == "$export":  # of the one type it may read whole: the trail
+        return 202, None
+    return 403, (None if cell in _WRITES else False)
 
 
 _WRITES = {"create", "update", "delete", "transaction", "$export", "write AuditEvent"}
@@ -272,14 +297,14 @@ def _patient_expectation(cell: str, own: bool) -> Outcome:
         return 200, False
     if cell in ("create", "update", "transaction"):
         return ({"create": 201, "update": 200, "transaction": 200}[cell] if own else 403), None
-    if cell in ("delete", "$export", "write AuditEvent"):
+    if cell in ("delete", "$export"):
         return 403, None
     if own:
         return 200, True
     return (404 if cell in _HIDDEN_BY_404 else 200), False
 
 
-TOKENS = ("patient-a", "patient-b", "practitioner", "system", *REFUSED_TOKENS)
+TOKENS = ("patient-a", "patient-b", "practitioner", "system", "auditor", *REFUSED_TOKENS)
 
 
 @pytest.mark.parametrize("token", TOKENS)

@@ -3,6 +3,7 @@ introspection, EHR launch, the errors clients see, and a real SMART client libra
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -391,3 +392,30 @@ def test_no_secret_reaches_the_log(tmp_path: Path) -> None:
     for secret in (PASSWORD, client["client_secret"], code, verifier, body["access_token"],
                    body["refresh_token"]):
         assert secret not in log
+
+
+def test_sign_ins_and_tokens_are_in_the_audit_trail(setup: Setup, tmp_path: Path) -> None:
+    key = BackendKey(tmp_path)
+    auditor = cli_json("auth", "client", "create", "--db", setup.db_url, "--name", "Auditor",
+                       "--scopes", "system/AuditEvent.rs", "--jwks-file",
+                       str(key.jwks_file))["client_id"]
+    _, challenge = pkce()
+    httpx.post(f"{setup.origin}/auth/authorize", data={
+        "response_type": "code", "client_id": setup.app, "redirect_uri": REDIRECT,
+        "scope": "patient/*.rs", "aud": setup.server.base, "code_challenge": challenge,
+        "code_challenge_method": "S256", "username": "doc", "password": "not-it",
+        "decision": "allow"})
+    token = backend_token(setup.server.base, auditor, key, "system/AuditEvent.rs").json()
+    trail = setup.server.client.get(
+        "AuditEvent", params={"type": "110114", "_count": "200", "_sort": "-date"},
+        headers=bearer(token["access_token"])).json()
+    events = [entry["resource"] for entry in trail["entry"]]
+    refused = [e for e in events if e["outcome"] == "4" and "sign-in refused" in
+               e.get("outcomeDesc", "")]
+    issued = [e for e in events if e["outcome"] == "0" and "access token issued" in
+              e.get("outcomeDesc", "")]
+    assert refused and issued
+    who = {agent.get("who", {}).get("identifier", {}).get("value")
+           for event in issued for agent in event["agent"]}
+    assert auditor in who  # the token just issued to the auditor is itself recorded
+    assert all("not-it" not in json.dumps(event) for event in events)

@@ -144,7 +144,8 @@ def _to_fhir_request(environ: dict[str, Any], query: list[tuple[str, str]],
     base_url = _base_url(environ)
     access = None
     if service.auth is not None and path not in _OPEN_PATHS:
-        access = service.auth.authenticate(environ.get("HTTP_AUTHORIZATION"), base_url)
+        access = service.auth.authenticate(environ.get("HTTP_AUTHORIZATION"), base_url,
+                                           environ.get("REMOTE_ADDR"))
     body, raw_json, content_type = None, None, "application/fhir+json"
     declared = environ.get("CONTENT_LENGTH") or None
     if method in _WRITE_METHODS or declared not in (None, "0"):
@@ -165,8 +166,14 @@ def _to_fhir_request(environ: dict[str, Any], query: list[tuple[str, str]],
         if_modified_since=environ.get("HTTP_IF_MODIFIED_SINCE"),
         prefer_return=prefer.return_, prefer_strict=prefer.strict, raw_body=raw_json,
         prefer_lenient=prefer.lenient, prefer_async=prefer.respond_async,
-        remote=environ.get("REMOTE_ADDR"),
+        remote=environ.get("REMOTE_ADDR"), provenance=_provenance(environ),
     )
+
+
+def _provenance(environ: dict[str, Any]) -> str | None:
+    """The X-Provenance header (a Provenance as JSON), decoded as UTF-8."""
+    value = environ.get("HTTP_X_PROVENANCE")
+    return None if value is None else _native(value)
 
 
 def _first(query: list[tuple[str, str]], name: str) -> str | None:

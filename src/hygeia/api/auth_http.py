@@ -54,29 +54,31 @@ def auth_answer(service: FhirService, environ: dict[str, Any]) -> Answer | None:
                            "error_description": f"{path} takes POST."})
     try:
         form = _form(environ)
-        return handler(auth, form, environ.get("HTTP_AUTHORIZATION"), origin)
+        return handler(auth, form, environ.get("HTTP_AUTHORIZATION"), origin,
+                       environ.get("REMOTE_ADDR"))
     except OAuthError as error:
         headers = {"WWW-Authenticate": "Basic"} if error.status == 401 else {}
         return _json(error.status, error.body(), headers)
 
 
 def _token(auth: AuthServer, form: dict[str, str], authorization: str | None,
-           origin: str) -> Answer:
-    return _json(200, auth.token(form, authorization, origin))
+           origin: str, remote: str | None) -> Answer:
+    return _json(200, auth.token(form, authorization, origin, remote))
 
 
 def _introspect(auth: AuthServer, form: dict[str, str], authorization: str | None,
-                origin: str) -> Answer:
+                origin: str, remote: str | None) -> Answer:
     return _json(200, auth.introspect(form, authorization, origin))
 
 
 def _revoke(auth: AuthServer, form: dict[str, str], authorization: str | None,
-            origin: str) -> Answer:
-    auth.revoke(form, authorization, origin)
+            origin: str, remote: str | None) -> Answer:
+    auth.revoke(form, authorization, origin, remote)
     return _json(200, {})
 
 
-_POST_ENDPOINTS: dict[str, Callable[[AuthServer, dict[str, str], str | None, str], Answer]] = {
+_POST_ENDPOINTS: dict[str, Callable[[AuthServer, dict[str, str], str | None, str, str | None],
+                                     Answer]] = {
     "/auth/token": _token, "/auth/introspect": _introspect, "/auth/revoke": _revoke}
 
 
@@ -91,7 +93,8 @@ def _authorize(service: FhirService, auth: AuthServer, environ: dict[str, Any], 
         params = {**query, **(form or {})}
         if form is not None and "decision" not in form:
             form = None
-        outcome = auth.authorize(params, form, f"{origin}/fhir", service.patient_exists)
+        outcome = auth.authorize(params, form, f"{origin}/fhir", service.patient_exists,
+                                 environ.get("REMOTE_ADDR"))
     except PageError as error:
         return _page(400, str(error))
     except OAuthError as error:

@@ -44,8 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--auth", action="store_true",
                        help="require SMART on FHIR access tokens (always on when --host is not "
                             "a loopback address) and keep an audit trail")
-    serve.add_argument("--audit", action="store_true",
-                       help="keep the audit trail (AuditEvents) even without --auth")
     serve.add_argument("--secret-key-file", default=None,
                        help="the key that seals the token signing keys (default: beside a "
                             "SQLite database, else ./hygeia-secret.key; or set "
@@ -68,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extract index rows and validate transactions on the request "
                             "thread instead of in a helper process")
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--audit", action="store_true",
+                       help="record every read, search, write, export and sign-in as an "
+                            "AuditEvent (on with --auth too)")
+    serve.add_argument("--audit-async", action="store_true",
+                       help="with --audit: answer without waiting for the AuditEvent's "
+                            "commit (faster; a crash can lose the last milliseconds of "
+                            "records)")
     serve.add_argument("--workers", type=int, default=1,
                        help="serving processes (default 1); each also runs background jobs. "
                             "Several pay off on PostgreSQL; SQLite has one writer at a time")
@@ -150,14 +155,17 @@ def serve(args: argparse.Namespace) -> int:
                         secret_key_file=args.secret_key_file or default_secret_key_file(args.db),
                         access_token_seconds=max(1, int(args.token_minutes * 60)),
                         oidc_issuer=args.oidc_issuer, oidc_audience=args.oidc_audience,
-                        oidc_jwks_url=args.oidc_jwks_url)
+                        oidc_jwks_url=args.oidc_jwks_url,
+                        audit_durable=not args.audit_async)
     # opened here to refuse a database of another layout before serving, and for the
     # demo; closed again because the serving worker opens its own after the fork
     repository = open_repository(args.db)
     try:
         if args.demo:
             # no offload helper here: this process forks the server next
-            load_demo(FhirService(repository, replace(settings, offload=False)), console)
+            # nor auditing: loading the demo is not a request through the API
+            load_demo(FhirService(repository, replace(settings, offload=False, audit=False)),
+                      console)
     finally:
         repository.close()
     console.print(f"[bold green]Hygeia[/] FHIR R4 server at http://{args.host}:{args.port}/fhir "

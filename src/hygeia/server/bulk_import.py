@@ -39,6 +39,7 @@ from hygeia.server.context import FhirRequest, FhirResponse
 from hygeia.server.job_status import file_url, status_url
 from hygeia.server.jobs import JobContext, JobFailed
 from hygeia.server.loading import Loader, LoadError
+from hygeia.server.router import SERVER_WRITTEN_TYPES
 from hygeia.store.jobs import Job
 
 if TYPE_CHECKING:
@@ -165,7 +166,8 @@ class ImportJob:
             except BadRequest as error:
                 raise JobFailed(error.issues[0].diagnostics) from None
             loader = Loader(context.service, workers=IMPORT_WORKERS, upsert=True,
-                            on_error=on_error, on_progress=lambda _: context.keep_alive())
+                            on_error=on_error, on_progress=lambda _: context.keep_alive(),
+                            refused_types=SERVER_WRITTEN_TYPES)
             with loader:  # a stop (cancellation) aborts it; what committed stays
                 loader.load_lines(item["url"], _lines(stream))
             report = loader.report

@@ -23,6 +23,7 @@ from hygeia.fhir.outcome import (
     BadRequest,
     FhirError,
     Issue,
+    MethodNotAllowed,
     PreconditionFailed,
     Unprocessable,
     information,
@@ -93,13 +94,15 @@ def parse_entries(bundle: dict[str, Any]) -> list[Entry]:
         raise BadRequest("Bundle.entry must be an array.", expression="Bundle.entry")
     entries: list[Entry] = []
     issues: list[Issue] = []
+    refused = False
     for index, raw in enumerate(raw_entries):
         try:
             entries.append(_parse_entry(index, raw))
         except FhirError as error:
             issues.extend(_located(error.issues, f"Bundle.entry[{index}]"))
-    if issues:
-        raise BadRequest(issues=issues)
+            refused = refused or isinstance(error, MethodNotAllowed)
+    if issues:  # a write the API never allows (the audit trail) is 405, as outside a Bundle
+        raise (MethodNotAllowed if refused else BadRequest)(issues=issues)
     return entries
 
 
@@ -158,6 +161,7 @@ def process_transaction(service: FhirService, request: FhirRequest,
                         request, entry)
             if check is not None:
                 check.raise_if_invalid(lambda: validate_entries(entries))
+            service.audit.in_transaction(session, request, entries)
     except Exception:
         if check is not None:  # invalid entries explain any failure they led to
             check.raise_if_invalid(lambda: validate_entries(entries))
@@ -382,7 +386,11 @@ def process_batch(service: FhirService, request: FhirRequest,
 def _batch_entry(service: FhirService, request: FhirRequest, index: int,
                  raw: Any) -> dict[str, Any]:
     try:
-        entry = _parse_entry(index, raw)
+        try:
+            entry = _parse_entry(index, raw)
+        except FhirError as error:  # never reached the service: recorded here
+            service.audit.refused_entry(request, raw, error)
+            raise
         sub = FhirRequest(entry.method, urlsplit(entry.url).path, entry.query, entry.resource,
                           request.base_url, if_match=entry.request.get("ifMatch"),
                           if_none_match=entry.request.get("ifNoneMatch"),

@@ -43,6 +43,9 @@ class Settings:
     refresh_token_seconds: int = 30 * 24 * 3600
     # every read, search, write, export and auth event leaves an AuditEvent (server/audit)
     audit: bool = False
+    # a response waits until its AuditEvent is committed, so a crash loses no record of an
+    # answered request (False: recorded within milliseconds, but a crash can lose those)
+    audit_durable: bool = True
 
 
 @dataclass(slots=True)
@@ -70,6 +73,7 @@ class FhirRequest:
     prefer_lenient: bool = False  # Prefer: handling=lenient
     access: Access | None = None  # the verified access token; None when auth is off
     remote: str | None = None  # the client's network address, for the audit trail
+    provenance: str | None = None  # the X-Provenance header (a Provenance as JSON)
 
 
 @dataclass(slots=True)

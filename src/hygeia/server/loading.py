@@ -54,20 +54,22 @@ class Loader:
     process).  ``upsert``: an id already stored becomes its next version
     instead of an error.  ``on_error`` is called with every error as it is
     found; ``on_progress`` after every batch with the number of resources
-    stored so far.
+    stored so far.  ``refused_types``: lines of these types are errors (``$import``
+    refuses the audit trail, which the server alone writes).
     """
 
     def __init__(self, service: FhirService, *, workers: int, upsert: bool,
                  on_error: Callable[[LoadError], None] | None = None,
                  on_progress: Callable[[int], None] | None = None,
-                 batch_size: int = BATCH_SIZE, chunk_lines: int = CHUNK_LINES) -> None:
+                 batch_size: int = BATCH_SIZE, chunk_lines: int = CHUNK_LINES,
+                 refused_types: frozenset[str] = frozenset()) -> None:
         self._started = time.perf_counter()
         self._service = service
         self.report = LoadReport()
         self._errors = ErrorSink(self.report, on_error)
         self._writer = BatchWriter(service, upsert=upsert, report=self.report,
                                    errors=self._errors, on_progress=on_progress,
-                                   batch_size=batch_size)
+                                   batch_size=batch_size, refused_types=refused_types)
         self._chunk_lines = chunk_lines
         self._pool = WorkerPool(workers, DEPTH) if workers > 0 else None
         self._sources: deque[str] = deque()  # the source of each job in flight, oldest first

@@ -53,8 +53,9 @@ class BatchWriter:
 
     def __init__(self, service: FhirService, *, upsert: bool, report: LoadReport,
                  errors: ErrorSink, on_progress: Callable[[int], None] | None,
-                 batch_size: int) -> None:
+                 batch_size: int, refused_types: frozenset[str] = frozenset()) -> None:
         self._service = service
+        self._refused = refused_types
         self._upsert = upsert
         self._report = report
         self._errors = errors
@@ -67,6 +68,10 @@ class BatchWriter:
     def add(self, source: str, generation: int, prepared: list[Prepared]) -> None:
         """Queue lines prepared under registry ``generation``; a full batch goes to commit."""
         for item in prepared:
+            if item.resource_type in self._refused:
+                self._errors(LoadError(source, item.line, f"{item.resource_type} is written by "
+                                       "the server alone and cannot be imported"))
+                continue
             if item.tables is None:
                 self.commit()  # everything before it first, as the input orders them
                 self._write_search_parameter(source, item)

@@ -11,6 +11,9 @@ from hygeia.server.resources import check_id, check_type
 
 WRITES = frozenset({"create", "update", "conditional-update", "delete", "conditional-delete",
                     "patch", "conditional-patch"})
+# written by the server alone: the audit trail cannot be changed through the API, whether
+# auth is on or off, by any path (REST, batch and transaction entries all route here)
+SERVER_WRITTEN_TYPES = frozenset({"AuditEvent"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,15 @@ class Route:
 
 def parse_route(method: str, path: str, query: list[tuple[str, str]]) -> Route:
     """Map a request onto a FHIR interaction, or raise 404/405 with an OperationOutcome."""
+    route = _route(method, path, query)
+    if route.writes and route.resource_type in SERVER_WRITTEN_TYPES:
+        raise MethodNotAllowed(f"{route.resource_type} is written by the server alone; it "
+                               "cannot be created, changed or deleted through the API.",
+                               expression=route.resource_type)
+    return route
+
+
+def _route(method: str, path: str, query: list[tuple[str, str]]) -> Route:
     parts = [part for part in path.strip("/").split("/") if part]
     method = method.upper()
     if not parts:

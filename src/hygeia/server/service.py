@@ -12,6 +12,7 @@ from hygeia.fhir.outcome import BadRequest, Issue, operation_outcome
 from hygeia.fhir.search.parameters import default_registry
 from hygeia.fhir.validation import validate
 from hygeia.server import read, search, write
+from hygeia.server.audit import AuditTrail
 from hygeia.server.auth.guard import guarded
 from hygeia.server.auth.operations import check_bulk_write
 from hygeia.server.auth.server import AuthServer
@@ -25,6 +26,7 @@ from hygeia.server.job_status import cancel_job, job_file, job_status
 from hygeia.server.jobs import FileArea, JobKind, JobRunner, JobTiming
 from hygeia.server.offload import Offload
 from hygeia.server.offload_jobs import IndexBatcher
+from hygeia.server.provenance import store_provenance
 from hygeia.server.reindex import ReindexJob, start_reindex
 from hygeia.server.router import Route, parse_route
 from hygeia.store.base import HistoryQuery, Repository, Session
@@ -61,11 +63,15 @@ class FhirService:
         # pre-indexing ingest with one helper, 0.86 with two)
         self.extractor = Offload() if self.settings.offload else None
         self.validator = Offload() if self.settings.offload else None
+        self.audit = AuditTrail(self)
+        if self.auth is not None:
+            self.auth.listeners.append(self.audit.auth_event)
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A write transaction whose session knows this service's search parameters."""
-        with self.repository.transaction() as session:
+    def transaction(self, *, flush_to_disk: bool = True) -> Iterator[Session]:
+        """A write transaction whose session knows this service's search parameters
+        (``flush_to_disk``: see :meth:`Repository.transaction`)."""
+        with self.repository.transaction(flush_to_disk=flush_to_disk) as session:
             session.registry = self.registry
             if self.extractor is not None:
                 session.rows_later = IndexBatcher(self.extractor, self.registry).rows_for
@@ -78,6 +84,11 @@ class FhirService:
             yield session
 
     def handle(self, request: FhirRequest) -> FhirResponse:
+        if self.audit.enabled:
+            return self.audit.observe(request, self._dispatch)
+        return self._dispatch(request)
+
+    def _dispatch(self, request: FhirRequest) -> FhirResponse:
         route = parse_route(request.method, request.path, request.query)
         if route.interaction == "capabilities":
             statement = self.capabilities()
@@ -96,8 +107,11 @@ class FhirService:
 
             return process_bundle(self, request)
         if route.writes:
-            with self.transaction() as session:
-                return self.perform(route, request, session)
+            with self.transaction() as session:  # the write, its Provenance and AuditEvent
+                response = self.perform(route, request, session)
+                stored = store_provenance(session, route, request, response)
+                self.audit.written(session, route, request, response, stored)
+                return response
         with self.reader() as session:
             return self.perform(route, request, session)
 
@@ -158,6 +172,7 @@ class FhirService:
         """Stop the job runner and the offload helpers (the repository is the caller's)."""
         if self.runner is not None:
             self.runner.stop()
+        self.audit.close()
         for helper in (self.extractor, self.validator):
             if helper is not None:
                 helper.close()

@@ -19,6 +19,7 @@ from hygeia.fhir.outcome import (
     BadRequest,
     Gone,
     Issue,
+    MethodNotAllowed,
     NotFound,
     PreconditionFailed,
     Unprocessable,
@@ -32,6 +33,7 @@ from hygeia.fhir.validation import validate
 from hygeia.server.context import FhirResponse, parse_etag
 from hygeia.server.custom_parameters import to_parameter
 from hygeia.server.resources import check_id, new_id, stamp
+from hygeia.server.router import SERVER_WRITTEN_TYPES
 from hygeia.store.base import Session, StoredVersion
 
 
@@ -80,6 +82,9 @@ def resolve_criteria(session: Session, resource_type: str, criteria: str,
 
 def _write(session: Session, resource_type: str, id: str, resource: dict[str, Any] | None,
            previous: StoredVersion | None, method: str) -> StoredVersion:
+    if resource_type in SERVER_WRITTEN_TYPES:  # the router refuses them; this is the backstop
+        raise MethodNotAllowed(f"{resource_type} is written by the server alone.",
+                               expression=resource_type)
     version = 1 if previous is None else previous.version + 1
     last_updated = now_us()
     if previous is not None and last_updated <= previous.last_updated:

@@ -201,8 +201,16 @@ class Repository(ABC):
     dialect: str
 
     @abstractmethod
-    def transaction(self) -> AbstractContextManager[Session]:
-        """A writable session that commits on success and rolls back on any exception."""
+    def transaction(self, *, flush_to_disk: bool = True) -> AbstractContextManager[Session]:
+        """A writable session that commits on success and rolls back on any exception.
+
+        ``flush_to_disk=False`` lets the commit return before the database has
+        forced it to disk: it survives a crash of this process, and is made
+        durable by the database's next flush (any ordinary commit, a checkpoint,
+        PostgreSQL's WAL writer within a fraction of a second), but a power cut
+        or a crash of the database server before that can lose it.  For records
+        that are not clinical data (the audit trail of reads).
+        """
 
     @abstractmethod
     def reader(self) -> AbstractContextManager[Session]:

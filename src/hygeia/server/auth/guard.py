@@ -40,6 +40,7 @@ from hygeia.fhir.search.results import Include
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.fhir.spec import patient_compartment
 from hygeia.server.auth.access import Access, Restriction
+from hygeia.server.router import SERVER_WRITTEN_TYPES
 from hygeia.store.base import Head, HistoryQuery, RowsSource, SearchPage, Session, StoredVersion
 
 # the cruds letter each interaction needs (writes decide between c and u at put)
@@ -52,8 +53,6 @@ ACTION = {
 }
 READ_ACTIONS = frozenset("rs")
 _ID_CHUNK = 500
-# the audit trail is written by the server itself, never through the API
-READ_ONLY_TYPES = frozenset({"AuditEvent"})
 
 
 class GuardedSession(Session):
@@ -141,7 +140,7 @@ class GuardedSession(Session):
 
     def put(self, version: StoredVersion, rows: RowsSource) -> None:
         resource_type = version.resource_type
-        if resource_type in READ_ONLY_TYPES:
+        if resource_type in SERVER_WRITTEN_TYPES:
             raise Forbidden(f"{resource_type} is written by the server alone and cannot be "
                             "created, changed or deleted through the API.", code="forbidden",
                             expression=resource_type)

@@ -59,7 +59,8 @@ class AuthServer:
 
     # ------------------------------------------------------------ the FHIR API
 
-    def authenticate(self, authorization: str | None, fhir_base: str) -> Access:
+    def authenticate(self, authorization: str | None, fhir_base: str,
+                     remote: str | None = None) -> Access:
         """The Access of the request's bearer token; 401 when there is none or it is bad."""
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Unauthorized("This server needs an access token: send Authorization: "
@@ -71,13 +72,14 @@ class AuthServer:
                 return self.external.access(token, fhir_base)
             return self.tokens.access(token, (fhir_base,))
         except Unauthorized:
-            self._tell("token-refused", {"fhir_base": fhir_base})
+            self._tell("token-refused", {"site": fhir_base, "remote": remote,
+                                         "error": "a bad access token on the FHIR API"})
             raise
 
     # ------------------------------------------------------------ endpoints
 
     def token(self, form: Mapping[str, str], authorization: str | None,
-              origin: str) -> dict[str, Any]:
+              origin: str, remote: str | None = None) -> dict[str, Any]:
         """The token endpoint (RFC 6749 section 4, SMART)."""
         grant_type = form.get("grant_type", "")
         if grant_type not in GRANT_TYPES:
@@ -98,11 +100,13 @@ class AuthServer:
                                             form.get("scope", ""), origin)
         except OAuthError as error:
             self._tell("token-refused", {"client_id": form.get("client_id"),
-                                         "grant_type": grant_type, "error": error.description})
+                                         "grant_type": grant_type, "error": error.description,
+                                         "site": origin, "remote": remote})
             raise
         self._tell("token-issued", {"client_id": grant.client_id, "user": grant.subject,
                                     "patient": grant.patient, "scope": grant.scopes.text,
-                                    "grant_type": grant_type})
+                                    "grant_type": grant_type, "site": origin,
+                                    "remote": remote})
         return self.tokens.respond(grant, f"{origin}/auth")
 
     def _backend_grant(self, client_id: str, allowed: str, public: bool, scope: str,
@@ -126,15 +130,17 @@ class AuthServer:
             raise OAuthError("invalid_client", "Introspection is for confidential clients.", 401)
         return self.tokens.introspect(form.get("token", ""), (f"{origin}/fhir",))
 
-    def revoke(self, form: Mapping[str, str], authorization: str | None, origin: str) -> None:
+    def revoke(self, form: Mapping[str, str], authorization: str | None, origin: str,
+               remote: str | None = None) -> None:
         """RFC 7009: the token stops working; unknown tokens are not an error."""
         client = authenticate_client(self.store, form, authorization, f"{origin}/auth/token")
         self.tokens.revoke(form.get("token", ""), client.client_id)
-        self._tell("token-revoked", {"client_id": client.client_id})
+        self._tell("token-revoked", {"client_id": client.client_id, "site": origin,
+                                     "remote": remote})
 
     def authorize(self, params: Mapping[str, str], form: Mapping[str, str] | None,
-                  fhir_base: str, patient_exists: Callable[[str], bool]
-                  ) -> authorize.Redirect | authorize.SignIn:
+                  fhir_base: str, patient_exists: Callable[[str], bool],
+                  remote: str | None = None) -> authorize.Redirect | authorize.SignIn:
         """GET shows the sign-in page; POST (``form``) decides."""
         try:
             request = authorize.check_request(self.store, params, fhir_base)
@@ -145,8 +151,8 @@ class AuthServer:
         outcome = authorize.decide(self.store, request, form, patient_exists)
         event = "login" if isinstance(outcome, authorize.Redirect) else "login-failed"
         self._tell(event, {"client_id": request.client.client_id,
-                           "user": form.get("username"),
-                           "problem": getattr(outcome, "problem", None)})
+                           "user": form.get("username"), "site": fhir_base, "remote": remote,
+                           "error": getattr(outcome, "problem", None)})
         return outcome
 
     def smart_configuration(self, origin: str) -> dict[str, Any]:

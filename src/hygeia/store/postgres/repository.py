@@ -135,9 +135,11 @@ class PostgresRepository(Repository):
                 connection.execute("INSERT INTO hygeia_schema VALUES (%s)", (SCHEMA_VERSION,))
 
     @contextmanager
-    def transaction(self) -> Iterator[PostgresSession]:
+    def transaction(self, *, flush_to_disk: bool = True) -> Iterator[PostgresSession]:
         with self._pool.connection() as connection:
             with connection.transaction():
+                if not flush_to_disk:  # the WAL writer flushes it within a fraction of a second
+                    connection.execute("SET LOCAL synchronous_commit = off")
                 session = PostgresSession(connection)
                 yield session
                 session.flush()

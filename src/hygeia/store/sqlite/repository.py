@@ -115,17 +115,23 @@ class SqliteRepository(Repository):
         return None if row is None or row[0] is None else int(row[0])
 
     @contextmanager
-    def transaction(self) -> Iterator[SqliteSession]:
+    def transaction(self, *, flush_to_disk: bool = True) -> Iterator[SqliteSession]:
         with self._write_lock:
-            self._writer.execute("BEGIN IMMEDIATE")
+            if not flush_to_disk:  # in WAL mode NORMAL syncs at checkpoints, not at commits
+                self._writer.execute("PRAGMA synchronous=NORMAL")
             try:
-                session = SqliteSession(self._writer)
-                yield session
-                session.flush()
-            except BaseException:
-                self._writer.execute("ROLLBACK")
-                raise
-            self._writer.execute("COMMIT")
+                self._writer.execute("BEGIN IMMEDIATE")
+                try:
+                    session = SqliteSession(self._writer)
+                    yield session
+                    session.flush()
+                except BaseException:
+                    self._writer.execute("ROLLBACK")
+                    raise
+                self._writer.execute("COMMIT")
+            finally:
+                if not flush_to_disk:
+                    self._writer.execute(f"PRAGMA synchronous={self._synchronous}")
         if self._checkpointer is not None:
             self._checkpointer.committed()
         session.run_after_commit()
