@@ -28,6 +28,8 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
+import orjson
+
 from hygeia.fhir.datetime import now_us
 from hygeia.fhir.outcome import FhirError, Issue
 from hygeia.fhir.search.index import index_resource
@@ -39,11 +41,13 @@ from hygeia.server.audit_events import (
     authentication_event,
     rest_event,
 )
-from hygeia.server.audit_outbox import Outbox
+from hygeia.server.audit_outbox import Mover, Outbox
 from hygeia.server.context import FhirRequest, FhirResponse
 from hygeia.server.resources import new_id, stamp
 from hygeia.server.router import Route, parse_route
+from hygeia.store import audit_outbox as outbox_table
 from hygeia.store.base import Session, StoredVersion
+from hygeia.store.plain_sql import as_sql, reading, writing
 
 if TYPE_CHECKING:
     from hygeia.server.bundles import Entry
@@ -73,6 +77,7 @@ class AuditTrail:
         self.enabled = service.settings.audit
         self.durable = service.settings.audit_durable
         self._outbox = Outbox(self._store_batch)
+        self._mover = Mover(self._move)
 
     # ------------------------------------------------------------ requests
 
@@ -170,9 +175,16 @@ class AuditTrail:
             description="; ".join([what, *extra]), site=details.get("site") or "",
             event="logout" if event == "token-revoked" else "login")
 
+    def catch_up(self) -> None:
+        """Make every committed event searchable now (called before the trail is read)."""
+        if self.enabled:
+            self._mover.catch_up()
+
     def close(self) -> None:
         """Store the events still queued (a clean shutdown loses none)."""
         self._outbox.close()
+        if self.enabled:
+            self._mover.stop()
 
     # ------------------------------------------------------------ inside
 
@@ -224,12 +236,25 @@ class AuditTrail:
                                        f"record could not be stored: {error}.") from None
 
     def _store_batch(self, events: list[dict[str, Any]]) -> None:
-        """One commit for the batch; not forced to disk at once (the next WAL flush or
-        checkpoint does it within a fraction of a second), which is what makes waiting
-        for it cheap: it survives a crash of this process, not a power cut in between."""
+        """One commit of plain outbox rows for the batch; not forced to disk at once (the
+        next WAL flush or checkpoint does it within a fraction of a second), which is
+        what makes waiting for it cheap: it survives a crash of this process, not a power
+        cut in between.  The mover makes them resources later."""
+        with writing(self._service.repository, flush_to_disk=False) as session:
+            outbox_table.append(session, [orjson.dumps(event) for event in events])
+        self._mover.wake()
+
+    def _move(self, limit: int) -> int:
+        """Turn up to ``limit`` outbox rows into AuditEvent resources, in one transaction."""
+        with reading(self._service.repository) as session:  # cheap when there is nothing
+            if not outbox_table.waiting(session):
+                return 0
         with self._service.transaction(flush_to_disk=False) as session:
-            for event in events:
-                store_event(session, event)
+            contents = outbox_table.take(as_sql(session), limit,
+                                         self._service.repository.dialect)
+            for content in contents:
+                store_event(session, orjson.loads(content))
+        return len(contents)
 
 
 def store_event(session: Session, event: dict[str, Any]) -> str:

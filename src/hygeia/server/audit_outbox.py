@@ -1,10 +1,17 @@
-"""The outbox of AuditEvents that are not part of a write: group-committed by one thread.
+"""The outbox of AuditEvents that are not part of a write: group-committed by one thread,
+then moved into AuditEvent resources by another.
 
 Reads, searches, operations, failures and sign-ins change nothing, so there is
 no transaction of theirs to put their AuditEvent in.  Each request hands its
 event to the outbox and gets a future; one background thread takes everything
 queued and stores it in ONE transaction (a group commit), so N concurrent
 requests cost one commit, not N.  While a batch commits, the next one queues.
+
+What is committed is the event's JSON in the ``audit_outbox`` table
+(store/audit_outbox.py), one plain row each; the :class:`Mover` turns rows
+into searchable AuditEvent resources in large batches, off the requests' path,
+and whoever reads the trail first has the mover catch up, so an auditor never
+misses an event that was committed.
 
 Durability is the caller's choice (``Settings.audit_durable``): the service
 waits on the futures before it answers, so a response never leaves before its
@@ -83,3 +90,50 @@ class Outbox:
             return
         for _, done in batch:
             done.set_result(None)
+
+
+MOVE_BATCH = 500  # outbox rows turned into resources per transaction
+IDLE_SECONDS = 1.0  # the mover looks at the table at least this often (other processes')
+
+
+class Mover:
+    """Turns outbox rows into resources with ``move`` (one transaction per call), on a
+    thread woken by :meth:`wake`, and at once with :meth:`catch_up`."""
+
+    def __init__(self, move: Callable[[int], int]) -> None:
+        self._move = move  # moves up to n rows in one transaction; returns how many
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # one move at a time in this process
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="hygeia-audit-move",
+                                                    daemon=True)
+                    self._thread.start()
+        self._wake.set()
+
+    def catch_up(self) -> None:
+        """Move everything waiting now (before the trail is read, and at shutdown)."""
+        with self._lock:
+            while self._move(MOVE_BATCH) == MOVE_BATCH:
+                pass
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        self.catch_up()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(IDLE_SECONDS)
+            self._wake.clear()
+            try:
+                self.catch_up()
+            except Exception:  # the rows stay in the outbox; the next round retries
+                log.exception("could not move audit events out of the outbox")

@@ -99,6 +99,8 @@ class FhirService:
             return FhirResponse(200, resource=statement)
         if route.interaction == "validate":
             return validate_operation(request.body, route.resource_type or "")
+        if self.audit.enabled and _may_read_the_trail(route, request):
+            self.audit.catch_up()
         asynchronous = _ASYNC.get(route.interaction)
         if asynchronous is not None:
             return asynchronous(self, route, request)
@@ -192,6 +194,16 @@ class FhirService:
             raise BadRequest(f"The interaction '{kind}' is not allowed here.",
                              code="not-supported")
         return handler(self, route, request, guarded(session, request.access, kind))
+
+
+def _may_read_the_trail(route: Route, request: FhirRequest) -> bool:
+    """Whether the request can return AuditEvents (all of them must be stored first)."""
+    if route.resource_type == "AuditEvent":
+        return True
+    if route.interaction not in ("search-system", "history-system", "everything", "export"):
+        return False
+    types = {t for name, value in request.query if name == "_type" for t in value.split(",")}
+    return not types or "AuditEvent" in types
 
 
 def validate_operation(body: Any, resource_type: str) -> FhirResponse:

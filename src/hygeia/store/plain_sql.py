@@ -15,9 +15,9 @@ from hygeia.store.sql import SqlSession
 
 
 @contextmanager
-def writing(repository: Repository) -> Iterator[SqlSession]:
+def writing(repository: Repository, *, flush_to_disk: bool = True) -> Iterator[SqlSession]:
     """A write transaction as the SQL session both backends use."""
-    with repository.transaction() as session:
+    with repository.transaction(flush_to_disk=flush_to_disk) as session:
         yield as_sql(session)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 # 5: token :text values live in token_index (token_text_index is gone)
 # 6: one composite_index row per combination of component values (c0_*, c1_*, c2_*)
 # 7: the durable job table; resource (res_type, pk) for walking one type in key order
-# 8: SMART authorization tables (auth_client, auth_user, auth_key, auth_handle, auth_jti)
+# 8: SMART authorization tables (auth_client, auth_user, auth_key, auth_handle, auth_jti),
+#    audit_outbox
 SCHEMA_VERSION = 8
 
 
@@ -59,7 +60,8 @@ INDEX_TABLES: dict[str, tuple[str, ...]] = {
     "composite_index": tuple(f"c{i}_{slot}" for i in range(3)
                              for slot in ("t1", "t2", "t3", "n1", "n2")),
 }
-AUTH_TABLES = ("auth_client", "auth_user", "auth_key", "auth_handle", "auth_jti")
+AUTH_TABLES = ("auth_client", "auth_user", "auth_key", "auth_handle", "auth_jti",
+               "audit_outbox")
 COMPOSITE_COMPONENTS = 3  # the most components a stored composite has (R4: 3)
 
 _COLUMN_TYPES = {"low": "{bigint}", "high": "{bigint}", "h_code": "{bigint}",
@@ -170,6 +172,12 @@ _CORE = (
         data {text} NOT NULL,
         expires {bigint} NOT NULL,
         used {bigint}
+    )""",
+    # AuditEvents committed but not yet stored as resources (server/audit_outbox.py): a
+    # request waits for one plain insert here, not for the event's index rows
+    """CREATE TABLE IF NOT EXISTS audit_outbox (
+        seq {serial},
+        content {blob} NOT NULL
     )""",
     # token ids that must not pass again: revoked access tokens, spent client assertions
     """CREATE TABLE IF NOT EXISTS auth_jti (

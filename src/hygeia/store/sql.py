@@ -88,6 +88,11 @@ class SqlSession(Session):
         cursor.execute(self._sql(sql), params)
         return cursor
 
+    def execute_many(self, sql: str, rows: Sequence[tuple | list]) -> Any:
+        cursor = self.connection.cursor()
+        cursor.executemany(self._sql(sql), rows)
+        return cursor
+
     def fetch_binary(self, sql: str, params: tuple | list = ()) -> list[Any]:
         """All rows of a query, in the driver's fastest form for large binary columns."""
         return list(self.execute(sql, params).fetchall())
