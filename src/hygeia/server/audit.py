@@ -175,6 +175,11 @@ class AuditTrail:
             description="; ".join([what, *extra]), site=details.get("site") or "",
             event="logout" if event == "token-revoked" else "login")
 
+    def start(self) -> None:
+        """Start moving events in the background (also those a stopped server left)."""
+        if self.enabled:
+            self._mover.wake()
+
     def catch_up(self) -> None:
         """Make every committed event searchable now (called before the trail is read)."""
         if self.enabled:

@@ -150,10 +150,12 @@ class FhirService:
         return newest[0].seq if newest else 0
 
     def start_jobs(self, timing: JobTiming | None = None) -> JobRunner:
-        """Run background jobs on a thread of this process (``hygeia serve`` does)."""
+        """Run background jobs, and the audit trail's mover, on threads of this process
+        (``hygeia serve`` does)."""
         if self.runner is None:
             self.runner = JobRunner(self, timing or self._timing())
             self.runner.start()
+        self.audit.start()
         return self.runner
 
     def job_runner(self) -> JobRunner:
