@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -92,8 +93,14 @@ class Outbox:
             done.set_result(None)
 
 
-MOVE_BATCH = 500  # outbox rows turned into resources per transaction
+# outbox rows turned into resources per transaction: on SQLite the move holds the one
+# writer, and the requests' outbox commits queue behind it, so it stays short
+MOVE_BATCH = 100
 IDLE_SECONDS = 1.0  # the mover looks at the table at least this often (other processes')
+# woken, the mover lets events gather this long first: moving each event on its own would
+# take the writer between every two requests' commits (measured: 1.3 ms of waiting added
+# to each sequential read)
+GATHER_SECONDS = 0.25
 
 
 class Mover:
@@ -131,7 +138,8 @@ class Mover:
 
     def _run(self) -> None:
         while not self._stopping:
-            self._wake.wait(IDLE_SECONDS)
+            if self._wake.wait(IDLE_SECONDS) and not self._stopping:
+                time.sleep(GATHER_SECONDS)
             self._wake.clear()
             try:
                 self.catch_up()
