@@ -150,15 +150,22 @@ def test_files_split_at_the_size_limit(repository: Repository, tmp_path: Path) -
     assert exported(service, manifest) == {"Patient": sorted(f"s{n}" for n in range(12))}
 
 
-@pytest.mark.parametrize("crash_at", [1, 2, 3, 4, 5, 6, 7])  # 7 checkpoints in all
+# (rows per query, rows between checkpoints, the checkpoint to crash at): with 4 and 4
+# the checkpoints fall at the ends of queries (7 in all), with 5 and 2 in the middle of
+# a query that is still streaming (11 in all)
+RESUME_CASES = [(4, 4, n) for n in range(1, 8)] + [(5, 2, n) for n in range(1, 12)]
+
+
+@pytest.mark.parametrize(("snapshot", "check", "crash_at"), RESUME_CASES)
 def test_a_resumed_export_writes_each_line_once(repository: Repository, tmp_path: Path,
-                                                crash_at: int,
+                                                snapshot: int, check: int, crash_at: int,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Checkpoint after every batch of 4, so crashes land mid-file, at file ends and
-    between types."""
+    """Checkpoint every few rows, so crashes land mid-file, at file ends, between types
+    and while the database is still sending a query's rows."""
     from hygeia.server import export_job
 
-    monkeypatch.setattr(export_job, "BATCH", 4)
+    monkeypatch.setattr(export_job, "SNAPSHOT_ROWS", snapshot)
+    monkeypatch.setattr(export_job, "CHECK_ROWS", check)
     monkeypatch.setattr(export_job, "CHECKPOINT_SECONDS", 0.0)
     service = FhirService(repository, Settings(files_dir=str(tmp_path), export_file_bytes=500))
     for number in range(9):

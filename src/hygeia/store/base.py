@@ -10,7 +10,7 @@ these few primitives, so backends stay small and interchangeable.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -181,9 +181,10 @@ class Session(ABC):
                 index: Callable[[dict[str, Any]], IndexRows]) -> int:
         """Rebuild the index rows of the current versions of ``keys``; returns how many."""
 
-    def export_batch(self, part: ExportSlice, after: int, limit: int
-                     ) -> tuple[list[ExportRow], int | None]:
-        """One batch of a bulk export (see :mod:`hygeia.store.export_sql`)."""
+    def export_rows(self, part: ExportSlice, after: int, limit: int
+                    ) -> Generator[ExportRow, None, None]:
+        """Up to ``limit`` rows of a bulk export after key ``after``, as they are read
+        (see :mod:`hygeia.store.export_sql`).  Close the iterator before the session ends."""
         raise NotImplementedError
 
     def types_present(self, types: list[str]) -> list[str]:

@@ -13,7 +13,7 @@ Tables (see docs/architecture.md for the column-by-column description):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import replace
 from itertools import product
 from typing import Any
@@ -35,7 +35,7 @@ from hygeia.store.base import (
     rows_to_versions,
 )
 from hygeia.store.cursor import decode_cursor, encode_cursor
-from hygeia.store.export_sql import ExportRow, ExportSlice, export_batch
+from hygeia.store.export_sql import ExportRow, ExportSlice, export_query
 from hygeia.store.hashing import code_hash, param_hash
 from hygeia.store.schema import COMPOSITE_COMPONENTS, INDEX_TABLES
 from hygeia.store.search_sql import (
@@ -92,10 +92,6 @@ class SqlSession(Session):
         cursor = self.connection.cursor()
         cursor.executemany(self._sql(sql), rows)
         return cursor
-
-    def fetch_binary(self, sql: str, params: tuple | list = ()) -> list[Any]:
-        """All rows of a query, in the driver's fastest form for large binary columns."""
-        return list(self.execute(sql, params).fetchall())
 
     def current(self, resource_type: str, id: str, *, for_update: bool = False
                 ) -> StoredVersion | None:
@@ -202,10 +198,12 @@ class SqlSession(Session):
         self._replace_index_rows(self.connection.cursor(), [pk for pk, _, _ in current], current)
         return len(current)
 
-    def export_batch(self, part: ExportSlice, after: int, limit: int
-                     ) -> tuple[list[ExportRow], int | None]:
+    def export_rows(self, part: ExportSlice, after: int, limit: int
+                    ) -> Generator[ExportRow, None, None]:
+        """The rows as the cursor steps through them, never a whole list in memory."""
         self.flush()
-        return export_batch(self, part, after, limit)
+        sql, params = export_query(self, part, after, limit)
+        yield from self.execute(sql, params)
 
     def types_present(self, types: list[str]) -> list[str]:
         """One index probe per type on (res_type, pk): a few ms for all 146 types."""
@@ -213,6 +211,11 @@ class SqlSession(Session):
         return [kind for kind in types if self.execute(
             "SELECT pk FROM resource WHERE res_type = ? ORDER BY res_type, pk LIMIT 1",
             (kind,)).fetchone()]
+
+    def export_key_bound(self, kind: str, after: str) -> str:
+        """Keys of ``resource r`` after ``after`` within type ``kind`` (both SQL values);
+        SQLite serves it as one range of the (res_type, pk) index."""
+        return f"r.pk > {after}"
 
     def id_list_condition(self, builder: SqlBuilder, column: str, ids: list[str]) -> str:
         """``column`` is one of ``ids``, bound as one parameter however many there are."""
