@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from hygeia import __version__
-from hygeia.cli.runtime import default_threads, tune_garbage_collector
+from hygeia.cli.runtime import LOAD_YOUNG_THRESHOLD, default_threads, tune_garbage_collector
 from hygeia.store.factory import DEFAULT_URL
 from hygeia.store.schema import SchemaVersionError
 
@@ -177,7 +177,7 @@ def load(args: argparse.Namespace) -> int:
     from hygeia.store import open_repository
 
     console = Console(stderr=True)
-    tune_garbage_collector()
+    tune_garbage_collector(LOAD_YOUNG_THRESHOLD)
     if args.workers < 0:
         console.print("[red]--workers must be 0 or more")
         return 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -211,6 +211,15 @@ class Repository(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections."""
+
+    def deferred_indexes(self) -> AbstractContextManager[bool]:
+        """A bulk load's scope: if the database is empty, the index tables' lookup
+        indexes may be dropped and built once when it ends (True when they were).
+
+        Only a loader that writes a lot should ask: searches during the scope are
+        correct but scan instead of using those indexes.
+        """
+        return nullcontext(False)
 
     def __enter__(self) -> Repository:
         return self

@@ -13,18 +13,18 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 
 from hygeia.store.base import Repository
-from hygeia.store.schema import SCHEMA_VERSION, check_version, statements
+from hygeia.store.schema import SCHEMA_VERSION, check_version, lookup_indexes, statements
 from hygeia.store.search_sql import SqlBuilder
 from hygeia.store.sql import SqlSession
 from hygeia.store.sqlite.checkpoint import SAFETY_NET_PAGES, Checkpointer
-from hygeia.store.sqlite.statistics import seed_planner_statistics
+from hygeia.store.sqlite.statistics import restore_missing_statistics, seed_planner_statistics
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
 
@@ -101,6 +101,8 @@ class SqliteRepository(Repository):
                 if self._writer.execute("SELECT COUNT(*) FROM hygeia_schema").fetchone()[0] == 0:
                     self._writer.execute("INSERT INTO hygeia_schema VALUES (?)", (SCHEMA_VERSION,))
                     seed_planner_statistics(self._writer)
+                else:  # indexes a killed bulk load had dropped were just rebuilt
+                    restore_missing_statistics(self._writer)
                 self._writer.execute("COMMIT")
             except BaseException:
                 self._writer.execute("ROLLBACK")
@@ -129,6 +131,46 @@ class SqliteRepository(Repository):
         if self._checkpointer is not None:
             self._checkpointer.committed()
         session.run_after_commit()
+
+    @contextmanager
+    def deferred_indexes(self) -> Iterator[bool]:
+        """Drop the lookup indexes of the index tables while an empty database is
+        bulk loaded, and build them once at the end.
+
+        Their keys are hashes and uuids, so maintaining them row by row dirties
+        a random page per row, where ``CREATE INDEX`` sorts once.  Only an empty
+        database qualifies: rebuilding costs time in proportion to all the rows,
+        not just the new ones.  The indexes are rebuilt however the scope ends;
+        if the process dies inside it, the next open rebuilds them (the schema
+        statements create missing indexes).  Meanwhile searches stay correct,
+        only slower (a reader may scan the table).
+        """
+        with self._write_lock:
+            empty = self._writer.execute("SELECT 1 FROM resource LIMIT 1").fetchone() is None
+            if empty:
+                self._run_ddl([f"DROP INDEX IF EXISTS {name}" for name, _ in lookup_indexes()])
+        try:
+            yield empty
+        finally:
+            if empty:
+                with self._write_lock:
+                    self._run_ddl([statement for _, statement in lookup_indexes()],
+                                  restore_missing_statistics)
+                self._writer.execute("ANALYZE sqlite_schema")  # reload the statistics
+
+    def _run_ddl(self, ddl: list[str],
+                 then: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """Statements in one write transaction (the caller holds the write lock)."""
+        self._writer.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in ddl:
+                self._writer.execute(statement)
+            if then is not None:
+                then(self._writer)
+            self._writer.execute("COMMIT")
+        except BaseException:
+            self._writer.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def reader(self) -> Iterator[SqliteSession]:
