@@ -361,7 +361,7 @@ def test_deferred_indexes_store_what_the_normal_path_stores(service: FhirService
     """Loading into an empty database with the lookup indexes built at the end gives the
     same rows and the same search answers as the normal path, and the indexes exist."""
     lines = synthea_lines("001")
-    report, errors = load(service, lines, workers=2, batch_size=100, defer_indexes=True)
+    report, errors = load(service, lines, workers=2, batch_size=100, bulk=True)
     assert errors == [] and report.resources == len(lines)
     with open_repository(f"sqlite:///{tmp_path / 'normal.db'}") as normal:
         normal_service = FhirService(normal)
@@ -385,7 +385,7 @@ def test_deferred_indexes_store_what_the_normal_path_stores(service: FhirService
 def test_deferred_indexes_only_for_an_empty_database(service: FhirService,
                                                      repository: Repository) -> None:
     load(service, synthea_lines("001")[:10])
-    with repository.deferred_indexes() as deferred:
+    with repository.bulk_load() as deferred:
         assert deferred is False
         if repository.dialect == "sqlite":
             assert lookup_index_state(repository)[0] == {name for name, _ in lookup_indexes()}
@@ -409,7 +409,7 @@ def test_a_load_killed_with_deferred_indexes_gets_them_at_the_next_open(tmp_path
         "def progress(n):\n"
         "    print(n, flush=True)\n"
         "with Loader(FhirService(repository), workers=1, upsert=False, batch_size=500,\n"
-        "            on_progress=progress, defer_indexes=True) as loader:\n"
+        "            on_progress=progress, bulk=True) as loader:\n"
         f"    loader.load_lines('big', open('{tmp_path / 'big.ndjson'}', 'rb'))\n")
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     assert process.stdout is not None

@@ -14,7 +14,12 @@ from pathlib import Path
 from rich.console import Console
 
 from hygeia import __version__
-from hygeia.cli.runtime import LOAD_YOUNG_THRESHOLD, default_threads, tune_garbage_collector
+from hygeia.cli.runtime import (
+    LOAD_SWITCH_INTERVAL,
+    LOAD_YOUNG_THRESHOLD,
+    default_threads,
+    tune_garbage_collector,
+)
 from hygeia.store.factory import DEFAULT_URL
 from hygeia.store.schema import SchemaVersionError
 
@@ -178,6 +183,7 @@ def load(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     tune_garbage_collector(LOAD_YOUNG_THRESHOLD)
+    sys.setswitchinterval(LOAD_SWITCH_INTERVAL)
     if args.workers < 0:
         console.print("[red]--workers must be 0 or more")
         return 2

@@ -27,6 +27,12 @@ YOUNG_THRESHOLD = 20_000
 # collections passed over them about 180 times per 100,000 resources (0.9 s of the
 # loader's CPU), with 200,000 about 17 times (0.08 s)
 LOAD_YOUNG_THRESHOLD = 200_000
+# seconds a thread waiting for the interpreter lock lets the holder run on (default
+# 0.005).  In ``hygeia load`` the committing thread releases the lock for every row
+# SQLite inserts and the loading thread for every pipe or file read; each taking it
+# back could wait 5 ms for the other's Python work, and the committing thread is
+# the load's critical path
+LOAD_SWITCH_INTERVAL = 0.0005
 
 
 def tune_garbage_collector(young: int = YOUNG_THRESHOLD) -> None:

@@ -55,19 +55,20 @@ class Loader:
     process).  ``upsert``: an id already stored becomes its next version
     instead of an error.  ``on_error`` is called with every error as it is
     found; ``on_progress`` after every batch with the number of resources
-    stored so far.  ``defer_indexes``: into an empty database, build the index
-    tables' lookup indexes once at the end (``Repository.deferred_indexes``);
-    for a command that loads a lot, not for a server where others search.
+    stored so far.  ``bulk``: load inside ``Repository.bulk_load`` (on SQLite:
+    commits not synced one by one, and into an empty database the index tables'
+    lookup indexes built once at the end); for a command that loads a lot, not
+    for a server where others search.
     """
 
     def __init__(self, service: FhirService, *, workers: int, upsert: bool,
                  on_error: Callable[[LoadError], None] | None = None,
                  on_progress: Callable[[int], None] | None = None,
                  batch_size: int = BATCH_SIZE, chunk_lines: int = CHUNK_LINES,
-                 defer_indexes: bool = False) -> None:
+                 bulk: bool = False) -> None:
         self._started = time.perf_counter()
         self._service = service
-        self._scope = ExitStack()  # left last: the indexes are rebuilt after the last commit
+        self._scope = ExitStack()  # left last: after the last commit
         self.report = LoadReport()
         self._errors = ErrorSink(self.report, on_error)
         self._writer = BatchWriter(service, upsert=upsert, report=self.report,
@@ -78,8 +79,8 @@ class Loader:
         self._sources: deque[str] = deque()  # the source of each job in flight, oldest first
         self._parameters: tuple[int, tuple[SearchParameter, ...]] | None = None
         self._closed = False
-        if defer_indexes:
-            self._scope.enter_context(service.repository.deferred_indexes())
+        if bulk:
+            self._scope.enter_context(service.repository.bulk_load())
 
     def load_lines(self, source: str, lines: Iterable[bytes]) -> None:
         """Load one NDJSON source given as raw lines (1-based numbering; blank lines skipped).

@@ -212,12 +212,13 @@ class Repository(ABC):
     def close(self) -> None:
         """Release connections."""
 
-    def deferred_indexes(self) -> AbstractContextManager[bool]:
-        """A bulk load's scope: if the database is empty, the index tables' lookup
-        indexes may be dropped and built once when it ends (True when they were).
+    def bulk_load(self) -> AbstractContextManager[bool]:
+        """A bulk load's scope, in which a backend may trade per-commit costs for one
+        cost at the end (True: the index tables' lookup indexes were dropped, to be
+        built when it ends, because the database was empty).
 
         Only a loader that writes a lot should ask: searches during the scope are
-        correct but scan instead of using those indexes.
+        correct but may scan instead of using those indexes.
         """
         return nullcontext(False)
 

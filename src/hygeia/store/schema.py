@@ -149,7 +149,7 @@ def lookup_indexes() -> list[tuple[str, str]]:
     Their keys arrive in random order (hashes, uuids), so each row a load inserts
     lands on a random B-tree page; the owner indexes grow at their end (keys are
     allocated in increasing order).  A bulk load into an empty database builds
-    these afterwards instead (see ``Repository.deferred_indexes``).
+    these afterwards instead (see ``Repository.bulk_load``).
     """
     indexes = [(f"{table}_lookup",
                 f"CREATE INDEX IF NOT EXISTS {table}_lookup ON {table} ({_LOOKUPS[table]})")
