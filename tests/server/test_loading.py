@@ -17,9 +17,9 @@ from hygeia.server import FhirService
 from hygeia.server.loading import Loader, LoadError, LoadReport
 from hygeia.server.loading_prepare import Prepared, prepare_line, restamp
 from hygeia.server.resources import stamp
-from hygeia.store import Repository
+from hygeia.store import Repository, open_repository
 from hygeia.store.base import HistoryQuery
-from hygeia.store.schema import INDEX_TABLES
+from hygeia.store.schema import INDEX_TABLES, lookup_indexes
 from hygeia.store.sql import prepare_rows
 from tests.helpers import FIXTURES, body, call, synthea_bundle
 
@@ -342,3 +342,82 @@ def test_a_deleted_resource_is_loaded_as_its_next_version(service: FhirService) 
     read = body(call(service, "GET", "Patient/was-deleted"))
     assert read["meta"]["versionId"] == "3" and read["active"] is True
     assert body(call(service, "GET", "Patient?active=true"))["total"] == 1
+
+
+def lookup_index_state(repository: Repository) -> tuple[set[str], set[str]]:
+    """(lookup indexes present, lookup indexes with planner statistics) on SQLite."""
+    names = {name for name, _ in lookup_indexes()}
+    with repository.reader() as session:
+        execute = session.execute  # type: ignore[attr-defined]
+        present = {row[0] for row in execute("SELECT name FROM sqlite_master "
+                                             "WHERE type = 'index'").fetchall()}
+        counted = {row[0] for row in execute("SELECT idx FROM sqlite_stat1").fetchall()}
+    return names & present, names & counted
+
+
+def test_deferred_indexes_store_what_the_normal_path_stores(service: FhirService,
+                                                          repository: Repository,
+                                                          tmp_path: Path) -> None:
+    """Loading into an empty database with the lookup indexes built at the end gives the
+    same rows and the same search answers as the normal path, and the indexes exist."""
+    lines = synthea_lines("001")
+    report, errors = load(service, lines, workers=2, batch_size=100, bulk=True)
+    assert errors == [] and report.resources == len(lines)
+    with open_repository(f"sqlite:///{tmp_path / 'normal.db'}") as normal:
+        normal_service = FhirService(normal)
+        load(normal_service, lines, workers=0, batch_size=100)
+        assert index_snapshot(repository) == index_snapshot(normal)
+        for query in ("Observation?code=http://loinc.org|8302-2",
+                      "Observation?value-quantity=gt100",
+                      "Encounter?date=ge2015", "Patient?name=a", "Claim?patient:missing=false",
+                      "Observation?combo-code-value-quantity=http://loinc.org|8302-2$gt100",
+                      "Condition?code:text=polyp", "Procedure?subject:Patient.gender=male"):
+            found = body(call(service, "GET", query + "&_count=1000"))
+            expected = body(call(normal_service, "GET", query + "&_count=1000"))
+            assert found["total"] == expected["total"] > 0
+            assert [e["fullUrl"] for e in found.get("entry", [])] == [
+                e["fullUrl"] for e in expected.get("entry", [])]
+    if repository.dialect == "sqlite":
+        present, counted = lookup_index_state(repository)
+        assert present == counted == {name for name, _ in lookup_indexes()}
+
+
+def test_deferred_indexes_only_for_an_empty_database(service: FhirService,
+                                                     repository: Repository) -> None:
+    load(service, synthea_lines("001")[:10])
+    with repository.bulk_load() as deferred:
+        assert deferred is False
+        if repository.dialect == "sqlite":
+            assert lookup_index_state(repository)[0] == {name for name, _ in lookup_indexes()}
+
+
+def test_a_load_killed_with_deferred_indexes_gets_them_at_the_next_open(tmp_path: Path
+                                                                        ) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    db = tmp_path / "killed.db"
+    lines = b"\n".join(orjson.dumps({"resourceType": "Patient", "id": f"k-{n}",
+                                     "name": [{"family": f"Kill{n}"}]}) for n in range(20_000))
+    (tmp_path / "big.ndjson").write_bytes(lines)
+    script = (
+        "from hygeia.server import FhirService\n"
+        "from hygeia.server.loading import Loader\n"
+        "from hygeia.store import open_repository\n"
+        f"repository = open_repository('sqlite:///{db}')\n"
+        "def progress(n):\n"
+        "    print(n, flush=True)\n"
+        "with Loader(FhirService(repository), workers=1, upsert=False, batch_size=500,\n"
+        "            on_progress=progress, bulk=True) as loader:\n"
+        f"    loader.load_lines('big', open('{tmp_path / 'big.ndjson'}', 'rb'))\n")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    assert int(process.stdout.readline()) == 500  # the first batch has committed
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with open_repository(f"sqlite:///{db}") as repository:
+        present, counted = lookup_index_state(repository)
+        assert present == counted == {name for name, _ in lookup_indexes()}
+        page = body(call(FhirService(repository), "GET", "Patient?name=kill1"))
+        assert page["total"] >= 1

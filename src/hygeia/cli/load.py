@@ -74,7 +74,7 @@ def load_paths(service: FhirService, paths: list[str], console: Console | None =
                             rate=tally.resources / elapsed if elapsed else 0.0)
 
         with Loader(service, workers=workers if any(map(is_ndjson, files)) else 0,
-                    upsert=upsert, on_progress=show) as loader:
+                    upsert=upsert, on_progress=show, bulk=True) as loader:
             for path in files:
                 _load_file(service, loader, path, tally)
                 progress.update(task, advance=1)

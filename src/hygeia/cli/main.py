@@ -15,7 +15,12 @@ from rich.console import Console
 
 from hygeia import __version__
 from hygeia.cli.auth import add_auth_commands, default_secret_key_file, run_auth
-from hygeia.cli.runtime import default_threads, tune_garbage_collector
+from hygeia.cli.runtime import (
+    LOAD_SWITCH_INTERVAL,
+    LOAD_YOUNG_THRESHOLD,
+    default_threads,
+    tune_garbage_collector,
+)
 from hygeia.store.factory import DEFAULT_URL
 from hygeia.store.schema import SchemaVersionError
 
@@ -212,7 +217,8 @@ def load(args: argparse.Namespace) -> int:
     from hygeia.store import open_repository
 
     console = Console(stderr=True)
-    tune_garbage_collector()
+    tune_garbage_collector(LOAD_YOUNG_THRESHOLD)
+    sys.setswitchinterval(LOAD_SWITCH_INTERVAL)
     if args.workers < 0:
         console.print("[red]--workers must be 0 or more")
         return 2

@@ -31,7 +31,9 @@ def open_text(path: Path) -> IO[bytes]:
     """Open plain or gzipped files alike (Synthea and bulk exports are often gzipped)."""
     if path.name.endswith(".gz"):
         return gzip.open(path, "rb")  # type: ignore[return-value]
-    return path.open("rb")
+    # a large buffer: each refill releases the interpreter lock, and getting it back
+    # waits on the loader's committing thread (up to the switch interval)
+    return path.open("rb", buffering=1 << 20)
 
 
 def is_ndjson(path: Path) -> bool:

@@ -26,6 +26,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -55,16 +56,21 @@ class Loader:
     instead of an error.  ``on_error`` is called with every error as it is
     found; ``on_progress`` after every batch with the number of resources
     stored so far.  ``refused_types``: lines of these types are errors (``$import``
-    refuses the audit trail, which the server alone writes).
+    refuses the audit trail, which the server alone writes).  ``bulk``: load inside
+    ``Repository.bulk_load`` (on SQLite: commits not synced one by one, and into an
+    empty database the index tables' lookup indexes built once at the end); for a
+    command that loads a lot, not for a server where others search.
     """
 
     def __init__(self, service: FhirService, *, workers: int, upsert: bool,
                  on_error: Callable[[LoadError], None] | None = None,
                  on_progress: Callable[[int], None] | None = None,
                  batch_size: int = BATCH_SIZE, chunk_lines: int = CHUNK_LINES,
-                 refused_types: frozenset[str] = frozenset()) -> None:
+                 refused_types: frozenset[str] = frozenset(),
+                 bulk: bool = False) -> None:
         self._started = time.perf_counter()
         self._service = service
+        self._scope = ExitStack()  # left last: after the last commit
         self.report = LoadReport()
         self._errors = ErrorSink(self.report, on_error)
         self._writer = BatchWriter(service, upsert=upsert, report=self.report,
@@ -75,6 +81,8 @@ class Loader:
         self._sources: deque[str] = deque()  # the source of each job in flight, oldest first
         self._parameters: tuple[int, tuple[SearchParameter, ...]] | None = None
         self._closed = False
+        if bulk:
+            self._scope.enter_context(service.repository.bulk_load())
 
     def load_lines(self, source: str, lines: Iterable[bytes]) -> None:
         """Load one NDJSON source given as raw lines (1-based numbering; blank lines skipped).
@@ -107,8 +115,11 @@ class Loader:
                 self._writer.abort()  # a database error: stop the committer thread too
                 raise
             finally:
-                if self._pool is not None:
-                    self._pool.close()
+                try:
+                    if self._pool is not None:
+                        self._pool.close()
+                finally:
+                    self._scope.close()
             self.report.seconds = time.perf_counter() - self._started
         return self.report
 
@@ -116,9 +127,12 @@ class Loader:
         """Stop at once: what is committed stays, what is in flight is dropped."""
         if not self._closed:
             self._closed = True
-            self._writer.abort()
-            if self._pool is not None:
-                self._pool.close(kill=True)
+            try:
+                self._writer.abort()
+                if self._pool is not None:
+                    self._pool.close(kill=True)
+            finally:
+                self._scope.close()  # what committed is kept, and gets its indexes
             self.report.seconds = time.perf_counter() - self._started
 
     def __enter__(self) -> Loader:

@@ -26,6 +26,7 @@ from hygeia.fhir.search.parameters import SearchParameter, SearchRegistry, defau
 from hygeia.server.loading_prepare import prepare_lines
 
 FRAME = struct.Struct("<I")
+WORKER_NICENESS = 5
 
 
 def read_frame(source: IO[bytes]) -> bytes | None:
@@ -72,6 +73,9 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 10, 10)
+    # the loader's one writer is the load's critical path and the workers have jobs
+    # queued ahead: when they compete for a core, the writer should win
+    os.nice(WORKER_NICENESS)
     # answers get a private copy of stdout; anything else printed goes to stderr
     answers = os.fdopen(os.dup(1), "wb", buffering=1 << 20)
     os.dup2(2, 1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -220,6 +220,16 @@ class Repository(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections."""
+
+    def bulk_load(self) -> AbstractContextManager[bool]:
+        """A bulk load's scope, in which a backend may trade per-commit costs for one
+        cost at the end (True: the index tables' lookup indexes were dropped, to be
+        built when it ends, because the database was empty).
+
+        Only a loader that writes a lot should ask: searches during the scope are
+        correct but may scan instead of using those indexes.
+        """
+        return nullcontext(False)
 
     def __enter__(self) -> Repository:
         return self

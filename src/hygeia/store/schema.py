@@ -197,12 +197,25 @@ def _index_statements() -> list[str]:
         # (res_pk, h_param): sorting and chains look up one parameter of one resource
         statements.append(f"CREATE INDEX IF NOT EXISTS {table}_owner ON {table} "
                           "(res_pk, h_param)")
-        statements.append(f"CREATE INDEX IF NOT EXISTS {table}_lookup ON {table} "
-                          f"({_LOOKUPS[table]})")
+    return statements + [statement for _, statement in lookup_indexes()]
+
+
+def lookup_indexes() -> list[tuple[str, str]]:
+    """(name, DDL) of the index tables' lookup indexes, the same for both dialects.
+
+    Their keys arrive in random order (hashes, uuids), so each row a load inserts
+    lands on a random B-tree page; the owner indexes grow at their end (keys are
+    allocated in increasing order).  A bulk load into an empty database builds
+    these afterwards instead (see ``Repository.bulk_load``).
+    """
+    indexes = [(f"{table}_lookup",
+                f"CREATE INDEX IF NOT EXISTS {table}_lookup ON {table} ({_LOOKUPS[table]})")
+               for table in INDEX_TABLES]
     # :text searches; most token rows carry no text, so the index holds only those that do
-    statements.append("CREATE INDEX IF NOT EXISTS token_index_text ON token_index "
-                      "(h_param, text, res_pk) WHERE text IS NOT NULL")
-    return statements
+    indexes.append(("token_index_text", "CREATE INDEX IF NOT EXISTS token_index_text ON "
+                                        "token_index (h_param, text, res_pk) "
+                                        "WHERE text IS NOT NULL"))
+    return indexes
 
 
 def statements(dialect: str) -> list[str]:

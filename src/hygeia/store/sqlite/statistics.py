@@ -46,3 +46,20 @@ def seed_planner_statistics(connection: sqlite3.Connection) -> None:
     connection.execute("DELETE FROM sqlite_stat1")
     connection.executemany("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)",
                            _rows())
+
+
+def restore_missing_statistics(connection: sqlite3.Connection) -> None:
+    """Seed the figures of indexes that have none, inside the caller's transaction.
+
+    ``DROP INDEX`` deletes an index's statistics, so an index rebuilt after a
+    bulk load (or, after a load that was killed, when the database is next
+    opened) would otherwise be planned from guesses; measured figures of the
+    other indexes are kept.
+    """
+    if connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'"
+                          ).fetchone() is None:
+        return
+    present = {(table, index) for table, index in connection.execute(
+        "SELECT tbl, idx FROM sqlite_stat1").fetchall()}
+    connection.executemany("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)",
+                           [row for row in _rows() if row[:2] not in present])
