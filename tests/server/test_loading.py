@@ -281,32 +281,7 @@ def test_a_closed_loader_refuses_more_lines(service: FhirService) -> None:
 
 def test_kill_mid_load_leaves_whole_batches(tmp_path: Path) -> None:
     """A load killed part-way keeps what committed, and it is consistent."""
-    import signal
-    import subprocess
-    import sys
-
-    db = tmp_path / "killed.db"
-    lines = b"\n".join(orjson.dumps({"resourceType": "Patient", "id": f"k-{n}",
-                                     "name": [{"family": f"Kill{n}"}]}) for n in range(20_000))
-    (tmp_path / "big.ndjson").write_bytes(lines)
-    script = (
-        "import sys\n"
-        "from hygeia.server import FhirService\n"
-        "from hygeia.server.loading import Loader\n"
-        "from hygeia.store import open_repository\n"
-        f"repository = open_repository('sqlite:///{db}')\n"
-        "def progress(n):\n"
-        "    print(n, flush=True)\n"
-        "with Loader(FhirService(repository), workers=1, upsert=False, batch_size=500,\n"
-        "            on_progress=progress) as loader:\n"
-        f"    loader.load_lines('big', open('{tmp_path / 'big.ndjson'}', 'rb'))\n")
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
-    assert process.stdout is not None
-    assert int(process.stdout.readline()) == 500  # the first batch has committed
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    from hygeia.store import open_repository
-
+    db = _killed_after_first_batch(tmp_path, bulk=False)
     with open_repository(f"sqlite:///{db}") as repository, repository.reader() as session:
         def count(sql: str) -> int:
             return int(session.execute(sql).fetchone()[0])  # type: ignore[attr-defined]
@@ -393,6 +368,17 @@ def test_deferred_indexes_only_for_an_empty_database(service: FhirService,
 
 def test_a_load_killed_with_deferred_indexes_gets_them_at_the_next_open(tmp_path: Path
                                                                         ) -> None:
+    db = _killed_after_first_batch(tmp_path, bulk=True)
+    with open_repository(f"sqlite:///{db}") as repository:
+        present, counted = lookup_index_state(repository)
+        assert present == counted == {name for name, _ in lookup_indexes()}
+        page = body(call(FhirService(repository), "GET", "Patient?name=kill1"))
+        assert page["total"] >= 1
+
+
+def _killed_after_first_batch(tmp_path: Path, *, bulk: bool) -> Path:
+    """A load of 20,000 Patients in another process, SIGKILLed once its first batch of 500
+    has committed; returns its SQLite database."""
     import signal
     import subprocess
     import sys
@@ -409,15 +395,11 @@ def test_a_load_killed_with_deferred_indexes_gets_them_at_the_next_open(tmp_path
         "def progress(n):\n"
         "    print(n, flush=True)\n"
         "with Loader(FhirService(repository), workers=1, upsert=False, batch_size=500,\n"
-        "            on_progress=progress, bulk=True) as loader:\n"
+        f"            on_progress=progress, bulk={bulk}) as loader:\n"
         f"    loader.load_lines('big', open('{tmp_path / 'big.ndjson'}', 'rb'))\n")
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     assert process.stdout is not None
     assert int(process.stdout.readline()) == 500  # the first batch has committed
     process.send_signal(signal.SIGKILL)
     process.wait()
-    with open_repository(f"sqlite:///{db}") as repository:
-        present, counted = lookup_index_state(repository)
-        assert present == counted == {name for name, _ in lookup_indexes()}
-        page = body(call(FhirService(repository), "GET", "Patient?name=kill1"))
-        assert page["total"] >= 1
+    return db
