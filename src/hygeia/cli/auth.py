@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from hygeia.cli.runtime import beside_database
 from hygeia.fhir.datetime import now_us
 from hygeia.store.factory import DEFAULT_URL
 
@@ -185,10 +186,7 @@ def _launch_create(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
 def default_secret_key_file(db_url: str) -> str:
     """``hygeia.db`` keeps its secret key in ``hygeia-secret.key`` beside it; PostgreSQL in
     the working directory (or set HYGEIA_SECRET_KEY, the same for every server)."""
-    if db_url.startswith("sqlite:///"):
-        path = Path(db_url[len("sqlite:///"):].split("?", 1)[0])
-        return str(path.with_name(f"{path.stem}-secret.key"))
-    return str(Path("hygeia-secret.key").resolve())
+    return beside_database(db_url, "-secret.key")
 
 
 _ACTIONS = {("client", "create"): _client_create, ("client", "rotate"): _client_rotate,

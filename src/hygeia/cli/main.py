@@ -9,7 +9,6 @@ import os
 import sys
 from dataclasses import replace
 from importlib.resources import files
-from pathlib import Path
 
 from rich.console import Console
 
@@ -18,6 +17,7 @@ from hygeia.cli.auth import add_auth_commands, default_secret_key_file, run_auth
 from hygeia.cli.runtime import (
     LOAD_SWITCH_INTERVAL,
     LOAD_YOUNG_THRESHOLD,
+    beside_database,
     default_threads,
     tune_garbage_collector,
 )
@@ -189,10 +189,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def default_files_dir(db_url: str) -> str:
     """``hygeia.db`` keeps its files in ``hygeia-files`` beside it; PostgreSQL in the cwd."""
-    if db_url.startswith("sqlite:///"):
-        path = Path(db_url[len("sqlite:///"):].split("?", 1)[0])
-        return str(path.with_name(f"{path.stem}-files"))
-    return str(Path("hygeia-files").resolve())
+    return beside_database(db_url, "-files")
 
 
 def load_demo(service: object, console: Console) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import os
+from pathlib import Path
 
 YOUNG_THRESHOLD = 20_000
 # ``hygeia load`` holds a batch of 4,000 prepared resources (about 20 tuples each) and
@@ -52,3 +53,12 @@ def default_threads() -> int:
     (and the HTTP server warns above this number).
     """
     return 2 * (os.cpu_count() or 1) + 1
+
+
+def beside_database(db_url: str, suffix: str) -> str:
+    """Where a server keeps something of its own: ``NAME{suffix}`` beside a SQLite
+    ``NAME.db``; for PostgreSQL, ``hygeia{suffix}`` in the working directory."""
+    if db_url.startswith("sqlite:///"):
+        path = Path(db_url[len("sqlite:///"):].split("?", 1)[0])
+        return str(path.with_name(f"{path.stem}{suffix}"))
+    return str(Path(f"hygeia{suffix}").resolve())

@@ -14,7 +14,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
 from hygeia.fhir.datetime import now_us
@@ -169,10 +169,7 @@ def redeem_code(store: AuthStore, client: Client, form: Mapping[str, str]) -> Gr
     if not _pkce_matches(form.get("code_verifier", ""), data["code_challenge"]):
         raise OAuthError("invalid_grant", "The code_verifier does not match the "
                          "code_challenge.")
-    grant = Grant.from_json(data)
-    nonce = data.get("nonce")
-    return Grant(grant.client_id, grant.scopes, grant.subject, grant.audience,
-                 grant.fhir_user, grant.patient, grant.encounter, nonce)
+    return replace(Grant.from_json(data), nonce=data.get("nonce"))
 
 
 def _pkce_matches(verifier: str, challenge: str) -> bool:
