@@ -43,3 +43,34 @@ def test_fhir_core_has_no_io_or_web_imports() -> None:
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) \
                     else [node.module or ""]
                 assert not {n.split(".")[0] for n in names} & forbidden, path
+
+
+def test_the_package_imports_only_its_declared_dependencies() -> None:
+    """``pip install hygeia`` (without the test extras) must be enough to run it: every
+    third-party module the package imports belongs to a core dependency in pyproject."""
+    import re
+    import sys
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((PACKAGE.parent.parent / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[\[<>=!~; ]", spec, maxsplit=1)[0].lower().replace("_", "-")
+                for spec in project["dependencies"]}
+    providers = packages_distributions()
+    undeclared = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top == "hygeia" or top in sys.stdlib_module_names:
+                    continue
+                names = {name.lower().replace("_", "-") for name in providers.get(top, [top])}
+                if not names & declared:
+                    undeclared.add(f"{path.relative_to(PACKAGE)}: {module}")
+    assert not undeclared, sorted(undeclared)

@@ -10,10 +10,12 @@ enforced exactly as for Hygeia's own tokens.
 
 from __future__ import annotations
 
+import json
 import threading
+import urllib.error
+import urllib.request
 from typing import Any
 
-import httpx
 import jwt
 
 from hygeia.fhir.outcome import Unauthorized
@@ -42,10 +44,9 @@ class ExternalProvider:
             if self._discovery is None:
                 url = f"{self.issuer}/.well-known/openid-configuration"
                 try:
-                    response = httpx.get(url, timeout=_DISCOVERY_TIMEOUT)
-                    response.raise_for_status()
-                    self._discovery = response.json()
-                except (httpx.HTTPError, ValueError):
+                    with urllib.request.urlopen(url, timeout=_DISCOVERY_TIMEOUT) as answer:
+                        self._discovery = json.load(answer)
+                except (urllib.error.URLError, OSError, ValueError):
                     if self._jwks_url is None:
                         raise
                     self._discovery = {}
