@@ -24,7 +24,6 @@ server stored one AuditEvent per request.
 from __future__ import annotations
 
 import argparse
-import http.client
 import random
 import shutil
 import statistics
@@ -40,7 +39,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import orjson
 
-from benchmarks.common import DEFAULT_PG, Server, drop_postgres_db, fresh_postgres_db
+from benchmarks.common import DEFAULT_PG, Server, drop_postgres_db, fresh_postgres_db, timed_get
 
 MODES = {"off": (), "durable": ("--audit",), "async": ("--audit", "--audit-async")}
 KINDS = ("read Patient", "read Observation", "search Observation?patient")
@@ -100,17 +99,7 @@ def run(base: str, items: list[tuple[str, str]], clients: int
 
     def send(item: tuple[str, str]) -> tuple[str, float]:
         kind, path = item
-        connection = getattr(local, "connection", None)
-        if connection is None:
-            connection = local.connection = http.client.HTTPConnection(
-                address.hostname, address.port, timeout=120)
-        started = time.perf_counter()
-        connection.request("GET", f"{address.path}/{path}")
-        response = connection.getresponse()
-        content = response.read()
-        elapsed = time.perf_counter() - started
-        if response.status != 200:
-            raise RuntimeError(f"{kind}: {response.status} {content[:300]!r}")
+        elapsed = timed_get(local, address, f"{address.path}/{path}", kind)
         return kind, elapsed
 
     timings: dict[str, list[float]] = {kind: [] for kind in KINDS}

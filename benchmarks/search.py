@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import http.client
 import random
 import statistics
 import tempfile
@@ -43,6 +42,7 @@ from benchmarks.common import (
     fresh_postgres_db,
     read_bytes,
     reidentify,
+    timed_get,
 )
 
 LOINC = "http://loinc.org"
@@ -139,22 +139,10 @@ def run_mix(base: str, facts: list[dict[str, Any]], requests: int, clients: int,
     def send(item: tuple[str, str, dict[str, str]]) -> tuple[str, float]:
         """One request on this client thread's own keep-alive connection."""
         kind, path, params = item
-        connection = getattr(local, "connection", None)
-        if connection is None:
-            connection = local.connection = http.client.HTTPConnection(
-                address.hostname, address.port, timeout=120)
         target = f"{address.path}/{path}" + (f"?{urlencode(params)}" if params else "")
-        started = time.perf_counter()
-        connection.request("GET", target)
-        response = connection.getresponse()
-        content = response.read()
-        elapsed = time.perf_counter() - started
-        if response.status != 200:
-            raise RuntimeError(f"{kind}: {response.status} {content[:300]!r}")
+        elapsed = timed_get(local, address, target, kind)
         return kind, elapsed
 
-    # http.client, not httpx, for the measured requests: httpx spent 1.4 ms of client CPU
-    # per request, which on this 2-core machine the server could not use
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(send, plan[:20]))  # warm up connections and caches
         started = time.perf_counter()
