@@ -211,10 +211,12 @@ def load_demo(service: object, console: Console) -> None:
 def load(args: argparse.Namespace) -> int:
     from hygeia.cli.load import load_paths, summary
     from hygeia.server import FhirService
+    from hygeia.server.allocator import tune_this_process
     from hygeia.store import open_repository
 
     console = Console(stderr=True)
     tune_garbage_collector(LOAD_YOUNG_THRESHOLD)
+    tune_this_process()
     sys.setswitchinterval(LOAD_SWITCH_INTERVAL)
     if args.workers < 0:
         console.print("[red]--workers must be 0 or more")

@@ -34,8 +34,9 @@ from collections import deque
 from collections.abc import Callable
 
 from hygeia.fhir.search.parameters import SearchParameter
+from hygeia.server.allocator import worker_environment
+from hygeia.server.loading_frames import read_frame, write_frame
 from hygeia.server.loading_prepare import LineError, Prepared
-from hygeia.server.loading_worker import read_frame, write_frame
 
 log = logging.getLogger("hygeia.loading")
 
@@ -49,7 +50,7 @@ class _Worker:
     def __init__(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "hygeia.server.loading_worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=worker_environment())
         self.in_flight = 0
         self.alive = True
         self.generation: int | None = None  # the registry generation it was last sent

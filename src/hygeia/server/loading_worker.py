@@ -19,40 +19,13 @@ from __future__ import annotations
 import gc
 import os
 import pickle
-import struct
 from typing import IO
 
-from hygeia.fhir.search.parameters import SearchParameter, SearchRegistry, default_registry
+from hygeia.fhir.search.parameters import default_registry, default_registry_with
+from hygeia.server.loading_frames import read_frame, write_frame
 from hygeia.server.loading_prepare import prepare_lines
 
-FRAME = struct.Struct("<I")
 WORKER_NICENESS = 5
-
-
-def read_frame(source: IO[bytes]) -> bytes | None:
-    """One frame's payload, or None at the end of the stream."""
-    header = source.read(FRAME.size)
-    if len(header) < FRAME.size:
-        return None
-    (size,) = FRAME.unpack(header)
-    payload = source.read(size)
-    if len(payload) < size:
-        return None
-    return payload
-
-
-def write_frame(sink: IO[bytes], payload: bytes) -> None:
-    sink.write(FRAME.pack(len(payload)))
-    sink.write(payload)
-    sink.flush()
-
-
-def registry_with(parameters: tuple[SearchParameter, ...]) -> SearchRegistry:
-    """The official parameters plus ``parameters`` (custom ones replace same-URL entries)."""
-    registry = default_registry().copy()
-    for parameter in parameters:
-        registry.add(parameter)
-    return registry
 
 
 def serve(source: IO[bytes], sink: IO[bytes]) -> None:
@@ -60,7 +33,7 @@ def serve(source: IO[bytes], sink: IO[bytes]) -> None:
     while (payload := read_frame(source)) is not None:
         generation, parameters, lines = pickle.loads(payload)
         if parameters is not None:
-            registry = registry_with(parameters)
+            registry = default_registry_with(parameters)
         prepared, errors = prepare_lines(lines, registry)
         # plain tuples: a named tuple unpickles through Python code, several times slower
         answer = (generation, [tuple(item) for item in prepared], errors)

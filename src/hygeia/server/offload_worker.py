@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from hygeia.fhir.search.index import index_resource
-from hygeia.fhir.search.parameters import SearchParameter, SearchRegistry, default_registry
+from hygeia.fhir.search.parameters import default_registry, default_registry_with
 from hygeia.server.offload import HEADER
 from hygeia.server.offload_jobs import row_lists, validate_bundle
 
@@ -36,19 +36,12 @@ class Worker:
         if job[0] == "extract":
             _, contents, parameters = job
             if parameters is not None:
-                self.registry = _registry_with(parameters)
+                self.registry = default_registry_with(parameters)
             return [row_lists(index_resource(orjson.loads(content), self.registry))
                     for content in contents]
         if job[0] == "validate":
             return validate_bundle(job[1])
         raise ValueError(f"unknown job {job[0]!r}")
-
-
-def _registry_with(parameters: tuple[SearchParameter, ...]) -> SearchRegistry:
-    registry = default_registry().copy()
-    for parameter in parameters:
-        registry.add(parameter)
-    return registry
 
 
 def serve(source: BinaryIO, sink: BinaryIO) -> None:

@@ -148,3 +148,13 @@ def default_registry() -> SearchRegistry:
     for definition in definitions:
         registry.add(parameter_from_definition(definition, known))
     return registry
+
+
+def default_registry_with(custom: Iterable[SearchParameter]) -> SearchRegistry:
+    """The official parameters plus ``custom`` ones (a custom parameter replaces an
+    official one with the same URL): how a helper process rebuilds the registry its
+    parent has in force from the custom parameters alone."""
+    registry = default_registry().copy()
+    for parameter in custom:
+        registry.add(parameter)
+    return registry

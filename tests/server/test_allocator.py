@@ -1,0 +1,34 @@
+"""The glibc allocator settings of a bulk load reach the workers and the loader."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hygeia.server.allocator import ARENAS, MMAP_THRESHOLD
+from hygeia.server.loading_pool import WorkerPool
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_load_workers_run_with_the_settings() -> None:
+    pool = WorkerPool(1)
+    try:
+        (pid,) = pool.pids
+        environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    finally:
+        pool.close()
+    assert f"MALLOC_ARENA_MAX={ARENAS}".encode() in environment
+    assert f"MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}".encode() in environment
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_the_loading_process_applies_them_with_mallopt() -> None:
+    """In a child process, so the test run's own allocator is left alone."""
+    result = subprocess.run(
+        [sys.executable, "-c", "from hygeia.server.allocator import tune_this_process as t; "
+                               "print(t())"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "True"
