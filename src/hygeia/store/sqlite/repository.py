@@ -184,11 +184,13 @@ class SqliteRepository(Repository):
         finally:
             with self._write_lock:
                 self._writer.execute(f"PRAGMA synchronous={self._synchronous}")
-                if empty:
-                    self._writer.execute(f"PRAGMA cache_size=-{WRITER_CACHE_MB * 1024}")
-                    with self._sorting_on_disk():
-                        self._run_ddl([statement for _, statement in lookup_indexes()],
-                                      restore_missing_statistics)
+                if empty:  # SQLite's sorts keep up to the cache's size in memory
+                    try:
+                        with self._sorting_on_disk():
+                            self._run_ddl([statement for _, statement in lookup_indexes()],
+                                          restore_missing_statistics)
+                    finally:
+                        self._writer.execute(f"PRAGMA cache_size=-{WRITER_CACHE_MB * 1024}")
                 # syncs the WAL (every frame the load wrote) before copying it back
                 self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self._writer.execute("ANALYZE sqlite_schema")  # reload the statistics
