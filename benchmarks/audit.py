@@ -172,7 +172,8 @@ def run_backend(backend: str, args: argparse.Namespace) -> None:
         urls, pairs, drop = copies(backend, folder, args)
         servers = {mode: Server(urls[mode], *extra, cwd=folder)
                    for mode, extra in MODES.items()}
-        timings = {mode: {kind: [] for kind in KINDS} for mode in MODES}
+        timings: dict[str, dict[str, list[float]]] = {mode: {kind: [] for kind in KINDS}
+                                                      for mode in MODES}
         rates: dict[str, list[float]] = {mode: [] for mode in MODES}
         sent = dict.fromkeys(MODES, 0)
         try:

@@ -43,7 +43,8 @@ def _hygeia(*args: str) -> dict[str, object]:
     return loaded
 
 
-def _backend(folder: Path, db: str, scopes: str) -> tuple[str, object, str]:
+def _backend(folder: Path, db: str, scopes: str
+             ) -> tuple[str, ec.EllipticCurvePrivateKey, str]:
     key = ec.generate_private_key(ec.SECP384R1())
     public = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
     public["kid"] = "k"
@@ -54,7 +55,7 @@ def _backend(folder: Path, db: str, scopes: str) -> tuple[str, object, str]:
     return client, key, scopes
 
 
-def _token(base: str, client: str, key: object, scope: str) -> str:
+def _token(base: str, client: str, key: ec.EllipticCurvePrivateKey, scope: str) -> str:
     url = base.removesuffix("/fhir") + "/auth/token"
     now = int(time.time())
     assertion = jwt.encode({"iss": client, "sub": client, "aud": url, "exp": now + 60,

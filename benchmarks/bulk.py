@@ -4,13 +4,15 @@ Amplifies the Synthea bundles in ../shared/data/synthea-r4 to ``--patients``
 re-identified patients, written as NDJSON (one file per resource type, ids set,
 ``urn:uuid:`` references rewritten to ``Type/id``), then for each backend loads
 them with ``hygeia load`` into a fresh database and exports them all again with a
-FHIR Bulk Data Access (v2) client against ``hygeia serve``.  Prints resources/s,
+FHIR Bulk Data Access (v2) client against ``hygeia serve``, and finally imports them
+with ``$import`` into a fresh server (a background job, as a server runs it: one
+worker process, indexes kept up to date, every commit synced).  Prints resources/s,
 MB/s and peak memory (loader and server) beside two baselines measured in the
 same run: PostgreSQL ``COPY`` of the raw NDJSON lines into a bare one-column
 table, and a plain file copy of as many bytes as the export produced.
 
     python -m benchmarks.bulk [--patients 1000] [--backends sqlite,postgresql] [--keep DIR]
-        [--load-args=--workers=2] [--serve-args=--threads=4] [--against REV]
+        [--load-args=--workers=2] [--serve-args=--threads=4] [--against REV] [--skip-import]
 
 ``--keep DIR`` writes the NDJSON corpus and the SQLite databases into DIR and keeps
 them, with the PostgreSQL databases (named after DIR; drop them by hand); a later
@@ -236,7 +238,7 @@ def print_table(rows: list[Row]) -> None:
         print(f"! peak memory above the {MEMORY_LIMIT_MB} MB limit")
     print("peak MB: sampled total PSS of the process tree (4x/s); VmHWM sums printed above")
     anchors = []
-    loads = [r for r in rows if r.label.startswith("load")]
+    loads = [r for r in rows if r.label.startswith(("load", "$import"))]
     if loads:
         anchors.append(f"cloud FHIR import {CLOUD_IMPORT_MB_S[0]}-{CLOUD_IMPORT_MB_S[1]} MB/s: "
                        + ", ".join(f"{r.label} {r.mb_s / CLOUD_IMPORT_MB_S[0]:.2f}x of the low end"
@@ -492,6 +494,57 @@ def run_export(label: str, db_url: str, corpus: Corpus, serve_args: list[str],
             Row(label, total, export.total_seconds, export.size, pss, EXPORT_TARGET)]
 
 
+# ---------------------------------------------------------------- import
+
+
+def run_import(label: str, db_url: str, corpus: Corpus, serve_args: list[str],
+               work: Path) -> Row:
+    """``$import`` of the whole corpus into a fresh server, as a client would ask for it.
+
+    The NDJSON files are linked into the server's import folder and named in one
+    Parameters request; the time runs from the kick-off to the complete status,
+    and the manifest's counts must add up to the corpus.
+    """
+    files = work / f"{label.replace(' ', '-').replace('$', '')}-files"
+    folder = files / "import"
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in corpus.files():
+        linked = folder / path.name
+        linked.unlink(missing_ok=True)
+        os.link(path, linked)
+    inputs = [{"name": "input", "part": [{"name": "type", "valueCode": path.stem},
+                                         {"name": "url", "valueUri": path.name}]}
+              for path in corpus.files()]
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "inputFormat", "valueCode": "application/fhir+ndjson"}, *inputs]}
+    server = Server(db_url, "--files", str(files), *serve_args, cwd=work)
+    try:
+        with httpx.Client(timeout=600) as client:
+            started = time.perf_counter()
+            kickoff = client.post(f"{server.base}/$import", content=orjson.dumps(body), headers={
+                "Content-Type": "application/fhir+json", "Prefer": "respond-async"})
+            if kickoff.status_code != 202:
+                raise BenchmarkFailure(f"{label} kick-off: {kickoff.status_code} "
+                                       f"{kickoff.text[:300]}")
+            manifest, polls = poll(client, urljoin(f"{server.base}/",
+                                                   kickoff.headers["Content-Location"]))
+            seconds = time.perf_counter() - started
+        pss = server.peak_pss_mb()
+    finally:
+        server.stop()
+        for linked in folder.iterdir():
+            linked.unlink()
+    stored = sum(item.get("count", 0) for item in manifest.get("output", []))
+    errors = sum(item.get("count", 0) for item in manifest.get("error", []))
+    print(f"{label}: {stored:,} resources stored, {errors} errors, complete after "
+          f"{seconds:.2f} s ({polls} status requests); server peak memory {pss:.0f} MB "
+          f"sampled total PSS")
+    if stored != corpus.resources or errors:
+        raise BenchmarkFailure(f"{label}: stored {stored:,} with {errors} errors, "
+                               f"the corpus has {corpus.resources:,}")
+    return Row(label, stored, seconds, corpus.size, pss)
+
+
 # ---------------------------------------------------------------- driver
 
 
@@ -565,6 +618,14 @@ def run_backend(run: Run, backend: str, against: Path | None) -> None:
         return
     if exported:
         run.rows.extend(exported)
+    if args.skip_import:
+        return
+    imported = run.attempt(f"$import {backend}", lambda: run_import(
+        f"$import {backend}", run.database(backend, "import"), run.corpus,
+        shlex.split(args.serve_args), run.work))
+    if imported is not None:
+        imported.notes.append(f"{imported.rate / loaded.rate:.2f} of hygeia load")
+        run.rows.append(imported)
 
 
 def main() -> None:
@@ -579,6 +640,8 @@ def main() -> None:
                         help="extra 'hygeia load' options, e.g. --load-args=--workers=2")
     parser.add_argument("--serve-args", default="", metavar="ARGS",
                         help="extra 'hygeia serve' options for the export server")
+    parser.add_argument("--skip-import", action="store_true",
+                        help="leave out the $import into a fresh server")
     parser.add_argument("--against", metavar="REV",
                         help="also load with this git revision's code and print the ratio")
     args = parser.parse_args()

@@ -205,7 +205,7 @@ def timed_get(local: threading.local, address: SplitResult, target: str,
     connection = getattr(local, "connection", None)
     if connection is None:
         connection = local.connection = http.client.HTTPConnection(
-            address.hostname, address.port, timeout=120)
+            address.hostname or "127.0.0.1", address.port, timeout=120)
     started = time.perf_counter()
     connection.request("GET", target)
     response = connection.getresponse()
