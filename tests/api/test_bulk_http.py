@@ -151,6 +151,9 @@ def test_kill_9_mid_export_then_restart_completes(database_url: str, tmp_path: P
     assert state == "running" and attempts == 1, "the export ended before the kill"
     assert progress is None or progress["type"] == 0
     server.kill()
+    for pid in processes[1:]:  # frozen helpers never see their pipes close: kill them too
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     restarted = ServerProcess(database_url, "--files", str(files))
     try:
         done = poll(restarted.client, f"_job/{job_id}")  # a new port: the same job
