@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a resource whose id is already stored becomes its next version "
                            "(without it, that line is an error and is skipped)")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
+    load.add_argument("--reload", action="store_true",
+                      help="load every file from its start, even those this database's load "
+                           "journal records as loaded (a rerun skips them)")
 
     add_auth_commands(commands)
 
@@ -223,7 +226,8 @@ def load(args: argparse.Namespace) -> int:
         return 2
     with open_repository(args.db) as repository:
         report, files = load_paths(FhirService(repository), args.paths, console,
-                                   quiet=args.quiet, workers=args.workers, upsert=args.upsert)
+                                   quiet=args.quiet, workers=args.workers, upsert=args.upsert,
+                                   reload=args.reload)
     for error in report.first_errors[:SHOWN_ERRORS]:  # plain lines: one per error, easy to grep
         print(f"error: {error}", file=sys.stderr)
     if report.errors > SHOWN_ERRORS:
