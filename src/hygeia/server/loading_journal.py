@@ -93,6 +93,7 @@ def recording(service: FhirService, mark: Mark) -> Iterator[list[Mark]]:
     Bundle of the loader is one transaction (one entry, for a batch).
     """
     plain = service.transaction
+    shadowed = vars(service).get("transaction")  # set on the object already (nested)
     written: list[Mark] = []
 
     @contextmanager
@@ -107,4 +108,7 @@ def recording(service: FhirService, mark: Mark) -> Iterator[list[Mark]]:
     try:
         yield written
     finally:
-        del service.transaction  # the class's method again
+        if shadowed is None:
+            del service.transaction  # the class's method again
+        else:
+            service.transaction = shadowed  # type: ignore[method-assign]
