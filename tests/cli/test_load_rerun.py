@@ -21,6 +21,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from tests.helpers import FIXTURES, body, call, patient
 UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 KILLS = 2  # kills per trial before the run that is let finish
 SYNTHEA = "https://github.com/synthetichealth/synthea"  # the system of its patients' ids
-RUN_SECONDS = 40  # a load that has not finished by then fails the test
+RUN_SECONDS = 60  # a load that has not finished by then fails the test
 
 
 @pytest.fixture(params=BACKENDS)
@@ -101,7 +102,7 @@ def stored(db: str) -> int:
     """Resources committed so far, read beside the running load (0 before its tables exist)."""
     try:
         if db.startswith("sqlite:///"):
-            with sqlite3.connect(db.removeprefix("sqlite:///"), timeout=5) as connection:
+            with closing(sqlite3.connect(db.removeprefix("sqlite:///"), timeout=5)) as connection:
                 return int(connection.execute("SELECT count(*) FROM resource").fetchone()[0])
         with psycopg.connect(db, connect_timeout=5) as connection:
             row = connection.execute("SELECT count(*) FROM resource").fetchone()
