@@ -6,7 +6,8 @@ random points): the k-th write transaction of the load fails just before it woul
 commit, for every k, so it rolls back as a kill during that commit would, with
 every transaction before it committed.  Every kind of input the command takes is
 in the folder: transaction Bundles, a batch Bundle, a collection of resources
-without ids, and NDJSON with resources without ids and a SearchParameter.
+without ids, NDJSON with resources without ids and a SearchParameter, and a
+transaction Bundle after the NDJSON.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def folder(tmp_path: Path) -> Path:
     lines = [orjson.dumps(observation(n)) for n in range(20)]
     lines.insert(9, orjson.dumps(search_parameter()))
     (root / "lines.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    # after the NDJSON, whose last batch may still be committing on the loader's thread
+    last = sorted((FIXTURES / "synthea").glob("*.json.gz"))[-1]
+    shutil.copy(last, root / f"x-{last.name}")
     return root
 
 

@@ -20,6 +20,7 @@ content changed is a new file, loaded from its start.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -82,7 +83,8 @@ def record_alone(repository: Repository, mark: Mark) -> None:
 
 @contextmanager
 def recording(service: FhirService, mark: Mark) -> Iterator[list[Mark]]:
-    """Record ``mark`` in the first write transaction ``service`` opens within the block.
+    """Record ``mark`` in the first write transaction ``service`` opens within the block,
+    on this thread.
 
     The transaction and batch paths (``server/bundles.py``) open their own
     transaction through :meth:`FhirService.transaction`; this wraps that method,
@@ -90,14 +92,21 @@ def recording(service: FhirService, mark: Mark) -> Iterator[list[Mark]]:
     before that transaction commits and rolls back with it.  The list yielded
     holds the mark once it was written (it may still roll back; it is empty if
     no write transaction was opened).  Only the first transaction records it: a
-    Bundle of the loader is one transaction (one entry, for a batch).
+    Bundle of the loader is one transaction (one entry, for a batch).  Other
+    threads are left alone: the NDJSON loader's committer thread may be storing a
+    batch of an earlier file meanwhile, and must not take the Bundle's mark.
     """
     plain = service.transaction
     shadowed = vars(service).get("transaction")  # set on the object already (nested)
+    owner = threading.get_ident()
     written: list[Mark] = []
 
     @contextmanager
     def transaction(*, flush_to_disk: bool = True) -> Iterator[Session]:
+        if threading.get_ident() != owner:
+            with plain(flush_to_disk=flush_to_disk) as session:
+                yield session
+            return
         with plain(flush_to_disk=flush_to_disk) as session:
             yield session
             if not written:  # reached only when the block succeeded: the commit follows
