@@ -30,7 +30,9 @@ example: hygeia load --upsert --workers 4 --db postgresql://postgres@127.0.0.1:5
 
 NDJSON files (.ndjson, .ndjson.gz) are parsed, validated and indexed in --workers
 processes and stored in large batches; a bad line is reported as FILE:LINE and the
-rest still loads.  Transaction/batch Bundles (.json, .json.gz) are each one transaction."""
+rest still loads.  Transaction/batch Bundles (.json, .json.gz) are each one transaction.
+A killed load finishes exactly when run again: loaded files are skipped, a partly
+loaded file resumes after its committed part (--reload loads everything again)."""
 SHOWN_ERRORS = 50  # errors printed by ``hygeia load``; the summary counts them all
 EPILOG_VALIDATE = "example: hygeia validate patient.json bundle.json.gz"
 
