@@ -149,7 +149,7 @@ def _get_once(url: str, policy: OutboundPolicy, deadline: float) -> Answer:
     addresses = _checked_addresses(host, port, policy)
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    connection = _connection(scheme, host, port, addresses[0], policy,
+    connection = _connection(scheme, host, port, addresses, policy,
                              max(0.1, deadline - time.monotonic()))
     try:
         connection.request("GET", path, headers={"Accept": "application/json",
@@ -183,47 +183,55 @@ def _checked_addresses(host: str, port: int, policy: OutboundPolicy) -> list[IPA
     return addresses
 
 
-def _connection(scheme: str, host: str, port: int, address: IPAddress,
+def _connection(scheme: str, host: str, port: int, addresses: list[IPAddress],
                 policy: OutboundPolicy, timeout: float) -> http.client.HTTPConnection:
     if scheme == "https":
-        return _PinnedHTTPS(host, port, address, policy, timeout)
-    return _PinnedHTTP(host, port, address, policy, timeout)
+        return _PinnedHTTPS(host, port, addresses, policy, timeout)
+    return _PinnedHTTP(host, port, addresses, policy, timeout)
 
 
-def _pinned_socket(host: str, port: int, address: IPAddress, policy: OutboundPolicy,
+def _pinned_socket(host: str, port: int, addresses: list[IPAddress], policy: OutboundPolicy,
                    timeout: float) -> socket.socket:
-    """A socket connected to the checked ``address``; the peer is checked once more."""
-    sock = socket.create_connection((str(address), port), timeout=timeout)
-    peer = ipaddress.ip_address(sock.getpeername()[0].split("%")[0])
-    if not policy.permits(host, peer):
-        sock.close()
-        raise OutboundRefused(f"{host} connected to {peer}, which is not allowed.")
-    return sock
+    """A socket connected to one of the checked ``addresses`` (in the resolver's order),
+    never to a name resolved again; the peer it reached is checked once more."""
+    failure: OSError | None = None
+    for address in addresses:
+        try:
+            sock = socket.create_connection((str(address), port), timeout=timeout)
+        except OSError as error:
+            failure = error
+            continue
+        peer = ipaddress.ip_address(str(sock.getpeername()[0]).split("%")[0])
+        if not policy.permits(host, peer):
+            sock.close()
+            raise OutboundRefused(f"{host} connected to {peer}, which is not allowed.")
+        return sock
+    raise failure or OSError(f"no address of {host} to connect to")
 
 
 class _PinnedHTTP(http.client.HTTPConnection):
     """HTTP to one checked address, with ``host`` in the Host header."""
 
-    def __init__(self, host: str, port: int, address: IPAddress, policy: OutboundPolicy,
-                 timeout: float) -> None:
+    def __init__(self, host: str, port: int, addresses: list[IPAddress],
+                 policy: OutboundPolicy, timeout: float) -> None:
         super().__init__(host, port, timeout=timeout)
-        self._address, self._policy = address, policy
+        self._addresses, self._policy = addresses, policy
 
     def connect(self) -> None:
-        self.sock = _pinned_socket(self.host, self.port, self._address, self._policy,
+        self.sock = _pinned_socket(self.host, self.port, self._addresses, self._policy,
                                    self.timeout or DEFAULT_TIMEOUT_SECONDS)
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
     """HTTPS to one checked address; the certificate is checked against ``host``."""
 
-    def __init__(self, host: str, port: int, address: IPAddress, policy: OutboundPolicy,
-                 timeout: float) -> None:
+    def __init__(self, host: str, port: int, addresses: list[IPAddress],
+                 policy: OutboundPolicy, timeout: float) -> None:
         super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self._address, self._policy = address, policy
+        self._addresses, self._policy = addresses, policy
 
     def connect(self) -> None:
-        sock = _pinned_socket(self.host, self.port, self._address, self._policy,
+        sock = _pinned_socket(self.host, self.port, self._addresses, self._policy,
                               self.timeout or DEFAULT_TIMEOUT_SECONDS)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
 
