@@ -102,16 +102,24 @@ def run_auth(args: argparse.Namespace) -> int:
         except DuplicateEntry as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
+        except SystemExit as refusal:  # the commands' own refusals: one error line
+            if not isinstance(refusal.code, str):
+                raise
+            print(f"error: {refusal.code}", file=sys.stderr)
+            return 1
     print(json.dumps(result, indent=2))
     return 0
 
 
 def _client_create(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from hygeia.server.auth.scopes import Scopes
+    from hygeia.server.auth.scopes import ScopeError, Scopes
     from hygeia.store.auth import AuthStore, Client
 
-    scopes = Scopes.parse(args.scopes)
-    if not scopes.rules and not scopes.other:
+    try:
+        scopes = Scopes.parse_request(args.scopes)
+    except ScopeError as error:
+        raise SystemExit(f"--scopes: {error}") from None
+    if scopes.empty:
         raise SystemExit(f"--scopes '{args.scopes}' holds no SMART scope.")
     secret, secret_hash, jwks = _new_credentials(args)
     client = Client(args.client_id or uuid.uuid4().hex, args.name, secret_hash, jwks,
