@@ -268,6 +268,10 @@ def test_a_patient_token_cannot_write_into_another_patients_record(world: World)
     _outcome(client.put(f"Observation/{own.json()['id']}", headers=auth, json=changed), 403)
     conditional = client.put("Observation?_id=" + own.json()["id"], headers=auth, json=changed)
     _outcome(conditional, 403)
+    patch = [{"op": "add", "path": "/performer/-", "value": {"reference": "Patient/pb"}}]
+    patched = client.patch(f"Observation/{own.json()['id']}", content=json.dumps(patch),
+                           headers={**auth, "Content-Type": "application/json-patch+json"})
+    _outcome(patched, 403)
     assert _everything_of_b(world) == ["Patient"]
 
 

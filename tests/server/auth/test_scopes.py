@@ -93,7 +93,7 @@ def test_a_request_naming_no_resource_type_or_malformed_is_refused() -> None:
                  "user/Patient"):
         with pytest.raises(ScopeError, match="'"):
             Scopes.parse_request(f"openid {word}")
-    assert Scopes.parse_request("email openid system/Patient.read").text == \
+    assert Scopes.parse_request("email patient openid system/Patient.read").text == \
         "system/Patient.read openid"
 
 

@@ -139,8 +139,8 @@ class Scopes:
         (``email``) are dropped, as RFC 6749 allows.
         """
         for word in text.split():
-            context = word.partition("/")[0]
-            if context not in CONTEXTS or word in KNOWN_OTHER:
+            context, slash, _ = word.partition("/")
+            if not slash or context not in CONTEXTS or word in KNOWN_OTHER:
                 continue
             rule = parse_rule(word)
             if rule is None:
