@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the aud those tokens carry (default: the FHIR base URL)")
     serve.add_argument("--oidc-jwks-url", default=None,
                        help="the provider's keys (default: from its openid-configuration)")
+    serve.add_argument("--outbound-allow", action="append", default=[],
+                       help="an address, network (10.0.0.0/8) or host name the server may "
+                            "fetch from for a client (JWKS URLs) although it is not public; "
+                            "repeatable (default: public addresses only)")
+    serve.add_argument("--outbound-timeout", type=float, default=5.0,
+                       help="seconds an outbound fetch may take in all (default 5)")
     serve.add_argument("--max-body-mb", type=float, default=64.0,
                        help="largest accepted request body in MB (default 64)")
     serve.add_argument("--threads", type=int, default=default_threads(),
@@ -161,6 +167,8 @@ def serve(args: argparse.Namespace) -> int:
                         access_token_seconds=max(1, int(args.token_minutes * 60)),
                         oidc_issuer=args.oidc_issuer, oidc_audience=args.oidc_audience,
                         oidc_jwks_url=args.oidc_jwks_url,
+                        outbound_allow=tuple(args.outbound_allow),
+                        outbound_timeout_seconds=args.outbound_timeout,
                         audit_durable=not args.audit_async)
     # opened here to refuse a database of another layout before serving, and for the
     # demo; closed again because the serving worker opens its own after the fork

@@ -41,6 +41,11 @@ class Settings:
     oidc_audience: str | None = None  # None: the FHIR base URL
     oidc_jwks_url: str | None = None  # None: from the issuer's openid-configuration
     refresh_token_seconds: int = 30 * 24 * 3600
+    # outbound fetches made for a client (server/outbound.py: JWKS URLs, OIDC discovery):
+    # addresses, networks or host names reachable although not public (loopback, private)
+    outbound_allow: tuple[str, ...] = ()
+    outbound_timeout_seconds: float = 5.0  # the whole fetch, connection to last byte
+    outbound_max_bytes: int = 1024 * 1024  # the largest answer read
     # every read, search, write, export and auth event leaves an AuditEvent (server/audit)
     audit: bool = False
     # a response waits until its AuditEvent is committed, so a crash loses no record of an
