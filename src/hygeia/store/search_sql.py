@@ -45,7 +45,7 @@ from hygeia.fhir.search.values import (
     UriValue,
 )
 from hygeia.store.hashing import code_hash, param_hash
-from hygeia.store.schema import INDEX_TABLES
+from hygeia.store.schema import INDEX_TABLES, PREFIX_CHARS, PREFIXED_COLUMNS, prefix
 
 TOP = "\U0010ffff"  # sorts after every other character (byte-wise)
 
@@ -67,6 +67,7 @@ COMPOSITE_COLUMNS = {
 
 
 _MARK = re.compile("\x00(\\d+)\x00")
+_PREFIXED = frozenset(PREFIXED_COLUMNS.values())  # bare names, unique across the tables
 
 
 @dataclass
@@ -343,20 +344,46 @@ class SqlBuilder:
             raise BadRequest(f"Cannot search with {type(value).__name__}.", code="not-supported")
         return handler(self, value, modifier, columns)
 
+    def equal(self, column: str, text: str) -> str:
+        """``column = text``, led by its indexed prefix where the column has one.
+
+        PostgreSQL indexes long text columns by prefix (store/schema.py
+        ``PREFIXED_COLUMNS``): only a condition on that same expression can use the
+        index, and the whole-value comparison keeps the answer exact.
+        """
+        whole = f"{column} = {self.value(text)}"
+        if column.rpartition(".")[2] not in _PREFIXED:
+            return whole
+        return f"{prefix(column)} = {self.value(text[:PREFIX_CHARS])} AND {whole}"
+
+    def starts_with(self, column: str, text: str) -> str:
+        """``column`` begins with ``text`` (a byte-wise range), led by its indexed prefix.
+
+        A text no longer than the prefix bounds the prefix by the same range; a
+        longer one fixes the whole prefix.
+        """
+        low, high = self.value(text), self.value(text + TOP)
+        whole = f"{column} >= {low} AND {column} < {high}"
+        if column.rpartition(".")[2] not in _PREFIXED:
+            return whole
+        if len(text) > PREFIX_CHARS:
+            return f"{prefix(column)} = {self.value(text[:PREFIX_CHARS])} AND {whole}"
+        return f"{prefix(column)} >= {low} AND {prefix(column)} < {high} AND {whole}"
+
     def _string(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
         assert isinstance(value, StringValue)
         if modifier == "exact":
-            return f"{columns['exact']} = {self.value(value.text)}"
+            return self.equal(columns["exact"], value.text)
         column = columns["norm"]
         if modifier == "contains":
             return f"{column} LIKE {self.value('%' + _like(value.norm) + '%')} ESCAPE '\\'"
-        return f"{column} >= {self.value(value.norm)} AND {column} < {self.value(value.norm + TOP)}"
+        return self.starts_with(column, value.norm)
 
     def _token(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
         assert isinstance(value, TokenValue)
         parts = []
         if value.code is not None:
-            parts.append(f"{columns['code']} = {self.value(value.code)}")
+            parts.append(self.equal(columns["code"], value.code))
         if value.system == "":
             parts.append(f"{columns['system']} IS NULL")
         elif value.system is not None:
@@ -376,7 +403,7 @@ class SqlBuilder:
         assert isinstance(value, OfTypeValue)
         # indexed as system = the type's coding system, code = "<type code>|<value>"
         return (f"{columns['system']} = {self.value(value.system)} AND "
-                f"{columns['code']} = {self.value(f'{value.code}|{value.value}')}")
+                f"{self.equal(columns['code'], f'{value.code}|{value.value}')}")
 
     def _range(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
         assert isinstance(value, RangeValue | QuantityValue)
@@ -444,7 +471,7 @@ class SqlBuilder:
             parts += f" AND {columns['system']} = {self.value(value.system)}"
         if value.code is not None:
             if value.system is not None:
-                parts += f" AND {columns['code']} = {self.value(value.code)}"
+                parts += f" AND {self.equal(columns['code'], value.code)}"
             else:
                 parts += (f" AND ({columns['code']} = {self.value(value.code)} OR "
                           f"{columns['unit']} = {self.value(value.code)})")
@@ -456,7 +483,7 @@ class SqlBuilder:
         if value.type is not None:
             parts.append(f"{columns['target_type']} = {self.value(value.type)}")
         if value.id is not None:
-            parts.append(f"{columns['target_id']} = {self.value(value.id)}")
+            parts.append(self.equal(columns["target_id"], value.id))
         local = " AND ".join(parts)
         if value.url is None:
             return local or "1 = 0"
@@ -467,11 +494,10 @@ class SqlBuilder:
         assert isinstance(value, UriValue)
         column = columns.get("uri", columns.get("url", ""))
         if modifier == "below":
-            low, high = self.value(value.uri), self.value(value.uri + TOP)
-            return f"{column} >= {low} AND {column} < {high}"
+            return self.starts_with(column, value.uri)
         if modifier == "above":
             return f"substr({self.value(value.uri)}, 1, length({column})) = {column}"
-        return f"{column} = {self.value(value.uri)}"
+        return self.equal(column, value.uri)
 
 
 @lru_cache(maxsize=256)

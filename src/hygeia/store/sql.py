@@ -288,7 +288,8 @@ class SqlSession(Session):
         builder = SqlBuilder(self.registry)
         where = where_sql(builder, types, query.clauses)
         keys = order_keys(builder, options.sort, types)
-        direction, boundary = decode_cursor(options.cursor, len(keys))
+        kinds = tuple("number" if key.numeric else "text" for key in keys)
+        direction, boundary = decode_cursor(options.cursor, kinds)
         backwards = direction == "p"
         columns = ", ".join(f"COALESCE({k.expression}, {builder.value(k.sentinel())}) AS k{n}"
                             for n, k in enumerate(keys))
@@ -309,7 +310,7 @@ class SqlSession(Session):
         sorting every match (a broad query with ``_count=20`` costs 20 rows, not 20,000).
         """
         options = query.options
-        direction, boundary = decode_cursor(options.cursor, 1)
+        direction, boundary = decode_cursor(options.cursor, ("key",))
         backwards = direction == "p"
         after = boundary[0] if boundary else None
         rows = self._walk_keys(query, types, after, backwards, options.count + 1)

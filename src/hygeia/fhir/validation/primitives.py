@@ -35,6 +35,10 @@ SAFE_REGEXES = {
 CALENDAR_TYPES = frozenset({"date", "dateTime", "instant"})
 _DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _SHOWN_CHARS = 60
+# datatypes.html#string: strings SHALL NOT contain characters below U+0020 other than
+# tab, carriage return and line feed; the spec regexes (\S) let them through.  A NUL
+# also cannot be stored in a PostgreSQL text column, so letting it in would fail later.
+_CONTROL_CHARACTER = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]").search
 
 
 def json_type_name(value: Any) -> str:
@@ -97,6 +101,22 @@ def is_xhtml_div(value: str) -> bool:
     return text.endswith("</div>") or text.endswith("/>")
 
 
+def control_character_problem(name: str, value: str) -> Problem | None:
+    """The problem of a string holding a control character FHIR forbids, else None.
+
+    >>> control_character_problem("string", "a\\x00b")[1][:51]
+    'string contains the control character U+0000 at pos'
+    >>> control_character_problem("string", "tab\\tand\\r\\nnewline") is None
+    True
+    """
+    found = _CONTROL_CHARACTER(value)
+    if found is None:
+        return None
+    return "value", (f"{name} contains the control character U+{ord(found.group()):04X} at "
+                     f"position {found.start() + 1}; FHIR strings may hold no character below "
+                     "U+0020 except tab, carriage return and line feed")
+
+
 def _wrong_type(name: str, kind: str) -> Callable[[Any], Problem]:
     def problem(value: Any) -> Problem:
         return "structure", f"expected a JSON {kind} for {name}, got {json_type_name(value)}"
@@ -111,6 +131,7 @@ def _string_check(name: str, info: dict[str, Any]) -> PrimitiveCheck:
     calendar = name in CALENDAR_TYPES
     max_length = info.get("maxLength") or 0
     wrong = _wrong_type(name, "string")
+    control = _CONTROL_CHARACTER
 
     def check(value: Any) -> Problem | None:
         if type(value) is not str or not value:
@@ -119,6 +140,8 @@ def _string_check(name: str, info: dict[str, Any]) -> PrimitiveCheck:
             return "value", f"{name} is longer than {max_length:,} characters"
         if fullmatch(value) is None:
             return "value", f"{shown(value)} is not a valid {name}"
+        if control(value) is not None:
+            return control_character_problem(name, value)
         if calendar and not is_real_day(value):
             return "value", f"{shown(value)} is not a valid {name}: there is no such day"
         return None
@@ -134,7 +157,7 @@ def _xhtml_check(name: str, info: dict[str, Any]) -> PrimitiveCheck:
             return wrong(value)
         if not is_xhtml_div(value):
             return "value", f"{shown(value)} is not XHTML: it must be one <div> element"
-        return None
+        return control_character_problem(name, value)
 
     return check
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 
 from hygeia.store.base import Repository
+from hygeia.store.limits import Deadline, QueryTimeout, current_limit
 from hygeia.store.schema import SCHEMA_VERSION, check_version, lookup_indexes, statements
 from hygeia.store.search_sql import SqlBuilder
 from hygeia.store.sql import SqlSession
@@ -62,6 +63,21 @@ class SqliteSession(SqlSession):
         return list(range(top + 1, top + 1 + count))
 
 
+@contextmanager
+def _timed_out(deadline: Deadline, limit: float | None) -> Iterator[None]:
+    """The block's statements together stop after ``limit`` seconds (SQLite has no
+    statement timeout: its progress handler interrupts them), as a 503."""
+    deadline.arm(limit)
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if limit is not None and deadline.passed() and "interrupt" in str(error):
+            raise QueryTimeout.after(limit) from None
+        raise
+    finally:
+        deadline.arm(None)
+
+
 class SqliteRepository(Repository):
     dialect = "sqlite"
 
@@ -73,6 +89,8 @@ class SqliteRepository(Repository):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
+        # per connection: when its current transaction's statements must stop
+        self._deadlines: dict[sqlite3.Connection, Deadline] = {}
         self._writer = self._connect(cache_mb=WRITER_CACHE_MB)
         self._create_schema()
         self._checkpointer: Checkpointer | None = None
@@ -90,6 +108,8 @@ class SqliteRepository(Repository):
     def _connect(self, cache_mb: int = 32) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                      timeout=30)
+        deadline = self._deadlines[connection] = Deadline()
+        connection.set_progress_handler(deadline.passed, Deadline.STEPS)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(f"PRAGMA synchronous={self._synchronous}")
         connection.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
@@ -131,12 +151,14 @@ class SqliteRepository(Repository):
         with self._write_lock:
             if not flush_to_disk:  # in WAL mode NORMAL syncs at checkpoints, not at commits
                 self._writer.execute("PRAGMA synchronous=NORMAL")
+            deadline = self._deadlines[self._writer]
             try:
                 self._writer.execute("BEGIN IMMEDIATE")
                 try:
-                    session = SqliteSession(self._writer)
-                    yield session
-                    session.flush()
+                    with _timed_out(deadline, current_limit(writing=True)):
+                        session = SqliteSession(self._writer)
+                        yield session
+                        session.flush()
                 except BaseException:
                     self._writer.execute("ROLLBACK")
                     raise
@@ -224,7 +246,8 @@ class SqliteRepository(Repository):
         connection = self._readers.get()
         connection.execute("BEGIN")
         try:
-            yield SqliteSession(connection)
+            with _timed_out(self._deadlines[connection], current_limit(writing=False)):
+                yield SqliteSession(connection)
         finally:
             connection.execute("COMMIT")
             self._readers.put(connection)
