@@ -19,6 +19,7 @@ from pathlib import Path
 
 import orjson
 
+from hygeia.fhir.outcome import BadRequest
 from hygeia.store.base import Repository
 from hygeia.store.limits import Deadline, QueryTimeout, current_limit
 from hygeia.store.schema import SCHEMA_VERSION, check_version, lookup_indexes, statements
@@ -73,9 +74,22 @@ def _timed_out(deadline: Deadline, limit: float | None) -> Iterator[None]:
     except sqlite3.OperationalError as error:
         if limit is not None and deadline.passed() and "interrupt" in str(error):
             raise QueryTimeout.after(limit) from None
+        if str(error).startswith(_TOO_COMPLEX):
+            raise BadRequest(
+                "The search is too complex for this server's database (SQLite: "
+                f"{error}). Name the target types of a chain (subject:Patient.name), use "
+                "fewer chained steps or fewer values.", code="too-costly") from None
         raise
     finally:
         deadline.arm(None)
+
+
+# SQLite's fixed bounds on one statement's shape: a search within the limits of
+# SearchLimits can still reach them (a three-step chain whose first reference may
+# point at any of 65 types nests deeper than SQLite's parser stack of 100)
+_TOO_COMPLEX = ("parser stack overflow", "Expression tree is too large",
+                "too many terms in compound SELECT", "too many SQL variables",
+                "at most 64 tables in a join")
 
 
 class SqliteRepository(Repository):
