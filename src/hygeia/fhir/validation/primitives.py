@@ -32,6 +32,11 @@ PrimitiveCheck = Callable[[Any], Problem | None]
 SAFE_REGEXES = {
     r"(\s*([0-9a-zA-Z\+/=]){4}\s*)+": r"\s*(?:[0-9a-zA-Z+/=]{4}\s*)+",
 }
+# The string regex, [ \r\n\t\S]+, lets control characters through (\S); this one is
+# the same language without them, so valid strings are scanned once, not twice.
+STRICT_REGEXES = {
+    r"[ \r\n\t\S]+": "[^\x00-\x08\x0b\x0c\x0e-\x1f]+",
+}
 CALENDAR_TYPES = frozenset({"date", "dateTime", "instant"})
 _DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _SHOWN_CHARS = 60
@@ -101,6 +106,10 @@ def is_xhtml_div(value: str) -> bool:
     return text.endswith("</div>") or text.endswith("/>")
 
 
+def _no_control_character(value: str) -> None:
+    return None
+
+
 def control_character_problem(name: str, value: str) -> Problem | None:
     """The problem of a string holding a control character FHIR forbids, else None.
 
@@ -127,11 +136,13 @@ def _wrong_type(name: str, kind: str) -> Callable[[Any], Problem]:
 def _string_check(name: str, info: dict[str, Any]) -> PrimitiveCheck:
     # re.ASCII: in the spec's (Java / XML Schema) regexes \s is ASCII whitespace only.
     regex = info.get("regex") or r"[\s\S]+"
-    fullmatch = re.compile(SAFE_REGEXES.get(regex, regex), re.ASCII).fullmatch
+    strict = STRICT_REGEXES.get(regex)
+    fullmatch = re.compile(strict or SAFE_REGEXES.get(regex, regex), re.ASCII).fullmatch
     calendar = name in CALENDAR_TYPES
     max_length = info.get("maxLength") or 0
     wrong = _wrong_type(name, "string")
-    control = _CONTROL_CHARACTER
+    # a strict regex refuses control characters itself: no second scan of valid values
+    control = _no_control_character if strict else _CONTROL_CHARACTER
 
     def check(value: Any) -> Problem | None:
         if type(value) is not str or not value:
@@ -139,7 +150,8 @@ def _string_check(name: str, info: dict[str, Any]) -> PrimitiveCheck:
         if max_length and len(value) > max_length:
             return "value", f"{name} is longer than {max_length:,} characters"
         if fullmatch(value) is None:
-            return "value", f"{shown(value)} is not a valid {name}"
+            return control_character_problem(name, value) or \
+                ("value", f"{shown(value)} is not a valid {name}")
         if control(value) is not None:
             return control_character_problem(name, value)
         if calendar and not is_real_day(value):
