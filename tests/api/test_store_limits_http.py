@@ -72,12 +72,11 @@ def test_long_family_name_stores_and_every_string_search_finds_it(client: httpx.
 
 def test_long_value_string_uri_and_code_text_store_and_stay_searchable(
         client: httpx.Client) -> None:
-    value, url, text = random_text(9900), "http://example.org/" + random_text(5000), \
-        random_text(4000)
+    value, url, text, code = random_text(9900), "http://example.org/" + random_text(5000), \
+        random_text(4000), random_text(3000)
     observation = client.post("Observation", json={
         "resourceType": "Observation", "status": "final",
-        "code": {"text": text, "coding": [{"system": "http://example.org",
-                                           "code": random_text(3000)}]},
+        "code": {"text": text, "coding": [{"system": "http://example.org", "code": code}]},
         "valueString": value})
     assert observation.status_code == 201, observation.text
     oid = observation.json()["id"]
@@ -88,6 +87,13 @@ def test_long_value_string_uri_and_code_text_store_and_stay_searchable(
     assert oid in found_ids(client.get("Observation", params={"value-string": value}))
     assert oid in found_ids(client.get("Observation", params={"value-string": value[:500]}))
     assert oid in found_ids(client.get("Observation", params={"code:text": text}))
+    assert found_ids(client.get("Observation", params={"code": f"http://example.org|{code}"})) \
+        == {oid}
+    # a composite whose first component (the code) is longer than the indexed prefix
+    assert found_ids(client.get("Observation", params={
+        "code-value-string": f"http://example.org|{code}${value[:3000]}"})) == {oid}
+    assert found_ids(client.get("Observation", params={
+        "code-value-string": f"http://example.org|{code[:-1]}${value[:30]}"})) == set()
     assert found_ids(client.get("ValueSet", params={"url": url})) == {vid}
     assert found_ids(client.get("ValueSet", params={"url": url[:-1]})) == set()
     assert vid in found_ids(client.get("ValueSet", params={"url:below": url[:400]}))
