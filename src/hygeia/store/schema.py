@@ -188,7 +188,7 @@ _CORE = (
 )
 
 
-def _index_statements(dialect: str) -> list[str]:
+def _index_statements() -> list[str]:
     statements: list[str] = []
     for table, columns in INDEX_TABLES.items():
         types = {**_COLUMN_TYPES, **_TABLE_COLUMN_TYPES.get(table, {})}
@@ -197,16 +197,16 @@ def _index_statements(dialect: str) -> list[str]:
         # (res_pk, h_param): sorting and chains look up one parameter of one resource
         statements.append(f"CREATE INDEX IF NOT EXISTS {table}_owner ON {table} "
                           "(res_pk, h_param)")
-    return statements + [statement for _, statement in lookup_indexes(dialect)]
+    return statements + [statement for _, statement in lookup_indexes()]
 
 
-# Text columns that lead a lookup index, and the length of the prefix PostgreSQL
-# indexes instead of the whole value: a B-tree entry there must fit a third of a page
-# (2,704 bytes), so a 2,700-character family name or a 10 KB valueString could not be
-# stored at all.  256 characters are at most 1,024 bytes of UTF-8.  Queries compare
-# the prefix (served by the index) and the whole value (exact), see
-# store/search_sql.py ``SqlBuilder.equal``; SQLite has no such limit and indexes the
-# whole value.
+# Text columns that lead a lookup index, and the length of the prefix indexed instead
+# of the whole value: a PostgreSQL B-tree entry must fit a third of a page (2,704
+# bytes), so a 2,700-character family name or a 10 KB valueString could not be stored
+# at all.  256 characters are at most 1,024 bytes of UTF-8.  A search value no longer
+# than the prefix is matched on the prefix alone (exact: see store/search_sql.py
+# ``SqlBuilder.equal``); a longer one on the prefix and then the whole value.  SQLite
+# has no such limit, but the same indexes and queries serve both databases.
 PREFIX_CHARS = 256
 PREFIXED_COLUMNS = {"string_index": "norm", "uri_index": "uri", "composite_index": "c0_t2",
                     "token_index": "text"}
@@ -221,41 +221,40 @@ def _prefixed(table: str, columns: str) -> str:
     return columns.replace(PREFIXED_COLUMNS[table], prefix(PREFIXED_COLUMNS[table]), 1)
 
 
-def lookup_indexes(dialect: str = "sqlite") -> list[tuple[str, str]]:
-    """(name, DDL) of the index tables' lookup indexes.
+def lookup_indexes() -> list[tuple[str, str]]:
+    """(name, DDL) of the index tables' lookup indexes, the same for both dialects.
 
     Their keys arrive in random order (hashes, uuids), so each row a load inserts
     lands on a random B-tree page; the owner indexes grow at their end (keys are
     allocated in increasing order).  A bulk load into an empty database builds
-    these afterwards instead (see ``Repository.bulk_load``).  On PostgreSQL the
-    long text keys are indexed by prefix (``PREFIXED_COLUMNS``), under another
-    name than the whole-value index they replace (``REPLACED_INDEXES``).
+    these afterwards instead (see ``Repository.bulk_load``).  Long text keys are
+    indexed by prefix (``PREFIXED_COLUMNS``), under another name than the
+    whole-value index they replaced (``REPLACED_INDEXES``).
     """
-    text_key = "h_param, text, res_pk"
     indexes: list[tuple[str, str]] = []
     for table in INDEX_TABLES:
         name, columns = f"{table}_lookup", _LOOKUPS[table]
-        if dialect == "postgresql" and table in PREFIXED_COLUMNS and table != "token_index":
+        if table in PREFIXED_COLUMNS and table != "token_index":
             name, columns = f"{table}_prefix", _prefixed(table, columns)
         indexes.append((name, f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})"))
     # :text searches; most token rows carry no text, so the index holds only those that do
-    name = "token_index_text"
-    if dialect == "postgresql":
-        name, text_key = "token_index_text_prefix", _prefixed("token_index", text_key)
-    indexes.append((name, f"CREATE INDEX IF NOT EXISTS {name} ON token_index ({text_key}) "
-                          "WHERE text IS NOT NULL"))
+    text_key = _prefixed("token_index", "h_param, text, res_pk")
+    indexes.append(("token_index_text_prefix", "CREATE INDEX IF NOT EXISTS "
+                    f"token_index_text_prefix ON token_index ({text_key}) "
+                    "WHERE text IS NOT NULL"))
     return indexes
 
 
 # whole-value indexes of databases made before the prefix indexes (same layout version):
-# dropped when such a database opens, so it takes long values from then on
-REPLACED_INDEXES = {"postgresql": ("string_index_lookup", "uri_index_lookup",
-                                   "composite_index_lookup", "token_index_text")}
+# dropped when such a database opens, after its prefix indexes were built, so it takes
+# long values from then on
+REPLACED_INDEXES = ("string_index_lookup", "uri_index_lookup", "composite_index_lookup",
+                    "token_index_text")
 
 
 def statements(dialect: str) -> list[str]:
     """Every DDL statement for ``dialect``, idempotent (IF NOT EXISTS)."""
     types = DIALECT_TYPES[dialect]
-    replaced = [f"DROP INDEX IF EXISTS {name}" for name in REPLACED_INDEXES.get(dialect, ())]
-    return [statement.format(**types) for statement in (*_CORE, *_index_statements(dialect))
+    replaced = [f"DROP INDEX IF EXISTS {name}" for name in REPLACED_INDEXES]
+    return [statement.format(**types) for statement in (*_CORE, *_index_statements())
             ] + replaced

@@ -203,13 +203,14 @@ class SqlBuilder:
             target = self.alias("t")
             column = f"({target}.res_type || '')" if _selective(inner) else f"{target}.res_type"
             alternatives.append(
-                f"({ref}.target_type = {self.value(kind)} AND {ref}.target_id IN "
-                f"(SELECT {target}.res_id FROM resource {target} WHERE {column} = "
-                f"{self.value(kind)} AND {target}.deleted = {self.value(False)} AND "
-                f"{self.clause(inner, target, (kind,))}))")
+                f"({ref}.target_id IN (SELECT {target}.res_id FROM resource {target} WHERE "
+                f"{self.clause(inner, target, (kind,))} AND {column} = {self.value(kind)} "
+                f"AND {target}.deleted = {self.value(False)}) AND "
+                f"{ref}.target_type = {self.value(kind)})")
+        either = alternatives[0] if len(alternatives) == 1 else \
+            f"({' OR '.join(alternatives)})"
         return (f"{owner}.pk IN (SELECT {ref}.res_pk FROM reference_index {ref} WHERE "
-                f"{self.param_match(ref, types, clause.parameter.code)} AND "
-                f"({' OR '.join(alternatives)}))")
+                f"{either} AND {self.param_match(ref, types, clause.parameter.code)})")
 
     def _has(self, clause: HasClause, owner: str, types: tuple[str, ...]) -> str:
         """Driven from the inner clause: matching sources, then their reference rows.
@@ -345,30 +346,41 @@ class SqlBuilder:
         return handler(self, value, modifier, columns)
 
     def equal(self, column: str, text: str) -> str:
-        """``column = text``, led by its indexed prefix where the column has one.
+        """``column = text``, on its indexed prefix where the column has one.
 
-        PostgreSQL indexes long text columns by prefix (store/schema.py
-        ``PREFIXED_COLUMNS``): only a condition on that same expression can use the
-        index, and the whole-value comparison keeps the answer exact.
+        Long text columns are indexed by prefix (store/schema.py ``PREFIXED_COLUMNS``):
+        only a condition on that same expression can use the index.  A text shorter
+        than the prefix equals the column exactly when it equals the column's prefix;
+        a longer one is compared whole as well.
         """
-        whole = f"{column} = {self.value(text)}"
         if column.rpartition(".")[2] not in _PREFIXED:
-            return whole
-        return f"{prefix(column)} = {self.value(text[:PREFIX_CHARS])} AND {whole}"
+            return f"{column} = {self.value(text)}"
+        if len(text) < PREFIX_CHARS:
+            return f"{self._present(column)}{prefix(column)} = {self.value(text)}"
+        return f"{prefix(column)} = {self.value(text[:PREFIX_CHARS])} AND " \
+               f"{column} = {self.value(text)}"
 
     def starts_with(self, column: str, text: str) -> str:
-        """``column`` begins with ``text`` (a byte-wise range), led by its indexed prefix.
+        """``column`` begins with ``text``: a byte-wise range, on its indexed prefix.
 
-        A text no longer than the prefix bounds the prefix by the same range; a
-        longer one fixes the whole prefix.
+        A text no longer than the prefix begins the column exactly when it begins
+        the column's prefix; a longer one fixes the whole prefix and is compared
+        whole as well.
         """
-        low, high = self.value(text), self.value(text + TOP)
-        whole = f"{column} >= {low} AND {column} < {high}"
-        if column.rpartition(".")[2] not in _PREFIXED:
-            return whole
-        if len(text) > PREFIX_CHARS:
-            return f"{prefix(column)} = {self.value(text[:PREFIX_CHARS])} AND {whole}"
-        return f"{prefix(column)} >= {low} AND {prefix(column)} < {high} AND {whole}"
+        prefixed = column.rpartition(".")[2] in _PREFIXED
+        if prefixed and len(text) > PREFIX_CHARS:
+            return (f"{prefix(column)} = {self.value(text[:PREFIX_CHARS])} AND "
+                    f"{column} >= {self.value(text)} AND {column} < {self.value(text + TOP)}")
+        if not prefixed:
+            return f"{column} >= {self.value(text)} AND {column} < {self.value(text + TOP)}"
+        return (f"{self._present(column)}{prefix(column)} >= {self.value(text)} AND "
+                f"{prefix(column)} < {self.value(text + TOP)}")
+
+    @staticmethod
+    def _present(column: str) -> str:
+        """``column IS NOT NULL AND`` for a column whose index holds only present values
+        (token texts): a condition on its prefix alone does not tell SQLite that."""
+        return f"{column} IS NOT NULL AND " if column.rpartition(".")[2] == "text" else ""
 
     def _string(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
         assert isinstance(value, StringValue)
