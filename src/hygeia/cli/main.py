@@ -98,6 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "on this host is taken over at once)")
     serve.add_argument("--keep-hours", type=float, default=24.0,
                        help="hours export files are kept after the export (default 24)")
+    serve.add_argument("--statement-timeout", type=float, default=10.0,
+                       help="seconds a database query of a request may run before it is "
+                            "stopped and answered 503 (default 10; 0: no limit)")
+    serve.add_argument("--job-statement-timeout", type=float, default=600.0,
+                       help="the same for bulk export, import and reindex jobs and for "
+                            "writes (default 600)")
+    serve.add_argument("--max-search-values", type=int, default=100,
+                       help="comma-separated values one search parameter may have "
+                            "(default 100)")
+    serve.add_argument("--max-chain-depth", type=int, default=3,
+                       help="references one chained search or _has may follow (default 3)")
 
     load = commands.add_parser("load", help="load Bundles/NDJSON into the database",
                                epilog=EPILOG_LOAD,
@@ -169,7 +180,11 @@ def serve(args: argparse.Namespace) -> int:
                         oidc_jwks_url=args.oidc_jwks_url,
                         outbound_allow=tuple(args.outbound_allow),
                         outbound_timeout_seconds=args.outbound_timeout,
-                        audit_durable=not args.audit_async)
+                        audit_durable=not args.audit_async,
+                        statement_timeout=max(0.0, args.statement_timeout),
+                        job_statement_timeout=max(0.0, args.job_statement_timeout),
+                        max_search_values=max(1, args.max_search_values),
+                        max_chain_depth=max(0, args.max_chain_depth))
     # opened here to refuse a database of another layout before serving, and for the
     # demo; closed again because the serving worker opens its own after the fork
     repository = open_repository(args.db)

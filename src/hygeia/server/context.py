@@ -51,6 +51,14 @@ class Settings:
     # a response waits until its AuditEvent is committed, so a crash loses no record of an
     # answered request (False: recorded within milliseconds, but a crash can lose those)
     audit_durable: bool = True
+    # search limits (fhir/search/query.py SearchLimits; docs/guide/search.md "Limits")
+    max_search_values: int = 100  # comma-separated values of one search parameter
+    max_chain_depth: int = 3  # reference steps in one chain or _has
+    max_search_parameters: int = 100  # name=value pairs in one search request
+    # a database statement running longer is cancelled and answered 503 (0: no limit);
+    # jobs (bulk export and import, reindex) get job_statement_timeout instead
+    statement_timeout: float = 10.0
+    job_statement_timeout: float = 600.0
 
 
 @dataclass(slots=True)
@@ -128,10 +136,23 @@ def bundle(kind: str, entries: list[dict[str, Any]], **elements: Any) -> dict[st
     return resource
 
 
+MAX_VERSION_DIGITS = 18  # a version id this server issues fits a signed 64-bit integer
+
+
 def parse_etag(value: str) -> int | None:
     """``W/"3"`` or ``"3"`` or ``3`` -> 3; None when it is not a version tag."""
     text = value.strip()
     if text.startswith("W/"):
         text = text[2:]
-    text = text.strip('"')
-    return int(text) if text.isdigit() else None
+    return version_number(text.strip('"'))
+
+
+def version_number(text: str) -> int | None:
+    """A version id as this server issues them (1 to 18 ASCII digits) as a number, else None.
+
+    Bounded before ``int``: Python refuses strings of over 4,300 digits, and the
+    database column holds 64 bits.
+    """
+    if 0 < len(text) <= MAX_VERSION_DIGITS and text.isascii() and text.isdigit():
+        return int(text)
+    return None

@@ -15,7 +15,7 @@ import orjson
 
 from hygeia.fhir.outcome import BadRequest, NotFound, operation_outcome
 from hygeia.fhir.search.parameters import SearchRegistry
-from hygeia.fhir.search.query import CompartmentClause, Query, parse_query
+from hygeia.fhir.search.query import CompartmentClause, Query, SearchLimits, parse_query
 from hygeia.fhir.search.results import WHEN_FREE, Include
 from hygeia.fhir.spec import is_resource_type, patient_compartment
 from hygeia.server.context import FhirRequest, FhirResponse, Settings, bundle
@@ -74,7 +74,7 @@ def everything(session: Session, request: FhirRequest, patient_id: str,
     params = [(k, v) for k, v in request.query if k in ("_count", "_cursor", "_total")]
     params += [("_lastUpdated", f"ge{v}") for k, v in request.query if k == "_since"]
     query = parse_query("Patient", params, max_count=settings.max_count,
-                        registry=session.registry)
+                        registry=session.registry, limits=search_limits(settings))
     if not query.options.count_given:
         query.options.count = settings.default_count
     if not any(k == "_total" for k, _ in params):
@@ -106,10 +106,18 @@ def _types_parameter(params: list[tuple[str, str]]) -> list[str]:
 def _parse(request: FhirRequest, resource_type: str, settings: Settings,
            registry: SearchRegistry | None) -> Query:
     query = parse_query(resource_type, request.query, strict=request.prefer_strict,
-                        max_count=settings.max_count, registry=registry)
+                        max_count=settings.max_count, registry=registry,
+                        limits=search_limits(settings))
     if not query.options.count_given:
         query.options.count = settings.default_count
     return query
+
+
+def search_limits(settings: Settings) -> SearchLimits:
+    """What one client search may ask for, from the server's settings."""
+    return SearchLimits(values=settings.max_search_values,
+                        chain_depth=settings.max_chain_depth,
+                        parameters=settings.max_search_parameters)
 
 
 def _respond(session: Session, request: FhirRequest, query: Query, path: str) -> FhirResponse:
