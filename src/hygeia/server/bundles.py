@@ -319,7 +319,8 @@ def _execute(service: FhirService, session: Session, request: FhirRequest,
         operations, content_type = _patch_body(entry)
         return write.patch(session, resource_type, entry.target_id, operations,
                            content_type=content_type, base_url=base,
-                           if_match=entry.request.get("ifMatch"))
+                           if_match=entry.request.get("ifMatch"),
+                           limits=write.patch_limits(service.settings))
     sub = FhirRequest(entry.method, urlsplit(entry.url).path, entry.query, entry.resource,
                       base, if_match=entry.request.get("ifMatch"),
                       if_none_match=entry.request.get("ifNoneMatch"))
