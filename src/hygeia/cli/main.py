@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the provider's keys (default: from its openid-configuration)")
     serve.add_argument("--max-body-mb", type=float, default=64.0,
                        help="largest accepted request body in MB (default 64)")
+    serve.add_argument("--max-bundle-entries", type=int, default=10_000,
+                       help="most entries in one batch or transaction Bundle (default 10000; "
+                            "more get 413: use $import or hygeia load)")
+    serve.add_argument("--max-patch-operations", type=int, default=1000,
+                       help="most operations in one JSON Patch or FHIRPath Patch "
+                            "(default 1000)")
     serve.add_argument("--threads", type=int, default=default_threads(),
                        help="request threads (default: 2 per core plus 1, "
                             f"{default_threads()} here)")
@@ -151,6 +157,8 @@ def serve(args: argparse.Namespace) -> int:
         console.print("[red]--workers must be at least 1.")
         return 2
     settings = Settings(max_body_bytes=int(args.max_body_mb * 1024 ** 2),
+                        max_bundle_entries=args.max_bundle_entries,
+                        max_patch_operations=args.max_patch_operations,
                         offload=not args.no_offload and (os.cpu_count() or 1) > 1,
                         files_dir=args.files or default_files_dir(args.db),
                         export_file_bytes=int(args.export_file_mb * 1024 ** 2),

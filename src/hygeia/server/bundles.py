@@ -1,5 +1,11 @@
 """Batch and transaction Bundles (http.html#transaction).
 
+A Bundle may have at most ``Settings.max_bundle_entries`` entries (413
+beyond, before any is read): a transaction holds all its entries, their
+index rows and its response in memory at once, about 20 KB per Synthea
+entry.  Larger loads belong to ``$import`` or ``hygeia load``.  After a
+large Bundle the worker hands the memory it freed back to the system.
+
 A transaction is atomic: every entry runs in one database transaction, in the
 spec's order (DELETE, POST, PUT/PATCH, GET), after ``urn:uuid:`` fullUrls and
 conditional references have been resolved.  Any failure rolls the whole
@@ -24,6 +30,7 @@ from hygeia.fhir.outcome import (
     FhirError,
     Issue,
     MethodNotAllowed,
+    PayloadTooLarge,
     PreconditionFailed,
     Unprocessable,
     information,
@@ -32,6 +39,7 @@ from hygeia.fhir.search.matcher import MatchContext, matches
 from hygeia.fhir.search.query import parse_criteria
 from hygeia.fhir.validation import validate
 from hygeia.server import write
+from hygeia.server.allocator import release_memory_soon
 from hygeia.server.auth.access import Access
 from hygeia.server.auth.guard import guarded
 from hygeia.server.context import FhirRequest, FhirResponse
@@ -78,14 +86,34 @@ def process_bundle(service: FhirService, request: FhirRequest) -> FhirResponse:
         raise BadRequest("POST to the base needs a Bundle of type batch or transaction.",
                          expression="resourceType")
     kind = bundle.get("type")
-    if kind == "transaction":
-        entries = process_transaction(service, request, bundle)
-    elif kind == "batch":
-        entries = process_batch(service, request, bundle)
-    else:
+    if kind not in ("transaction", "batch"):
         raise BadRequest(f"Bundle.type must be batch or transaction, not {kind!r}.",
                          expression="Bundle.type")
+    size = check_entry_count(bundle, service.settings.max_bundle_entries)
+    try:
+        if kind == "transaction":
+            entries = process_transaction(service, request, bundle)
+        else:
+            entries = process_batch(service, request, bundle)
+    finally:
+        if size >= RELEASE_AFTER_ENTRIES:
+            release_memory_soon()
     return FhirResponse(200, resource=bundle_of(f"{kind}-response", entries))
+
+
+RELEASE_AFTER_ENTRIES = 1000  # smaller Bundles free too little to be worth a collection
+
+
+def check_entry_count(bundle: dict[str, Any], limit: int) -> int:
+    """The number of entries; 413 beyond ``limit``, pointing to the bulk paths."""
+    entries = bundle.get("entry")
+    count = len(entries) if isinstance(entries, list) else 0
+    if count > limit:
+        raise PayloadTooLarge(
+            f"The Bundle has {count:,} entries; a batch or transaction may have at most "
+            f"{limit:,}. Send larger sets as several Bundles, or load them with $import "
+            "(bulk data import) or `hygeia load`.", expression="Bundle.entry")
+    return count
 
 
 def parse_entries(bundle: dict[str, Any]) -> list[Entry]:

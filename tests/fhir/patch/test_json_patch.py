@@ -36,13 +36,21 @@ def test_the_copy_bomb_is_refused_before_it_is_built() -> None:
     that would pass the limit, in milliseconds."""
     started = time.monotonic()
     with pytest.raises(Unprocessable) as raised:
-        patched([DOUBLING] * 25, PatchLimits(max_bytes=64 * 1024))
+        patched([DOUBLING] * 25)
     assert time.monotonic() - started < 1
     issue = raised.value.issues[0]
     assert issue.code == "too-costly"
-    # 30 bytes of names doubled 11 times is 61 KB; the 12th copy would pass 64 KB
+    # the copies of 30 bytes of names, doubling, add up to 61 KB after 11; the 12th
+    # would pass what a patch may copy (the resource's size plus 64 KB)
     assert issue.expression == "/11"
-    assert issue.diagnostics.startswith("Operation 11 (copy '/name/-')")
+    assert issue.diagnostics.startswith("Operation 11 (copy '/name/-'): The patch would "
+                                        "copy more than 65,6")
+
+
+def test_the_result_size_is_bounded_too() -> None:
+    with pytest.raises(Unprocessable, match="over the 2,000-byte limit") as raised:
+        patched([DOUBLING] * 25, PatchLimits(max_bytes=2000))
+    assert raised.value.issues[0].expression == "/5"
 
 
 def test_the_limit_is_on_the_result_not_on_each_step() -> None:
@@ -59,14 +67,14 @@ def test_the_limit_is_on_the_result_not_on_each_step() -> None:
                      PatchLimits(max_bytes=size + 50))
 
 
-def test_copying_and_removing_again_is_bounded_by_what_it_writes() -> None:
+def test_copying_and_removing_again_is_bounded_by_what_it_copies() -> None:
     """Removals shrink the result but do not refund the work of copying."""
-    resource = {"resourceType": "Patient", "name": [{"family": "x" * 1000}]}
+    resource = {"resourceType": "Patient", "name": [{"family": "x" * 10_000}]}
     churn = [{"op": "copy", "from": "/name", "path": "/contact"},
              {"op": "remove", "path": "/contact"}] * 20
-    with pytest.raises(Unprocessable, match="write more than") as raised:
-        apply_json_patch(resource, churn, PatchLimits(max_bytes=10_000))
-    assert raised.value.issues[0].expression == "/18"
+    with pytest.raises(Unprocessable, match="copy more than") as raised:
+        apply_json_patch(resource, churn)
+    assert raised.value.issues[0].expression == "/14"  # the 8th copy of 10 KB: 80 > 74 KB
 
 
 def test_replacing_the_whole_document_is_priced_as_a_replacement() -> None:

@@ -56,7 +56,10 @@ def _apply_one(document: Any, operation: dict[str, Any], budget: PatchBudget,
     where = f"/{index}"
     summary = f"Operation {index} ({operation.get('op')} {operation.get('path')!r})"
     try:
-        budget.spend(*_price(document, operation))
+        added, removed = _price(document, operation)
+        if operation["op"] == "copy":
+            budget.copy(added)
+        budget.spend(added, removed)
         return jsonpatch.JsonPatch([operation]).apply(document, in_place=True)
     except FhirError as error:
         raise type(error)(issues=[Issue(i.code, f"{summary}: {i.diagnostics}", where)
