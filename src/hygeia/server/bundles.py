@@ -4,7 +4,11 @@ A Bundle may have at most ``Settings.max_bundle_entries`` entries (413
 beyond, before any is read): a transaction holds all its entries, their
 index rows and its response in memory at once, about 20 KB per Synthea
 entry.  Larger loads belong to ``$import`` or ``hygeia load``.  After a
-large Bundle the worker hands the memory it freed back to the system.
+large Bundle the worker hands the memory it freed back to the system.  The
+results of its GET entries (searches, reads) may add up to at most
+``Settings.max_body_bytes`` (:class:`ResultBudget`): a 60-byte search entry
+can answer a thousand resources, so without it a Bundle's response could be
+thousands of times larger than the Bundle.
 
 A transaction is atomic: every entry runs in one database transaction, in the
 spec's order (DELETE, POST, PUT/PATCH, GET), after ``urn:uuid:`` fullUrls and
@@ -182,11 +186,13 @@ def process_transaction(service: FhirService, request: FhirRequest,
                 if entry.method in ("POST", "PUT") and isinstance(entry.resource, dict):
                     with located(entry):
                         entry.resource = rewrite_references(entry.resource, resolve)
+            results = ResultBudget(service.settings.max_body_bytes)
             for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
                 with located(entry):
                     entry.response = _execute(
                         service, guarded(session, request.access, entry.route.interaction),
                         request, entry)
+                    results.charge(entry.method, entry.response)
             if check is not None:
                 check.raise_if_invalid(lambda: validate_entries(entries))
             service.audit.in_transaction(session, request, entries)
@@ -401,6 +407,38 @@ def _body(response: FhirResponse) -> Any:
     return response.resource
 
 
+class ResultBudget:
+    """The bytes of resources a Bundle's GET entries may return, in all.
+
+    Writes echo what the Bundle sent (bounded by the body limit already); reads
+    and searches are what can multiply it.  An entry that would pass the budget
+    fails (in a transaction: the whole transaction) with a 422 ``too-costly``.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.spent = 0
+
+    def charge(self, method: str, response: FhirResponse) -> None:
+        if method not in ("GET", "HEAD"):
+            return
+        self.spent += _result_size(response)
+        if self.spent > self.limit:
+            raise Unprocessable(
+                f"The results of this Bundle's GET entries pass {self.limit:,} bytes (the "
+                "request body limit); run large searches on their own and follow their "
+                "next links.", code="too-costly")
+
+
+def _result_size(response: FhirResponse) -> int:
+    """Bytes of a read (stored JSON) or a searchset (its resources, mostly stored JSON)."""
+    if response.raw is not None:
+        return len(response.raw)
+    entries = (response.resource or {}).get("entry") or []
+    return sum(len(orjson.dumps(entry["resource"])) for entry in entries
+               if isinstance(entry, dict) and "resource" in entry)
+
+
 # --- batch -------------------------------------------------------------------------------
 
 
@@ -409,11 +447,13 @@ def process_batch(service: FhirService, request: FhirRequest,
     raw_entries = bundle.get("entry", [])
     if not isinstance(raw_entries, list):
         raise BadRequest("Bundle.entry must be an array.", expression="Bundle.entry")
-    return [_batch_entry(service, request, index, raw) for index, raw in enumerate(raw_entries)]
+    results = ResultBudget(service.settings.max_body_bytes)
+    return [_batch_entry(service, request, index, raw, results)
+            for index, raw in enumerate(raw_entries)]
 
 
 def _batch_entry(service: FhirService, request: FhirRequest, index: int,
-                 raw: Any) -> dict[str, Any]:
+                 raw: Any, results: ResultBudget) -> dict[str, Any]:
     try:
         try:
             entry = _parse_entry(index, raw)
@@ -429,6 +469,7 @@ def _batch_entry(service: FhirService, request: FhirRequest, index: int,
         if entry.method == "PATCH":
             sub.body, sub.content_type = _patch_body(entry)
         entry.response = service.handle(sub)
+        results.charge(entry.method, entry.response)
         return _response_entry(entry, request)
     except FhirError as error:
         return _failed(error.status, error.outcome())
