@@ -151,7 +151,8 @@ def test_where_criteria_are_real_fhirpath() -> None:
     ("family.exists().not()", "nickname"),
     ("given.first().startsWith('Ni')", "nickname"),
     ("given.count() = 2", "official"),
-    ("$this.use in ('nickname' | 'old')", "nickname"),
+    ("$this.use in 'nickname'", "nickname"),
+    ("family.exists() and family.startsWith('(') = false", "official"),
     ("family", "official"),  # one non-boolean value counts as true (singleton rule)
 ])
 def test_where_criteria_shapes(criteria: str, kept: str) -> None:
@@ -161,6 +162,29 @@ def test_where_criteria_shapes(criteria: str, kept: str) -> None:
     assert len(changed) == 1
     assert changed[0] == {**next(n for n in PATIENT["name"] if n["use"] == kept),
                           "use": "usual"}
+
+
+@pytest.mark.parametrize("criteria", [
+    "descendants().count() > 1", "repeat(given).exists()", "family.matches('(a+)+$')",
+    "%resource.id = 'p'", "use in ('a' | 'b')", "family ~ 'a'",
+])
+def test_costly_or_far_reaching_criteria_are_refused(criteria: str) -> None:
+    with pytest.raises(Unprocessable, match="criteria may not use") as raised:
+        patch(PATIENT, op("delete", f"Patient.name.where({criteria})"))
+    assert raised.value.issues[0].code == "not-supported"
+
+
+def test_where_examines_a_bounded_amount_of_elements() -> None:
+    resource = {"resourceType": "Patient",
+                "identifier": [{"value": "x" * 100} for _ in range(50)]}
+    path = "Patient.identifier.where(value = 'none')"
+    apply_fhirpath_patch(resource, {"resourceType": "Parameters",
+                                    "parameter": [op("delete", path)]},
+                         PatchLimits(max_where_bytes=10_000))
+    with pytest.raises(Unprocessable, match="examine more than 10,000 bytes"):
+        apply_fhirpath_patch(resource, {"resourceType": "Parameters",
+                                        "parameter": [op("delete", path)] * 2},
+                             PatchLimits(max_where_bytes=10_000))
 
 
 def test_where_giving_several_values_per_element_is_refused() -> None:

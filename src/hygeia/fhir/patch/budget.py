@@ -17,8 +17,9 @@ with a few bytes for the key and separators), and refused as soon as:
   and 35 s (measured).  With this bound a patch costs about what reading
   the resource costs, even when it removes what it copied; or
 * it has more than ``max_operations`` operations, or the FHIRPath Patch
-  paths visit more than ``max_path_visits`` elements in all (each element a
-  ``where()`` is evaluated on counts: fhirpathpy takes about 50 us each).
+  paths visit more than ``max_path_visits`` elements in all, or its
+  ``where()`` criteria are evaluated on more than ``max_where_bytes`` of
+  elements in all (fhirpathpy takes about 50 us per small element).
 
 Sizes are estimates of the compact JSON; they never undercount what a value
 adds, which is what matters for the bound.
@@ -36,6 +37,7 @@ from hygeia.fhir.outcome import Unprocessable
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # the server's default request body limit
 DEFAULT_MAX_OPERATIONS = 1000
 MAX_PATH_VISITS = 50_000  # about 2.5 s of where() evaluation at most
+MAX_WHERE_BYTES = 4 * 1024 * 1024  # of elements where() criteria are evaluated on
 COPY_ALLOWANCE = 64 * 1024  # what any patch may copy, besides the resource's own size
 
 
@@ -46,6 +48,7 @@ class PatchLimits:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_operations: int = DEFAULT_MAX_OPERATIONS
     max_path_visits: int = MAX_PATH_VISITS
+    max_where_bytes: int = MAX_WHERE_BYTES
 
 
 def json_size(value: Any) -> int:
@@ -75,6 +78,7 @@ class PatchBudget:
         self.copied = 0  # bytes the copy operations have copied so far
         self.copy_allowance = min(limits.max_bytes, resource_size + COPY_ALLOWANCE)
         self.visits = 0  # elements the paths have been evaluated on so far
+        self.examined = 0  # bytes of elements where() criteria have been evaluated on
 
     def check_operation_count(self, count: int, expression: str) -> None:
         if count > self.limits.max_operations:
@@ -110,3 +114,12 @@ class PatchBudget:
             raise Unprocessable(
                 f"The patch's paths visit more than {self.limits.max_path_visits:,} elements "
                 "in all; use more selective paths or fewer operations.", code="too-costly")
+
+    def examine(self, size: int) -> None:
+        """Account for ``where()`` criteria evaluated on an element of ``size`` bytes."""
+        self.examined += size
+        if self.examined > self.limits.max_where_bytes:
+            raise Unprocessable(
+                f"The patch's where() criteria would examine more than "
+                f"{self.limits.max_where_bytes:,} bytes of elements in all; use more "
+                "selective paths (an index, or navigation before where()).", code="too-costly")

@@ -8,8 +8,12 @@ then its steps are navigated here:
 * ``Patient.name``, ``Patient.name.given``: child navigation, flattening
   lists; choice elements by their base name (``Observation.value``)
 * ``[n]``, ``first()``, ``last()``: on the collection so far, as in FHIRPath
-* ``where(criteria)``: any FHIRPath criteria, evaluated by fhirpathpy on each
-  element (``where(family = 'A' or given = 'B')``, ``where(period.exists())``)
+* ``where(criteria)``: FHIRPath criteria, evaluated by fhirpathpy on each
+  element (``where(family = 'A' or given = 'B')``, ``where(period.exists())``).
+  The criteria see only the element (no ``%resource``), and may use the
+  functions of :data:`CRITERIA_FUNCTIONS`, whose cost grows no faster than
+  the element: ``descendants()``, ``repeat()``, ``matches()`` (regular
+  expressions), ``|`` and ``~`` could make one evaluation take minutes.
 * ``extension('url')`` and ``ofType(Type)``
 
 A valid FHIRPath step outside this list (``skip(1)``, ``|``, ``resolve()``)
@@ -30,7 +34,7 @@ from functools import lru_cache
 from typing import Any
 
 from hygeia.fhir.outcome import BadRequest, Unprocessable
-from hygeia.fhir.patch.budget import PatchBudget, PatchLimits
+from hygeia.fhir.patch.budget import PatchBudget, PatchLimits, json_size
 from hygeia.fhir.spec import type_definitions
 
 MAX_PATH_CHARS = 4096
@@ -39,6 +43,16 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INDEX = re.compile(r"\[\s*(\d{1,9})\s*\]")
 _SUPPORTED = ("element names, [n], first(), last(), where(criteria), extension('url'), "
               "ofType(Type)")
+CRITERIA_FUNCTIONS = frozenset({
+    "where", "select", "exists", "empty", "not", "all", "allTrue", "anyTrue", "allFalse",
+    "anyFalse", "count", "first", "last", "single", "tail", "skip", "take", "ofType", "is",
+    "as", "iif", "hasValue", "extension", "children", "startsWith", "endsWith", "contains",
+    "lower", "upper", "length", "substring", "indexOf", "trim", "toString", "toInteger",
+    "toDecimal", "toBoolean", "toDate", "toDateTime", "toTime", "toQuantity", "today", "now",
+    "abs", "ceiling", "floor", "round", "truncate",
+})
+_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`")
+_CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +112,11 @@ def locate(resource: dict[str, Any], path: str,
     if not steps or steps[0] != root:
         raise BadRequest(f"Patch path '{path}' must start with the resource type {root}.",
                          expression="path")
-    spend = (budget or PatchBudget(PatchLimits(), 0)).visit
+    budget = budget or PatchBudget(PatchLimits(), 0)
     nodes = [Node({ROOT: resource}, ROOT, None, str(root))]
     for step in steps[1:]:
-        spend(len(nodes))
-        nodes = _apply_step(nodes, step, path, resource)
+        budget.visit(len(nodes))
+        nodes = _apply_step(nodes, step, path, resource, budget)
     return nodes
 
 
@@ -180,8 +194,8 @@ def _split_steps(path: str) -> list[str]:
     return steps
 
 
-def _apply_step(nodes: list[Node], step: str, path: str,
-                resource: dict[str, Any]) -> list[Node]:
+def _apply_step(nodes: list[Node], step: str, path: str, resource: dict[str, Any],
+                budget: PatchBudget | None) -> list[Node]:
     index = _INDEX.fullmatch(step)
     if index:
         position = int(index.group(1))
@@ -194,7 +208,7 @@ def _apply_step(nodes: list[Node], step: str, path: str,
     if argument is not None:
         function, text = argument
         if function == "where":
-            return _where(nodes, text, path, resource)
+            return _where(nodes, text, path, resource, budget)
         if function == "extension":
             url = _string_literal(text, step, path)
             return [child for node in nodes for child in _children(node, "extension")
@@ -249,13 +263,15 @@ def _type_of(value: Any, declared: str | None) -> str | None:
     return declared
 
 
-def _where(nodes: list[Node], criteria: str, path: str,
-           resource: dict[str, Any]) -> list[Node]:
+def _where(nodes: list[Node], criteria: str, path: str, resource: dict[str, Any],
+           budget: PatchBudget | None) -> list[Node]:
     """Keep the nodes for which ``criteria`` is true, in FHIRPath's singleton rules:
     empty is false, one boolean is itself, one other item is true, several are an error."""
     evaluate = _compiled(criteria, path)
     kept = []
     for node in nodes:
+        if budget is not None:
+            budget.examine(json_size(node.value))
         result = _evaluate(evaluate, node, resource, criteria)
         if len(result) > 1:
             raise Unprocessable(f"Patch path '{path}': where({criteria}) gives {len(result)} "
@@ -283,7 +299,20 @@ def _compiled(criteria: str, path: str) -> Callable[..., list[Any]]:
     if problem:
         raise BadRequest(f"Patch path '{path}': where({criteria}) is not FHIRPath: {problem}.",
                          expression="path")
+    unsupported = _costly_parts(criteria)
+    if unsupported:
+        raise Unprocessable(f"Patch path '{path}': where() criteria may not use "
+                            f"{', '.join(unsupported)} in patches (they are costly or reach "
+                            "beyond the element).", code="not-supported", expression="path")
     return _compile(criteria)
+
+
+def _costly_parts(criteria: str) -> list[str]:
+    """What ``criteria`` uses beyond :data:`CRITERIA_FUNCTIONS` and cheap operators."""
+    code = _LITERAL.sub("''", criteria)
+    parts = [f"{name}()" for name in _CALL.findall(code) if name not in CRITERIA_FUNCTIONS]
+    parts += [f"'{sign}'" for sign in ("%", "|", "~") if sign in code]
+    return sorted(set(parts))
 
 
 @lru_cache(maxsize=256)
