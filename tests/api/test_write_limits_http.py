@@ -7,6 +7,9 @@ command; offload helpers are the worker's own children) in /proc.
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -236,3 +239,16 @@ def test_results_of_get_entries_are_bounded_by_the_body_limit(database_url: str)
         assert body["issue"][0]["expression"] == ["Bundle.entry[2]"]
     finally:
         server.stop()
+
+
+def test_hygeia_load_takes_the_bundle_the_api_refuses(tmp_path: Path) -> None:
+    """The 413 points to ``hygeia load``; it loads a Bundle file of any size."""
+    path = tmp_path / "big.json"
+    path.write_bytes(bundle_of(DEFAULT_MAX_ENTRIES + 1))
+    database = f"sqlite:///{tmp_path}/load.db"
+    result = subprocess.run([sys.executable, "-m", "hygeia.cli.main", "load", "--db", database,
+                             "--quiet", str(path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with sqlite3.connect(tmp_path / "load.db") as connection:
+        stored = connection.execute("SELECT count(*) FROM resource").fetchone()
+    assert stored[0] == DEFAULT_MAX_ENTRIES + 1

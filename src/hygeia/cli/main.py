@@ -218,7 +218,7 @@ def load_demo(service: object, console: Console) -> None:
 
 def load(args: argparse.Namespace) -> int:
     from hygeia.cli.load import load_paths, summary
-    from hygeia.server import FhirService
+    from hygeia.server import FhirService, Settings
     from hygeia.server.allocator import tune_this_process
     from hygeia.store import open_repository
 
@@ -229,8 +229,10 @@ def load(args: argparse.Namespace) -> int:
     if args.workers < 0:
         console.print("[red]--workers must be 0 or more")
         return 2
+    # a Bundle file of any size loads as one transaction: the entry limit guards the API
+    unlimited = Settings(max_bundle_entries=sys.maxsize)
     with open_repository(args.db) as repository:
-        report, files = load_paths(FhirService(repository), args.paths, console,
+        report, files = load_paths(FhirService(repository, unlimited), args.paths, console,
                                    quiet=args.quiet, workers=args.workers, upsert=args.upsert)
     for error in report.first_errors[:SHOWN_ERRORS]:  # plain lines: one per error, easy to grep
         print(f"error: {error}", file=sys.stderr)
