@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import jsonpatch
-import jsonpointer
 
 from hygeia.fhir.outcome import BadRequest, FhirError, Issue, Unprocessable
 from hygeia.fhir.patch.budget import PatchBudget, PatchLimits, json_size, member_size
@@ -45,7 +44,7 @@ def _check_structure(operations: list[Any]) -> None:
     """Every operation well-formed (op, path, from, value) before any is applied."""
     try:
         jsonpatch.JsonPatch(operations)
-    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as error:
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
         raise BadRequest(f"The JSON Patch is malformed: {error}.", code="structure") from None
     except (TypeError, KeyError, ValueError) as error:
         raise BadRequest(f"The JSON Patch is malformed: {error}.", code="structure") from None
@@ -64,7 +63,7 @@ def _apply_one(document: Any, operation: dict[str, Any], budget: PatchBudget,
     except FhirError as error:
         raise type(error)(issues=[Issue(i.code, f"{summary}: {i.diagnostics}", where)
                                   for i in error.issues]) from None
-    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as error:
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
         raise Unprocessable(f"{summary} could not be applied: {error}.", expression=where,
                             code="processing") from None
     except (TypeError, KeyError, ValueError, IndexError, RecursionError) as error:
@@ -115,6 +114,6 @@ def _size_at(document: Any, path: str) -> int:
 
 def _value_at(document: Any, path: str) -> Any:
     try:
-        return jsonpointer.resolve_pointer(document, path, _MISSING)
-    except (jsonpointer.JsonPointerException, TypeError, KeyError, IndexError, ValueError):
+        return jsonpatch.JsonPointer(path).resolve(document, _MISSING)
+    except (jsonpatch.JsonPointerException, TypeError, KeyError, IndexError, ValueError):
         return _MISSING

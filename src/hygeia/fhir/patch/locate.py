@@ -143,10 +143,15 @@ def check_syntax(path: str) -> None:
 
 @lru_cache(maxsize=256)
 def _syntax_error(text: str) -> str | None:
-    from antlr4 import CommonTokenStream, InputStream
-    from antlr4.error.ErrorListener import ErrorListener
-    from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
-    from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
+    # fhirpathpy's own parser module, with the ANTLR runtime it star-imports (so the
+    # runtime stays fhirpathpy's dependency, not ours)
+    from fhirpathpy.parser import (  # type: ignore[attr-defined]
+        CommonTokenStream,
+        ErrorListener,
+        FHIRPathLexer,
+        FHIRPathParser,
+        InputStream,
+    )
 
     class Raising(ErrorListener):
         def syntaxError(self, recognizer: Any, symbol: Any, line: int, column: int,
