@@ -44,7 +44,7 @@ def test_memory_freed_by_a_large_request_goes_back_to_the_system() -> None:
         "    line = [l for l in open('/proc/self/status') if l.startswith('VmRSS')][0]\n"
         "    return int(line.split()[1]) // 1024\n"
         "before = rss()\n"
-        "data = [{'family': str(i), 'given': [str(i)]} for i in range(1_000_000)]\n"
+        "data = [{'family': str(i), 'given': [str(i)]} for i in range(500_000)]\n"
         "keep = [{}] * 10\n"  # something allocated after, so the heap top is not all free
         "grown = rss()\n"
         "del data\n"
@@ -54,5 +54,5 @@ def test_memory_freed_by_a_large_request_goes_back_to_the_system() -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             check=True)
     before, grown, after = map(int, result.stdout.split())
-    assert grown - before > 200  # MB: the test built something worth giving back
+    assert grown - before > 100  # MB: the test built something worth giving back
     assert after - before < 50, result.stdout
