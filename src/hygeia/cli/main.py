@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds an outbound fetch may take in all (default 5)")
     serve.add_argument("--max-body-mb", type=float, default=64.0,
                        help="largest accepted request body in MB (default 64)")
+    serve.add_argument("--max-bundle-entries", type=int, default=10_000,
+                       help="most entries in one batch or transaction Bundle (default 10000; "
+                            "more get 413: use $import or hygeia load)")
+    serve.add_argument("--max-patch-operations", type=int, default=1000,
+                       help="most operations in one JSON Patch or FHIRPath Patch "
+                            "(default 1000)")
     serve.add_argument("--threads", type=int, default=default_threads(),
                        help="request threads (default: 2 per core plus 1, "
                             f"{default_threads()} here)")
@@ -168,6 +174,8 @@ def serve(args: argparse.Namespace) -> int:
         console.print("[red]--workers must be at least 1.")
         return 2
     settings = Settings(max_body_bytes=int(args.max_body_mb * 1024 ** 2),
+                        max_bundle_entries=args.max_bundle_entries,
+                        max_patch_operations=args.max_patch_operations,
                         offload=not args.no_offload and (os.cpu_count() or 1) > 1,
                         files_dir=args.files or default_files_dir(args.db),
                         export_file_bytes=int(args.export_file_mb * 1024 ** 2),
@@ -233,7 +241,7 @@ def load_demo(service: object, console: Console) -> None:
 
 def load(args: argparse.Namespace) -> int:
     from hygeia.cli.load import load_paths, summary
-    from hygeia.server import FhirService
+    from hygeia.server import FhirService, Settings
     from hygeia.server.allocator import tune_this_process
     from hygeia.store import open_repository
 
@@ -244,8 +252,10 @@ def load(args: argparse.Namespace) -> int:
     if args.workers < 0:
         console.print("[red]--workers must be 0 or more")
         return 2
+    # a Bundle file of any size loads as one transaction: the entry limit guards the API
+    unlimited = Settings(max_bundle_entries=sys.maxsize)
     with open_repository(args.db) as repository:
-        report, files = load_paths(FhirService(repository), args.paths, console,
+        report, files = load_paths(FhirService(repository, unlimited), args.paths, console,
                                    quiet=args.quiet, workers=args.workers, upsert=args.upsert)
     for error in report.first_errors[:SHOWN_ERRORS]:  # plain lines: one per error, easy to grep
         print(f"error: {error}", file=sys.stderr)

@@ -21,6 +21,12 @@ class Settings:
     max_count: int = 1000
     default_count: int = 50
     max_body_bytes: int = 64 * 1024 * 1024
+    # operations in one JSON Patch or FHIRPath Patch (the patched resource is bounded by
+    # max_body_bytes); see fhir/patch/budget.py
+    max_patch_operations: int = 1000
+    # entries in one batch or transaction Bundle (413 beyond: larger loads use $import or
+    # hygeia load); see server/bundles.py
+    max_bundle_entries: int = 10_000
     # index extraction and transaction validation in a helper process (server/offload.py);
     # worth it with a spare core, so ``hygeia serve`` turns it on there
     offload: bool = False

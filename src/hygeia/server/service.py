@@ -290,14 +290,15 @@ def _patch(service: FhirService, route: Route, request: FhirRequest,
            session: Session) -> FhirResponse:
     return write.patch(session, _t(route), _i(route), request.body,
                        content_type=request.content_type, base_url=request.base_url,
-                       if_match=request.if_match)
+                       if_match=request.if_match, limits=write.patch_limits(service.settings))
 
 
 def _conditional_patch(service: FhirService, route: Route, request: FhirRequest,
                        session: Session) -> FhirResponse:
     return write.conditional_patch(session, _t(route), route.criteria or "", request.body,
                                    content_type=request.content_type,
-                                   base_url=request.base_url, if_match=request.if_match)
+                                   base_url=request.base_url, if_match=request.if_match,
+                                   limits=write.patch_limits(service.settings))
 
 
 def _everything(service: FhirService, route: Route, request: FhirRequest,
