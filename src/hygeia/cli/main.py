@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-search-values", type=int, default=100,
                        help="comma-separated values one search parameter may have "
                             "(default 100)")
+    serve.add_argument("--max-included", type=int, default=1000,
+                       help="_include/_revinclude resources added to one page of results "
+                            "(default 1000; a warning entry says when some were left out)")
     serve.add_argument("--max-chain-depth", type=int, default=3,
                        help="references one chained search or _has may follow (default 3)")
 
@@ -192,6 +195,7 @@ def serve(args: argparse.Namespace) -> int:
                         statement_timeout=max(0.0, args.statement_timeout),
                         job_statement_timeout=max(0.0, args.job_statement_timeout),
                         max_search_values=max(1, args.max_search_values),
+                        max_included=max(0, args.max_included),
                         max_chain_depth=max(0, args.max_chain_depth))
     # opened here to refuse a database of another layout before serving, and for the
     # demo; closed again because the serving worker opens its own after the fork

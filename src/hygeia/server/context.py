@@ -61,6 +61,9 @@ class Settings:
     max_search_values: int = 100  # comma-separated values of one search parameter
     max_chain_depth: int = 3  # reference steps in one chain or _has
     max_search_parameters: int = 100  # name=value pairs in one search request
+    # _include/_revinclude resources added to one page of results: a 30-byte
+    # ``_revinclude=*`` could otherwise answer with a whole database
+    max_included: int = 1000
     # a database statement running longer is cancelled and answered 503 (0: no limit);
     # jobs (bulk export and import, reindex) get job_statement_timeout instead
     statement_timeout: float = 10.0

@@ -406,7 +406,7 @@ class SqlSession(Session):
         return [by_seq[seq] for seq in seqs if seq in by_seq]
 
     def included(self, owners: list[StoredVersion], include: Include,
-                 reverse: bool) -> list[StoredVersion]:
+                 reverse: bool, limit: int | None = None) -> list[StoredVersion]:
         """Resources ``owners`` reference through ``include`` (reversed: that reference them)."""
         self.flush()
         if not owners:
@@ -437,7 +437,8 @@ class SqlSession(Session):
             join = "JOIN resource r ON r.res_type = t.pick_type AND r.res_id = t.pick_id"
         sql, params = builder.render(
             f"SELECT {VERSION_COLUMNS} FROM ({picked}) t {join} "
-            f"JOIN resource_version v ON v.seq = r.seq WHERE r.deleted = {builder.value(False)}")
+            f"JOIN resource_version v ON v.seq = r.seq WHERE r.deleted = {builder.value(False)}"
+            + ("" if limit is None else f" LIMIT {int(limit)}"))
         return rows_to_versions(None, iter(self.execute(sql, params).fetchall()))
 
     def _owner_condition(self, builder: SqlBuilder, owners: list[StoredVersion]) -> str:

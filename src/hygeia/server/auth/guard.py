@@ -123,8 +123,8 @@ class GuardedSession(Session):
         return [match.id for match in self.search(query).matches]
 
     def included(self, owners: list[StoredVersion], include: Include,
-                 reverse: bool) -> list[StoredVersion]:
-        found = self.inner.included(owners, include, reverse)
+                 reverse: bool, limit: int | None = None) -> list[StoredVersion]:
+        found = self.inner.included(owners, include, reverse, limit)
         by_type: dict[str, list[StoredVersion]] = {}
         for stored in found:
             by_type.setdefault(stored.resource_type, []).append(stored)
