@@ -32,3 +32,27 @@ def test_the_loading_process_applies_them_with_mallopt() -> None:
         [sys.executable, "-c", "from hygeia.server.allocator import tune_this_process as t; "
                                "print(t())"], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "True"
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_memory_freed_by_a_large_request_goes_back_to_the_system() -> None:
+    """What a large Bundle freed leaves the process within a moment (RSS falls back)."""
+    script = (
+        "import time\n"
+        "from hygeia.server.allocator import release_memory_soon\n"
+        "def rss():\n"
+        "    line = [l for l in open('/proc/self/status') if l.startswith('VmRSS')][0]\n"
+        "    return int(line.split()[1]) // 1024\n"
+        "before = rss()\n"
+        "data = [{'family': str(i), 'given': [str(i)]} for i in range(500_000)]\n"
+        "keep = [{}] * 10\n"  # something allocated after, so the heap top is not all free
+        "grown = rss()\n"
+        "del data\n"
+        "release_memory_soon()\n"
+        "time.sleep(1.0)\n"
+        "print(before, grown, rss())\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True)
+    before, grown, after = map(int, result.stdout.split())
+    assert grown - before > 100  # MB: the test built something worth giving back
+    assert after - before < 50, result.stdout

@@ -7,8 +7,9 @@ import base64
 import orjson
 import pytest
 
-from hygeia.fhir.outcome import BadRequest, PreconditionFailed, Unprocessable
-from hygeia.server import FhirService
+from hygeia.fhir.outcome import BadRequest, PayloadTooLarge, PreconditionFailed, Unprocessable
+from hygeia.server import FhirService, Settings
+from hygeia.store import Repository
 from tests.helpers import body, call, patient, synthea_bundle, unique
 
 
@@ -200,3 +201,32 @@ def test_conditional_put_entry_updates_the_match(service: FhirService) -> None:
         call(service, "POST", "", transaction(
             {"resource": patient(key, id="someone-else"), "request": {"method": "PUT",
                                                                       "url": url}}))
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_entry_limit_refuses_before_any_entry_runs(repository: Repository, kind: str) -> None:
+    limited = FhirService(repository, Settings(max_bundle_entries=3))
+    key = unique()
+    entries = [post(patient(key)) for _ in range(4)]
+    with pytest.raises(PayloadTooLarge, match="4 entries; a batch or transaction may have "
+                                              "at most 3") as raised:
+        call(limited, "POST", "", {"resourceType": "Bundle", "type": kind, "entry": entries})
+    assert raised.value.issues[0].expression == "Bundle.entry"
+    assert "$import" in raised.value.issues[0].diagnostics
+    assert count(limited, f"Patient?identifier={key}") == 0
+    response = body(call(limited, "POST", "", {"resourceType": "Bundle", "type": kind,
+                                               "entry": entries[:3]}))
+    assert len(response["entry"]) == 3
+
+
+def test_patch_entries_honour_the_patch_limits(repository: Repository) -> None:
+    limited = FhirService(repository, Settings(max_patch_operations=2))
+    stored = body(call(limited, "POST", "Patient", patient(unique())))
+    operations = [{"op": "test", "path": "/id", "value": stored["id"]}] * 3
+    binary = {"resourceType": "Binary", "contentType": "application/json-patch+json",
+              "data": base64.b64encode(orjson.dumps(operations)).decode()}
+    bundle = transaction({"resource": binary,
+                          "request": {"method": "PATCH", "url": f"Patient/{stored['id']}"}})
+    with pytest.raises(Unprocessable, match="3 operations; at most 2") as raised:
+        call(limited, "POST", "", bundle)
+    assert raised.value.issues[0].expression == "Bundle.entry[0]"

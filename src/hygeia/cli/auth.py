@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from hygeia.cli.runtime import beside_database
-from hygeia.fhir.datetime import now_us
+from hygeia.fhir.datetime import format_instant, now_us
 from hygeia.store.factory import DEFAULT_URL
 
 EPILOG = """examples:
@@ -22,6 +24,8 @@ EPILOG = """examples:
       --scopes "launch/patient openid fhirUser patient/*.rs offline_access" \\
       --redirect-uri https://app.example.org/callback
   hygeia auth client create --name "Nightly export" --scopes "system/*.rs" --jwks-file keys.json
+  hygeia auth client create --name "Payer export" --scopes "system/*.read" \
+      --jwks-url https://payer.example.org/.well-known/jwks.json
   echo 's3cret-pass' | hygeia auth user create --username dr.lee --password-stdin \\
       --practitioner 7
   hygeia auth launch create --patient 42
@@ -81,6 +85,8 @@ def _db(parser: argparse.ArgumentParser) -> None:
 def _credentials(parser: argparse.ArgumentParser) -> None:
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--jwks-file", help="the client's public keys (a JWK Set, JSON)")
+    kind.add_argument("--jwks-url", help="where the client publishes its public keys (a JWK "
+                      "Set); fetched by the server when needed, and cached")
     kind.add_argument("--secret", action="store_true",
                       help="give the client a shared secret (printed once)")
 
@@ -96,16 +102,24 @@ def run_auth(args: argparse.Namespace) -> int:
         except DuplicateEntry as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
+        except SystemExit as refusal:  # the commands' own refusals: one error line
+            if not isinstance(refusal.code, str):
+                raise
+            print(f"error: {refusal.code}", file=sys.stderr)
+            return 1
     print(json.dumps(result, indent=2))
     return 0
 
 
 def _client_create(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from hygeia.server.auth.scopes import Scopes
+    from hygeia.server.auth.scopes import ScopeError, Scopes
     from hygeia.store.auth import AuthStore, Client
 
-    scopes = Scopes.parse(args.scopes)
-    if not scopes.rules and not scopes.other:
+    try:
+        scopes = Scopes.parse_request(args.scopes)
+    except ScopeError as error:
+        raise SystemExit(f"--scopes: {error}") from None
+    if scopes.empty:
         raise SystemExit(f"--scopes '{args.scopes}' holds no SMART scope.")
     secret, secret_hash, jwks = _new_credentials(args)
     client = Client(args.client_id or uuid.uuid4().hex, args.name, secret_hash, jwks,
@@ -122,22 +136,40 @@ def _client_create(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
 def _client_rotate(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
     from hygeia.store.auth import AuthStore
 
-    if not args.secret and not args.jwks_file:
-        raise SystemExit("Give --secret or --jwks-file.")
+    if not args.secret and not args.jwks_file and not args.jwks_url:
+        raise SystemExit("Give --secret, --jwks-file or --jwks-url.")
     secret, secret_hash, jwks = _new_credentials(args)
-    if not AuthStore(repository).update_client_credentials(args.client_id,
-                                                           secret_hash=secret_hash, jwks=jwks):
+    store = AuthStore(repository)
+    if not store.update_client_credentials(args.client_id, secret_hash=secret_hash, jwks=jwks):
         raise SystemExit(f"There is no client '{args.client_id}'.")
-    result: dict[str, Any] = {"client_id": args.client_id}
+    _revoke_earlier_tokens(store, args.client_id)
+    result: dict[str, Any] = {"client_id": args.client_id, "tokens_revoked_before":
+                              format_instant(now_us())}
     if secret:
         result["client_secret"] = secret
     return result
+
+
+def _revoke_earlier_tokens(store: Any, client_id: str) -> None:
+    """Access tokens the client got before the rotation stop working (the old credential
+    may have leaked).  Tokens state their issue time in whole seconds, so the cut is the
+    next whole second, and the command returns only after it: any token issued with the
+    new credential after the command returned is valid."""
+    second = 1_000_000
+    cut = (now_us() // second + 1) * second
+    store.revoke_client_tokens(client_id, cut)
+    time.sleep(max(0.0, (cut - now_us()) / second))
 
 
 def _new_credentials(args: argparse.Namespace
                      ) -> tuple[str | None, str | None, dict[str, Any] | None]:
     from hygeia.server.auth.secrets import digest, new_handle
 
+    if args.jwks_url:
+        parts = urlsplit(args.jwks_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SystemExit(f"--jwks-url {args.jwks_url} is not an http or https URL.")
+        return None, None, {"jwks_uri": args.jwks_url}
     if args.jwks_file:
         jwks = json.loads(Path(args.jwks_file).read_text())
         if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):

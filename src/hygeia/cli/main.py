@@ -64,8 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the aud those tokens carry (default: the FHIR base URL)")
     serve.add_argument("--oidc-jwks-url", default=None,
                        help="the provider's keys (default: from its openid-configuration)")
+    serve.add_argument("--outbound-allow", action="append", default=[],
+                       help="an address, network (10.0.0.0/8) or host name the server may "
+                            "fetch from for a client (JWKS URLs) although it is not public; "
+                            "repeatable (default: public addresses only)")
+    serve.add_argument("--outbound-timeout", type=float, default=5.0,
+                       help="seconds an outbound fetch may take in all (default 5)")
     serve.add_argument("--max-body-mb", type=float, default=64.0,
                        help="largest accepted request body in MB (default 64)")
+    serve.add_argument("--max-bundle-entries", type=int, default=10_000,
+                       help="most entries in one batch or transaction Bundle (default 10000; "
+                            "more get 413: use $import or hygeia load)")
+    serve.add_argument("--max-patch-operations", type=int, default=1000,
+                       help="most operations in one JSON Patch or FHIRPath Patch "
+                            "(default 1000)")
     serve.add_argument("--threads", type=int, default=default_threads(),
                        help="request threads (default: 2 per core plus 1, "
                             f"{default_threads()} here)")
@@ -94,6 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
                             "on this host is taken over at once)")
     serve.add_argument("--keep-hours", type=float, default=24.0,
                        help="hours export files are kept after the export (default 24)")
+    serve.add_argument("--statement-timeout", type=float, default=10.0,
+                       help="seconds a database query of a request may run before it is "
+                            "stopped and answered 503 (default 10; 0: no limit)")
+    serve.add_argument("--job-statement-timeout", type=float, default=600.0,
+                       help="the same for bulk export, import and reindex jobs and for "
+                            "writes (default 600)")
+    serve.add_argument("--max-search-values", type=int, default=100,
+                       help="comma-separated values one search parameter may have "
+                            "(default 100)")
+    serve.add_argument("--max-included", type=int, default=1000,
+                       help="_include/_revinclude resources added to one page of results "
+                            "(default 1000; a warning entry says when some were left out)")
+    serve.add_argument("--max-chain-depth", type=int, default=3,
+                       help="references one chained search or _has may follow (default 3)")
 
     load = commands.add_parser("load", help="load Bundles/NDJSON into the database",
                                epilog=EPILOG_LOAD,
@@ -156,6 +182,8 @@ def serve(args: argparse.Namespace) -> int:
         console.print("[red]--workers must be at least 1.")
         return 2
     settings = Settings(max_body_bytes=int(args.max_body_mb * 1024 ** 2),
+                        max_bundle_entries=args.max_bundle_entries,
+                        max_patch_operations=args.max_patch_operations,
                         offload=not args.no_offload and (os.cpu_count() or 1) > 1,
                         files_dir=args.files or default_files_dir(args.db),
                         export_file_bytes=int(args.export_file_mb * 1024 ** 2),
@@ -166,7 +194,14 @@ def serve(args: argparse.Namespace) -> int:
                         access_token_seconds=max(1, int(args.token_minutes * 60)),
                         oidc_issuer=args.oidc_issuer, oidc_audience=args.oidc_audience,
                         oidc_jwks_url=args.oidc_jwks_url,
-                        audit_durable=not args.audit_async)
+                        outbound_allow=tuple(args.outbound_allow),
+                        outbound_timeout_seconds=args.outbound_timeout,
+                        audit_durable=not args.audit_async,
+                        statement_timeout=max(0.0, args.statement_timeout),
+                        job_statement_timeout=max(0.0, args.job_statement_timeout),
+                        max_search_values=max(1, args.max_search_values),
+                        max_included=max(0, args.max_included),
+                        max_chain_depth=max(0, args.max_chain_depth))
     # opened here to refuse a database of another layout before serving, and for the
     # demo; closed again because the serving worker opens its own after the fork
     repository = open_repository(args.db)
@@ -215,7 +250,7 @@ def load_demo(service: object, console: Console) -> None:
 
 def load(args: argparse.Namespace) -> int:
     from hygeia.cli.load import load_paths, summary
-    from hygeia.server import FhirService
+    from hygeia.server import FhirService, Settings
     from hygeia.server.allocator import tune_this_process
     from hygeia.store import open_repository
 
@@ -226,8 +261,10 @@ def load(args: argparse.Namespace) -> int:
     if args.workers < 0:
         console.print("[red]--workers must be 0 or more")
         return 2
+    # a Bundle file of any size loads as one transaction: the entry limit guards the API
+    unlimited = Settings(max_bundle_entries=sys.maxsize)
     with open_repository(args.db) as repository:
-        report, files = load_paths(FhirService(repository), args.paths, console,
+        report, files = load_paths(FhirService(repository, unlimited), args.paths, console,
                                    quiet=args.quiet, workers=args.workers, upsert=args.upsert,
                                    reload=args.reload)
     for error in report.first_errors[:SHOWN_ERRORS]:  # plain lines: one per error, easy to grep

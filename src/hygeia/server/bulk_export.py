@@ -18,7 +18,7 @@ import orjson
 from hygeia.fhir.datetime import fhir_datetime_range, format_instant, now_us
 from hygeia.fhir.outcome import BadRequest, NotFound, information
 from hygeia.fhir.search.parameters import SearchRegistry
-from hygeia.fhir.search.query import Query, parse_query
+from hygeia.fhir.search.query import Query, SearchLimits, parse_query
 from hygeia.fhir.spec import is_resource_type, patient_compartment, resource_types
 from hygeia.server.auth.operations import client_of, export_types
 from hygeia.server.context import FhirRequest, FhirResponse
@@ -203,7 +203,7 @@ def parse_filter(kind: str, criteria: str, registry: SearchRegistry) -> Query:
     """A _typeFilter as a search: strict, and search parameters only."""
     try:
         query = parse_query(kind, parse_qsl(criteria, keep_blank_values=True), strict=True,
-                            registry=registry)
+                            registry=registry, limits=SearchLimits())
     except BadRequest as error:
         raise BadRequest(f"_typeFilter '{kind}?{criteria}': {error.issues[0].diagnostics}",
                          expression="_typeFilter") from None

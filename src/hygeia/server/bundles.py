@@ -1,5 +1,15 @@
 """Batch and transaction Bundles (http.html#transaction).
 
+A Bundle may have at most ``Settings.max_bundle_entries`` entries (413
+beyond, before any is read): a transaction holds all its entries, their
+index rows and its response in memory at once, about 20 KB per Synthea
+entry.  Larger loads belong to ``$import`` or ``hygeia load``.  After a
+large Bundle the worker hands the memory it freed back to the system.  The
+results of its GET entries (searches, reads) may add up to at most
+``Settings.max_body_bytes`` (:class:`ResultBudget`): a 60-byte search entry
+can answer a thousand resources, so without it a Bundle's response could be
+thousands of times larger than the Bundle.
+
 A transaction is atomic: every entry runs in one database transaction, in the
 spec's order (DELETE, POST, PUT/PATCH, GET), after ``urn:uuid:`` fullUrls and
 conditional references have been resolved.  Any failure rolls the whole
@@ -24,6 +34,7 @@ from hygeia.fhir.outcome import (
     FhirError,
     Issue,
     MethodNotAllowed,
+    PayloadTooLarge,
     PreconditionFailed,
     Unprocessable,
     information,
@@ -32,6 +43,7 @@ from hygeia.fhir.search.matcher import MatchContext, matches
 from hygeia.fhir.search.query import parse_criteria
 from hygeia.fhir.validation import validate
 from hygeia.server import write
+from hygeia.server.allocator import release_memory_soon
 from hygeia.server.auth.access import Access
 from hygeia.server.auth.guard import guarded
 from hygeia.server.context import FhirRequest, FhirResponse
@@ -78,14 +90,34 @@ def process_bundle(service: FhirService, request: FhirRequest) -> FhirResponse:
         raise BadRequest("POST to the base needs a Bundle of type batch or transaction.",
                          expression="resourceType")
     kind = bundle.get("type")
-    if kind == "transaction":
-        entries = process_transaction(service, request, bundle)
-    elif kind == "batch":
-        entries = process_batch(service, request, bundle)
-    else:
+    if kind not in ("transaction", "batch"):
         raise BadRequest(f"Bundle.type must be batch or transaction, not {kind!r}.",
                          expression="Bundle.type")
+    size = check_entry_count(bundle, service.settings.max_bundle_entries)
+    try:
+        if kind == "transaction":
+            entries = process_transaction(service, request, bundle)
+        else:
+            entries = process_batch(service, request, bundle)
+    finally:
+        if size >= RELEASE_AFTER_ENTRIES:
+            release_memory_soon()
     return FhirResponse(200, resource=bundle_of(f"{kind}-response", entries))
+
+
+RELEASE_AFTER_ENTRIES = 1000  # smaller Bundles free too little to be worth a collection
+
+
+def check_entry_count(bundle: dict[str, Any], limit: int) -> int:
+    """The number of entries; 413 beyond ``limit``, pointing to the bulk paths."""
+    entries = bundle.get("entry")
+    count = len(entries) if isinstance(entries, list) else 0
+    if count > limit:
+        raise PayloadTooLarge(
+            f"The Bundle has {count:,} entries; a batch or transaction may have at most "
+            f"{limit:,}. Send larger sets as several Bundles, or load them with $import "
+            "(bulk data import) or `hygeia load`.", expression="Bundle.entry")
+    return count
 
 
 def parse_entries(bundle: dict[str, Any]) -> list[Entry]:
@@ -154,11 +186,13 @@ def process_transaction(service: FhirService, request: FhirRequest,
                 if entry.method in ("POST", "PUT") and isinstance(entry.resource, dict):
                     with located(entry):
                         entry.resource = rewrite_references(entry.resource, resolve)
+            results = ResultBudget(service.settings.max_body_bytes)
             for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
                 with located(entry):
                     entry.response = _execute(
                         service, guarded(session, request.access, entry.route.interaction),
                         request, entry)
+                    results.charge(entry.method, entry.response)
             if check is not None:
                 check.raise_if_invalid(lambda: validate_entries(entries))
             service.audit.in_transaction(session, request, entries)
@@ -319,7 +353,8 @@ def _execute(service: FhirService, session: Session, request: FhirRequest,
         operations, content_type = _patch_body(entry)
         return write.patch(session, resource_type, entry.target_id, operations,
                            content_type=content_type, base_url=base,
-                           if_match=entry.request.get("ifMatch"))
+                           if_match=entry.request.get("ifMatch"),
+                           limits=write.patch_limits(service.settings))
     sub = FhirRequest(entry.method, urlsplit(entry.url).path, entry.query, entry.resource,
                       base, if_match=entry.request.get("ifMatch"),
                       if_none_match=entry.request.get("ifNoneMatch"))
@@ -372,6 +407,38 @@ def _body(response: FhirResponse) -> Any:
     return response.resource
 
 
+class ResultBudget:
+    """The bytes of resources a Bundle's GET entries may return, in all.
+
+    Writes echo what the Bundle sent (bounded by the body limit already); reads
+    and searches are what can multiply it.  An entry that would pass the budget
+    fails (in a transaction: the whole transaction) with a 422 ``too-costly``.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.spent = 0
+
+    def charge(self, method: str, response: FhirResponse) -> None:
+        if method not in ("GET", "HEAD"):
+            return
+        self.spent += _result_size(response)
+        if self.spent > self.limit:
+            raise Unprocessable(
+                f"The results of this Bundle's GET entries pass {self.limit:,} bytes (the "
+                "request body limit); run large searches on their own and follow their "
+                "next links.", code="too-costly")
+
+
+def _result_size(response: FhirResponse) -> int:
+    """Bytes of a read (stored JSON) or a searchset (its resources, mostly stored JSON)."""
+    if response.raw is not None:
+        return len(response.raw)
+    entries = (response.resource or {}).get("entry") or []
+    return sum(len(orjson.dumps(entry["resource"])) for entry in entries
+               if isinstance(entry, dict) and "resource" in entry)
+
+
 # --- batch -------------------------------------------------------------------------------
 
 
@@ -380,11 +447,13 @@ def process_batch(service: FhirService, request: FhirRequest,
     raw_entries = bundle.get("entry", [])
     if not isinstance(raw_entries, list):
         raise BadRequest("Bundle.entry must be an array.", expression="Bundle.entry")
-    return [_batch_entry(service, request, index, raw) for index, raw in enumerate(raw_entries)]
+    results = ResultBudget(service.settings.max_body_bytes)
+    return [_batch_entry(service, request, index, raw, results)
+            for index, raw in enumerate(raw_entries)]
 
 
 def _batch_entry(service: FhirService, request: FhirRequest, index: int,
-                 raw: Any) -> dict[str, Any]:
+                 raw: Any, results: ResultBudget) -> dict[str, Any]:
     try:
         try:
             entry = _parse_entry(index, raw)
@@ -400,6 +469,7 @@ def _batch_entry(service: FhirService, request: FhirRequest, index: int,
         if entry.method == "PATCH":
             sub.body, sub.content_type = _patch_body(entry)
         entry.response = service.handle(sub)
+        results.charge(entry.method, entry.response)
         return _response_entry(entry, request)
     except FhirError as error:
         return _failed(error.status, error.outcome())

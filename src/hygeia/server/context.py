@@ -21,6 +21,12 @@ class Settings:
     max_count: int = 1000
     default_count: int = 50
     max_body_bytes: int = 64 * 1024 * 1024
+    # operations in one JSON Patch or FHIRPath Patch (the patched resource is bounded by
+    # max_body_bytes); see fhir/patch/budget.py
+    max_patch_operations: int = 1000
+    # entries in one batch or transaction Bundle (413 beyond: larger loads use $import or
+    # hygeia load); see server/bundles.py
+    max_bundle_entries: int = 10_000
     # index extraction and transaction validation in a helper process (server/offload.py);
     # worth it with a spare core, so ``hygeia serve`` turns it on there
     offload: bool = False
@@ -41,11 +47,27 @@ class Settings:
     oidc_audience: str | None = None  # None: the FHIR base URL
     oidc_jwks_url: str | None = None  # None: from the issuer's openid-configuration
     refresh_token_seconds: int = 30 * 24 * 3600
+    # outbound fetches made for a client (server/outbound.py: JWKS URLs, OIDC discovery):
+    # addresses, networks or host names reachable although not public (loopback, private)
+    outbound_allow: tuple[str, ...] = ()
+    outbound_timeout_seconds: float = 5.0  # the whole fetch, connection to last byte
+    outbound_max_bytes: int = 1024 * 1024  # the largest answer read
     # every read, search, write, export and auth event leaves an AuditEvent (server/audit)
     audit: bool = False
     # a response waits until its AuditEvent is committed, so a crash loses no record of an
     # answered request (False: recorded within milliseconds, but a crash can lose those)
     audit_durable: bool = True
+    # search limits (fhir/search/query.py SearchLimits; docs/guide/search.md "Limits")
+    max_search_values: int = 100  # comma-separated values of one search parameter
+    max_chain_depth: int = 3  # reference steps in one chain or _has
+    max_search_parameters: int = 100  # name=value pairs in one search request
+    # _include/_revinclude resources added to one page of results: a 30-byte
+    # ``_revinclude=*`` could otherwise answer with a whole database
+    max_included: int = 1000
+    # a database statement running longer is cancelled and answered 503 (0: no limit);
+    # jobs (bulk export and import, reindex) get job_statement_timeout instead
+    statement_timeout: float = 10.0
+    job_statement_timeout: float = 600.0
 
 
 @dataclass(slots=True)
@@ -123,10 +145,23 @@ def bundle(kind: str, entries: list[dict[str, Any]], **elements: Any) -> dict[st
     return resource
 
 
+MAX_VERSION_DIGITS = 18  # a version id this server issues fits a signed 64-bit integer
+
+
 def parse_etag(value: str) -> int | None:
     """``W/"3"`` or ``"3"`` or ``3`` -> 3; None when it is not a version tag."""
     text = value.strip()
     if text.startswith("W/"):
         text = text[2:]
-    text = text.strip('"')
-    return int(text) if text.isdigit() else None
+    return version_number(text.strip('"'))
+
+
+def version_number(text: str) -> int | None:
+    """A version id as this server issues them (1 to 18 ASCII digits) as a number, else None.
+
+    Bounded before ``int``: Python refuses strings of over 4,300 digits, and the
+    database column holds 64 bits.
+    """
+    if 0 < len(text) <= MAX_VERSION_DIGITS and text.isascii() and text.isdigit():
+        return int(text)
+    return None

@@ -207,6 +207,8 @@ class ExportJob:
                                                                      item["file"]),
                               **({"count": item["count"]} if "count" in item else {})}
                              for item in manifest[key]]
+        # the files are FHIR endpoints: with auth on, each download needs the bearer token
+        manifest["requiresAccessToken"] = request.access is not None
         return FhirResponse(200, resource=manifest, media_type="application/json")
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hygeia.fhir.datetime import now_us
 from hygeia.server.context import FhirRequest, FhirResponse
 from hygeia.store.jobs import CANCELLED, Job, JobStore, worker_name
+from hygeia.store.limits import StatementLimits, statement_limits
 
 if TYPE_CHECKING:
     from hygeia.server.service import FhirService
@@ -163,8 +164,10 @@ class JobRunner:
         context = JobContext(self.service, job, self.owner, self.timing)
         log.info("job %s (%s) started, attempt %d", job.id, job.kind, job.attempts)
         keep = int(self.timing.keep_seconds * _SECOND)
+        limit = self.service.settings.job_statement_timeout
         try:
-            result = kind.run(context)
+            with statement_limits(StatementLimits(limit, limit)):
+                result = kind.run(context)
         except JobStopped:
             self._stopped(store, job)
             return

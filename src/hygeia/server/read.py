@@ -9,7 +9,17 @@ import orjson
 
 from hygeia.fhir.datetime import fhir_datetime_range, format_instant
 from hygeia.fhir.outcome import BadRequest, Gone, NotFound
-from hygeia.server.context import FhirRequest, FhirResponse, Settings, bundle, parse_etag
+from hygeia.fhir.search.results import non_negative
+from hygeia.fhir.validation.primitives import shown
+from hygeia.server.context import (
+    MAX_VERSION_DIGITS,
+    FhirRequest,
+    FhirResponse,
+    Settings,
+    bundle,
+    parse_etag,
+    version_number,
+)
 from hygeia.store.base import HistoryQuery, Session, StoredVersion
 
 _STATUS_BY_METHOD = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK",
@@ -31,10 +41,11 @@ def read(session: Session, resource_type: str, id: str, *,
 
 
 def vread(session: Session, resource_type: str, id: str, version_id: str) -> FhirResponse:
-    if not version_id.isdigit():
-        raise NotFound(f"Version '{version_id}' of {resource_type}/{id} does not exist.",
-                       expression=resource_type)
-    found = session.version(resource_type, id, int(version_id))
+    version = version_number(version_id)
+    if version is None:
+        raise BadRequest(f"{shown(version_id)} is not a version id of this server (1 to "
+                         f"{MAX_VERSION_DIGITS} digits).", expression=resource_type)
+    found = session.version(resource_type, id, version)
     if found is None:
         raise NotFound(f"Version {version_id} of {resource_type}/{id} does not exist.",
                        expression=resource_type)
@@ -71,22 +82,15 @@ def _history_query(request: FhirRequest, settings: Settings, resource_type: str 
         elif name == "_at":
             at = fhir_datetime_range(value, name="_at")
         elif name == "_count":
-            count = min(_positive(name, value), settings.max_count)
+            count = min(non_negative(name, value), settings.max_count)
         elif name == "_cursor":
-            cursor = _positive(name, value)
+            cursor = non_negative(name, value)
         elif name in ("_format", "_pretty") or request.prefer_strict is False:
             continue
         else:
             raise BadRequest(f"History does not support the parameter '{name}'.",
                              expression=name, code="not-supported")
     return HistoryQuery(resource_type, id, since, at, count, cursor)
-
-
-def _positive(name: str, value: str) -> int:
-    if not value.isdigit():
-        raise BadRequest(f"{name} must be a non-negative integer, not '{value}'.",
-                         expression=name)
-    return int(value)
 
 
 def _history_entry(base_url: str, stored: StoredVersion) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from urllib.parse import urlencode
 
 import orjson
 
-from hygeia.fhir.outcome import BadRequest, NotFound, operation_outcome
+from hygeia.fhir.outcome import BadRequest, Issue, NotFound, operation_outcome
 from hygeia.fhir.search.parameters import SearchRegistry
-from hygeia.fhir.search.query import CompartmentClause, Query, parse_query
+from hygeia.fhir.search.query import CompartmentClause, Query, SearchLimits, parse_query
 from hygeia.fhir.search.results import WHEN_FREE, Include
 from hygeia.fhir.spec import is_resource_type, patient_compartment
 from hygeia.server.context import FhirRequest, FhirResponse, Settings, bundle
@@ -28,7 +28,7 @@ MAX_ITERATIONS = 4  # :iterate depth; guards against cycles in the reference gra
 def search_type(session: Session, request: FhirRequest, resource_type: str,
                 settings: Settings) -> FhirResponse:
     query = _parse(request, resource_type, settings, session.registry)
-    return _respond(session, request, query, f"{resource_type}")
+    return _respond(session, request, query, f"{resource_type}", settings)
 
 
 def search_system(session: Session, request: FhirRequest, settings: Settings) -> FhirResponse:
@@ -38,7 +38,7 @@ def search_system(session: Session, request: FhirRequest, settings: Settings) ->
     query = _parse(FhirRequest(request.method, "", rest, prefer_strict=request.prefer_strict),
                    types[0], settings, session.registry)
     query.types = tuple(types)
-    return _respond(session, request, query, "")
+    return _respond(session, request, query, "", settings)
 
 
 def search_compartment(session: Session, request: FhirRequest, owner_type: str, owner_id: str,
@@ -53,7 +53,7 @@ def search_compartment(session: Session, request: FhirRequest, owner_type: str, 
                          expression=resource_type)
     query = _parse(request, resource_type, settings, session.registry)
     query.clauses.append(CompartmentClause(owner_type, owner_id, tuple(params or ())))
-    return _respond(session, request, query, f"{owner_type}/{owner_id}/{resource_type}")
+    return _respond(session, request, query, f"{owner_type}/{owner_id}/{resource_type}", settings)
 
 
 def everything(session: Session, request: FhirRequest, patient_id: str,
@@ -74,7 +74,7 @@ def everything(session: Session, request: FhirRequest, patient_id: str,
     params = [(k, v) for k, v in request.query if k in ("_count", "_cursor", "_total")]
     params += [("_lastUpdated", f"ge{v}") for k, v in request.query if k == "_since"]
     query = parse_query("Patient", params, max_count=settings.max_count,
-                        registry=session.registry)
+                        registry=session.registry, limits=search_limits(settings))
     if not query.options.count_given:
         query.options.count = settings.default_count
     if not any(k == "_total" for k, _ in params):
@@ -88,7 +88,7 @@ def everything(session: Session, request: FhirRequest, patient_id: str,
     query.options.includes.append(Include("*", None, None, False,
                                           excluded_targets=tuple(sorted({"Patient",
                                                                          *compartment}))))
-    return _respond(session, request, query, f"Patient/{patient_id}/$everything")
+    return _respond(session, request, query, f"Patient/{patient_id}/$everything", settings)
 
 
 def _types_parameter(params: list[tuple[str, str]]) -> list[str]:
@@ -106,49 +106,70 @@ def _types_parameter(params: list[tuple[str, str]]) -> list[str]:
 def _parse(request: FhirRequest, resource_type: str, settings: Settings,
            registry: SearchRegistry | None) -> Query:
     query = parse_query(resource_type, request.query, strict=request.prefer_strict,
-                        max_count=settings.max_count, registry=registry)
+                        max_count=settings.max_count, registry=registry,
+                        limits=search_limits(settings))
     if not query.options.count_given:
         query.options.count = settings.default_count
     return query
 
 
-def _respond(session: Session, request: FhirRequest, query: Query, path: str) -> FhirResponse:
+def search_limits(settings: Settings) -> SearchLimits:
+    """What one client search may ask for, from the server's settings."""
+    return SearchLimits(values=settings.max_search_values,
+                        chain_depth=settings.max_chain_depth,
+                        parameters=settings.max_search_parameters)
+
+
+def _respond(session: Session, request: FhirRequest, query: Query, path: str,
+             settings: Settings) -> FhirResponse:
     page = session.search(query)
     options = query.options
     entries = [_entry(request.base_url, stored, "match", options.summary, options.elements)
                for stored in page.matches]
-    for stored in _included(session, page.matches, query):
+    included, complete = _included(session, page.matches, query, settings.max_included)
+    for stored in included:
         entries.append(_entry(request.base_url, stored, "include", options.summary,
                               options.elements))
-    if query.ignored:
-        entries.append({"resource": operation_outcome(query.ignored),
-                        "search": {"mode": "outcome"}})
+    notes = list(query.ignored)
+    if not complete:
+        notes.append(Issue(
+            "too-costly", f"Only the first {settings.max_included} included resources are "
+            "in this page; ask for fewer matches per page (_count) to get all of them.",
+            expression="_include", severity="warning"))
+    if notes:
+        entries.append({"resource": operation_outcome(notes), "search": {"mode": "outcome"}})
     total = {} if page.total is None else {"total": page.total}
     links = _links(request, path, page.next_cursor, page.previous_cursor)
     return FhirResponse(200, resource=bundle("searchset", entries, **total, link=links))
 
 
-def _included(session: Session, matches: list[StoredVersion], query: Query
-              ) -> list[StoredVersion]:
-    """_include / _revinclude targets, de-duplicated, following :iterate a few levels."""
+def _included(session: Session, matches: list[StoredVersion], query: Query, limit: int
+              ) -> tuple[list[StoredVersion], bool]:
+    """_include / _revinclude targets, de-duplicated, following :iterate a few levels;
+    at most ``limit`` of them, and whether that was all of them."""
     options = query.options
     if not options.includes and not options.revincludes:
-        return []
+        return [], True
     seen = {(m.resource_type, m.id) for m in matches}
     found: list[StoredVersion] = []
     frontier = matches
     for depth in range(MAX_ITERATIONS):
         wave: list[StoredVersion] = []
         for include, reverse in _active(options.includes, options.revincludes, depth):
-            for stored in session.included(frontier, include, reverse):
+            # one more than still fits: finding it is how an overflow shows
+            room = limit - len(found) - len(wave) + 1
+            for stored in session.included(frontier, include, reverse, room + len(seen)):
                 if (stored.resource_type, stored.id) not in seen:
+                    if len(found) + len(wave) == limit:
+                        found.extend(wave)
+                        return found, False
                     seen.add((stored.resource_type, stored.id))
                     wave.append(stored)
         found.extend(wave)
         frontier = wave
         if not wave:
             break
-    return found
+    return found, True
 
 
 def _active(includes: list[Include], revincludes: list[Include], depth: int

@@ -31,6 +31,7 @@ from hygeia.server.reindex import ReindexJob, start_reindex
 from hygeia.server.router import Route, parse_route
 from hygeia.store.base import HistoryQuery, Repository, Session
 from hygeia.store.jobs import JobStore
+from hygeia.store.limits import StatementLimits, statement_limits
 
 log = logging.getLogger("hygeia.server")
 
@@ -84,9 +85,13 @@ class FhirService:
             yield session
 
     def handle(self, request: FhirRequest) -> FhirResponse:
-        if self.audit.enabled:
-            return self.audit.observe(request, self._dispatch)
-        return self._dispatch(request)
+        # a request's reads stop after statement_timeout; its writes may take as long as
+        # a job's (a large transaction's inserts), store/limits.py
+        with statement_limits(StatementLimits(self.settings.statement_timeout,
+                                              self.settings.job_statement_timeout)):
+            if self.audit.enabled:
+                return self.audit.observe(request, self._dispatch)
+            return self._dispatch(request)
 
     def _dispatch(self, request: FhirRequest) -> FhirResponse:
         route = parse_route(request.method, request.path, request.query)
@@ -285,14 +290,15 @@ def _patch(service: FhirService, route: Route, request: FhirRequest,
            session: Session) -> FhirResponse:
     return write.patch(session, _t(route), _i(route), request.body,
                        content_type=request.content_type, base_url=request.base_url,
-                       if_match=request.if_match)
+                       if_match=request.if_match, limits=write.patch_limits(service.settings))
 
 
 def _conditional_patch(service: FhirService, route: Route, request: FhirRequest,
                        session: Session) -> FhirResponse:
     return write.conditional_patch(session, _t(route), route.criteria or "", request.body,
                                    content_type=request.content_type,
-                                   base_url=request.base_url, if_match=request.if_match)
+                                   base_url=request.base_url, if_match=request.if_match,
+                                   limits=write.patch_limits(service.settings))
 
 
 def _everything(service: FhirService, route: Route, request: FhirRequest,

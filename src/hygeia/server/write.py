@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import jsonpatch
 import orjson
 
 from hygeia.fhir.datetime import now_us
@@ -25,12 +24,12 @@ from hygeia.fhir.outcome import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from hygeia.fhir.patch import apply_fhirpath_patch
+from hygeia.fhir.patch import PatchLimits, apply_fhirpath_patch, apply_json_patch
 from hygeia.fhir.search.index import index_resource
 from hygeia.fhir.search.query import parse_criteria
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.fhir.validation import validate
-from hygeia.server.context import FhirResponse, parse_etag
+from hygeia.server.context import FhirResponse, Settings, parse_etag
 from hygeia.server.custom_parameters import to_parameter
 from hygeia.server.resources import check_id, new_id, stamp
 from hygeia.server.router import SERVER_WRITTEN_TYPES
@@ -227,8 +226,14 @@ def conditional_delete(session: Session, resource_type: str, criteria: str) -> F
 
 
 def patch(session: Session, resource_type: str, id: str, body: Any, *, content_type: str,
-          base_url: str = "", if_match: str | None = None) -> FhirResponse:
-    """Apply a JSON Patch or FHIRPath Patch to the current version, validate, store."""
+          base_url: str = "", if_match: str | None = None,
+          limits: PatchLimits | None = None) -> FhirResponse:
+    """Apply a JSON Patch or FHIRPath Patch to the current version, validate, store.
+
+    ``limits`` bound the patched resource's size and the patch's operations
+    (the server passes its body limit): a patch is refused with 422 before it
+    builds a resource larger than a client could send whole.
+    """
     fhirpath_patch = isinstance(body, dict) and body.get("resourceType") == "Parameters"
     if "json-patch" not in content_type and not ("json" in content_type and fhirpath_patch):
         raise UnsupportedMediaType(
@@ -243,9 +248,9 @@ def patch(session: Session, resource_type: str, id: str, body: Any, *, content_t
     check_if_match(if_match, current, f"{resource_type}/{id}")
     original = orjson.loads(current.content or b"{}")
     if "json-patch" in content_type:
-        patched = apply_json_patch(original, body)
+        patched = apply_json_patch(original, body, limits)
     else:
-        patched = apply_fhirpath_patch(original, body)
+        patched = apply_fhirpath_patch(original, body, limits)
     if patched.get("resourceType") != resource_type or patched.get("id") != id:
         raise Unprocessable("A patch must not change resourceType or id.",
                             expression=f"{resource_type}.id")
@@ -254,26 +259,17 @@ def patch(session: Session, resource_type: str, id: str, body: Any, *, content_t
     return _written(stored, 200, base_url)
 
 
-def apply_json_patch(resource: dict[str, Any], operations: Any) -> dict[str, Any]:
-    if not isinstance(operations, list):
-        raise BadRequest("A JSON Patch body must be an array of operations.", code="structure")
-    try:
-        result = jsonpatch.JsonPatch(operations).apply(resource)
-    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
-        raise Unprocessable(f"The JSON Patch could not be applied: {error}.",
-                            code="processing") from None
-    except (TypeError, KeyError, ValueError) as error:
-        raise BadRequest(f"The JSON Patch is malformed: {error}.", code="structure") from None
-    if not isinstance(result, dict):
-        raise Unprocessable("The JSON Patch replaced the whole resource with a non-object.")
-    return result
+def patch_limits(settings: Settings) -> PatchLimits:
+    """A patched resource may be no larger than a body the server would accept."""
+    return PatchLimits(max_bytes=settings.max_body_bytes,
+                       max_operations=settings.max_patch_operations)
 
 
 def conditional_patch(session: Session, resource_type: str, criteria: str, body: Any, *,
-                      content_type: str, base_url: str = "",
-                      if_match: str | None = None) -> FhirResponse:
+                      content_type: str, base_url: str = "", if_match: str | None = None,
+                      limits: PatchLimits | None = None) -> FhirResponse:
     match = resolve_criteria(session, resource_type, criteria, lock=True)
     if match.id is None:
         raise NotFound(f"No {resource_type} matches '{criteria}'.", expression="criteria")
     return patch(session, resource_type, match.id, body, content_type=content_type,
-                 base_url=base_url, if_match=if_match)
+                 base_url=base_url, if_match=if_match, limits=limits)

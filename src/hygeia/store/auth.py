@@ -18,6 +18,9 @@ from hygeia.store.base import Repository
 from hygeia.store.plain_sql import reading, writing
 
 _CLIENT_COLUMNS = "client_id, name, secret_hash, jwks, redirect_uris, scopes, created, active"
+# the handle row that says since when a client's access tokens are valid (rotation)
+NOT_BEFORE = "not-before"
+FOREVER = 2 ** 62
 
 
 class DuplicateEntry(ValueError):
@@ -31,6 +34,8 @@ class Client:
     ``secret_hash`` is set for a confidential client with a shared secret,
     ``jwks`` (a JWK Set) for one that signs its assertions (SMART Backend
     Services, ``private_key_jwt``); a client with neither is public (PKCE only).
+    A client registered by the URL of its JWK Set has ``{"jwks_uri": URL}`` there
+    instead of keys (:attr:`jwks_url`): the keys are fetched when needed.
     ``scopes`` is the most the client may ever be granted.
     """
 
@@ -46,6 +51,12 @@ class Client:
     @property
     def public(self) -> bool:
         return self.secret_hash is None and self.jwks is None
+
+    @property
+    def jwks_url(self) -> str | None:
+        """Where the client publishes its keys, when it registered a URL, not keys."""
+        url = (self.jwks or {}).get("jwks_uri")
+        return url if isinstance(url, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +129,17 @@ class AuthStore:
                 "UPDATE auth_client SET secret_hash = ?, jwks = ? WHERE client_id = ?",
                 (secret_hash, _dump(jwks), client_id))
             return bool(cursor.rowcount)
+
+    def revoke_client_tokens(self, client_id: str, not_before: int) -> None:
+        """Every access token of ``client_id`` issued before ``not_before`` (microseconds)
+        stops working: kept as a handle row, so every server process sees it."""
+        digest = f"{NOT_BEFORE}:{client_id}"
+        with writing(self.repository) as session:
+            session.execute("DELETE FROM auth_handle WHERE digest = ?", (digest,))
+            session.execute(
+                "INSERT INTO auth_handle (digest, kind, client_id, data, expires, used) "
+                "VALUES (?, ?, ?, ?, ?, NULL)",
+                (digest, NOT_BEFORE, client_id, _dump({"not_before": not_before}), FOREVER))
 
     # ------------------------------------------------------------ users
 
@@ -234,6 +256,19 @@ class AuthStore:
                 "INSERT INTO auth_jti (jti, kind, expires) VALUES (?, ?, ?) "
                 "ON CONFLICT (jti) DO NOTHING", (jti, kind, expires))
             return bool(cursor.rowcount)
+
+    def token_revoked(self, jtis: list[str], client_id: str, issued: int) -> bool:
+        """Whether an access token is revoked: one of its ids (``jtis``: its own, its
+        refresh family's) was noted, or its client revoked tokens issued before
+        ``issued`` (microseconds).  One short read, made on every request."""
+        marks = ", ".join("?" for _ in jtis)
+        with reading(self.repository) as session:
+            if jtis and session.execute(f"SELECT 1 FROM auth_jti WHERE jti IN ({marks})",
+                                        tuple(jtis)).fetchall():
+                return True
+            rows = session.execute("SELECT data FROM auth_handle WHERE digest = ? AND kind = ?",
+                                   (f"{NOT_BEFORE}:{client_id}", NOT_BEFORE)).fetchall()
+        return bool(rows) and issued < int(orjson.loads(rows[0][0])["not_before"])
 
     def jti_known(self, jti: str) -> bool:
         with reading(self.repository) as session:

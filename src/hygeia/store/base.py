@@ -173,8 +173,9 @@ class Session(ABC):
 
     @abstractmethod
     def included(self, owners: list[StoredVersion], include: Include,
-                 reverse: bool) -> list[StoredVersion]:
-        """Resources ``owners`` reference through ``include`` (reverse: that reference them)."""
+                 reverse: bool, limit: int | None = None) -> list[StoredVersion]:
+        """Resources ``owners`` reference through ``include`` (reverse: that reference them);
+        at most ``limit`` of them, when given (a revinclude can reach a whole database)."""
 
     @abstractmethod
     def reindex(self, keys: list[tuple[str, str]],

@@ -209,25 +209,61 @@ def _index_statements() -> list[str]:
     return statements + [statement for _, statement in lookup_indexes()]
 
 
+# Text columns that lead a lookup index, and the length of the prefix indexed instead
+# of the whole value: a PostgreSQL B-tree entry must fit a third of a page (2,704
+# bytes), so a 2,700-character family name or a 10 KB valueString could not be stored
+# at all.  256 characters are at most 1,024 bytes of UTF-8.  A search value no longer
+# than the prefix is matched on the prefix alone (exact: see store/search_sql.py
+# ``SqlBuilder.equal``); a longer one on the prefix and then the whole value.  SQLite
+# has no such limit, but the same indexes and queries serve both databases.
+PREFIX_CHARS = 256
+PREFIXED_COLUMNS = {"string_index": "norm", "uri_index": "uri", "composite_index": "c0_t2",
+                    "token_index": "text"}
+
+
+def prefix(column: str) -> str:
+    """The indexed prefix of a text column, as index and query must both spell it."""
+    return f"substr({column}, 1, {PREFIX_CHARS})"
+
+
+def _prefixed(table: str, columns: str) -> str:
+    return columns.replace(PREFIXED_COLUMNS[table], prefix(PREFIXED_COLUMNS[table]), 1)
+
+
 def lookup_indexes() -> list[tuple[str, str]]:
     """(name, DDL) of the index tables' lookup indexes, the same for both dialects.
 
     Their keys arrive in random order (hashes, uuids), so each row a load inserts
     lands on a random B-tree page; the owner indexes grow at their end (keys are
     allocated in increasing order).  A bulk load into an empty database builds
-    these afterwards instead (see ``Repository.bulk_load``).
+    these afterwards instead (see ``Repository.bulk_load``).  Long text keys are
+    indexed by prefix (``PREFIXED_COLUMNS``), under another name than the
+    whole-value index they replaced (``REPLACED_INDEXES``).
     """
-    indexes = [(f"{table}_lookup",
-                f"CREATE INDEX IF NOT EXISTS {table}_lookup ON {table} ({_LOOKUPS[table]})")
-               for table in INDEX_TABLES]
+    indexes: list[tuple[str, str]] = []
+    for table in INDEX_TABLES:
+        name, columns = f"{table}_lookup", _LOOKUPS[table]
+        if table in PREFIXED_COLUMNS and table != "token_index":
+            name, columns = f"{table}_prefix", _prefixed(table, columns)
+        indexes.append((name, f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})"))
     # :text searches; most token rows carry no text, so the index holds only those that do
-    indexes.append(("token_index_text", "CREATE INDEX IF NOT EXISTS token_index_text ON "
-                                        "token_index (h_param, text, res_pk) "
-                                        "WHERE text IS NOT NULL"))
+    text_key = _prefixed("token_index", "h_param, text, res_pk")
+    indexes.append(("token_index_text_prefix", "CREATE INDEX IF NOT EXISTS "
+                    f"token_index_text_prefix ON token_index ({text_key}) "
+                    "WHERE text IS NOT NULL"))
     return indexes
+
+
+# whole-value indexes of databases made before the prefix indexes (same layout version):
+# dropped when such a database opens, after its prefix indexes were built, so it takes
+# long values from then on
+REPLACED_INDEXES = ("string_index_lookup", "uri_index_lookup", "composite_index_lookup",
+                    "token_index_text")
 
 
 def statements(dialect: str) -> list[str]:
     """Every DDL statement for ``dialect``, idempotent (IF NOT EXISTS)."""
     types = DIALECT_TYPES[dialect]
-    return [statement.format(**types) for statement in (*_CORE, *_index_statements())]
+    replaced = [f"DROP INDEX IF EXISTS {name}" for name in REPLACED_INDEXES]
+    return [statement.format(**types) for statement in (*_CORE, *_index_statements())
+            ] + replaced

@@ -45,7 +45,7 @@ from hygeia.fhir.search.values import (
     UriValue,
 )
 from hygeia.store.hashing import code_hash, param_hash
-from hygeia.store.schema import INDEX_TABLES
+from hygeia.store.schema import INDEX_TABLES, PREFIX_CHARS, PREFIXED_COLUMNS, prefix
 
 TOP = "\U0010ffff"  # sorts after every other character (byte-wise)
 
@@ -67,6 +67,7 @@ COMPOSITE_COLUMNS = {
 
 
 _MARK = re.compile("\x00(\\d+)\x00")
+_PREFIXED = frozenset(PREFIXED_COLUMNS.values())  # bare names, unique across the tables
 
 
 @dataclass
@@ -202,13 +203,14 @@ class SqlBuilder:
             target = self.alias("t")
             column = f"({target}.res_type || '')" if _selective(inner) else f"{target}.res_type"
             alternatives.append(
-                f"({ref}.target_type = {self.value(kind)} AND {ref}.target_id IN "
-                f"(SELECT {target}.res_id FROM resource {target} WHERE {column} = "
-                f"{self.value(kind)} AND {target}.deleted = {self.value(False)} AND "
-                f"{self.clause(inner, target, (kind,))}))")
+                f"({ref}.target_id IN (SELECT {target}.res_id FROM resource {target} WHERE "
+                f"{self.clause(inner, target, (kind,))} AND {column} = {self.value(kind)} "
+                f"AND {target}.deleted = {self.value(False)}) AND "
+                f"{ref}.target_type = {self.value(kind)})")
+        either = alternatives[0] if len(alternatives) == 1 else \
+            f"({' OR '.join(alternatives)})"
         return (f"{owner}.pk IN (SELECT {ref}.res_pk FROM reference_index {ref} WHERE "
-                f"{self.param_match(ref, types, clause.parameter.code)} AND "
-                f"({' OR '.join(alternatives)}))")
+                f"{either} AND {self.param_match(ref, types, clause.parameter.code)})")
 
     def _has(self, clause: HasClause, owner: str, types: tuple[str, ...]) -> str:
         """Driven from the inner clause: matching sources, then their reference rows.
@@ -343,20 +345,57 @@ class SqlBuilder:
             raise BadRequest(f"Cannot search with {type(value).__name__}.", code="not-supported")
         return handler(self, value, modifier, columns)
 
+    def equal(self, column: str, text: str) -> str:
+        """``column = text``, on its indexed prefix where the column has one.
+
+        Long text columns are indexed by prefix (store/schema.py ``PREFIXED_COLUMNS``):
+        only a condition on that same expression can use the index.  A text shorter
+        than the prefix equals the column exactly when it equals the column's prefix;
+        a longer one is compared whole as well.
+        """
+        if column.rpartition(".")[2] not in _PREFIXED:
+            return f"{column} = {self.value(text)}"
+        if len(text) < PREFIX_CHARS:
+            return f"{self._present(column)}{prefix(column)} = {self.value(text)}"
+        return f"{prefix(column)} = {self.value(text[:PREFIX_CHARS])} AND " \
+               f"{column} = {self.value(text)}"
+
+    def starts_with(self, column: str, text: str) -> str:
+        """``column`` begins with ``text``: a byte-wise range, on its indexed prefix.
+
+        A text no longer than the prefix begins the column exactly when it begins
+        the column's prefix; a longer one fixes the whole prefix and is compared
+        whole as well.
+        """
+        prefixed = column.rpartition(".")[2] in _PREFIXED
+        if prefixed and len(text) > PREFIX_CHARS:
+            return (f"{prefix(column)} = {self.value(text[:PREFIX_CHARS])} AND "
+                    f"{column} >= {self.value(text)} AND {column} < {self.value(text + TOP)}")
+        if not prefixed:
+            return f"{column} >= {self.value(text)} AND {column} < {self.value(text + TOP)}"
+        return (f"{self._present(column)}{prefix(column)} >= {self.value(text)} AND "
+                f"{prefix(column)} < {self.value(text + TOP)}")
+
+    @staticmethod
+    def _present(column: str) -> str:
+        """``column IS NOT NULL AND`` for a column whose index holds only present values
+        (token texts): a condition on its prefix alone does not tell SQLite that."""
+        return f"{column} IS NOT NULL AND " if column.rpartition(".")[2] == "text" else ""
+
     def _string(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
         assert isinstance(value, StringValue)
         if modifier == "exact":
-            return f"{columns['exact']} = {self.value(value.text)}"
+            return self.equal(columns["exact"], value.text)
         column = columns["norm"]
         if modifier == "contains":
             return f"{column} LIKE {self.value('%' + _like(value.norm) + '%')} ESCAPE '\\'"
-        return f"{column} >= {self.value(value.norm)} AND {column} < {self.value(value.norm + TOP)}"
+        return self.starts_with(column, value.norm)
 
     def _token(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
         assert isinstance(value, TokenValue)
         parts = []
         if value.code is not None:
-            parts.append(f"{columns['code']} = {self.value(value.code)}")
+            parts.append(self.equal(columns["code"], value.code))
         if value.system == "":
             parts.append(f"{columns['system']} IS NULL")
         elif value.system is not None:
@@ -376,7 +415,7 @@ class SqlBuilder:
         assert isinstance(value, OfTypeValue)
         # indexed as system = the type's coding system, code = "<type code>|<value>"
         return (f"{columns['system']} = {self.value(value.system)} AND "
-                f"{columns['code']} = {self.value(f'{value.code}|{value.value}')}")
+                f"{self.equal(columns['code'], f'{value.code}|{value.value}')}")
 
     def _range(self, value: Any, modifier: str | None, columns: dict[str, str]) -> str:
         assert isinstance(value, RangeValue | QuantityValue)
@@ -444,7 +483,7 @@ class SqlBuilder:
             parts += f" AND {columns['system']} = {self.value(value.system)}"
         if value.code is not None:
             if value.system is not None:
-                parts += f" AND {columns['code']} = {self.value(value.code)}"
+                parts += f" AND {self.equal(columns['code'], value.code)}"
             else:
                 parts += (f" AND ({columns['code']} = {self.value(value.code)} OR "
                           f"{columns['unit']} = {self.value(value.code)})")
@@ -456,7 +495,7 @@ class SqlBuilder:
         if value.type is not None:
             parts.append(f"{columns['target_type']} = {self.value(value.type)}")
         if value.id is not None:
-            parts.append(f"{columns['target_id']} = {self.value(value.id)}")
+            parts.append(self.equal(columns["target_id"], value.id))
         local = " AND ".join(parts)
         if value.url is None:
             return local or "1 = 0"
@@ -467,11 +506,10 @@ class SqlBuilder:
         assert isinstance(value, UriValue)
         column = columns.get("uri", columns.get("url", ""))
         if modifier == "below":
-            low, high = self.value(value.uri), self.value(value.uri + TOP)
-            return f"{column} >= {low} AND {column} < {high}"
+            return self.starts_with(column, value.uri)
         if modifier == "above":
             return f"substr({self.value(value.uri)}, 1, length({column})) = {column}"
-        return f"{column} = {self.value(value.uri)}"
+        return self.equal(column, value.uri)
 
 
 @lru_cache(maxsize=256)

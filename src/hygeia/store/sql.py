@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from hygeia.fhir.outcome import BadRequest
 from hygeia.fhir.search.parameters import default_registry
 from hygeia.fhir.search.query import Query
 from hygeia.fhir.search.results import WHEN_FREE, Include
@@ -66,6 +67,11 @@ _FIRST_BATCH = 64
 _LAST_BATCH = 4096
 _HEAD_CHUNK = 1000  # keys per lookup query (_rows_by_keys)
 
+# values one statement may bind: SQLite's limit (PostgreSQL's is 65,535), so a search
+# that is too large is refused the same way on both (a chain whose first reference may
+# point at 65 types repeats each of 100 values hundreds of times)
+MAX_BOUND_VALUES = 32_766
+
 VERSION_COLUMNS = "v.res_type, v.res_id, v.version, v.last_updated, v.deleted, v.content, " \
                   "v.method, v.seq"
 
@@ -84,6 +90,11 @@ class SqlSession(Session):
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
     def execute(self, sql: str, params: tuple | list = ()) -> Any:
+        if len(params) > MAX_BOUND_VALUES:
+            raise BadRequest(f"The request needs {len(params):,} values in one database query; "
+                             f"at most {MAX_BOUND_VALUES:,} fit. Use fewer search values or "
+                             "name the target types of a chain (subject:Patient.name).",
+                             code="too-costly")
         cursor = self.connection.cursor()
         cursor.execute(self._sql(sql), params)
         return cursor
@@ -288,7 +299,8 @@ class SqlSession(Session):
         builder = SqlBuilder(self.registry)
         where = where_sql(builder, types, query.clauses)
         keys = order_keys(builder, options.sort, types)
-        direction, boundary = decode_cursor(options.cursor, len(keys))
+        kinds = tuple("number" if key.numeric else "text" for key in keys)
+        direction, boundary = decode_cursor(options.cursor, kinds)
         backwards = direction == "p"
         columns = ", ".join(f"COALESCE({k.expression}, {builder.value(k.sentinel())}) AS k{n}"
                             for n, k in enumerate(keys))
@@ -309,7 +321,7 @@ class SqlSession(Session):
         sorting every match (a broad query with ``_count=20`` costs 20 rows, not 20,000).
         """
         options = query.options
-        direction, boundary = decode_cursor(options.cursor, 1)
+        direction, boundary = decode_cursor(options.cursor, ("key",))
         backwards = direction == "p"
         after = boundary[0] if boundary else None
         rows = self._walk_keys(query, types, after, backwards, options.count + 1)
@@ -394,7 +406,7 @@ class SqlSession(Session):
         return [by_seq[seq] for seq in seqs if seq in by_seq]
 
     def included(self, owners: list[StoredVersion], include: Include,
-                 reverse: bool) -> list[StoredVersion]:
+                 reverse: bool, limit: int | None = None) -> list[StoredVersion]:
         """Resources ``owners`` reference through ``include`` (reversed: that reference them)."""
         self.flush()
         if not owners:
@@ -425,7 +437,8 @@ class SqlSession(Session):
             join = "JOIN resource r ON r.res_type = t.pick_type AND r.res_id = t.pick_id"
         sql, params = builder.render(
             f"SELECT {VERSION_COLUMNS} FROM ({picked}) t {join} "
-            f"JOIN resource_version v ON v.seq = r.seq WHERE r.deleted = {builder.value(False)}")
+            f"JOIN resource_version v ON v.seq = r.seq WHERE r.deleted = {builder.value(False)}"
+            + ("" if limit is None else f" LIMIT {int(limit)}"))
         return rows_to_versions(None, iter(self.execute(sql, params).fetchall()))
 
     def _owner_condition(self, builder: SqlBuilder, owners: list[StoredVersion]) -> str:

@@ -270,3 +270,21 @@ def test_string_kinds_never_crash(text: str) -> None:
     for name, checker in primitive_checkers().items():
         problem = checker(text)
         assert problem is None or problem[0] in {"value", "structure"}, name
+
+
+@pytest.mark.parametrize("type_name", ["string", "markdown", "code", "uri", "id", "xhtml",
+                                       "base64Binary", "canonical"])
+@pytest.mark.parametrize("character", ["\x00", "\x01", "\x08", "\x0b", "\x0c", "\x1b",
+                                       "\x1f"])
+def test_control_characters_are_refused_in_every_string_type(type_name: str,
+                                                             character: str) -> None:
+    value = f"<div>a{character}b</div>" if type_name == "xhtml" else f"ab{character}cd"
+    problem = check_primitive(type_name, value)
+    assert problem is not None and problem[0] == "value"
+
+
+@pytest.mark.parametrize("type_name", ["string", "markdown"])
+def test_tab_carriage_return_and_line_feed_are_allowed(type_name: str) -> None:
+    assert check_primitive(type_name, "a\tb\r\nc ") is None
+    problem = check_primitive(type_name, "a\x00b")
+    assert problem is not None and "U+0000 at position 2" in problem[1]

@@ -10,6 +10,7 @@ another resource type.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
@@ -31,6 +32,25 @@ MODIFIERS = {
     "composite": {"missing"},
 }
 PREFIXED_TYPES = {"date", "number", "quantity"}
+# datatypes.html#string: no character below U+0020 but tab, CR and LF; nothing stored
+# can hold one, and PostgreSQL cannot even compare text holding a NUL
+_CONTROL_CHARACTER = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]").search
+
+
+@dataclass(frozen=True, slots=True)
+class SearchLimits:
+    """The most one search request may ask for; beyond them it is refused with 400.
+
+    Each bounds work a short request could otherwise multiply: every value of a
+    parameter is one more OR arm (SQLite refuses expression trees deeper than
+    1,000), every chain step one more nested subquery (SQLite's parser stack
+    overflowed at 4, PostgreSQL ran 50 for minutes).  docs/guide/search.md lists
+    them with their settings.
+    """
+
+    values: int = 100  # comma-separated values of one parameter (OR-ed)
+    chain_depth: int = 3  # reference steps of a chain or _has (``a.b.c.name``: 3)
+    parameters: int = 100  # name=value pairs in one request
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,15 +122,20 @@ class Query:
 
 
 def parse_query(resource_type: str, params: Iterable[tuple[str, str]], *, strict: bool = False,
-                max_count: int = 1000, registry: SearchRegistry | None = None) -> Query:
+                max_count: int = 1000, registry: SearchRegistry | None = None,
+                limits: SearchLimits | None = None) -> Query:
     """Parse query parameters for ``resource_type`` into a :class:`Query`.
 
     Unknown parameters are ignored and reported (``Query.ignored``), or raise
-    :class:`BadRequest` when ``strict`` (``Prefer: handling=strict``).
+    :class:`BadRequest` when ``strict`` (``Prefer: handling=strict``).  A client's
+    parameters are held to ``limits`` (None: the server's own queries, unbounded).
     """
     registry = registry or default_registry()
     query = Query(resource_type)
     query.options.max_count = max_count
+    params = list(params)
+    if limits is not None:
+        check_limits(params, limits)
     for name, value in params:
         if apply_result_parameter(query.options, name, value, resource_type, registry):
             continue
@@ -122,6 +147,37 @@ def parse_query(resource_type: str, params: Iterable[tuple[str, str]], *, strict
             query.ignored.append(Issue("not-supported", f"{unknown} It was ignored.", name,
                                        "warning"))
     return query
+
+
+def check_limits(params: list[tuple[str, str]], limits: SearchLimits) -> None:
+    """Refuse (400) parameters beyond ``limits`` or holding control characters,
+    before any of them is parsed, naming the parameter at fault."""
+    if len(params) > limits.parameters:
+        raise BadRequest(f"The request has {len(params):,} search parameters; at most "
+                         f"{limits.parameters:,} are allowed.", code="too-costly",
+                         expression=params[limits.parameters][0])
+    for name, value in params:
+        check_text(name, name, "name")
+        check_text(name, value, "value")
+        if value.count(",") >= limits.values and \
+                len(split_escaped(value, ",")) > limits.values:
+            raise BadRequest(f"Search parameter '{name}' has more than {limits.values:,} "
+                             "comma-separated values; split the search or use fewer values.",
+                             code="too-costly", expression=name)
+        depth = name.count(".") + name.count("_has:")
+        if depth > limits.chain_depth:
+            raise BadRequest(f"Search parameter '{name}' chains {depth} references; at most "
+                             f"{limits.chain_depth} are allowed.", code="too-costly",
+                             expression=name)
+
+
+def check_text(name: str, text: str, part: str) -> None:
+    """Refuse a parameter name or value holding a control character (400)."""
+    found = _CONTROL_CHARACTER(text)
+    if found is not None:
+        raise BadRequest(f"The {part} of search parameter {name!r} contains the control "
+                         f"character U+{ord(found.group()):04X}, which no FHIR value can hold.",
+                         expression=name)
 
 
 class UnknownParameter(Exception):
@@ -205,7 +261,8 @@ def _parse_has(resource_type: str, name: str, value: str, registry: SearchRegist
 
 
 def parse_criteria(resource_type: str, criteria: str,
-                   registry: SearchRegistry | None = None) -> Query:
+                   registry: SearchRegistry | None = None,
+                   limits: SearchLimits | None = None) -> Query:
     """Parse conditional-interaction criteria (``identifier=x|y&_id=z``) strictly.
 
     Conditional operations must never silently ignore a parameter: an ignored
@@ -214,12 +271,13 @@ def parse_criteria(resource_type: str, criteria: str,
     pairs = parse_qsl(criteria, keep_blank_values=True)
     if not pairs:
         raise BadRequest("Conditional criteria are empty.", expression="criteria")
-    query = parse_query(resource_type, pairs, strict=True, registry=registry)
+    query = parse_query(resource_type, pairs, strict=True, registry=registry,
+                        limits=limits or SearchLimits())
     if not query.clauses:
         raise BadRequest("Conditional criteria name no search parameter.", expression="criteria")
     return query
 
 
 __all__ = ["ChainClause", "Clause", "CompartmentClause", "HasClause", "IdClause",
-           "ParameterClause", "Query", "TokenValue", "parse_clause", "parse_criteria",
-           "parse_query"]
+           "ParameterClause", "Query", "SearchLimits", "TokenValue", "parse_clause",
+           "parse_criteria", "parse_query"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from hygeia.fhir.outcome import BadRequest
 from hygeia.fhir.search.parameters import SearchParameter, SearchRegistry
 from hygeia.fhir.spec import is_resource_type
+from hygeia.fhir.validation.primitives import shown
 
 SORTABLE = {"string", "token", "date", "number", "quantity", "reference", "uri"}
 SUMMARY_MODES = {"true", "text", "data", "count", "false"}
@@ -58,7 +59,7 @@ def apply_result_parameter(options: ResultOptions, name: str, value: str, resour
     if name in PASSIVE:
         return True
     if name == "_count":
-        options.count = min(_non_negative(name, value), options.max_count)
+        options.count = min(non_negative(name, value), options.max_count)
         options.count_given = True
     elif name == "_cursor":
         options.cursor = value
@@ -81,10 +82,18 @@ def apply_result_parameter(options: ResultOptions, name: str, value: str, resour
     return True
 
 
-def _non_negative(name: str, value: str) -> int:
-    if not value.isdigit():
-        raise BadRequest(f"{name} must be a non-negative integer, not '{value}'.",
-                         expression=name)
+MAX_DIGITS = 18  # every integer of up to 18 digits fits a signed 64-bit database column
+
+
+def non_negative(name: str, value: str) -> int:
+    """A client's integer parameter: 1 to 18 ASCII digits, else 400.
+
+    ``str.isdigit`` alone also accepts superscripts and other scripts' digits
+    (``int`` then fails), and Python refuses to convert more than 4,300 digits.
+    """
+    if not 0 < len(value) <= MAX_DIGITS or not value.isascii() or not value.isdigit():
+        raise BadRequest(f"{name} must be a non-negative integer of at most {MAX_DIGITS} "
+                         f"digits, not {shown(value)}.", expression=name)
     return int(value)
 
 

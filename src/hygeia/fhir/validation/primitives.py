@@ -32,9 +32,18 @@ PrimitiveCheck = Callable[[Any], Problem | None]
 SAFE_REGEXES = {
     r"(\s*([0-9a-zA-Z\+/=]){4}\s*)+": r"\s*(?:[0-9a-zA-Z+/=]{4}\s*)+",
 }
+# The string regex, [ \r\n\t\S]+, lets control characters through (\S); this one is
+# the same language without them, so valid strings are scanned once, not twice.
+STRICT_REGEXES = {
+    r"[ \r\n\t\S]+": "[^\x00-\x08\x0b\x0c\x0e-\x1f]+",
+}
 CALENDAR_TYPES = frozenset({"date", "dateTime", "instant"})
 _DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _SHOWN_CHARS = 60
+# datatypes.html#string: strings SHALL NOT contain characters below U+0020 other than
+# tab, carriage return and line feed; the spec regexes (\S) let them through.  A NUL
+# also cannot be stored in a PostgreSQL text column, so letting it in would fail later.
+_CONTROL_CHARACTER = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]").search
 
 
 def json_type_name(value: Any) -> str:
@@ -97,6 +106,26 @@ def is_xhtml_div(value: str) -> bool:
     return text.endswith("</div>") or text.endswith("/>")
 
 
+def _no_control_character(value: str) -> None:
+    return None
+
+
+def control_character_problem(name: str, value: str) -> Problem | None:
+    """The problem of a string holding a control character FHIR forbids, else None.
+
+    >>> control_character_problem("string", "a\\x00b")[1][:51]
+    'string contains the control character U+0000 at pos'
+    >>> control_character_problem("string", "tab\\tand\\r\\nnewline") is None
+    True
+    """
+    found = _CONTROL_CHARACTER(value)
+    if found is None:
+        return None
+    return "value", (f"{name} contains the control character U+{ord(found.group()):04X} at "
+                     f"position {found.start() + 1}; FHIR strings may hold no character below "
+                     "U+0020 except tab, carriage return and line feed")
+
+
 def _wrong_type(name: str, kind: str) -> Callable[[Any], Problem]:
     def problem(value: Any) -> Problem:
         return "structure", f"expected a JSON {kind} for {name}, got {json_type_name(value)}"
@@ -107,10 +136,13 @@ def _wrong_type(name: str, kind: str) -> Callable[[Any], Problem]:
 def _string_check(name: str, info: dict[str, Any]) -> PrimitiveCheck:
     # re.ASCII: in the spec's (Java / XML Schema) regexes \s is ASCII whitespace only.
     regex = info.get("regex") or r"[\s\S]+"
-    fullmatch = re.compile(SAFE_REGEXES.get(regex, regex), re.ASCII).fullmatch
+    strict = STRICT_REGEXES.get(regex)
+    fullmatch = re.compile(strict or SAFE_REGEXES.get(regex, regex), re.ASCII).fullmatch
     calendar = name in CALENDAR_TYPES
     max_length = info.get("maxLength") or 0
     wrong = _wrong_type(name, "string")
+    # a strict regex refuses control characters itself: no second scan of valid values
+    control = _no_control_character if strict else _CONTROL_CHARACTER
 
     def check(value: Any) -> Problem | None:
         if type(value) is not str or not value:
@@ -118,7 +150,10 @@ def _string_check(name: str, info: dict[str, Any]) -> PrimitiveCheck:
         if max_length and len(value) > max_length:
             return "value", f"{name} is longer than {max_length:,} characters"
         if fullmatch(value) is None:
-            return "value", f"{shown(value)} is not a valid {name}"
+            return control_character_problem(name, value) or \
+                ("value", f"{shown(value)} is not a valid {name}")
+        if control(value) is not None:
+            return control_character_problem(name, value)
         if calendar and not is_real_day(value):
             return "value", f"{shown(value)} is not a valid {name}: there is no such day"
         return None
@@ -134,7 +169,7 @@ def _xhtml_check(name: str, info: dict[str, Any]) -> PrimitiveCheck:
             return wrong(value)
         if not is_xhtml_div(value):
             return "value", f"{shown(value)} is not XHTML: it must be one <div> element"
-        return None
+        return control_character_problem(name, value)
 
     return check
 

@@ -15,13 +15,14 @@ import hashlib
 import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from functools import cache
 from urllib.parse import urlencode
 
 from hygeia.fhir.datetime import now_us
 from hygeia.server.auth.clients import OAuthError
 from hygeia.server.auth.scopes import Scopes
-from hygeia.server.auth.secrets import check_password, digest, new_handle
-from hygeia.server.auth.tokens import SECOND, Grant
+from hygeia.server.auth.secrets import check_password, digest, hash_password, new_handle
+from hygeia.server.auth.tokens import SECOND, Grant, requested_scopes
 from hygeia.store.auth import AuthStore, Client, Handle, User
 
 CODE = "code"
@@ -32,6 +33,9 @@ LAUNCH_SECONDS = 3600
 # to a few tries per quarter hour without letting a stranger lock a user out for long
 SIGN_IN_LIMIT = 5
 LOCK_SECONDS = 900
+# one answer for every failed sign-in: unknown name, wrong password or locked out alike
+SIGN_IN_REFUSED = (f"Wrong username or password, or too many wrong passwords in a row (then "
+                   f"wait {LOCK_SECONDS // 60} minutes).")
 # carried through the sign-in form unchanged
 REQUEST_FIELDS = ("response_type", "client_id", "redirect_uri", "scope", "state", "aud",
                   "code_challenge", "code_challenge_method", "launch", "nonce")
@@ -89,7 +93,10 @@ def check_request(store: AuthStore, params: Mapping[str, str],
         raise OAuthError("invalid_request", "PKCE is required: send code_challenge with "
                          "code_challenge_method=S256.")
     launch = _launch_context(store, wanted.get("launch"))
-    scopes = Scopes.parse(wanted.get("scope", "")).within(Scopes.parse(client.scopes))
+    scopes = requested_scopes(wanted.get("scope", "")).within(Scopes.parse(client.scopes))
+    if scopes.empty:
+        raise OAuthError("invalid_scope", "None of the requested scopes is one this app is "
+                         "registered for.")
     return AuthorizeRequest(wanted, client, scopes, launch)
 
 
@@ -112,25 +119,44 @@ def decide(store: AuthStore, request: AuthorizeRequest, form: Mapping[str, str],
     """Handle the sign-in form: a code for the app, a denial, or the page again."""
     if form.get("decision") != "allow":
         return request.error("access_denied", "The user did not allow the app access.")
-    user = store.user(form.get("username", ""))
-    now = now_us()
-    if user is not None and user.locked_until is not None and user.locked_until > now:
-        return sign_in_page(request, "Too many wrong passwords: try again in "
-                            f"{(user.locked_until - now) // (60 * SECOND) + 1} minutes.")
-    if user is None or not user.active or not check_password(form.get("password", ""),
-                                                             user.password_hash):
-        if user is not None:
-            store.note_sign_in(user.username, False, now=now, limit=SIGN_IN_LIMIT,
-                               lock_us=LOCK_SECONDS * SECOND)
-        return sign_in_page(request, "Wrong username or password.")
-    if user.failed_logins:
-        store.note_sign_in(user.username, True, now=now, limit=SIGN_IN_LIMIT, lock_us=0)
+    user = _signed_in(store, form.get("username", ""), form.get("password", ""))
+    if user is None:
+        return sign_in_page(request, SIGN_IN_REFUSED)
     patient = _patient(request, user, form.get("patient", "").strip())
     if patient is None and request.scopes.has("launch/patient"):
         return sign_in_page(request, "Choose the patient the app is for.")
     if patient is not None and not patient_exists(patient):
         return sign_in_page(request, f"There is no Patient/{patient}.")
     return _code(store, request, user, patient)
+
+
+def _signed_in(store: AuthStore, username: str, password: str) -> User | None:
+    """The user whose password this is, or None, at the same cost and in the same words
+    whether the name is unknown, the password wrong or the user locked out: a stranger
+    cannot tell from the answer or its timing which names exist (one scrypt hash each
+    time, against a stand-in hash for unknown names)."""
+    user = store.user(username)
+    now = now_us()
+    known = user is not None and user.active
+    matches = check_password(password, user.password_hash if user is not None and known
+                             else _stand_in_hash())
+    if user is None or not known:
+        return None
+    if user.locked_until is not None and user.locked_until > now:
+        return None
+    if not matches:
+        store.note_sign_in(user.username, False, now=now, limit=SIGN_IN_LIMIT,
+                           lock_us=LOCK_SECONDS * SECOND)
+        return None
+    if user.failed_logins:
+        store.note_sign_in(user.username, True, now=now, limit=SIGN_IN_LIMIT, lock_us=0)
+    return user
+
+
+@cache
+def _stand_in_hash() -> str:
+    """A password hash no password is known for, checked when the user is unknown."""
+    return hash_password(new_handle())
 
 
 def _patient(request: AuthorizeRequest, user: User, chosen: str) -> str | None:

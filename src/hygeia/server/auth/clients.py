@@ -3,8 +3,10 @@
 Three ways, as SMART App Launch 2.0 and Backend Services define them:
 
 * ``private_key_jwt``: the client signs a short-lived assertion (RS384 or
-  ES384) with a key whose public half it registered; each assertion's ``jti``
-  passes once.
+  ES384) with a key whose public half it registered (or published at the
+  JWKS URL it registered); each assertion's ``jti`` passes once.  An
+  assertion's ``jku`` header is accepted only when it is exactly the
+  registered JWKS URL: keys are never fetched from a URL the assertion names.
 * ``client_secret_basic`` / ``client_secret_post``: a shared secret.
 * a public client only names itself (``client_id``); PKCE protects its codes.
 """
@@ -20,6 +22,7 @@ from urllib.parse import unquote
 import jwt
 
 from hygeia.fhir.datetime import now_us
+from hygeia.server.auth.client_keys import ClientKeys, ClientKeysUnavailable
 from hygeia.server.auth.secrets import same_digest
 from hygeia.store.auth import AuthStore, Client
 
@@ -42,10 +45,12 @@ class OAuthError(Exception):
 
 
 def authenticate_client(store: AuthStore, form: Mapping[str, str],
-                        authorization: str | None, token_url: str) -> Client:
-    """The client the request comes from, proven as its registration requires."""
+                        authorization: str | None, token_url: str,
+                        keys: ClientKeys | None = None) -> Client:
+    """The client the request comes from, proven as its registration requires
+    (``keys`` fetches the keys of clients registered by JWKS URL)."""
     if form.get("client_assertion_type") or form.get("client_assertion"):
-        return _by_assertion(store, form, token_url)
+        return _by_assertion(store, form, token_url, keys)
     if authorization and authorization.lower().startswith("basic "):
         client_id, secret = _basic_credentials(authorization)
         return _by_secret(store, client_id, secret)
@@ -85,7 +90,8 @@ def _by_secret(store: AuthStore, client_id: str, secret: str) -> Client:
     return client
 
 
-def _by_assertion(store: AuthStore, form: Mapping[str, str], token_url: str) -> Client:
+def _by_assertion(store: AuthStore, form: Mapping[str, str], token_url: str,
+                  keys: ClientKeys | None) -> Client:
     if form.get("client_assertion_type") != ASSERTION_TYPE:
         raise OAuthError("invalid_client", f"client_assertion_type must be {ASSERTION_TYPE}.",
                          401)
@@ -98,7 +104,7 @@ def _by_assertion(store: AuthStore, form: Mapping[str, str], token_url: str) -> 
                          401) from None
     client_id = str(unverified.get("iss", ""))
     client = _known(store, client_id)
-    claims = _verified_assertion(client, assertion, header, token_url)
+    claims = _verified_assertion(client, assertion, header, token_url, keys)
     if claims.get("sub") != client_id:
         raise OAuthError("invalid_client", "The assertion's sub must equal its iss (the "
                          "client id).", 401)
@@ -112,16 +118,35 @@ def _by_assertion(store: AuthStore, form: Mapping[str, str], token_url: str) -> 
     return client
 
 
-def _verified_assertion(client: Client, assertion: str, header: dict[str, Any],
-                        token_url: str) -> dict[str, Any]:
+def _registered_keys(client: Client, header: dict[str, Any],
+                     keys: ClientKeys | None) -> list[dict[str, Any]]:
+    """The client's public keys: registered, or fetched from its registered JWKS URL."""
+    jku = header.get("jku")
+    if jku is not None and jku != client.jwks_url:
+        raise OAuthError("invalid_client", "The client assertion's jku header is not the "
+                         f"JWKS URL client '{client.client_id}' registered.", 401)
+    if client.jwks_url is not None:
+        if keys is None:
+            raise OAuthError("invalid_client", "This server does not fetch client keys.", 401)
+        kid = header.get("kid")
+        try:
+            return keys.keys(client.jwks_url, kid if isinstance(kid, str) else None)
+        except ClientKeysUnavailable as error:
+            raise OAuthError("invalid_client", str(error), 401) from None
     if not client.jwks:
         raise OAuthError("invalid_client", f"Client '{client.client_id}' has no registered "
                          "keys to check an assertion with.", 401)
+    registered: list[dict[str, Any]] = client.jwks.get("keys", [])
+    return registered
+
+
+def _verified_assertion(client: Client, assertion: str, header: dict[str, Any],
+                        token_url: str, keys: ClientKeys | None) -> dict[str, Any]:
     algorithm = header.get("alg")
     if algorithm not in ASSERTION_ALGORITHMS:
         raise OAuthError("invalid_client", f"Client assertions must be signed with "
                          f"{' or '.join(ASSERTION_ALGORITHMS)}, not {algorithm}.", 401)
-    candidates = [key for key in client.jwks.get("keys", [])
+    candidates = [key for key in _registered_keys(client, header, keys)
                   if header.get("kid") in (None, key.get("kid"))]
     last_error: Exception | None = None
     for jwk in candidates:

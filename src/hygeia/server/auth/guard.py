@@ -19,7 +19,11 @@ guard answers each one only with what the token's scopes allow:
   are dropped.
 * ``put``: the token needs the write action on the type; an existing resource
   must be within reach, and so must the new content (checked by a search in
-  the same transaction, which rolls back on refusal).
+  the same transaction, which rolls back on refusal).  A write allowed only
+  through a patient's compartment must also leave the resource in no other
+  patient's compartment: every Patient its compartment parameters reference
+  (an Observation's ``subject``, ``patient``, ``performer``) must be that
+  patient, read from the very index rows reads and ``$everything`` use.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from hygeia.fhir.outcome import Forbidden
+from hygeia.fhir.search.parameters import SearchRegistry, default_registry
 from hygeia.fhir.search.query import (
     ChainClause,
     Clause,
@@ -41,7 +46,15 @@ from hygeia.fhir.search.rows import IndexRows
 from hygeia.fhir.spec import patient_compartment
 from hygeia.server.auth.access import Access, Restriction
 from hygeia.server.router import SERVER_WRITTEN_TYPES
-from hygeia.store.base import Head, HistoryQuery, RowsSource, SearchPage, Session, StoredVersion
+from hygeia.store.base import (
+    Head,
+    HistoryQuery,
+    PreparedRows,
+    RowsSource,
+    SearchPage,
+    Session,
+    StoredVersion,
+)
 
 # the cruds letter each interaction needs (writes decide between c and u at put)
 ACTION = {
@@ -110,8 +123,8 @@ class GuardedSession(Session):
         return [match.id for match in self.search(query).matches]
 
     def included(self, owners: list[StoredVersion], include: Include,
-                 reverse: bool) -> list[StoredVersion]:
-        found = self.inner.included(owners, include, reverse)
+                 reverse: bool, limit: int | None = None) -> list[StoredVersion]:
+        found = self.inner.included(owners, include, reverse, limit)
         by_type: dict[str, list[StoredVersion]] = {}
         for stored in found:
             by_type.setdefault(stored.resource_type, []).append(stored)
@@ -151,11 +164,38 @@ class GuardedSession(Session):
         if exists and not self._reaches(resource_type, version.id, restrictions):
             raise Forbidden(f"{resource_type}/{version.id} is outside what this access token "
                             "may change.", code="forbidden", expression=resource_type)
+        if not version.deleted and not _unrestricted(restrictions):
+            rows = self._one_patient_only(resource_type, rows, restrictions)
         self.inner.put(version, rows)
         if not version.deleted and not self._reaches(resource_type, version.id, restrictions):
             raise Forbidden(f"This access token may not write this {resource_type}: it would "
                             "fall outside the patient or the constraints the token's scopes "
                             "allow.", code="forbidden", expression=resource_type)
+
+    def _one_patient_only(self, resource_type: str, rows: RowsSource,
+                          restrictions: list[Restriction]) -> RowsSource:
+        """Refuse content that would enter another patient's compartment (403).
+
+        Applies when every way the token may write this type is bound to a
+        patient; the rows are extracted here (not later in a batch) to be read.
+        """
+        patients = {r.patient for r in restrictions}
+        if None in patients:
+            return rows  # a constraint-only scope (a shared type): no compartment to keep
+        if isinstance(rows, PreparedRows):
+            raise Forbidden("A patient-bound token cannot write prepared index rows.",
+                            code="forbidden", expression=resource_type)
+        index = rows if isinstance(rows, IndexRows) else rows()
+        params = set(patient_compartment().get(resource_type, ()))
+        for param, target_type, target_id, _, _ in index.references:
+            if param in params and target_type == "Patient" and target_id not in patients:
+                element = _element(self.registry, resource_type, param)
+                raise Forbidden(f"This access token is bound to Patient/"
+                                f"{sorted(p for p in patients if p)[0]}, but {element} "
+                                f"references Patient/{target_id}: a write may not place "
+                                "the resource in another patient's record.",
+                                code="forbidden", expression=element)
+        return index
 
     # ------------------------------------------------------------ passed through
 
@@ -247,6 +287,18 @@ class GuardedSession(Session):
         query.options.count = len(ids)
         query.clauses.extend(self._clauses(resource_type, (resource_type,), restriction))
         return [match.id for match in self.inner.search(query).matches]
+
+
+def _element(registry: SearchRegistry | None, resource_type: str, param: str) -> str:
+    """The element a compartment parameter reads (``Observation.performer``), for the
+    OperationOutcome's expression; the parameter's name when it has no expression."""
+    parameter = (registry or default_registry()).get(resource_type, param)
+    expression = parameter.expression if parameter is not None else None
+    if not expression:
+        return f"{resource_type}.{param}"
+    mine = [part.strip() for part in expression.split("|")
+            if part.strip().startswith(f"{resource_type}.")]
+    return " | ".join(mine) or expression
 
 
 def _unrestricted(restrictions: list[Restriction]) -> bool:

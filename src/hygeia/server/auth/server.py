@@ -17,13 +17,15 @@ from typing import Any
 from hygeia.fhir.outcome import Unauthorized
 from hygeia.server.auth import authorize
 from hygeia.server.auth.access import Access
+from hygeia.server.auth.client_keys import ClientKeys
 from hygeia.server.auth.clients import ASSERTION_ALGORITHMS, OAuthError, authenticate_client
 from hygeia.server.auth.external import ExternalProvider
 from hygeia.server.auth.scopes import Scopes
 from hygeia.server.auth.secrets import SecretBox
 from hygeia.server.auth.signing import Signer
-from hygeia.server.auth.tokens import Grant, TokenIssuer, narrowed
+from hygeia.server.auth.tokens import Grant, TokenIssuer, narrowed, requested_scopes
 from hygeia.server.context import Settings
+from hygeia.server.outbound import OutboundPolicy
 from hygeia.store.auth import AuthStore
 from hygeia.store.base import Repository
 
@@ -53,8 +55,14 @@ class AuthServer:
                                   access_seconds=settings.access_token_seconds,
                                   refresh_seconds=settings.refresh_token_seconds)
         self.listeners: list[AuthListener] = []
+        policy = OutboundPolicy(settings.outbound_allow, settings.outbound_timeout_seconds,
+                                settings.outbound_max_bytes)
+        self.client_keys = ClientKeys(policy)
+        # the provider the operator configured is trusted by name, wherever it runs
         self.external = (ExternalProvider(settings.oidc_issuer, settings.oidc_audience,
-                                          settings.oidc_jwks_url)
+                                          settings.oidc_jwks_url,
+                                          policy.with_hosts([settings.oidc_issuer,
+                                                             settings.oidc_jwks_url]))
                          if settings.oidc_issuer else None)
 
     # ------------------------------------------------------------ the FHIR API
@@ -86,7 +94,8 @@ class AuthServer:
             raise OAuthError("unsupported_grant_type", f"grant_type must be one of "
                              f"{', '.join(GRANT_TYPES)}.")
         try:
-            client = authenticate_client(self.store, form, authorization, f"{origin}/auth/token")
+            client = authenticate_client(self.store, form, authorization, f"{origin}/auth/token",
+                                         self.client_keys)
             if grant_type == "authorization_code":
                 grant = authorize.redeem_code(self.store, client, form)
             elif grant_type == "refresh_token":
@@ -115,7 +124,7 @@ class AuthServer:
         if public:
             raise OAuthError("unauthorized_client", "A public client cannot use "
                              "client_credentials.")
-        requested = Scopes.parse(scope).within(Scopes.parse(allowed))
+        requested = requested_scopes(scope).within(Scopes.parse(allowed))
         rules = tuple(rule for rule in requested.rules if rule.context == "system")
         if not rules:
             raise OAuthError("invalid_scope", "None of the requested scopes is a system scope "
@@ -125,7 +134,8 @@ class AuthServer:
     def introspect(self, form: Mapping[str, str], authorization: str | None,
                    origin: str) -> dict[str, Any]:
         """RFC 7662, for authenticated (confidential) clients."""
-        client = authenticate_client(self.store, form, authorization, f"{origin}/auth/token")
+        client = authenticate_client(self.store, form, authorization, f"{origin}/auth/token",
+                                     self.client_keys)
         if client.public:
             raise OAuthError("invalid_client", "Introspection is for confidential clients.", 401)
         return self.tokens.introspect(form.get("token", ""), (f"{origin}/fhir",))
@@ -133,7 +143,8 @@ class AuthServer:
     def revoke(self, form: Mapping[str, str], authorization: str | None, origin: str,
                remote: str | None = None) -> None:
         """RFC 7009: the token stops working; unknown tokens are not an error."""
-        client = authenticate_client(self.store, form, authorization, f"{origin}/auth/token")
+        client = authenticate_client(self.store, form, authorization, f"{origin}/auth/token",
+                                     self.client_keys)
         self.tokens.revoke(form.get("token", ""), client.client_id)
         self._tell("token-revoked", {"client_id": client.client_id, "site": origin,
                                      "remote": remote})

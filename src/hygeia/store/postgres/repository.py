@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 from hygeia.fhir.outcome import Conflict
 from hygeia.store.base import Repository
 from hygeia.store.export_sql import ExportRow, ExportSlice, export_query
+from hygeia.store.limits import QueryTimeout, current_limit
 from hygeia.store.schema import SCHEMA_VERSION, check_version, statements
 from hygeia.store.search_sql import SqlBuilder
 from hygeia.store.sql import SqlSession
@@ -193,10 +194,15 @@ class PostgresRepository(Repository):
 
     @contextmanager
     def transaction(self, *, flush_to_disk: bool = True) -> Iterator[PostgresSession]:
-        with self._pool.connection() as connection:
+        limit = current_limit(writing=True)
+        with _timed_out(limit), self._pool.connection() as connection:
             with connection.transaction():
-                if not flush_to_disk:  # the WAL writer flushes it within a fraction of a second
-                    connection.execute("SET LOCAL synchronous_commit = off")
+                settings = [] if flush_to_disk else ["SET LOCAL synchronous_commit = off"]
+                # (off: the WAL writer flushes it within a fraction of a second)
+                if limit is not None:
+                    settings.append(_statement_timeout(limit))
+                if settings:  # one round trip: statements without parameters may be joined
+                    connection.execute("; ".join(settings))
                 session = PostgresSession(connection)
                 yield session
                 session.flush()
@@ -205,12 +211,31 @@ class PostgresRepository(Repository):
 
     @contextmanager
     def reader(self) -> Iterator[PostgresSession]:
-        with self._pool.connection() as connection, connection.transaction():
-            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        limit = current_limit(writing=False)
+        timeout = "" if limit is None else "; " + _statement_timeout(limit)
+        with _timed_out(limit), self._pool.connection() as connection, \
+                connection.transaction():
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+                               + timeout)
             yield PostgresSession(connection)
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _statement_timeout(seconds: float) -> str:
+    """PostgreSQL cancels a statement of this transaction that runs longer, on its own:
+    the query stops even when the client or this server has gone away."""
+    return f"SET LOCAL statement_timeout = {max(1, round(seconds * 1000))}"
+
+
+@contextmanager
+def _timed_out(limit: float | None) -> Iterator[None]:
+    """A statement cancelled by its timeout becomes a 503 OperationOutcome."""
+    try:
+        yield
+    except psycopg.errors.QueryCanceled:
+        raise QueryTimeout.after(limit) from None
 
 
 class StatisticsKeeper:

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import orjson
 
+from hygeia.fhir.outcome import BadRequest
 from hygeia.store.base import Repository
+from hygeia.store.limits import Deadline, QueryTimeout, current_limit
 from hygeia.store.schema import SCHEMA_VERSION, check_version, lookup_indexes, statements
 from hygeia.store.search_sql import SqlBuilder
 from hygeia.store.sql import SqlSession
@@ -62,6 +64,34 @@ class SqliteSession(SqlSession):
         return list(range(top + 1, top + 1 + count))
 
 
+@contextmanager
+def _timed_out(deadline: Deadline, limit: float | None) -> Iterator[None]:
+    """The block's statements together stop after ``limit`` seconds (SQLite has no
+    statement timeout: its progress handler interrupts them), as a 503."""
+    deadline.arm(limit)
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if limit is not None and deadline.passed() and "interrupt" in str(error):
+            raise QueryTimeout.after(limit) from None
+        if str(error).startswith(_TOO_COMPLEX):
+            raise BadRequest(
+                "The search is too complex for this server's database (SQLite: "
+                f"{error}). Name the target types of a chain (subject:Patient.name), use "
+                "fewer chained steps or fewer values.", code="too-costly") from None
+        raise
+    finally:
+        deadline.arm(None)
+
+
+# SQLite's fixed bounds on one statement's shape: a search within the limits of
+# SearchLimits can still reach them (a three-step chain whose first reference may
+# point at any of 65 types nests deeper than SQLite's parser stack of 100)
+_TOO_COMPLEX = ("parser stack overflow", "Expression tree is too large",
+                "too many terms in compound SELECT", "too many SQL variables",
+                "at most 64 tables in a join")
+
+
 class SqliteRepository(Repository):
     dialect = "sqlite"
 
@@ -73,6 +103,8 @@ class SqliteRepository(Repository):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
+        # per connection: when its current transaction's statements must stop
+        self._deadlines: dict[sqlite3.Connection, Deadline] = {}
         self._writer = self._connect(cache_mb=WRITER_CACHE_MB)
         self._create_schema()
         self._checkpointer: Checkpointer | None = None
@@ -90,6 +122,8 @@ class SqliteRepository(Repository):
     def _connect(self, cache_mb: int = 32) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                      timeout=30)
+        deadline = self._deadlines[connection] = Deadline()
+        connection.set_progress_handler(deadline.passed, Deadline.STEPS)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(f"PRAGMA synchronous={self._synchronous}")
         connection.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
@@ -131,12 +165,14 @@ class SqliteRepository(Repository):
         with self._write_lock:
             if not flush_to_disk:  # in WAL mode NORMAL syncs at checkpoints, not at commits
                 self._writer.execute("PRAGMA synchronous=NORMAL")
+            deadline = self._deadlines[self._writer]
             try:
                 self._writer.execute("BEGIN IMMEDIATE")
                 try:
-                    session = SqliteSession(self._writer)
-                    yield session
-                    session.flush()
+                    with _timed_out(deadline, current_limit(writing=True)):
+                        session = SqliteSession(self._writer)
+                        yield session
+                        session.flush()
                 except BaseException:
                     self._writer.execute("ROLLBACK")
                     raise
@@ -224,7 +260,8 @@ class SqliteRepository(Repository):
         connection = self._readers.get()
         connection.execute("BEGIN")
         try:
-            yield SqliteSession(connection)
+            with _timed_out(self._deadlines[connection], current_limit(writing=False)):
+                yield SqliteSession(connection)
         finally:
             connection.execute("COMMIT")
             self._readers.put(connection)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from hygeia.store.schema import INDEX_TABLES
+from hygeia.store.schema import INDEX_TABLES, lookup_indexes
 
 ROWS = 10_000_000
 # average rows matching each prefix of an index's columns (sqlite_stat1 "stat" format)
@@ -29,10 +29,12 @@ _DEFAULT_LOOKUP = f"{ROWS} 100000 20"
 
 def _rows() -> list[tuple[str, str, str]]:
     rows = []
+    lookups = dict(lookup_indexes())
     for table in INDEX_TABLES:
         rows.append((table, f"{table}_owner", _OWNER))
-        rows.append((table, f"{table}_lookup", _LOOKUP.get(table, _DEFAULT_LOOKUP)))
-    rows.append(("token_index", "token_index_text", f"{ROWS // 2} 100000 20 1"))
+        lookup = f"{table}_prefix" if f"{table}_prefix" in lookups else f"{table}_lookup"
+        rows.append((table, lookup, _LOOKUP.get(table, _DEFAULT_LOOKUP)))
+    rows.append(("token_index", "token_index_text_prefix", f"{ROWS // 2} 100000 20 1"))
     rows += [("resource", "sqlite_autoindex_resource_1", "1000000 100000 1"),
              ("resource", "resource_type_updated", "1000000 100000 2"),
              ("resource_version", "sqlite_autoindex_resource_version_1", "2000000 200000 2 1"),

@@ -1,0 +1,266 @@
+"""One guarded HTTP client for every request the server makes on a client's behalf.
+
+A URL a client hands the server (a JWKS URL at registration; later rest-hook
+endpoints and CDS ``fhirServer``) is the classic server-side request forgery
+lever: fetched naively, it reads the cloud metadata service, an admin page
+on loopback, or any host of the private network, and a slow or endless
+answer ties up a worker.  So every outbound fetch goes through :func:`fetch`:
+
+* only ``http`` and ``https``;
+* every address the host name resolves to must be a public (global) one,
+  unless the operator's allow-list (``--outbound-allow``) names it: loopback,
+  link-local (169.254.169.254, the metadata service), private, shared,
+  reserved, multicast and unspecified addresses are refused;
+* the connection goes to an address that was checked, and the address the
+  socket is actually connected to is checked again, so a DNS answer that
+  changes between the check and the connection (DNS rebinding) gains nothing;
+* a timeout on connecting and on each read, and a deadline for the whole
+  fetch; a cap on the answer's size (refused as soon as it is exceeded, not
+  after reading it all);
+* redirects only to the same scheme, host and port, at most a few.
+
+Failures raise :class:`OutboundRefused` with a sentence a client can be shown.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import orjson
+
+DEFAULT_TIMEOUT_SECONDS = 5.0
+DEFAULT_MAX_BYTES = 1024 * 1024
+MAX_REDIRECTS = 3
+_CHUNK = 64 * 1024
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class OutboundRefused(Exception):
+    """An outbound fetch that was refused or failed; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundPolicy:
+    """What outbound fetches may reach and how long and large they may be.
+
+    ``allow`` holds what the operator lets the server reach although it is not
+    public: IP addresses or networks (``127.0.0.1``, ``10.0.0.0/8``) and host
+    names (``keys.internal``: whatever that name resolves to).
+    """
+
+    allow: tuple[str, ...] = ()
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    networks: tuple[IPNetwork, ...] = field(init=False, default=())
+    hosts: frozenset[str] = field(init=False, default=frozenset())
+
+    def __post_init__(self) -> None:
+        networks, hosts = [], set()
+        for entry in self.allow:
+            try:
+                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            except ValueError:
+                hosts.add(entry.strip().lower().rstrip("."))
+        object.__setattr__(self, "networks", tuple(networks))
+        object.__setattr__(self, "hosts", frozenset(hosts))
+
+    def with_hosts(self, urls: Iterable[str | None]) -> OutboundPolicy:
+        """This policy, also allowing the hosts of ``urls`` (ones the operator configured)."""
+        names = [urlsplit(url).hostname for url in urls if url]
+        return OutboundPolicy((*self.allow, *(name for name in names if name)),
+                              self.timeout_seconds, self.max_bytes)
+
+    def permits(self, host: str, address: IPAddress) -> bool:
+        if host.lower().rstrip(".") in self.hosts:
+            return True
+        if any(address in network for network in self.networks):
+            return True
+        return public(address)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A fetched answer: status, headers (names lower-case) and the whole body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            raise OutboundRefused("The answer is not JSON.") from None
+
+
+def public(address: IPAddress) -> bool:
+    """Whether ``address`` is on the public internet (not loopback, link-local, private,
+    shared, reserved, multicast or unspecified); IPv4-mapped IPv6 as its IPv4 address."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def fetch(url: str, policy: OutboundPolicy) -> Answer:
+    """GET ``url`` under ``policy``; a 2xx answer, or :class:`OutboundRefused`."""
+    deadline = time.monotonic() + policy.timeout_seconds
+    origin = _origin(url)
+    for _ in range(MAX_REDIRECTS + 1):
+        answer = _get_once(url, policy, deadline)
+        if answer.status not in (301, 302, 303, 307, 308):
+            if not 200 <= answer.status < 300:
+                raise OutboundRefused(f"{_shown(url)} answered HTTP {answer.status}.")
+            return answer
+        target = urljoin(url, answer.headers.get("location", ""))
+        if _origin(target) != origin:
+            raise OutboundRefused(f"{_shown(url)} redirects to another host, which is not "
+                                  "followed.")
+        url = target
+    raise OutboundRefused(f"{_shown(url)} redirects more than {MAX_REDIRECTS} times.")
+
+
+def fetch_json(url: str, policy: OutboundPolicy) -> Any:
+    return fetch(url, policy).json()
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise OutboundRefused(f"{_shown(url)} is not an http or https URL.")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise OutboundRefused(f"{_shown(url)} has an invalid port.") from None
+    return scheme, parts.hostname.lower(), port
+
+
+def _get_once(url: str, policy: OutboundPolicy, deadline: float) -> Answer:
+    scheme, host, port = _origin(url)
+    addresses = _checked_addresses(host, port, policy)
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    connection = _connection(scheme, host, port, addresses, policy,
+                             max(0.1, deadline - time.monotonic()))
+    try:
+        connection.request("GET", path, headers={"Accept": "application/json",
+                                                 "User-Agent": "hygeia"})
+        response = connection.getresponse()
+        headers = {name.lower(): value for name, value in response.getheaders()}
+        body = b"" if response.status in (301, 302, 303, 307, 308) else \
+            _read_capped(connection, response, url, policy.max_bytes, deadline)
+        return Answer(response.status, headers, body)
+    except (OSError, http.client.HTTPException) as error:
+        raise OutboundRefused(f"Fetching {_shown(url)} failed: {error}.") from None
+    finally:
+        connection.close()
+
+
+def _checked_addresses(host: str, port: int, policy: OutboundPolicy) -> list[IPAddress]:
+    """Every address ``host`` resolves to, all of which the policy must permit."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:
+        raise OutboundRefused(f"The host {host} cannot be resolved: {error}.") from None
+    addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0])
+                                   for info in infos))
+    for address in addresses:
+        if not policy.permits(host, address):
+            raise OutboundRefused(f"{host} resolves to {address}, a loopback, link-local, "
+                                  "private or reserved address this server does not fetch "
+                                  "from (the operator can allow it with --outbound-allow).")
+    if not addresses:
+        raise OutboundRefused(f"The host {host} has no address.")
+    return addresses
+
+
+def _connection(scheme: str, host: str, port: int, addresses: list[IPAddress],
+                policy: OutboundPolicy, timeout: float) -> http.client.HTTPConnection:
+    if scheme == "https":
+        return _PinnedHTTPS(host, port, addresses, policy, timeout)
+    return _PinnedHTTP(host, port, addresses, policy, timeout)
+
+
+def _pinned_socket(host: str, port: int, addresses: list[IPAddress], policy: OutboundPolicy,
+                   timeout: float) -> socket.socket:
+    """A socket connected to one of the checked ``addresses`` (in the resolver's order),
+    never to a name resolved again; the peer it reached is checked once more."""
+    failure: OSError | None = None
+    for address in addresses:
+        try:
+            sock = socket.create_connection((str(address), port), timeout=timeout)
+        except OSError as error:
+            failure = error
+            continue
+        peer = ipaddress.ip_address(str(sock.getpeername()[0]).split("%")[0])
+        if not policy.permits(host, peer):
+            sock.close()
+            raise OutboundRefused(f"{host} connected to {peer}, which is not allowed.")
+        return sock
+    raise failure or OSError(f"no address of {host} to connect to")
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """HTTP to one checked address, with ``host`` in the Host header."""
+
+    def __init__(self, host: str, port: int, addresses: list[IPAddress],
+                 policy: OutboundPolicy, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._addresses, self._policy = addresses, policy
+
+    def connect(self) -> None:
+        self.sock = _pinned_socket(self.host, self.port, self._addresses, self._policy,
+                                   self.timeout or DEFAULT_TIMEOUT_SECONDS)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to one checked address; the certificate is checked against ``host``."""
+
+    def __init__(self, host: str, port: int, addresses: list[IPAddress],
+                 policy: OutboundPolicy, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._addresses, self._policy = addresses, policy
+
+    def connect(self) -> None:
+        sock = _pinned_socket(self.host, self.port, self._addresses, self._policy,
+                              self.timeout or DEFAULT_TIMEOUT_SECONDS)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+def _read_capped(connection: http.client.HTTPConnection, response: http.client.HTTPResponse,
+                 url: str, limit: int, deadline: float) -> bytes:
+    """The body, read a socket's worth at a time, each read bounded by what is left of
+    the deadline: a server that drips one byte at a time is cut off at the deadline."""
+    length = response.getheader("Content-Length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise OutboundRefused(f"{_shown(url)} answers {length} bytes, over the limit of "
+                              f"{limit}.")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise OutboundRefused(f"{_shown(url)} did not answer in time.")
+        if connection.sock is not None:
+            connection.sock.settimeout(left)
+        chunk = response.read1(_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise OutboundRefused(f"{_shown(url)} answers more than {limit} bytes.")
+        chunks.append(chunk)
+
+
+def _shown(url: str) -> str:
+    """A URL as quoted in messages: bounded, so a hostile URL cannot flood a log."""
+    return url if len(url) <= 200 else url[:200] + "..."
