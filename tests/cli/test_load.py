@@ -48,9 +48,10 @@ def test_load_twice_with_upsert_makes_versions_not_duplicates(tmp_path: Path) ->
     ndjson.write_bytes(gzip.compress(orjson.dumps(patient("same", id="same-1")) + b"\n"))
     db = f"sqlite:///{tmp_path}/twice.db"
     assert hygeia("load", "--db", db, "--quiet", "--upsert", str(ndjson)).returncode == 0
-    again = hygeia("load", "--db", db, "--quiet", "--upsert", "--workers", "0", str(ndjson))
+    again = hygeia("load", "--db", db, "--quiet", "--upsert", "--reload", "--workers", "0",
+                   str(ndjson))
     assert again.returncode == 0, again.stderr
-    refused = hygeia("load", "--db", db, "--quiet", str(ndjson))
+    refused = hygeia("load", "--db", db, "--quiet", "--reload", str(ndjson))
     assert refused.returncode == 1
     assert f"error: {ndjson}:1: Patient/same-1 already exists; load with --upsert" \
         in refused.stderr

@@ -30,7 +30,9 @@ example: hygeia load --upsert --workers 4 --db postgresql://postgres@127.0.0.1:5
 
 NDJSON files (.ndjson, .ndjson.gz) are parsed, validated and indexed in --workers
 processes and stored in large batches; a bad line is reported as FILE:LINE and the
-rest still loads.  Transaction/batch Bundles (.json, .json.gz) are each one transaction."""
+rest still loads.  Transaction/batch Bundles (.json, .json.gz) are each one transaction.
+A killed load finishes exactly when run again: loaded files are skipped, a partly
+loaded file resumes after its committed part (--reload loads everything again)."""
 SHOWN_ERRORS = 50  # errors printed by ``hygeia load``; the summary counts them all
 EPILOG_VALIDATE = "example: hygeia validate patient.json bundle.json.gz"
 
@@ -132,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a resource whose id is already stored becomes its next version "
                            "(without it, that line is an error and is skipped)")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
+    load.add_argument("--reload", action="store_true",
+                      help="load every file from its start, even those this database's load "
+                           "journal records as loaded (a rerun skips them)")
 
     add_auth_commands(commands)
 
@@ -260,7 +265,8 @@ def load(args: argparse.Namespace) -> int:
     unlimited = Settings(max_bundle_entries=sys.maxsize)
     with open_repository(args.db) as repository:
         report, files = load_paths(FhirService(repository, unlimited), args.paths, console,
-                                   quiet=args.quiet, workers=args.workers, upsert=args.upsert)
+                                   quiet=args.quiet, workers=args.workers, upsert=args.upsert,
+                                   reload=args.reload)
     for error in report.first_errors[:SHOWN_ERRORS]:  # plain lines: one per error, easy to grep
         print(f"error: {error}", file=sys.stderr)
     if report.errors > SHOWN_ERRORS:

@@ -15,6 +15,10 @@ Every stored resource is validated and indexed exactly as the ordinary write
 path does it (the same functions run in the workers).  Bad lines become
 :class:`LoadError` entries with their line numbers and never stop the load.
 
+A source given a journal :class:`Mark` (``hygeia load`` does) has its progress
+recorded in the transactions that store it, and starts after the lines its
+mark says were dealt with (:mod:`.loading_journal`).
+
 >>> with Loader(service, workers=2, upsert=False) as loader:  # doctest: +SKIP
 ...     loader.load_lines("patients.ndjson", open("patients.ndjson", "rb"))
 >>> loader.report.summary()  # doctest: +SKIP
@@ -28,9 +32,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from hygeia.fhir.search.parameters import SearchParameter
+from hygeia.server.loading_journal import Mark
 from hygeia.server.loading_pool import Answer, Lines, WorkerPool
 from hygeia.server.loading_prepare import prepare_lines
 from hygeia.server.loading_report import ErrorSink, LoadError, LoadReport
@@ -46,6 +51,13 @@ CHUNK_LINES = 500  # lines per job for a worker
 CHUNK_BYTES = 1 << 20  # ...or fewer, when the lines are long
 BATCH_SIZE = 4000  # resources per transaction
 DEPTH = 4  # jobs in flight per worker: enough to keep preparing while a batch commits
+
+
+class _Job(NamedTuple):
+    """A chunk in flight: its source, and the source's journal mark once it is stored."""
+
+    source: str
+    mark: Mark | None
 
 
 class Loader:
@@ -78,29 +90,38 @@ class Loader:
                                    batch_size=batch_size, refused_types=refused_types)
         self._chunk_lines = chunk_lines
         self._pool = WorkerPool(workers, DEPTH) if workers > 0 else None
-        self._sources: deque[str] = deque()  # the source of each job in flight, oldest first
+        self._jobs: deque[_Job] = deque()  # the jobs in flight, oldest first
         self._parameters: tuple[int, tuple[SearchParameter, ...]] | None = None
         self._closed = False
         if bulk:
             self._scope.enter_context(service.repository.bulk_load())
 
-    def load_lines(self, source: str, lines: Iterable[bytes]) -> None:
+    def load_lines(self, source: str, lines: Iterable[bytes], mark: Mark | None = None
+                   ) -> None:
         """Load one NDJSON source given as raw lines (1-based numbering; blank lines skipped).
 
-        Returns once every line has been handed on; the last ones may still be
-        in flight until the next source or :meth:`close`.
+        ``mark``: the source's journal mark; lines up to ``mark.progress`` were dealt
+        with by an earlier load and are skipped, and the transactions storing the
+        others record how far they got.  Returns once every line has been handed
+        on; the last ones may still be in flight until the next source or :meth:`close`.
         """
         if self._closed:
             raise RuntimeError("this Loader is closed")
         chunk: Lines = []
         size = 0
+        last = after = mark.progress if mark is not None else 0
         for number, line in _numbered(source, lines, self._errors):
+            if number <= after:
+                continue
             chunk.append((number, line))
             size += len(line)
+            last = number
             if len(chunk) >= self._chunk_lines or size >= CHUNK_BYTES:
-                self._submit(source, chunk)
+                self._submit(source, chunk, _progressed(mark, number, complete=False))
                 chunk, size = [], 0
-        if chunk:
+        if mark is not None:  # even empty, the last job says the source is done, in order
+            self._submit(source, chunk, _progressed(mark, last, complete=True))
+        elif chunk:
             self._submit(source, chunk)
 
     def close(self) -> LoadReport:
@@ -108,7 +129,7 @@ class Loader:
         if not self._closed:
             self._closed = True
             try:
-                while self._sources:
+                while self._jobs:
                     self._take()
                 self._writer.close()
             except BaseException:
@@ -145,26 +166,27 @@ class Loader:
         else:
             self.abort()
 
-    def _submit(self, source: str, chunk: Lines) -> None:
+    def _submit(self, source: str, chunk: Lines, mark: Mark | None = None) -> None:
+        job = _Job(source, mark)
         if self._pool is None:
-            self._store(source, self._inline(chunk))
+            self._store(job, self._inline(chunk))
             return
         while self._pool.full:
             self._take()
         self._pool.submit(chunk, self._service.registry.generation, self._custom_parameters)
-        self._sources.append(source)
+        self._jobs.append(job)
 
     def _take(self) -> None:
         """Store the oldest job's answer (waiting for it)."""
         assert self._pool is not None
-        source = self._sources.popleft()
-        self._store(source, self._pool.result(self._inline))
+        job = self._jobs.popleft()
+        self._store(job, self._pool.result(self._inline))
 
-    def _store(self, source: str, answer: Answer) -> None:
+    def _store(self, job: _Job, answer: Answer) -> None:
         generation, prepared, errors = answer
         for error in errors:
-            self._errors(LoadError(source, error.line, error.message))
-        self._writer.add(source, generation, prepared)
+            self._errors(LoadError(job.source, error.line, error.message))
+        self._writer.add(job.source, generation, prepared, job.mark)
 
     def _inline(self, lines: Lines) -> Answer:
         registry = self._service.registry
@@ -176,6 +198,11 @@ class Loader:
         if self._parameters is None or self._parameters[0] != registry.generation:
             self._parameters = (registry.generation, custom_parameters(registry))
         return self._parameters[1]
+
+
+def _progressed(mark: Mark | None, line: int, *, complete: bool) -> Mark | None:
+    """``mark`` once every line up to ``line`` is dealt with (None: no journal)."""
+    return None if mark is None else Mark(mark.source, mark.path, line, complete)
 
 
 def _numbered(source: str, lines: Iterable[bytes], errors: ErrorSink

@@ -26,6 +26,7 @@ class LoadReport:
     errors: int = 0  # count of all errors
     first_errors: list[LoadError] = field(default_factory=list)  # the first 100, for printing
     seconds: float = 0.0
+    skipped: int = 0  # files not read: the load journal says they were loaded already
 
     def summary(self) -> str:
         rate = self.resources / self.seconds if self.seconds else 0.0

@@ -16,6 +16,11 @@ prepared before that (in flight in the workers) are re-indexed here.
 Batches commit on a thread of their own, one at a time and in order, while the
 loading thread collects the next one; their outcomes (counts, errors, progress)
 are accounted for on the loading thread.
+
+When the load keeps a journal (``hygeia load``), each batch's transaction also
+records, for every file it stores lines of, the last line it dealt with
+(:mod:`.loading_journal`): lines are stored in input order, so every line up
+to that number is stored or was reported, and a rerun starts after it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import orjson
 from hygeia.fhir.outcome import Conflict, FhirError
 from hygeia.fhir.search.index import index_resource
 from hygeia.server import write
+from hygeia.server.loading_journal import Mark, record
 from hygeia.server.loading_prepare import Prepared, restamp
 from hygeia.server.loading_report import ErrorSink, LoadError, LoadReport
 from hygeia.store.base import Head, PreparedRows, Session, StoredVersion
@@ -62,25 +68,44 @@ class BatchWriter:
         self._on_progress = on_progress
         self._batch_size = batch_size
         self._batch: list[tuple[str, Prepared]] = []
+        # journaled files: their marks as of the last line collected, for the next commit
+        self._marks: dict[str, Mark] = {}
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="hygeia-load-commit")
         self._committing: Future[_Outcome] | None = None
 
-    def add(self, source: str, generation: int, prepared: list[Prepared]) -> None:
-        """Queue lines prepared under registry ``generation``; a full batch goes to commit."""
+    def add(self, source: str, generation: int, prepared: list[Prepared],
+            mark: Mark | None = None) -> None:
+        """Queue lines prepared under registry ``generation``; a full batch goes to commit.
+
+        ``mark`` (a journaled file): how far the file is dealt with once these lines
+        are stored; it commits with the batch that stores the last of them.
+        """
+        collected = 0  # the line number of the last of these lines put in the batch
         for item in prepared:
             if item.resource_type in self._refused:
                 self._errors(LoadError(source, item.line, f"{item.resource_type} is written by "
                                        "the server alone and cannot be imported"))
                 continue
             if item.tables is None:
+                self._mark_partly(mark, collected)
                 self.commit()  # everything before it first, as the input orders them
-                self._write_search_parameter(source, item)
+                self._write_search_parameter(source, item, mark)
+                collected = item.line  # stored (or reported) and recorded: never again
                 continue
             if generation != self._service.registry.generation:
                 item = self._reindexed(item)
             self._batch.append((source, item))
+            collected = item.line
             if len(self._batch) >= self._batch_size:
+                self._mark_partly(mark, collected)
                 self._send()
+        if mark is not None:
+            self._marks[mark.source] = mark
+
+    def _mark_partly(self, mark: Mark | None, line: int) -> None:
+        """A batch is about to end within the lines being added: it records up to ``line``."""
+        if mark is not None and line:
+            self._marks[mark.source] = Mark(mark.source, mark.path, line, False)
 
     def commit(self) -> None:
         """Store everything collected so far and wait until it has committed."""
@@ -96,7 +121,7 @@ class BatchWriter:
 
     def abort(self) -> None:
         """Drop what is not committed yet (a batch already committing still completes)."""
-        self._batch = []
+        self._batch, self._marks = [], {}
         self._committer.shutdown(cancel_futures=True)
 
     def _send(self) -> None:
@@ -107,9 +132,10 @@ class BatchWriter:
         giving them new lines, so neither side waits for the other's commit or fsync.
         """
         batch, self._batch = self._batch, []
+        marks, self._marks = list(self._marks.values()), {}
         self._finish()
-        if batch:
-            self._committing = self._committer.submit(self._store, batch)
+        if batch or marks:
+            self._committing = self._committer.submit(self._store, batch, marks)
 
     def _finish(self) -> None:
         """Wait for the batch committing (if any) and account for it on this thread, so
@@ -124,23 +150,24 @@ class BatchWriter:
             self._errors(load_error)
         self._progress()
 
-    def _store(self, batch: list[tuple[str, Prepared]]) -> _Outcome:
+    def _store(self, batch: list[tuple[str, Prepared]], marks: list[Mark]) -> _Outcome:
         """One batch in one transaction (on the committer thread); retried if it lost a
         race with a concurrent writer of the same ids."""
         for _ in range(ATTEMPTS - 1):
             try:
-                return self._write(batch)
+                return self._write(batch, marks)
             except Conflict:
                 continue
         try:
-            return self._write(batch)
+            return self._write(batch, marks)
         except Conflict as error:
             return _Outcome(Counter(), [LoadError(source, item.line, str(error))
                                         for source, item in batch])
 
-    def _write(self, batch: list[tuple[str, Prepared]]) -> _Outcome:
+    def _write(self, batch: list[tuple[str, Prepared]], marks: list[Mark]) -> _Outcome:
         outcome = _Outcome(Counter(), [])
         with self._service.transaction() as session:
+            record(session, marks)
             keys = list({(item.resource_type, item.id) for _, item in batch if item.client_id})
             heads = session.heads(keys, for_update=self._upsert) if keys else {}
             for source, item in batch:
@@ -180,10 +207,13 @@ class BatchWriter:
         rows = index_resource(resource, self._service.registry)
         return item._replace(tables=prepare_rows(item.resource_type, rows).tables)
 
-    def _write_search_parameter(self, source: str, item: Prepared) -> None:
+    def _write_search_parameter(self, source: str, item: Prepared, mark: Mark | None
+                                ) -> None:
         resource = orjson.loads(item.content)
         try:
             with self._service.transaction() as session:
+                if mark is not None:  # a rerun must not write it again
+                    record(session, [Mark(mark.source, mark.path, item.line, False)])
                 if not self._put_search_parameter(session, item, resource):
                     self._errors(LoadError(source, item.line, f"SearchParameter/{item.id} "
                                            "already exists; load with --upsert to add a new "

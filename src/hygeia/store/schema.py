@@ -179,6 +179,15 @@ _CORE = (
         seq {serial},
         content {blob} NOT NULL
     )""",
+    # how far `hygeia load` got with each input file, known by the SHA-256 of its bytes
+    # (store/load_journal.py); written in the transaction that stores what it records
+    """CREATE TABLE IF NOT EXISTS load_journal (
+        source {ctext} PRIMARY KEY,
+        progress {bigint} NOT NULL,
+        complete {bool} NOT NULL,
+        path {text} NOT NULL,
+        updated {bigint} NOT NULL
+    )""",
     # token ids that must not pass again: revoked access tokens, spent client assertions
     """CREATE TABLE IF NOT EXISTS auth_jti (
         jti {ctext} PRIMARY KEY,
