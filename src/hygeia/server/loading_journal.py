@@ -20,7 +20,6 @@ content changed is a new file, loaded from its start.
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,37 +86,20 @@ def recording(service: FhirService, mark: Mark) -> Iterator[list[Mark]]:
     on this thread.
 
     The transaction and batch paths (``server/bundles.py``) open their own
-    transaction through :meth:`FhirService.transaction`; this wraps that method,
-    for this service object and this block only, so the mark is written just
-    before that transaction commits and rolls back with it.  The list yielded
-    holds the mark once it was written (it may still roll back; it is empty if
+    transaction through :meth:`FhirService.transaction`; its before-commit hook
+    writes the mark just before that transaction commits, so it rolls back with it.
+    The list yielded holds the mark once it was written (it may still roll back; it is empty if
     no write transaction was opened).  Only the first transaction records it: a
     Bundle of the loader is one transaction (one entry, for a batch).  Other
     threads are left alone: the NDJSON loader's committer thread may be storing a
     batch of an earlier file meanwhile, and must not take the Bundle's mark.
     """
-    plain = service.transaction
-    shadowed = vars(service).get("transaction")  # set on the object already (nested)
-    owner = threading.get_ident()
     written: list[Mark] = []
 
-    @contextmanager
-    def transaction(*, flush_to_disk: bool = True) -> Iterator[Session]:
-        if threading.get_ident() != owner:
-            with plain(flush_to_disk=flush_to_disk) as session:
-                yield session
-            return
-        with plain(flush_to_disk=flush_to_disk) as session:
-            yield session
-            if not written:  # reached only when the block succeeded: the commit follows
-                record(session, [mark])
-                written.append(mark)
+    def record_once(session: Session) -> None:
+        if not written:
+            record(session, [mark])
+            written.append(mark)
 
-    service.transaction = transaction  # type: ignore[method-assign]
-    try:
+    with service.before_commit(record_once):
         yield written
-    finally:
-        if shadowed is None:
-            del service.transaction  # the class's method again
-        else:
-            service.transaction = shadowed  # type: ignore[method-assign]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class FhirService:
     def __init__(self, repository: Repository, settings: Settings | None = None) -> None:
         self.repository = repository
         self.settings = settings or Settings()
+        self._before_commit = threading.local()  # .hooks: this thread's, see before_commit
         self.registry = default_registry().copy()
         self._capabilities: tuple[int, dict[str, Any]] | None = None
         self.jobs = JobStore(repository)
@@ -77,6 +79,25 @@ class FhirService:
             if self.extractor is not None:
                 session.rows_later = IndexBatcher(self.extractor, self.registry).rows_for
             yield session
+            for hook in getattr(self._before_commit, "hooks", ()):
+                hook(session)
+
+    @contextmanager
+    def before_commit(self, hook: Callable[[Session], None]) -> Iterator[None]:
+        """Within the block, call ``hook(session)`` at the end of every write transaction
+        that this thread opens through :meth:`transaction`, just before it commits, so
+        what the hook writes commits or rolls back with the transaction's own writes.
+
+        Per thread: ``hygeia load`` records a Bundle's journal mark in the Bundle's
+        transaction while its committer thread stores NDJSON batches that must not
+        carry that mark.
+        """
+        previous = getattr(self._before_commit, "hooks", ())
+        self._before_commit.hooks = (*previous, hook)
+        try:
+            yield
+        finally:
+            self._before_commit.hooks = previous
 
     @contextmanager
     def reader(self) -> Iterator[Session]:
