@@ -4,7 +4,8 @@ The loop reads every request whole (head and body) under the timeouts of
 :class:`HttpLimits` before a request thread sees it, so a client that stalls
 costs a connection slot for a few seconds and never a thread (issue 13 item 2).
 Requests on one connection are served one at a time in order: reading pauses
-while a request is with a thread, which is also what bounds pipelining.
+once a complete request waits behind the one a thread is serving, which is
+what bounds pipelining.
 
 Every error this layer finds itself (bad syntax, limits, timeouts) is answered
 with an OperationOutcome; the connection is then closed gracefully (our side
@@ -291,7 +292,9 @@ class HttpConnection(asyncio.Protocol):
                 return
             self.busy = True
             self.front.serve(self, item)
-        if self.busy or self.queue or self.write_paused:
+        # reading goes on while one request is with a thread (no syscalls per request);
+        # it stops once a second one is waiting, which bounds pipelining
+        if self.queue or self.write_paused:
             self._pause_reading()
         else:
             self._resume_reading()
@@ -329,6 +332,8 @@ class HttpConnection(asyncio.Protocol):
             self.transport.write(data)
         self.served_one = True
         self.idle_since = self.loop.time()
+        if self.in_message:  # begun while the thread worked: its time starts now
+            self.started = self.last_body = self.idle_since
         if not keep_alive or self.front.stopping or (self.peer_done and not self.queue):
             self.transport.close()
             return

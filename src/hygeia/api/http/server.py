@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -69,6 +70,8 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 def serve_socket(listener: socket.socket, app: WsgiApp, limits: HttpLimits, *, base_url: str,
                  threads: int, access_log: bool = False, multiprocess: bool = False) -> None:
     """Serve on ``listener`` until SIGTERM or SIGINT, then finish the requests in progress."""
+    if access_log:
+        _log_access_to_stdout()
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     front = FrontEnd(loop, app, limits, base_url=base_url, threads=threads,
@@ -81,6 +84,16 @@ def serve_socket(listener: socket.socket, app: WsgiApp, limits: HttpLimits, *, b
     finally:
         front.executor.shutdown(wait=False, cancel_futures=True)
         loop.close()
+
+
+def _log_access_to_stdout() -> None:
+    """``--access-log``: one line per request on standard output, apart from the log."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s"))
+    logger = logging.getLogger("hygeia.access")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 async def _serve_until(front: FrontEnd, listener: socket.socket, stop: asyncio.Event) -> None:

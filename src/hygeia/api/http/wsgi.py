@@ -74,8 +74,10 @@ def respond(front: FrontEnd, connection: HttpConnection, request: Request) -> No
         front.loop.call_soon_threadsafe(connection.finished, _failure(sent), False,
                                         request.reserved)
     if front.access_log:
+        # the path only: queries carry search values (names, identifiers) that are patient data
+        path = request.target.partition(b"?")[0].decode("latin-1")
         access_log.info('%s - "%s %s HTTP/%s" %d %d %.1fms', connection.client, request.method,
-                        request.target.decode("latin-1"), request.version, status, sent,
+                        path, request.version, status, sent,
                         (time.perf_counter() - started) * 1000)
 
 
