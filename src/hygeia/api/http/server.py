@@ -14,8 +14,9 @@ import logging
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from queue import SimpleQueue
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,7 +40,7 @@ class FrontEnd:
         self.limits = limits
         self.ledger = ConnectionLedger(limits)
         self.connections: set[HttpConnection] = set()
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="hygeia-request")
+        self.threads = RequestThreads(self, threads)
         self.access_log = access_log
         self.stopping = False
         root = urlsplit(base_url)
@@ -54,7 +55,35 @@ class FrontEnd:
 
     def serve(self, connection: HttpConnection, request: Request) -> None:
         """Hand a whole request to a request thread (called on the loop)."""
-        self.executor.submit(respond, self, connection, request)
+        self.threads.queue.put((connection, request))
+
+
+class RequestThreads:
+    """``--threads`` threads that run the app; a plain queue feeds them.
+
+    Not a ThreadPoolExecutor: its future, work item and pool bookkeeping cost
+    the loop's thread time on every request, and nothing here waits on a result.
+    """
+
+    def __init__(self, front: FrontEnd, count: int) -> None:
+        self.front = front
+        self.queue: SimpleQueue[tuple[HttpConnection, Request] | None] = SimpleQueue()
+        self.threads = [threading.Thread(target=self._run, name=f"hygeia-request-{number}",
+                                         daemon=True) for number in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            try:
+                respond(self.front, *item)
+            except Exception:  # the loop is gone (shutdown): nothing left to answer on
+                log.exception("a request thread failed")
+
+    def stop(self) -> None:
+        """Let each thread finish its request, then end (does not wait for them)."""
+        for _ in self.threads:
+            self.queue.put(None)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -82,7 +111,7 @@ def serve_socket(listener: socket.socket, app: WsgiApp, limits: HttpLimits, *, b
     try:
         loop.run_until_complete(_serve_until(front, listener, stop))
     finally:
-        front.executor.shutdown(wait=False, cancel_futures=True)
+        front.threads.stop()
         loop.close()
 
 

@@ -63,8 +63,9 @@ def respond(front: FrontEnd, connection: HttpConnection, request: Request) -> No
         if isinstance(result, list):
             data, keep_alive = _whole(answer, result, request)
             sent = len(data)
-            front.loop.call_soon_threadsafe(connection.finished, data, keep_alive,
-                                            request.reserved)
+            written = connection.send_now(data)
+            front.loop.call_soon_threadsafe(connection.finished, data[written:] if written
+                                            else data, keep_alive, request.reserved)
         else:
             sent, keep_alive = _streamed(front, connection, answer, result, request)
             front.loop.call_soon_threadsafe(connection.finished, b"", keep_alive,
@@ -126,7 +127,7 @@ def _origin_form(target: bytes) -> bytes:
 
 def _whole(answer: _Answer, result: list[bytes], request: Request) -> tuple[bytes, bool]:
     """The complete response for an answer held in memory; and whether to keep alive."""
-    body = b"".join(result)
+    body = result[0] if len(result) == 1 else b"".join(result)
     status = int(answer.status[:3])
     keep_alive = request.keep_alive
     no_body = request.method == "HEAD" or status in _NO_BODY_STATUSES or status < 200
