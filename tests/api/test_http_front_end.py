@@ -287,3 +287,20 @@ def test_stalled_token_forms_do_not_hold_the_threads(tmp_path: Path) -> None:
                 sock.close()
     finally:
         server.stop()
+
+
+def test_bodies_held_in_memory_are_capped(tmp_path: Path) -> None:
+    """Many clients uploading at once cannot make the process hold more than the cap."""
+    server = ServerProcess(f"sqlite:///{tmp_path}/m.db", "--max-body-mb", "1",
+                           "--max-buffered-mb", "1", "--body-timeout", "5")
+    try:
+        head = b"POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
+        with contextlib.closing(connect(port=server.port)) as first, \
+                contextlib.closing(connect(port=server.port)) as second:
+            first.sendall(head + b"Content-Length: 1000000\r\n\r\n" + b" " * 900_000)
+            time.sleep(0.3)  # the first body is held, waiting for its last bytes
+            second.sendall(head + b"Content-Length: 500000\r\n\r\n" + b" " * 200_000)
+            assert "try again" in assert_outcome(read_answer(second), 503)
+        assert httpx.get(f"{server.base}/metadata", timeout=5).status_code == 200
+    finally:
+        server.stop()

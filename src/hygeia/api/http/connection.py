@@ -26,20 +26,19 @@ import asyncio
 import os
 import threading
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import httptools
 
 from hygeia.api.http.errors import (
     HeaderFieldsTooLarge,
-    HttpVersionNotSupported,
     NotImplementedHere,
     RequestTimeout,
     UriTooLong,
     error_answer,
 )
 from hygeia.api.http.host import is_valid_host
+from hygeia.api.http.request import Request, framing, version_error
 from hygeia.fhir.outcome import BadRequest, FhirError, PayloadTooLarge
 
 if TYPE_CHECKING:
@@ -50,20 +49,6 @@ LINGER_SECONDS = 2.0  # how long the bytes of a refused request are drained befo
 # llhttp collects a header line before handing it over: a head this far over the limits
 # is refused while it is still arriving, not after it has been collected whole
 _HEAD_SLACK = 16 * 1024
-
-
-@dataclass(slots=True)
-class Request:
-    """A request read whole by the loop, ready for a thread."""
-
-    method: str
-    target: bytes
-    version: str  # "1.1" or "1.0"
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    keep_alive: bool
-    has_body: bool  # Content-Length or Transfer-Encoding was sent (even for 0 bytes)
-    reserved: int  # body bytes counted against the process's buffered limit
 
 
 class _Refused(Exception):
@@ -232,8 +217,8 @@ class HttpConnection(asyncio.Protocol):
         self.head_done = True
         version = self.parser.get_http_version()
         if version not in ("1.1", "1.0"):
-            self._refuse(_version_error(version))
-        length, chunked, hosts, expect = _framing(self.headers)
+            self._refuse(version_error(version))
+        length, chunked, hosts, expect = framing(self.headers)
         if chunked is not None and chunked.strip().lower() != "chunked":
             self._refuse(NotImplementedHere(
                 f"Transfer-Encoding {chunked.strip()!r} is not supported; send the body as "
@@ -244,8 +229,6 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(PayloadTooLarge(
                 f"The body ({length} bytes) is over the {self.limits.max_body_bytes}-byte "
                 "limit.", expression="Content-Length"))
-        if length:
-            self._reserve(length)
         if expect is not None and expect.strip().lower() == "100-continue" and length != 0:
             self.pending_continue = True
             self._send_continue()
@@ -266,8 +249,9 @@ class HttpConnection(asyncio.Protocol):
         if self.body_size > self.limits.max_body_bytes:
             self._refuse(PayloadTooLarge(
                 f"The body is over the {self.limits.max_body_bytes}-byte limit."))
-        if self.body_size > self.reserved:  # chunked bodies reserve as they arrive
-            self._reserve(self.body_size - self.reserved)
+        # bytes are counted as they arrive, not as declared: a client that only
+        # announces a large body holds no share of the process's budget
+        self._reserve(len(chunk))
         self.body.append(chunk)
         self.last_body = self.loop.time()
 
@@ -453,31 +437,6 @@ class HttpConnection(asyncio.Protocol):
             self._answer_and_close(RequestTimeout(
                 f"No body bytes arrived for {self.limits.body_timeout:g} s "
                 f"({self.body_size} received)."))
-
-
-def _framing(headers: list[tuple[bytes, bytes]]
-             ) -> tuple[int | None, str | None, list[str], str | None]:
-    """Content-Length, Transfer-Encoding, the Host values and Expect, from one pass."""
-    length: int | None = None
-    encoding = expect = None
-    hosts: list[str] = []
-    for name, value in headers:
-        key = name.lower()
-        if key == b"host":
-            hosts.append(value.decode("latin-1"))
-        elif key == b"content-length":
-            length = int(value)  # llhttp has checked that it is a number
-        elif key == b"transfer-encoding":
-            encoding = value.decode("latin-1")
-        elif key == b"expect":
-            expect = value.decode("latin-1")
-    return length, encoding, hosts, expect
-
-
-def _version_error(version: str) -> FhirError:
-    if version.startswith("0."):
-        return BadRequest(f"HTTP/{version} is not supported; send HTTP/1.1.")
-    return HttpVersionNotSupported(f"HTTP/{version} is not supported here; send HTTP/1.1.")
 
 
 def _reason(problem: Exception) -> str:

@@ -20,8 +20,9 @@ from queue import SimpleQueue
 from typing import Any
 from urllib.parse import urlsplit
 
-from hygeia.api.http.connection import HttpConnection, Request
+from hygeia.api.http.connection import HttpConnection
 from hygeia.api.http.limits import ConnectionLedger, HttpLimits
+from hygeia.api.http.request import Request
 from hygeia.api.http.wsgi import respond
 
 log = logging.getLogger("hygeia.api.http")

@@ -24,7 +24,8 @@ import orjson
 from hygeia.fhir.outcome import Issue, operation_outcome
 
 if TYPE_CHECKING:
-    from hygeia.api.http.connection import HttpConnection, Request
+    from hygeia.api.http.connection import HttpConnection
+    from hygeia.api.http.request import Request
     from hygeia.api.http.server import FrontEnd
 
 log = logging.getLogger("hygeia.api.http")
