@@ -43,20 +43,21 @@ def connect(source: str = "127.0.0.1", port: int = 0) -> socket.socket:
 
 
 def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One response read off a raw socket: status, headers (lower-case), body."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
+    """One response read off a raw socket, not a byte further (pipelined answers follow):
+    status, headers (lower-case names), body."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
             break
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+        head += byte
     lines = head.decode("latin-1").split("\r\n")
     headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
     headers = {name.lower(): value for name, value in headers.items()}
+    body = b""
     length = int(headers.get("content-length", "0"))
     while len(body) < length:
-        chunk = sock.recv(65536)
+        chunk = sock.recv(min(65536, length - len(body)))
         if not chunk:
             break
         body += chunk

@@ -318,15 +318,15 @@ class HttpConnection(asyncio.Protocol):
             # a request begun before the pause gets its time again from now
             self.started = self.last_body = self.loop.time()
 
-    def finished(self, data: bytes, keep_alive: bool, reserved: int) -> None:
+    def finished(self, rest: list[bytes | memoryview], keep_alive: bool, reserved: int) -> None:
         """A thread is done with a request: send the rest of its answer (on the loop)."""
         self.front.ledger.release_body(reserved)
         self.busy = False
         if self.closed:
             return
         assert self.transport is not None
-        if data:
-            self.transport.write(data)
+        if rest:
+            self.transport.writelines(rest)
         self.served_one = True
         self.idle_since = self.loop.time()
         if self.in_message:  # begun while the thread worked: its time starts now
@@ -336,7 +336,7 @@ class HttpConnection(asyncio.Protocol):
             return
         self._advance()
 
-    def send_now(self, data: bytes) -> int:
+    def send_now(self, pieces: list[bytes]) -> int:
         """Write what the socket takes at once, from a request thread; the bytes written.
 
         Saves the answer a trip through the loop (one thread handoff less on every
@@ -349,7 +349,7 @@ class HttpConnection(asyncio.Protocol):
                     self.transport.get_write_buffer_size():
                 return 0
             try:
-                return os.write(self.direct_fd, data)
+                return os.writev(self.direct_fd, pieces)
             except OSError:  # would block, or the client is gone: the loop finds out
                 return 0
 

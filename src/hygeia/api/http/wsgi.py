@@ -62,14 +62,14 @@ def respond(front: FrontEnd, connection: HttpConnection, request: Request) -> No
         result = front.app(environ(front, connection, request), answer.start_response)
         status = int(answer.status[:3])
         if isinstance(result, list):
-            data, keep_alive = _whole(answer, result, request)
-            sent = len(data)
-            written = connection.send_now(data)
-            front.loop.call_soon_threadsafe(connection.finished, data[written:] if written
-                                            else data, keep_alive, request.reserved)
+            pieces, keep_alive = _whole(answer, result, request)
+            sent = len(pieces[1]) if len(pieces) > 1 else 0
+            rest = _after(pieces, connection.send_now(pieces))
+            front.loop.call_soon_threadsafe(connection.finished, rest, keep_alive,
+                                            request.reserved)
         else:
             sent, keep_alive = _streamed(front, connection, answer, result, request)
-            front.loop.call_soon_threadsafe(connection.finished, b"", keep_alive,
+            front.loop.call_soon_threadsafe(connection.finished, [], keep_alive,
                                             request.reserved)
     except Exception:
         log.exception("unexpected error answering %s %r", request.method, request.target[:200])
@@ -126,15 +126,29 @@ def _origin_form(target: bytes) -> bytes:
     return target  # "*" (OPTIONS) and the like: the app answers 404
 
 
-def _whole(answer: _Answer, result: list[bytes], request: Request) -> tuple[bytes, bool]:
-    """The complete response for an answer held in memory; and whether to keep alive."""
+def _whole(answer: _Answer, result: list[bytes], request: Request
+           ) -> tuple[list[bytes], bool]:
+    """The head and body of an answer held in memory (not joined: a large body is not
+    copied again); and whether to keep the connection alive."""
     body = result[0] if len(result) == 1 else b"".join(result)
     status = int(answer.status[:3])
     keep_alive = request.keep_alive
     no_body = request.method == "HEAD" or status in _NO_BODY_STATUSES or status < 200
     head = _head(answer, request, keep_alive,
                  length=None if no_body else len(body))
-    return (head if no_body else head + body), keep_alive
+    return ([head] if no_body or not body else [head, body]), keep_alive
+
+
+def _after(pieces: list[bytes], written: int) -> list[bytes | memoryview]:
+    """What is left of ``pieces`` once ``written`` bytes of them have gone out."""
+    rest: list[bytes | memoryview] = []
+    for piece in pieces:
+        if written >= len(piece):
+            written -= len(piece)
+            continue
+        rest.append(memoryview(piece)[written:] if written else piece)
+        written = 0
+    return rest
 
 
 def _streamed(front: FrontEnd, connection: HttpConnection, answer: _Answer,
@@ -221,12 +235,12 @@ def _date_line() -> str:
     return _date_cache[1]
 
 
-def _failure(sent: int) -> bytes:
+def _failure(sent: int) -> list[bytes | memoryview]:
     """A 500 OperationOutcome, unless part of an answer already left (then only a close)."""
     if sent:
-        return b""
+        return []
     body = orjson.dumps(operation_outcome([Issue(
         "exception", "The server failed unexpectedly; the error was logged.",
         severity="fatal")]))
-    return (b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/fhir+json\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%b" % (len(body), body))
+    return [b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/fhir+json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%b" % (len(body), body)]
