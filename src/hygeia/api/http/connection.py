@@ -18,6 +18,10 @@ States of a connection, and the deadline each one runs against::
     head      request line/headers    header timeout, from the first byte
     body      body bytes arriving     body timeout, from the last bytes
     busy      a thread serves it      none (unless the client stops reading: body timeout)
+
+A thread that has written its whole answer ends a keep-alive request itself
+(:meth:`HttpConnection.finish_here`) when nothing else waits on the connection;
+``state_lock`` makes that and the loop's own steps exclusive.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -79,6 +84,8 @@ class HttpConnection(asyncio.Protocol):
         # (it stays open until connection_lost, so the number cannot be reused meanwhile)
         self.direct_fd = -1
         self.direct_lock = threading.Lock()
+        # guards busy/queue/in_message between the loop and a thread ending a request
+        self.state_lock = threading.Lock()
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
         self.idle_since = 0.0
@@ -131,8 +138,9 @@ class HttpConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         """The client sent everything it will: answer what is pending, then close."""
-        self.peer_done = True
-        return self.busy or bool(self.queue)
+        with self.state_lock:
+            self.peer_done = True
+            return self.busy or bool(self.queue)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -143,11 +151,16 @@ class HttpConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self.writable.set()
-        self._advance()
+        with self.state_lock:
+            self._advance()
 
     def data_received(self, data: bytes) -> None:
         if self.lingering or self.broken:
             return  # draining a refused request, or past a parse error
+        with self.state_lock:
+            self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -318,8 +331,27 @@ class HttpConnection(asyncio.Protocol):
             # a request begun before the pause gets its time again from now
             self.started = self.last_body = self.loop.time()
 
+    def finish_here(self, keep_alive: bool) -> bool:
+        """End a request from its thread, its answer fully written, without waking the
+        loop; False when the loop has something to do (then :meth:`finished` must run).
+
+        The common case of keep-alive traffic: one thread handoff less per request.
+        """
+        with self.state_lock:
+            if self.queue or self.in_message or self.closed or self.peer_done or \
+                    not keep_alive or self.front.stopping:
+                return False
+            self.busy = False
+            self.served_one = True
+            self.idle_since = time.monotonic()  # the clock of loop.time() (uvloop and asyncio)
+            return True
+
     def finished(self, rest: list[bytes | memoryview], keep_alive: bool, reserved: int) -> None:
         """A thread is done with a request: send the rest of its answer (on the loop)."""
+        with self.state_lock:
+            self._finish(rest, keep_alive, reserved)
+
+    def _finish(self, rest: list[bytes | memoryview], keep_alive: bool, reserved: int) -> None:
         self.front.ledger.release_body(reserved)
         self.busy = False
         if self.closed:
@@ -390,8 +422,10 @@ class HttpConnection(asyncio.Protocol):
         limits = self.limits
         if self.write_paused:
             return self.paused_at + limits.body_timeout
-        if self.busy or self.queue or self.lingering:
+        if self.lingering:
             return None
+        if self.busy or self.queue:  # nothing runs out; look again later (a thread may
+            return self.loop.time() + limits.keepalive_timeout  # end it without the loop)
         if not self.in_message:
             wait = limits.keepalive_timeout if self.served_one else limits.header_timeout
             return self.idle_since + wait
@@ -415,6 +449,10 @@ class HttpConnection(asyncio.Protocol):
             self.timer_at = deadline
 
     def _on_timer(self) -> None:
+        with self.state_lock:
+            self._check_deadline()
+
+    def _check_deadline(self) -> None:
         self.timer = None
         deadline = self._deadline()
         if deadline is None or self.closed:

@@ -65,8 +65,9 @@ def respond(front: FrontEnd, connection: HttpConnection, request: Request) -> No
             pieces, keep_alive = _whole(answer, result, request)
             sent = len(pieces[1]) if len(pieces) > 1 else 0
             rest = _after(pieces, connection.send_now(pieces))
-            front.loop.call_soon_threadsafe(connection.finished, rest, keep_alive,
-                                            request.reserved)
+            if rest or request.reserved or not connection.finish_here(keep_alive):
+                front.loop.call_soon_threadsafe(connection.finished, rest, keep_alive,
+                                                request.reserved)
         else:
             sent, keep_alive = _streamed(front, connection, answer, result, request)
             front.loop.call_soon_threadsafe(connection.finished, [], keep_alive,
