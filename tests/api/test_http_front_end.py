@@ -305,3 +305,12 @@ def test_bodies_held_in_memory_are_capped(tmp_path: Path) -> None:
         assert httpx.get(f"{server.base}/metadata", timeout=5).status_code == 200
     finally:
         server.stop()
+
+
+def test_limit_flags_must_be_positive(tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "hygeia.cli.main", "serve", "--header-timeout", "0", "--port",
+         str(free_port()), "--db", f"sqlite:///{tmp_path}/z.db"],
+        capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert refused.stderr.strip() == "error: --header-timeout must be more than 0 (got 0.0)"

@@ -161,6 +161,20 @@ def http_limit_settings(args: argparse.Namespace) -> dict[str, Any]:
             "http_max_buffered_bytes": int(args.max_buffered_mb * 1024 ** 2)}
 
 
+def check_http_limits(args: argparse.Namespace) -> None:
+    """ValueError naming the first HTTP limit flag that is not positive."""
+    for flag, value in (("--header-timeout", args.header_timeout),
+                        ("--body-timeout", args.body_timeout),
+                        ("--keepalive-timeout", args.keepalive_timeout),
+                        ("--max-url-kb", args.max_url_kb), ("--max-header-kb", args.max_header_kb),
+                        ("--max-headers", args.max_headers),
+                        ("--max-client-connections", args.max_client_connections),
+                        ("--max-connections", args.max_connections),
+                        ("--max-buffered-mb", args.max_buffered_mb)):
+        if value <= 0:
+            raise ValueError(f"{flag} must be more than 0 (got {value})")
+
+
 def public_base_url(args: argparse.Namespace) -> str:
     """``--base-url``, or the one the bind address implies; ValueError says why not."""
     from hygeia.api.http.host import WILDCARD_HOSTS, default_base_url, parse_base_url
@@ -210,6 +224,7 @@ def serve(args: argparse.Namespace) -> int:
         console.print("[red]--workers must be at least 1.")
         return 2
     try:
+        check_http_limits(args)
         base_url = public_base_url(args)
         listener = listen(args.host, args.port)
     except (ValueError, ListenError) as error:
