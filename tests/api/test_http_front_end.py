@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -314,3 +315,37 @@ def test_limit_flags_must_be_positive(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0
     assert refused.stderr.strip() == "error: --header-timeout must be more than 0 (got 0.0)"
+
+
+def test_a_client_that_stops_reading_a_download_is_cut_off(tmp_path: Path) -> None:
+    """A streamed answer (an export file) waits for the client, but not beyond the body
+    timeout: the thread is freed and the server keeps answering others."""
+    from tests.api.test_bulk_http import KICK_OFF, poll
+    from tests.api.test_limits_and_crash import amplified_bundle
+
+    server = ServerProcess(f"sqlite:///{tmp_path}/d.db", "--files", str(tmp_path / "files"),
+                           "--max-body-mb", "256", "--body-timeout", "2", "--threads", "2")
+    try:
+        body = orjson.dumps(amplified_bundle(20)[0])
+        for _ in range(3):  # 8 MB of Observations: more than the kernel buffers hold
+            assert server.client.post("", content=body, headers=FHIR_JSON).status_code == 200
+        started = server.client.get("$export", params={"_type": "Observation"}, headers=KICK_OFF)
+        manifest = poll(server.client, started.headers["Content-Location"]).json()
+        url = manifest["output"][0]["url"]
+        size = len(server.client.get(url).content)
+        assert size > 6 * 1024 * 1024, "the file must be larger than the socket buffers"
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)  # a download that is never cut off fails here instead of hanging
+        sock.connect(("127.0.0.1", server.port))
+        with contextlib.closing(sock):
+            sock.sendall(f"GET {urlsplit(url).path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            time.sleep(4)  # the client reads nothing for twice the body timeout
+            assert httpx.get(f"{server.base}/metadata", timeout=5).status_code == 200
+            received = 0
+            with contextlib.suppress(ConnectionError):
+                while chunk := sock.recv(65536):
+                    received += len(chunk)
+        assert received < size, "the stalled download should have been cut off"
+    finally:
+        server.stop()
