@@ -318,7 +318,8 @@ def _writer_token(setup: Setup) -> str:
 
 def test_auth_is_on_beyond_loopback(tmp_path: Path) -> None:
     """Bound to every address, the server needs tokens even without --auth."""
-    server = ServerProcess(f"sqlite:///{tmp_path}/open.db", "--host", "0.0.0.0")
+    server = ServerProcess(f"sqlite:///{tmp_path}/open.db", "--host", "0.0.0.0",
+                           "--base-url", "https://fhir.example.org")
     try:
         refused = server.client.get("Patient")
         assert refused.status_code == 401

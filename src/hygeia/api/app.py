@@ -2,8 +2,8 @@
 
 WSGI rather than ASGI because the service below is synchronous (sqlite3 and
 psycopg calls on the request thread): the HTTP server's own threads call
-straight into it, with no event-loop hop per request.  docs/adr/0002 has the
-measurements behind that choice.
+straight into it (docs/adr/0002); since docs/adr/0003 that server is Hygeia's own
+front end (api/http), which hands the app whole requests.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from hygeia.api.negotiation import (
     check_request_type,
     parse_prefer,
 )
+from hygeia.api.origin import server_root
 from hygeia.fhir.datetime import format_http_date
 from hygeia.fhir.outcome import (
     BadRequest,
@@ -141,7 +142,7 @@ def _to_fhir_request(environ: dict[str, Any], query: list[tuple[str, str]],
     if path is None or method not in METHODS:
         return None
     check_accept(environ.get("HTTP_ACCEPT"), _first(query, "_format"))
-    base_url = _base_url(environ)
+    base_url = _base_url(service, environ)
     access = None
     if service.auth is not None and path not in _OPEN_PATHS:
         access = service.auth.authenticate(environ.get("HTTP_AUTHORIZATION"), base_url,
@@ -180,11 +181,9 @@ def _first(query: list[tuple[str, str]], name: str) -> str | None:
     return next((value for key, value in query if key == name), None)
 
 
-def _base_url(environ: dict[str, Any]) -> str:
-    host = environ.get("HTTP_HOST")
-    if not host:
-        host = f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
-    return f"{environ.get('wsgi.url_scheme', 'http')}://{host}{_BASE}/"
+def _base_url(service: FhirService, environ: dict[str, Any]) -> str:
+    """The FHIR base from the configured server root, never from the Host header."""
+    return f"{server_root(service.settings, environ)}{_BASE}/"
 
 
 def _read_body(environ: dict[str, Any], declared: str | None, limit: int) -> bytes:

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from hygeia.api.auth_pages import sign_in_html
+from hygeia.api.origin import server_root
 from hygeia.server import FhirService
 from hygeia.server.auth.authorize import PageError, Redirect
 from hygeia.server.auth.clients import OAuthError
@@ -35,7 +36,7 @@ def auth_answer(service: FhirService, environ: dict[str, Any]) -> Answer | None:
     auth = service.auth
     if auth is None or not (path.startswith("/auth/") or path in DISCOVERY_PATHS):
         return None
-    origin = _origin(environ)
+    origin = server_root(service.settings, environ)
     method = environ["REQUEST_METHOD"]
     if path in DISCOVERY_PATHS:
         return _json(200, auth.smart_configuration(origin))
@@ -117,12 +118,6 @@ def _form(environ: dict[str, Any]) -> dict[str, str]:
         raise OAuthError("invalid_request", f"The form is over {_FORM_LIMIT} bytes.")
     raw = environ["wsgi.input"].read(size) if size else b""
     return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
-
-
-def _origin(environ: dict[str, Any]) -> str:
-    host = environ.get("HTTP_HOST") or \
-        f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
-    return f"{environ.get('wsgi.url_scheme', 'http')}://{host}"
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Answer:

@@ -9,6 +9,7 @@ import os
 import sys
 from dataclasses import replace
 from importlib.resources import files
+from typing import Any
 
 from rich.console import Console
 
@@ -120,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default 1000; a warning entry says when some were left out)")
     serve.add_argument("--max-chain-depth", type=int, default=3,
                        help="references one chained search or _has may follow (default 3)")
+    serve.add_argument("--base-url", default=None,
+                       help="the server root as clients reach it, scheme://host:port (the FHIR "
+                            "base is it plus /fhir); used in every link, discovery document and "
+                            "token audience (default: from --host and --port; required when "
+                            "--host is a wildcard such as 0.0.0.0)")
+    add_http_limit_flags(serve)
 
     load = commands.add_parser("load", help="load Bundles/NDJSON into the database",
                                epilog=EPILOG_LOAD,
@@ -144,6 +151,72 @@ def build_parser() -> argparse.ArgumentParser:
                                    epilog=EPILOG_VALIDATE)
     validate.add_argument("paths", nargs="+")
     return parser
+
+
+def add_http_limit_flags(serve: argparse.ArgumentParser) -> None:
+    """The HTTP front end's limits (api/http/limits.py; docs/guide/server.md)."""
+    limits = serve.add_argument_group("HTTP limits")
+    limits.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                        help="seconds for a whole request head to arrive (default 10; then 408)")
+    limits.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
+                        help="longest pause in a request body, or in a client taking its "
+                             "answer (default 30; then 408 or a close)")
+    limits.add_argument("--keepalive-timeout", type=float, default=15.0, metavar="S",
+                        help="idle keep-alive connections are closed after this (default 15)")
+    limits.add_argument("--max-url-kb", type=float, default=16.0, metavar="KB",
+                        help="longest request target (path and query) in KB (default 16; "
+                             "then 414)")
+    limits.add_argument("--max-header-kb", type=float, default=64.0, metavar="KB",
+                        help="all request headers together in KB (default 64; then 431)")
+    limits.add_argument("--max-headers", type=int, default=100, metavar="N",
+                        help="header lines per request (default 100; then 431)")
+    limits.add_argument("--max-client-connections", type=int, default=32, metavar="N",
+                        help="open connections per client address and serving process "
+                             "(default 32; then 429)")
+    limits.add_argument("--max-connections", type=int, default=1000, metavar="N",
+                        help="open connections per serving process (default 1000; then 503)")
+    limits.add_argument("--max-buffered-mb", type=float, default=512.0, metavar="MB",
+                        help="request bodies held in memory at once per serving process "
+                             "(default 512, never less than --max-body-mb; then 503)")
+
+
+def http_limit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The Settings fields of the HTTP limit flags."""
+    return {"http_header_timeout": args.header_timeout, "http_body_timeout": args.body_timeout,
+            "http_keepalive_timeout": args.keepalive_timeout,
+            "http_max_url_bytes": int(args.max_url_kb * 1024),
+            "http_max_header_bytes": int(args.max_header_kb * 1024),
+            "http_max_headers": args.max_headers,
+            "http_max_client_connections": args.max_client_connections,
+            "http_max_connections": args.max_connections,
+            "http_max_buffered_bytes": int(args.max_buffered_mb * 1024 ** 2)}
+
+
+def check_http_limits(args: argparse.Namespace) -> None:
+    """ValueError naming the first HTTP limit flag that is not positive."""
+    for flag, value in (("--header-timeout", args.header_timeout),
+                        ("--body-timeout", args.body_timeout),
+                        ("--keepalive-timeout", args.keepalive_timeout),
+                        ("--max-url-kb", args.max_url_kb), ("--max-header-kb", args.max_header_kb),
+                        ("--max-headers", args.max_headers),
+                        ("--max-client-connections", args.max_client_connections),
+                        ("--max-connections", args.max_connections),
+                        ("--max-buffered-mb", args.max_buffered_mb)):
+        if value <= 0:
+            raise ValueError(f"{flag} must be more than 0 (got {value})")
+
+
+def public_base_url(args: argparse.Namespace) -> str:
+    """``--base-url``, or the one the bind address implies; ValueError says why not."""
+    from hygeia.api.http.host import WILDCARD_HOSTS, default_base_url, parse_base_url
+
+    if args.base_url is not None:
+        return parse_base_url(args.base_url)
+    if args.host in WILDCARD_HOSTS:
+        raise ValueError(f"--host {args.host} listens on every address, so the address "
+                         "clients use is unknown: give it with --base-url "
+                         "(for example --base-url https://fhir.example.org)")
+    return default_base_url(args.host, args.port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,7 +245,7 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from hygeia.cli.serving import ServeOptions, run
+    from hygeia.cli.serving import ListenError, ServeOptions, listen, run
     from hygeia.server import FhirService, Settings
     from hygeia.store import open_repository
 
@@ -180,6 +253,13 @@ def serve(args: argparse.Namespace) -> int:
     auth = args.auth or bool(args.oidc_issuer) or not is_loopback(args.host)
     if args.workers < 1:
         console.print("[red]--workers must be at least 1.")
+        return 2
+    try:
+        check_http_limits(args)
+        base_url = public_base_url(args)
+        listener = listen(args.host, args.port)
+    except (ValueError, ListenError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     settings = Settings(max_body_bytes=int(args.max_body_mb * 1024 ** 2),
                         max_bundle_entries=args.max_bundle_entries,
@@ -201,7 +281,9 @@ def serve(args: argparse.Namespace) -> int:
                         job_statement_timeout=max(0.0, args.job_statement_timeout),
                         max_search_values=max(1, args.max_search_values),
                         max_included=max(0, args.max_included),
-                        max_chain_depth=max(0, args.max_chain_depth))
+                        max_chain_depth=max(0, args.max_chain_depth),
+                        base_url=base_url,
+                        **http_limit_settings(args))
     # opened here to refuse a database of another layout before serving, and for the
     # demo; closed again because the serving worker opens its own after the fork
     repository = open_repository(args.db)
@@ -213,18 +295,17 @@ def serve(args: argparse.Namespace) -> int:
                       console)
     finally:
         repository.close()
-    console.print(f"[bold green]Hygeia[/] FHIR R4 server at http://{args.host}:{args.port}/fhir "
+    console.print(f"[bold green]Hygeia[/] FHIR R4 server at {base_url}/fhir "
                   f"({repository.dialect}: {args.db})")
     if auth:
-        console.print(f"SMART on FHIR authorization on: http://{args.host}:{args.port}"
+        console.print(f"SMART on FHIR authorization on: {base_url}"
                       "/fhir/.well-known/smart-configuration")
     else:
         console.print("[bold red]NO AUTHENTICATION:[/] anyone who can reach this port can read "
                       "and write all data. Use --auth (always on beyond loopback).")
-    run(ServeOptions(db_url=args.db, settings=settings, host=args.host, port=args.port,
-                     threads=args.threads, access_log=args.access_log,
-                     workers=args.workers))
-    return 0
+    return run(ServeOptions(db_url=args.db, settings=settings, host=args.host, port=args.port,
+                            threads=args.threads, access_log=args.access_log,
+                            workers=args.workers), listener)
 
 
 def default_files_dir(db_url: str) -> str:

@@ -1,33 +1,36 @@
-"""Run the WSGI app on Granian, a Rust HTTP server.
+"""``hygeia serve``: bind the port, fork the serving processes, supervise them.
 
-Granian parses HTTP and manages connections in Rust and calls the app on its
-own pool of Python threads, so a request costs no event-loop round trip
-(docs/adr/0002).  On CPython it serves from worker processes forked off this
-one (``--workers``, one by default), each also running background jobs; this
-process only supervises.  The worker builds its own repository
-after the fork (database connections must never cross a fork), and asks the
-kernel to kill it when the supervisor dies, so ``kill -9`` of ``hygeia
-serve`` stops the whole server at once, as it did when it was one process.
+This process binds the listening socket itself, without ``SO_REUSEPORT``, so
+a port that is already taken (by another ``hygeia serve`` or anything else)
+fails at once instead of two servers sharing it (issue 13 item 10).  It then
+forks ``--workers`` serving processes that inherit the socket; each builds
+its own repository after the fork (database connections must never cross a
+fork), runs background jobs, and serves HTTP with Hygeia's own front end
+(api/http, docs/adr/0003).  Each asks the kernel to kill it when the
+supervisor dies, so ``kill -9`` of ``hygeia serve`` stops the whole server at
+once; SIGINT or SIGTERM stops it gracefully (requests in progress finish).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
 import os
+import resource
 import signal
+import socket
 import sys
-from collections.abc import Callable
+import time
+import traceback
 from dataclasses import dataclass, field
-from typing import Any
-
-from granian.constants import HTTPModes, Interfaces
-from granian.log import LogLevels
-from granian.server import Server
 
 from hygeia.cli.runtime import default_threads, tune_garbage_collector
 from hygeia.server import Settings
 
 _PR_SET_PDEATHSIG = 1
+BACKLOG = 2048  # the kernel caps it at net.core.somaxconn
+STOP_SECONDS = 20.0  # after SIGTERM, a serving process still running this long is killed
 
 
 @dataclass(frozen=True)
@@ -43,34 +46,132 @@ class ServeOptions:
     workers: int = 1  # serving processes; each also runs background jobs
 
 
-def run(options: ServeOptions) -> None:
-    """Serve until interrupted (SIGINT/SIGTERM)."""
-    server = Server(
-        "hygeia", address=options.host, port=options.port, interface=Interfaces.WSGI,
-        workers=options.workers, blocking_threads=options.threads, http=HTTPModes.http1,
-        websockets=False, log_level=LogLevels.warning, log_access=options.access_log)
-    server.serve(target_loader=_Loader(options), wrap_loader=False)
+class ListenError(Exception):
+    """The port cannot be bound; the message is the CLI's one ``error:`` line."""
 
 
-class _Loader:
-    """Called once in each worker process to build the app it serves."""
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket for ``host:port``, or :class:`ListenError` when it is taken.
 
-    def __init__(self, options: ServeOptions) -> None:
-        self.options = options
-        self.supervisor = os.getpid()
+    ``SO_REUSEADDR`` only lets a restarted server reuse a port whose old
+    connections linger in TIME_WAIT; it never lets two servers listen at once.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as error:
+        raise ListenError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    listener = socket.socket(family, kind, proto)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(address)
+        listener.listen(BACKLOG)
+    except OSError as error:
+        listener.close()
+        if error.errno == errno.EADDRINUSE:
+            raise ListenError(f"{host}:{port} is already in use (is another hygeia serve "
+                              "running?)") from None
+        raise ListenError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    listener.set_inheritable(True)
+    return listener
 
-    def __call__(self) -> Callable[..., Any]:
-        from hygeia.api import create_app
-        from hygeia.server import FhirService
-        from hygeia.store import open_repository
 
-        _die_with_parent(self.supervisor)
-        repository = open_repository(self.options.db_url)
-        service = FhirService(repository, self.options.settings)
+def run(options: ServeOptions, listener: socket.socket) -> int:
+    """Serve until SIGINT/SIGTERM; 0 after a clean stop, 1 when a serving process died."""
+    supervisor = os.getpid()
+    workers = {_fork_worker(options, listener, supervisor) for _ in range(options.workers)}
+    return _supervise(workers)
+
+
+def _supervise(workers: set[int]) -> int:
+    """Wait for the workers; on a signal, or when one dies on its own, stop them all."""
+    stop_requested: list[float] = []
+    code = 0
+
+    def request_stop(signum: int, frame: object) -> None:
+        if not stop_requested:
+            stop_requested.append(time.monotonic())
+            _signal_all(workers, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    while workers:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            if stop_requested and time.monotonic() - stop_requested[0] > STOP_SECONDS:
+                _signal_all(workers, signal.SIGKILL)
+            time.sleep(0.2)
+            continue
+        workers.discard(pid)
+        if not stop_requested:
+            print(f"error: serving process {pid} stopped unexpectedly "
+                  f"({_describe(status)}); stopping the server", file=sys.stderr)
+            code = 1
+            request_stop(signal.SIGTERM, None)
+    return code
+
+
+def _signal_all(workers: set[int], signum: int) -> None:
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def _fork_worker(options: ServeOptions, listener: socket.socket, supervisor: int) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        code = _serve_in_worker(options, listener, supervisor)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _serve_in_worker(options: ServeOptions, listener: socket.socket, supervisor: int) -> int:
+    """One serving process: its own repository, service and jobs, then HTTP until stopped."""
+    from hygeia.api import create_app
+    from hygeia.api.http import HttpLimits, serve_socket
+    from hygeia.server import FhirService
+    from hygeia.store import open_repository
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _die_with_parent(supervisor)
+    limits = HttpLimits.from_settings(options.settings)
+    _allow_open_files(limits.max_connections + 256)
+    repository = open_repository(options.db_url)
+    service = FhirService(repository, options.settings)
+    try:
         service.start_jobs()
         app = create_app(service)
         tune_garbage_collector()
-        return app
+        serve_socket(listener, app, limits, base_url=options.settings.base_url or "",
+                     threads=options.threads, access_log=options.access_log,
+                     multiprocess=options.workers > 1)
+    finally:
+        service.close()
+        repository.close()
+    return 0
+
+
+def _allow_open_files(wanted: int) -> None:
+    """Raise this process's open-file limit towards ``wanted`` (one per connection)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _die_with_parent(supervisor: int) -> None:

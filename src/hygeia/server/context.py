@@ -68,6 +68,20 @@ class Settings:
     # jobs (bulk export and import, reindex) get job_statement_timeout instead
     statement_timeout: float = 10.0
     job_statement_timeout: float = 600.0
+    # the server root as clients reach it (scheme://host:port; the FHIR base is it + /fhir):
+    # self links, Location, discovery and token audiences use it, never the Host header.
+    # None: the HTTP server's own name and port (embedded use, tests)
+    base_url: str | None = None
+    # the HTTP front end (api/http): how long a client may take, and what it may hold
+    http_header_timeout: float = 10.0  # seconds for the whole request head to arrive
+    http_body_timeout: float = 30.0  # longest pause while a body arrives or a response leaves
+    http_keepalive_timeout: float = 15.0  # an idle kept-alive connection is closed after this
+    http_max_url_bytes: int = 16 * 1024  # longer request targets: 414
+    http_max_header_bytes: int = 64 * 1024  # all header lines together; more: 431
+    http_max_headers: int = 100  # header lines; more: 431
+    http_max_client_connections: int = 32  # open connections per client address; more: 429
+    http_max_connections: int = 1000  # open connections per serving process; more: 503
+    http_max_buffered_bytes: int = 512 * 1024 * 1024  # request bodies held at once; more: 503
 
 
 @dataclass(slots=True)

@@ -1,0 +1,51 @@
+"""A request as the loop hands it to a thread, and the facts its head decides.
+
+llhttp has already checked the syntax; these are the parts of the head the
+front end acts on before any thread sees the request (framing, Host, version).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hygeia.api.http.errors import HttpVersionNotSupported
+from hygeia.fhir.outcome import BadRequest, FhirError
+
+
+@dataclass(slots=True)
+class Request:
+    """A request read whole by the loop, ready for a thread."""
+
+    method: str
+    target: bytes
+    version: str  # "1.1" or "1.0"
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    keep_alive: bool
+    has_body: bool  # Content-Length or Transfer-Encoding was sent (even for 0 bytes)
+    reserved: int  # body bytes counted against the process's buffered limit
+
+
+def framing(headers: list[tuple[bytes, bytes]]
+            ) -> tuple[int | None, str | None, list[str], str | None]:
+    """Content-Length, Transfer-Encoding, the Host values and Expect, from one pass."""
+    length: int | None = None
+    encoding = expect = None
+    hosts: list[str] = []
+    for name, value in headers:
+        key = name.lower()
+        if key == b"host":
+            hosts.append(value.decode("latin-1"))
+        elif key == b"content-length":
+            length = int(value)  # llhttp has checked that it is a number
+        elif key == b"transfer-encoding":
+            encoding = value.decode("latin-1")
+        elif key == b"expect":
+            expect = value.decode("latin-1")
+    return length, encoding, hosts, expect
+
+
+def version_error(version: str) -> FhirError:
+    if version.startswith("0."):
+        return BadRequest(f"HTTP/{version} is not supported; send HTTP/1.1.")
+    return HttpVersionNotSupported(f"HTTP/{version} is not supported here; send HTTP/1.1.")
