@@ -182,7 +182,11 @@ def test_connections_per_address_are_capped(front: ServerProcess) -> None:
     (b"GET /fhir/metadata HTTP/2.0\r\nHost: x\r\n\r\n", 505),
     (b"BLAH\x01 / HTTP/1.1\r\n\r\n", 400),
     (b"POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n", 413),
-    (b"POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    # without chunked last the body's length is unknown: 400 (RFC 9112 6.3, MUST)
+    (b"POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+    # a coding we do not know before chunked: 501 (RFC 9112 6.1)
+    (b"POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+     501),
     (b"POST /fhir HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked"
      b"\r\n\r\n", 400),  # request smuggling
     (b"GET /fhir/metadata HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host

@@ -37,13 +37,12 @@ import httptools
 
 from hygeia.api.http.errors import (
     HeaderFieldsTooLarge,
-    NotImplementedHere,
     RequestTimeout,
     UriTooLong,
     error_answer,
 )
 from hygeia.api.http.host import is_valid_host
-from hygeia.api.http.request import Request, framing, version_error
+from hygeia.api.http.request import Request, framing, transfer_coding_error, version_error
 from hygeia.fhir.outcome import BadRequest, FhirError, PayloadTooLarge
 
 if TYPE_CHECKING:
@@ -233,9 +232,7 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(version_error(version))
         length, chunked, hosts, expect = framing(self.headers)
         if chunked is not None and chunked.strip().lower() != "chunked":
-            self._refuse(NotImplementedHere(
-                f"Transfer-Encoding {chunked.strip()!r} is not supported; send the body as "
-                "is (Content-Length) or chunked.", expression="Transfer-Encoding"))
+            self._refuse(transfer_coding_error(chunked))
         self._check_host(hosts, version)
         self.has_body = length is not None or chunked is not None
         if length is not None and length > self.limits.max_body_bytes:

@@ -9,7 +9,7 @@ bytes of a complete HTTP/1.1 response.  Hierarchy (beside fhir/outcome.py's)::
     +-- UriTooLong              414
     +-- TooManyRequests         429  too many connections from one address
     +-- HeaderFieldsTooLarge    431
-    +-- NotImplementedHere      501  a Transfer-Encoding other than chunked
+    +-- NotImplementedHere      501  a transfer coding other than chunked before chunked
     +-- ServiceUnavailable      503  the process is at its connection or memory cap
     +-- HttpVersionNotSupported 505  HTTP/2.0 and later spoken as text
 """

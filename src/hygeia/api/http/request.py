@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hygeia.api.http.errors import HttpVersionNotSupported
+from hygeia.api.http.errors import HttpVersionNotSupported, NotImplementedHere
 from hygeia.fhir.outcome import BadRequest, FhirError
 
 
@@ -49,3 +49,15 @@ def version_error(version: str) -> FhirError:
     if version.startswith("0."):
         return BadRequest(f"HTTP/{version} is not supported; send HTTP/1.1.")
     return HttpVersionNotSupported(f"HTTP/{version} is not supported here; send HTTP/1.1.")
+
+
+def transfer_coding_error(codings: str) -> FhirError:
+    """RFC 9112: without chunked as the final coding the body's length is unknown, which
+    is a 400 (6.3, MUST); other codings before chunked are 501 (6.1, SHOULD)."""
+    names = [name.strip().lower() for name in codings.split(",")]
+    sentence = (f"Transfer-Encoding {codings.strip()!r} is not supported; send the body as "
+                "is (Content-Length) or chunked.")
+    if names[-1] != "chunked":
+        return BadRequest(sentence, expression="Transfer-Encoding")
+    return NotImplementedHere(sentence, expression="Transfer-Encoding")
+
