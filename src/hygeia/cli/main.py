@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-search-values", type=int, default=100,
                        help="comma-separated values one search parameter may have "
                             "(default 100)")
+    serve.add_argument("--max-json-values", type=int, default=1_000_000,
+                       help="JSON values one request body may hold (default 1000000; "
+                            "memory follows the count of values more than the bytes)")
     serve.add_argument("--max-included", type=int, default=1000,
                        help="_include/_revinclude resources added to one page of results "
                             "(default 1000; a warning entry says when some were left out)")
@@ -281,6 +284,7 @@ def serve(args: argparse.Namespace) -> int:
                         job_statement_timeout=max(0.0, args.job_statement_timeout),
                         max_search_values=max(1, args.max_search_values),
                         max_included=max(0, args.max_included),
+                        max_json_values=max(1, args.max_json_values),
                         max_chain_depth=max(0, args.max_chain_depth),
                         base_url=base_url,
                         **http_limit_settings(args))

@@ -41,7 +41,7 @@ from hygeia.fhir.outcome import (
 )
 from hygeia.fhir.search.matcher import MatchContext, matches
 from hygeia.fhir.search.query import parse_criteria
-from hygeia.fhir.validation import validate
+from hygeia.fhir.validation import MAX_ISSUES, too_many_issues, validate
 from hygeia.server import write
 from hygeia.server.allocator import release_memory_soon
 from hygeia.server.auth.access import Access
@@ -241,6 +241,9 @@ def validate_entries(entries: list[Entry]) -> None:
                                 f"{entry.where}.resource"))
             continue
         issues.extend(_located(validate(entry.resource, resource_type), entry.where))
+        if len(issues) >= MAX_ISSUES:  # enough to act on; the rest would only cost memory
+            issues = [*issues[:MAX_ISSUES], too_many_issues()]
+            break
     if issues:
         raise Unprocessable(issues=[Issue("processing", f"The transaction has {len(issues)} "
                                           "validation issue(s); nothing was stored.",

@@ -21,6 +21,9 @@ class Settings:
     max_count: int = 1000
     default_count: int = 50
     max_body_bytes: int = 64 * 1024 * 1024
+    # JSON values in one request body (api/app.py json_values_at_most): memory follows the
+    # count of values more than the bytes; a 10,000-entry Synthea transaction has ~550,000
+    max_json_values: int = 1_000_000
     # operations in one JSON Patch or FHIRPath Patch (the patched resource is bounded by
     # max_body_bytes); see fhir/patch/budget.py
     max_patch_operations: int = 1000

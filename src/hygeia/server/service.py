@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +105,16 @@ class FhirService:
             session.registry = self.registry
             yield session
 
+    def request_limits(self) -> AbstractContextManager[None]:
+        """The statement time limits of one client request (store/limits.py): reads stop
+        after ``statement_timeout``, writes after ``job_statement_timeout``."""
+        return statement_limits(StatementLimits(self.settings.statement_timeout,
+                                                self.settings.job_statement_timeout))
+
     def handle(self, request: FhirRequest) -> FhirResponse:
         # a request's reads stop after statement_timeout; its writes may take as long as
         # a job's (a large transaction's inserts), store/limits.py
-        with statement_limits(StatementLimits(self.settings.statement_timeout,
-                                              self.settings.job_statement_timeout)):
+        with self.request_limits():
             if self.audit.enabled:
                 return self.audit.observe(request, self._dispatch)
             return self._dispatch(request)

@@ -24,7 +24,31 @@ from hygeia.fhir.validation.primitives import json_type_name
 from hygeia.fhir.validation.rules import resource_rules
 from hygeia.fhir.validation.walker import walk_resource
 
-__all__ = ["validate", "validate_or_raise"]
+__all__ = ["MAX_ISSUES", "too_many_issues", "validate", "validate_or_raise"]
+
+# problems listed for one resource: a body of a million bad elements would otherwise
+# answer with a million issues (an OperationOutcome many times the body's size)
+MAX_ISSUES = 100
+
+
+class _Enough(Exception):
+    """Raised by :class:`_IssueList` when it is full: the walk stops there."""
+
+
+class _IssueList(list[Issue]):
+    """The walker's issue list, which ends the walk once it holds MAX_ISSUES (a valid
+    resource never appends, so the check costs nothing on the common path)."""
+
+    def append(self, issue: Issue) -> None:
+        if len(self) >= MAX_ISSUES:
+            raise _Enough
+        super().append(issue)
+
+
+def too_many_issues() -> Issue:
+    """The last issue of a list cut at MAX_ISSUES."""
+    return Issue("too-costly", f"There are more than {MAX_ISSUES} problems; only the first "
+                 f"{MAX_ISSUES} are listed.")
 
 
 def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
@@ -43,14 +67,17 @@ def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
     rules = resource_rules().get(name) if isinstance(name, str) else None
     if rules is None or not isinstance(name, str):
         return [unknown_resource_type(name, None)]
-    issues: list[Issue] = []
+    issues = _IssueList()
     if expected_type is not None and not _is_expected(name, expected_type):
         issues.append(Issue("invalid", f"expected a {expected_type} resource, got {name}"))
     try:
         walk_resource(resource, rules, name, issues)
     except RecursionError:
-        issues.append(Issue("too-costly", "the resource is nested too deeply to validate"))
-    return issues
+        return [*issues[:MAX_ISSUES - 1],
+                Issue("too-costly", "the resource is nested too deeply to validate")]
+    except _Enough:
+        return [*issues, too_many_issues()]
+    return list(issues)
 
 
 def validate_or_raise(resource: Any, expected_type: str | None = None) -> None:
