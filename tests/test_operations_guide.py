@@ -1,0 +1,37 @@
+"""The operations guide lists every ``hygeia serve`` flag and every server setting:
+an undocumented limit is one an operator cannot find."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from hygeia.cli.main import build_parser
+from hygeia.server import Settings
+
+GUIDE = Path(__file__).parent.parent / "docs" / "guide" / "operations.md"
+
+
+def _serve_flags() -> list[str]:
+    parser = build_parser()
+    subparsers = next(action for action in parser._actions
+                      if isinstance(action, argparse._SubParsersAction))
+    serve = subparsers.choices["serve"]
+    return [option for action in serve._actions for option in action.option_strings
+            if option.startswith("--") and option != "--help"]
+
+
+def test_every_serve_flag_is_in_the_operations_guide() -> None:
+    text = GUIDE.read_text()
+    flags = _serve_flags()
+    assert len(flags) > 30
+    missing = [flag for flag in flags if f"`{flag}`" not in text]
+    assert not missing, f"docs/guide/operations.md does not list {missing}"
+
+
+def test_every_setting_is_in_the_operations_guide() -> None:
+    text = GUIDE.read_text()
+    missing = [field.name for field in dataclasses.fields(Settings)
+               if f"`{field.name}`" not in text]
+    assert not missing, f"docs/guide/operations.md does not list {missing}"
