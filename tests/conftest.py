@@ -9,9 +9,11 @@ reached: CI sets it, so CI cannot go green without them.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -97,9 +99,12 @@ class ServerProcess:
         self.db_url = db_url
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/fhir"
+        # a PostgreSQL server keeps its job files in the working directory by default
+        self.files = None if "--files" in extra else tempfile.mkdtemp(prefix="hygeia-files-")
+        files = [] if self.files is None else ["--files", self.files]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "hygeia.cli.main", "serve", "--port", str(self.port),
-             "--db", db_url, *extra],
+             "--db", db_url, *files, *extra],
             stdout=stdout, stderr=subprocess.PIPE,
         )
         self.client = httpx.Client(base_url=self.base + "/", timeout=60)
@@ -130,6 +135,8 @@ class ServerProcess:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self.files is not None:
+            shutil.rmtree(self.files, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
