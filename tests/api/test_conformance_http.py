@@ -55,3 +55,94 @@ def test_self_link_keeps_every_used_parameter(client: httpx.Client) -> None:
     bundle = client.get("Patient", params=used).json()
     assert _params(_link(bundle, "self") or "") == used
     assert not any(e["search"]["mode"] == "outcome" for e in bundle["entry"])
+
+
+# --- a read honours _summary and _elements; Accept fhirVersion; If-Modified-Since ---------
+
+SUBSETTED = "SUBSETTED"
+
+
+def _observation(client: httpx.Client) -> dict[str, Any]:
+    observation = {"resourceType": "Observation", "status": "final",
+                   "text": {"status": "generated", "div": "<div>reading</div>"},
+                   "code": {"text": "weight"}, "note": [{"text": "after lunch"}],
+                   "valueQuantity": {"value": 72, "unit": "kg"}}
+    response = client.post("Observation", json=observation)
+    assert response.status_code == 201
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def _tags(resource: dict[str, Any]) -> list[str]:
+    return [tag["code"] for tag in resource.get("meta", {}).get("tag", [])]
+
+
+def test_read_honours_elements_and_summary(client: httpx.Client) -> None:
+    created = _observation(client)
+    url = f"Observation/{created['id']}"
+
+    elements = client.get(url, params={"_elements": "value"})
+    assert elements.status_code == 200 and elements.headers["ETag"] == 'W/"1"'
+    body = elements.json()
+    assert set(body) == {"resourceType", "id", "meta", "valueQuantity"}
+    assert _tags(body) == [SUBSETTED]
+
+    summary = client.get(url, params={"_summary": "true"}).json()
+    assert "note" not in summary and "text" not in summary and "code" in summary
+    assert _tags(summary) == [SUBSETTED]
+    data = client.get(url, params={"_summary": "data"}).json()
+    assert "text" not in data and data["note"] == [{"text": "after lunch"}]
+
+    whole = client.get(url, params={"_summary": "false"}).json()
+    assert whole == client.get(url).json() and _tags(whole) == []
+
+    vread = client.get(f"{url}/_history/1", params={"_elements": "code"}).json()
+    assert set(vread) == {"resourceType", "id", "meta", "code"} and _tags(vread) == [SUBSETTED]
+
+
+def test_read_refuses_summary_count(client: httpx.Client) -> None:
+    created = _observation(client)
+    response = client.get(f"Observation/{created['id']}", params={"_summary": "count"})
+    assert response.status_code == 400
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == ["_summary"] and "read" in issue["diagnostics"]
+
+
+def test_accept_with_another_fhir_version_is_406(client: httpx.Client) -> None:
+    created = _observation(client)
+    url = f"Observation/{created['id']}"
+    for accept in ("application/fhir+json; fhirVersion=3.0",
+                   "application/fhir+json;fhirVersion=5.0, application/json;fhirVersion=1.0"):
+        response = client.get(url, headers={"Accept": accept})
+        assert response.status_code == 406, accept
+        outcome = response.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert outcome["issue"][0]["expression"] == ["Accept"]
+        assert "R4" in outcome["issue"][0]["diagnostics"]
+    for accept in ("application/fhir+json; fhirVersion=4.0",
+                   "application/fhir+json; fhirVersion=4.0.1",
+                   "application/fhir+json; fhirVersion=3.0, application/fhir+json"):
+        assert client.get(url, headers={"Accept": accept}).status_code == 200, accept
+    assert client.get("Observation", headers={
+        "Accept": "application/fhir+json; fhirVersion=3.0"}).status_code == 406
+
+
+def test_conditional_read_with_if_modified_since(client: httpx.Client) -> None:
+    created = _observation(client)
+    url = f"Observation/{created['id']}"
+    last_modified = client.get(url).headers["Last-Modified"]
+
+    unchanged = client.get(url, headers={"If-Modified-Since": last_modified})
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    assert unchanged.headers["ETag"] == 'W/"1"'
+    assert client.get(url, headers={
+        "If-Modified-Since": "Sat, 01 Jan 2000 00:00:00 GMT"}).status_code == 200
+    assert client.get(url, headers={"If-Modified-Since": "yesterday"}).status_code == 200
+    # If-None-Match decides when both are sent (RFC 9110 13.1.3)
+    assert client.get(url, headers={"If-Modified-Since": last_modified,
+                                    "If-None-Match": 'W/"7"'}).status_code == 200
+
+    changed = {**created, "status": "amended"}
+    assert client.put(url, json=changed).status_code == 200
+    assert client.get(url, headers={
+        "If-Modified-Since": "Sat, 01 Jan 2000 00:00:00 GMT"}).json()["status"] == "amended"
