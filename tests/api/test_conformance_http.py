@@ -146,3 +146,23 @@ def test_conditional_read_with_if_modified_since(client: httpx.Client) -> None:
     assert client.put(url, json=changed).status_code == 200
     assert client.get(url, headers={
         "If-Modified-Since": "Sat, 01 Jan 2000 00:00:00 GMT"}).json()["status"] == "amended"
+
+
+# --- an unknown operation is named as such, not taken for an id ---------------------------
+
+def test_unknown_operations_are_named_in_a_404(client: httpx.Client) -> None:
+    created = client.post("Patient", json=patient(family=f"Op{unique()}")).json()
+    cases = [("GET", "Observation/$lastn", "$lastn is not supported on Observation"),
+             ("POST", "ValueSet/$expand", "$expand is not supported on ValueSet"),
+             ("GET", f"Patient/{created['id']}/$foo", "$foo is not supported on Patient/[id]"),
+             ("GET", "$bar", "$bar is not supported on [base]"),
+             ("GET", "Patient/$everything", "It is offered on Patient/[id]")]
+    for method, path, sentence in cases:
+        response = client.request(method, path, json={"resourceType": "Parameters"}
+                                  if method == "POST" else None)
+        assert response.status_code == 404, path
+        outcome = response.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        issue = outcome["issue"][0]
+        assert issue["code"] == "not-supported", path
+        assert sentence in issue["diagnostics"] and "valid FHIR id" not in issue["diagnostics"]
