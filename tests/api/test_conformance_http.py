@@ -166,3 +166,54 @@ def test_unknown_operations_are_named_in_a_404(client: httpx.Client) -> None:
         issue = outcome["issue"][0]
         assert issue["code"] == "not-supported", path
         assert sentence in issue["diagnostics"] and "valid FHIR id" not in issue["diagnostics"]
+
+
+# --- a Subscription the server cannot honour is refused, not stored -----------------------
+
+def _subscription(criteria: str) -> dict[str, Any]:
+    return {"resourceType": "Subscription", "status": "requested", "reason": "test",
+            "criteria": criteria,
+            "channel": {"type": "rest-hook", "endpoint": "https://example.org/hook",
+                        "payload": "application/fhir+json"}}
+
+
+def _refused(response: httpx.Response) -> str:
+    assert response.status_code == 422, response.text
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    text = " ".join(issue["diagnostics"] for issue in outcome["issue"])
+    assert "Subscription is not supported yet" in text and "notifications" in text
+    return text
+
+
+def _stored_subscriptions(client: httpx.Client, marker: str) -> int:
+    bundle = client.get("Subscription", params={"criteria": f"Observation?code={marker}",
+                                                 "_total": "accurate"}).json()
+    return int(bundle["total"])
+
+
+def test_subscription_is_refused_on_every_write_path(client: httpx.Client) -> None:
+    marker = unique()
+    subscription = _subscription(f"Observation?code={marker}")
+    _refused(client.post("Subscription", json=subscription))
+    _refused(client.put(f"Subscription/s{marker[:20]}",
+                        json={**subscription, "id": f"s{marker[:20]}"}))
+    _refused(client.put("Subscription", params={"criteria": f"Observation?code={marker}"},
+                        json=subscription))
+    for kind in ("transaction", "batch"):
+        response = client.post("", json={"resourceType": "Bundle", "type": kind, "entry": [
+            {"resource": patient(family=f"Sub{marker}"),
+             "request": {"method": "POST", "url": "Patient"}},
+            {"resource": subscription, "request": {"method": "POST", "url": "Subscription"}}]})
+        if kind == "transaction":
+            assert "Bundle.entry[1]" in str(response.json()["issue"][0].get("expression"))
+            _refused(response)
+        else:
+            assert response.status_code == 200
+            outcome = response.json()["entry"][1]["response"]
+            assert outcome["status"].startswith("422")
+            assert "not supported yet" in str(outcome["outcome"])
+    assert _stored_subscriptions(client, marker) == 0
+    # the transaction stored nothing, the batch its Patient entry
+    families = client.get("Patient", params={"family": f"Sub{marker}"}).json()
+    assert len(families.get("entry", [])) == 1
