@@ -67,9 +67,9 @@ def shape(resource: dict[str, Any], summary: str | None,
 def _expand_choices(resource_type: str, names: tuple[str, ...]) -> set[str]:
     """``_elements=value`` keeps ``valueQuantity`` and the other ``value[x]`` forms."""
     definition = type_definitions().get(resource_type, {"elements": []})
-    keys = set(names)
+    keys = set(names)  # a set: a read's _elements is bounded only by the URL's length
     for element in definition["elements"]:
-        if element["n"] in names and "x" in element:
+        if element["n"] in keys and "x" in element:
             keys.update(element["x"].keys())
     return keys
 
