@@ -33,7 +33,8 @@ def check_request_type(content_type: str | None, method: str) -> str:
 
 
 def check_accept(accept: str | None, format_param: str | None) -> None:
-    """Refuse (406) a client that will only take a format we cannot produce (XML, RDF)."""
+    """Refuse (406) a client that will only take a format we cannot produce (XML, RDF),
+    or only another FHIR version (``fhirVersion`` of a media type, versioning.html#mt)."""
     if format_param is not None:
         if format_param.lower() not in _FORMAT_ALIASES:
             raise NotAcceptable(f"_format={format_param} is not supported; use json.",
@@ -41,12 +42,39 @@ def check_accept(accept: str | None, format_param: str | None) -> None:
         return
     if not accept:
         return
-    kinds = [media_type(part) for part in accept.split(",")]
-    if any(kind in JSON_TYPES or kind.endswith("/*") or kind == "*/*" or "json" in kind
-           for kind in kinds):
+    ranges = [_media_range(part) for part in accept.split(",")]
+    json_ranges = [(kind, version) for kind, version in ranges if _is_json(kind)]
+    if any(version is None or _major_minor(version) == FHIR_VERSION
+           for _, version in json_ranges):
         return
+    if json_ranges:
+        asked = ", ".join(sorted({str(version) for _, version in json_ranges}))
+        raise NotAcceptable(f"Accept asks for fhirVersion {asked[:80]}; Hygeia serves FHIR "
+                            f"R4 only (fhirVersion={FHIR_VERSION}).", expression="Accept")
     raise NotAcceptable(f"Cannot produce any of '{accept}'; Hygeia returns application/fhir+json.",
                         expression="Accept")
+
+
+FHIR_VERSION = "4.0"  # R4; a media type's fhirVersion may name 4.0 or 4.0.1 (versioning.html)
+
+
+def _media_range(part: str) -> tuple[str, str | None]:
+    """``application/fhir+json; fhirVersion=4.0; q=0.9`` -> (media type, fhirVersion)."""
+    kind, *parameters = part.split(";")
+    version = None
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "fhirversion":
+            version = value.strip().strip('"')
+    return media_type(kind), version
+
+
+def _is_json(kind: str) -> bool:
+    return kind in JSON_TYPES or kind.endswith("/*") or kind == "*/*" or "json" in kind
+
+
+def _major_minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
 
 
 class Preferences(NamedTuple):

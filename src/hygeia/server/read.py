@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,6 +22,7 @@ from hygeia.server.context import (
     parse_etag,
     version_number,
 )
+from hygeia.server.shaping import read_subset, shape_stored
 from hygeia.store.base import HistoryQuery, Session, StoredVersion
 
 _STATUS_BY_METHOD = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK",
@@ -27,7 +30,12 @@ _STATUS_BY_METHOD = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK",
 
 
 def read(session: Session, resource_type: str, id: str, *,
-         if_none_match: str | None = None) -> FhirResponse:
+         if_none_match: str | None = None, if_modified_since: str | None = None,
+         params: Sequence[tuple[str, str]] = ()) -> FhirResponse:
+    """``GET [type]/[id]``: the current version, shaped by ``_summary`` / ``_elements``;
+    304 when ``If-None-Match`` names it or, without that header, when it has not
+    changed since ``If-Modified-Since`` (RFC 9110 13.1.3: If-None-Match wins)."""
+    subset = read_subset(params)
     current = session.current(resource_type, id)
     if current is None:
         raise NotFound(f"{resource_type}/{id} does not exist.", expression=resource_type)
@@ -35,12 +43,41 @@ def read(session: Session, resource_type: str, id: str, *,
         raise Gone(f"{resource_type}/{id} was deleted (version {current.version}).",
                    expression=resource_type,
                    headers={"ETag": f'W/"{current.version}"'})
-    if if_none_match is not None and parse_etag(if_none_match) == current.version:
+    if _not_modified(current, if_none_match, if_modified_since):
         return FhirResponse(304, version=current.version, last_updated=current.last_updated)
-    return _found(current)
+    return _found(current, *subset)
 
 
-def vread(session: Session, resource_type: str, id: str, version_id: str) -> FhirResponse:
+def _not_modified(current: StoredVersion, if_none_match: str | None,
+                  if_modified_since: str | None) -> bool:
+    if if_none_match is not None:
+        return parse_etag(if_none_match) == current.version
+    since = _http_date_seconds(if_modified_since)
+    # an HTTP date has whole seconds: a change within the named second is not "since"
+    return since is not None and current.last_updated // 1_000_000 <= since
+
+
+def _http_date_seconds(text: str | None) -> int | None:
+    """Seconds since the epoch of an HTTP date, or None: an invalid date is ignored
+    (RFC 9110 13.1.3), so the read answers 200 as if the header were absent."""
+    if not text or len(text) > 64:
+        return None
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment.tzinfo is None:
+        return None  # not an HTTP date (those are always GMT)
+    try:
+        return int(moment.timestamp())
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def vread(session: Session, resource_type: str, id: str, version_id: str,
+          params: Sequence[tuple[str, str]] = ()) -> FhirResponse:
+    """``GET [type]/[id]/_history/[vid]``, shaped by ``_summary`` / ``_elements`` as a read."""
+    subset = read_subset(params)
     version = version_number(version_id)
     if version is None:
         raise BadRequest(f"{shown(version_id)} is not a version id of this server (1 to "
@@ -52,10 +89,15 @@ def vread(session: Session, resource_type: str, id: str, version_id: str) -> Fhi
     if found.deleted:
         raise Gone(f"Version {version_id} of {resource_type}/{id} is a deletion.",
                    expression=resource_type)
-    return _found(found)
+    return _found(found, *subset)
 
 
-def _found(stored: StoredVersion) -> FhirResponse:
+def _found(stored: StoredVersion, summary: str | None = None,
+           elements: tuple[str, ...] = ()) -> FhirResponse:
+    shaped = shape_stored(stored.content or b"{}", summary, elements)
+    if shaped is not None:
+        return FhirResponse(200, resource=shaped, version=stored.version,
+                            last_updated=stored.last_updated)
     return FhirResponse(200, raw=stored.content, version=stored.version,
                         last_updated=stored.last_updated)
 

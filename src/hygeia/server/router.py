@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from hygeia.fhir.outcome import BadRequest, MethodNotAllowed, NotFound
 from hygeia.fhir.spec import is_resource_type
+from hygeia.fhir.validation.primitives import shown
 from hygeia.server.resources import check_id, check_type
 
 WRITES = frozenset({"create", "update", "conditional-update", "delete", "conditional-delete",
@@ -14,6 +16,13 @@ WRITES = frozenset({"create", "update", "conditional-update", "delete", "conditi
 # written by the server alone: the audit trail cannot be changed through the API, whether
 # auth is on or off, by any path (REST, batch and transaction entries all route here)
 SERVER_WRITTEN_TYPES = frozenset({"AuditEvent"})
+# where each operation this server implements is offered, for the 404 of a misplaced one
+OPERATIONS_OFFERED = {"$everything": "Patient/[id]",
+                      "$export": "[base], Patient and Group/[id]",
+                      "$import": "[base]",
+                      "$reindex": "[base] and [type]",
+                      "$validate": "[type]"}
+_OPERATION_NAME = re.compile(r"\$[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,8 @@ def _route(method: str, path: str, query: list[tuple[str, str]]) -> Route:
             raise NotFound(f"$export is offered on Patient and Group/[id], not {resource_type}.",
                            code="not-supported")
         return _get_or_post(method, Route("export", resource_type))
+    if parts[1].startswith("$"):
+        raise unsupported_operation(parts[1], resource_type, resource_type)
     id = check_id(parts[1])
     if parts[2:] == ["$export"]:
         if resource_type != "Group":
@@ -104,8 +115,7 @@ def _system_named_route(method: str, parts: list[str]) -> Route:
         return _only(method, "GET", Route("capabilities"))
     if name == "_history":
         return _only(method, "GET", Route("history-system"))
-    raise NotFound(f"The operation '{name}' is not supported at system level.",
-                   code="not-supported")
+    raise unsupported_operation(name, "[base] (the system level)")
 
 
 def _type_route(method: str, resource_type: str, criteria: str | None) -> Route:
@@ -140,7 +150,20 @@ def _instance_route(method: str, resource_type: str, id: str, rest: list[str]) -
     if len(rest) == 1 and is_resource_type(rest[0]):
         return _only(method, "GET", Route("search-compartment", resource_type, id,
                                           compartment_type=rest[0]))
+    if len(rest) == 1 and rest[0].startswith("$"):
+        raise unsupported_operation(rest[0], f"{resource_type}/[id]", resource_type)
     raise NotFound(f"There is nothing at '{resource_type}/{id}/{'/'.join(rest)}'.")
+
+
+def unsupported_operation(name: str, target: str, expression: str | None = None) -> NotFound:
+    """The 404 of an operation this server does not offer on ``target`` (a type,
+    ``Type/[id]`` or the system level), saying where it is offered if anywhere."""
+    shown_name = name if _OPERATION_NAME.fullmatch(name) else shown(name)
+    offered = OPERATIONS_OFFERED.get(name)
+    hint = f" It is offered on {offered}." if offered else ""
+    return NotFound(f"The operation {shown_name} is not supported on {target}.{hint}",
+                    expression=expression,
+                    code="not-supported")
 
 
 def _job_route(method: str, parts: list[str]) -> Route:

@@ -139,7 +139,8 @@ def _respond(session: Session, request: FhirRequest, query: Query, path: str,
     if notes:
         entries.append({"resource": operation_outcome(notes), "search": {"mode": "outcome"}})
     total = {} if page.total is None else {"total": page.total}
-    links = _links(request, path, page.next_cursor, page.previous_cursor)
+    links = _links(request, path, page.next_cursor, page.previous_cursor,
+                   used=_used_parameters(request.query, query))
     return FhirResponse(200, resource=bundle("searchset", entries, **total, link=links))
 
 
@@ -189,9 +190,18 @@ def _entry(base_url: str, stored: StoredVersion, mode: str, summary: str | None,
             "search": {"mode": mode}}
 
 
+def _used_parameters(params: list[tuple[str, str]], query: Query) -> list[tuple[str, str]]:
+    """The parameters the search applied: an ignored unknown one is reported in the
+    outcome entry and left out of the links, since "the server SHALL return the
+    parameters that were actually used" (search.html, self link)."""
+    ignored = {issue.expression for issue in query.ignored}
+    return [(k, v) for k, v in params if k not in ignored]
+
+
 def _links(request: FhirRequest, path: str, next_cursor: str | None,
-           previous_cursor: str | None) -> list[dict[str, str]]:
-    kept = [(k, v) for k, v in request.query if k != "_cursor"]
+           previous_cursor: str | None, used: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """self, first, next and previous, each with the used parameters and its own cursor."""
+    kept = [(k, v) for k, v in used if k != "_cursor"]
 
     def url(cursor: str | None) -> str:
         params = kept + ([("_cursor", cursor)] if cursor else [])

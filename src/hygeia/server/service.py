@@ -255,12 +255,13 @@ def validate_operation(body: Any, resource_type: str) -> FhirResponse:
 
 def _read(service: FhirService, route: Route, request: FhirRequest,
           session: Session) -> FhirResponse:
-    return read.read(session, _t(route), _i(route), if_none_match=request.if_none_match)
+    return read.read(session, _t(route), _i(route), if_none_match=request.if_none_match,
+                     if_modified_since=request.if_modified_since, params=request.query)
 
 
 def _vread(service: FhirService, route: Route, request: FhirRequest,
            session: Session) -> FhirResponse:
-    return read.vread(session, _t(route), _i(route), route.version or "")
+    return read.vread(session, _t(route), _i(route), route.version or "", request.query)
 
 
 def _search(service: FhirService, route: Route, request: FhirRequest,

@@ -35,6 +35,14 @@ from hygeia.server.resources import check_id, new_id, stamp
 from hygeia.server.router import SERVER_WRITTEN_TYPES
 from hygeia.store.base import Session, StoredVersion
 
+# Types the server would store without doing what storing them asks for. Refused (422)
+# on every write path until the feature exists; delete an entry here to lift it.
+NOT_HONOURED_YET = {
+    "Subscription": "Hygeia does not send notifications, so a Subscription would be "
+                    "stored and never honoured; it is refused until notifications are "
+                    "supported.",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
@@ -84,6 +92,8 @@ def _write(session: Session, resource_type: str, id: str, resource: dict[str, An
     if resource_type in SERVER_WRITTEN_TYPES:  # the router refuses them; this is the backstop
         raise MethodNotAllowed(f"{resource_type} is written by the server alone.",
                                expression=resource_type)
+    if resource is not None:
+        refuse_not_honoured(resource_type)
     version = 1 if previous is None else previous.version + 1
     last_updated = now_us()
     if previous is not None and last_updated <= previous.last_updated:
@@ -95,6 +105,15 @@ def _write(session: Session, resource_type: str, id: str, resource: dict[str, An
     if resource_type == "SearchParameter":
         _register_search_parameter(session, resource, previous)
     return stored
+
+
+def refuse_not_honoured(resource_type: str) -> None:
+    """422 for a create, update or patch of a type in :data:`NOT_HONOURED_YET` (a
+    delete still works, so one stored before the refusal can be removed)."""
+    reason = NOT_HONOURED_YET.get(resource_type)
+    if reason is not None:
+        raise Unprocessable(f"{resource_type} is not supported yet: {reason}",
+                            expression=resource_type, code="not-supported")
 
 
 def _index_rows(session: Session, resource: dict[str, Any] | None, content: bytes | None
