@@ -217,3 +217,13 @@ def test_subscription_is_refused_on_every_write_path(client: httpx.Client) -> No
     # the transaction stored nothing, the batch its Patient entry
     families = client.get("Patient", params={"family": f"Sub{marker}"}).json()
     assert len(families.get("entry", [])) == 1
+
+
+def test_capability_statement_matches_what_is_refused_and_supported(client: httpx.Client) -> None:
+    statement = client.get("metadata").json()
+    entries = {entry["type"]: entry for entry in statement["rest"][0]["resource"]}
+    subscription = {i["code"] for i in entries["Subscription"]["interaction"]}
+    assert {"read", "delete", "search-type"} <= subscription
+    assert not subscription & {"create", "update", "patch"}
+    assert {"create", "update", "patch"} <= {i["code"] for i in entries["Patient"]["interaction"]}
+    assert entries["Patient"]["conditionalRead"] == "full-support"

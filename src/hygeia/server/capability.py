@@ -13,6 +13,7 @@ from hygeia.fhir.datetime import format_instant, now_us
 from hygeia.fhir.search.parameters import SearchParameter, SearchRegistry
 from hygeia.fhir.search.query import MODIFIERS, PREFIXED_TYPES
 from hygeia.fhir.spec import resource_types
+from hygeia.server.write import NOT_HONOURED_YET
 
 TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance",
                      "history-type", "create", "search-type")
@@ -29,7 +30,7 @@ def _search_param(parameter: SearchParameter) -> dict[str, str]:
     if parameter.type in PREFIXED_TYPES:
         notes += " Prefixes: eq, ne, gt, lt, ge, le, sa, eb, ap."
     if parameter.type == "reference":
-        notes += " Chainable (any depth) and usable in _has."
+        notes += " Chainable and usable in _has (up to the server's chain depth, default 3)."
     return {"name": parameter.code, "definition": parameter.url, "type": parameter.type,
             "documentation": notes}
 
@@ -40,18 +41,26 @@ def _searchable(registry: SearchRegistry, resource_type: str) -> list[SearchPara
             if parameters[code].indexed or code in ("_id", "_lastUpdated")]
 
 
+def _interactions(resource_type: str) -> tuple[str, ...]:
+    """A type the server cannot honour yet (write.NOT_HONOURED_YET) can be read and
+    deleted, not written."""
+    if resource_type in NOT_HONOURED_YET:
+        return tuple(c for c in TYPE_INTERACTIONS if c not in ("create", "update", "patch"))
+    return TYPE_INTERACTIONS
+
+
 def _resource_entry(resource_type: str, registry: SearchRegistry,
                     referrers: dict[str, list[str]]) -> dict[str, Any]:
     searchable = _searchable(registry, resource_type)
     includes = [f"{resource_type}:{p.code}" for p in searchable if p.type == "reference"]
     return {
         "type": resource_type,
-        "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+        "interaction": [{"code": code} for code in _interactions(resource_type)],
         "versioning": "versioned-update",
         "readHistory": True,
         "updateCreate": True,
         "conditionalCreate": True,
-        "conditionalRead": "not-supported",
+        "conditionalRead": "full-support",  # If-None-Match and If-Modified-Since
         "conditionalUpdate": True,
         "conditionalDelete": "single",
         "searchInclude": ["*", *includes],
