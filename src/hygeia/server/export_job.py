@@ -25,6 +25,7 @@ from hygeia.server.bulk_export import EXPORT, ExportRequest, parse_filter, trans
 from hygeia.server.context import FhirRequest, FhirResponse
 from hygeia.server.job_status import file_url
 from hygeia.server.jobs import JobContext, JobFailed
+from hygeia.server.shaping import _mandatory_elements, shape
 from hygeia.store.export_sql import ExportSlice
 from hygeia.store.jobs import Job
 
@@ -34,8 +35,6 @@ SNAPSHOT_ROWS = 100_000
 CHECK_ROWS = 2_000  # rows between two looks at the clock (is a checkpoint due?)
 CHECKPOINT_SECONDS = 1.0
 WRITE_BUFFER = 1 << 17  # bytes buffered per open file before a write() to the kernel
-SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-             "code": "SUBSETTED"}
 
 
 @dataclass
@@ -188,13 +187,14 @@ class ExportJob:
     def _manifest(self, context: JobContext, export: ExportRequest,
                   files: list[dict[str, Any]]) -> dict[str, Any]:
         errors = []
-        if export.warnings:
-            outcome = operation_outcome([Issue("informational", text, severity="warning")
-                                         for text in export.warnings])
+        if export.warnings:  # one OperationOutcome per thing left out (export.html, error)
+            lines = [orjson.dumps(operation_outcome([Issue("informational", text,
+                                                           severity="warning")]))
+                     for text in export.warnings]
             (context.folder / "OperationOutcome-1.ndjson").write_bytes(
-                orjson.dumps(outcome) + b"\n")
+                b"".join(line + b"\n" for line in lines))
             errors.append({"type": "OperationOutcome", "file": "OperationOutcome-1.ndjson",
-                           "count": 1})
+                           "count": len(lines)})
         return {"transactionTime": transaction_time(export), "request": export.request_url,
                 "requiresAccessToken": False, "output": files, "error": errors}
 
@@ -237,18 +237,17 @@ def _slice(context: JobContext, export: ExportRequest, kind: str) -> ExportSlice
 
 
 def _shaper(elements: list[str], kind: str) -> Any:
-    """Stored bytes as they are, or cut down to ``_elements`` (marked SUBSETTED)."""
-    names = {e.split(".", 1)[-1] for e in elements if "." not in e or e.startswith(kind + ".")}
+    """Stored bytes as they are, or cut down to ``_elements`` the way a search shapes them
+    (``server/shaping.py``: choice types expanded, tagged SUBSETTED)."""
+    names = tuple(sorted({e.split(".", 1)[-1] for e in elements
+                          if "." not in e or e.startswith(kind + ".")}))
     if not names:  # no element named for this type: it is exported whole
         return lambda content: content
 
-    def shape(content: bytes) -> bytes:
-        resource = orjson.loads(content)
-        kept = {key: value for key, value in resource.items()
-                if key in names or key in ("resourceType", "id", "meta")}
-        meta = dict(kept.get("meta") or {})
-        meta["tag"] = [*meta.get("tag", []), SUBSETTED]
-        kept["meta"] = meta
-        return orjson.dumps(kept)
+    # the IG keeps mandatory elements ("SHOULD omit unlisted, non-mandatory elements")
+    kept = tuple(sorted({*names, *_mandatory_elements(kind)}))
 
-    return shape
+    def shaped(content: bytes) -> bytes:
+        return orjson.dumps(shape(orjson.loads(content), None, kept))
+
+    return shaped
