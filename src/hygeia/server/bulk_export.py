@@ -54,7 +54,8 @@ class ExportRequest:
     patients: list[str] | None = None
     filters: dict[str, list[str]] = field(default_factory=dict)
     elements: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    # what was left out, for the error file: [text, the parameter it concerns]
+    warnings: list[list[str]] = field(default_factory=list)
     associated: list[str] = field(default_factory=list)  # includeAssociatedData values
     client: str | None = None  # the client that started it (auth on): only it may follow it
 
@@ -135,14 +136,14 @@ def _checked(params: list[tuple[str, Any]], level: str, request: FhirRequest,
     return export
 
 
-def _known(patients: list[str], known: set[str], why: str, warnings: list[str]) -> list[str]:
+def _known(patients: list[str], known: set[str], why: str, warnings: list[list[str]]) -> list[str]:
     """The asked patients that can be exported; the others are reported in the error file
     (export.html, patient: "the server SHOULD return details via a FHIR OperationOutcome")."""
     missing = [id for id in patients if id not in known]
     if missing:
-        warnings.append(f"patient: {', '.join(f'Patient/{id}' for id in missing)} "
-                        f"{'is' if len(missing) == 1 else 'are'} {why}; nothing was exported "
-                        "for them.")
+        warnings.append([f"patient: {', '.join(f'Patient/{id}' for id in missing)} "
+                         f"{'is' if len(missing) == 1 else 'are'} {why}; nothing was "
+                         "exported for them.", "patient"])
     return [id for id in patients if id in known]
 
 
@@ -151,17 +152,18 @@ def _exists(session: Session, kind: str, id: str) -> bool:
     return current is not None and not current.deleted
 
 
-def _unsupported(names: set[str], request: FhirRequest) -> list[str]:
+def _unsupported(names: set[str], request: FhirRequest) -> list[list[str]]:
     """Unknown parameters are an error, or ignored with a warning under handling=lenient."""
     unknown = sorted(names - SUPPORTED)
     if unknown and not request.prefer_lenient:
         raise BadRequest(f"$export does not support the parameter(s) {', '.join(unknown)}; "
                          "send 'Prefer: handling=lenient' to have them ignored.",
                          expression=unknown[0])
-    return [f"The parameter {name} is not supported and was ignored." for name in unknown]
+    return [[f"The parameter {name} is not supported and was ignored.", name]
+            for name in unknown]
 
 
-def _types(params: list[tuple[str, Any]], level: str, warnings: list[str]) -> list[str]:
+def _types(params: list[tuple[str, Any]], level: str, warnings: list[list[str]]) -> list[str]:
     """The types asked for; at Patient and Group level, those outside the Patient
     compartment are left out and reported, and only a request naming none inside fails."""
     compartment = {"Patient", *patient_compartment()}
@@ -183,9 +185,10 @@ def _types(params: list[tuple[str, Any]], level: str, warnings: list[str]) -> li
                          "the Patient compartment, so a patient or group export cannot "
                          "include them, and _type names no other type.", expression="_type")
     if outside:
-        warnings.append(f"_type: {', '.join(outside)} {'is' if len(outside) == 1 else 'are'} "
-                        "not in the Patient compartment, so this export leaves "
-                        f"{'it' if len(outside) == 1 else 'them'} out.")
+        warnings.append([f"_type: {', '.join(outside)} "
+                         f"{'is' if len(outside) == 1 else 'are'} not in the Patient "
+                         "compartment, so this export leaves "
+                         f"{'it' if len(outside) == 1 else 'them'} out.", "_type"])
     return inside
 
 
@@ -216,7 +219,7 @@ def _elements(params: list[tuple[str, Any]]) -> list[str]:
 
 
 def _filters(params: list[tuple[str, Any]], types: list[str], registry: SearchRegistry,
-             warnings: list[str], lenient: bool) -> dict[str, list[str]]:
+             warnings: list[list[str]], lenient: bool) -> dict[str, list[str]]:
     """The ``_typeFilter`` criteria per type.  A filter the server cannot apply is a 400,
     or under ``handling=lenient`` left out and reported in the error file (export.html)."""
     filters: dict[str, list[str]] = {}
@@ -229,12 +232,12 @@ def _filters(params: list[tuple[str, Any]], types: list[str], registry: SearchRe
             except BadRequest as error:
                 if not lenient:
                     raise
-                warnings.append(f"{error.issues[0].diagnostics} It was ignored "
-                                "(Prefer: handling=lenient).")
+                warnings.append([f"{error.issues[0].diagnostics} It was ignored "
+                                 "(Prefer: handling=lenient).", "_typeFilter"])
                 continue
             if kind not in types:
-                warnings.append(f"_typeFilter '{text}' names {kind}, which is not exported; "
-                                "it was ignored.")
+                warnings.append([f"_typeFilter '{text}' names {kind}, which is not "
+                                 "exported; it was ignored.", "_typeFilter"])
                 continue
             filters.setdefault(kind, []).append(criteria)
     return filters
@@ -251,7 +254,7 @@ def _checked_filter(text: str, types: list[str],
     return kind, criteria
 
 
-def _associated_data(params: list[tuple[str, Any]], warnings: list[str],
+def _associated_data(params: list[tuple[str, Any]], warnings: list[list[str]],
                      lenient: bool) -> list[str]:
     """``includeAssociatedData`` values, comma-separated or repeated; an unknown one is a
     400, or reported and ignored under ``handling=lenient``."""
@@ -266,7 +269,8 @@ def _associated_data(params: list[tuple[str, Any]], warnings: list[str],
                 f"{' and '.join(sorted(ASSOCIATED_DATA))}.")
         if not lenient:
             raise BadRequest(text, expression="includeAssociatedData")
-        warnings.append(f"{text} It was ignored (Prefer: handling=lenient).")
+        warnings.append([f"{text} It was ignored (Prefer: handling=lenient).",
+                         "includeAssociatedData"])
     return sorted(set(known))
 
 

@@ -200,9 +200,7 @@ class ExportJob:
                   files: list[dict[str, Any]]) -> dict[str, Any]:
         errors = []
         if export.warnings:  # one OperationOutcome per thing left out (export.html, error)
-            lines = [orjson.dumps(operation_outcome([Issue("informational", text,
-                                                           severity="warning")]))
-                     for text in export.warnings]
+            lines = [orjson.dumps(_warning(item)) for item in export.warnings]
             (context.folder / "OperationOutcome-1.ndjson").write_bytes(
                 b"".join(line + b"\n" for line in lines))
             errors.append({"type": "OperationOutcome", "file": "OperationOutcome-1.ndjson",
@@ -222,6 +220,13 @@ class ExportJob:
         # the files are FHIR endpoints: with auth on, each download needs the bearer token
         manifest["requiresAccessToken"] = request.access is not None
         return FhirResponse(200, resource=manifest, media_type="application/json")
+
+
+def _warning(item: list[str] | str) -> dict[str, Any]:
+    """One thing the export left out, as an OperationOutcome naming the parameter
+    (a job queued before the parameter was recorded has the text alone)."""
+    text, expression = (item, None) if isinstance(item, str) else item
+    return operation_outcome([Issue("informational", text, expression, severity="warning")])
 
 
 def _progress(export_types: list[str], index: int, after: int, writer: PartWriter,
