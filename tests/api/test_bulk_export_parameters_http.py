@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.api.smart import BackendKey, backend_token, bearer, cli_json
 from tests.api.test_bulk_http import FHIR_JSON, KICK_OFF, download, poll
 from tests.conftest import ServerProcess
 
@@ -25,7 +26,7 @@ LENIENT = {**KICK_OFF, "Prefer": "respond-async, handling=lenient"}
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
     """Patients p1 and p2 with two observations each, a practitioner, Group g1 holding p1,
-    and three Provenance: two of Observation p1-o0 (January, February), one of dr1."""
+    and three Provenance: two of Observation p1-o0 (31 January, 1 February), one of dr1."""
     process = ServerProcess(database_url, "--files", str(tmp_path / "files"))
     resources: list[dict[str, Any]] = [
         {"resourceType": "Practitioner", "id": "dr1", "name": [{"family": "Who"}]},
@@ -39,7 +40,8 @@ def server(database_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
                           "valueQuantity": {"value": 70 + number},
                           "subject": {"reference": f"Patient/{patient}"}}
                          for number in range(2))
-    for id, target, recorded in (("jan", "Observation/p1-o0", "2024-01-01T00:00:00Z"),
+    # jan is earlier than feb, though its text sorts after it: instants are compared
+    for id, target, recorded in (("jan", "Observation/p1-o0", "2024-02-01T05:00:00+09:00"),
                                  ("feb", "Observation/p1-o0/_history/1",
                                   "2024-02-01T00:00:00Z"),
                                  ("doc", "Practitioner/dr1", "2024-03-01T00:00:00Z")):
@@ -224,3 +226,29 @@ def test_include_associated_provenance(server: ServerProcess) -> None:
     lenient = run(client, "$export", unknown, headers=LENIENT)
     assert ids(client, lenient) == {"Patient": ["p1", "p2"]}
     assert len(reported(client, lenient)) == 2
+
+
+def test_associated_provenance_needs_a_scope_for_provenance(database_url: str,
+                                                            tmp_path: Path) -> None:
+    """A token that may export Observation but not Provenance cannot have Provenance
+    written through includeAssociatedData."""
+    key = BackendKey(tmp_path)
+    clients = {scope: cli_json("auth", "client", "create", "--db", database_url, "--name",
+                               scope, "--scopes", scope, "--jwks-file",
+                               str(key.jwks_file))["client_id"]
+               for scope in ("system/Observation.rs", "system/*.rs")}
+    server = ServerProcess(database_url, "--auth", "--secret-key-file",
+                           str(tmp_path / "secret.key"), "--files", str(tmp_path / "files"))
+    try:
+        query = {"_type": "Observation", "includeAssociatedData": "RelevantProvenanceResources"}
+        for scope, status in (("system/Observation.rs", 403), ("system/*.rs", 202)):
+            token = backend_token(server.base, clients[scope], key, scope).json()
+            response = server.client.get("$export", params=query,
+                                         headers={**KICK_OFF, **bearer(token["access_token"])})
+            assert response.status_code == status, response.text
+            if status == 403:
+                issue = response.json()["issue"][0]
+                assert issue["expression"] == ["includeAssociatedData"]
+                assert "Provenance" in issue["diagnostics"]
+    finally:
+        server.stop()

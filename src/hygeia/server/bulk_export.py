@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 import orjson
 
 from hygeia.fhir.datetime import fhir_datetime_range, format_instant, now_us
-from hygeia.fhir.outcome import BadRequest, NotFound, information
+from hygeia.fhir.outcome import BadRequest, Forbidden, NotFound, information
 from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.fhir.search.query import Query, SearchLimits, parse_query
 from hygeia.fhir.spec import is_resource_type, patient_compartment, resource_types
@@ -78,12 +78,25 @@ def kick_off(service: FhirService, request: FhirRequest, level: str,
         export = _checked(params, level, request, session, service.registry, group_id)
     export.types = export_types(request.access, export.types,
                                 explicit=any(name == "_type" for name, _ in params))
+    if export.associated:
+        _check_provenance_readable(request)
     export.client = client_of(request.access)
     job = service.jobs.submit(EXPORT, export.to_json(), now_us())
     service.wake_jobs()
     location = status_url(request, job.id)
     return FhirResponse(202, resource=information(f"Export started; poll {location}."),
                         headers={"Content-Location": location})
+
+
+def _check_provenance_readable(request: FhirRequest) -> None:
+    """includeAssociatedData writes Provenance whatever ``_type`` says: the token must
+    be allowed to export Provenance too."""
+    try:
+        export_types(request.access, ["Provenance"], explicit=True)
+    except Forbidden as error:
+        raise Forbidden(f"includeAssociatedData exports Provenance: "
+                        f"{error.issues[0].diagnostics}", code="forbidden",
+                        expression="includeAssociatedData") from None
 
 
 def _parameters(request: FhirRequest) -> list[tuple[str, Any]]:
@@ -144,7 +157,7 @@ def _known(patients: list[str], known: set[str], why: str, warnings: list[list[s
         warnings.append([f"patient: {', '.join(f'Patient/{id}' for id in missing)} "
                          f"{'is' if len(missing) == 1 else 'are'} {why}; nothing was "
                          "exported for them.", "patient"])
-    return [id for id in patients if id in known]
+    return list(dict.fromkeys(id for id in patients if id in known))
 
 
 def _exists(session: Session, kind: str, id: str) -> bool:

@@ -20,7 +20,8 @@ from typing import IO, Any
 
 import orjson
 
-from hygeia.fhir.outcome import Issue, operation_outcome
+from hygeia.fhir.datetime import fhir_datetime_range
+from hygeia.fhir.outcome import BadRequest, Issue, operation_outcome
 from hygeia.fhir.spec import patient_compartment
 from hygeia.server.bulk_export import (
     EXPORT,
@@ -290,15 +291,23 @@ def _exported_references(context: JobContext, files: list[dict[str, Any]]) -> se
 def _latest_provenance(context: JobContext, export: ExportRequest,
                        exported: set[str]) -> set[str]:
     """Ids of the most recent Provenance of each exported resource."""
-    newest: dict[str, tuple[str, str]] = {}  # target -> (recorded, Provenance id)
+    newest: dict[str, tuple[int, str]] = {}  # target -> (recorded, Provenance id)
     base = context.service.settings.base_url
     for content in _provenance(context, export):
         provenance = orjson.loads(content)
-        recorded = str(provenance.get("recorded") or "")
+        recorded = _instant(provenance.get("recorded"))
         for target in _targets(provenance, base) & exported:
             if target not in newest or newest[target][0] < recorded:
                 newest[target] = (recorded, str(provenance.get("id")))
     return {id for _, id in newest.values()}
+
+
+def _instant(value: Any) -> int:
+    """An instant as microseconds (time zones compared correctly); 0 when unreadable."""
+    try:
+        return fhir_datetime_range(str(value), name="recorded")[0]
+    except BadRequest:
+        return 0
 
 
 def _provenance(context: JobContext, export: ExportRequest) -> Iterator[bytes]:
