@@ -98,7 +98,8 @@ def test_type_since_elements_and_type_filter(bulk: FhirService) -> None:
     found = exported(bulk, manifest)
     assert found == {"Observation": ["p2-o0", "p2-o2"], "Patient": ["p1", "p2"]}
     observation = download(bulk, manifest["output"][0]["url"])[0]
-    assert set(observation) == {"resourceType", "id", "meta", "status"}
+    # code is mandatory (1..1): the IG omits only unlisted, non-mandatory elements
+    assert set(observation) == {"resourceType", "id", "meta", "status", "code"}
     assert observation["meta"]["tag"][-1]["code"] == "SUBSETTED"
     later = body(call(bulk, "GET", "Observation/p1-o1"))["meta"]["lastUpdated"]
     since = export(bulk, query=[("_since", later)])
@@ -216,6 +217,7 @@ def test_cancel_while_queued_means_it_never_runs(bulk: FhirService) -> None:
     ("Patient/$export", [("_type", "Practitioner")], ASYNC, "_type"),
     ("$export", [("_since", "2024-01-01")], ASYNC, "_since"),
     ("$export", [("_since", "yesterday")], ASYNC, "_since"),
+    ("$export", [("_since", "2999-01-01T00:00:00Z")], ASYNC, "_since"),
     ("$export", [("_typeFilter", "Observation?nonsense=1")], ASYNC, "_typeFilter"),
     ("$export", [("_typeFilter", "Observation?_sort=date")], ASYNC, "_typeFilter"),
     ("$export", [("_typeFilter", "status=final")], ASYNC, "_typeFilter"),

@@ -24,6 +24,7 @@ from hygeia.api.negotiation import (
     check_accept,
     check_request_type,
     parse_prefer,
+    response_type,
 )
 from hygeia.api.origin import server_root
 from hygeia.fhir.datetime import format_http_date
@@ -89,6 +90,7 @@ def create_app(service: FhirService) -> WsgiApp:
             response = HttpResponse(status, headers, body, media_type=media_type)
         else:
             response = _respond(service, environ)
+        response.media_type = response.media_type or response_type(environ.get("HTTP_ACCEPT"))
         response.headers.update(cors_headers(environ))
         return response.send(start_response, method)
 

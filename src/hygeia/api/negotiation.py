@@ -32,6 +32,17 @@ def check_request_type(content_type: str | None, method: str) -> str:
         expression="Content-Type")
 
 
+def response_type(accept: str | None) -> str | None:
+    """``application/json`` for a client that asks for it and not for FHIR JSON by name:
+    FHIR treats the two as one format (http.html#mime), so its body is the same; None
+    keeps the default, application/fhir+json."""
+    kinds = [media_type(part) for part in (accept or "").split(",")]
+    if "application/json" in kinds and not {"application/fhir+json",
+                                            "application/json+fhir"} & set(kinds):
+        return "application/json; charset=utf-8"
+    return None
+
+
 def check_accept(accept: str | None, format_param: str | None) -> None:
     """Refuse (406) a client that will only take a format we cannot produce (XML, RDF),
     or only another FHIR version (``fhirVersion`` of a media type, versioning.html#mt)."""

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 import orjson
 
 from hygeia.fhir.datetime import fhir_datetime_range, format_instant, now_us
-from hygeia.fhir.outcome import BadRequest, NotFound, information
+from hygeia.fhir.outcome import BadRequest, Forbidden, NotFound, information
 from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.fhir.search.query import Query, SearchLimits, parse_query
 from hygeia.fhir.spec import is_resource_type, patient_compartment, resource_types
@@ -30,7 +30,12 @@ if TYPE_CHECKING:
 
 EXPORT = "export"
 OUTPUT_FORMATS = {"application/fhir+ndjson", "application/ndjson", "ndjson"}
-SUPPORTED = {"_outputFormat", "_since", "_type", "_elements", "_typeFilter", "patient"}
+SUPPORTED = {"_outputFormat", "_since", "_type", "_elements", "_typeFilter", "patient",
+             "includeAssociatedData"}
+# includeAssociatedData values (export.html, ValueSet include-associated-data)
+LATEST_PROVENANCE = "LatestProvenanceResources"
+RELEVANT_PROVENANCE = "RelevantProvenanceResources"
+ASSOCIATED_DATA = {LATEST_PROVENANCE, RELEVANT_PROVENANCE}
 # a _typeFilter value starts with its type: "MedicationRequest?status=active"
 _FILTER_START = re.compile(r"[A-Z][A-Za-z]+\?")
 _ELEMENT = re.compile(r"(?:[A-Z][A-Za-z]+\.)?[a-z][A-Za-z0-9]*")
@@ -49,7 +54,9 @@ class ExportRequest:
     patients: list[str] | None = None
     filters: dict[str, list[str]] = field(default_factory=dict)
     elements: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    # what was left out, for the error file: [text, the parameter it concerns]
+    warnings: list[list[str]] = field(default_factory=list)
+    associated: list[str] = field(default_factory=list)  # includeAssociatedData values
     client: str | None = None  # the client that started it (auth on): only it may follow it
 
     def to_json(self) -> dict[str, Any]:
@@ -71,12 +78,25 @@ def kick_off(service: FhirService, request: FhirRequest, level: str,
         export = _checked(params, level, request, session, service.registry, group_id)
     export.types = export_types(request.access, export.types,
                                 explicit=any(name == "_type" for name, _ in params))
+    if export.associated:
+        _check_provenance_readable(request)
     export.client = client_of(request.access)
     job = service.jobs.submit(EXPORT, export.to_json(), now_us())
     service.wake_jobs()
     location = status_url(request, job.id)
     return FhirResponse(202, resource=information(f"Export started; poll {location}."),
                         headers={"Content-Location": location})
+
+
+def _check_provenance_readable(request: FhirRequest) -> None:
+    """includeAssociatedData writes Provenance whatever ``_type`` says: the token must
+    be allowed to export Provenance too."""
+    try:
+        export_types(request.access, ["Provenance"], explicit=True)
+    except Forbidden as error:
+        raise Forbidden(f"includeAssociatedData exports Provenance: "
+                        f"{error.issues[0].diagnostics}", code="forbidden",
+                        expression="includeAssociatedData") from None
 
 
 def _parameters(request: FhirRequest) -> list[tuple[str, Any]]:
@@ -103,38 +123,62 @@ def _checked(params: list[tuple[str, Any]], level: str, request: FhirRequest,
              session: Session, registry: SearchRegistry, group_id: str | None
              ) -> ExportRequest:
     names = {name for name, _ in params}
+    lenient = request.prefer_lenient
     warnings = _unsupported(names, request)
     for name, value in params:
         if name == "_outputFormat" and value not in OUTPUT_FORMATS:
             raise BadRequest(f"_outputFormat '{value}' is not supported; use "
                              "application/fhir+ndjson.", expression="_outputFormat")
-    export = ExportRequest(level=level, types=_types(params, level), until=now_us(),
+    until = now_us()
+    export = ExportRequest(level=level, types=_types(params, level, warnings), until=until,
                            request_url=_request_url(request), warnings=warnings)
-    export.since = _since(params)
+    export.since = _since(params, until)
     export.elements = _elements(params)
-    export.filters = _filters(params, export.types, registry, export.warnings)
+    export.filters = _filters(params, export.types, registry, export.warnings, lenient)
+    export.associated = _associated_data(params, export.warnings, lenient)
     patients = _patient_parameter(params, level)
     if level == "group":
         assert group_id is not None
         export.group = group_id
         members = _group_members(session, group_id)
-        export.patients = members if patients is None else [p for p in patients if p in members]
+        export.patients = members if patients is None else _known(
+            patients, set(members), f"not members of Group/{group_id}", export.warnings)
     elif patients is not None:
-        export.patients = patients
+        stored = {id for id in patients if _exists(session, "Patient", id)}
+        export.patients = _known(patients, stored, "not on this server", export.warnings)
     return export
 
 
-def _unsupported(names: set[str], request: FhirRequest) -> list[str]:
+def _known(patients: list[str], known: set[str], why: str, warnings: list[list[str]]) -> list[str]:
+    """The asked patients that can be exported; the others are reported in the error file
+    (export.html, patient: "the server SHOULD return details via a FHIR OperationOutcome")."""
+    missing = [id for id in patients if id not in known]
+    if missing:
+        warnings.append([f"patient: {', '.join(f'Patient/{id}' for id in missing)} "
+                         f"{'is' if len(missing) == 1 else 'are'} {why}; nothing was "
+                         "exported for them.", "patient"])
+    return list(dict.fromkeys(id for id in patients if id in known))
+
+
+def _exists(session: Session, kind: str, id: str) -> bool:
+    current = session.current(kind, id)
+    return current is not None and not current.deleted
+
+
+def _unsupported(names: set[str], request: FhirRequest) -> list[list[str]]:
     """Unknown parameters are an error, or ignored with a warning under handling=lenient."""
     unknown = sorted(names - SUPPORTED)
     if unknown and not request.prefer_lenient:
         raise BadRequest(f"$export does not support the parameter(s) {', '.join(unknown)}; "
                          "send 'Prefer: handling=lenient' to have them ignored.",
                          expression=unknown[0])
-    return [f"The parameter {name} is not supported and was ignored." for name in unknown]
+    return [[f"The parameter {name} is not supported and was ignored.", name]
+            for name in unknown]
 
 
-def _types(params: list[tuple[str, Any]], level: str) -> list[str]:
+def _types(params: list[tuple[str, Any]], level: str, warnings: list[list[str]]) -> list[str]:
+    """The types asked for; at Patient and Group level, those outside the Patient
+    compartment are left out and reported, and only a request naming none inside fails."""
     compartment = {"Patient", *patient_compartment()}
     default = sorted(compartment) if level != "system" else sorted(resource_types())
     asked = [kind.strip() for name, value in params if name == "_type"
@@ -145,20 +189,36 @@ def _types(params: list[tuple[str, Any]], level: str) -> list[str]:
         if not is_resource_type(kind):
             raise BadRequest(f"_type names '{kind}', which is not a FHIR R4 resource type.",
                              expression="_type")
-        if level != "system" and kind not in compartment:
-            raise BadRequest(f"{kind} is not in the Patient compartment, so a patient or "
-                             "group export cannot include it.", expression="_type")
-    return sorted(set(asked))
+    if level == "system":
+        return sorted(set(asked))
+    outside = sorted(set(asked) - compartment)
+    inside = sorted(set(asked) & compartment)
+    if not inside:
+        raise BadRequest(f"{', '.join(outside)} {'is' if len(outside) == 1 else 'are'} not in "
+                         "the Patient compartment, so a patient or group export cannot "
+                         "include them, and _type names no other type.", expression="_type")
+    if outside:
+        warnings.append([f"_type: {', '.join(outside)} "
+                         f"{'is' if len(outside) == 1 else 'are'} not in the Patient "
+                         "compartment, so this export leaves "
+                         f"{'it' if len(outside) == 1 else 'them'} out.", "_type"])
+    return inside
 
 
-def _since(params: list[tuple[str, Any]]) -> int | None:
+def _since(params: list[tuple[str, Any]], until: int) -> int | None:
+    """``_since`` as microseconds; an instant after the kick-off is a 400 (nothing could
+    have changed after it, so the client has a clock or a typing error)."""
     values = [str(value) for name, value in params if name == "_since"]
     if not values:
         return None
     if "T" not in values[-1]:
         raise BadRequest(f"_since '{values[-1]}' must be a FHIR instant with a time and "
                          "time zone, e.g. 2024-01-01T00:00:00Z.", expression="_since")
-    return fhir_datetime_range(values[-1], name="_since")[0]
+    since = fhir_datetime_range(values[-1], name="_since")[0]
+    if since > until:
+        raise BadRequest(f"_since '{values[-1]}' is in the future (the server's time is "
+                         f"{format_instant(until)}).", expression="_since")
+    return since
 
 
 def _elements(params: list[tuple[str, Any]]) -> list[str]:
@@ -172,23 +232,59 @@ def _elements(params: list[tuple[str, Any]]) -> list[str]:
 
 
 def _filters(params: list[tuple[str, Any]], types: list[str], registry: SearchRegistry,
-             warnings: list[str]) -> dict[str, list[str]]:
+             warnings: list[list[str]], lenient: bool) -> dict[str, list[str]]:
+    """The ``_typeFilter`` criteria per type.  A filter the server cannot apply is a 400,
+    or under ``handling=lenient`` left out and reported in the error file (export.html)."""
     filters: dict[str, list[str]] = {}
     for name, value in params:
         if name != "_typeFilter":
             continue
         for text in _split_filters(str(value)):
-            kind, _, criteria = text.partition("?")
-            if not is_resource_type(kind) or not criteria:
-                raise BadRequest(f"_typeFilter '{text}' must look like Type?param=value.",
-                                 expression="_typeFilter")
-            if kind not in types:
-                warnings.append(f"_typeFilter '{text}' names {kind}, which is not exported; "
-                                "it was ignored.")
+            try:
+                kind, criteria = _checked_filter(text, types, registry)
+            except BadRequest as error:
+                if not lenient:
+                    raise
+                warnings.append([f"{error.issues[0].diagnostics} It was ignored "
+                                 "(Prefer: handling=lenient).", "_typeFilter"])
                 continue
-            parse_filter(kind, criteria, registry)
+            if kind not in types:
+                warnings.append([f"_typeFilter '{text}' names {kind}, which is not "
+                                 "exported; it was ignored.", "_typeFilter"])
+                continue
             filters.setdefault(kind, []).append(criteria)
     return filters
+
+
+def _checked_filter(text: str, types: list[str],
+                    registry: SearchRegistry) -> tuple[str, str]:
+    kind, _, criteria = text.partition("?")
+    if not is_resource_type(kind) or not criteria:
+        raise BadRequest(f"_typeFilter '{text}' must look like Type?param=value.",
+                         expression="_typeFilter")
+    if kind in types:
+        parse_filter(kind, criteria, registry)
+    return kind, criteria
+
+
+def _associated_data(params: list[tuple[str, Any]], warnings: list[list[str]],
+                     lenient: bool) -> list[str]:
+    """``includeAssociatedData`` values, comma-separated or repeated; an unknown one is a
+    400, or reported and ignored under ``handling=lenient``."""
+    asked = [part.strip() for name, value in params if name == "includeAssociatedData"
+             for part in str(value).split(",") if part.strip()]
+    known = []
+    for value in asked:
+        if value in ASSOCIATED_DATA:
+            known.append(value)
+            continue
+        text = (f"includeAssociatedData '{value}' is not supported; Hygeia supports "
+                f"{' and '.join(sorted(ASSOCIATED_DATA))}.")
+        if not lenient:
+            raise BadRequest(text, expression="includeAssociatedData")
+        warnings.append([f"{text} It was ignored (Prefer: handling=lenient).",
+                         "includeAssociatedData"])
+    return sorted(set(known))
 
 
 def _split_filters(value: str) -> list[str]:

@@ -12,6 +12,7 @@ written twice.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,21 @@ from typing import IO, Any
 
 import orjson
 
-from hygeia.fhir.outcome import Issue, operation_outcome
+from hygeia.fhir.datetime import fhir_datetime_range
+from hygeia.fhir.outcome import BadRequest, Issue, operation_outcome
 from hygeia.fhir.spec import patient_compartment
-from hygeia.server.bulk_export import EXPORT, ExportRequest, parse_filter, transaction_time
+from hygeia.server.bulk_export import (
+    EXPORT,
+    LATEST_PROVENANCE,
+    RELEVANT_PROVENANCE,
+    ExportRequest,
+    parse_filter,
+    transaction_time,
+)
 from hygeia.server.context import FhirRequest, FhirResponse
 from hygeia.server.job_status import file_url
 from hygeia.server.jobs import JobContext, JobFailed
+from hygeia.server.shaping import _mandatory_elements, shape
 from hygeia.store.export_sql import ExportSlice
 from hygeia.store.jobs import Job
 
@@ -34,8 +44,6 @@ SNAPSHOT_ROWS = 100_000
 CHECK_ROWS = 2_000  # rows between two looks at the clock (is a checkpoint due?)
 CHECKPOINT_SECONDS = 1.0
 WRITE_BUFFER = 1 << 17  # bytes buffered per open file before a write() to the kernel
-SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-             "code": "SUBSETTED"}
 
 
 @dataclass
@@ -89,8 +97,9 @@ class PartWriter:
     def _next_part(self) -> None:
         self._close_handle()
         self.closed.append(self.part)
-        number = int(self.part.name.rsplit("-", 1)[1].split(".")[0]) + 1
-        self.part = OpenPart(self.part.type, part_name(self.part.type, number))
+        prefix, _, last = self.part.name.rpartition("-")
+        number = int(last.split(".")[0]) + 1
+        self.part = OpenPart(self.part.type, f"{prefix}-{number}.ndjson")
 
     def flush(self) -> None:
         if self._handle is not None:
@@ -130,7 +139,10 @@ class ExportJob:
         export.types = progress["types"]
         for index in range(int(progress["type"]), len(export.types)):
             progress = self._export_type(context, export, index, progress)
-        return self._manifest(context, export, progress["files"])
+        files = list(progress["files"])
+        if export.associated:  # redone whole after a crash: its files start over
+            files.extend(associated_provenance(context, export, files))
+        return self._manifest(context, export, files)
 
     @staticmethod
     def _start(context: JobContext, export: ExportRequest) -> dict[str, Any]:
@@ -188,13 +200,12 @@ class ExportJob:
     def _manifest(self, context: JobContext, export: ExportRequest,
                   files: list[dict[str, Any]]) -> dict[str, Any]:
         errors = []
-        if export.warnings:
-            outcome = operation_outcome([Issue("informational", text, severity="warning")
-                                         for text in export.warnings])
+        if export.warnings:  # one OperationOutcome per thing left out (export.html, error)
+            lines = [orjson.dumps(_warning(item)) for item in export.warnings]
             (context.folder / "OperationOutcome-1.ndjson").write_bytes(
-                orjson.dumps(outcome) + b"\n")
+                b"".join(line + b"\n" for line in lines))
             errors.append({"type": "OperationOutcome", "file": "OperationOutcome-1.ndjson",
-                           "count": 1})
+                           "count": len(lines)})
         return {"transactionTime": transaction_time(export), "request": export.request_url,
                 "requiresAccessToken": False, "output": files, "error": errors}
 
@@ -210,6 +221,13 @@ class ExportJob:
         # the files are FHIR endpoints: with auth on, each download needs the bearer token
         manifest["requiresAccessToken"] = request.access is not None
         return FhirResponse(200, resource=manifest, media_type="application/json")
+
+
+def _warning(item: list[str] | str) -> dict[str, Any]:
+    """One thing the export left out, as an OperationOutcome naming the parameter
+    (a job queued before the parameter was recorded has the text alone)."""
+    text, expression = (item, None) if isinstance(item, str) else item
+    return operation_outcome([Issue("informational", text, expression, severity="warning")])
 
 
 def _progress(export_types: list[str], index: int, after: int, writer: PartWriter,
@@ -236,19 +254,105 @@ def _slice(context: JobContext, export: ExportRequest, kind: str) -> ExportSlice
     return ExportSlice(kind, export.until, export.since, compartment, patients, filters)
 
 
+def associated_provenance(context: JobContext, export: ExportRequest,
+                          files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``includeAssociatedData``: the Provenance whose ``target`` is an exported resource.
+
+    ``RelevantProvenanceResources`` takes every such Provenance,
+    ``LatestProvenanceResources`` only the most recent (``recorded``) of each exported
+    resource.  The exported references are read back from the files written (so a
+    resumed job sees them too) and held as a set: memory in proportion to the export.
+    Provenance exported as a type already is not written twice.
+    """
+    exported = _exported_references(context, files)
+    latest = LATEST_PROVENANCE in export.associated and \
+        RELEVANT_PROVENANCE not in export.associated
+    wanted = _latest_provenance(context, export, exported) if latest else None
+    writer = PartWriter(context.folder, context.service.settings.export_file_bytes,
+                        OpenPart("Provenance", "Provenance-associated-1.ndjson"))
+    for content in _provenance(context, export):
+        provenance = orjson.loads(content)
+        if f"Provenance/{provenance.get('id')}" in exported:
+            continue
+        if (provenance.get("id") in wanted) if wanted is not None else \
+                _targets(provenance, context.service.settings.base_url) & exported:
+            writer.write(bytes(content))
+    return [{"type": p.type, "file": p.name, "count": p.count} for p in writer.finish()]
+
+
+def _exported_references(context: JobContext, files: list[dict[str, Any]]) -> set[str]:
+    references: set[str] = set()
+    for item in files:
+        with (context.folder / item["file"]).open("rb") as lines:
+            references.update(f"{item['type']}/{orjson.loads(line)['id']}" for line in lines)
+    return references
+
+
+def _latest_provenance(context: JobContext, export: ExportRequest,
+                       exported: set[str]) -> set[str]:
+    """Ids of the most recent Provenance of each exported resource."""
+    newest: dict[str, tuple[int, str]] = {}  # target -> (recorded, Provenance id)
+    base = context.service.settings.base_url
+    for content in _provenance(context, export):
+        provenance = orjson.loads(content)
+        recorded = _instant(provenance.get("recorded"))
+        for target in _targets(provenance, base) & exported:
+            if target not in newest or newest[target][0] < recorded:
+                newest[target] = (recorded, str(provenance.get("id")))
+    return {id for _, id in newest.values()}
+
+
+def _instant(value: Any) -> int:
+    """An instant as microseconds (time zones compared correctly); 0 when unreadable."""
+    try:
+        return fhir_datetime_range(str(value), name="recorded")[0]
+    except BadRequest:
+        return 0
+
+
+def _provenance(context: JobContext, export: ExportRequest) -> Iterator[bytes]:
+    """Every Provenance current at the export's instant, a snapshot per batch of rows."""
+    part = ExportSlice("Provenance", export.until)
+    after: int | None = 0
+    while after is not None:
+        seen, last = 0, after
+        with context.service.reader() as session, closing(
+                session.export_rows(part, last, SNAPSHOT_ROWS)) as rows:
+            for key, content in rows:
+                seen, last = seen + 1, key
+                if content is not None:
+                    yield bytes(content)
+        after = last if seen == SNAPSHOT_ROWS else None
+        context.keep_alive()
+
+
+def _targets(provenance: dict[str, Any], base_url: str | None) -> set[str]:
+    """``Provenance.target`` as ``Type/id`` (absolute URLs on this server and
+    ``_history`` versions reduced to the resource)."""
+    found = set()
+    for target in provenance.get("target") or []:
+        reference = str((target or {}).get("reference") or "") if isinstance(
+            target, dict) else ""
+        if base_url and reference.startswith(base_url.rstrip("/") + "/"):
+            reference = reference[len(base_url.rstrip("/")) + 1:]
+        parts = reference.split("/")
+        if len(parts) in (2, 4) and parts[0] and parts[1]:
+            found.add(f"{parts[0]}/{parts[1]}")
+    return found
+
+
 def _shaper(elements: list[str], kind: str) -> Any:
-    """Stored bytes as they are, or cut down to ``_elements`` (marked SUBSETTED)."""
-    names = {e.split(".", 1)[-1] for e in elements if "." not in e or e.startswith(kind + ".")}
+    """Stored bytes as they are, or cut down to ``_elements`` the way a search shapes them
+    (``server/shaping.py``: choice types expanded, tagged SUBSETTED)."""
+    names = tuple(sorted({e.split(".", 1)[-1] for e in elements
+                          if "." not in e or e.startswith(kind + ".")}))
     if not names:  # no element named for this type: it is exported whole
         return lambda content: content
 
-    def shape(content: bytes) -> bytes:
-        resource = orjson.loads(content)
-        kept = {key: value for key, value in resource.items()
-                if key in names or key in ("resourceType", "id", "meta")}
-        meta = dict(kept.get("meta") or {})
-        meta["tag"] = [*meta.get("tag", []), SUBSETTED]
-        kept["meta"] = meta
-        return orjson.dumps(kept)
+    # the IG keeps mandatory elements ("SHOULD omit unlisted, non-mandatory elements")
+    kept = tuple(sorted({*names, *_mandatory_elements(kind)}))
 
-    return shape
+    def shaped(content: bytes) -> bytes:
+        return orjson.dumps(shape(orjson.loads(content), None, kept))
+
+    return shaped
