@@ -34,7 +34,7 @@ from hygeia.server.bulk_export import (
 from hygeia.server.context import FhirRequest, FhirResponse
 from hygeia.server.job_status import file_url
 from hygeia.server.jobs import JobContext, JobFailed
-from hygeia.server.shaping import _mandatory_elements, shape
+from hygeia.server.shaping import mandatory_elements, shape
 from hygeia.store.export_sql import ExportSlice
 from hygeia.store.jobs import Job
 
@@ -350,7 +350,7 @@ def _shaper(elements: list[str], kind: str) -> Any:
         return lambda content: content
 
     # the IG keeps mandatory elements ("SHOULD omit unlisted, non-mandatory elements")
-    kept = tuple(sorted({*names, *_mandatory_elements(kind)}))
+    kept = tuple(sorted({*names, *mandatory_elements(kind)}))
 
     def shaped(content: bytes) -> bytes:
         return orjson.dumps(shape(orjson.loads(content), None, kept))

@@ -28,7 +28,7 @@ def _summary_elements(resource_type: str) -> frozenset[str]:
 
 
 @cache
-def _mandatory_elements(resource_type: str) -> frozenset[str]:
+def mandatory_elements(resource_type: str) -> frozenset[str]:
     return frozenset(_json_keys(resource_type, lambda e: int(e.get("min", 0)) > 0))
 
 
@@ -48,7 +48,7 @@ def shape(resource: dict[str, Any], summary: str | None,
     if summary == "data":
         kept = {k: v for k, v in resource.items() if k != "text"}
     elif summary == "text":
-        allowed = ALWAYS | {"text"} | _mandatory_elements(kind)
+        allowed = ALWAYS | {"text"} | mandatory_elements(kind)
         kept = {k: v for k, v in resource.items() if k in allowed}
     elif summary == "true":
         allowed = ALWAYS | _summary_elements(kind)
