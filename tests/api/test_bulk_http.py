@@ -121,6 +121,20 @@ def test_cancel_while_running_or_done(loaded: tuple[ServerProcess, Counter[str]]
     assert client.delete(status_url).status_code == 404
 
 
+def wait_stopped(pid: int) -> None:
+    """Wait until the kernel reports ``pid`` stopped (state T in /proc/PID/stat)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return
+        if stat.rpartition(")")[2].split()[0] in ("T", "t"):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop")
+
+
 def test_kill_9_mid_export_then_restart_completes(database_url: str, tmp_path: Path) -> None:
     """Kill the server while the export has written a file it has not checkpointed.
 
@@ -147,6 +161,8 @@ def test_kill_9_mid_export_then_restart_completes(database_url: str, tmp_path: P
         time.sleep(0.001)
     for pid in processes:  # freeze at once: the job can neither checkpoint nor finish
         os.kill(pid, signal.SIGSTOP)
+    for pid in processes:  # a signal is delivered asynchronously: read the job once frozen
+        wait_stopped(pid)
     state, attempts, progress = job_row(database_url, job_id)
     assert state == "running" and attempts == 1, "the export ended before the kill"
     assert progress is None or progress["type"] == 0
