@@ -7,14 +7,17 @@ import ipaddress
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from hygeia import __version__
 from hygeia.cli.auth import add_auth_commands, default_secret_key_file, run_auth
+from hygeia.cli.errors import check_database_url, check_port, describe
 from hygeia.cli.runtime import (
     LOAD_SWITCH_INTERVAL,
     LOAD_YOUNG_THRESHOLD,
@@ -23,7 +26,6 @@ from hygeia.cli.runtime import (
     tune_garbage_collector,
 )
 from hygeia.store.factory import DEFAULT_URL
-from hygeia.store.schema import SchemaVersionError
 
 EPILOG_SERVE = "example: hygeia serve --demo --port 8080   # then GET http://127.0.0.1:8080/fhir/metadata"
 EPILOG_LOAD = """example: hygeia load --db sqlite:///./hygeia.db export/Patient.ndjson.gz bundles/
@@ -41,6 +43,8 @@ EPILOG_VALIDATE = "example: hygeia validate patient.json bundle.json.gz"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hygeia", description="Hygeia FHIR R4 data hub.")
     parser.add_argument("--version", action="version", version=f"hygeia {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of its one-line summary")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the FHIR server", epilog=EPILOG_SERVE)
@@ -223,18 +227,28 @@ def public_base_url(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a user error ends it with one ``error:`` line (cli/errors.py)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "serve":
-            return serve(args)
-        if args.command == "load":
-            return load(args)
-        if args.command == "auth":
-            return run_auth(args)
-    except SchemaVersionError as error:
-        Console(stderr=True).print(f"[red]{error}")
+        return run_command(args)
+    except Exception as error:
+        message = describe(error, getattr(args, "db", None))
+        if message is None or args.debug:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if getattr(args, "db", None) is not None:
+        check_database_url(args.db)
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "load":
+        return load(args)
+    if args.command == "auth":
+        return run_auth(args)
     return validate_files(args.paths)
 
 
@@ -257,6 +271,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         console.print("[red]--workers must be at least 1.")
         return 2
+    check_port(args.port)
     try:
         check_http_limits(args)
         base_url = public_base_url(args)
@@ -361,25 +376,61 @@ def load(args: argparse.Namespace) -> int:
 
 
 def validate_files(paths: list[str]) -> int:
-    from hygeia.cli.sources import expand_paths, is_ndjson, read_json, read_ndjson
-    from hygeia.fhir.validation import validate
+    """Validate every resource under ``paths``; a bad file is reported and the rest go on."""
+    from hygeia.cli.errors import describe
 
     checked = invalid = 0
-    for path in expand_paths(paths):
-        items = read_ndjson(path) if is_ndjson(path) else [(0, read_json(path))]
-        for number, resource in items:
-            checked += 1
-            where = f"{path}:{number}" if number else str(path)
-            if isinstance(resource, Exception):
-                invalid += 1
-                print(f"{where}: not JSON: {resource}")
-                continue
-            issues = validate(resource)
-            invalid += bool(issues)
-            for issue in issues:
-                print(f"{where}: {issue.severity} {issue.expression or '-'}: {issue.diagnostics}")
+    for path in _validation_files(paths):
+        if isinstance(path, str):  # a path that names nothing
+            invalid += 1
+            print(f"{path}: no such file or folder")
+            continue
+        try:
+            for where, resource in _resources_in(path):
+                checked += 1
+                invalid += not _report_issues(where, resource)
+        except (OSError, EOFError, ValueError) as error:
+            invalid += 1
+            print(f"{path}: {describe(error, None) or error}")
     print(f"{checked} resources checked, {invalid} invalid.")
     return 1 if invalid else 0
+
+
+def _validation_files(paths: list[str]) -> list[Path | str]:
+    """The files under ``paths``, with a missing path kept as its name (str) to report."""
+    from hygeia.cli.sources import expand_paths
+
+    found: list[Path | str] = []
+    for name in paths:
+        try:
+            found.extend(expand_paths([name]))
+        except FileNotFoundError:
+            found.append(name)
+    return found
+
+
+def _resources_in(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, resource or the JSON error) for each resource of one file."""
+    from hygeia.cli.sources import is_ndjson, read_json, read_ndjson
+
+    if not is_ndjson(path):
+        yield str(path), read_json(path)
+        return
+    for number, resource in read_ndjson(path):
+        yield f"{path}:{number}", resource
+
+
+def _report_issues(where: str, resource: Any) -> bool:
+    """Print the resource's issues; True when it is valid."""
+    from hygeia.fhir.validation import validate
+
+    if isinstance(resource, Exception):
+        print(f"{where}: not JSON: {resource}")
+        return False
+    issues = validate(resource)
+    for issue in issues:
+        print(f"{where}: {issue.severity} {issue.expression or '-'}: {issue.diagnostics}")
+    return not issues
 
 
 if __name__ == "__main__":
