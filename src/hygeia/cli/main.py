@@ -16,8 +16,13 @@ from typing import Any
 from rich.console import Console
 
 from hygeia import __version__
-from hygeia.cli.auth import add_auth_commands, default_secret_key_file, run_auth
-from hygeia.cli.errors import check_database_url, check_port, describe
+from hygeia.cli.auth import (
+    add_auth_commands,
+    check_secret_key,
+    default_secret_key_file,
+    run_auth,
+)
+from hygeia.cli.errors import UserError, check_database_url, check_port, describe
 from hygeia.cli.runtime import (
     LOAD_SWITCH_INTERVAL,
     LOAD_YOUNG_THRESHOLD,
@@ -45,11 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hygeia {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error instead of its one-line summary")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.set_defaults(help_parser=parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     serve = commands.add_parser("serve", help="run the FHIR server", epilog=EPILOG_SERVE)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="the address to listen on (default 127.0.0.1: this machine only; "
+                            "any other turns --auth on)")
+    serve.add_argument("--port", type=int, default=8080,
+                       help="the TCP port to listen on, 1 to 65535 (default 8080; 0: any free "
+                            "port)")
     serve.add_argument("--db", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
     serve.add_argument("--demo", action="store_true",
                        help="load the built-in demo patients when the database is empty")
@@ -64,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="lifetime of an access token in minutes (default 60)")
     serve.add_argument("--oidc-issuer", default=None,
                        help="accept tokens from this OpenID Connect provider instead of "
-                            "issuing them (implies --auth)")
+                            "issuing them (implies --auth; default: none, Hygeia issues "
+                            "its own)")
     serve.add_argument("--oidc-audience", default=None,
                        help="the aud those tokens carry (default: the FHIR base URL)")
     serve.add_argument("--oidc-jwks-url", default=None,
@@ -156,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="validate FHIR JSON files",
                                    epilog=EPILOG_VALIDATE)
-    validate.add_argument("paths", nargs="+")
+    validate.add_argument("paths", nargs="+",
+                          help="files or folders (.json, .json.gz, .ndjson, .ndjson.gz)")
     return parser
 
 
@@ -241,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    if args.command is None:  # a bare ``hygeia``: what it can do
+        args.help_parser.print_help(sys.stderr)
+        return 2
     if getattr(args, "db", None) is not None:
         check_database_url(args.db)
     if args.command == "serve":
@@ -269,8 +284,7 @@ def serve(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     auth = args.auth or bool(args.oidc_issuer) or not is_loopback(args.host)
     if args.workers < 1:
-        console.print("[red]--workers must be at least 1.")
-        return 2
+        raise UserError(f"--workers {args.workers}: give 1 or more serving processes")
     check_port(args.port)
     try:
         check_http_limits(args)
@@ -307,6 +321,8 @@ def serve(args: argparse.Namespace) -> int:
     # demo; closed again because the serving worker opens its own after the fork
     repository = open_repository(args.db)
     try:
+        if auth:
+            check_secret_key(repository, settings.secret_key_file or "")
         if args.demo:
             # no offload helper here: this process forks the server next
             # nor auditing: loading the demo is not a request through the API
@@ -359,8 +375,7 @@ def load(args: argparse.Namespace) -> int:
     tune_this_process()
     sys.setswitchinterval(LOAD_SWITCH_INTERVAL)
     if args.workers < 0:
-        console.print("[red]--workers must be 0 or more")
-        return 2
+        raise UserError(f"--workers {args.workers}: give 0 (load in this process) or more")
     # a Bundle file of any size loads as one transaction: the entry limit guards the API
     unlimited = Settings(max_bundle_entries=sys.maxsize)
     with open_repository(args.db) as repository:
