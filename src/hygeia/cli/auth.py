@@ -246,8 +246,8 @@ def _user_create(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("The password must have at least 8 characters.")
     fhir_user = (f"Patient/{args.patient}" if args.patient else
                  f"Practitioner/{args.practitioner}" if args.practitioner else None)
-    if fhir_user is not None:
-        _require_resource(repository, fhir_user)
+    if args.patient:  # a patient user sees only their own compartment: it must exist
+        _require_resource(repository, f"Patient/{args.patient}")
     AuthStore(repository).add_user(User(args.username, hash_password(password), fhir_user,
                                         now_us(), True))
     return {"username": args.username, "fhirUser": fhir_user}

@@ -277,6 +277,7 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from hygeia.cli.first_steps import demo_patients, first_steps
     from hygeia.cli.serving import ListenError, ServeOptions, listen, run
     from hygeia.server import FhirService, Settings
     from hygeia.store import open_repository
@@ -323,15 +324,19 @@ def serve(args: argparse.Namespace) -> int:
     try:
         if auth:
             check_secret_key(repository, settings.secret_key_file or "")
+        introduction: list[str] = []
         if args.demo:
             # no offload helper here: this process forks the server next
             # nor auditing: loading the demo is not a request through the API
-            load_demo(FhirService(repository, replace(settings, offload=False, audit=False)),
-                      console)
+            demo_service = FhirService(repository, replace(settings, offload=False,
+                                                           audit=False, auth=False))
+            load_demo(demo_service, console)
+            introduction = first_steps(demo_patients(demo_service), f"{base_url}/fhir", auth)
     finally:
         repository.close()
     console.print(f"[bold green]Hygeia[/] FHIR R4 server at {base_url}/fhir "
                   f"({repository.dialect}: {args.db})")
+    print("\n".join(introduction), flush=True)  # stdout, unwrapped: ready to paste
     if auth:
         console.print(f"SMART on FHIR authorization on: {base_url}"
                       "/fhir/.well-known/smart-configuration")
