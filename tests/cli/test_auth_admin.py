@@ -10,7 +10,16 @@ import httpx
 import pytest
 
 from tests.api.conftest import database_url  # noqa: F401 - the fixture, on both databases
-from tests.api.smart import BackendKey, backend_token, bearer, cli_json, hygeia
+from tests.api.smart import (
+    REDIRECT,
+    BackendKey,
+    backend_token,
+    bearer,
+    cli_json,
+    hygeia,
+    origin_of,
+    user_token,
+)
 from tests.cli.test_errors import single_error_line
 from tests.conftest import ServerProcess
 
@@ -81,8 +90,23 @@ def test_users_are_listed_disabled_and_linked_only_to_stored_patients(tmp_path: 
     assert [(u["username"], u["fhirUser"], u["active"]) for u in users] == [
         ("alice", "Patient/alice-1", True)]
     assert "password" not in str(users)
-    cli_json("auth", "user", "disable", "--db", url, "--username", "alice")
-    assert cli_json("auth", "user", "list", "--db", url)["users"][0]["active"] is False
+    app = cli_json("auth", "client", "create", "--db", url, "--name", "Chart", "--scopes",
+                   "patient/*.rs offline_access", "--redirect-uri", REDIRECT)["client_id"]
+    server = ServerProcess(url, "--auth", "--secret-key-file", str(tmp_path / "secret.key"))
+    try:
+        signed_in = user_token(server.base, app, "alice", PASSWORD, "patient/*.rs offline_access")
+        cli_json("auth", "user", "disable", "--db", url, "--username", "alice")
+        assert cli_json("auth", "user", "list", "--db", url)["users"][0]["active"] is False
+        refreshed = httpx.post(f"{origin_of(server.base)}/auth/token", data={
+            "grant_type": "refresh_token", "refresh_token": signed_in["refresh_token"],
+            "client_id": app})
+        assert refreshed.status_code == 400 and "disabled" in refreshed.text, refreshed.text
+        with pytest.raises(AssertionError):  # the sign-in page no longer lets alice in
+            user_token(server.base, app, "alice", PASSWORD, "patient/*.rs offline_access")
+        cli_json("auth", "user", "enable", "--db", url, "--username", "alice")
+        user_token(server.base, app, "alice", PASSWORD, "patient/*.rs offline_access")
+    finally:
+        server.stop()
 
 
 def test_a_secret_key_that_does_not_open_the_signing_keys_is_an_error(tmp_path: Path) -> None:
