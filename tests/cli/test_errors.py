@@ -105,3 +105,28 @@ def test_load_reports_a_truncated_file_and_loads_the_rest(tmp_path: Path,
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "error: " in result.stderr and "truncated.json" in result.stderr
     assert "Loaded 1 resources from 2 files" in result.stdout
+
+
+def test_a_database_that_cannot_be_made(good_file: Path) -> None:
+    result = hygeia("load", "--db", "sqlite:////proc/hygeia-h14/h.db", str(good_file))
+    single_error_line(result, "/proc/hygeia-h14", "check the path")
+
+
+def test_a_parent_folder_that_is_a_file(tmp_path: Path, good_file: Path) -> None:
+    result = hygeia("load", "--db", f"sqlite:///{good_file}/h.db", str(good_file))
+    single_error_line(result, "good.json", "check the path")
+
+
+def test_request_threads_below_one(tmp_path: Path) -> None:
+    result = hygeia("serve", "--db", f"sqlite:///{tmp_path}/h.db", "--threads", "0")
+    single_error_line(result, "--threads 0", "1 or more")
+
+
+def test_a_key_set_file_that_is_not_json(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.json"
+    keys.write_text("{not json")
+    result = hygeia("auth", "client", "create", "--db", f"sqlite:///{tmp_path}/h.db",
+                    "--name", "x", "--scopes", "system/*.rs", "--jwks-file", str(keys))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not JSON" in lines[0] and "JWK Set" in lines[0], lines

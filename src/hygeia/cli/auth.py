@@ -225,7 +225,11 @@ def _new_credentials(args: argparse.Namespace
             raise SystemExit(f"--jwks-url {args.jwks_url} is not an http or https URL.")
         return None, None, {"jwks_uri": args.jwks_url}
     if args.jwks_file:
-        jwks = json.loads(Path(args.jwks_file).read_text())
+        try:
+            jwks = json.loads(Path(args.jwks_file).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise SystemExit(f"{args.jwks_file} is not JSON ({error}): give a JWK Set "
+                             "file") from None
         if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
             raise SystemExit(f"{args.jwks_file} is not a JWK Set (an object with 'keys').")
         if any("d" in key for key in jwks["keys"] if isinstance(key, dict)):

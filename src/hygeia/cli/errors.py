@@ -63,8 +63,7 @@ def describe(error: BaseException, db_url: str | None) -> str | None:
     if isinstance(error, SchemaVersionError):
         return str(error)
     if isinstance(error, sqlite3.DatabaseError):
-        return (f"--db {db_url}: {error} (is it a Hygeia SQLite database?): give the path "
-                "of a Hygeia database, or a new file name to make one")
+        return _sqlite_problem(error, db_url)
     if _is_postgres_connection_error(error):
         return (f"--db {db_url}: cannot connect to PostgreSQL ({_first_reason(error)}): "
                 "check that the server runs and that the URL's user, host, port and "
@@ -77,9 +76,17 @@ def describe(error: BaseException, db_url: str | None) -> str | None:
         return f"{_file_of(error)}: no such file or folder; check the path"
     if isinstance(error, PermissionError):
         return f"{_file_of(error)}: permission denied; make it readable for this user"
-    if isinstance(error, IsADirectoryError | NotADirectoryError):
-        return f"{_file_of(error)}: {error.strerror}; check the path"
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{_file_of(error)}: {error.strerror or error}; check the path"
     return None
+
+
+def _sqlite_problem(error: sqlite3.DatabaseError, db_url: str | None) -> str:
+    if "not a database" in str(error):
+        return (f"--db {db_url}: {error} (not a SQLite database): give the path of a Hygeia "
+                "database, or a new file name to make one")
+    return (f"--db {db_url}: {error}: check that its folder exists and this user may write "
+            "there")
 
 
 def _is_postgres_connection_error(error: BaseException) -> bool:

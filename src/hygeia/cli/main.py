@@ -287,6 +287,8 @@ def serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: give 1 or more serving processes")
     check_port(args.port)
+    if args.threads < 1:
+        raise UserError(f"--threads {args.threads}: give 1 or more request threads")
     try:
         check_http_limits(args)
         base_url = public_base_url(args)
