@@ -70,16 +70,17 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     app = cli_json("auth", "client", "create", "--db", url, "--name", "Chart", "--scopes",
                    f"{PATIENT_SCOPES} user/*.cruds offline_access",
                    "--redirect-uri", REDIRECT)["client_id"]
-    for username, link in (("alice", ("--patient", "pa")), ("bob", ("--patient", "pb")),
-                           ("drlee", ("--practitioner", "pr"))):
-        cli_json("auth", "user", "create", "--db", url, "--username", username,
-                 "--password-stdin", *link, stdin=PASSWORD + "\n")
     secret_key = folder / "secret.key"
     server = ServerProcess(url, "--auth", "--secret-key-file", str(secret_key),
                            "--files", str(folder / "files"))
     try:
         admin = backend_token(server.base, clients["admin"], key, "system/*.cruds").json()
         _load_data(server, bearer(admin["access_token"]))
+        # a user linked to a Patient is created once that Patient exists
+        for username, link in (("alice", ("--patient", "pa")), ("bob", ("--patient", "pb")),
+                               ("drlee", ("--practitioner", "pr"))):
+            cli_json("auth", "user", "create", "--db", url, "--username", username,
+                     "--password-stdin", *link, stdin=PASSWORD + "\n")
         tokens = _tokens(server, url, secret_key, app, clients["backend"], key)
         tokens["auditor"] = backend_token(server.base, clients["auditor"], key,
                                           "system/AuditEvent.rs").json()["access_token"]

@@ -120,9 +120,6 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         by_url=client("By URL", "system/*.rs", "--jwks-url", keys.url("/jwks.json")),
         private_url=client("Private", "system/*.rs", "--jwks-url",
                            keys.url("/jwks.json", "127.0.0.2")))
-    for name, patient in (("alice", "pa"), ("carol", "pc")):
-        cli_json("auth", "user", "create", "--db", url, "--username", name,
-                 "--password-stdin", "--patient", patient, stdin=PASSWORD)
     server = ServerProcess(url, "--auth", "--workers", "2", "--secret-key-file",
                            str(folder / "secret.key"), "--outbound-allow", "127.0.0.1")
     try:
@@ -133,6 +130,10 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             put = server.client.put(f"Patient/{pid}", headers=bearer(token), json={
                 "resourceType": "Patient", "id": pid, "name": [{"family": pid}]})
             assert put.status_code in (200, 201), put.text
+        # a user linked to a Patient is created once that Patient exists
+        for name, patient in (("alice", "pa"), ("carol", "pc")):
+            cli_json("auth", "user", "create", "--db", url, "--username", name,
+                     "--password-stdin", "--patient", patient, stdin=PASSWORD)
         yield world
     finally:
         server.stop()

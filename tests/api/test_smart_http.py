@@ -65,8 +65,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     rsa_backend = cli_json("auth", "client", "create", "--db", url, "--name", "RSA",
                            "--scopes", "system/*.rs", "--jwks-file",
                            str(rsa_key.jwks_file))["client_id"]
-    cli_json("auth", "user", "create", "--db", url, "--username", "pat", "--password-stdin",
-             "--patient", "p1", stdin=PASSWORD)
     cli_json("auth", "user", "create", "--db", url, "--username", "doc", "--password-stdin",
              "--practitioner", "d1", stdin=PASSWORD)
     server = ServerProcess(url, "--auth", "--secret-key-file", str(folder / "secret.key"))
@@ -76,6 +74,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         created = server.client.put("Patient/p1", headers=bearer(_writer_token(made)), json={
             "resourceType": "Patient", "id": "p1", "name": [{"family": "Ng"}]})
         assert created.status_code == 201, created.text
+        # a user linked to a Patient is created once that Patient exists
+        cli_json("auth", "user", "create", "--db", url, "--username", "pat", "--password-stdin",
+                 "--patient", "p1", stdin=PASSWORD)
         yield made
     finally:
         server.stop()

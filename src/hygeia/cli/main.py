@@ -14,7 +14,13 @@ from typing import Any
 from rich.console import Console
 
 from hygeia import __version__
-from hygeia.cli.auth import add_auth_commands, default_secret_key_file, run_auth
+from hygeia.cli.auth import (
+    add_auth_commands,
+    check_secret_key,
+    default_secret_key_file,
+    run_auth,
+)
+from hygeia.cli.errors import UserError, check_database_url, check_port, describe
 from hygeia.cli.runtime import (
     LOAD_SWITCH_INTERVAL,
     LOAD_YOUNG_THRESHOLD,
@@ -23,7 +29,6 @@ from hygeia.cli.runtime import (
     tune_garbage_collector,
 )
 from hygeia.store.factory import DEFAULT_URL
-from hygeia.store.schema import SchemaVersionError
 
 EPILOG_SERVE = "example: hygeia serve --demo --port 8080   # then GET http://127.0.0.1:8080/fhir/metadata"
 EPILOG_LOAD = """example: hygeia load --db sqlite:///./hygeia.db export/Patient.ndjson.gz bundles/
@@ -41,11 +46,18 @@ EPILOG_VALIDATE = "example: hygeia validate patient.json bundle.json.gz"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hygeia", description="Hygeia FHIR R4 data hub.")
     parser.add_argument("--version", action="version", version=f"hygeia {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of its one-line summary")
+    parser.set_defaults(help_parser=parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     serve = commands.add_parser("serve", help="run the FHIR server", epilog=EPILOG_SERVE)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="the address to listen on (default 127.0.0.1: this machine only; "
+                            "any other turns --auth on)")
+    serve.add_argument("--port", type=int, default=8080,
+                       help="the TCP port to listen on, 1 to 65535 (default 8080; 0: any free "
+                            "port)")
     serve.add_argument("--db", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
     serve.add_argument("--demo", action="store_true",
                        help="load the built-in demo patients when the database is empty")
@@ -60,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="lifetime of an access token in minutes (default 60)")
     serve.add_argument("--oidc-issuer", default=None,
                        help="accept tokens from this OpenID Connect provider instead of "
-                            "issuing them (implies --auth)")
+                            "issuing them (implies --auth; default: none, Hygeia issues "
+                            "its own)")
     serve.add_argument("--oidc-audience", default=None,
                        help="the aud those tokens carry (default: the FHIR base URL)")
     serve.add_argument("--oidc-jwks-url", default=None,
@@ -152,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="validate FHIR JSON files",
                                    epilog=EPILOG_VALIDATE)
-    validate.add_argument("paths", nargs="+")
+    validate.add_argument("paths", nargs="+",
+                          help="files or folders (.json, .json.gz, .ndjson, .ndjson.gz)")
     return parser
 
 
@@ -223,18 +237,33 @@ def public_base_url(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a user error ends it with one ``error:`` line (cli/errors.py)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "serve":
-            return serve(args)
-        if args.command == "load":
-            return load(args)
-        if args.command == "auth":
-            return run_auth(args)
-    except SchemaVersionError as error:
-        Console(stderr=True).print(f"[red]{error}")
+        return run_command(args)
+    except Exception as error:
+        message = describe(error, getattr(args, "db", None))
+        if message is None or args.debug:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if args.command is None:  # a bare ``hygeia``: what it can do
+        args.help_parser.print_help(sys.stderr)
+        return 2
+    if getattr(args, "db", None) is not None:
+        check_database_url(args.db)
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "load":
+        return load(args)
+    if args.command == "auth":
+        return run_auth(args)
+    from hygeia.cli.validating import validate_files
+
     return validate_files(args.paths)
 
 
@@ -248,6 +277,7 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from hygeia.cli.first_steps import demo_patients, first_steps
     from hygeia.cli.serving import ListenError, ServeOptions, listen, run
     from hygeia.server import FhirService, Settings
     from hygeia.store import open_repository
@@ -255,8 +285,10 @@ def serve(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     auth = args.auth or bool(args.oidc_issuer) or not is_loopback(args.host)
     if args.workers < 1:
-        console.print("[red]--workers must be at least 1.")
-        return 2
+        raise UserError(f"--workers {args.workers}: give 1 or more serving processes")
+    check_port(args.port)
+    if args.threads < 1:
+        raise UserError(f"--threads {args.threads}: give 1 or more request threads")
     try:
         check_http_limits(args)
         base_url = public_base_url(args)
@@ -292,15 +324,21 @@ def serve(args: argparse.Namespace) -> int:
     # demo; closed again because the serving worker opens its own after the fork
     repository = open_repository(args.db)
     try:
+        if auth:
+            check_secret_key(repository, settings.secret_key_file or "")
+        introduction: list[str] = []
         if args.demo:
             # no offload helper here: this process forks the server next
             # nor auditing: loading the demo is not a request through the API
-            load_demo(FhirService(repository, replace(settings, offload=False, audit=False)),
-                      console)
+            demo_service = FhirService(repository, replace(settings, offload=False,
+                                                           audit=False, auth=False))
+            load_demo(demo_service, console)
+            introduction = first_steps(demo_patients(demo_service), f"{base_url}/fhir", auth)
     finally:
         repository.close()
     console.print(f"[bold green]Hygeia[/] FHIR R4 server at {base_url}/fhir "
                   f"({repository.dialect}: {args.db})")
+    print("\n".join(introduction), flush=True)  # stdout, unwrapped: ready to paste
     if auth:
         console.print(f"SMART on FHIR authorization on: {base_url}"
                       "/fhir/.well-known/smart-configuration")
@@ -344,8 +382,7 @@ def load(args: argparse.Namespace) -> int:
     tune_this_process()
     sys.setswitchinterval(LOAD_SWITCH_INTERVAL)
     if args.workers < 0:
-        console.print("[red]--workers must be 0 or more")
-        return 2
+        raise UserError(f"--workers {args.workers}: give 0 (load in this process) or more")
     # a Bundle file of any size loads as one transaction: the entry limit guards the API
     unlimited = Settings(max_bundle_entries=sys.maxsize)
     with open_repository(args.db) as repository:
@@ -358,28 +395,6 @@ def load(args: argparse.Namespace) -> int:
         print(f"... and {report.errors - SHOWN_ERRORS} more errors", file=sys.stderr)
     print(summary(report, files))
     return 1 if report.errors else 0
-
-
-def validate_files(paths: list[str]) -> int:
-    from hygeia.cli.sources import expand_paths, is_ndjson, read_json, read_ndjson
-    from hygeia.fhir.validation import validate
-
-    checked = invalid = 0
-    for path in expand_paths(paths):
-        items = read_ndjson(path) if is_ndjson(path) else [(0, read_json(path))]
-        for number, resource in items:
-            checked += 1
-            where = f"{path}:{number}" if number else str(path)
-            if isinstance(resource, Exception):
-                invalid += 1
-                print(f"{where}: not JSON: {resource}")
-                continue
-            issues = validate(resource)
-            invalid += bool(issues)
-            for issue in issues:
-                print(f"{where}: {issue.severity} {issue.expression or '-'}: {issue.diagnostics}")
-    print(f"{checked} resources checked, {invalid} invalid.")
-    return 1 if invalid else 0
 
 
 if __name__ == "__main__":

@@ -121,6 +121,28 @@ class AuthStore:
                                    "WHERE client_id = ?", (client_id,)).fetchall()
         return _client(rows[0]) if rows else None
 
+    def clients(self) -> list[Client]:
+        """Every registered client, oldest first (``hygeia auth client list``)."""
+        with reading(self.repository) as session:
+            rows = session.execute(f"SELECT {_CLIENT_COLUMNS} FROM auth_client "
+                                   "ORDER BY created, client_id").fetchall()
+        return [_client(row) for row in rows]
+
+    def set_client_active(self, client_id: str, active: bool) -> bool:
+        """Enable or disable a client; False when there is no such client."""
+        with writing(self.repository) as session:
+            cursor = session.execute("UPDATE auth_client SET active = ? WHERE client_id = ?",
+                                     (active, client_id))
+            return bool(cursor.rowcount)
+
+    def delete_client(self, client_id: str) -> bool:
+        """Forget a client; False when there is no such client.  Its revocation mark
+        (:meth:`revoke_client_tokens`) stays, so tokens issued before it stay dead."""
+        with writing(self.repository) as session:
+            cursor = session.execute("DELETE FROM auth_client WHERE client_id = ?",
+                                     (client_id,))
+            return bool(cursor.rowcount)
+
     def update_client_credentials(self, client_id: str, *, secret_hash: str | None,
                                   jwks: dict[str, Any] | None) -> bool:
         """Replace a client's secret or keys (rotation); False when there is no such client."""
@@ -163,6 +185,21 @@ class AuthStore:
         name, password_hash, fhir_user, created, active, failed, locked = rows[0]
         return User(name, password_hash, fhir_user, int(created), bool(active), int(failed),
                     None if locked is None else int(locked))
+
+    def users(self) -> list[User]:
+        """Every user, by name (``hygeia auth user list``); no password hashes leave here
+        other than in the records themselves."""
+        with reading(self.repository) as session:
+            names = session.execute("SELECT username FROM auth_user "
+                                    "ORDER BY username").fetchall()
+        return [user for (name,) in names if (user := self.user(name)) is not None]
+
+    def set_user_active(self, username: str, active: bool) -> bool:
+        """Enable or disable a user's sign-in; False when there is no such user."""
+        with writing(self.repository) as session:
+            cursor = session.execute("UPDATE auth_user SET active = ? WHERE username = ?",
+                                     (active, username))
+            return bool(cursor.rowcount)
 
     def note_sign_in(self, username: str, succeeded: bool, *, now: int, limit: int,
                      lock_us: int) -> None:

@@ -103,6 +103,7 @@ class AuthServer:
                 if found is None:
                     raise OAuthError("invalid_grant", "The refresh token is unknown, expired, "
                                      "revoked or used already.")
+                self._require_active_user(found.subject)
                 grant = narrowed(found, form.get("scope"))
             else:
                 grant = self._backend_grant(client.client_id, client.scopes, client.public,
@@ -117,6 +118,13 @@ class AuthServer:
                                     "grant_type": grant_type, "site": origin,
                                     "remote": remote})
         return self.tokens.respond(grant, f"{origin}/auth")
+
+    def _require_active_user(self, username: str) -> None:
+        """A refresh token stops working once its user is disabled (``hygeia auth user
+        disable``); only user grants (authorization code) carry refresh tokens."""
+        user = self.store.user(username)
+        if user is not None and not user.active:
+            raise OAuthError("invalid_grant", f"The user '{username}' is disabled.")
 
     def _backend_grant(self, client_id: str, allowed: str, public: bool, scope: str,
                        origin: str) -> Grant:

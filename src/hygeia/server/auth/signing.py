@@ -29,6 +29,15 @@ ALGORITHM = "RS256"  # what every OpenID Connect library accepts for an id_token
 _RELOAD_SECONDS = 5.0
 
 
+class SecretKeyMismatch(Exception):
+    """The database's active signing key was sealed with another secret key.
+
+    Making a new key then would hide a misconfiguration (the wrong
+    ``--secret-key-file``, a lost ``HYGEIA_SECRET_KEY``) and, with several
+    servers on one database, let each replace the others' key in turn.
+    """
+
+
 class Signer:
     """Signs with the active key and verifies against every published one."""
 
@@ -40,6 +49,7 @@ class Signer:
         self._public: dict[str, Any] = {}
         self._jwks: list[dict[str, Any]] = []
         self._loaded_at = 0.0
+        self._sealed_elsewhere = False  # the active key exists but this box cannot open it
 
     def sign(self, claims: dict[str, Any]) -> str:
         kid, key = self._active()
@@ -59,8 +69,23 @@ class Signer:
         self._active()
         return {"keys": list(self._jwks)}
 
-    def rotate(self) -> str:
-        """Make a new active key and retire the others; returns its kid."""
+    def check_secret_key(self) -> None:
+        """:class:`SecretKeyMismatch` unless the secret key opens the active signing key
+        (or there is none yet, and the first use makes it)."""
+        with self._lock:
+            self._reload()
+            if self._private is None and self._sealed_elsewhere:
+                raise SecretKeyMismatch("the secret key does not open the token signing keys "
+                                        "this database holds")
+
+    def rotate(self, *, replace_unopenable: bool = False) -> str:
+        """Make a new active key and retire the others; returns its kid.
+
+        When the active key was sealed with another secret key, only with
+        ``replace_unopenable`` (the operator lost that key and accepts a new one).
+        """
+        if not replace_unopenable:
+            self.check_secret_key()
         with self._lock:
             key = _new_key(self.box)
             self.store.add_key(key)
@@ -72,6 +97,9 @@ class Signer:
         with self._lock:
             if self._private is None or self._stale():
                 self._reload()
+            if self._private is None and self._sealed_elsewhere:
+                raise SecretKeyMismatch("the secret key does not open the token signing keys "
+                                        "this database holds")
             if self._private is None:
                 key = _new_key(self.box)
                 self.store.add_key(key)
@@ -95,11 +123,13 @@ class Signer:
         self._public = {key.kid: RSAAlgorithm.from_jwk(key.public_jwk) for key in keys}
         self._jwks = [key.public_jwk for key in keys]
         self._private = None
+        self._sealed_elsewhere = False
         for key in keys:
             if key.retired is None:
                 pem = self.box.open(key.private_key)
-                if pem is not None:  # sealed with another secret key: cannot sign with it
+                if pem is not None:
                     self._private = (key.kid, serialization.load_pem_private_key(pem, None))
+                self._sealed_elsewhere = pem is None
                 break
         self._loaded_at = time.monotonic()
 
