@@ -18,6 +18,7 @@ import orjson
 
 from hygeia.api.auth_http import auth_answer
 from hygeia.api.cors import cors_headers, is_preflight, preflight_headers
+from hygeia.api.health import probe_answer
 from hygeia.api.negotiation import (
     FHIR_JSON,
     FORM_TYPE,
@@ -82,8 +83,10 @@ def create_app(service: FhirService) -> WsgiApp:
         method = environ["REQUEST_METHOD"]
         if is_preflight(environ):
             return HttpResponse(204, preflight_headers()).send(start_response, method)
-        with service.request_limits():  # /auth requests query the database too
-            answer = auth_answer(service, environ)
+        answer = probe_answer(service, environ)  # never audited, never a token
+        if answer is None:
+            with service.request_limits():  # /auth requests query the database too
+                answer = auth_answer(service, environ)
         if answer is not None:
             status, headers, body, media_type = answer
             response = HttpResponse(status, headers, body, media_type=media_type)
