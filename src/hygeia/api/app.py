@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from hygeia.api.auth_http import auth_answer
+from hygeia.api.compression import encode_body
 from hygeia.api.cors import cors_headers, is_preflight, preflight_headers
 from hygeia.api.health import probe_answer
 from hygeia.api.negotiation import (
@@ -64,6 +65,12 @@ class HttpResponse:
         self.media_type = media_type
         self.stream = stream  # sent chunk by chunk; Content-Length comes in ``headers``
 
+    def encode(self, accept_encoding: str | None) -> None:
+        """gzip the body when the client accepts it and it is worth it (api/compression)."""
+        if self.stream is not None or self.status == 204:
+            return
+        self.body = encode_body(self.body, self.media_type, self.headers, accept_encoding)
+
     def send(self, start_response: StartResponse, method: str) -> Iterable[bytes]:
         headers = list(self.headers.items())
         if self.body or self.stream is not None:
@@ -93,6 +100,7 @@ def create_app(service: FhirService) -> WsgiApp:
         else:
             response = _respond(service, environ)
         response.headers.update(cors_headers(environ))
+        response.encode(environ.get("HTTP_ACCEPT_ENCODING"))
         return response.send(start_response, method)
 
     return app
