@@ -9,6 +9,7 @@ front end (api/http), which hands the app whole requests.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
@@ -20,6 +21,7 @@ from hygeia.api.auth_http import auth_answer
 from hygeia.api.compression import encode_body
 from hygeia.api.cors import cors_headers, is_preflight, preflight_headers
 from hygeia.api.health import probe_answer
+from hygeia.api.metrics import Metrics
 from hygeia.api.negotiation import (
     FHIR_JSON,
     FORM_TYPE,
@@ -86,11 +88,15 @@ class HttpResponse:
 def create_app(service: FhirService) -> WsgiApp:
     """Build the WSGI app around a FhirService."""
 
+    metrics = Metrics(service)
+
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
         method = environ["REQUEST_METHOD"]
         if is_preflight(environ):
             return HttpResponse(204, preflight_headers()).send(start_response, method)
-        answer = probe_answer(service, environ)  # never audited, never a token
+        # probes and metrics: never audited, never a token
+        answer = probe_answer(service, environ) or metrics.answer(environ)
         if answer is None:
             with service.request_limits():  # /auth requests query the database too
                 answer = auth_answer(service, environ)
@@ -101,6 +107,7 @@ def create_app(service: FhirService) -> WsgiApp:
             response = _respond(service, environ)
         response.headers.update(cors_headers(environ))
         response.encode(environ.get("HTTP_ACCEPT_ENCODING"))
+        metrics.observe(environ, response.status, time.perf_counter() - started)
         return response.send(start_response, method)
 
     return app
