@@ -111,3 +111,21 @@ def _drop(url: str) -> None:
     admin = url.rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def test_ready_does_not_hang_on_a_locked_postgres_schema_table(postgres_url: str) -> None:
+    url = postgres_url.rsplit("/", 1)[0] + f"/hygeia_lock_{time.monotonic_ns()}"
+    server = ServerProcess(url)
+    try:
+        root = _root(server)
+        with psycopg.connect(url) as holder:  # a migration holding the table, say
+            holder.execute("LOCK TABLE hygeia_schema IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            ready = httpx.get(f"{root}/ready", timeout=30)
+            assert ready.status_code == 503
+            assert time.monotonic() - started < 5
+            holder.rollback()
+        assert httpx.get(f"{root}/ready").status_code == 200
+    finally:
+        server.stop()
+        _drop(url)
