@@ -9,6 +9,7 @@ front end (api/http), which hands the app whole requests.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
@@ -17,7 +18,10 @@ from urllib.parse import parse_qsl
 import orjson
 
 from hygeia.api.auth_http import auth_answer
+from hygeia.api.compression import encode_body
 from hygeia.api.cors import cors_headers, is_preflight, preflight_headers
+from hygeia.api.health import probe_answer
+from hygeia.api.metrics import Metrics
 from hygeia.api.negotiation import (
     FHIR_JSON,
     FORM_TYPE,
@@ -64,6 +68,12 @@ class HttpResponse:
         self.media_type = media_type
         self.stream = stream  # sent chunk by chunk; Content-Length comes in ``headers``
 
+    def encode(self, accept_encoding: str | None) -> None:
+        """gzip the body when the client accepts it and it is worth it (api/compression)."""
+        if self.stream is not None or self.status == 204:
+            return
+        self.body = encode_body(self.body, self.media_type, self.headers, accept_encoding)
+
     def send(self, start_response: StartResponse, method: str) -> Iterable[bytes]:
         headers = list(self.headers.items())
         if self.body or self.stream is not None:
@@ -79,12 +89,18 @@ class HttpResponse:
 def create_app(service: FhirService) -> WsgiApp:
     """Build the WSGI app around a FhirService."""
 
+    metrics = Metrics(service)
+
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
         method = environ["REQUEST_METHOD"]
         if is_preflight(environ):
             return HttpResponse(204, preflight_headers()).send(start_response, method)
-        with service.request_limits():  # /auth requests query the database too
-            answer = auth_answer(service, environ)
+        # probes and metrics: never audited, never a token
+        answer = probe_answer(service, environ) or metrics.answer(environ)
+        if answer is None:
+            with service.request_limits():  # /auth requests query the database too
+                answer = auth_answer(service, environ)
         if answer is not None:
             status, headers, body, media_type = answer
             response = HttpResponse(status, headers, body, media_type=media_type)
@@ -92,6 +108,8 @@ def create_app(service: FhirService) -> WsgiApp:
             response = _respond(service, environ)
         response.media_type = response.media_type or response_type(environ.get("HTTP_ACCEPT"))
         response.headers.update(cors_headers(environ))
+        response.encode(environ.get("HTTP_ACCEPT_ENCODING"))
+        metrics.observe(environ, response.status, time.perf_counter() - started)
         return response.send(start_response, method)
 
     return app

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extract index rows and validate transactions on the request "
                             "thread instead of in a helper process")
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--public-metrics", action="store_true",
+                       help="with --auth: let anyone who reaches the port read /metrics "
+                            "(request counts and latencies; default: 403 with --auth)")
     serve.add_argument("--audit", action="store_true",
                        help="record every read, search, write, export and sign-in as an "
                             "AuditEvent (on with --auth too)")
@@ -318,7 +321,7 @@ def serve(args: argparse.Namespace) -> int:
                         max_included=max(0, args.max_included),
                         max_json_values=max(1, args.max_json_values),
                         max_chain_depth=max(0, args.max_chain_depth),
-                        base_url=base_url,
+                        base_url=base_url, public_metrics=args.public_metrics,
                         **http_limit_settings(args))
     # opened here to refuse a database of another layout before serving, and for the
     # demo; closed again because the serving worker opens its own after the fork

@@ -85,6 +85,8 @@ class Settings:
     http_max_client_connections: int = 32  # open connections per client address; more: 429
     http_max_connections: int = 1000  # open connections per serving process; more: 503
     http_max_buffered_bytes: int = 512 * 1024 * 1024  # request bodies held at once; more: 503
+    # /metrics with authorization on: closed (403) unless True (scrapers carry no token)
+    public_metrics: bool = False
 
 
 @dataclass(slots=True)

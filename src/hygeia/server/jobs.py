@@ -119,6 +119,11 @@ class JobRunner:
         self._thread = threading.Thread(target=self._loop, name="hygeia-jobs", daemon=True)
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """True while the runner's thread is running (a readiness probe asks)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def wake(self) -> None:
         """Look for work now (a job was just submitted in this process)."""
         self._wake.set()

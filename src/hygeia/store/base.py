@@ -222,6 +222,15 @@ class Repository(ABC):
     def close(self) -> None:
         """Release connections."""
 
+    def schema_version(self, timeout: float) -> int | None:
+        """The layout version the database records (None when it records none), read
+        within about ``timeout`` seconds; raises when the database cannot be reached.
+
+        For readiness probes (``/ready``): a probe must answer quickly even when the
+        database is gone, so it never waits the full connection-pool timeout.
+        """
+        raise NotImplementedError
+
     def bulk_load(self) -> AbstractContextManager[bool]:
         """A bulk load's scope, in which a backend may trade per-commit costs for one
         cost at the end (True: the index tables' lookup indexes were dropped, to be

@@ -105,6 +105,13 @@ class JobStore:
                 "NULL, ?, ?, NULL)", (job.id, kind, QUEUED, _dump(request), now, now))
         return job
 
+    def unfinished_by_kind(self) -> dict[tuple[str, str], int]:
+        """How many jobs wait or run, by (kind, state): the queue depth that /metrics shows."""
+        with reading(self.repository) as session:
+            rows = session.execute("SELECT kind, state, COUNT(*) FROM job WHERE state IN "
+                                   "(?, ?) GROUP BY kind, state", (QUEUED, RUNNING)).fetchall()
+        return {(str(kind), str(state)): int(count) for kind, state, count in rows}
+
     def get(self, job_id: str) -> Job | None:
         with reading(self.repository) as session:
             rows = session.execute(f"SELECT {_COLUMNS} FROM job WHERE id = ?",

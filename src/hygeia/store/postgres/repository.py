@@ -219,6 +219,13 @@ class PostgresRepository(Repository):
                                + timeout)
             yield PostgresSession(connection)
 
+    def schema_version(self, timeout: float) -> int | None:
+        # the pool's own wait (30 s) would hold a readiness probe while the database is down
+        with self._pool.connection(timeout=timeout) as connection, connection.transaction():
+            connection.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
+            row = connection.execute("SELECT MAX(version) FROM hygeia_schema").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def close(self) -> None:
         self._pool.close()
 

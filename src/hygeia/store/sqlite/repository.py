@@ -266,6 +266,11 @@ class SqliteRepository(Repository):
             connection.execute("COMMIT")
             self._readers.put(connection)
 
+    def schema_version(self, timeout: float) -> int | None:
+        with self.reader() as session:  # a local file: reading it never waits on a network
+            row = session.execute("SELECT MAX(version) FROM hygeia_schema").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def _reader_connection(self) -> sqlite3.Connection:
         # small: the operating system's page cache holds the file as well, so a miss
         # here costs a copy, not a disk read
