@@ -103,11 +103,17 @@ def test_metrics_under_auth_are_closed_unless_public(database_url: str, public: 
         server.stop()
 
 
-def test_workers_are_summed_in_multiprocess_mode(tmp_path: Path,
+@pytest.mark.parametrize("own_folder", [True, False], ids=["operator-folder", "automatic"])
+def test_workers_are_summed_in_multiprocess_mode(tmp_path: Path, own_folder: bool,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the operator's PROMETHEUS_MULTIPROC_DIR, or without one (``hygeia serve``
+    then makes a folder of its own for its workers)."""
     folder = tmp_path / "metrics"
     folder.mkdir()
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+    if own_folder:
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+    else:
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     server = ServerProcess(f"sqlite:///{tmp_path}/w.db", "--workers", "2")
     try:
         first = _requests(_scrape(server), "capabilities", "200")
@@ -116,6 +122,7 @@ def test_workers_are_summed_in_multiprocess_mode(tmp_path: Path,
         # whichever worker answers a scrape, it reports both workers' requests
         seen = {_requests(_scrape(server), "capabilities", "200") for _ in range(6)}
         assert seen == {first + 20}
-        assert len(list(folder.iterdir())) >= 2  # one file per worker and metric type
+        if own_folder:
+            assert len(list(folder.iterdir())) >= 2  # one file per worker and metric type
     finally:
         server.stop()

@@ -18,11 +18,14 @@ import ctypes
 import errno
 import os
 import resource
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from hygeia.cli.runtime import default_threads, tune_garbage_collector
@@ -32,6 +35,8 @@ _PR_SET_PDEATHSIG = 1
 BACKLOG = 2048  # the kernel caps it at net.core.somaxconn
 STOP_SECONDS = 20.0  # after SIGTERM, a serving process still running this long is killed
 
+
+_METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # the one prometheus-client reads
 
 @dataclass(frozen=True)
 class ServeOptions:
@@ -79,8 +84,28 @@ def listen(host: str, port: int) -> socket.socket:
 def run(options: ServeOptions, listener: socket.socket) -> int:
     """Serve until SIGINT/SIGTERM; 0 after a clean stop, 1 when a serving process died."""
     supervisor = os.getpid()
-    workers = {_fork_worker(options, listener, supervisor) for _ in range(options.workers)}
-    return _supervise(workers)
+    with _shared_metrics(options.workers):
+        workers = {_fork_worker(options, listener, supervisor)
+                   for _ in range(options.workers)}
+        return _supervise(workers)
+
+
+@contextlib.contextmanager
+def _shared_metrics(workers: int) -> Iterator[None]:
+    """With several serving processes, give them one folder for prometheus-client's
+    multiprocess mode (api/metrics.py), so any of them answers a scrape with the sums
+    of all; an operator's own PROMETHEUS_MULTIPROC_DIR wins.  Set before the fork:
+    the workers import prometheus-client after it, and it reads the variable then."""
+    if workers < 2 or os.environ.get(_METRICS_ENV):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="hygeia-metrics-")
+    os.environ[_METRICS_ENV] = folder
+    try:
+        yield
+    finally:
+        del os.environ[_METRICS_ENV]
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _supervise(workers: set[int]) -> int:
