@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from hygeia.cli.main import build_parser
+from hygeia.cli.main import build_parser, environment_variable
 from hygeia.server import Settings
 
 GUIDE = Path(__file__).parent.parent / "docs" / "guide" / "operations.md"
@@ -28,6 +28,18 @@ def test_every_serve_flag_is_in_the_operations_guide() -> None:
     assert len(flags) > 30
     missing = [flag for flag in flags if f"`{flag}`" not in text]
     assert not missing, f"docs/guide/operations.md does not list {missing}"
+
+
+def test_every_serve_flag_has_its_variable_in_the_environment_table() -> None:
+    """One table lists them all: each row names the variable and the flag it stands for."""
+    section = GUIDE.read_text().split("## Configuration from the environment", 1)[1]
+    table = section.split("\n## ", 1)[0]
+    rows = {line for line in table.splitlines() if line.startswith("| `HYGEIA_")}
+    missing = [flag for flag in _serve_flags()
+               if not any(row.startswith(f"| `{environment_variable(flag)}` | `{flag}` |")
+                          for row in rows)]
+    assert not missing, f"the environment table of docs/guide/operations.md lacks {missing}"
+    assert len(rows) == len(_serve_flags()), "a row names a variable that is no flag"
 
 
 def test_every_setting_is_in_the_operations_guide() -> None:

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from importlib.resources import files
 from typing import Any
@@ -31,6 +32,9 @@ from hygeia.cli.runtime import (
 from hygeia.store.factory import DEFAULT_URL
 
 EPILOG_SERVE = "example: hygeia serve --demo --port 8080   # then GET http://127.0.0.1:8080/fhir/metadata"
+DESCRIPTION_SERVE = ("Run the FHIR server. Every option can also be set in the environment as "
+                     "HYGEIA_ and its name in capitals (HYGEIA_PORT=8080, "
+                     "HYGEIA_MAX_BODY_MB=16); a flag wins over its variable.")
 EPILOG_LOAD = """example: hygeia load --db sqlite:///./hygeia.db export/Patient.ndjson.gz bundles/
 example: hygeia load --upsert --workers 4 --db postgresql://postgres@127.0.0.1:5432/hygeia export/
 
@@ -41,6 +45,9 @@ A killed load finishes exactly when run again: loaded files are skipped, a partl
 loaded file resumes after its committed part (--reload loads everything again)."""
 SHOWN_ERRORS = 50  # errors printed by ``hygeia load``; the summary counts them all
 EPILOG_VALIDATE = "example: hygeia validate patient.json bundle.json.gz"
+ENVIRONMENT_PREFIX = "HYGEIA_"  # HYGEIA_MAX_BODY_MB is --max-body-mb of hygeia serve
+TRUE_WORDS, FALSE_WORDS = frozenset({"1", "true", "yes"}), frozenset({"0", "false", "no"})
+TYPE_NAMES: dict[object, str] = {int: "a whole number", float: "a number"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(help_parser=parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
-    serve = commands.add_parser("serve", help="run the FHIR server", epilog=EPILOG_SERVE)
+    serve = commands.add_parser("serve", help="run the FHIR server", epilog=EPILOG_SERVE,
+                                description=DESCRIPTION_SERVE)
     serve.add_argument("--host", default="127.0.0.1",
                        help="the address to listen on (default 127.0.0.1: this machine only; "
                             "any other turns --auth on)")
@@ -99,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extract index rows and validate transactions on the request "
                             "thread instead of in a helper process")
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--log-format", choices=("text", "json"), default="text",
+                       help="access log lines as text or as one JSON object each "
+                            "(default text)")
     serve.add_argument("--public-metrics", action="store_true",
                        help="with --auth: let anyone who reaches the port read /metrics "
                             "(request counts and latencies; default: 403 with --auth)")
@@ -239,9 +250,91 @@ def public_base_url(args: argparse.Namespace) -> str:
     return default_base_url(args.host, args.port)
 
 
+def environment_variable(option: str) -> str:
+    """The variable that stands for a ``hygeia serve`` option: ``--max-body-mb`` is
+    ``HYGEIA_MAX_BODY_MB``."""
+    return ENVIRONMENT_PREFIX + option.removeprefix("--").replace("-", "_").upper()
+
+
+def subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    commands = next(action for action in parser._actions
+                    if isinstance(action, argparse._SubParsersAction))
+    command: argparse.ArgumentParser = commands.choices[name]
+    return command
+
+
+def apply_environment(command: argparse.ArgumentParser,
+                      environ: Mapping[str, str]) -> dict[str, Any]:
+    """Make every option of ``command`` whose variable is set (and not empty) default to
+    its value, so the command line still wins (containers configure by environment);
+    the defaults set.
+
+    UserError naming the variable when a value does not convert, as the flag would not.
+    """
+    defaults: dict[str, Any] = {}
+    for action in command._actions:
+        for option in action.option_strings:
+            variable = environment_variable(option)
+            if option.startswith("--") and option != "--help" and environ.get(variable):
+                defaults[action.dest] = environment_value(action, variable, environ[variable])
+    command.set_defaults(**defaults)
+    return defaults
+
+
+def environment_value(action: argparse.Action, variable: str, text: str) -> Any:
+    """The value of one option from its variable: yes/no for a switch, a comma-separated
+    list for a repeatable option, else converted as the flag's own value is."""
+    if isinstance(action, argparse._StoreConstAction):
+        word = text.strip().lower()
+        if word not in TRUE_WORDS | FALSE_WORDS:
+            raise UserError(f"{variable}={text}: give 1, true or yes to turn "
+                            f"{action.option_strings[0]} on, 0, false or no to leave it off")
+        return action.const if word in TRUE_WORDS else action.default
+    if isinstance(action, argparse._AppendAction):
+        return [_converted(action, variable, item.strip())
+                for item in text.split(",") if item.strip()]
+    return _converted(action, variable, text)
+
+
+def _converted(action: argparse.Action, variable: str, text: str) -> Any:
+    convert: Callable[[str], Any] = action.type if callable(action.type) else str
+    try:
+        value = convert(text)
+    except (TypeError, ValueError):
+        expected = TYPE_NAMES.get(convert, f"a valid {action.option_strings[0]} value")
+        raise UserError(f"{variable}={text} is not {expected} "
+                        f"(it stands for {action.option_strings[0]})") from None
+    if action.choices is not None and value not in action.choices:
+        raise UserError(f"{variable}={text}: give one of "
+                        + ", ".join(str(choice) for choice in action.choices))
+    return value
+
+
+def parse_arguments(argv: list[str] | None,
+                    environ: Mapping[str, str] = os.environ) -> argparse.Namespace:
+    """The command line, with ``hygeia serve``'s options defaulting to their HYGEIA_*
+    variables (read only for serve: a bad HYGEIA_PORT must not stop ``hygeia load``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        return args
+    defaults = apply_environment(subcommand(parser, "serve"), environ)
+    args = parser.parse_args(argv)
+    for dest, value in defaults.items():
+        given = getattr(args, dest)
+        # argparse appends a repeated flag to a copy of its default: the flags replace it
+        if isinstance(value, list) and given is not value:
+            setattr(args, dest, given[len(value):])
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a user error ends it with one ``error:`` line (cli/errors.py)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse_arguments(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run_command(args)
@@ -285,7 +378,7 @@ def serve(args: argparse.Namespace) -> int:
     from hygeia.server import FhirService, Settings
     from hygeia.store import open_repository
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a log line is never wrapped
     auth = args.auth or bool(args.oidc_issuer) or not is_loopback(args.host)
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: give 1 or more serving processes")
@@ -341,7 +434,8 @@ def serve(args: argparse.Namespace) -> int:
         repository.close()
     console.print(f"[bold green]Hygeia[/] FHIR R4 server at {base_url}/fhir "
                   f"({repository.dialect}: {args.db})")
-    print("\n".join(introduction), flush=True)  # stdout, unwrapped: ready to paste
+    if introduction:  # no empty line: standard output may be a JSON access log
+        print("\n".join(introduction), flush=True)  # stdout, unwrapped: ready to paste
     if auth:
         console.print(f"SMART on FHIR authorization on: {base_url}"
                       "/fhir/.well-known/smart-configuration")
@@ -350,7 +444,7 @@ def serve(args: argparse.Namespace) -> int:
                       "and write all data. Use --auth (always on beyond loopback).")
     return run(ServeOptions(db_url=args.db, settings=settings, host=args.host, port=args.port,
                             threads=args.threads, access_log=args.access_log,
-                            workers=args.workers), listener)
+                            workers=args.workers, log_format=args.log_format), listener)
 
 
 def default_files_dir(db_url: str) -> str:

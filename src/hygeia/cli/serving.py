@@ -48,6 +48,7 @@ class ServeOptions:
     port: int = 8080
     threads: int = field(default_factory=default_threads)
     access_log: bool = False
+    log_format: str = "text"  # of the access log: "text" or "json" (one object a line)
     workers: int = 1  # serving processes; each also runs background jobs
 
 
@@ -167,6 +168,7 @@ def _serve_in_worker(options: ServeOptions, listener: socket.socket, supervisor:
     """One serving process: its own repository, service and jobs, then HTTP until stopped."""
     from hygeia.api import create_app
     from hygeia.api.http import HttpLimits, serve_socket
+    from hygeia.api.http.wsgi import log_access_as_json
     from hygeia.server import FhirService
     from hygeia.store import open_repository
 
@@ -181,6 +183,8 @@ def _serve_in_worker(options: ServeOptions, listener: socket.socket, supervisor:
         service.start_jobs()
         app = create_app(service)
         tune_garbage_collector()
+        if options.access_log and options.log_format == "json":
+            log_access_as_json()
         serve_socket(listener, app, limits, base_url=options.settings.base_url or "",
                      threads=options.threads, access_log=options.access_log,
                      multiprocess=options.workers > 1)

@@ -15,6 +15,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hygeia.api.http")
 access_log = logging.getLogger("hygeia.access")
+# a child that does not propagate: ``--log-format json`` lines carry no text prefix
+json_access_log = logging.getLogger("hygeia.access.json")
+_access_log_as_json = False
 _NO_BODY_STATUSES = frozenset({204, 304})
 _date_cache: tuple[int, str] = (0, "")
 
@@ -77,11 +81,34 @@ def respond(front: FrontEnd, connection: HttpConnection, request: Request) -> No
         front.loop.call_soon_threadsafe(connection.finished, _failure(sent), False,
                                         request.reserved)
     if front.access_log:
-        # the path only: queries carry search values (names, identifiers) that are patient data
-        path = request.target.partition(b"?")[0].decode("latin-1")
-        access_log.info('%s - "%s %s HTTP/%s" %d %d %.1fms', connection.client, request.method,
-                        path, request.version, status, sent,
-                        (time.perf_counter() - started) * 1000)
+        _log_access(connection, request, status, sent, (time.perf_counter() - started) * 1000)
+
+
+def log_access_as_json() -> None:
+    """``--log-format json``: each access log line is one JSON object on standard output
+    (time, client, method, path, status, bytes, ms), for log shippers to parse."""
+    global _access_log_as_json
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    json_access_log.addHandler(handler)
+    json_access_log.setLevel(logging.INFO)
+    json_access_log.propagate = False
+    _access_log_as_json = True
+
+
+def _log_access(connection: HttpConnection, request: Request, status: int, sent: int,
+                ms: float) -> None:
+    """One access log line.  The path only: queries carry search values (names,
+    identifiers) that are patient data, and no header is logged (tokens, cookies)."""
+    path = request.target.partition(b"?")[0].decode("latin-1")
+    if _access_log_as_json:
+        json_access_log.info("%s", orjson.dumps({
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "client": connection.client, "method": request.method, "path": path,
+            "status": status, "bytes": sent, "ms": round(ms, 1)}).decode())
+        return
+    access_log.info('%s - "%s %s HTTP/%s" %d %d %.1fms', connection.client, request.method,
+                    path, request.version, status, sent, ms)
 
 
 def environ(front: FrontEnd, connection: HttpConnection, request: Request) -> dict[str, Any]:
