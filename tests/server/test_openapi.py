@@ -74,3 +74,18 @@ def test_errors_are_operation_outcomes(document: dict[str, Any]) -> None:
     operation_ids = [operation["operationId"] for item in document["paths"].values()
                      for key, operation in item.items() if key != "parameters"]
     assert len(operation_ids) == len(set(operation_ids))
+
+
+def test_a_created_resource_links_to_its_instance_interactions(document: dict[str, Any]) -> None:
+    operation_ids = {operation["operationId"] for item in document["paths"].values()
+                     for key, operation in item.items() if key != "parameters"}
+    links = document["paths"]["/Observation"]["post"]["responses"]["201"]["links"]
+    assert {link["operationId"] for link in links.values()} == {
+        "readObservation", "updateObservation", "patchObservation", "deleteObservation",
+        "historyObservationInstance", "vreadObservation"}
+    assert links["vread"]["parameters"]["vid"] == "$response.body#/meta/versionId"
+    targets = {link["operationId"] for item in document["paths"].values()
+               for key, operation in item.items() if key != "parameters"
+               for response in operation["responses"].values()
+               for link in response.get("links", {}).values()}
+    assert targets <= operation_ids

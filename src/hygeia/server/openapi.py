@@ -65,6 +65,7 @@ def _type_paths(entry: dict[str, Any]) -> dict[str, Any]:
     if "create" in codes:
         paths[base]["post"] = _op(f"create{type_}", type_, f"Create a {type_}", [],
                                   _resource_body(type_))
+        paths[base]["post"]["responses"] = {**_RESPONSES, "201": _created(type_, codes)}
     _instance_methods(paths[instance], type_, codes)
     paths.update(_history_paths(type_, codes))
     for operation in entry.get("operation", []):
@@ -135,6 +136,26 @@ def _system_paths(rest: dict[str, Any]) -> dict[str, Any]:
     for operation in rest.get("operation", []):
         paths.update(_operation_paths(None, operation["name"]))
     return paths
+
+
+# what a client can do next with a resource it created (OpenAPI links: they let
+# schemathesis's stateful phase read, change and delete resources that exist)
+_NEXT = {"read": "read", "update": "update", "patch": "patch", "delete": "delete",
+         "history-instance": "history", "vread": "vread"}
+
+
+def _created(type_: str, codes: set[str]) -> dict[str, Any]:
+    """The 201 of a create, with a link to each instance interaction of the new id."""
+    links: dict[str, Any] = {}
+    for code, prefix in _NEXT.items():
+        if code in codes:
+            suffix = "Instance" if code == "history-instance" else ""
+            parameters = {"id": "$response.body#/id"}
+            if code == "vread":
+                parameters["vid"] = "$response.body#/meta/versionId"
+            links[code] = {"operationId": f"{prefix}{type_}{suffix}", "parameters": parameters}
+    return {"description": f"The {type_} created", "links": links,
+            "content": {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/Resource"}}}}
 
 
 def _op(operation_id: str, tag: str, summary: str,
