@@ -59,7 +59,7 @@ def _route(method: str, path: str, query: list[tuple[str, str]]) -> Route:
         return _system_route(method, bool(query))
     if parts == ["_search"]:
         return _only(method, "POST", Route("search-system"))
-    if parts[0] in ("metadata", "_history") or parts[0].startswith("$"):
+    if parts[0] in ("metadata", "openapi.json", "_history") or parts[0].startswith("$"):
         return _system_named_route(method, parts)
     if parts[0] == "_job":
         return _job_route(method, parts)
@@ -113,6 +113,8 @@ def _system_named_route(method: str, parts: list[str]) -> Route:
         raise NotFound(f"There is nothing at '{'/'.join(parts)}'.")
     if name == "metadata":
         return _only(method, "GET", Route("capabilities"))
+    if name == "openapi.json":
+        return _only(method, "GET", Route("openapi"))
     if name == "_history":
         return _only(method, "GET", Route("history-system"))
     raise unsupported_operation(name, "[base] (the system level)")

@@ -9,6 +9,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from hygeia.fhir.outcome import BadRequest, Issue, operation_outcome
 from hygeia.fhir.search.parameters import default_registry
 from hygeia.fhir.validation import validate
@@ -27,6 +29,7 @@ from hygeia.server.job_status import cancel_job, job_file, job_status
 from hygeia.server.jobs import FileArea, JobKind, JobRunner, JobTiming
 from hygeia.server.offload import Offload
 from hygeia.server.offload_jobs import IndexBatcher
+from hygeia.server.openapi import openapi_document
 from hygeia.server.provenance import store_provenance
 from hygeia.server.reindex import ReindexJob, start_reindex
 from hygeia.server.router import Route, parse_route
@@ -46,6 +49,7 @@ class FhirService:
         self._before_commit = threading.local()  # .hooks: this thread's, see before_commit
         self.registry = default_registry().copy()
         self._capabilities: tuple[int, dict[str, Any]] | None = None
+        self._openapi: tuple[int, str, bytes] | None = None
         self.jobs = JobStore(repository)
         self.files = FileArea(Path(self.settings.files_dir) if self.settings.files_dir else None)
         # job kinds by name; a pillar registers its own here at start-up
@@ -128,6 +132,9 @@ class FhirService:
                 statement = with_security(statement, self.auth.smart_configuration(origin),
                                           request.base_url)
             return FhirResponse(200, resource=statement)
+        if route.interaction == "openapi":
+            return FhirResponse(200, raw=self.openapi(request.base_url),
+                                media_type="application/json")
         if route.interaction == "validate":
             return validate_operation(request.body, route.resource_type or "")
         if self.audit.enabled and _may_read_the_trail(route, request):
@@ -218,6 +225,15 @@ class FhirService:
             statement = capability_statement(self.repository.dialect, self.registry)
             self._capabilities = (self.registry.generation, statement)
         return self._capabilities[1]
+
+    def openapi(self, base_url: str) -> bytes:
+        """The OpenAPI document as JSON, rebuilt only when the statement is."""
+        statement = self.capabilities()
+        generation = self.registry.generation
+        if self._openapi is None or self._openapi[:2] != (generation, base_url):
+            document = orjson.dumps(openapi_document(statement, base_url))
+            self._openapi = (generation, base_url, document)
+        return self._openapi[2]
 
     def perform(self, route: Route, request: FhirRequest, session: Session) -> FhirResponse:
         """Run one interaction in ``session`` (shared by HTTP requests and Bundle entries)."""
