@@ -26,3 +26,13 @@ def test_openapi_document_is_read_only(server: ServerProcess) -> None:
     response = server.client.post("openapi.json", json={"resourceType": "Patient"})
     assert response.status_code == 405
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_openapi_document_needs_no_token_as_metadata_needs_none(database_url: str) -> None:
+    """Like the CapabilityStatement it is made from, the API description is public."""
+    server = ServerProcess(database_url, "--auth")
+    try:
+        assert server.client.get("openapi.json").status_code == 200
+        assert server.client.get("Patient").status_code == 401
+    finally:
+        server.stop()

@@ -48,7 +48,7 @@ _WRITE_METHODS = {"POST", "PUT", "PATCH"}
 _BASE = "/fhir"
 _CHUNK = 1 << 16
 # open without a token: the CapabilityStatement says how to get one (SMART discovery)
-_OPEN_PATHS = frozenset({"metadata"})
+_OPEN_PATHS = frozenset({"metadata", "openapi.json"})
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
