@@ -8,6 +8,7 @@ reached: CI sets it, so CI cannot go green without them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -143,12 +144,21 @@ class ServerProcess:
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[ServerProcess]:
     """One real server per backend for the whole session; tests use unique identifiers."""
+    with backend_server(request, tmp_path_factory, "srv") as process:
+        yield process
+
+
+@contextlib.contextmanager
+def backend_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                   name: str, *extra: str) -> Iterator[ServerProcess]:
+    """A server on the backend ``request.param`` names, in a database of its own (a
+    PostgreSQL one is dropped afterwards); for parametrised fixtures of any scope."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('server')}/server.db"
+        url = f"sqlite:///{tmp_path_factory.mktemp(name)}/{name}.db"
     else:
         url = request.getfixturevalue("postgres_url").rsplit("/", 1)[0] + \
-            f"/hygeia_srv_{uuid.uuid4().hex[:8]}"
-    process = ServerProcess(url)
+            f"/hygeia_{name}_{uuid.uuid4().hex[:8]}"
+    process = ServerProcess(url, *extra)
     try:
         yield process
     finally:

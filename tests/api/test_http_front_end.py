@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,7 +24,7 @@ import orjson
 import pytest
 
 from tests.api.smart import ASSERTION_TYPE, BackendKey, cli_json
-from tests.conftest import BACKENDS, ServerProcess, _drop_database, free_port
+from tests.conftest import BACKENDS, ServerProcess, backend_server, free_port
 from tests.helpers import patient
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -101,18 +100,9 @@ STALLED_BODY = (b"POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nContent-Type: applic
 def front(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[ServerProcess]:
     """A server with small timeouts and 2 threads, per backend, shared by this module."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('front')}/front.db"
-    else:
-        url = request.getfixturevalue("postgres_url").rsplit("/", 1)[0] + \
-            f"/hygeia_front_{uuid.uuid4().hex[:8]}"
-    server = ServerProcess(url, *TIMEOUTS, "--max-client-connections", "8")
-    try:
+    with backend_server(request, tmp_path_factory, "front", *TIMEOUTS,
+                        "--max-client-connections", "8") as server:
         yield server
-    finally:
-        server.stop()
-        if request.param != "sqlite":
-            _drop_database(url)
 
 
 def test_stalled_bodies_do_not_hold_the_threads(front: ServerProcess) -> None:
