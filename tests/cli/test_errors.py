@@ -130,3 +130,16 @@ def test_a_key_set_file_that_is_not_json(tmp_path: Path) -> None:
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "is not JSON" in lines[0] and "JWK Set" in lines[0], lines
+
+
+@pytest.mark.parametrize(("arguments", "fragments"), [
+    (("serv",), ("invalid choice: 'serv'", "run 'hygeia --help'")),
+    (("load",), ("hygeia load:", "required: paths", "run 'hygeia load --help'")),
+    (("auth", "client", "create"), ("required: --name, --scopes",
+                                    "run 'hygeia auth client create --help'")),
+    (("serve", "--port", "abc"), ("--port", "'abc'", "run 'hygeia serve --help'")),
+])
+def test_argument_mistakes_are_one_line_naming_the_help(arguments: tuple[str, ...],
+                                                         fragments: tuple[str, ...]) -> None:
+    """argparse's own errors used to repeat the whole usage over several lines first."""
+    single_error_line(hygeia(*arguments), *fragments)

@@ -18,7 +18,9 @@ Exception tree::
 
 from __future__ import annotations
 
+import argparse
 import sqlite3
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import orjson
@@ -27,6 +29,16 @@ from hygeia.store.factory import DEFAULT_URL
 from hygeia.store.schema import SchemaVersionError
 
 URL_FORMS = "sqlite:///path/file.db or postgresql://user@host:port/dbname"
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose mistakes (a missing argument, an unknown command or flag)
+    are one ``error:`` line naming the command and where its options are listed, like
+    every other user error; argparse's default repeats the whole usage first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}; run '{self.prog} --help' for the "
+                     "options\n")
 
 
 class UserError(Exception):

@@ -21,7 +21,13 @@ from hygeia.cli.auth import (
     default_secret_key_file,
     run_auth,
 )
-from hygeia.cli.errors import UserError, check_database_url, check_port, describe
+from hygeia.cli.errors import (
+    OneLineErrorParser,
+    UserError,
+    check_database_url,
+    check_port,
+    describe,
+)
 from hygeia.cli.runtime import (
     LOAD_SWITCH_INTERVAL,
     LOAD_YOUNG_THRESHOLD,
@@ -51,7 +57,7 @@ TYPE_NAMES: dict[object, str] = {int: "a whole number", float: "a number"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hygeia", description="Hygeia FHIR R4 data hub.")
+    parser = OneLineErrorParser(prog="hygeia", description="Hygeia FHIR R4 data hub.")
     parser.add_argument("--version", action="version", version=f"hygeia {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error instead of its one-line summary")
