@@ -60,6 +60,10 @@ def test_requests_are_counted_by_interaction_and_status(server: ServerProcess) -
     buckets = after["hygeia_http_request_duration_seconds_bucket"]
     assert buckets[(("interaction", "read"), ("le", "+Inf"))] == latency[(("interaction", "read"),)]
     assert "hygeia_jobs" in after  # the queue depth family, empty while nothing waits
+    pool = after["hygeia_db_pool_connections"]
+    assert pool[(("state", "in_use"),)] >= 0 and pool[(("state", "idle"),)] >= 0
+    assert pool[(("state", "in_use"),)] + pool[(("state", "idle"),)] >= 1
+    assert after["hygeia_db_pool_waiting"][()] >= 0
 
 
 def test_a_waiting_job_shows_in_the_queue_depth(database_url: str) -> None:

@@ -128,3 +128,38 @@ def test_readers_see_a_snapshot_while_a_writer_works(repository: Repository) -> 
     with repository.reader() as reader:
         latest = reader.current("Patient", "s")
         assert latest is not None and latest.version == 2
+
+
+def test_pool_usage_counts_lent_and_waiting_connections(repository: Repository) -> None:
+    """What ``/metrics`` reports as the database pool: hold every connection, and one
+    more request waits."""
+    idle = repository.pool_usage()
+    assert idle.size >= 1 and idle.in_use == 0 and idle.waiting == 0
+    release = threading.Event()
+    lent = threading.Semaphore(0)
+
+    def hold_a_reader() -> None:
+        with repository.reader():
+            lent.release()
+            release.wait(10)
+
+    # on PostgreSQL the pool opens connections on demand, up to its maximum
+    holders = [threading.Thread(target=hold_a_reader) for _ in range(idle.size + 8)]
+    for thread in holders:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while repository.pool_usage().waiting == 0:
+            assert time.monotonic() < deadline, repository.pool_usage()
+            time.sleep(0.01)
+        busy = repository.pool_usage()
+        # every reader is lent (SQLite's size also counts its writer, idle here)
+        assert 1 <= busy.in_use <= busy.size and busy.waiting >= 1, busy
+    finally:
+        release.set()
+        for thread in holders:
+            thread.join()
+    deadline = time.monotonic() + 5  # psycopg_pool may take returned ones back in a worker
+    while repository.pool_usage().in_use > 0:
+        assert time.monotonic() < deadline, repository.pool_usage()
+        time.sleep(0.01)

@@ -11,12 +11,16 @@ What is counted, per serving process:
   byte).
 - ``hygeia_jobs{kind, state}``: background jobs waiting (``queued``) or
   ``running``, read from the database at scrape time.
+- ``hygeia_db_pool_connections{state}``: the database connections of the
+  scraped process, ``in_use`` or ``idle``; ``hygeia_db_pool_waiting``: its
+  requests waiting for one (a pool too small for the load shows here first).
 
 ``hygeia serve --workers N`` forks N processes behind one port, and a scrape
 reaches only one of them.  With ``PROMETHEUS_MULTIPROC_DIR`` naming an empty
 directory in the server's environment, prometheus-client's multiprocess mode
 sums all workers' counters and histograms on every scrape; without it each
-process reports its own numbers (right for ``--workers 1``).
+process reports its own numbers (right for ``--workers 1``).  The pool gauges
+are always those of the process that answered the scrape.
 
 Who may read them: counts and latencies by interaction reveal how busy the
 server is and with what, not patient data.  Without ``--auth`` (a loopback
@@ -74,6 +78,7 @@ class Metrics:
                                  "request, by FHIR interaction.", ["interaction"],
                                  buckets=_BUCKETS, registry=self.registry)
         self.registry.register(JobQueue(service))
+        self.registry.register(DatabasePool(service))
 
     def observe(self, environ: dict[str, Any], status: int, seconds: float) -> None:
         interaction = interaction_of(environ)
@@ -101,6 +106,7 @@ class Metrics:
         registry = CollectorRegistry()  # every worker's files, summed
         MultiProcessCollector(registry, directory)
         registry.register(JobQueue(self.service))
+        registry.register(DatabasePool(self.service))
         return registry
 
 
@@ -140,6 +146,25 @@ class JobQueue(Collector):
         for (kind, state), count in sorted(counts.items()):
             family.add_metric([kind, state], count)
         yield family
+
+
+class DatabasePool(Collector):
+    """``hygeia_db_pool_connections{state}`` and ``hygeia_db_pool_waiting``: this
+    process's database connections, read from the pool at scrape time (no query)."""
+
+    def __init__(self, service: FhirService) -> None:
+        self.service = service
+
+    def collect(self) -> Any:
+        usage = self.service.repository.pool_usage()
+        connections = GaugeMetricFamily("hygeia_db_pool_connections", "Database "
+                                        "connections of this process, in use or idle.",
+                                        labels=["state"])
+        connections.add_metric(["in_use"], usage.in_use)
+        connections.add_metric(["idle"], usage.size - usage.in_use)
+        yield connections
+        yield GaugeMetricFamily("hygeia_db_pool_waiting", "Requests of this process "
+                                "waiting for a database connection.", value=usage.waiting)
 
 
 def _outcome(status: int, code: str, text: str) -> Answer:

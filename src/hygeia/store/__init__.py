@@ -1,10 +1,18 @@
 """Storage: one Repository interface with SQLite and PostgreSQL backends."""
 
-from hygeia.store.base import HistoryQuery, Repository, SearchPage, Session, StoredVersion
+from hygeia.store.base import (
+    HistoryQuery,
+    PoolUsage,
+    Repository,
+    SearchPage,
+    Session,
+    StoredVersion,
+)
 from hygeia.store.factory import open_repository
 
 __all__ = [
     "HistoryQuery",
+    "PoolUsage",
     "Repository",
     "SearchPage",
     "Session",

@@ -197,6 +197,16 @@ class Session(ABC):
         return [match.id for match in self.search(query).matches]
 
 
+@dataclass(frozen=True)
+class PoolUsage:
+    """How a repository's connections are used at one moment: ``size`` open, ``in_use``
+    lent to requests, ``waiting`` requests queued for one."""
+
+    size: int
+    in_use: int
+    waiting: int
+
+
 class Repository(ABC):
     """A FHIR resource store; ``dialect`` names the backend ("sqlite" or "postgresql")."""
 
@@ -221,6 +231,11 @@ class Repository(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections."""
+
+    def pool_usage(self) -> PoolUsage:
+        """The read/write connection pool's occupancy now, for monitoring (cheap: no
+        query)."""
+        raise NotImplementedError
 
     def schema_version(self, timeout: float) -> int | None:
         """The layout version the database records (None when it records none), read

@@ -19,7 +19,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from hygeia.fhir.outcome import Conflict
-from hygeia.store.base import Repository
+from hygeia.store.base import PoolUsage, Repository
 from hygeia.store.export_sql import ExportRow, ExportSlice, export_query
 from hygeia.store.limits import QueryTimeout, current_limit
 from hygeia.store.schema import SCHEMA_VERSION, check_version, statements
@@ -218,6 +218,13 @@ class PostgresRepository(Repository):
             connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
                                + timeout)
             yield PostgresSession(connection)
+
+    def pool_usage(self) -> PoolUsage:
+        """From psycopg_pool's own counters (``get_stats`` without resetting them)."""
+        stats = self._pool.get_stats()
+        size = stats.get("pool_size", 0)
+        return PoolUsage(size=size, in_use=size - stats.get("pool_available", 0),
+                         waiting=stats.get("requests_waiting", 0))
 
     def schema_version(self, timeout: float) -> int | None:
         # the pool's own wait (30 s) would hold a readiness probe while the database is down

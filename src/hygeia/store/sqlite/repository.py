@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 
 from hygeia.fhir.outcome import BadRequest
-from hygeia.store.base import Repository
+from hygeia.store.base import PoolUsage, Repository
 from hygeia.store.limits import Deadline, QueryTimeout, current_limit
 from hygeia.store.schema import SCHEMA_VERSION, check_version, lookup_indexes, statements
 from hygeia.store.search_sql import SqlBuilder
@@ -112,8 +112,9 @@ class SqliteRepository(Repository):
             self._writer.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
             self._checkpointer = Checkpointer(lambda: self._connect(cache_mb=2))
         # a small fixed pool: each connection keeps its own page cache, so one per
-        # request thread (Starlette runs up to 40) would multiply memory for no gain
-        # on a 2-core machine
+        # request thread would multiply memory for no gain on a 2-core machine
+        self._waits_lock = threading.Lock()
+        self._reader_waits = 0
         self._readers: queue.Queue[sqlite3.Connection] = queue.Queue()
         self._all_readers = [self._reader_connection() for _ in range(readers)]
         for connection in self._all_readers:
@@ -257,7 +258,7 @@ class SqliteRepository(Repository):
 
     @contextmanager
     def reader(self) -> Iterator[SqliteSession]:
-        connection = self._readers.get()
+        connection = self._lend_reader()
         connection.execute("BEGIN")
         try:
             with _timed_out(self._deadlines[connection], current_limit(writing=False)):
@@ -265,6 +266,26 @@ class SqliteRepository(Repository):
         finally:
             connection.execute("COMMIT")
             self._readers.put(connection)
+
+    def _lend_reader(self) -> sqlite3.Connection:
+        """A reader connection, counted as waited for while none is free."""
+        try:
+            return self._readers.get_nowait()
+        except queue.Empty:
+            with self._waits_lock:
+                self._reader_waits += 1
+            try:
+                return self._readers.get()
+            finally:
+                with self._waits_lock:
+                    self._reader_waits -= 1
+
+    def pool_usage(self) -> PoolUsage:
+        """Readers plus the one writer (in use while a write holds it); ``waiting``
+        counts requests waiting for a reader (writes queue on the write lock)."""
+        in_use = len(self._all_readers) - self._readers.qsize() + self._write_lock.locked()
+        return PoolUsage(size=len(self._all_readers) + 1, in_use=in_use,
+                         waiting=self._reader_waits)
 
     def schema_version(self, timeout: float) -> int | None:
         with self.reader() as session:  # a local file: reading it never waits on a network
