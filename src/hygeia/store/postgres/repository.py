@@ -196,9 +196,13 @@ class PostgresRepository(Repository):
                                     kwargs={"autocommit": True})
         self._pool.wait(timeout=30)
         schema = _SchemaLock(self._pool)
-        runner.check(schema, migrate=migrate)  # refuse before any DDL
-        self._create_schema()
-        self.applied_migrations = runner.apply_pending(schema)
+        try:
+            runner.check(schema, migrate=migrate)  # refuse before any DDL
+            self._create_schema()
+            self.applied_migrations = runner.apply_pending(schema)
+        except BaseException:
+            self._pool.close()  # a refused database leaves no connections behind
+            raise
         self._statistics = StatisticsKeeper(self._pool)
 
     def _create_schema(self) -> None:
