@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 
+from hygeia.server.context import FhirRequest
 from hygeia.store import open_repository
 from hygeia.store.migrations import (
     CORE,
@@ -227,3 +230,43 @@ def _query_write(url: str, sql: str) -> None:
         return
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute(sql)
+
+
+def test_a_migration_that_changes_index_rows_queues_a_reindex(fresh_url: str) -> None:
+    """``reindex`` reuses the $reindex job: queued with the migration, run by the job
+    runner of the next server, after which the resources are found again."""
+    from hygeia.server import FhirService
+
+    with open_repository(fresh_url) as repository:
+        service = FhirService(repository)
+        try:
+            created = service.handle(FhirRequest("POST", "Patient", body={
+                "resourceType": "Patient", "name": [{"family": "Reindexed"}]}))
+            assert created.status == 201
+        finally:
+            service.close()
+    _query_write(fresh_url, "DELETE FROM string_index")  # as if the column were new
+    register_stream(TRIAL, [Migration(1, "names normalised anew", reindex=("Patient",))])
+    try:
+        with open_repository(fresh_url, migrate=True) as repository:
+            jobs = _query(fresh_url, "SELECT kind, state, request FROM job")
+            assert [(kind, state) for kind, state, _ in jobs] == [("reindex", "queued")]
+            service = FhirService(repository)
+            try:
+                assert _total(service, "reindexed") == 0  # the rows are really gone
+                service.start_jobs()
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and _query(
+                        fresh_url, "SELECT state FROM job") != [("completed",)]:
+                    time.sleep(0.1)
+                assert _total(service, "reindexed") == 1
+            finally:
+                service.close()
+    finally:
+        unregister_stream(TRIAL)
+
+
+def _total(service: Any, family: str) -> int:
+    found = service.handle(FhirRequest("GET", "Patient", query=[("family", family)]))
+    body = found.resource if found.resource is not None else orjson.loads(found.raw or b"{}")
+    return int(body["total"])

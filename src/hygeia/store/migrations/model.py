@@ -38,6 +38,13 @@ class Migration:
     not begun.  Write statements that are idempotent anyway (``IF NOT EXISTS``):
     it costs nothing and keeps hand repairs safe.  PostgreSQL statements that
     cannot run in a transaction (``CREATE INDEX CONCURRENTLY``) are not allowed.
+
+    ``reindex`` names resource types whose search index rows must be rebuilt
+    (a new index column, a changed normalisation): the migration queues one
+    ``$reindex`` job for them in its own transaction, and the server's job
+    runner rebuilds them in the background, resuming after a restart like any
+    ``$reindex``.  Until it finishes, searches on the changed values may miss
+    resources; reads and other searches are unaffected.
     """
 
     version: int
@@ -45,6 +52,7 @@ class Migration:
     statements: tuple[str, ...] = ()
     dialects: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     run: Callable[[MigrationStep], None] | None = None
+    reindex: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

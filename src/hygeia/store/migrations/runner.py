@@ -21,7 +21,9 @@ processes migrating at once, or a run after a crash, never apply a step twice.
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -176,8 +178,27 @@ def _apply(database: SchemaDatabase, stream: Stream, migration: Migration) -> bo
             step.execute(step.sql(statement))
         if migration.run is not None:
             migration.run(step)
+        if migration.reindex:
+            queue_reindex(step, migration.reindex)
         record(step, stream.name, migration)
     return True
+
+
+# the job kind and request of ``$reindex`` (server/reindex.py), queued as a row: the store
+# cannot import the server, and the row is all the job runner needs to pick it up
+REINDEX_KIND = "reindex"
+
+
+def queue_reindex(step: MigrationStep, types: Sequence[str]) -> str:
+    """Queue a ``$reindex`` of ``types`` (in the migration's transaction); its job id."""
+    job_id = uuid.uuid4().hex
+    now = int(time.time() * 1_000_000)
+    request = json.dumps({"types": sorted(types), "client": None})
+    step.execute("INSERT INTO job (id, kind, state, request, progress, result, error, "
+                 "attempts, owner, lease_until, created, updated, expires) VALUES "
+                 "(?, ?, 'queued', ?, NULL, NULL, NULL, 0, NULL, NULL, ?, ?, NULL)",
+                 (job_id, REINDEX_KIND, request, now, now))
+    return job_id
 
 
 def record(step: MigrationStep, stream: str, migration: Migration) -> None:
