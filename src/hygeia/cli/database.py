@@ -83,11 +83,25 @@ def migrate(url: str) -> int:
     """Apply what is pending (a new database is laid out); says what it did."""
     from hygeia.store import open_repository
 
+    new = _is_new(url)
     with open_repository(url, migrate=True) as repository:
         applied = repository.applied_migrations
         versions = repository.recorded_versions(30.0)
     for stream, migration in applied:
         print(f"applied {stream} {migration.version}: {migration.description}")
     now = ", ".join(f"{name} {version}" for name, version in sorted(versions.items()))
-    print(f"{'migrated' if applied else 'nothing to migrate'}: {url} is at {now}")
+    done = "new database laid out" if new else "migrated" if applied else "nothing to migrate"
+    print(f"{done}: {url} is at {now}")
     return 0
+
+
+def _is_new(url: str) -> bool:
+    """No Hygeia tables there yet (or no database: opening makes one)."""
+    from hygeia.store.migrations.status import NoDatabase, recorded_at
+
+    try:
+        return not recorded_at(url)
+    except NoDatabase:
+        return True
+    except Exception:  # a PostgreSQL database that does not exist yet:
+        return True  # opening creates it, or reports the real connection problem
