@@ -223,6 +223,20 @@ def test_the_next_core_version_is_one_entry(fresh_url: str,
     assert "core_trial" in _tables(fresh_url)
 
 
+def test_a_new_database_gets_the_core_migrations_after_the_baseline(
+        fresh_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    following = SCHEMA_VERSION + 1
+    nine = Migration(following, "a core table", statements=(
+        "CREATE TABLE IF NOT EXISTS core_trial (seq {serial}, body {blob})",))
+    monkeypatch.setitem(registry_module._STREAMS, "core",
+                        Stream("core", (*CORE.migrations, nine), baseline=CORE.baseline))
+    open_repository(fresh_url).close()  # new: laid out without --migrate
+    assert max(_query(fresh_url, "SELECT version FROM hygeia_schema")) == (following,)
+    assert (following,) in _query(fresh_url, "SELECT version FROM hygeia_migration "
+                                             "WHERE stream = 'core'")
+    assert "core_trial" in _tables(fresh_url)
+
+
 def _query_write(url: str, sql: str) -> None:
     if url.startswith("sqlite:///"):
         with sqlite3.connect(url[len("sqlite:///"):]) as connection:
