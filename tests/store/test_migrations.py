@@ -134,7 +134,7 @@ def test_pending_migrations_are_refused_then_applied_once(fresh_url: str) -> Non
             assert plain.recorded_versions(10)[TRIAL] == 2
         assert _query(fresh_url, "SELECT text FROM trial_note") == [("migrated",)]
         rows = _query(fresh_url, "SELECT stream, version, description FROM hygeia_migration "
-                                 "ORDER BY version")
+                                 "WHERE stream = 'trial' ORDER BY version")
         assert rows == [(TRIAL, 1, "trial items"), (TRIAL, 2, "trial notes, filled by code")]
     finally:
         unregister_stream(TRIAL)
