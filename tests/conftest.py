@@ -96,7 +96,8 @@ def free_port() -> int:
 class ServerProcess:
     """A real ``hygeia serve`` process and an HTTP client for its FHIR base."""
 
-    def __init__(self, db_url: str, *extra: str, stdout: Any = subprocess.DEVNULL) -> None:
+    def __init__(self, db_url: str, *extra: str, stdout: Any = subprocess.DEVNULL,
+                 module: str = "hygeia.cli.main") -> None:
         self.db_url = db_url
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/fhir"
@@ -104,7 +105,7 @@ class ServerProcess:
         self.files = None if "--files" in extra else tempfile.mkdtemp(prefix="hygeia-files-")
         files = [] if self.files is None else ["--files", self.files]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hygeia.cli.main", "serve", "--port", str(self.port),
+            [sys.executable, "-m", module, "serve", "--port", str(self.port),
              "--db", db_url, *files, *extra],
             stdout=stdout, stderr=subprocess.PIPE,
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hygeia.store import Repository, open_repository
+from hygeia.store.migrations import CORE
 from hygeia.store.postgres import PostgresRepository
 from hygeia.store.schema import SCHEMA_VERSION, SchemaVersionError
 from hygeia.store.sqlite import SqliteRepository
@@ -32,9 +33,10 @@ def _set_version(repository: Repository, version: int) -> str:
 
 
 def test_a_database_of_another_layout_is_refused(repository: Repository) -> None:
-    url = _set_version(repository, SCHEMA_VERSION - 1)
+    """Older than the migrations' baseline: no migration can bring it forward."""
+    url = _set_version(repository, CORE.baseline - 1)
     try:
-        with pytest.raises(SchemaVersionError, match=f"version {SCHEMA_VERSION - 1}"):
+        with pytest.raises(SchemaVersionError, match=f"version {CORE.baseline - 1}"):
             open_repository(url)
     finally:
         _set_version(repository, SCHEMA_VERSION)

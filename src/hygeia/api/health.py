@@ -7,9 +7,10 @@ no credentials, and what they reveal is only "up" or "not ready, because ...").
 - ``/health`` (liveness) answers 200 whenever the process can answer at all; it
   touches nothing else, so a slow database never gets a healthy process restarted.
 - ``/ready`` (readiness) answers 200 only when the database answers within
-  ``READY_TIMEOUT`` seconds, records the schema version this Hygeia writes,
-  and the background job runner is running; otherwise 503 with an
-  OperationOutcome that says which check failed.
+  ``READY_TIMEOUT`` seconds, records the schema version this Hygeia writes
+  with no migration of any stream pending (store/migrations), and the
+  background job runner is running; otherwise 503 with an OperationOutcome that
+  says which check failed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import orjson
 
 from hygeia.fhir.outcome import Issue, operation_outcome
 from hygeia.server import FhirService
+from hygeia.store.migrations.runner import pending_of
 from hygeia.store.schema import SCHEMA_VERSION
 
 log = logging.getLogger("hygeia.api")
@@ -67,14 +69,19 @@ def readiness_problems(service: FhirService) -> list[Issue]:
 def _database_problem(service: FhirService) -> Issue | None:
     try:
         with service.request_limits():
-            found = service.repository.schema_version(READY_TIMEOUT)
+            found = service.repository.recorded_versions(READY_TIMEOUT)
     except Exception as error:  # any failure to reach the database means not ready
         log.warning("readiness: the database did not answer: %s", error)
         return Issue("transient", "The database did not answer within "
                      f"{READY_TIMEOUT:g} s ({type(error).__name__}).", expression="database")
-    if found != SCHEMA_VERSION:
-        return Issue("transient", f"The database records schema version {found}, but this "
+    core = found.get("core")
+    if core != SCHEMA_VERSION:
+        return Issue("transient", f"The database records schema version {core}, but this "
                      f"Hygeia uses version {SCHEMA_VERSION}.", expression="database.schema")
+    pending = [stream.describe() for stream in pending_of(found)]
+    if pending:  # a pillar registered after the database opened, or a restored backup
+        return Issue("transient", f"The database needs schema migrations ({', '.join(pending)})"
+                     "; run `hygeia db migrate`.", expression="database.schema")
     return None
 
 

@@ -13,7 +13,7 @@ Exception tree::
     (foreign)            FileNotFoundError, PermissionError, IsADirectoryError, OSError
                          on a file; orjson.JSONDecodeError, EOFError (truncated gzip);
                          sqlite3.DatabaseError; psycopg.OperationalError;
-                         SchemaVersionError
+                         SchemaVersionError (PendingMigrations: run ``hygeia db migrate``)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from hygeia.store.factory import DEFAULT_URL
-from hygeia.store.schema import SchemaVersionError
+from hygeia.store.schema import PendingMigrations, SchemaVersionError
 
 URL_FORMS = "sqlite:///path/file.db or postgresql://user@host:port/dbname"
 
@@ -72,6 +72,10 @@ def describe(error: BaseException, db_url: str | None) -> str | None:
     """The ``error:`` line for a user error, or None when ``error`` is a bug."""
     if isinstance(error, UserError):
         return str(error)
+    if isinstance(error, PendingMigrations):
+        return (f"--db {db_url}: the database needs schema migrations "
+                f"({', '.join(error.pending)}): run `hygeia db migrate --db {db_url}` first, "
+                "or start the server with --migrate")
     if isinstance(error, SchemaVersionError):
         return str(error)
     if isinstance(error, sqlite3.DatabaseError):

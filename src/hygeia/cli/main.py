@@ -21,6 +21,7 @@ from hygeia.cli.auth import (
     default_secret_key_file,
     run_auth,
 )
+from hygeia.cli.database import add_db_commands, run_db
 from hygeia.cli.errors import (
     OneLineErrorParser,
     UserError,
@@ -163,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "token audience (default: from --host and --port; required when "
                             "--host is a wildcard such as 0.0.0.0)")
     add_http_limit_flags(serve)
+    serve.add_argument("--migrate", action="store_true",
+                       help="apply pending schema migrations before serving (default: refuse "
+                            "a database that needs them; see hygeia db migrate)")
 
     load = commands.add_parser("load", help="load Bundles/NDJSON into the database",
                                epilog=EPILOG_LOAD,
@@ -182,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "journal records as loaded (a rerun skips them)")
 
     add_auth_commands(commands)
+    add_db_commands(commands)
 
     validate = commands.add_parser("validate", help="validate FHIR JSON files",
                                    epilog=EPILOG_VALIDATE)
@@ -364,6 +369,8 @@ def run_command(args: argparse.Namespace) -> int:
         return load(args)
     if args.command == "auth":
         return run_auth(args)
+    if args.command == "db":
+        return run_db(args)
     from hygeia.cli.validating import validate_files
 
     return validate_files(args.paths)
@@ -421,11 +428,13 @@ def serve(args: argparse.Namespace) -> int:
                         max_json_values=max(1, args.max_json_values),
                         max_chain_depth=max(0, args.max_chain_depth),
                         base_url=base_url, public_metrics=args.public_metrics,
-                        **http_limit_settings(args))
+                        **http_limit_settings(args), migrate=args.migrate)
     # opened here to refuse a database of another layout before serving, and for the
     # demo; closed again because the serving worker opens its own after the fork
-    repository = open_repository(args.db)
+    repository = open_repository(args.db, migrate=settings.migrate)
     try:
+        for stream, migration in repository.applied_migrations:
+            console.print(f"Migrated {stream} to {migration.version}: {migration.description}")
         if auth:
             check_secret_key(repository, settings.secret_key_file or "")
         introduction: list[str] = []

@@ -87,6 +87,9 @@ class Settings:
     http_max_buffered_bytes: int = 512 * 1024 * 1024  # request bodies held at once; more: 503
     # /metrics with authorization on: closed (403) unless True (scrapers carry no token)
     public_metrics: bool = False
+    # apply pending schema migrations when the server starts (``hygeia serve --migrate``);
+    # without it a database that needs them is refused (store/migrations)
+    migrate: bool = False
 
 
 @dataclass(slots=True)

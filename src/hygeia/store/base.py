@@ -211,6 +211,8 @@ class Repository(ABC):
     """A FHIR resource store; ``dialect`` names the backend ("sqlite" or "postgresql")."""
 
     dialect: str
+    # (stream, Migration) applied when this repository opened (store/migrations/runner.py)
+    applied_migrations: list[tuple[str, Any]] = []  # replaced on open, never mutated
 
     @abstractmethod
     def transaction(self, *, flush_to_disk: bool = True) -> AbstractContextManager[Session]:
@@ -244,6 +246,11 @@ class Repository(ABC):
         For readiness probes (``/ready``): a probe must answer quickly even when the
         database is gone, so it never waits the full connection-pool timeout.
         """
+        raise NotImplementedError
+
+    def recorded_versions(self, timeout: float) -> dict[str, int]:
+        """Every migration stream's version as the database records it ("core" is the
+        layout version), read within about ``timeout`` seconds (``/ready``)."""
         raise NotImplementedError
 
     def bulk_load(self) -> AbstractContextManager[bool]:

@@ -8,30 +8,34 @@ describes every table and column.
 
 from __future__ import annotations
 
+from hygeia.store.migrations.core import CORE
+
 # 4: number_index and quantity_index store a value range (low, high) instead of one value
 # 5: token :text values live in token_index (token_text_index is gone)
 # 6: one composite_index row per combination of component values (c0_*, c1_*, c2_*)
 # 7: the durable job table; resource (res_type, pk) for walking one type in key order
 # 8: SMART authorization tables (auth_client, auth_user, auth_key, auth_handle, auth_jti),
-#    audit_outbox
-SCHEMA_VERSION = 8
+#    audit_outbox; the baseline of migrations (store/migrations/core.py)
+# 9 and later: one entry each in store/migrations/core.py
+SCHEMA_VERSION = CORE.latest  # the core layout this Hygeia writes
 
 
 class SchemaVersionError(RuntimeError):
     """The database was laid out by a Hygeia with a different schema version."""
 
 
-def check_version(found: int | None) -> None:
-    """Refuse a database of another layout before any DDL touches it (None: a new database).
+class PendingMigrations(SchemaVersionError):
+    """The database is older than this Hygeia; ``hygeia db migrate`` brings it forward.
 
-    Writing into tables of another layout would corrupt the indexes silently;
-    there are no migrations yet, so the only safe way is a fresh database.
+    ``pending`` names each stream and its step, such as ``core 8 -> 9``.
     """
-    if found is not None and found != SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"The database uses storage layout version {found}, but this Hygeia uses version "
-            f"{SCHEMA_VERSION}. Load the data into a new database (layout migrations are not "
-            "supported yet).")
+
+    def __init__(self, pending: list[str]) -> None:
+        self.pending = pending
+        super().__init__(f"The database needs schema migrations ({', '.join(pending)}). "
+                         "Run `hygeia db migrate` with the same --db first, or start the "
+                         "server with --migrate.")
+
 
 DIALECT_TYPES = {
     "sqlite": {"text": "TEXT", "ctext": "TEXT", "bigint": "INTEGER", "real": "REAL",
@@ -114,6 +118,15 @@ _CORE = (
     # one type in key order: bulk export and reindex walk it, type-only searches page by it
     "CREATE INDEX IF NOT EXISTS resource_type_pk ON resource (res_type, pk)",
     "CREATE TABLE IF NOT EXISTS hygeia_schema (version INTEGER NOT NULL)",
+    # every migration applied, of every stream (store/migrations/runner.py): the core
+    # version stays in hygeia_schema as well, where older Hygeias read it
+    """CREATE TABLE IF NOT EXISTS hygeia_migration (
+        stream {ctext} NOT NULL,
+        version INTEGER NOT NULL,
+        description {text} NOT NULL,
+        applied {bigint} NOT NULL,
+        PRIMARY KEY (stream, version)
+    )""",
     # background work (bulk export and import, reindex) that must survive a restart:
     # a worker holds a job by its lease and renews it; an expired lease frees the job
     """CREATE TABLE IF NOT EXISTS job (

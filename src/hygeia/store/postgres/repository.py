@@ -22,7 +22,9 @@ from hygeia.fhir.outcome import Conflict
 from hygeia.store.base import PoolUsage, Repository
 from hygeia.store.export_sql import ExportRow, ExportSlice, export_query
 from hygeia.store.limits import QueryTimeout, current_limit
-from hygeia.store.schema import SCHEMA_VERSION, check_version, statements
+from hygeia.store.migrations import runner
+from hygeia.store.migrations.core import CORE
+from hygeia.store.schema import statements
 from hygeia.store.search_sql import SqlBuilder
 from hygeia.store.sql import SqlSession
 
@@ -167,30 +169,50 @@ class PostgresSession(SqlSession):
                            "same time; nothing was stored. Retry the request.") from None
 
 
+class _SchemaLock:
+    """Migration transactions that hold the schema's advisory lock: several servers
+    starting with --migrate at once apply each step once, one after the other."""
+
+    dialect = "postgresql"
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    @contextmanager
+    def schema_transaction(self) -> Iterator[runner.Step]:
+        with self._pool.connection() as connection, connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            yield runner.Step(self.dialect, connection)
+
+
 class PostgresRepository(Repository):
     dialect = "postgresql"
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8) -> None:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8,
+                 migrate: bool = False) -> None:
         self.url = url
         ensure_database(url)
         self._pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=True,
                                     kwargs={"autocommit": True})
         self._pool.wait(timeout=30)
-        self._create_schema()
+        schema = _SchemaLock(self._pool)
+        try:
+            runner.check(schema, migrate=migrate)  # refuse before any DDL
+            self._create_schema()
+            self.applied_migrations = runner.apply_pending(schema)
+        except BaseException:
+            self._pool.close()  # a refused database leaves no connections behind
+            raise
         self._statistics = StatisticsKeeper(self._pool)
 
     def _create_schema(self) -> None:
         with self._pool.connection() as connection, connection.transaction():
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            exists = connection.execute("SELECT to_regclass('hygeia_schema')").fetchone()
-            if exists is not None and exists[0] is not None:
-                found = connection.execute("SELECT MAX(version) FROM hygeia_schema").fetchone()
-                check_version(None if found is None or found[0] is None else int(found[0]))
             for statement in statements("postgresql"):
                 connection.execute(statement)
             row = connection.execute("SELECT COUNT(*) FROM hygeia_schema").fetchone()
             if row is not None and row[0] == 0:
-                connection.execute("INSERT INTO hygeia_schema VALUES (%s)", (SCHEMA_VERSION,))
+                connection.execute("INSERT INTO hygeia_schema VALUES (%s)", (CORE.baseline,))
 
     @contextmanager
     def transaction(self, *, flush_to_disk: bool = True) -> Iterator[PostgresSession]:
@@ -232,6 +254,11 @@ class PostgresRepository(Repository):
             connection.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
             row = connection.execute("SELECT MAX(version) FROM hygeia_schema").fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+    def recorded_versions(self, timeout: float) -> dict[str, int]:
+        with self._pool.connection(timeout=timeout) as connection, connection.transaction():
+            connection.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
+            return runner.recorded_versions(runner.Step(self.dialect, connection))
 
     def close(self) -> None:
         self._pool.close()

@@ -22,7 +22,9 @@ import orjson
 from hygeia.fhir.outcome import BadRequest
 from hygeia.store.base import PoolUsage, Repository
 from hygeia.store.limits import Deadline, QueryTimeout, current_limit
-from hygeia.store.schema import SCHEMA_VERSION, check_version, lookup_indexes, statements
+from hygeia.store.migrations import runner
+from hygeia.store.migrations.core import CORE
+from hygeia.store.schema import lookup_indexes, statements
 from hygeia.store.search_sql import SqlBuilder
 from hygeia.store.sql import SqlSession
 from hygeia.store.sqlite.checkpoint import SAFETY_NET_PAGES, Checkpointer
@@ -92,11 +94,33 @@ _TOO_COMPLEX = ("parser stack overflow", "Expression tree is too large",
                 "at most 64 tables in a join")
 
 
+class _SchemaLock:
+    """Migration transactions on the writer connection (the caller holds the write lock);
+    ``BEGIN IMMEDIATE`` also keeps other processes' writers out."""
+
+    dialect = "sqlite"
+
+    def __init__(self, writer: sqlite3.Connection) -> None:
+        self._writer = writer
+
+    @contextmanager
+    def schema_transaction(self) -> Iterator[runner.Step]:
+        self._writer.execute("BEGIN IMMEDIATE")
+        try:
+            yield runner.Step(self.dialect, self._writer)
+        except BaseException:
+            self._writer.execute("ROLLBACK")
+            raise
+        self._writer.execute("COMMIT")
+
+
 class SqliteRepository(Repository):
     dialect = "sqlite"
 
-    def __init__(self, path: str | Path, *, synchronous: str = "full", readers: int = 4) -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "full", readers: int = 4,
+                 migrate: bool = False) -> None:
         self.path = str(path)
+        self._migrate = migrate
         if synchronous.lower() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
         self._synchronous = _SYNCHRONOUS[synchronous.lower()]
@@ -135,17 +159,19 @@ class SqliteRepository(Repository):
         """Create what is missing; indexes a killed bulk load left dropped are built here,
         sorting in temporary files on disk (their size grows with the data)."""
         with self._write_lock, self._sorting_on_disk():
+            schema = _SchemaLock(self._writer)
+            runner.check(schema, migrate=self._migrate)  # refuse before any DDL
             self._create_missing_schema()
+            self.applied_migrations = runner.apply_pending(schema)
         self._writer.execute("ANALYZE sqlite_schema")  # load the statistics into the planner
 
     def _create_missing_schema(self) -> None:
         self._writer.execute("BEGIN IMMEDIATE")
         try:
-            check_version(self._stored_version())
             for statement in statements("sqlite"):
                 self._writer.execute(statement)
             if self._writer.execute("SELECT COUNT(*) FROM hygeia_schema").fetchone()[0] == 0:
-                self._writer.execute("INSERT INTO hygeia_schema VALUES (?)", (SCHEMA_VERSION,))
+                self._writer.execute("INSERT INTO hygeia_schema VALUES (?)", (CORE.baseline,))
                 seed_planner_statistics(self._writer)
             else:  # indexes a killed bulk load had dropped were just rebuilt
                 restore_missing_statistics(self._writer)
@@ -153,13 +179,6 @@ class SqliteRepository(Repository):
         except BaseException:
             self._writer.execute("ROLLBACK")
             raise
-
-    def _stored_version(self) -> int | None:
-        exists = self._writer.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
-                                      "AND name = 'hygeia_schema'").fetchone()
-        row = self._writer.execute("SELECT MAX(version) FROM hygeia_schema").fetchone() \
-            if exists else None
-        return None if row is None or row[0] is None else int(row[0])
 
     @contextmanager
     def transaction(self, *, flush_to_disk: bool = True) -> Iterator[SqliteSession]:
@@ -291,6 +310,10 @@ class SqliteRepository(Repository):
         with self.reader() as session:  # a local file: reading it never waits on a network
             row = session.execute("SELECT MAX(version) FROM hygeia_schema").fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+    def recorded_versions(self, timeout: float) -> dict[str, int]:
+        with self.reader() as session:
+            return runner.recorded_versions(runner.Step("sqlite", session.connection))
 
     def _reader_connection(self) -> sqlite3.Connection:
         # small: the operating system's page cache holds the file as well, so a miss
