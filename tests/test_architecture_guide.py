@@ -42,7 +42,7 @@ def test_the_pillar_example_plugs_in(pillar: dict[str, Any], tmp_path: Path) -> 
     repository = open_repository(f"sqlite:///{database}")
     try:
         service = FhirService(repository)
-        pillar["install"](service)
+        pillar["PILLAR"].install(service, {"payer_name": "Example Health"})
         coverage = {"resourceType": "Coverage", "id": "c1", "status": "active",
                     "beneficiary": {"reference": "Patient/p1"},
                     "payor": [{"display": "Example Health"}]}
@@ -58,7 +58,8 @@ def test_the_pillar_example_plugs_in(pillar: dict[str, Any], tmp_path: Path) -> 
         statement = service.capabilities()["rest"][0]
         entry = next(r for r in statement["resource"]
                      if r["type"] == "CoverageEligibilityRequest")
-        assert "submit" in {operation["name"] for operation in entry["operation"]}
+        submit = next(op for op in entry["operation"] if op["name"] == "submit")
+        assert submit["documentation"] == "Check coverage with Example Health."
         service.close()
     finally:
         repository.close()

@@ -29,6 +29,9 @@ from hygeia.cli.errors import (
     check_port,
     describe,
 )
+from hygeia.cli.pillars import add_commands as add_pillar_commands
+from hygeia.cli.pillars import add_serve_options as add_pillar_serve_options
+from hygeia.cli.pillars import pillar_options
 from hygeia.cli.runtime import (
     LOAD_SWITCH_INTERVAL,
     LOAD_YOUNG_THRESHOLD,
@@ -167,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--migrate", action="store_true",
                        help="apply pending schema migrations before serving (default: refuse "
                             "a database that needs them; see hygeia db migrate)")
+    serve.set_defaults(pillar_destinations=add_pillar_serve_options(serve))
 
     load = commands.add_parser("load", help="load Bundles/NDJSON into the database",
                                epilog=EPILOG_LOAD,
@@ -187,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_auth_commands(commands)
     add_db_commands(commands)
+    add_pillar_commands(commands)
 
     validate = commands.add_parser("validate", help="validate FHIR JSON files",
                                    epilog=EPILOG_VALIDATE)
@@ -361,6 +366,9 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command is None:  # a bare ``hygeia``: what it can do
         args.help_parser.print_help(sys.stderr)
         return 2
+    pillar_command = getattr(args, "pillar_command", None)
+    if pillar_command is not None:
+        return int(pillar_command.run(args))
     if getattr(args, "db", None) is not None:
         check_database_url(args.db)
     if args.command == "serve":
@@ -459,7 +467,9 @@ def serve(args: argparse.Namespace) -> int:
                       "and write all data. Use --auth (always on beyond loopback).")
     return run(ServeOptions(db_url=args.db, settings=settings, host=args.host, port=args.port,
                             threads=args.threads, access_log=args.access_log,
-                            workers=args.workers, log_format=args.log_format), listener)
+                            workers=args.workers, log_format=args.log_format,
+                            pillar_options=pillar_options(args, args.pillar_destinations)),
+               listener)
 
 
 def default_files_dir(db_url: str) -> str:
