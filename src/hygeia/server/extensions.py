@@ -24,6 +24,8 @@ Declared here:
 - :class:`JobKind`, :class:`JobContext`, :class:`JobFailed`, :class:`JobStopped`:
   work that outlives a request, run by the job runner from a durable queue and
   resumable from checkpoints (``FhirService.job_kinds``).
+- :class:`Interceptor`: wraps every FHIR request (and each batch entry): the
+  audit trail is one.
 - :class:`Mount`, :class:`MountRequest`, :class:`MountResponse`: HTTP routes
   outside ``/fhir`` (``/cds-services``, ``/dicomweb``, the authorization
   server's ``/auth``), each with its own body limit, served by the same HTTP
@@ -54,9 +56,25 @@ if TYPE_CHECKING:
     from hygeia.server.jobs.files import FileArea
     from hygeia.store import Job, JobStore, Repository, Session, StoredVersion
 
-__all__ = ["CliCommand", "Host", "JobContext", "JobFailed", "JobKind", "JobStopped",
-           "Listener", "Mount", "MountRequest", "MountResponse", "Operation", "OperationCall",
-           "Operations", "Pillar", "PillarHost", "WriteHook"]
+__all__ = [
+    "CliCommand",
+    "Host",
+    "Interceptor",
+    "JobContext",
+    "JobFailed",
+    "JobKind",
+    "JobStopped",
+    "Listener",
+    "Mount",
+    "MountRequest",
+    "MountResponse",
+    "Operation",
+    "OperationCall",
+    "Operations",
+    "Pillar",
+    "PillarHost",
+    "WriteHook",
+]
 
 Level = Literal["system", "type", "instance"]
 SessionKind = Literal["none", "read", "write"]
@@ -293,6 +311,24 @@ class Listener(Protocol):
         """Stop accepting, finish or drop what is in progress, release the port."""
 
 
+class Interceptor(Protocol):
+    """Wraps the handling of every FHIR request, outermost first in registration order.
+
+    ``proceed(request)`` runs the rest of the chain and the interaction; an
+    interceptor may look at the request and the response (or the error ``proceed``
+    raised), time it, refuse it by raising a
+    :class:`~hygeia.fhir.outcome.FhirError`, or answer it without proceeding. Each
+    entry of a batch goes through the chain again; transaction entries do not (the
+    transaction is one request). The audit trail is an interceptor
+    (``AuditTrail.intercept``), registered when auditing is on.
+    """
+
+    def intercept(self, request: FhirRequest,
+                  proceed: Callable[[FhirRequest], FhirResponse]) -> FhirResponse:
+        """Handle ``request``, calling ``proceed`` to go on (at most once)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class MountRequest:
     """One HTTP request to a mount, read whole by the front end (within the mount's
@@ -364,6 +400,8 @@ class PillarHost(Host, Protocol):
     def add_listener(self, listener: Listener) -> None: ...
 
     def add_mount(self, mount: Mount) -> None: ...
+
+    def add_interceptor(self, interceptor: Interceptor) -> None: ...
 
 
 class CliCommand(Protocol):

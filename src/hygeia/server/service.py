@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from hygeia.server.bulk.export_job import ExportJob
 from hygeia.server.bulk.importing import ImportJob
 from hygeia.server.context import FhirRequest, FhirResponse, Settings
 from hygeia.server.extensions import (
+    Interceptor,
     JobKind,
     Listener,
     Mount,
@@ -98,6 +100,11 @@ class FhirService:
         self.extractor = Offload() if self.settings.offload else None
         self.validator = Offload() if self.settings.offload else None
         self.audit = AuditTrail(self)
+        # wrap every request, outermost first (the audit trail, when it is on)
+        self.interceptors: list[Interceptor] = []
+        self._handler: Callable[[FhirRequest], FhirResponse] = self._dispatch
+        if self.audit.enabled:
+            self.add_interceptor(self.audit)
         if self.auth is not None:
             self.auth.listeners.append(self.audit.auth_event)
             self.add_mount(AuthMount(self.auth, self.patient_exists))
@@ -148,9 +155,18 @@ class FhirService:
         # a request's reads stop after statement_timeout; its writes may take as long as
         # a job's (a large transaction's inserts), store/limits.py
         with self.request_limits():
-            if self.audit.enabled:
-                return self.audit.observe(request, self._dispatch)
-            return self._dispatch(request)
+            return self._handler(request)
+
+    def add_interceptor(self, interceptor: Interceptor) -> None:
+        """Wrap every request in ``interceptor``, inside those added before it."""
+        self.interceptors.append(interceptor)
+        self._handler = self._chain()
+
+    def _chain(self) -> Callable[[FhirRequest], FhirResponse]:
+        handler: Callable[[FhirRequest], FhirResponse] = self._dispatch
+        for interceptor in reversed(self.interceptors):
+            handler = partial(interceptor.intercept, proceed=handler)
+        return handler
 
     def _dispatch(self, request: FhirRequest) -> FhirResponse:
         route = parse_route(request.method, request.path, request.query, self.operations)
