@@ -24,6 +24,7 @@ from hygeia.server.extensions import (
     OperationCall,
     PillarHost,
 )
+from hygeia.server.rest import write
 
 
 def hello(call: OperationCall) -> FhirResponse:
@@ -105,6 +106,14 @@ class ExamplePillar:
 
     def commands(self) -> Sequence[CliCommand]:
         return [HelloCommand()]
+
+    def demo(self, host: PillarHost, fhir_base: str) -> list[str]:
+        with host.transaction() as session:
+            if session.current("Basic", "hello-demo") is None:
+                write.update(session, "Basic", "hello-demo", {
+                    "resourceType": "Basic", "id": "hello-demo", "code": {"text": "hello demo"}})
+        return ["Example pillar:", f"  curl -s '{fhir_base}/$hello'",
+                f"  curl -s '{fhir_base}/Basic/hello-demo'"]
 
 
 PILLAR = ExamplePillar()

@@ -89,3 +89,14 @@ def test_a_pillar_that_cannot_load_is_one_error_line(tmp_path: Path,
     assert result.returncode == 2
     assert result.stderr.startswith("error: the pillar 'example'")
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_the_pillar_extends_the_demo(with_pillar: None, tmp_path: Path) -> None:
+    server = ServerProcess(f"sqlite:///{tmp_path}/demo.db", "--demo", stdout=subprocess.PIPE)
+    try:
+        assert server.client.get("Basic/hello-demo").json()["code"]["text"] == "hello demo"
+        assert server.client.get("$hello").status_code == 200
+    finally:
+        server.stop()
+    printed = server.process.stdout.read().decode() if server.process.stdout else ""
+    assert "Example pillar:" in printed and f"curl -s '{server.base}/$hello'" in printed

@@ -31,7 +31,7 @@ from hygeia.cli.errors import (
 )
 from hygeia.cli.pillars import add_commands as add_pillar_commands
 from hygeia.cli.pillars import add_serve_options as add_pillar_serve_options
-from hygeia.cli.pillars import pillar_options
+from hygeia.cli.pillars import install_pillars, pillar_demos, pillar_options
 from hygeia.cli.runtime import (
     LOAD_SWITCH_INTERVAL,
     LOAD_YOUNG_THRESHOLD,
@@ -451,8 +451,10 @@ def serve(args: argparse.Namespace) -> int:
             # nor auditing: loading the demo is not a request through the API
             demo_service = FhirService(repository, replace(settings, offload=False,
                                                            audit=False, auth=False))
+            install_pillars(demo_service, pillar_options(args, args.pillar_destinations))
             load_demo(demo_service, console)
             introduction = first_steps(demo_patients(demo_service), f"{base_url}/fhir", auth)
+            introduction += pillar_demos(demo_service, f"{base_url}/fhir")
     finally:
         repository.close()
     console.print(f"[bold green]Hygeia[/] FHIR R4 server at {base_url}/fhir "

@@ -429,7 +429,8 @@ class Pillar(Protocol):
     section: ``--mllp-port``, ``--dicom-port`` ...); ``install`` reads their values
     from ``options`` (the parsed flags, by destination name) and registers what the
     pillar adds on ``host``, once per serving process, before it takes requests;
-    ``commands`` are its ``hygeia`` subcommands.
+    ``commands`` are its ``hygeia`` subcommands; ``demo`` extends ``hygeia serve
+    --demo`` (called after ``install``, with the core's demo data loaded).
     """
 
     name: str
@@ -442,4 +443,10 @@ class Pillar(Protocol):
 
     def commands(self) -> Sequence[CliCommand]:
         """The ``hygeia`` subcommands this pillar adds."""
+        ...
+
+    def demo(self, host: PillarHost, fhir_base: str) -> list[str]:
+        """For ``hygeia serve --demo``: store this pillar's demo data (once: the database
+        may hold it from an earlier start) and return lines that show a newcomer what to
+        try, e.g. ready-to-paste ``curl`` commands against ``fhir_base``."""
         ...
