@@ -23,6 +23,7 @@ from hygeia.fhir.search.index import index_resource
 from hygeia.fhir.search.query import CompartmentClause, SearchLimits, parse_query
 from hygeia.store import Repository, StoredVersion
 from hygeia.store.postgres.repository import PostgresSession
+from hygeia.store.schema import PREFIX_CHARS
 from hygeia.store.search_sql import (
     TOP,
     SqlBuilder,
@@ -36,6 +37,7 @@ from hygeia.store.sql import SqlSession
 
 DAY = 86_400_000_000  # microseconds, the unit of stored dates
 HOSTILE = "x' OR 1=1 --"
+LONG = "L" * 300  # longer than the indexed prefix of text columns
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,20 @@ def test_token_modifiers_pick_their_columns() -> None:
     assert "LIKE ? ESCAPE '\\'" in build("Patient", "name:contains=v").sql
 
 
+def test_text_longer_than_the_indexed_prefix_is_compared_whole_too() -> None:
+    """Long text columns are indexed by their first PREFIX_CHARS characters: a longer
+    value fixes the whole prefix, then the column itself decides."""
+    long = "l" * (PREFIX_CHARS + 10)
+    starts = build("Patient", f"name={long}")
+    assert "substr(i1.norm, 1, 256) = ? AND i1.norm >= ? AND i1.norm < ?" in starts.sql
+    assert starts.params[3:] == [long[:PREFIX_CHARS], long, long + TOP]
+    exact = build("Patient", f"name:exact={long}")
+    assert "substr(i1.exact" not in exact.sql and exact.params[3:] == [long]
+    uri = build("Patient", f"_profile=http://x.org/{long}")
+    assert "substr(i1.uri, 1, 256) = ? AND i1.uri = ?" in uri.sql
+    assert uri.params[3:] == [f"http://x.org/{long}"[:PREFIX_CHARS], f"http://x.org/{long}"]
+
+
 def test_reference_binds_type_and_id() -> None:
     built = build("Observation", "subject=Patient/p1")
     assert "i1.target_type = ? AND i1.target_id = ?" in built.sql
@@ -205,6 +221,7 @@ def test_has_selects_targets_of_matching_sources() -> None:
     assert "(r.res_type, r.res_id) IN (SELECT hs1.target_type, hs1.target_id " \
            "FROM reference_index hs1" in built.sql
     assert "hs1.res_pk IN (SELECT i3.res_pk FROM token_index i3" in built.sql
+    assert "hs1.target_type IN (?)" in built.sql  # only references to this search's types
     assert built.params[-2:] == ["k1", "urn:x"]
 
 
@@ -400,6 +417,8 @@ RESOURCES = [
      "meta": {"profile": ["http://x.org/p/one"]}},
     {"resourceType": "Patient", "id": "p2", "name": [{"family": "Jones", "given": ["Bob"]}],
      "gender": "male", "birthDate": "1985", "identifier": [{"system": "urn:s", "value": "2"}]},
+    {"resourceType": "Patient", "id": "p3", "name": [{"family": LONG}], "gender": "other",
+     "birthDate": "1990-06"},
     {"resourceType": "Observation", "id": "o1", "status": "final",
      "code": {"coding": [{"system": "urn:x", "code": "k1"}]},
      "subject": {"reference": "Patient/p1"},
@@ -415,12 +434,16 @@ SELECTIONS = [
     ("Patient", "name:contains=ONE", {"p2"}),
     ("Patient", "name:exact=Bob", {"p2"}),
     ("Patient", "identifier=urn:s|1,urn:s|2", {"p1", "p2"}),
-    ("Patient", "gender:not=male", {"p1"}),
+    ("Patient", "gender:not=male", {"p1", "p3"}),
     ("Patient", "gender:missing=true", set()),
     ("Patient", "birthdate=ge1970-01&birthdate=lt1980", {"p1"}),
     ("Patient", "_profile:below=http://x.org/p", {"p1"}),
     ("Patient", "_profile:above=http://x.org/p/one/two", {"p1"}),
     ("Patient", "_id=p2,nobody", {"p2"}),
+    ("Patient", f"name={LONG[:280]}", {"p3"}),
+    ("Patient", f"name={LONG[:270]}x", set()),  # the prefix matches, the whole does not
+    ("Patient", f"name:exact={LONG}", {"p3"}),
+    ("Patient", f"name:exact={LONG[:299]}", set()),
     ("Patient", "_lastUpdated=gt2020-01-01", {"p2"}),
     ("Patient", "_has:Observation:patient:code=urn:x|k1", {"p1"}),
     ("Observation", "subject:Patient.name=bob", {"o2"}),
@@ -476,4 +499,4 @@ def test_a_sorted_statement_orders_rows_on_both_databases(stored: Repository) ->
     sql, params = builder.render(f"SELECT r.res_id FROM resource r WHERE {where} "
                                  f"ORDER BY {order}")
     with stored.reader() as session:
-        assert [row[0] for row in session.execute(sql, params).fetchall()] == ["p2", "p1"]
+        assert [row[0] for row in session.execute(sql, params).fetchall()] == ["p3", "p2", "p1"]
