@@ -67,10 +67,13 @@ class Built:
 
 def build(resource_type: str, query: str, select: str = "r.res_id",
           registry: Any = None) -> Built:
-    """The statement ``store/sql.py`` runs to count or page a search, as text and params."""
-    parsed = parse_query(resource_type, parse_qsl(query, keep_blank_values=True),
+    """The statement ``store/sql.py`` runs to count or page a search, as text and params.
+
+    ``resource_type`` may list several types (``Patient,Group``: a ``_type`` search).
+    """
+    types = tuple(resource_type.split(","))
+    parsed = parse_query(types[0], parse_qsl(query, keep_blank_values=True),
                          strict=True, registry=registry)
-    types = parsed.types or (resource_type,)
     builder = SqlBuilder(registry)
     sql, params = builder.render(
         f"SELECT {select} FROM resource r WHERE {where_sql(builder, types, parsed.clauses)}")
@@ -78,11 +81,12 @@ def build(resource_type: str, query: str, select: str = "r.res_id",
 
 
 def assert_well_formed(built: Built) -> None:
-    """Every value is a placeholder: as many ``?`` as parameters, no marker left, and
-    no quote but the builder's own literals (``''`` and ``ESCAPE '\\'``)."""
+    """Every value is a placeholder: as many ``?`` as parameters, no marker left, no
+    quote but the builder's own literals (``''`` and ``ESCAPE '\\'``), no ``%``."""
     assert built.sql.count("?") == len(built.params)
     assert "\x00" not in built.sql
     assert "'" not in built.sql.replace("''", "").replace("ESCAPE '\\'", "")
+    assert "%" not in built.sql  # psycopg would read it as a placeholder
 
 
 # --- shape: one case per parameter type and modifier ------------------------------------
@@ -129,6 +133,15 @@ def test_each_clause_reads_its_index_table(kind: str, query: str, tables: list[s
     assert built.tables() == tables
     assert (built.driven(), built.exists(), built.not_exists()) == (driven, exists, not_exists)
     assert built.params[:2] == [kind, False]  # the type and the deletion flag, bound too
+
+
+def test_a_search_over_several_types_reads_the_rows_of_each() -> None:
+    built = build("Patient,Practitioner", "name=eve")
+    assert_well_formed(built)
+    assert "(r.res_type || '') IN (?, ?)" in built.sql
+    assert "i1.h_param IN (?, ?)" in built.sql
+    assert built.params[:3] == ["Patient", "Practitioner", False]
+    assert len(set(built.params[3:5])) == 2  # each type's own parameter hash
 
 
 def test_one_clause_drives_and_the_others_are_checked_per_row() -> None:
@@ -190,10 +203,41 @@ def test_text_longer_than_the_indexed_prefix_is_compared_whole_too() -> None:
     assert uri.params[3:] == [f"http://x.org/{long}"[:PREFIX_CHARS], f"http://x.org/{long}"]
 
 
+def test_token_value_sets_bind_each_system_and_code() -> None:
+    """``:in`` is one IN over (system, code) pairs plus the bare codes (a ``code``
+    element has no system); ``:not-in`` is the same test under NOT EXISTS."""
+    statuses = "http://hl7.org/fhir/ValueSet/observation-status"
+    within = build("Observation", f"status:in={statuses}")
+    codes = within.sql.count("(?, ?)")
+    assert codes == 8 and "IN (VALUES (?, ?), " in within.sql
+    assert "(i1.system IS NULL AND i1.code IN (?" in within.sql
+    assert len(within.params) == 3 + 3 * codes
+    outside = build("Observation", f"status:not-in={statuses}")
+    assert outside.not_exists() == 1 and outside.driven() == 0
+    assert outside.params[3:] == within.params[3:]
+
+
+def test_token_and_reference_modifiers_on_the_token_table() -> None:
+    """``:of-type`` and a reference's ``:identifier`` read token rows stored under
+    their own parameter (``identifier:of-type``, ``subject:identifier``)."""
+    typed = build("Patient", "identifier:of-type="
+                  "http://terminology.hl7.org/CodeSystem/v2-0203|MR|123")
+    assert typed.tables() == ["token_index"]
+    assert "i1.system = ? AND i1.code = ?" in typed.sql
+    assert typed.params[3:] == ["http://terminology.hl7.org/CodeSystem/v2-0203", "MR|123"]
+    identified = build("Observation", "subject:identifier=urn:s|1")
+    assert identified.tables() == ["token_index"]
+    assert identified.params[-2:] == ["1", "urn:s"]
+    assert identified.params[2] != build("Observation", "code=urn:s|1").params[2]
+
+
 def test_reference_binds_type_and_id() -> None:
     built = build("Observation", "subject=Patient/p1")
     assert "i1.target_type = ? AND i1.target_id = ?" in built.sql
     assert built.params[-2:] == ["Patient", "p1"]
+    absolute = build("Observation", "subject=http://other.org/fhir/Patient/p1")
+    assert "(i1.url = ? OR (i1.target_type = ? AND i1.target_id = ?))" in absolute.sql
+    assert absolute.params[-3:] == ["http://other.org/fhir/Patient/p1", "Patient", "p1"]
 
 
 def test_an_untyped_chain_has_one_alternative_per_target_type() -> None:
@@ -433,6 +477,9 @@ SELECTIONS = [
     ("Patient", "name=eve", {"p1"}),
     ("Patient", "name:contains=ONE", {"p2"}),
     ("Patient", "name:exact=Bob", {"p2"}),
+    ("Patient", "name:contains=o_e", set()),  # LIKE wildcards in a value match themselves
+    ("Patient", "name:contains=on%", set()),
+    ("Patient", "name=a?b%s", set()),  # placeholder characters in a value
     ("Patient", "identifier=urn:s|1,urn:s|2", {"p1", "p2"}),
     ("Patient", "gender:not=male", {"p1", "p3"}),
     ("Patient", "gender:missing=true", set()),
@@ -446,12 +493,27 @@ SELECTIONS = [
     ("Patient", f"name:exact={LONG[:299]}", set()),
     ("Patient", "_lastUpdated=gt2020-01-01", {"p2"}),
     ("Patient", "_has:Observation:patient:code=urn:x|k1", {"p1"}),
+    ("Observation", "subject=p1", {"o1"}),
+    ("Observation", "subject:Patient=p1", {"o1"}),
+    ("Observation", "patient=Patient/p2", {"o2"}),  # shares subject's rows, by target type
     ("Observation", "subject:Patient.name=bob", {"o2"}),
     ("Observation", "subject:Patient.organization.name=acme", {"o1"}),
+    ("Observation", "subject:Patient._id=p1", {"o1"}),
+    ("Observation", "subject:Patient.gender:not=male", {"o1"}),
+    ("Observation", "subject:Patient.identifier:missing=false", {"o1", "o2"}),
+    ("Observation", "subject:Patient.identifier:missing=true", set()),
+    ("Patient", "_has:Observation:patient:_lastUpdated=gt2010", {"p1", "p2"}),
+    ("Patient", "_has:Observation:patient:status:not=final", set()),
+    ("Patient", "_has:Observation:patient:code:not=urn:x|k1", {"p2"}),
     ("Observation", "value-quantity=le5.4|http://unitsofmeasure.org|mg", {"o1"}),
     ("Observation", "value-quantity=gt6||mg", {"o2"}),
+    ("Observation", "status:in=http://hl7.org/fhir/ValueSet/observation-status",
+     {"o1", "o2"}),
+    ("Observation", "status:not-in=http://hl7.org/fhir/ValueSet/observation-status", set()),
     ("Observation", "code-value-quantity=urn:x|k2$gt5", {"o2"}),
     ("Observation", "code-value-quantity=urn:x|k1$gt6", set()),
+    ("Observation", "code-value-quantity=urn:x|k1$gt5,urn:x|k2$gt6", {"o1", "o2"}),
+    ("Patient,Organization", "name=acme", {"acme"}),
     ("Patient", f"name={HOSTILE}", set()),
     ("Patient", f"_id={HOSTILE}", set()),
     ("Patient", "name=" + ",".join(f"v{n}" for n in range(SearchLimits().values - 1)) + ",bob",
@@ -485,8 +547,19 @@ def test_generated_statements_select_the_right_resources_on_both_databases(
             assert dialect == "?" or "?" not in text, query
             found = {row[0] for row in session.execute(built.sql, built.params).fetchall()}
             assert found == expected, query
+            assert_well_formed(built)
         # the hostile values selected nothing and changed nothing
         assert session.execute("SELECT COUNT(*) FROM resource").fetchone()[0] == len(RESOURCES)
+
+
+def test_a_compartment_statement_selects_the_owner_and_what_points_at_it(
+        stored: Repository) -> None:
+    builder = SqlBuilder()
+    clause = CompartmentClause("Patient", "p1", ("subject", "patient"))
+    sql, params = builder.render("SELECT r.res_id FROM resource r WHERE " + where_sql(
+        builder, ("Patient", "Observation"), [clause]))
+    with stored.reader() as session:
+        assert {row[0] for row in session.execute(sql, params).fetchall()} == {"p1", "o1"}
 
 
 def test_a_sorted_statement_orders_rows_on_both_databases(stored: Repository) -> None:
