@@ -240,6 +240,23 @@ def test_reference_binds_type_and_id() -> None:
     assert absolute.params[-3:] == ["http://other.org/fhir/Patient/p1", "Patient", "p1"]
 
 
+def test_a_shared_reference_parameter_reads_its_source_rows_by_target_type() -> None:
+    """Observation ``patient`` has no rows of its own: it is ``subject`` pointing at a
+    Patient (extract/shared.py), so it matches subject's rows narrowed by target type.
+    ``_include`` and ``_revinclude`` (store/sql.py ``SqlSession.included``) use this
+    same :meth:`SqlBuilder.param_match`."""
+    builder = SqlBuilder()
+    sql, params = builder.render(builder.param_match("ri", ("Observation",), "patient"))
+    assert sql == "(ri.h_param = ? AND ri.target_type = ?)"
+    plain = SqlBuilder()
+    subject, subject_params = plain.render(plain.param_match("ri", ("Observation",), "subject"))
+    assert subject == "ri.h_param IN (?)"
+    assert params == [subject_params[0], "Patient"]
+    both = SqlBuilder()
+    sql, params = both.render(both.param_match("ri", ("Observation", "Condition"), "patient"))
+    assert sql.count("ri.target_type = ?") == 2 and " OR " in sql
+
+
 def test_an_untyped_chain_has_one_alternative_per_target_type() -> None:
     """``subject.name``: every target type of Observation.subject that has ``name``."""
     typed = build("Observation", "subject:Patient.name=eve")
@@ -505,6 +522,14 @@ SELECTIONS = [
     ("Patient", "_has:Observation:patient:_lastUpdated=gt2010", {"p1", "p2"}),
     ("Patient", "_has:Observation:patient:status:not=final", set()),
     ("Patient", "_has:Observation:patient:code:not=urn:x|k1", {"p2"}),
+    ("Patient", "_has:Observation:patient:_id=o1", {"p1"}),
+    ("Observation", "subject:Patient._has:Observation:patient:code=urn:x|k2", {"o2"}),
+    ("Patient", "_has:Observation:patient:subject:Patient.name=eve", {"p1"}),
+    ("Observation,Patient", "_id=o1,p2", {"o1", "p2"}),
+    ("Patient", "identifier=|1", set()),  # p1's identifier has a system
+    ("Patient", "identifier:not=urn:s|1", {"p2", "p3"}),
+    ("Patient", "birthdate=1990&birthdate:missing=false", {"p3"}),
+    ("Patient", "_lastUpdated=lt2020&_lastUpdated=ge2017-07-14", {"p1", "p3"}),
     ("Observation", "value-quantity=le5.4|http://unitsofmeasure.org|mg", {"o1"}),
     ("Observation", "value-quantity=gt6||mg", {"o2"}),
     ("Observation", "status:in=http://hl7.org/fhir/ValueSet/observation-status",
