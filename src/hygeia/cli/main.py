@@ -348,13 +348,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return run_command(args)
+        status = run_command(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit where it cannot be caught
+        return status
+    except BrokenPipeError:
+        return _reader_went_away()
     except Exception as error:
         message = describe(error, getattr(args, "db", None))
         if message is None or args.debug:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
+
+
+def _reader_went_away() -> int:
+    """The reader of our output stopped reading (``hygeia auth client list | head``): end
+    quietly, as a Unix filter killed by SIGPIPE does (status 128 + 13), instead of a
+    traceback; stdout goes to /dev/null so flushing it at exit cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 def run_command(args: argparse.Namespace) -> int:
