@@ -1,0 +1,65 @@
+"""The examples of README.md and docs/guide/*.md run as written against a fresh
+``hygeia serve --demo`` and print what the pages show (tests/docs_examples.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.docs_examples import (
+    REPO,
+    ExampleError,
+    examples,
+    json_matches,
+    pages,
+    run_page,
+    text_matches,
+)
+
+
+@pytest.mark.parametrize("page", pages(), ids=lambda page: str(page.relative_to(REPO)))
+def test_every_example_of_the_page_runs_as_shown(page: Path, tmp_path: Path) -> None:
+    ran, not_run = run_page(page, tmp_path)
+    assert ran + not_run == len(examples(page))
+    print(f"{page.relative_to(REPO)}: {ran} examples run, {not_run} not run")
+
+
+def test_most_examples_run_and_every_other_says_why() -> None:
+    everything = [example for page in pages() for example in examples(page)]
+    skipped = [example for example in everything if example.not_run is not None]
+    assert all(example.not_run for example in skipped)
+    assert len(everything) - len(skipped) >= 2 * len(skipped), [e.where for e in skipped]
+
+
+def test_a_not_run_marker_without_a_reason_is_refused(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("<!-- example: not run -->\n```sh\ntrue\n```\n")
+    with pytest.raises(ExampleError, match="needs a reason"):
+        examples(page)
+
+
+def test_the_output_after_a_block_and_the_markers_are_read(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("Text.\n\n<!-- example: server --auth --audit -->\n```sh\necho hi\n```\n\n"
+                    "```text\nhi\n```\n\n```sh\ntrue\n```\nProse.\n```text\nnot its output\n```\n")
+    first, second = examples(page)
+    assert (first.line, first.script, first.expected, first.expected_kind) == \
+        (4, "echo hi", "hi", "text")
+    assert first.server_flags == ("--auth", "--audit")
+    assert (second.line, second.expected, second.server_flags) == (12, None, None)
+
+
+def test_shown_text_matches_with_wildcards() -> None:
+    assert text_matches("id: ...\ndone in ... s", "id: 3f2a\ndone in 0.4 s  \n")
+    assert text_matches("first\n...\nlast", "first\nsecond\nthird\nlast")
+    assert not text_matches("id: 3f2a", "id: 3f2b")
+    assert not text_matches("first", "first\nsecond")
+
+
+def test_shown_json_matches_loosely() -> None:
+    actual = {"id": "a1", "total": 2, "entry": [{"n": 1}, {"n": 2}, {"n": 3}], "meta": {}}
+    assert json_matches({"id": "...", "entry": [{"n": 1}, {"n": 3}]}, actual)
+    assert not json_matches({"entry": [{"n": 3}, {"n": 1}]}, actual)
+    assert not json_matches({"total": 3}, actual)
+    assert not json_matches({"missing": "..."}, actual)
