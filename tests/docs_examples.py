@@ -192,7 +192,8 @@ class PageRun:
         bin_folder = folder / ".bin"
         bin_folder.mkdir()
         wrapper = bin_folder / "hygeia"
-        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m hygeia.cli.main "$@"\n')
+        python = shlex.quote(sys.executable)
+        wrapper.write_text(f'#!/bin/sh\nexec {python} -m hygeia.cli.main "$@"\n')
         wrapper.chmod(0o755)
         self.env = {**os.environ, "PATH": f"{bin_folder}:{os.environ['PATH']}",
                     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"),
@@ -240,6 +241,8 @@ class PageRun:
         """Run one example and check it; returns its output."""
         if example.server_flags is not None and example.server_flags != self.flags:
             self.start(example.server_flags)
+        elif self.server is None:  # started for the first example that runs
+            self.start(self.flags)
         script = (f"[ -f {_ENV_FILE} ] && source {_ENV_FILE}\n"
                   f"trap 'export -p > {_ENV_FILE}' EXIT\nset -ea\n"
                   f"{self.localise(example.script)}\n")
@@ -249,7 +252,8 @@ class PageRun:
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     timeout=EXAMPLE_TIMEOUT)
         except subprocess.TimeoutExpired:
-            raise ExampleError(f"{example.where}: still running after {EXAMPLE_TIMEOUT} s")
+            raise ExampleError(
+                f"{example.where}: still running after {EXAMPLE_TIMEOUT} s") from None
         output = result.stdout.decode("utf-8", "replace")
         self._check(example, result.returncode, output)
         return output
@@ -280,7 +284,6 @@ def run_page(page: Path, folder: Path) -> tuple[int, int]:
     ran = 0
     page_examples = examples(page)
     try:
-        page_run.start()
         for example in page_examples:
             if example.not_run is None:
                 page_run.run(example)

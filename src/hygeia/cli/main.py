@@ -174,9 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("paths", nargs="+",
                       help="files or folders (.ndjson, .ndjson.gz, .json, .json.gz)")
     load.add_argument("--db", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
-    load.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+    load.add_argument("--workers", type=int, default=None, metavar="N",
                       help="processes that parse, validate and index NDJSON (default: one per "
-                           f"core, {os.cpu_count() or 1} here; 0 = in the loading process)")
+                           f"core, {os.cpu_count() or 1} here, or none for less than 1 MB of "
+                           "NDJSON; 0 = in the loading process)")
     load.add_argument("--upsert", action="store_true",
                       help="a resource whose id is already stored becomes its next version "
                            "(without it, that line is an error and is skipped)")
@@ -506,7 +507,7 @@ def load(args: argparse.Namespace) -> int:
     tune_garbage_collector(LOAD_YOUNG_THRESHOLD)
     tune_this_process()
     sys.setswitchinterval(LOAD_SWITCH_INTERVAL)
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise UserError(f"--workers {args.workers}: give 0 (load in this process) or more")
     # a Bundle file of any size loads as one transaction: the entry limit guards the API
     unlimited = Settings(max_bundle_entries=sys.maxsize)
