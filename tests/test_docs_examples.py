@@ -1,8 +1,15 @@
 """The examples of README.md and docs/guide/*.md run as written against a fresh
-``hygeia serve --demo`` and print what the pages show (tests/docs_examples.py)."""
+``hygeia serve --demo`` and print what the pages show (tests/docs_examples.py).
+
+The pages run side by side (each with its own server and folder), so the test
+takes about as long as the slowest page rather than the sum (measured on two cores
+shared with other work: 32 s, against 45 s one page after another).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,12 +24,30 @@ from tests.docs_examples import (
     text_matches,
 )
 
+PAGES_AT_ONCE = 3
+
+
+@pytest.fixture(scope="module")
+def page_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[dict[Path, Future[tuple[int, int]]]]:
+    """Every selected page's run, started at once, the pages with most examples first."""
+    selected = [item.callspec.params["page"] for item in request.session.items
+                if isinstance(item, pytest.Function) and item.originalname == _PAGE_TEST.__name__]
+    selected.sort(key=lambda page: -len(examples(page)))
+    with ThreadPoolExecutor(PAGES_AT_ONCE) as pool:
+        yield {page: pool.submit(run_page, page, tmp_path_factory.mktemp(page.stem))
+               for page in selected}
+
 
 @pytest.mark.parametrize("page", pages(), ids=lambda page: str(page.relative_to(REPO)))
-def test_every_example_of_the_page_runs_as_shown(page: Path, tmp_path: Path) -> None:
-    ran, not_run = run_page(page, tmp_path)
+def test_every_example_of_the_page_runs_as_shown(
+        page: Path, page_runs: dict[Path, Future[tuple[int, int]]]) -> None:
+    ran, not_run = page_runs[page].result()
     assert ran + not_run == len(examples(page))
     print(f"{page.relative_to(REPO)}: {ran} examples run, {not_run} not run")
+
+
+_PAGE_TEST = test_every_example_of_the_page_runs_as_shown
 
 
 def test_most_examples_run_and_every_other_says_why() -> None:
