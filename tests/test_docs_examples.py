@@ -31,15 +31,20 @@ PAGES_AT_ONCE = 3
 def page_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
               ) -> Iterator[dict[Path, Future[tuple[int, int]]]]:
     """Every selected page's run, started at once, the pages with most examples first."""
-    selected = [item.callspec.params["page"] for item in request.session.items
-                if isinstance(item, pytest.Function) and item.originalname == _PAGE_TEST.__name__]
+    chosen = {item.callspec.id for item in request.session.items
+              if isinstance(item, pytest.Function) and item.originalname == _PAGE_TEST.__name__}
+    selected = [page for page in pages() if _page_id(page) in chosen]
     selected.sort(key=lambda page: -len(examples(page)))
     with ThreadPoolExecutor(PAGES_AT_ONCE) as pool:
         yield {page: pool.submit(run_page, page, tmp_path_factory.mktemp(page.stem))
                for page in selected}
 
 
-@pytest.mark.parametrize("page", pages(), ids=lambda page: str(page.relative_to(REPO)))
+def _page_id(page: Path) -> str:
+    return str(page.relative_to(REPO))
+
+
+@pytest.mark.parametrize("page", pages(), ids=_page_id)
 def test_every_example_of_the_page_runs_as_shown(
         page: Path, page_runs: dict[Path, Future[tuple[int, int]]]) -> None:
     ran, not_run = page_runs[page].result()
