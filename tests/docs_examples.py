@@ -198,7 +198,8 @@ class PageRun:
         self.env = {**os.environ, "PATH": f"{bin_folder}:{os.environ['PATH']}",
                     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"),
                                                                 os.environ.get("PYTHONPATH")]))}
-        self.env.pop("HYGEIA_SECRET_KEY", None)
+        for name in [name for name in self.env if name.startswith("HYGEIA_")]:
+            del self.env[name]  # a reader's shell sets none: HYGEIA_DB would move the server
 
     def localise(self, text: str) -> str:
         return text.replace(DOCUMENTED_ADDRESS, f"127.0.0.1:{self.port}")
