@@ -36,7 +36,7 @@ from hygeia.cli.runtime import (
     default_threads,
     tune_garbage_collector,
 )
-from hygeia.store.factory import DEFAULT_URL
+from hygeia.store import DEFAULT_URL
 
 EPILOG_SERVE = "example: hygeia serve --demo --port 8080   # then GET http://127.0.0.1:8080/fhir/metadata"
 DESCRIPTION_SERVE = ("Run the FHIR server. Every option can also be set in the environment as "
@@ -485,7 +485,7 @@ def load_demo(service: object, console: Console) -> None:
     """Load the packaged demo patients once (skipped when the database holds data)."""
     from hygeia.cli.load import load_paths, summary
     from hygeia.server import FhirService
-    from hygeia.store.base import HistoryQuery
+    from hygeia.store import HistoryQuery
 
     assert isinstance(service, FhirService)
     with service.repository.reader() as session:
@@ -500,7 +500,7 @@ def load_demo(service: object, console: Console) -> None:
 def load(args: argparse.Namespace) -> int:
     from hygeia.cli.load import load_paths, summary
     from hygeia.server import FhirService, Settings
-    from hygeia.server.allocator import tune_this_process
+    from hygeia.server.memory.allocator import tune_this_process
     from hygeia.store import open_repository
 
     console = Console(stderr=True)
