@@ -187,6 +187,8 @@ class PageRun:
         self.port = _free_port()
         self.server: subprocess.Popen[bytes] | None = None
         self.flags: tuple[str, ...] = ()
+        self.log = folder / ".server.log"
+        self.ran = 0  # examples run so far
         (folder / "tests").mkdir()
         (folder / "tests" / "fixtures").symlink_to(REPO / "tests" / "fixtures")
         bin_folder = folder / ".bin"
@@ -205,28 +207,34 @@ class PageRun:
         return text.replace(DOCUMENTED_ADDRESS, f"127.0.0.1:{self.port}")
 
     def start(self, flags: tuple[str, ...] = ()) -> None:
+        """(Re)start the server; before any example ran, a port another process took
+        meanwhile is swapped for a new one (afterwards the shell state holds the port)."""
         self.stop()
         self.flags = flags
-        log = (self.folder / ".server.log").open("ab")
-        self.server = subprocess.Popen(
-            ["hygeia", "serve", "--demo", "--port", str(self.port), *flags], cwd=self.folder,
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_ready()
+        for _ in range(3):
+            if self._started():
+                return
+            if self.server is not None and self.ran == 0:
+                self.port = _free_port()
+        raise ExampleError(f"hygeia serve --demo {' '.join(flags)} did not start:\n"
+                           + self.log.read_text())
 
-    def _wait_ready(self) -> None:
+    def _started(self) -> bool:
+        self.log.write_text("")
+        with self.log.open("ab") as log:
+            self.server = subprocess.Popen(
+                ["hygeia", "serve", "--demo", "--port", str(self.port), *self.flags],
+                cwd=self.folder, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.server is not None
-            if self.server.poll() is not None:
-                raise ExampleError(f"hygeia serve {' '.join(self.flags)} exited:\n"
-                                   + (self.folder / ".server.log").read_text())
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
+        while time.monotonic() < deadline and self.server.poll() is None:
+            # the banner first: another server on a reused port would answer /ready too
+            if f"server at http://127.0.0.1:{self.port}/fhir" in self.log.read_text() and \
+                    _answers_ready(self.port):
+                return True
             time.sleep(0.05)
-        raise ExampleError("hygeia serve --demo did not get ready within 60 s")
+        self.stop()
+        return False
 
     def stop(self) -> None:
         if self.server is None or self.server.poll() is not None:
@@ -255,6 +263,7 @@ class PageRun:
         except subprocess.TimeoutExpired:
             raise ExampleError(
                 f"{example.where}: still running after {EXAMPLE_TIMEOUT} s") from None
+        self.ran += 1
         output = result.stdout.decode("utf-8", "replace")
         self._check(example, result.returncode, output)
         return output
@@ -292,6 +301,13 @@ def run_page(page: Path, folder: Path) -> tuple[int, int]:
     finally:
         page_run.stop()
     return ran, len(page_examples) - ran
+
+
+def _answers_ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def _free_port() -> int:

@@ -8,6 +8,7 @@ shared with other work: 32 s, against 45 s one page after another).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from tests.docs_examples import (
     REPO,
     ExampleError,
+    PageRun,
     examples,
     json_matches,
     pages,
@@ -93,3 +95,19 @@ def test_shown_json_matches_loosely() -> None:
     assert not json_matches({"entry": [{"n": 3}, {"n": 1}]}, actual)
     assert not json_matches({"total": 3}, actual)
     assert not json_matches({"missing": "..."}, actual)
+
+
+def test_a_port_taken_before_the_first_example_is_swapped(tmp_path: Path) -> None:
+    """Another process may take the free port before the server binds it; then the
+    runner starts the server on another one (no example has used the port yet)."""
+    run = PageRun(tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        run.port = busy.getsockname()[1]
+        try:
+            run.start()
+            assert run.port != busy.getsockname()[1]
+            assert f"server at http://127.0.0.1:{run.port}/fhir" in run.log.read_text()
+        finally:
+            run.stop()
