@@ -173,6 +173,8 @@ def json_matches(expected: Any, actual: Any) -> bool:
                    for item in expected)
     if isinstance(expected, str) and "..." in expected:
         return isinstance(actual, str) and text_matches(expected, actual)
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return expected is actual  # JSON true is not 1
     return bool(expected == actual)
 
 

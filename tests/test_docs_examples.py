@@ -95,6 +95,8 @@ def test_shown_json_matches_loosely() -> None:
     assert not json_matches({"entry": [{"n": 3}, {"n": 1}]}, actual)
     assert not json_matches({"total": 3}, actual)
     assert not json_matches({"missing": "..."}, actual)
+    assert not json_matches({"total": True}, {"total": 1})
+    assert json_matches({"active": False}, {"active": False})
 
 
 def test_a_port_taken_before_the_first_example_is_swapped(tmp_path: Path) -> None:
