@@ -3,6 +3,7 @@
 from hygeia.store.base import (
     HistoryQuery,
     PoolUsage,
+    Referrer,
     Repository,
     SearchPage,
     Session,
@@ -13,6 +14,7 @@ from hygeia.store.factory import open_repository
 __all__ = [
     "HistoryQuery",
     "PoolUsage",
+    "Referrer",
     "Repository",
     "SearchPage",
     "Session",

@@ -81,6 +81,9 @@ class PostgresSession(SqlSession):
     def _for_update(self, wanted: bool) -> str:
         return " FOR UPDATE OF r" if wanted else ""
 
+    def _for_share(self, wanted: bool) -> str:
+        return " FOR SHARE OF r" if wanted else ""
+
     def lock(self, key: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
 
