@@ -178,7 +178,8 @@ def process_transaction(service: FhirService, request: FhirRequest,
     check = _validation(service, request, entries)
     _refuse_duplicates(entries)
     try:
-        with service.transaction() as session:
+        integrity = service.integrity_check(request)
+        with service.transaction(integrity=integrity) as session:
             mapping = _assign_identities(session, entries, request.access)
             resolve = _reference_resolver(guarded(session, request.access, "search-type"),
                                           entries, mapping)
@@ -193,6 +194,9 @@ def process_transaction(service: FhirService, request: FhirRequest,
                         service, guarded(session, request.access, entry.route.interaction),
                         request, entry)
                     results.charge(entry.method, entry.response)
+            if integrity is not None:  # before the audit records: errors name the entries
+                integrity.locations = _entry_locations(entries)
+                integrity.verify(session)
             if check is not None:
                 check.raise_if_invalid(lambda: validate_entries(entries))
             service.audit.in_transaction(session, request, entries)
@@ -201,6 +205,13 @@ def process_transaction(service: FhirService, request: FhirRequest,
             check.raise_if_invalid(lambda: validate_entries(entries))
         raise
     return [_response_entry(entry, request) for entry in entries]
+
+
+def _entry_locations(entries: list[Entry]) -> dict[tuple[str, str], str]:
+    """Where each written or deleted resource came from: ``Bundle.entry[i]``."""
+    return {(entry.route.resource_type, entry.target_id or entry.route.id or ""): entry.where
+            for entry in entries
+            if entry.route.resource_type and (entry.target_id or entry.route.id)}
 
 
 def _validation(service: FhirService, request: FhirRequest,
