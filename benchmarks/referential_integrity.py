@@ -4,7 +4,8 @@ against the same server without it, measured in the same run.
 One server per mode (``off``: the baseline; ``on``: ``--referential-integrity``),
 each on a fresh database seeded with the same Patients and Practitioners.  Each
 round sends the same work to each mode in turn (interleaved, so drift on a
-shared machine hits both alike), from ``--clients`` concurrent clients:
+shared machine hits both alike, and which goes first alternates), from
+``--clients`` concurrent clients:
 
 * ``create``: ``POST Observation`` with two local references (subject, performer);
 * ``transaction``: a Bundle of one Patient and 20 Observations referring to it
@@ -148,7 +149,9 @@ def run_backend(backend: str, args: argparse.Namespace) -> None:
         try:
             seeded = {mode: seed(server.base) for mode, server in servers.items()}
             for round_ in range(args.rounds + 1):  # round 0 warms up and is not counted
-                for mode, server in servers.items():
+                order = list(servers) if round_ % 2 else list(reversed(servers))
+                for mode in order:  # who goes first alternates: no mode always runs warm
+                    server = servers[mode]
                     clients = Clients(server.base)
                     patients, practitioners = seeded[mode]
                     created: list[str] = []
