@@ -46,7 +46,7 @@ from hygeia.api.http.request import Request, framing, transfer_coding_error, ver
 from hygeia.fhir.outcome import BadRequest, FhirError, PayloadTooLarge
 
 if TYPE_CHECKING:
-    from hygeia.api.http.server import FrontEnd
+    from hygeia.api.http.front import FrontEnd
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_SECONDS = 2.0  # how long the bytes of a refused request are drained before closing

@@ -26,8 +26,7 @@ from hygeia.server.auth.signing import Signer
 from hygeia.server.auth.tokens import Grant, TokenIssuer, narrowed, requested_scopes
 from hygeia.server.context import Settings
 from hygeia.server.outbound import OutboundPolicy
-from hygeia.store.auth import AuthStore
-from hygeia.store.base import Repository
+from hygeia.store import AuthStore, Repository
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 SCOPES_SUPPORTED = ("openid", "fhirUser", "launch", "launch/patient", "offline_access",
