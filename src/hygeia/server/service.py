@@ -185,7 +185,7 @@ class FhirService:
 
             return process_bundle(self, request)
         if operation is not None and operation.session == "write":
-            with self.transaction() as session:
+            with self.transaction(integrity=self.integrity_check(request)) as session:
                 return self.perform(route, request, session)
         if route.writes:
             with self.transaction(integrity=self.integrity_check(request)) as session:

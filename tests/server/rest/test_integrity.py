@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from hygeia.fhir.outcome import BadRequest, Conflict, Gone, Unprocessable
-from hygeia.server import FhirService
+from hygeia.server import FhirResponse, FhirService
 from hygeia.server.context import Settings
+from hygeia.server.extensions import Operation, OperationCall
 from hygeia.server.rest import write
 from hygeia.server.rest.integrity import (
     IntegrityCheck,
@@ -133,3 +134,20 @@ def test_loads_and_other_transactions_are_not_checked(strict: FhirService) -> No
     with strict.transaction() as session:
         response = write.create(session, "Observation", observation("Patient/not-yet"))
     assert response.status == 201
+
+
+def _refer_to_target(call_: OperationCall) -> FhirResponse:
+    """A pillar's write operation: stores an Observation about the instance it is called on."""
+    assert call_.session is not None
+    return write.create(call_.session, "Observation", observation(f"Patient/{call_.id}"),
+                        base_url=call_.request.base_url)
+
+
+def test_operations_that_write_are_checked(strict: FhirService) -> None:
+    strict.operations.register(Operation(
+        "refer", _refer_to_target, "urn:test:OperationDefinition:refer",
+        instances=frozenset({"Patient"}), session="write", access="c"))
+    subject = body(call(strict, "POST", "Patient", patient()))["id"]
+    assert call(strict, "POST", f"Patient/{subject}/$refer", {}).status == 201
+    with pytest.raises(Unprocessable, match="Patient/nobody"):
+        call(strict, "POST", "Patient/nobody/$refer", {})
