@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from tests.conftest import BACKENDS, ServerProcess, backend_server
-from tests.helpers import patient
+from tests.helpers import patient, unique
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -131,7 +131,7 @@ def test_cascade_deletes_referrers_recursively(strict: ServerProcess) -> None:
 
 
 def test_conditional_delete_cascades_too(strict: ServerProcess) -> None:
-    marker = f"cond-{id(strict)}-{threading.get_ident()}"
+    marker = unique()
     subject = created(strict.client, patient(marker))
     referrer = created(strict.client, observation(subject))
     query = {"identifier": f"urn:test|{marker}"}
