@@ -12,8 +12,19 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+
+from hygeia.fhir.outcome import BadRequest
 from hygeia.server import FhirResponse
-from hygeia.server.extensions import CliCommand, Operation, OperationCall, PillarHost
+from hygeia.server.extensions import (
+    CliCommand,
+    MountRequest,
+    MountResponse,
+    Operation,
+    OperationCall,
+    PillarHost,
+)
+from hygeia.server.rest import write
 
 
 def hello(call: OperationCall) -> FhirResponse:
@@ -51,6 +62,22 @@ class HelloListener:
             self._socket.close()
 
 
+class HelloMount:
+    """``/hello/...``: says what it was asked, with a 1 KB body limit of its own."""
+
+    name = "hello"
+    prefixes = ("/hello",)
+    max_body_bytes = 1024
+    requires_token = False
+
+    def handle(self, request: MountRequest) -> MountResponse:
+        if request.path == "/hello/fail":
+            raise BadRequest("Asked to fail.", expression="path")
+        answer = {"method": request.method, "path": request.path, "bytes": len(request.body),
+                  "root": request.root, "query": dict(request.query)}
+        return MountResponse(200, orjson.dumps(answer))
+
+
 class HelloCommand:
     name = "hello"
     help = "say hello (an example pillar's command)"
@@ -73,11 +100,20 @@ class ExamplePillar:
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
         host.add_operation(Operation("hello", hello, "urn:example:OperationDefinition:hello",
                                      system=True, methods=("GET",)))
+        host.add_mount(HelloMount())
         if options.get("hello_port"):
             host.add_listener(HelloListener(int(options["hello_port"])))
 
     def commands(self) -> Sequence[CliCommand]:
         return [HelloCommand()]
+
+    def demo(self, host: PillarHost, fhir_base: str) -> list[str]:
+        with host.transaction() as session:
+            if session.current("Basic", "hello-demo") is None:
+                write.update(session, "Basic", "hello-demo", {
+                    "resourceType": "Basic", "id": "hello-demo", "code": {"text": "hello demo"}})
+        return ["Example pillar:", f"  curl -s '{fhir_base}/$hello'",
+                f"  curl -s '{fhir_base}/Basic/hello-demo'"]
 
 
 PILLAR = ExamplePillar()

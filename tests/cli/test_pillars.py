@@ -1,5 +1,6 @@
 """A pillar is found through its package metadata and plugs into ``hygeia``: its serve
-flags, its operation, its listener (in one serving process only) and its command."""
+flags, its operation, its mount (with its own body limit), its listener (in one serving
+process only) and its command."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import ServerProcess, free_port
@@ -58,6 +60,17 @@ def test_the_pillar_serves_its_operation_and_one_listener(with_pillar: None,
         assert answer.json()["parameter"][0]["valueString"] == "hello from the example pillar"
         statement = server.client.get("metadata").json()
         assert "hello" in {op["name"] for op in statement["rest"][0]["operation"]}
+        root = server.base.removesuffix("/fhir")
+        mounted = httpx.post(f"{root}/hello/there?x=1", content=b"a" * 1000)
+        assert mounted.status_code == 200
+        assert mounted.json() == {"method": "POST", "path": "/hello/there", "bytes": 1000,
+                                  "root": root, "query": {"x": "1"}}
+        too_large = httpx.post(f"{root}/hello", content=b"a" * 1025)  # its own 1 KB limit
+        assert too_large.status_code == 413
+        assert too_large.json()["resourceType"] == "OperationOutcome"
+        failed = httpx.get(f"{root}/hello/fail")
+        assert failed.status_code == 400
+        assert failed.json()["issue"][0]["diagnostics"] == "Asked to fail."
         for _ in range(3):  # two serving processes, one listener: the port was bound once
             with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
                 assert connection.recv(16) == b"hello\n"
@@ -76,3 +89,14 @@ def test_a_pillar_that_cannot_load_is_one_error_line(tmp_path: Path,
     assert result.returncode == 2
     assert result.stderr.startswith("error: the pillar 'example'")
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_the_pillar_extends_the_demo(with_pillar: None, tmp_path: Path) -> None:
+    server = ServerProcess(f"sqlite:///{tmp_path}/demo.db", "--demo", stdout=subprocess.PIPE)
+    try:
+        assert server.client.get("Basic/hello-demo").json()["code"]["text"] == "hello demo"
+        assert server.client.get("$hello").status_code == 200
+    finally:
+        server.stop()
+    printed = server.process.stdout.read().decode() if server.process.stdout else ""
+    assert "Example pillar:" in printed and f"curl -s '{server.base}/$hello'" in printed

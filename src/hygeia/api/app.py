@@ -17,11 +17,11 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from hygeia.api.auth_http import auth_answer
 from hygeia.api.compression import encode_body
 from hygeia.api.cors import cors_headers, is_preflight, preflight_headers
 from hygeia.api.health import probe_answer
 from hygeia.api.metrics import Metrics
+from hygeia.api.mounts import answer_mount
 from hygeia.api.negotiation import (
     FHIR_JSON,
     FORM_TYPE,
@@ -98,12 +98,18 @@ def create_app(service: FhirService) -> WsgiApp:
             return HttpResponse(204, preflight_headers()).send(start_response, method)
         # probes and metrics: never audited, never a token
         answer = probe_answer(service, environ) or metrics.answer(environ)
-        if answer is None:
-            with service.request_limits():  # /auth requests query the database too
-                answer = auth_answer(service, environ)
+        path = _native(environ.get("PATH_INFO", ""))
+        mount = service.mount_for(path) if answer is None else None
         if answer is not None:
             status, headers, body, media_type = answer
             response = HttpResponse(status, headers, body, media_type=media_type)
+        elif mount is not None:
+            with service.request_limits():  # a mount queries the database too
+                mounted = answer_mount(service, mount, environ, path)
+            body, stream = (mounted.body, None) if isinstance(mounted.body, bytes) else \
+                (b"", iter(mounted.body))
+            response = HttpResponse(mounted.status, mounted.headers, body,
+                                    media_type=mounted.media_type, stream=stream)
         else:
             response = _respond(service, environ)
         response.media_type = response.media_type or response_type(environ.get("HTTP_ACCEPT"))
@@ -177,7 +183,7 @@ def _to_fhir_request(environ: dict[str, Any], query: list[tuple[str, str]],
             query.extend(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
         elif raw.strip():
             body, raw_json = _parse_json(raw, service.settings.max_json_values), raw
-        elif method in _WRITE_METHODS and not path.endswith("_search"):
+        elif method in _WRITE_METHODS and not _empty_body_allowed(path):
             raise BadRequest(f"{method} needs a request body.", code="required")
     prefer = parse_prefer(environ.get("HTTP_PREFER"))
     return FhirRequest(
@@ -190,6 +196,13 @@ def _to_fhir_request(environ: dict[str, Any], query: list[tuple[str, str]],
         prefer_lenient=prefer.lenient, prefer_async=prefer.respond_async,
         remote=environ.get("REMOTE_ADDR"), provenance=_provenance(environ),
     )
+
+
+def _empty_body_allowed(path: str) -> bool:
+    """A search by POST, and an operation (``$reindex``, ``$export``), may come without a
+    body: for an operation an empty body means "no parameters", as the query string would."""
+    last = path.rpartition("/")[2]
+    return last == "_search" or last.startswith("$")
 
 
 def _provenance(environ: dict[str, Any]) -> str | None:

@@ -71,3 +71,11 @@ def install_pillars(host: PillarHost, options: Mapping[str, Mapping[str, Any]]) 
     """Let each installed pillar register what it adds, before requests are taken."""
     for pillar in installed_pillars():
         pillar.install(host, options.get(pillar.name, {}))
+
+
+def pillar_demos(host: PillarHost, fhir_base: str) -> list[str]:
+    """Each pillar's demo data, stored; the lines they print for ``serve --demo``."""
+    lines: list[str] = []
+    for pillar in installed_pillars():
+        lines.extend(pillar.demo(host, fhir_base))
+    return lines

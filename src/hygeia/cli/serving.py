@@ -175,6 +175,7 @@ def _serve_in_worker(options: ServeOptions, listener: socket.socket, supervisor:
     from hygeia.api import create_app
     from hygeia.api.http import HttpLimits, serve_socket
     from hygeia.api.http.wsgi import log_access_as_json
+    from hygeia.api.mounts import mount_body_limits
     from hygeia.cli.pillars import install_pillars
     from hygeia.server import FhirService
     from hygeia.store import open_repository
@@ -182,16 +183,16 @@ def _serve_in_worker(options: ServeOptions, listener: socket.socket, supervisor:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     _die_with_parent(supervisor)
-    limits = HttpLimits.from_settings(options.settings)
-    _allow_open_files(limits.max_connections + 256)
     repository = open_repository(options.db_url)
     service = FhirService(repository, options.settings)
     try:
         install_pillars(service, options.pillar_options)
+        app = create_app(service)  # registers the authorization server's mount
+        limits = HttpLimits.from_settings(options.settings, mount_body_limits(service))
+        _allow_open_files(limits.max_connections + 256)
         if first:
             service.start_listeners()
         service.start_jobs()
-        app = create_app(service)
         tune_garbage_collector()
         if options.access_log and options.log_format == "json":
             log_access_as_json()

@@ -24,6 +24,12 @@ Declared here:
 - :class:`JobKind`, :class:`JobContext`, :class:`JobFailed`, :class:`JobStopped`:
   work that outlives a request, run by the job runner from a durable queue and
   resumable from checkpoints (``FhirService.job_kinds``).
+- :class:`Interceptor`: wraps every FHIR request (and each batch entry): the
+  audit trail is one.
+- :class:`Mount`, :class:`MountRequest`, :class:`MountResponse`: HTTP routes
+  outside ``/fhir`` (``/cds-services``, ``/dicomweb``, the authorization
+  server's ``/auth``), each with its own body limit, served by the same HTTP
+  front end; transport-neutral, so a mount never sees WSGI.
 - :class:`Listener`: a network listener that lives as long as the server
   (MLLP, MQTT, DICOM, websockets), started in one serving process only.
 - :class:`Pillar`, :class:`PillarHost` and :class:`CliCommand`: how a pillar is
@@ -37,7 +43,7 @@ Declared here:
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,13 +51,30 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from hygeia.fhir.search.parameters import SearchRegistry
+    from hygeia.server.auth.access import Access
     from hygeia.server.context import FhirRequest, FhirResponse, Settings
     from hygeia.server.jobs.files import FileArea
     from hygeia.store import Job, JobStore, Repository, Session, StoredVersion
 
-__all__ = ["CliCommand", "Host", "JobContext", "JobFailed", "JobKind", "JobStopped",
-           "Listener", "Operation", "OperationCall", "Operations", "Pillar", "PillarHost",
-           "WriteHook"]
+__all__ = [
+    "CliCommand",
+    "Host",
+    "Interceptor",
+    "JobContext",
+    "JobFailed",
+    "JobKind",
+    "JobStopped",
+    "Listener",
+    "Mount",
+    "MountRequest",
+    "MountResponse",
+    "Operation",
+    "OperationCall",
+    "Operations",
+    "Pillar",
+    "PillarHost",
+    "WriteHook",
+]
 
 Level = Literal["system", "type", "instance"]
 SessionKind = Literal["none", "read", "write"]
@@ -288,6 +311,82 @@ class Listener(Protocol):
         """Stop accepting, finish or drop what is in progress, release the port."""
 
 
+class Interceptor(Protocol):
+    """Wraps the handling of every FHIR request, outermost first in registration order.
+
+    ``proceed(request)`` runs the rest of the chain and the interaction; an
+    interceptor may look at the request and the response (or the error ``proceed``
+    raised), time it, refuse it by raising a
+    :class:`~hygeia.fhir.outcome.FhirError`, or answer it without proceeding. Each
+    entry of a batch goes through the chain again; transaction entries do not (the
+    transaction is one request). The audit trail is an interceptor
+    (``AuditTrail.intercept``), registered when auditing is on.
+    """
+
+    def intercept(self, request: FhirRequest,
+                  proceed: Callable[[FhirRequest], FhirResponse]) -> FhirResponse:
+        """Handle ``request``, calling ``proceed`` to go on (at most once)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MountRequest:
+    """One HTTP request to a mount, read whole by the front end (within the mount's
+    body limit) before a request thread takes it."""
+
+    method: str
+    path: str  # from the mount's prefix on: "/cds-services/news2"
+    query: list[tuple[str, str]]
+    headers: Mapping[str, str]  # names in lower case
+    body: bytes
+    root: str  # the server root clients use (--base-url), e.g. "https://fhir.example.org"
+    remote: str | None = None
+    access: Access | None = None  # the caller's verified token (mounts that require one)
+
+
+@dataclass(slots=True)
+class MountResponse:
+    """The answer: ``body`` is bytes, or an iterable of chunks to stream."""
+
+    status: int
+    body: bytes | Iterable[bytes] = b""
+    media_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Mount(Protocol):
+    """HTTP routes outside ``/fhir``, served by the same front end and processes.
+
+    A mount answers each of its ``prefixes`` and every path below one. The front
+    end refuses a body over ``max_body_bytes`` (``None``: the server's own
+    ``--max-body-mb``) with 413 before reading it, so a mount's limit can be
+    smaller or larger than the FHIR API's. With ``requires_token`` and
+    authorization on, a request without a valid bearer token is refused (401)
+    before ``handle`` runs, and ``request.access`` is the verified token; the mount
+    checks scopes itself (e.g. DICOMweb needs ``ImagingStudy.rs``). An error
+    raised as a :class:`~hygeia.fhir.outcome.FhirError` is answered as an
+    OperationOutcome; anything else is a logged 500.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """Paths it answers, each with everything below it: ``("/cds-services",)``."""
+        ...
+
+    @property
+    def max_body_bytes(self) -> int | None: ...
+
+    @property
+    def requires_token(self) -> bool: ...
+
+    def handle(self, request: MountRequest) -> MountResponse:
+        """Answer one request."""
+        ...
+
+
 class PillarHost(Host, Protocol):
     """What a pillar's :meth:`Pillar.install` receives: the :class:`Host`, and where to
     register what the pillar adds."""
@@ -299,6 +398,10 @@ class PillarHost(Host, Protocol):
     def add_job_kind(self, kind: JobKind) -> None: ...
 
     def add_listener(self, listener: Listener) -> None: ...
+
+    def add_mount(self, mount: Mount) -> None: ...
+
+    def add_interceptor(self, interceptor: Interceptor) -> None: ...
 
 
 class CliCommand(Protocol):
@@ -326,7 +429,8 @@ class Pillar(Protocol):
     section: ``--mllp-port``, ``--dicom-port`` ...); ``install`` reads their values
     from ``options`` (the parsed flags, by destination name) and registers what the
     pillar adds on ``host``, once per serving process, before it takes requests;
-    ``commands`` are its ``hygeia`` subcommands.
+    ``commands`` are its ``hygeia`` subcommands; ``demo`` extends ``hygeia serve
+    --demo`` (called after ``install``, with the core's demo data loaded).
     """
 
     name: str
@@ -339,4 +443,10 @@ class Pillar(Protocol):
 
     def commands(self) -> Sequence[CliCommand]:
         """The ``hygeia`` subcommands this pillar adds."""
+        ...
+
+    def demo(self, host: PillarHost, fhir_base: str) -> list[str]:
+        """For ``hygeia serve --demo``: store this pillar's demo data (once: the database
+        may hold it from an earlier start) and return lines that show a newcomer what to
+        try, e.g. ready-to-paste ``curl`` commands against ``fhir_base``."""
         ...

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -15,12 +16,21 @@ import orjson
 from hygeia.fhir.outcome import BadRequest
 from hygeia.fhir.search.parameters import default_registry
 from hygeia.server.audit.trail import AuditTrail
+from hygeia.server.auth.endpoints import AuthMount
 from hygeia.server.auth.guard import guarded
 from hygeia.server.auth.server import AuthServer
 from hygeia.server.bulk.export_job import ExportJob
 from hygeia.server.bulk.importing import ImportJob
 from hygeia.server.context import FhirRequest, FhirResponse, Settings
-from hygeia.server.extensions import JobKind, Listener, Operation, OperationCall, WriteHook
+from hygeia.server.extensions import (
+    Interceptor,
+    JobKind,
+    Listener,
+    Mount,
+    Operation,
+    OperationCall,
+    WriteHook,
+)
 from hygeia.server.jobs.files import FileArea
 from hygeia.server.jobs.reindex import ReindexJob
 from hygeia.server.jobs.run import JobTiming
@@ -52,6 +62,7 @@ from hygeia.store import (
 )
 
 log = logging.getLogger("hygeia.server")
+_RESERVED_PATHS = frozenset({"/health", "/ready", "/metrics"})  # api/health.py, api/metrics.py
 
 
 class FhirService:
@@ -80,6 +91,8 @@ class FhirService:
         # network listeners of pillars, started by start_listeners (one process only)
         self.listeners: list[Listener] = []
         self._listening: list[Listener] = []
+        # HTTP routes outside /fhir (the authorization server's, a pillar's)
+        self.mounts: list[Mount] = []
         # SMART on FHIR: Hygeia is its own authorization server (None when auth is off)
         self.auth = AuthServer(repository, self.settings) if self.settings.auth else None
         # the newest SearchParameter write seen, noted before loading them all, so one
@@ -94,8 +107,14 @@ class FhirService:
         self.extractor = Offload() if self.settings.offload else None
         self.validator = Offload() if self.settings.offload else None
         self.audit = AuditTrail(self)
+        # wrap every request, outermost first (the audit trail, when it is on)
+        self.interceptors: list[Interceptor] = []
+        self._handler: Callable[[FhirRequest], FhirResponse] = self._dispatch
+        if self.audit.enabled:
+            self.add_interceptor(self.audit)
         if self.auth is not None:
             self.auth.listeners.append(self.audit.auth_event)
+            self.add_mount(AuthMount(self.auth, self.patient_exists))
 
     @contextmanager
     def transaction(self, *, flush_to_disk: bool = True,
@@ -156,9 +175,18 @@ class FhirService:
         # a request's reads stop after statement_timeout; its writes may take as long as
         # a job's (a large transaction's inserts), store/limits.py
         with self.request_limits():
-            if self.audit.enabled:
-                return self.audit.observe(request, self._dispatch)
-            return self._dispatch(request)
+            return self._handler(request)
+
+    def add_interceptor(self, interceptor: Interceptor) -> None:
+        """Wrap every request in ``interceptor``, inside those added before it."""
+        self.interceptors.append(interceptor)
+        self._handler = self._chain()
+
+    def _chain(self) -> Callable[[FhirRequest], FhirResponse]:
+        handler: Callable[[FhirRequest], FhirResponse] = self._dispatch
+        for interceptor in reversed(self.interceptors):
+            handler = partial(interceptor.intercept, proceed=handler)
+        return handler
 
     def _dispatch(self, request: FhirRequest) -> FhirResponse:
         route = parse_route(request.method, request.path, request.query, self.operations)
@@ -270,6 +298,29 @@ class FhirService:
 
     def add_listener(self, listener: Listener) -> None:
         self.listeners.append(listener)
+
+    def add_mount(self, mount: Mount) -> None:
+        taken = {prefix for other in self.mounts for prefix in other.prefixes}
+        for prefix in mount.prefixes:
+            inside_fhir = prefix == "/fhir" or (prefix.startswith("/fhir/") and
+                                                not prefix.startswith("/fhir/.well-known/"))
+            if not prefix.startswith("/") or prefix.endswith("/") or inside_fhir or \
+                    prefix in _RESERVED_PATHS:
+                raise ValueError(f"The mount {mount.name!r} cannot take {prefix!r}: a prefix "
+                                 "starts with / and does not end with one, outside /fhir "
+                                 "(but for .well-known) and the probes.")
+            if prefix in taken:
+                raise ValueError(f"The prefix {prefix} is mounted twice.")
+        self.mounts.append(mount)
+
+    def mount_for(self, path: str) -> Mount | None:
+        """The mount that answers ``path`` (the longest prefix that matches), if any."""
+        best: tuple[int, Mount | None] = (0, None)
+        for mount in self.mounts:
+            for prefix in mount.prefixes:
+                if (path == prefix or path.startswith(prefix + "/")) and len(prefix) > best[0]:
+                    best = (len(prefix), mount)
+        return best[1]
 
     def start_listeners(self) -> None:
         """Start the registered listeners (``hygeia serve`` does, in one process); if one

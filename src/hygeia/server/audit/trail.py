@@ -81,9 +81,11 @@ class AuditTrail:
 
     # ------------------------------------------------------------ requests
 
-    def observe(self, request: FhirRequest,
-                dispatch: Callable[[FhirRequest], FhirResponse]) -> FhirResponse:
-        """Run ``dispatch(request)`` and record its outcome (see the module doc)."""
+    def intercept(self, request: FhirRequest,
+                  proceed: Callable[[FhirRequest], FhirResponse]) -> FhirResponse:
+        """Run ``proceed(request)`` and record its outcome (see the module doc); the
+        service registers the trail as an interceptor when auditing is on."""
+        dispatch = proceed
         pending = _PENDING.get()
         if pending is not None:  # a batch entry: the Bundle's request waits for it
             return self._observed(request, dispatch, pending)

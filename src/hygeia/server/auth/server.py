@@ -4,7 +4,7 @@ One object per FhirService: the token endpoint's grants (authorization code
 with PKCE, refresh token, client credentials with a signed assertion),
 introspection, revocation, the authorization endpoint's steps, discovery
 (``.well-known/smart-configuration``) and the check of every bearer token on
-the FHIR API.  HTTP lives in ``hygeia.api.auth_http``; this module speaks in
+the FHIR API.  HTTP lives in ``server/auth/endpoints.py`` (a mount); this module speaks in
 forms, dicts and :class:`OAuthError`.
 """
 
