@@ -201,6 +201,35 @@ def test_elements_on_system_patient_and_group_kick_offs(server: ServerProcess) -
     assert "subject" in whole and not subsetted(whole)
 
 
+def test_elements_on_the_other_method_of_each_kick_off(server: ServerProcess) -> None:
+    """The three combinations the test above leaves out: system POST, Patient GET and
+    Group POST take ``_elements`` the same way."""
+    client = server.client
+    system = contents(client, run(client, "$export", body=parameters(
+        ("_type", "valueString", "Observation,Patient"),
+        ("_elements", "valueString", "Observation.value,gender"))))
+    assert [set(o) for o in system["Observation"]] == [
+        {"resourceType", "id", "meta", "status", "code", "valueQuantity"}] * 4
+    assert [set(p) for p in system["Patient"]] == [{"resourceType", "id", "meta",
+                                                    "gender"}] * 2
+    assert all(subsetted(r) for r in system["Observation"] + system["Patient"])
+    patient = contents(client, run(client, "Patient/$export", {
+        "_type": "Patient,Observation", "_elements": "Patient.birthDate"}))
+    assert [set(p) for p in patient["Patient"]] == [{"resourceType", "id", "meta",
+                                                     "birthDate"}] * 2
+    assert all(subsetted(p) for p in patient["Patient"])
+    whole = patient["Observation"]  # no element named for Observation: exported whole
+    assert len(whole) == 4 and all("subject" in o and not subsetted(o) for o in whole)
+    group = contents(client, run(client, "Group/g1/$export", body=parameters(
+        ("_type", "valueString", "Patient,Observation"),
+        ("_elements", "valueString", "Observation.subject"))))
+    assert [set(o) for o in group["Observation"]] == [
+        {"resourceType", "id", "meta", "status", "code", "subject"}] * 2
+    assert all(subsetted(o) for o in group["Observation"])
+    [member] = group["Patient"]  # only p1 is in g1, and it is exported whole
+    assert member["id"] == "p1" and "birthDate" in member and not subsetted(member)
+
+
 def test_include_associated_provenance(server: ServerProcess) -> None:
     client = server.client
     latest = run(client, "Group/g1/$export", {"_type": "Observation",

@@ -4,13 +4,17 @@ with an OperationOutcome when the database is gone or records another schema ver
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
+from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 from hygeia.store.schema import SCHEMA_VERSION
+from tests.cli.test_pillars import REPOSITORY, install_metadata
 from tests.conftest import ServerProcess
 
 
@@ -40,6 +44,36 @@ def test_probes_answer_without_a_token_under_auth(database_url: str) -> None:
         refused = httpx.post(f"{root}/health", content=b"{}")
         assert refused.status_code == 405
         assert refused.json()["resourceType"] == "OperationOutcome"
+    finally:
+        server.stop()
+
+
+def test_ready_is_503_when_the_job_runner_is_not_running(
+        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job that ends the runner's thread (tests/api/runner_stopping_pillar.py, a
+    pillar's job raising ``SystemExit``) leaves a process that still answers requests
+    but runs no job: ``/ready`` says so, ``/health`` stays 200 (a restart is the
+    orchestrator's call, on readiness)."""
+    site = tmp_path / "site"
+    install_metadata(site, "tests.api.runner_stopping_pillar:PILLAR")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(site), str(REPOSITORY), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    server = ServerProcess(database_url)
+    try:
+        root = _root(server)
+        assert httpx.get(f"{root}/ready").status_code == 200
+        assert server.client.post("$stop-job-runner").status_code == 202
+        deadline = time.monotonic() + 10
+        while (ready := httpx.get(f"{root}/ready")).status_code == 200:
+            assert time.monotonic() < deadline, "the runner still counts as running"
+            time.sleep(0.1)
+        assert ready.status_code == 503, ready.text
+        [issue] = ready.json()["issue"]
+        assert issue["expression"] == ["jobs"], issue
+        assert "job runner is not running" in issue["diagnostics"]
+        assert ready.headers["Retry-After"] == "5"
+        assert httpx.get(f"{root}/health").status_code == 200
+        assert server.client.get("Patient").status_code == 200
     finally:
         server.stop()
 

@@ -15,7 +15,9 @@ import sqlite3
 import string
 import threading
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -23,6 +25,7 @@ import psycopg
 import pytest
 
 from hygeia.store.search_sql import SqlBuilder
+from tests.api.test_bulk_http import KICK_OFF, poll
 from tests.conftest import ServerProcess
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -302,6 +305,61 @@ def test_a_query_past_the_statement_timeout_answers_503(database_url: str) -> No
         assert server.client.get("Patient", params={"family": "seed"}).status_code == 200
     finally:
         server.stop()
+
+
+def test_jobs_get_the_longer_job_statement_timeout(database_url: str, tmp_path: Path) -> None:
+    """A bulk export runs its searches under ``--job-statement-timeout``, not the
+    interactive ``--statement-timeout``: the search that a request may not finish within
+    0.5 s completes inside an export job allowed 600 s."""
+    server = ServerProcess(database_url, "--statement-timeout", "0.5",
+                           "--job-statement-timeout", "600", "--files", str(tmp_path))
+    try:
+        _fill_names(server)
+        issue = assert_outcome(server.client.get("Patient", params=SLOW_QUERY), 503,
+                               code="timeout")
+        assert "raise --statement-timeout" in issue["diagnostics"], issue
+        started = time.monotonic()
+        done = poll(server.client, _export_slow_query(server), timeout=300)
+        assert done.status_code == 200, done.text
+        assert done.json()["output"] == []
+        assert done.json()["error"] == []
+        assert time.monotonic() - started > 0.5
+    finally:
+        server.stop()
+
+
+def test_a_job_past_the_job_statement_timeout_fails_and_requests_still_work(
+        database_url: str, tmp_path: Path) -> None:
+    """The other way round: a job limit shorter than the search stops the export job's
+    query (its status names the timeout), while requests, under their own limit, go on."""
+    server = ServerProcess(database_url, "--statement-timeout", "600",
+                           "--job-statement-timeout", "0.5", "--files", str(tmp_path))
+    try:
+        _fill_names(server)
+        status_url = _export_slow_query(server)
+        deadline = time.monotonic() + 60
+        while "took longer than 0.5 s" not in (note := _job_note(server, status_url)):
+            assert time.monotonic() < deadline, note
+            time.sleep(0.2)
+        assert "--job-statement-timeout" in note, note
+        assert found_ids(server.client.get("Patient", params={"family": "seed"}))
+    finally:
+        server.stop()
+
+
+def _export_slow_query(server: ServerProcess) -> str:
+    """Kick off a Patient export filtered by ``SLOW_QUERY``; its status URL."""
+    started = server.client.get("$export", headers=KICK_OFF, params={
+        "_type": "Patient", "_typeFilter": f"Patient?{urlencode(SLOW_QUERY)}"})
+    assert started.status_code == 202, started.text
+    return started.headers["Content-Location"]
+
+
+def _job_note(server: ServerProcess, status_url: str) -> str:
+    """What the job's status says now: its progress note, or its failure."""
+    response = server.client.get(status_url)
+    assert response.status_code in (202, 500), response.text
+    return str(response.json()["issue"][0]["diagnostics"])
 
 
 @pytest.mark.postgres

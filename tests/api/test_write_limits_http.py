@@ -192,21 +192,24 @@ def test_bundles_over_the_entry_limit_are_413_before_any_is_processed(
 
 def test_largest_transaction_succeeds_and_its_memory_is_given_back(database_url: str) -> None:
     """After a transaction of the largest allowed size the worker is back within 100 MB
-    of its size before the request within 5 s (it kept 110-160 MB more before the fix),
-    plus, on SQLite, the writer's page cache, which is kept on purpose and bounded by
-    ``WRITER_CACHE_MB`` (a CI run saw 136 MB kept on SQLite against a 100 MB bound that
-    forgot it).
+    of its size before the request within 5 s (it kept 110-160 MB more before the fix).
 
-    A small transaction first loads what the worker loads lazily on its first write
-    (definitions, validators, the first page cache pages): without it "before" was the
-    bare interpreter and one CI run counted those imports as memory not given back."""
+    The bound is held on a server whose caches are warm, the state a server is in for
+    all but its first few large writes. On a cold server the first such transaction
+    also loads what the worker loads lazily on its first write (definitions,
+    validators), and on SQLite each of the first few fills the writer's page cache
+    further, which is kept on purpose (up to ``WRITER_CACHE_MB``, then reused, never
+    grown). Measured on SQLite (settled resident size after each 10,000-entry
+    transaction, from 51 MB idle): 162, 241, 310, 325, 334, 342, 350 MB; so the first
+    transactions keep 70-110 MB each while the cache fills, the later ones under 20 MB.
+    So the test first writes such transactions until the database is larger than the
+    page cache (one on PostgreSQL), then holds the next one to the issue's 100 MB."""
     server = ServerProcess(database_url, "--max-body-mb", "128")
     try:
         worker = serving_worker(server)
-        warm_up = server.client.post("", content=bundle_of(300), headers=FHIR_JSON)
-        assert warm_up.status_code == 200, warm_up.text[:500]
+        warm_up(server)
         body = bundle_of(DEFAULT_MAX_ENTRIES)
-        before = memory(worker)
+        before = settled_memory(worker)
         started = time.monotonic()
         response = server.client.post("", content=body, headers=FHIR_JSON, timeout=300)
         answered = time.monotonic()
@@ -215,14 +218,43 @@ def test_largest_transaction_succeeds_and_its_memory_is_given_back(database_url:
         print(f"{DEFAULT_MAX_ENTRIES} entries in {answered - started:.1f} s; worker "
               f"{before / MB:.0f} MB before, peak {memory(worker, 'VmHWM') / MB:.0f} MB")
         del response, body
-        kept_on_purpose = WRITER_CACHE_MB * MB if database_url.startswith("sqlite") else 0
-        while memory(worker) - before > 100 * MB + kept_on_purpose:
+        while memory(worker) - before > 100 * MB:
             assert time.monotonic() - answered < 5, (
                 f"{memory(worker) / MB:.0f} MB 5 s after, {before / MB:.0f} MB before")
             time.sleep(0.1)
         print(f"worker {memory(worker) / MB:.0f} MB after {time.monotonic() - answered:.1f} s")
     finally:
         server.stop()
+
+
+def warm_up(server: ServerProcess) -> None:
+    """Largest transactions until the worker's caches are warm: one, and on SQLite as
+    many as it takes to store more than the writer's page cache holds."""
+    database = Path(server.db_url.removeprefix("sqlite:///"))
+    for _ in range(10):
+        response = server.client.post("", content=bundle_of(DEFAULT_MAX_ENTRIES),
+                                      headers=FHIR_JSON, timeout=300)
+        assert response.status_code == 200, response.text[:500]
+        if not server.db_url.startswith("sqlite:///"):
+            return
+        if database.stat().st_size > WRITER_CACHE_MB * MB:
+            return
+    raise AssertionError(f"{database} stayed smaller than {WRITER_CACHE_MB} MB")
+
+
+def settled_memory(pid: int) -> int:
+    """``pid``'s resident size once the memory a previous request gave back is gone (it
+    is given back a moment after the response): the size stops falling for a second,
+    or 10 s have passed."""
+    deadline = time.monotonic() + 10
+    size = memory(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = memory(pid)
+        if now >= size - MB:
+            return now
+        size = now
+    return size
 
 
 def test_results_of_get_entries_are_bounded_by_the_body_limit(database_url: str) -> None:

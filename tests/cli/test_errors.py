@@ -108,6 +108,34 @@ def test_load_reports_a_truncated_file_and_loads_the_rest(tmp_path: Path,
     assert "Loaded 1 resources from 2 files" in result.stdout
 
 
+@pytest.mark.parametrize(("target", "problem"), [
+    ("/proc/sys/vm/drop_caches", "permission denied; make it readable for this user"),
+    ("/proc/self/mem", "cannot be read (Input/output error); check the disk")])
+def test_an_unreadable_file_is_one_error_line_and_the_rest_goes_on(
+        tmp_path: Path, good_file: Path, target: str, problem: str) -> None:
+    """Tests run as root, where file modes stop no read, so the unreadable file is a link
+    to one the kernel refuses even to root: a write-only setting (permission denied when
+    it opens) or the reading process's own memory at offset 0 (an input/output error at
+    the first read, as a failing disk or network share gives; Python's text for it
+    names no file and no fix). Before, ``load`` printed Python's ``[Errno 13] Permission
+    denied: '...'`` and ``validate`` named the file twice."""
+    if not Path(target).exists():
+        pytest.skip(f"no {target} here")
+    unreadable = tmp_path / "unreadable.ndjson"
+    unreadable.symlink_to(target)
+    loaded = hygeia("load", "--quiet", "--db", f"sqlite:///{tmp_path}/h.db", str(unreadable),
+                    str(good_file))
+    assert loaded.returncode == 1, loaded.stderr
+    [line] = loaded.stderr.splitlines()
+    assert line.startswith(f"error: {unreadable}: {problem}"), line
+    assert "Loaded 1 resources from 2 files" in loaded.stdout
+    checked = hygeia("validate", str(unreadable), str(good_file))
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr + checked.stdout
+    reported, last = checked.stdout.splitlines()
+    assert reported.startswith(f"{unreadable}: {problem}"), reported
+    assert last == "1 resources checked, 1 invalid."
+
+
 def test_a_database_that_cannot_be_made(good_file: Path) -> None:
     result = hygeia("load", "--db", "sqlite:////proc/hygeia-h14/h.db", str(good_file))
     single_error_line(result, "/proc/hygeia-h14", "check the path")

@@ -85,17 +85,36 @@ def describe(error: BaseException, db_url: str | None) -> str | None:
         return (f"--db {db_url}: cannot connect to PostgreSQL ({_first_reason(error)}): "
                 "check that the server runs and that the URL's user, host, port and "
                 "database exist")
+    if isinstance(error, orjson.JSONDecodeError | EOFError):
+        return reading_problem(error)
+    if isinstance(error, OSError) and (error.filename is not None
+                                       or isinstance(error, FileNotFoundError)):
+        return f"{_file_of(error)}: {reading_problem(error)}"
+    return None
+
+
+def reading_problem(error: OSError | EOFError | ValueError) -> str:
+    """What went wrong reading one file, with the fix, without the file's name (the
+    caller names it: ``hygeia load`` and ``validate`` report a bad file and go on).
+
+    A read can fail after the file opened (``EIO`` from a failing disk or network
+    share): that error carries no file name, and Python's text for it says nothing a
+    user can act on.
+    """
     if isinstance(error, orjson.JSONDecodeError):
         return f"not valid JSON ({error}): fix or re-export the file"
     if isinstance(error, EOFError):
         return f"a compressed file ends too early ({error}): copy or download it again"
     if isinstance(error, FileNotFoundError):
-        return f"{_file_of(error)}: no such file or folder; check the path"
+        return "no such file or folder; check the path"
     if isinstance(error, PermissionError):
-        return f"{_file_of(error)}: permission denied; make it readable for this user"
-    if isinstance(error, OSError) and error.filename is not None:
-        return f"{_file_of(error)}: {error.strerror or error}; check the path"
-    return None
+        return "permission denied; make it readable for this user"
+    if isinstance(error, OSError) and error.filename is None:
+        return (f"cannot be read ({error.strerror or error}); check the disk or network "
+                "share it is on, or copy the file again")
+    if isinstance(error, OSError):
+        return f"{error.strerror or error}; check the path"
+    return str(error)
 
 
 def _sqlite_problem(error: sqlite3.DatabaseError, db_url: str | None) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from hygeia.cli.errors import reading_problem
 from hygeia.cli.sources import expand_paths, is_ndjson, open_text, read_json
 from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.validation import validate
@@ -140,8 +141,8 @@ def _load_file(service: FhirService, loader: Loader, path: Path, tally: _Tally,
     except FhirError as error:
         for issue in error.outcome()["issue"]:
             tally.error(path, _describe(issue))
-    except (OSError, ValueError) as error:
-        tally.error(path, str(error))
+    except (OSError, EOFError, ValueError) as error:
+        tally.error(path, reading_problem(error))
 
 
 def _start(service: FhirService, path: Path, tally: _Tally, reload: bool) -> Mark | None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hygeia.cli.errors import describe
+from hygeia.cli.errors import reading_problem
 
 
 def validate_files(paths: list[str]) -> int:
@@ -27,7 +27,7 @@ def validate_files(paths: list[str]) -> int:
                 invalid += not _report_issues(where, resource)
         except (OSError, EOFError, ValueError) as error:
             invalid += 1
-            print(f"{path}: {describe(error, None) or error}")
+            print(f"{path}: {reading_problem(error)}")
     print(f"{checked} resources checked, {invalid} invalid.")
     return 1 if invalid else 0
 

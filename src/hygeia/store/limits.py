@@ -27,17 +27,30 @@ from hygeia.fhir.outcome import FhirError
 
 @dataclass(frozen=True, slots=True)
 class StatementLimits:
-    """Seconds a statement may run in a read transaction and in a write transaction.
+    """Seconds a statement may run in a read transaction and in a write transaction,
+    and the ``hygeia serve`` flag that sets each (named when a query is stopped, so the
+    operator raises the limit that stopped it: a job's reads run under
+    ``--job-statement-timeout``, a request's under ``--statement-timeout``).
 
     0 or None: no limit.
     """
 
     read: float | None = None
     write: float | None = None
+    read_flag: str = "--statement-timeout"
+    write_flag: str = "--job-statement-timeout"
+
+    @classmethod
+    def for_job(cls, seconds: float | None) -> StatementLimits:
+        """A job's reads and writes alike run under ``--job-statement-timeout``."""
+        return cls(seconds, seconds, read_flag="--job-statement-timeout")
 
     def seconds(self, writing: bool) -> float | None:
         limit = self.write if writing else self.read
         return limit if limit else None
+
+    def flag(self, writing: bool) -> str:
+        return self.write_flag if writing else self.read_flag
 
 
 _CURRENT: ContextVar[StatementLimits | None] = ContextVar("hygeia_statement_limits",
@@ -67,11 +80,14 @@ class QueryTimeout(FhirError):
     default_code = "timeout"
 
     @classmethod
-    def after(cls, seconds: float | None) -> QueryTimeout:
+    def after(cls, seconds: float | None, writing: bool) -> QueryTimeout:
+        """The timeout of a read or write transaction run under the current limits."""
         limit = f"{seconds:g} s" if seconds else "its limit"
+        limits = _CURRENT.get()
+        flag = (limits or StatementLimits()).flag(writing)
         return cls(f"The query took longer than {limit} and was stopped. Narrow the search "
                    "(fewer values, a shorter chain, a more specific parameter) or ask the "
-                   "server's operator to raise --statement-timeout.")
+                   f"server's operator to raise {flag}.")
 
 
 class Deadline:

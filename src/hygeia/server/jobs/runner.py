@@ -101,7 +101,7 @@ class JobRunner:
         keep = int(self.timing.keep_seconds * _SECOND)
         limit = self.host.settings.job_statement_timeout
         try:
-            with statement_limits(StatementLimits(limit, limit)):
+            with statement_limits(StatementLimits.for_job(limit)):
                 result = kind.run(context)
         except JobStopped:
             self._stopped(store, job)

@@ -220,7 +220,7 @@ class PostgresRepository(Repository):
     @contextmanager
     def transaction(self, *, flush_to_disk: bool = True) -> Iterator[PostgresSession]:
         limit = current_limit(writing=True)
-        with _timed_out(limit), self._pool.connection() as connection:
+        with _timed_out(limit, writing=True), self._pool.connection() as connection:
             with connection.transaction():
                 settings = [] if flush_to_disk else ["SET LOCAL synchronous_commit = off"]
                 # (off: the WAL writer flushes it within a fraction of a second)
@@ -238,7 +238,7 @@ class PostgresRepository(Repository):
     def reader(self) -> Iterator[PostgresSession]:
         limit = current_limit(writing=False)
         timeout = "" if limit is None else "; " + _statement_timeout(limit)
-        with _timed_out(limit), self._pool.connection() as connection, \
+        with _timed_out(limit, writing=False), self._pool.connection() as connection, \
                 connection.transaction():
             connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
                                + timeout)
@@ -274,14 +274,14 @@ def _statement_timeout(seconds: float) -> str:
 
 
 @contextmanager
-def _timed_out(limit: float | None) -> Iterator[None]:
+def _timed_out(limit: float | None, writing: bool) -> Iterator[None]:
     """A statement cancelled by its timeout becomes a 503 OperationOutcome; a deadlock
     (two writers share-locking and updating the same resources in opposite orders, as
     referential integrity's checks can) a 409 the client may retry."""
     try:
         yield
     except psycopg.errors.QueryCanceled:
-        raise QueryTimeout.after(limit) from None
+        raise QueryTimeout.after(limit, writing) from None
     except psycopg.errors.DeadlockDetected:
         raise Conflict("This request and another one running at the same time waited for "
                        "each other's resources; nothing was stored. Retry the request."

@@ -67,7 +67,7 @@ class SqliteSession(SqlSession):
 
 
 @contextmanager
-def _timed_out(deadline: Deadline, limit: float | None) -> Iterator[None]:
+def _timed_out(deadline: Deadline, limit: float | None, writing: bool) -> Iterator[None]:
     """The block's statements together stop after ``limit`` seconds (SQLite has no
     statement timeout: its progress handler interrupts them), as a 503."""
     deadline.arm(limit)
@@ -75,7 +75,7 @@ def _timed_out(deadline: Deadline, limit: float | None) -> Iterator[None]:
         yield
     except sqlite3.OperationalError as error:
         if limit is not None and deadline.passed() and "interrupt" in str(error):
-            raise QueryTimeout.after(limit) from None
+            raise QueryTimeout.after(limit, writing) from None
         if str(error).startswith(_TOO_COMPLEX):
             raise BadRequest(
                 "The search is too complex for this server's database (SQLite: "
@@ -189,7 +189,7 @@ class SqliteRepository(Repository):
             try:
                 self._writer.execute("BEGIN IMMEDIATE")
                 try:
-                    with _timed_out(deadline, current_limit(writing=True)):
+                    with _timed_out(deadline, current_limit(writing=True), writing=True):
                         session = SqliteSession(self._writer)
                         yield session
                         session.flush()
@@ -280,7 +280,8 @@ class SqliteRepository(Repository):
         connection = self._lend_reader()
         connection.execute("BEGIN")
         try:
-            with _timed_out(self._deadlines[connection], current_limit(writing=False)):
+            with _timed_out(self._deadlines[connection], current_limit(writing=False),
+                            writing=False):
                 yield SqliteSession(connection)
         finally:
             connection.execute("COMMIT")
