@@ -24,6 +24,12 @@ from hygeia.server.bulk_import import ImportJob, kick_off_import
 from hygeia.server.capability import capability_statement, with_security
 from hygeia.server.context import FhirRequest, FhirResponse, Settings
 from hygeia.server.custom_parameters import load_custom_parameters
+from hygeia.server.events import (
+    EventConsumer,
+    EventRunner,
+    EventTiming,
+    registered_consumers,
+)
 from hygeia.server.export_job import ExportJob
 from hygeia.server.job_status import cancel_job, job_file, job_status
 from hygeia.server.jobs import FileArea, JobKind, JobRunner, JobTiming
@@ -57,6 +63,10 @@ class FhirService:
                                               for kind in (ExportJob(), ImportJob(),
                                                            ReindexJob())}
         self.runner: JobRunner | None = None
+        # readers of the change feed, started with the jobs (server/events); a pillar
+        # registers its own (events.register_consumer) or appends here before start_jobs
+        self.event_consumers: list[EventConsumer] = registered_consumers()
+        self.event_runners: list[EventRunner] = []
         # SMART on FHIR: Hygeia is its own authorization server (None when auth is off)
         self.auth = AuthServer(repository, self.settings) if self.settings.auth else None
         # the newest SearchParameter write seen, noted before loading them all, so one
@@ -85,6 +95,7 @@ class FhirService:
             yield session
             for hook in getattr(self._before_commit, "hooks", ()):
                 hook(session)
+        self.wake_events()
 
     @contextmanager
     def before_commit(self, hook: Callable[[Session], None]) -> Iterator[None]:
@@ -194,7 +205,22 @@ class FhirService:
             self.runner = JobRunner(self, timing or self._timing())
             self.runner.start()
         self.audit.start()
+        self.start_events()
         return self.runner
+
+    def start_events(self, timing: EventTiming | None = None) -> None:
+        """Run each event consumer on a thread of its own (once)."""
+        if self.event_runners:
+            return
+        self.event_runners = [EventRunner(self, consumer, timing)
+                              for consumer in self.event_consumers]
+        for runner in self.event_runners:
+            runner.start()
+
+    def wake_events(self) -> None:
+        """A write committed here: consumers look at the feed now, not at their next poll."""
+        for runner in self.event_runners:
+            runner.wake()
 
     def job_runner(self) -> JobRunner:
         """The runner, started or not (tests run jobs on their own thread with it)."""
@@ -211,7 +237,10 @@ class FhirService:
                          keep_seconds=self.settings.job_keep_seconds)
 
     def close(self) -> None:
-        """Stop the job runner and the offload helpers (the repository is the caller's)."""
+        """Stop the event consumers, the job runner and the offload helpers (the repository
+        is the caller's)."""
+        for events in self.event_runners:
+            events.stop()
         if self.runner is not None:
             self.runner.stop()
         self.audit.close()
