@@ -29,6 +29,8 @@ class EventConsumer(Protocol):
     starts at the first version ever stored, else at the newest (only what is
     written from then on).  ``handle`` gets the events in commit order; raising
     makes the runner hand the same batch over again later, after a back-off.
+    An optional ``batch`` attribute caps the events per call (default 500), for a
+    consumer whose events are slow to handle.
     """
 
     name: str

@@ -106,13 +106,13 @@ class EventRunner:
         position = self._claimed_position()
         if position is None:
             return False
-        batch = self.host.repository.changes(position, self.timing.batch,
-                                             self.consumer.types)
+        limit = getattr(self.consumer, "batch", None) or self.timing.batch
+        batch = self.host.repository.changes(position, limit, self.consumer.types)
         if batch.events:
             self._handle(batch)
         elif batch.position > position:  # only versions of other types: move past them
             self._advance(batch.position)
-        return len(batch.events) == self.timing.batch
+        return len(batch.events) == limit
 
     def _claimed_position(self) -> int | None:
         """The cursor's position, claiming (or renewing) it when half the lease is gone."""
