@@ -7,9 +7,8 @@ baseline statements add when the database opens, so no migration is needed).
 
 To change the core layout, append one entry, numbered one past the last::
 
-    Migration(9, "change feed: committed writes in commit order", statements=(
-        \"\"\"CREATE TABLE IF NOT EXISTS change_event (
-            seq {serial},
+    Migration(10, "what the step does", statements=(
+        \"\"\"CREATE TABLE IF NOT EXISTS ... (
             ...
         )\"\"\",
     )),
