@@ -23,7 +23,7 @@ from hygeia.store import (
     open_repository,
     release_feed,
 )
-from hygeia.store.plain_sql import writing
+from hygeia.store.plain_sql import as_sql, writing
 from hygeia.store.postgres.feed import GATE
 from tests.conftest import _truncate_postgres
 
@@ -209,3 +209,45 @@ def postgres_repository(postgres_url: str) -> Iterator[Repository]:
         yield repository
     finally:
         repository.close()
+
+
+@pytest.mark.postgres
+def test_postgres_a_follower_sees_every_version_of_concurrent_writers_once_in_order(
+        postgres_repository: Repository) -> None:
+    """Four writers commit transactions of varying size while a follower reads the
+    feed as fast as it can: it ends with every version, each once, in seq order."""
+    repository = postgres_repository
+    failures: list[BaseException] = []
+
+    def writer(number: int) -> None:
+        try:
+            for round_ in range(40):
+                write(repository, *(version(f"w{number}-{round_}-{n}", 1)
+                                    for n in range(1 + (round_ * 7 + number) % 5)))
+        except BaseException as error:  # reported by the test thread
+            failures.append(error)
+
+    followed: list[int] = []
+    position = 0
+
+    def follow() -> None:
+        nonlocal position
+        batch = repository.changes(position, limit=7)
+        followed.extend(event.seq for event in batch.events)
+        position = batch.position
+
+    writers = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in writers:
+        thread.start()
+    while any(thread.is_alive() for thread in writers):
+        follow()
+    for thread in writers:
+        thread.join()
+    while position < repository.feed_horizon():
+        follow()
+    follow()
+    assert not failures
+    with repository.reader() as session:
+        committed = [int(row[0]) for row in as_sql(session).execute(
+            "SELECT seq FROM resource_version ORDER BY seq").fetchall()]
+    assert followed == committed
