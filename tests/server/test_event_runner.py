@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 
 import orjson
@@ -14,6 +15,7 @@ from hygeia.server.write import create
 from hygeia.store import ChangeBatch, ChangeEvent, Repository, feed_cursors, feed_position
 from hygeia.store.plain_sql import as_sql
 from tests.helpers import call, patient
+from tests.server.test_loading import load, synthea_lines
 
 QUICK = EventTiming(poll_seconds=30, backoff_seconds=0.05, max_backoff_seconds=0.2)
 
@@ -154,3 +156,21 @@ def test_stopping_releases_the_cursor_and_one_process_holds_it_at_a_time(
     assert feed_cursors(repository)[0].owner == second.event_runners[0].owner
     assert seen_seqs(second) == patient_seqs(second)
     second.close()
+
+
+def test_a_bulk_load_reaches_consumers_as_one_event_per_version(running: FhirService) -> None:
+    """``hygeia load`` (here its Loader, with worker processes) writes versions like any
+    other path, so a consumer sees each loaded resource: created, then updated by an
+    upserting second load."""
+    notes = Notes()
+    notes.from_start = True
+    running.event_consumers.append(notes)
+    running.start_events(QUICK)
+    lines = synthea_lines("001")
+    load(running, lines, workers=2, upsert=True)
+    load(running, lines, workers=2, upsert=True)
+    wait_for(caught_up(running.repository, "notes"))
+    loaded = Counter(orjson.loads(line)["resourceType"] for line in lines)
+    seen = Counter(kind for kind, _ in notes.seen)
+    assert all(seen[kind] == 2 * count for kind, count in loaded.items())
+    assert Counter(i for _, i in notes.seen)["update"] == len(lines)
