@@ -174,3 +174,19 @@ def test_a_bulk_load_reaches_consumers_as_one_event_per_version(running: FhirSer
     seen = Counter(kind for kind, _ in notes.seen)
     assert all(seen[kind] == 2 * count for kind, count in loaded.items())
     assert Counter(i for _, i in notes.seen)["update"] == len(lines)
+
+
+def test_a_consumer_whose_events_are_lost_stops_and_says_why(
+        running: FhirService, caplog: pytest.LogCaptureFixture) -> None:
+    call(running, "POST", "Patient", patient("a"))
+    with running.transaction() as session:  # as if the database was restored from a backup
+        as_sql(session).execute("INSERT INTO feed_cursor (name, position, updated) "
+                                "VALUES ('tally', 1000, 0)")
+    running.event_consumers.append(Tally())
+    running.start_events(QUICK)
+    thread = running.event_runners[0]._thread
+    assert thread is not None
+    thread.join(10)
+    assert not thread.is_alive()
+    assert "event consumer tally stopped" in caplog.text and "ahead of the newest" in caplog.text
+    assert feed_position(running.repository, "tally") == 1000
