@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from hygeia.server import FhirRequest, FhirResponse, FhirService
-from hygeia.server.jobs import JobContext
+from hygeia.server.jobs.run import JobRun
 from hygeia.store.plain_sql import writing
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -51,7 +51,7 @@ def synthea_bundle(name: str = "001") -> dict[str, Any]:
     return data
 
 
-class CrashAfter(JobContext):
+class CrashAfter(JobRun):
     """A job context that stops the job (as a kill would) at its n-th checkpoint,
     before saving it: the tests of resuming jobs crash at every checkpoint in turn."""
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hygeia.cli.main import main
 from hygeia.server.events import EventContext, register_consumer
-from hygeia.server.write import create
+from hygeia.server.rest.write import create
 from hygeia.store import ChangeBatch
 
 FOLDER = Path(os.environ.get("HYGEIA_TEST_FEED_DIR", "."))

@@ -23,7 +23,7 @@ import pytest
 
 from hygeia.cli.load import load_paths
 from hygeia.server import FhirService
-from hygeia.server.loading import Loader
+from hygeia.server.loading.loader import Loader
 from hygeia.store import open_repository
 from hygeia.store.base import Session
 from hygeia.store.plain_sql import reading

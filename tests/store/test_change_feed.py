@@ -17,13 +17,14 @@ from hygeia.store import (
     Repository,
     StoredVersion,
     advance_feed,
+    as_sql,
     claim_feed,
     feed_cursors,
     feed_position,
     open_repository,
     release_feed,
+    writing,
 )
-from hygeia.store.plain_sql import as_sql, writing
 from hygeia.store.postgres.feed import GATE
 from tests.conftest import _truncate_postgres
 

@@ -17,11 +17,11 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from hygeia.api.auth_http import auth_answer
 from hygeia.api.compression import encode_body
 from hygeia.api.cors import cors_headers, is_preflight, preflight_headers
 from hygeia.api.health import probe_answer
 from hygeia.api.metrics import Metrics
+from hygeia.api.mounts import answer_mount
 from hygeia.api.negotiation import (
     FHIR_JSON,
     FORM_TYPE,
@@ -98,12 +98,18 @@ def create_app(service: FhirService) -> WsgiApp:
             return HttpResponse(204, preflight_headers()).send(start_response, method)
         # probes and metrics: never audited, never a token
         answer = probe_answer(service, environ) or metrics.answer(environ)
-        if answer is None:
-            with service.request_limits():  # /auth requests query the database too
-                answer = auth_answer(service, environ)
+        path = _native(environ.get("PATH_INFO", ""))
+        mount = service.mount_for(path) if answer is None else None
         if answer is not None:
             status, headers, body, media_type = answer
             response = HttpResponse(status, headers, body, media_type=media_type)
+        elif mount is not None:
+            with service.request_limits():  # a mount queries the database too
+                mounted = answer_mount(service, mount, environ, path)
+            body, stream = (mounted.body, None) if isinstance(mounted.body, bytes) else \
+                (b"", iter(mounted.body))
+            response = HttpResponse(mounted.status, mounted.headers, body,
+                                    media_type=mounted.media_type, stream=stream)
         else:
             response = _respond(service, environ)
         response.media_type = response.media_type or response_type(environ.get("HTTP_ACCEPT"))

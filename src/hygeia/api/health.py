@@ -22,8 +22,7 @@ import orjson
 
 from hygeia.fhir.outcome import Issue, operation_outcome
 from hygeia.server import FhirService
-from hygeia.store.migrations.runner import pending_of
-from hygeia.store.schema import SCHEMA_VERSION
+from hygeia.store import SCHEMA_VERSION, pending_of
 
 log = logging.getLogger("hygeia.api")
 HEALTH_PATH = "/health"

@@ -51,7 +51,8 @@ from prometheus_client.registry import Collector
 
 from hygeia.fhir.outcome import Issue, operation_outcome
 from hygeia.server import FhirService
-from hygeia.server.router import parse_route
+from hygeia.server.extensions import Operations
+from hygeia.server.rest.router import parse_route
 
 log = logging.getLogger("hygeia.api")
 METRICS_PATH = "/metrics"
@@ -81,7 +82,7 @@ class Metrics:
         self.registry.register(DatabasePool(service))
 
     def observe(self, environ: dict[str, Any], status: int, seconds: float) -> None:
-        interaction = interaction_of(environ)
+        interaction = interaction_of(environ, self.service.operations)
         self.requests.labels(interaction, str(status)).inc()
         self.latency.labels(interaction).observe(seconds)
 
@@ -110,8 +111,9 @@ class Metrics:
         return registry
 
 
-def interaction_of(environ: dict[str, Any]) -> str:
-    """The FHIR interaction a request asked for, from a closed set of names."""
+def interaction_of(environ: dict[str, Any], operations: Operations | None = None) -> str:
+    """The FHIR interaction a request asked for, from a closed set of names (an operation
+    by its registered name; one not registered is ``unknown``)."""
     path = environ.get("PATH_INFO", "")
     if path in _OUTSIDE_FHIR:
         return _OUTSIDE_FHIR[path]
@@ -121,7 +123,8 @@ def interaction_of(environ: dict[str, Any]) -> str:
         return "other"
     query = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
     try:  # conditional interactions are told apart by their query
-        name = parse_route(environ["REQUEST_METHOD"], path[len("/fhir"):], query).interaction
+        name = parse_route(environ["REQUEST_METHOD"], path[len("/fhir"):], query,
+                           operations).interaction
     except Exception:  # FhirError for a bad path; counting must never fail a request
         return "unknown"
     # the router names interactions with literals; this keeps it so if that ever changes

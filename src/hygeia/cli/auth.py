@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from hygeia.cli.runtime import beside_database
 from hygeia.fhir.datetime import format_instant, now_us
-from hygeia.store.factory import DEFAULT_URL
+from hygeia.store import DEFAULT_URL
 
 EPILOG = """examples:
   hygeia auth client create --db sqlite:///./hygeia.db --name "Chart app" \\
@@ -143,8 +143,7 @@ def _credentials(parser: argparse.ArgumentParser) -> None:
 
 
 def run_auth(args: argparse.Namespace) -> int:
-    from hygeia.store import open_repository
-    from hygeia.store.auth import DuplicateEntry
+    from hygeia.store import DuplicateEntry, open_repository
 
     if args.auth_group is None or getattr(args, "auth_action", None) is None:
         args.help_parser.print_help(sys.stderr)
@@ -167,7 +166,7 @@ def run_auth(args: argparse.Namespace) -> int:
 
 def _client_create(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
     from hygeia.server.auth.scopes import ScopeError, Scopes
-    from hygeia.store.auth import AuthStore, Client
+    from hygeia.store import AuthStore, Client
 
     try:
         scopes = Scopes.parse_request(args.scopes)
@@ -188,7 +187,7 @@ def _client_create(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _client_rotate(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from hygeia.store.auth import AuthStore
+    from hygeia.store import AuthStore
 
     if not args.secret and not args.jwks_file and not args.jwks_url:
         raise SystemExit("Give --secret, --jwks-file or --jwks-url.")
@@ -243,7 +242,7 @@ def _new_credentials(args: argparse.Namespace
 
 def _user_create(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
     from hygeia.server.auth.secrets import hash_password
-    from hygeia.store.auth import AuthStore, User
+    from hygeia.store import AuthStore, User
 
     password = sys.stdin.readline().rstrip("\n")
     if len(password) < 8:
@@ -268,7 +267,7 @@ def _require_resource(repository: Any, reference: str) -> None:
 
 
 def _user_list(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from hygeia.store.auth import AuthStore
+    from hygeia.store import AuthStore
 
     return {"users": [{"username": user.username, "fhirUser": user.fhir_user,
                        "active": user.active, "created": format_instant(user.created)}
@@ -277,7 +276,7 @@ def _user_list(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def _user_set_active(active: bool) -> Any:
     def action(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
-        from hygeia.store.auth import AuthStore
+        from hygeia.store import AuthStore
 
         if not AuthStore(repository).set_user_active(args.username, active):
             raise SystemExit(f"There is no user '{args.username}' (see hygeia auth user list).")
@@ -286,7 +285,7 @@ def _user_set_active(active: bool) -> Any:
 
 
 def _client_list(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from hygeia.store.auth import AuthStore
+    from hygeia.store import AuthStore
 
     return {"clients": [{"client_id": client.client_id, "name": client.name,
                          "scopes": client.scopes, "active": client.active,
@@ -298,7 +297,7 @@ def _client_list(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def _client_set_active(active: bool) -> Any:
     def action(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
-        from hygeia.store.auth import AuthStore
+        from hygeia.store import AuthStore
 
         store = AuthStore(repository)
         if not store.set_client_active(args.client_id, active):
@@ -312,7 +311,7 @@ def _client_set_active(active: bool) -> Any:
 
 
 def _client_delete(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from hygeia.store.auth import AuthStore
+    from hygeia.store import AuthStore
 
     store = AuthStore(repository)
     if not store.delete_client(args.client_id):
@@ -328,7 +327,7 @@ def _no_client(client_id: str) -> str:
 def _key_rotate(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
     from hygeia.server.auth.secrets import SecretBox
     from hygeia.server.auth.signing import SecretKeyMismatch, Signer
-    from hygeia.store.auth import AuthStore
+    from hygeia.store import AuthStore
 
     path = Path(args.secret_key_file or default_secret_key_file(args.db))
     signer = Signer(AuthStore(repository), SecretBox.from_file(path))
@@ -345,7 +344,7 @@ def check_secret_key(repository: Any, secret_key_file: str) -> None:
     from hygeia.cli.errors import UserError
     from hygeia.server.auth.secrets import SecretBox
     from hygeia.server.auth.signing import SecretKeyMismatch, Signer
-    from hygeia.store.auth import AuthStore
+    from hygeia.store import AuthStore
 
     box = SecretBox.from_file(Path(secret_key_file))
     try:
@@ -363,7 +362,7 @@ def secret_key_mismatch_message(reason: str, path: str) -> str:
 
 def _launch_create(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
     from hygeia.server.auth.authorize import new_launch
-    from hygeia.store.auth import AuthStore
+    from hygeia.store import AuthStore
 
     launch = new_launch(AuthStore(repository), args.patient, args.encounter)
     return {"launch": launch, "patient": args.patient, "encounter": args.encounter}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hygeia.store.factory import DEFAULT_URL
+from hygeia.store import DEFAULT_URL
 
 EPILOG = """examples:
   hygeia db status --db sqlite:///./hygeia.db
@@ -49,8 +49,7 @@ def run_db(args: argparse.Namespace) -> int:
 def status(url: str) -> int:
     """One line per stream; 1 when a migration is pending or the database is newer."""
     from hygeia.cli.errors import UserError
-    from hygeia.store.migrations.runner import statuses
-    from hygeia.store.migrations.status import NoDatabase, recorded_at
+    from hygeia.store import NoDatabase, recorded_at, statuses
 
     try:
         found = recorded_at(url)
@@ -97,7 +96,7 @@ def migrate(url: str) -> int:
 
 def _is_new(url: str) -> bool:
     """No Hygeia tables there yet (or no database: opening makes one)."""
-    from hygeia.store.migrations.status import NoDatabase, recorded_at
+    from hygeia.store import NoDatabase, recorded_at
 
     try:
         return not recorded_at(url)

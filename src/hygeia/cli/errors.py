@@ -25,8 +25,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from hygeia.store.factory import DEFAULT_URL
-from hygeia.store.schema import PendingMigrations, SchemaVersionError
+from hygeia.store import DEFAULT_URL, PendingMigrations, SchemaVersionError
 
 URL_FORMS = "sqlite:///path/file.db or postgresql://user@host:port/dbname"
 

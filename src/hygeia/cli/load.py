@@ -1,13 +1,13 @@
 """``hygeia load``: put NDJSON files and Bundles into the database, with progress.
 
 NDJSON files (``.ndjson``, ``.ndjson.gz``) go through the bulk loader
-(:mod:`hygeia.server.loading`): parsed, validated and indexed in worker
+(:mod:`hygeia.server.loading.loader`): parsed, validated and indexed in worker
 processes and stored in large batches.  Transaction and batch Bundles keep the
 transaction path (``urn:uuid:`` references resolved, all-or-nothing per
 Bundle); any other JSON file is validated and stored resource by resource.
 
 Every transaction that stores part of a file also records in the load journal
-how far into the file it got (:mod:`hygeia.server.loading_journal`), so running
+how far into the file it got (:mod:`hygeia.server.loading.journal`), so running
 the same command again after it was killed stores exactly what is missing: files
 loaded completely are skipped, a file loaded in part resumes where its
 committed part ends.
@@ -26,9 +26,9 @@ from hygeia.cli.sources import expand_paths, is_ndjson, open_text, read_json
 from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.validation import validate
 from hygeia.server import FhirRequest, FhirService
-from hygeia.server.loading import Loader, LoadError, LoadReport
-from hygeia.server.loading_journal import Mark, file_key, find, record_alone, recording
-from hygeia.server.loading_prepare import describe_issues
+from hygeia.server.loading.journal import Mark, file_key, find, record_alone, recording
+from hygeia.server.loading.loader import Loader, LoadError, LoadReport
+from hygeia.server.loading.prepare import describe_issues
 
 CHUNK = 500  # resources per transaction for plain JSON files
 

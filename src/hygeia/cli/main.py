@@ -29,6 +29,9 @@ from hygeia.cli.errors import (
     check_port,
     describe,
 )
+from hygeia.cli.pillars import add_commands as add_pillar_commands
+from hygeia.cli.pillars import add_serve_options as add_pillar_serve_options
+from hygeia.cli.pillars import install_pillars, pillar_demos, pillar_options
 from hygeia.cli.runtime import (
     LOAD_SWITCH_INTERVAL,
     LOAD_YOUNG_THRESHOLD,
@@ -36,7 +39,7 @@ from hygeia.cli.runtime import (
     default_threads,
     tune_garbage_collector,
 )
-from hygeia.store.factory import DEFAULT_URL
+from hygeia.store import DEFAULT_URL
 
 EPILOG_SERVE = "example: hygeia serve --demo --port 8080   # then GET http://127.0.0.1:8080/fhir/metadata"
 DESCRIPTION_SERVE = ("Run the FHIR server. Every option can also be set in the environment as "
@@ -167,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--migrate", action="store_true",
                        help="apply pending schema migrations before serving (default: refuse "
                             "a database that needs them; see hygeia db migrate)")
+    serve.set_defaults(pillar_destinations=add_pillar_serve_options(serve))
 
     load = commands.add_parser("load", help="load Bundles/NDJSON into the database",
                                epilog=EPILOG_LOAD,
@@ -187,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_auth_commands(commands)
     add_db_commands(commands)
+    add_pillar_commands(commands)
 
     validate = commands.add_parser("validate", help="validate FHIR JSON files",
                                    epilog=EPILOG_VALIDATE)
@@ -361,6 +366,9 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command is None:  # a bare ``hygeia``: what it can do
         args.help_parser.print_help(sys.stderr)
         return 2
+    pillar_command = getattr(args, "pillar_command", None)
+    if pillar_command is not None:
+        return int(pillar_command.run(args))
     if getattr(args, "db", None) is not None:
         check_database_url(args.db)
     if args.command == "serve":
@@ -443,8 +451,10 @@ def serve(args: argparse.Namespace) -> int:
             # nor auditing: loading the demo is not a request through the API
             demo_service = FhirService(repository, replace(settings, offload=False,
                                                            audit=False, auth=False))
+            install_pillars(demo_service, pillar_options(args, args.pillar_destinations))
             load_demo(demo_service, console)
             introduction = first_steps(demo_patients(demo_service), f"{base_url}/fhir", auth)
+            introduction += pillar_demos(demo_service, f"{base_url}/fhir")
     finally:
         repository.close()
     console.print(f"[bold green]Hygeia[/] FHIR R4 server at {base_url}/fhir "
@@ -459,7 +469,9 @@ def serve(args: argparse.Namespace) -> int:
                       "and write all data. Use --auth (always on beyond loopback).")
     return run(ServeOptions(db_url=args.db, settings=settings, host=args.host, port=args.port,
                             threads=args.threads, access_log=args.access_log,
-                            workers=args.workers, log_format=args.log_format), listener)
+                            workers=args.workers, log_format=args.log_format,
+                            pillar_options=pillar_options(args, args.pillar_destinations)),
+               listener)
 
 
 def default_files_dir(db_url: str) -> str:
@@ -471,7 +483,7 @@ def load_demo(service: object, console: Console) -> None:
     """Load the packaged demo patients once (skipped when the database holds data)."""
     from hygeia.cli.load import load_paths, summary
     from hygeia.server import FhirService
-    from hygeia.store.base import HistoryQuery
+    from hygeia.store import HistoryQuery
 
     assert isinstance(service, FhirService)
     with service.repository.reader() as session:
@@ -486,7 +498,7 @@ def load_demo(service: object, console: Console) -> None:
 def load(args: argparse.Namespace) -> int:
     from hygeia.cli.load import load_paths, summary
     from hygeia.server import FhirService, Settings
-    from hygeia.server.allocator import tune_this_process
+    from hygeia.server.memory.allocator import tune_this_process
     from hygeia.store import open_repository
 
     console = Console(stderr=True)

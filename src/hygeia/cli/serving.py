@@ -25,8 +25,9 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from hygeia.cli.runtime import default_threads, tune_garbage_collector
 from hygeia.server import Settings
@@ -50,6 +51,8 @@ class ServeOptions:
     access_log: bool = False
     log_format: str = "text"  # of the access log: "text" or "json" (one object a line)
     workers: int = 1  # serving processes; each also runs background jobs
+    # the installed pillars' serve flags, by pillar name (cli/pillars.py)
+    pillar_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 class ListenError(Exception):
@@ -86,8 +89,8 @@ def run(options: ServeOptions, listener: socket.socket) -> int:
     """Serve until SIGINT/SIGTERM; 0 after a clean stop, 1 when a serving process died."""
     supervisor = os.getpid()
     with _shared_metrics(options.workers):
-        workers = {_fork_worker(options, listener, supervisor)
-                   for _ in range(options.workers)}
+        workers = {_fork_worker(options, listener, supervisor, first=index == 0)
+                   for index in range(options.workers)}
         return _supervise(workers)
 
 
@@ -149,13 +152,14 @@ def _describe(status: int) -> str:
     return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
-def _fork_worker(options: ServeOptions, listener: socket.socket, supervisor: int) -> int:
+def _fork_worker(options: ServeOptions, listener: socket.socket, supervisor: int, *,
+                 first: bool) -> int:
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
-        code = _serve_in_worker(options, listener, supervisor)
+        code = _serve_in_worker(options, listener, supervisor, first=first)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -164,24 +168,31 @@ def _fork_worker(options: ServeOptions, listener: socket.socket, supervisor: int
         os._exit(code)
 
 
-def _serve_in_worker(options: ServeOptions, listener: socket.socket, supervisor: int) -> int:
-    """One serving process: its own repository, service and jobs, then HTTP until stopped."""
+def _serve_in_worker(options: ServeOptions, listener: socket.socket, supervisor: int, *,
+                     first: bool) -> int:
+    """One serving process: its own repository, service, pillars and jobs (and, in the
+    first process only, the pillars' network listeners), then HTTP until stopped."""
     from hygeia.api import create_app
     from hygeia.api.http import HttpLimits, serve_socket
     from hygeia.api.http.wsgi import log_access_as_json
+    from hygeia.api.mounts import mount_body_limits
+    from hygeia.cli.pillars import install_pillars
     from hygeia.server import FhirService
     from hygeia.store import open_repository
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     _die_with_parent(supervisor)
-    limits = HttpLimits.from_settings(options.settings)
-    _allow_open_files(limits.max_connections + 256)
     repository = open_repository(options.db_url)
     service = FhirService(repository, options.settings)
     try:
+        install_pillars(service, options.pillar_options)
+        app = create_app(service)  # registers the authorization server's mount
+        limits = HttpLimits.from_settings(options.settings, mount_body_limits(service))
+        _allow_open_files(limits.max_connections + 256)
+        if first:
+            service.start_listeners()
         service.start_jobs()
-        app = create_app(service)
         tune_garbage_collector()
         if options.access_log and options.log_format == "json":
             log_access_as_json()

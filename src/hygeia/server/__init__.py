@@ -1,11 +1,35 @@
-"""Transport-free FHIR use cases: interactions, bundles, capability.
+"""Transport-free FHIR use cases: interactions, bundles, jobs, loading, audit.
 
 Nothing here knows HTTP: a :class:`FhirRequest` goes in, a
 :class:`FhirResponse` comes out, so transaction entries, the CLI loader and
-(later) pillars all call the same functions.
+pillars all call the same functions.
+
+The names below are loaded on first use, so a worker process that imports
+``hygeia.server.loading.worker`` does not import the service (and with it
+auth and audit).
 """
 
-from hygeia.server.context import FhirRequest, FhirResponse, Settings
-from hygeia.server.service import FhirService
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hygeia.server.context import FhirRequest, FhirResponse, Settings
+    from hygeia.server.service import FhirService
 
 __all__ = ["FhirRequest", "FhirResponse", "FhirService", "Settings"]
+
+_HOMES = {
+    "FhirRequest": "hygeia.server.context",
+    "FhirResponse": "hygeia.server.context",
+    "Settings": "hygeia.server.context",
+    "FhirService": "hygeia.server.service",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'hygeia.server' has no attribute {name!r}")
+    return getattr(import_module(home), name)

@@ -28,9 +28,9 @@ class Settings:
     # max_body_bytes); see fhir/patch/budget.py
     max_patch_operations: int = 1000
     # entries in one batch or transaction Bundle (413 beyond: larger loads use $import or
-    # hygeia load); see server/bundles.py
+    # hygeia load); see server/rest/bundles.py
     max_bundle_entries: int = 10_000
-    # index extraction and transaction validation in a helper process (server/offload.py);
+    # index extraction and transaction validation in a helper process (server/offload/helper.py);
     # worth it with a spare core, so ``hygeia serve`` turns it on there
     offload: bool = False
     # where job outputs (bulk export files) and files to import live; None: a new

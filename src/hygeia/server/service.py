@@ -6,44 +6,62 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from hygeia.fhir.outcome import BadRequest, Issue, operation_outcome
+from hygeia.fhir.outcome import BadRequest
 from hygeia.fhir.search.parameters import default_registry
-from hygeia.fhir.validation import validate
-from hygeia.server import read, search, write
-from hygeia.server.audit import AuditTrail
+from hygeia.server.audit.trail import AuditTrail
+from hygeia.server.auth.endpoints import AuthMount
 from hygeia.server.auth.guard import guarded
-from hygeia.server.auth.operations import check_bulk_write
 from hygeia.server.auth.server import AuthServer
-from hygeia.server.bulk_export import kick_off
-from hygeia.server.bulk_import import ImportJob, kick_off_import
-from hygeia.server.capability import capability_statement, with_security
+from hygeia.server.bulk.export_job import ExportJob
+from hygeia.server.bulk.importing import ImportJob
 from hygeia.server.context import FhirRequest, FhirResponse, Settings
-from hygeia.server.custom_parameters import load_custom_parameters
 from hygeia.server.events import (
     EventConsumer,
     EventRunner,
     EventTiming,
     registered_consumers,
 )
-from hygeia.server.export_job import ExportJob
-from hygeia.server.job_status import cancel_job, job_file, job_status
-from hygeia.server.jobs import FileArea, JobKind, JobRunner, JobTiming
-from hygeia.server.offload import Offload
-from hygeia.server.offload_jobs import IndexBatcher
-from hygeia.server.openapi import openapi_document
-from hygeia.server.provenance import store_provenance
-from hygeia.server.reindex import ReindexJob, start_reindex
-from hygeia.server.router import Route, parse_route
-from hygeia.store.base import HistoryQuery, Repository, Session
-from hygeia.store.jobs import JobStore
-from hygeia.store.limits import StatementLimits, statement_limits
+from hygeia.server.extensions import (
+    Interceptor,
+    JobKind,
+    Listener,
+    Mount,
+    Operation,
+    OperationCall,
+    WriteHook,
+)
+from hygeia.server.jobs.files import FileArea
+from hygeia.server.jobs.reindex import ReindexJob
+from hygeia.server.jobs.run import JobTiming
+from hygeia.server.jobs.runner import JobRunner
+from hygeia.server.jobs.status import cancel_job, job_file, job_status
+from hygeia.server.offload.helper import Offload
+from hygeia.server.offload.jobs import IndexBatcher
+from hygeia.server.rest import read, search, write
+from hygeia.server.rest.capability import capability_statement, with_security
+from hygeia.server.rest.core_operations import core_operation_registry
+from hygeia.server.rest.custom_parameters import SearchParameterHook, load_custom_parameters
+from hygeia.server.rest.openapi import openapi_document
+from hygeia.server.rest.provenance import store_provenance
+from hygeia.server.rest.router import Route, parse_route
+from hygeia.server.write_hooks import WriteHooks
+from hygeia.store import (
+    HistoryQuery,
+    JobStore,
+    Repository,
+    Session,
+    StatementLimits,
+    statement_limits,
+)
 
 log = logging.getLogger("hygeia.server")
+_RESERVED_PATHS = frozenset({"/health", "/ready", "/metrics"})  # api/health.py, api/metrics.py
 
 
 class FhirService:
@@ -64,9 +82,20 @@ class FhirService:
                                                            ReindexJob())}
         self.runner: JobRunner | None = None
         # readers of the change feed, started with the jobs (server/events); a pillar
-        # registers its own (events.register_consumer) or appends here before start_jobs
+        # adds its own with add_event_consumer before start_jobs
         self.event_consumers: list[EventConsumer] = registered_consumers()
         self.event_runners: list[EventRunner] = []
+        # FHIR operations by name; a pillar registers its own here at start-up
+        self.operations = core_operation_registry()
+        # write hooks, called for each version stored on every write path; a pillar
+        # registers its own here at start-up
+        self.write_hooks = WriteHooks()
+        self.write_hooks.register(SearchParameterHook())
+        # network listeners of pillars, started by start_listeners (one process only)
+        self.listeners: list[Listener] = []
+        self._listening: list[Listener] = []
+        # HTTP routes outside /fhir (the authorization server's, a pillar's)
+        self.mounts: list[Mount] = []
         # SMART on FHIR: Hygeia is its own authorization server (None when auth is off)
         self.auth = AuthServer(repository, self.settings) if self.settings.auth else None
         # the newest SearchParameter write seen, noted before loading them all, so one
@@ -81,8 +110,14 @@ class FhirService:
         self.extractor = Offload() if self.settings.offload else None
         self.validator = Offload() if self.settings.offload else None
         self.audit = AuditTrail(self)
+        # wrap every request, outermost first (the audit trail, when it is on)
+        self.interceptors: list[Interceptor] = []
+        self._handler: Callable[[FhirRequest], FhirResponse] = self._dispatch
+        if self.audit.enabled:
+            self.add_interceptor(self.audit)
         if self.auth is not None:
             self.auth.listeners.append(self.audit.auth_event)
+            self.add_mount(AuthMount(self.auth, self.patient_exists))
 
     @contextmanager
     def transaction(self, *, flush_to_disk: bool = True) -> Iterator[Session]:
@@ -90,6 +125,7 @@ class FhirService:
         (``flush_to_disk``: see :meth:`Repository.transaction`)."""
         with self.repository.transaction(flush_to_disk=flush_to_disk) as session:
             session.registry = self.registry
+            session.on_put = self.write_hooks
             if self.extractor is not None:
                 session.rows_later = IndexBatcher(self.extractor, self.registry).rows_for
             yield session
@@ -130,12 +166,25 @@ class FhirService:
         # a request's reads stop after statement_timeout; its writes may take as long as
         # a job's (a large transaction's inserts), store/limits.py
         with self.request_limits():
-            if self.audit.enabled:
-                return self.audit.observe(request, self._dispatch)
-            return self._dispatch(request)
+            return self._handler(request)
+
+    def add_event_consumer(self, consumer: EventConsumer) -> None:
+        """Run ``consumer`` on the change feed from ``start_jobs`` on."""
+        self.event_consumers.append(consumer)
+
+    def add_interceptor(self, interceptor: Interceptor) -> None:
+        """Wrap every request in ``interceptor``, inside those added before it."""
+        self.interceptors.append(interceptor)
+        self._handler = self._chain()
+
+    def _chain(self) -> Callable[[FhirRequest], FhirResponse]:
+        handler: Callable[[FhirRequest], FhirResponse] = self._dispatch
+        for interceptor in reversed(self.interceptors):
+            handler = partial(interceptor.intercept, proceed=handler)
+        return handler
 
     def _dispatch(self, request: FhirRequest) -> FhirResponse:
-        route = parse_route(request.method, request.path, request.query)
+        route = parse_route(request.method, request.path, request.query, self.operations)
         if route.interaction == "capabilities":
             statement = self.capabilities()
             if self.auth is not None:
@@ -146,17 +195,21 @@ class FhirService:
         if route.interaction == "openapi":
             return FhirResponse(200, raw=self.openapi(request.base_url),
                                 media_type="application/json")
-        if route.interaction == "validate":
-            return validate_operation(request.body, route.resource_type or "")
         if self.audit.enabled and _may_read_the_trail(route, request):
             self.audit.catch_up()
+        operation = route.operation
+        if operation is not None and operation.session == "none":
+            return operation.handler(OperationCall(self, request, route.resource_type, route.id))
         asynchronous = _ASYNC.get(route.interaction)
         if asynchronous is not None:
             return asynchronous(self, route, request)
         if route.interaction == "bundle":
-            from hygeia.server.bundles import process_bundle
+            from hygeia.server.rest.bundles import process_bundle
 
             return process_bundle(self, request)
+        if operation is not None and operation.session == "write":
+            with self.transaction() as session:
+                return self.perform(route, request, session)
         if route.writes:
             with self.transaction() as session:  # the write, its Provenance and AuditEvent
                 response = self.perform(route, request, session)
@@ -202,7 +255,8 @@ class FhirService:
         """Run background jobs, and the audit trail's mover, on threads of this process
         (``hygeia serve`` does)."""
         if self.runner is None:
-            self.runner = JobRunner(self, timing or self._timing())
+            self.runner = JobRunner(self, self.job_kinds, self.refresh_parameters,
+                                    timing or self._timing())
             self.runner.start()
         self.audit.start()
         self.start_events()
@@ -225,7 +279,8 @@ class FhirService:
     def job_runner(self) -> JobRunner:
         """The runner, started or not (tests run jobs on their own thread with it)."""
         if self.runner is None:
-            self.runner = JobRunner(self, self._timing())
+            self.runner = JobRunner(self, self.job_kinds, self.refresh_parameters,
+                                    self._timing())
         return self.runner
 
     def wake_jobs(self) -> None:
@@ -236,9 +291,70 @@ class FhirService:
         return JobTiming(lease_seconds=self.settings.job_lease_seconds,
                          keep_seconds=self.settings.job_keep_seconds)
 
+    # ------------------------------------------------------------ what pillars register
+
+    def add_operation(self, operation: Operation) -> None:
+        self.operations.register(operation)
+        self._capabilities = None  # the statement lists operations
+
+    def add_write_hook(self, hook: WriteHook) -> None:
+        self.write_hooks.register(hook)
+
+    def add_job_kind(self, kind: JobKind) -> None:
+        if kind.name in self.job_kinds:
+            raise ValueError(f"The job kind {kind.name!r} is registered twice.")
+        self.job_kinds[kind.name] = kind
+
+    def add_listener(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    def add_mount(self, mount: Mount) -> None:
+        taken = {prefix for other in self.mounts for prefix in other.prefixes}
+        for prefix in mount.prefixes:
+            inside_fhir = prefix == "/fhir" or (prefix.startswith("/fhir/") and
+                                                not prefix.startswith("/fhir/.well-known/"))
+            if not prefix.startswith("/") or prefix.endswith("/") or inside_fhir or \
+                    prefix in _RESERVED_PATHS:
+                raise ValueError(f"The mount {mount.name!r} cannot take {prefix!r}: a prefix "
+                                 "starts with / and does not end with one, outside /fhir "
+                                 "(but for .well-known) and the probes.")
+            if prefix in taken:
+                raise ValueError(f"The prefix {prefix} is mounted twice.")
+        self.mounts.append(mount)
+
+    def mount_for(self, path: str) -> Mount | None:
+        """The mount that answers ``path`` (the longest prefix that matches), if any."""
+        best: tuple[int, Mount | None] = (0, None)
+        for mount in self.mounts:
+            for prefix in mount.prefixes:
+                if (path == prefix or path.startswith(prefix + "/")) and len(prefix) > best[0]:
+                    best = (len(prefix), mount)
+        return best[1]
+
+    def start_listeners(self) -> None:
+        """Start the registered listeners (``hygeia serve`` does, in one process); if one
+        fails to start, those already started are stopped and the error is raised."""
+        for listener in self.listeners:
+            try:
+                listener.start()
+            except Exception:
+                self._stop_listeners()
+                raise
+            self._listening.append(listener)
+            log.info("listener %s started", listener.name)
+
+    def _stop_listeners(self) -> None:
+        while self._listening:
+            listener = self._listening.pop()
+            try:
+                listener.stop()
+            except Exception:  # stopping the others matters more than this one's error
+                log.exception("listener %s failed to stop", listener.name)
+
     def close(self) -> None:
-        """Stop the event consumers, the job runner and the offload helpers (the repository
-        is the caller's)."""
+        """Stop the listeners, the event consumers, the job runner and the offload helpers
+        (the repository is the caller's)."""
+        self._stop_listeners()
         for events in self.event_runners:
             events.stop()
         if self.runner is not None:
@@ -251,7 +367,8 @@ class FhirService:
     def capabilities(self) -> dict[str, Any]:
         """Rebuilt whenever a custom search parameter changed the registry."""
         if self._capabilities is None or self._capabilities[0] != self.registry.generation:
-            statement = capability_statement(self.repository.dialect, self.registry)
+            statement = capability_statement(self.repository.dialect, self.registry,
+                                             self.operations)
             self._capabilities = (self.registry.generation, statement)
         return self._capabilities[1]
 
@@ -260,13 +377,19 @@ class FhirService:
         statement = self.capabilities()
         generation = self.registry.generation
         if self._openapi is None or self._openapi[:2] != (generation, base_url):
-            document = orjson.dumps(openapi_document(statement, base_url))
+            document = orjson.dumps(openapi_document(statement, base_url, self.operations))
             self._openapi = (generation, base_url, document)
         return self._openapi[2]
 
     def perform(self, route: Route, request: FhirRequest, session: Session) -> FhirResponse:
         """Run one interaction in ``session`` (shared by HTTP requests and Bundle entries)."""
         kind = route.interaction
+        operation = route.operation
+        if operation is not None and operation.session != "none":
+            return operation.handler(OperationCall(
+                self, request, route.resource_type, route.id,
+                guarded(session, request.access, kind, action=operation.access,
+                        filter_types=operation.filter_types)))
         handler = _HANDLERS.get(kind)
         if handler is None:
             raise BadRequest(f"The interaction '{kind}' is not allowed here.",
@@ -278,24 +401,11 @@ def _may_read_the_trail(route: Route, request: FhirRequest) -> bool:
     """Whether the request can return AuditEvents (all of them must be stored first)."""
     if route.resource_type == "AuditEvent":
         return True
-    if route.interaction not in ("search-system", "history-system", "everything", "export"):
+    reads_trail = route.operation is not None and route.operation.reads_trail
+    if not reads_trail and route.interaction not in ("search-system", "history-system"):
         return False
     types = {t for name, value in request.query if name == "_type" for t in value.split(",")}
     return not types or "AuditEvent" in types
-
-
-def validate_operation(body: Any, resource_type: str) -> FhirResponse:
-    """``$validate``: 200 with an OperationOutcome listing every issue found (or none)."""
-    resource = body
-    if isinstance(body, dict) and body.get("resourceType") == "Parameters" \
-            and resource_type != "Parameters":
-        resource = next((p.get("resource") for p in body.get("parameter", [])
-                         if isinstance(p, dict) and p.get("name") == "resource"), None)
-    issues = validate(resource, resource_type)
-    if not issues:
-        issues = [Issue("informational", f"The {resource_type} is valid.",
-                        severity="information")]
-    return FhirResponse(200, resource=operation_outcome(issues))
 
 
 def _read(service: FhirService, route: Route, request: FhirRequest,
@@ -373,28 +483,8 @@ def _conditional_patch(service: FhirService, route: Route, request: FhirRequest,
                                    limits=write.patch_limits(service.settings))
 
 
-def _everything(service: FhirService, route: Route, request: FhirRequest,
-                session: Session) -> FhirResponse:
-    return search.everything(session, request, _i(route), service.settings)
-
-
-def _export(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
-    level = {None: "system", "Patient": "patient", "Group": "group"}[route.resource_type]
-    return kick_off(service, request, level, route.id)
-
-
-def _import(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
-    check_bulk_write(request.access, "$import", "cu")
-    return kick_off_import(service, request)
-
-
-def _reindex(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
-    check_bulk_write(request.access, "$reindex", "u")
-    return start_reindex(service, request, route.resource_type)
-
-
 def _job_status(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
-    return job_status(service, _i(route), request)
+    return job_status(service, service.job_kinds, _i(route), request)
 
 
 def _job_cancel(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
@@ -405,11 +495,8 @@ def _job_file(service: FhirService, route: Route, request: FhirRequest) -> FhirR
     return job_file(service, _i(route), route.file or "", request)
 
 
-# interactions that start or follow background work, outside any request transaction
+# a job's status, files and cancellation, outside any request transaction
 _ASYNC = {
-    "export": _export,
-    "import": _import,
-    "reindex": _reindex,
     "job-status": _job_status,
     "job-cancel": _job_cancel,
     "job-file": _job_file,
@@ -432,7 +519,6 @@ _HANDLERS = {
     "search-type": _search,
     "search-system": _search_system,
     "search-compartment": _search_compartment,
-    "everything": _everything,
     "history-instance": _history,
     "history-type": _history,
     "history-system": _history,

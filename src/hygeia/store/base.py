@@ -136,6 +136,9 @@ class Session(ABC):
     # set by the server when index rows may be extracted elsewhere: given a written
     # resource and its stored bytes, returns a callable that yields its rows later
     rows_later: Callable[[dict[str, Any], bytes], Callable[[], IndexRows]] | None = None
+    # set by the server: called with this session and each version as it is put, inside
+    # the transaction, so what it writes or raises commits or rolls back with the write
+    on_put: Callable[[Session, StoredVersion], None] | None = None
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run ``action`` once the transaction has committed (never if it rolls back)."""

@@ -186,7 +186,7 @@ _CORE = (
         expires {bigint} NOT NULL,
         used {bigint}
     )""",
-    # AuditEvents committed but not yet stored as resources (server/audit_outbox.py): a
+    # AuditEvents committed but not yet stored as resources (server/audit/outbox.py): a
     # request waits for one plain insert here, not for the event's index rows
     """CREATE TABLE IF NOT EXISTS audit_outbox (
         seq {serial},

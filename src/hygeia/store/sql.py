@@ -127,6 +127,8 @@ class SqlSession(Session):
         return rows_to_versions(None, iter(rows))[0] if rows else None
 
     def put(self, version: StoredVersion, rows: RowsSource) -> None:
+        if self.on_put is not None:
+            self.on_put(self, version)
         self._pending.append((version, rows))
 
     def heads(self, keys: list[tuple[str, str]], *, for_update: bool = False

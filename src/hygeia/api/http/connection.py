@@ -46,7 +46,7 @@ from hygeia.api.http.request import Request, framing, transfer_coding_error, ver
 from hygeia.fhir.outcome import BadRequest, FhirError, PayloadTooLarge
 
 if TYPE_CHECKING:
-    from hygeia.api.http.server import FrontEnd
+    from hygeia.api.http.front import FrontEnd
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_SECONDS = 2.0  # how long the bytes of a refused request are drained before closing
@@ -96,6 +96,7 @@ class HttpConnection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.url_size = self.header_bytes = self.head_received = 0
         self.body_size = self.reserved = 0
+        self.body_limit = self.limits.max_body_bytes  # this request's (its mount's)
         self.started = self.last_body = 0.0
 
     # -- connection events ---------------------------------------------------------
@@ -235,9 +236,11 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(transfer_coding_error(chunked))
         self._check_host(hosts, version)
         self.has_body = length is not None or chunked is not None
-        if length is not None and length > self.limits.max_body_bytes:
+        path = b"".join(self.url).split(b"?", 1)[0].decode("latin-1")
+        self.body_limit = self.limits.body_limit(path)
+        if length is not None and length > self.body_limit:
             self._refuse(PayloadTooLarge(
-                f"The body ({length} bytes) is over the {self.limits.max_body_bytes}-byte "
+                f"The body ({length} bytes) is over the {self.body_limit}-byte "
                 "limit.", expression="Content-Length"))
         if expect is not None and expect.strip().lower() == "100-continue" and length != 0:
             self.pending_continue = True
@@ -256,9 +259,8 @@ class HttpConnection(asyncio.Protocol):
 
     def on_body(self, chunk: bytes) -> None:
         self.body_size += len(chunk)
-        if self.body_size > self.limits.max_body_bytes:
-            self._refuse(PayloadTooLarge(
-                f"The body is over the {self.limits.max_body_bytes}-byte limit."))
+        if self.body_size > self.body_limit:
+            self._refuse(PayloadTooLarge(f"The body is over the {self.body_limit}-byte limit."))
         # bytes are counted as they arrive, not as declared: a client that only
         # announces a large body holds no share of the process's budget
         self._reserve(len(chunk))

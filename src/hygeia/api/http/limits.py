@@ -32,9 +32,21 @@ class HttpLimits:
     max_client_connections: int = 32
     max_connections: int = 1000
     max_buffered_bytes: int = 512 * 1024 * 1024
+    # (path prefix, body limit) of the mounts that set their own (server/extensions.Mount)
+    body_limits: tuple[tuple[str, int], ...] = ()
+
+    def body_limit(self, path: str) -> int:
+        """The body limit of a request for ``path``: its mount's, else ``max_body_bytes``."""
+        best, limit = 0, self.max_body_bytes
+        for prefix, bytes_ in self.body_limits:
+            if (path == prefix or path.startswith(prefix + "/")) and len(prefix) > best:
+                best, limit = len(prefix), bytes_
+        return limit
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> HttpLimits:
+    def from_settings(cls, settings: Settings,
+                      body_limits: tuple[tuple[str, int], ...] = ()) -> HttpLimits:
+        largest = max([settings.max_body_bytes, *(limit for _, limit in body_limits)])
         return cls(header_timeout=settings.http_header_timeout,
                    body_timeout=settings.http_body_timeout,
                    keepalive_timeout=settings.http_keepalive_timeout,
@@ -44,9 +56,9 @@ class HttpLimits:
                    max_body_bytes=settings.max_body_bytes,
                    max_client_connections=settings.http_max_client_connections,
                    max_connections=settings.http_max_connections,
+                   body_limits=body_limits,
                    # one largest body always fits, whatever the setting says
-                   max_buffered_bytes=max(settings.http_max_buffered_bytes,
-                                          settings.max_body_bytes))
+                   max_buffered_bytes=max(settings.http_max_buffered_bytes, largest))
 
 
 class ConnectionLedger:

@@ -15,48 +15,14 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterable
-from queue import SimpleQueue
-from typing import Any
-from urllib.parse import urlsplit
 
 from hygeia.api.http.connection import HttpConnection
-from hygeia.api.http.limits import ConnectionLedger, HttpLimits
-from hygeia.api.http.request import Request
+from hygeia.api.http.front import FrontEnd, WsgiApp
+from hygeia.api.http.limits import HttpLimits
 from hygeia.api.http.wsgi import respond
 
 log = logging.getLogger("hygeia.api.http")
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 SHUTDOWN_GRACE_SECONDS = 10.0  # requests in progress at SIGTERM get this long to finish
-
-
-class FrontEnd:
-    """What every connection of this process shares: the app, the limits, the threads."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, app: WsgiApp, limits: HttpLimits, *,
-                 base_url: str, threads: int, access_log: bool = False,
-                 multiprocess: bool = False) -> None:
-        self.loop = loop
-        self.app = app
-        self.limits = limits
-        self.ledger = ConnectionLedger(limits)
-        self.connections: set[HttpConnection] = set()
-        self.threads = RequestThreads(self, threads)
-        self.access_log = access_log
-        self.stopping = False
-        root = urlsplit(base_url)
-        self.environ_base: dict[str, Any] = {
-            "SCRIPT_NAME": "", "SERVER_NAME": root.hostname or "localhost",
-            "SERVER_PORT": str(root.port or (443 if root.scheme == "https" else 80)),
-            "wsgi.version": (1, 0), "wsgi.url_scheme": root.scheme or "http",
-            "wsgi.multithread": True, "wsgi.multiprocess": multiprocess, "wsgi.run_once": False}
-
-    def protocol(self) -> HttpConnection:
-        return HttpConnection(self)
-
-    def serve(self, connection: HttpConnection, request: Request) -> None:
-        """Hand a whole request to a request thread (called on the loop)."""
-        self.threads.queue.put((connection, request))
 
 
 class RequestThreads:
@@ -68,7 +34,7 @@ class RequestThreads:
 
     def __init__(self, front: FrontEnd, count: int) -> None:
         self.front = front
-        self.queue: SimpleQueue[tuple[HttpConnection, Request] | None] = SimpleQueue()
+        self.queue = front.requests
         self.threads = [threading.Thread(target=self._run, name=f"hygeia-request-{number}",
                                          daemon=True) for number in range(count)]
         for thread in self.threads:
@@ -104,15 +70,16 @@ def serve_socket(listener: socket.socket, app: WsgiApp, limits: HttpLimits, *, b
         _log_access_to_stdout()
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    front = FrontEnd(loop, app, limits, base_url=base_url, threads=threads,
-                     access_log=access_log, multiprocess=multiprocess)
+    front = FrontEnd(loop, app, limits, base_url=base_url, access_log=access_log,
+                     multiprocess=multiprocess)
+    request_threads = RequestThreads(front, threads)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
         loop.run_until_complete(_serve_until(front, listener, stop))
     finally:
-        front.threads.stop()
+        request_threads.stop()
         loop.close()
 
 
@@ -127,7 +94,8 @@ def _log_access_to_stdout() -> None:
 
 
 async def _serve_until(front: FrontEnd, listener: socket.socket, stop: asyncio.Event) -> None:
-    server = await front.loop.create_server(front.protocol, sock=listener, backlog=2048)
+    server = await front.loop.create_server(lambda: HttpConnection(front), sock=listener,
+                                            backlog=2048)
     await stop.wait()
     server.close()
     front.stopping = True

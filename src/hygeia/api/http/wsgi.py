@@ -25,9 +25,8 @@ import orjson
 from hygeia.fhir.outcome import Issue, operation_outcome
 
 if TYPE_CHECKING:
-    from hygeia.api.http.connection import HttpConnection
+    from hygeia.api.http.front import Connection, FrontEnd
     from hygeia.api.http.request import Request
-    from hygeia.api.http.server import FrontEnd
 
 log = logging.getLogger("hygeia.api.http")
 access_log = logging.getLogger("hygeia.access")
@@ -57,7 +56,7 @@ def _no_write(data: bytes) -> None:
     raise RuntimeError("the write() callable of start_response is not supported")
 
 
-def respond(front: FrontEnd, connection: HttpConnection, request: Request) -> None:
+def respond(front: FrontEnd, connection: Connection, request: Request) -> None:
     """Run the app for ``request`` and send its answer (on a request thread)."""
     started = time.perf_counter()
     answer = _Answer()
@@ -96,7 +95,7 @@ def log_access_as_json() -> None:
     _access_log_as_json = True
 
 
-def _log_access(connection: HttpConnection, request: Request, status: int, sent: int,
+def _log_access(connection: Connection, request: Request, status: int, sent: int,
                 ms: float) -> None:
     """One access log line.  The path only: queries carry search values (names,
     identifiers) that are patient data, and no header is logged (tokens, cookies)."""
@@ -111,7 +110,7 @@ def _log_access(connection: HttpConnection, request: Request, status: int, sent:
                     path, request.version, status, sent, ms)
 
 
-def environ(front: FrontEnd, connection: HttpConnection, request: Request) -> dict[str, Any]:
+def environ(front: FrontEnd, connection: Connection, request: Request) -> dict[str, Any]:
     """The PEP 3333 environ of a request: native strings are latin-1 decoded bytes."""
     path, _, query = _origin_form(request.target).partition(b"?")
     if b"%" in path:
@@ -179,7 +178,7 @@ def _after(pieces: list[bytes], written: int) -> list[bytes | memoryview]:
     return rest
 
 
-def _streamed(front: FrontEnd, connection: HttpConnection, answer: _Answer,
+def _streamed(front: FrontEnd, connection: Connection, answer: _Answer,
               result: Iterable[bytes], request: Request) -> tuple[int, bool]:
     """Send a streamed body, chunked when its length is not known; (bytes sent, keep-alive)."""
     try:
@@ -216,7 +215,7 @@ def _streamed(front: FrontEnd, connection: HttpConnection, answer: _Answer,
             close()
 
 
-def _send(front: FrontEnd, connection: HttpConnection, data: bytes) -> bool:
+def _send(front: FrontEnd, connection: Connection, data: bytes) -> bool:
     """Hand one piece to the loop once the connection has room; False: it is gone or
     the client has not taken anything for the body timeout."""
     if not connection.writable.wait(front.limits.body_timeout) or connection.closed:

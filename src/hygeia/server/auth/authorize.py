@@ -23,7 +23,7 @@ from hygeia.server.auth.clients import OAuthError
 from hygeia.server.auth.scopes import Scopes
 from hygeia.server.auth.secrets import check_password, digest, hash_password, new_handle
 from hygeia.server.auth.tokens import SECOND, Grant, requested_scopes
-from hygeia.store.auth import AuthStore, Client, Handle, User
+from hygeia.store import AuthStore, Client, Handle, User
 
 CODE = "code"
 LAUNCH = "launch"

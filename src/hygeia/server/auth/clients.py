@@ -24,7 +24,7 @@ import jwt
 from hygeia.fhir.datetime import now_us
 from hygeia.server.auth.client_keys import ClientKeys, ClientKeysUnavailable
 from hygeia.server.auth.secrets import same_digest
-from hygeia.store.auth import AuthStore, Client
+from hygeia.store import AuthStore, Client
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ("RS384", "ES384")  # SMART Backend Services

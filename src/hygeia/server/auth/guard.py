@@ -45,8 +45,8 @@ from hygeia.fhir.search.results import Include
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.fhir.spec import patient_compartment
 from hygeia.server.auth.access import Access, Restriction
-from hygeia.server.router import SERVER_WRITTEN_TYPES
-from hygeia.store.base import (
+from hygeia.server.rest.router import SERVER_WRITTEN_TYPES
+from hygeia.store import (
     Head,
     HistoryQuery,
     PreparedRows,
@@ -59,7 +59,7 @@ from hygeia.store.base import (
 # the cruds letter each interaction needs (writes decide between c and u at put)
 ACTION = {
     "read": "r", "vread": "r", "history-instance": "r",
-    "search-type": "s", "search-system": "s", "search-compartment": "s", "everything": "s",
+    "search-type": "s", "search-system": "s", "search-compartment": "s",
     "history-type": "s", "history-system": "s",
     "create": "c", "update": "u", "conditional-update": "u", "patch": "u",
     "conditional-patch": "u", "delete": "d", "conditional-delete": "d",
@@ -71,11 +71,13 @@ _ID_CHUNK = 500
 class GuardedSession(Session):
     """A Session that lets one token do only what its scopes allow (see module doc)."""
 
-    def __init__(self, inner: Session, access: Access, interaction: str) -> None:
+    def __init__(self, inner: Session, access: Access, interaction: str, *,
+                 action: str | None = None, filter_types: bool = False) -> None:
         self.inner = inner
         self.access = access
         self.interaction = interaction
-        self.action = ACTION.get(interaction, "r")
+        self.action = action or ACTION.get(interaction, "r")
+        self.filter_types = filter_types
         self.registry = inner.registry
         self.rows_later = inner.rows_later
 
@@ -111,7 +113,7 @@ class GuardedSession(Session):
                         "change.", code="forbidden", expression=resource_type)
 
     def search(self, query: Query) -> SearchPage:
-        if self.interaction == "everything":
+        if self.filter_types:  # e.g. $everything: what the token may read of the compartment
             query.types = tuple(t for t in query.types if self.access.allows(t, "s"))
         types = query.types or (query.resource_type,)
         restriction = self._one_restriction(types)
@@ -344,8 +346,14 @@ def _history_refused(what: str) -> Forbidden:
                      expression="_history")
 
 
-def guarded(session: Session, access: Access | None, interaction: str) -> Session:
-    """``session`` itself when there is no token (auth off), else a guarded view of it."""
+def guarded(session: Session, access: Access | None, interaction: str, *,
+            action: str | None = None, filter_types: bool = False) -> Session:
+    """``session`` itself when there is no token (auth off), else a guarded view of it.
+
+    ``action`` (an operation's cruds letter) overrides the interaction's own;
+    ``filter_types`` makes a search over several types keep only the readable ones.
+    """
     if access is None:
         return session
-    return GuardedSession(session, access, interaction)
+    return GuardedSession(session, access, interaction, action=action,
+                          filter_types=filter_types)

@@ -4,7 +4,7 @@ One object per FhirService: the token endpoint's grants (authorization code
 with PKCE, refresh token, client credentials with a signed assertion),
 introspection, revocation, the authorization endpoint's steps, discovery
 (``.well-known/smart-configuration``) and the check of every bearer token on
-the FHIR API.  HTTP lives in ``hygeia.api.auth_http``; this module speaks in
+the FHIR API.  HTTP lives in ``server/auth/endpoints.py`` (a mount); this module speaks in
 forms, dicts and :class:`OAuthError`.
 """
 
@@ -26,8 +26,7 @@ from hygeia.server.auth.signing import Signer
 from hygeia.server.auth.tokens import Grant, TokenIssuer, narrowed, requested_scopes
 from hygeia.server.context import Settings
 from hygeia.server.outbound import OutboundPolicy
-from hygeia.store.auth import AuthStore
-from hygeia.store.base import Repository
+from hygeia.store import AuthStore, Repository
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 SCOPES_SUPPORTED = ("openid", "fhirUser", "launch", "launch/patient", "offline_access",

@@ -21,7 +21,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from hygeia.fhir.datetime import now_us
 from hygeia.server.auth.secrets import SecretBox
-from hygeia.store.auth import AuthStore, SigningKey
+from hygeia.store import AuthStore, SigningKey
 
 ALGORITHM = "RS256"  # what every OpenID Connect library accepts for an id_token
 # keys are read again after this long (a rotation by another process shows up within it),

@@ -35,7 +35,7 @@ from hygeia.server.auth.clients import OAuthError
 from hygeia.server.auth.scopes import ScopeError, Scopes
 from hygeia.server.auth.secrets import digest, new_handle
 from hygeia.server.auth.signing import Signer
-from hygeia.store.auth import AuthStore, Handle
+from hygeia.store import AuthStore, Handle
 
 SECOND = 1_000_000
 REFRESH = "refresh"

@@ -21,8 +21,8 @@ from hygeia.store import (
     advance_feed,
     claim_feed,
     release_feed,
+    worker_name,
 )
-from hygeia.store.jobs import worker_name
 
 log = logging.getLogger("hygeia.events")
 

@@ -184,7 +184,7 @@ def _apply(database: SchemaDatabase, stream: Stream, migration: Migration) -> bo
     return True
 
 
-# the job kind and request of ``$reindex`` (server/reindex.py), queued as a row: the store
+# the job kind and request of ``$reindex`` (server/jobs/reindex.py), queued as a row: the store
 # cannot import the server, and the row is all the job runner needs to pick it up
 REINDEX_KIND = "reindex"
 

@@ -1,0 +1,81 @@
+"""Serving the mounts (HTTP routes outside ``/fhir``) from the WSGI app.
+
+A mount sees a :class:`~hygeia.server.extensions.MountRequest`, never WSGI:
+the body is read here (the front end has already refused one over the mount's
+limit, and this checks again, since the front end matches the raw path and
+this one the decoded path), the token verified when the mount requires one,
+and a :class:`~hygeia.fhir.outcome.FhirError` answered as an OperationOutcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from hygeia.api.origin import server_root
+from hygeia.fhir.outcome import FhirError, Issue, PayloadTooLarge, operation_outcome
+from hygeia.server.extensions import MountRequest, MountResponse
+
+if TYPE_CHECKING:
+    from hygeia.server import FhirService
+    from hygeia.server.extensions import Mount
+
+log = logging.getLogger("hygeia.api")
+_FHIR_JSON = "application/fhir+json"
+
+
+def mount_body_limits(service: FhirService) -> tuple[tuple[str, int], ...]:
+    """(prefix, body limit) of each mount that sets its own, for the HTTP front end."""
+    return tuple((prefix, mount.max_body_bytes) for mount in service.mounts
+                 if mount.max_body_bytes is not None for prefix in mount.prefixes)
+
+
+def answer_mount(service: FhirService, mount: Mount, environ: dict[str, Any],
+                 path: str) -> MountResponse:
+    """The mount's answer to one request (errors included)."""
+    try:
+        return mount.handle(_request(service, mount, environ, path))
+    except FhirError as error:
+        return MountResponse(error.status, orjson.dumps(error.outcome()), _FHIR_JSON,
+                             dict(error.headers))
+    except Exception:
+        log.exception("the mount %s failed on %s %s", mount.name, environ["REQUEST_METHOD"],
+                      path)
+        return MountResponse(500, orjson.dumps(operation_outcome([Issue(
+            "exception", "The server failed unexpectedly; the error was logged.",
+            severity="fatal")])), _FHIR_JSON)
+
+
+def _request(service: FhirService, mount: Mount, environ: dict[str, Any],
+             path: str) -> MountRequest:
+    limit = mount.max_body_bytes or service.settings.max_body_bytes
+    body = _body(environ, limit)
+    root = server_root(service.settings, environ)
+    access = None
+    if mount.requires_token and service.auth is not None:
+        access = service.auth.authenticate(environ.get("HTTP_AUTHORIZATION"), f"{root}/fhir/",
+                                           environ.get("REMOTE_ADDR"))
+    headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items()
+               if key.startswith("HTTP_")}
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = environ[key]
+    query = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    return MountRequest(environ["REQUEST_METHOD"], path, query, headers, body, root,
+                        environ.get("REMOTE_ADDR"), access)
+
+
+def _body(environ: dict[str, Any], limit: int) -> bytes:
+    declared = environ.get("CONTENT_LENGTH") or "0"
+    size = int(declared) if declared.isdigit() else 0
+    if size > limit:
+        raise_too_large(size, limit)
+    return environ["wsgi.input"].read(size) if size else b""
+
+
+def raise_too_large(size: int, limit: int) -> None:
+    raise PayloadTooLarge(f"The body ({size} bytes) is over this path's {limit}-byte limit.",
+                          expression="Content-Length")

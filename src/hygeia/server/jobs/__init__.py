@@ -1,0 +1,1 @@
+"""Background jobs: the runner that claims queued jobs, their status endpoint, and `$reindex`."""

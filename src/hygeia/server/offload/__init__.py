@@ -1,0 +1,3 @@
+"""The offload helper: a separate process that parses, validates and indexes large request
+bodies so the server's threads stay responsive.
+"""
