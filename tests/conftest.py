@@ -198,3 +198,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             item.config.stash.get(_POSTGRES_REQUIRED, False):
         report.outcome = "failed"
         report.longrepr = f"PostgreSQL test skipped although {POSTGRES_ENV} is set"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """After the documentation examples ran: how many run and how many are only shown."""
+    reports = [report for outcome in ("passed", "failed")
+               for report in terminalreporter.stats.get(outcome, [])]
+    if any("test_docs_examples.py::test_every_example" in report.nodeid for report in reports):
+        from tests.docs_examples import summary
+
+        terminalreporter.write_line(f"documentation: {next(summary())} "
+                                    "(python -m tests.docs_examples lists why)")

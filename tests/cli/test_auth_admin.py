@@ -4,6 +4,7 @@ real server on both databases."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import httpx
@@ -136,3 +137,17 @@ def test_a_secret_key_that_does_not_open_the_signing_keys_is_an_error(tmp_path: 
 def test_listing_an_empty_database(tmp_path: Path, action: tuple[str, str]) -> None:
     listed = cli_json("auth", *action, "--db", f"sqlite:///{tmp_path}/empty.db")
     assert listed == {f"{action[0]}s": []}
+
+
+def test_serve_with_auth_makes_the_signing_key_before_serving(tmp_path: Path) -> None:
+    """Made once at start, the first token requests of several workers do not race to
+    make the first key (each would retire the others')."""
+    url = f"sqlite:///{tmp_path}/keys.db"
+    server = ServerProcess(url, "--auth", "--workers", "2",
+                           "--secret-key-file", str(tmp_path / "secret.key"))
+    try:
+        with sqlite3.connect(tmp_path / "keys.db") as connection:
+            keys = connection.execute("SELECT count(*) FROM auth_key WHERE retired IS NULL")
+            assert keys.fetchone() == (1,)
+    finally:
+        server.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -143,3 +144,25 @@ def test_argument_mistakes_are_one_line_naming_the_help(arguments: tuple[str, ..
                                                          fragments: tuple[str, ...]) -> None:
     """argparse's own errors used to repeat the whole usage over several lines first."""
     single_error_line(hygeia(*arguments), *fragments)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a key\n"])
+def test_a_secret_key_file_that_holds_no_key(tmp_path: Path, content: bytes) -> None:
+    key = tmp_path / "secret.key"
+    key.write_bytes(content)
+    url = f"sqlite:///{tmp_path}/h.db"
+    for command in (("auth", "key", "rotate"), ("serve", "--auth", "--port", "0")):
+        result = hygeia(*command, "--db", url, "--secret-key-file", str(key))
+        single_error_line(result, f"{key} holds no secret key", "--secret-key-file")
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``hygeia auth client list | head -0``: no traceback about the broken pipe."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hygeia.cli.main", "auth", "client", "list",
+         "--db", f"sqlite:///{tmp_path}/h.db"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    errors = process.stderr.read().decode()
+    assert process.wait(60) == 141, errors
+    assert errors == ""

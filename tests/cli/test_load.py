@@ -91,3 +91,30 @@ def test_many_errors_are_cut_short(tmp_path: Path) -> None:
 def test_negative_workers_are_refused(tmp_path: Path) -> None:
     result = hygeia("load", "--db", f"sqlite:///{tmp_path}/x.db", "--workers", "-1", str(MIXED))
     assert result.returncode == 2 and "--workers" in result.stderr
+
+
+def test_workers_are_started_only_for_enough_ndjson(tmp_path: Path) -> None:
+    from hygeia.cli.load import SMALL_NDJSON_BYTES, worker_count
+
+    small, large, packed = tmp_path / "a.ndjson", tmp_path / "b.ndjson", tmp_path / "c.ndjson.gz"
+    small.write_bytes(b"{}\n" * 10)
+    large.write_bytes(b" " * SMALL_NDJSON_BYTES)
+    packed.write_bytes(b" " * (SMALL_NDJSON_BYTES // 10 + 1))
+    bundle = tmp_path / "bundle.json"
+    bundle.write_bytes(b" " * SMALL_NDJSON_BYTES)
+    assert worker_count([small], None) == 0
+    assert worker_count([small, bundle], None) == 0
+    assert worker_count([small, large], None) >= 1
+    assert worker_count([packed], None) >= 1
+    assert worker_count([small], 3) == 3
+    assert worker_count([bundle], 3) == 0
+
+
+def test_a_small_ndjson_load_with_the_default_workers(tmp_path: Path) -> None:
+    """Without --workers a few lines load in the loading process (measured: the command
+    takes 0.8 s, against 2.6 s when it starts the workers)."""
+    lines = tmp_path / "few.ndjson"
+    lines.write_bytes(b"\n".join(orjson.dumps(patient(str(n))) for n in range(5)))
+    result = hygeia("load", "--quiet", "--db", f"sqlite:///{tmp_path}/h.db", str(lines))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Loaded 5 resources from 1 file")

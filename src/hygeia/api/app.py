@@ -183,7 +183,7 @@ def _to_fhir_request(environ: dict[str, Any], query: list[tuple[str, str]],
             query.extend(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
         elif raw.strip():
             body, raw_json = _parse_json(raw, service.settings.max_json_values), raw
-        elif method in _WRITE_METHODS and not path.endswith("_search"):
+        elif method in _WRITE_METHODS and not _empty_body_allowed(path):
             raise BadRequest(f"{method} needs a request body.", code="required")
     prefer = parse_prefer(environ.get("HTTP_PREFER"))
     return FhirRequest(
@@ -196,6 +196,13 @@ def _to_fhir_request(environ: dict[str, Any], query: list[tuple[str, str]],
         prefer_lenient=prefer.lenient, prefer_async=prefer.respond_async,
         remote=environ.get("REMOTE_ADDR"), provenance=_provenance(environ),
     )
+
+
+def _empty_body_allowed(path: str) -> bool:
+    """A search by POST, and an operation (``$reindex``, ``$export``), may come without a
+    body: for an operation an empty body means "no parameters", as the query string would."""
+    last = path.rpartition("/")[2]
+    return last == "_search" or last.startswith("$")
 
 
 def _provenance(environ: dict[str, Any]) -> str | None:

@@ -340,7 +340,8 @@ def _key_rotate(repository: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def check_secret_key(repository: Any, secret_key_file: str) -> None:
     """Before serving with --auth: the secret key must open the database's signing key
-    (a new key would hide the misconfiguration and invalidate every token issued)."""
+    (a new key would hide the misconfiguration and invalidate every token issued); a
+    database without one gets it now, before the serving processes start."""
     from hygeia.cli.errors import UserError
     from hygeia.server.auth.secrets import SecretBox
     from hygeia.server.auth.signing import SecretKeyMismatch, Signer
@@ -348,7 +349,7 @@ def check_secret_key(repository: Any, secret_key_file: str) -> None:
 
     box = SecretBox.from_file(Path(secret_key_file))
     try:
-        Signer(AuthStore(repository), box).check_secret_key()
+        Signer(AuthStore(repository), box).ensure_active_key()
     except SecretKeyMismatch as error:
         raise UserError(secret_key_mismatch_message(str(error), secret_key_file)) from None
 

@@ -13,7 +13,8 @@ Exception tree::
     (foreign)            FileNotFoundError, PermissionError, IsADirectoryError, OSError
                          on a file; orjson.JSONDecodeError, EOFError (truncated gzip);
                          sqlite3.DatabaseError; psycopg.OperationalError;
-                         SchemaVersionError (PendingMigrations: run ``hygeia db migrate``)
+                         SchemaVersionError (PendingMigrations: run ``hygeia db migrate``);
+                         SecretKeyUnreadable (a secret key file that holds no key)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from hygeia.server.auth.secrets import SecretKeyUnreadable
 from hygeia.store import DEFAULT_URL, PendingMigrations, SchemaVersionError
 
 URL_FORMS = "sqlite:///path/file.db or postgresql://user@host:port/dbname"
@@ -75,7 +77,7 @@ def describe(error: BaseException, db_url: str | None) -> str | None:
         return (f"--db {db_url}: the database needs schema migrations "
                 f"({', '.join(error.pending)}): run `hygeia db migrate --db {db_url}` first, "
                 "or start the server with --migrate")
-    if isinstance(error, SchemaVersionError):
+    if isinstance(error, SchemaVersionError | SecretKeyUnreadable):
         return str(error)
     if isinstance(error, sqlite3.DatabaseError):
         return _sqlite_problem(error, db_url)

@@ -15,6 +15,7 @@ committed part ends.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -59,14 +60,33 @@ def summary(report: LoadReport, files: int) -> str:
             f"{report.errors} errors.")
 
 
+# below this much NDJSON, starting the worker processes (about 2 s on two cores) costs
+# more than they save; a gzipped file counts as ten times its size
+SMALL_NDJSON_BYTES = 1 << 20
+
+
+def worker_count(files: list[Path], requested: int | None) -> int:
+    """The worker processes for loading ``files``: ``requested`` when given, else one
+    per core, and none when there is no NDJSON or less than ``SMALL_NDJSON_BYTES``."""
+    ndjson = [path for path in files if is_ndjson(path)]
+    if not ndjson:
+        return 0
+    if requested is not None:
+        return requested
+    size = sum(path.stat().st_size * (10 if path.name.endswith(".gz") else 1)
+               for path in ndjson)
+    return 0 if size < SMALL_NDJSON_BYTES else os.cpu_count() or 1
+
+
 def load_paths(service: FhirService, paths: list[str], console: Console | None = None,
-               quiet: bool = False, *, workers: int = 0, upsert: bool = False,
+               quiet: bool = False, *, workers: int | None = 0, upsert: bool = False,
                reload: bool = False) -> tuple[LoadReport, int]:
     """Load every file under ``paths``; one bad file or line never stops the rest.
 
     Files the load journal records as loaded completely are skipped, and files
     loaded in part resume where the committed part ends; ``reload`` loads every
-    file from its start regardless.  Returns the report and the number of files.
+    file from its start regardless.  ``workers=None`` chooses (:func:`worker_count`).
+    Returns the report and the number of files.
     """
     console = console or Console(stderr=True)
     files = expand_paths(paths)
@@ -85,7 +105,7 @@ def load_paths(service: FhirService, paths: list[str], console: Console | None =
             progress.update(task, resources=tally.resources,
                             rate=tally.resources / elapsed if elapsed else 0.0)
 
-        with Loader(service, workers=workers if any(map(is_ndjson, files)) else 0,
+        with Loader(service, workers=worker_count(files, workers),
                     upsert=upsert, on_progress=show, bulk=True) as loader:
             for path in files:
                 _load_file(service, loader, path, tally, reload)

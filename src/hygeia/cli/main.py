@@ -178,9 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("paths", nargs="+",
                       help="files or folders (.ndjson, .ndjson.gz, .json, .json.gz)")
     load.add_argument("--db", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
-    load.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+    load.add_argument("--workers", type=int, default=None, metavar="N",
                       help="processes that parse, validate and index NDJSON (default: one per "
-                           f"core, {os.cpu_count() or 1} here; 0 = in the loading process)")
+                           f"core, {os.cpu_count() or 1} here, or none for less than 1 MB of "
+                           "NDJSON; 0 = in the loading process)")
     load.add_argument("--upsert", action="store_true",
                       help="a resource whose id is already stored becomes its next version "
                            "(without it, that line is an error and is skipped)")
@@ -353,13 +354,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return run_command(args)
+        status = run_command(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit where it cannot be caught
+        return status
+    except BrokenPipeError:
+        return _reader_went_away()
     except Exception as error:
         message = describe(error, getattr(args, "db", None))
         if message is None or args.debug:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
+
+
+def _reader_went_away() -> int:
+    """The reader of our output stopped reading (``hygeia auth client list | head``): end
+    quietly, as a Unix filter killed by SIGPIPE does (status 128 + 13), instead of a
+    traceback; stdout goes to /dev/null so flushing it at exit cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -505,7 +519,7 @@ def load(args: argparse.Namespace) -> int:
     tune_garbage_collector(LOAD_YOUNG_THRESHOLD)
     tune_this_process()
     sys.setswitchinterval(LOAD_SWITCH_INTERVAL)
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise UserError(f"--workers {args.workers}: give 0 (load in this process) or more")
     # a Bundle file of any size loads as one transaction: the entry limit guards the API
     unlimited = Settings(max_bundle_entries=sys.maxsize)

@@ -51,11 +51,25 @@ def check_password(password: str, stored: str) -> bool:
     return scheme == "scrypt" and hmac.compare_digest(derived, base64.b64decode(expected))
 
 
+class SecretKeyUnreadable(ValueError):
+    """The secret key file (or ``HYGEIA_SECRET_KEY``) holds no usable key: empty,
+    truncated or another kind of file.  The message names where the key came from."""
+
+
 class SecretBox:
     """Seals the server's private signing keys with a key kept outside the database."""
 
-    def __init__(self, key: bytes) -> None:
-        self._fernet = Fernet(key)
+    def __init__(self, key: bytes, origin: str = SECRET_KEY_ENV) -> None:
+        try:
+            self._fernet = Fernet(key)
+        except ValueError:
+            fix = ("set it to the key the servers on this database share"
+                   if origin == SECRET_KEY_ENV else
+                   "give the file the server made before with --secret-key-file, or delete "
+                   "this one to have a new key made (the signing keys sealed with the old "
+                   "key are then lost)")
+            raise SecretKeyUnreadable(f"{origin} holds no secret key (a key is 32 url-safe "
+                                      f"base64-encoded bytes): {fix}") from None
 
     def seal(self, data: bytes) -> bytes:
         return self._fernet.encrypt(data)
@@ -91,4 +105,4 @@ class SecretBox:
             else:
                 with os.fdopen(descriptor, "wb") as file:
                     file.write(Fernet.generate_key())
-        return cls(path.read_bytes().strip())
+        return cls(path.read_bytes().strip(), str(path))

@@ -78,6 +78,14 @@ class Signer:
                 raise SecretKeyMismatch("the secret key does not open the token signing keys "
                                         "this database holds")
 
+    def ensure_active_key(self) -> str:
+        """The kid of the active signing key, made now if the database holds none.
+
+        ``hygeia serve --auth`` calls it before it forks its serving processes, so
+        the first token requests do not race to make the first key.
+        """
+        return self._active()[0]
+
     def rotate(self, *, replace_unopenable: bool = False) -> str:
         """Make a new active key and retire the others; returns its kid.
 
