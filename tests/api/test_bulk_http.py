@@ -209,7 +209,8 @@ def test_several_workers_share_jobs_and_search_parameters(tmp_path: Path,
     server = ServerProcess(url, "--workers", "2", "--files", str(tmp_path))
     try:
         workers = [pid for pid in process_tree(server.process.pid)[1:]
-                   if b"offload_worker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+                   if b"hygeia.server.offload.worker" not in
+                   Path(f"/proc/{pid}/cmdline").read_bytes()]
         assert len(workers) == 2
         parameter = {"resourceType": "SearchParameter", "id": "nick", "status": "active",
                      "url": "http://example.org/SearchParameter/nick", "name": "nick",

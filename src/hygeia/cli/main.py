@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--migrate", action="store_true",
                        help="apply pending schema migrations before serving (default: refuse "
                             "a database that needs them; see hygeia db migrate)")
+    serve.add_argument("--referential-integrity", action="store_true",
+                       help="local references must resolve on every create, update, patch "
+                            "and Bundle, and a referenced resource cannot be deleted "
+                            "(409) unless with ?_cascade=delete (default: off)")
     serve.set_defaults(pillar_destinations=add_pillar_serve_options(serve))
 
     load = commands.add_parser("load", help="load Bundles/NDJSON into the database",
@@ -450,7 +454,8 @@ def serve(args: argparse.Namespace) -> int:
                         max_json_values=max(1, args.max_json_values),
                         max_chain_depth=max(0, args.max_chain_depth),
                         base_url=base_url, public_metrics=args.public_metrics,
-                        **http_limit_settings(args), migrate=args.migrate)
+                        **http_limit_settings(args), migrate=args.migrate,
+                        referential_integrity=args.referential_integrity)
     # opened here to refuse a database of another layout before serving, and for the
     # demo; closed again because the serving worker opens its own after the fork
     repository = open_repository(args.db, migrate=settings.migrate)

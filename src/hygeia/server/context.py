@@ -90,6 +90,9 @@ class Settings:
     # apply pending schema migrations when the server starts (``hygeia serve --migrate``);
     # without it a database that needs them is refused (store/migrations)
     migrate: bool = False
+    # local references must resolve on every write through the API, and a referenced
+    # resource cannot be deleted unless with _cascade=delete (server/integrity.py)
+    referential_integrity: bool = False
 
 
 @dataclass(slots=True)

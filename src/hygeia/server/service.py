@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 
@@ -47,6 +48,12 @@ from hygeia.server.rest import read, search, write
 from hygeia.server.rest.capability import capability_statement, with_security
 from hygeia.server.rest.core_operations import core_operation_registry
 from hygeia.server.rest.custom_parameters import SearchParameterHook, load_custom_parameters
+from hygeia.server.rest.integrity import (
+    IntegrityCheck,
+    cascade_requested,
+    delete_referrers,
+    without_cascade,
+)
 from hygeia.server.rest.openapi import openapi_document
 from hygeia.server.rest.provenance import store_provenance
 from hygeia.server.rest.router import Route, parse_route
@@ -120,18 +127,31 @@ class FhirService:
             self.add_mount(AuthMount(self.auth, self.patient_exists))
 
     @contextmanager
-    def transaction(self, *, flush_to_disk: bool = True) -> Iterator[Session]:
+    def transaction(self, *, flush_to_disk: bool = True,
+                    integrity: IntegrityCheck | None = None) -> Iterator[Session]:
         """A write transaction whose session knows this service's search parameters
-        (``flush_to_disk``: see :meth:`Repository.transaction`)."""
+        (``flush_to_disk``: see :meth:`Repository.transaction`); with ``integrity``
+        (:meth:`integrity_check`), its writes' references are verified before commit."""
         with self.repository.transaction(flush_to_disk=flush_to_disk) as session:
             session.registry = self.registry
             session.on_put = self.write_hooks
             if self.extractor is not None:
                 session.rows_later = IndexBatcher(self.extractor, self.registry).rows_for
+            if integrity is not None:
+                session.on_write = integrity.record
             yield session
+            if integrity is not None:
+                integrity.verify(session)
             for hook in getattr(self._before_commit, "hooks", ()):
                 hook(session)
         self.wake_events()
+
+    def integrity_check(self, request: FhirRequest) -> IntegrityCheck | None:
+        """A fresh check for one client write, when the server enforces referential
+        integrity (loads, ``$import`` and the server's own records are not checked)."""
+        if not self.settings.referential_integrity:
+            return None
+        return IntegrityCheck(request.base_url)
 
     @contextmanager
     def before_commit(self, hook: Callable[[Session], None]) -> Iterator[None]:
@@ -208,10 +228,11 @@ class FhirService:
 
             return process_bundle(self, request)
         if operation is not None and operation.session == "write":
-            with self.transaction() as session:
+            with self.transaction(integrity=self.integrity_check(request)) as session:
                 return self.perform(route, request, session)
         if route.writes:
-            with self.transaction() as session:  # the write, its Provenance and AuditEvent
+            with self.transaction(integrity=self.integrity_check(request)) as session:
+                # the write, its Provenance and AuditEvent
                 response = self.perform(route, request, session)
                 stored = store_provenance(session, route, request, response)
                 self.audit.written(session, route, request, response, stored)
@@ -368,7 +389,8 @@ class FhirService:
         """Rebuilt whenever a custom search parameter changed the registry."""
         if self._capabilities is None or self._capabilities[0] != self.registry.generation:
             statement = capability_statement(self.repository.dialect, self.registry,
-                                             self.operations)
+                                             self.operations,
+                                             self.settings.referential_integrity)
             self._capabilities = (self.registry.generation, statement)
         return self._capabilities[1]
 
@@ -460,12 +482,29 @@ def _conditional_update(service: FhirService, route: Route, request: FhirRequest
 
 def _delete(service: FhirService, route: Route, request: FhirRequest,
             session: Session) -> FhirResponse:
-    return write.delete(session, _t(route), _i(route), if_match=request.if_match)
+    cascade = cascade_requested(request.query, service.settings.referential_integrity)
+    response = write.delete(session, _t(route), _i(route), if_match=request.if_match)
+    if cascade:
+        delete_referrers(session, (_t(route), _i(route)), request.base_url)
+    return response
 
 
 def _conditional_delete(service: FhirService, route: Route, request: FhirRequest,
                         session: Session) -> FhirResponse:
-    return write.conditional_delete(session, _t(route), route.criteria or "")
+    cascade = cascade_requested(request.query, service.settings.referential_integrity)
+    if not cascade:
+        return write.conditional_delete(session, _t(route), route.criteria or "")
+    criteria = urlencode(without_cascade(request.query))
+    if not criteria:
+        raise BadRequest(f"DELETE {_t(route)} needs search criteria besides _cascade.",
+                         expression="criteria")
+    match = write.resolve_criteria(session, _t(route), criteria, lock=True)
+    if match.id is None:
+        return FhirResponse(204)
+    response = write.delete(session, _t(route), match.id)
+    if cascade:
+        delete_referrers(session, (_t(route), match.id), request.base_url)
+    return response
 
 
 def _patch(service: FhirService, route: Route, request: FhirRequest,

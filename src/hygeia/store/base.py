@@ -80,6 +80,14 @@ class Head:
 
 
 @dataclass(frozen=True, slots=True)
+class Referrer:
+    """A current resource (``source``) whose indexed references point at ``target``."""
+
+    source: tuple[str, str]
+    target: tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedRows:
     """A resource's index rows already in the side tables' form, minus the owner key.
 
@@ -139,6 +147,9 @@ class Session(ABC):
     # set by the server: called with this session and each version as it is put, inside
     # the transaction, so what it writes or raises commits or rolls back with the write
     on_put: Callable[[Session, StoredVersion], None] | None = None
+    # set by the server to learn of every version the interactions write (the resource,
+    # None for a deletion); referential integrity checks them before commit
+    on_write: Callable[[StoredVersion, dict[str, Any] | None], None] | None = None
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run ``action`` once the transaction has committed (never if it rolls back)."""
@@ -171,13 +182,17 @@ class Session(ABC):
         store assigns it.
         """
 
-    def heads(self, keys: list[tuple[str, str]], *, for_update: bool = False
-              ) -> dict[tuple[str, str], Head]:
+    def heads(self, keys: list[tuple[str, str]], *, for_update: bool = False,
+              for_share: bool = False) -> dict[tuple[str, str], Head]:
         """The current version's :class:`Head` of each (type, id) in ``keys`` that exists.
 
         One round trip for a whole batch, where :meth:`current` is one per resource
         and reads the content too.  ``for_update`` locks the rows found until the
-        transaction ends (where the backend has row locks).
+        transaction ends (where the backend has row locks).  ``for_share`` takes a
+        shared lock instead: others may read and share-lock them too, but a writer
+        that updates or deletes one waits until this transaction ends (and this
+        one waits for a writer already holding one), so a resource this
+        transaction found alive stays alive until it commits.
         """
         found = {}
         for key in keys:
@@ -185,6 +200,19 @@ class Session(ABC):
             if current is not None:
                 found[key] = Head(current.version, current.last_updated, current.deleted)
         return found
+
+    def referrers(self, targets: list[tuple[str, str]], base_url: str, limit: int
+                  ) -> list[Referrer]:
+        """Up to ``limit`` (source, target) pairs where a current resource references one
+        of the (type, id) ``targets``, read from the reference index of search parameters.
+
+        A reference counts when it is relative (``Patient/1``, versioned or not) or
+        absolute under ``base_url`` (``http://h/fhir/Patient/1`` with ``base_url``
+        ``http://h/fhir/``); one to the same type and id on another server does not.
+        References in elements that no search parameter indexes are not seen.
+        This session's own writes are included (deleted resources have no rows).
+        """
+        raise NotImplementedError
 
     def flush(self) -> None:
         """Send buffered writes to the database (the repository calls it before commit)."""

@@ -29,6 +29,7 @@ from hygeia.store.base import (
     Head,
     HistoryQuery,
     PreparedRows,
+    Referrer,
     RowsSource,
     SearchPage,
     Session,
@@ -66,6 +67,7 @@ RESOURCE_INSERT_COLUMNS = ("pk", "res_type", "res_id", "seq", "version", "delete
 _FIRST_BATCH = 64
 _LAST_BATCH = 4096
 _HEAD_CHUNK = 1000  # keys per lookup query (_rows_by_keys)
+_REFERRER_CHUNK = 500  # targets per reverse reference lookup (three values bound each)
 
 # values one statement may bind: SQLite's limit (PostgreSQL's is 65,535), so a search
 # that is too large is refused the same way on both (a chain whose first reference may
@@ -117,6 +119,31 @@ class SqlSession(Session):
     def _for_update(self, wanted: bool) -> str:
         return ""
 
+    def _for_share(self, wanted: bool) -> str:
+        return ""
+
+    def referrers(self, targets: list[tuple[str, str]], base_url: str, limit: int
+                  ) -> list[Referrer]:
+        self.flush()
+        found: list[Referrer] = []
+        for start in range(0, len(targets), _REFERRER_CHUNK):
+            if len(found) >= limit:
+                break
+            chunk = targets[start:start + _REFERRER_CHUNK]
+            builder = SqlBuilder(self.registry)
+            condition = " OR ".join(
+                f"(ri.target_type = {builder.value(kind)} AND ri.target_id = {builder.value(id)}"
+                f" AND (ri.url IS NULL OR ri.url = {builder.value(f'{base_url}{kind}/{id}')}))"
+                for kind, id in chunk)
+            sql, params = builder.render(
+                "SELECT DISTINCT r.res_type, r.res_id, ri.target_type, ri.target_id "
+                "FROM reference_index ri JOIN resource r ON r.pk = ri.res_pk "
+                f"WHERE ({condition}) AND r.deleted = {builder.value(False)} "
+                f"ORDER BY r.res_type, r.res_id LIMIT {int(limit - len(found))}")
+            found.extend(Referrer((row[0], row[1]), (row[2], row[3]))
+                         for row in self.execute(sql, params).fetchall())
+        return found
+
     def version(self, resource_type: str, id: str, version: int) -> StoredVersion | None:
         self.flush()
         rows = self.execute(
@@ -131,12 +158,13 @@ class SqlSession(Session):
             self.on_put(self, version)
         self._pending.append((version, rows))
 
-    def heads(self, keys: list[tuple[str, str]], *, for_update: bool = False
-              ) -> dict[tuple[str, str], Head]:
+    def heads(self, keys: list[tuple[str, str]], *, for_update: bool = False,
+              for_share: bool = False) -> dict[tuple[str, str], Head]:
         self.flush()
+        lock = self._for_update(True) if for_update else self._for_share(for_share)
         rows = self._rows_by_keys(
             "r.res_type, r.res_id, r.version, r.last_updated, r.deleted FROM resource r",
-            keys, self._for_update(for_update))
+            keys, lock)
         return {(row[0], row[1]): Head(int(row[2]), int(row[3]), bool(row[4])) for row in rows}
 
     def _rows_by_keys(self, select: str, keys: list[tuple[str, str]], suffix: str = ""

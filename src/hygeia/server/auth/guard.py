@@ -50,6 +50,7 @@ from hygeia.store import (
     Head,
     HistoryQuery,
     PreparedRows,
+    Referrer,
     RowsSource,
     SearchPage,
     Session,
@@ -80,6 +81,7 @@ class GuardedSession(Session):
         self.filter_types = filter_types
         self.registry = inner.registry
         self.rows_later = inner.rows_later
+        self.on_write = inner.on_write
 
     # ------------------------------------------------------------ reads
 
@@ -201,9 +203,14 @@ class GuardedSession(Session):
 
     # ------------------------------------------------------------ passed through
 
-    def heads(self, keys: list[tuple[str, str]], *, for_update: bool = False
-              ) -> dict[tuple[str, str], Head]:
-        return self.inner.heads(keys, for_update=for_update)
+    def heads(self, keys: list[tuple[str, str]], *, for_update: bool = False,
+              for_share: bool = False) -> dict[tuple[str, str], Head]:
+        return self.inner.heads(keys, for_update=for_update, for_share=for_share)
+
+    def referrers(self, targets: list[tuple[str, str]], base_url: str, limit: int
+                  ) -> list[Referrer]:
+        """Unscreened: referential integrity must see every referrer, in reach or not."""
+        return self.inner.referrers(targets, base_url, limit)
 
     def flush(self) -> None:
         self.inner.flush()

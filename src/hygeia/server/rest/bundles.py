@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -55,6 +56,7 @@ from hygeia.server.rest.entries import (
     parse_entry,
     validate_entries,
 )
+from hygeia.server.rest.integrity import IntegrityCheck
 from hygeia.server.rest.router import Route
 from hygeia.store import Session
 
@@ -90,6 +92,12 @@ class BundleHost(Host, Protocol):
     def perform(self, route: Route, request: FhirRequest, session: Session) -> FhirResponse: ...
 
     def handle(self, request: FhirRequest) -> FhirResponse: ...
+
+    def integrity_check(self, request: FhirRequest) -> IntegrityCheck | None: ...
+
+    def transaction(self, *, flush_to_disk: bool = True,
+                    integrity: IntegrityCheck | None = None
+                    ) -> AbstractContextManager[Session]: ...
 
 def process_bundle(host: BundleHost, request: FhirRequest) -> FhirResponse:
     bundle = request.body
@@ -136,7 +144,8 @@ def process_transaction(host: BundleHost, request: FhirRequest,
     check = _validation(host, request, entries)
     _refuse_duplicates(entries)
     try:
-        with host.transaction() as session:
+        integrity = host.integrity_check(request)
+        with host.transaction(integrity=integrity) as session:
             mapping = _assign_identities(session, entries, request.access)
             resolve = _reference_resolver(guarded(session, request.access, "search-type"),
                                           entries, mapping)
@@ -151,6 +160,9 @@ def process_transaction(host: BundleHost, request: FhirRequest,
                         host, guarded(session, request.access, entry.route.interaction),
                         request, entry)
                     results.charge(entry.method, entry.response)
+            if integrity is not None:  # before the audit records: errors name the entries
+                integrity.locations = _entry_locations(entries)
+                integrity.verify(session)
             if check is not None:
                 check.raise_if_invalid(lambda: validate_entries(entries))
             host.audit.in_transaction(session, request, entries)
@@ -159,6 +171,13 @@ def process_transaction(host: BundleHost, request: FhirRequest,
             check.raise_if_invalid(lambda: validate_entries(entries))
         raise
     return [_response_entry(entry, request) for entry in entries]
+
+
+def _entry_locations(entries: list[Entry]) -> dict[tuple[str, str], str]:
+    """Where each written or deleted resource came from: ``Bundle.entry[i]``."""
+    return {(entry.route.resource_type, entry.target_id or entry.route.id or ""): entry.where
+            for entry in entries
+            if entry.route.resource_type and (entry.target_id or entry.route.id)}
 
 
 def _validation(host: BundleHost, request: FhirRequest,

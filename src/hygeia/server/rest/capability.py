@@ -53,14 +53,31 @@ def _interactions(resource_type: str) -> tuple[str, ...]:
     return TYPE_INTERACTIONS
 
 
+# rest.resource.interaction documentation (delete: the _cascade convention, off R4)
+CASCADE_DOCUMENTATION = (
+    "Referential integrity is enforced: deleting a resource that others reference answers "
+    "409 unless the request adds ?_cascade=delete (a HAPI FHIR convention, not part of "
+    "R4), which deletes the referring resources too, recursively, up to 1,000 of them.")
+ENFORCED_POLICY = ["literal", "enforced", "local"]
+
+
+def _interaction(code: str, integrity: bool) -> dict[str, str]:
+    if integrity and code == "delete":
+        return {"code": code, "documentation": CASCADE_DOCUMENTATION}
+    return {"code": code}
+
+
 def _resource_entry(resource_type: str, registry: SearchRegistry,
-                    referrers: dict[str, list[str]],
-                    operations: OperationRegistry) -> dict[str, Any]:
+                    referrers: dict[str, list[str]], operations: OperationRegistry,
+                    integrity: bool) -> dict[str, Any]:
     searchable = _searchable(registry, resource_type)
     includes = [f"{resource_type}:{p.code}" for p in searchable if p.type == "reference"]
+    policy = {"referencePolicy": ENFORCED_POLICY} if integrity else {}
     return {
         "type": resource_type,
-        "interaction": [{"code": code} for code in _interactions(resource_type)],
+        "interaction": [_interaction(code, integrity)
+                        for code in _interactions(resource_type)],
+        **policy,
         "versioning": "versioned-update",
         "readHistory": True,
         "updateCreate": True,
@@ -95,9 +112,11 @@ def _referrers(registry: SearchRegistry) -> dict[str, list[str]]:
 
 
 def capability_statement(dialect: str, registry: SearchRegistry,
-                         operations: OperationRegistry) -> dict[str, Any]:
+                         operations: OperationRegistry,
+                         referential_integrity: bool = False) -> dict[str, Any]:
     """Build the CapabilityStatement for a server running on ``dialect`` with the search
-    parameters of ``registry`` and the registered ``operations``."""
+    parameters of ``registry`` and the registered ``operations`` (enforcing referential
+    integrity or not: ``referencePolicy`` and the delete documentation)."""
     referrers = _referrers(registry)
     return {
         "resourceType": "CapabilityStatement",
@@ -119,7 +138,8 @@ def capability_statement(dialect: str, registry: SearchRegistry,
                              f"{', '.join(RESULT_PARAMETERS)}. Unknown parameters are ignored "
                              "and reported in an OperationOutcome entry (Prefer: "
                              "handling=strict refuses them).",
-            "resource": [_resource_entry(name, registry, referrers, operations)
+            "resource": [_resource_entry(name, registry, referrers, operations,
+                                         referential_integrity)
                          for name in sorted(resource_types())],
             "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
             "searchParam": [_search_param(p) for p in _searchable(registry, "Resource")],

@@ -68,6 +68,8 @@ def _type_paths(entry: dict[str, Any], operations: OperationRegistry) -> dict[st
                                   _resource_body(type_))
         paths[base]["post"]["responses"] = {**_RESPONSES, "201": _created(type_, codes)}
     _instance_methods(paths[instance], type_, codes)
+    if "enforced" in entry.get("referencePolicy", ()) and "delete" in paths[instance]:
+        paths[instance]["delete"]["parameters"] = [_cascade_parameter()]
     paths.update(_history_paths(type_, codes))
     for operation in entry.get("operation", []):
         paths.update(_operation_paths(type_, operations.get(operation["name"])))
@@ -166,6 +168,15 @@ def _created(type_: str, codes: set[str]) -> dict[str, Any]:
             links[code] = {"operationId": f"{prefix}{type_}{suffix}", "parameters": parameters}
     return {"description": f"The {type_} created", "links": links,
             "content": {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/Resource"}}}}
+
+
+def _cascade_parameter() -> dict[str, Any]:
+    """``_cascade=delete`` (HAPI's convention, server/integrity.py), on servers that
+    enforce referential integrity."""
+    return {"name": "_cascade", "in": "query", "required": False,
+            "description": "delete: also delete, recursively, the resources that refer to "
+                           "this one (at most 1,000); without it such a delete answers 409",
+            "schema": {"type": "string", "enum": ["delete"]}}
 
 
 def _op(operation_id: str, tag: str, summary: str,

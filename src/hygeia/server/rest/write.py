@@ -101,6 +101,8 @@ def _write(session: Session, resource_type: str, id: str, resource: dict[str, An
     stored = StoredVersion(resource_type, id, version, last_updated, resource is None, content,
                            method, 0)
     session.put(stored, _index_rows(session, resource, content))
+    if session.on_write is not None:
+        session.on_write(stored, resource)
     return stored
 
 

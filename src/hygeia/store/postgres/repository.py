@@ -85,6 +85,9 @@ class PostgresSession(SqlSession):
     def _for_update(self, wanted: bool) -> str:
         return " FOR UPDATE OF r" if wanted else ""
 
+    def _for_share(self, wanted: bool) -> str:
+        return " FOR SHARE OF r" if wanted else ""
+
     def lock(self, key: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
 
@@ -306,11 +309,17 @@ def _statement_timeout(seconds: float) -> str:
 
 @contextmanager
 def _timed_out(limit: float | None) -> Iterator[None]:
-    """A statement cancelled by its timeout becomes a 503 OperationOutcome."""
+    """A statement cancelled by its timeout becomes a 503 OperationOutcome; a deadlock
+    (two writers share-locking and updating the same resources in opposite orders, as
+    referential integrity's checks can) a 409 the client may retry."""
     try:
         yield
     except psycopg.errors.QueryCanceled:
         raise QueryTimeout.after(limit) from None
+    except psycopg.errors.DeadlockDetected:
+        raise Conflict("This request and another one running at the same time waited for "
+                       "each other's resources; nothing was stored. Retry the request."
+                       ) from None
 
 
 class StatisticsKeeper:
