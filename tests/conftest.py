@@ -62,7 +62,8 @@ def _url_for(admin: str, name: str) -> str:
 
 def _truncate_postgres(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as connection:
-        tables = ", ".join(["resource_version", "resource", "job", "load_journal", *AUTH_TABLES,
+        tables = ", ".join(["resource_version", "resource", "job", "load_journal", "feed_cursor",
+                            "feed_retention", *AUTH_TABLES,
                             *INDEX_TABLES])
         connection.execute(f"TRUNCATE {tables} RESTART IDENTITY")
 

@@ -24,6 +24,10 @@ Declared here:
 - :class:`JobKind`, :class:`JobContext`, :class:`JobFailed`, :class:`JobStopped`:
   work that outlives a request, run by the job runner from a durable queue and
   resumable from checkpoints (``FhirService.job_kinds``).
+- :class:`EventConsumer`, :class:`EventContext`: reads the durable change feed
+  (every committed create, update and delete, in commit order) with a cursor of
+  its own that survives crashes; run on a thread per consumer from
+  ``start_jobs`` (``FhirService.event_consumers``, server/events, ADR 0008).
 - :class:`Interceptor`: wraps every FHIR request (and each batch entry): the
   audit trail is one.
 - :class:`Mount`, :class:`MountRequest`, :class:`MountResponse`: HTTP routes
@@ -49,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from hygeia.server.events import EventConsumer, EventContext
+
 if TYPE_CHECKING:
     from hygeia.fhir.search.parameters import SearchRegistry
     from hygeia.server.auth.access import Access
@@ -58,6 +64,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CliCommand",
+    "EventConsumer",
+    "EventContext",
     "Host",
     "Interceptor",
     "JobContext",
@@ -402,6 +410,8 @@ class PillarHost(Host, Protocol):
     def add_mount(self, mount: Mount) -> None: ...
 
     def add_interceptor(self, interceptor: Interceptor) -> None: ...
+
+    def add_event_consumer(self, consumer: EventConsumer) -> None: ...
 
 
 class CliCommand(Protocol):

@@ -22,6 +22,12 @@ from hygeia.server.auth.server import AuthServer
 from hygeia.server.bulk.export_job import ExportJob
 from hygeia.server.bulk.importing import ImportJob
 from hygeia.server.context import FhirRequest, FhirResponse, Settings
+from hygeia.server.events import (
+    EventConsumer,
+    EventRunner,
+    EventTiming,
+    registered_consumers,
+)
 from hygeia.server.extensions import (
     Interceptor,
     JobKind,
@@ -82,6 +88,10 @@ class FhirService:
                                               for kind in (ExportJob(), ImportJob(),
                                                            ReindexJob())}
         self.runner: JobRunner | None = None
+        # readers of the change feed, started with the jobs (server/events); a pillar
+        # adds its own with add_event_consumer before start_jobs
+        self.event_consumers: list[EventConsumer] = registered_consumers()
+        self.event_runners: list[EventRunner] = []
         # FHIR operations by name; a pillar registers its own here at start-up
         self.operations = core_operation_registry()
         # write hooks, called for each version stored on every write path; a pillar
@@ -134,6 +144,7 @@ class FhirService:
                 integrity.verify(session)
             for hook in getattr(self._before_commit, "hooks", ()):
                 hook(session)
+        self.wake_events()
 
     def integrity_check(self, request: FhirRequest) -> IntegrityCheck | None:
         """A fresh check for one client write, when the server enforces referential
@@ -176,6 +187,10 @@ class FhirService:
         # a job's (a large transaction's inserts), store/limits.py
         with self.request_limits():
             return self._handler(request)
+
+    def add_event_consumer(self, consumer: EventConsumer) -> None:
+        """Run ``consumer`` on the change feed from ``start_jobs`` on."""
+        self.event_consumers.append(consumer)
 
     def add_interceptor(self, interceptor: Interceptor) -> None:
         """Wrap every request in ``interceptor``, inside those added before it."""
@@ -265,7 +280,22 @@ class FhirService:
                                     timing or self._timing())
             self.runner.start()
         self.audit.start()
+        self.start_events()
         return self.runner
+
+    def start_events(self, timing: EventTiming | None = None) -> None:
+        """Run each event consumer on a thread of its own (once)."""
+        if self.event_runners:
+            return
+        self.event_runners = [EventRunner(self, consumer, timing)
+                              for consumer in self.event_consumers]
+        for runner in self.event_runners:
+            runner.start()
+
+    def wake_events(self) -> None:
+        """A write committed here: consumers look at the feed now, not at their next poll."""
+        for runner in self.event_runners:
+            runner.wake()
 
     def job_runner(self) -> JobRunner:
         """The runner, started or not (tests run jobs on their own thread with it)."""
@@ -343,9 +373,11 @@ class FhirService:
                 log.exception("listener %s failed to stop", listener.name)
 
     def close(self) -> None:
-        """Stop the listeners, the job runner and the offload helpers (the repository is
-        the caller's)."""
+        """Stop the listeners, the event consumers, the job runner and the offload helpers
+        (the repository is the caller's)."""
         self._stop_listeners()
+        for events in self.event_runners:
+            events.stop()
         if self.runner is not None:
             self.runner.stop()
         self.audit.close()

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from hygeia.store import audit_outbox, load_journal
     from hygeia.store.auth import AuthStore, Client, DuplicateEntry, Handle, SigningKey, User
     from hygeia.store.base import (
+        ChangeBatch,
+        ChangeEvent,
+        FeedLost,
         Head,
         HistoryQuery,
         PoolUsage,
@@ -27,6 +30,15 @@ if TYPE_CHECKING:
     )
     from hygeia.store.export_sql import ExportSlice
     from hygeia.store.factory import DEFAULT_URL, open_repository
+    from hygeia.store.feed import (
+        FeedClaimLost,
+        FeedCursor,
+        advance_feed,
+        claim_feed,
+        feed_cursors,
+        feed_position,
+        release_feed,
+    )
     from hygeia.store.jobs import CANCELLED, COMPLETED, FAILED, Job, JobStore, worker_name
     from hygeia.store.limits import StatementLimits, statement_limits
     from hygeia.store.migrations.model import Migration
@@ -51,6 +63,16 @@ _HOMES = {
     "CANCELLED": "hygeia.store.jobs",
     "COMPLETED": "hygeia.store.jobs",
     "COMPOSITE_COMPONENTS": "hygeia.store.schema",
+    "ChangeBatch": "hygeia.store.base",
+    "ChangeEvent": "hygeia.store.base",
+    "FeedClaimLost": "hygeia.store.feed",
+    "FeedCursor": "hygeia.store.feed",
+    "FeedLost": "hygeia.store.base",
+    "advance_feed": "hygeia.store.feed",
+    "claim_feed": "hygeia.store.feed",
+    "feed_cursors": "hygeia.store.feed",
+    "feed_position": "hygeia.store.feed",
+    "release_feed": "hygeia.store.feed",
     "Client": "hygeia.store.auth",
     "DEFAULT_URL": "hygeia.store.factory",
     "DuplicateEntry": "hygeia.store.auth",
@@ -96,9 +118,14 @@ __all__ = [
     "FAILED",
     "SCHEMA_VERSION",
     "AuthStore",
+    "ChangeBatch",
+    "ChangeEvent",
     "Client",
     "DuplicateEntry",
     "ExportSlice",
+    "FeedClaimLost",
+    "FeedCursor",
+    "FeedLost",
     "Handle",
     "Head",
     "HistoryQuery",
@@ -119,8 +146,12 @@ __all__ = [
     "StatementLimits",
     "StoredVersion",
     "User",
+    "advance_feed",
     "as_sql",
     "audit_outbox",
+    "claim_feed",
+    "feed_cursors",
+    "feed_position",
     "load_journal",
     "open_repository",
     "pending_of",
@@ -128,6 +159,7 @@ __all__ = [
     "reading",
     "recorded_at",
     "register_stream",
+    "release_feed",
     "statement_limits",
     "statuses",
     "worker_name",

@@ -10,7 +10,7 @@ these few primitives, so backends stay small and interchangeable.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,38 @@ class StoredVersion:
     content: bytes | None
     method: str
     seq: int
+
+
+CREATE, UPDATE, DELETE = "create", "update", "delete"  # ChangeEvent.interaction
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One committed version: ``interaction`` is create (version 1), delete (a deletion)
+    or update (any other version); ``at`` is its lastUpdated, in microseconds since
+    the epoch.  The content is not carried: read it with ``Session.version``."""
+
+    seq: int
+    resource_type: str
+    id: str
+    version: int
+    interaction: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeBatch:
+    """Events after a position, and the position a consumer's cursor moves to once it
+    has handled them (past the events, and past versions its type filter skipped)."""
+
+    events: tuple[ChangeEvent, ...]
+    position: int
+
+
+class FeedLost(RuntimeError):
+    """The cursor points before the retained history (it was purged) or after the
+    newest version (the database was restored from an older backup): events are
+    missing, and only the consumer knows how to rebuild (e.g. a full refresh)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +314,24 @@ class Repository(ABC):
     def recorded_versions(self, timeout: float) -> dict[str, int]:
         """Every migration stream's version as the database records it ("core" is the
         layout version), read within about ``timeout`` seconds (``/ready``)."""
+        raise NotImplementedError
+
+    def feed_horizon(self) -> int:
+        """The highest ``seq`` up to which every version is committed or rolled back, now:
+        the change feed may be read up to it and never miss a version later (store/feed.py).
+
+        A backend whose writers commit out of ``seq`` order (PostgreSQL) stops below the
+        oldest version still being written.
+        """
+        raise NotImplementedError
+
+    def changes(self, after: int, limit: int = 500, types: Collection[str] | None = None
+                ) -> ChangeBatch:
+        """Up to ``limit`` committed versions with ``seq`` after ``after`` (of ``types``,
+        when given), oldest first, never past :meth:`feed_horizon`.
+
+        Raises :class:`FeedLost` when ``after`` lies outside the retained history.
+        """
         raise NotImplementedError
 
     def bulk_load(self) -> AbstractContextManager[bool]:

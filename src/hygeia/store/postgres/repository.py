@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Collection, Generator, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -19,15 +19,18 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from hygeia.fhir.outcome import Conflict
-from hygeia.store.base import PoolUsage, Repository
+from hygeia.store.base import ChangeBatch, PoolUsage, Repository
 from hygeia.store.export_sql import ExportRow, ExportSlice, export_query
+from hygeia.store.feed import read_changes
 from hygeia.store.limits import QueryTimeout, current_limit
 from hygeia.store.migrations import runner
 from hygeia.store.migrations.core import CORE
+from hygeia.store.postgres.feed import announce_writer, mark_seq, safe_horizon
 from hygeia.store.schema import statements
 from hygeia.store.search_sql import SqlBuilder
 from hygeia.store.sql import SqlSession
 
+_VERSION_SEQUENCE = "resource_version_seq_seq"  # BIGSERIAL's sequence of resource_version.seq
 _SCHEMA_LOCK = 7_343_201  # advisory lock id held while creating the schema
 
 
@@ -77,6 +80,7 @@ def binary_export_rows(chunks: Iterable[Any]) -> Iterator[ExportRow]:
 class PostgresSession(SqlSession):
     placeholder = "%s"
     _export_ready = False  # export settings made for this transaction (_for_export)
+    _announced = False  # this transaction holds the change feed's gate and mark (feed.py)
 
     def _for_update(self, wanted: bool) -> str:
         return " FOR UPDATE OF r" if wanted else ""
@@ -152,7 +156,15 @@ class PostgresSession(SqlSession):
                 f"unnest({builder.value(ids)}::text[]) AS i)")
 
     def _allocate_seqs(self, count: int) -> list[int]:
-        return self._next_values("resource_version", "seq", count)
+        """Seqs for new versions; the first ones of a transaction are announced to the
+        change feed's readers, which stop below them until it ends (postgres/feed.py)."""
+        if self._announced or count == 0:
+            return self._next_values("resource_version", "seq", count)
+        announce_writer(self.execute)
+        seqs = self._next_values("resource_version", "seq", count)
+        mark_seq(self.execute, seqs[0])
+        self._announced = True
+        return seqs
 
     def _allocate_pks(self, count: int) -> list[int]:
         return self._next_values("resource", "pk", count)
@@ -207,6 +219,8 @@ class PostgresRepository(Repository):
             self._pool.close()  # a refused database leaves no connections behind
             raise
         self._statistics = StatisticsKeeper(self._pool)
+        self._horizon_lock = threading.Lock()
+        self._last_horizon = 0
 
     def _create_schema(self) -> None:
         with self._pool.connection() as connection, connection.transaction():
@@ -243,6 +257,26 @@ class PostgresRepository(Repository):
             connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
                                + timeout)
             yield PostgresSession(connection)
+
+    def feed_horizon(self) -> int:
+        """Below the lowest seq of any transaction still writing (postgres/feed.py); the
+        last horizon this repository found while a writer is between two statements."""
+        return self._horizon()[0]
+
+    def _horizon(self) -> tuple[int, int]:
+        """(feed horizon, highest seq handed out)."""
+        with self._pool.connection() as connection:  # autocommit: a snapshot per statement
+            horizon, allocated = safe_horizon(connection, _VERSION_SEQUENCE)
+        with self._horizon_lock:
+            if horizon is not None:
+                self._last_horizon = max(self._last_horizon, horizon)
+            return self._last_horizon, allocated
+
+    def changes(self, after: int, limit: int = 500, types: Collection[str] | None = None
+                ) -> ChangeBatch:
+        horizon, allocated = self._horizon()
+        with self.reader() as session:  # a snapshot taken after the horizon was found
+            return read_changes(session, after, limit, types, horizon, newest=allocated)
 
     def pool_usage(self) -> PoolUsage:
         """From psycopg_pool's own counters (``get_stats`` without resetting them)."""

@@ -13,14 +13,15 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 
 from hygeia.fhir.outcome import BadRequest
-from hygeia.store.base import PoolUsage, Repository
+from hygeia.store.base import ChangeBatch, PoolUsage, Repository
+from hygeia.store.feed import read_changes
 from hygeia.store.limits import Deadline, QueryTimeout, current_limit
 from hygeia.store.migrations import runner
 from hygeia.store.migrations.core import CORE
@@ -64,6 +65,11 @@ class SqliteSession(SqlSession):
     def _allocate_pks(self, count: int) -> list[int]:
         top = self.execute("SELECT COALESCE(MAX(pk), 0) FROM resource").fetchone()[0]
         return list(range(top + 1, top + 1 + count))
+
+
+def _newest_seq(session: SqliteSession) -> int:
+    return int(session.execute("SELECT COALESCE(MAX(seq), 0) FROM resource_version"
+                               ).fetchone()[0])
 
 
 @contextmanager
@@ -306,6 +312,17 @@ class SqliteRepository(Repository):
         in_use = len(self._all_readers) - self._readers.qsize() + self._write_lock.locked()
         return PoolUsage(size=len(self._all_readers) + 1, in_use=in_use,
                          waiting=self._reader_waits)
+
+    def feed_horizon(self) -> int:
+        """The newest committed ``seq``: the one writer commits in ``seq`` order."""
+        with self.reader() as session:
+            return _newest_seq(session)
+
+    def changes(self, after: int, limit: int = 500, types: Collection[str] | None = None
+                ) -> ChangeBatch:
+        with self.reader() as session:  # one snapshot: the horizon and the rows read
+            newest = _newest_seq(session)
+            return read_changes(session, after, limit, types, newest, newest=newest)
 
     def schema_version(self, timeout: float) -> int | None:
         with self.reader() as session:  # a local file: reading it never waits on a network

@@ -1,0 +1,146 @@
+"""Runs each event consumer on a thread of its own, from its durable cursor.
+
+Every serving process starts one :class:`EventRunner` per consumer; the
+cursor's lease lets exactly one process at a time run a given consumer (on
+PostgreSQL with N workers or machines, the others wait and take over when the
+holder stops renewing, or at once when it died on the same host).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from hygeia.server.events.consumer import EventConsumer, EventContext, EventHost
+from hygeia.store import (
+    ChangeBatch,
+    FeedClaimLost,
+    FeedLost,
+    advance_feed,
+    claim_feed,
+    release_feed,
+    worker_name,
+)
+
+log = logging.getLogger("hygeia.events")
+
+
+@dataclass(frozen=True)
+class EventTiming:
+    """``poll_seconds``: how often an idle runner looks at the feed (a commit in this
+    process wakes it at once); ``batch``: events per ``handle`` call; errors back
+    off from ``backoff_seconds`` doubling up to ``max_backoff_seconds``."""
+
+    poll_seconds: float = 1.0
+    batch: int = 500
+    lease_seconds: float = 30.0
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 60.0
+
+
+class EventRunner:
+    """One consumer's loop: claim the cursor, read a batch, hand it over, advance."""
+
+    def __init__(self, host: EventHost, consumer: EventConsumer,
+                 timing: EventTiming | None = None) -> None:
+        self.host = host
+        self.consumer = consumer
+        self.timing = timing or EventTiming()
+        self.owner = worker_name()
+        self._position: int | None = None  # the cursor, while this runner holds it
+        self._claimed_at = 0.0
+        self._failures = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name=f"hygeia-events-{self.consumer.name}")
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Something was committed: look at the feed now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch in hand, then let another process claim the cursor at once."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._position is not None:
+            try:
+                release_feed(self.host.repository, self.consumer.name, self.owner)
+            except Exception:  # the lease runs out on its own
+                log.warning("could not release the cursor of %s", self.consumer.name,
+                            exc_info=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.step()
+                self._failures = 0
+            except FeedLost as error:
+                log.error("event consumer %s stopped: %s", self.consumer.name, error)
+                return
+            except Exception:
+                self._failures += 1
+                self._position = None  # claim again: the lease may have been lost
+                log.exception("event consumer %s failed (attempt %d)", self.consumer.name,
+                              self._failures)
+                self._stop.wait(self._backoff())
+                continue
+            if not busy:
+                self._wake.wait(self.timing.poll_seconds)
+                self._wake.clear()
+
+    def _backoff(self) -> float:
+        return min(self.timing.max_backoff_seconds,
+                   self.timing.backoff_seconds * 2 ** (self._failures - 1))
+
+    def step(self) -> bool:
+        """Handle one batch if there is one; True when more may be waiting at once."""
+        position = self._claimed_position()
+        if position is None:
+            return False
+        limit = getattr(self.consumer, "batch", None) or self.timing.batch
+        batch = self.host.repository.changes(position, limit, self.consumer.types)
+        if batch.events:
+            self._handle(batch)
+        elif batch.position > position:  # only versions of other types: move past them
+            self._advance(batch.position)
+        return len(batch.events) == limit
+
+    def _claimed_position(self) -> int | None:
+        """The cursor's position, claiming (or renewing) it when half the lease is gone."""
+        if self._position is not None and \
+                time.monotonic() - self._claimed_at < self.timing.lease_seconds / 2:
+            return self._position
+        self._position = claim_feed(self.host.repository, self.consumer.name, self.owner,
+                                    lease_seconds=self.timing.lease_seconds,
+                                    from_start=self.consumer.from_start)
+        self._claimed_at = time.monotonic()
+        return self._position
+
+    def _handle(self, batch: ChangeBatch) -> None:
+        context = EventContext(self.host, self.consumer.name, self.owner, batch,
+                               self.timing.lease_seconds)
+        try:
+            self.consumer.handle(batch, context)
+        except FeedClaimLost:
+            self._position = None
+            raise
+        if context.position < batch.position:  # not (or not all) advanced by the consumer
+            self._advance(batch.position)
+        self._position = batch.position
+        self._claimed_at = time.monotonic()  # advancing renewed the lease
+
+    def _advance(self, position: int) -> None:
+        with self.host.transaction() as session:
+            advance_feed(session, self.consumer.name, self.owner, position,
+                         lease_seconds=self.timing.lease_seconds)
+        self._position = position
+        self._claimed_at = time.monotonic()

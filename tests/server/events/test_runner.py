@@ -1,0 +1,198 @@
+"""Event consumers on a real service and database: order, wake-ups, retries, cursors."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator
+
+import orjson
+import pytest
+
+from hygeia.server import FhirService
+from hygeia.server.events import EventContext, EventTiming
+from hygeia.server.rest.write import create
+from hygeia.store import (
+    ChangeBatch,
+    ChangeEvent,
+    Repository,
+    as_sql,
+    feed_cursors,
+    feed_position,
+)
+from tests.helpers import call, patient
+from tests.server.loading.test_loader import load, synthea_lines
+
+QUICK = EventTiming(poll_seconds=30, backoff_seconds=0.05, max_backoff_seconds=0.2)
+
+
+class Tally:
+    """Transactional: records each Patient event as a Basic resource, in the same
+    transaction as the cursor's advance."""
+
+    name = "tally"
+    types: Collection[str] | None = frozenset({"Patient"})
+    from_start = True
+
+    def __init__(self, fail_times: int = 0) -> None:
+        self.fail_times = fail_times
+        self.batches: list[tuple[ChangeEvent, ...]] = []
+
+    def handle(self, batch: ChangeBatch, context: EventContext) -> None:
+        self.batches.append(batch.events)
+        if self.fail_times:
+            self.fail_times -= 1
+            raise RuntimeError("the consumer failed")
+        with context.transaction() as session:
+            for event in batch.events:
+                create(session, "Basic", {"resourceType": "Basic", "code": {"text": "seen"},
+                                          "identifier": [{"system": "urn:seen",
+                                                          "value": str(event.seq)}]})
+
+
+class Notes:
+    """At least once: keeps what it saw in memory and lets the runner advance."""
+
+    name = "notes"
+    types: Collection[str] | None = None
+    from_start = False
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def handle(self, batch: ChangeBatch, context: EventContext) -> None:
+        self.seen.extend((e.resource_type, e.interaction) for e in batch.events)
+
+
+@pytest.fixture
+def running(service: FhirService) -> Iterator[FhirService]:
+    yield service
+    service.close()
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def caught_up(repository: Repository, name: str) -> Callable[[], bool]:
+    return lambda: feed_position(repository, name) == repository.feed_horizon()
+
+
+def seen_seqs(service: FhirService) -> list[int]:
+    with service.reader() as session:
+        rows = as_sql(session).execute(
+            "SELECT content FROM resource_version WHERE res_type = 'Basic' ORDER BY seq"
+        ).fetchall()
+    return [int(orjson.loads(bytes(row[0]))["identifier"][0]["value"]) for row in rows]
+
+
+def patient_seqs(service: FhirService) -> list[int]:
+    with service.reader() as session:
+        rows = as_sql(session).execute(
+            "SELECT seq FROM resource_version WHERE res_type = 'Patient' ORDER BY seq"
+        ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def test_a_transactional_consumer_handles_each_write_once_in_commit_order(
+        running: FhirService) -> None:
+    tally = Tally()
+    running.event_consumers.append(tally)
+    for n in range(3):
+        call(running, "POST", "Patient", patient(f"p{n}"))
+    started = time.monotonic()
+    running.start_events(QUICK)
+    for n in range(3, 6):
+        call(running, "PUT", f"Patient/fixed{n}", patient(f"p{n}", id=f"fixed{n}"))
+    call(running, "DELETE", "Patient/fixed3")
+    wait_for(caught_up(running.repository, "tally"))
+    # woken by the commits, not by the 30-second poll
+    assert time.monotonic() - started < 10
+    assert seen_seqs(running) == patient_seqs(running)
+    interactions = [e.interaction for batch in tally.batches for e in batch]
+    assert interactions.count("delete") == 1 and interactions.count("create") == 6
+
+
+def test_a_failing_consumer_gets_the_same_events_again_after_a_back_off(
+        running: FhirService) -> None:
+    tally = Tally(fail_times=2)
+    running.event_consumers.append(tally)
+    call(running, "POST", "Patient", patient("a"))
+    running.start_events(QUICK)
+    wait_for(caught_up(running.repository, "tally"))
+    assert len(tally.batches) == 3 and tally.batches[0] == tally.batches[2]
+    assert seen_seqs(running) == patient_seqs(running)
+
+
+def test_a_consumer_that_writes_nothing_is_advanced_by_the_runner(
+        running: FhirService) -> None:
+    call(running, "POST", "Patient", patient("before"))  # from_start=False: not seen
+    notes = Notes()
+    running.event_consumers.append(notes)
+    running.start_events(QUICK)
+    wait_for(lambda: feed_position(running.repository, "notes") is not None)
+    call(running, "POST", "Observation", {"resourceType": "Observation", "status": "final",
+                                          "code": {"text": "pulse"}})
+    wait_for(lambda: ("Observation", "create") in notes.seen)
+    wait_for(caught_up(running.repository, "notes"))
+    assert ("Patient", "create") not in notes.seen
+
+
+def test_stopping_releases_the_cursor_and_one_process_holds_it_at_a_time(
+        service: FhirService, repository: Repository) -> None:
+    first, second = FhirService(repository), FhirService(repository)
+    for each in (first, second):
+        each.event_consumers.append(Tally())
+    call(first, "POST", "Patient", patient("a"))
+    first.start_events(QUICK)
+    wait_for(caught_up(repository, "tally"))
+    second.start_events(QUICK)
+    call(first, "POST", "Patient", patient("b"))
+    wait_for(caught_up(repository, "tally"))
+    [cursor] = feed_cursors(repository)
+    assert cursor.owner == first.event_runners[0].owner
+    first.close()
+    assert feed_cursors(repository)[0].owner is None
+    call(second, "POST", "Patient", patient("c"))
+    second.event_runners[0].wake()
+    wait_for(caught_up(repository, "tally"))
+    assert feed_cursors(repository)[0].owner == second.event_runners[0].owner
+    assert seen_seqs(second) == patient_seqs(second)
+    second.close()
+
+
+def test_a_bulk_load_reaches_consumers_as_one_event_per_version(running: FhirService) -> None:
+    """``hygeia load`` (here its Loader, with worker processes) writes versions like any
+    other path, so a consumer sees each loaded resource: created, then updated by an
+    upserting second load."""
+    notes = Notes()
+    notes.from_start = True
+    running.event_consumers.append(notes)
+    running.start_events(QUICK)
+    lines = synthea_lines("001")
+    load(running, lines, workers=2, upsert=True)
+    load(running, lines, workers=2, upsert=True)
+    wait_for(caught_up(running.repository, "notes"))
+    loaded = Counter(orjson.loads(line)["resourceType"] for line in lines)
+    seen = Counter(kind for kind, _ in notes.seen)
+    assert all(seen[kind] == 2 * count for kind, count in loaded.items())
+    assert Counter(i for _, i in notes.seen)["update"] == len(lines)
+
+
+def test_a_consumer_whose_events_are_lost_stops_and_says_why(
+        running: FhirService, caplog: pytest.LogCaptureFixture) -> None:
+    call(running, "POST", "Patient", patient("a"))
+    with running.transaction() as session:  # as if the database was restored from a backup
+        as_sql(session).execute("INSERT INTO feed_cursor (name, position, updated) "
+                                "VALUES ('tally', 1000, 0)")
+    running.event_consumers.append(Tally())
+    running.start_events(QUICK)
+    thread = running.event_runners[0]._thread
+    assert thread is not None
+    thread.join(10)
+    assert not thread.is_alive()
+    assert "event consumer tally stopped" in caplog.text and "ahead of the newest" in caplog.text
+    assert feed_position(running.repository, "tally") == 1000
