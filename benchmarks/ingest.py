@@ -9,8 +9,9 @@ ratio to it, and the server's peak RSS.
 
 ``--against REV`` compares with another revision of Hygeia instead, in the same run:
 its server and the current one load the same bundles alternately (``--rounds``
-times each, best kept), and the ratio is printed.  The search issue's target
-("ingest within 20% of what it was before indexing everything") is
+times each); each one's median, best and spread and the ratio of medians are
+printed.  The search issue's target ("ingest within 20% of what it was before
+indexing everything") is
 ``--against 21a6bd6``, the last revision before full indexing.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
+import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -124,13 +126,14 @@ def main() -> None:
 
 
 def compare(args: argparse.Namespace, bodies: list[bytes]) -> None:
-    """Alternate runs of ``args.against`` and the current code; best of ``args.rounds``."""
+    """Alternate runs of ``args.against`` and the current code, ``args.rounds`` each; the
+    median, best and run-to-run spread of each, and the ratio of medians."""
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         sources = {args.against: source_at(args.against, directory), "current": None}
         for backend in args.backends.split(","):
             for concurrency in (int(c) for c in args.concurrency.split(",")):
-                best = {label: 0.0 for label in sources}
+                rates: dict[str, list[float]] = {label: [] for label in sources}
                 for round_ in range(args.rounds):
                     for number, (label, source) in enumerate(sources.items()):
                         if backend == "sqlite":
@@ -139,11 +142,18 @@ def compare(args: argparse.Namespace, bodies: list[bytes]) -> None:
                             url = fresh_postgres_db(args.postgres, "hygeia_bench_compare")
                         extra = tuple(args.serve_args.split()) if source is None else ()
                         rate, _ = run_server(url, bodies, concurrency, source, extra)
-                        best[label] = max(best[label], rate)
-                old, new = best[args.against], best["current"]
-                print(f"{backend:10} concurrency {concurrency}: {args.against} {old:7,.0f}, "
-                      f"current {new:7,.0f} resources/s (best of {args.rounds}), "
-                      f"ratio {new / old:4.2f}")
+                        rates[label].append(rate)
+                old, new = rates[args.against], rates["current"]
+                print(f"{backend:10} concurrency {concurrency}: {args.against} {_runs(old)}; "
+                      f"current {_runs(new)}; ratio of medians "
+                      f"{statistics.median(new) / statistics.median(old):4.2f}")
+
+
+def _runs(rates: list[float]) -> str:
+    """Median, best and spread ((max - min) / median) of some runs, in resources/s."""
+    middle = statistics.median(rates)
+    return (f"median {middle:7,.0f}, best {max(rates):7,.0f} resources/s, spread "
+            f"{(max(rates) - min(rates)) / middle:4.0%} ({len(rates)} runs)")
 
 
 if __name__ == "__main__":
