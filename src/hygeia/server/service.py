@@ -9,7 +9,6 @@ from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import orjson
 
@@ -44,16 +43,13 @@ from hygeia.server.jobs.runner import JobRunner
 from hygeia.server.jobs.status import cancel_job, job_file, job_status
 from hygeia.server.offload.helper import Offload
 from hygeia.server.offload.jobs import IndexBatcher
-from hygeia.server.rest import read, search, write
 from hygeia.server.rest.capability import capability_statement, with_security
 from hygeia.server.rest.core_operations import core_operation_registry
 from hygeia.server.rest.custom_parameters import SearchParameterHook, load_custom_parameters
 from hygeia.server.rest.integrity import (
     IntegrityCheck,
-    cascade_requested,
-    delete_referrers,
-    without_cascade,
 )
+from hygeia.server.rest.interactions import INTERACTIONS
 from hygeia.server.rest.openapi import openapi_document
 from hygeia.server.rest.provenance import store_provenance
 from hygeia.server.rest.router import Route, parse_route
@@ -316,7 +312,7 @@ class FhirService:
 
     def add_operation(self, operation: Operation) -> None:
         self.operations.register(operation)
-        self._capabilities = None  # the statement lists operations
+        self._capabilities = self._openapi = None  # both list the operations
 
     def add_write_hook(self, hook: WriteHook) -> None:
         self.write_hooks.register(hook)
@@ -412,11 +408,11 @@ class FhirService:
                 self, request, route.resource_type, route.id,
                 guarded(session, request.access, kind, action=operation.access,
                         filter_types=operation.filter_types)))
-        handler = _HANDLERS.get(kind)
+        handler = INTERACTIONS.get(kind)
         if handler is None:
             raise BadRequest(f"The interaction '{kind}' is not allowed here.",
                              code="not-supported")
-        return handler(self, route, request, guarded(session, request.access, kind))
+        return handler(self.settings, route, request, guarded(session, request.access, kind))
 
 
 def _may_read_the_trail(route: Route, request: FhirRequest) -> bool:
@@ -428,98 +424,6 @@ def _may_read_the_trail(route: Route, request: FhirRequest) -> bool:
         return False
     types = {t for name, value in request.query if name == "_type" for t in value.split(",")}
     return not types or "AuditEvent" in types
-
-
-def _read(service: FhirService, route: Route, request: FhirRequest,
-          session: Session) -> FhirResponse:
-    return read.read(session, _t(route), _i(route), if_none_match=request.if_none_match,
-                     if_modified_since=request.if_modified_since, params=request.query)
-
-
-def _vread(service: FhirService, route: Route, request: FhirRequest,
-           session: Session) -> FhirResponse:
-    return read.vread(session, _t(route), _i(route), route.version or "", request.query)
-
-
-def _search(service: FhirService, route: Route, request: FhirRequest,
-            session: Session) -> FhirResponse:
-    return search.search_type(session, request, _t(route), service.settings)
-
-
-def _search_system(service: FhirService, route: Route, request: FhirRequest,
-                   session: Session) -> FhirResponse:
-    return search.search_system(session, request, service.settings)
-
-
-def _search_compartment(service: FhirService, route: Route, request: FhirRequest,
-                        session: Session) -> FhirResponse:
-    return search.search_compartment(session, request, _t(route), _i(route),
-                                     route.compartment_type or "", service.settings)
-
-
-def _history(service: FhirService, route: Route, request: FhirRequest,
-             session: Session) -> FhirResponse:
-    return read.history(session, request, service.settings, route.resource_type, route.id)
-
-
-def _create(service: FhirService, route: Route, request: FhirRequest,
-            session: Session) -> FhirResponse:
-    return write.create(session, _t(route), request.body, base_url=request.base_url,
-                        if_none_exist=request.if_none_exist)
-
-
-def _update(service: FhirService, route: Route, request: FhirRequest,
-            session: Session) -> FhirResponse:
-    return write.update(session, _t(route), _i(route), request.body,
-                        base_url=request.base_url, if_match=request.if_match)
-
-
-def _conditional_update(service: FhirService, route: Route, request: FhirRequest,
-                        session: Session) -> FhirResponse:
-    return write.conditional_update(session, _t(route), route.criteria or "", request.body,
-                                    base_url=request.base_url, if_match=request.if_match)
-
-
-def _delete(service: FhirService, route: Route, request: FhirRequest,
-            session: Session) -> FhirResponse:
-    cascade = cascade_requested(request.query, service.settings.referential_integrity)
-    response = write.delete(session, _t(route), _i(route), if_match=request.if_match)
-    if cascade:
-        delete_referrers(session, (_t(route), _i(route)), request.base_url)
-    return response
-
-
-def _conditional_delete(service: FhirService, route: Route, request: FhirRequest,
-                        session: Session) -> FhirResponse:
-    cascade = cascade_requested(request.query, service.settings.referential_integrity)
-    if not cascade:
-        return write.conditional_delete(session, _t(route), route.criteria or "")
-    criteria = urlencode(without_cascade(request.query))
-    if not criteria:
-        raise BadRequest(f"DELETE {_t(route)} needs search criteria besides _cascade.",
-                         expression="criteria")
-    match = write.resolve_criteria(session, _t(route), criteria, lock=True)
-    if match.id is None:
-        return FhirResponse(204)
-    response = write.delete(session, _t(route), match.id)
-    if cascade:
-        delete_referrers(session, (_t(route), match.id), request.base_url)
-    return response
-
-
-def _patch(service: FhirService, route: Route, request: FhirRequest,
-           session: Session) -> FhirResponse:
-    return write.patch(session, _t(route), _i(route), request.body,
-                       content_type=request.content_type, base_url=request.base_url,
-                       if_match=request.if_match, limits=write.patch_limits(service.settings))
-
-
-def _conditional_patch(service: FhirService, route: Route, request: FhirRequest,
-                       session: Session) -> FhirResponse:
-    return write.conditional_patch(session, _t(route), route.criteria or "", request.body,
-                                   content_type=request.content_type,
-                                   base_url=request.base_url, if_match=request.if_match,
-                                   limits=write.patch_limits(service.settings))
 
 
 def _job_status(service: FhirService, route: Route, request: FhirRequest) -> FhirResponse:
@@ -542,30 +446,6 @@ _ASYNC = {
 }
 
 
-def _t(route: Route) -> str:
-    assert route.resource_type is not None
-    return route.resource_type
-
-
 def _i(route: Route) -> str:
     assert route.id is not None
     return route.id
-
-
-_HANDLERS = {
-    "read": _read,
-    "vread": _vread,
-    "search-type": _search,
-    "search-system": _search_system,
-    "search-compartment": _search_compartment,
-    "history-instance": _history,
-    "history-type": _history,
-    "history-system": _history,
-    "create": _create,
-    "update": _update,
-    "conditional-update": _conditional_update,
-    "delete": _delete,
-    "conditional-delete": _conditional_delete,
-    "patch": _patch,
-    "conditional-patch": _conditional_patch,
-}
