@@ -93,8 +93,8 @@ def crashing_at(monkeypatch: pytest.MonkeyPatch, k: int | None) -> list[int]:
     count = [0]
 
     @contextmanager
-    def transaction(self: FhirService, *, flush_to_disk: bool = True) -> Iterator[Session]:
-        with plain(self, flush_to_disk=flush_to_disk) as session:
+    def transaction(self: FhirService, **options: Any) -> Iterator[Session]:
+        with plain(self, **options) as session:
             yield session
             count[0] += 1
             if count[0] == k:

@@ -93,7 +93,7 @@ class Metrics:
         if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
             return _outcome(405, "not-supported", "/metrics answers GET and HEAD only.")
         settings = self.service.settings
-        if settings.auth and not settings.public_metrics:
+        if settings.auth.enabled and not settings.public_metrics:
             return _outcome(403, "forbidden", "Metrics are closed on a server with "
                             "authorization; start it with --public-metrics to let its "
                             "scraper read them.")

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -40,6 +40,9 @@ from hygeia.cli.runtime import (
     tune_garbage_collector,
 )
 from hygeia.store import DEFAULT_URL
+
+if TYPE_CHECKING:
+    from hygeia.server import HttpSettings, Settings
 
 EPILOG_SERVE = "example: hygeia serve --demo --port 8080   # then GET http://127.0.0.1:8080/fhir/metadata"
 DESCRIPTION_SERVE = ("Run the FHIR server. Every option can also be set in the environment as "
@@ -232,16 +235,57 @@ def add_http_limit_flags(serve: argparse.ArgumentParser) -> None:
                              "(default 512, never less than --max-body-mb; then 503)")
 
 
-def http_limit_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The Settings fields of the HTTP limit flags."""
-    return {"http_header_timeout": args.header_timeout, "http_body_timeout": args.body_timeout,
-            "http_keepalive_timeout": args.keepalive_timeout,
-            "http_max_url_bytes": int(args.max_url_kb * 1024),
-            "http_max_header_bytes": int(args.max_header_kb * 1024),
-            "http_max_headers": args.max_headers,
-            "http_max_client_connections": args.max_client_connections,
-            "http_max_connections": args.max_connections,
-            "http_max_buffered_bytes": int(args.max_buffered_mb * 1024 ** 2)}
+def http_settings(args: argparse.Namespace) -> HttpSettings:
+    """The HTTP front end's section of the settings, from its flags."""
+    from hygeia.server import HttpSettings
+
+    return HttpSettings(header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                        keepalive_timeout=args.keepalive_timeout,
+                        max_url_bytes=int(args.max_url_kb * 1024),
+                        max_header_bytes=int(args.max_header_kb * 1024),
+                        max_headers=args.max_headers,
+                        max_client_connections=args.max_client_connections,
+                        max_connections=args.max_connections,
+                        max_buffered_bytes=int(args.max_buffered_mb * 1024 ** 2))
+
+
+def serve_settings(args: argparse.Namespace, *, auth: bool, base_url: str) -> Settings:
+    """``hygeia serve``'s settings from its flags, a section per subsystem."""
+    from hygeia.server import (
+        AuditSettings,
+        AuthSettings,
+        JobSettings,
+        OutboundSettings,
+        SearchSettings,
+        Settings,
+    )
+
+    return Settings(
+        max_body_bytes=int(args.max_body_mb * 1024 ** 2),
+        max_bundle_entries=args.max_bundle_entries,
+        max_patch_operations=args.max_patch_operations,
+        max_json_values=max(1, args.max_json_values),
+        statement_timeout=max(0.0, args.statement_timeout),
+        offload=not args.no_offload and (os.cpu_count() or 1) > 1,
+        base_url=base_url, public_metrics=args.public_metrics, migrate=args.migrate,
+        referential_integrity=args.referential_integrity,
+        search=SearchSettings(max_values=max(1, args.max_search_values),
+                              max_included=max(0, args.max_included),
+                              max_chain_depth=max(0, args.max_chain_depth)),
+        jobs=JobSettings(files_dir=args.files or default_files_dir(args.db),
+                         export_file_bytes=int(args.export_file_mb * 1024 ** 2),
+                         lease_seconds=args.job_lease, keep_seconds=args.keep_hours * 3600,
+                         statement_timeout=max(0.0, args.job_statement_timeout)),
+        auth=AuthSettings(enabled=auth,
+                          secret_key_file=args.secret_key_file or
+                          default_secret_key_file(args.db),
+                          access_token_seconds=max(1, int(args.token_minutes * 60)),
+                          oidc_issuer=args.oidc_issuer, oidc_audience=args.oidc_audience,
+                          oidc_jwks_url=args.oidc_jwks_url),
+        outbound=OutboundSettings(allow=tuple(args.outbound_allow),
+                                  timeout_seconds=args.outbound_timeout),
+        audit=AuditSettings(enabled=auth or args.audit, durable=not args.audit_async),
+        http=http_settings(args))
 
 
 def check_http_limits(args: argparse.Namespace) -> None:
@@ -414,7 +458,7 @@ def is_loopback(host: str) -> bool:
 def serve(args: argparse.Namespace) -> int:
     from hygeia.cli.first_steps import demo_patients, first_steps
     from hygeia.cli.serving import ListenError, ServeOptions, listen, run
-    from hygeia.server import FhirService, Settings
+    from hygeia.server import AuditSettings, AuthSettings, FhirService
     from hygeia.store import open_repository
 
     console = Console(stderr=True, soft_wrap=True)  # a log line is never wrapped
@@ -431,31 +475,7 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, ListenError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    settings = Settings(max_body_bytes=int(args.max_body_mb * 1024 ** 2),
-                        max_bundle_entries=args.max_bundle_entries,
-                        max_patch_operations=args.max_patch_operations,
-                        offload=not args.no_offload and (os.cpu_count() or 1) > 1,
-                        files_dir=args.files or default_files_dir(args.db),
-                        export_file_bytes=int(args.export_file_mb * 1024 ** 2),
-                        job_lease_seconds=args.job_lease,
-                        job_keep_seconds=args.keep_hours * 3600, auth=auth,
-                        audit=auth or args.audit,
-                        secret_key_file=args.secret_key_file or default_secret_key_file(args.db),
-                        access_token_seconds=max(1, int(args.token_minutes * 60)),
-                        oidc_issuer=args.oidc_issuer, oidc_audience=args.oidc_audience,
-                        oidc_jwks_url=args.oidc_jwks_url,
-                        outbound_allow=tuple(args.outbound_allow),
-                        outbound_timeout_seconds=args.outbound_timeout,
-                        audit_durable=not args.audit_async,
-                        statement_timeout=max(0.0, args.statement_timeout),
-                        job_statement_timeout=max(0.0, args.job_statement_timeout),
-                        max_search_values=max(1, args.max_search_values),
-                        max_included=max(0, args.max_included),
-                        max_json_values=max(1, args.max_json_values),
-                        max_chain_depth=max(0, args.max_chain_depth),
-                        base_url=base_url, public_metrics=args.public_metrics,
-                        **http_limit_settings(args), migrate=args.migrate,
-                        referential_integrity=args.referential_integrity)
+    settings = serve_settings(args, auth=auth, base_url=base_url)
     # opened here to refuse a database of another layout before serving, and for the
     # demo; closed again because the serving worker opens its own after the fork
     repository = open_repository(args.db, migrate=settings.migrate)
@@ -463,13 +483,13 @@ def serve(args: argparse.Namespace) -> int:
         for stream, migration in repository.applied_migrations:
             console.print(f"Migrated {stream} to {migration.version}: {migration.description}")
         if auth:
-            check_secret_key(repository, settings.secret_key_file or "")
+            check_secret_key(repository, settings.auth.secret_key_file or "")
         introduction: list[str] = []
         if args.demo:
             # no offload helper here: this process forks the server next
             # nor auditing: loading the demo is not a request through the API
-            demo_service = FhirService(repository, replace(settings, offload=False,
-                                                           audit=False, auth=False))
+            demo_service = FhirService(repository, replace(
+                settings, offload=False, audit=AuditSettings(), auth=AuthSettings()))
             install_pillars(demo_service, pillar_options(args, args.pillar_destinations))
             load_demo(demo_service, console)
             introduction = first_steps(demo_patients(demo_service), f"{base_url}/fhir", auth)

@@ -15,15 +15,32 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hygeia.server.context import FhirRequest, FhirResponse, Settings
+    from hygeia.server.context import (
+        AuditSettings,
+        AuthSettings,
+        FhirRequest,
+        FhirResponse,
+        HttpSettings,
+        JobSettings,
+        OutboundSettings,
+        SearchSettings,
+        Settings,
+    )
     from hygeia.server.service import FhirService
 
-__all__ = ["FhirRequest", "FhirResponse", "FhirService", "Settings"]
+__all__ = ["AuditSettings", "AuthSettings", "FhirRequest", "FhirResponse", "FhirService",
+           "HttpSettings", "JobSettings", "OutboundSettings", "SearchSettings", "Settings"]
 
 _HOMES = {
     "FhirRequest": "hygeia.server.context",
     "FhirResponse": "hygeia.server.context",
     "Settings": "hygeia.server.context",
+    "AuditSettings": "hygeia.server.context",
+    "AuthSettings": "hygeia.server.context",
+    "HttpSettings": "hygeia.server.context",
+    "JobSettings": "hygeia.server.context",
+    "OutboundSettings": "hygeia.server.context",
+    "SearchSettings": "hygeia.server.context",
     "FhirService": "hygeia.server.service",
 }
 

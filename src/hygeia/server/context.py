@@ -15,11 +15,93 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    """Server-wide settings that change behaviour (not transport)."""
+class SearchSettings:
+    """Search limits (fhir/search/query.py SearchLimits; docs/guide/search.md "Limits")."""
 
-    max_count: int = 1000
+    max_count: int = 1000  # largest _count
     default_count: int = 50
+    max_values: int = 100  # comma-separated values of one search parameter
+    max_chain_depth: int = 3  # reference steps in one chain or _has
+    max_parameters: int = 100  # name=value pairs in one search request
+    # _include/_revinclude resources added to one page of results: a 30-byte
+    # ``_revinclude=*`` could otherwise answer with a whole database
+    max_included: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class JobSettings:
+    """Background jobs (server/jobs) and where their files live."""
+
+    # where job outputs (bulk export files) and files to import live; None: a new
+    # temporary folder per service (tests, embedded use)
+    files_dir: str | None = None
+    export_file_bytes: int = 256 * 1024 * 1024  # a new output file after this size
+    lease_seconds: float = 30.0  # a job whose worker stops renewing is freed after this
+    keep_seconds: float = 24 * 3600.0  # outputs of finished jobs are deleted after this
+    # a job's database statement running longer is cancelled (0: no limit); a request's
+    # writes get it too (a large transaction's inserts)
+    statement_timeout: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """SMART on FHIR (server/auth): every request needs an access token when ``enabled``;
+    ``hygeia serve`` turns it on with --auth, and always when it binds beyond loopback."""
+
+    enabled: bool = False
+    # seals the server's private signing keys; None: a key for this process only
+    secret_key_file: str | None = None
+    access_token_seconds: int = 3600
+    refresh_token_seconds: int = 30 * 24 * 3600
+    # an external OpenID Connect provider issues the tokens instead (server/auth/external.py)
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None  # None: the FHIR base URL
+    oidc_jwks_url: str | None = None  # None: from the issuer's openid-configuration
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundSettings:
+    """Fetches made for a client (server/outbound.py: JWKS URLs, OIDC discovery)."""
+
+    # addresses, networks or host names reachable although not public (loopback, private)
+    allow: tuple[str, ...] = ()
+    timeout_seconds: float = 5.0  # the whole fetch, connection to last byte
+    max_bytes: int = 1024 * 1024  # the largest answer read
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """The audit trail (server/audit): every read, search, write, export and auth event
+    leaves an AuditEvent when ``enabled``."""
+
+    enabled: bool = False
+    # a response waits until its AuditEvent is committed, so a crash loses no record of an
+    # answered request (False: recorded within milliseconds, but a crash can lose those)
+    durable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The HTTP front end (api/http): how long a client may take, and what it may hold."""
+
+    header_timeout: float = 10.0  # seconds for the whole request head to arrive
+    body_timeout: float = 30.0  # longest pause while a body arrives or a response leaves
+    keepalive_timeout: float = 15.0  # an idle kept-alive connection is closed after this
+    max_url_bytes: int = 16 * 1024  # longer request targets: 414
+    max_header_bytes: int = 64 * 1024  # all header lines together; more: 431
+    max_headers: int = 100  # header lines; more: 431
+    max_client_connections: int = 32  # open connections per client address; more: 429
+    max_connections: int = 1000  # open connections per serving process; more: 503
+    max_buffered_bytes: int = 512 * 1024 * 1024  # request bodies held at once; more: 503
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Server-wide settings, a section per subsystem; the fields here bound every request.
+
+    A pillar's own settings are its ``hygeia serve`` flags (server/extensions.Pillar).
+    """
+
     max_body_bytes: int = 64 * 1024 * 1024
     # JSON values in one request body (api/app.py json_values_at_most): memory follows the
     # count of values more than the bytes; a 10,000-entry Synthea transaction has ~550,000
@@ -30,69 +112,30 @@ class Settings:
     # entries in one batch or transaction Bundle (413 beyond: larger loads use $import or
     # hygeia load); see server/rest/bundles.py
     max_bundle_entries: int = 10_000
-    # index extraction and transaction validation in a helper process (server/offload/helper.py);
-    # worth it with a spare core, so ``hygeia serve`` turns it on there
-    offload: bool = False
-    # where job outputs (bulk export files) and files to import live; None: a new
-    # temporary folder per service (tests, embedded use)
-    files_dir: str | None = None
-    export_file_bytes: int = 256 * 1024 * 1024  # a new output file after this size
-    job_lease_seconds: float = 30.0  # a job whose worker stops renewing is freed after this
-    job_keep_seconds: float = 24 * 3600.0  # outputs of finished jobs are deleted after this
-    # SMART on FHIR: every request needs an access token (server/auth); ``hygeia serve``
-    # turns it on with --auth, and always when it binds beyond loopback
-    auth: bool = False
-    # seals the server's private signing keys; None: a key for this process only
-    secret_key_file: str | None = None
-    access_token_seconds: int = 3600
-    # an external OpenID Connect provider issues the tokens instead (server/auth/external.py)
-    oidc_issuer: str | None = None
-    oidc_audience: str | None = None  # None: the FHIR base URL
-    oidc_jwks_url: str | None = None  # None: from the issuer's openid-configuration
-    refresh_token_seconds: int = 30 * 24 * 3600
-    # outbound fetches made for a client (server/outbound.py: JWKS URLs, OIDC discovery):
-    # addresses, networks or host names reachable although not public (loopback, private)
-    outbound_allow: tuple[str, ...] = ()
-    outbound_timeout_seconds: float = 5.0  # the whole fetch, connection to last byte
-    outbound_max_bytes: int = 1024 * 1024  # the largest answer read
-    # every read, search, write, export and auth event leaves an AuditEvent (server/audit)
-    audit: bool = False
-    # a response waits until its AuditEvent is committed, so a crash loses no record of an
-    # answered request (False: recorded within milliseconds, but a crash can lose those)
-    audit_durable: bool = True
-    # search limits (fhir/search/query.py SearchLimits; docs/guide/search.md "Limits")
-    max_search_values: int = 100  # comma-separated values of one search parameter
-    max_chain_depth: int = 3  # reference steps in one chain or _has
-    max_search_parameters: int = 100  # name=value pairs in one search request
-    # _include/_revinclude resources added to one page of results: a 30-byte
-    # ``_revinclude=*`` could otherwise answer with a whole database
-    max_included: int = 1000
-    # a database statement running longer is cancelled and answered 503 (0: no limit);
-    # jobs (bulk export and import, reindex) get job_statement_timeout instead
+    # a request's database statement running longer is cancelled and answered 503 (0: no
+    # limit); jobs get jobs.statement_timeout instead
     statement_timeout: float = 10.0
-    job_statement_timeout: float = 600.0
+    # index extraction and transaction validation in a helper process
+    # (server/offload/helper.py); worth it with a spare core, so ``hygeia serve`` turns it on
+    offload: bool = False
     # the server root as clients reach it (scheme://host:port; the FHIR base is it + /fhir):
     # self links, Location, discovery and token audiences use it, never the Host header.
     # None: the HTTP server's own name and port (embedded use, tests)
     base_url: str | None = None
-    # the HTTP front end (api/http): how long a client may take, and what it may hold
-    http_header_timeout: float = 10.0  # seconds for the whole request head to arrive
-    http_body_timeout: float = 30.0  # longest pause while a body arrives or a response leaves
-    http_keepalive_timeout: float = 15.0  # an idle kept-alive connection is closed after this
-    http_max_url_bytes: int = 16 * 1024  # longer request targets: 414
-    http_max_header_bytes: int = 64 * 1024  # all header lines together; more: 431
-    http_max_headers: int = 100  # header lines; more: 431
-    http_max_client_connections: int = 32  # open connections per client address; more: 429
-    http_max_connections: int = 1000  # open connections per serving process; more: 503
-    http_max_buffered_bytes: int = 512 * 1024 * 1024  # request bodies held at once; more: 503
     # /metrics with authorization on: closed (403) unless True (scrapers carry no token)
     public_metrics: bool = False
     # apply pending schema migrations when the server starts (``hygeia serve --migrate``);
     # without it a database that needs them is refused (store/migrations)
     migrate: bool = False
-    # local references must resolve on every write through the API, and a referenced
-    # resource cannot be deleted unless with _cascade=delete (server/integrity.py)
+    # local references must resolve on create/update, and a referenced resource cannot be
+    # deleted without _cascade=delete (server/rest/integrity.py, ADR 0007)
     referential_integrity: bool = False
+    search: SearchSettings = field(default_factory=SearchSettings)
+    jobs: JobSettings = field(default_factory=JobSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
 
 
 @dataclass(slots=True)

@@ -37,8 +37,9 @@ Declared here:
 - :class:`Listener`: a network listener that lives as long as the server
   (MLLP, MQTT, DICOM, websockets), started in one serving process only.
 - :class:`Pillar`, :class:`PillarHost` and :class:`CliCommand`: how a pillar is
-  found (the ``hygeia.pillars`` entry-point group), the serve flags it adds, what
-  it registers at start-up, and the ``hygeia`` subcommands it brings.
+  found (the ``hygeia.pillars`` entry-point group), the serve flags it adds (its
+  settings section, as ``Settings`` has one per core subsystem), what it registers
+  at start-up, the ``hygeia`` subcommands it brings and its demo data.
 - Schema migrations: a pillar's tables are a stream of
   :class:`hygeia.store.Migration` steps registered with
   :func:`hygeia.store.register_stream` (docs/architecture.md, "Schema migrations").

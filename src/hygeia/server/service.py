@@ -78,7 +78,8 @@ class FhirService:
         self._capabilities: tuple[int, dict[str, Any]] | None = None
         self._openapi: tuple[int, str, bytes] | None = None
         self.jobs = JobStore(repository)
-        self.files = FileArea(Path(self.settings.files_dir) if self.settings.files_dir else None)
+        files_dir = self.settings.jobs.files_dir
+        self.files = FileArea(Path(files_dir) if files_dir else None)
         # job kinds by name; a pillar registers its own here at start-up
         self.job_kinds: dict[str, JobKind] = {kind.name: kind
                                               for kind in (ExportJob(), ImportJob(),
@@ -100,7 +101,7 @@ class FhirService:
         # HTTP routes outside /fhir (the authorization server's, a pillar's)
         self.mounts: list[Mount] = []
         # SMART on FHIR: Hygeia is its own authorization server (None when auth is off)
-        self.auth = AuthServer(repository, self.settings) if self.settings.auth else None
+        self.auth = AuthServer(repository, self.settings) if self.settings.auth.enabled else None
         # the newest SearchParameter write seen, noted before loading them all, so one
         # written meanwhile by another process is picked up by the next refresh
         self._parameters_seen = self._newest_parameter_write()
@@ -176,7 +177,7 @@ class FhirService:
         """The statement time limits of one client request (store/limits.py): reads stop
         after ``statement_timeout``, writes after ``job_statement_timeout``."""
         return statement_limits(StatementLimits(self.settings.statement_timeout,
-                                                self.settings.job_statement_timeout))
+                                                self.settings.jobs.statement_timeout))
 
     def handle(self, request: FhirRequest) -> FhirResponse:
         # a request's reads stop after statement_timeout; its writes may take as long as
@@ -305,8 +306,8 @@ class FhirService:
             self.runner.wake()
 
     def _timing(self) -> JobTiming:
-        return JobTiming(lease_seconds=self.settings.job_lease_seconds,
-                         keep_seconds=self.settings.job_keep_seconds)
+        return JobTiming(lease_seconds=self.settings.jobs.lease_seconds,
+                         keep_seconds=self.settings.jobs.keep_seconds)
 
     # ------------------------------------------------------------ what pillars register
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from hygeia.server import FhirService, Settings
+from hygeia.server import AuditSettings, FhirService, JobSettings, Settings
 from hygeia.store import Repository
 from hygeia.store import audit_outbox as outbox_table
 from hygeia.store.base import HistoryQuery
@@ -19,7 +19,8 @@ from tests.helpers import body, call, patient
 
 @pytest.fixture
 def audited(repository: Repository, tmp_path: Path) -> Iterator[FhirService]:
-    service = FhirService(repository, Settings(audit=True, files_dir=str(tmp_path / "f")))
+    service = FhirService(repository, Settings(audit=AuditSettings(enabled=True),
+                                                jobs=JobSettings(files_dir=str(tmp_path / "f"))))
     yield service
     service.close()
 

@@ -13,7 +13,7 @@ import pytest
 
 from hygeia.fhir.outcome import FhirError, MethodNotAllowed, PreconditionFailed
 from hygeia.fhir.validation import validate
-from hygeia.server import FhirService, Settings
+from hygeia.server import AuditSettings, FhirService, JobSettings, Settings
 from hygeia.server.auth.access import Access
 from hygeia.server.auth.scopes import Scopes
 from hygeia.store import Repository
@@ -25,7 +25,8 @@ REMOTE = "192.0.2.7"
 
 @pytest.fixture
 def audited(repository: Repository, tmp_path: Path) -> Iterator[FhirService]:
-    service = FhirService(repository, Settings(audit=True, files_dir=str(tmp_path / "f")))
+    service = FhirService(repository, Settings(audit=AuditSettings(enabled=True),
+                                                jobs=JobSettings(files_dir=str(tmp_path / "f"))))
     yield service
     service.close()
 
@@ -362,7 +363,7 @@ def test_concurrent_reads_are_all_recorded_before_they_answer(audited: FhirServi
 
 
 def test_without_waiting_events_are_stored_by_close(repository: Repository) -> None:
-    service = FhirService(repository, Settings(audit=True, audit_durable=False))
+    service = FhirService(repository, Settings(audit=AuditSettings(enabled=True, durable=False)))
     pid = create(service, patient("async"))
     for _ in range(20):
         call(service, "GET", f"Patient/{pid}")

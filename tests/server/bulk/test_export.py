@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from hygeia.fhir.outcome import BadRequest, NotFound
-from hygeia.server import FhirResponse, FhirService, Settings
+from hygeia.server import FhirResponse, FhirService, JobSettings, Settings
 from hygeia.server.bulk.export_job import ExportJob
 from hygeia.server.jobs.run import JobTiming
 from hygeia.store import Repository
@@ -23,7 +23,7 @@ ASYNC = {"prefer_async": True}
 @pytest.fixture
 def bulk(repository: Repository, tmp_path: Path) -> Iterator[FhirService]:
     """Two patients with observations, a practitioner, and a group holding the first."""
-    service = FhirService(repository, Settings(files_dir=str(tmp_path / "files")))
+    service = FhirService(repository, Settings(jobs=JobSettings(files_dir=str(tmp_path / "files"))))
     put(service, {"resourceType": "Practitioner", "id": "dr1", "name": [{"family": "Who"}]})
     for patient in ("p1", "p2"):
         put(service, {"resourceType": "Patient", "id": patient, "gender": "female"})
@@ -142,7 +142,8 @@ def test_export_describes_the_kick_off_instant(bulk: FhirService) -> None:
 
 
 def test_files_split_at_the_size_limit(repository: Repository, tmp_path: Path) -> None:
-    service = FhirService(repository, Settings(files_dir=str(tmp_path), export_file_bytes=600))
+    service = FhirService(repository, Settings(jobs=JobSettings(files_dir=str(tmp_path),
+                                                                export_file_bytes=600)))
     for number in range(12):
         put(service, {"resourceType": "Patient", "id": f"s{number}", "gender": "other"})
     manifest = export(service)
@@ -168,7 +169,8 @@ def test_a_resumed_export_writes_each_line_once(repository: Repository, tmp_path
     monkeypatch.setattr(export_job, "SNAPSHOT_ROWS", snapshot)
     monkeypatch.setattr(export_job, "CHECK_ROWS", check)
     monkeypatch.setattr(export_job, "CHECKPOINT_SECONDS", 0.0)
-    service = FhirService(repository, Settings(files_dir=str(tmp_path), export_file_bytes=500))
+    service = FhirService(repository, Settings(jobs=JobSettings(files_dir=str(tmp_path),
+                                                                export_file_bytes=500)))
     for number in range(9):
         put(service, {"resourceType": "Patient", "id": f"r{number}"})
         put(service, {"resourceType": "Device", "id": f"d{number}"})
@@ -265,8 +267,8 @@ def test_routes_refuse_other_methods_and_types(bulk: FhirService) -> None:
 def test_a_search_parameter_written_elsewhere_reaches_this_process(
         repository: Repository, tmp_path: Path) -> None:
     """Two services on one database stand for two serving processes."""
-    writer = FhirService(repository, Settings(files_dir=str(tmp_path)))
-    other = FhirService(repository, Settings(files_dir=str(tmp_path)))
+    writer = FhirService(repository, Settings(jobs=JobSettings(files_dir=str(tmp_path))))
+    other = FhirService(repository, Settings(jobs=JobSettings(files_dir=str(tmp_path))))
     assert other.refresh_parameters() is False  # nothing new yet
     put(writer, {"resourceType": "SearchParameter", "id": "nick", "status": "active",
                  "url": "http://example.org/SearchParameter/nick", "name": "nick",

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from hygeia.fhir.outcome import BadRequest
-from hygeia.server import FhirService, Settings
+from hygeia.server import FhirService, JobSettings, Settings
 from hygeia.server.bulk.importing import ImportJob, import_folder
 from hygeia.server.jobs.run import JobTiming
 from hygeia.store import Repository
@@ -26,7 +26,7 @@ GOOD = [{"resourceType": "Patient", "id": f"i{n}", "gender": "female"} for n in 
 
 @pytest.fixture
 def importer(repository: Repository, tmp_path: Path) -> Iterator[FhirService]:
-    service = FhirService(repository, Settings(files_dir=str(tmp_path / "files")))
+    service = FhirService(repository, Settings(jobs=JobSettings(files_dir=str(tmp_path / "files"))))
     yield service
     service.close()
 

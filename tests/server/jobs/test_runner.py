@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from hygeia.fhir.datetime import now_us
-from hygeia.server import FhirRequest, FhirResponse, FhirService, Settings
+from hygeia.server import FhirRequest, FhirResponse, FhirService, JobSettings, Settings
 from hygeia.server.extensions import JobContext, JobFailed
 from hygeia.server.jobs.runner import MAX_ATTEMPTS
 from hygeia.store import Repository
@@ -46,7 +46,8 @@ class Flaky:
 
 @pytest.fixture
 def jobs(repository: Repository, tmp_path: Path) -> FhirService:
-    return FhirService(repository, Settings(files_dir=str(tmp_path), job_keep_seconds=0))
+    settings = Settings(jobs=JobSettings(files_dir=str(tmp_path), keep_seconds=0))
+    return FhirService(repository, settings)
 
 
 def submit(service: FhirService, kind: Flaky) -> str:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from hygeia.fhir.outcome import FhirError, MethodNotAllowed, NotFound, Unprocessable
-from hygeia.server import FhirResponse, FhirService, Settings
+from hygeia.server import AuditSettings, FhirResponse, FhirService, JobSettings, Settings
 from hygeia.server.extensions import Operation, OperationCall
 from hygeia.server.rest.operations import DuplicateOperation, OperationRegistry
 from hygeia.store import HistoryQuery, Repository
@@ -52,7 +52,8 @@ TAG = Operation("tag", _tag_patient, "urn:test:OperationDefinition:tag",
 
 @pytest.fixture
 def pillar_service(repository: Repository, tmp_path: Path) -> Iterator[FhirService]:
-    service = FhirService(repository, Settings(audit=True, files_dir=str(tmp_path / "f")))
+    service = FhirService(repository, Settings(audit=AuditSettings(enabled=True),
+                                                jobs=JobSettings(files_dir=str(tmp_path / "f"))))
     service.operations.register(COUNT)
     service.operations.register(TAG)
     yield service

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from hygeia.fhir.outcome import BadRequest
 from hygeia.fhir.validation import validate
-from hygeia.server import FhirService
+from hygeia.server import AuditSettings, FhirService
 from hygeia.server.rest.provenance import provenance_for
 from hygeia.store.base import HistoryQuery
 from tests.helpers import body, call, patient
@@ -79,7 +79,7 @@ def test_a_write_that_stores_nothing_stores_no_provenance(service: FhirService) 
 def test_the_audit_event_of_the_write_names_its_provenance(repository: Any) -> None:
     from hygeia.server import Settings
 
-    audited = FhirService(repository, Settings(audit=True))
+    audited = FhirService(repository, Settings(audit=AuditSettings(enabled=True)))
     try:
         response = call(audited, "POST", "Patient", patient("a"), provenance=header())
         [provenance] = stored(audited, "Provenance")

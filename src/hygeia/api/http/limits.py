@@ -47,18 +47,18 @@ class HttpLimits:
     def from_settings(cls, settings: Settings,
                       body_limits: tuple[tuple[str, int], ...] = ()) -> HttpLimits:
         largest = max([settings.max_body_bytes, *(limit for _, limit in body_limits)])
-        return cls(header_timeout=settings.http_header_timeout,
-                   body_timeout=settings.http_body_timeout,
-                   keepalive_timeout=settings.http_keepalive_timeout,
-                   max_url_bytes=settings.http_max_url_bytes,
-                   max_header_bytes=settings.http_max_header_bytes,
-                   max_headers=settings.http_max_headers,
+        return cls(header_timeout=settings.http.header_timeout,
+                   body_timeout=settings.http.body_timeout,
+                   keepalive_timeout=settings.http.keepalive_timeout,
+                   max_url_bytes=settings.http.max_url_bytes,
+                   max_header_bytes=settings.http.max_header_bytes,
+                   max_headers=settings.http.max_headers,
                    max_body_bytes=settings.max_body_bytes,
-                   max_client_connections=settings.http_max_client_connections,
-                   max_connections=settings.http_max_connections,
+                   max_client_connections=settings.http.max_client_connections,
+                   max_connections=settings.http.max_connections,
                    body_limits=body_limits,
                    # one largest body always fits, whatever the setting says
-                   max_buffered_bytes=max(settings.http_max_buffered_bytes, largest))
+                   max_buffered_bytes=max(settings.http.max_buffered_bytes, largest))
 
 
 class ConnectionLedger:

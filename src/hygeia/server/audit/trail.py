@@ -74,8 +74,8 @@ class AuditTrail:
 
     def __init__(self, host: Host) -> None:
         self._host = host
-        self.enabled = host.settings.audit
-        self.durable = host.settings.audit_durable
+        self.enabled = host.settings.audit.enabled
+        self.durable = host.settings.audit.durable
         self._outbox = Outbox(self._store_batch)
         self._mover = Mover(self._move)
 

@@ -47,22 +47,22 @@ class AuthServer:
 
     def __init__(self, repository: Repository, settings: Settings) -> None:
         self.store = AuthStore(repository)
-        box = (SecretBox.from_file(Path(settings.secret_key_file))
-               if settings.secret_key_file else SecretBox.ephemeral())
+        box = (SecretBox.from_file(Path(settings.auth.secret_key_file))
+               if settings.auth.secret_key_file else SecretBox.ephemeral())
         self.signer = Signer(self.store, box)
         self.tokens = TokenIssuer(self.store, self.signer,
-                                  access_seconds=settings.access_token_seconds,
-                                  refresh_seconds=settings.refresh_token_seconds)
+                                  access_seconds=settings.auth.access_token_seconds,
+                                  refresh_seconds=settings.auth.refresh_token_seconds)
         self.listeners: list[AuthListener] = []
-        policy = OutboundPolicy(settings.outbound_allow, settings.outbound_timeout_seconds,
-                                settings.outbound_max_bytes)
+        policy = OutboundPolicy(settings.outbound.allow, settings.outbound.timeout_seconds,
+                                settings.outbound.max_bytes)
         self.client_keys = ClientKeys(policy)
         # the provider the operator configured is trusted by name, wherever it runs
-        self.external = (ExternalProvider(settings.oidc_issuer, settings.oidc_audience,
-                                          settings.oidc_jwks_url,
-                                          policy.with_hosts([settings.oidc_issuer,
-                                                             settings.oidc_jwks_url]))
-                         if settings.oidc_issuer else None)
+        self.external = (ExternalProvider(settings.auth.oidc_issuer, settings.auth.oidc_audience,
+                                          settings.auth.oidc_jwks_url,
+                                          policy.with_hosts([settings.auth.oidc_issuer,
+                                                             settings.auth.oidc_jwks_url]))
+                         if settings.auth.oidc_issuer else None)
 
     # ------------------------------------------------------------ the FHIR API
 

@@ -158,7 +158,7 @@ class ExportJob:
         kind = export.types[index]
         part = OpenPart(**progress["part"]) if progress["part"] else OpenPart(
             kind, part_name(kind, 1))
-        writer = PartWriter(context.folder, context.host.settings.export_file_bytes, part)
+        writer = PartWriter(context.folder, context.host.settings.jobs.export_file_bytes, part)
         files = list(progress["files"])
         shape = _shaper(export.elements, kind)
         part_of = _slice(context, export, kind)
@@ -267,7 +267,7 @@ def associated_provenance(context: JobContext, export: ExportRequest,
     latest = LATEST_PROVENANCE in export.associated and \
         RELEVANT_PROVENANCE not in export.associated
     wanted = _latest_provenance(context, export, exported) if latest else None
-    writer = PartWriter(context.folder, context.host.settings.export_file_bytes,
+    writer = PartWriter(context.folder, context.host.settings.jobs.export_file_bytes,
                         OpenPart("Provenance", "Provenance-associated-1.ndjson"))
     for content in _provenance(context, export):
         provenance = orjson.loads(content)

@@ -99,7 +99,7 @@ class JobRunner:
         context = JobRun(self.host, job, self.owner, self.timing)
         log.info("job %s (%s) started, attempt %d", job.id, job.kind, job.attempts)
         keep = int(self.timing.keep_seconds * _SECOND)
-        limit = self.host.settings.job_statement_timeout
+        limit = self.host.settings.jobs.statement_timeout
         try:
             with statement_limits(StatementLimits.for_job(limit)):
                 result = kind.run(context)

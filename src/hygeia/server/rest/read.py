@@ -117,14 +117,14 @@ def history(session: Session, request: FhirRequest, settings: Settings,
 def _history_query(request: FhirRequest, settings: Settings, resource_type: str | None,
                    id: str | None) -> HistoryQuery:
     since = at = cursor = None
-    count = settings.default_count
+    count = settings.search.default_count
     for name, value in request.query:
         if name == "_since":
             since = fhir_datetime_range(value, name="_since")[0]
         elif name == "_at":
             at = fhir_datetime_range(value, name="_at")
         elif name == "_count":
-            count = min(non_negative(name, value), settings.max_count)
+            count = min(non_negative(name, value), settings.search.max_count)
         elif name == "_cursor":
             cursor = non_negative(name, value)
         elif name in ("_format", "_pretty") or request.prefer_strict is False:

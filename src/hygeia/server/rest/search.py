@@ -73,10 +73,10 @@ def everything(session: Session, request: FhirRequest, patient_id: str,
         types = tuple(t for t in types if t in wanted)
     params = [(k, v) for k, v in request.query if k in ("_count", "_cursor", "_total")]
     params += [("_lastUpdated", f"ge{v}") for k, v in request.query if k == "_since"]
-    query = parse_query("Patient", params, max_count=settings.max_count,
+    query = parse_query("Patient", params, max_count=settings.search.max_count,
                         registry=session.registry, limits=search_limits(settings))
     if not query.options.count_given:
-        query.options.count = settings.default_count
+        query.options.count = settings.search.default_count
     if not any(k == "_total" for k, _ in params):
         # counting a whole record cost as much as fetching its page; clients page by links
         query.options.total = WHEN_FREE
@@ -106,18 +106,18 @@ def _types_parameter(params: list[tuple[str, str]]) -> list[str]:
 def _parse(request: FhirRequest, resource_type: str, settings: Settings,
            registry: SearchRegistry | None) -> Query:
     query = parse_query(resource_type, request.query, strict=request.prefer_strict,
-                        max_count=settings.max_count, registry=registry,
+                        max_count=settings.search.max_count, registry=registry,
                         limits=search_limits(settings))
     if not query.options.count_given:
-        query.options.count = settings.default_count
+        query.options.count = settings.search.default_count
     return query
 
 
 def search_limits(settings: Settings) -> SearchLimits:
     """What one client search may ask for, from the server's settings."""
-    return SearchLimits(values=settings.max_search_values,
-                        chain_depth=settings.max_chain_depth,
-                        parameters=settings.max_search_parameters)
+    return SearchLimits(values=settings.search.max_values,
+                        chain_depth=settings.search.max_chain_depth,
+                        parameters=settings.search.max_parameters)
 
 
 def _respond(session: Session, request: FhirRequest, query: Query, path: str,
@@ -126,14 +126,14 @@ def _respond(session: Session, request: FhirRequest, query: Query, path: str,
     options = query.options
     entries = [_entry(request.base_url, stored, "match", options.summary, options.elements)
                for stored in page.matches]
-    included, complete = _included(session, page.matches, query, settings.max_included)
+    included, complete = _included(session, page.matches, query, settings.search.max_included)
     for stored in included:
         entries.append(_entry(request.base_url, stored, "include", options.summary,
                               options.elements))
     notes = list(query.ignored)
     if not complete:
         notes.append(Issue(
-            "too-costly", f"Only the first {settings.max_included} included resources are "
+            "too-costly", f"Only the first {settings.search.max_included} included resources are "
             "in this page; ask for fewer matches per page (_count) to get all of them.",
             expression="_include", severity="warning"))
     if notes:
