@@ -159,6 +159,17 @@ def test_serve_with_migrate_migrates_at_start(old_url: str) -> None:
         assert "trial 1 -> 2" in issue["diagnostics"]
     finally:
         server.stop()
+    said = server.process.stderr.read().decode() if server.process.stderr else ""
+    assert "Migrated trial to 2" in said
+
+
+def test_a_new_database_is_laid_out_without_migration_lines(tmp_path: Path) -> None:
+    """A newcomer's first `hygeia serve` reports no migrations: there was nothing to
+    migrate, the database was laid out at the current versions."""
+    server = ServerProcess(f"sqlite:///{tmp_path}/fresh.db")
+    server.stop()
+    said = server.process.stderr.read().decode() if server.process.stderr else ""
+    assert "Hygeia FHIR R4 server at" in said and "Migrated" not in said
 
 
 def test_the_environment_turns_migrate_on(old_url: str, tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ def migrate(url: str) -> int:
     """Apply what is pending (a new database is laid out); says what it did."""
     from hygeia.store import open_repository
 
-    new = _is_new(url)
+    new = is_new_database(url)
     with open_repository(url, migrate=True) as repository:
         applied = repository.applied_migrations
         versions = repository.recorded_versions(30.0)
@@ -94,7 +94,7 @@ def migrate(url: str) -> int:
     return 0
 
 
-def _is_new(url: str) -> bool:
+def is_new_database(url: str) -> bool:
     """No Hygeia tables there yet (or no database: opening makes one)."""
     from hygeia.store import NoDatabase, recorded_at
 

@@ -21,7 +21,7 @@ from hygeia.cli.auth import (
     default_secret_key_file,
     run_auth,
 )
-from hygeia.cli.database import add_db_commands, run_db
+from hygeia.cli.database import add_db_commands, is_new_database, run_db
 from hygeia.cli.errors import (
     OneLineErrorParser,
     UserError,
@@ -478,9 +478,10 @@ def serve(args: argparse.Namespace) -> int:
     settings = serve_settings(args, auth=auth, base_url=base_url)
     # opened here to refuse a database of another layout before serving, and for the
     # demo; closed again because the serving worker opens its own after the fork
+    new = is_new_database(args.db)  # laid out from nothing: no migration to report
     repository = open_repository(args.db, migrate=settings.migrate)
     try:
-        for stream, migration in repository.applied_migrations:
+        for stream, migration in [] if new else repository.applied_migrations:
             console.print(f"Migrated {stream} to {migration.version}: {migration.description}")
         if auth:
             check_secret_key(repository, settings.auth.secret_key_file or "")
