@@ -3,26 +3,15 @@ moved into a searchable resource afterwards, exactly once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import orjson
 import pytest
 
-from hygeia.server import AuditSettings, FhirService, JobSettings, Settings
+from hygeia.server import FhirService
 from hygeia.store import Repository
 from hygeia.store import audit_outbox as outbox_table
 from hygeia.store.base import HistoryQuery
 from hygeia.store.plain_sql import reading, writing
 from tests.helpers import body, call, patient
-
-
-@pytest.fixture
-def audited(repository: Repository, tmp_path: Path) -> Iterator[FhirService]:
-    service = FhirService(repository, Settings(audit=AuditSettings(enabled=True),
-                                                jobs=JobSettings(files_dir=str(tmp_path / "f"))))
-    yield service
-    service.close()
 
 
 def _stored_events(service: FhirService) -> int:

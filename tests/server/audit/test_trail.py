@@ -4,8 +4,6 @@ the write it records (or, for a failure, on its own)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,7 +11,7 @@ import pytest
 
 from hygeia.fhir.outcome import FhirError, MethodNotAllowed, PreconditionFailed
 from hygeia.fhir.validation import validate
-from hygeia.server import AuditSettings, FhirService, JobSettings, Settings
+from hygeia.server import AuditSettings, FhirService, Settings
 from hygeia.server.auth.access import Access
 from hygeia.server.auth.scopes import Scopes
 from hygeia.store import Repository
@@ -21,14 +19,6 @@ from hygeia.store.base import HistoryQuery
 from tests.helpers import body, call, patient
 
 REMOTE = "192.0.2.7"
-
-
-@pytest.fixture
-def audited(repository: Repository, tmp_path: Path) -> Iterator[FhirService]:
-    service = FhirService(repository, Settings(audit=AuditSettings(enabled=True),
-                                                jobs=JobSettings(files_dir=str(tmp_path / "f"))))
-    yield service
-    service.close()
 
 
 def trail(service: FhirService) -> list[dict[str, Any]]:

@@ -236,8 +236,11 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(transfer_coding_error(chunked))
         self._check_host(hosts, version)
         self.has_body = length is not None or chunked is not None
-        path = b"".join(self.url).split(b"?", 1)[0].decode("latin-1")
-        self.body_limit = self.limits.body_limit(path)
+        if self.limits.body_limits:  # a mount with a limit of its own: match the path
+            path = b"".join(self.url).split(b"?", 1)[0].decode("latin-1")
+            self.body_limit = self.limits.body_limit(path)
+        else:
+            self.body_limit = self.limits.max_body_bytes
         if length is not None and length > self.body_limit:
             self._refuse(PayloadTooLarge(
                 f"The body ({length} bytes) is over the {self.body_limit}-byte "
