@@ -1,0 +1,62 @@
+"""What an HL7 v2 message handler receives, returns and raises.
+
+The MLLP listener (:mod:`hygeia.devices.mllp`) parses each message, keeps it raw,
+and calls the handler registered for its type (``ORU^R01``, ``ADT^A01`` ...) inside
+one write transaction; the acknowledgement is sent only after that transaction
+commits. Handlers are registered per module, in its ``HANDLES`` table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import hl7
+
+    from hygeia.store import Session
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One inbound message, parsed."""
+
+    message: hl7.Message
+    raw: str  # as received (ER7, segments separated by carriage returns)
+    sender: str  # MSH-3 (sending application) and MSH-4 (facility), as "APP|FACILITY"
+    control_id: str  # MSH-10
+    message_type: str  # MSH-9.1^MSH-9.2, e.g. "ORU^R01"
+    received_at: datetime  # when it arrived (UTC)
+
+
+@dataclass(slots=True)
+class Handled:
+    """What a handler did: the resources it wrote (``Type/id``) and notes for the message
+    log (data kept but not attributed to a patient, codes it did not know ...)."""
+
+    written: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class Rejected(Exception):
+    """The message cannot be processed: answered AE (application error, the default) or
+    AR (rejected), with an ERR segment naming the field and saying why.
+
+    ``location`` is the ERR-2 error location (``"OBX^3^5"``: segment, sequence, field);
+    ``hl7_code`` the HL7 table 0357 code (101 required field missing, 102 data type
+    error, 103 table value not found, 200 unsupported message type, 207 application
+    internal error).
+    """
+
+    def __init__(self, text: str, *, acknowledgement: str = "AE", location: str = "",
+                 hl7_code: str = "207") -> None:
+        super().__init__(text)
+        self.text = text
+        self.acknowledgement = acknowledgement
+        self.location = location
+        self.hl7_code = hl7_code
+
+
+Handler = Callable[[Received, "Session"], Handled]
