@@ -40,6 +40,10 @@ Declared here:
   found (the ``hygeia.pillars`` entry-point group), the serve flags it adds (its
   settings section, as ``Settings`` has one per core subsystem), what it registers
   at start-up, the ``hygeia`` subcommands it brings and its demo data.
+- ``ResourceType`` (declared in :mod:`hygeia.fhir.spec.logical`, re-exported
+  here): a resource type outside R4 (a logical model such as ViewDefinition),
+  declared as data and named in the ``hygeia.resource_types`` entry-point group,
+  so every process (serving, loader workers, offload helpers, CLI) knows it.
 - Schema migrations: a pillar's tables are a stream of
   :class:`hygeia.store.Migration` steps registered with
   :func:`hygeia.store.register_stream` (docs/architecture.md, "Schema migrations").
@@ -54,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from hygeia.fhir.spec.logical import ResourceType
 from hygeia.server.events import EventConsumer, EventContext
 
 if TYPE_CHECKING:
@@ -82,6 +87,7 @@ __all__ = [
     "Operations",
     "Pillar",
     "PillarHost",
+    "ResourceType",
     "WriteHook",
 ]
 

@@ -51,7 +51,7 @@ from hygeia.server.rest.integrity import (
 )
 from hygeia.server.rest.interactions import INTERACTIONS
 from hygeia.server.rest.openapi import openapi_document
-from hygeia.server.rest.provenance import store_provenance
+from hygeia.server.rest.provenance import RequestProvenance, request_provenance
 from hygeia.server.rest.router import Route, parse_route
 from hygeia.server.write_hooks import WriteHooks
 from hygeia.store import (
@@ -95,6 +95,7 @@ class FhirService:
         # registers its own here at start-up
         self.write_hooks = WriteHooks()
         self.write_hooks.register(SearchParameterHook())
+        self.write_hooks.register(RequestProvenance())
         # network listeners of pillars, started by start_listeners (one process only)
         self.listeners: list[Listener] = []
         self._listening: list[Listener] = []
@@ -227,12 +228,11 @@ class FhirService:
         if operation is not None and operation.session == "write":
             with self.transaction(integrity=self.integrity_check(request)) as session:
                 return self.perform(route, request, session)
-        if route.writes:
-            with self.transaction(integrity=self.integrity_check(request)) as session:
-                # the write, its Provenance and AuditEvent
+        if route.writes:  # the write, its Provenance (a write hook) and AuditEvent
+            with request_provenance(request, route.resource_type) as provenance, \
+                    self.transaction(integrity=self.integrity_check(request)) as session:
                 response = self.perform(route, request, session)
-                stored = store_provenance(session, route, request, response)
-                self.audit.written(session, route, request, response, stored)
+                self.audit.written(session, route, request, response, provenance)
                 return response
         with self.reader() as session:
             return self.perform(route, request, session)
