@@ -16,7 +16,7 @@ Declared here:
   is recorded) and the CapabilityStatement and OpenAPI document.
 - :class:`OperationCall`: what an operation's handler receives.
 - :class:`Host`: what a module may use of the running server (settings, search
-  registry, operations, store sessions, jobs, files). ``FhirService`` implements
+  registry, operations, store sessions, jobs, files, alerts). ``FhirService`` implements
   it; modules receive it and never import the service.
 - :class:`WriteHook`: runs for every version stored, inside the write's own
   transaction, on every write path (REST interactions, batch and transaction
@@ -58,6 +58,7 @@ from hygeia.server.events import EventConsumer, EventContext
 
 if TYPE_CHECKING:
     from hygeia.fhir.search.parameters import SearchRegistry
+    from hygeia.server.alerts import AlertService
     from hygeia.server.auth.access import Access
     from hygeia.server.context import FhirRequest, FhirResponse, Settings
     from hygeia.server.jobs.files import FileArea
@@ -203,6 +204,7 @@ class Host(Protocol):
     repository: Repository
     jobs: JobStore
     files: FileArea
+    alerts: AlertService  # raise and clear alerts (server/alerts, docs/guide/alerts.md)
 
     @property
     def operations(self) -> Operations:
