@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     )
     from hygeia.server.service import FhirService
 
-__all__ = ["AlertSettings", "AuditSettings", "AuthSettings", "FhirRequest", "FhirResponse", "FhirService",
-           "HttpSettings", "JobSettings", "OutboundSettings", "SearchSettings", "Settings"]
+__all__ = ["AlertSettings", "AuditSettings", "AuthSettings", "FhirRequest", "FhirResponse",
+           "FhirService", "HttpSettings", "JobSettings", "OutboundSettings", "SearchSettings",
+           "Settings"]
 
 _HOMES = {
     "FhirRequest": "hygeia.server.context",

@@ -9,8 +9,7 @@ import time
 from hygeia.server import FhirService
 from hygeia.server.alerts import KEY_SYSTEM
 from hygeia.store import Repository
-from tests.server.alerts.conftest import alarm, care_team, found, make_service, patient, read, \
-    store
+from tests.server.alerts.conftest import alarm, care_team, found, make_service, patient, read, store
 
 PERIOD = 0.3  # seconds: each test alert's own escalation period
 
@@ -73,6 +72,23 @@ def test_without_an_escalation_role_the_configured_recipient_is_told(
         [{"reference": "PractitionerRole/on-call"}]
 
 
+def concurrently(*services: FhirService) -> list[int]:
+    """Each service's escalation runner, started at the same moment: how many each moved."""
+    start = threading.Barrier(len(services))
+    moved: list[int] = []
+
+    def run(service: FhirService) -> None:
+        start.wait()
+        moved.append(service.alerts.escalate_due()[0])
+
+    threads = [threading.Thread(target=run, args=(service,)) for service in services]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return moved
+
+
 def test_two_runners_escalate_each_level_exactly_once(repository: Repository) -> None:
     one, two = make_service(repository), make_service(repository)
     store(one, patient("e4"), care_team("team-e4", "e4", "Practitioner/nurse"))
@@ -82,19 +98,7 @@ def test_two_runners_escalate_each_level_exactly_once(repository: Repository) ->
                                                   escalate_after=PERIOD))
     for _ in range(2):  # both levels
         time.sleep(PERIOD + 0.05)
-        start = threading.Barrier(2)
-        moved: list[int] = []
-
-        def run(service: FhirService) -> None:
-            start.wait()
-            moved.append(service.alerts.escalate_due()[0])
-
-        threads = [threading.Thread(target=run, args=(s,)) for s in (one, two)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert sum(moved) == 5
+        assert sum(concurrently(one, two)) == 5
     assert sorted(levels(one, "e4")) == ["0"] * 5 + ["1"] * 5 + ["2"] * 5
 
 

@@ -10,8 +10,7 @@ import pytest
 from hygeia.fhir.outcome import BadRequest
 from hygeia.server import FhirService
 from hygeia.server.alerts import KEY_SYSTEM, Alert
-from tests.server.alerts.conftest import alarm, care_team, found, make_service, patient, read, \
-    store
+from tests.server.alerts.conftest import alarm, care_team, found, make_service, patient, read, store
 
 
 def refs(elements: list[dict[str, str]] | None) -> list[str]:
