@@ -130,3 +130,16 @@ def test_a_cleared_alert_never_escalates(alerting: FhirService) -> None:
     time.sleep(PERIOD + 0.05)
     assert alerting.alerts.escalate_due() == (0, None)
     assert levels(alerting, "e6") == ["0"]
+
+
+def test_an_alert_may_never_escalate_or_escalate_less(alerting: FhirService) -> None:
+    store(alerting, patient("e7"))
+    with alerting.transaction() as session:
+        alerting.alerts.raise_alert(session, alarm("e7", key="quiet|e7", escalate_after=PERIOD,
+                                                   max_escalations=0))
+        alerting.alerts.raise_alert(session, alarm("e7", key="once|e7", escalate_after=PERIOD,
+                                                   max_escalations=1))
+    for _ in range(2):
+        time.sleep(PERIOD + 0.05)
+        alerting.alerts.escalate_due()
+    assert sorted(levels(alerting, "e7")) == ["0", "0", "1"]

@@ -148,7 +148,7 @@ def test_an_alert_rolls_back_with_the_write_that_raised_it(alerting: FhirService
 @pytest.mark.parametrize(("changes", "where"), [
     ({"key": ""}, "key"), ({"key": "x" * 257}, "key"), ({"key": "a\nb"}, "key"),
     ({"priority": "whenever"}, "priority"), ({"subject": "p1"}, "subject"),
-    ({"escalate_after": 0}, "escalate_after")])
+    ({"escalate_after": 0}, "escalate_after"), ({"max_escalations": -1}, "max_escalations")])
 def test_a_malformed_alert_is_refused_with_where(changes: dict[str, object], where: str
                                                  ) -> None:
     fields: dict[str, object] = {"key": "k", "subject": "Patient/1", "code": {"text": "x"},

@@ -13,6 +13,7 @@ escalate it once: the second finds it no longer due.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 import orjson
 
 from hygeia.fhir.datetime import fhir_datetime_range, format_instant, now_us
+from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.resources import new_id
 from hygeia.fhir.search.query import parse_query
 from hygeia.server.alerts.careteam import recipients_for
@@ -29,6 +31,7 @@ from hygeia.server.alerts.model import (
     ESCALATE_AFTER,
     ESCALATION_LEVEL,
     KEY_SYSTEM,
+    MAX_ESCALATIONS,
     TASK_CODES,
     UNACKNOWLEDGED,
     raised_priority,
@@ -38,6 +41,7 @@ from hygeia.server.context import AlertSettings
 from hygeia.server.rest import write
 from hygeia.store import Session
 
+log = logging.getLogger("hygeia.alerts")
 SCAN_PAGE = 500  # open acknowledgement Tasks read per page of a scan
 
 
@@ -62,7 +66,7 @@ def scan(session: Session, settings: AlertSettings, now: int) -> Scan:
         for stored in page.matches:
             task = orjson.loads(stored.content or b"{}")
             when = due_at(task)
-            if when is None or level_of(task) >= settings.max_escalations:
+            if when is None or level_of(task) >= _most(task, settings):
                 continue
             if when <= now:
                 due.append(stored.id)
@@ -89,7 +93,7 @@ def escalate(session: Session, task_id: str, settings: AlertSettings, now: int) 
     when = due_at(task)
     level = level_of(task)
     if task.get("status") not in UNACKNOWLEDGED or when is None or when > now or \
-            level >= settings.max_escalations:
+            level >= _most(task, settings):
         return False
     level += 1
     after = _after(task, settings)
@@ -120,10 +124,20 @@ def due_at(task: dict[str, Any]) -> int | None:
 
 
 def level_of(task: dict[str, Any]) -> int:
+    """Escalations so far (the ``alert-escalation-level`` extension)."""
+    return _integer(task, ESCALATION_LEVEL, 0)
+
+
+def _most(task: dict[str, Any], settings: AlertSettings) -> int:
+    """Escalations allowed: the alert's own ``max_escalations``, else the settings'."""
+    return _integer(task, MAX_ESCALATIONS, settings.max_escalations)
+
+
+def _integer(task: dict[str, Any], url: str, default: int) -> int:
     for extension in task.get("extension") or []:
-        if extension.get("url") == ESCALATION_LEVEL:
-            return int(extension.get("valueInteger", 0))
-    return 0
+        if extension.get("url") == url and isinstance(extension.get("valueInteger"), int):
+            return int(extension["valueInteger"])
+    return default
 
 
 def _set_level(task: dict[str, Any], level: int) -> None:
@@ -140,9 +154,16 @@ def _after(task: dict[str, Any], settings: AlertSettings) -> float:
 
 def run_due(transaction: Callable[[], AbstractContextManager[Session]],
             settings: AlertSettings, due: list[str]) -> int:
-    """Escalate each of ``due`` in a transaction of its own; returns how many moved."""
+    """Escalate each of ``due`` in a transaction of its own; returns how many moved.
+
+    A Task that cannot be escalated (a client stored something the step cannot
+    write back) is logged and skipped, so it never holds up the others.
+    """
     moved = 0
     for task_id in due:
-        with transaction() as session:
-            moved += escalate(session, task_id, settings, now_us())
+        try:
+            with transaction() as session:
+                moved += escalate(session, task_id, settings, now_us())
+        except FhirError:
+            log.exception("alert Task/%s could not be escalated", task_id)
     return moved

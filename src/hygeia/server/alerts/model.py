@@ -17,6 +17,7 @@ ESCALATION_ROLE = "escalation"
 # Task extensions the escalator keeps: how many escalations so far, and the period
 ESCALATION_LEVEL = "urn:hygeia:extension:alert-escalation-level"
 ESCALATE_AFTER = "urn:hygeia:extension:alert-escalate-after"
+MAX_ESCALATIONS = "urn:hygeia:extension:alert-max-escalations"
 COMMUNICATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/communication-category"
 FLAG_CATEGORY = "http://terminology.hl7.org/CodeSystem/flag-category"
 # request-priority, lowest first: each escalation moves the Task one step up
@@ -43,7 +44,9 @@ class Alert:
     ``routine``, ``urgent``, ``asap``, ``stat``; ``source`` the Device or Observation
     that showed it; ``author`` the Flag's author (default: ``source`` when it is a
     Device); ``escalate_after`` seconds before an unacknowledged alert escalates
-    (default: ``Settings.alerts.escalate_after_seconds``).
+    (default: ``Settings.alerts.escalate_after_seconds``); ``max_escalations`` how
+    many times it may escalate (0: never, e.g. a low-band score that only informs;
+    default: ``Settings.alerts.max_escalations``).
     """
 
     key: str
@@ -55,6 +58,7 @@ class Alert:
     author: str | None = None
     category: dict[str, Any] = field(default_factory=clinical_category)
     escalate_after: float | None = None
+    max_escalations: int | None = None
 
     def __post_init__(self) -> None:
         check_key(self.key)
@@ -67,6 +71,9 @@ class Alert:
         if self.escalate_after is not None and not self.escalate_after > 0:
             raise BadRequest("An alert's escalate_after must be a positive number of "
                              "seconds.", expression="escalate_after")
+        if self.max_escalations is not None and not 0 <= self.max_escalations <= 100:
+            raise BadRequest("An alert's max_escalations must be 0 to 100.",
+                             expression="max_escalations")
 
     @property
     def flag_author(self) -> str | None:

@@ -23,6 +23,7 @@ from hygeia.server.alerts.model import (
     ESCALATE_AFTER,
     ESCALATION_LEVEL,
     KEY_SYSTEM,
+    MAX_ESCALATIONS,
     TASK_CODES,
     UNACKNOWLEDGED,
     Alert,
@@ -146,10 +147,13 @@ def _flag(alert: Alert, now: int) -> dict[str, Any]:
 
 def _task(alert: Alert, flag_id: str, recipients: Recipients, now: int, after: float
           ) -> dict[str, Any]:
+    extensions: list[dict[str, Any]] = [{"url": ESCALATION_LEVEL, "valueInteger": 0},
+                                        {"url": ESCALATE_AFTER, "valueDecimal": after}]
+    if alert.max_escalations is not None:
+        extensions.append({"url": MAX_ESCALATIONS, "valueInteger": alert.max_escalations})
     task: dict[str, Any] = {
         "resourceType": "Task",
-        "extension": [{"url": ESCALATION_LEVEL, "valueInteger": 0},
-                      {"url": ESCALATE_AFTER, "valueDecimal": after}],
+        "extension": extensions,
         "identifier": [{"system": KEY_SYSTEM, "value": alert.key}],
         "status": "requested",
         "intent": "order",
