@@ -14,6 +14,7 @@ import orjson
 
 from hygeia.fhir.outcome import BadRequest
 from hygeia.fhir.search.parameters import default_registry
+from hygeia.server.alerts import AlertService
 from hygeia.server.audit.trail import AuditTrail
 from hygeia.server.auth.endpoints import AuthMount
 from hygeia.server.auth.guard import guarded
@@ -85,6 +86,8 @@ class FhirService:
                                               for kind in (ExportJob(), ImportJob(),
                                                            ReindexJob())}
         self.runner: JobRunner | None = None
+        # raising, clearing and escalating alerts (server/alerts); escalates from start_jobs
+        self.alerts = AlertService(self)
         # readers of the change feed, started with the jobs (server/events); a pillar
         # adds its own with add_event_consumer before start_jobs
         self.event_consumers: list[EventConsumer] = registered_consumers()
@@ -278,6 +281,7 @@ class FhirService:
             self.runner.start()
         self.audit.start()
         self.start_events()
+        self.alerts.start()
         return self.runner
 
     def start_events(self, timing: EventTiming | None = None) -> None:
@@ -375,6 +379,7 @@ class FhirService:
         self._stop_listeners()
         for events in self.event_runners:
             events.stop()
+        self.alerts.stop()
         if self.runner is not None:
             self.runner.stop()
         self.audit.close()
