@@ -17,7 +17,8 @@ EUI64 = "0123456789ABCDEF"
 
 
 def patient_of_monitor(service: FhirService) -> str:
-    return "Patient/" + one(search(service, "Patient", identifier="urn:hygeia:hl7v2:assigner:HOSP|MRN-1001"))["id"]
+    found = search(service, "Patient", identifier="urn:hygeia:hl7v2:assigner:HOSP|MRN-1001")
+    return "Patient/" + one(found)["id"]
 
 
 def test_vital_signs_are_searchable_by_patient_and_loinc(service: FhirService) -> None:
