@@ -24,6 +24,7 @@ from urllib.parse import quote
 import hl7
 import orjson
 
+from hygeia.devices.hl7v2.handling import Rejected
 from hygeia.devices.hl7v2.hl7time import fhir_datetime
 from hygeia.devices.hl7v2.identity import (
     LOCATION_SYSTEM,
@@ -34,6 +35,7 @@ from hygeia.devices.hl7v2.identity import (
     token,
 )
 from hygeia.devices.hl7v2.segments import first, part, repetition_count
+from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.search.query import parse_criteria
 from hygeia.store import Session
 
@@ -43,6 +45,7 @@ was in the bed ``FACILITY/POC/ROOM/BED`` at that time."""
 
 GENDERS = {"M": "male", "F": "female", "O": "other", "U": "unknown", "A": "other", "N": "other"}
 MAX_MATCHES = 5
+MAX_IDENTIFIERS = 20  # PID-3 repetitions: a patient has a few, a flood is an attack
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,16 +63,28 @@ def attribute(message: hl7.Message, session: Session, at: str | None,
     pid = first(message, "PID")
     identifiers = pid_identifiers(message)
     if pid is not None and identifiers:
-        return _by_identifiers(session, pid, identifiers)
+        try:
+            return _by_identifiers(session, pid, identifiers)
+        except FhirError as error:
+            raise Rejected(f"PID-3 identifiers cannot be looked up: {_reason(error)}",
+                           location="PID^1^3", hl7_code="102") from error
     bed = bed_of(message)
     if not bed:
         return Attribution(None, "No patient identifier (PID-3) and no bed (PV1-3): "
                                  "the data is kept without a patient.")
-    found = (bed_lookup or encounter_in_bed)(session, bed, at)
+    try:
+        found = (bed_lookup or encounter_in_bed)(session, bed, at)
+    except FhirError as error:
+        raise Rejected(f"The bed {bed!r} (PV1-3) cannot be looked up: {_reason(error)}",
+                       location="PV1^1^3", hl7_code="102") from error
     if found is None:
         return Attribution(None, f"No patient identifier (PID-3) and no single patient "
                                  f"known in bed {bed}: the data is kept without a patient.")
     return Attribution(found)
+
+
+def _reason(error: FhirError) -> str:
+    return "; ".join(issue.diagnostics for issue in error.issues[:3])
 
 
 def pid_identifiers(message: hl7.Message) -> list[dict[str, Any]]:
@@ -78,6 +93,9 @@ def pid_identifiers(message: hl7.Message) -> list[dict[str, Any]]:
     msh = first(message, "MSH")
     if pid is None:
         return []
+    if repetition_count(pid, 3) > MAX_IDENTIFIERS:
+        raise Rejected(f"PID-3 repeats more than {MAX_IDENTIFIERS} times.",
+                       location="PID^1^3", hl7_code="102")
     facility = part(msh, 4) if msh is not None else ""
     found = []
     for repetition in range(1, repetition_count(pid, 3) + 1):

@@ -7,6 +7,7 @@ field 5): a number that is not a number, an unknown unit, a missing code.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -107,7 +108,8 @@ def value_of(obx: Obx, found_unit: Unit | None, sender_application: str
     if not obx.value or absent_reason(obx.flags, obx.value) is not None:
         return None
     if obx.value_type == "NM":
-        if len(obx.value) > MAX_NUMBER or not NUMERIC.fullmatch(obx.value):
+        if len(obx.value) > MAX_NUMBER or not NUMERIC.fullmatch(obx.value) or \
+                not math.isfinite(float(obx.value)):
             raise Rejected(f"OBX {obx.index} is numeric (NM) but its value {obx.value!r} "
                            f"(OBX-5) is not a number.", location=obx.where(5), hl7_code="102")
         return "valueQuantity", quantity(obx.value, found_unit)

@@ -105,7 +105,7 @@ def _store_pcd01(received: Received, session: Session, groups: list[OrderGroup],
     for device in _parents_first(result.devices):
         upsert(session, device, handled)
     for observation in result.observations:
-        upsert(session, observation, handled, location="OBX")
+        upsert(session, observation, handled, location=result.origins[observation["id"]])
     handled.notes.extend(result.notes)
 
 
@@ -117,8 +117,8 @@ def _store_lab(session: Session, groups: list[OrderGroup], application: str,
                            location="OBR^1", hl7_code="101")
         results = [lab.observation(obx, group.obr, group.obr_index, application,
                                    attribution.subject, handled.notes) for obx in group.rows]
-        for observation in results:
-            upsert(session, observation, handled, location="OBX")
+        for observation, obx in zip(results, group.rows, strict=True):
+            upsert(session, observation, handled, location=f"OBX^{obx.index}")
         upsert(session, lab.report(group.obr, group.obr_index, results, application,
                                    attribution.subject), handled,
                location=f"OBR^{group.obr_index}")

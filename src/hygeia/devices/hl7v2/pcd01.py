@@ -43,6 +43,7 @@ class Pcd01Result:
 
     observations: list[dict[str, Any]] = field(default_factory=list)
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)  # Observation id -> "OBX^n"
     notes: list[str] = field(default_factory=list)
 
 
@@ -80,9 +81,10 @@ def observations(rows: list[tuple[Obx, FhirTime | None]], sender: str, applicati
             continue  # the panel's own row: its components make the Observation
         observation = _observation(obx, meaning, context, tree, result.notes)
         if meaning.panel_of is not None:
-            _add_component(panels, meaning.panel_of, obx, observation, result)
+            observation = _add_component(panels, meaning.panel_of, obx, observation, result)
         else:
             result.observations.append(observation)
+        result.origins.setdefault(observation["id"], f"OBX^{obx.index}")
     return result
 
 
@@ -161,7 +163,7 @@ def _set_value(target: dict[str, Any], obx: Obx, found_unit: Any, application: s
 
 
 def _add_component(panels: dict[tuple[str, str, str], dict[str, Any]], panel_code: str,
-                   obx: Obx, part: dict[str, Any], result: Pcd01Result) -> None:
+                   obx: Obx, part: dict[str, Any], result: Pcd01Result) -> dict[str, Any]:
     """Fold a blood-pressure component into the panel Observation of its channel and time."""
     where = containment(obx.sub_id)
     channel = f"{where.mds}.{where.vmd}.{where.channel}" if where is not None else ""
@@ -175,6 +177,7 @@ def _add_component(panels: dict[tuple[str, str, str], dict[str, Any]], panel_cod
         "code", "valueQuantity", "valueString", "valueCodeableConcept", "dataAbsentReason",
         "interpretation", "referenceRange"}}
     panel["component"].append(component)
+    return panel
 
 
 def _panel(panel_code: str, channel: str, first: dict[str, Any]) -> dict[str, Any]:

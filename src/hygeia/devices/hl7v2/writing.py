@@ -4,6 +4,9 @@ Every resource goes through :func:`upsert`, which writes it with the FHIR update
 interaction (validated like a client's PUT) unless the stored current version
 already says the same thing. A replayed message therefore stores nothing twice:
 no new resource and no new version.
+
+Cost: one primary-key read per resource (two, plus a lock, the first time a
+resource is created), whether or not it changed.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ def upsert(session: Session, resource: dict[str, Any], handled: Handled, *,
     resource_type, id = resource["resourceType"], resource["id"]
     reference = f"{resource_type}/{id}"
     current = session.current(resource_type, id, for_update=True)
+    if current is None:
+        # Two messages about a new device may race to create it: the second waits here,
+        # then finds the first one's resource instead of colliding with it.
+        session.lock(reference)
+        current = session.current(resource_type, id, for_update=True)
     if current is not None and not current.deleted and current.content is not None \
             and _same(orjson.loads(current.content), resource):
         return reference

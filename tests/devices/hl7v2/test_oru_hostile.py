@@ -1,0 +1,76 @@
+"""Hostile and broken ORU^R01 input: every outcome is Handled or Rejected, never a crash."""
+
+from __future__ import annotations
+
+import pytest
+
+from hygeia.devices.hl7v2.handling import Handled, Rejected
+from hygeia.devices.hl7v2.oru import HANDLES
+from hygeia.server import FhirService
+from tests.devices.hl7v2.oru_helpers import FIXTURES, message_text, received, search
+
+FIXTURE_NAMES = sorted(p.name for p in FIXTURES.glob("oru_*.hl7"))
+
+
+class RollBack(Exception):
+    """Raised to leave a transaction without committing what the handler wrote."""
+
+
+def outcome(service: FhirService, raw: str) -> Handled | Rejected:
+    """What the handler made of ``raw``, in a transaction that is then rolled back."""
+    try:
+        with service.transaction() as session:
+            try:
+                handled = HANDLES["ORU^R01"](received(raw), session)
+            except Rejected as rejected:
+                return rejected
+            raise RollBack
+    except RollBack:
+        return handled
+
+
+def blanked(raw: str) -> list[str]:
+    """``raw`` with each field of each segment after MSH emptied in turn."""
+    lines = raw.rstrip("\r").split("\r")
+    variants = []
+    for row, line in enumerate(lines[1:], start=1):
+        fields = line.split("|")
+        for position in range(1, len(fields)):
+            if fields[position]:
+                changed = [*fields[:position], "", *fields[position + 1:]]
+                variants.append("\r".join([*lines[:row], "|".join(changed), *lines[row + 1:]]))
+    return variants
+
+
+@pytest.mark.parametrize("repository", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("fixture", FIXTURE_NAMES)
+def test_any_field_left_out_is_handled_or_rejected_with_a_location(
+        service: FhirService, fixture: str) -> None:
+    for raw in blanked(message_text(fixture)):
+        result = outcome(service, raw)
+        if isinstance(result, Rejected):
+            assert result.location and result.text and result.hl7_code in {
+                "101", "102", "103", "207"}, raw
+    assert not search(service, "Observation")
+
+
+@pytest.mark.parametrize("repository", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("find", "replace", "location"), [
+    ("MRN-2002^^^HOSP^MR", "~".join(["X^^^HOSP^MR"] * 21), "PID^1^3"),
+    ("||97|", "||" + "9" * 41 + "|", "OBX^1^5"),
+    ("||97|", "||1e999999999|", "OBX^1^5"),
+    ("Dupont^Marc", "Dupont\x01^Marc", "PID^1^3"),
+])
+def test_floods_and_giant_values_are_refused(service: FhirService, find: str, replace: str,
+                                             location: str) -> None:
+    raw = message_text("oru_lab_panel.hl7")
+    assert find in raw
+    result = outcome(service, raw.replace(find, replace, 1))
+    assert isinstance(result, Rejected) and result.location == location, result
+
+
+@pytest.mark.parametrize("repository", ["sqlite"], indirect=True)
+def test_a_giant_identifier_is_handled_or_refused(service: FhirService) -> None:
+    raw = message_text("oru_lab_panel.hl7").replace("MRN-2002", "M" * 5000, 1)
+    result = outcome(service, raw)
+    assert isinstance(result, Handled | Rejected)
