@@ -60,8 +60,9 @@ def _private(code: str, mdc_coding: dict[str, Any], sender_application: str) -> 
     known = vendors.get(sender_application, {}).get(code)
     if known is None:
         return MdcTerm([mdc_coding], private=True, known=False, notes=[
-            f"MDC code {code} is in the vendor private range and {sender_application or 'the'}"
-            f" sender's private codes are not in the table; kept as sent."])
+            f"MDC code {code} (OBX-3) is in the vendor private range and is not among the "
+            f"private codes of {sender_application or 'the sender'} in "
+            f"tables/mdc_private.json; kept as sent."])
     mdc_coding["display"] = known["display"]
     standard = known.get("standard")
     if standard is None:
