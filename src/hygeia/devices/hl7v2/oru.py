@@ -23,7 +23,7 @@ from hygeia.devices.hl7v2.handling import Handled, Handler, Received, Rejected
 from hygeia.devices.hl7v2.hl7time import FhirTime, fhir_datetime
 from hygeia.devices.hl7v2.obx import Obx, read_obx
 from hygeia.devices.hl7v2.segments import first, part, repetition_count
-from hygeia.devices.hl7v2.writing import upsert
+from hygeia.devices.hl7v2.writing import upsert, upsert_all
 from hygeia.store import Session
 
 PCD_PROFILE_OID = "1.3.6.1.4.1.19376.1.6.1.1.1"  # IHE PCD-01 (DEC), MSH-21.3
@@ -102,10 +102,14 @@ def _store_pcd01(received: Received, session: Session, groups: list[OrderGroup],
                  application: str, attribution: Attribution, handled: Handled) -> None:
     rows = [(obx, _obr_time(group)) for group in groups for obx in group.rows]
     result = pcd01.observations(rows, received.sender, application, attribution)
-    for device in _parents_first(result.devices):
-        upsert(session, device, handled)
-    for observation in result.observations:
-        upsert(session, observation, handled, location=result.origins[observation["id"]])
+    # Everything written here hangs off the monitors named (ids derive from their keys):
+    # messages from the same monitors take turns.
+    monitors = sorted({r["identifier"][0]["value"] for r in result.devices.values()
+                       if r["resourceType"] == "Device" and "parent" not in r})
+    upsert_all(session, [(device, "OBX") for device in _parents_first(result.devices)]
+               + [(observation, result.origins[observation["id"]])
+                  for observation in result.observations], handled,
+               lock="mds:" + ",".join(monitors) if monitors else f"sender:{received.sender}")
     handled.notes.extend(result.notes)
 
 
@@ -117,11 +121,12 @@ def _store_lab(session: Session, groups: list[OrderGroup], application: str,
                            location="OBR^1", hl7_code="101")
         results = [lab.observation(obx, group.obr, group.obr_index, application,
                                    attribution.subject, handled.notes) for obx in group.rows]
-        for observation, obx in zip(results, group.rows, strict=True):
-            upsert(session, observation, handled, location=f"OBX^{obx.index}")
-        upsert(session, lab.report(group.obr, group.obr_index, results, application,
-                                   attribution.subject), handled,
-               location=f"OBR^{group.obr_index}")
+        report = lab.report(group.obr, group.obr_index, results, application,
+                            attribution.subject)
+        upsert_all(session, [*((observation, f"OBX^{obx.index}") for observation, obx
+                               in zip(results, group.rows, strict=True)),
+                             (report, f"OBR^{group.obr_index}")], handled,
+                   lock=f"order:{report['id']}")
 
 
 def _parents_first(resources: dict[str, dict[str, object]]) -> list[dict[str, object]]:
