@@ -114,6 +114,21 @@ def test_alarm_flags_absent_values_and_private_codes(service: FhirService) -> No
     assert any("192600" in note and "private" in note for note in handled.notes)
 
 
+def test_a_loinc_coded_row_in_a_device_message_keeps_its_loinc_code(
+        service: FhirService) -> None:
+    raw = message_text("oru_pcd01_monitor.hl7").replace(
+        "188736^MDC_MASS_BODY_ACTUAL^MDC|1.6.1.1|71.5|263875^MDC_DIM_KILO_G^MDC",
+        "29463-7^Body weight^LN|1.6.1.1|71.5|kg^kilogram^UCUM")
+    process(service, raw)
+    weight = one(search(service, "Observation", code=f"{LOINC}|29463-7"))
+    assert weight["code"]["coding"] == [{"system": LOINC, "code": "29463-7",
+                                         "display": "Body weight"}]
+    assert weight["category"][0]["coding"][0]["code"] == "vital-signs"
+    assert weight["valueQuantity"] == {"value": 71.5, "unit": "kilogram",
+                                       "system": "http://unitsofmeasure.org", "code": "kg"}
+    assert weight["device"]["reference"].startswith("Device/")
+
+
 def add_patient_in_bed(service: FhirService, bed: str) -> str:
     """A Patient with an in-progress Encounter at the Location of ``bed`` (as ADT makes)."""
     with service.transaction() as session:
@@ -179,6 +194,7 @@ def replace_line(raw: str, start: str, new: str) -> str:
     ("OBX|2|", "OBX|2|NM|147842^MDC_ECG_HEART_RATE^MDC|1.1.1.1|72|999999^MDC_DIM_NOPE^MDC",
      "OBX^2^6", "103"),
     ("OBX|2|", "OBX|2|NM||1.1.1.1|72", "OBX^2^3", "101"),
+    ("OBX|2|", "OBX|2|NM|^MDC_ECG_HEART_RATE^MDC|1.1.1.1|72", "OBX^2^3", "101"),
     ("OBX|2|", "OBX|2|NM|147842^MDC_ECG_HEART_RATE^MDC|1.1.1.1|72||||||R|||2024-03-15",
      "OBX^2^14", "102"),
     ("OBX|2|", "OBX|2|NM|147842^MDC_ECG_HEART_RATE^MDC|bed one|72", "OBX^2^4", "102"),

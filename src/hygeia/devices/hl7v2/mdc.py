@@ -36,6 +36,12 @@ def is_private(code: str) -> bool:
     return code.isdigit() and (int(code) & 0xFFFF) in PRIVATE_TERMS
 
 
+def is_vital_sign(coding: dict[str, Any]) -> bool:
+    """A LOINC coding of one of the vital signs the table maps to."""
+    return coding.get("system") == LOINC and coding.get("code") in table("mdc_loinc")[
+        "loinc_display"]
+
+
 def loinc_codings(codes: list[str]) -> list[dict[str, Any]]:
     names: dict[str, str] = table("mdc_loinc")["loinc_display"]
     return [{"system": LOINC, "code": code, "display": names[code]} for code in codes]

@@ -56,8 +56,9 @@ def read_obx(segment: hl7.Segment, index: int) -> Obx:
     """The record of one OBX; refuses a missing OBX-3 or an unreadable OBX-14."""
     where = f"OBX^{index}"
     code, text = part(segment, 3, 1), part(segment, 3, 2)
-    if not code and not text:
-        raise Rejected(f"OBX {index} has no observation identifier (OBX-3).",
+    if not code:
+        raise Rejected(f"OBX {index} has no observation identifier code (OBX-3.1)"
+                       + (f"; its text {text!r} alone cannot be searched." if text else "."),
                        location=f"{where}^3", hl7_code="101")
     raw_time = part(segment, 14)
     time = fhir_datetime(raw_time) if raw_time else None

@@ -28,8 +28,8 @@ from hygeia.devices.hl7v2.flags import (
 from hygeia.devices.hl7v2.handling import Rejected
 from hygeia.devices.hl7v2.hl7time import FhirTime
 from hygeia.devices.hl7v2.identity import OBX_SYSTEM, identifier, stable_id
-from hygeia.devices.hl7v2.mdc import MDC, MdcTerm, loinc_codings, term
-from hygeia.devices.hl7v2.obx import Obx, reference_range, unit, value_of
+from hygeia.devices.hl7v2.mdc import MDC, MdcTerm, is_vital_sign, loinc_codings, term
+from hygeia.devices.hl7v2.obx import Obx, coded, reference_range, unit, value_of
 
 VITAL_SIGNS = {"coding": [{
     "system": "http://terminology.hl7.org/CodeSystem/observation-category",
@@ -75,7 +75,7 @@ def observations(rows: list[tuple[Obx, FhirTime | None]], sender: str, applicati
             continue
         context = Context(sender, application, attribution.subject, attribution.note, obr_time)
         meaning = term(obx.code, obx.text, application) if _is_mdc(obx) else MdcTerm(
-            [{"system": MDC, "code": obx.code, "display": obx.text}], known=False)
+            coded(obx.segment, 3, application).get("coding", []), known=False)
         result.notes.extend(meaning.notes)
         if meaning.is_panel and not obx.value:
             continue  # the panel's own row: its components make the Observation
@@ -128,7 +128,7 @@ def _observation(obx: Obx, meaning: MdcTerm, context: Context, tree: DeviceTree,
         "resourceType": "Observation", "id": stable_id("obs", key),
         "identifier": [identifier(OBX_SYSTEM, key)], "status": status,
         "code": {"coding": meaning.codings, "text": obx.text or obx.code}}
-    if any(c["system"] != MDC for c in meaning.codings):
+    if any(is_vital_sign(c) for c in meaning.codings):
         observation["category"] = [VITAL_SIGNS]
     if context.subject is not None:
         observation["subject"] = {"reference": context.subject}
