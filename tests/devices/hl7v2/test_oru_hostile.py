@@ -30,27 +30,41 @@ def outcome(service: FhirService, raw: str) -> Handled | Rejected:
 
 
 def blanked(raw: str) -> list[str]:
-    """``raw`` with each field of each segment after MSH emptied in turn."""
+    """``raw`` with each field, then each component, of each segment after MSH emptied
+    or replaced by text in turn."""
     lines = raw.rstrip("\r").split("\r")
     variants = []
     for row, line in enumerate(lines[1:], start=1):
         fields = line.split("|")
         for position in range(1, len(fields)):
+            components = fields[position].split("^")
+            for index in range(len(components) if len(components) > 1 else 0):
+                for junk in ("", "x"):
+                    changed = "^".join([*components[:index], junk, *components[index + 1:]])
+                    variants.append(_with(lines, row, fields, position, changed))
             if fields[position]:
-                changed = [*fields[:position], "", *fields[position + 1:]]
-                variants.append("\r".join([*lines[:row], "|".join(changed), *lines[row + 1:]]))
+                variants.append(_with(lines, row, fields, position, ""))
+                variants.append(_with(lines, row, fields, position, "x~"))
     return variants
+
+
+def _with(lines: list[str], row: int, fields: list[str], position: int, value: str) -> str:
+    changed = "|".join([*fields[:position], value, *fields[position + 1:]])
+    return "\r".join([*lines[:row], changed, *lines[row + 1:]])
 
 
 @pytest.mark.parametrize("repository", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("fixture", FIXTURE_NAMES)
-def test_any_field_left_out_is_handled_or_rejected_with_a_location(
+def test_any_field_or_component_broken_is_handled_or_rejected_with_a_location(
         service: FhirService, fixture: str) -> None:
+    kinds = set()
     for raw in blanked(message_text(fixture)):
         result = outcome(service, raw)
+        kinds.add(type(result))
         if isinstance(result, Rejected):
             assert result.location and result.text and result.hl7_code in {
                 "101", "102", "103", "207"}, raw
+    assert kinds == {Handled, Rejected}
     assert not search(service, "Observation")
 
 
