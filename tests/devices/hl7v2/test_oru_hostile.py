@@ -88,3 +88,18 @@ def test_a_giant_identifier_is_handled_or_refused(service: FhirService) -> None:
     raw = message_text("oru_lab_panel.hl7").replace("MRN-2002", "M" * 5000, 1)
     result = outcome(service, raw)
     assert isinstance(result, Handled | Rejected)
+
+
+@pytest.mark.parametrize("repository", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("fixture", "prefix"), [("oru_pcd01_monitor.hl7", "OBX|2|"),
+                                                  ("oru_lab_panel.hl7", "OBX|2|"),
+                                                  ("oru_lab_panel.hl7", "OBR|")])
+def test_a_segment_sent_twice_is_stored_once(service: FhirService, fixture: str,
+                                             prefix: str) -> None:
+    lines = message_text(fixture).rstrip("\r").split("\r")
+    line = next(line for line in lines if line.startswith(prefix))
+    again = [line.replace("|72|", "|73|")] if prefix == "OBX|2|" else lines[lines.index(line):]
+    doubled = "\r".join([*lines, *again])
+    result = outcome(service, doubled)
+    assert isinstance(result, Handled), result
+    assert len(result.written) == len(set(result.written))

@@ -57,7 +57,9 @@ def upsert_all(session: Session, resources: list[tuple[dict[str, Any], str]],
         if key in stored and _same(stored[key], resource):
             continue
         _write(session, resource, location, create=key not in stored and key not in deleted)
-        handled.written.append(f"{key[0]}/{key[1]}")
+        stored[key] = resource  # a message naming it twice updates it the second time
+        if f"{key[0]}/{key[1]}" not in handled.written:
+            handled.written.append(f"{key[0]}/{key[1]}")
 
 
 def _write(session: Session, resource: dict[str, Any], location: str, *, create: bool) -> None:
