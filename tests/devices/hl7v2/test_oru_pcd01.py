@@ -129,7 +129,8 @@ def test_a_loinc_coded_row_in_a_device_message_keeps_its_loinc_code(
     assert weight["device"]["reference"].startswith("Device/")
 
 
-def add_patient_in_bed(service: FhirService, bed: str) -> str:
+def add_patient_in_bed(service: FhirService, bed: str, since: str = "2024-03-15T08:00:00Z"
+                       ) -> str:
     """A Patient with an in-progress Encounter at the Location of ``bed`` (as ADT makes)."""
     with service.transaction() as session:
         from hygeia.server.rest import write
@@ -143,7 +144,7 @@ def add_patient_in_bed(service: FhirService, bed: str) -> str:
             "resourceType": "Encounter", "status": "in-progress",
             "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
                       "code": "IMP"},
-            "subject": {"reference": f"Patient/{patient_id}"},
+            "subject": {"reference": f"Patient/{patient_id}"}, "period": {"start": since},
             "location": [{"location": {
                 "reference": f"Location/{location.body_dict()['id']}"}}]})  # type: ignore[index]
     return f"Patient/{patient_id}"
@@ -156,6 +157,14 @@ def test_sparse_pid_is_attributed_through_the_bed(service: FhirService) -> None:
     assert handled.notes == []
     heart = one(search(service, "Observation", patient=patient, code=f"{LOINC}|8867-4"))
     assert heart["valueQuantity"]["value"] == 80
+
+
+def test_a_patient_who_arrived_after_the_measurement_is_not_given_it(
+        service: FhirService) -> None:
+    add_patient_in_bed(service, "HOSP/ICU/12/1", since="2024-03-15T09:31:00Z")  # 10:31+01:00
+    handled = process(service, message_text("oru_pcd01_bed.hl7"))  # measured 10:30+01:00
+    assert any("HOSP/ICU/12/1" in note for note in handled.notes)
+    assert "subject" not in one(search(service, "Observation", code=f"{LOINC}|8867-4"))
 
 
 def test_the_adt_bed_lookup_is_asked_when_wired_in(service: FhirService) -> None:

@@ -35,6 +35,7 @@ from hygeia.devices.hl7v2.identity import (
     token,
 )
 from hygeia.devices.hl7v2.segments import first, part, repetition_count
+from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.search.query import parse_criteria
 from hygeia.store import Session
@@ -153,26 +154,32 @@ def _patient_from_pid(pid: hl7.Segment, id: str, identifiers: list[dict[str, Any
 
 
 def encounter_in_bed(session: Session, bed: str, at: str | None) -> str | None:
-    """The subject of the one in-progress Encounter at the Location whose identifier is
+    """The subject of the in-progress Encounter at the Location whose identifier is
     ``urn:hygeia:hl7v2:location|{bed}``; None when there is none or several patients.
 
-    ``at`` is not consulted: an in-progress Encounter says who is in the bed now,
-    which is the observation time for live device data. The ADT handlers' lookup
-    knows the bed's history and is preferred when wired in.
+    An Encounter that began after ``at`` (by its ``period.start``) does not count:
+    data measured before a patient arrived is not theirs. The ADT handlers' lookup
+    knows the bed's whole history and is preferred when wired in.
     """
     criteria = (f"location.identifier={quote(token(LOCATION_SYSTEM, bed), safe='')}"
                 f"&status=in-progress")
-    subjects = {_subject(content) for content in _search_contents(session, "Encounter",
-                                                                  criteria)}
-    subjects.discard(None)
+    subjects = set()
+    for content in _search_contents(session, "Encounter", criteria):
+        encounter = orjson.loads(content) if content is not None else {}
+        subject = encounter.get("subject", {}).get("reference")
+        if isinstance(subject, str) and _began_by(encounter, at):
+            subjects.add(subject)
     return subjects.pop() if len(subjects) == 1 else None
 
 
-def _subject(content: bytes | None) -> str | None:
-    if content is None:
-        return None
-    reference = orjson.loads(content).get("subject", {}).get("reference")
-    return reference if isinstance(reference, str) else None
+def _began_by(encounter: dict[str, Any], at: str | None) -> bool:
+    start = encounter.get("period", {}).get("start")
+    if at is None or not isinstance(start, str):
+        return True
+    try:
+        return fhir_datetime_range(start)[0] <= fhir_datetime_range(at)[1]
+    except FhirError:
+        return True  # stored resources are valid; an unreadable time does not exclude
 
 
 def _search_contents(session: Session, resource_type: str, criteria: str) -> list[bytes | None]:
