@@ -230,3 +230,20 @@ def test_a_message_without_results_is_rejected(service: FhirService) -> None:
     assert rejected.value.location == "OBX^1"
     response = service.handle(FhirRequest("GET", "Patient"))
     assert response.body_dict()["total"] == 0  # type: ignore[index]
+
+
+def test_concurrent_first_messages_from_one_monitor_make_one_device_tree(
+        service: FhirService) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    raw = message_text("oru_pcd01_monitor.hl7")
+    # 10:10 ... 10:15, each for another patient (whose lock would otherwise serialise them)
+    messages = [raw.replace("20240315101500+0100", f"202403151{minute}00+0100")
+                .replace("MRN-1001", f"MRN-200{minute}") for minute in range(6)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda text: process(service, text), messages))
+    assert all(result.written for result in results)
+    assert len(search(service, "Patient")) == 6
+    assert len(search(service, "Device")) == 13
+    assert len(search(service, "DeviceMetric")) == 8
+    assert len(search(service, "Observation", code=f"{LOINC}|8867-4")) == 6
+    assert all(r["meta"]["versionId"] == "1" for r in search(service, "Device"))
