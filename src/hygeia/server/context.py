@@ -96,6 +96,27 @@ class HttpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertSettings:
+    """Alerting (server/alerts, docs/guide/alerts.md): who hears of an alert nobody on the
+    patient's care team can receive, and how soon an unacknowledged one escalates."""
+
+    # seconds an alert's acknowledgement Task may stay unacknowledged before it escalates
+    # (an Alert may set its own)
+    escalate_after_seconds: float = 300.0
+    # escalation steps at most (each raises the Task's priority one step, up to stat)
+    max_escalations: int = 3
+    # how often each serving process looks for overdue alerts written elsewhere (its own
+    # raises wake it at once, and it sleeps no longer than until the next due time it knows)
+    scan_seconds: float = 5.0
+    # a reference ("Organization/ward-7", "PractitionerRole/on-call") told of an alert whose
+    # patient has no active CareTeam (None: the alert is stored with no recipient)
+    fallback_recipient: str | None = None
+    # told of an escalation when no care-team participant has the escalation role (None:
+    # the fallback recipient, else the care team again)
+    escalation_recipient: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Server-wide settings, a section per subsystem; the fields here bound every request.
 
@@ -136,6 +157,7 @@ class Settings:
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
 
 @dataclass(slots=True)
