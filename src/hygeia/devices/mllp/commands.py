@@ -119,7 +119,8 @@ def _row(resource: dict[str, Any]) -> tuple[str, str, str, str, str, str, str]:
     received = extensions.get(f"{messagelog.EXTENSION}received-at", {}).get("valueInstant", "")
     control = extensions.get(f"{messagelog.EXTENSION}control-id", {}).get("valueString", "")
     event = resource.get("eventCoding", {})
-    issues = next((item.get("issue", []) for item in resource.get("contained", [])), [])
+    issues: list[dict[str, Any]] = next(
+        (item.get("issue", []) for item in resource.get("contained", [])), [])
     detail = "; ".join(issue.get("details", {}).get("text") or issue.get("diagnostics", "")
                        for issue in issues)
     return (resource["id"], received[:19].replace("T", " "),

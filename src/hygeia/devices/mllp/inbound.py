@@ -100,7 +100,7 @@ class Inbound:
         except FhirError as error:  # the handler built data that FHIR cannot hold
             failure = Failure(f"The message's data could not be stored: {error}", "207")
             return self._record_failure(message, entry, "AE", failure, repeat_answers)
-        except Exception as error:  # noqa: BLE001 - the database or a bug: the sender retries
+        except Exception as error:  # the database or a bug: the sender retries
             log.exception("HL7 v2 message %s from %s failed", entry.control_id, entry.sender)
             failure = Failure("The message could not be processed now; send it again later.",
                               "207", diagnostic=type(error).__name__, transient=True)
@@ -136,7 +136,7 @@ class Inbound:
                     entry, outcome=messagelog.outcome_code(code, failure), failure=failure,
                     acks=acks, notes=[], written=[]))
             return acks
-        except Exception:  # noqa: BLE001 - nothing could be stored: say so, keep serving
+        except Exception:  # nothing could be stored: say so, keep serving
             log.exception("HL7 v2 message %s from %s could not be logged", entry.control_id,
                           entry.sender)
             unstored = Failure("The message could not be stored; send it again later.",
@@ -216,7 +216,7 @@ def parse(text: str) -> hl7.Message | None:
     try:
         message = hl7.parse(text)
         message.segment("MSH")
-    except Exception:  # noqa: BLE001 - python-hl7 raises several kinds on garbage
+    except Exception:  # python-hl7 raises several kinds on garbage
         return None
     return message
 
