@@ -12,8 +12,16 @@ from typing import Any
 import orjson
 
 from hygeia.devices.hl7v2.handling import Handler
-from hygeia.devices.mllp import messagelog
 from hygeia.devices.mllp.inbound import Inbound
+from hygeia.devices.mllp.messagelog import (
+    EXTENSION,
+    FATAL,
+    OK,
+    TRANSIENT,
+)
+from hygeia.devices.mllp.messagelog import (
+    find as find_logged,
+)
 from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.search.query import parse_query
 from hygeia.server import FhirService
@@ -24,7 +32,7 @@ EPILOG = """examples:
   hygeia devices messages --db sqlite:///hygeia.db --outcome fatal-error
   hygeia devices reprocess --db sqlite:///hygeia.db 3f5c...   (an id the list shows)
 """
-OUTCOMES = (messagelog.OK, messagelog.TRANSIENT, messagelog.FATAL)
+OUTCOMES = (OK, TRANSIENT, FATAL)
 
 
 class DevicesCommand:
@@ -89,7 +97,7 @@ def _service(db: str) -> Iterator[FhirService]:
 
 def _outcome_of(service: FhirService, id: str) -> str:
     with service.reader() as session:
-        logged = messagelog.find(session, id)
+        logged = find_logged(session, id)
     if logged is None:
         raise FhirError(f"no HL7 v2 message is logged as MessageHeader/{id}; "
                         "hygeia devices messages lists them")
@@ -116,8 +124,8 @@ def list_messages(db: str, outcome: str | None, count: int) -> int:
 
 def _row(resource: dict[str, Any]) -> tuple[str, str, str, str, str, str, str]:
     extensions = {ext.get("url"): ext for ext in resource.get("extension", [])}
-    received = extensions.get(f"{messagelog.EXTENSION}received-at", {}).get("valueInstant", "")
-    control = extensions.get(f"{messagelog.EXTENSION}control-id", {}).get("valueString", "")
+    received = extensions.get(f"{EXTENSION}received-at", {}).get("valueInstant", "")
+    control = extensions.get(f"{EXTENSION}control-id", {}).get("valueString", "")
     event = resource.get("eventCoding", {})
     issues: list[dict[str, Any]] = next(
         (item.get("issue", []) for item in resource.get("contained", [])), [])

@@ -29,9 +29,22 @@ from datetime import UTC, datetime
 import hl7
 
 from hygeia.devices.hl7v2.handling import Handled, Handler, Received, Rejected, field_text
-from hygeia.devices.mllp import messagelog
 from hygeia.devices.mllp.acks import Failure, Outcome, replies
-from hygeia.devices.mllp.messagelog import Entry
+from hygeia.devices.mllp.messagelog import (
+    OK,
+    TRANSIENT,
+    Entry,
+    Logged,
+    outcome_code,
+    record_id,
+    unparsed_id,
+)
+from hygeia.devices.mllp.messagelog import (
+    find as find_logged,
+)
+from hygeia.devices.mllp.messagelog import (
+    store as log_message,
+)
 from hygeia.fhir.outcome import FhirError, NotFound
 from hygeia.server.extensions import Host
 from hygeia.store import Session
@@ -65,7 +78,7 @@ class Inbound:
         if message_type(message) == "ACK":
             return []  # an acknowledgement of ours is never answered (no ACK ping-pong)
         received = _received(message, text, arrival.received_at)
-        entry = Entry(id=messagelog.record_id(received.sender, received.control_id),
+        entry = Entry(id=record_id(received.sender, received.control_id),
                       raw=arrival.raw, received_at=arrival.received_at, peer=arrival.peer,
                       listener=arrival.listener, sender=received.sender,
                       receiver=_receiver(message), control_id=received.control_id,
@@ -85,12 +98,12 @@ class Inbound:
             with self.host.transaction() as session:
                 previous = _lock_and_find(session, entry.id)
                 if previous is not None and repeat_answers and \
-                        previous.outcome != messagelog.TRANSIENT:
+                        previous.outcome != TRANSIENT:
                     return previous.acks
                 handled = handler(received, session)
                 acks = replies(message, Outcome("AA", True), entry.id[:19])
-                messagelog.store(session, replace(
-                    entry, outcome=messagelog.OK, notes=handled.notes,
+                log_message(session, replace(
+                    entry, outcome=OK, notes=handled.notes,
                     written=_unique(handled.written), acks=acks, failure=None))
             return acks
         except Rejected as rejected:
@@ -128,12 +141,12 @@ class Inbound:
             with self.host.transaction() as session:
                 previous = _lock_and_find(session, entry.id)
                 if previous is not None and repeat_answers and \
-                        previous.outcome != messagelog.TRANSIENT:
+                        previous.outcome != TRANSIENT:
                     return previous.acks
                 acks = replies(message, Outcome(code, True, failure, accepted),
                                entry.id[:19])
-                messagelog.store(session, replace(
-                    entry, outcome=messagelog.outcome_code(code, failure), failure=failure,
+                log_message(session, replace(
+                    entry, outcome=outcome_code(code, failure), failure=failure,
                     acks=acks, notes=[], written=[]))
             return acks
         except Exception:  # nothing could be stored: say so, keep serving
@@ -144,7 +157,7 @@ class Inbound:
             return replies(message, Outcome("AE", False, unstored, accepted), entry.id[:19])
 
     def _refuse_unparsed(self, arrival: Arrival) -> list[bytes]:
-        entry = Entry(id=messagelog.unparsed_id(arrival.raw), raw=arrival.raw,
+        entry = Entry(id=unparsed_id(arrival.raw), raw=arrival.raw,
                       received_at=arrival.received_at, peer=arrival.peer,
                       listener=arrival.listener)
         failure = Failure("The block is not an HL7 v2 message: it must begin with an MSH "
@@ -160,7 +173,7 @@ class Inbound:
         The handler runs as for a new message: what it writes is found-or-created by
         identifier, so running it twice does not duplicate data."""
         with self.host.reader() as session:
-            logged = messagelog.find(session, id)
+            logged = find_logged(session, id)
         if logged is None:
             raise NotFound(f"No HL7 v2 message is logged as MessageHeader/{id}.",
                            expression="id")
@@ -178,13 +191,13 @@ class Inbound:
                       message_type=received.message_type)
         self.process(message, received, entry, repeat_answers=False)
         with self.host.reader() as session:
-            updated = messagelog.find(session, id)
+            updated = find_logged(session, id)
         return updated.outcome if updated is not None else logged.outcome
 
 
-def _lock_and_find(session: Session, id: str) -> messagelog.Logged | None:
+def _lock_and_find(session: Session, id: str) -> Logged | None:
     session.lock(f"hl7v2-message:{id}")
-    return messagelog.find(session, id)
+    return find_logged(session, id)
 
 
 def _unique(references: list[str]) -> list[str]:
