@@ -116,8 +116,8 @@ def list_messages(db: str, outcome: str | None, count: int) -> int:
     header = ("ID", "RECEIVED", "SENDER", "TYPE", "MSH-10", "OUTCOME", "DETAIL")
     widths = [max(len(row[index]) for row in [header, *rows]) for index in range(6)]
     for row in [header, *rows]:
-        print("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=False))
-              + "  " + row[6])
+        line = "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=False))
+        print(f"{line}  {row[6]}".rstrip())
     print(f"{len(rows)} message{'' if len(rows) == 1 else 's'}")
     return 0
 
