@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from tests.devices.mllp.conftest import (
     read_blocks,
     segment,
     send,
+    unique,
 )
 
 
@@ -80,6 +82,29 @@ def test_an_oversize_message_is_answered_ar_and_the_connection_closed(
     assert error[3].startswith("207^") and "1048576 bytes" in error[8]
 
 
+def test_concurrent_senders_are_all_answered_and_a_copy_racing_is_stored_once(
+        mllp: MllpServer) -> None:
+    racing = adt(control_id=f"RACE{unique()}")
+
+    def sender(index: int) -> list[str]:
+        messages = [racing] + [adt(control_id=f"P{index}N{number}") for number in range(5)]
+        with connect(mllp.port) as connection:
+            answers = []
+            for message in messages:
+                connection.sendall(framed(message))
+                answers.extend(read_blocks(connection, 1))
+            return answers
+
+    with ThreadPoolExecutor(MAX_CONNECTIONS - 1) as pool:
+        results = list(pool.map(sender, range(MAX_CONNECTIONS - 1)))
+    assert all(len(answers) == 6 for answers in results)
+    assert all(segment(ack, "MSA")[1] == "AA" for answers in results for ack in answers)
+    assert len({answers[0] for answers in results}) == 1  # the same ACK for every copy
+    control = segment(results[0][0], "MSA")[2]
+    bundle = mllp.process.client.get(f"MessageHeader?response-id={control}").json()
+    assert bundle["total"] == 1
+
+
 def test_a_stalled_sender_does_not_hold_up_another(mllp: MllpServer) -> None:
     stalled_data = framed(adt(control_id="STALLED01"))
     with connect(mllp.port) as stalled:
@@ -119,7 +144,8 @@ def test_connections_beyond_the_limit_are_closed_at_once(mllp: MllpServer) -> No
     assert segment(send(mllp.port, adt()), "MSA")[1] == "AA"
 
 
-@pytest.mark.parametrize("noise", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x00\xff" * 50])
+@pytest.mark.parametrize("noise", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x00\xff" * 50],
+                         ids=["http-request", "binary"])
 def test_bytes_outside_blocks_are_ignored(mllp: MllpServer, noise: bytes) -> None:
     with connect(mllp.port) as connection:
         connection.sendall(noise + framed(adt(control_id="AFTERNOISE")))
