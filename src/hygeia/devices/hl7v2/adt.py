@@ -33,6 +33,8 @@ a UTC offset is taken as UTC.
 
 from __future__ import annotations
 
+import contextlib
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -66,6 +68,7 @@ ENCOUNTER_CLASSES = {"E": "EMER", "I": "IMP", "O": "AMB", "P": "PRENC", "R": "AM
                      "B": "IMP", "C": "AMB"}
 GENDERS = {"M": "male", "F": "female", "O": "other", "A": "other", "U": "unknown",
            "N": "unknown"}
+_DTM = re.compile(r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,4})?)?)?)?)?)?([+-]\d{4})?")
 SEARCH_LIMIT = 1000  # encounters that held one bed looked at by patient_in_bed
 
 
@@ -470,10 +473,10 @@ def _event_time(received: Received) -> str:
 
 
 def _parsed(text: str, where: str) -> datetime:
-    try:
-        value = hl7.parse_datetime(text)
-    except ValueError:
-        value = None
+    value = None
+    if _DTM.fullmatch(text):  # python-hl7 reads "2024-03-01" as 2024-01-01: check first
+        with contextlib.suppress(ValueError):
+            value = hl7.parse_datetime(text)
     if value is None:
         raise Rejected(f"{where.replace('^1^', '-')} is not an HL7 date/time: {text!r}.",
                        hl7_code="102", location=where)
