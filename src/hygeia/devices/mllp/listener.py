@@ -127,6 +127,7 @@ class MllpListener:
             for block in blocks:
                 if isinstance(block, Oversize):
                     connection.sendall(self._oversize_answer(block))
+                    _linger(connection)
                     return
                 arrival = Arrival(block, peer, self.endpoint, datetime.now(UTC))
                 for ack in self.inbound.answer(arrival):
@@ -151,3 +152,18 @@ class MllpListener:
                           "accepts in one message.", "207", "MSH^1")
         ack = replies(message, Outcome("AR", False, failure, accepted=False), "oversize")
         return b"".join(frame(text.encode("utf-8")) for text in ack)
+
+
+LINGER_SECONDS = 2.0
+
+
+def _linger(connection: socket.socket) -> None:
+    """Let the answer reach a peer still sending: closing with its bytes unread would
+    reset the connection, and a reset can discard the answer before the peer reads it.
+    So stop sending, then read and drop what still comes, for a short while at most."""
+    connection.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + LINGER_SECONDS
+    while (left := deadline - time.monotonic()) > 0:
+        connection.settimeout(left)
+        if not connection.recv(RECEIVE_BYTES):
+            return
