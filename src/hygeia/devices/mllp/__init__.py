@@ -87,7 +87,8 @@ def demo(host: PillarHost, fhir_base: str) -> list[str]:
                "\\rPV1|1|I|ICU^101^A^HOSP||||||||||||||||DEMO-V1^^^HOSP^VN")
     return [
         f"HL7 v2 over MLLP on {address}:{port}: admit a demo patient to bed ICU 101 A",
-        f"  printf '\\x0b{message}\\r\\x1c\\r' | mllp_send --port {port} {address}",
+        f"  printf '{message}\\r' > demo-a01.hl7",
+        f"  mllp_send --loose --port {port} --file demo-a01.hl7 {address}",
         f"  curl -s '{fhir_base}/Encounter?identifier=DEMO-V1'",
         f"  curl -s '{fhir_base}/MessageHeader?response-id=DEMO0001'",
     ]
