@@ -156,3 +156,22 @@ def test_a_message_missing_what_it_needs_is_refused_with_the_field(
     with pytest.raises(Rejected) as refused:
         handle(service, change(fixture("adt_a01")))
     assert (refused.value.hl7_code, refused.value.location) == (code, location)
+
+
+def test_a_bed_used_by_two_patients_in_turn_names_each_at_their_time(
+        service: FhirService) -> None:
+    handle(service, fixture("adt_a01"))
+    discharge = fixture("adt_a03").replace("WARD2^205^B", "ICU^101^A")
+    handle(service, discharge)
+    later = fixture("adt_a01").replace("MRN12345", "MRN77777").replace("V1001", "V7777") \
+        .replace("123456789^^^SSA^SS", "77777^^^SSA^SS").replace("20240301075500", "20240306100000")
+    handle(service, later)
+    [first] = found(service, "Patient", ("identifier", MRN))
+    [second] = found(service, "Patient", ("identifier", "MRN77777"))
+    bed = "GOODHEALTH/ICU/101/A"
+    with service.reader() as session:
+        assert patient_in_bed(session, bed, datetime(2024, 3, 4, tzinfo=UTC)) == \
+            f"Patient/{first['id']}"
+        assert patient_in_bed(session, bed, datetime(2024, 3, 5, 12, tzinfo=UTC)) is None
+        assert patient_in_bed(session, bed, datetime(2024, 3, 7, tzinfo=UTC)) == \
+            f"Patient/{second['id']}"

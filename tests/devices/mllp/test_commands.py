@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.devices.mllp.conftest import MllpServer, adt, segment, send, unique
 
@@ -62,3 +63,11 @@ def test_the_list_shows_newest_first_with_a_count(mllp: MllpServer) -> None:
     assert lines[0].split()[:3] == ["ID", "RECEIVED", "SENDER"]
     assert control in lines[1] and " ok" in lines[1]
     assert lines[-1] == "1 message"
+
+
+def test_a_database_file_that_does_not_exist_is_one_error_line(tmp_path: Path) -> None:
+    result = hygeia("devices", "messages", "--db", f"sqlite:///{tmp_path}/typo.db")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --db sqlite:///") and "no database file" in \
+        result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

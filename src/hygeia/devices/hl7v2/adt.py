@@ -391,7 +391,12 @@ def patient_in_bed(session: Session, location_value: str, at: datetime) -> str |
         return None
     bed = f"Location/{beds[0]}"
     patients = set()
-    for encounter in search(session, "Encounter", [("location", bed)]):
+    when = moment.isoformat()
+    # the date filters narrow the search to encounters with a stay around that moment
+    # (maybe in another bed: the loop below checks the stay in this bed)
+    for encounter in search(session, "Encounter", [("location", bed),
+                                                   ("location-period", f"le{when}"),
+                                                   ("location-period", f"ge{when}")]):
         for stay in encounter.get("location", []):
             if stay.get("location", {}).get("reference") == bed and \
                     _within(stay.get("period", {}), moment):

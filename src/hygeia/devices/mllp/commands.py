@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -88,6 +89,13 @@ def _database_flag(parser: argparse.ArgumentParser) -> None:
 
 @contextmanager
 def _service(db: str) -> Iterator[FhirService]:
+    """The database as a Host; a SQLite file that does not exist is an error here (opening
+    it would make an empty database and list nothing, hiding a mistyped path)."""
+    if db.startswith("sqlite:///"):
+        path = Path(db.removeprefix("sqlite:///").split("?", 1)[0])
+        if not path.is_file():
+            raise FhirError(f"--db {db}: there is no database file {path}; give the --db "
+                            "of the server that received the messages")
     repository = open_repository(db)
     try:
         yield FhirService(repository)

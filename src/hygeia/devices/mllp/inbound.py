@@ -24,11 +24,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 import hl7
 
-from hygeia.devices.hl7v2.handling import Handled, Handler, Received, Rejected, field_text
+from hygeia.devices.hl7v2.handling import Handler, Received, Rejected, field_text
 from hygeia.devices.mllp.acks import Failure, Outcome, replies
 from hygeia.devices.mllp.messagelog import (
     OK,
@@ -264,9 +264,3 @@ def _received(message: hl7.Message, text: str, received_at: datetime) -> Receive
                     control_id=field_text(message.segment("MSH"), 10),
                     message_type=message_type(message), received_at=received_at)
 
-
-def received_now() -> datetime:
-    return datetime.now(UTC)
-
-
-__all__ = ["Arrival", "Handled", "Inbound", "decode", "message_type", "parse", "sender"]

@@ -105,6 +105,8 @@ class MllpListener:
             self._converse(connection, peer)
         except OSError:
             pass  # the peer went away, or timed out: nothing to answer
+        except Exception:  # a bug: this connection ends, the listener goes on
+            log.exception("MLLP: the connection from %s failed", peer)
         finally:
             with self._lock:
                 self._connections.discard(connection)
