@@ -163,3 +163,14 @@ def test_the_log_is_searchable_by_control_id_outcome_and_event(mllp: MllpServer)
     found = client.get(f"MessageHeader?event=A04&code=ok&_id={header['id']}").json()
     assert found["total"] == 1
     assert client.get(f"MessageHeader?code=fatal-error&_id={header['id']}").json()["total"] == 0
+
+
+def test_an_acknowledgement_sent_to_the_server_is_not_answered(mllp: MllpServer) -> None:
+    control = f"C{unique()}"
+    ack = (f"MSH|^~\\&|ADT1|GOODHEALTH|HYGEIA|HOSP|20240301080000+0000||ACK^A01^ACK|"
+           f"{control}|P|2.5\rMSA|CA|SOMEID\r")
+    with connect(mllp.port) as connection:
+        connection.sendall(framed(ack))
+        assert read_blocks(connection, 1, timeout=0.5) == []
+        connection.sendall(framed(adt(control_id=control)))  # the connection still works
+        assert segment(read_blocks(connection, 1)[0], "MSA")[1:3] == ["AA", control]

@@ -75,8 +75,8 @@ class Inbound:
         message = parse(text)
         if message is None:
             return self._refuse_unparsed(arrival)
-        if message_type(message) == "ACK":
-            return []  # an acknowledgement of ours is never answered (no ACK ping-pong)
+        if field_text(message.segment("MSH"), 9, 1, 1) == "ACK":
+            return []  # an acknowledgement is never answered (no ACK ping-pong), nor kept
         received = _received(message, text, arrival.received_at)
         entry = Entry(id=record_id(received.sender, received.control_id),
                       raw=arrival.raw, received_at=arrival.received_at, peer=arrival.peer,
@@ -164,7 +164,6 @@ class Inbound:
                           "segment.", "100", "MSH^1")
         return [ack.encode("utf-8") for ack in
                 self._record_failure(None, entry, "AR", failure, True, accepted=False)]
-
 
     def reprocess(self, id: str) -> str:
         """Run the handler again on the logged message ``id`` and update its record;

@@ -64,7 +64,8 @@ class MllpListener:
 
     def start(self) -> None:
         """Bind (raising OSError when the port is taken) and accept on a thread."""
-        self._server = socket.create_server((self.host, self.port), reuse_port=False)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self._server = socket.create_server((self.host, self.port), family=family)
         self.port = self._server.getsockname()[1]
         threading.Thread(target=self._accept, name="mllp-accept", daemon=True).start()
 
