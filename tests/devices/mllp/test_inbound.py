@@ -174,3 +174,23 @@ def test_an_acknowledgement_sent_to_the_server_is_not_answered(mllp: MllpServer)
         assert read_blocks(connection, 1, timeout=0.5) == []
         connection.sendall(framed(adt(control_id=control)))  # the connection still works
         assert segment(read_blocks(connection, 1)[0], "MSA")[1:3] == ["AA", control]
+
+
+def test_a_latin_1_message_is_read_as_latin_1(mllp: MllpServer) -> None:
+    control, mrn = f"C{unique()}", f"M{unique()}"
+    message = adt(control_id=control, mrn=mrn).replace("Everyman^Adam", "Müller^Zoë")
+    with connect(mllp.port) as connection:
+        connection.sendall(b"\x0b" + message.encode("latin-1") + b"\x1c\r")
+        assert segment(read_blocks(connection, 1)[0], "MSA")[1] == "AA"
+    [patient] = search(mllp, f"Patient?identifier={mrn}")
+    assert patient["name"][0]["family"] == "Müller" and patient["name"][0]["given"] == ["Zoë"]
+
+
+def test_a_control_id_an_id_cannot_hold_is_kept_exactly_beside_its_searchable_form(
+        mllp: MllpServer) -> None:
+    control = f"MSG {unique()}_1"
+    ack = send(mllp.port, adt(control_id=control))
+    assert segment(ack, "MSA")[1:3] == ["AA", control]
+    header = record(mllp, control.replace(" ", "-").replace("_", "-"))
+    assert {"url": "urn:hygeia:hl7v2:control-id", "valueString": control} in \
+        header["extension"]
