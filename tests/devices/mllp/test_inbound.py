@@ -194,3 +194,18 @@ def test_a_control_id_an_id_cannot_hold_is_kept_exactly_beside_its_searchable_fo
     header = record(mllp, control.replace(" ", "-").replace("_", "-"))
     assert {"url": "urn:hygeia:hl7v2:control-id", "valueString": control} in \
         header["extension"]
+
+
+def test_enhanced_mode_commits_a_refused_message_then_reports_the_error(
+        mllp: MllpServer) -> None:
+    control = f"C{unique()}"
+    message = "\r".join("PID|1||||Nobody^Known" if line.startswith("PID") else line
+                        for line in adt(control_id=control, accept="AL",
+                                        application="AL").split("\r"))
+    with connect(mllp.port) as connection:
+        connection.sendall(framed(message))
+        commit, application = read_blocks(connection, 2)
+    assert segment(commit, "MSA")[1:3] == ["CA", control]  # stored: the log has it
+    assert segment(application, "MSA")[1:3] == ["AE", control]
+    assert segment(application, "ERR")[2] == "PID^1^3"
+    assert record(mllp, control)["response"]["code"] == "fatal-error"
