@@ -175,3 +175,16 @@ def test_a_bed_used_by_two_patients_in_turn_names_each_at_their_time(
         assert patient_in_bed(session, bed, datetime(2024, 3, 5, 12, tzinfo=UTC)) is None
         assert patient_in_bed(session, bed, datetime(2024, 3, 7, tzinfo=UTC)) == \
             f"Patient/{second['id']}"
+
+
+@pytest.mark.parametrize(("cx", "system"), [
+    ("X1^^^&2.16.840.1.113883.19.5&ISO^MR", "urn:oid:2.16.840.1.113883.19.5"),
+    ("X1^^^&https://ids.example.org/mrn&URI^MR", "https://ids.example.org/mrn"),
+    ("X1^^^^MR^CLINIC7", "urn:hygeia:hl7v2:authority:CLINIC7"),  # the assigning facility
+    ("X1", "urn:hygeia:hl7v2:authority:GOODHEALTH"),  # the sending facility, MSH-4
+])
+def test_the_assigning_authority_becomes_the_identifier_system(
+        service: FhirService, cx: str, system: str) -> None:
+    handle(service, fixture("adt_a04").replace("MRN67890^^^GOODHEALTH^MR", cx))
+    [patient] = found(service, "Patient", ("identifier", f"{system}|X1"))
+    assert patient["identifier"][0]["system"] == system

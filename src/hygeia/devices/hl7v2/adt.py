@@ -138,7 +138,7 @@ def identifiers(message: hl7.Message, segment: hl7.Segment, field: int) -> list[
         system = identifier_system(*(field_text(segment, field, repetition, 4, part)
                                      for part in (1, 2, 3))) or \
             identifier_system(field_text(segment, field, repetition, 6, 1), "", "") or \
-            identifier_system(*(field_text(message.segment("MSH"), 4, 1, 1, part)
+            identifier_system(*(field_text(message.segment("MSH"), 4, 1, part)
                                 for part in (1, 2, 3)))
         identifier: dict[str, Any] = {"system": system, "value": value} if system else \
             {"value": value}
