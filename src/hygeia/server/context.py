@@ -93,6 +93,8 @@ class HttpSettings:
     max_client_connections: int = 32  # open connections per client address; more: 429
     max_connections: int = 1000  # open connections per serving process; more: 503
     max_buffered_bytes: int = 512 * 1024 * 1024  # request bodies held at once; more: 503
+    # the address ``hygeia serve --host`` binds; pillars' listeners (MLLP) bind on it too
+    host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True, slots=True)
