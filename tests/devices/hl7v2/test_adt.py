@@ -16,7 +16,7 @@ from hygeia.fhir.search.query import parse_query
 from hygeia.server import FhirService
 from tests.conftest import FIXTURES
 
-MRN = "urn:hygeia:hl7v2:authority:GOODHEALTH|MRN12345"
+MRN = "urn:hygeia:hl7v2:assigner:GOODHEALTH|MRN12345"
 
 
 def message(text: str) -> Received:
@@ -180,8 +180,8 @@ def test_a_bed_used_by_two_patients_in_turn_names_each_at_their_time(
 @pytest.mark.parametrize(("cx", "system"), [
     ("X1^^^&2.16.840.1.113883.19.5&ISO^MR", "urn:oid:2.16.840.1.113883.19.5"),
     ("X1^^^&https://ids.example.org/mrn&URI^MR", "https://ids.example.org/mrn"),
-    ("X1^^^^MR^CLINIC7", "urn:hygeia:hl7v2:authority:CLINIC7"),  # the assigning facility
-    ("X1", "urn:hygeia:hl7v2:authority:GOODHEALTH"),  # the sending facility, MSH-4
+    ("X1^^^^MR^CLINIC7", "urn:hygeia:hl7v2:assigner:CLINIC7"),  # the assigning facility
+    ("X1", "urn:hygeia:hl7v2:assigner:GOODHEALTH"),  # the sending facility, MSH-4
 ])
 def test_the_assigning_authority_becomes_the_identifier_system(
         service: FhirService, cx: str, system: str) -> None:

@@ -131,7 +131,8 @@ def test_a_loinc_coded_row_in_a_device_message_keeps_its_loinc_code(
 
 def add_patient_in_bed(service: FhirService, bed: str, since: str = "2024-03-15T08:00:00Z"
                        ) -> str:
-    """A Patient with an in-progress Encounter at the Location of ``bed`` (as ADT makes)."""
+    """A Patient with an in-progress Encounter whose stay in the Location of ``bed``
+    began at ``since`` (as the ADT handlers record it)."""
     with service.transaction() as session:
         from hygeia.server.rest import write
         patient = write.create(session, "Patient", {"resourceType": "Patient",
@@ -145,7 +146,7 @@ def add_patient_in_bed(service: FhirService, bed: str, since: str = "2024-03-15T
             "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
                       "code": "IMP"},
             "subject": {"reference": f"Patient/{patient_id}"}, "period": {"start": since},
-            "location": [{"location": {
+            "location": [{"period": {"start": since}, "location": {
                 "reference": f"Location/{location.body_dict()['id']}"}}]})  # type: ignore[index]
     return f"Patient/{patient_id}"
 

@@ -35,7 +35,7 @@ def test_an_admission_is_searchable_as_fhir_once_acknowledged(mllp: MllpServer) 
     mrn, visit, control = f"M{unique()}", f"V{unique()}", f"C{unique()}"
     ack = send(mllp.port, adt(control_id=control, mrn=mrn, visit=visit))
     assert segment(ack, "MSA")[1:3] == ["AA", control]
-    [patient] = search(mllp, f"Patient?identifier=urn:hygeia:hl7v2:authority:GOODHEALTH|{mrn}")
+    [patient] = search(mllp, f"Patient?identifier=urn:hygeia:hl7v2:assigner:GOODHEALTH|{mrn}")
     [encounter] = search(mllp, f"Encounter?identifier={visit}&status=in-progress")
     assert encounter["subject"]["reference"] == f"Patient/{patient['id']}"
     [bed] = search(mllp, "Location?identifier=urn:hygeia:hl7v2:location|GOODHEALTH/ICU/101/A")

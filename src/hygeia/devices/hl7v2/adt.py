@@ -13,7 +13,7 @@ A08        update: demographics, and the visit's class, period and bed when give
 Matching is by identifier only, never by name: a ``PID-3`` repetition is an
 Identifier whose system is the assigning authority (``CX-4``: ``urn:oid:`` +
 its universal id when that is an ISO OID, the URI itself for a URI, else
-``urn:hygeia:hl7v2:authority:`` + its namespace; with no authority, the
+``urn:hygeia:hl7v2:assigner:`` + its namespace; with no authority, the
 assigning facility ``CX-6``, else the sending facility ``MSH-4``). Two
 identifiers of one message that belong to two different patients are refused
 (AE, ERR 205): merging is a person's decision.
@@ -37,7 +37,6 @@ import contextlib
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import hl7
 import orjson
@@ -51,6 +50,7 @@ from hygeia.devices.hl7v2.handling import (
     first_segment,
     repetitions,
 )
+from hygeia.devices.hl7v2.identity import system_of_authority
 from hygeia.fhir.search.query import parse_query
 from hygeia.server.rest import write
 
@@ -58,7 +58,6 @@ if TYPE_CHECKING:
     from hygeia.store import Session
 
 LOCATION_SYSTEM = "urn:hygeia:hl7v2:location"
-AUTHORITY_SYSTEM = "urn:hygeia:hl7v2:authority:"
 IDENTIFIER_TYPES = "http://terminology.hl7.org/CodeSystem/v2-0203"
 ACT_CODES = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 PATIENT_CLASSES = "http://terminology.hl7.org/CodeSystem/v2-0004"
@@ -124,8 +123,9 @@ def identifier_system(namespace: str, universal_id: str, universal_type: str) ->
         return f"urn:oid:{universal_id}"
     if universal_id and universal_type.upper() in ("URI", "URL"):
         return universal_id
-    name = namespace or universal_id
-    return f"{AUTHORITY_SYSTEM}{quote(name, safe='')}" if name else ""
+    if not (namespace or universal_id):
+        return ""  # no authority here: the caller falls back to the facility
+    return system_of_authority(namespace, universal_id, universal_type, "")
 
 
 def identifiers(message: hl7.Message, segment: hl7.Segment, field: int) -> list[dict[str, Any]]:

@@ -24,14 +24,13 @@ from urllib.parse import quote
 import hl7
 import orjson
 
+from hygeia.devices.hl7v2 import adt
 from hygeia.devices.hl7v2.handling import Rejected
 from hygeia.devices.hl7v2.hl7time import fhir_datetime
 from hygeia.devices.hl7v2.identity import (
     LOCATION_SYSTEM,
-    identifier,
     location_value,
     stable_id,
-    system_of_authority,
     token,
 )
 from hygeia.devices.hl7v2.segments import first, part, repetition_count
@@ -89,25 +88,15 @@ def _reason(error: FhirError) -> str:
 
 
 def pid_identifiers(message: hl7.Message) -> list[dict[str, Any]]:
-    """PID-3's identifiers (CX: id^^^authority^type) as FHIR Identifiers."""
+    """PID-3's identifiers as FHIR Identifiers, by the ADT handlers' rule (the same
+    patient must be found whichever message named it first)."""
     pid = first(message, "PID")
-    msh = first(message, "MSH")
     if pid is None:
         return []
     if repetition_count(pid, 3) > MAX_IDENTIFIERS:
         raise Rejected(f"PID-3 repeats more than {MAX_IDENTIFIERS} times.",
                        location="PID^1^3", hl7_code="102")
-    facility = part(msh, 4) if msh is not None else ""
-    found = []
-    for repetition in range(1, repetition_count(pid, 3) + 1):
-        value = part(pid, 3, 1, repetition)
-        if not value:
-            continue
-        system = system_of_authority(part(pid, 3, 4, repetition),
-                                     part(pid, 3, 4, repetition, 2),
-                                     part(pid, 3, 4, repetition, 3), facility)
-        found.append(identifier(system, value, part(pid, 3, 5, repetition)))
-    return found
+    return adt.identifiers(message, pid, 3)
 
 
 def bed_of(message: hl7.Message) -> str:

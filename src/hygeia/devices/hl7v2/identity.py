@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
+from urllib.parse import quote
 
 OBX_SYSTEM = "urn:hygeia:hl7v2:obx"
 DEVICE_SYSTEM = "urn:hygeia:hl7v2:device"
@@ -49,7 +50,9 @@ def system_of_authority(namespace: str, universal_id: str, universal_type: str,
         return f"urn:oid:{universal_id}"
     if universal_id and universal_type.upper() in {"URI", "URL"}:
         return universal_id
-    return ASSIGNER_SYSTEM + (namespace or universal_id or fallback_namespace or "unknown")
+    # quoted: a namespace may hold characters (a space, "|") that a token search splits on
+    return ASSIGNER_SYSTEM + quote(namespace or universal_id or fallback_namespace or "unknown",
+                                   safe="")
 
 
 def location_value(facility: str, point_of_care: str, room: str, bed: str) -> str:

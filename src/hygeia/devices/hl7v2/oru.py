@@ -6,24 +6,25 @@ it), finds the patient (:mod:`.attribution`), maps the results with
 :func:`.writing.upsert` inside the caller's transaction. A message is PCD-01
 when MSH-21 names an IHE PCD profile or any OBX-3 is coded in MDC.
 
-The ADT handlers know who was in which bed when; wire their lookup in with
-``oru_handler(patient_in_bed)``. Until then :func:`.attribution.encounter_in_bed`
-answers from in-progress Encounters.
+The ADT handlers know who was in which bed when (:func:`.adt.patient_in_bed`);
+the registered handler asks them when PID is sparse.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import hl7
 
-from hygeia.devices.hl7v2 import lab, pcd01
+from hygeia.devices.hl7v2 import adt, lab, pcd01
 from hygeia.devices.hl7v2.attribution import Attribution, BedLookup, attribute
 from hygeia.devices.hl7v2.handling import Handled, Handler, Received, Rejected
 from hygeia.devices.hl7v2.hl7time import FhirTime, fhir_datetime
 from hygeia.devices.hl7v2.obx import Obx, read_obx
 from hygeia.devices.hl7v2.segments import first, part, repetition_count
 from hygeia.devices.hl7v2.writing import upsert, upsert_all
+from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.store import Session
 
 PCD_PROFILE_OID = "1.3.6.1.4.1.19376.1.6.1.1.1"  # IHE PCD-01 (DEC), MSH-21.3
@@ -158,4 +159,12 @@ def _first_time(groups: list[OrderGroup]) -> str | None:
     return None
 
 
-HANDLES: dict[str, Handler] = {"ORU^R01": oru_handler()}
+def patient_in_bed(session: Session, bed: str, at: str | None) -> str | None:
+    """Who was in ``bed`` at ``at`` (a FHIR dateTime; None: now), by the ADT handlers'
+    record of bed stays."""
+    moment = datetime.now(UTC) if at is None else \
+        datetime.fromtimestamp(fhir_datetime_range(at)[0] / 1_000_000, UTC)
+    return adt.patient_in_bed(session, bed, moment)
+
+
+HANDLES: dict[str, Handler] = {"ORU^R01": oru_handler(patient_in_bed)}
