@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hygeia.devices import mllp, mqtt
+from hygeia.devices.alarms import DeviceAlarms
 from hygeia.server.extensions import CliCommand, PillarHost
 
 PARTS = (mllp, mqtt)
@@ -26,6 +27,7 @@ class DevicesPillar:
             part.serve_options(group)
 
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
+        host.add_event_consumer(DeviceAlarms(host))
         for part in PARTS:
             part.install(host, options)
 
