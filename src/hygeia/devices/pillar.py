@@ -10,10 +10,10 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hygeia.devices import mllp, mqtt
+from hygeia.devices import mllp, mqtt, registry
 from hygeia.server.extensions import CliCommand, PillarHost
 
-PARTS = (mllp, mqtt)
+PARTS = (mllp, mqtt, registry)
 
 
 class DevicesPillar:
