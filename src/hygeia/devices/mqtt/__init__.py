@@ -46,6 +46,16 @@ def _topic_filter(text: str) -> str:
     return text
 
 
+def _seconds(text: str) -> int:
+    try:
+        seconds = int(text)
+    except ValueError:
+        seconds = -1
+    if not 0 <= seconds <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"{text}: give whole seconds, 0 to 4294967295")
+    return seconds
+
+
 def serve_options(group: argparse._ArgumentGroup) -> None:
     """``--mqtt-url``, ``--mqtt-topic`` and ``--mqtt-client-id``."""
     group.add_argument("--mqtt-url", type=_broker_url, default=None, metavar="URL",
@@ -57,6 +67,10 @@ def serve_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--mqtt-client-id", default=None, metavar="ID",
                        help="the MQTT client id of Hygeia's persistent session (default: "
                             "one made for the database and kept in it)")
+    group.add_argument("--mqtt-session-expiry", type=_seconds, default=7 * 24 * 3600,
+                       metavar="SECONDS", help="how long the broker keeps Hygeia's session "
+                       "and queues its messages while Hygeia is away (default 604800, a "
+                       "week)")
 
 
 def install(host: PillarHost, options: Mapping[str, Any]) -> None:
@@ -71,7 +85,7 @@ def install(host: PillarHost, options: Mapping[str, Any]) -> None:
     listener = MqttListener(
         host, BrokerAddress.parse(str(options["mqtt_url"])),
         TopicLayout.from_filter(str(options.get("mqtt_topic") or DEFAULT_FILTER)),
-        client_id)
+        client_id, int(options.get("mqtt_session_expiry", 7 * 24 * 3600)))
     host.add_listener(listener)
     _LISTENERS[host] = listener
 

@@ -2,10 +2,12 @@
 
 Durability, in order:
 
-- One persistent session per database (MQTT 3.1.1 ``clean_session`` false and
-  a stable client id, :mod:`.client_id`): while Hygeia is down or disconnected
-  the broker queues the QoS 1 messages of its subscriptions and delivers them
-  on reconnection.
+- One persistent session per database (MQTT 5 ``clean_start`` false, a stable
+  client id, :mod:`.client_id`, and a session expiry interval,
+  ``--mqtt-session-expiry``): while Hygeia is down or disconnected the broker
+  queues the QoS 1 messages of its subscriptions and delivers them on
+  reconnection. Past the expiry the broker forgets the session (and what it
+  queued): the bound on what a broker keeps for a Hygeia that never returns.
 - Messages are acknowledged by hand (paho ``manual_ack``): the PUBACK goes out
   only after the transaction holding the message's data has committed. A
   message whose PUBACK never left (a crash, a lost connection) is sent again by
@@ -37,6 +39,8 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from hygeia.devices.mqtt.payloads import parse_reading
 from hygeia.devices.mqtt.status import parse_status, record_status
@@ -54,6 +58,10 @@ RECONNECT_DELAY = (1, 30)  # seconds: first retry, and the cap of the doubling b
 RETRY_DELAY = (0.2, 10.0)  # a failed store: first retry, and the cap
 CONNECT_WAIT = 10.0  # start() waits this long for the first subscription
 KEEPALIVE = 30
+# unacknowledged messages the broker may send at once (MQTT 5 Receive Maximum): bounds
+# the inbox, and lets a batch fill while the previous one commits
+RECEIVE_MAXIMUM = 2 * BATCH
+DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600  # seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +106,10 @@ class MqttListener:
     name = "mqtt"
 
     def __init__(self, host: Host, broker: BrokerAddress, layout: TopicLayout,
-                 client_id: Callable[[], str]) -> None:
+                 client_id: Callable[[], str],
+                 session_expiry: int = DEFAULT_SESSION_EXPIRY) -> None:
         self.host = host
+        self.session_expiry = session_expiry
         self.broker = broker
         self.layout = layout
         self._client_id = client_id
@@ -113,7 +123,7 @@ class MqttListener:
 
     def start(self) -> None:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id(),
-                             clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
+                             protocol=mqtt.MQTTv5, manual_ack=True)
         if self.broker.username:
             client.username_pw_set(self.broker.username, self.broker.password)
         client.reconnect_delay_set(*RECONNECT_DELAY)
@@ -124,7 +134,11 @@ class MqttListener:
         self._client = client
         self._worker = threading.Thread(target=self._work, name="mqtt-store", daemon=True)
         self._worker.start()
-        client.connect_async(self.broker.host, self.broker.port, keepalive=KEEPALIVE)
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.session_expiry
+        properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        client.connect_async(self.broker.host, self.broker.port, keepalive=KEEPALIVE,
+                             clean_start=False, properties=properties)
         client.loop_start()
         if not self._subscribed.wait(CONNECT_WAIT):
             log.warning("MQTT broker %s:%d not reached yet; retrying in the background",
