@@ -98,6 +98,7 @@ class Delivery:
     payload: bytes
     mid: int
     qos: int
+    connection: int  # which connection it came on (its mid means nothing on another)
 
 
 class MqttListener:
@@ -118,6 +119,11 @@ class MqttListener:
         self._subscribed = threading.Event()
         self._worker: threading.Thread | None = None
         self._client: mqtt.Client | None = None
+        # connections so far: a message is acknowledged only on the connection it came
+        # on. After a reconnection the broker sends it again (with a packet id it may by
+        # then have given another message too), and that copy is acknowledged instead.
+        self._connection = 0
+        self._connection_lock = threading.Lock()
 
     # ------------------------------------------------------------- connection
 
@@ -158,6 +164,8 @@ class MqttListener:
             log.error("MQTT broker %s:%d refused the connection: %s", self.broker.host,
                       self.broker.port, reason)
             return
+        with self._connection_lock:
+            self._connection += 1
         log.info("MQTT connected to %s:%d (session present: %s)", self.broker.host,
                  self.broker.port, flags.session_present)
         client.subscribe([(self.layout.observations, QOS), (self.layout.statuses, QOS)])
@@ -170,13 +178,15 @@ class MqttListener:
 
     def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                       properties: Any) -> None:
+        with self._connection_lock:
+            self._connection += 1
         if not self._stopping.is_set():
             log.warning("MQTT connection to %s:%d lost (%s); reconnecting",
                         self.broker.host, self.broker.port, reason)
 
     def _received(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._inbox.put(Delivery(message.topic, bytes(message.payload), message.mid,
-                                 message.qos))
+                                 message.qos, self._connection))
 
     # ------------------------------------------------------------- storing
 
@@ -273,6 +283,9 @@ class MqttListener:
         return self.layout.error_topic(levels[0], levels[1]) if len(levels) == 3 else None
 
     def _ack(self, delivery: Delivery) -> None:
-        if self._client is not None and delivery.qos > 0:
-            self._client.ack(delivery.mid, delivery.qos)
+        if self._client is None or delivery.qos == 0:
+            return
+        with self._connection_lock:
+            if delivery.connection == self._connection:
+                self._client.ack(delivery.mid, delivery.qos)
 
