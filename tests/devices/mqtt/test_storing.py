@@ -21,10 +21,11 @@ LAYOUT = TopicLayout.from_filter("hygeia/+/+/obs")
 TOPIC = "hygeia/ward-3/bed-7/obs"
 
 
-def store(service: FhirService, payload: dict[str, Any], topic: str = TOPIC) -> Any:
+def store(service: FhirService, payload: dict[str, Any], topic: str = TOPIC,
+          known: dict[str, str] | None = None) -> Any:
     reading = parse_reading(LAYOUT, topic, orjson.dumps(payload))
     with service.transaction() as session:
-        return store_reading(session, reading)
+        return store_reading(session, reading, known)
 
 
 def observations(service: FhirService) -> list[dict[str, Any]]:
@@ -104,3 +105,14 @@ def test_a_conditional_reference_that_matches_nothing_is_refused(
 def test_payloads_that_cannot_be_stored_say_why(payload: bytes, message: str) -> None:
     with pytest.raises(FhirError, match=message):
         parse_reading(LAYOUT, TOPIC, payload)
+
+
+def test_a_remembered_device_is_used_only_while_it_exists(service: FhirService) -> None:
+    known: dict[str, str] = {}
+    first = store(service, observation(1), known=known).device_id
+    assert known == {"ward-3/bed-7": first}
+    assert store(service, observation(2), known=known).device_id == first
+    with service.transaction() as session:
+        write.delete(session, "Device", first)
+    again = store(service, observation(3), known=known).device_id
+    assert again != first and known == {"ward-3/bed-7": again}

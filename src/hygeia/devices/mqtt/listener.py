@@ -119,6 +119,7 @@ class MqttListener:
         self._subscribed = threading.Event()
         self._worker: threading.Thread | None = None
         self._client: mqtt.Client | None = None
+        self._known_devices: dict[str, str] = {}  # "{gateway}/{device}" -> Device id
         # connections so far: a message is acknowledged only on the connection it came
         # on. After a reconnection the broker sends it again (with a packet id it may by
         # then have given another message too), and that copy is acknowledged instead.
@@ -242,7 +243,7 @@ class MqttListener:
         except FhirError as error:
             self._refuse(delivery, error)
             return None
-        return lambda session: store_reading(session, reading)
+        return lambda session: store_reading(session, reading, self._known_devices)
 
     def _store_alone(self, delivery: Delivery, step: Callable[[Session], object]) -> None:
         """One message in its own transaction, retried until it commits, is refused (a

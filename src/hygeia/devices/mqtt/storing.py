@@ -35,6 +35,7 @@ from hygeia.store import Session
 
 DEVICE_SYSTEM = "urn:hygeia:mqtt:device"
 GATEWAY_SYSTEM = "urn:hygeia:mqtt:gateway"
+MAX_KNOWN = 100_000  # device ids a listener remembers (forgets them all beyond)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,17 +54,43 @@ def ensure_gateway(session: Session, gateway: str) -> str:
                           "type": {"text": "MQTT gateway"}})
 
 
-def ensure_topic_device(session: Session, gateway: str, device: str) -> str:
-    """The id of the Device that publishes on ``{gateway}/{device}`` (created when absent)."""
+def ensure_topic_device(session: Session, gateway: str, device: str,
+                        known: dict[str, str] | None = None) -> str:
+    """The id of the Device that publishes on ``{gateway}/{device}`` (created when absent).
+
+    ``known`` remembers the ids found before (a listener keeps one): two identifier
+    searches are most of the cost of storing a reading, and a device sends thousands.
+    A remembered id is used only while that Device still carries the identifier.
+    """
+    value = f"{gateway}/{device}"
+    remembered = (known or {}).get(value)
+    if remembered is not None and _carries(session, remembered, value):
+        return remembered
     gateway_id = ensure_gateway(session, gateway)
-    return ensure_device(session, DEVICE_SYSTEM, f"{gateway}/{device}",
-                         {"deviceName": [{"name": device, "type": "user-friendly-name"}],
-                          "parent": {"reference": f"Device/{gateway_id}"}})
+    device_id = ensure_device(session, DEVICE_SYSTEM, value,
+                              {"deviceName": [{"name": device, "type": "user-friendly-name"}],
+                               "parent": {"reference": f"Device/{gateway_id}"}})
+    if known is not None:
+        if len(known) >= MAX_KNOWN:
+            known.clear()
+        known[value] = device_id
+    return device_id
 
 
-def store_reading(session: Session, reading: Reading) -> Stored:
-    """Store ``reading`` in ``session`` (see the module docstring); never commits."""
-    device_id = ensure_topic_device(session, reading.gateway, reading.device)
+def _carries(session: Session, device_id: str, value: str) -> bool:
+    current = session.current("Device", device_id)
+    if current is None or current.deleted:
+        return False
+    return {"system": DEVICE_SYSTEM, "value": value} in \
+        [{"system": i.get("system"), "value": i.get("value")}
+         for i in orjson.loads(current.content or b"{}").get("identifier") or []]
+
+
+def store_reading(session: Session, reading: Reading,
+                  known: dict[str, str] | None = None) -> Stored:
+    """Store ``reading`` in ``session`` (see the module docstring); never commits.
+    ``known``: device ids found before (:func:`ensure_topic_device`)."""
+    device_id = ensure_topic_device(session, reading.gateway, reading.device, known)
     targets = [_target(session, reading, index, part) for index, part in enumerate(reading.parts)]
     mapping = {part.full_url: f"{part.resource['resourceType']}/{id}"
                for part, (id, _) in zip(reading.parts, targets, strict=True) if part.full_url}
