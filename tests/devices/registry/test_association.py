@@ -6,7 +6,6 @@ import orjson
 import pytest
 
 from hygeia.devices.registry import associate, associations, ensure_device, patient_of
-from hygeia.devices.registry.devices import find_device, set_device_status
 from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.fhir.outcome import BadRequest, NotFound
 from hygeia.server import FhirService
@@ -52,16 +51,3 @@ def test_an_association_needs_the_device_the_patient_and_a_sane_period(
     with pytest.raises(BadRequest, match="ends"), service.transaction() as session:
         associate(session, device, patient, start="2026-02-01", end="2026-01-01")
 
-
-def test_a_device_is_created_once_and_its_status_changes_only_when_told(
-        service: FhirService) -> None:
-    with service.transaction() as session:
-        first = ensure_device(session, "urn:example:serial", "pump|7,a")  # escaped in search
-        again = ensure_device(session, "urn:example:serial", "pump|7,a")
-        assert first == again
-        assert set_device_status(session, first, "inactive") is True
-        assert set_device_status(session, first, "inactive") is False
-        found = find_device(session, "urn:example:serial", "pump|7,a")
-        assert found is not None and found.version == 2
-        with pytest.raises(BadRequest, match="not a Device status"):
-            set_device_status(session, first, "broken")

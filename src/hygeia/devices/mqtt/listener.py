@@ -84,7 +84,7 @@ class BrokerAddress:
             port = -1
         if parts.scheme != "mqtt" or not parts.hostname or port <= 0 or \
                 parts.path not in ("", "/"):
-            raise ValueError(f"--mqtt-url {url}: write it as mqtt://HOST[:PORT], "
+            raise ValueError(f"'{url}' is not a broker URL: write it as mqtt://HOST[:PORT], "
                              "e.g. mqtt://127.0.0.1:1883 (mqtts is not supported)")
         return cls(parts.hostname, port, unquote(parts.username) if parts.username else None,
                    unquote(parts.password) if parts.password else None)

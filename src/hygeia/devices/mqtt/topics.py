@@ -32,7 +32,7 @@ class TopicLayout:
         levels = topic_filter.split("/")
         if len(levels) < 3 or levels[-3:] != ["+", "+", "obs"] or \
                 any("#" in level or "+" in level for level in levels[:-3]):
-            raise ValueError(f"--mqtt-topic {topic_filter}: the filter must end in +/+/obs "
+            raise ValueError(f"'{topic_filter}': the filter must end in +/+/obs "
                              "(gateway, device, obs), like the default "
                              f"{DEFAULT_FILTER}, with no other wildcard")
         return cls(topic_filter)
