@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from hygeia.devices.mqtt.payloads import parse_reading
+from hygeia.devices.mqtt.payloads import MAX_PAYLOAD_BYTES, parse_reading
 from hygeia.devices.mqtt.storing import ensure_topic_device, store_reading
 from hygeia.devices.mqtt.topics import TopicLayout
 from hygeia.devices.registry import associate
@@ -100,7 +100,7 @@ def test_a_conditional_reference_that_matches_nothing_is_refused(
     (orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": [
         {"resource": observation(1), "request": {"method": "DELETE", "url": "Observation/1"}}
     ]}), "may only create"),
-    (b"x" * (1024 * 1024 + 1), "at most"),
+    (b"x" * (MAX_PAYLOAD_BYTES + 1), "at most"),
 ])
 def test_payloads_that_cannot_be_stored_say_why(payload: bytes, message: str) -> None:
     with pytest.raises(FhirError, match=message):
@@ -116,3 +116,26 @@ def test_a_remembered_device_is_used_only_while_it_exists(service: FhirService) 
         write.delete(session, "Device", first)
     again = store(service, observation(3), known=known).device_id
     assert again != first and known == {"ward-3/bed-7": again}
+
+
+def test_a_reading_stored_in_a_transaction_that_rolled_back_is_stored_alike_again(
+        service: FhirService) -> None:
+    """The listener retries a failed batch message by message, with the same readings."""
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:0d4c2e1a-1111-4a5e-9f00-000000000001",
+         "resource": {"resourceType": "Device", "deviceName": [{"name": "cuff",
+                                                                 "type": "model-name"}]}},
+        {"resource": observation(120, device={
+            "reference": "urn:uuid:0d4c2e1a-1111-4a5e-9f00-000000000001"})}]}
+    reading = parse_reading(LAYOUT, TOPIC, orjson.dumps(bundle))
+    with pytest.raises(RuntimeError), service.transaction() as session:
+        store_reading(session, reading)
+        raise RuntimeError("the batch failed")
+    with service.transaction() as session:
+        first = store_reading(session, reading)
+    with service.transaction() as session:
+        again = store_reading(session, reading)
+    assert (first.created, again.created, again.replayed) == (1, 0, 1)
+    with service.reader() as session:
+        query = parse_query("Device", [("device-name", "cuff")], registry=session.registry)
+        assert len(session.search(query).matches) == 1

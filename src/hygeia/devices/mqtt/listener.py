@@ -59,7 +59,8 @@ RETRY_DELAY = (0.2, 10.0)  # a failed store: first retry, and the cap
 CONNECT_WAIT = 10.0  # start() waits this long for the first subscription
 KEEPALIVE = 30
 # unacknowledged messages the broker may send at once (MQTT 5 Receive Maximum): bounds
-# the inbox, and lets a batch fill while the previous one commits
+# the inbox (at most this many payloads of payloads.MAX_PAYLOAD_BYTES: 100 MiB), and lets
+# a batch fill while the previous one commits
 RECEIVE_MAXIMUM = 2 * BATCH
 DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600  # seconds
 

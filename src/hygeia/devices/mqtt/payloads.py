@@ -30,7 +30,7 @@ from hygeia.devices.mqtt.topics import TopicLayout
 from hygeia.fhir.outcome import BadRequest, Issue, PayloadTooLarge, Unprocessable
 from hygeia.fhir.validation import validate
 
-MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_PAYLOAD_BYTES = 256 * 1024  # a PHD upload is a few KB; see listener.RECEIVE_MAXIMUM
 MAX_ENTRIES = 1000
 ACCEPTED_TYPES = ("Observation", "Device", "DeviceMetric", "Patient")
 BUNDLE_TYPES = ("transaction", "batch", "collection")

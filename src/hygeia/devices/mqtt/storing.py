@@ -101,7 +101,8 @@ def store_reading(session: Session, reading: Reading,
         if exists:
             replayed += is_observation
             continue
-        resource = rewrite_references(part.resource, resolve)
+        # a copy: storing stamps and rewrites it, and a retry must start from the payload
+        resource = rewrite_references(orjson.loads(orjson.dumps(part.resource)), resolve)
         if is_observation:
             _attribute(session, resource, device_id)
             created += 1
