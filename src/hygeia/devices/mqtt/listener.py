@@ -137,6 +137,7 @@ class MqttListener:
         client.reconnect_delay_set(*RECONNECT_DELAY)
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
+        client.on_connect_fail = self._not_connected
         client.on_subscribe = self._subscribed_to
         client.on_message = self._received
         self._client = client
@@ -171,6 +172,10 @@ class MqttListener:
         log.info("MQTT connected to %s:%d (session present: %s)", self.broker.host,
                  self.broker.port, flags.session_present)
         client.subscribe([(self.layout.observations, QOS), (self.layout.statuses, QOS)])
+
+    def _not_connected(self, client: mqtt.Client, userdata: Any) -> None:
+        log.warning("MQTT broker %s:%d cannot be reached; retrying", self.broker.host,
+                    self.broker.port)
 
     def _subscribed_to(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
                        properties: Any) -> None:
