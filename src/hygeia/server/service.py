@@ -14,6 +14,7 @@ import orjson
 
 from hygeia.fhir.outcome import BadRequest
 from hygeia.fhir.search.parameters import default_registry
+from hygeia.server.alerts import AlertService
 from hygeia.server.audit.trail import AuditTrail
 from hygeia.server.auth.endpoints import AuthMount
 from hygeia.server.auth.guard import guarded
@@ -51,7 +52,7 @@ from hygeia.server.rest.integrity import (
 )
 from hygeia.server.rest.interactions import INTERACTIONS
 from hygeia.server.rest.openapi import openapi_document
-from hygeia.server.rest.provenance import store_provenance
+from hygeia.server.rest.provenance import RequestProvenance, request_provenance
 from hygeia.server.rest.router import Route, parse_route
 from hygeia.server.write_hooks import WriteHooks
 from hygeia.store import (
@@ -85,6 +86,8 @@ class FhirService:
                                               for kind in (ExportJob(), ImportJob(),
                                                            ReindexJob())}
         self.runner: JobRunner | None = None
+        # raising, clearing and escalating alerts (server/alerts); escalates from start_jobs
+        self.alerts = AlertService(self)
         # readers of the change feed, started with the jobs (server/events); a pillar
         # adds its own with add_event_consumer before start_jobs
         self.event_consumers: list[EventConsumer] = registered_consumers()
@@ -95,6 +98,7 @@ class FhirService:
         # registers its own here at start-up
         self.write_hooks = WriteHooks()
         self.write_hooks.register(SearchParameterHook())
+        self.write_hooks.register(RequestProvenance())
         # network listeners of pillars, started by start_listeners (one process only)
         self.listeners: list[Listener] = []
         self._listening: list[Listener] = []
@@ -227,12 +231,11 @@ class FhirService:
         if operation is not None and operation.session == "write":
             with self.transaction(integrity=self.integrity_check(request)) as session:
                 return self.perform(route, request, session)
-        if route.writes:
-            with self.transaction(integrity=self.integrity_check(request)) as session:
-                # the write, its Provenance and AuditEvent
+        if route.writes:  # the write, its Provenance (a write hook) and AuditEvent
+            with request_provenance(request, route.resource_type) as provenance, \
+                    self.transaction(integrity=self.integrity_check(request)) as session:
                 response = self.perform(route, request, session)
-                stored = store_provenance(session, route, request, response)
-                self.audit.written(session, route, request, response, stored)
+                self.audit.written(session, route, request, response, provenance)
                 return response
         with self.reader() as session:
             return self.perform(route, request, session)
@@ -278,6 +281,7 @@ class FhirService:
             self.runner.start()
         self.audit.start()
         self.start_events()
+        self.alerts.start()
         return self.runner
 
     def start_events(self, timing: EventTiming | None = None) -> None:
@@ -375,6 +379,7 @@ class FhirService:
         self._stop_listeners()
         for events in self.event_runners:
             events.stop()
+        self.alerts.stop()
         if self.runner is not None:
             self.runner.stop()
         self.audit.close()
