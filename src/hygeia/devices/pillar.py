@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hygeia.devices import mllp, mqtt, registry
+from hygeia.devices.commands import merge_commands
 from hygeia.server.extensions import CliCommand, PillarHost
 
 PARTS = (mllp, mqtt, registry)
@@ -30,7 +31,7 @@ class DevicesPillar:
             part.install(host, options)
 
     def commands(self) -> Sequence[CliCommand]:
-        return [command for part in PARTS for command in part.commands()]
+        return merge_commands(command for part in PARTS for command in part.commands())
 
     def demo(self, host: PillarHost, fhir_base: str) -> list[str]:
         lines: list[str] = []

@@ -2,7 +2,7 @@
 
 Devices are found by identifier (:mod:`.devices`), associated with patients
 over time through DeviceUseStatement (:mod:`.association`), and listed or
-assigned from the command line (``hygeia devices``, :mod:`.commands`). The
+assigned from the command line (``hygeia devices``, :mod:`.cli`). The
 protocol parts (MQTT, MLLP) use these functions to attribute what a device
 reports to the device and to its patient.
 """
@@ -37,7 +37,7 @@ def install(host: PillarHost, options: Mapping[str, Any]) -> None:
 
 
 def commands() -> Sequence[CliCommand]:
-    from hygeia.devices.registry.commands import DevicesCommand
+    from hygeia.devices.registry.cli import DevicesCommand
 
     return [DevicesCommand()]
 
