@@ -10,11 +10,12 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hygeia.devices import mllp, mqtt
+from hygeia.devices import mllp, mqtt, registry
 from hygeia.devices.alarms import DeviceAlarms
+from hygeia.devices.commands import merge_commands
 from hygeia.server.extensions import CliCommand, PillarHost
 
-PARTS = (mllp, mqtt)
+PARTS = (mllp, mqtt, registry)
 
 
 class DevicesPillar:
@@ -32,7 +33,7 @@ class DevicesPillar:
             part.install(host, options)
 
     def commands(self) -> Sequence[CliCommand]:
-        return [command for part in PARTS for command in part.commands()]
+        return merge_commands(command for part in PARTS for command in part.commands())
 
     def demo(self, host: PillarHost, fhir_base: str) -> list[str]:
         lines: list[str] = []
