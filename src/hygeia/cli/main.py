@@ -521,14 +521,15 @@ def default_files_dir(db_url: str) -> str:
 
 
 def load_demo(service: object, console: Console) -> None:
-    """Load the packaged demo patients once (skipped when the database holds data)."""
+    """Load the packaged demo patients once (skipped when the database holds patients: a
+    pillar may have stored what it needs, such as a SearchParameter, before this)."""
     from hygeia.cli.load import load_paths, summary
     from hygeia.server import FhirService
     from hygeia.store import HistoryQuery
 
     assert isinstance(service, FhirService)
     with service.repository.reader() as session:
-        if session.history(HistoryQuery(count=1)):
+        if session.history(HistoryQuery(resource_type="Patient", count=1)):
             console.print("Database already holds data; demo data not loaded again.")
             return
     demo = files("hygeia.cli") / "demo"

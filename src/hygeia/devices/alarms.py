@@ -1,6 +1,9 @@
 """Device alarms become alerts: a reading a device flagged in alarm, or one outside the
 device's own alarm limits, raises an alert through the core's alerting service; the
-next reading of the same measurement within the limits clears it.
+next reading of the same measurement within the limits clears it. A gateway whose
+Device turns ``inactive`` (its MQTT status went ``offline``) raises a device-offline
+alert for each patient using it or a device below it; ``active`` again clears them.
+A gateway no patient uses raises none (the log says so): an alert needs a subject.
 
 An :class:`EventConsumer` of the change feed does it, after commit, so the MLLP and
 MQTT paths acknowledge as fast as they store and an alarm survives a crash between
@@ -10,20 +13,27 @@ and patient while the condition persists: the alerting service deduplicates by k
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from typing import Any
 
 import orjson
 
 from hygeia.devices.hl7v2.flags import MEASUREMENT_STATUS, PCD_ALARM
+from hygeia.devices.mqtt.storing import GATEWAY_SYSTEM
+from hygeia.devices.registry import children, patient_of
 from hygeia.server.alerts import Alert
 from hygeia.server.extensions import EventContext, PillarHost
 from hygeia.store import ChangeBatch, Session
+
+log = logging.getLogger("hygeia.devices.alarms")
 
 ALARM_LIMITS = "alarm limits"  # the referenceRange text prefix a device's limits carry
 IN_ALARM_STATUS = "msmt-state-in-alarm"
 ALARM_CODE = {"coding": [{"system": "urn:hygeia:codesystem:device-alert",
                           "code": "device-alarm", "display": "Device alarm"}]}
+OFFLINE_CODE = {"coding": [{"system": "urn:hygeia:codesystem:device-alert",
+                            "code": "device-offline", "display": "Device offline"}]}
 
 
 def alarm_of(observation: dict[str, Any]) -> str | None:
@@ -65,7 +75,7 @@ class DeviceAlarms:
     """Raises and clears device-alarm alerts from the Observations committed."""
 
     name = "devices-alarms"
-    types: Collection[str] | None = ("Observation",)
+    types: Collection[str] | None = ("Observation", "Device")
     from_start = False  # alarms are about now: a new install does not replay history
 
     def __init__(self, host: PillarHost) -> None:
@@ -75,9 +85,32 @@ class DeviceAlarms:
         with context.transaction() as session:
             for event in batch.events:
                 stored = session.version(event.resource_type, event.id, event.version)
-                if stored is not None and stored.content is not None and \
-                        b'"device"' in stored.content:  # most Observations are not a device's
+                if stored is None or stored.content is None:
+                    continue
+                if event.resource_type == "Device":
+                    if GATEWAY_SYSTEM.encode() in stored.content:
+                        self.gateway(session, event.id, orjson.loads(stored.content))
+                elif b'"device"' in stored.content:  # most Observations are not a device's
                     self.observed(session, event.id, orjson.loads(stored.content))
+
+    def gateway(self, session: Session, id: str, device: dict[str, Any]) -> None:
+        """Raise or clear the device-offline alerts of a gateway whose status changed."""
+        patients = sorted({patient for device_id in (id, *children(session, id))
+                           if (patient := patient_of(session, device_id)) is not None})
+        name = ((device.get("deviceName") or [{}])[0]).get("name") or f"Device/{id}"
+        offline = device.get("status") == "inactive"
+        if offline and not patients:
+            log.warning("gateway %s is offline; no patient uses it, so no alert is raised",
+                        name)
+        for patient in patients:
+            key = f"device-offline|Device/{id}|{patient}"
+            if not offline:
+                self.host.alerts.clear_alert(session, key)
+                continue
+            self.host.alerts.raise_alert(session, Alert(
+                key=key, subject=patient, code=OFFLINE_CODE, priority="urgent",
+                text=f"Gateway {name} went offline: its devices' readings stop arriving.",
+                source=f"Device/{id}"))
 
     def observed(self, session: Session, id: str, observation: dict[str, Any]) -> None:
         key = alarm_key(observation)

@@ -111,7 +111,7 @@ class FhirService:
         self._parameters_seen = self._newest_parameter_write()
         loaded = load_custom_parameters(repository, self.registry)
         if loaded:
-            log.info("loaded %d custom search parameters", loaded)
+            log.debug("loaded %d custom search parameters", loaded)
         # two helpers, not one: rows are needed at flush and the verdict only at commit, so
         # extraction must not queue behind a whole Bundle's validation (measured: 0.77 of
         # pre-indexing ingest with one helper, 0.86 with two)

@@ -20,6 +20,7 @@ from hygeia.devices.mllp.commands import DevicesCommand
 from hygeia.devices.mllp.inbound import Inbound
 from hygeia.devices.mllp.listener import MllpLimits, MllpListener
 from hygeia.server.extensions import CliCommand, PillarHost
+from hygeia.server.group_commit import GroupCommit
 
 _PORTS: dict[int, int] = {}  # the MLLP port install() set up, by id of the host (for demo)
 
@@ -67,8 +68,8 @@ def install(host: PillarHost, options: Mapping[str, Any]) -> None:
                         max_message_bytes=max(1, int(options.get("mllp_max_message_kb",
                                                                  1024))) * 1024)
     _PORTS[id(host)] = int(port)
-    host.add_listener(MllpListener(Inbound(host, handlers()), host.settings.http.host,
-                                   int(port), limits))
+    inbound = Inbound(host, handlers(), GroupCommit(host, name="mllp-commit"))
+    host.add_listener(MllpListener(inbound, host.settings.http.host, int(port), limits))
 
 
 def commands() -> Sequence[CliCommand]:

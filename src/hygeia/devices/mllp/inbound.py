@@ -8,7 +8,11 @@ The order is what makes an acknowledgement trustworthy:
    copies arriving at once on two connections are processed once), answer a
    repeat from its record (the same ACKs, nothing stored again; a record of a
    transient error is processed again instead), else run the handler for the
-   message type and write the raw message and its record.
+   message type and write the raw message and its record. A listener's
+   connections share transactions (:class:`~hygeia.server.group_commit.GroupCommit`):
+   the messages that arrive while one commit is written go into the next, one
+   fsync for all of them; a message that fails runs again alone, so it cannot
+   take the others down.
 3. Only after that transaction commits are the ACKs returned to be sent.
 
 A handler that refuses the message (:class:`~hygeia.devices.hl7v2.handling.Rejected`)
@@ -22,7 +26,7 @@ nothing is kept: the sender will resend.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -47,6 +51,7 @@ from hygeia.devices.mllp.messagelog import (
 )
 from hygeia.fhir.outcome import FhirError, NotFound
 from hygeia.server.extensions import Host
+from hygeia.server.group_commit import GroupCommit
 from hygeia.store import Session
 
 log = logging.getLogger("hygeia.devices.mllp")
@@ -65,9 +70,19 @@ class Arrival:
 class Inbound:
     """Processes messages for a listener (or a reprocess) through ``host``."""
 
-    def __init__(self, host: Host, handlers: Mapping[str, Handler]) -> None:
+    def __init__(self, host: Host, handlers: Mapping[str, Handler],
+                 commits: GroupCommit | None = None) -> None:
         self.host = host
         self.handlers = handlers
+        self.commits = commits  # a listener's: its connections share commits
+
+    def _committed(self, work: Callable[[Session], list[str]], key: str) -> list[str]:
+        """``work``'s result once its transaction committed: a shared one through the
+        listener's group commit, else one of its own (a reprocess from the CLI)."""
+        if self.commits is not None:
+            return self.commits.run(work, key)
+        with self.host.transaction() as session:
+            return work(session)
 
     def answer(self, arrival: Arrival) -> list[bytes]:
         """Process one message; the acknowledgements to send, encoded, once committed."""
@@ -94,18 +109,20 @@ class Inbound:
             return self._record_failure(message, entry, "AR", refusal, repeat_answers,
                                         accepted=False)
         handler = self.handlers[received.message_type]
-        try:
-            with self.host.transaction() as session:
-                previous = _lock_and_find(session, entry.id)
-                if previous is not None and repeat_answers and \
-                        previous.outcome != TRANSIENT:
-                    return previous.acks
-                handled = handler(received, session)
-                acks = replies(message, Outcome("AA", True), entry.id[:19])
-                log_message(session, replace(
-                    entry, outcome=OK, notes=handled.notes,
-                    written=_unique(handled.written), acks=acks, failure=None))
+
+        def store(session: Session) -> list[str]:
+            previous = _lock_and_find(session, entry.id)
+            if previous is not None and repeat_answers and previous.outcome != TRANSIENT:
+                return previous.acks
+            handled = handler(received, session)
+            acks = replies(message, Outcome("AA", True), entry.id[:19])
+            log_message(session, replace(
+                entry, outcome=OK, notes=handled.notes,
+                written=_unique(handled.written), acks=acks, failure=None))
             return acks
+
+        try:
+            return self._committed(store, entry.id)
         except Rejected as rejected:
             failure = Failure(rejected.text, rejected.hl7_code, rejected.location)
             return self._record_failure(message, entry, rejected.acknowledgement, failure,

@@ -67,6 +67,8 @@ class MllpListener:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self._server = socket.create_server((self.host, self.port), family=family)
         self.port = self._server.getsockname()[1]
+        if self.inbound.commits is not None:
+            self.inbound.commits.start()
         threading.Thread(target=self._accept, name="mllp-accept", daemon=True).start()
 
     def stop(self) -> None:
@@ -80,6 +82,8 @@ class MllpListener:
             for connection in self._connections:
                 with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
+        if self.inbound.commits is not None:
+            self.inbound.commits.stop()  # after committing what is queued
 
     def _accept(self) -> None:
         assert self._server is not None

@@ -79,6 +79,7 @@ def install(host: PillarHost, options: Mapping[str, Any]) -> None:
         return
     from hygeia.devices.mqtt.client_id import database_client_id
     from hygeia.devices.mqtt.listener import BrokerAddress, MqttListener
+    from hygeia.devices.registry import ensure_parent_parameter
 
     fixed = options.get("mqtt_client_id")
     client_id = (lambda: str(fixed)) if fixed else functools.partial(database_client_id, host)
@@ -88,6 +89,7 @@ def install(host: PillarHost, options: Mapping[str, Any]) -> None:
         client_id, int(options.get("mqtt_session_expiry", 7 * 24 * 3600)))
     host.add_listener(listener)
     _LISTENERS[host] = listener
+    ensure_parent_parameter(host)  # a gateway's devices, for its device-offline alerts
 
 
 def commands() -> Sequence[CliCommand]:

@@ -34,26 +34,11 @@ def parse_status(payload: bytes) -> str | None:
 
 
 def record_status(session: Session, gateway: str, status: str) -> bool:
-    """Keep ``status`` on the gateway's Device; True when it changed. A change to
-    ``offline`` raises the device-offline alert (:func:`raise_device_offline_alert`)."""
+    """Keep ``status`` on the gateway's Device; True when it changed. The devices
+    pillar's alarm watcher (:mod:`hygeia.devices.alarms`) raises the device-offline
+    alert from the change feed when the gateway's Device turns ``inactive``."""
     gateway_id = ensure_gateway(session, gateway)
     changed = set_device_status(session, gateway_id, STATUSES[status])
     if changed:
         log.info("MQTT gateway %s is %s (Device/%s)", gateway, status, gateway_id)
-        if status == "offline":
-            raise_device_offline_alert(session, gateway, gateway_id)
     return changed
-
-
-def raise_device_offline_alert(session: Session, gateway: str, gateway_id: str) -> None:
-    """Where a gateway that went offline raises the device-offline alert.
-
-    Called in the transaction that records the change, so the alert and the status
-    commit together. Today it records nothing more than the status change (the gateway
-    Device is ``inactive``, see :func:`record_status`) and a warning in the log: the
-    alert itself (a Flag and a Communication to the care team, deduplicated while the
-    gateway stays offline) is created here once the core alerting service
-    (hygeia.server.alerts, issue 16) exists.
-    """
-    log.warning("MQTT gateway %s went offline (Device/%s): device-offline alert not sent "
-                "yet, the alerting service is not wired", gateway, gateway_id)

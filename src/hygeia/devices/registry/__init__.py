@@ -21,11 +21,12 @@ from hygeia.devices.registry.devices import (
     set_device_status,
     set_metric_status,
 )
+from hygeia.devices.registry.parents import children, ensure_parent_parameter
 from hygeia.server.extensions import CliCommand, PillarHost
 
-__all__ = ["associate", "associations", "commands", "demo", "ensure_device", "find_device",
-           "identifier_criteria", "install", "patient_of", "serve_options",
-           "set_device_status", "set_metric_status"]
+__all__ = ["associate", "associations", "children", "commands", "demo", "ensure_device",
+           "ensure_parent_parameter", "find_device", "identifier_criteria", "install",
+           "patient_of", "serve_options", "set_device_status", "set_metric_status"]
 
 
 def serve_options(group: argparse._ArgumentGroup) -> None:
@@ -33,7 +34,8 @@ def serve_options(group: argparse._ArgumentGroup) -> None:
 
 
 def install(host: PillarHost, options: Mapping[str, Any]) -> None:
-    """Nothing to register: the registry is functions over the store, and a command."""
+    """Nothing to register: the registry is functions over the store, and a command (the
+    MQTT gateway stores the ``Device?parent`` search parameter it needs, :mod:`.parents`)."""
 
 
 def commands() -> Sequence[CliCommand]:
