@@ -25,11 +25,13 @@ if TYPE_CHECKING:
         OutboundSettings,
         SearchSettings,
         Settings,
+        SubscriptionSettings,
     )
     from hygeia.server.service import FhirService
 
 __all__ = ["AuditSettings", "AuthSettings", "FhirRequest", "FhirResponse", "FhirService",
-           "HttpSettings", "JobSettings", "OutboundSettings", "SearchSettings", "Settings"]
+           "HttpSettings", "JobSettings", "OutboundSettings", "SearchSettings", "Settings",
+           "SubscriptionSettings"]
 
 _HOMES = {
     "FhirRequest": "hygeia.server.context",
@@ -41,6 +43,7 @@ _HOMES = {
     "JobSettings": "hygeia.server.context",
     "OutboundSettings": "hygeia.server.context",
     "SearchSettings": "hygeia.server.context",
+    "SubscriptionSettings": "hygeia.server.context",
     "FhirService": "hygeia.server.service",
 }
 

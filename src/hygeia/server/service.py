@@ -53,6 +53,7 @@ from hygeia.server.rest.interactions import INTERACTIONS
 from hygeia.server.rest.openapi import openapi_document
 from hygeia.server.rest.provenance import store_provenance
 from hygeia.server.rest.router import Route, parse_route
+from hygeia.server.subscriptions import Subscriptions, with_topics
 from hygeia.server.write_hooks import WriteHooks
 from hygeia.store import (
     HistoryQuery,
@@ -122,6 +123,9 @@ class FhirService:
         if self.auth is not None:
             self.auth.listeners.append(self.audit.auth_event)
             self.add_mount(AuthMount(self.auth, self.patient_exists))
+        # FHIR Subscriptions: acceptance hook, change-feed consumer, operations, the
+        # websocket listener (--ws-port) and the rest-hook delivery thread (start_jobs)
+        self.subscriptions = Subscriptions(self)
 
     @contextmanager
     def transaction(self, *, flush_to_disk: bool = True,
@@ -278,6 +282,7 @@ class FhirService:
             self.runner.start()
         self.audit.start()
         self.start_events()
+        self.subscriptions.start()
         return self.runner
 
     def start_events(self, timing: EventTiming | None = None) -> None:
@@ -373,6 +378,7 @@ class FhirService:
         """Stop the listeners, the event consumers, the job runner and the offload helpers
         (the repository is the caller's)."""
         self._stop_listeners()
+        self.subscriptions.stop()
         for events in self.event_runners:
             events.stop()
         if self.runner is not None:
@@ -385,9 +391,9 @@ class FhirService:
     def capabilities(self) -> dict[str, Any]:
         """Rebuilt whenever a custom search parameter changed the registry."""
         if self._capabilities is None or self._capabilities[0] != self.registry.generation:
-            statement = capability_statement(self.repository.dialect, self.registry,
-                                             self.operations,
-                                             self.settings.referential_integrity)
+            statement = with_topics(capability_statement(
+                self.repository.dialect, self.registry, self.operations,
+                self.settings.referential_integrity))
             self._capabilities = (self.registry.generation, statement)
         return self._capabilities[1]
 

@@ -1,0 +1,58 @@
+"""FHIR Subscriptions: R4 criteria-based and R5 Backport topic-based, rest-hook and websocket.
+
+How the parts fit (docs/guide/subscriptions.md):
+
+* ``acceptance.py``: a write hook refuses (422) what cannot be honoured;
+* ``feed.py``: an event consumer of the change feed records, for each committed
+  change, a numbered notification per matching subscription (tables.py, the
+  "subscriptions" migration stream), exactly once with its cursor;
+* ``delivery.py``: a thread per process sends rest-hook handshakes,
+  notifications in order, heartbeats, with retries and then status ``error``;
+* ``websocket.py``: the websocket channel, a listener on ``--ws-port``;
+* ``operations.py``: ``$status``, ``$events`` and ``$get-ws-binding-token``;
+* ``capability.py``: the topics in the CapabilityStatement.
+
+:class:`Subscriptions` registers them on the service and runs the delivery
+thread; the service holds one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hygeia.server.subscriptions.acceptance import SubscriptionAcceptance
+from hygeia.server.subscriptions.capability import with_topics
+from hygeia.server.subscriptions.delivery import Delivery
+from hygeia.server.subscriptions.feed import SubscriptionFeed
+from hygeia.server.subscriptions.operations import SUBSCRIPTION_OPERATIONS
+from hygeia.server.subscriptions.websocket import WebsocketChannel
+
+if TYPE_CHECKING:
+    from hygeia.server.service import FhirService
+
+__all__ = ["Subscriptions", "with_topics"]
+
+
+class Subscriptions:
+    """The subscription machinery of one service (its hook, consumer, operations,
+    listener and delivery thread)."""
+
+    def __init__(self, service: FhirService) -> None:
+        self.delivery = Delivery(service)
+        self.feed = SubscriptionFeed(service.registry, self.delivery.wake)
+        service.write_hooks.register(SubscriptionAcceptance())
+        service.add_event_consumer(self.feed)
+        for operation in SUBSCRIPTION_OPERATIONS:
+            service.operations.register(operation)
+        if service.settings.subscriptions.ws_port is not None:
+            service.listeners.append(WebsocketChannel(service))
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self.delivery.start()
+
+    def stop(self) -> None:
+        if self._started:
+            self.delivery.stop()
