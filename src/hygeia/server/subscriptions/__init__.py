@@ -18,8 +18,11 @@ thread; the service holds one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from hygeia.server.events import EventConsumer
+from hygeia.server.extensions import Host, Listener, WriteHook
+from hygeia.server.rest.operations import OperationRegistry
 from hygeia.server.subscriptions.acceptance import SubscriptionAcceptance
 from hygeia.server.subscriptions.capability import with_topics
 from hygeia.server.subscriptions.delivery import Delivery
@@ -27,17 +30,32 @@ from hygeia.server.subscriptions.feed import SubscriptionFeed
 from hygeia.server.subscriptions.operations import SUBSCRIPTION_OPERATIONS
 from hygeia.server.subscriptions.websocket import WebsocketChannel
 
-if TYPE_CHECKING:
-    from hygeia.server.service import FhirService
-
 __all__ = ["Subscriptions", "with_topics"]
+
+
+class SubscriptionHost(Host, Protocol):
+    """What subscriptions register on (``FhirService`` is one)."""
+
+    listeners: list[Listener]
+
+    @property
+    def operations(self) -> OperationRegistry: ...
+
+    @property
+    def write_hooks(self) -> _Hooks: ...
+
+    def add_event_consumer(self, consumer: EventConsumer) -> None: ...
+
+
+class _Hooks(Protocol):
+    def register(self, hook: WriteHook) -> WriteHook: ...
 
 
 class Subscriptions:
     """The subscription machinery of one service (its hook, consumer, operations,
     listener and delivery thread)."""
 
-    def __init__(self, service: FhirService) -> None:
+    def __init__(self, service: SubscriptionHost) -> None:
         self.delivery = Delivery(service)
         self.feed = SubscriptionFeed(service.registry, self.delivery.wake)
         service.write_hooks.register(SubscriptionAcceptance())

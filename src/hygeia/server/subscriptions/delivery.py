@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+import hygeia.server.subscriptions.tables as tables
 from hygeia.fhir.datetime import now_us
 from hygeia.fhir.outcome import FhirError
 from hygeia.server.outbound import OutboundPolicy, OutboundRefused, post
 from hygeia.server.rest.write import update
-from hygeia.server.subscriptions import tables
 from hygeia.server.subscriptions.notify import ContentOf, notification_bundle
 from hygeia.server.subscriptions.spec import SubscriptionSpec, read_subscription
 from hygeia.store import worker_name

@@ -22,11 +22,11 @@ from typing import Any
 
 import orjson
 
+import hygeia.server.subscriptions.tables as tables
 from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.search.matcher import MatchContext, matches
 from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.server.events import EventContext
-from hygeia.server.subscriptions import tables
 from hygeia.server.subscriptions.spec import SubscriptionSpec, read_subscription
 from hygeia.store import ChangeBatch, ChangeEvent, Session
 

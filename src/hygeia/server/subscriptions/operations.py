@@ -23,11 +23,11 @@ from typing import Any
 
 import orjson
 
+import hygeia.server.subscriptions.tables as tables
 from hygeia.fhir.datetime import format_instant, now_us
 from hygeia.fhir.outcome import BadRequest, NotFound, Unprocessable
 from hygeia.server.context import FhirResponse, bundle
 from hygeia.server.extensions import Operation, OperationCall
-from hygeia.server.subscriptions import tables
 from hygeia.server.subscriptions.delivery import content_reader, fhir_base
 from hygeia.server.subscriptions.notify import notification_bundle, status_parameters
 from hygeia.server.subscriptions.spec import BACKPORT, SubscriptionSpec, read_subscription

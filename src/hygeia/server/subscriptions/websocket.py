@@ -22,8 +22,8 @@ import orjson
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 
+import hygeia.server.subscriptions.tables as tables
 from hygeia.fhir.datetime import now_us
-from hygeia.server.subscriptions import tables
 from hygeia.server.subscriptions.delivery import content_reader, current_spec, fhir_base
 from hygeia.server.subscriptions.notify import notification_bundle
 
