@@ -281,8 +281,8 @@ class FhirService:
                                     timing or self._timing())
             self.runner.start()
         self.audit.start()
+        self.subscriptions.start()  # before the consumers: it makes sure of its cursor
         self.start_events()
-        self.subscriptions.start()
         return self.runner
 
     def start_events(self, timing: EventTiming | None = None) -> None:

@@ -26,9 +26,10 @@ from hygeia.server.rest.operations import OperationRegistry
 from hygeia.server.subscriptions.acceptance import SubscriptionAcceptance
 from hygeia.server.subscriptions.capability import with_topics
 from hygeia.server.subscriptions.delivery import Delivery
-from hygeia.server.subscriptions.feed import SubscriptionFeed
+from hygeia.server.subscriptions.feed import CONSUMER, SubscriptionFeed
 from hygeia.server.subscriptions.operations import SUBSCRIPTION_OPERATIONS
 from hygeia.server.subscriptions.websocket import WebsocketChannel
+from hygeia.store import claim_feed, feed_position, release_feed, worker_name
 
 __all__ = ["Subscriptions", "with_topics"]
 
@@ -67,9 +68,21 @@ class Subscriptions:
         self._started = False
 
     def start(self) -> None:
-        if not self._started:
-            self._started = True
-            self.delivery.start()
+        """Start delivery, and make sure the feed cursor exists from now on: a
+        Subscription created as soon as the server answers is not missed while the
+        consumer's thread is still starting (a new cursor begins at the newest change)."""
+        if self._started:
+            return
+        self._started = True
+        self.ensure_cursor()
+        self.delivery.start()
+
+    def ensure_cursor(self) -> None:
+        repository = self.delivery.host.repository
+        if feed_position(repository, CONSUMER) is None:
+            owner = worker_name()
+            if claim_feed(repository, CONSUMER, owner, from_start=False) is not None:
+                release_feed(repository, CONSUMER, owner)
 
     def stop(self) -> None:
         if self._started:
