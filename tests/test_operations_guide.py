@@ -16,10 +16,12 @@ from hygeia.server.context import (
     JobSettings,
     OutboundSettings,
     SearchSettings,
+    SubscriptionSettings,
 )
 
 SECTIONS = {"search": SearchSettings, "jobs": JobSettings, "auth": AuthSettings,
-            "outbound": OutboundSettings, "audit": AuditSettings, "http": HttpSettings}
+            "outbound": OutboundSettings, "audit": AuditSettings, "http": HttpSettings,
+            "subscriptions": SubscriptionSettings}
 
 GUIDE = Path(__file__).parent.parent / "docs" / "guide" / "operations.md"
 
