@@ -15,6 +15,7 @@ import orjson
 from hygeia.fhir.outcome import BadRequest
 from hygeia.fhir.search.parameters import default_registry
 from hygeia.server.audit.trail import AuditTrail
+from hygeia.server.auth.access import acting_as
 from hygeia.server.auth.endpoints import AuthMount
 from hygeia.server.auth.guard import guarded
 from hygeia.server.auth.server import AuthServer
@@ -186,7 +187,7 @@ class FhirService:
     def handle(self, request: FhirRequest) -> FhirResponse:
         # a request's reads stop after statement_timeout; its writes may take as long as
         # a job's (a large transaction's inserts), store/limits.py
-        with self.request_limits():
+        with self.request_limits(), acting_as(request.access):
             return self._handler(request)
 
     def add_event_consumer(self, consumer: EventConsumer) -> None:

@@ -11,6 +11,8 @@ import pytest
 
 from hygeia.fhir.outcome import FhirError
 from hygeia.server import FhirService, OutboundSettings, Settings, SubscriptionSettings
+from hygeia.server.auth.access import Access
+from hygeia.server.auth.scopes import Scopes
 from hygeia.server.events import EventRunner
 from hygeia.server.subscriptions import tables
 from hygeia.server.subscriptions.spec import (
@@ -266,3 +268,40 @@ def test_only_events_after_the_subscription_and_deleted_subscription_stops(
     assert receiver.of_kind("event-notification") == []
     state = tables.read_state(subs.repository, id)
     assert state is not None and state.status == "off" and state.events == 0
+
+
+def test_notifications_carry_only_what_the_creator_may_read(subs: FhirService,
+                                                            receiver: Receiver) -> None:
+    """A token that reads only laboratory Observations learns of nothing else, not even
+    an id or a count; one without Observation access learns of nothing."""
+    code = unique()[:12]
+    lab = Access("app", Scopes.parse("system/Subscription.cruds system/Observation.rs"
+                                     "?category=laboratory"), "app")
+    blind = Access("other", Scopes.parse("system/Subscription.cruds"), "other")
+    narrow = create_as(subs, lab, topic_subscription(receiver.url, f"Observation?code={code}",
+                                                     content="full-resource"))
+    none = create_as(subs, blind, topic_subscription(receiver.url, f"Observation?code={code}"))
+    feed(subs)
+    deliver(subs)
+
+    def categorised(category: str) -> dict[str, Any]:
+        return {**observation(code), "category": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+            "code": category}]}]}
+
+    vital = create(subs, categorised("vital-signs"))
+    laboratory = create(subs, categorised("laboratory"))
+    feed(subs)
+    deliver(subs, rounds=2)
+    sent = [n for n in receiver.of_kind("event-notification")]
+    assert [e["resource"]["id"] for n in sent for e in n["entry"][1:]] == [laboratory]
+    assert vital not in str(sent)
+    assert tables.read_state(subs.repository, narrow).events == 1
+    assert tables.read_state(subs.repository, none).events == 0
+    assert all(status_of(n)["subscription"]["reference"].endswith(narrow) for n in sent)
+
+
+def create_as(service: FhirService, access: Access, resource: dict[str, Any]) -> str:
+    response = call(service, "POST", resource["resourceType"], resource, access=access)
+    assert response.status == 201, response
+    return str(body(response)["id"])

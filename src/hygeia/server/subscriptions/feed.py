@@ -26,7 +26,9 @@ import hygeia.server.subscriptions.tables as tables
 from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.search.matcher import MatchContext, matches
 from hygeia.fhir.search.parameters import SearchRegistry
+from hygeia.server.auth.access import Access
 from hygeia.server.events import EventContext
+from hygeia.server.subscriptions.owner import access_of, may_read
 from hygeia.server.subscriptions.spec import SubscriptionSpec, read_subscription
 from hygeia.store import ChangeBatch, ChangeEvent, Session
 
@@ -45,12 +47,15 @@ class SubscriptionFeed:
         self.registry = registry
         self.wake = wake
         self._specs: dict[tuple[str, int], SubscriptionSpec | None] = {}
+        self._owners: dict[str, Access] = {}  # the creators' access, of this batch
 
     def handle(self, batch: ChangeBatch, context: EventContext) -> None:
         recorded = 0
         with context.transaction() as session:
             live = {state.id: state for state in tables.live_states(session)}
             specs = {id: self._spec(session, id) for id in live}
+            self._owners = {id: access_of(text)
+                            for id, text in tables.owners(session, list(live)).items()}
             for event in batch.events:
                 if event.resource_type == "Subscription":
                     self._subscription_changed(session, event, live, specs)
@@ -90,6 +95,9 @@ class SubscriptionFeed:
         fresh = tables.state_of(session, event.id)
         if fresh is not None and fresh.status in tables.LIVE:
             live[event.id], specs[event.id] = fresh, spec
+            owner = tables.owners(session, [event.id]).get(event.id)
+            if owner is not None:
+                self._owners[event.id] = access_of(owner)
         else:
             live.pop(event.id, None)
 
@@ -108,6 +116,10 @@ class SubscriptionFeed:
                     return recorded
             if not matches(spec.query, resource, MatchContext(registry=self.registry)):
                 continue
+            owner = self._owners.get(id)
+            if owner is not None and not may_read(session, owner, event.resource_type,
+                                                  event.id):
+                continue  # the creator could not read it: not even its id is told
             number = state.events + 1
             tables.record(session, state, number, event)
             tables.set_events(session, id, number)

@@ -9,6 +9,8 @@ delivery lease (one process at a time sends a subscription's notifications, in
 order).  ``subscription_notification``: one row per event notified, numbered per
 subscription from 1, kept so ``$events`` can replay them.  ``subscription_token``:
 websocket binding tokens (``$get-ws-binding-token``), readable by any process.
+``subscription_owner``: the access token claims a Subscription was created with
+(when authorization is on), which every notified resource must pass.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ register_stream(STREAM, [
         "PRIMARY KEY (subscription, number))",
         "CREATE TABLE IF NOT EXISTS subscription_token ("
         "token {ctext} PRIMARY KEY, subscription {ctext} NOT NULL, expires {bigint} NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS subscription_owner ("
+        "id {ctext} PRIMARY KEY, access {text} NOT NULL)",
     )),
 ])
 
@@ -212,3 +216,21 @@ def redeem_token(repository: Repository, token: str, now: int) -> str | None:
 def live_states_of(repository: Repository) -> list[State]:
     with reading(repository) as session:
         return live_states(session)
+
+
+def save_owner(session: object, id: str, access: str) -> None:
+    """Record the creator's access (JSON) of subscription ``id``, once: a later update
+    by another token does not change whose eyes the notifications are for."""
+    sql = as_sql(session)
+    if sql.execute("SELECT 1 FROM subscription_owner WHERE id = ?", (id,)).fetchone() is None:
+        sql.execute("INSERT INTO subscription_owner (id, access) VALUES (?, ?)", (id, access))
+
+
+def owners(session: object, ids: list[str]) -> dict[str, str]:
+    """The recorded creators' access (JSON) of those of ``ids`` that have one."""
+    if not ids:
+        return {}
+    marks = ", ".join("?" for _ in ids)
+    rows = as_sql(session).execute(
+        f"SELECT id, access FROM subscription_owner WHERE id IN ({marks})", ids).fetchall()
+    return {str(row[0]): str(row[1]) for row in rows}
