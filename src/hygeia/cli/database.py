@@ -38,8 +38,6 @@ def add_db_commands(commands: Any) -> None:
 
 
 def run_db(args: argparse.Namespace) -> int:
-    import hygeia.server.subscriptions.tables  # noqa: F401  (the server's own stream)
-
     if args.db_command == "status":
         return status(args.db)
     if args.db_command == "migrate":

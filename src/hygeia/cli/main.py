@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+# the server's own migration stream, known before any command opens a database (a
+# database laid out without it would later need `hygeia db migrate`)
+import hygeia.server.subscriptions.tables  # noqa: F401
 from hygeia import __version__
 from hygeia.cli.auth import (
     add_auth_commands,

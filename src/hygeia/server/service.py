@@ -54,7 +54,8 @@ from hygeia.server.rest.interactions import INTERACTIONS
 from hygeia.server.rest.openapi import openapi_document
 from hygeia.server.rest.provenance import store_provenance
 from hygeia.server.rest.router import Route, parse_route
-from hygeia.server.subscriptions import Subscriptions, with_topics
+from hygeia.server.subscriptions.capability import with_topics
+from hygeia.server.subscriptions.install import Subscriptions
 from hygeia.server.write_hooks import WriteHooks
 from hygeia.store import (
     HistoryQuery,
