@@ -305,3 +305,24 @@ def create_as(service: FhirService, access: Access, resource: dict[str, Any]) ->
     response = call(service, "POST", resource["resourceType"], resource, access=access)
     assert response.status == 201, response
     return str(body(response)["id"])
+
+
+def test_type_level_status_and_binding_tokens_only_for_websockets(
+        subs: FhirService, receiver: Receiver) -> None:
+    hook = create(subs, topic_subscription(receiver.url))
+    socket = create(subs, topic_subscription("", channel="websocket"))
+    feed(subs)
+    deliver(subs)
+    answer = body(call(subs, "GET", "Subscription/$status", query=[("id", f"{hook},{socket}")]))
+    statuses = {status_of({"entry": [e]})["subscription"]["reference"].rsplit("/", 1)[1]:
+                status_of({"entry": [e]})["status"] for e in answer["entry"]}
+    assert statuses == {hook: "active", socket: "active"}
+    with pytest.raises(FhirError) as refused:
+        call(subs, "GET", f"Subscription/{hook}/$get-ws-binding-token")
+    assert refused.value.status == 422 and "rest-hook" in refused.value.issues[0].diagnostics
+    with pytest.raises(FhirError) as no_port:  # this service has no --ws-port
+        call(subs, "GET", f"Subscription/{socket}/$get-ws-binding-token")
+    assert "--ws-port" in no_port.value.issues[0].diagnostics
+    with pytest.raises(FhirError) as bad:
+        call(subs, "GET", f"Subscription/{hook}/$events", query=[("eventsSinceNumber", "x")])
+    assert bad.value.status == 400 and bad.value.issues[0].expression == "eventsSinceNumber"

@@ -133,19 +133,25 @@ class Delivery:
             self._wake.clear()
 
     def run_once(self) -> int:
-        """One pass over the subscriptions that are due; returns how many were served."""
+        """One pass over the subscriptions that are due; returns how many were served.
+
+        Only a subscription with something to do is claimed (a write), so idle ones
+        cost one read per pass; the state is read again once claimed, as another
+        process may have served it meanwhile.
+        """
         served = 0
-        for state in tables.due(self.host.repository, now_us()):
+        for due in tables.due(self.host.repository, now_us()):
             if self._stop.is_set():
                 break
-            if not tables.claim(self.host.repository, state, self.owner, now_us(),
-                                int(LEASE_SECONDS * SECOND)):
+            spec = current_spec(self.host, due.id)
+            if spec is None or not _has_work(spec, due) or not tables.claim(
+                    self.host.repository, due, self.owner, now_us(),
+                    int(LEASE_SECONDS * SECOND)):
                 continue
-            spec = current_spec(self.host, state.id)
-            if spec is None:
-                continue
-            self.serve(spec, state)
-            served += 1
+            state = tables.read_state(self.host.repository, due.id)
+            if state is not None and state.status in tables.LIVE:
+                self.serve(spec, state)
+                served += 1
         return served
 
     def serve(self, spec: SubscriptionSpec, state: tables.State) -> None:
@@ -155,6 +161,7 @@ class Delivery:
             return
         if state.status == "requested":
             if self._send(spec, state, "handshake", []):
+                self._delivered(spec.id, state.delivered)  # the heartbeat counts from here
                 change_status(self.host, spec.id, "active")
             return
         pending = tables.notifications(self.host.repository, spec.id, state.delivered,
@@ -205,3 +212,15 @@ class Delivery:
                     self.settings.retry_seconds * 2 ** (failures - 1))
         with self.host.transaction() as session:
             tables.failed(session, spec.id, failures, now_us() + int(delay * SECOND), error)
+
+
+def _has_work(spec: SubscriptionSpec, state: tables.State) -> bool:
+    """A handshake or status to settle, events to send, or a heartbeat due (rest-hook:
+    the websocket channel sends its own)."""
+    if state.status == "requested":
+        return True
+    if spec.channel != "rest-hook":
+        return False
+    period = spec.heartbeat_seconds
+    return state.events > state.delivered or \
+        bool(period and now_us() - state.last_sent >= period * SECOND)
