@@ -4,8 +4,12 @@ commit and delivery, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -121,25 +125,25 @@ def test_websocket_channel_binds_with_a_token(hub: ServerProcess) -> None:
               for p in binding["parameter"]}
     assert values["subscription"] == f"Subscription/{id}"
     assert values["websocket-url"].startswith("ws://127.0.0.1:")
-    with connect(values["websocket-url"], open_timeout=10) as socket:
-        socket.send(f"bind-with-token {values['token']}")
-        handshake = orjson.loads(socket.recv(timeout=10))
+    with connect(values["websocket-url"], open_timeout=10) as channel:
+        channel.send(f"bind-with-token {values['token']}")
+        handshake = orjson.loads(channel.recv(timeout=10))
         assert status_of(handshake)["type"] == "handshake"
         observation_id = created(client, observation(code))
         kinds: list[str] = []
         while "event-notification" not in kinds:
-            message = orjson.loads(socket.recv(timeout=10))
+            message = orjson.loads(channel.recv(timeout=10))
             kinds.append(status_of(message)["type"])
         assert status_of(message)["events"][0]["event-number"] == "1"
         assert message["entry"][1]["fullUrl"].endswith(f"Observation/{observation_id}")
         assert "resource" not in message["entry"][1]
-        beat = orjson.loads(socket.recv(timeout=5))  # heartbeat period 1 s
+        beat = orjson.loads(channel.recv(timeout=5))  # heartbeat period 1 s
         assert status_of(beat)["type"] == "heartbeat"
     # a token is used once
-    with connect(values["websocket-url"], open_timeout=10) as socket:
-        socket.send(f"bind-with-token {values['token']}")
+    with connect(values["websocket-url"], open_timeout=10) as channel:
+        channel.send(f"bind-with-token {values['token']}")
         with pytest.raises(ConnectionClosed) as closed:
-            socket.recv(timeout=10)
+            channel.recv(timeout=10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
 
 
@@ -209,3 +213,17 @@ def test_kill_9_between_commit_and_delivery_loses_nothing(database_url: str,
         assert focus[:2] == [first, second]
     finally:
         restarted.stop()
+
+
+def test_a_taken_websocket_port_is_one_error_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "hygeia.cli.main", "serve", "--port", str(free_port()),
+             "--db", f"sqlite:///{tmp_path}/ws.db", "--ws-port", str(port)],
+            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: 127.0.0.1:{port} is already in use (is another hygeia serve running?)"]

@@ -512,6 +512,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         check_http_limits(args)
         base_url = public_base_url(args)
+        if args.ws_port is not None:  # the websocket channel binds it in a serving process:
+            listen(args.host, args.ws_port).close()  # a taken port is one error line here
         listener = listen(args.host, args.port)
     except (ValueError, ListenError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -114,7 +114,7 @@ class SubscriptionFeed:
                 resource = self._content(session, event)
                 if resource is None:
                     return recorded
-            if not matches(spec.query, resource, MatchContext(registry=self.registry)):
+            if not _matches(spec, resource, self.registry):
                 continue
             owner = self._owners.get(id)
             if owner is not None and not may_read(session, owner, event.resource_type,
@@ -141,3 +141,15 @@ class SubscriptionFeed:
 
 def _with_events(state: tables.State, events: int) -> tables.State:
     return replace(state, events=events)
+
+
+def _matches(spec: SubscriptionSpec, resource: dict[str, Any],
+             registry: SearchRegistry) -> bool:
+    """The in-memory matcher's verdict; a resource it cannot evaluate is no match (and is
+    logged), so one odd resource never stalls every subscription's feed."""
+    try:
+        return matches(spec.query, resource, MatchContext(registry=registry))
+    except Exception:
+        log.exception("Subscription/%s: %s/%s could not be matched", spec.id,
+                      resource.get("resourceType"), resource.get("id"))
+        return False
