@@ -25,10 +25,12 @@ from hygeia.server.subscriptions.spec import (
     PAYLOAD_CONTENT,
     TOPIC_CANONICAL,
 )
+from tests.api.smart import BackendKey, backend_token, bearer, cli_json
 from tests.conftest import BACKENDS, ServerProcess, backend_server, free_port
 from tests.helpers import unique
 from tests.server.subscriptions.receiver import Receiver, status_of
 
+LAB_SCOPE = "system/Observation.rs?category=laboratory"
 QUICK = ("--outbound-allow", "127.0.0.1", "--subscription-poll-seconds", "0.1",
          "--subscription-retry-seconds", "0.05", "--subscription-max-failures", "3")
 
@@ -227,3 +229,47 @@ def test_a_taken_websocket_port_is_one_error_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: 127.0.0.1:{port} is already in use (is another hygeia serve running?)"]
+
+
+def test_notifications_respect_the_creators_token(database_url: str, tmp_path: Path,
+                                                  receiver: Receiver) -> None:
+    """With --auth, a client that may read only laboratory Observations never hears of
+    another one, through the real token endpoint and HTTP edge."""
+    key = BackendKey(tmp_path)
+    clients = {name: cli_json("auth", "client", "create", "--db", database_url, "--name",
+                              name, "--scopes", scopes, "--jwks-file",
+                              str(key.jwks_file))["client_id"]
+               for name, scopes in (("admin", "system/*.cruds"),
+                                    ("labs", f"system/Subscription.cruds {LAB_SCOPE}"))}
+    server = ServerProcess(database_url, "--auth", "--secret-key-file",
+                           str(tmp_path / "secret.key"), *QUICK)
+    try:
+        admin = bearer(backend_token(server.base, clients["admin"], key,
+                                     "system/*.cruds").json()["access_token"])
+        labs = bearer(backend_token(server.base, clients["labs"], key,
+                                    f"system/Subscription.cruds {LAB_SCOPE}"
+                                    ).json()["access_token"])
+        code = unique()[:12]
+        made = server.client.post("Subscription", headers=labs, json=subscription(
+            {"type": "rest-hook", "endpoint": receiver.url}, f"Observation?code={code}"))
+        assert made.status_code == 201, made.text
+        id = made.json()["id"]
+        receiver.wait_for("handshake")
+
+        def categorised(category: str) -> str:
+            response = server.client.post("Observation", headers=admin, json={
+                **observation(code), "category": [{"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                    "code": category}]}]})
+            assert response.status_code == 201, response.text
+            return str(response.json()["id"])
+
+        vital, laboratory = categorised("vital-signs"), categorised("laboratory")
+        sent = receiver.wait_for("event-notification")
+        assert [e["resource"]["id"] for e in sent[0]["entry"][1:]] == [laboratory]
+        time.sleep(0.5)  # time enough for a wrong second notification to arrive
+        assert vital not in str(receiver.received)
+        status = server.client.get(f"Subscription/{id}/$status", headers=labs).json()
+        assert status_of(status)["events-since-subscription-start"] == "1"
+    finally:
+        server.stop()
