@@ -135,8 +135,8 @@ class Delivery:
     def run_once(self) -> int:
         """One pass over the subscriptions that are due; returns how many were served.
 
-        Only a subscription with something to do is claimed (a write), so idle ones
-        cost one read per pass; the state is read again once claimed, as another
+        Only a subscription with something to do is read and claimed (tables.due), so
+        idle ones cost nothing; the state is read again once claimed, as another
         process may have served it meanwhile.
         """
         served = 0
@@ -144,7 +144,7 @@ class Delivery:
             if self._stop.is_set():
                 break
             spec = current_spec(self.host, due.id)
-            if spec is None or not _has_work(spec, due) or not tables.claim(
+            if spec is None or not tables.claim(
                     self.host.repository, due, self.owner, now_us(),
                     int(LEASE_SECONDS * SECOND)):
                 continue
@@ -213,14 +213,3 @@ class Delivery:
         with self.host.transaction() as session:
             tables.failed(session, spec.id, failures, now_us() + int(delay * SECOND), error)
 
-
-def _has_work(spec: SubscriptionSpec, state: tables.State) -> bool:
-    """A handshake or status to settle, events to send, or a heartbeat due (rest-hook:
-    the websocket channel sends its own)."""
-    if state.status == "requested":
-        return True
-    if spec.channel != "rest-hook":
-        return False
-    period = spec.heartbeat_seconds
-    return state.events > state.delivered or \
-        bool(period and now_us() - state.last_sent >= period * SECOND)

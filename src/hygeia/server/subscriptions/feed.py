@@ -92,6 +92,9 @@ class SubscriptionFeed:
             tables.start(session, event.id, status, event.seq)
         elif status != state.status:
             tables.set_status(session, event.id, status)
+        if spec is not None:
+            tables.set_channel(session, event.id, spec.channel,
+                               (spec.heartbeat_seconds or 0) * 1_000_000)
         fresh = tables.state_of(session, event.id)
         if fresh is not None and fresh.status in tables.LIVE:
             live[event.id], specs[event.id] = fresh, spec

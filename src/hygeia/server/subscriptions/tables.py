@@ -37,7 +37,8 @@ register_stream(STREAM, [
         "id {ctext} PRIMARY KEY, status {text} NOT NULL, start_seq {bigint} NOT NULL, "
         "events {bigint} NOT NULL, delivered {bigint} NOT NULL, failures {bigint} NOT NULL, "
         "next_attempt {bigint} NOT NULL, last_sent {bigint} NOT NULL, error {text}, "
-        "owner {text}, lease_until {bigint})",
+        "owner {text}, lease_until {bigint}, channel {text} NOT NULL, "
+        "heartbeat {bigint} NOT NULL)",
         "CREATE TABLE IF NOT EXISTS subscription_notification ("
         "subscription {ctext} NOT NULL, number {bigint} NOT NULL, seq {bigint} NOT NULL, "
         "res_type {ctext} NOT NULL, res_id {ctext} NOT NULL, version {bigint} NOT NULL, "
@@ -114,8 +115,14 @@ def start(session: object, id: str, status: str, seq: int) -> None:
     """A Subscription first seen at ``seq``: notified of events after it."""
     as_sql(session).execute(
         "INSERT INTO subscription_state (id, status, start_seq, events, delivered, failures, "
-        "next_attempt, last_sent, error) VALUES (?, ?, ?, 0, 0, 0, 0, 0, NULL)",
-        (id, status, seq))
+        "next_attempt, last_sent, error, channel, heartbeat) "
+        "VALUES (?, ?, ?, 0, 0, 0, 0, 0, NULL, '', 0)", (id, status, seq))
+
+
+def set_channel(session: object, id: str, channel: str, heartbeat_us: int) -> None:
+    """What delivery needs to know without reading the Subscription (see :func:`due`)."""
+    as_sql(session).execute("UPDATE subscription_state SET channel = ?, heartbeat = ? "
+                            "WHERE id = ?", (channel, heartbeat_us, id))
 
 
 def set_status(session: object, id: str, status: str, error: str | None = None) -> None:
@@ -155,11 +162,15 @@ def notifications(repository: Repository, id: str, after: int, through: int | No
 
 
 def due(repository: Repository, now: int) -> list[State]:
-    """Live subscriptions whose next delivery attempt is due (leases not considered)."""
+    """Subscriptions with delivery work whose next attempt is due (leases not
+    considered): a status to settle (``requested``), or, on the rest-hook channel,
+    events not delivered yet or a heartbeat due.  Idle ones cost nothing but this query."""
     with reading(repository) as session:
         rows = as_sql(session).execute(
-            f"SELECT {_STATE} FROM subscription_state WHERE status IN (?, ?) "
-            "AND next_attempt <= ? ORDER BY id", (*LIVE, now)).fetchall()
+            f"SELECT {_STATE} FROM subscription_state WHERE next_attempt <= ? AND "
+            "(status = 'requested' OR (status = 'active' AND channel = 'rest-hook' AND "
+            "(events > delivered OR (heartbeat > 0 AND last_sent + heartbeat <= ?)))) "
+            "ORDER BY id", (now, now)).fetchall()
     return [_state(row) for row in rows]
 
 
