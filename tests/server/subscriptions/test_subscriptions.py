@@ -326,3 +326,13 @@ def test_type_level_status_and_binding_tokens_only_for_websockets(
     with pytest.raises(FhirError) as bad:
         call(subs, "GET", f"Subscription/{hook}/$events", query=[("eventsSinceNumber", "x")])
     assert bad.value.status == 400 and bad.value.issues[0].expression == "eventsSinceNumber"
+
+
+def test_no_events_after_the_subscriptions_end(subs: FhirService, receiver: Receiver) -> None:
+    code = unique()[:12]
+    id = create(subs, topic_subscription(receiver.url, f"Observation?code={code}",
+                                         end="2020-01-01T00:00:00Z"))
+    feed(subs)
+    create(subs, observation(code))
+    feed(subs)
+    assert tables.read_state(subs.repository, id).events == 0

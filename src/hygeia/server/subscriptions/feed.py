@@ -111,7 +111,7 @@ class SubscriptionFeed:
         for id, state in list(live.items()):
             spec = specs.get(id)
             if spec is None or spec.resource_type != event.resource_type or \
-                    not spec.wants(event.interaction) or event.seq <= state.start_seq:
+                    not spec.wants(event.interaction, event.at) or event.seq <= state.start_seq:
                 continue
             if resource is None:
                 resource = self._content(session, event)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.fhir.outcome import BadRequest, Unprocessable
 from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.fhir.search.query import (
@@ -72,14 +73,16 @@ class SubscriptionSpec:
     heartbeat_seconds: int | None
     timeout_seconds: int | None
     max_count: int
+    end: int | None = None  # Subscription.end, microseconds: no events after it
 
     @property
     def topic_url(self) -> str:
         """The canonical notifications name as their topic (criteria-based: the type's)."""
         return self.topic or f"{TOPIC_PREFIX}{self.resource_type}"
 
-    def wants(self, interaction: str) -> bool:
-        return interaction in self.interactions
+    def wants(self, interaction: str, at: int) -> bool:
+        """Whether an event of ``interaction`` committed at ``at`` is for it."""
+        return interaction in self.interactions and (self.end is None or at <= self.end)
 
 
 def topic_for(resource_type: str) -> str:
@@ -102,7 +105,18 @@ def read_subscription(resource: dict[str, Any], registry: SearchRegistry) -> Sub
         content=_content(channel), mime=_mime(channel),
         heartbeat_seconds=_unsigned(channel, HEARTBEAT_PERIOD, "valueUnsignedInt"),
         timeout_seconds=_unsigned(channel, TIMEOUT, "valueUnsignedInt"),
-        max_count=max(1, _unsigned(channel, MAX_COUNT, "valuePositiveInt") or 1))
+        max_count=max(1, _unsigned(channel, MAX_COUNT, "valuePositiveInt") or 1),
+        end=_end(resource.get("end")))
+
+
+def _end(value: Any) -> int | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return fhir_datetime_range(value, name="Subscription.end")[1]
+    except (BadRequest, ValueError):
+        raise Unprocessable(f"Subscription.end {value[:40]!r} is not an instant.",
+                            expression="Subscription.end") from None
 
 
 def _refuse(message: str, expression: str) -> Unprocessable:
