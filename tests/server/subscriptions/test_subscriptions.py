@@ -336,3 +336,34 @@ def test_no_events_after_the_subscriptions_end(subs: FhirService, receiver: Rece
     create(subs, observation(code))
     feed(subs)
     assert tables.read_state(subs.repository, id).events == 0
+
+
+@pytest.mark.parametrize("resource", [
+    {},
+    {"channel": 3},
+    {"channel": {"type": "rest-hook", "endpoint": 5}, "criteria": "Observation"},
+    {"channel": {"type": "websocket", "extension": "x", "_payload": [1]},
+     "criteria": "urn:hygeia:topic:Observation", "_criteria": {"extension": {"a": 1}}},
+    {"channel": {"type": "websocket", "header": [1, None]}, "criteria": "Patient"},
+    {"channel": {"type": "websocket", "extension": [{"url": HEARTBEAT_PERIOD,
+                                                     "valueUnsignedInt": "1"}]},
+     "criteria": "Patient"},
+    {"channel": {"type": "websocket"}, "criteria": "Patient?" + "&".join(["name=x"] * 500)},
+    {"channel": {"type": "websocket"}, "criteria": "Patient?birthdate=notadate"},
+    {"channel": {"type": "websocket"}, "criteria": "Patient", "end": "yesterday"},
+])
+def test_hostile_subscriptions_never_crash(resource: dict[str, Any]) -> None:
+    """Shapes a load without validation could store: a refusal with a place (or, for
+    malformed extensions, their being ignored), never a crash (the feed consumer reads
+    stored Subscriptions with the same function)."""
+    from hygeia.fhir.search.parameters import default_registry
+    from hygeia.server.subscriptions.spec import read_subscription
+
+    try:
+        spec = read_subscription({"resourceType": "Subscription", **resource},
+                                 default_registry())
+    except FhirError as refused:
+        assert refused.status in (400, 422)
+        assert refused.issues[0].expression
+    else:
+        assert spec.channel == "websocket" and spec.query.clauses == []

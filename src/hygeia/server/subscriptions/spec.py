@@ -119,6 +119,12 @@ def _end(value: Any) -> int | None:
                             expression="Subscription.end") from None
 
 
+def _extensions(element: Any) -> list[dict[str, Any]]:
+    """The extensions of an element, whatever shape a load without validation gave it."""
+    found = element.get("extension") if isinstance(element, dict) else None
+    return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+
+
 def _refuse(message: str, expression: str) -> Unprocessable:
     return Unprocessable(message, expression=expression, code="not-supported")
 
@@ -156,11 +162,10 @@ def _criteria(resource: dict[str, Any], registry: SearchRegistry
 
 def _filters(resource: dict[str, Any], resource_type: str) -> list[tuple[str, str]]:
     """The backport filter criteria (``Type?param=value``), ANDed together."""
-    element = resource.get("_criteria")
-    extensions = element.get("extension", []) if isinstance(element, dict) else []
+    extensions = _extensions(resource.get("_criteria"))
     pairs: list[tuple[str, str]] = []
     for extension in extensions:
-        if not isinstance(extension, dict) or extension.get("url") != FILTER_CRITERIA:
+        if extension.get("url") != FILTER_CRITERIA:
             continue
         value = extension.get("valueString")
         where = "Subscription.criteria.extension"
@@ -220,9 +225,10 @@ def _endpoint(channel: dict[str, Any], kind: str) -> str | None:
 def _headers(channel: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     lines = channel.get("header") or []
     where = "Subscription.channel.header"
-    if not isinstance(lines, list) or len(lines) > MAX_HEADERS:
-        raise Unprocessable(f"At most {MAX_HEADERS} channel headers are allowed.",
-                            expression=where)
+    if not isinstance(lines, list) or len(lines) > MAX_HEADERS or \
+            not all(isinstance(line, str) for line in lines):
+        raise Unprocessable(f"channel.header must be a list of at most {MAX_HEADERS} "
+                            "'Name: value' strings.", expression=where)
     found = []
     for line in lines:
         name, colon, value = str(line).partition(":")
@@ -248,9 +254,8 @@ def _mime(channel: dict[str, Any]) -> str:
 def _content(channel: dict[str, Any]) -> str:
     """Backport payload content; an R4 Subscription without it: full resources when it
     names a payload type, else empty notifications (R4's meaning of payload)."""
-    element = channel.get("_payload")
-    for extension in element.get("extension", []) if isinstance(element, dict) else []:
-        if isinstance(extension, dict) and extension.get("url") == PAYLOAD_CONTENT:
+    for extension in _extensions(channel.get("_payload")):
+        if extension.get("url") == PAYLOAD_CONTENT:
             code = extension.get("valueCode")
             if code not in CONTENTS:
                 raise _refuse(f"Payload content {code!r} is not one of {', '.join(CONTENTS)}.",
@@ -260,8 +265,8 @@ def _content(channel: dict[str, Any]) -> str:
 
 
 def _unsigned(channel: dict[str, Any], url: str, kind: str) -> int | None:
-    for extension in channel.get("extension", []) or []:
-        if isinstance(extension, dict) and extension.get("url") == url:
+    for extension in _extensions(channel):
+        if extension.get("url") == url:
             value = extension.get(kind)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise Unprocessable(f"The extension {url} needs a non-negative {kind}.",
