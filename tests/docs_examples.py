@@ -8,7 +8,9 @@ What it does, page by page:
 
 - It makes an empty working directory holding ``tests/fixtures`` (a symlink
   into this repository: the only repository path the examples read) and a
-  ``hygeia`` command on ``PATH`` that runs this checkout's code.
+  ``hygeia`` command on ``PATH`` that runs this checkout's code, followed by the
+  scripts of the Python environment running the tests (``mllp_send``, which
+  python-hl7 installs beside ``hygeia``), as in an activated virtualenv.
 - It starts ``hygeia serve --demo`` there, as the README says, on a free port
   (the documented port 8080 may be taken on a CI machine or by another test
   run).  Every ``127.0.0.1:8080`` in a page's examples and shown outputs is
@@ -199,7 +201,8 @@ class PageRun:
         python = shlex.quote(sys.executable)
         wrapper.write_text(f'#!/bin/sh\nexec {python} -m hygeia.cli.main "$@"\n')
         wrapper.chmod(0o755)
-        self.env = {**os.environ, "PATH": f"{bin_folder}:{os.environ['PATH']}",
+        scripts = Path(sys.executable).parent
+        self.env = {**os.environ, "PATH": f"{bin_folder}:{scripts}:{os.environ['PATH']}",
                     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"),
                                                                 os.environ.get("PYTHONPATH")]))}
         for name in [name for name in self.env if name.startswith("HYGEIA_")]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from hygeia.cli.main import build_parser, environment_variable
 from hygeia.server import Settings
 from hygeia.server.context import (
+    AlertSettings,
     AuditSettings,
     AuthSettings,
     HttpSettings,
@@ -21,7 +22,7 @@ from hygeia.server.context import (
 
 SECTIONS = {"search": SearchSettings, "jobs": JobSettings, "auth": AuthSettings,
             "outbound": OutboundSettings, "audit": AuditSettings, "http": HttpSettings,
-            "subscriptions": SubscriptionSettings}
+            "alerts": AlertSettings, "subscriptions": SubscriptionSettings}
 
 GUIDE = Path(__file__).parent.parent / "docs" / "guide" / "operations.md"
 

@@ -1,1 +1,1 @@
-"""The ``hygeia`` command line: serve, load, validate."""
+"""The ``hygeia`` command line: serve, load, validate, db, auth, and the commands pillars add."""

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from hygeia.fhir.spec.logical import ResourceTypeError
 from hygeia.server.auth.secrets import SecretKeyUnreadable
 from hygeia.store import DEFAULT_URL, PendingMigrations, SchemaVersionError
 
@@ -77,7 +78,7 @@ def describe(error: BaseException, db_url: str | None) -> str | None:
         return (f"--db {db_url}: the database needs schema migrations "
                 f"({', '.join(error.pending)}): run `hygeia db migrate --db {db_url}` first, "
                 "or start the server with --migrate")
-    if isinstance(error, SchemaVersionError | SecretKeyUnreadable):
+    if isinstance(error, SchemaVersionError | SecretKeyUnreadable | ResourceTypeError):
         return str(error)
     if isinstance(error, sqlite3.DatabaseError):
         return _sqlite_problem(error, db_url)

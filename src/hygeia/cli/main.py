@@ -284,7 +284,8 @@ def http_settings(args: argparse.Namespace) -> HttpSettings:
                         max_headers=args.max_headers,
                         max_client_connections=args.max_client_connections,
                         max_connections=args.max_connections,
-                        max_buffered_bytes=int(args.max_buffered_mb * 1024 ** 2))
+                        max_buffered_bytes=int(args.max_buffered_mb * 1024 ** 2),
+                        host=args.host)
 
 
 def serve_settings(args: argparse.Namespace, *, auth: bool, base_url: str) -> Settings:

@@ -10,10 +10,12 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hygeia.devices import mllp, mqtt
+from hygeia.devices import mllp, mqtt, registry
+from hygeia.devices.alarms import DeviceAlarms
+from hygeia.devices.commands import merge_commands
 from hygeia.server.extensions import CliCommand, PillarHost
 
-PARTS = (mllp, mqtt)
+PARTS = (mllp, mqtt, registry)
 
 
 class DevicesPillar:
@@ -26,11 +28,12 @@ class DevicesPillar:
             part.serve_options(group)
 
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
+        host.add_event_consumer(DeviceAlarms(host))
         for part in PARTS:
             part.install(host, options)
 
     def commands(self) -> Sequence[CliCommand]:
-        return [command for part in PARTS for command in part.commands()]
+        return merge_commands(command for part in PARTS for command in part.commands())
 
     def demo(self, host: PillarHost, fhir_base: str) -> list[str]:
         lines: list[str] = []

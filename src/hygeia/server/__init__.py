@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hygeia.server.context import (
+        AlertSettings,
         AuditSettings,
         AuthSettings,
         FhirRequest,
@@ -29,14 +30,15 @@ if TYPE_CHECKING:
     )
     from hygeia.server.service import FhirService
 
-__all__ = ["AuditSettings", "AuthSettings", "FhirRequest", "FhirResponse", "FhirService",
-           "HttpSettings", "JobSettings", "OutboundSettings", "SearchSettings", "Settings",
-           "SubscriptionSettings"]
+__all__ = ["AlertSettings", "AuditSettings", "AuthSettings", "FhirRequest", "FhirResponse",
+           "FhirService", "HttpSettings", "JobSettings", "OutboundSettings", "SearchSettings",
+           "Settings", "SubscriptionSettings"]
 
 _HOMES = {
     "FhirRequest": "hygeia.server.context",
     "FhirResponse": "hygeia.server.context",
     "Settings": "hygeia.server.context",
+    "AlertSettings": "hygeia.server.context",
     "AuditSettings": "hygeia.server.context",
     "AuthSettings": "hygeia.server.context",
     "HttpSettings": "hygeia.server.context",

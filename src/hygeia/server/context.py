@@ -93,6 +93,29 @@ class HttpSettings:
     max_client_connections: int = 32  # open connections per client address; more: 429
     max_connections: int = 1000  # open connections per serving process; more: 503
     max_buffered_bytes: int = 512 * 1024 * 1024  # request bodies held at once; more: 503
+    # the address ``hygeia serve --host`` binds; pillars' listeners (MLLP) bind on it too
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSettings:
+    """Alerting (server/alerts, docs/guide/alerts.md): who hears of an alert nobody on the
+    patient's care team can receive, and how soon an unacknowledged one escalates."""
+
+    # seconds an alert's acknowledgement Task may stay unacknowledged before it escalates
+    # (an Alert may set its own)
+    escalate_after_seconds: float = 300.0
+    # escalation steps at most (each raises the Task's priority one step, up to stat)
+    max_escalations: int = 3
+    # how often each serving process looks for overdue alerts written elsewhere (its own
+    # raises wake it at once, and it sleeps no longer than until the next due time it knows)
+    scan_seconds: float = 5.0
+    # a reference ("Organization/ward-7", "PractitionerRole/on-call") told of an alert whose
+    # patient has no active CareTeam (None: the alert is stored with no recipient)
+    fallback_recipient: str | None = None
+    # told of an escalation when no care-team participant has the escalation role (None:
+    # the fallback recipient, else the care team again)
+    escalation_recipient: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +177,7 @@ class Settings:
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
 
 

@@ -16,7 +16,8 @@ Declared here:
   is recorded) and the CapabilityStatement and OpenAPI document.
 - :class:`OperationCall`: what an operation's handler receives.
 - :class:`Host`: what a module may use of the running server (settings, search
-  registry, operations, store sessions, jobs, files). ``FhirService`` implements
+  registry, operations, store sessions, jobs, files, and :class:`Alerts`, the core
+  alerting service, ADR 0010). ``FhirService`` implements
   it; modules receive it and never import the service.
 - :class:`WriteHook`: runs for every version stored, inside the write's own
   transaction, on every write path (REST interactions, batch and transaction
@@ -40,6 +41,10 @@ Declared here:
   found (the ``hygeia.pillars`` entry-point group), the serve flags it adds (its
   settings section, as ``Settings`` has one per core subsystem), what it registers
   at start-up, the ``hygeia`` subcommands it brings and its demo data.
+- ``ResourceType`` (declared in :mod:`hygeia.fhir.spec.logical`, re-exported
+  here): a resource type outside R4 (a logical model such as ViewDefinition),
+  declared as data and named in the ``hygeia.resource_types`` entry-point group,
+  so every process (serving, loader workers, offload helpers, CLI) knows it.
 - Schema migrations: a pillar's tables are a stream of
   :class:`hygeia.store.Migration` steps registered with
   :func:`hygeia.store.register_stream` (docs/architecture.md, "Schema migrations").
@@ -54,16 +59,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from hygeia.fhir.spec.logical import ResourceType
 from hygeia.server.events import EventConsumer, EventContext
 
 if TYPE_CHECKING:
     from hygeia.fhir.search.parameters import SearchRegistry
+    from hygeia.server.alerts.model import Alert, Raised
     from hygeia.server.auth.access import Access
     from hygeia.server.context import FhirRequest, FhirResponse, Settings
     from hygeia.server.jobs.files import FileArea
     from hygeia.store import Job, JobStore, Repository, Session, StoredVersion
 
 __all__ = [
+    "Alerts",
     "CliCommand",
     "EventConsumer",
     "EventContext",
@@ -82,6 +90,7 @@ __all__ = [
     "Operations",
     "Pillar",
     "PillarHost",
+    "ResourceType",
     "WriteHook",
 ]
 
@@ -195,6 +204,20 @@ class Operations(Protocol):
         ...
 
 
+class Alerts(Protocol):
+    """Alerting, as a module uses it (``host.alerts``, server/alerts ``AlertService``):
+    both calls run in the caller's write transaction and never commit."""
+
+    def raise_alert(self, session: Session, alert: Alert) -> Raised:
+        """A Flag, a Task to acknowledge and a Communication to the care team, once
+        while ``alert.key`` is active."""
+        ...
+
+    def clear_alert(self, session: Session, key: str) -> bool:
+        """End the condition ``key``: Flag inactive, Task cancelled or completed."""
+        ...
+
+
 class Host(Protocol):
     """The running server's shared parts, as modules see them."""
 
@@ -203,6 +226,11 @@ class Host(Protocol):
     repository: Repository
     jobs: JobStore
     files: FileArea
+
+    @property
+    def alerts(self) -> Alerts:
+        """Raise and clear alerts (server/alerts, docs/guide/alerts.md)."""
+        ...
 
     @property
     def operations(self) -> Operations:

@@ -14,6 +14,7 @@ import orjson
 
 from hygeia.fhir.outcome import BadRequest
 from hygeia.fhir.search.parameters import default_registry
+from hygeia.server.alerts import AlertService
 from hygeia.server.audit.trail import AuditTrail
 from hygeia.server.auth.access import acting_as
 from hygeia.server.auth.endpoints import AuthMount
@@ -52,7 +53,7 @@ from hygeia.server.rest.integrity import (
 )
 from hygeia.server.rest.interactions import INTERACTIONS
 from hygeia.server.rest.openapi import openapi_document
-from hygeia.server.rest.provenance import store_provenance
+from hygeia.server.rest.provenance import RequestProvenance, request_provenance
 from hygeia.server.rest.router import Route, parse_route
 from hygeia.server.subscriptions.capability import with_topics
 from hygeia.server.subscriptions.install import Subscriptions
@@ -88,6 +89,8 @@ class FhirService:
                                               for kind in (ExportJob(), ImportJob(),
                                                            ReindexJob())}
         self.runner: JobRunner | None = None
+        # raising, clearing and escalating alerts (server/alerts); escalates from start_jobs
+        self.alerts = AlertService(self)
         # readers of the change feed, started with the jobs (server/events); a pillar
         # adds its own with add_event_consumer before start_jobs
         self.event_consumers: list[EventConsumer] = registered_consumers()
@@ -98,6 +101,7 @@ class FhirService:
         # registers its own here at start-up
         self.write_hooks = WriteHooks()
         self.write_hooks.register(SearchParameterHook())
+        self.write_hooks.register(RequestProvenance())
         # network listeners of pillars, started by start_listeners (one process only)
         self.listeners: list[Listener] = []
         self._listening: list[Listener] = []
@@ -233,12 +237,11 @@ class FhirService:
         if operation is not None and operation.session == "write":
             with self.transaction(integrity=self.integrity_check(request)) as session:
                 return self.perform(route, request, session)
-        if route.writes:
-            with self.transaction(integrity=self.integrity_check(request)) as session:
-                # the write, its Provenance and AuditEvent
+        if route.writes:  # the write, its Provenance (a write hook) and AuditEvent
+            with request_provenance(request, route.resource_type) as provenance, \
+                    self.transaction(integrity=self.integrity_check(request)) as session:
                 response = self.perform(route, request, session)
-                stored = store_provenance(session, route, request, response)
-                self.audit.written(session, route, request, response, stored)
+                self.audit.written(session, route, request, response, provenance)
                 return response
         with self.reader() as session:
             return self.perform(route, request, session)
@@ -285,6 +288,7 @@ class FhirService:
         self.audit.start()
         self.subscriptions.start()  # before the consumers: it makes sure of its cursor
         self.start_events()
+        self.alerts.start()
         return self.runner
 
     def start_events(self, timing: EventTiming | None = None) -> None:
@@ -383,6 +387,7 @@ class FhirService:
         self.subscriptions.stop()
         for events in self.event_runners:
             events.stop()
+        self.alerts.stop()
         if self.runner is not None:
             self.runner.stop()
         self.audit.close()

@@ -60,3 +60,34 @@ class Rejected(Exception):
 
 
 Handler = Callable[[Received, "Session"], Handled]
+
+
+def field_text(segment: hl7.Segment, field: int, repetition: int = 1, component: int = 1,
+               subcomponent: int = 1) -> str:
+    """One value of ``segment`` (escape sequences resolved), ``""`` where the message stops
+    short of it: ``field_text(pid, 3, 2, 4)`` is PID-3's second repetition's assigning
+    authority. python-hl7 answers a missing repetition with IndexError; a handler reading
+    an optional field wants the empty value instead."""
+    try:
+        return str(segment.extract_field(1, field, repetition, component, subcomponent))
+    except (IndexError, KeyError):
+        return ""
+
+
+def repetitions(segment: hl7.Segment, field: int) -> int:
+    """How many repetitions ``segment``'s field ``field`` has (0 when it is empty)."""
+    try:
+        value = segment(field)
+    except IndexError:
+        return 0
+    if not str(value):
+        return 0
+    return len(value) if isinstance(value, list) else 1
+
+
+def first_segment(message: hl7.Message, name: str) -> hl7.Segment | None:
+    """The first segment named ``name`` (``"PV1"``), or None when the message has none."""
+    try:
+        return message.segment(name)
+    except KeyError:
+        return None

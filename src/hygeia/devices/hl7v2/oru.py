@@ -1,7 +1,170 @@
-"""TODO(issue 16): the ORU handlers."""
+"""ORU^R01: observation results, from bedside devices (IHE PCD-01) or lab analysers.
+
+The handler reads the message's order groups (each OBR and the OBX rows after
+it), finds the patient (:mod:`.attribution`), maps the results with
+:mod:`.pcd01` or :mod:`.lab`, and writes every resource through
+:func:`.writing.upsert` inside the caller's transaction. A message is PCD-01
+when MSH-21 names an IHE PCD profile or any OBX-3 is coded in MDC.
+
+The ADT handlers know who was in which bed when (:func:`.adt.patient_in_bed`);
+the registered handler asks them when PID is sparse.
+"""
 
 from __future__ import annotations
 
-from hygeia.devices.hl7v2.handling import Handler
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-HANDLES: dict[str, Handler] = {}
+import hl7
+
+from hygeia.devices.hl7v2 import adt, lab, pcd01
+from hygeia.devices.hl7v2.attribution import Attribution, BedLookup, attribute
+from hygeia.devices.hl7v2.handling import Handled, Handler, Received, Rejected
+from hygeia.devices.hl7v2.hl7time import FhirTime, fhir_datetime
+from hygeia.devices.hl7v2.obx import Obx, read_obx
+from hygeia.devices.hl7v2.segments import first, part, repetition_count
+from hygeia.devices.hl7v2.writing import upsert, upsert_all
+from hygeia.fhir.datetime import fhir_datetime_range
+from hygeia.store import Session
+
+PCD_PROFILE_OID = "1.3.6.1.4.1.19376.1.6.1.1.1"  # IHE PCD-01 (DEC), MSH-21.3
+MAX_OBX = 5_000  # OBX rows in one message; more is refused rather than half-processed
+
+
+@dataclass(slots=True)
+class OrderGroup:
+    """One OBR (its position among the OBRs) and the OBX rows that follow it."""
+
+    obr: hl7.Segment | None
+    obr_index: int
+    rows: list[Obx] = field(default_factory=list)
+
+
+def is_pcd01(message: hl7.Message, groups: list[OrderGroup]) -> bool:
+    """MSH-21 names an IHE PCD profile, or an OBX-3 is coded in MDC."""
+    msh = first(message, "MSH")
+    if msh is not None:
+        for repetition in range(1, repetition_count(msh, 21) + 1):
+            if part(msh, 21, 1, repetition).upper().startswith("IHE_PCD") or \
+                    part(msh, 21, 3, repetition) == PCD_PROFILE_OID:
+                return True
+    return any(obx.system.upper() == "MDC" for group in groups for obx in group.rows)
+
+
+def order_groups(message: hl7.Message) -> list[OrderGroup]:
+    """The OBR groups in message order (OBX rows before any OBR form a group of none)."""
+    groups: list[OrderGroup] = []
+    obr_count = obx_count = 0
+    for segment in message:
+        name = str(segment[0])
+        if name == "OBR":
+            obr_count += 1
+            groups.append(OrderGroup(segment, obr_count))
+        elif name == "OBX":
+            obx_count += 1
+            if obx_count > MAX_OBX:
+                raise Rejected(f"The message has more than {MAX_OBX} OBX segments.",
+                               location=f"OBX^{obx_count}", hl7_code="207")
+            if not groups:
+                groups.append(OrderGroup(None, 0))
+            groups[-1].rows.append(read_obx(segment, obx_count))
+    if obx_count == 0:
+        raise Rejected("The ORU^R01 message has no OBX segment: there is no result to store.",
+                       location="OBX^1", hl7_code="101")
+    return groups
+
+
+def oru_handler(bed_lookup: BedLookup | None = None) -> Handler:
+    """The ORU^R01 handler, asking ``bed_lookup`` who is in a bed when PID is sparse."""
+    def handle(received: Received, session: Session) -> Handled:
+        return handle_oru_r01(received, session, bed_lookup)
+    return handle
+
+
+def handle_oru_r01(received: Received, session: Session,
+                   bed_lookup: BedLookup | None = None) -> Handled:
+    """Store an ORU^R01's results (see the module docstring)."""
+    handled = Handled()
+    groups = order_groups(received.message)
+    application = received.sender.split("|", 1)[0]
+    attribution = attribute(received.message, session, _first_time(groups), bed_lookup)
+    if attribution.new_patient is not None:
+        upsert(session, attribution.new_patient, handled, location="PID^1^3")
+    if attribution.subject is None:
+        handled.notes.append(attribution.note)
+    if is_pcd01(received.message, groups):
+        _store_pcd01(received, session, groups, application, attribution, handled)
+    else:
+        _store_lab(session, groups, application, attribution, handled)
+    return handled
+
+
+def _store_pcd01(received: Received, session: Session, groups: list[OrderGroup],
+                 application: str, attribution: Attribution, handled: Handled) -> None:
+    rows = [(obx, _obr_time(group)) for group in groups for obx in group.rows]
+    result = pcd01.observations(rows, received.sender, application, attribution)
+    # Everything written here hangs off the monitors named (ids derive from their keys):
+    # messages from the same monitors take turns.
+    monitors = sorted({r["identifier"][0]["value"] for r in result.devices.values()
+                       if r["resourceType"] == "Device" and "parent" not in r})
+    upsert_all(session, [(device, "OBX") for device in _parents_first(result.devices)]
+               + [(observation, result.origins[observation["id"]])
+                  for observation in result.observations], handled,
+               lock="mds:" + ",".join(monitors) if monitors else f"sender:{received.sender}")
+    handled.notes.extend(result.notes)
+
+
+def _store_lab(session: Session, groups: list[OrderGroup], application: str,
+               attribution: Attribution, handled: Handled) -> None:
+    for group in groups:
+        if group.obr is None:
+            raise Rejected("Lab results (OBX) must follow an OBR that says what was ordered.",
+                           location="OBR^1", hl7_code="101")
+        results = [lab.observation(obx, group.obr, group.obr_index, application,
+                                   attribution.subject, handled.notes) for obx in group.rows]
+        report = lab.report(group.obr, group.obr_index, results, application,
+                            attribution.subject)
+        upsert_all(session, [*((observation, f"OBX^{obx.index}") for observation, obx
+                               in zip(results, group.rows, strict=True)),
+                             (report, f"OBR^{group.obr_index}")], handled,
+                   lock=f"order:{report['id']}")
+
+
+def _parents_first(resources: dict[str, dict[str, object]]) -> list[dict[str, object]]:
+    """Devices before the devices and metrics that reference them (MDS, VMD, channel,
+    metric), so referential integrity holds at every write."""
+    order = {"Device": 0, "DeviceMetric": 1}
+    return sorted(resources.values(), key=lambda r: (order[str(r["resourceType"])],
+                                                     "parent" in r))
+
+
+def _obr_time(group: OrderGroup) -> FhirTime | None:
+    if group.obr is None or not part(group.obr, 7):
+        return None
+    time = fhir_datetime(part(group.obr, 7))
+    if time is None:
+        raise Rejected(f"OBR-7 of OBR {group.obr_index} ({part(group.obr, 7)!r}) is not an "
+                       f"HL7 date/time.", location=f"OBR^{group.obr_index}^7", hl7_code="102")
+    return time
+
+
+def _first_time(groups: list[OrderGroup]) -> str | None:
+    for group in groups:
+        for obx in group.rows:
+            if obx.time is not None:
+                return obx.time.value
+        time = _obr_time(group)
+        if time is not None:
+            return time.value
+    return None
+
+
+def patient_in_bed(session: Session, bed: str, at: str | None) -> str | None:
+    """Who was in ``bed`` at ``at`` (a FHIR dateTime; None: now), by the ADT handlers'
+    record of bed stays."""
+    moment = datetime.now(UTC) if at is None else \
+        datetime.fromtimestamp(fhir_datetime_range(at)[0] / 1_000_000, UTC)
+    return adt.patient_in_bed(session, bed, moment)
+
+
+HANDLES: dict[str, Handler] = {"ORU^R01": oru_handler(patient_in_bed)}

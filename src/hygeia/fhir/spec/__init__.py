@@ -20,11 +20,15 @@ from typing import Any
 
 import orjson
 
+from hygeia.fhir.spec.logical import ResourceType, ResourceTypeError, installed_resource_types
+
 __all__ = [
     "FHIR_VERSION",
+    "ResourceType",
     "complex_types",
     "domain_resource_types",
     "is_resource_type",
+    "logical_types",
     "patient_compartment",
     "primitive_types",
     "resource_types",
@@ -45,8 +49,23 @@ def _load(name: str) -> Any:
 
 @cache
 def _types_document() -> dict[str, Any]:
+    """The R4 type table, with the installed logical types merged in."""
     document: dict[str, Any] = _load("types.json.gz")
+    types = document["types"]
+    names = document["valueSets"][RESOURCE_TYPES_VALUE_SET]
+    for declared in logical_types().values():
+        if declared.name in types:
+            raise ResourceTypeError(f"an installed package declares the resource type "
+                                    f"{declared.name!r}, which is an R4 type")
+        types.update(declared.type_definitions())
+        names.append(declared.name)
     return document
+
+
+@cache
+def logical_types() -> dict[str, ResourceType]:
+    """The installed resource types outside R4, by name (:mod:`.logical`)."""
+    return {declared.name: declared for declared in installed_resource_types()}
 
 
 def type_definitions() -> dict[str, dict[str, Any]]:
@@ -129,7 +148,9 @@ def value_set_expansion(url: str) -> frozenset[tuple[str, str]] | None:
 
 @cache
 def _search_parameters() -> tuple[dict[str, Any], ...]:
-    return tuple(_load("search_parameters.json.gz"))
+    logical = [parameter for declared in logical_types().values()
+               for parameter in declared.compact_search_parameters()]
+    return (*_load("search_parameters.json.gz"), *logical)
 
 
 def search_parameters() -> list[dict[str, Any]]:
@@ -151,4 +172,7 @@ def patient_compartment() -> dict[str, list[str]]:
     Types with no such parameter are not in the Patient compartment and are absent.
     """
     compartment: dict[str, list[str]] = _load("compartment_patient.json.gz")
+    for declared in logical_types().values():
+        if declared.patient_compartment:
+            compartment[declared.name] = list(declared.patient_compartment)
     return compartment

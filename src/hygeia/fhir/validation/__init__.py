@@ -77,7 +77,17 @@ def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
                 Issue("too-costly", "the resource is nested too deeply to validate")]
     except _Enough:
         return [*issues, too_many_issues()]
+    if not issues and name in spec.logical_types():
+        return _logical_rules(name, resource)
     return list(issues)
+
+
+def _logical_rules(name: str, resource: dict[str, Any]) -> list[Issue]:
+    """The checks a logical type declares beyond its elements (run on a structurally
+    valid resource only)."""
+    check = spec.logical_types()[name].validate
+    issues = check(resource) if check is not None else []
+    return issues if len(issues) <= MAX_ISSUES else [*issues[:MAX_ISSUES], too_many_issues()]
 
 
 def validate_or_raise(resource: Any, expected_type: str | None = None) -> None:

@@ -19,7 +19,12 @@ from hygeia.fhir.datetime import fhir_datetime_range, format_instant, now_us
 from hygeia.fhir.outcome import BadRequest, Forbidden, NotFound, information
 from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.fhir.search.query import Query, SearchLimits, parse_query
-from hygeia.fhir.spec import is_resource_type, patient_compartment, resource_types
+from hygeia.fhir.spec import (
+    is_resource_type,
+    logical_types,
+    patient_compartment,
+    resource_types,
+)
 from hygeia.server.auth.operations import client_of, export_types
 from hygeia.server.context import FhirRequest, FhirResponse
 from hygeia.server.jobs.status import status_url
@@ -176,18 +181,27 @@ def _unsupported(names: set[str], request: FhirRequest) -> list[list[str]]:
             for name in unknown]
 
 
+def _system_export_types() -> list[str]:
+    """What a system export without ``_type`` holds: every type, less the logical types
+    that declare themselves out of it (hygeia.fhir.spec.logical)."""
+    logical = logical_types()
+    return sorted(name for name in resource_types()
+                  if name not in logical or logical[name].system_export)
+
+
 def _types(params: list[tuple[str, Any]], level: str, warnings: list[list[str]]) -> list[str]:
     """The types asked for; at Patient and Group level, those outside the Patient
     compartment are left out and reported, and only a request naming none inside fails."""
     compartment = {"Patient", *patient_compartment()}
-    default = sorted(compartment) if level != "system" else sorted(resource_types())
+    default = sorted(compartment) if level != "system" else _system_export_types()
     asked = [kind.strip() for name, value in params if name == "_type"
              for kind in str(value).split(",") if kind.strip()]
     if not asked:
         return default
     for kind in asked:
         if not is_resource_type(kind):
-            raise BadRequest(f"_type names '{kind}', which is not a FHIR R4 resource type.",
+            raise BadRequest(f"_type names '{kind}', which is not a resource type this server "
+                             "stores.",
                              expression="_type")
     if level == "system":
         return sorted(set(asked))

@@ -12,7 +12,7 @@ from hygeia import FHIR_VERSION, __version__
 from hygeia.fhir.datetime import format_instant, now_us
 from hygeia.fhir.search.parameters import SearchParameter, SearchRegistry
 from hygeia.fhir.search.query import MODIFIERS, PREFIXED_TYPES
-from hygeia.fhir.spec import resource_types
+from hygeia.fhir.spec import logical_types, resource_types
 
 if TYPE_CHECKING:
     from hygeia.server.extensions import Operation
@@ -75,6 +75,7 @@ def _resource_entry(resource_type: str, registry: SearchRegistry,
     policy = {"referencePolicy": ENFORCED_POLICY} if integrity else {}
     return {
         "type": resource_type,
+        **_logical_profile(resource_type),
         "interaction": [_interaction(code, integrity)
                         for code in _interactions(resource_type)],
         **policy,
@@ -91,6 +92,17 @@ def _resource_entry(resource_type: str, registry: SearchRegistry,
         "operation": [_operation(operation, resource_type)
                       for operation in operations.on_type(resource_type)],
     }
+
+
+def _logical_profile(resource_type: str) -> dict[str, str]:
+    """A type outside R4 names its StructureDefinition (and says what it is)."""
+    declared = logical_types().get(resource_type)
+    if declared is None:
+        return {}
+    entry = {"profile": declared.url}
+    if declared.documentation:
+        entry["documentation"] = declared.documentation
+    return entry
 
 
 def _operation(operation: Operation, target: str) -> dict[str, str]:

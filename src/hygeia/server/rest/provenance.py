@@ -3,27 +3,35 @@
 The header carries a Provenance resource as JSON (the convention of the FHIR
 spec's provenance page, as HAPI FHIR implements it).  The server sets
 ``target`` to the version-specific reference of what the write stored and
-``recorded`` to now, validates the result and stores it in the write's own
-transaction: both commit, or neither.  A header that is not JSON, not a
-Provenance, or not valid once completed is refused with 400, and the write
-rolls back with it.  A write that stored nothing (a conditional create that
-found its match, a conditional delete without one) stores no Provenance.
+``recorded`` to the write's time, validates the result and stores it in the
+write's own transaction: both commit, or neither. It is a write hook
+(:class:`RequestProvenance`) fed by the request through a context variable.
+A header that is not JSON, not a Provenance, or not valid once completed is
+refused with 400, and the write rolls back with it. A write that stored nothing
+(a conditional create that found its match, a conditional delete without one)
+stores no Provenance.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from hygeia.fhir.datetime import format_instant, now_us
+from hygeia.fhir.datetime import format_instant
 from hygeia.fhir.outcome import BadRequest, Issue
 from hygeia.fhir.validation import validate
 from hygeia.server.auth.guard import guarded
-from hygeia.server.context import FhirRequest, FhirResponse
+from hygeia.server.context import FhirRequest
 from hygeia.server.rest import write
-from hygeia.server.rest.router import Route
-from hygeia.store import Session
+
+if TYPE_CHECKING:
+    from hygeia.server.auth.access import Access
+    from hygeia.store import Session, StoredVersion
 
 HEADER = "X-Provenance"
 
@@ -55,32 +63,61 @@ def provenance_for(header: str, target: str, recorded: int) -> dict[str, Any]:
     return resource
 
 
-def store_provenance(session: Session, route: Route, request: FhirRequest,
-                     response: FhirResponse) -> list[str]:
-    """Store the request's ``X-Provenance`` (if any) in the write's transaction.
+@dataclass(slots=True)
+class _Pending:
+    """The X-Provenance of the request this thread is handling, until it is stored."""
 
-    Returns the stored Provenance's version-specific reference (empty when
-    there was no header or nothing was written).  Stored through the token's
-    scopes like any create.
-    """
+    header: str
+    resource_type: str | None  # what the request writes (its AuditEvent is not a target)
+    access: Access | None
+    stored: list[str]
+    storing: bool = False
+
+
+_PENDING: ContextVar[_Pending | None] = ContextVar("hygeia_x_provenance", default=None)
+
+
+@contextmanager
+def request_provenance(request: FhirRequest, resource_type: str | None) -> Iterator[list[str]]:
+    """Within the block, the request's ``X-Provenance`` (if any) is stored by
+    :class:`RequestProvenance` with the version the write stores. Yields the list the
+    stored Provenance's version-specific reference lands in (for the audit trail)."""
+    stored: list[str] = []
     if request.provenance is None:
-        return []
-    target = written_version(route, request, response)
-    if target is None:
-        return []
-    resource = provenance_for(request.provenance, target, now_us())
-    stored = write.create(guarded(session, request.access, "create"), "Provenance", resource,
-                          validated=True)
-    assert stored.location is not None
-    return [stored.location]
+        yield stored
+        return
+    token = _PENDING.set(_Pending(request.provenance, resource_type, request.access, stored))
+    try:
+        yield stored
+    finally:
+        _PENDING.reset(token)
 
 
-def written_version(route: Route, request: FhirRequest, response: FhirResponse) -> str | None:
-    """``Type/id/_history/v`` of the version a write stored; None when it stored none."""
-    if route.interaction == "create" and response.status != 201:
-        return None  # a conditional create that matched an existing resource
-    if response.location:
-        return response.location.removeprefix(request.base_url)
-    if route.resource_type and route.id and response.version is not None:
-        return f"{route.resource_type}/{route.id}/_history/{response.version}"
-    return None
+class RequestProvenance:
+    """``X-Provenance`` as a write hook: the first version a REST write stores gets the
+    request's Provenance, in the same transaction, through the client's scopes.
+
+    The header belongs to one request, so the hook finds it in a context variable set
+    around that request's write (:func:`request_provenance`); on every other write path
+    (the loader, ``$import``, Bundles) the variable is unset and the hook costs one
+    lookup. A write that stores no version (a conditional create that matched, a
+    conditional delete that found nothing) never calls it, so stores no Provenance.
+    """
+
+    types = None  # whichever type the request writes
+
+    def written(self, session: Session, version: StoredVersion) -> None:
+        pending = _PENDING.get()
+        if pending is None or pending.stored or pending.storing or \
+                version.resource_type != pending.resource_type:
+            return  # no header, already stored, the Provenance itself, or not the target
+        pending.storing = True
+        try:
+            target = f"{version.resource_type}/{version.id}/_history/{version.version}"
+            resource = provenance_for(pending.header, target, version.last_updated)
+            stored = write.create(guarded(session, pending.access, "create"), "Provenance",
+                                  resource, validated=True)
+        finally:
+            pending.storing = False
+        assert stored.location is not None
+        pending.stored.append(stored.location)

@@ -1,0 +1,156 @@
+"""Device ingestion: IHE PCD-01 over MLLP into a real ``hygeia serve``, beside the same
+run's ``hygeia load`` rate for the same number of Observations as the baseline.
+
+    python -m benchmarks.devices --backends sqlite,postgresql --senders 8 --messages 300
+
+Each of ``--senders`` connections (python-hl7's MLLP client, one thread each) sends
+``--messages`` ORU^R01 messages of 6 OBX rows (heart rate, SpO2, pulse rate,
+respiratory rate, temperature, weight) for a patient of its own, and waits for each
+acknowledgement (sent by the server after commit) before the next message, as a
+monitor gateway does. Reported: Observations stored per second (wall time from the
+first message to the last acknowledgement) and the acknowledgement latency p50/p99.
+
+The baseline is ``hygeia load`` of an NDJSON file holding as many Observations of
+the same shape, into a fresh database on the same backend, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import hl7.client
+import orjson
+
+from benchmarks.common import DEFAULT_PG, Server, drop_postgres_db, free_port, fresh_postgres_db
+
+READINGS = (  # MDC code, name, value, MDC unit, containment
+    ("147842", "MDC_ECG_HEART_RATE", "72", "264864^MDC_DIM_BEAT_PER_MIN", "1.1.1.1"),
+    ("150456", "MDC_PULS_OXIM_SAT_O2", "97", "262688^MDC_DIM_PERCENT", "1.2.1.1"),
+    ("149530", "MDC_PULS_OXIM_PULS_RATE", "71", "264864^MDC_DIM_BEAT_PER_MIN", "1.2.1.2"),
+    ("151562", "MDC_RESP_RATE", "16", "264928^MDC_DIM_RESP_PER_MIN", "1.3.1.1"),
+    ("150364", "MDC_TEMP_BODY", "37.1", "268192^MDC_DIM_DEGC", "1.5.1.1"),
+    ("188736", "MDC_MASS_BODY_ACTUAL", "71.5", "263875^MDC_DIM_KILO_G", "1.6.1.1"),
+)
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def pcd01(sender: int, number: int) -> str:
+    """One ORU^R01 of 6 OBX rows; each message a second later than the one before."""
+    at = (START + timedelta(seconds=number)).strftime("%Y%m%d%H%M%S+0000")
+    eui = f"{sender:08X}ABCDEF00"
+    segments = [
+        f"MSH|^~\\&|BENCH_MONITOR^{eui}^EUI-64|WARD|HYGEIA|HOSP|{at}||ORU^R01^ORU_R01|"
+        f"B{sender}-{number}|P|2.6|||NE|AL|||||IHE_PCD_001^IHE PCD^"
+        "1.3.6.1.4.1.19376.1.6.1.1.1^ISO",
+        f"PID|||BENCH-{sender}^^^HOSP^MR||Bench^Patient{sender}",
+        f"OBR|1||F{sender}-{number}|182777000^monitoring of patient^SCT|||{at}",
+    ]
+    for row, (code, name, value, unit, place) in enumerate(READINGS, start=1):
+        segments.append(f"OBX|{row}|NM|{code}^{name}^MDC|{place}|{value}|{unit}^MDC|||||R|||"
+                        f"{at}||||{eui}^EUI-64")
+    return "\r".join(segments) + "\r"
+
+
+def run_senders(port: int, senders: int, messages: int) -> tuple[float, list[float]]:
+    """Wall seconds for every message acknowledged, and each acknowledgement's latency."""
+    latencies: list[list[float]] = [[] for _ in range(senders)]
+    failures: list[str] = []
+
+    def send(sender: int) -> None:
+        with hl7.client.MLLPClient("127.0.0.1", port) as client:
+            for number in range(messages):
+                began = time.perf_counter()
+                ack = client.send_message(pcd01(sender, number)).decode()
+                latencies[sender].append(time.perf_counter() - began)
+                if "MSA|AA" not in ack:
+                    failures.append(ack)
+                    return
+
+    threads = [threading.Thread(target=send, args=(sender,)) for sender in range(senders)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    if failures:
+        raise SystemExit(f"a message was not accepted: {failures[0]!r}")
+    return elapsed, [latency for per_sender in latencies for latency in per_sender]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def load_baseline(db_url: str, observations: int) -> float:
+    """``hygeia load`` of as many Observations: resources per second it reports."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "Observation.ndjson"
+        with path.open("wb") as handle:
+            for number in range(observations):
+                handle.write(orjson.dumps({
+                    "resourceType": "Observation", "id": f"o{number}", "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                    "subject": {"reference": f"Patient/p{number % 50}"},
+                    "effectiveDateTime": (START + timedelta(seconds=number)).isoformat(),
+                    "valueQuantity": {"value": 72, "unit": "/min",
+                                      "system": "http://unitsofmeasure.org", "code": "/min"}})
+                    + b"\n")
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "hygeia.cli.main", "load", "--db", db_url,
+                        "--quiet", str(path)], check=True, capture_output=True)
+        return observations / (time.perf_counter() - began)
+
+
+def database(backend: str, admin: str, name: str, folder: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{folder}/{name}.db"
+    return fresh_postgres_db(admin, name)
+
+
+def measure_mllp(backend: str, admin: str, senders: int, messages: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        db_url = database(backend, admin, "bench_devices_mllp", Path(folder))
+        port = free_port()
+        server = Server(db_url, "--mllp-port", str(port))
+        try:
+            elapsed, latencies = run_senders(port, senders, messages)
+        finally:
+            server.stop()
+        if backend != "sqlite":
+            drop_postgres_db(admin, "bench_devices_mllp")
+        observations = senders * messages * len(READINGS)
+        baseline_url = database(backend, admin, "bench_devices_load", Path(folder))
+        baseline = load_baseline(baseline_url, observations)
+        if backend != "sqlite":
+            drop_postgres_db(admin, "bench_devices_load")
+    rate = observations / elapsed
+    print(f"{backend:<10} MLLP {senders} senders x {messages} messages x {len(READINGS)} OBX: "
+          f"{rate:8,.0f} Observations/s; ACK p50 {percentile(latencies, 0.5) * 1000:6.1f} ms, "
+          f"p99 {percentile(latencies, 0.99) * 1000:6.1f} ms, mean "
+          f"{statistics.fmean(latencies) * 1000:6.1f} ms | baseline hygeia load "
+          f"{baseline:8,.0f} Observations/s; ratio {rate / baseline:.2f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--postgres", default=DEFAULT_PG, help="admin URL for scratch databases")
+    parser.add_argument("--senders", type=int, default=8)
+    parser.add_argument("--messages", type=int, default=300, help="messages per sender")
+    args = parser.parse_args(argv)
+    for backend in args.backends.split(","):
+        measure_mllp(backend, args.postgres, args.senders, args.messages)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Whose data is this? The patient of a message, from PID-3 or else from the bed.
+
+1. PID-3 identifiers: the Patient is found by identifier (a search on the
+   store session, never by name). If PID carries identifiers and no Patient has
+   any of them, one is created with them (and PID-5/7/8 as name, birth date and
+   gender), under an id derived from the first identifier so concurrent or
+   replayed messages converge on one Patient.
+2. No identifier: the bed in PV1-3 (``FACILITY/POC/ROOM/BED``, see
+   :mod:`.identity`) is asked for the patient in it at the observation time,
+   through a :data:`BedLookup`. The ADT handlers provide one that knows the
+   bed's history; :func:`encounter_in_bed` is the fallback, reading the
+   in-progress Encounter at that Location.
+3. Otherwise, or when identifiers or the bed point at more than one patient,
+   nobody: the data is kept unattributed and the reason is noted. Never guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import hl7
+import orjson
+
+from hygeia.devices.hl7v2 import adt
+from hygeia.devices.hl7v2.handling import Rejected
+from hygeia.devices.hl7v2.hl7time import fhir_datetime
+from hygeia.devices.hl7v2.identity import (
+    LOCATION_SYSTEM,
+    location_value,
+    stable_id,
+    token,
+)
+from hygeia.devices.hl7v2.segments import first, part, repetition_count
+from hygeia.fhir.datetime import fhir_datetime_range
+from hygeia.fhir.outcome import FhirError
+from hygeia.fhir.search.query import parse_criteria
+from hygeia.store import Session
+
+BedLookup = Callable[[Session, str, str | None], str | None]
+"""``(session, location value, FHIR dateTime or None) -> "Patient/id" or None``: who
+was in the bed ``FACILITY/POC/ROOM/BED`` at that time."""
+
+GENDERS = {"M": "male", "F": "female", "O": "other", "U": "unknown", "A": "other", "N": "other"}
+MAX_MATCHES = 5
+MAX_IDENTIFIERS = 20  # PID-3 repetitions: a patient has a few, a flood is an attack
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """The subject reference (None when unattributed) and, if any, why not."""
+
+    subject: str | None
+    note: str = ""
+    new_patient: dict[str, Any] | None = None  # to be written by the caller
+
+
+def attribute(message: hl7.Message, session: Session, at: str | None,
+              bed_lookup: BedLookup | None = None) -> Attribution:
+    """The patient of ``message`` (see the module docstring for the rules)."""
+    pid = first(message, "PID")
+    identifiers = pid_identifiers(message)
+    if pid is not None and identifiers:
+        try:
+            return _by_identifiers(session, pid, identifiers)
+        except FhirError as error:
+            raise Rejected(f"PID-3 identifiers cannot be looked up: {_reason(error)}",
+                           location="PID^1^3", hl7_code="102") from error
+    bed = bed_of(message)
+    if not bed:
+        return Attribution(None, "No patient identifier (PID-3) and no bed (PV1-3): "
+                                 "the data is kept without a patient.")
+    try:
+        found = (bed_lookup or encounter_in_bed)(session, bed, at)
+    except FhirError as error:
+        raise Rejected(f"The bed {bed!r} (PV1-3) cannot be looked up: {_reason(error)}",
+                       location="PV1^1^3", hl7_code="102") from error
+    if found is None:
+        return Attribution(None, f"No patient identifier (PID-3) and no single patient "
+                                 f"known in bed {bed}: the data is kept without a patient.")
+    return Attribution(found)
+
+
+def _reason(error: FhirError) -> str:
+    return "; ".join(issue.diagnostics for issue in error.issues[:3])
+
+
+def pid_identifiers(message: hl7.Message) -> list[dict[str, Any]]:
+    """PID-3's identifiers as FHIR Identifiers, by the ADT handlers' rule (the same
+    patient must be found whichever message named it first)."""
+    pid = first(message, "PID")
+    if pid is None:
+        return []
+    if repetition_count(pid, 3) > MAX_IDENTIFIERS:
+        raise Rejected(f"PID-3 repeats more than {MAX_IDENTIFIERS} times.",
+                       location="PID^1^3", hl7_code="102")
+    return adt.identifiers(message, pid, 3)
+
+
+def bed_of(message: hl7.Message) -> str:
+    """PV1-3 as the bed identifier value, "" when there is none."""
+    pv1 = first(message, "PV1")
+    if pv1 is None:
+        return ""
+    return location_value(part(pv1, 3, 4), part(pv1, 3, 1), part(pv1, 3, 2), part(pv1, 3, 3))
+
+
+def _by_identifiers(session: Session, pid: hl7.Segment,
+                    identifiers: list[dict[str, Any]]) -> Attribution:
+    criteria = ",".join(quote(token(i["system"], i["value"]), safe="") for i in identifiers)
+    session.lock(f"Patient?identifier={criteria}")  # concurrent first messages create one
+    ids = _search_ids(session, "Patient", f"identifier={criteria}")
+    if len(ids) > 1:
+        return Attribution(None, "PID-3 identifiers belong to more than one Patient ("
+                                 + ", ".join(f"Patient/{i}" for i in sorted(ids))
+                                 + "): the data is kept without a patient.")
+    if ids:
+        return Attribution(f"Patient/{ids[0]}")
+    first_id = identifiers[0]
+    patient = _patient_from_pid(pid, stable_id("pat", f"{first_id['system']}|"
+                                                      f"{first_id['value']}"), identifiers)
+    return Attribution(f"Patient/{patient['id']}", new_patient=patient)
+
+
+def _patient_from_pid(pid: hl7.Segment, id: str, identifiers: list[dict[str, Any]]
+                      ) -> dict[str, Any]:
+    patient: dict[str, Any] = {"resourceType": "Patient", "id": id, "identifier": identifiers}
+    family, given = part(pid, 5, 1), part(pid, 5, 2)
+    if family or given:
+        patient["name"] = [{k: v for k, v in (("family", family),
+                                              ("given", [given] if given else None)) if v}]
+    birth = fhir_datetime(part(pid, 7))
+    if birth is not None and len(birth.value) <= 10:
+        patient["birthDate"] = birth.value
+    elif birth is not None:
+        patient["birthDate"] = birth.value[:10]
+    gender = GENDERS.get(part(pid, 8).upper())
+    if gender:
+        patient["gender"] = gender
+    return patient
+
+
+def encounter_in_bed(session: Session, bed: str, at: str | None) -> str | None:
+    """The subject of the in-progress Encounter at the Location whose identifier is
+    ``urn:hygeia:hl7v2:location|{bed}``; None when there is none or several patients.
+
+    An Encounter that began after ``at`` (by its ``period.start``) does not count:
+    data measured before a patient arrived is not theirs. The ADT handlers' lookup
+    knows the bed's whole history and is preferred when wired in.
+    """
+    criteria = (f"location.identifier={quote(token(LOCATION_SYSTEM, bed), safe='')}"
+                f"&status=in-progress")
+    subjects = set()
+    for content in _search_contents(session, "Encounter", criteria):
+        encounter = orjson.loads(content) if content is not None else {}
+        subject = encounter.get("subject", {}).get("reference")
+        if isinstance(subject, str) and _began_by(encounter, at):
+            subjects.add(subject)
+    return subjects.pop() if len(subjects) == 1 else None
+
+
+def _began_by(encounter: dict[str, Any], at: str | None) -> bool:
+    start = encounter.get("period", {}).get("start")
+    if at is None or not isinstance(start, str):
+        return True
+    try:
+        return fhir_datetime_range(start)[0] <= fhir_datetime_range(at)[1]
+    except FhirError:
+        return True  # stored resources are valid; an unreadable time does not exclude
+
+
+def _search_contents(session: Session, resource_type: str, criteria: str) -> list[bytes | None]:
+    query = parse_criteria(resource_type, criteria, session.registry)
+    query.count = MAX_MATCHES
+    return [match.content for match in session.search(query).matches]
+
+
+def _search_ids(session: Session, resource_type: str, criteria: str) -> list[str]:
+    query = parse_criteria(resource_type, criteria, session.registry)
+    query.count = MAX_MATCHES
+    return [match.id for match in session.search(query).matches]

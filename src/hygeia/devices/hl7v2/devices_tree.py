@@ -1,0 +1,122 @@
+"""The device containment tree of a PCD-01 message as Device and DeviceMetric resources.
+
+IEEE 11073 models a device as MDS (the medical device system: the monitor) >
+VMD (a virtual medical device: a module, e.g. the NIBP module) > Channel > Metric.
+PCD-01 sends this tree in OBX-4 as ``MDS.VMD.CHANNEL.METRIC`` ("1.2.1.3"); rows with
+metric 0 describe a device level rather than a measurement (``1.0.0.0`` the MDS,
+``1.2.0.0`` a VMD, ``1.2.1.0`` a channel), with the MDS's EUI-64 in OBX-18.
+
+Here the MDS is a Device identified by its EUI-64 (else by sender and MDS number);
+each VMD and channel is a Device whose ``parent`` is the level above; each metric
+is a DeviceMetric whose ``source`` is the MDS and ``parent`` the channel. Ids are
+derived from the identifiers, so the same monitor is the same Device in every
+message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hygeia.devices.hl7v2.identity import (
+    DEVICE_SYSTEM,
+    EUI64_SYSTEM,
+    identifier,
+    stable_id,
+)
+from hygeia.devices.hl7v2.mdc import MDC
+from hygeia.devices.hl7v2.units import UCUM, Unit
+
+
+@dataclass(frozen=True, slots=True)
+class Containment:
+    """OBX-4 read as MDS.VMD.CHANNEL.METRIC (missing parts are 0)."""
+
+    mds: int
+    vmd: int
+    channel: int
+    metric: int
+
+    @property
+    def is_device_level(self) -> bool:
+        return self.metric == 0
+
+    def __str__(self) -> str:
+        return f"{self.mds}.{self.vmd}.{self.channel}.{self.metric}"
+
+
+def containment(sub_id: str) -> Containment | None:
+    """OBX-4 as a containment path, or None when it is not one (``"1.2.1.3"``)."""
+    pieces = sub_id.split(".")
+    if not 1 <= len(pieces) <= 4 or not all(p.isdigit() and len(p) <= 9 for p in pieces):
+        return None
+    numbers = [int(p) for p in pieces] + [0] * (4 - len(pieces))
+    return Containment(*numbers)
+
+
+@dataclass(slots=True)
+class DeviceTree:
+    """The device levels of one message, built up as its OBX rows are read."""
+
+    sender: str  # "APP|FACILITY"
+    eui64: dict[int, str]  # MDS number -> EUI-64
+    types: dict[str, dict[str, Any]]  # "1.2.0.0" -> the MDC type of that device level
+    resources: dict[str, dict[str, Any]]  # "Type/id" -> resource
+
+    def mds_key(self, mds: int) -> str:
+        eui = self.eui64.get(mds)
+        return eui if eui else f"{self.sender}/{mds}"
+
+    def mds(self, mds: int) -> str:
+        """The reference of MDS ``mds``'s Device (created on first use)."""
+        eui = self.eui64.get(mds)
+        ident = identifier(EUI64_SYSTEM, eui) if eui else \
+            identifier(DEVICE_SYSTEM, self.mds_key(mds))
+        return self._device(f"{mds}.0.0.0", ident, None)
+
+    def channel(self, where: Containment) -> str:
+        """The reference of the channel Device holding a metric (and its VMD's)."""
+        vmd = self._device(f"{where.mds}.{where.vmd}.0.0", identifier(
+            DEVICE_SYSTEM, f"{self.mds_key(where.mds)}/{where.vmd}"), self.mds(where.mds))
+        return self._device(f"{where.mds}.{where.vmd}.{where.channel}.0", identifier(
+            DEVICE_SYSTEM, f"{self.mds_key(where.mds)}/{where.vmd}.{where.channel}"), vmd)
+
+    def metric(self, where: Containment, code: dict[str, Any], unit: Unit | None) -> str:
+        """The reference of the DeviceMetric of one measurement."""
+        key = f"{self.mds_key(where.mds)}/{where.vmd}.{where.channel}.{where.metric}/" \
+              f"{code.get('code', '')}"
+        metric: dict[str, Any] = {
+            "resourceType": "DeviceMetric", "id": stable_id("dm", key),
+            "identifier": [identifier(DEVICE_SYSTEM, key)],
+            "type": {"coding": [code]},
+            "source": {"reference": self.mds(where.mds)},
+            "parent": {"reference": self.channel(where)},
+            "category": "measurement",
+        }
+        if unit is not None and unit.code:
+            metric["unit"] = {"coding": [{"system": UCUM, "code": unit.code}]}
+        return self._keep(metric)
+
+    def _device(self, level: str, ident: dict[str, Any], parent: str | None) -> str:
+        device: dict[str, Any] = {"resourceType": "Device",
+                                  "id": stable_id("dev", f"{ident['system']}|{ident['value']}"),
+                                  "identifier": [ident], "status": "active"}
+        kind = self.types.get(level)
+        if kind is not None:
+            device["type"] = {"coding": [kind]}
+        if parent is not None:
+            device["parent"] = {"reference": parent}
+        return self._keep(device)
+
+    def _keep(self, resource: dict[str, Any]) -> str:
+        reference = f"{resource['resourceType']}/{resource['id']}"
+        self.resources[reference] = resource
+        return reference
+
+
+def device_type(code: str, refid: str) -> dict[str, Any]:
+    """The MDC coding of a device level's OBX-3 (``69965^MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS``)."""
+    coding = {"system": MDC, "code": code}
+    if refid:
+        coding["display"] = refid
+    return coding

@@ -1,0 +1,298 @@
+"""The MQTT gateway listener: a broker connection that stores what gateways publish.
+
+Durability, in order:
+
+- One persistent session per database (MQTT 5 ``clean_start`` false, a stable
+  client id, :mod:`.client_id`, and a session expiry interval,
+  ``--mqtt-session-expiry``): while Hygeia is down or disconnected the broker
+  queues the QoS 1 messages of its subscriptions and delivers them on
+  reconnection. Past the expiry the broker forgets the session (and what it
+  queued): the bound on what a broker keeps for a Hygeia that never returns.
+- Messages are acknowledged by hand (paho ``manual_ack``): the PUBACK goes out
+  only after the transaction holding the message's data has committed. A
+  message whose PUBACK never left (a crash, a lost connection) is sent again by
+  the broker, and storing is idempotent (:mod:`.storing`), so an acknowledged
+  message is never lost and a redelivered one is never stored twice.
+- A payload that can never be stored (not JSON, invalid FHIR, a conditional
+  reference matching nothing) is logged, reported as a JSON OperationOutcome on
+  ``hygeia/{gateway}/{device}/error``, and then acknowledged. Any other failure
+  (the database unreachable) is retried with backoff, unacknowledged, until it
+  succeeds or the server stops.
+
+Threads: paho's network loop (``loop_start``; it reconnects with exponential
+backoff, :data:`RECONNECT_DELAY`) hands each message to a queue; one worker
+thread stores them in batches of up to :data:`BATCH` messages per transaction
+(one commit for many messages: the group commit), falling back to one
+transaction per message when a batch fails, so one bad message cannot block
+the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from hygeia.devices.mqtt.payloads import parse_reading
+from hygeia.devices.mqtt.status import parse_status, record_status
+from hygeia.devices.mqtt.storing import store_reading
+from hygeia.devices.mqtt.topics import TopicLayout
+from hygeia.fhir.outcome import FhirError
+from hygeia.server.extensions import Host
+from hygeia.store import Session
+
+log = logging.getLogger("hygeia.devices.mqtt")
+
+QOS = 1
+BATCH = 200  # messages stored in one transaction at most
+RECONNECT_DELAY = (1, 30)  # seconds: first retry, and the cap of the doubling backoff
+RETRY_DELAY = (0.2, 10.0)  # a failed store: first retry, and the cap
+CONNECT_WAIT = 10.0  # start() waits this long for the first subscription
+KEEPALIVE = 30
+# unacknowledged messages the broker may send at once (MQTT 5 Receive Maximum): bounds
+# the inbox (at most this many payloads of payloads.MAX_PAYLOAD_BYTES: 100 MiB), and lets
+# a batch fill while the previous one commits
+RECEIVE_MAXIMUM = 2 * BATCH
+DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Where the broker is: ``mqtt://[user[:password]@]host[:port]``."""
+
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(url)
+        try:
+            port = parts.port or 1883
+        except ValueError:
+            port = -1
+        if parts.scheme != "mqtt" or not parts.hostname or port <= 0 or \
+                parts.path not in ("", "/"):
+            raise ValueError(f"'{url}' is not a broker URL: write it as mqtt://HOST[:PORT], "
+                             "e.g. mqtt://127.0.0.1:1883 (mqtts is not supported)")
+        return cls(parts.hostname, port, unquote(parts.username) if parts.username else None,
+                   unquote(parts.password) if parts.password else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message as the network thread handed it over."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    connection: int  # which connection it came on (its mid means nothing on another)
+
+
+class MqttListener:
+    """Subscribes to observation and status topics and stores what arrives."""
+
+    name = "mqtt"
+
+    def __init__(self, host: Host, broker: BrokerAddress, layout: TopicLayout,
+                 client_id: Callable[[], str],
+                 session_expiry: int = DEFAULT_SESSION_EXPIRY) -> None:
+        self.host = host
+        self.session_expiry = session_expiry
+        self.broker = broker
+        self.layout = layout
+        self._client_id = client_id
+        self._inbox: queue.Queue[Delivery] = queue.Queue()
+        self._stopping = threading.Event()
+        self._subscribed = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._client: mqtt.Client | None = None
+        self._known_devices: dict[str, str] = {}  # "{gateway}/{device}" -> Device id
+        # connections so far: a message is acknowledged only on the connection it came
+        # on. After a reconnection the broker sends it again (with a packet id it may by
+        # then have given another message too), and that copy is acknowledged instead.
+        self._connection = 0
+        self._connection_lock = threading.Lock()
+
+    # ------------------------------------------------------------- connection
+
+    def start(self) -> None:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id(),
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        if self.broker.username:
+            client.username_pw_set(self.broker.username, self.broker.password)
+        client.reconnect_delay_set(*RECONNECT_DELAY)
+        client.on_connect = self._connected
+        client.on_disconnect = self._disconnected
+        client.on_connect_fail = self._not_connected
+        client.on_subscribe = self._subscribed_to
+        client.on_message = self._received
+        self._client = client
+        self._worker = threading.Thread(target=self._work, name="mqtt-store", daemon=True)
+        self._worker.start()
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.session_expiry
+        properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        client.connect_async(self.broker.host, self.broker.port, keepalive=KEEPALIVE,
+                             clean_start=False, properties=properties)
+        client.loop_start()
+        if not self._subscribed.wait(CONNECT_WAIT):
+            log.warning("MQTT broker %s:%d not reached yet; retrying in the background",
+                        self.broker.host, self.broker.port)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._worker is not None:
+            self._worker.join(30)
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+
+    def _connected(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                   properties: Any) -> None:
+        if reason.is_failure:
+            log.error("MQTT broker %s:%d refused the connection: %s", self.broker.host,
+                      self.broker.port, reason)
+            return
+        with self._connection_lock:
+            self._connection += 1
+        log.info("MQTT connected to %s:%d (session present: %s)", self.broker.host,
+                 self.broker.port, flags.session_present)
+        client.subscribe([(self.layout.observations, QOS), (self.layout.statuses, QOS)])
+
+    def _not_connected(self, client: mqtt.Client, userdata: Any) -> None:
+        log.warning("MQTT broker %s:%d cannot be reached; retrying", self.broker.host,
+                    self.broker.port)
+
+    def _subscribed_to(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                       properties: Any) -> None:
+        log.info("MQTT subscribed to %s and %s", self.layout.observations,
+                 self.layout.statuses)
+        self._subscribed.set()
+
+    def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                      properties: Any) -> None:
+        with self._connection_lock:
+            self._connection += 1
+        if not self._stopping.is_set():
+            log.warning("MQTT connection to %s:%d lost (%s); reconnecting",
+                        self.broker.host, self.broker.port, reason)
+
+    def _received(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._inbox.put(Delivery(message.topic, bytes(message.payload), message.mid,
+                                 message.qos, self._connection))
+
+    # ------------------------------------------------------------- storing
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            batch = self._take()
+            if batch:
+                self._handle(batch)
+
+    def _take(self) -> list[Delivery]:
+        try:
+            batch = [self._inbox.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        while len(batch) < BATCH:
+            try:
+                batch.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _handle(self, batch: list[Delivery]) -> None:
+        """Store a batch in one transaction; if that fails, each message on its own."""
+        ready = [(delivery, step) for delivery in batch
+                 if (step := self._prepare(delivery)) is not None]
+        if not ready:
+            return
+        try:
+            with self.host.transaction() as session:
+                for _, step in ready:
+                    step(session)
+        except Exception:
+            if len(ready) == 1:
+                self._store_alone(*ready[0])
+                return
+            for delivery, step in ready:
+                self._store_alone(delivery, step)
+            return
+        for delivery, _ in ready:
+            self._ack(delivery)
+
+    def _prepare(self, delivery: Delivery) -> Callable[[Session], object] | None:
+        """What storing the message takes, or None when it was refused (reported, acked)."""
+        try:
+            if self.layout.is_status(delivery.topic):
+                gateway = self.layout.status_gateway(delivery.topic)
+                status = parse_status(delivery.payload)
+                if status is None:
+                    self._ack(delivery)
+                    return None
+                return lambda session: record_status(session, gateway, status)
+            reading = parse_reading(self.layout, delivery.topic, delivery.payload)
+        except FhirError as error:
+            self._refuse(delivery, error)
+            return None
+        return lambda session: store_reading(session, reading, self._known_devices)
+
+    def _store_alone(self, delivery: Delivery, step: Callable[[Session], object]) -> None:
+        """One message in its own transaction, retried until it commits, is refused (a
+        FhirError: the payload's fault) or the server stops (then left unacknowledged)."""
+        delay = RETRY_DELAY[0]
+        while True:
+            try:
+                with self.host.transaction() as session:
+                    step(session)
+            except FhirError as error:
+                self._refuse(delivery, error)
+                return
+            except Exception:
+                log.exception("MQTT message on %s not stored; retrying in %.1f s",
+                              delivery.topic, delay)
+                if self._stopping.wait(delay):
+                    return
+                delay = min(delay * 2, RETRY_DELAY[1])
+                continue
+            self._ack(delivery)
+            return
+
+    def _refuse(self, delivery: Delivery, error: FhirError) -> None:
+        """Log, report on the error topic, acknowledge: sending it again cannot help."""
+        log.warning("MQTT message on %s refused: %s", delivery.topic, error)
+        topic = self._error_topic(delivery.topic)
+        if topic is not None and self._client is not None:
+            outcome = error.outcome()
+            outcome["issue"].append({"severity": "information", "code": "informational",
+                                     "diagnostics": f"received on {delivery.topic}"})
+            self._client.publish(topic, orjson.dumps(outcome), qos=QOS)
+        self._ack(delivery)
+
+    def _error_topic(self, topic: str) -> str | None:
+        if self.layout.is_status(topic):
+            return None  # a gateway's status has no device to report to
+        levels = topic[len(self.layout.prefix):].split("/")
+        return self.layout.error_topic(levels[0], levels[1]) if len(levels) == 3 else None
+
+    def _ack(self, delivery: Delivery) -> None:
+        if self._client is None or delivery.qos == 0:
+            return
+        with self._connection_lock:
+            if delivery.connection == self._connection:
+                self._client.ack(delivery.mid, delivery.qos)
+

@@ -1,0 +1,181 @@
+"""Storing a reading: the device it came from, its Observations, nothing twice.
+
+Within the caller's transaction (it never commits, like server/rest/write.py):
+
+1. The gateway and the device of the topic are Devices found by identifier,
+   created when absent: ``urn:hygeia:mqtt:gateway|{gateway}`` and
+   ``urn:hygeia:mqtt:device|{gateway}/{device}`` (its ``parent`` the gateway).
+2. Every other resource of the payload (Device, DeviceMetric, Patient) is
+   created when absent: found by ``ifNoneExist``, else its first identifier,
+   else by content (an id derived from the topic and the resource).
+3. Each Observation is stored once: found by its first identifier, else by an
+   id derived from the SHA-256 of topic and payload (and its entry's index).
+   A QoS 1 redelivery therefore stores nothing.
+4. An Observation without ``device`` gets the topic's Device; without
+   ``subject``, the patient the device was associated with when it measured
+   (DeviceUseStatement, :mod:`hygeia.devices.registry`), if any.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from hygeia.devices.mqtt.payloads import Part, Reading
+from hygeia.devices.registry import ensure_device, identifier_criteria, patient_of
+from hygeia.fhir.datetime import fhir_datetime_range, now_us
+from hygeia.fhir.outcome import BadRequest, PreconditionFailed
+from hygeia.fhir.references import is_conditional_reference, rewrite_references
+from hygeia.fhir.resources import new_id
+from hygeia.server.rest import write
+from hygeia.store import Session
+
+DEVICE_SYSTEM = "urn:hygeia:mqtt:device"
+GATEWAY_SYSTEM = "urn:hygeia:mqtt:gateway"
+MAX_KNOWN = 100_000  # device ids a listener remembers (forgets them all beyond)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What storing a reading did: Observations created, and those already stored."""
+
+    device_id: str
+    created: int
+    replayed: int
+
+
+def ensure_gateway(session: Session, gateway: str) -> str:
+    """The id of the gateway's Device (created when absent)."""
+    return ensure_device(session, GATEWAY_SYSTEM, gateway,
+                         {"deviceName": [{"name": gateway, "type": "user-friendly-name"}],
+                          "type": {"text": "MQTT gateway"}})
+
+
+def ensure_topic_device(session: Session, gateway: str, device: str,
+                        known: dict[str, str] | None = None) -> str:
+    """The id of the Device that publishes on ``{gateway}/{device}`` (created when absent).
+
+    ``known`` remembers the ids found before (a listener keeps one): two identifier
+    searches are most of the cost of storing a reading, and a device sends thousands.
+    A remembered id is used only while that Device still carries the identifier.
+    """
+    value = f"{gateway}/{device}"
+    remembered = (known or {}).get(value)
+    if remembered is not None and _carries(session, remembered, value):
+        return remembered
+    gateway_id = ensure_gateway(session, gateway)
+    device_id = ensure_device(session, DEVICE_SYSTEM, value,
+                              {"deviceName": [{"name": device, "type": "user-friendly-name"}],
+                               "parent": {"reference": f"Device/{gateway_id}"}})
+    if known is not None:
+        if len(known) >= MAX_KNOWN:
+            known.clear()
+        known[value] = device_id
+    return device_id
+
+
+def _carries(session: Session, device_id: str, value: str) -> bool:
+    current = session.current("Device", device_id)
+    if current is None or current.deleted:
+        return False
+    return {"system": DEVICE_SYSTEM, "value": value} in \
+        [{"system": i.get("system"), "value": i.get("value")}
+         for i in orjson.loads(current.content or b"{}").get("identifier") or []]
+
+
+def store_reading(session: Session, reading: Reading,
+                  known: dict[str, str] | None = None) -> Stored:
+    """Store ``reading`` in ``session`` (see the module docstring); never commits.
+    ``known``: device ids found before (:func:`ensure_topic_device`)."""
+    device_id = ensure_topic_device(session, reading.gateway, reading.device, known)
+    targets = [_target(session, reading, index, part) for index, part in enumerate(reading.parts)]
+    mapping = {part.full_url: f"{part.resource['resourceType']}/{id}"
+               for part, (id, _) in zip(reading.parts, targets, strict=True) if part.full_url}
+    resolve = _resolver(session, mapping)
+    created = replayed = 0
+    for part, (id, exists) in zip(reading.parts, targets, strict=True):
+        is_observation = part.resource["resourceType"] == "Observation"
+        if exists:
+            replayed += is_observation
+            continue
+        # a copy: storing stamps and rewrites it, and a retry must start from the payload
+        resource = rewrite_references(orjson.loads(orjson.dumps(part.resource)), resolve)
+        if is_observation:
+            _attribute(session, resource, device_id)
+            created += 1
+        write.create(session, resource["resourceType"], resource, id=id, validated=True)
+    return Stored(device_id, created, replayed)
+
+
+def _target(session: Session, reading: Reading, index: int, part: Part) -> tuple[str, bool]:
+    """(the id the part is stored under, whether it is stored already)."""
+    resource_type = part.resource["resourceType"]
+    criteria = part.if_none_exist if resource_type != "Observation" else None
+    criteria = criteria or _identifier_criteria(part.resource)
+    if criteria:
+        found = write.resolve_criteria(session, resource_type, criteria, lock=True).id
+        return (found, True) if found else (new_id(), False)
+    if resource_type == "Observation":  # the message's own key, one per entry
+        id = reading.key if len(reading.parts) == 1 else \
+            hashlib.sha256(f"{reading.key}#{index}".encode()).hexdigest()
+    else:  # a description without identifier: the same description is the same resource
+        id = hashlib.sha256(reading.topic.encode() + b"\0" +
+                            orjson.dumps(part.resource, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    session.lock(f"{resource_type}/{id}")
+    current = session.current(resource_type, id)
+    return id, current is not None
+
+
+def _identifier_criteria(resource: dict[str, Any]) -> str | None:
+    for identifier in resource.get("identifier") or []:
+        value = identifier.get("value")
+        if value:
+            system = identifier.get("system")
+            return identifier_criteria(system, value)
+    return None
+
+
+def _resolver(session: Session, mapping: dict[str, str]) -> Any:
+    def resolve(reference: str) -> str | None:
+        if reference in mapping:
+            return mapping[reference]
+        if not is_conditional_reference(reference):
+            return None
+        resource_type, _, criteria = reference.partition("?")
+        found = write.resolve_criteria(session, resource_type, criteria).id
+        if found is None:
+            raise PreconditionFailed(f"The conditional reference '{reference}' matches no "
+                                     "resource.", expression="reference")
+        return f"{resource_type}/{found}"
+
+    return resolve
+
+
+def _attribute(session: Session, observation: dict[str, Any], device_id: str) -> None:
+    """Fill ``device`` from the topic and ``subject`` from the device's association."""
+    if "device" not in observation:
+        observation["device"] = {"reference": f"Device/{device_id}"}
+    if "subject" in observation:
+        return
+    reference = observation["device"].get("reference", "")
+    measuring = reference[len("Device/"):] if reference.startswith("Device/") else device_id
+    patient = patient_of(session, measuring, _measured_at(observation))
+    if patient is None and measuring != device_id:
+        patient = patient_of(session, device_id, _measured_at(observation))
+    if patient is not None:
+        observation["subject"] = {"reference": patient}
+
+
+def _measured_at(observation: dict[str, Any]) -> int:
+    """When it was measured (effective[x]; else now), in microseconds."""
+    moment = observation.get("effectiveDateTime") or observation.get("effectiveInstant") or \
+        (observation.get("effectivePeriod") or {}).get("start")
+    if isinstance(moment, str):
+        try:
+            return fhir_datetime_range(moment)[0]
+        except BadRequest:
+            pass
+    return now_us()

@@ -1,0 +1,46 @@
+"""The device registry: Device and DeviceMetric lifecycle and patient association.
+
+Devices are found by identifier (:mod:`.devices`), associated with patients
+over time through DeviceUseStatement (:mod:`.association`), and listed or
+assigned from the command line (``hygeia devices``, :mod:`.cli`). The
+protocol parts (MQTT, MLLP) use these functions to attribute what a device
+reports to the device and to its patient.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hygeia.devices.registry.association import associate, associations, patient_of
+from hygeia.devices.registry.devices import (
+    ensure_device,
+    find_device,
+    identifier_criteria,
+    set_device_status,
+    set_metric_status,
+)
+from hygeia.server.extensions import CliCommand, PillarHost
+
+__all__ = ["associate", "associations", "commands", "demo", "ensure_device", "find_device",
+           "identifier_criteria", "install", "patient_of", "serve_options",
+           "set_device_status", "set_metric_status"]
+
+
+def serve_options(group: argparse._ArgumentGroup) -> None:
+    """The registry adds no ``hygeia serve`` flag."""
+
+
+def install(host: PillarHost, options: Mapping[str, Any]) -> None:
+    """Nothing to register: the registry is functions over the store, and a command."""
+
+
+def commands() -> Sequence[CliCommand]:
+    from hygeia.devices.registry.cli import DevicesCommand
+
+    return [DevicesCommand()]
+
+
+def demo(host: PillarHost, fhir_base: str) -> list[str]:
+    return []

@@ -1,0 +1,200 @@
+"""Raising and clearing an alert: a Flag, a Communication and an acknowledgement Task.
+
+Both functions run inside the caller's write transaction and never commit, so
+an alert commits (or rolls back) with whatever caused it, e.g. the stored
+Observation or the event consumer's cursor. The key is locked for the rest of
+the transaction (``Session.lock``), so two processes raising the same key at
+once make one alert.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from hygeia.fhir.datetime import format_instant, now_us
+from hygeia.fhir.resources import new_id
+from hygeia.fhir.search.query import parse_query
+from hygeia.server.alerts.careteam import Recipients, recipients_for
+from hygeia.server.alerts.model import (
+    ACKNOWLEDGE,
+    COMMUNICATION_CATEGORY,
+    ESCALATE_AFTER,
+    ESCALATION_LEVEL,
+    KEY_SYSTEM,
+    MAX_ESCALATIONS,
+    TASK_CODES,
+    UNACKNOWLEDGED,
+    Alert,
+    Raised,
+    check_key,
+    key_token,
+)
+from hygeia.server.context import AlertSettings
+from hygeia.server.rest import write
+from hygeia.store import Session, StoredVersion
+
+
+def raise_alert(session: Session, alert: Alert, settings: AlertSettings) -> Raised:
+    """Make ``alert`` known, once while its condition persists.
+
+    A first raise stores a Flag (active, ``identifier`` = the key), a Task asking
+    the care team to acknowledge it (intent order, status requested, due by
+    ``restriction.period.end``) and a Communication to the care team about both.
+    Raising a key whose Flag is still active writes nothing and returns
+    ``created=False`` with the existing ids.
+    """
+    session.lock(f"alert:{alert.key}")
+    active = _active_flag(session, alert.key)
+    if active is not None:
+        task = _open_task(session, alert.key)
+        return Raised(active.id, task, None, created=False)
+    now = now_us()
+    recipients = recipients_for(session, alert.subject, settings)
+    flag_id, task_id, communication_id = new_id(), new_id(), new_id()
+    after = alert.escalate_after or settings.escalate_after_seconds
+    _create(session, "Flag", flag_id, _flag(alert, now))
+    _create(session, "Task", task_id, _task(alert, flag_id, recipients, now, after))
+    _create(session, "Communication", communication_id,
+            communication(alert.subject, alert.priority, alert.text, recipients.first,
+                          about=[f"Flag/{flag_id}", f"Task/{task_id}",
+                                 *([alert.source] if alert.source else [])],
+                          sender=alert.flag_author, note=recipients.note,
+                          identifier=f"{alert.key}#0", now=now))
+    return Raised(flag_id, task_id, communication_id, created=True)
+
+
+def clear_alert(session: Session, key: str) -> bool:
+    """End the condition ``key`` names: its Flag becomes inactive with ``period.end``, its
+    Task is cancelled when nobody acknowledged it and completed when someone did. False
+    when the key has no active Flag (clearing twice is harmless)."""
+    check_key(key)
+    session.lock(f"alert:{key}")
+    active = _active_flag(session, key)
+    if active is None:
+        return False
+    now = format_instant(now_us())
+    flag = orjson.loads(active.content or b"{}")
+    flag["status"] = "inactive"
+    flag.setdefault("period", {})["end"] = now
+    write.update(session, "Flag", active.id, flag)
+    task_id = _open_task(session, key)
+    if task_id is not None:
+        _close_task(session, task_id, now)
+    return True
+
+
+def _close_task(session: Session, task_id: str, now: str) -> None:
+    stored = session.current("Task", task_id, for_update=True)
+    if stored is None or stored.deleted:
+        return
+    task = orjson.loads(stored.content or b"{}")
+    if task.get("status") in UNACKNOWLEDGED:
+        task["status"] = "cancelled"
+        task["statusReason"] = {"text": "The condition ended before anyone acknowledged it."}
+    elif task.get("status") in ("accepted", "in-progress", "ready", "on-hold"):
+        task["status"] = "completed"
+    else:
+        return  # completed, cancelled, rejected ... already: leave the clinician's word
+    task["lastModified"] = now
+    write.update(session, "Task", task_id, task)
+
+
+def communication(subject: str, priority: str, text: str, recipients: tuple[str, ...], *,
+                  about: list[str], sender: str | None, note: str | None, identifier: str,
+                  now: int) -> dict[str, Any]:
+    """The Communication that tells ``recipients`` of an alert (or of its escalation).
+
+    Status completed: storing it *is* the notice (applications learn of it by a
+    Subscription on ``Communication?recipient=...``); Hygeia does not page anyone.
+    """
+    resource: dict[str, Any] = {
+        "resourceType": "Communication",
+        "identifier": [{"system": KEY_SYSTEM, "value": identifier}],
+        "status": "completed",
+        "category": [{"coding": [{"system": COMMUNICATION_CATEGORY, "code": "alert",
+                                  "display": "Alert"}]}],
+        "priority": priority,
+        "subject": {"reference": subject},
+        "about": [{"reference": reference} for reference in about],
+        "sent": format_instant(now),
+        "payload": [{"contentString": text}],
+    }
+    if recipients:
+        resource["recipient"] = [{"reference": reference} for reference in recipients]
+    if sender:
+        resource["sender"] = {"reference": sender}
+    if note:
+        resource["note"] = [{"text": note}]
+    return resource
+
+
+def _flag(alert: Alert, now: int) -> dict[str, Any]:
+    flag: dict[str, Any] = {
+        "resourceType": "Flag",
+        "identifier": [{"system": KEY_SYSTEM, "value": alert.key}],
+        "status": "active",
+        "category": [alert.category],
+        "code": alert.code,
+        "subject": {"reference": alert.subject},
+        "period": {"start": format_instant(now)},
+    }
+    if alert.flag_author:
+        flag["author"] = {"reference": alert.flag_author}
+    return flag
+
+
+def _task(alert: Alert, flag_id: str, recipients: Recipients, now: int, after: float
+          ) -> dict[str, Any]:
+    extensions: list[dict[str, Any]] = [{"url": ESCALATION_LEVEL, "valueInteger": 0},
+                                        {"url": ESCALATE_AFTER, "valueDecimal": after}]
+    if alert.max_escalations is not None:
+        extensions.append({"url": MAX_ESCALATIONS, "valueInteger": alert.max_escalations})
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "extension": extensions,
+        "identifier": [{"system": KEY_SYSTEM, "value": alert.key}],
+        "status": "requested",
+        "intent": "order",
+        "priority": alert.priority,
+        "code": {"coding": [{"system": TASK_CODES, "code": ACKNOWLEDGE,
+                             "display": "Acknowledge alert"}]},
+        "description": alert.text,
+        "focus": {"reference": f"Flag/{flag_id}"},
+        "for": {"reference": alert.subject},
+        "authoredOn": format_instant(now),
+        "lastModified": format_instant(now),
+        "restriction": {"period": {"end": format_instant(now + int(after * 1_000_000))}},
+    }
+    if alert.flag_author:
+        task["requester"] = {"reference": alert.flag_author}
+    if recipients.owner:
+        task["owner"] = {"reference": recipients.owner}
+    return task
+
+
+def _create(session: Session, resource_type: str, id: str, resource: dict[str, Any]) -> None:
+    write.create(session, resource_type, resource, id=id)
+
+
+def _active_flag(session: Session, key: str) -> StoredVersion | None:
+    """The key's newest Flag (by period start), when it is still active."""
+    for stored in _newest(session, "Flag", key, "-date"):
+        if orjson.loads(stored.content or b"{}").get("status") == "active":
+            return stored
+    return None
+
+
+def _open_task(session: Session, key: str) -> str | None:
+    """The key's newest acknowledgement Task (of its latest raise), if any."""
+    tasks = _newest(session, "Task", key, "-authored-on")
+    return tasks[0].id if tasks else None
+
+
+def _newest(session: Session, resource_type: str, key: str, sort: str) -> list[StoredVersion]:
+    """The newest resource of ``resource_type`` whose identifier is the key (a key raised,
+    cleared and raised again has one per raise: only the newest can be active)."""
+    query = parse_query(resource_type, [("identifier", key_token(key)), ("_sort", sort),
+                                        ("_count", "1")], registry=session.registry)
+    return session.search(query).matches

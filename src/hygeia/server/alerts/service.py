@@ -1,0 +1,112 @@
+"""The alerting service a host offers (``host.alerts``), and its escalation thread.
+
+Every serving process runs one :class:`AlertService` thread. It sleeps until the
+earliest due time it knows of, or ``scan_seconds`` at most (alerts raised by
+another process are found by the next scan), and is woken at once when an alert
+raised in this process commits. Each overdue Task is escalated in a transaction
+of its own, idempotently (server/alerts/escalation.py), so N processes on one
+PostgreSQL database escalate each Task once per level.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from hygeia.fhir.datetime import now_us
+from hygeia.server.alerts.escalation import run_due, scan
+from hygeia.server.alerts.model import Alert, Raised
+from hygeia.server.alerts.raising import clear_alert, raise_alert
+from hygeia.server.context import AlertSettings, Settings
+from hygeia.store import Session
+
+log = logging.getLogger("hygeia.alerts")
+MAX_BACKOFF_SECONDS = 60.0
+
+
+class AlertHost(Protocol):
+    """What alerting needs of the server: settings and sessions that know its search
+    parameters and run its write hooks (``FhirService`` is one)."""
+
+    settings: Settings
+
+    def reader(self) -> AbstractContextManager[Session]: ...
+
+    def transaction(self, *, flush_to_disk: bool = True
+                    ) -> AbstractContextManager[Session]: ...
+
+
+class AlertService:
+    """Raise, clear and escalate alerts with the server's ``alerts`` settings."""
+
+    def __init__(self, host: AlertHost) -> None:
+        self._host = host
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def settings(self) -> AlertSettings:
+        return self._host.settings.alerts
+
+    def raise_alert(self, session: Session, alert: Alert) -> Raised:
+        """:func:`~hygeia.server.alerts.raising.raise_alert` in ``session`` (the caller's
+        write transaction); this process's escalation timer is set once it commits."""
+        raised = raise_alert(session, alert, self.settings)
+        if raised.created:
+            session.after_commit(self.wake)
+        return raised
+
+    def clear_alert(self, session: Session, key: str) -> bool:
+        """:func:`~hygeia.server.alerts.raising.clear_alert` in ``session``."""
+        return clear_alert(session, key)
+
+    def escalate_due(self) -> tuple[int, int | None]:
+        """Escalate what is due now: (how many moved, the next due time or None)."""
+        with self._host.reader() as session:
+            found = scan(session, self.settings, now_us())
+        moved = run_due(self._host.transaction, self.settings, found.due)
+        return moved, found.next_due
+
+    # ------------------------------------------------------------ the escalation thread
+
+    def start(self) -> None:
+        """Run escalations on a thread of this process (``FhirService.start_jobs`` does)."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, daemon=True,
+                                            name="hygeia-alerts")
+            self._thread.start()
+
+    def wake(self) -> None:
+        """An alert was raised here: recompute when to look next."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                _, next_due = self.escalate_due()
+                failures = 0
+                wait = self._wait_for(next_due)
+            except Exception:  # the database may be restarting: back off, never die
+                failures += 1
+                wait = min(MAX_BACKOFF_SECONDS, self.settings.scan_seconds * 2 ** failures)
+                log.exception("alert escalation failed; retrying in %.1f s", wait)
+            self._wake.wait(wait)
+
+    def _wait_for(self, next_due: int | None) -> float:
+        longest = self.settings.scan_seconds
+        if next_due is None:
+            return longest
+        return max(0.0, min(longest, (next_due - now_us()) / 1_000_000))

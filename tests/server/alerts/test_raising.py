@@ -1,0 +1,158 @@
+"""Raising an alert makes one Flag, Task and Communication for the care team; raising it
+again while it is active makes nothing; clearing it ends the Flag and the Task."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from hygeia.fhir.outcome import BadRequest
+from hygeia.server import FhirService
+from hygeia.server.alerts import KEY_SYSTEM, Alert
+from tests.server.alerts.conftest import alarm, care_team, found, make_service, patient, read, store
+
+
+def refs(elements: list[dict[str, str]] | None) -> list[str]:
+    return [element["reference"] for element in elements or []]
+
+
+def test_a_raise_makes_a_flag_a_task_and_a_communication_to_the_care_team(
+        alerting: FhirService) -> None:
+    store(alerting, patient("p1"),
+          care_team("team-1", "p1", "Practitioner/nurse", "Organization/ward-7",
+                    "Patient/p1", escalation=("PractitionerRole/registrar",)))
+    with alerting.transaction() as session:
+        raised = alerting.alerts.raise_alert(session, alarm("p1"))
+    assert raised.created and raised.task and raised.communication
+    flag = read(alerting, "Flag", raised.flag)
+    assert flag["status"] == "active" and flag["subject"] == {"reference": "Patient/p1"}
+    assert flag["identifier"] == [{"system": KEY_SYSTEM, "value": "spo2-low|Patient/p1"}]
+    assert flag["author"] == {"reference": "Device/monitor-1"} and "end" not in flag["period"]
+    task = read(alerting, "Task", raised.task)
+    assert (task["status"], task["intent"], task["priority"]) == ("requested", "order", "urgent")
+    assert task["focus"] == {"reference": f"Flag/{raised.flag}"}
+    assert task["owner"] == {"reference": "CareTeam/team-1"}
+    message = read(alerting, "Communication", raised.communication)
+    # the patient is not paged, the escalation contact only hears of escalations
+    assert refs(message["recipient"]) == ["Practitioner/nurse", "Organization/ward-7"]
+    assert refs(message["about"]) == [f"Flag/{raised.flag}", f"Task/{raised.task}",
+                                      "Device/monitor-1"]
+    assert message["category"][0]["coding"][0]["code"] == "alert"
+    assert (message["status"], message["priority"]) == ("completed", "urgent")
+    assert [f["id"] for f in found(alerting, "Flag", ("patient", "p1"))] == [raised.flag]
+    assert [c["id"] for c in found(alerting, "Communication",
+                                   ("recipient", "Practitioner/nurse"))] == [raised.communication]
+
+
+def test_raising_again_while_active_writes_nothing(alerting: FhirService) -> None:
+    store(alerting, patient("p2"), care_team("team-2", "p2", "Practitioner/nurse"))
+    with alerting.transaction() as session:
+        first = alerting.alerts.raise_alert(session, alarm("p2"))
+    for _ in range(3):
+        with alerting.transaction() as session:
+            again = alerting.alerts.raise_alert(session, alarm("p2", text="Still low."))
+        assert (again.created, again.flag, again.task) == (False, first.flag, first.task)
+    for resource_type in ("Flag", "Task", "Communication"):
+        assert len(found(alerting, resource_type, ("patient", "p2"))) == 1
+    assert read(alerting, "Flag", first.flag)["meta"]["versionId"] == "1"
+
+
+def test_concurrent_raises_of_one_key_make_one_alert(alerting: FhirService) -> None:
+    store(alerting, patient("p3"), care_team("team-3", "p3", "Practitioner/nurse"))
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def raise_one() -> None:
+        try:
+            start.wait()
+            with alerting.transaction() as session:
+                alerting.alerts.raise_alert(session, alarm("p3"))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=raise_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert len(found(alerting, "Flag", ("patient", "p3"))) == 1
+    assert len(found(alerting, "Communication", ("patient", "p3"))) == 1
+
+
+def test_clearing_ends_the_flag_and_cancels_an_unacknowledged_task(
+        alerting: FhirService) -> None:
+    store(alerting, patient("p4"), care_team("team-4", "p4", "Practitioner/nurse"))
+    with alerting.transaction() as session:
+        raised = alerting.alerts.raise_alert(session, alarm("p4"))
+    with alerting.transaction() as session:
+        assert alerting.alerts.clear_alert(session, "spo2-low|Patient/p4")
+    with alerting.transaction() as session:
+        assert not alerting.alerts.clear_alert(session, "spo2-low|Patient/p4")
+    flag = read(alerting, "Flag", raised.flag)
+    assert flag["status"] == "inactive" and flag["period"]["end"] >= flag["period"]["start"]
+    assert read(alerting, "Task", str(raised.task))["status"] == "cancelled"
+    # the condition returns: a new alert, with its own Flag
+    with alerting.transaction() as session:
+        again = alerting.alerts.raise_alert(session, alarm("p4"))
+    assert again.created and again.flag != raised.flag
+    assert read(alerting, "Flag", raised.flag)["status"] == "inactive"
+
+
+def test_clearing_an_acknowledged_alert_completes_its_task(alerting: FhirService) -> None:
+    store(alerting, patient("p5"), care_team("team-5", "p5", "Practitioner/nurse"))
+    with alerting.transaction() as session:
+        raised = alerting.alerts.raise_alert(session, alarm("p5"))
+    task = read(alerting, "Task", str(raised.task))
+    store(alerting, {**task, "status": "accepted"})
+    with alerting.transaction() as session:
+        alerting.alerts.clear_alert(session, "spo2-low|Patient/p5")
+    assert read(alerting, "Task", str(raised.task))["status"] == "completed"
+
+
+def test_without_a_care_team_the_fallback_is_told_and_a_note_says_so(
+        alerting: FhirService) -> None:
+    store(alerting, patient("p6"),
+          care_team("old-team", "p6", "Practitioner/nurse", status="inactive"),
+          care_team("ended-team", "p6", "Practitioner/nurse",
+                    period={"end": "2020-01-01T00:00:00Z"}))
+    with alerting.transaction() as session:
+        raised = alerting.alerts.raise_alert(session, alarm("p6"))
+    message = read(alerting, "Communication", str(raised.communication))
+    assert refs(message["recipient"]) == ["Organization/ward-7"]
+    assert "no active CareTeam" in message["note"][0]["text"]
+    assert read(alerting, "Task", str(raised.task))["owner"] == \
+        {"reference": "Organization/ward-7"}
+
+
+def test_without_a_fallback_the_alert_is_stored_with_no_recipient(
+        repository: object) -> None:
+    service = make_service(repository, fallback_recipient=None)  # type: ignore[arg-type]
+    store(service, patient("p7"))
+    with service.transaction() as session:
+        raised = service.alerts.raise_alert(session, alarm("p7"))
+    message = read(service, "Communication", str(raised.communication))
+    assert "recipient" not in message and "no fallback" in message["note"][0]["text"]
+
+
+def test_an_alert_rolls_back_with_the_write_that_raised_it(alerting: FhirService) -> None:
+    store(alerting, patient("p8"))
+    with pytest.raises(RuntimeError), alerting.transaction() as session:
+        alerting.alerts.raise_alert(session, alarm("p8"))
+        raise RuntimeError("the caller's write failed")
+    assert found(alerting, "Flag", ("patient", "p8")) == []
+    assert found(alerting, "Task", ("patient", "p8")) == []
+
+
+@pytest.mark.parametrize(("changes", "where"), [
+    ({"key": ""}, "key"), ({"key": "x" * 257}, "key"), ({"key": "a\nb"}, "key"),
+    ({"priority": "whenever"}, "priority"), ({"subject": "p1"}, "subject"),
+    ({"escalate_after": 0}, "escalate_after"), ({"max_escalations": -1}, "max_escalations")])
+def test_a_malformed_alert_is_refused_with_where(changes: dict[str, object], where: str
+                                                 ) -> None:
+    fields: dict[str, object] = {"key": "k", "subject": "Patient/1", "code": {"text": "x"},
+                                 "text": "x", **changes}
+    with pytest.raises(BadRequest) as refused:
+        Alert(**fields)  # type: ignore[arg-type]
+    assert refused.value.issues[0].expression == where
