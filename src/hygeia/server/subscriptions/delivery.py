@@ -126,9 +126,12 @@ class Delivery:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.run_once()
+                served = self.run_once()
             except Exception:
                 log.exception("subscription delivery failed")
+                served = 0
+            if served:  # more may be waiting (a backlog beyond max-count): go on at once
+                continue
             self._wake.wait(self.settings.poll_seconds)
             self._wake.clear()
 
