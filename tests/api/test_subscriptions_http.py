@@ -273,3 +273,26 @@ def test_notifications_respect_the_creators_token(database_url: str, tmp_path: P
         assert status_of(status)["events-since-subscription-start"] == "1"
     finally:
         server.stop()
+
+
+def test_several_serving_processes_notify_each_event_once_in_order(
+        database_url: str, receiver: Receiver) -> None:
+    """With --workers 2 every process runs delivery; the lease keeps one subscription's
+    notifications in one process at a time, so they arrive in order."""
+    server = ServerProcess(database_url, "--workers", "2", *QUICK)
+    try:
+        code = unique()[:12]
+        created(server.client, subscription({"type": "rest-hook", "endpoint": receiver.url},
+                                             f"Observation?code={code}", content="id-only"))
+        receiver.wait_for("handshake")
+        ids = [created(server.client, observation(code, n)) for n in range(12)]
+        deadline = time.monotonic() + 20
+        events: list[dict[str, Any]] = []
+        while len(events) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            events = [e for n in receiver.of_kind("event-notification")
+                      for e in status_of(n)["events"]]
+        assert [int(e["event-number"]) for e in events] == list(range(1, len(ids) + 1))
+        assert [e["focus"]["reference"].rsplit("/", 1)[1] for e in events] == ids
+    finally:
+        server.stop()
