@@ -367,3 +367,12 @@ def test_hostile_subscriptions_never_crash(resource: dict[str, Any]) -> None:
         assert refused.issues[0].expression
     else:
         assert spec.channel == "websocket" and spec.query.clauses == []
+
+
+def test_a_client_cannot_skip_the_handshake(subs: FhirService, receiver: Receiver) -> None:
+    id = create(subs, {**topic_subscription(receiver.url), "status": "active"})
+    feed(subs)
+    assert tables.read_state(subs.repository, id).status == "requested"
+    deliver(subs)
+    receiver.wait_for("handshake")
+    assert tables.read_state(subs.repository, id).status == "active"

@@ -10,7 +10,8 @@ delivery's job (delivery.py, websocket.py), after this commit.
 A Subscription's own versions go through here too, in order: its first version
 starts its state at that position (it is told of later events only), and a
 status the client sets (``off``, or ``requested`` again after an ``error``) is
-taken over.  A deleted Subscription is turned off.
+taken over; ``active`` set by a client counts as ``requested``, since only a
+handshake makes a subscription active.  A deleted Subscription is turned off.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class SubscriptionFeed:
         state = tables.state_of(session, event.id)
         spec = None if event.interaction == "delete" else self._spec(session, event.id)
         status = "off" if spec is None else spec.status
+        if status == "active" and (state is None or state.status != "active"):
+            status = "requested"  # only a handshake (delivery) makes it active
         if state is None:
             if spec is None:
                 return
