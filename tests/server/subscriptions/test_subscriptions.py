@@ -376,3 +376,23 @@ def test_a_client_cannot_skip_the_handshake(subs: FhirService, receiver: Receive
     deliver(subs)
     receiver.wait_for("handshake")
     assert tables.read_state(subs.repository, id).status == "active"
+
+
+def test_subscriptions_stored_before_the_first_start_are_taken_over(
+        repository: Repository, receiver: Receiver) -> None:
+    """A database that held Subscriptions before its server first ran the consumer (an
+    older Hygeia, hygeia load): they are notified from the first start on."""
+    service = FhirService(repository, Settings(
+        outbound=OutboundSettings(allow=("127.0.0.1",)), subscriptions=QUICK))
+    try:
+        code = unique()[:12]
+        id = create(service, topic_subscription(receiver.url, f"Observation?code={code}"))
+        service.subscriptions.ensure_cursor()
+        create(service, observation(code))
+        feed(service)
+        deliver(service, rounds=2)
+        assert [e["event-number"] for n in receiver.wait_for("event-notification")
+                for e in status_of(n)["events"]] == ["1"]
+        assert tables.read_state(service.repository, id).status == "active"
+    finally:
+        service.close()

@@ -27,6 +27,7 @@ import hygeia.server.subscriptions.tables as tables
 from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.search.matcher import MatchContext, matches
 from hygeia.fhir.search.parameters import SearchRegistry
+from hygeia.fhir.search.query import parse_query
 from hygeia.server.auth.access import Access
 from hygeia.server.events import EventContext
 from hygeia.server.subscriptions.owner import access_of, may_read
@@ -35,6 +36,7 @@ from hygeia.store import ChangeBatch, ChangeEvent, Session
 
 log = logging.getLogger("hygeia.subscriptions")
 CONSUMER = "subscriptions"
+ADOPT_LIMIT = 10_000  # Subscriptions taken over when the cursor is first created
 
 
 class SubscriptionFeed:
@@ -64,6 +66,24 @@ class SubscriptionFeed:
                 recorded += self._notify(session, event, live, specs)
         if recorded or any(e.resource_type == "Subscription" for e in batch.events):
             self.wake()
+
+    def adopt(self, session: Session, position: int) -> int:
+        """Start the state of every stored Subscription that has none, as if each had
+        been written at ``position`` (where a new cursor starts); returns how many."""
+        query = parse_query("Subscription", [], max_count=ADOPT_LIMIT,
+                            registry=session.registry)
+        query.count = ADOPT_LIMIT
+        ids = [id for id in session.find_ids(query) if tables.state_of(session, id) is None]
+        if len(ids) >= ADOPT_LIMIT:
+            log.warning("more than %d Subscriptions stored before this server: only the "
+                        "first are notified until they are updated", ADOPT_LIMIT)
+        for id in ids:
+            found = session.current("Subscription", id)
+            if found is not None:
+                event = ChangeEvent(position, "Subscription", id, found.version, "update",
+                                    found.last_updated)
+                self._subscription_changed(session, event, {}, {})
+        return len(ids)
 
     def _spec(self, session: Session, id: str) -> SubscriptionSpec | None:
         """The current version of Subscription ``id``, read (cached by version)."""

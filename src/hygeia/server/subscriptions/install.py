@@ -61,11 +61,21 @@ class Subscriptions:
         self.delivery.start()
 
     def ensure_cursor(self) -> None:
-        repository = self.delivery.host.repository
-        if feed_position(repository, CONSUMER) is None:
-            owner = worker_name()
-            if claim_feed(repository, CONSUMER, owner, from_start=False) is not None:
-                release_feed(repository, CONSUMER, owner)
+        """Create the consumer's cursor at the newest change if there is none yet, and
+        take over the Subscriptions stored before it (a database written by an older
+        Hygeia, or loaded before the first start): notified from now on."""
+        host = self.delivery.host
+        if feed_position(host.repository, CONSUMER) is not None:
+            return
+        owner = worker_name()
+        position = claim_feed(host.repository, CONSUMER, owner, from_start=False)
+        if position is None:  # another process is creating it
+            return
+        try:
+            with host.transaction() as session:
+                self.feed.adopt(session, position)
+        finally:
+            release_feed(host.repository, CONSUMER, owner)
 
     def stop(self) -> None:
         if self._started:
