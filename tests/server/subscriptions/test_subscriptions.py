@@ -135,6 +135,8 @@ def test_topics_are_in_the_capability_statement(subs: FhirService) -> None:
     entry = next(e for e in statement["rest"][0]["resource"] if e["type"] == "Subscription")
     topics = {e["valueCanonical"] for e in entry["extension"] if e["url"] == TOPIC_CANONICAL}
     assert {"urn:hygeia:topic:Observation", "urn:hygeia:topic:Patient"} <= topics
+    assert any(url.endswith("/backport-subscription-server-r4")
+               for url in statement["instantiates"])
     assert {"create", "update"} <= {i["code"] for i in entry["interaction"]}
     names = {o["name"] for o in entry["operation"]}
     assert {"status", "events", "get-ws-binding-token"} <= names

@@ -3,7 +3,8 @@
 One topic per resource type, ``urn:hygeia:topic:{Type}`` (its creates, updates
 and deletes, filterable by any of the type's search parameters and by
 ``interaction``), each a ``capabilitystatement-subscriptiontopic-canonical``
-extension on the Subscription resource entry.
+extension on the Subscription resource entry; and the statement instantiates the
+IG's R4 subscription server statement.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 from hygeia.fhir.spec import resource_types
 from hygeia.server.subscriptions.spec import TOPIC_CANONICAL, topic_for
 
+SERVER_STATEMENT = ("http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/"
+                    "backport-subscription-server-r4")
 CHANNEL_NOTE = ("Channels: rest-hook and websocket ($get-ws-binding-token); payloads empty, "
                 "id-only and full-resource; criteria a search URL (R4) or a topic "
                 "urn:hygeia:topic:{Type} with backport filter criteria and interaction "
@@ -28,4 +31,5 @@ def with_topics(statement: dict[str, Any]) -> dict[str, Any]:
                    "documentation": CHANNEL_NOTE}
                   if entry.get("type") == "Subscription" else entry)
                  for entry in rest["resource"]]
-    return {**statement, "rest": [{**rest, "resource": resources}, *statement["rest"][1:]]}
+    return {**statement, "instantiates": [*statement.get("instantiates", []), SERVER_STATEMENT],
+            "rest": [{**rest, "resource": resources}, *statement["rest"][1:]]}
