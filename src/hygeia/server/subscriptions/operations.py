@@ -76,9 +76,8 @@ def _state(call: OperationCall, id: str) -> tables.State:
 def status(call: OperationCall) -> FhirResponse:
     ids = [call.id] if call.id else [i for value in _parameter(call, "id")
                                      for i in value.split(",") if i]
-    if not call.id and not ids:
-        assert call.session is not None
-        ids = [s.id for s in tables.live_states_of(call.host.repository)]
+    if not call.id and not ids:  # the live ones, as many as one answer holds
+        ids = [s.id for s in tables.live_states_of(call.host.repository)][:MAX_STATUS_IDS]
     if len(ids) > MAX_STATUS_IDS:
         raise BadRequest(f"At most {MAX_STATUS_IDS} subscriptions per $status call.",
                          expression="id")
@@ -87,7 +86,7 @@ def status(call: OperationCall) -> FhirResponse:
     for id in ids:
         try:
             spec = _spec(call, id)
-        except NotFound:
+        except (NotFound, Unprocessable):  # listed: unknown or no longer honoured ones
             if call.id:
                 raise
             continue
