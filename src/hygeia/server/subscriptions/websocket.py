@@ -91,6 +91,7 @@ class _Binding:
         self.poll = host.settings.subscriptions.poll_seconds
         self.sent: dict[str, int] = {}  # subscription id -> last event number sent
         self.beat: dict[str, float] = {}  # subscription id -> when the last message left
+        self.period: dict[str, int | None] = {}  # subscription id -> heartbeat seconds
 
     def run(self) -> None:
         opened = time.monotonic()
@@ -118,16 +119,26 @@ class _Binding:
             self.connection.close(POLICY_VIOLATION, "unknown or expired binding token")
             return False
         self.sent[spec.id] = state.events
+        self.period[spec.id] = spec.heartbeat_seconds
         self._send(notification_bundle(spec, fhir_base(self.host), state.status, "handshake",
                                        state.events), spec.id)
         return True
 
     def _push(self, id: str) -> bool:
-        spec = current_spec(self.host, id)
+        """Send what is new for ``id``: one query when nothing is (the state row)."""
         state = tables.read_state(self.host.repository, id)
-        if spec is None or state is None or state.status not in tables.LIVE:
+        if state is None or state.status not in tables.LIVE:
             self.connection.close(POLICY_VIOLATION, f"Subscription/{id} is no longer active")
             return False
+        period = self.period.get(id)
+        beat_due = bool(period) and time.monotonic() - self.beat[id] >= (period or 0)
+        if state.events <= self.sent[id] and not beat_due:
+            return True
+        spec = current_spec(self.host, id)
+        if spec is None:
+            self.connection.close(POLICY_VIOLATION, f"Subscription/{id} is no longer active")
+            return False
+        self.period[id] = spec.heartbeat_seconds
         pending = tables.notifications(self.host.repository, id, self.sent[id], None,
                                        spec.max_count)
         if pending:
@@ -135,8 +146,7 @@ class _Binding:
                                            "event-notification", state.events, pending,
                                            content_reader(self.host)), id)
             self.sent[id] = pending[-1].number
-        elif spec.heartbeat_seconds and \
-                time.monotonic() - self.beat[id] >= spec.heartbeat_seconds:
+        elif beat_due:
             self._send(notification_bundle(spec, fhir_base(self.host), state.status,
                                            "heartbeat", state.events), id)
         return True
