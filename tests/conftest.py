@@ -31,6 +31,9 @@ from hygeia.store.schema import AUTH_TABLES, INDEX_TABLES
 
 FIXTURES = Path(__file__).parent / "fixtures"
 POSTGRES_ENV = "HYGEIA_TEST_POSTGRES"
+# the server's own tables (server/subscriptions/tables.py), emptied with the core's
+SUBSCRIPTION_TABLES = ["subscription_state", "subscription_notification",
+                       "subscription_token", "subscription_owner"]
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
@@ -64,7 +67,7 @@ def _truncate_postgres(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as connection:
         tables = ", ".join(["resource_version", "resource", "job", "load_journal", "feed_cursor",
                             "feed_retention", *AUTH_TABLES,
-                            *INDEX_TABLES])
+                            *INDEX_TABLES, *SUBSCRIPTION_TABLES])
         connection.execute(f"TRUNCATE {tables} RESTART IDENTITY")
 
 

@@ -17,11 +17,12 @@ from hygeia.server.context import (
     JobSettings,
     OutboundSettings,
     SearchSettings,
+    SubscriptionSettings,
 )
 
 SECTIONS = {"search": SearchSettings, "jobs": JobSettings, "auth": AuthSettings,
             "outbound": OutboundSettings, "audit": AuditSettings, "http": HttpSettings,
-            "alerts": AlertSettings}
+            "alerts": AlertSettings, "subscriptions": SubscriptionSettings}
 
 GUIDE = Path(__file__).parent.parent / "docs" / "guide" / "operations.md"
 

@@ -37,6 +37,8 @@ PILLAR = "tests.cli.migration_pillar"
 FAMILY = "Macejkovic"  # the one patient of the fixtures, with 74 Observations
 # what the old databases need: the pillar's two steps, and core's if it moved on since 8
 CORE_PENDING = [] if CORE.baseline == SCHEMA_VERSION else [f"core 8 -> {SCHEMA_VERSION}"]
+# the server's own tables (server/subscriptions) are a stream too, as new to an old database
+SERVER_PENDING = ["subscriptions 0 -> 1"]
 
 
 @pytest.fixture(params=[(c, b) for c in COMMITS for b in BACKENDS],
@@ -89,8 +91,9 @@ def test_an_old_database_migrates_and_serves_its_data(old_url: str) -> None:
     refused = hygeia("serve", "--port", "0", "--db", old_url, module=PILLAR)
     assert refused.returncode == 2
     lines = refused.stderr.strip().splitlines()
+    pending = ", ".join([*CORE_PENDING, *SERVER_PENDING, "trial 0 -> 2"])
     assert lines == [f"error: --db {old_url}: the database needs schema migrations "
-                     f"({', '.join([*CORE_PENDING, 'trial 0 -> 2'])}): run `hygeia db migrate "
+                     f"({pending}): run `hygeia db migrate "
                      f"--db {old_url}` first, or start the server with --migrate"]
     assert query(old_url, "SELECT MAX(version) FROM hygeia_schema") == [(8,)]  # untouched
 
@@ -104,7 +107,8 @@ def test_an_old_database_migrates_and_serves_its_data(old_url: str) -> None:
     assert "applied trial 2: trial notes" in migrated.stdout
     again = hygeia("db", "migrate", "--db", old_url, module=PILLAR)
     assert again.returncode == 0, again.stderr
-    assert f"nothing to migrate: {old_url} is at core {SCHEMA_VERSION}, trial 2" in again.stdout
+    assert f"nothing to migrate: {old_url} is at core {SCHEMA_VERSION}, subscriptions 1, " \
+           "trial 2" in again.stdout
     assert query(old_url, "SELECT text FROM trial_note") == [("migrated",)]  # ran once
     assert hygeia("db", "status", "--db", old_url, module=PILLAR).returncode == 0
 
@@ -221,10 +225,10 @@ def test_status_of_a_missing_database_is_one_line(tmp_path: Path) -> None:
     made = hygeia("db", "migrate", "--db", url)
     assert made.returncode == 0, made.stderr
     assert made.stdout.strip().splitlines()[-1] == \
-        f"new database laid out: {url} is at core {SCHEMA_VERSION}"
+        f"new database laid out: {url} is at core {SCHEMA_VERSION}, subscriptions 1"
     status = hygeia("db", "status", "--db", url)
-    assert (status.returncode, status.stdout.strip()) == (
-        0, f"core: version {SCHEMA_VERSION}, up to date")
+    assert (status.returncode, status.stdout.strip().splitlines()) == (
+        0, [f"core: version {SCHEMA_VERSION}, up to date", "subscriptions: version 1, up to date"])
 
 
 def _free_port() -> int:

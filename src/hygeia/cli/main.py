@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+# the server's own migration stream, known before any command opens a database (a
+# database laid out without it would later need `hygeia db migrate`)
+import hygeia.server.subscriptions.tables  # noqa: F401
 from hygeia import __version__
 from hygeia.cli.auth import (
     add_auth_commands,
@@ -42,7 +45,7 @@ from hygeia.cli.runtime import (
 from hygeia.store import DEFAULT_URL
 
 if TYPE_CHECKING:
-    from hygeia.server import HttpSettings, Settings
+    from hygeia.server import HttpSettings, Settings, SubscriptionSettings
 
 EPILOG_SERVE = "example: hygeia serve --demo --port 8080   # then GET http://127.0.0.1:8080/fhir/metadata"
 DESCRIPTION_SERVE = ("Run the FHIR server. Every option can also be set in the environment as "
@@ -170,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "token audience (default: from --host and --port; required when "
                             "--host is a wildcard such as 0.0.0.0)")
     add_http_limit_flags(serve)
+    add_subscription_flags(serve)
     serve.add_argument("--migrate", action="store_true",
                        help="apply pending schema migrations before serving (default: refuse "
                             "a database that needs them; see hygeia db migrate)")
@@ -235,6 +239,40 @@ def add_http_limit_flags(serve: argparse.ArgumentParser) -> None:
                              "(default 512, never less than --max-body-mb; then 503)")
 
 
+def add_subscription_flags(serve: argparse.ArgumentParser) -> None:
+    """FHIR Subscriptions (server/subscriptions; docs/guide/subscriptions.md)."""
+    group = serve.add_argument_group("Subscriptions")
+    group.add_argument("--ws-port", type=int, default=None, metavar="N",
+                       help="serve the websocket notification channel on this port of --host "
+                            "(default: off; rest-hook notifications need no port)")
+    group.add_argument("--subscription-retry-seconds", type=float, default=1.0, metavar="S",
+                       help="first delay before a failed rest-hook delivery is retried, "
+                            "doubling up to 300 (default 1)")
+    group.add_argument("--subscription-max-failures", type=int, default=5, metavar="N",
+                       help="failed deliveries in a row after which a subscription's status "
+                            "turns to error (default 5)")
+    group.add_argument("--subscription-poll-seconds", type=float, default=1.0, metavar="S",
+                       help="how often delivery and the websocket channel look for new "
+                            "notifications and due heartbeats (default 1)")
+
+
+def subscription_settings(args: argparse.Namespace, base_url: str) -> SubscriptionSettings:
+    """The subscriptions section of the settings; the websocket URL clients are given
+    uses the host name of the server's base URL."""
+    from urllib.parse import urlsplit
+
+    from hygeia.server import SubscriptionSettings
+
+    ws_url = None
+    if args.ws_port is not None:
+        ws_url = f"ws://{urlsplit(base_url).hostname or args.host}:{args.ws_port}"
+    return SubscriptionSettings(
+        max_failures=max(1, args.subscription_max_failures),
+        retry_seconds=max(0.01, args.subscription_retry_seconds),
+        poll_seconds=max(0.01, args.subscription_poll_seconds),
+        ws_port=args.ws_port, ws_host=args.host, ws_url=ws_url)
+
+
 def http_settings(args: argparse.Namespace) -> HttpSettings:
     """The HTTP front end's section of the settings, from its flags."""
     from hygeia.server import HttpSettings
@@ -286,7 +324,7 @@ def serve_settings(args: argparse.Namespace, *, auth: bool, base_url: str) -> Se
         outbound=OutboundSettings(allow=tuple(args.outbound_allow),
                                   timeout_seconds=args.outbound_timeout),
         audit=AuditSettings(enabled=auth or args.audit, durable=not args.audit_async),
-        http=http_settings(args))
+        http=http_settings(args), subscriptions=subscription_settings(args, base_url))
 
 
 def check_http_limits(args: argparse.Namespace) -> None:
@@ -467,11 +505,16 @@ def serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: give 1 or more serving processes")
     check_port(args.port)
+    if args.ws_port is not None and not 1 <= args.ws_port <= 65535:
+        raise UserError(f"--ws-port {args.ws_port} is out of range: give a port from 1 to "
+                        "65535 (for example --ws-port 8081)")
     if args.threads < 1:
         raise UserError(f"--threads {args.threads}: give 1 or more request threads")
     try:
         check_http_limits(args)
         base_url = public_base_url(args)
+        if args.ws_port is not None:  # the websocket channel binds it in a serving process:
+            listen(args.host, args.ws_port).close()  # a taken port is one error line here
         listener = listen(args.host, args.port)
     except (ValueError, ListenError) as error:
         print(f"error: {error}", file=sys.stderr)

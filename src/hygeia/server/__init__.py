@@ -26,12 +26,13 @@ if TYPE_CHECKING:
         OutboundSettings,
         SearchSettings,
         Settings,
+        SubscriptionSettings,
     )
     from hygeia.server.service import FhirService
 
 __all__ = ["AlertSettings", "AuditSettings", "AuthSettings", "FhirRequest", "FhirResponse",
            "FhirService", "HttpSettings", "JobSettings", "OutboundSettings", "SearchSettings",
-           "Settings"]
+           "Settings", "SubscriptionSettings"]
 
 _HOMES = {
     "FhirRequest": "hygeia.server.context",
@@ -44,6 +45,7 @@ _HOMES = {
     "JobSettings": "hygeia.server.context",
     "OutboundSettings": "hygeia.server.context",
     "SearchSettings": "hygeia.server.context",
+    "SubscriptionSettings": "hygeia.server.context",
     "FhirService": "hygeia.server.service",
 }
 

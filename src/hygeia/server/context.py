@@ -119,6 +119,24 @@ class AlertSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SubscriptionSettings:
+    """FHIR Subscriptions (server/subscriptions; docs/guide/subscriptions.md): how
+    notifications are delivered, retried, and where the websocket channel listens."""
+
+    # a rest-hook subscription turns to status error after this many failed deliveries
+    # in a row (its notifications stay recorded; set it to requested to start again)
+    max_failures: int = 5
+    retry_seconds: float = 1.0  # the first retry's delay, doubling up to max_retry_seconds
+    max_retry_seconds: float = 300.0
+    poll_seconds: float = 1.0  # how often delivery looks for work beyond being woken
+    ws_port: int | None = None  # the websocket channel's port (hygeia serve --ws-port)
+    ws_host: str = "127.0.0.1"
+    ws_url: str | None = None  # as clients reach it; None: ws://{ws_host}:{ws_port}
+    token_seconds: int = 300  # a websocket binding token is valid this long
+    max_events_replayed: int = 1000  # notification events one $events answer holds
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Server-wide settings, a section per subsystem; the fields here bound every request.
 
@@ -160,6 +178,7 @@ class Settings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
 
 
 @dataclass(slots=True)

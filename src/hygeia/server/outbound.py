@@ -128,6 +128,16 @@ def fetch(url: str, policy: OutboundPolicy) -> Answer:
     raise OutboundRefused(f"{_shown(url)} redirects more than {MAX_REDIRECTS} times.")
 
 
+def post(url: str, body: bytes, headers: dict[str, str], policy: OutboundPolicy) -> Answer:
+    """POST ``body`` to ``url`` under ``policy`` (no redirects followed: a rest-hook
+    endpoint answers where it is); a 2xx answer, or :class:`OutboundRefused`."""
+    answer = _request_once("POST", url, policy, time.monotonic() + policy.timeout_seconds,
+                           body, headers)
+    if not 200 <= answer.status < 300:
+        raise OutboundRefused(f"{_shown(url)} answered HTTP {answer.status}.")
+    return answer
+
+
 def fetch_json(url: str, policy: OutboundPolicy) -> Any:
     return fetch(url, policy).json()
 
@@ -145,6 +155,12 @@ def _origin(url: str) -> tuple[str, str, int]:
 
 
 def _get_once(url: str, policy: OutboundPolicy, deadline: float) -> Answer:
+    return _request_once("GET", url, policy, deadline, None,
+                         {"Accept": "application/json", "User-Agent": "hygeia"})
+
+
+def _request_once(method: str, url: str, policy: OutboundPolicy, deadline: float,
+                  body: bytes | None, headers: dict[str, str]) -> Answer:
     scheme, host, port = _origin(url)
     addresses = _checked_addresses(host, port, policy)
     parts = urlsplit(url)
@@ -152,8 +168,7 @@ def _get_once(url: str, policy: OutboundPolicy, deadline: float) -> Answer:
     connection = _connection(scheme, host, port, addresses, policy,
                              max(0.1, deadline - time.monotonic()))
     try:
-        connection.request("GET", path, headers={"Accept": "application/json",
-                                                 "User-Agent": "hygeia"})
+        connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
         headers = {name.lower(): value for name, value in response.getheaders()}
         body = b"" if response.status in (301, 302, 303, 307, 308) else \

@@ -16,6 +16,7 @@ from hygeia.fhir.outcome import BadRequest
 from hygeia.fhir.search.parameters import default_registry
 from hygeia.server.alerts import AlertService
 from hygeia.server.audit.trail import AuditTrail
+from hygeia.server.auth.access import acting_as
 from hygeia.server.auth.endpoints import AuthMount
 from hygeia.server.auth.guard import guarded
 from hygeia.server.auth.server import AuthServer
@@ -54,6 +55,8 @@ from hygeia.server.rest.interactions import INTERACTIONS
 from hygeia.server.rest.openapi import openapi_document
 from hygeia.server.rest.provenance import RequestProvenance, request_provenance
 from hygeia.server.rest.router import Route, parse_route
+from hygeia.server.subscriptions.capability import with_topics
+from hygeia.server.subscriptions.install import Subscriptions
 from hygeia.server.write_hooks import WriteHooks
 from hygeia.store import (
     HistoryQuery,
@@ -126,6 +129,9 @@ class FhirService:
         if self.auth is not None:
             self.auth.listeners.append(self.audit.auth_event)
             self.add_mount(AuthMount(self.auth, self.patient_exists))
+        # FHIR Subscriptions: acceptance hook, change-feed consumer, operations, the
+        # websocket listener (--ws-port) and the rest-hook delivery thread (start_jobs)
+        self.subscriptions = Subscriptions(self)
 
     @contextmanager
     def transaction(self, *, flush_to_disk: bool = True,
@@ -186,7 +192,7 @@ class FhirService:
     def handle(self, request: FhirRequest) -> FhirResponse:
         # a request's reads stop after statement_timeout; its writes may take as long as
         # a job's (a large transaction's inserts), store/limits.py
-        with self.request_limits():
+        with self.request_limits(), acting_as(request.access):
             return self._handler(request)
 
     def add_event_consumer(self, consumer: EventConsumer) -> None:
@@ -280,6 +286,7 @@ class FhirService:
                                     timing or self._timing())
             self.runner.start()
         self.audit.start()
+        self.subscriptions.start()  # before the consumers: it makes sure of its cursor
         self.start_events()
         self.alerts.start()
         return self.runner
@@ -377,6 +384,7 @@ class FhirService:
         """Stop the listeners, the event consumers, the job runner and the offload helpers
         (the repository is the caller's)."""
         self._stop_listeners()
+        self.subscriptions.stop()
         for events in self.event_runners:
             events.stop()
         self.alerts.stop()
@@ -390,9 +398,9 @@ class FhirService:
     def capabilities(self) -> dict[str, Any]:
         """Rebuilt whenever a custom search parameter changed the registry."""
         if self._capabilities is None or self._capabilities[0] != self.registry.generation:
-            statement = capability_statement(self.repository.dialect, self.registry,
-                                             self.operations,
-                                             self.settings.referential_integrity)
+            statement = with_topics(capability_statement(
+                self.repository.dialect, self.registry, self.operations,
+                self.settings.referential_integrity))
             self._capabilities = (self.registry.generation, statement)
         return self._capabilities[1]
 

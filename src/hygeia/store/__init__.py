@@ -39,7 +39,15 @@ if TYPE_CHECKING:
         feed_position,
         release_feed,
     )
-    from hygeia.store.jobs import CANCELLED, COMPLETED, FAILED, Job, JobStore, worker_name
+    from hygeia.store.jobs import (
+        CANCELLED,
+        COMPLETED,
+        FAILED,
+        Job,
+        JobStore,
+        owner_gone,
+        worker_name,
+    )
     from hygeia.store.limits import StatementLimits, statement_limits
     from hygeia.store.migrations.model import Migration
     from hygeia.store.migrations.registry import register_stream
@@ -107,6 +115,7 @@ _HOMES = {
     "statement_limits": "hygeia.store.limits",
     "statuses": "hygeia.store.migrations.runner",
     "worker_name": "hygeia.store.jobs",
+    "owner_gone": "hygeia.store.jobs",
     "writing": "hygeia.store.plain_sql",
 }
 
@@ -154,6 +163,7 @@ __all__ = [
     "feed_position",
     "load_journal",
     "open_repository",
+    "owner_gone",
     "pending_of",
     "prepare_rows",
     "reading",

@@ -47,9 +47,9 @@ def test_each_interaction_is_its_method(document: dict[str, Any]) -> None:
     assert {"get", "put", "patch", "delete"} <= set(paths["/Patient/{id}"])
     body = paths["/Patient"]["post"]["requestBody"]["content"]["application/fhir+json"]
     assert body["schema"]["properties"]["resourceType"]["enum"] == ["Patient"]
-    # a type the server cannot honour yet is read and deleted, not written
-    assert "post" not in paths["/Subscription"]
-    assert "put" not in paths["/Subscription/{id}"]
+    # Subscriptions are honoured (server/subscriptions), so written like any type
+    assert "post" in paths["/Subscription"]
+    assert "put" in paths["/Subscription/{id}"]
 
 
 def test_every_operation_of_the_statement_is_a_path(

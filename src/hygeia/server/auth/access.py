@@ -8,6 +8,9 @@ one without a patient or constraints means the whole type.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from hygeia.fhir.spec import patient_compartment
@@ -93,3 +96,23 @@ class Access:
         if resource_type in SHARED_TYPES:
             return Restriction(None, rule.constraints)
         return None
+
+
+# the access token of the request this thread is handling (None: auth off, or the server
+# acting for itself: hygeia load, jobs, consumers); write hooks that must know who writes
+# (a Subscription records its creator) read it with :func:`current_access`
+_CURRENT: ContextVar[Access | None] = ContextVar("hygeia_current_access", default=None)
+
+
+@contextmanager
+def acting_as(access: Access | None) -> Iterator[None]:
+    """Within the block, :func:`current_access` is ``access`` (``FhirService.handle``)."""
+    token = _CURRENT.set(access)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def current_access() -> Access | None:
+    return _CURRENT.get()

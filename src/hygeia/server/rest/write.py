@@ -36,11 +36,7 @@ from hygeia.store import Session, StoredVersion
 
 # Types the server would store without doing what storing them asks for. Refused (422)
 # on every write path until the feature exists; delete an entry here to lift it.
-NOT_HONOURED_YET = {
-    "Subscription": "Hygeia does not send notifications, so a Subscription would be "
-                    "stored and never honoured; it is refused until notifications are "
-                    "supported.",
-}
+NOT_HONOURED_YET: dict[str, str] = {}  # none now: Subscriptions are honoured (issue 16)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,226 @@
+"""Rest-hook delivery: handshakes, event notifications in order, heartbeats, retries.
+
+A :class:`Delivery` thread runs in every serving process.  It takes the
+subscriptions whose next attempt is due, holds each one's lease (so a
+subscription's notifications leave from one process at a time, in event-number
+order) and:
+
+* ``requested``: a websocket subscription becomes ``active`` at once; a
+  rest-hook one gets a handshake notification, and becomes ``active`` when the
+  endpoint accepts it (any 2xx);
+* ``active``: sends the events recorded after the last delivered one, up to the
+  channel's max-count per notification, and records them delivered only after
+  the endpoint's 2xx (at least once: a crash in between sends them again);
+  with nothing to send and a heartbeat period due, a heartbeat.
+
+A failure waits ``retry_seconds`` doubling up to ``max_retry_seconds``; after
+``max_failures`` in a row the subscription's status turns to ``error`` (its
+events stay recorded: a client sets it back to ``requested`` to resume, and
+recovers any gap with ``$events``).  Endpoints are reached through the outbound
+policy (server/outbound.py): a private address needs ``--outbound-allow``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+import hygeia.server.subscriptions.tables as tables
+from hygeia.fhir.datetime import now_us
+from hygeia.fhir.outcome import FhirError
+from hygeia.server.outbound import OutboundPolicy, OutboundRefused, post
+from hygeia.server.rest.write import update
+from hygeia.server.subscriptions.notify import ContentOf, notification_bundle
+from hygeia.server.subscriptions.spec import SubscriptionSpec, read_subscription
+from hygeia.store import worker_name
+
+if TYPE_CHECKING:
+    from hygeia.server.extensions import Host
+
+log = logging.getLogger("hygeia.subscriptions")
+LEASE_SECONDS = 30.0
+SECOND = 1_000_000
+
+
+def fhir_base(host: Host) -> str:
+    """The FHIR base URL notifications refer to (relative when the server has none)."""
+    root = host.settings.base_url
+    return f"{root.rstrip('/')}/fhir" if root else ""
+
+
+def current_spec(host: Host, id: str) -> SubscriptionSpec | None:
+    """Subscription ``id`` as it is now, or None (deleted, or not honourable)."""
+    with host.reader() as session:
+        found = session.current("Subscription", id)
+    if found is None or found.content is None:
+        return None
+    try:
+        return read_subscription(orjson.loads(found.content), host.registry)
+    except FhirError:
+        return None
+
+
+def content_reader(host: Host) -> ContentOf:
+    """Reads versions for full-resource notifications."""
+    def content_of(resource_type: str, id: str, version: int) -> bytes | None:
+        with host.reader() as session:
+            found = session.version(resource_type, id, version)
+        return None if found is None else found.content
+    return content_of
+
+
+def change_status(host: Host, id: str, status: str, error: str | None = None) -> None:
+    """Set the server-kept status and the Subscription's own ``status`` (and ``error``)
+    together, as a new version of the resource."""
+    with host.transaction() as session:
+        tables.set_status(session, id, status, error)
+        found = session.current("Subscription", id, for_update=True)
+        if found is None or found.content is None:
+            return
+        resource: dict[str, Any] = orjson.loads(found.content)
+        if resource.get("status") == status:
+            return
+        resource["status"] = status
+        if error:
+            resource["error"] = error[:1000]
+        else:
+            resource.pop("error", None)
+        update(session, "Subscription", id, resource, base_url=fhir_base(host))
+
+
+class Delivery:
+    """The rest-hook delivery thread of one process."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.settings = host.settings.subscriptions
+        outbound = host.settings.outbound
+        self.policy = OutboundPolicy(outbound.allow, outbound.timeout_seconds,
+                                     outbound.max_bytes)
+        self.owner = worker_name()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="hygeia-subscriptions",
+                                        daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            try:
+                tables.release(self.host.repository, self.owner)
+            except Exception:  # the leases run out on their own
+                log.warning("could not release subscription leases", exc_info=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                served = self.run_once()
+            except Exception:
+                log.exception("subscription delivery failed")
+                served = 0
+            if served:  # more may be waiting (a backlog beyond max-count): go on at once
+                continue
+            self._wake.wait(self.settings.poll_seconds)
+            self._wake.clear()
+
+    def run_once(self) -> int:
+        """One pass over the subscriptions that are due; returns how many were served.
+
+        Only a subscription with something to do is read and claimed (tables.due), so
+        idle ones cost nothing; the state is read again once claimed, as another
+        process may have served it meanwhile.
+        """
+        served = 0
+        for due in tables.due(self.host.repository, now_us()):
+            if self._stop.is_set():
+                break
+            spec = current_spec(self.host, due.id)
+            if spec is None or not self._holds(due):
+                continue
+            state = tables.read_state(self.host.repository, due.id)
+            if state is not None and state.status in tables.LIVE:
+                self.serve(spec, state)
+                served += 1
+        return served
+
+    def _holds(self, state: tables.State) -> bool:
+        """Whether this process holds ``state``'s lease, claiming it when it has less than
+        half its time left (so a busy subscription costs no claim per notification)."""
+        now = now_us()
+        if state.owner == self.owner and (state.lease_until or 0) - now > \
+                LEASE_SECONDS * SECOND / 2:
+            return True
+        return tables.claim(self.host.repository, state, self.owner, now,
+                            int(LEASE_SECONDS * SECOND))
+
+    def serve(self, spec: SubscriptionSpec, state: tables.State) -> None:
+        if spec.channel == "websocket":  # websocket.py sends; nothing to shake hands with
+            if state.status == "requested":
+                change_status(self.host, spec.id, "active")
+            return
+        if state.status == "requested":
+            if self._send(spec, state, "handshake", []):
+                self._delivered(spec.id, state.delivered)  # the heartbeat counts from here
+                change_status(self.host, spec.id, "active")
+            return
+        pending = tables.notifications(self.host.repository, spec.id, state.delivered,
+                                       None, spec.max_count)
+        if pending:
+            if self._send(spec, state, "event-notification", pending):
+                self._delivered(spec.id, pending[-1].number)
+            return
+        period = spec.heartbeat_seconds
+        if period and now_us() - state.last_sent >= period * SECOND and \
+                self._send(spec, state, "heartbeat", []):
+            self._delivered(spec.id, state.delivered)
+
+    def _send(self, spec: SubscriptionSpec, state: tables.State, kind: str,
+              pending: list[tables.Notified]) -> bool:
+        """POST one notification; on failure, schedule the retry or turn to error."""
+        events = max(state.events, pending[-1].number if pending else 0)
+        bundle = notification_bundle(spec, fhir_base(self.host), "active" if kind != "handshake"
+                                     else "requested", kind, events, pending,
+                                     content_reader(self.host))
+        headers = {"Content-Type": spec.mime, "User-Agent": "hygeia", **dict(spec.headers)}
+        policy = self.policy
+        if spec.timeout_seconds:
+            policy = OutboundPolicy(policy.allow, min(policy.timeout_seconds,
+                                                      float(spec.timeout_seconds)),
+                                    policy.max_bytes)
+        try:
+            post(spec.endpoint or "", orjson.dumps(bundle), headers, policy)
+        except OutboundRefused as error:
+            self._failed(spec, state, str(error))
+            return False
+        return True
+
+    def _delivered(self, id: str, number: int) -> None:
+        with self.host.transaction() as session:
+            tables.delivered(session, id, number, now_us())
+
+    def _failed(self, spec: SubscriptionSpec, state: tables.State, error: str) -> None:
+        failures = state.failures + 1
+        log.warning("Subscription/%s: delivery failed (%d in a row): %s", spec.id, failures,
+                    error)
+        if failures >= self.settings.max_failures:
+            with self.host.transaction() as session:
+                tables.failed(session, spec.id, failures, 0, error)
+            change_status(self.host, spec.id, "error", error)
+            return
+        delay = min(self.settings.max_retry_seconds,
+                    self.settings.retry_seconds * 2 ** (failures - 1))
+        with self.host.transaction() as session:
+            tables.failed(session, spec.id, failures, now_us() + int(delay * SECOND), error)
+
