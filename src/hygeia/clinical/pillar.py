@@ -1,8 +1,8 @@
 """The clinical pillar as the CLI finds it: its serve flags, start-up, commands and demo.
 
 The parts are the NEWS2 early-warning engine (an event consumer of the change
-feed, ``news2``) and the CDS Hooks 2.0 services (a mount at ``/cds-services``,
-``cds``); this module only gathers them.
+feed, :mod:`hygeia.clinical.news2`) and the CDS Hooks 2.0 services (a mount at
+``/cds-services``, :mod:`hygeia.clinical.cds`); this module only gathers them.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hygeia.clinical.news2.engine import SET_SECONDS, WINDOW_SECONDS, News2Engine
 from hygeia.server.extensions import CliCommand, PillarHost
 
 
@@ -20,10 +21,18 @@ class ClinicalPillar:
     name = "clinical"
 
     def serve_options(self, group: argparse._ArgumentGroup) -> None:
-        return None
+        group.add_argument("--news2-window-minutes", type=float,
+                           default=WINDOW_SECONDS / 60, metavar="M",
+                           help="NEWS2 takes the latest reading of each parameter within "
+                                f"M minutes before the set (default {WINDOW_SECONDS / 60:g})")
+        group.add_argument("--no-news2", action="store_true",
+                           help="do not run the NEWS2 early-warning engine")
 
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
-        return None
+        if not options.get("no_news2"):
+            minutes = float(options.get("news2_window_minutes") or WINDOW_SECONDS / 60)
+            host.add_event_consumer(News2Engine(host, window_seconds=minutes * 60,
+                                                set_seconds=SET_SECONDS))
 
     def commands(self) -> Sequence[CliCommand]:
         return []
