@@ -11,6 +11,8 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hygeia.clinical.cds.mount import CdsMount
+from hygeia.clinical.cds.services import built_in
 from hygeia.clinical.news2.engine import SET_SECONDS, WINDOW_SECONDS, News2Engine
 from hygeia.server.extensions import CliCommand, PillarHost
 
@@ -29,8 +31,9 @@ class ClinicalPillar:
                            help="do not run the NEWS2 early-warning engine")
 
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
+        minutes = float(options.get("news2_window_minutes") or WINDOW_SECONDS / 60)
+        host.add_mount(CdsMount(host, built_in(minutes * 60)))
         if not options.get("no_news2"):
-            minutes = float(options.get("news2_window_minutes") or WINDOW_SECONDS / 60)
             host.add_event_consumer(News2Engine(host, window_seconds=minutes * 60,
                                                 set_seconds=SET_SECONDS))
 

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from hygeia.clinical.news2.inputs import (
+    ADULT_YEARS,
     LOINC,
     NEWS2_SYSTEM,
     PREGNANCY,
@@ -34,8 +35,10 @@ from hygeia.clinical.news2.inputs import (
     VITAL_CODES,
     Reading,
     is_news2_score,
+    is_scale_2_flag,
     patient_of,
     readings_of,
+    under_16,
 )
 from hygeia.clinical.news2.result import BAND_SYSTEM, code_token, result_observation
 from hygeia.clinical.news2.score import Score, score_readings
@@ -54,7 +57,6 @@ log = logging.getLogger("hygeia.clinical.news2")
 SET_SECONDS = 300.0
 WINDOW_SECONDS = 3600.0
 MAX_READINGS = 500  # vitals of one patient in one window read for a score
-ADULT_YEARS = 16
 ALERT_CODE = {"coding": [{"system": NEWS2_SYSTEM, "code": "news2-deterioration",
                           "display": "NEWS2 clinical deterioration"}]}
 
@@ -241,10 +243,7 @@ def on_scale_2(session: Session, patient: str) -> bool:
     query = parse_query("Flag", [("patient", patient), ("_count", "100")],
                         registry=session.registry)
     for stored in session.search(query).matches:
-        flag = orjson.loads(stored.content or b"{}")
-        if flag.get("status") == "active" and any(
-                c.get("system") == NEWS2_SYSTEM and c.get("code") == SCALE_2_FLAG
-                for c in (flag.get("code") or {}).get("coding") or []):
+        if is_scale_2_flag(orjson.loads(stored.content or b"{}")):
             return True
     return False
 
@@ -252,10 +251,9 @@ def on_scale_2(session: Session, patient: str) -> bool:
 def not_applicable(session: Session, patient: str, at: int) -> str | None:
     """Why NEWS2 does not apply to the patient at ``at`` (under 16, pregnant), or None."""
     stored = session.current("Patient", patient.partition("/")[2])
-    if stored is not None and stored.content is not None:
-        birth = orjson.loads(stored.content).get("birthDate")
-        if isinstance(birth, str) and _age_years(birth, at) < ADULT_YEARS:
-            return f"the patient is under {ADULT_YEARS} years old"
+    if stored is not None and stored.content is not None and \
+            under_16(orjson.loads(stored.content), at):
+        return f"the patient is under {ADULT_YEARS} years old"
     query = parse_query("Condition", [("patient", patient), ("code", f"{SNOMED}|{PREGNANCY}"),
                                       ("clinical-status", "active"), ("_count", "1")],
                         registry=session.registry)
@@ -270,14 +268,6 @@ def _between(low: int, high: int) -> list[tuple[str, str]]:
     the values read."""
     return [("date", f"ge{format_instant(low - 1_000_000)}"),
             ("date", f"le{format_instant(high + 1_000_000)}")]
-
-
-def _age_years(birth: str, at: int) -> float:
-    try:
-        born = fhir_datetime_range(birth)[0]
-    except FhirError:
-        return float(ADULT_YEARS)
-    return (at - born) / (365.25 * 86400 * 1_000_000)
 
 
 def _band_of(content: bytes | None) -> Band | None:

@@ -164,3 +164,35 @@ def _readings_for(code: str, observation: dict[str, Any], at: int,
         threshold = Decimal(21) if code == INHALED_CONCENTRATION else Decimal(0)
         return [Reading(OXYGEN, value > threshold, at, source)]
     return []
+
+
+ADULT_YEARS = 16
+YEAR_US = 365.25 * 86400 * 1_000_000
+
+
+def is_scale_2_flag(flag: dict[str, Any]) -> bool:
+    """An active Flag recording the clinician's decision to use SpO2 scale 2."""
+    return flag.get("status") == "active" and any(
+        coding.get("system") == NEWS2_SYSTEM and coding.get("code") == SCALE_2_FLAG
+        for coding in (flag.get("code") or {}).get("coding") or [])
+
+
+def is_pregnancy(condition: dict[str, Any]) -> bool:
+    """An active Condition coded SNOMED CT 77386006 (pregnancy)."""
+    status = [coding.get("code") for coding in
+              (condition.get("clinicalStatus") or {}).get("coding") or []]
+    return "active" in status and any(
+        coding.get("system") == SNOMED and coding.get("code") == PREGNANCY
+        for coding in (condition.get("code") or {}).get("coding") or [])
+
+
+def under_16(patient: dict[str, Any] | None, at: int) -> bool:
+    """Whether the patient is younger than 16 at ``at`` (µs); False without a birth date."""
+    birth = (patient or {}).get("birthDate")
+    if not isinstance(birth, str):
+        return False
+    try:
+        born = fhir_datetime_range(birth)[0]
+    except FhirError:
+        return False
+    return (at - born) / YEAR_US < ADULT_YEARS
