@@ -1,0 +1,92 @@
+"""The clinical pillar in a real ``hygeia serve`` process: vitals over HTTP become a NEWS2
+score and an alert; a CDS client calls discovery, a service and feedback over HTTP."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.clinical.news2.test_engine import NEWS2, full_set
+from tests.conftest import ServerProcess
+
+
+@pytest.fixture
+def server(clinical_pillar: None, tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(f"sqlite:///{tmp_path}/clinical.db")
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def created(server: ServerProcess, resource: dict[str, Any]) -> str:
+    response = server.client.post(resource["resourceType"], json=resource)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def wait_for(search: Any, timeout: float = 20.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = search()
+        if found:
+            return list(found)
+        time.sleep(0.2)
+    raise AssertionError("nothing appeared in time")
+
+
+def test_vitals_over_http_raise_a_news2_alert(server: ServerProcess) -> None:
+    patient = "Patient/" + created(server, {"resourceType": "Patient",
+                                            "birthDate": "1948-02-03"})
+    created(server, {"resourceType": "CareTeam", "status": "active",
+                     "subject": {"reference": patient},
+                     "participant": [{"member": {"reference": "Practitioner/ward-nurse"}}]})
+    for vital in full_set(patient, "2026-03-01T10:00:00Z", respiration=26, spo2=90,
+                          pulse=135):
+        created(server, vital)
+
+    def high_scores() -> list[dict[str, Any]]:
+        bundle = server.client.get(f"Observation?patient={patient}&code={NEWS2}").json()
+        return [entry["resource"] for entry in bundle.get("entry", [])
+                if entry["resource"]["status"] == "final"]
+
+    [score] = wait_for(high_scores)
+    assert score["valueInteger"] == 9 and len(score["derivedFrom"]) == 6
+    [flag] = wait_for(lambda: server.client.get(f"Flag?patient={patient}").json()
+                      .get("entry", []))
+    assert flag["resource"]["identifier"][0]["value"] == f"news2-high|{patient}"
+    [message] = server.client.get(f"Communication?patient={patient}").json()["entry"]
+    assert message["resource"]["recipient"] == [{"reference": "Practitioner/ward-nurse"}]
+
+
+def test_a_cds_client_over_http(server: ServerProcess) -> None:
+    root = server.base.removesuffix("/fhir")
+    discovery = httpx.get(f"{root}/cds-services", timeout=10)
+    assert discovery.status_code == 200
+    assert {s["id"] for s in discovery.json()["services"]} >= {"news2", "qsofa"}
+    patient = created(server, {"resourceType": "Patient", "birthDate": "1950-01-01"})
+    for vital in full_set(f"Patient/{patient}", "2026-03-01T10:00:00Z", respiration=22):
+        created(server, vital)
+    hook = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
+            "fhirServer": server.base,
+            "context": {"userId": "Practitioner/nurse", "patientId": patient}}
+    answer = httpx.post(f"{root}/cds-services/news2", json=hook, timeout=10)
+    assert answer.status_code == 200, answer.text
+    [card] = answer.json()["cards"]
+    assert card["summary"] == "NEWS2 2: low clinical risk"
+    bad = httpx.post(f"{root}/cds-services/news2", json={"hook": "patient-view"}, timeout=10)
+    assert bad.status_code == 400
+    assert bad.json()["issue"][0]["expression"] == ["hookInstance"]
+    feedback = httpx.post(f"{root}/cds-services/news2/feedback", timeout=10, json={
+        "feedback": [{"card": card["uuid"], "outcome": "accepted",
+                      "outcomeTimestamp": "2026-03-01T10:06:00Z"}]})
+    assert feedback.status_code == 200
+    stored = server.client.get(f"Basic?identifier=urn:hygeia:cds-card|{card['uuid']}").json()
+    assert [entry["resource"]["code"]["coding"][0]["code"] for entry in stored["entry"]] == \
+        ["news2"]
