@@ -13,6 +13,7 @@ from typing import Any
 
 from hygeia.clinical.cds.mount import CdsMount
 from hygeia.clinical.cds.services import built_in
+from hygeia.clinical.demo import demo_lines
 from hygeia.clinical.news2.engine import SET_SECONDS, WINDOW_SECONDS, News2Engine
 from hygeia.server.extensions import CliCommand, PillarHost
 
@@ -41,7 +42,7 @@ class ClinicalPillar:
         return []
 
     def demo(self, host: PillarHost, fhir_base: str) -> list[str]:
-        return []
+        return demo_lines(host, fhir_base)
 
 
 PILLAR = ClinicalPillar()
