@@ -211,7 +211,7 @@ class News2Engine:
                 priority=how.priority, source=source,
                 escalate_after=how.escalate_minutes * 60,
                 text=f"NEWS2 {score.total} ({band.value} clinical risk): "
-                     f"{response.response}; monitoring {response.monitoring}."))
+                     f"{response.response}; monitoring: {response.monitoring}."))
 
     def _concerns_news2(self, resource: dict[str, Any]) -> bool:
         codings = (resource.get("code") or {}).get("coding") or []
