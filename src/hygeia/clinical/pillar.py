@@ -15,6 +15,7 @@ from hygeia.clinical.cds.mount import CdsMount
 from hygeia.clinical.cds.services import built_in
 from hygeia.clinical.demo import demo_lines
 from hygeia.clinical.news2.engine import SET_SECONDS, WINDOW_SECONDS, News2Engine
+from hygeia.clinical.news2.operation import ClinicalCommand, news2_operation
 from hygeia.server.extensions import CliCommand, PillarHost
 
 
@@ -34,12 +35,13 @@ class ClinicalPillar:
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
         minutes = float(options.get("news2_window_minutes") or WINDOW_SECONDS / 60)
         host.add_mount(CdsMount(host, built_in(minutes * 60)))
+        host.add_operation(news2_operation())
         if not options.get("no_news2"):
             host.add_event_consumer(News2Engine(host, window_seconds=minutes * 60,
                                                 set_seconds=SET_SECONDS))
 
     def commands(self) -> Sequence[CliCommand]:
-        return []
+        return [ClinicalCommand()]
 
     def demo(self, host: PillarHost, fhir_base: str) -> list[str]:
         return demo_lines(host, fhir_base)

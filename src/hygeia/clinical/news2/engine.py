@@ -113,21 +113,37 @@ class News2Engine:
 
     # ------------------------------------------------------------------ scoring
 
-    def observed(self, session: Session, observation: dict[str, Any]) -> None:
-        """Fold one committed Observation into its patient's observation set."""
+    def observed(self, session: Session, observation: dict[str, Any]) -> str | None:
+        """Fold one committed Observation into its patient's observation set; the id of
+        the set's score (None when nothing was scored)."""
         if is_news2_score(observation):
-            return
+            return None
         readings = readings_of(observation)
         patient = patient_of(observation)
         if not readings or patient is None:
-            return
+            return None
         at = readings[0].at
         existing = self._set_of(session, patient, at)
         if existing is None:
-            self.score_set(session, patient, new_id(), at, at)
-            return
-        id, start, end = existing
-        self.score_set(session, patient, id, min(start, at), max(end, at))
+            id, start, end = new_id(), at, at
+        else:
+            id, start, end = existing
+        scored = self.score_set(session, patient, id, min(start, at), max(end, at))
+        return None if scored is None else id
+
+    def rescore_patient(self, session: Session, patient: str) -> str | None:
+        """Score the set of the patient's newest vital sign again (``$news2``, ``hygeia
+        clinical rescore``); the score's id, None without vital signs or when NEWS2 does
+        not apply."""
+        codes = ",".join(f"{LOINC}|{code}" for code in VITAL_CODES)
+        query = parse_query("Observation", [("patient", patient), ("code", codes),
+                                            ("_sort", "-date"), ("_count", "20")],
+                            registry=session.registry)
+        for stored in session.search(query).matches:
+            scored = self.observed(session, orjson.loads(stored.content or b"{}"))
+            if scored is not None:
+                return scored
+        return None
 
     def rescore_latest(self, session: Session, patient: str) -> None:
         """Score the patient's latest set again (scale 2 or pregnancy changed)."""
