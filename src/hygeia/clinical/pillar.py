@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hygeia.clinical.cds.mount import CdsMount
-from hygeia.clinical.cds.services import built_in
+from hygeia.clinical.cds.services import DUPLICATE_ORDER_DAYS, built_in
 from hygeia.clinical.demo import demo_lines
 from hygeia.clinical.news2.engine import SET_SECONDS, WINDOW_SECONDS, News2Engine
 from hygeia.clinical.news2.operation import ClinicalCommand, news2_operation
@@ -29,12 +29,17 @@ class ClinicalPillar:
                            default=WINDOW_SECONDS / 60, metavar="M",
                            help="NEWS2 takes the latest reading of each parameter within "
                                 f"M minutes before the set (default {WINDOW_SECONDS / 60:g})")
+        group.add_argument("--duplicate-order-days", type=float,
+                           default=DUPLICATE_ORDER_DAYS, metavar="D",
+                           help="the duplicate-order CDS service looks back D days "
+                                f"(default {DUPLICATE_ORDER_DAYS:g})")
         group.add_argument("--no-news2", action="store_true",
                            help="do not run the NEWS2 early-warning engine")
 
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
         minutes = float(options.get("news2_window_minutes") or WINDOW_SECONDS / 60)
-        host.add_mount(CdsMount(host, built_in(minutes * 60)))
+        days = float(options.get("duplicate_order_days") or DUPLICATE_ORDER_DAYS)
+        host.add_mount(CdsMount(host, built_in(minutes * 60, days)))
         host.add_operation(news2_operation())
         if not options.get("no_news2"):
             host.add_event_consumer(News2Engine(host, window_seconds=minutes * 60,

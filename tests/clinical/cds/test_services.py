@@ -67,8 +67,9 @@ def test_discovery_lists_the_services_with_their_prefetch(mount: CdsMount) -> No
     response = send(mount, "GET", "/cds-services")
     assert response.status == 200 and isinstance(response.body, bytes)
     services = {s["id"]: s for s in orjson.loads(response.body)["services"]}
-    assert services["news2"]["hook"] == "patient-view"
-    assert services["qsofa"]["hook"] == "patient-view"
+    assert {id: s["hook"] for id, s in services.items()} == {
+        "news2": "patient-view", "qsofa": "patient-view", "drug-allergy": "order-select",
+        "duplicate-order": "order-sign", "care-gaps": "patient-view"}
     assert services["news2"]["prefetch"]["patient"] == "Patient/{{context.patientId}}"
     assert all(s["title"] and s["description"] for s in services.values())
 

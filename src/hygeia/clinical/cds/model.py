@@ -57,7 +57,8 @@ def card(summary: str, indicator: Indicator, source: Source, *, detail: str | No
     if detail:
         answer["detail"] = detail
     if suggestions:
-        answer["suggestions"] = suggestions
+        answer["suggestions"] = [{"uuid": str(uuid.uuid4()), **suggestion}
+                                 for suggestion in suggestions]
         answer["selectionBehavior"] = "at-most-one"
     if links:
         answer["links"] = links
