@@ -3,6 +3,9 @@ score and an alert; a CDS client calls discovery, a service and feedback over HT
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,7 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.clinical.cds.test_auth import ISSUER, public_jwks, signed
 from tests.clinical.news2.test_engine import NEWS2, full_set
 from tests.conftest import ServerProcess
 
@@ -65,7 +70,7 @@ def test_vitals_over_http_raise_a_news2_alert(server: ServerProcess) -> None:
     assert message["resource"]["recipient"] == [{"reference": "Practitioner/ward-nurse"}]
 
 
-def test_a_cds_client_over_http(server: ServerProcess) -> None:
+def test_a_cds_client_over_http(server: ServerProcess, tmp_path: Path) -> None:
     root = server.base.removesuffix("/fhir")
     discovery = httpx.get(f"{root}/cds-services", timeout=10)
     assert discovery.status_code == 200
@@ -88,5 +93,22 @@ def test_a_cds_client_over_http(server: ServerProcess) -> None:
                       "outcomeTimestamp": "2026-03-01T10:06:00Z"}]})
     assert feedback.status_code == 200
     stored = server.client.get(f"Basic?identifier=urn:hygeia:cds-card|{card['uuid']}").json()
+    # an EHR registered with its keys signs its calls; the audience is this server's URL
+    key = ec.generate_private_key(ec.SECP384R1())
+    keys = tmp_path / "ehr.jwks"
+    keys.write_text(json.dumps(public_jwks(key)))
+    added = subprocess.run([sys.executable, "-m", "hygeia.cli.main", "cds", "client", "add",
+                            "--issuer", ISSUER, "--jwks-file", str(keys), "--db",
+                            server.db_url], capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    token = signed(key, aud=f"{root}/cds-services/news2")
+    signed_call = httpx.post(f"{root}/cds-services/news2", timeout=10,
+                             json={**hook, "hookInstance": str(uuid.uuid4())},
+                             headers={"Authorization": f"Bearer {token}"})
+    assert signed_call.status_code == 200, signed_call.text
+    replayed = httpx.post(f"{root}/cds-services/news2", json=hook, timeout=10,
+                          headers={"Authorization": f"Bearer {token}"})
+    assert replayed.status_code == 401
+    assert replayed.json()["issue"][0]["expression"] == ["Authorization"]
     assert [entry["resource"]["code"]["coding"][0]["code"] for entry in stored["entry"]] == \
         ["news2"]

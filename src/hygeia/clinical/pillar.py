@@ -11,6 +11,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hygeia.clinical.cds.commands import CdsCommand
 from hygeia.clinical.cds.mount import CdsMount
 from hygeia.clinical.cds.services import DUPLICATE_ORDER_DAYS, built_in
 from hygeia.clinical.demo import demo_lines
@@ -46,7 +47,7 @@ class ClinicalPillar:
                                                 set_seconds=SET_SECONDS))
 
     def commands(self) -> Sequence[CliCommand]:
-        return [ClinicalCommand()]
+        return [ClinicalCommand(), CdsCommand()]
 
     def demo(self, host: PillarHost, fhir_base: str) -> list[str]:
         return demo_lines(host, fhir_base)

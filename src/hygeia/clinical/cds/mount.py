@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import orjson
 
+from hygeia.clinical.cds.auth import CdsAuth
 from hygeia.clinical.cds.feedback import store_feedback
 from hygeia.clinical.cds.model import CdsService, HookCall
 from hygeia.clinical.cds.prefetch import complete
@@ -37,6 +38,7 @@ class CdsMount:
     def __init__(self, host: Host, services: Sequence[CdsService]) -> None:
         self.host = host
         self.services = {service.id: service for service in services}
+        self.auth = CdsAuth(host)
 
     def handle(self, request: MountRequest) -> MountResponse:
         parts = [part for part in request.path.removeprefix(PREFIX).split("/") if part]
@@ -49,6 +51,9 @@ class CdsMount:
             raise NotFound(f"No CDS service at {request.path[:200]}; GET {PREFIX} lists "
                            "them.", expression="path")
         self._only(request, "POST")
+        endpoint = f"{request.root}{PREFIX}/{service.id}"
+        self.auth.check(request.headers, endpoint if len(parts) == 1 else
+                        [endpoint, f"{endpoint}/feedback"])
         body = parse_body(request.body)
         if len(parts) == 2:
             store_feedback(self.host, service.id, body)
