@@ -148,7 +148,7 @@ def test_a_malformed_call_is_a_400_naming_the_field(mount: CdsMount, payload: An
 def test_unknown_service_wrong_method_and_foreign_server(mount: CdsMount) -> None:
     assert refused(mount, "POST", "/cds-services/nothing", {}).status == 404
     assert refused(mount, "GET", "/cds-services/news2").status == 405
-    foreign = {**hook_call("p"), "fhirServer": "https://elsewhere.example.org/fhir"}
+    foreign = {**hook_call("p"), "fhirServer": "http://127.0.0.1:9/fhir"}  # not allowed
     assert refused(mount, "POST", "/cds-services/news2", foreign).status == 412
 
 

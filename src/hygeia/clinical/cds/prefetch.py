@@ -4,8 +4,11 @@ data of a missing key read from Hygeia's own store (never over HTTP to itself).
 A template is a relative FHIR read (``Patient/{{context.patientId}}``) or search
 (``Observation?patient={{context.patientId}}&code=...``). Searches are capped at
 ``MAX_PREFETCH`` resources. A key the client left out is fetched here when the
-hook's ``fhirServer`` is this server (or absent); fetching from another FHIR server
-is not offered yet, so such a call without its prefetch is refused with 412.
+hook's ``fhirServer`` is this server (or absent). Otherwise it is fetched from
+``fhirServer`` with the ``fhirAuthorization`` access token the EHR handed over,
+through the server's guarded outbound client (``--outbound-allow`` for a server on
+a private address; its timeout and size limits); a search takes the first page.
+What cannot be fetched makes the call a 412.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import orjson
 from hygeia.fhir.outcome import FhirError, PreconditionFailed
 from hygeia.fhir.search.query import parse_query
 from hygeia.server.extensions import Host
+from hygeia.server.outbound import OutboundPolicy, OutboundRefused, fetch
 from hygeia.store import Session
 
 MAX_PREFETCH = 200
@@ -61,15 +65,35 @@ def complete(host: Host, templates: Mapping[str, str], request: dict[str, Any],
         return sent
     server = request.get("fhirServer")
     if server is not None and str(server).rstrip("/") != f"{root}/fhir":
-        raise PreconditionFailed(
-            f"The prefetch {', '.join(missing)} was not sent, and fetching it from "
-            f"{str(server)[:200]} is not supported: send it as prefetch.",
-            expression="prefetch")
+        for key in missing:
+            filled = fill(templates[key], request["context"])
+            sent[key] = None if filled is None else \
+                fetch_remote(host, str(server), filled, request.get("fhirAuthorization"))
+        return sent
     with host.reader() as session:
         for key in missing:
             filled = fill(templates[key], request["context"])
             sent[key] = None if filled is None else read(session, filled)
     return sent
+
+
+def fetch_remote(host: Host, server: str, relative: str, authorization: Any) -> Any:
+    """GET ``relative`` from the EHR's FHIR server with the token it handed over."""
+    headers = {"Accept": "application/fhir+json"}
+    if isinstance(authorization, dict) and isinstance(authorization.get("access_token"), str):
+        headers["Authorization"] = f"Bearer {authorization['access_token']}"
+    outbound = host.settings.outbound
+    policy = OutboundPolicy(outbound.allow, outbound.timeout_seconds, outbound.max_bytes)
+    url = f"{server.rstrip('/')}/{relative}"
+    try:
+        found = fetch(url, policy, headers).json()
+    except OutboundRefused as error:
+        raise PreconditionFailed(f"The prefetch {relative[:200]} could not be fetched from "
+                                 f"the fhirServer: {error}", expression="fhirServer") from None
+    if not isinstance(found, dict) or "resourceType" not in found:
+        raise PreconditionFailed(f"The fhirServer's answer to {relative[:200]} is not a "
+                                 "FHIR resource.", expression="fhirServer")
+    return found
 
 
 def read(session: Session, relative: str) -> dict[str, Any] | None:
