@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from hygeia.clinical.cds.model import CdsService
 from hygeia.clinical.cds.mount import CdsMount
 from hygeia.clinical.cds.services import built_in
 from hygeia.fhir.outcome import FhirError
@@ -166,3 +167,28 @@ def test_feedback_is_stored_and_searchable(service: FhirService, mount: CdsMount
     assert urls["outcome"]["valueCode"] == "overridden"
     assert refused(mount, "POST", "/cds-services/news2/feedback",
                    {"feedback": [{"card": card, "outcome": "maybe"}]}).status == 400
+
+
+def test_a_failing_service_breaks_no_other(service: FhirService) -> None:
+    def broken(call: object) -> list[dict[str, Any]]:
+        raise RuntimeError("a bug")
+
+    failing = CdsService("broken", "patient-view", "Broken", "Always fails.", {}, broken)
+    mount = CdsMount(service, [failing, *built_in(3600)])
+    response = send(mount, "POST", "/cds-services/broken", hook_call("p"))
+    assert response.status == 500 and isinstance(response.body, bytes)
+    assert orjson.loads(response.body)["resourceType"] == "OperationOutcome"
+    [card] = answer(mount, "/cds-services/news2", hook_call("p"))["cards"]
+    assert card["summary"] == "NEWS2: no vital signs recorded"
+
+
+def test_news2_card_in_pregnancy(service: FhirService, mount: CdsMount) -> None:
+    [patient] = store(service, {"resourceType": "Patient", "birthDate": "1990-01-01"})
+    store(service, {"resourceType": "Condition", "subject": {"reference": f"Patient/{patient}"},
+                    "clinicalStatus": {"coding": [{
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                        "code": "active"}]},
+                    "code": {"coding": [{"system": SNOMED, "code": "77386006"}]}},
+          *full_set(f"Patient/{patient}", "2026-03-01T10:00:00Z"))
+    [card] = answer(mount, "/cds-services/news2", hook_call(patient))["cards"]
+    assert card["summary"] == "NEWS2 does not apply in pregnancy"

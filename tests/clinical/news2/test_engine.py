@@ -183,3 +183,24 @@ def test_a_rising_band_alerts_once_and_a_falling_one_clears(engine: Engine) -> N
     assert flags(engine, patient) == {"news2-high": "inactive", "news2-medium": "active"}
     engine.store(*full_set(patient, "2026-03-01T13:00:00Z"))
     assert flags(engine, patient) == {"news2-high": "inactive", "news2-medium": "inactive"}
+
+
+def test_a_replay_of_the_feed_writes_nothing_twice(engine: Engine) -> None:
+    patient = new_patient(engine)
+    engine.store(*full_set(patient, "2026-03-01T10:00:00Z", respiration=26, spo2=90,
+                           pulse=135))
+    engine.store(vital(patient, "8867-4", "2026-03-01T10:02:00Z", 131))
+    [before] = engine.scores(patient)
+    tasks = engine.search(f"Task?patient={patient}")
+    assert tasks[0]["restriction"]["period"]["end"] > tasks[0]["authoredOn"]
+    replay = News2Engine(engine.service)
+    replay.name = "clinical-news2-replay"  # a cursor of its own, from the first change
+    replay.from_start = True
+    runner = EventRunner(engine.service, replay)
+    while runner.step():
+        pass
+    runner.stop()
+    [after] = engine.scores(patient)
+    assert after["meta"]["versionId"] == before["meta"]["versionId"]
+    assert len(engine.search(f"Communication?patient={patient}")) == 1
+    assert len(engine.search(f"Flag?patient={patient}")) == 1

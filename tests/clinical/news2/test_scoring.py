@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from hygeia.clinical.news2.scoring import (
@@ -96,3 +98,40 @@ def test_bands(scores: list[int], band: Band) -> None:
     (7, Band.HIGH, "continuous monitoring of vital signs")])
 def test_monitoring_frequency(total: int, band: Band, monitoring: str) -> None:
     assert response_of(total, band).monitoring == monitoring
+
+
+# The chart's rows written as inclusive ranges (an independent reading of the RCP chart),
+# checked against the scoring functions for every whole value (tenth of a degree) in range.
+CHART: dict[Callable[[float], int], list[tuple[int, int, int]]] = {
+    respiration_score: [(0, 8, 3), (9, 11, 1), (12, 20, 0), (21, 24, 2), (25, 80, 3)],
+    systolic_score: [(0, 90, 3), (91, 100, 2), (101, 110, 1), (111, 219, 0), (220, 350, 3)],
+    pulse_score: [(0, 40, 3), (41, 50, 1), (51, 90, 0), (91, 110, 1), (111, 130, 2),
+                  (131, 300, 3)],
+}
+
+
+@pytest.mark.parametrize("row", list(CHART), ids=lambda row: row.__name__)
+def test_every_whole_value_of_a_row(row: Callable[[float], int]) -> None:
+    for low, high, score in CHART[row]:
+        for value in range(low, high + 1):
+            assert row(value) == score, (row, value)
+
+
+def test_every_tenth_of_a_degree() -> None:
+    ranges = [(300, 350, 3), (351, 360, 1), (361, 380, 0), (381, 390, 1), (391, 450, 2)]
+    for low, high, score in ranges:
+        for tenths in range(low, high + 1):
+            assert temperature_score(tenths / 10) == score, tenths
+
+
+def test_every_whole_spo2_on_both_scales() -> None:
+    scale_1 = [(50, 91, 3), (92, 93, 2), (94, 95, 1), (96, 100, 0)]
+    scale_2_air = [(50, 83, 3), (84, 85, 2), (86, 87, 1), (88, 100, 0)]
+    scale_2_oxygen = [(50, 83, 3), (84, 85, 2), (86, 87, 1), (88, 92, 0), (93, 94, 1),
+                      (95, 96, 2), (97, 100, 3)]
+    for ranges, scale2, oxygen in [(scale_1, False, False), (scale_1, False, True),
+                                   (scale_2_air, True, False), (scale_2_oxygen, True, True)]:
+        for low, high, score in ranges:
+            for value in range(low, high + 1):
+                assert spo2_score(value, scale2=scale2, oxygen=oxygen) == score, \
+                    (value, scale2, oxygen)
