@@ -85,6 +85,7 @@ def test_news2_reads_the_store_when_prefetch_is_absent(service: FhirService,
     assert card["indicator"] == "critical"
     assert card["source"]["label"].startswith("Hygeia NEWS2")
     assert "continuous" in card["detail"] and "air assumed" in card["detail"]
+    assert card["links"][0]["type"] == "absolute"
 
 
 def test_news2_uses_the_prefetch_sent(service: FhirService, mount: CdsMount) -> None:

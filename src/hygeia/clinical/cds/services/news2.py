@@ -29,6 +29,9 @@ from hygeia.fhir.datetime import format_instant
 SOURCE = Source("Hygeia NEWS2 (Royal College of Physicians, 2017)",
                 "https://www.rcp.ac.uk/improving-care/resources/"
                 "national-early-warning-score-news-2/")
+LINKS = [{"label": "The NEWS2 chart and clinical response (RCP)", "type": "absolute",
+          "url": "https://www.rcp.ac.uk/improving-care/resources/"
+                 "national-early-warning-score-news-2/"}]
 INDICATOR: dict[Band, Indicator] = {Band.HIGH: "critical", Band.MEDIUM: "warning",
                                     Band.LOW_MEDIUM: "warning", Band.LOW: "info"}
 PREFETCH = {
@@ -85,4 +88,4 @@ def news2_cards(call: HookCall, window: int) -> list[dict[str, Any]]:
     return [card(f"NEWS2 {score.total}: {band.value} clinical risk", INDICATOR[band], SOURCE,
                  detail="\n".join([when, *lines, "",
                                    f"Monitoring: {response.monitoring}.",
-                                   f"Response: {response.response}."]))]
+                                   f"Response: {response.response}."]), links=LINKS)]
