@@ -103,13 +103,20 @@ class News2Engine:
                 if stored is None or stored.content is None:
                     continue
                 resource = orjson.loads(stored.content)
-                if event.resource_type == "Observation":
-                    self.observed(session, resource)
-                elif self._concerns_news2(resource):
-                    patient = patient_of(resource) or \
-                        _reference(resource.get("patient"))
-                    if patient is not None:
-                        self.rescore_latest(session, patient)
+                try:
+                    self.changed(session, event.resource_type, resource)
+                except FhirError as error:  # refused before writing: never block the feed
+                    log.error("NEWS2 not scored for %s/%s: %s", event.resource_type,
+                              event.id, error)
+
+    def changed(self, session: Session, resource_type: str, resource: dict[str, Any]) -> None:
+        """React to one committed version: a vital sign, or a scale-2 Flag or pregnancy."""
+        if resource_type == "Observation":
+            self.observed(session, resource)
+        elif self._concerns_news2(resource):
+            patient = patient_of(resource) or _reference(resource.get("patient"))
+            if patient is not None:
+                self.rescore_latest(session, patient)
 
     # ------------------------------------------------------------------ scoring
 
