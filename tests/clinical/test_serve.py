@@ -112,3 +112,30 @@ def test_a_cds_client_over_http(server: ServerProcess, tmp_path: Path) -> None:
     assert replayed.json()["issue"][0]["expression"] == ["Authorization"]
     assert [entry["resource"]["code"]["coding"][0]["code"] for entry in stored["entry"]] == \
         ["news2"]
+
+
+def test_with_auth_a_call_needs_the_ehr_jwt(clinical_pillar: None, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/auth.db"
+    server = ServerProcess(url, "--auth")
+    try:
+        root = server.base.removesuffix("/fhir")
+        assert httpx.get(f"{root}/cds-services", timeout=10).status_code == 200
+        hook = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
+                "context": {"userId": "Practitioner/nurse", "patientId": "p-1"}}
+        unsigned = httpx.post(f"{root}/cds-services/news2", json=hook, timeout=10)
+        assert unsigned.status_code == 401
+        assert "requires a CDS Hooks JWT" in unsigned.json()["issue"][0]["diagnostics"]
+        key = ec.generate_private_key(ec.SECP384R1())
+        keys = tmp_path / "ehr.jwks"
+        keys.write_text(json.dumps(public_jwks(key)))
+        added = subprocess.run([sys.executable, "-m", "hygeia.cli.main", "cds", "client",
+                                "add", "--issuer", ISSUER, "--jwks-file", str(keys),
+                                "--db", url], capture_output=True, text=True, timeout=60)
+        assert added.returncode == 0, added.stderr
+        token = signed(key, aud=f"{root}/cds-services/news2")
+        answered = httpx.post(f"{root}/cds-services/news2", json=hook, timeout=10,
+                              headers={"Authorization": f"Bearer {token}"})
+        assert answered.status_code == 200, answered.text
+        assert answered.json()["cards"][0]["summary"] == "NEWS2: no vital signs recorded"
+    finally:
+        server.stop()
