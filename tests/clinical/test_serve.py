@@ -139,3 +139,62 @@ def test_with_auth_a_call_needs_the_ehr_jwt(clinical_pillar: None, tmp_path: Pat
         assert answered.json()["cards"][0]["summary"] == "NEWS2: no vital signs recorded"
     finally:
         server.stop()
+
+
+def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "searchset",
+            "entry": [{"resource": {**resource, "id": resource.get("id", str(index))}}
+                      for index, resource in enumerate(resources)]}
+
+
+def test_every_built_in_service_over_http_with_prefetch(server: ServerProcess) -> None:
+    root = server.base.removesuffix("/fhir")
+    patient = "prefetched-only"  # nothing in the store: every input is in the prefetch
+    active = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                          "code": "active"}]}
+    vitals = full_set(f"Patient/{patient}", "2026-03-01T10:00:00Z", respiration=23,
+                      systolic=99)
+    rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
+    draft = {"resourceType": "MedicationRequest", "id": "draft-1", "status": "draft",
+             "intent": "order", "subject": {"reference": f"Patient/{patient}"},
+             "medicationCodeableConcept": {"coding": [{
+                 "system": rxnorm, "code": "308182",
+                 "display": "Amoxicillin 250 MG Oral Capsule"}]}}
+    orders = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]}
+    patient_view = {"userId": "Practitioner/dr", "patientId": patient}
+    calls = {
+        "news2": ("patient-view", patient_view, {
+            "patient": {"resourceType": "Patient", "id": patient, "birthDate": "1940-01-01"},
+            "vitals": bundle(*vitals), "flags": None, "pregnancy": None}),
+        "qsofa": ("patient-view", patient_view, {
+            "vitals": bundle(*vitals), "infections": bundle({
+                "resourceType": "Condition", "clinicalStatus": active,
+                "code": {"coding": [{"system": "http://snomed.info/sct",
+                                     "code": "91302008"}]}})}),
+        "drug-allergy": ("order-select", {**patient_view, "draftOrders": orders,
+                                          "selections": ["MedicationRequest/draft-1"]}, {
+            "allergies": bundle({"resourceType": "AllergyIntolerance", "id": "al-1",
+                                 "criticality": "low", "code": {"text": "Penicillin V"}})}),
+        "duplicate-order": ("order-sign", {**patient_view, "draftOrders": orders}, {
+            "medications": bundle({**draft, "id": "old-1", "status": "active"}),
+            "services": None}),
+        "care-gaps": ("patient-view", patient_view, {
+            "patient": {"resourceType": "Patient", "id": patient, "birthDate": "1940-01-01"},
+            "conditions": None, "observations": None, "immunizations": None}),
+    }
+    summaries = {}
+    for service, (hook, context, prefetch) in calls.items():
+        answered = httpx.post(f"{root}/cds-services/{service}", timeout=10, json={
+            "hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
+            "prefetch": prefetch})
+        assert answered.status_code == 200, (service, answered.text)
+        summaries[service] = [card["summary"] for card in answered.json()["cards"]]
+    assert summaries == {
+        "news2": ["NEWS2 4: low clinical risk"],
+        "qsofa": ["qSOFA 2: high risk of poor outcome in suspected infection"],
+        "drug-allergy": ["Allergy: Amoxicillin 250 MG Oral Capsule contains amoxicillin, of "
+                         "the penicillin class the patient is allergic to"],
+        "duplicate-order": ["Duplicate: Amoxicillin 250 MG Oral Capsule is already ordered "
+                            "(date unknown)"],
+        "care-gaps": ["No influenza immunization this season"],
+    }

@@ -62,7 +62,8 @@ def duplicate_cards(call: HookCall, window: int) -> list[dict[str, Any]]:
             if existing.get("id") == draft.get("id") or not codes & order_codes(existing) \
                     or (authored is not None and authored < since):
                 continue
-            when = str(existing.get("authoredOn") or "an unknown date")[:10]
+            when = str(existing["authoredOn"])[:10] if existing.get("authoredOn") \
+                else "date unknown"
             cards.append(card(
                 f"Duplicate: {order_text(draft)} is already ordered ({when})"[:140],
                 "warning", SOURCE,
