@@ -52,7 +52,6 @@ ACVPU = {
     (SNOMED, "300202002"): Consciousness.VOICE,  # responds to voice
     (SNOMED, "450847001"): Consciousness.PAIN,  # responds to pain
     (SNOMED, "422768004"): Consciousness.UNRESPONSIVE,  # unresponsive
-    (LOINC, "LA9340-6"): Consciousness.ALERT,
     (LOINC, "LA9343-0"): Consciousness.UNRESPONSIVE,
     (NEWS2_SYSTEM, NEW_CONFUSION): Consciousness.NEW_CONFUSION,
 }
