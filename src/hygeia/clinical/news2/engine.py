@@ -146,8 +146,8 @@ class News2Engine:
             id, start, end = new_id(), at, at
         else:
             id, start, end = existing
-        scored = self.score_set(session, patient, id, min(start, at), max(end, at))
-        return None if scored is None else id
+        score = self.score_set(session, patient, id, min(start, at), max(end, at))
+        return None if score is None else id
 
     def rescore_patient(self, session: Session, patient: str) -> str | None:
         """Score the set of the patient's newest vital sign again (``$news2``, ``hygeia
