@@ -1,0 +1,167 @@
+"""``Claim/$submit``, ``CoverageEligibilityRequest/$submit`` and ``Claim/$inquire``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hygeia.fhir.outcome import BadRequest, NotFound
+from hygeia.insurance.codes import BENEFIT_TYPE, BENEFIT_UNIT, HYGEIA_BENEFIT_TYPE, money
+from hygeia.insurance.ledger import accumulate
+from hygeia.insurance.model import Adjudication
+from hygeia.insurance.records import read, search
+from hygeia.insurance.responses import claim_response, explanation
+from hygeia.insurance.steps import adjudicate, eligibility
+from hygeia.server import FhirResponse
+from hygeia.server.extensions import Operation, OperationCall
+from hygeia.server.rest import write
+from hygeia.store import Session
+
+SUBMIT = "http://hl7.org/fhir/OperationDefinition/Claim-submit"
+INQUIRE = "http://hl7.org/fhir/us/davinci-pas/OperationDefinition/Claim-inquiry"
+
+
+def _store(session: Session, resource: dict[str, Any]) -> str:
+    """Store a resource (update with its id, else create); its relative reference."""
+    kind = str(resource.get("resourceType"))
+    if resource.get("id"):
+        write.update(session, kind, str(resource["id"]), resource)
+        return f"{kind}/{resource['id']}"
+    response = write.create(session, kind, resource)
+    assert response.location is not None
+    return "/".join(response.location.split("/")[:2])
+
+
+def _claim_of(body: Any, expected: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The submitted resource and the resources a Bundle carries with it."""
+    if isinstance(body, dict) and body.get("resourceType") == "Bundle":
+        entries = [e.get("resource") for e in body.get("entry") or [] if isinstance(e, dict)]
+        if not entries or not isinstance(entries[0], dict):
+            raise BadRequest("The Bundle has no entries: its first entry must be the "
+                             f"{expected}.", expression="Bundle.entry")
+        body, rest = entries[0], [e for e in entries[1:] if isinstance(e, dict)]
+    else:
+        rest = []
+    if not isinstance(body, dict) or body.get("resourceType") != expected:
+        raise BadRequest(f"$submit here takes a {expected} (or a Bundle whose first entry is "
+                         "one).", expression=expected)
+    return body, rest
+
+
+def submit_claim(session: Session, body: Any) -> dict[str, Any]:
+    claim, others = _claim_of(body, "Claim")
+    for other in others:
+        _store(session, other)
+    adjudication = adjudicate(session, claim)
+    if adjudication.outcome == "error":
+        return claim_response(adjudication, None)
+    claim_ref = _store(session, claim)
+    response = claim_response(adjudication, claim_ref)
+    response_ref = _store(session, response)
+    response["id"] = response_ref.split("/")[1]
+    if adjudication.outcome == "complete":
+        _store(session, explanation(adjudication, response, claim_ref, response_ref))
+    else:
+        _store(session, {"resourceType": "Task", "status": "requested", "intent": "order",
+                         "code": {"text": "review pended claim"},
+                         "description": response["disposition"],
+                         "focus": {"reference": claim_ref},
+                         "for": {"reference": adjudication.patient}})
+    return response
+
+
+def eligibility_response(session: Session, body: Any) -> dict[str, Any]:
+    request, others = _claim_of(body, "CoverageEligibilityRequest")
+    for other in others:
+        _store(session, other)
+    date = str(request.get("servicedDate") or request.get("created") or "")[:10]
+    probe = Adjudication(claim={"insurance": request.get("insurance") or []}, lines=[],
+                         service_date=date,
+                         patient=str((request.get("patient") or {}).get("reference") or ""))
+    coverage_ref = ((request.get("insurance") or [{}])[0].get("coverage") or {})
+    probe.coverage = read(session, coverage_ref.get("reference"))
+    if probe.coverage is None:
+        raise NotFound("The coverage the request names does not exist.",
+                       expression="CoverageEligibilityRequest.insurance.coverage")
+    eligibility(session, probe)
+    if probe.rules is None:
+        raise BadRequest(" ".join(probe.errors), expression="CoverageEligibilityRequest")
+    request_ref = _store(session, request)
+    rules, done = probe.rules, accumulate(probe)
+
+    def balance(system: str, code: str, allowed: Any, used: Any) -> dict[str, Any]:
+        return {"type": {"coding": [{"system": system, "code": code}]},
+                "allowedMoney": money(allowed), "usedMoney": money(used)}
+
+    def item(unit: str, benefits: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"category": {"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/ex-benefitcategory",
+                    "code": "1"}]},
+                "unit": {"coding": [{"system": BENEFIT_UNIT, "code": unit}]},
+                "term": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                     "benefit-term", "code": "annual"}]},
+                "benefit": benefits}
+
+    inforce = "not-eligible" not in probe.claim_denied
+    response = {
+        "resourceType": "CoverageEligibilityResponse", "status": "active",
+        "purpose": ["benefits"], "patient": request.get("patient"),
+        "created": request.get("created") or date, "request": {"reference": request_ref},
+        "outcome": "complete", "insurer": {"reference": rules.payer},
+        "servicedDate": date,
+        "insurance": [{"coverage": coverage_ref, "inforce": inforce, "item": [
+            item("individual", [
+                balance(BENEFIT_TYPE, "deductible", rules.deductible, done.deductible),
+                balance(HYGEIA_BENEFIT_TYPE, "out-of-pocket-maximum", rules.oop_max,
+                        done.oop)]),
+            item("family", [
+                balance(BENEFIT_TYPE, "deductible", rules.family_deductible,
+                        done.family_deductible),
+                balance(HYGEIA_BENEFIT_TYPE, "out-of-pocket-maximum", rules.family_oop_max,
+                        done.family_oop)])]}]}
+    response["id"] = _store(session, response).split("/")[1]
+    return response
+
+
+def submit(call: OperationCall) -> FhirResponse:
+    assert call.session is not None
+    if call.resource_type == "Claim":
+        return FhirResponse(200, resource=submit_claim(call.session, call.request.body))
+    return FhirResponse(200, resource=eligibility_response(call.session, call.request.body))
+
+
+def inquire(call: OperationCall) -> FhirResponse:
+    """The newest ClaimResponse of the claim a Parameters names (reference or identifier)."""
+    assert call.session is not None
+    body = call.request.body
+    parameters = body.get("parameter") if isinstance(body, dict) else None
+    reference = None
+    for parameter in parameters or []:
+        if parameter.get("name") == "claim":
+            reference = (parameter.get("valueReference") or {}).get("reference")
+        elif parameter.get("name") == "identifier":
+            identifier = parameter.get("valueIdentifier") or {}
+            token = f"{identifier.get('system', '')}|{identifier.get('value', '')}"
+            found = search(call.session, "Claim", [("identifier", token)])
+            reference = f"Claim/{found[0]['id']}" if found else None
+    if not reference:
+        raise NotFound("No claim matches the inquiry's claim or identifier parameter.",
+                       expression="Parameters.parameter")
+    responses = search(call.session, "ClaimResponse", [("request", reference),
+                                                       ("_sort", "-_lastUpdated")])
+    if not responses:
+        raise NotFound(f"{reference} has no ClaimResponse.", expression="Parameters.parameter")
+    return FhirResponse(200, resource=responses[0])
+
+
+def operations() -> list[Operation]:
+    return [
+        Operation("submit", submit, {"Claim": SUBMIT, "CoverageEligibilityRequest":
+                                     "http://hl7.org/fhir/OperationDefinition/"
+                                     "CoverageEligibilityRequest-submit"},
+                  types=frozenset({"Claim", "CoverageEligibilityRequest"}),
+                  session="write", access="c",
+                  documentation="Adjudicate a claim or answer an eligibility request "
+                                "(docs/guide/insurance.md)."),
+        Operation("inquire", inquire, INQUIRE, types=frozenset({"Claim"}), session="read",
+                  access="r", documentation="The current ClaimResponse of a claim."),
+    ]
