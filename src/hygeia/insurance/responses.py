@@ -100,5 +100,6 @@ def explanation(claim: Adjudication, response: dict[str, Any], claim_ref: str,
             "outcome": response["outcome"], "disposition": response["disposition"],
             "claim": {"reference": claim_ref}, "claimResponse": {"reference": response_ref},
             "billablePeriod": {"start": claim.service_date[:10]},
-            "insurance": response.get("insurance") or [],
+            "insurance": [{"focal": True, "coverage": i["coverage"]}
+                          for i in response.get("insurance") or []],
             "item": items, "total": response["total"], "payment": response["payment"]}

@@ -1,0 +1,197 @@
+"""The demo plan's cost shares over real HTTP, hand-computed, on SQLite and PostgreSQL.
+
+A family of three (one subscriber id) on DEMO-PPO. Every adjudicated response is
+checked to reconcile: submitted = eligible + noncovered, eligible = benefit +
+memberliability, per line and in the totals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.conftest import BACKENDS, ServerProcess, backend_server
+
+ENTRY = "hygeia.insurance.pillar:PILLAR"
+BC = "http://terminology.hl7.org/CodeSystem/ex-benefitcategory"
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[ServerProcess]:
+    """A server with the insurance pillar (a temporary dist-info names its entry point)."""
+    info = tmp_path_factory.mktemp("site") / "hygeia_insurance_tests-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hygeia-insurance-tests\n"
+                                   "Version: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[hygeia.pillars]\ninsurance = {ENTRY}\n")
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(info.parent), before]))
+    try:
+        with backend_server(request, tmp_path_factory, "ins") as process:
+            demo = subprocess.run([sys.executable, "-m", "hygeia.cli.main", "insurance", "demo",
+                                   "--db", process.db_url], capture_output=True, text=True,
+                                  check=False)
+            assert demo.returncode == 0, demo.stderr
+            yield process
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def decimal_json(response: Any) -> dict[str, Any]:
+    return dict(json.loads(response.text, parse_float=Decimal))
+
+
+def amounts(adjudication: list[dict[str, Any]]) -> dict[str, Decimal]:
+    return {a["category"]["coding"][0]["code"]: Decimal(a["amount"]["value"])
+            for a in adjudication}
+
+
+def reconciles(response: dict[str, Any]) -> None:
+    for part in [*[i["adjudication"] for i in response["item"]], response["total"]]:
+        got = amounts(part)
+        assert got["submitted"] == got["eligible"] + got["noncovered"]
+        assert got["eligible"] == got["benefit"] + got["memberliability"]
+        assert got["memberliability"] == got["deductible"] + got["copay"] + got["coinsurance"]
+
+
+def make(server: ServerProcess, resource: dict[str, Any]) -> str:
+    response = server.client.post(resource["resourceType"], json=resource)
+    assert response.status_code == 201, response.text
+    return f"{resource['resourceType']}/{response.json()['id']}"
+
+
+def member(server: ServerProcess, subscriber: str) -> tuple[str, str]:
+    patient = make(server, {"resourceType": "Patient", "name": [{"family": "Member"}]})
+    coverage = make(server, {
+        "resourceType": "Coverage", "status": "active", "subscriberId": subscriber,
+        "beneficiary": {"reference": patient}, "payor": [{"reference":
+                                                          "Organization/demo-payer"}],
+        "period": {"start": "2026-01-01", "end": "2026-12-31"},
+        "class": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                        "coverage-class", "code": "plan"}]},
+                   "value": "DEMO-PPO"}]})
+    return patient, coverage
+
+
+def claim(patient: str, coverage: str, date: str, *items: tuple[str, str, str],
+          diagnosis: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "resourceType": "Claim", "status": "active", "use": "claim", "priority": {"coding": [{
+            "code": "normal"}]}, "created": date,
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type",
+                             "code": "professional"}]},
+        "patient": {"reference": patient}, "provider": {"reference": "Organization/clinic"},
+        "billablePeriod": {"start": date},
+        "insurance": [{"sequence": 1, "focal": True, "coverage": {"reference": coverage}}],
+        "item": [{"sequence": n + 1, "category": {"coding": [{"system": BC, "code": cat}]},
+                  "productOrService": {"coding": [{"system": code.rpartition("|")[0] or
+                                                   "urn:test", "code": code.rpartition("|")[2]}]},
+                  "net": {"value": float(net), "currency": "USD"}}
+                 for n, (cat, code, net) in enumerate(items)]}
+    if diagnosis:
+        body["diagnosis"] = [{"sequence": 1, "diagnosisCodeableConcept": {"coding": [{
+            "system": "http://snomed.info/sct", "code": diagnosis}]}}]
+        body["item"][0]["diagnosisSequence"] = [1]
+    return body
+
+
+def submit(server: ServerProcess, body: dict[str, Any]) -> dict[str, Any]:
+    response = server.client.post("Claim/$submit", json=body)
+    assert response.status_code == 200, response.text
+    result = decimal_json(response)
+    if result["outcome"] == "complete":
+        reconciles(result)
+    return result
+
+
+def totals(response: dict[str, Any]) -> dict[str, Decimal]:
+    return amounts(response["total"])
+
+
+def test_family_cost_shares_add_up_to_the_hand_computed_amounts(server: ServerProcess) -> None:
+    subscriber = f"S-{os.urandom(4).hex()}"
+    (a, a_cov), (b, b_cov), (c, c_cov) = (member(server, subscriber) for _ in range(3))
+    first = submit(server, claim(a, a_cov, "2026-02-01", ("1", "X1", "300")))
+    assert totals(first)["deductible"] == Decimal("300") and totals(first)["benefit"] == 0
+    visit = submit(server, claim(a, a_cov, "2026-02-02",
+                                 ("3", "http://www.ama-assn.org/go/cpt|99213", "150")))
+    # the fee schedule allows 120.00 for CPT 99213; the copay is not subject to the deductible
+    assert (totals(visit)["eligible"], totals(visit)["noncovered"]) == (Decimal("120"),
+                                                                       Decimal("30"))
+    assert (totals(visit)["copay"], totals(visit)["deductible"]) == (Decimal("25"), 0)
+    assert totals(visit)["benefit"] == Decimal("95")
+    assert visit["item"][0]["adjudication"][0]["reason"]["coding"][0]["code"] == \
+        "above-fee-schedule"
+    third = submit(server, claim(a, a_cov, "2026-02-03", ("1", "X2", "1000")))
+    assert (totals(third)["deductible"], totals(third)["coinsurance"],
+            totals(third)["benefit"]) == (Decimal("200"), Decimal("160"), Decimal("640"))
+    sister = submit(server, claim(b, b_cov, "2026-02-04", ("1", "X3", "700")))
+    assert (totals(sister)["deductible"], totals(sister)["coinsurance"]) == \
+        (Decimal("500"), Decimal("40"))
+    brother = submit(server, claim(c, c_cov, "2026-02-05", ("1", "X4", "100")))
+    # the family deductible (1,000) is met: only coinsurance
+    assert (totals(brother)["deductible"], totals(brother)["coinsurance"]) == \
+        (Decimal("0"), Decimal("20"))
+    big = submit(server, claim(a, a_cov, "2026-03-01", ("1", "X5", "10000")))
+    # A has paid 300 + 25 + 360 = 685; the individual maximum leaves 1,315
+    assert totals(big)["coinsurance"] == Decimal("1315")
+    assert totals(big)["benefit"] == Decimal("8685")
+    after = submit(server, claim(a, a_cov, "2026-03-02", ("1", "X6", "100")))
+    assert totals(after)["memberliability"] == 0 and totals(after)["benefit"] == Decimal("100")
+    eob = server.client.get("ExplanationOfBenefit",
+                            params={"claim": after["request"]["reference"]}).json()
+    assert eob["entry"][0]["resource"]["claimResponse"]["reference"] == \
+        f"ClaimResponse/{after['id']}"
+    balance = server.client.post("CoverageEligibilityRequest/$submit", json={
+        "resourceType": "CoverageEligibilityRequest", "status": "active",
+        "purpose": ["benefits"], "patient": {"reference": a}, "created": "2026-03-03",
+        "servicedDate": "2026-03-03", "insurer": {"reference": "Organization/demo-payer"},
+        "insurance": [{"coverage": {"reference": a_cov}}]})
+    assert balance.status_code == 200, balance.text
+    items = decimal_json(balance)["insurance"][0]["item"]
+    used = {(i["unit"]["coding"][0]["code"], b["type"]["coding"][0]["code"]):
+            Decimal(b["usedMoney"]["value"]) for i in items for b in i["benefit"]}
+    assert used == {("individual", "deductible"): Decimal("500"),
+                    ("individual", "out-of-pocket-maximum"): Decimal("2000"),
+                    ("family", "deductible"): Decimal("1000"),
+                    ("family", "out-of-pocket-maximum"): Decimal("2560")}
+
+
+def test_mri_without_authorization_is_denied_with_a_reason(server: ServerProcess) -> None:
+    patient, coverage = member(server, f"S-{os.urandom(4).hex()}")
+    denied = submit(server, claim(patient, coverage, "2026-04-01", ("62", "MRI1", "900")))
+    assert denied["outcome"] == "complete"
+    assert totals(denied)["noncovered"] == Decimal("900")
+    reason = denied["item"][0]["adjudication"][0]["reason"]
+    assert reason["coding"][0]["code"] == "no-prior-auth" and "approval" in reason["text"]
+
+
+def test_undocumented_diagnosis_pends_and_inquire_finds_it(server: ServerProcess) -> None:
+    patient, coverage = member(server, f"S-{os.urandom(4).hex()}")
+    pended = submit(server, claim(patient, coverage, "2026-05-01", ("1", "X7", "100"),
+                                  diagnosis="44054006"))
+    assert pended["outcome"] == "queued" and "44054006" in pended["disposition"]
+    inquiry = server.client.post("Claim/$inquire", json={
+        "resourceType": "Parameters", "parameter": [
+            {"name": "claim", "valueReference": pended["request"]}]})
+    assert inquiry.status_code == 200, inquiry.text
+    assert inquiry.json()["id"] == pended["id"]
+
+
+def test_exact_duplicate_is_denied(server: ServerProcess) -> None:
+    patient, coverage = member(server, f"S-{os.urandom(4).hex()}")
+    submit(server, claim(patient, coverage, "2026-06-01", ("1", "X8", "50")))
+    again = submit(server, claim(patient, coverage, "2026-06-01", ("1", "X8", "50")))
+    assert totals(again)["noncovered"] == Decimal("50")
+    assert again["item"][0]["adjudication"][0]["reason"]["coding"][0]["code"] == "duplicate"
