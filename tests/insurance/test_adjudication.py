@@ -195,3 +195,50 @@ def test_exact_duplicate_is_denied(server: ServerProcess) -> None:
     again = submit(server, claim(patient, coverage, "2026-06-01", ("1", "X8", "50")))
     assert totals(again)["noncovered"] == Decimal("50")
     assert again["item"][0]["adjudication"][0]["reason"]["coding"][0]["code"] == "duplicate"
+
+
+def current_response(server: ServerProcess, claim_ref: str) -> dict[str, Any]:
+    inquiry = server.client.post("Claim/$inquire", json={
+        "resourceType": "Parameters", "parameter": [
+            {"name": "claim", "valueReference": {"reference": claim_ref}}]})
+    assert inquiry.status_code == 200, inquiry.text
+    result = decimal_json(inquiry)
+    reconciles(result)
+    return result
+
+
+def test_void_earlier_claim_and_corrections_readjudicate_later_claims(
+        server: ServerProcess) -> None:
+    patient, coverage = member(server, f"S-{os.urandom(4).hex()}")
+    first = submit(server, claim(patient, coverage, "2026-02-01", ("1", "V1", "300")))
+    later = submit(server, claim(patient, coverage, "2026-02-10", ("1", "V2", "500")))
+    later_ref = later["request"]["reference"]
+    assert (totals(later)["deductible"], totals(later)["coinsurance"]) == (Decimal("200"),
+                                                                           Decimal("60"))
+    # void the first claim: the later one now meets the whole deductible itself
+    first_ref = first["request"]["reference"]
+    stored = server.client.get(first_ref).json()
+    voided = server.client.put(first_ref, json={**stored, "status": "cancelled"})
+    assert voided.status_code == 200, voided.text
+    again = current_response(server, later_ref)
+    assert (totals(again)["deductible"], totals(again)["coinsurance"],
+            totals(again)["benefit"]) == (Decimal("500"), 0, 0)
+    assert server.client.get(f"ClaimResponse/{first['id']}").json()["status"] == "cancelled"
+    eob = server.client.get("ExplanationOfBenefit", params={"claim": later_ref}).json()
+    assert amounts(eob["entry"][0]["resource"]["total"])["deductible"] == Decimal("500")
+    # a claim of an earlier date, submitted late, is applied first
+    early = submit(server, claim(patient, coverage, "2026-01-15", ("1", "V3", "100")))
+    assert totals(early)["deductible"] == Decimal("100")
+    again = current_response(server, later_ref)
+    assert (totals(again)["deductible"], totals(again)["coinsurance"]) == (Decimal("400"),
+                                                                           Decimal("20"))
+    # a correction (related.claim prior) replaces it: 50 instead of 100
+    correction = claim(patient, coverage, "2026-01-15", ("1", "V3", "50"))
+    correction["related"] = [{"claim": early["request"], "relationship": {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/related-claim-relationship",
+        "code": "prior"}]}}]
+    corrected = submit(server, correction)
+    assert totals(corrected)["deductible"] == Decimal("50")
+    again = current_response(server, later_ref)
+    assert (totals(again)["deductible"], totals(again)["coinsurance"]) == (Decimal("450"),
+                                                                           Decimal("10"))

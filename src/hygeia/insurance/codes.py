@@ -21,6 +21,7 @@ PAYER_SYSTEM = "urn:hygeia:payer"
 PLAN_SYSTEM = "urn:hygeia:plan"
 SERVICE_DATE = "urn:hygeia:insurance:service-date"
 CLAIM_KEY = "urn:hygeia:insurance:claim-key"
+LEDGER_ORDER = "urn:hygeia:insurance:ledger-order"
 CURRENCY = "USD"
 
 CONSULTATION = "3"

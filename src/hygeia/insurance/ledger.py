@@ -13,7 +13,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from hygeia.insurance.codes import SERVICE_DATE, amount
+from hygeia.insurance.codes import LEDGER_ORDER, SERVICE_DATE, amount
 from hygeia.insurance.model import Accumulated
 from hygeia.insurance.records import search
 from hygeia.store import Session
@@ -43,8 +43,15 @@ def service_date(response: dict[str, Any]) -> str:
                  if e.get("url") == SERVICE_DATE), "")
 
 
-def history_of(session: Session, family: list[str], year: str) -> list[dict[str, Any]]:
-    """The family's active claim responses (adjudicated or pended) of that calendar year."""
+def order_of(response: dict[str, Any]) -> str:
+    """Where an entry sits in the ledger: service date, then first submission time."""
+    return next((str(e.get("valueString")) for e in response.get("extension") or []
+                 if e.get("url") == LEDGER_ORDER), "")
+
+
+def entries(session: Session, family: list[str], year: str) -> list[dict[str, Any]]:
+    """The family's active claim responses (adjudicated or pended) of that calendar year,
+    in ledger order."""
     found = []
     for patient in family:
         for response in search(session, "ClaimResponse", [("patient", patient),
@@ -53,7 +60,14 @@ def history_of(session: Session, family: list[str], year: str) -> list[dict[str,
                     response.get("outcome") in ("complete", "queued") and \
                     service_date(response)[:4] == year:
                 found.append(response)
-    return found
+    return sorted(found, key=order_of)
+
+
+def history_of(session: Session, claim: Adjudication) -> list[dict[str, Any]]:
+    """The ledger entries before ``claim`` (not its own earlier result)."""
+    return [response for response in entries(session, claim.family, claim.service_date[:4])
+            if order_of(response) < claim.order and
+            (response.get("request") or {}).get("reference") != claim.claim_ref]
 
 
 def total(response: dict[str, Any], category: str) -> Decimal:

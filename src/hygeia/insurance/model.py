@@ -64,6 +64,8 @@ class Adjudication:
     lines: list[Line]
     service_date: str
     patient: str
+    order: str = ""  # ledger order: service date, then first submission time
+    claim_ref: str | None = None  # Claim/id once stored (None for a first submission)
     coverage: dict[str, Any] | None = None
     rules: PlanRules | None = None
     errors: list[str] = field(default_factory=list)  # cannot be processed at all

@@ -9,26 +9,15 @@ from hygeia.insurance.codes import BENEFIT_TYPE, BENEFIT_UNIT, HYGEIA_BENEFIT_TY
 from hygeia.insurance.ledger import accumulate
 from hygeia.insurance.model import Adjudication
 from hygeia.insurance.records import read, search
-from hygeia.insurance.responses import claim_response, explanation
+from hygeia.insurance.responses import claim_response
+from hygeia.insurance.settlement import readjudicate_after, settle, store
 from hygeia.insurance.steps import adjudicate, eligibility
 from hygeia.server import FhirResponse
 from hygeia.server.extensions import Operation, OperationCall
-from hygeia.server.rest import write
 from hygeia.store import Session
 
 SUBMIT = "http://hl7.org/fhir/OperationDefinition/Claim-submit"
 INQUIRE = "http://hl7.org/fhir/us/davinci-pas/OperationDefinition/Claim-inquiry"
-
-
-def _store(session: Session, resource: dict[str, Any]) -> str:
-    """Store a resource (update with its id, else create); its relative reference."""
-    kind = str(resource.get("resourceType"))
-    if resource.get("id"):
-        write.update(session, kind, str(resource["id"]), resource)
-        return f"{kind}/{resource['id']}"
-    response = write.create(session, kind, resource)
-    assert response.location is not None
-    return "/".join(response.location.split("/")[:2])
 
 
 def _claim_of(body: Any, expected: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -48,35 +37,35 @@ def _claim_of(body: Any, expected: str) -> tuple[dict[str, Any], list[dict[str, 
 
 
 def submit_claim(session: Session, body: Any) -> dict[str, Any]:
+    """Adjudicate a submitted claim; a correction voids the claim it replaces first."""
     claim, others = _claim_of(body, "Claim")
     for other in others:
-        _store(session, other)
-    adjudication = adjudicate(session, claim)
-    if adjudication.outcome == "error":
-        return claim_response(adjudication, None)
-    claim_ref = _store(session, claim)
-    response = claim_response(adjudication, claim_ref)
-    response_ref = _store(session, response)
-    response["id"] = response_ref.split("/")[1]
-    if adjudication.outcome == "complete":
-        _store(session, explanation(adjudication, response, claim_ref, response_ref))
-    else:
-        _store(session, {"resourceType": "Task", "status": "requested", "intent": "order",
-                         "code": {"text": "review pended claim"},
-                         "description": response["disposition"],
-                         "focus": {"reference": claim_ref},
-                         "for": {"reference": adjudication.patient}})
+        store(session, other)
+    checked = adjudicate(session, claim)
+    if checked.outcome == "error":
+        return claim_response(checked, None)
+    for related in claim.get("related") or []:
+        prior = (related.get("claim") or {}).get("reference")
+        codes = [c.get("code") for c in (related.get("relationship") or {}).get("coding") or []]
+        original = read(session, prior)
+        if "prior" in codes and original is not None and original.get("status") != "cancelled":
+            store(session, {**original, "status": "cancelled"})  # the write hook voids it
+    claim_ref = store(session, claim)
+    response = settle(session, claim, claim_ref, order=checked.order)
+    if claim.get("use", "claim") == "claim":
+        readjudicate_after(session, checked.coverage, checked.service_date[:4], checked.order)
     return response
 
 
 def eligibility_response(session: Session, body: Any) -> dict[str, Any]:
     request, others = _claim_of(body, "CoverageEligibilityRequest")
     for other in others:
-        _store(session, other)
+        store(session, other)
     date = str(request.get("servicedDate") or request.get("created") or "")[:10]
     probe = Adjudication(claim={"insurance": request.get("insurance") or []}, lines=[],
                          service_date=date,
-                         patient=str((request.get("patient") or {}).get("reference") or ""))
+                         patient=str((request.get("patient") or {}).get("reference") or ""),
+                         order=f"{date}|~")  # after every entry of that day
     coverage_ref = ((request.get("insurance") or [{}])[0].get("coverage") or {})
     probe.coverage = read(session, coverage_ref.get("reference"))
     if probe.coverage is None:
@@ -85,7 +74,7 @@ def eligibility_response(session: Session, body: Any) -> dict[str, Any]:
     eligibility(session, probe)
     if probe.rules is None:
         raise BadRequest(" ".join(probe.errors), expression="CoverageEligibilityRequest")
-    request_ref = _store(session, request)
+    request_ref = store(session, request)
     rules, done = probe.rules, accumulate(probe)
 
     def balance(system: str, code: str, allowed: Any, used: Any) -> dict[str, Any]:
@@ -118,7 +107,7 @@ def eligibility_response(session: Session, body: Any) -> dict[str, Any]:
                         done.family_deductible),
                 balance(HYGEIA_BENEFIT_TYPE, "out-of-pocket-maximum", rules.family_oop_max,
                         done.family_oop)])]}]}
-    response["id"] = _store(session, response).split("/")[1]
+    response["id"] = store(session, response).split("/")[1]
     return response
 
 

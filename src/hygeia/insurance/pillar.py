@@ -10,6 +10,7 @@ from typing import Any
 from hygeia.fhir.outcome import FhirError
 from hygeia.insurance.operations import operations
 from hygeia.insurance.plan import demo_resources
+from hygeia.insurance.settlement import ClaimVoids
 from hygeia.server import FhirService
 from hygeia.server.extensions import CliCommand, PillarHost
 from hygeia.server.rest import write
@@ -57,6 +58,7 @@ class InsurancePillar:
         return None
 
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
+        host.add_write_hook(ClaimVoids())
         for operation in operations():
             host.add_operation(operation)
 

@@ -15,6 +15,7 @@ LIMIT = 1000  # at most this many matches are read per search (the parser's page
 def search(session: Session, resource_type: str, params: list[tuple[str, str]]
            ) -> list[dict[str, Any]]:
     """The current resources matching ``params`` (first :data:`LIMIT`)."""
+    session.flush()  # the transaction's own buffered writes count (re-adjudication)
     query = parse_query(resource_type, [*params, ("_count", str(LIMIT))],
                         registry=session.registry)
     return [dict(orjson.loads(stored.content)) for stored in session.search(query).matches

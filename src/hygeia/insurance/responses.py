@@ -6,7 +6,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from hygeia.insurance.codes import CATEGORIES, CLAIM_KEY, REASON, REASONS, SERVICE_DATE, money
+from hygeia.insurance.codes import (
+    CATEGORIES,
+    CLAIM_KEY,
+    LEDGER_ORDER,
+    REASON,
+    REASONS,
+    SERVICE_DATE,
+    money,
+)
 from hygeia.insurance.ledger import claim_key
 from hygeia.insurance.model import Adjudication, Line
 
@@ -52,6 +60,7 @@ def claim_response(claim: Adjudication, claim_ref: str | None) -> dict[str, Any]
         "insurer": {"reference": claim.rules.payer} if claim.rules else {"display": "unknown"},
         "outcome": outcome,
         "extension": [{"url": SERVICE_DATE, "valueDate": claim.service_date[:10]},
+                      {"url": LEDGER_ORDER, "valueString": claim.order},
                       {"url": CLAIM_KEY, "valueString": claim_key(claim, with_amounts=True)},
                       {"url": CLAIM_KEY + ":near",
                        "valueString": claim_key(claim, with_amounts=False)}]}

@@ -8,6 +8,7 @@ claim-level error or denial still run only where they make sense (they check).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -81,7 +82,7 @@ def eligibility(session: Session, claim: Adjudication) -> None:
     if not active:
         claim.claim_denied.append("not-eligible")
     claim.family = family_of(session, coverage)
-    claim.history = history_of(session, claim.family, claim.service_date[:4])
+    claim.history = history_of(session, claim)
 
 
 def duplicates(session: Session, claim: Adjudication) -> None:
@@ -215,14 +216,18 @@ PIPELINE: list[Step] = [front_end, eligibility, duplicates, pricing, benefits, c
                         necessity, cost_sharing]
 
 
-def adjudicate(session: Session, resource: dict[str, Any]) -> Adjudication:
-    """Run every step of :data:`PIPELINE` over one claim."""
+def adjudicate(session: Session, resource: dict[str, Any], *, claim_ref: str | None = None,
+               order: str | None = None) -> Adjudication:
+    """Run every step of :data:`PIPELINE` over one claim (``order``: its ledger place,
+    kept when a claim is adjudicated again)."""
     date = str((resource.get("billablePeriod") or {}).get("start") or "")
     lines = lines_of(resource, date)
     if not date and lines:
         date = min(line.service_date for line in lines)
     claim = Adjudication(claim=resource, lines=lines, service_date=date,
-                         patient=str((resource.get("patient") or {}).get("reference") or ""))
+                         patient=str((resource.get("patient") or {}).get("reference") or ""),
+                         order=order or f"{date[:10]}|{time.time_ns():020d}",
+                         claim_ref=claim_ref)
     for step in PIPELINE:
         step(session, claim)
     return claim

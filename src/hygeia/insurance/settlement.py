@@ -1,0 +1,107 @@
+"""Adjudicate and record: the ClaimResponse (a ledger entry), its EOB or review Task, and
+what a void or an out-of-order claim changes for the member's later claims.
+
+A void (the Claim updated to ``status = cancelled``, or a corrected claim whose
+``related`` names it as ``prior``) cancels the claim's ClaimResponse and EOB, which
+takes its amounts out of the ledger, then adjudicates again, in ledger order, every
+later entry of the same family and benefit year, in the same transaction: the
+update returns after they are settled again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from hygeia.insurance.ledger import entries, family_of, order_of
+from hygeia.insurance.records import read, search
+from hygeia.insurance.responses import claim_response, explanation
+from hygeia.insurance.steps import adjudicate
+from hygeia.server.rest import write
+from hygeia.store import Session, StoredVersion
+
+
+def store(session: Session, resource: dict[str, Any]) -> str:
+    """Store a resource (update with its id, else create); its relative reference."""
+    kind = str(resource.get("resourceType"))
+    if resource.get("id"):
+        write.update(session, kind, str(resource["id"]), resource)
+        return f"{kind}/{resource['id']}"
+    response = write.create(session, kind, resource)
+    assert response.location is not None
+    return "/".join(response.location.split("/")[:2])
+
+
+def settle(session: Session, claim: dict[str, Any], claim_ref: str, *,
+           order: str | None = None, response_id: str | None = None) -> dict[str, Any]:
+    """Adjudicate a stored claim and record the result (a new or a revised ClaimResponse)."""
+    adjudication = adjudicate(session, claim, claim_ref=claim_ref, order=order)
+    response = claim_response(adjudication, claim_ref)
+    if response_id:
+        response["id"] = response_id
+    response_ref = store(session, response)
+    response["id"] = response_ref.split("/")[1]
+    eobs = search(session, "ExplanationOfBenefit", [("claim", claim_ref)])
+    if adjudication.outcome == "complete":
+        eob = explanation(adjudication, response, claim_ref, response_ref)
+        if eobs:
+            eob["id"] = eobs[0]["id"]
+        store(session, eob)
+    else:
+        for eob in eobs:
+            store(session, {**eob, "status": "cancelled"})
+        if response_id is None and adjudication.outcome == "queued":
+            store(session, {"resourceType": "Task", "status": "requested", "intent": "order",
+                            "code": {"text": "review pended claim"},
+                            "description": response["disposition"],
+                            "focus": {"reference": claim_ref},
+                            "for": {"reference": adjudication.patient}})
+    return response
+
+
+def readjudicate_after(session: Session, coverage: dict[str, Any] | None, year: str,
+                       order: str) -> int:
+    """Settle again every active entry of the family after ``order``; how many."""
+    if coverage is None:
+        return 0
+    later = [e for e in entries(session, family_of(session, coverage), year)
+             if order_of(e) > order and e.get("outcome") == "complete"]
+    for entry in later:
+        reference = str((entry.get("request") or {}).get("reference") or "")
+        claim = read(session, reference)
+        if claim is not None and claim.get("status") != "cancelled":
+            settle(session, claim, reference, order=order_of(entry), response_id=entry["id"])
+    return len(later)
+
+
+def void(session: Session, claim_ref: str, claim: dict[str, Any]) -> None:
+    """Cancel the claim's ledger entries and EOBs, then settle the later claims again."""
+    responses = [r for r in search(session, "ClaimResponse", [("request", claim_ref)])
+                 if r.get("status") == "active"]
+    for response in responses:
+        store(session, {**response, "status": "cancelled"})
+    for eob in search(session, "ExplanationOfBenefit", [("claim", claim_ref)]):
+        store(session, {**eob, "status": "cancelled"})
+    coverage = read(session, (((claim.get("insurance") or [{}])[0]).get("coverage") or {})
+                    .get("reference"))
+    for response in responses:
+        if response.get("use") == "claim":
+            readjudicate_after(session, coverage, order_of(response)[:4], order_of(response))
+
+
+class ClaimVoids:
+    """The write hook that turns an update to ``status = cancelled`` into a void."""
+
+    types = frozenset({"Claim"})
+
+    def written(self, session: Session, version: StoredVersion) -> None:
+        if version.deleted or not version.content or version.version < 2 or \
+                b'"cancelled"' not in version.content:
+            return
+        claim = orjson.loads(version.content)
+        before = session.version("Claim", version.id, version.version - 1)
+        if claim.get("status") != "cancelled" or before is None or before.content is None or \
+                orjson.loads(before.content).get("status") == "cancelled":
+            return
+        void(session, f"Claim/{version.id}", claim)
