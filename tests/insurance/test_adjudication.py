@@ -242,3 +242,28 @@ def test_void_earlier_claim_and_corrections_readjudicate_later_claims(
     again = current_response(server, later_ref)
     assert (totals(again)["deductible"], totals(again)["coinsurance"]) == (Decimal("450"),
                                                                            Decimal("10"))
+
+
+def test_prior_authorization_documented_is_approved_and_lets_the_mri_pay(
+        server: ServerProcess) -> None:
+    patient, coverage = member(server, f"S-{os.urandom(4).hex()}")
+    make(server, {"resourceType": "Condition", "subject": {"reference": patient},
+                  "code": {"coding": [{"system": "http://snomed.info/sct", "code": "279039007"}]},
+                  "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/"
+                                                 "CodeSystem/condition-clinical",
+                                                 "code": "active"}]},
+                  "onsetDateTime": "2026-01-02"})
+    request = claim(patient, coverage, "2026-07-01", ("62", "MRI2", "900"),
+                    diagnosis="279039007")
+    undocumented = submit(server, {**claim(patient, coverage, "2026-07-01",
+                                           ("62", "MRI2", "900"), diagnosis="22298006"),
+                                   "use": "preauthorization"})
+    assert undocumented["outcome"] == "queued" and "preAuthRef" not in undocumented
+    approval = submit(server, {**request, "use": "preauthorization"})
+    assert approval["outcome"] == "complete" and approval["preAuthRef"]
+    assert approval["preAuthPeriod"] == {"start": "2026-07-01", "end": "2026-09-29"}
+    request["insurance"][0]["preAuthRef"] = [approval["preAuthRef"]]
+    paid = submit(server, request)
+    # 900 allowed: deductible 500, 20% of 400 = 80
+    assert (totals(paid)["deductible"], totals(paid)["coinsurance"],
+            totals(paid)["benefit"]) == (Decimal("500"), Decimal("80"), Decimal("320"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +17,8 @@ from hygeia.insurance.codes import (
 )
 from hygeia.insurance.ledger import claim_key
 from hygeia.insurance.model import Adjudication, Line
+
+PREAUTH_DAYS = 90  # an approval is valid this many days from the requested service date
 
 
 def _category(code: str, value: Decimal) -> dict[str, Any]:
@@ -84,6 +86,12 @@ def claim_response(claim: Adjudication, claim_ref: str | None) -> dict[str, Any]
     resource["item"] = [{"itemSequence": line.sequence, "adjudication": adjudications(line)}
                         for line in claim.lines]
     resource["total"] = totals(claim)
+    if resource["use"] == "preauthorization" and claim_ref and \
+            not any(line.denied for line in claim.lines):
+        resource["preAuthRef"] = claim_ref.split("/")[1]
+        start = date.fromisoformat(claim.service_date[:10])
+        resource["preAuthPeriod"] = {"start": start.isoformat(),
+                                     "end": (start + timedelta(days=PREAUTH_DAYS)).isoformat()}
     benefit = sum((line.benefit for line in claim.lines), Decimal("0.00"))
     resource["payment"] = {"type": {"coding": [{
         "system": "http://terminology.hl7.org/CodeSystem/ex-paymenttype", "code": "complete"}]},

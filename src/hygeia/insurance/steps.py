@@ -115,8 +115,9 @@ def pricing(session: Session, claim: Adjudication) -> None:
 
 
 def benefits(session: Session, claim: Adjudication) -> None:
-    """Prior authorization where the plan needs one: an approved preauthorization."""
-    if claim.rules is None:
+    """Prior authorization where the plan needs one: an approved preauthorization
+    (a preauthorization request itself is what asks for one)."""
+    if claim.rules is None or claim.claim.get("use", "claim") != "claim":
         return
     refs = [str(r) for i in claim.claim.get("insurance") or [] for r in i.get("preAuthRef") or []]
     for line in claim.lines:
@@ -128,6 +129,7 @@ def _approved(session: Session, claim: Adjudication, refs: list[str]) -> bool:
     for ref in refs:
         for response in search(session, "ClaimResponse", [("patient", claim.patient)]):
             if response.get("use") == "preauthorization" and \
+                    response.get("status") == "active" and \
                     response.get("outcome") == "complete" and response.get("preAuthRef") == ref:
                 return True
     return False
@@ -155,6 +157,9 @@ def necessity(session: Session, claim: Adjudication) -> None:
                  for d in claim.claim.get("diagnosis") or []}
     conditions = search(session, "Condition", [("patient", claim.patient)])
     for line in claim.lines:
+        if claim.claim.get("use") == "preauthorization" and \
+                not line.item.get("diagnosisSequence"):
+            line.pended.append(f"Item {line.sequence} names no diagnosis to authorize it for.")
         for sequence in line.item.get("diagnosisSequence") or []:
             wanted = set(diagnoses.get(int(sequence), []))
             if wanted and not any(_documented(c, wanted, line.service_date) for c in conditions):
