@@ -267,3 +267,32 @@ def test_prior_authorization_documented_is_approved_and_lets_the_mri_pay(
     # 900 allowed: deductible 500, 20% of 400 = 80
     assert (totals(paid)["deductible"], totals(paid)["coinsurance"],
             totals(paid)["benefit"]) == (Decimal("500"), Decimal("80"), Decimal("320"))
+
+
+def test_a_reviewer_approves_a_pended_claim_from_the_command_line(
+        server: ServerProcess) -> None:
+    patient, coverage = member(server, f"S-{os.urandom(4).hex()}")
+    pended = submit(server, claim(patient, coverage, "2026-08-01", ("1", "R1", "100"),
+                                  diagnosis="38341003"))
+    assert pended["outcome"] == "queued"
+    claim_id = pended["request"]["reference"].split("/")[1]
+    task = server.client.get("Task", params={"focus": f"Claim/{claim_id}"}).json()
+    assert task["entry"][0]["resource"]["status"] == "requested"
+    decided = subprocess.run([sys.executable, "-m", "hygeia.cli.main", "insurance", "review",
+                              "--claim", claim_id, "--decision", "approve",
+                              "--db", server.db_url], capture_output=True, text=True,
+                             check=False)
+    assert decided.returncode == 0, decided.stderr
+    assert decided.stdout.startswith(f"Claim/{claim_id}: complete")
+    settled = current_response(server, f"Claim/{claim_id}")
+    assert settled["id"] == pended["id"]
+    assert totals(settled)["deductible"] == Decimal("100")
+    eob = server.client.get("ExplanationOfBenefit", params={"claim": f"Claim/{claim_id}"})
+    assert eob.json()["total"] == 1
+    task = server.client.get("Task", params={"focus": f"Claim/{claim_id}"}).json()
+    assert task["entry"][0]["resource"]["status"] == "completed"
+    again = subprocess.run([sys.executable, "-m", "hygeia.cli.main", "insurance", "review",
+                            "--claim", claim_id, "--decision", "deny",
+                            "--db", server.db_url], capture_output=True, text=True, check=False)
+    assert again.returncode == 2
+    assert again.stderr.startswith("error: ") and again.stderr.count("\n") == 1

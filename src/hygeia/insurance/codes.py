@@ -48,6 +48,8 @@ REASONS: dict[str, str] = {
     "deductible": "You pay this part until you meet your yearly deductible.",
     "copay": "You pay a fixed copay for a consultation.",
     "coinsurance": "After the deductible you pay 20% of the allowed amount.",
+    "review-denied": "A reviewer at your plan looked at this claim and decided "
+                     "not to pay it.",
 }
 
 

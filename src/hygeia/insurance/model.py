@@ -66,6 +66,7 @@ class Adjudication:
     patient: str
     order: str = ""  # ledger order: service date, then first submission time
     claim_ref: str | None = None  # Claim/id once stored (None for a first submission)
+    review: str | None = None  # a reviewer's decision on a pended claim: approve or deny
     coverage: dict[str, Any] | None = None
     rules: PlanRules | None = None
     errors: list[str] = field(default_factory=list)  # cannot be processed at all

@@ -10,7 +10,7 @@ from typing import Any
 from hygeia.fhir.outcome import FhirError
 from hygeia.insurance.operations import operations
 from hygeia.insurance.plan import demo_resources
-from hygeia.insurance.settlement import ClaimVoids
+from hygeia.insurance.settlement import ClaimVoids, review
 from hygeia.server import FhirService
 from hygeia.server.extensions import CliCommand, PillarHost
 from hygeia.server.rest import write
@@ -32,18 +32,35 @@ class InsuranceCommand:
                                               "its fee schedule.")
         demo.add_argument("--db", default=DEFAULT_URL,
                           help=f"database URL (default {DEFAULT_URL})")
+        review = actions.add_parser("review", help="decide a pended claim or preauthorization",
+                                    description="Approve or deny a pended claim or "
+                                                "preauthorization: its ClaimResponse is "
+                                                "settled again and its review Task completed.")
+        review.add_argument("--claim", required=True, metavar="ID", help="the Claim's id")
+        review.add_argument("--decision", required=True, choices=("approve", "deny"))
+        review.add_argument("--db", default=DEFAULT_URL,
+                            help=f"database URL (default {DEFAULT_URL})")
 
     def run(self, args: argparse.Namespace) -> int:
         try:
             with open_repository(args.db) as repository:
                 service = FhirService(repository)
                 with service.transaction() as session:
-                    for resource in demo_resources():
-                        write.update(session, resource["resourceType"], resource["id"],
-                                     resource)
+                    if args.insurance_action == "review":
+                        response = review(session, f"Claim/{args.claim}", args.decision)
+                    else:
+                        for resource in demo_resources():
+                            write.update(session, resource["resourceType"], resource["id"],
+                                         resource)
         except FhirError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        if args.insurance_action == "review":
+            print(f"Claim/{args.claim}: {response['outcome']} "
+                  f"(ClaimResponse/{response['id']})"
+                  + (f", preAuthRef {response['preAuthRef']}" if "preAuthRef" in response
+                     else ""))
+            return 0
         print("installed Organization/demo-payer (urn:hygeia:payer|DEMO), "
               "InsurancePlan/demo-ppo (urn:hygeia:plan|DEMO-PPO) and its fee schedule")
         return 0

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from hygeia.fhir.outcome import NotFound
 from hygeia.insurance.ledger import entries, family_of, order_of
 from hygeia.insurance.records import read, search
 from hygeia.insurance.responses import claim_response, explanation
@@ -34,9 +35,10 @@ def store(session: Session, resource: dict[str, Any]) -> str:
 
 
 def settle(session: Session, claim: dict[str, Any], claim_ref: str, *,
-           order: str | None = None, response_id: str | None = None) -> dict[str, Any]:
+           order: str | None = None, response_id: str | None = None,
+           review: str | None = None) -> dict[str, Any]:
     """Adjudicate a stored claim and record the result (a new or a revised ClaimResponse)."""
-    adjudication = adjudicate(session, claim, claim_ref=claim_ref, order=order)
+    adjudication = adjudicate(session, claim, claim_ref=claim_ref, order=order, review=review)
     response = claim_response(adjudication, claim_ref)
     if response_id:
         response["id"] = response_id
@@ -88,6 +90,28 @@ def void(session: Session, claim_ref: str, claim: dict[str, Any]) -> None:
     for response in responses:
         if response.get("use") == "claim":
             readjudicate_after(session, coverage, order_of(response)[:4], order_of(response))
+
+
+def review(session: Session, claim_ref: str, decision: str) -> dict[str, Any]:
+    """A reviewer's decision on a pended claim or preauthorization: settle it again with
+    the decision, complete its review Task, and settle the family's later claims."""
+    claim = read(session, claim_ref)
+    pended = [r for r in search(session, "ClaimResponse", [("request", claim_ref)])
+              if r.get("status") == "active" and r.get("outcome") == "queued"]
+    if claim is None or not pended:
+        raise NotFound(f"{claim_ref} has no pended ClaimResponse to review.",
+                       expression="claim")
+    order = order_of(pended[0])
+    response = settle(session, claim, claim_ref, order=order, response_id=pended[0]["id"],
+                      review=decision)
+    for task in search(session, "Task", [("focus", claim_ref), ("status", "requested")]):
+        store(session, {**task, "status": "completed",
+                        "businessStatus": {"text": f"reviewer decision: {decision}"}})
+    if claim.get("use", "claim") == "claim":
+        coverage = read(session, (((claim.get("insurance") or [{}])[0]).get("coverage") or {})
+                        .get("reference"))
+        readjudicate_after(session, coverage, order[:4], order)
+    return response
 
 
 class ClaimVoids:

@@ -183,6 +183,17 @@ def _documented(condition: dict[str, Any], wanted: set[tuple[str, str]], date: s
         bool({"active", "recurrence", "relapse"} & set(status) or (ended and day <= ended))
 
 
+def review_decision(session: Session, claim: Adjudication) -> None:
+    """A reviewer's decision settles what pended: approve pays it, deny denies it."""
+    if claim.review is None or claim.errors:
+        return
+    claim.pended.clear()
+    for line in claim.lines:
+        line.pended.clear()
+    if claim.review == "deny":
+        claim.claim_denied.append("review-denied")
+
+
 def cost_sharing(session: Session, claim: Adjudication) -> None:
     """Copay, deductible and coinsurance against the ledger, up to the out-of-pocket maximum."""
     rules = claim.rules
@@ -218,11 +229,11 @@ def cost_sharing(session: Session, claim: Adjudication) -> None:
 
 
 PIPELINE: list[Step] = [front_end, eligibility, duplicates, pricing, benefits, coding_edits,
-                        necessity, cost_sharing]
+                        necessity, review_decision, cost_sharing]
 
 
 def adjudicate(session: Session, resource: dict[str, Any], *, claim_ref: str | None = None,
-               order: str | None = None) -> Adjudication:
+               order: str | None = None, review: str | None = None) -> Adjudication:
     """Run every step of :data:`PIPELINE` over one claim (``order``: its ledger place,
     kept when a claim is adjudicated again)."""
     date = str((resource.get("billablePeriod") or {}).get("start") or "")
@@ -232,7 +243,7 @@ def adjudicate(session: Session, resource: dict[str, Any], *, claim_ref: str | N
     claim = Adjudication(claim=resource, lines=lines, service_date=date,
                          patient=str((resource.get("patient") or {}).get("reference") or ""),
                          order=order or f"{date[:10]}|{time.time_ns():020d}",
-                         claim_ref=claim_ref)
+                         claim_ref=claim_ref, review=review)
     for step in PIPELINE:
         step(session, claim)
     return claim
