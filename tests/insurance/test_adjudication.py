@@ -296,3 +296,33 @@ def test_a_reviewer_approves_a_pended_claim_from_the_command_line(
                             "--db", server.db_url], capture_output=True, text=True, check=False)
     assert again.returncode == 2
     assert again.stderr.startswith("error: ") and again.stderr.count("\n") == 1
+
+
+def test_a_cancel_task_voids_the_claim(server: ServerProcess) -> None:
+    patient, coverage = member(server, f"S-{os.urandom(4).hex()}")
+    first = submit(server, claim(patient, coverage, "2026-09-01", ("1", "T1", "200")))
+    later = submit(server, claim(patient, coverage, "2026-09-02", ("1", "T2", "400")))
+    assert totals(later)["deductible"] == Decimal("300")
+    make(server, {"resourceType": "Task", "status": "requested", "intent": "order",
+                  "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                                 "financialtaskcode", "code": "cancel"}]},
+                  "focus": first["request"]})
+    assert server.client.get(first["request"]["reference"]).json()["status"] == "cancelled"
+    again = current_response(server, later["request"]["reference"])
+    assert totals(again)["deductible"] == Decimal("400")
+
+
+def test_what_cannot_be_processed_says_why(server: ServerProcess) -> None:
+    not_a_claim = server.client.post("Claim/$submit", json={"resourceType": "Patient"})
+    assert not_a_claim.status_code == 400
+    issue = not_a_claim.json()["issue"][0]
+    assert "Claim" in issue["diagnostics"] and issue["expression"]
+    patient, coverage = member(server, f"S-{os.urandom(4).hex()}")
+    broken = claim(patient, "Coverage/missing", "2026-10-01", ("1", "E1", "10"))
+    result = submit(server, broken)
+    assert result["outcome"] == "error"
+    assert "coverage" in result["error"][0]["code"]["text"]
+    lapsed = submit(server, claim(patient, coverage, "2027-01-05", ("1", "E2", "10")))
+    assert lapsed["outcome"] == "complete" and totals(lapsed)["noncovered"] == Decimal("10")
+    assert lapsed["item"][0]["adjudication"][0]["reason"]["coding"][0]["code"] == \
+        "not-eligible"

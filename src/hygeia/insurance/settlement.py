@@ -129,3 +129,30 @@ class ClaimVoids:
                 orjson.loads(before.content).get("status") == "cancelled":
             return
         void(session, f"Claim/{version.id}", claim)
+
+
+FINANCIAL_TASK = "http://terminology.hl7.org/CodeSystem/financialtaskcode"
+
+
+class CancelTasks:
+    """The write hook for a Task ``financialtaskcode|cancel`` focused on a Claim: the claim
+    is updated to ``status = cancelled``, which :class:`ClaimVoids` turns into a void."""
+
+    types = frozenset({"Task"})
+
+    def written(self, session: Session, version: StoredVersion) -> None:
+        if version.deleted or not version.content or FINANCIAL_TASK.encode() not in \
+                version.content:
+            return
+        task = orjson.loads(version.content)
+        codes = [(c.get("system"), c.get("code")) for c in
+                 (task.get("code") or {}).get("coding") or []]
+        focus = str((task.get("focus") or {}).get("reference") or "")
+        if (FINANCIAL_TASK, "cancel") not in codes or not focus.startswith("Claim/"):
+            return
+        claim = read(session, focus)
+        if claim is None:
+            raise NotFound(f"The Task cancels {focus}, which does not exist.",
+                           expression="Task.focus")
+        if claim.get("status") != "cancelled":
+            store(session, {**claim, "status": "cancelled"})
