@@ -326,3 +326,44 @@ def test_what_cannot_be_processed_says_why(server: ServerProcess) -> None:
     assert lapsed["outcome"] == "complete" and totals(lapsed)["noncovered"] == Decimal("10")
     assert lapsed["item"][0]["adjudication"][0]["reason"]["coding"][0]["code"] == \
         "not-eligible"
+
+
+@pytest.mark.parametrize("change", [
+    {"item": [{"sequence": 1, "net": {"value": "lots"}}]},
+    {"item": [{"sequence": 1, "productOrService": {"text": "x"},
+               "net": {"value": 1e300, "currency": "USD"}}]},
+    {"billablePeriod": {"start": "someday"}},
+    {"diagnosis": [{"sequence": 1}], "item": [{"sequence": 1, "diagnosisSequence": [7],
+                                               "productOrService": {"text": "x"},
+                                               "net": {"value": 5}}]},
+    {"patient": {"reference": "Group/1"}},
+    {"insurance": "none"},
+    {"item": [{"sequence": 1, "productOrService": {"coding": [{"code": "x"}]},
+               "net": {"value": 1}}] * 1000},
+])
+def test_hostile_claims_get_an_answer_not_a_crash(server: ServerProcess,
+                                                  change: dict[str, Any]) -> None:
+    patient, coverage = member(server, f"S-{os.urandom(4).hex()}")
+    body = {**claim(patient, coverage, "2026-11-01", ("1", "H1", "10")), **change}
+    response = server.client.post("Claim/$submit", json=body)
+    assert response.status_code < 500, response.text
+    answer = response.json()
+    if response.status_code == 200:
+        assert answer["resourceType"] == "ClaimResponse"
+        if answer["outcome"] == "error":
+            assert answer["error"][0]["code"]["text"]
+        elif answer["outcome"] == "complete":
+            reconciles(decimal_json(response))
+    else:
+        assert answer["resourceType"] == "OperationOutcome"
+        assert answer["issue"][0]["diagnostics"] and answer["issue"][0].get("expression")
+
+
+def test_a_claim_submitted_twice_by_id_is_refused(server: ServerProcess) -> None:
+    patient, coverage = member(server, f"S-{os.urandom(4).hex()}")
+    body = {**claim(patient, coverage, "2026-11-02", ("1", "D1", "10")),
+            "id": f"twice-{os.urandom(4).hex()}"}
+    assert submit(server, body)["outcome"] == "complete"
+    again = server.client.post("Claim/$submit", json=body)
+    assert again.status_code == 409
+    assert "already submitted" in again.json()["issue"][0]["diagnostics"]

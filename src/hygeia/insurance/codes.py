@@ -8,7 +8,7 @@ maximum benefit type.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 ADJUDICATION = "http://terminology.hl7.org/CodeSystem/adjudication"
 HYGEIA_ADJUDICATION = "urn:hygeia:CodeSystem:adjudication"
@@ -23,6 +23,7 @@ SERVICE_DATE = "urn:hygeia:insurance:service-date"
 CLAIM_KEY = "urn:hygeia:insurance:claim-key"
 LEDGER_ORDER = "urn:hygeia:insurance:ledger-order"
 CURRENCY = "USD"
+LARGEST = Decimal("1e12")  # an amount at or above this is read as absent (a front-end error)
 
 CONSULTATION = "3"
 MRI = "62"
@@ -62,7 +63,13 @@ def money(value: Decimal) -> dict[str, object]:
 def amount(money_element: object) -> Decimal:
     """The Decimal of a FHIR Money (0 when absent), read through its text form."""
     value = money_element.get("value") if isinstance(money_element, dict) else None
-    return Decimal(str(value)) if isinstance(value, int | float | str) else Decimal(0)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return Decimal(0)
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return Decimal(0)
+    return number if number.is_finite() and abs(number) < LARGEST else Decimal(0)
 
 
 def cents(value: Decimal) -> Decimal:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hygeia.fhir.outcome import BadRequest, NotFound
+from hygeia.fhir.outcome import BadRequest, Conflict, NotFound
 from hygeia.insurance.codes import BENEFIT_TYPE, BENEFIT_UNIT, HYGEIA_BENEFIT_TYPE, money
 from hygeia.insurance.ledger import accumulate
 from hygeia.insurance.model import Adjudication
@@ -14,6 +14,7 @@ from hygeia.insurance.settlement import readjudicate_after, settle, store
 from hygeia.insurance.steps import adjudicate, eligibility
 from hygeia.server import FhirResponse
 from hygeia.server.extensions import Operation, OperationCall
+from hygeia.server.rest import write
 from hygeia.store import Session
 
 SUBMIT = "http://hl7.org/fhir/OperationDefinition/Claim-submit"
@@ -33,12 +34,19 @@ def _claim_of(body: Any, expected: str) -> tuple[dict[str, Any], list[dict[str, 
     if not isinstance(body, dict) or body.get("resourceType") != expected:
         raise BadRequest(f"$submit here takes a {expected} (or a Bundle whose first entry is "
                          "one).", expression=expected)
+    write.validate_resource(body, expected)  # a malformed one is refused with where and why
     return body, rest
 
 
 def submit_claim(session: Session, body: Any) -> dict[str, Any]:
     """Adjudicate a submitted claim; a correction voids the claim it replaces first."""
     claim, others = _claim_of(body, "Claim")
+    if claim.get("id") and [r for r in search(session, "ClaimResponse",
+                                              [("request", f"Claim/{claim['id']}")])
+                            if r.get("status") == "active"]:
+        raise Conflict(f"Claim/{claim['id']} was already submitted: void it (status "
+                       "cancelled) or send a corrected claim whose related.claim names it "
+                       "as prior.", expression="Claim.id")
     for other in others:
         store(session, other)
     checked = adjudicate(session, claim)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 from hygeia.insurance.codes import BENEFIT_CATEGORY, CLAIM_KEY, amount, cents
@@ -20,6 +21,8 @@ from hygeia.insurance.records import codings, read, search
 from hygeia.store import Session
 
 Step = Callable[[Session, Adjudication], None]
+
+MAX_ITEMS = 999  # items a claim may hold (a front-end error beyond)
 
 # Coding edits as data: code pairs that are never billed together, and units per day.
 EXCLUSIVE_PAIRS: frozenset[frozenset[str]] = frozenset({frozenset({"99213", "99214"})})
@@ -33,7 +36,9 @@ def lines_of(claim: dict[str, Any], default_date: str) -> list[Line]:
             continue
         category = next((c for s, c in codings(item.get("category")) if s == BENEFIT_CATEGORY),
                         "")
-        lines.append(Line(sequence=int(item.get("sequence") or index + 1), item=item,
+        sequence = item.get("sequence")
+        lines.append(Line(sequence=sequence if isinstance(sequence, int) else index + 1,
+                          item=item,
                           codes=codings(item.get("productOrService")), category=category,
                           submitted=cents(amount(item.get("net"))),
                           service_date=str(item.get("servicedDate") or default_date)))
@@ -46,10 +51,14 @@ def front_end(session: Session, claim: Adjudication) -> None:
         claim.errors.append("The claim names no patient (Claim.patient).")
     if not claim.lines:
         claim.errors.append("The claim has no items (Claim.item).")
+    if len(claim.lines) > MAX_ITEMS:
+        claim.errors.append(f"The claim has more than {MAX_ITEMS} items.")
     if len(claim.service_date) < 10:
         claim.errors.append("The claim has no service date (Claim.billablePeriod.start "
                             "or Claim.item.servicedDate).")
     for line in claim.lines:
+        if not _is_date(line.service_date):
+            claim.errors.append(f"Item {line.sequence} has no valid service date.")
         if not line.codes:
             claim.errors.append(f"Item {line.sequence} has no service code.")
         if line.submitted <= 0:
@@ -61,6 +70,14 @@ def front_end(session: Session, claim: Adjudication) -> None:
                             "(Claim.insurance.coverage).")
     elif (claim.coverage.get("beneficiary") or {}).get("reference") != claim.patient:
         claim.errors.append("The coverage belongs to another patient than the claim's.")
+
+
+def _is_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text[:10])
+    except ValueError:
+        return False
+    return True
 
 
 def eligibility(session: Session, claim: Adjudication) -> None:
@@ -153,15 +170,15 @@ def necessity(session: Session, claim: Adjudication) -> None:
     """Record-aware: each diagnosis is an active Condition on the date; each encounter exists."""
     if claim.errors or claim.claim_denied:
         return
-    diagnoses = {int(d.get("sequence") or 0): codings(d.get("diagnosisCodeableConcept"))
-                 for d in claim.claim.get("diagnosis") or []}
+    diagnoses = {d.get("sequence"): codings(d.get("diagnosisCodeableConcept"))
+                 for d in claim.claim.get("diagnosis") or [] if isinstance(d, dict)}
     conditions = search(session, "Condition", [("patient", claim.patient)])
     for line in claim.lines:
         if claim.claim.get("use") == "preauthorization" and \
                 not line.item.get("diagnosisSequence"):
             line.pended.append(f"Item {line.sequence} names no diagnosis to authorize it for.")
         for sequence in line.item.get("diagnosisSequence") or []:
-            wanted = set(diagnoses.get(int(sequence), []))
+            wanted = set(diagnoses.get(sequence, []))
             if wanted and not any(_documented(c, wanted, line.service_date) for c in conditions):
                 codes = ", ".join(code for _, code in sorted(wanted))
                 line.pended.append(f"The diagnosis {codes} is not documented as an active "
