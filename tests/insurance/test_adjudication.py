@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -367,3 +368,16 @@ def test_a_claim_submitted_twice_by_id_is_refused(server: ServerProcess) -> None
     again = server.client.post("Claim/$submit", json=body)
     assert again.status_code == 409
     assert "already submitted" in again.json()["issue"][0]["diagnostics"]
+
+
+def test_concurrent_claims_of_a_family_share_one_deductible(server: ServerProcess) -> None:
+    subscriber = f"S-{os.urandom(4).hex()}"
+    members = [member(server, subscriber) for _ in range(2)]
+    bodies = [claim(patient, coverage, f"2026-12-{day:02d}", ("1", f"C{day}", "200"))
+              for day in range(1, 9) for patient, coverage in members[day % 2:day % 2 + 1]]
+    with ThreadPoolExecutor(8) as pool:
+        submitted = list(pool.map(lambda body: submit(server, body), bodies))
+    # a claim that arrived before an earlier-dated one was settled again: read them now
+    results = [current_response(server, r["request"]["reference"]) for r in submitted]
+    assert sum(totals(r)["deductible"] for r in results) == Decimal("1000")
+    assert sum(totals(r)["coinsurance"] for r in results) == Decimal("120")

@@ -98,6 +98,9 @@ def eligibility(session: Session, claim: Adjudication) -> None:
     claim.rules = rules_of(session, plan)
     if not active:
         claim.claim_denied.append("not-eligible")
+    # one family's claims are settled one at a time: each reads the ledger the last wrote
+    family = coverage.get("subscriberId") or claim.patient
+    session.lock(f"hygeia.insurance.ledger:{plan_value}:{family}")
     claim.family = family_of(session, coverage)
     claim.history = history_of(session, claim)
 
