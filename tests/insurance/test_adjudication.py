@@ -381,3 +381,22 @@ def test_concurrent_claims_of_a_family_share_one_deductible(server: ServerProces
     results = [current_response(server, r["request"]["reference"]) for r in submitted]
     assert sum(totals(r)["deductible"] for r in results) == Decimal("1000")
     assert sum(totals(r)["coinsurance"] for r in results) == Decimal("120")
+
+
+def test_a_reviewer_denies_a_pended_claim_by_completing_its_task(
+        server: ServerProcess) -> None:
+    patient, coverage = member(server, f"S-{os.urandom(4).hex()}")
+    pended = submit(server, claim(patient, coverage, "2026-08-03", ("1", "R2", "100"),
+                                  diagnosis="38341003"))
+    claim_ref = pended["request"]["reference"]
+    task = server.client.get("Task", params={"focus": claim_ref}).json()["entry"][0]["resource"]
+    unsure = server.client.put(f"Task/{task['id']}", json={**task, "status": "completed"})
+    assert unsure.status_code == 422 and "businessStatus" in unsure.text
+    decided = server.client.put(f"Task/{task['id']}", json={
+        **task, "status": "completed", "businessStatus": {"coding": [{
+            "system": "urn:hygeia:CodeSystem:review-decision", "code": "deny"}]}})
+    assert decided.status_code == 200, decided.text
+    settled = current_response(server, claim_ref)
+    assert settled["outcome"] == "complete" and totals(settled)["noncovered"] == Decimal("100")
+    assert settled["item"][0]["adjudication"][0]["reason"]["coding"][0]["code"] == \
+        "review-denied"

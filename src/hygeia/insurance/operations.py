@@ -52,14 +52,18 @@ def submit_claim(session: Session, body: Any) -> dict[str, Any]:
     checked = adjudicate(session, claim)
     if checked.outcome == "error":
         return claim_response(checked, None)
+    corrected = False
     for related in claim.get("related") or []:
         prior = (related.get("claim") or {}).get("reference")
         codes = [c.get("code") for c in (related.get("relationship") or {}).get("coding") or []]
         original = read(session, prior)
         if "prior" in codes and original is not None and original.get("status") != "cancelled":
             store(session, {**original, "status": "cancelled"})  # the write hook voids it
+            corrected = True
     claim_ref = store(session, claim)
-    response = settle(session, claim, claim_ref, order=checked.order)
+    checked.claim_ref = claim_ref
+    response = settle(session, claim, claim_ref, order=checked.order,
+                      checked=None if corrected else checked)  # a void changed the ledger
     if claim.get("use", "claim") == "claim":
         readjudicate_after(session, checked.coverage, checked.service_date[:4], checked.order)
     return response

@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
-from hygeia.fhir.outcome import NotFound
+from hygeia.fhir.outcome import NotFound, Unprocessable
 from hygeia.insurance.ledger import entries, family_of, order_of
+from hygeia.insurance.model import Adjudication
 from hygeia.insurance.records import read, search
 from hygeia.insurance.responses import claim_response, explanation
 from hygeia.insurance.steps import adjudicate
@@ -36,9 +37,11 @@ def store(session: Session, resource: dict[str, Any]) -> str:
 
 def settle(session: Session, claim: dict[str, Any], claim_ref: str, *,
            order: str | None = None, response_id: str | None = None,
-           review: str | None = None) -> dict[str, Any]:
-    """Adjudicate a stored claim and record the result (a new or a revised ClaimResponse)."""
-    adjudication = adjudicate(session, claim, claim_ref=claim_ref, order=order, review=review)
+           review: str | None = None, checked: Adjudication | None = None) -> dict[str, Any]:
+    """Adjudicate a stored claim and record the result (a new or a revised ClaimResponse);
+    ``checked`` is a first submission's adjudication, run before the claim had an id."""
+    adjudication = checked or adjudicate(session, claim, claim_ref=claim_ref, order=order,
+                                         review=review)
     response = claim_response(adjudication, claim_ref)
     if response_id:
         response["id"] = response_id
@@ -55,7 +58,7 @@ def settle(session: Session, claim: dict[str, Any], claim_ref: str, *,
             store(session, {**eob, "status": "cancelled"})
         if response_id is None and adjudication.outcome == "queued":
             store(session, {"resourceType": "Task", "status": "requested", "intent": "order",
-                            "code": {"text": "review pended claim"},
+                            "code": {"coding": [REVIEW_TASK], "text": "review pended claim"},
                             "description": response["disposition"],
                             "focus": {"reference": claim_ref},
                             "for": {"reference": adjudication.patient}})
@@ -92,21 +95,29 @@ def void(session: Session, claim_ref: str, claim: dict[str, Any]) -> None:
             readjudicate_after(session, coverage, order_of(response)[:4], order_of(response))
 
 
-def review(session: Session, claim_ref: str, decision: str) -> dict[str, Any]:
+def pended_of(session: Session, claim_ref: str) -> list[dict[str, Any]]:
+    """The claim's active ClaimResponses that wait for a reviewer."""
+    return [r for r in search(session, "ClaimResponse", [("request", claim_ref)])
+            if r.get("status") == "active" and r.get("outcome") == "queued"]
+
+
+def review(session: Session, claim_ref: str, decision: str, *,
+           complete_task: bool = True) -> dict[str, Any]:
     """A reviewer's decision on a pended claim or preauthorization: settle it again with
     the decision, complete its review Task, and settle the family's later claims."""
     claim = read(session, claim_ref)
-    pended = [r for r in search(session, "ClaimResponse", [("request", claim_ref)])
-              if r.get("status") == "active" and r.get("outcome") == "queued"]
+    pended = pended_of(session, claim_ref)
     if claim is None or not pended:
         raise NotFound(f"{claim_ref} has no pended ClaimResponse to review.",
                        expression="claim")
     order = order_of(pended[0])
     response = settle(session, claim, claim_ref, order=order, response_id=pended[0]["id"],
                       review=decision)
-    for task in search(session, "Task", [("focus", claim_ref), ("status", "requested")]):
+    for task in search(session, "Task", [("focus", claim_ref), ("status", "requested")]
+                       ) if complete_task else []:
         store(session, {**task, "status": "completed",
-                        "businessStatus": {"text": f"reviewer decision: {decision}"}})
+                        "businessStatus": {"coding": [{"system": DECISION_SYSTEM,
+                                                       "code": decision}]}})
     if claim.get("use", "claim") == "claim":
         coverage = read(session, (((claim.get("insurance") or [{}])[0]).get("coverage") or {})
                         .get("reference"))
@@ -132,17 +143,25 @@ class ClaimVoids:
 
 
 FINANCIAL_TASK = "http://terminology.hl7.org/CodeSystem/financialtaskcode"
+REVIEW_TASK = {"system": "urn:hygeia:CodeSystem:insurance-task", "code": "review"}
+DECISION_SYSTEM = "urn:hygeia:CodeSystem:review-decision"  # approve | deny
 
 
 class CancelTasks:
-    """The write hook for a Task ``financialtaskcode|cancel`` focused on a Claim: the claim
-    is updated to ``status = cancelled``, which :class:`ClaimVoids` turns into a void."""
+    """The write hook for Tasks focused on a Claim. A Task ``financialtaskcode|cancel``
+    updates the claim to ``status = cancelled`` (which :class:`ClaimVoids` turns into a
+    void); a review Task updated to ``completed`` with a ``businessStatus`` of
+    :data:`DECISION_SYSTEM` ``approve`` or ``deny`` is the reviewer's decision."""
 
     types = frozenset({"Task"})
 
     def written(self, session: Session, version: StoredVersion) -> None:
-        if version.deleted or not version.content or FINANCIAL_TASK.encode() not in \
-                version.content:
+        if version.deleted or not version.content:
+            return
+        if REVIEW_TASK["system"].encode() in version.content:
+            self.reviewed(session, version)
+            return
+        if FINANCIAL_TASK.encode() not in version.content:
             return
         task = orjson.loads(version.content)
         codes = [(c.get("system"), c.get("code")) for c in
@@ -156,3 +175,21 @@ class CancelTasks:
                            expression="Task.focus")
         if claim.get("status") != "cancelled":
             store(session, {**claim, "status": "cancelled"})
+
+    @staticmethod
+    def reviewed(session: Session, version: StoredVersion) -> None:
+        assert version.content is not None
+        task = orjson.loads(version.content)
+        before = session.version("Task", version.id, version.version - 1)
+        was = orjson.loads(before.content).get("status") if before and before.content else None
+        if task.get("status") != "completed" or was == "completed":
+            return
+        decisions = [c.get("code") for c in (task.get("businessStatus") or {}).get("coding") or []
+                     if c.get("system") == DECISION_SYSTEM]
+        if not decisions or decisions[0] not in ("approve", "deny"):
+            raise Unprocessable("A completed review Task needs a businessStatus of "
+                                f"{DECISION_SYSTEM} approve or deny.",
+                                expression="Task.businessStatus")
+        focus = str((task.get("focus") or {}).get("reference") or "")
+        if pended_of(session, focus):  # not when ``hygeia insurance review`` decided it
+            review(session, focus, str(decisions[0]), complete_task=False)
