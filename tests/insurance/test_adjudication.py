@@ -400,3 +400,22 @@ def test_a_reviewer_denies_a_pended_claim_by_completing_its_task(
     assert settled["outcome"] == "complete" and totals(settled)["noncovered"] == Decimal("100")
     assert settled["item"][0]["adjudication"][0]["reason"]["coding"][0]["code"] == \
         "review-denied"
+
+
+def test_a_claim_is_adjudicated_under_the_plan_version_of_its_service_date(
+        server: ServerProcess) -> None:
+    from hygeia.insurance.plan import demo_resources
+    plan = next(r for r in demo_resources() if r["resourceType"] == "InsurancePlan")
+    deductible = plan["plan"][0]["specificCost"][0]["benefit"][0]
+    deductible["cost"][0]["value"]["value"] = 700.0
+    created = server.client.put("InsurancePlan/demo-ppo-2028", json={
+        **plan, "id": "demo-ppo-2028", "period": {"start": "2028-01-01"}})
+    assert created.status_code in (200, 201), created.text
+    patient, coverage = member(server, f"S-{os.urandom(4).hex()}")
+    stored = server.client.get(coverage).json()
+    server.client.put(coverage, json={**stored, "period": {"start": "2026-01-01"}})
+    old = submit(server, claim(patient, coverage, "2026-12-30", ("1", "P1", "1000")))
+    new = submit(server, claim(patient, coverage, "2028-01-03", ("1", "P2", "1000")))
+    assert (totals(old)["deductible"], totals(new)["deductible"]) == (Decimal("500"),
+                                                                      Decimal("700"))
+    assert totals(new)["coinsurance"] == Decimal("60")

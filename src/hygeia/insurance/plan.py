@@ -105,8 +105,9 @@ def _applicable(cost: dict[str, Any]) -> str:
     return str((cost.get("applicability") or {}).get("text") or "individual")
 
 
-def rules_of(session: Session, plan: dict[str, Any]) -> PlanRules:
-    """The rules of an InsurancePlan and its fee schedule (ChargeItemDefinitions)."""
+def rules_of(session: Session, plan: dict[str, Any], day: str) -> PlanRules:
+    """The rules of an InsurancePlan and its fee schedule (the ChargeItemDefinitions for
+    the plan whose ``effectivePeriod`` holds ``day``)."""
     payer = str((plan.get("ownedBy") or {}).get("reference") or "")
     values: dict[tuple[str, str], Decimal] = {}
     copays: dict[str, Decimal] = {}
@@ -130,7 +131,7 @@ def rules_of(session: Session, plan: dict[str, Any]) -> PlanRules:
     for definition in search(session, "ChargeItemDefinition", [("status", "active")]):
         context = [u.get("valueCodeableConcept", {}).get("text")
                    for u in definition.get("useContext") or []]
-        if name not in context:
+        if name not in context or not in_force(definition.get("effectivePeriod"), day):
             continue
         for group in definition.get("propertyGroup") or []:
             for component in group.get("priceComponent") or []:
@@ -147,7 +148,19 @@ def rules_of(session: Session, plan: dict[str, Any]) -> PlanRules:
         copays=copays, prior_auth=frozenset(prior), fees=fees)
 
 
-def find_plan(session: Session, plan_value: str) -> dict[str, Any] | None:
-    """The active InsurancePlan with identifier ``urn:hygeia:plan|VALUE``."""
-    found = search(session, "InsurancePlan", [("identifier", f"{PLAN_SYSTEM}|{plan_value}")])
-    return found[0] if found else None
+def in_force(period: Any, day: str) -> bool:
+    """Whether a FHIR Period (absent: always) holds the date ``day`` (YYYY-MM-DD)."""
+    if not isinstance(period, dict):
+        return True
+    start, end = str(period.get("start") or "")[:10], str(period.get("end") or "")[:10]
+    return (not start or start <= day) and (not end or day <= end)
+
+
+def find_plan(session: Session, plan_value: str, day: str) -> dict[str, Any] | None:
+    """The version of the plan ``urn:hygeia:plan|VALUE`` in force on ``day``: plans are
+    versioned by effective period, the latest-starting one that holds the date wins."""
+    found = [plan for plan in search(session, "InsurancePlan",
+                                     [("identifier", f"{PLAN_SYSTEM}|{plan_value}")])
+             if plan.get("status") == "active" and in_force(plan.get("period"), day)]
+    found.sort(key=lambda plan: str((plan.get("period") or {}).get("start") or ""))
+    return found[-1] if found else None

@@ -91,11 +91,11 @@ def eligibility(session: Session, claim: Adjudication) -> None:
         (not period.get("end") or claim.service_date[:10] <= str(period["end"])[:10])
     plan_value = next((c.get("value") for c in coverage.get("class") or []
                        if "plan" in [code for _, code in codings(c.get("type"))]), None)
-    plan = find_plan(session, str(plan_value)) if plan_value else None
+    plan = find_plan(session, str(plan_value), claim.service_date[:10]) if plan_value else None
     if plan is None:
         claim.errors.append(f"The coverage names no plan this payer knows ({PLAN_SYSTEM}).")
         return
-    claim.rules = rules_of(session, plan)
+    claim.rules = rules_of(session, plan, claim.service_date[:10])
     if not active:
         claim.claim_denied.append("not-eligible")
     # one family's claims are settled one at a time: each reads the ledger the last wrote
