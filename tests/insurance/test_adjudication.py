@@ -419,3 +419,19 @@ def test_a_claim_is_adjudicated_under_the_plan_version_of_its_service_date(
     assert (totals(old)["deductible"], totals(new)["deductible"]) == (Decimal("500"),
                                                                       Decimal("700"))
     assert totals(new)["coinsurance"] == Decimal("60")
+
+
+def test_eligibility_outside_the_period_is_not_in_force(server: ServerProcess) -> None:
+    patient, coverage = member(server, f"S-{os.urandom(4).hex()}")
+    request = {"resourceType": "CoverageEligibilityRequest", "status": "active",
+               "purpose": ["benefits"], "patient": {"reference": patient},
+               "created": "2025-06-01", "servicedDate": "2025-06-01",
+               "insurer": {"reference": "Organization/demo-payer"},
+               "insurance": [{"coverage": {"reference": coverage}}]}
+    lapsed = server.client.post("CoverageEligibilityRequest/$submit", json=request)
+    assert lapsed.status_code == 200, lapsed.text
+    assert lapsed.json()["insurance"][0]["inforce"] is False
+    missing = server.client.post("CoverageEligibilityRequest/$submit", json={
+        **request, "insurance": [{"coverage": {"reference": "Coverage/nope"}}]})
+    assert missing.status_code == 404
+    assert missing.json()["issue"][0]["expression"]
