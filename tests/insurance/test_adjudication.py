@@ -72,10 +72,12 @@ def make(server: ServerProcess, resource: dict[str, Any]) -> str:
     return f"{resource['resourceType']}/{response.json()['id']}"
 
 
-def member(server: ServerProcess, subscriber: str) -> tuple[str, str]:
+def member(server: ServerProcess, subscriber: str,
+           subscriber_ref: str | None = None) -> tuple[str, str]:
     patient = make(server, {"resourceType": "Patient", "name": [{"family": "Member"}]})
     coverage = make(server, {
         "resourceType": "Coverage", "status": "active", "subscriberId": subscriber,
+        **({"subscriber": {"reference": subscriber_ref}} if subscriber_ref else {}),
         "beneficiary": {"reference": patient}, "payor": [{"reference":
                                                           "Organization/demo-payer"}],
         "period": {"start": "2026-01-01", "end": "2026-12-31"},
@@ -372,7 +374,8 @@ def test_a_claim_submitted_twice_by_id_is_refused(server: ServerProcess) -> None
 
 def test_concurrent_claims_of_a_family_share_one_deductible(server: ServerProcess) -> None:
     subscriber = f"S-{os.urandom(4).hex()}"
-    members = [member(server, subscriber) for _ in range(2)]
+    holder = make(server, {"resourceType": "Patient", "name": [{"family": "Holder"}]})
+    members = [member(server, subscriber, holder) for _ in range(2)]
     bodies = [claim(patient, coverage, f"2026-12-{day:02d}", ("1", f"C{day}", "200"))
               for day in range(1, 9) for patient, coverage in members[day % 2:day % 2 + 1]]
     with ThreadPoolExecutor(8) as pool:

@@ -30,7 +30,13 @@ def family_of(session: Session, coverage: dict[str, Any]) -> list[str]:
         return [own]
     plan = [c.get("value") for c in coverage.get("class") or []]
     members = {own}
-    for other in search(session, "Coverage", [("class-value", str(v)) for v in plan[:1]]):
+    # R4 has no search parameter for subscriberId: narrow by the subscriber reference
+    # when there is one, else read the plan's Coverages (the first records.LIMIT of them)
+    criteria = [("class-value", str(v)) for v in plan[:1]]
+    subscriber_ref = (coverage.get("subscriber") or {}).get("reference")
+    if subscriber_ref:
+        criteria.append(("subscriber", str(subscriber_ref)))
+    for other in search(session, "Coverage", criteria):
         if other.get("subscriberId") == subscriber and other.get("status") == "active" and \
                 [c.get("value") for c in other.get("class") or []][:1] == plan[:1] and \
                 (other.get("period") or {}) == (coverage.get("period") or {}):
