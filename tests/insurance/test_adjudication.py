@@ -266,6 +266,12 @@ def test_prior_authorization_documented_is_approved_and_lets_the_mri_pay(
     assert approval["outcome"] == "complete" and approval["preAuthRef"]
     assert approval["preAuthPeriod"] == {"start": "2026-07-01", "end": "2026-09-29"}
     request["insurance"][0]["preAuthRef"] = [approval["preAuthRef"]]
+    too_late = submit(server, {**request, "billablePeriod": {"start": "2026-10-01"}})
+    other = submit(server, claim(patient, coverage, "2026-07-02", ("62", "MRI3", "900")) | {
+        "insurance": request["insurance"]})
+    for denied in (too_late, other):  # outside the approval's period; another service
+        assert denied["item"][0]["adjudication"][0]["reason"]["coding"][0]["code"] == \
+            "no-prior-auth"
     paid = submit(server, request)
     # 900 allowed: deductible 500, 20% of 400 = 80
     assert (totals(paid)["deductible"], totals(paid)["coinsurance"],

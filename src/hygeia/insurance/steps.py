@@ -16,7 +16,7 @@ from typing import Any
 from hygeia.insurance.codes import BENEFIT_CATEGORY, CLAIM_KEY, amount, cents
 from hygeia.insurance.ledger import accumulate, claim_key, family_of, history_of
 from hygeia.insurance.model import ZERO, Adjudication, Line
-from hygeia.insurance.plan import PLAN_SYSTEM, find_plan, rules_of
+from hygeia.insurance.plan import PLAN_SYSTEM, find_plan, in_force, rules_of
 from hygeia.insurance.records import codings, read, search
 from hygeia.store import Session
 
@@ -140,19 +140,27 @@ def benefits(session: Session, claim: Adjudication) -> None:
     if claim.rules is None or claim.claim.get("use", "claim") != "claim":
         return
     refs = [str(r) for i in claim.claim.get("insurance") or [] for r in i.get("preAuthRef") or []]
-    for line in claim.lines:
-        if line.category in claim.rules.prior_auth and not _approved(session, claim, refs):
+    needed = [line for line in claim.lines if line.category in claim.rules.prior_auth]
+    approvals = _approvals(session, claim, refs) if needed and refs else []
+    for line in needed:
+        if not any(in_force(period, line.service_date[:10]) and set(line.codes) & codes
+                   for period, codes in approvals):
             line.denied.append("no-prior-auth")
 
 
-def _approved(session: Session, claim: Adjudication, refs: list[str]) -> bool:
-    for ref in refs:
-        for response in search(session, "ClaimResponse", [("patient", claim.patient)]):
-            if response.get("use") == "preauthorization" and \
-                    response.get("status") == "active" and \
-                    response.get("outcome") == "complete" and response.get("preAuthRef") == ref:
-                return True
-    return False
+def _approvals(session: Session, claim: Adjudication, refs: list[str]
+               ) -> list[tuple[Any, set[tuple[str, str]]]]:
+    """The patient's approved preauthorizations the claim names: (period, service codes)."""
+    found = []
+    for response in search(session, "ClaimResponse", [("patient", claim.patient),
+                                                      ("use", "preauthorization")]):
+        if response.get("status") == "active" and response.get("outcome") == "complete" and \
+                response.get("preAuthRef") in refs:
+            request = read(session, (response.get("request") or {}).get("reference")) or {}
+            codes = {code for item in request.get("item") or [] if isinstance(item, dict)
+                     for code in codings(item.get("productOrService"))}
+            found.append((response.get("preAuthPeriod"), codes))
+    return found
 
 
 def coding_edits(session: Session, claim: Adjudication) -> None:
