@@ -444,3 +444,23 @@ def test_eligibility_outside_the_period_is_not_in_force(server: ServerProcess) -
         **request, "insurance": [{"coverage": {"reference": "Coverage/nope"}}]})
     assert missing.status_code == 404
     assert missing.json()["issue"][0]["expression"]
+
+
+def test_coding_edits_deny_the_second_of_an_exclusive_pair_and_extra_units(
+        server: ServerProcess) -> None:
+    patient, coverage = member(server, f"S-{os.urandom(4).hex()}")
+    body = claim(patient, coverage, "2026-11-20", ("1", "X9", "40"),
+                 ("1", "http://www.ama-assn.org/go/cpt|99213", "100"),
+                 ("1", "http://www.ama-assn.org/go/cpt|99214", "100"))
+    body["item"][0]["quantity"] = {"value": 1}
+    result = submit(server, body)
+    reasons = [[a["reason"]["coding"][0]["code"] for a in item["adjudication"] if "reason" in a]
+               for item in result["item"]]
+    assert reasons[2] == ["exclusive-codes"] and "exclusive-codes" not in reasons[1]
+    assert amounts(result["item"][2]["adjudication"])["noncovered"] == Decimal("100")
+    body = claim(patient, coverage, "2026-11-21",
+                 ("1", "http://www.ama-assn.org/go/cpt|99213", "100"))
+    body["item"][0]["quantity"] = {"value": 2}
+    doubled = submit(server, body)
+    assert doubled["item"][0]["adjudication"][0]["reason"]["coding"][0]["code"] == \
+        "units-per-day"

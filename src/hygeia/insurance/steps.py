@@ -165,16 +165,16 @@ def _approvals(session: Session, claim: Adjudication, refs: list[str]
 
 def coding_edits(session: Session, claim: Adjudication) -> None:
     """Mutually exclusive code pairs and units per day, from the tables above."""
-    codes = [code for line in claim.lines for s, code in line.codes]
+    earlier: list[str] = []  # codes of the lines before: the later line of a pair is denied
     for line in claim.lines:
         for _, code in line.codes:
-            if any(frozenset({code, other}) in EXCLUSIVE_PAIRS and other != code
-                   for other in codes) and line is not claim.lines[0]:
+            if any(frozenset({code, other}) in EXCLUSIVE_PAIRS for other in earlier):
                 line.denied.append("exclusive-codes")
             limit = UNITS_PER_DAY.get(code)
             units = amount({"value": (line.item.get("quantity") or {}).get("value", 1)})
             if limit is not None and units > limit:
                 line.denied.append("units-per-day")
+        earlier.extend(code for _, code in line.codes)
 
 
 def necessity(session: Session, claim: Adjudication) -> None:
