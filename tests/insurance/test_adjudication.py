@@ -464,3 +464,29 @@ def test_coding_edits_deny_the_second_of_an_exclusive_pair_and_extra_units(
     doubled = submit(server, body)
     assert doubled["item"][0]["adjudication"][0]["reason"]["coding"][0]["code"] == \
         "units-per-day"
+
+
+def test_a_batch_of_claims_is_adjudicated_in_service_date_order(server: ServerProcess) -> None:
+    patient, coverage = member(server, f"S-{os.urandom(4).hex()}")
+    bodies = [claim(patient, coverage, "2026-05-20", ("1", "B1", "400")),
+              {**claim(patient, coverage, "2026-05-21", ("1", "B2", "5")), "status": 7},
+              claim(patient, coverage, "2026-05-10", ("1", "B3", "300"))]
+    response = server.client.post("Claim/$submit", json={
+        "resourceType": "Bundle", "type": "batch",
+        "entry": [{"resource": body} for body in bodies]})
+    assert response.status_code == 200, response.text
+    entries = decimal_json(response)["entry"]
+    statuses = [e["response"]["status"] for e in entries]
+    assert statuses[0] == statuses[2] == "200" and statuses[1] in ("400", "422")
+    assert entries[1]["resource"]["resourceType"] == "OperationOutcome"
+    first, later = entries[2]["resource"], entries[0]["resource"]
+    reconciles(first)
+    reconciles(later)
+    # the 10 May claim went first: 300 deductible, then 200 more and 20% of 200
+    assert totals(first)["deductible"] == Decimal("300")
+    assert (totals(later)["deductible"], totals(later)["coinsurance"]) == (Decimal("200"),
+                                                                           Decimal("40"))
+    too_many = server.client.post("Claim/$submit", json={
+        "resourceType": "Bundle", "type": "batch",
+        "entry": [{"resource": bodies[0]}] * 1001})
+    assert too_many.status_code == 400 and "at most 1000" in too_many.text

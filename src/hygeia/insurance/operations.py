@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hygeia.fhir.outcome import BadRequest, Conflict, NotFound
+from hygeia.fhir.outcome import BadRequest, Conflict, FhirError, NotFound
 from hygeia.insurance.codes import BENEFIT_TYPE, BENEFIT_UNIT, HYGEIA_BENEFIT_TYPE, money
 from hygeia.insurance.ledger import accumulate
 from hygeia.insurance.model import Adjudication
@@ -123,8 +123,44 @@ def eligibility_response(session: Session, body: Any) -> dict[str, Any]:
     return response
 
 
+MAX_BATCH = 1000  # Claims in one batch Bundle
+
+
+def submit_batch(session: Session, bundle: dict[str, Any]) -> dict[str, Any]:
+    """A ``batch`` Bundle of Claims, adjudicated in service-date order in one transaction;
+    a batch-response with each entry's ClaimResponse (or OperationOutcome) in entry order."""
+    claims = [e.get("resource") if isinstance(e, dict) else None
+              for e in bundle.get("entry") or []]
+    if len(claims) > MAX_BATCH:
+        raise BadRequest(f"A batch holds at most {MAX_BATCH} Claims; this one has "
+                         f"{len(claims)}.", expression="Bundle.entry")
+    for index, claim in enumerate(claims):
+        if not isinstance(claim, dict) or claim.get("resourceType") != "Claim":
+            raise BadRequest("Every entry of a batch to Claim/$submit must be a Claim.",
+                             expression=f"Bundle.entry[{index}].resource")
+
+    def service_date(claim: dict[str, Any]) -> str:
+        period = claim.get("billablePeriod")
+        return str(period.get("start") or "") if isinstance(period, dict) else ""
+
+    answers: dict[int, dict[str, Any]] = {}
+    for index in sorted(range(len(claims)), key=lambda i: service_date(claims[i] or {})):
+        try:
+            answers[index] = {"resource": submit_claim(session, claims[index]),
+                              "response": {"status": "200"}}
+        except FhirError as error:
+            answers[index] = {"resource": error.outcome(),
+                              "response": {"status": str(error.status)}}
+    return {"resourceType": "Bundle", "type": "batch-response",
+            "entry": [answers[index] for index in range(len(claims))]}
+
+
 def submit(call: OperationCall) -> FhirResponse:
     assert call.session is not None
+    body = call.request.body
+    if call.resource_type == "Claim" and isinstance(body, dict) and \
+            body.get("resourceType") == "Bundle" and body.get("type") == "batch":
+        return FhirResponse(200, resource=submit_batch(call.session, body))
     if call.resource_type == "Claim":
         return FhirResponse(200, resource=submit_claim(call.session, call.request.body))
     return FhirResponse(200, resource=eligibility_response(call.session, call.request.body))
