@@ -27,26 +27,13 @@ BC = "http://terminology.hl7.org/CodeSystem/ex-benefitcategory"
 @pytest.fixture(scope="module", params=BACKENDS)
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[ServerProcess]:
-    """A server with the insurance pillar (a temporary dist-info names its entry point)."""
-    info = tmp_path_factory.mktemp("site") / "hygeia_insurance_tests-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hygeia-insurance-tests\n"
-                                   "Version: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[hygeia.pillars]\ninsurance = {ENTRY}\n")
-    before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(info.parent), before]))
-    try:
-        with backend_server(request, tmp_path_factory, "ins") as process:
-            demo = subprocess.run([sys.executable, "-m", "hygeia.cli.main", "insurance", "demo",
-                                   "--db", process.db_url], capture_output=True, text=True,
-                                  check=False)
-            assert demo.returncode == 0, demo.stderr
-            yield process
-    finally:
-        if before is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = before
+    """A server with the insurance pillar (installed with the package) and its demo plan."""
+    with backend_server(request, tmp_path_factory, "ins") as process:
+        demo = subprocess.run([sys.executable, "-m", "hygeia.cli.main", "insurance", "demo",
+                               "--db", process.db_url], capture_output=True, text=True,
+                              check=False)
+        assert demo.returncode == 0, demo.stderr
+        yield process
 
 
 def decimal_json(response: Any) -> dict[str, Any]:

@@ -37,7 +37,8 @@ class InsuranceCommand:
                                                 "preauthorization: its ClaimResponse is "
                                                 "settled again and its review Task completed.")
         review.add_argument("--claim", required=True, metavar="ID", help="the Claim's id")
-        review.add_argument("--decision", required=True, choices=("approve", "deny"))
+        review.add_argument("--decision", required=True, choices=("approve", "deny"),
+                            help="approve or deny the pended claim (required; no default)")
         review.add_argument("--db", default=DEFAULT_URL,
                             help=f"database URL (default {DEFAULT_URL})")
 
