@@ -117,7 +117,7 @@ def _boundary_datetime(text: str, high: bool) -> str | None:
 def _boundary(inputs: list[Any], high: bool) -> list[Any]:
     out: list[Any] = []
     for item in inputs:
-        value = getattr(item, "data", item)
+        value = plain(item)
         if isinstance(value, bool):
             continue
         if isinstance(value, (int, float, Decimal)):
@@ -137,15 +137,7 @@ def _boundary(inputs: list[Any], high: bool) -> list[Any]:
 
 
 def _is_datetime_item(item: Any) -> bool:
-    path = getattr(item, "path", None) or ""
-    type_info = getattr(item, "get_type_info", None)
-    name = ""
-    if callable(type_info):
-        try:
-            name = str(type_info().name)
-        except Exception:  # noqa: BLE001 - type info is best effort
-            name = ""
-    return "dateTime" in name or "dateTime" in str(path) or "DateTime" in str(path)
+    return str(getattr(item, "path", "")).endswith(("dateTime", "instant"))
 
 
 def _low(inputs: list[Any]) -> list[Any]:
@@ -164,23 +156,62 @@ _USER_FUNCTIONS: dict[str, Any] = {
 }
 
 
+def _join(inputs: list[Any], separator: Any = None) -> list[Any]:
+    """``join`` of an empty collection is the empty string, as the suite expects."""
+    sep = separator[0] if isinstance(separator, list) and separator else (separator or "")
+    return [str(sep).join(str(plain(item)) for item in inputs)]
+
+
+def _table() -> dict[str, Any]:
+    """Our functions, called with fhirpathpy's nodes (so boundaries see the FHIR type)."""
+    functions = dict(_USER_FUNCTIONS)
+    functions["join"] = {"fn": _join, "arity": {0: [], 1: ["String"]}}
+
+    def unwrap(fn: Callable[..., list[Any]], keep_nodes: bool) -> Callable[..., list[Any]]:
+        def call(ctx: Any, inputs: list[Any], *args: Any) -> list[Any]:
+            values = inputs if keep_nodes else [plain(i) if not isinstance(plain(i), dict) else plain(i) for i in inputs]
+            return fn(values, *args)
+
+        return call
+
+    return {
+        name: {**entry, "fn": unwrap(entry["fn"], name in ("lowBoundary", "highBoundary", "join"))}
+        for name, entry in functions.items()
+    }
+
+
 @cache
 def compile_path(expression: str) -> Evaluator:
-    """Parse ``expression`` once; raise :class:`PathError` when it is not FHIRPath."""
-    import fhirpathpy
+    """Parse ``expression`` once; raise :class:`PathError` when it is not FHIRPath.
+
+    Evaluation uses fhirpathpy's engine with our function table handed over
+    unwrapped, and returns fhirpathpy's nodes so a forEach item keeps its FHIR type
+    for the expressions evaluated inside it."""
+    from fhirpathpy.engine import do_eval
+    from fhirpathpy.engine.invocations.constants import constants
+    from fhirpathpy.engine.util import arraify
     from fhirpathpy.models import models
+    from fhirpathpy.parser import parse
 
     try:
-        compiled = fhirpathpy.compile(
-            expression,
-            model=models["r4"],
-            options={"userInvocationTable": _USER_FUNCTIONS, "returnRawData": True},
-        )
+        parsed = parse(expression)
     except Exception as exc:  # noqa: BLE001 - the parser raises assorted types
         raise PathError(f"'{expression}' is not a valid FHIRPath expression ({exc})") from exc
+    table = _table()
+    model = models["r4"]
 
     def evaluate(resource: Any, variables: dict[str, Any]) -> list[Any]:
-        return list(compiled(resource, variables))
+        constants.reset()
+        root = arraify(resource)
+        ctx = {
+            "dataRoot": root,
+            "vars": {"context": resource, "ucum": "http://unitsofmeasure.org", **variables},
+            "model": model,
+            "userInvocationTable": table,
+            "$this": root,
+        }
+        result = do_eval(ctx, root, parsed["children"][0])
+        return list(result) if isinstance(result, list) else [result]
 
     return evaluate
 

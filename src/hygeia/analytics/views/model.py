@@ -200,7 +200,7 @@ class CompiledView:
             items = self._raw(node.for_each, context, variables, "forEach")
             rows = [r for i, item in enumerate(items) for r in self._here(node, item, variables, i)]
             if not items and node.or_null:
-                return [dict.fromkeys(node.names)]
+                return [self._null_row(node, variables)]
             return rows
         if node.repeat:
             items = self._depth_first(node.repeat, context, variables)
@@ -216,6 +216,15 @@ class CompiledView:
                 found.append(child)
                 found.extend(self._depth_first(paths, child, variables, depth + 1))
         return found
+
+    def _null_row(self, node: Select, variables: dict[str, Any]) -> Row:
+        """forEachOrNull over nothing: one row of nulls, where %rowIndex is still 0."""
+        row: Row = dict.fromkeys(node.names)
+        scope = {**variables, "rowIndex": 0}
+        for column in node.columns:
+            values = self._eval(column.path, [], scope, column.location)
+            row[column.name] = values[0] if len(values) == 1 and not column.collection else row[column.name]
+        return row
 
     def _here(self, node: Select, context: Any, variables: dict[str, Any], index: int) -> list[Row]:
         scope = {**variables, "rowIndex": index}
