@@ -41,7 +41,9 @@ def _canonical(row: dict[str, Any], columns: list[str]) -> str:
     return json.dumps({c: row.get(c) for c in columns}, sort_keys=True)
 
 
-def check(case: Case, outcome: list[dict[str, Any]] | Exception, columns: list[str] | None) -> str | None:
+def check(
+    case: Case, outcome: list[dict[str, Any]] | Exception, columns: list[str] | None
+) -> str | None:
     """None when ``outcome`` (rows, or the error raised) meets the case; else why not."""
     if case.expected.get("expectError"):
         return None if isinstance(outcome, Exception) else f"expected an error, got {outcome!r}"

@@ -102,7 +102,10 @@ def _boundary_time(text: str, high: bool) -> str | None:
 def _boundary_datetime(text: str, high: bool) -> str | None:
     if "T" not in text:
         date = _boundary_date(text, high)
-        return None if date is None else f"{date}T{'23:59:59.999' if high else '00:00:00.000'}{'-12:00' if high else '+14:00'}"
+        if date is None:
+            return None
+        clock, zone = ("23:59:59.999", "-12:00") if high else ("00:00:00.000", "+14:00")
+        return f"{date}T{clock}{zone}"
     date_part, rest = text.split("T", 1)
     zone_match = re.search(r"(Z|[+-]\d{2}:\d{2})$", rest)
     zone = zone_match.group(1) if zone_match else ("-12:00" if high else "+14:00")
@@ -130,7 +133,11 @@ def _boundary(inputs: list[Any], high: bool) -> list[Any]:
         elif "T" in text:
             result = _boundary_datetime(text, high)
         else:
-            result = _boundary_datetime(text, high) if _is_datetime_item(item) else _boundary_date(text, high)
+            result = (
+                _boundary_datetime(text, high)
+                if _is_datetime_item(item)
+                else _boundary_date(text, high)
+            )
         if result is not None:
             out.append(result)
     return out
@@ -169,7 +176,7 @@ def _table() -> dict[str, Any]:
 
     def unwrap(fn: Callable[..., list[Any]], keep_nodes: bool) -> Callable[..., list[Any]]:
         def call(ctx: Any, inputs: list[Any], *args: Any) -> list[Any]:
-            values = inputs if keep_nodes else [plain(i) if not isinstance(plain(i), dict) else plain(i) for i in inputs]
+            values = inputs if keep_nodes else [plain(i) for i in inputs]
             return fn(values, *args)
 
         return call
@@ -195,7 +202,7 @@ def compile_path(expression: str) -> Evaluator:
 
     try:
         parsed = parse(expression)
-    except Exception as exc:  # noqa: BLE001 - the parser raises assorted types
+    except Exception as exc:
         raise PathError(f"'{expression}' is not a valid FHIRPath expression ({exc})") from exc
     table = _table()
     model = models["r4"]

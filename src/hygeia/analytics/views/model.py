@@ -50,11 +50,28 @@ class Select:
     names: tuple[str, ...] = field(default=())
 
 
-_CONSTANT_KEYS = (
-    "valueBase64Binary valueBoolean valueCanonical valueCode valueDate valueDateTime valueDecimal "
-    "valueId valueInstant valueInteger valueInteger64 valueOid valueString valuePositiveInt "
-    "valueTime valueUnsignedInt valueUri valueUrl valueUuid"
-).split()
+_CONSTANT_TYPES = (
+    "Base64Binary",
+    "Boolean",
+    "Canonical",
+    "Code",
+    "Date",
+    "DateTime",
+    "Decimal",
+    "Id",
+    "Instant",
+    "Integer",
+    "Integer64",
+    "Oid",
+    "String",
+    "PositiveInt",
+    "Time",
+    "UnsignedInt",
+    "Uri",
+    "Url",
+    "Uuid",
+)
+_CONSTANT_KEYS = frozenset("value" + kind for kind in _CONSTANT_TYPES)
 
 
 def _path(expression: Any, location: str) -> Evaluator:
@@ -71,7 +88,9 @@ def _column(raw: Any, location: str) -> Column:
         raise ViewError(f"{location} must be an object", location)
     name = raw.get("name")
     if not isinstance(name, str) or not name.replace("_", "a").isalnum() or name[0].isdigit():
-        raise ViewError(f"{location}.name must be a database-friendly name (letters, digits, _)", location)
+        raise ViewError(
+            f"{location}.name must be a database-friendly name (letters, digits, _)", location
+        )
     collection = raw.get("collection", False)
     if not isinstance(collection, bool):
         raise ViewError(f"{location}.collection must be true or false", location)
@@ -79,7 +98,12 @@ def _column(raw: Any, location: str) -> Column:
     if column_type is not None and not isinstance(column_type, str):
         raise ViewError(f"{location}.type must be a string", location)
     return Column(
-        name, _path(raw.get("path"), f"{location}.path"), raw["path"], column_type, collection, location
+        name,
+        _path(raw.get("path"), f"{location}.path"),
+        raw["path"],
+        column_type,
+        collection,
+        location,
     )
 
 
@@ -89,9 +113,16 @@ def _select(raw: Any, location: str) -> Select:
     iterators = [key for key in ("forEach", "forEachOrNull", "repeat") if key in raw]
     if len(iterators) > 1:
         raise ViewError(f"{location} may have only one of forEach, forEachOrNull, repeat", location)
-    columns = tuple(_column(c, f"{location}.column[{i}]") for i, c in enumerate(_list(raw, "column", location)))
-    selects = tuple(_select(s, f"{location}.select[{i}]") for i, s in enumerate(_list(raw, "select", location)))
-    union = tuple(_select(u, f"{location}.unionAll[{i}]") for i, u in enumerate(_list(raw, "unionAll", location)))
+    columns = tuple(
+        _column(c, f"{location}.column[{i}]") for i, c in enumerate(_list(raw, "column", location))
+    )
+    selects = tuple(
+        _select(s, f"{location}.select[{i}]") for i, s in enumerate(_list(raw, "select", location))
+    )
+    union = tuple(
+        _select(u, f"{location}.unionAll[{i}]")
+        for i, u in enumerate(_list(raw, "unionAll", location))
+    )
     _check_union(union, location)
     for_each = None
     repeat: tuple[Evaluator, ...] = ()
@@ -122,7 +153,9 @@ def _names(node: Select) -> list[str]:
 
 def _check_union(union: tuple[Select, ...], location: str) -> None:
     if union and any(branch.names != union[0].names for branch in union):
-        raise ViewError(f"{location}.unionAll branches must have the same columns in the same order", location)
+        raise ViewError(
+            f"{location}.unionAll branches must have the same columns in the same order", location
+        )
 
 
 def _list(raw: dict[str, Any], key: str, location: str) -> list[Any]:
@@ -179,20 +212,27 @@ class CompiledView:
                 raise ViewError(f"{location} must evaluate to a boolean", location)
             if result != [True]:
                 return []
-        return [{name: row.get(name) for name in self.root.names} for row in self._node(self.root, resource, variables, 0)]
+        return [
+            {name: row.get(name) for name in self.root.names}
+            for row in self._node(self.root, resource, variables, 0)
+        ]
 
-    def _eval(self, path: Evaluator, context: Any, variables: dict[str, Any], location: str) -> list[Any]:
+    def _eval(
+        self, path: Evaluator, context: Any, variables: dict[str, Any], location: str
+    ) -> list[Any]:
         try:
             return [plain(item) for item in path(context, variables)]
         except ViewError:
             raise
-        except Exception as exc:  # noqa: BLE001 - fhirpathpy raises assorted types
+        except Exception as exc:
             raise ViewError(f"{location} could not be evaluated: {exc}", location) from exc
 
-    def _raw(self, path: Evaluator, context: Any, variables: dict[str, Any], location: str) -> list[Any]:
+    def _raw(
+        self, path: Evaluator, context: Any, variables: dict[str, Any], location: str
+    ) -> list[Any]:
         try:
             return path(context, variables)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ViewError(f"{location} could not be evaluated: {exc}", location) from exc
 
     def _node(self, node: Select, context: Any, variables: dict[str, Any], index: int) -> list[Row]:
@@ -207,7 +247,9 @@ class CompiledView:
             return [r for i, item in enumerate(items) for r in self._here(node, item, variables, i)]
         return self._here(node, context, variables, index)
 
-    def _depth_first(self, paths: tuple[Evaluator, ...], context: Any, variables: dict[str, Any], depth: int = 0) -> list[Any]:
+    def _depth_first(
+        self, paths: tuple[Evaluator, ...], context: Any, variables: dict[str, Any], depth: int = 0
+    ) -> list[Any]:
         if depth > 64:
             raise ViewError("repeat is nested more than 64 levels deep", "repeat")
         found: list[Any] = []
@@ -223,7 +265,9 @@ class CompiledView:
         scope = {**variables, "rowIndex": 0}
         for column in node.columns:
             values = self._eval(column.path, [], scope, column.location)
-            row[column.name] = values[0] if len(values) == 1 and not column.collection else row[column.name]
+            row[column.name] = (
+                values[0] if len(values) == 1 and not column.collection else row[column.name]
+            )
         return row
 
     def _here(self, node: Select, context: Any, variables: dict[str, Any], index: int) -> list[Row]:
@@ -246,7 +290,9 @@ class CompiledView:
             child_rows = self._node(child, context, scope, index)
             rows = [{**left, **right} for left in rows for right in child_rows]
         if node.union:
-            union_rows = [r for branch in node.union for r in self._node(branch, context, scope, index)]
+            union_rows = [
+                r for branch in node.union for r in self._node(branch, context, scope, index)
+            ]
             rows = [{**left, **right} for left in rows for right in union_rows]
         return rows
 
@@ -266,7 +312,10 @@ def compile_view(view: Any) -> CompiledView:
         raise ViewError("a ViewDefinition must be a JSON object")
     resource = view.get("resource")
     if not isinstance(resource, str) or not resource:
-        raise ViewError("ViewDefinition.resource is required: the FHIR resource type the view reads", "ViewDefinition.resource")
+        raise ViewError(
+            "ViewDefinition.resource is required: the FHIR resource type the view reads",
+            "ViewDefinition.resource",
+        )
     selects = _list(view, "select", "ViewDefinition")
     if not selects:
         raise ViewError("ViewDefinition.select needs at least one select", "ViewDefinition.select")
@@ -279,4 +328,6 @@ def compile_view(view: Any) -> CompiledView:
             raise ViewError(f"ViewDefinition.where[{i}] must be an object", location)
         wheres.append((_path(raw.get("path"), location), location))
     name = view.get("name")
-    return CompiledView(resource, name if isinstance(name, str) else None, root, tuple(wheres), _constants(view))
+    return CompiledView(
+        resource, name if isinstance(name, str) else None, root, tuple(wheres), _constants(view)
+    )
