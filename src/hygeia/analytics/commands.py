@@ -68,12 +68,23 @@ class ViewCommand:
             help="run a ViewDefinition and write its rows",
             description="Run a SQL on FHIR v2 ViewDefinition over the store.",
         )
-        run.add_argument("view", metavar="VIEW.json", help="the ViewDefinition (JSON file)")
+        run.add_argument(
+            "views",
+            metavar="VIEW.json",
+            nargs="+",
+            help="the ViewDefinition (JSON file); several need --out-dir",
+        )
         _db_option(run)
         run.add_argument(
             "--format", choices=sorted(FORMATS), default="csv", help="row format (default csv)"
         )
         run.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+        run.add_argument(
+            "--out-dir",
+            metavar="DIR",
+            help="write each view to DIR/<file stem>.<format> (a view that fails is reported "
+            "and the others still run)",
+        )
         run.add_argument("--no-header", action="store_true", help="csv without a header line")
         run.add_argument("--limit", type=int, metavar="N", help="at most N rows")
         keep = actions.add_parser(
@@ -106,21 +117,44 @@ class ViewCommand:
                 for table, parquet, rows in materialized(repository):
                     print(f"{table}\t{rows} rows\t{parquet}")
             return 0
-        raw = _read_view(args.view)
-        view = compiled(raw)
-        with open_repository(args.db) as repository:
-            if args.view_action == "materialize":
+        if args.view_action == "materialize":
+            raw = _read_view(args.view)
+            view = compiled(raw)
+            with open_repository(args.db) as repository:
                 done = materialize(repository, raw, view, Path(args.dir))
-                print(f"{done.table}: {done.rows} rows; {done.parquet}")
-                return 0
-            if args.limit is not None and args.limit < 1:
-                raise FhirError("--limit must be at least 1")
-            resources = stored_resources(repository.reader, Selection(view.resource))
-            encoded = run_encoded(view, resources, args.format, not args.no_header, args.limit)
-            with _output(args.out) as out:
-                for chunk in encoded.chunks:
-                    out.write(chunk)
-        return 0
+            print(f"{done.table}: {done.rows} rows; {done.parquet}")
+            return 0
+        if args.limit is not None and args.limit < 1:
+            raise FhirError("--limit must be at least 1")
+        if len(args.views) > 1 and args.out_dir is None:
+            raise FhirError("several views need --out-dir (one file each)")
+        if args.out_dir is not None and args.out is not None:
+            raise FhirError("give --out or --out-dir, not both")
+        failed = 0
+        with open_repository(args.db) as repository:
+            for path in args.views:
+                target = args.out
+                if args.out_dir is not None:
+                    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+                    target = str(Path(args.out_dir) / f"{Path(path).stem}.{args.format}")
+                try:
+                    self._run_one(repository, path, target, args)
+                except FhirError as error:
+                    if len(args.views) == 1:
+                        raise
+                    print(f"error: {path}: {error}", file=sys.stderr)
+                    failed += 1
+        return 2 if failed else 0
+
+    def _run_one(
+        self, repository: Any, path: str, target: str | None, args: argparse.Namespace
+    ) -> None:
+        view = compiled(_read_view(path))
+        resources = stored_resources(repository.reader, Selection(view.resource))
+        encoded = run_encoded(view, resources, args.format, not args.no_header, args.limit)
+        with _output(target) as out:
+            for chunk in encoded.chunks:
+                out.write(chunk)
 
 
 class SqlCommand:
