@@ -35,7 +35,8 @@ def analytics_installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         "Metadata-Version: 2.1\nName: hygeia-analytics-tests\nVersion: 0.1\n"
     )
     (info / "entry_points.txt").write_text(
-        f"[hygeia.pillars]\nanalytics = {PILLAR}\n\n[hygeia.resource_types]\nViewDefinition = {TYPE}\n"
+        f"[hygeia.pillars]\nanalytics = {PILLAR}\n\n"
+        f"[hygeia.resource_types]\nViewDefinition = {TYPE}\n"
     )
     before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(info.parent), *filter(None, [before])])

@@ -187,6 +187,29 @@ def _table() -> dict[str, Any]:
     }
 
 
+def _check_syntax(expression: str) -> None:
+    """Raise on any syntax error: fhirpathpy's own parse recovers from some silently
+    (``name.(`` parses), which would turn a typo into a column of nulls."""
+    from antlr4 import CommonTokenStream, InputStream
+    from antlr4.error.ErrorListener import ErrorListener
+    from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
+    from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
+
+    class Raising(ErrorListener):
+        def syntaxError(
+            self, recognizer: Any, symbol: Any, line: int, column: int, message: str, error: Any
+        ) -> None:
+            raise PathError(f"syntax error at character {column + 1}: {message}")
+
+    lexer = FHIRPathLexer(InputStream(expression))
+    lexer.removeErrorListeners()
+    lexer.addErrorListener(Raising())
+    parser = FHIRPathParser(CommonTokenStream(lexer))
+    parser.removeErrorListeners()
+    parser.addErrorListener(Raising())
+    parser.entireExpression()
+
+
 @cache
 def compile_path(expression: str) -> Evaluator:
     """Parse ``expression`` once; raise :class:`PathError` when it is not FHIRPath.
@@ -201,6 +224,7 @@ def compile_path(expression: str) -> Evaluator:
     from fhirpathpy.parser import parse
 
     try:
+        _check_syntax(expression)
         parsed = parse(expression)
     except Exception as exc:
         raise PathError(f"'{expression}' is not a valid FHIRPath expression ({exc})") from exc
