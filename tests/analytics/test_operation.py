@@ -46,7 +46,8 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                           "birthDate": born, "deceasedBoolean": False})
         for index, (patient, value) in enumerate((("p1", 5.5), ("p2", 7.25), ("p1", 6.0))):
             put(process, {"resourceType": "Observation", "id": f"o{index}", "status": "final",
-                          "code": {"text": "glucose"}, "subject": {"reference": f"Patient/{patient}"},
+                          "code": {"text": "glucose"},
+                          "subject": {"reference": f"Patient/{patient}"},
                           "valueQuantity": {"value": value, "unit": "mmol/L"}})
         put(process, {"resourceType": "Group", "id": "g1", "type": "person", "actual": True,
                       "member": [{"entity": {"reference": "Patient/p2"}}]})
