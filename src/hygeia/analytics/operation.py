@@ -20,7 +20,7 @@ from hygeia.analytics.formats import format_name
 from hygeia.analytics.run import compiled, run_encoded
 from hygeia.analytics.source import Selection, stored_resources
 from hygeia.fhir.datetime import fhir_datetime_range
-from hygeia.fhir.outcome import BadRequest, NotFound
+from hygeia.fhir.outcome import BadRequest, Forbidden, NotFound
 from hygeia.fhir.search.query import parse_query
 from hygeia.server import FhirResponse
 from hygeia.server.extensions import Host, Operation, OperationCall
@@ -150,6 +150,18 @@ def _since(value: Any) -> int | None:
         raise BadRequest(f"_since must be an instant: {error}", expression="_since") from error
 
 
+def _check_scope(call: OperationCall, resource_type: str, given: bool) -> None:
+    """A run reads a whole type outside the request's guarded session, so (as for bulk
+    export) the token must read that type whole: system/ or user/ scope, unconstrained."""
+    access = call.request.access
+    if access is None or given:
+        return
+    if not any(r.unrestricted for r in access.restrictions(resource_type, "r")):
+        raise Forbidden(f"This access token may not read every {resource_type}: running a "
+                        "view needs a system/ or user/ read scope for the whole type.",
+                        code="forbidden", expression="resource")
+
+
 def run_view(call: OperationCall) -> FhirResponse:
     given = parameters(call)
     values = given.values
@@ -175,6 +187,7 @@ def run_view(call: OperationCall) -> FhirResponse:
     else:
         raise BadRequest("Name the view: viewReference or viewResource.", expression="viewResource")
     view = compiled(raw)
+    _check_scope(call, view.resource, bool(given.resources))
     header = _boolean(values.get("header", True), "header")
     limit = _limit(values.get("_limit"))
     resources: Iterable[dict[str, Any]]
