@@ -20,11 +20,12 @@ from typing import IO, Any
 import orjson
 
 from hygeia.analytics.formats import FORMATS
-from hygeia.analytics.materialize import materialize, materialized
+from hygeia.analytics.materialize import materialize, materialized, registered
+from hygeia.analytics.refresh import CONSUMER
 from hygeia.analytics.run import compiled, run_encoded
 from hygeia.analytics.source import Selection, stored_resources
 from hygeia.fhir.outcome import FhirError
-from hygeia.store import DEFAULT_URL, open_repository
+from hygeia.store import DEFAULT_URL, Repository, feed_position, open_repository
 
 DEFAULT_FOLDER = "analytics"
 
@@ -51,6 +52,23 @@ def _output(path: str | None) -> Iterator[IO[bytes]]:
 
 def _db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
+
+
+def status_lines(repository: Repository) -> list[str]:
+    """One line per materialized view: its table, the feed position it is current to
+    and how many feed entries it is behind (the refresher runs in ``hygeia serve``)."""
+    horizon = repository.feed_horizon()
+    cursor = feed_position(repository, CONSUMER)
+    lines = []
+    for view in registered(repository):
+        at = max(view.since, cursor or 0)
+        refresh = (
+            "refreshed by the change feed"
+            if cursor is not None
+            else "not refreshed yet (no server has run the refresher)"
+        )
+        lines.append(f"{view.table}\tcursor {at}\tlag {max(0, horizon - at)}\t{refresh}")
+    return lines
 
 
 class ViewCommand:
@@ -103,6 +121,10 @@ class ViewCommand:
         )
         listing = actions.add_parser("list", help="the materialized views")
         _db_option(listing)
+        status = actions.add_parser(
+            "status", help="each materialized view's refresh cursor and lag behind the change feed"
+        )
+        _db_option(status)
 
     def run(self, args: argparse.Namespace) -> int:
         try:
@@ -112,6 +134,11 @@ class ViewCommand:
             return 2
 
     def _run(self, args: argparse.Namespace) -> int:
+        if args.view_action == "status":
+            with open_repository(args.db) as repository:
+                for line in status_lines(repository):
+                    print(line)
+            return 0
         if args.view_action == "list":
             with open_repository(args.db) as repository:
                 for table, parquet, rows in materialized(repository):

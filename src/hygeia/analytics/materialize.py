@@ -26,6 +26,7 @@ from hygeia.analytics.views import CompiledView
 from hygeia.fhir.outcome import BadRequest, Conflict
 from hygeia.store import Repository, reading, writing
 
+KEY = "_resource_key"  # the resource a row comes from: what a refresh replaces
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,54}$")
 INSERT_ROWS = 500
 
@@ -64,7 +65,8 @@ def _ensure_registry(repository: Repository, postgres: bool) -> None:
             session.execute("CREATE SCHEMA IF NOT EXISTS analytics")
         session.execute(
             f"CREATE TABLE IF NOT EXISTS {registry} (name TEXT PRIMARY KEY, "
-            "fingerprint TEXT NOT NULL, parquet TEXT NOT NULL, row_count BIGINT NOT NULL)"
+            "fingerprint TEXT NOT NULL, parquet TEXT NOT NULL, row_count BIGINT NOT NULL, "
+            "resource_type TEXT NOT NULL, view TEXT NOT NULL, since_seq BIGINT NOT NULL)"
         )
 
 
@@ -127,15 +129,18 @@ def materialize(
     folder.mkdir(parents=True, exist_ok=True)
     parquet = (folder / f"{name}.parquet").resolve()
     partial = parquet.with_suffix(".parquet.partial")
-    types = view.column_types
-    columns = view.columns
+    types = {**view.column_types, KEY: None}
+    columns = [*view.columns, KEY]
     count = 0
+    since = repository.feed_horizon()  # the change feed refreshes the table from here on
 
     def rows() -> Iterator[dict[str, Any]]:
         nonlocal count
-        for row in view.rows(stored_resources(repository.reader, Selection(view.resource))):
-            count += 1
-            yield row
+        for resource in stored_resources(repository.reader, Selection(view.resource)):
+            key = f"{resource['resourceType']}/{resource.get('id')}"
+            for row in view.resource_rows(resource):
+                count += 1
+                yield {**row, KEY: key}
 
     with open(partial, "wb") as out:
         for chunk in parquet_chunks(columns, types, rows()):
@@ -155,11 +160,13 @@ def materialize(
             + ", ".join(_column_sql(c, types.get(c)) for c in columns)
             + ")"
         )
+        session.execute(f'CREATE INDEX {name}_key ON {prefix}{name} ("{KEY}")')
         _copy_rows(session, f"{prefix}{name}", columns, types, parquet=partial)
         session.execute(f"DELETE FROM {registry} WHERE name = ?", (name,))
         session.execute(
-            f"INSERT INTO {registry} (name, fingerprint, parquet, row_count) VALUES (?, ?, ?, ?)",
-            (name, owner, str(parquet), count),
+            f"INSERT INTO {registry} (name, fingerprint, parquet, row_count, resource_type, "
+            "view, since_seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, owner, str(parquet), count, view.resource, orjson.dumps(raw).decode(), since),
         )
     os.replace(partial, parquet)
     return Materialized(view.name or "", prefix + name, parquet, count)
@@ -187,6 +194,48 @@ def _copy_rows(
         ]
         if rows:
             session.execute_many(f"INSERT INTO {table} ({quoted}) VALUES ({marks})", rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A materialized view as the refresher needs it."""
+
+    table: str
+    view: CompiledView
+    since: int
+
+
+def registered(repository: Repository) -> list[Registered]:
+    """Every materialized view, compiled, with the feed position its table is current from."""
+    from hygeia.analytics.views import compile_view
+
+    postgres = _postgres(repository)
+    registry, prefix = _names(postgres)
+    _ensure_registry(repository, postgres)
+    with reading(repository) as session:
+        found = session.execute(f"SELECT name, view, since_seq FROM {registry}").fetchall()
+    return [
+        Registered(prefix + name, compile_view(orjson.loads(view)), int(since))
+        for name, view, since in found
+    ]
+
+
+def replace_rows(
+    session: Any, table: str, view: CompiledView, key: str, resource: dict[str, Any] | None
+) -> int:
+    """Replace the rows of one resource in a materialized table (none when deleted)."""
+    session.execute(f'DELETE FROM {table} WHERE "{KEY}" = ?', (key,))
+    if resource is None or resource.get("resourceType") != view.resource:
+        return 0
+    rows = view.resource_rows(resource)
+    columns = [*view.columns, KEY]
+    types = view.column_types
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    marks = ", ".join("?" for _ in columns)
+    values = [tuple([*(_cell(r.get(c), types.get(c)) for c in view.columns), key]) for r in rows]
+    if values:
+        session.execute_many(f"INSERT INTO {table} ({quoted}) VALUES ({marks})", values)
+    return len(values)
 
 
 def materialized(repository: Repository) -> list[tuple[str, Path, int]]:

@@ -157,9 +157,12 @@ def _check_scope(call: OperationCall, resource_type: str, given: bool) -> None:
     if access is None or given:
         return
     if not any(r.unrestricted for r in access.restrictions(resource_type, "r")):
-        raise Forbidden(f"This access token may not read every {resource_type}: running a "
-                        "view needs a system/ or user/ read scope for the whole type.",
-                        code="forbidden", expression="resource")
+        raise Forbidden(
+            f"This access token may not read every {resource_type}: running a "
+            "view needs a system/ or user/ read scope for the whole type.",
+            code="forbidden",
+            expression="resource",
+        )
 
 
 def run_view(call: OperationCall) -> FhirResponse:

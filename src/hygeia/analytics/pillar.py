@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hygeia.analytics.operation import viewdefinition_run_operation
+from hygeia.analytics.refresh import ViewRefresher
 from hygeia.server.extensions import CliCommand, PillarHost
 
 
@@ -21,10 +22,16 @@ class AnalyticsPillar:
     name = "analytics"
 
     def serve_options(self, group: argparse._ArgumentGroup) -> None:
-        return None
+        group.add_argument(
+            "--no-view-refresh",
+            action="store_true",
+            help="do not refresh materialized views from the change feed",
+        )
 
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
         host.add_operation(viewdefinition_run_operation())
+        if not options.get("no_view_refresh"):
+            host.add_event_consumer(ViewRefresher(host))
 
     def commands(self) -> Sequence[CliCommand]:
         from hygeia.analytics.commands import SqlCommand, ViewCommand
