@@ -97,6 +97,9 @@ class News2Engine:
         self.set = _us(set_seconds)
 
     def handle(self, batch: ChangeBatch, context: EventContext) -> None:
+        # a set's vital signs usually commit together: score each (patient, time) once
+        # per batch, when all of them are in the store, not once per vital sign
+        scored: set[tuple[str, int]] = set()
         with context.transaction() as session:
             for event in batch.events:
                 stored = session.version(event.resource_type, event.id, event.version)
@@ -104,15 +107,17 @@ class News2Engine:
                     continue
                 resource = orjson.loads(stored.content)
                 try:
-                    self.changed(session, event.resource_type, resource)
+                    self.changed(session, event.resource_type, resource, scored)
                 except FhirError as error:  # refused before writing: never block the feed
                     log.error("NEWS2 not scored for %s/%s: %s", event.resource_type,
                               event.id, error)
 
-    def changed(self, session: Session, resource_type: str, resource: dict[str, Any]) -> None:
-        """React to one committed version: a vital sign, or a scale-2 Flag or pregnancy."""
+    def changed(self, session: Session, resource_type: str, resource: dict[str, Any],
+                scored: set[tuple[str, int]] | None = None) -> None:
+        """React to one committed version: a vital sign, or a scale-2 Flag or pregnancy.
+        ``scored``: the (patient, time) pairs this batch scored already (skipped)."""
         if resource_type == "Observation":
-            self.observed(session, resource)
+            self.observed(session, resource, scored)
         elif self._concerns_news2(resource):
             patient = patient_of(resource) or _reference(resource.get("patient"))
             if patient is not None:
@@ -120,9 +125,11 @@ class News2Engine:
 
     # ------------------------------------------------------------------ scoring
 
-    def observed(self, session: Session, observation: dict[str, Any]) -> str | None:
+    def observed(self, session: Session, observation: dict[str, Any],
+                 scored: set[tuple[str, int]] | None = None) -> str | None:
         """Fold one committed Observation into its patient's observation set; the id of
-        the set's score (None when nothing was scored)."""
+        the set's score (None when nothing was scored, or when ``scored`` holds its
+        patient and time: the set was scored in this batch with this vital in the store)."""
         if is_news2_score(observation):
             return None
         readings = readings_of(observation)
@@ -130,13 +137,17 @@ class News2Engine:
         if not readings or patient is None:
             return None
         at = readings[0].at
+        if scored is not None:
+            if (patient, at) in scored:
+                return None
+            scored.add((patient, at))
         existing = self._set_of(session, patient, at)
         if existing is None:
             id, start, end = new_id(), at, at
         else:
             id, start, end = existing
-        scored = self.score_set(session, patient, id, min(start, at), max(end, at))
-        return None if scored is None else id
+        score = self.score_set(session, patient, id, min(start, at), max(end, at))
+        return None if score is None else id
 
     def rescore_patient(self, session: Session, patient: str) -> str | None:
         """Score the set of the patient's newest vital sign again (``$news2``, ``hygeia
