@@ -96,15 +96,17 @@ class ViewCommand:
         run.add_argument(
             "--format", choices=sorted(FORMATS), default="csv", help="row format (default csv)"
         )
-        run.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+        run.add_argument("--out", metavar="FILE",
+                         help="write here (default: standard output)")
         run.add_argument(
             "--out-dir",
             metavar="DIR",
             help="write each view to DIR/<file stem>.<format> (a view that fails is reported "
-            "and the others still run)",
+            "and the others still run; default: none, --out or standard output)",
         )
         run.add_argument("--no-header", action="store_true", help="csv without a header line")
-        run.add_argument("--limit", type=int, metavar="N", help="at most N rows")
+        run.add_argument("--limit", type=int, metavar="N",
+                         help="at most N rows (default: every row)")
         keep = actions.add_parser(
             "materialize",
             help="keep a view as a table and Parquet",
