@@ -110,12 +110,15 @@ def public(address: IPAddress) -> bool:
     return address.is_global and not address.is_multicast
 
 
-def fetch(url: str, policy: OutboundPolicy) -> Answer:
-    """GET ``url`` under ``policy``; a 2xx answer, or :class:`OutboundRefused`."""
+def fetch(url: str, policy: OutboundPolicy, headers: dict[str, str] | None = None) -> Answer:
+    """GET ``url`` under ``policy`` (with ``headers`` besides Accept and User-Agent, e.g.
+    an Authorization a CDS Hooks call handed over); a 2xx answer, or
+    :class:`OutboundRefused`. Redirects are followed on the same origin only, so the
+    headers never reach another host."""
     deadline = time.monotonic() + policy.timeout_seconds
     origin = _origin(url)
     for _ in range(MAX_REDIRECTS + 1):
-        answer = _get_once(url, policy, deadline)
+        answer = _get_once(url, policy, deadline, headers or {})
         if answer.status not in (301, 302, 303, 307, 308):
             if not 200 <= answer.status < 300:
                 raise OutboundRefused(f"{_shown(url)} answered HTTP {answer.status}.")
@@ -154,9 +157,10 @@ def _origin(url: str) -> tuple[str, str, int]:
     return scheme, parts.hostname.lower(), port
 
 
-def _get_once(url: str, policy: OutboundPolicy, deadline: float) -> Answer:
+def _get_once(url: str, policy: OutboundPolicy, deadline: float,
+              headers: dict[str, str]) -> Answer:
     return _request_once("GET", url, policy, deadline, None,
-                         {"Accept": "application/json", "User-Agent": "hygeia"})
+                         {"Accept": "application/json", "User-Agent": "hygeia", **headers})
 
 
 def _request_once(method: str, url: str, policy: OutboundPolicy, deadline: float,

@@ -11,7 +11,6 @@ PostgreSQL database escalate each Task once per level.
 from __future__ import annotations
 
 import logging
-import threading
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -19,6 +18,7 @@ from hygeia.fhir.datetime import now_us
 from hygeia.server.alerts.escalation import run_due, scan
 from hygeia.server.alerts.model import Alert, Raised
 from hygeia.server.alerts.raising import clear_alert, is_active, raise_alert
+from hygeia.server.background import BackgroundLoop
 from hygeia.server.context import AlertSettings, Settings
 from hygeia.store import Session
 
@@ -38,14 +38,14 @@ class AlertHost(Protocol):
                     ) -> AbstractContextManager[Session]: ...
 
 
-class AlertService:
+class AlertService(BackgroundLoop):
     """Raise, clear and escalate alerts with the server's ``alerts`` settings."""
+
+    thread_name = "hygeia-alerts"
 
     def __init__(self, host: AlertHost) -> None:
         self._host = host
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     @property
     def settings(self) -> AlertSettings:
@@ -76,29 +76,11 @@ class AlertService:
 
     # ------------------------------------------------------------ the escalation thread
 
-    def start(self) -> None:
-        """Run escalations on a thread of this process (``FhirService.start_jobs`` does)."""
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, daemon=True,
-                                            name="hygeia-alerts")
-            self._thread.start()
-
-    def wake(self) -> None:
-        """An alert was raised here: recompute when to look next."""
-        self._wake.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _loop(self) -> None:
+    def run(self) -> None:
+        """Escalate what is due, then sleep until the next due time (or a wake: an alert
+        raised here), on a thread ``FhirService.start_jobs`` starts."""
         failures = 0
-        while not self._stop.is_set():
-            self._wake.clear()
+        while not self.stopping.is_set():
             try:
                 _, next_due = self.escalate_due()
                 failures = 0
@@ -107,7 +89,7 @@ class AlertService:
                 failures += 1
                 wait = min(MAX_BACKOFF_SECONDS, self.settings.scan_seconds * 2 ** failures)
                 log.exception("alert escalation failed; retrying in %.1f s", wait)
-            self._wake.wait(wait)
+            self.sleep(wait)
 
     def _wait_for(self, next_due: int | None) -> float:
         longest = self.settings.scan_seconds

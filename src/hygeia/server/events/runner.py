@@ -9,10 +9,10 @@ holder stops renewing, or at once when it died on the same host).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 
+from hygeia.server.background import BackgroundLoop
 from hygeia.server.events.consumer import EventConsumer, EventContext, EventHost
 from hygeia.store import (
     ChangeBatch,
@@ -40,7 +40,7 @@ class EventTiming:
     max_backoff_seconds: float = 60.0
 
 
-class EventRunner:
+class EventRunner(BackgroundLoop):
     """One consumer's loop: claim the cursor, read a batch, hand it over, advance."""
 
     def __init__(self, host: EventHost, consumer: EventConsumer,
@@ -52,25 +52,12 @@ class EventRunner:
         self._position: int | None = None  # the cursor, while this runner holds it
         self._claimed_at = 0.0
         self._failures = 0
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, daemon=True,
-                                        name=f"hygeia-events-{self.consumer.name}")
-        self._thread.start()
-
-    def wake(self) -> None:
-        """Something was committed: look at the feed now rather than at the next poll."""
-        self._wake.set()
+        super().__init__()
+        self.thread_name = f"hygeia-events-{self.consumer.name}"
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the batch in hand, then let another process claim the cursor at once."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().stop(timeout)
         if self._position is not None:
             try:
                 release_feed(self.host.repository, self.consumer.name, self.owner)
@@ -78,8 +65,8 @@ class EventRunner:
                 log.warning("could not release the cursor of %s", self.consumer.name,
                             exc_info=True)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
+    def run(self) -> None:
+        while not self.stopping.is_set():
             try:
                 busy = self.step()
                 self._failures = 0
@@ -91,11 +78,10 @@ class EventRunner:
                 self._position = None  # claim again: the lease may have been lost
                 log.exception("event consumer %s failed (attempt %d)", self.consumer.name,
                               self._failures)
-                self._stop.wait(self._backoff())
+                self.stopping.wait(self._backoff())
                 continue
             if not busy:
-                self._wake.wait(self.timing.poll_seconds)
-                self._wake.clear()
+                self.sleep(self.timing.poll_seconds)
 
     def _backoff(self) -> float:
         return min(self.timing.max_backoff_seconds,

@@ -9,12 +9,12 @@ runs one :class:`JobRunner` thread, which claims a job, runs its kind's
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from hygeia.fhir.datetime import now_us
+from hygeia.server.background import BackgroundLoop
 from hygeia.server.extensions import JobFailed, JobKind, JobStopped
 from hygeia.server.jobs.run import JobRun, JobTiming
 from hygeia.store import CANCELLED, Job, JobStore, StatementLimits, statement_limits, worker_name
@@ -28,8 +28,10 @@ PARAMETER_REFRESH_SECONDS = 2.0
 _SECOND = 1_000_000
 
 
-class JobRunner:
+class JobRunner(BackgroundLoop):
     """Claims and runs jobs on one background thread of a serving process."""
+
+    thread_name = "hygeia-jobs"
 
     def __init__(self, host: Host, kinds: Mapping[str, JobKind],
                  refresh_parameters: Callable[[], bool],
@@ -39,33 +41,17 @@ class JobRunner:
         self.refresh_parameters = refresh_parameters
         self.timing = timing or JobTiming()
         self.owner = worker_name()
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._last_sweep = 0.0
         self._last_refresh = 0.0
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="hygeia-jobs", daemon=True)
-        self._thread.start()
 
     @property
     def alive(self) -> bool:
         """True while the runner's thread is running (a readiness probe asks)."""
-        return self._thread is not None and self._thread.is_alive()
+        return self.running
 
-    def wake(self) -> None:
-        """Look for work now (a job was just submitted in this process)."""
-        self._wake.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
+    def run(self) -> None:
+        while not self.stopping.is_set():
             try:
                 self.sweep_expired()
                 self._refresh_parameters()
@@ -74,8 +60,7 @@ class JobRunner:
                 log.exception("job runner error")
                 worked = False
             if not worked:
-                self._wake.wait(self.timing.poll_seconds)
-                self._wake.clear()
+                self.sleep(self.timing.poll_seconds)
 
     def run_next(self) -> bool:
         """Claim one job and run it to its end; False when there was none."""

@@ -23,7 +23,6 @@ policy (server/outbound.py): a private address needs ``--outbound-allow``.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -31,6 +30,7 @@ import orjson
 import hygeia.server.subscriptions.tables as tables
 from hygeia.fhir.datetime import now_us
 from hygeia.fhir.outcome import FhirError
+from hygeia.server.background import BackgroundLoop
 from hygeia.server.outbound import OutboundPolicy, OutboundRefused, post
 from hygeia.server.rest.write import update
 from hygeia.server.subscriptions.notify import ContentOf, notification_bundle
@@ -91,8 +91,10 @@ def change_status(host: Host, id: str, status: str, error: str | None = None) ->
         update(session, "Subscription", id, resource, base_url=fhir_base(host))
 
 
-class Delivery:
+class Delivery(BackgroundLoop):
     """The rest-hook delivery thread of one process."""
+
+    thread_name = "hygeia-subscriptions"
 
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -101,30 +103,19 @@ class Delivery:
         self.policy = OutboundPolicy(outbound.allow, outbound.timeout_seconds,
                                      outbound.max_bytes)
         self.owner = worker_name()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="hygeia-subscriptions",
-                                        daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
+        super().__init__()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        was_running = self.running
+        super().stop(timeout)
+        if was_running:
             try:
                 tables.release(self.host.repository, self.owner)
             except Exception:  # the leases run out on their own
                 log.warning("could not release subscription leases", exc_info=True)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
+    def run(self) -> None:
+        while not self.stopping.is_set():
             try:
                 served = self.run_once()
             except Exception:
@@ -132,8 +123,7 @@ class Delivery:
                 served = 0
             if served:  # more may be waiting (a backlog beyond max-count): go on at once
                 continue
-            self._wake.wait(self.settings.poll_seconds)
-            self._wake.clear()
+            self.sleep(self.settings.poll_seconds)
 
     def run_once(self) -> int:
         """One pass over the subscriptions that are due; returns how many were served.
@@ -144,7 +134,7 @@ class Delivery:
         """
         served = 0
         for due in tables.due(self.host.repository, now_us()):
-            if self._stop.is_set():
+            if self.stopping.is_set():
                 break
             spec = current_spec(self.host, due.id)
             if spec is None or not self._holds(due):

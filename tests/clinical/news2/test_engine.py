@@ -1,0 +1,206 @@
+"""The NEWS2 engine on the change feed, on SQLite and PostgreSQL: scores, sets, alerts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from hygeia.clinical.news2.engine import News2Engine
+from hygeia.server import FhirService
+from hygeia.server.events import EventRunner
+from tests.helpers import body, call, unique
+
+NEWS2 = "http://snomed.info/sct|1104051000000101"
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+
+
+def vital(patient: str, code: str, at: str, value: float | None = None, unit: str = "/min",
+          **extra: Any) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": code}]},
+        "subject": {"reference": patient}, "effectiveDateTime": at}
+    if value is not None:
+        resource["valueQuantity"] = {"value": value, "unit": unit,
+                                     "system": "http://unitsofmeasure.org", "code": unit}
+    resource.update(extra)
+    return resource
+
+
+def alert_level(patient: str, at: str) -> dict[str, Any]:
+    return vital(patient, "67775-7", at, valueCodeableConcept={
+        "coding": [{"system": SNOMED, "code": "248234008", "display": "Mentally alert"}]})
+
+
+def full_set(patient: str, at: str, *, respiration: float = 16, spo2: float = 97,
+             systolic: float = 120, pulse: float = 70, temperature: float = 37.0
+             ) -> list[dict[str, Any]]:
+    return [vital(patient, "9279-1", at, respiration),
+            vital(patient, "59408-5", at, spo2, "%"),
+            vital(patient, "85354-9", at, component=[
+                {"code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+                 "valueQuantity": {"value": systolic, "unit": "mm[Hg]"}},
+                {"code": {"coding": [{"system": LOINC, "code": "8462-4"}]},
+                 "valueQuantity": {"value": 80, "unit": "mm[Hg]"}}]),
+            vital(patient, "8867-4", at, pulse),
+            vital(patient, "8310-5", at, temperature, "Cel"),
+            alert_level(patient, at)]
+
+
+class Engine:
+    """The engine on a real service, its feed read on demand."""
+
+    def __init__(self, service: FhirService) -> None:
+        self.service = service
+        self.runner = EventRunner(service, News2Engine(service))
+        self.runner.step()  # claim the cursor now: it starts at the newest change
+
+    def store(self, *resources: dict[str, Any]) -> list[str]:
+        ids = []
+        for resource in resources:
+            response = call(self.service, "POST", resource["resourceType"], resource)
+            assert response.status == 201, body(response)
+            ids.append(str(body(response)["id"]))
+        while self.runner.step():
+            pass
+        return ids
+
+    def search(self, path: str) -> list[dict[str, Any]]:
+        found = body(call(self.service, "GET", path))
+        return [entry["resource"] for entry in found.get("entry", [])]
+
+    def scores(self, patient: str) -> list[dict[str, Any]]:
+        return self.search(f"Observation?patient={patient}&code={NEWS2}")
+
+
+@pytest.fixture
+def engine(service: FhirService) -> Iterator[Engine]:
+    running = Engine(service)
+    yield running
+    running.runner.stop()
+
+
+def new_patient(engine: Engine, **extra: Any) -> str:
+    resource = {"resourceType": "Patient", "name": [{"family": unique()}],
+                "birthDate": "1950-01-01", **extra}
+    return f"Patient/{engine.store(resource)[0]}"
+
+
+def components(score: dict[str, Any]) -> dict[str, Any]:
+    return {c["code"]["coding"][0]["code"]: c.get("valueInteger", c.get("dataAbsentReason"))
+            for c in score["component"]}
+
+
+def test_a_full_normal_set_scores_zero_with_air_assumed(engine: Engine) -> None:
+    patient = new_patient(engine)
+    ids = engine.store(*full_set(patient, "2026-03-01T10:00:00Z"))
+    [score] = engine.scores(patient)
+    assert (score["status"], score["valueInteger"]) == ("final", 0)
+    assert components(score) == {"respiration-rate": 0, "spo2": 0, "air-or-oxygen": 0,
+                                 "systolic-bp": 0, "pulse": 0, "consciousness": 0,
+                                 "temperature": 0}
+    assert sorted(ref["reference"] for ref in score["derivedFrom"]) == \
+        sorted(f"Observation/{id}" for id in ids)
+    assert score["interpretation"][0]["coding"][0]["code"] == "low"
+    assert any("air assumed" in note["text"] for note in score["note"])
+    assert any("12-hourly" in note["text"] for note in score["note"])
+
+
+def test_one_score_per_set_with_new_versions(engine: Engine) -> None:
+    patient = new_patient(engine)
+    engine.store(vital(patient, "9279-1", "2026-03-01T10:00:00Z", 16))
+    [first] = engine.scores(patient)
+    assert first["status"] == "preliminary" and first["valueInteger"] == 0
+    assert components(first)["pulse"]["coding"][0]["code"] == "unknown"
+    assert "interpretation" not in first  # a partial score sets no band
+    engine.store(vital(patient, "8867-4", "2026-03-01T10:04:00Z", 120))
+    [second] = engine.scores(patient)
+    assert second["id"] == first["id"] and second["meta"]["versionId"] != \
+        first["meta"]["versionId"]
+    assert components(second)["pulse"] == 2 and second["valueInteger"] == 2
+    engine.store(vital(patient, "8867-4", "2026-03-01T10:20:00Z", 70))
+    scores = engine.scores(patient)
+    assert len(scores) == 2  # ten minutes later: a new set
+
+
+def test_oxygen_and_scale_2_change_the_spo2_score(engine: Engine) -> None:
+    patient = new_patient(engine)
+    engine.store(vital(patient, "59408-5", "2026-03-01T10:00:00Z", 89, "%"),
+                 vital(patient, "3151-8", "2026-03-01T10:00:00Z", 2, "L/min"))
+    [score] = engine.scores(patient)
+    assert components(score)["spo2"] == 3 and components(score)["air-or-oxygen"] == 2
+    assert not any("air assumed" in note["text"] for note in score["note"])
+    engine.store({"resourceType": "Flag", "status": "active", "subject": {"reference": patient},
+                  "code": {"coding": [{"system": "urn:hygeia:codesystem:news2",
+                                       "code": "spo2-scale-2"}]},
+                  "author": {"reference": "Practitioner/dr-who"}})
+    [rescored] = engine.scores(patient)
+    assert rescored["id"] == score["id"] and components(rescored)["spo2"] == 0
+
+
+def test_news2_does_not_apply_under_16_or_in_pregnancy(engine: Engine) -> None:
+    child = new_patient(engine, birthDate="2020-01-01")
+    engine.store(*full_set(child, "2026-03-01T10:00:00Z"))
+    assert engine.scores(child) == []
+    mother = new_patient(engine)
+    engine.store({"resourceType": "Condition", "subject": {"reference": mother},
+                  "clinicalStatus": {"coding": [{
+                      "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                      "code": "active"}]},
+                  "code": {"coding": [{"system": SNOMED, "code": "77386006"}]}})
+    engine.store(*full_set(mother, "2026-03-01T10:00:00Z"))
+    assert engine.scores(mother) == []
+
+
+def flags(engine: Engine, patient: str) -> dict[str, str]:
+    return {flag["identifier"][0]["value"].split("|")[0]: flag["status"]
+            for flag in engine.search(f"Flag?patient={patient}")
+            if flag["identifier"][0]["value"].startswith("news2-")}
+
+
+def test_a_rising_band_alerts_once_and_a_falling_one_clears(engine: Engine) -> None:
+    patient = new_patient(engine)
+    engine.store(*full_set(patient, "2026-03-01T10:00:00Z", respiration=26, spo2=90,
+                           pulse=135))
+    [score] = engine.scores(patient)
+    assert score["valueInteger"] == 9 and \
+        score["interpretation"][0]["coding"][0]["code"] == "high"
+    assert flags(engine, patient) == {"news2-high": "active"}
+    tasks = engine.search(f"Task?patient={patient}")
+    assert [task["priority"] for task in tasks] == ["stat"]
+    # the band holds: no second alert
+    engine.store(vital(patient, "8867-4", "2026-03-01T10:30:00Z", 136))
+    assert flags(engine, patient) == {"news2-high": "active"}
+    assert len(engine.search(f"Communication?patient={patient}")) == 1
+    # a single 3 only: falling to low-medium clears high and raises nothing
+    engine.store(*full_set(patient, "2026-03-01T11:00:00Z", respiration=26))
+    assert flags(engine, patient) == {"news2-high": "inactive"}
+    # then rising from low-medium to medium raises medium
+    engine.store(*full_set(patient, "2026-03-01T12:00:00Z", respiration=26, pulse=115))
+    assert flags(engine, patient) == {"news2-high": "inactive", "news2-medium": "active"}
+    engine.store(*full_set(patient, "2026-03-01T13:00:00Z"))
+    assert flags(engine, patient) == {"news2-high": "inactive", "news2-medium": "inactive"}
+
+
+def test_a_replay_of_the_feed_writes_nothing_twice(engine: Engine) -> None:
+    patient = new_patient(engine)
+    engine.store(*full_set(patient, "2026-03-01T10:00:00Z", respiration=26, spo2=90,
+                           pulse=135))
+    engine.store(vital(patient, "8867-4", "2026-03-01T10:02:00Z", 131))
+    [before] = engine.scores(patient)
+    tasks = engine.search(f"Task?patient={patient}")
+    assert tasks[0]["restriction"]["period"]["end"] > tasks[0]["authoredOn"]
+    replay = News2Engine(engine.service)
+    replay.name = "clinical-news2-replay"  # a cursor of its own, from the first change
+    replay.from_start = True
+    runner = EventRunner(engine.service, replay)
+    while runner.step():
+        pass
+    runner.stop()
+    [after] = engine.scores(patient)
+    assert after["meta"]["versionId"] == before["meta"]["versionId"]
+    assert len(engine.search(f"Communication?patient={patient}")) == 1
+    assert len(engine.search(f"Flag?patient={patient}")) == 1
