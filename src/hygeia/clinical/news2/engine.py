@@ -97,6 +97,11 @@ class News2Engine:
         self.set = _us(set_seconds)
 
     def handle(self, batch: ChangeBatch, context: EventContext) -> None:
+        # (patient, time) already folded in this batch: a monitor's message commits a
+        # whole set of vitals at one time, and the set's score reads them all from the
+        # store, so folding the same time again scores the same (measured: six scorings
+        # per PCD-01 message held SQLite's writer and starved the MLLP listener)
+        folded: set[tuple[str, int]] = set()
         with context.transaction() as session:
             for event in batch.events:
                 stored = session.version(event.resource_type, event.id, event.version)
@@ -104,15 +109,16 @@ class News2Engine:
                     continue
                 resource = orjson.loads(stored.content)
                 try:
-                    self.changed(session, event.resource_type, resource)
+                    self.changed(session, event.resource_type, resource, folded)
                 except FhirError as error:  # refused before writing: never block the feed
                     log.error("NEWS2 not scored for %s/%s: %s", event.resource_type,
                               event.id, error)
 
-    def changed(self, session: Session, resource_type: str, resource: dict[str, Any]) -> None:
+    def changed(self, session: Session, resource_type: str, resource: dict[str, Any],
+                folded: set[tuple[str, int]] | None = None) -> None:
         """React to one committed version: a vital sign, or a scale-2 Flag or pregnancy."""
         if resource_type == "Observation":
-            self.observed(session, resource)
+            self.observed(session, resource, folded)
         elif self._concerns_news2(resource):
             patient = patient_of(resource) or _reference(resource.get("patient"))
             if patient is not None:
@@ -120,9 +126,11 @@ class News2Engine:
 
     # ------------------------------------------------------------------ scoring
 
-    def observed(self, session: Session, observation: dict[str, Any]) -> str | None:
+    def observed(self, session: Session, observation: dict[str, Any],
+                 folded: set[tuple[str, int]] | None = None) -> str | None:
         """Fold one committed Observation into its patient's observation set; the id of
-        the set's score (None when nothing was scored)."""
+        the set's score (None when nothing was scored, or when ``folded`` says a vital
+        of the same patient and time was folded already in this transaction)."""
         if is_news2_score(observation):
             return None
         readings = readings_of(observation)
@@ -130,6 +138,10 @@ class News2Engine:
         if not readings or patient is None:
             return None
         at = readings[0].at
+        if folded is not None:
+            if (patient, at) in folded:
+                return None
+            folded.add((patient, at))
         existing = self._set_of(session, patient, at)
         if existing is None:
             id, start, end = new_id(), at, at
