@@ -137,11 +137,12 @@ def database(backend: str, admin: str, name: str, folder: Path) -> str:
     return fresh_postgres_db(admin, name)
 
 
-def measure_mllp(backend: str, admin: str, senders: int, messages: int) -> None:
+def measure_mllp(backend: str, admin: str, senders: int, messages: int,
+                 serve: tuple[str, ...] = ()) -> None:
     with tempfile.TemporaryDirectory() as folder:
         db_url = database(backend, admin, "bench_devices_mllp", Path(folder))
         port = free_port()
-        server = Server(db_url, "--mllp-port", str(port))
+        server = Server(db_url, "--mllp-port", str(port), *serve)
         try:
             elapsed, latencies = run_senders(port, senders, messages)
         finally:
@@ -255,14 +256,15 @@ def run_publishers(broker: tuple[str, int], prefix: str, count: StoredCount,
 
 
 def measure_mqtt(backend: str, admin: str, broker_url: str, publishers: int,
-                 readings: int) -> None:
+                 readings: int, serve: tuple[str, ...] = ()) -> None:
     host, _, port = broker_url.removeprefix("mqtt://").partition(":")
     prefix = f"bench-{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory() as folder:
         db_url = database(backend, admin, "bench_devices_mqtt", Path(folder))
         server = Server(db_url, "--mqtt-url", broker_url,
                         "--mqtt-topic", f"{prefix}/hygeia/+/+/obs",
-                        "--mqtt-client-id", f"{prefix}-hygeia", "--mqtt-session-expiry", "0")
+                        "--mqtt-client-id", f"{prefix}-hygeia", "--mqtt-session-expiry", "0",
+                        *serve)
         count = StoredCount(server.base)
         try:
             time.sleep(1.0)  # the server subscribes once connected
@@ -300,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subscription-rate", type=float, default=500.0,
                         help="Observations per second written while subscribed")
     parser.add_argument("--subscription-seconds", type=float, default=10.0)
+    parser.add_argument("--serve", default="", help="more hygeia serve flags for the MLLP "
+                        "and MQTT servers, e.g. '--no-news2'")
     args = parser.parse_args(argv)
     parts = args.parts.split(",")
     unknown = sorted(set(parts) - set(PARTS))
@@ -307,10 +311,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown part {unknown[0]!r}: choose among {', '.join(PARTS)}")
     for backend in args.backends.split(","):
         if "mllp" in parts:
-            measure_mllp(backend, args.postgres, args.senders, args.messages)
+            measure_mllp(backend, args.postgres, args.senders, args.messages,
+                         tuple(args.serve.split()))
         if "mqtt" in parts:
             measure_mqtt(backend, args.postgres, args.mqtt_url, args.publishers,
-                         args.readings)
+                         args.readings, tuple(args.serve.split()))
         if "subscriptions" in parts:
             subscriptions.measure(backend, args.postgres, 8, args.subscription_rate,
                                   args.subscription_seconds)
