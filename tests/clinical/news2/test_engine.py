@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from hygeia.clinical.news2.engine import News2Engine
+from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.server import FhirService
+from hygeia.server.alerts import escalation
 from hygeia.server.events import EventRunner
 from tests.helpers import body, call, unique
 
@@ -204,3 +206,27 @@ def test_a_replay_of_the_feed_writes_nothing_twice(engine: Engine) -> None:
     assert after["meta"]["versionId"] == before["meta"]["versionId"]
     assert len(engine.search(f"Communication?patient={patient}")) == 1
     assert len(engine.search(f"Flag?patient={patient}")) == 1
+
+
+@pytest.mark.parametrize(("changes", "band", "minutes"), [
+    ({"respiration": 26, "spo2": 90, "pulse": 135}, "high", 15),
+    ({"respiration": 26, "pulse": 115}, "medium", 30),
+])
+def test_an_unacknowledged_band_alert_escalates_after_its_due_time(
+        engine: Engine, changes: dict[str, float], band: str, minutes: int) -> None:
+    patient = new_patient(engine)
+    engine.store(*full_set(patient, "2026-03-01T10:00:00Z", **changes))
+    [task] = engine.search(f"Task?patient={patient}")
+    due = escalation.due_at(task)
+    raised = fhir_datetime_range(task["authoredOn"])[0]
+    assert due is not None and due - raised == minutes * 60 * 1_000_000
+    settings = engine.service.settings.alerts
+    with engine.service.transaction() as session:
+        assert escalation.scan(session, settings, due - 1_000_000).due == []  # not yet
+        assert escalation.scan(session, settings, due).due == [task["id"]]
+        assert escalation.escalate(session, task["id"], settings, due)
+    assert len(engine.search(f"Communication?patient={patient}")) == 2  # the escalation
+    acknowledged = {**engine.search(f"Task?patient={patient}")[0], "status": "accepted"}
+    assert call(engine.service, "PUT", f"Task/{task['id']}", acknowledged).status == 200
+    with engine.service.transaction() as session:  # acknowledged: never again
+        assert escalation.scan(session, settings, due + 10 ** 12).due == []

@@ -74,8 +74,11 @@ class CdsCommand:
         adding = actions.add_parser("add", help="register an issuer and its public keys")
         adding.add_argument("--issuer", required=True, help="the JWT's iss, e.g. the EHR's URL")
         keys = adding.add_mutually_exclusive_group(required=True)
-        keys.add_argument("--jwks-file", metavar="F", help="a file holding its JWK Set")
-        keys.add_argument("--jwks-url", metavar="U", help="where it publishes its JWK Set")
+        keys.add_argument("--jwks-file", metavar="F",
+                          help="a file holding its JWK Set (one of --jwks-file and --jwks-url "
+                               "is required; no default)")
+        keys.add_argument("--jwks-url", metavar="U",
+                          help="the https:// URL where it publishes its JWK Set (no default)")
         adding.set_defaults(cds_run=add)
         listing = actions.add_parser("list", help="list the registered issuers")
         listing.set_defaults(cds_run=list_clients)

@@ -97,11 +97,9 @@ class News2Engine:
         self.set = _us(set_seconds)
 
     def handle(self, batch: ChangeBatch, context: EventContext) -> None:
-        # (patient, time) already folded in this batch: a monitor's message commits a
-        # whole set of vitals at one time, and the set's score reads them all from the
-        # store, so folding the same time again scores the same (measured: six scorings
-        # per PCD-01 message held SQLite's writer and starved the MLLP listener)
-        folded: set[tuple[str, int]] = set()
+        # a set's vital signs usually commit together: score each (patient, time) once
+        # per batch, when all of them are in the store, not once per vital sign
+        scored: set[tuple[str, int]] = set()
         with context.transaction() as session:
             for event in batch.events:
                 stored = session.version(event.resource_type, event.id, event.version)
@@ -109,16 +107,17 @@ class News2Engine:
                     continue
                 resource = orjson.loads(stored.content)
                 try:
-                    self.changed(session, event.resource_type, resource, folded)
+                    self.changed(session, event.resource_type, resource, scored)
                 except FhirError as error:  # refused before writing: never block the feed
                     log.error("NEWS2 not scored for %s/%s: %s", event.resource_type,
                               event.id, error)
 
     def changed(self, session: Session, resource_type: str, resource: dict[str, Any],
-                folded: set[tuple[str, int]] | None = None) -> None:
-        """React to one committed version: a vital sign, or a scale-2 Flag or pregnancy."""
+                scored: set[tuple[str, int]] | None = None) -> None:
+        """React to one committed version: a vital sign, or a scale-2 Flag or pregnancy.
+        ``scored``: the (patient, time) pairs this batch scored already (skipped)."""
         if resource_type == "Observation":
-            self.observed(session, resource, folded)
+            self.observed(session, resource, scored)
         elif self._concerns_news2(resource):
             patient = patient_of(resource) or _reference(resource.get("patient"))
             if patient is not None:
@@ -127,10 +126,10 @@ class News2Engine:
     # ------------------------------------------------------------------ scoring
 
     def observed(self, session: Session, observation: dict[str, Any],
-                 folded: set[tuple[str, int]] | None = None) -> str | None:
+                 scored: set[tuple[str, int]] | None = None) -> str | None:
         """Fold one committed Observation into its patient's observation set; the id of
-        the set's score (None when nothing was scored, or when ``folded`` says a vital
-        of the same patient and time was folded already in this transaction)."""
+        the set's score (None when nothing was scored, or when ``scored`` holds its
+        patient and time: the set was scored in this batch with this vital in the store)."""
         if is_news2_score(observation):
             return None
         readings = readings_of(observation)
@@ -138,17 +137,17 @@ class News2Engine:
         if not readings or patient is None:
             return None
         at = readings[0].at
-        if folded is not None:
-            if (patient, at) in folded:
+        if scored is not None:
+            if (patient, at) in scored:
                 return None
-            folded.add((patient, at))
+            scored.add((patient, at))
         existing = self._set_of(session, patient, at)
         if existing is None:
             id, start, end = new_id(), at, at
         else:
             id, start, end = existing
-        scored = self.score_set(session, patient, id, min(start, at), max(end, at))
-        return None if scored is None else id
+        score = self.score_set(session, patient, id, min(start, at), max(end, at))
+        return None if score is None else id
 
     def rescore_patient(self, session: Session, patient: str) -> str | None:
         """Score the set of the patient's newest vital sign again (``$news2``, ``hygeia

@@ -1,0 +1,323 @@
+"""Clinical services: the NEWS2 engine keeping up with a stream of vital signs, and CDS
+Hooks calls, against a real ``hygeia serve``.
+
+    python -m benchmarks.clinical --backends sqlite,postgresql --patients 1000
+
+1. ``--patients`` Patients are created; then ``--threads`` clients POST one
+   transaction Bundle per observation set (respiratory rate, SpO2, blood pressure
+   panel, heart rate, temperature, ACVPU: 6 vital signs), ``--sets`` sets per
+   patient. The ingest rate (vital signs committed per second) is the baseline the
+   engine is measured beside, in the same run.
+2. The engine scores each set from the change feed: scores per second (from the
+   first set's commit to the last score) and the lag from a set's commit to its
+   score (``meta.lastUpdated`` of the score minus that of its newest vital sign),
+   p50 and p99.
+3. CDS Hooks: ``news2`` and ``care-gaps`` (patient-view) without and with
+   prefetch, and ``drug-allergy`` (order-select, a draft amoxicillin order for a
+   patient allergic to penicillin): latency p50 and p95 over ``--calls`` calls each.
+4. The engine's capacity: the same vital signs loaded with ``hygeia load`` while the
+   server is down, then drained by the restarted server's engine (vital signs/s,
+   beside the load rate of the same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from benchmarks.common import DEFAULT_PG, Server, drop_postgres_db, fresh_postgres_db
+
+FHIR = {"Content-Type": "application/fhir+json"}
+NEWS2 = "http://snomed.info/sct|1104051000000101"
+START = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+def vital(patient: str, code: str, at: str, value: float | None = None, unit: str = "",
+          answer: str | None = None) -> dict[str, Any]:
+    observation: dict[str, Any] = {
+        "resourceType": "Observation", "status": "final",
+        "category": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+            "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "subject": {"reference": f"Patient/{patient}"}, "effectiveDateTime": at}
+    if answer is not None:
+        observation["valueCodeableConcept"] = {"coding": [{"system": "http://snomed.info/sct",
+                                                           "code": answer}]}
+    elif code == "85354-9":
+        observation["component"] = [{
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+            "valueQuantity": {"value": value, "unit": "mm[Hg]",
+                              "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}]
+    else:
+        observation["valueQuantity"] = {"value": value, "unit": unit,
+                                        "system": "http://unitsofmeasure.org", "code": unit}
+    return observation
+
+
+def observation_set(patient: str, at: str, rng: random.Random) -> dict[str, Any]:
+    """One set of the 6 vital signs NEWS2 scores, as a transaction Bundle."""
+    resources = [
+        vital(patient, "9279-1", at, rng.choice([12, 16, 22, 26]), "/min"),
+        vital(patient, "59408-5", at, rng.choice([91, 94, 97]), "%"),
+        vital(patient, "85354-9", at, rng.choice([95, 110, 124])),
+        vital(patient, "8867-4", at, rng.choice([48, 72, 95, 118]), "/min"),
+        vital(patient, "8310-5", at, rng.choice([35.5, 36.8, 38.4]), "Cel"),
+        vital(patient, "67775-7", at, answer="248234008"),  # alert (SNOMED CT)
+    ]
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": resource,
+         "request": {"method": "POST", "url": "Observation"}} for resource in resources]}
+
+
+def create_patients(client: httpx.Client, count: int) -> list[str]:
+    ids = [f"bench-{number}" for number in range(count)]
+    for start in range(0, count, 200):
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient", "id": id, "birthDate": "1950-01-01"},
+             "request": {"method": "PUT", "url": f"Patient/{id}"}}
+            for id in ids[start:start + 200]]}
+        client.post("", json=bundle, headers=FHIR).raise_for_status()
+    return ids
+
+
+def stream_vitals(base: str, patients: list[str], sets: int, threads: int) -> float:
+    """POST every set from ``threads`` clients; wall seconds."""
+    work = [(patient, (START + timedelta(hours=4 * number)).isoformat())
+            for number in range(sets) for patient in patients]
+    lock = threading.Lock()
+
+    def client_loop(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(base_url=base + "/", timeout=60) as client:
+            while True:
+                with lock:
+                    if not work:
+                        return
+                    patient, at = work.pop()
+                client.post("", json=observation_set(patient, at, rng),
+                            headers=FHIR).raise_for_status()
+
+    began = time.perf_counter()
+    workers = [threading.Thread(target=client_loop, args=(seed,)) for seed in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return time.perf_counter() - began
+
+
+def all_pages(client: httpx.Client, query: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    url: str | None = query
+    while url:
+        bundle = client.get(url).json()
+        found.extend(entry["resource"] for entry in bundle.get("entry", []))
+        url = next((link["url"] for link in bundle.get("link", [])
+                    if link["relation"] == "next"), None)
+    return found
+
+
+def wait_for_scores(client: httpx.Client, expected: int, timeout: float) -> float:
+    """Seconds until ``expected`` scores exist (from now)."""
+    began = time.perf_counter()
+    while time.perf_counter() - began < timeout:
+        total = client.get(f"Observation?code={NEWS2}&_summary=count").json()["total"]
+        if total >= expected:
+            return time.perf_counter() - began
+        time.sleep(0.2)
+    raise SystemExit(f"the engine scored fewer than {expected} sets in {timeout:.0f} s")
+
+
+def instant(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def score_lags(client: httpx.Client) -> tuple[list[float], float, float]:
+    """Per score: seconds from its newest vital sign's commit to the score; and the
+    first vital's and the last score's commit times."""
+    vitals = {f"Observation/{o['id']}": instant(o["meta"]["lastUpdated"])
+              for o in all_pages(client, "Observation?category=vital-signs&_count=1000")}
+    scores = all_pages(client, f"Observation?code={NEWS2}&_count=1000")
+    lags = []
+    for score in scores:
+        used = [vitals[d["reference"]] for d in score.get("derivedFrom", [])
+                if d["reference"] in vitals]
+        if used:
+            lags.append(instant(score["meta"]["lastUpdated"]) - max(used))
+    last_score = max(instant(score["meta"]["lastUpdated"]) for score in scores)
+    return lags, min(vitals.values()), last_score
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def hook_call(service: str, hook: str, patient: str, prefetch: dict[str, Any] | None = None,
+              context: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": {
+        "userId": "Practitioner/bench", "patientId": patient, **(context or {})}}
+    if prefetch is not None:
+        body["prefetch"] = prefetch
+    return body
+
+
+def prefetched(client: httpx.Client, templates: dict[str, str], patient: str
+               ) -> dict[str, Any]:
+    """The service's prefetch, filled for ``patient`` the way an EHR would."""
+    found = {}
+    for key, template in templates.items():
+        query = template.replace("{{context.patientId}}", patient)
+        found[key] = client.get(query).json()
+    return found
+
+
+def time_calls(root: str, service: str, bodies: list[dict[str, Any]]) -> list[float]:
+    latencies = []
+    with httpx.Client(timeout=60) as client:
+        for body in bodies:
+            began = time.perf_counter()
+            answer = client.post(f"{root}/cds-services/{service}", json=body)
+            latencies.append(time.perf_counter() - began)
+            answer.raise_for_status()
+    return latencies
+
+
+def measure_hooks(server: Server, patients: list[str], calls: int) -> list[str]:
+    root = server.base.removesuffix("/fhir")
+    client = httpx.Client(base_url=server.base + "/", timeout=60)
+    services = {s["id"]: s for s in httpx.get(f"{root}/cds-services").json()["services"]}
+    rng = random.Random(7)
+    chosen = [rng.choice(patients) for _ in range(calls)]
+    lines = []
+    for name in ("news2", "care-gaps"):
+        service = services[name]
+        plain = [hook_call(name, service["hook"], patient) for patient in chosen]
+        with_prefetch = [hook_call(name, service["hook"], patient,
+                                   prefetched(client, service.get("prefetch", {}), patient))
+                         for patient in chosen]
+        for label, bodies in (("no prefetch", plain), ("prefetch", with_prefetch)):
+            latencies = time_calls(root, name, bodies)
+            lines.append(f"{name:<13} {label:<12} p50 {percentile(latencies, 0.5) * 1000:6.1f} "
+                         f"ms, p95 {percentile(latencies, 0.95) * 1000:6.1f} ms")
+    allergic = chosen[: max(1, calls // 4)]
+    for patient in allergic:
+        client.post("AllergyIntolerance", headers=FHIR, json={
+            "resourceType": "AllergyIntolerance", "patient": {"reference": f"Patient/{patient}"},
+            "criticality": "high", "code": {"coding": [{"system": "http://snomed.info/sct",
+                                                        "code": "91936005"}]}})
+    order = {"resourceType": "MedicationRequest", "id": "draft-1", "status": "draft",
+             "intent": "order", "medicationCodeableConcept": {"coding": [{
+                 "system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "562251"}]}}
+    service = services["drug-allergy"]
+    bodies = [hook_call("drug-allergy", service["hook"], patient, context={
+        "selections": ["MedicationRequest/draft-1"], "draftOrders": {
+            "resourceType": "Bundle", "type": "collection", "entry": [{"resource": {
+                **order, "subject": {"reference": f"Patient/{patient}"}}}]}})
+        for patient in chosen]
+    latencies = time_calls(root, "drug-allergy", bodies)
+    lines.append(f"drug-allergy  {service['hook']:<12} p50 "
+                 f"{percentile(latencies, 0.5) * 1000:6.1f} ms, p95 "
+                 f"{percentile(latencies, 0.95) * 1000:6.1f} ms")
+    client.close()
+    return lines
+
+
+def measure_backlog(db_url: str, patients: int, sets: int) -> tuple[float, float]:
+    """The engine's capacity: vital signs loaded with ``hygeia load`` while the server is
+    down (its cursor already exists), then the seconds the restarted server's engine
+    takes to score them all. Returns (load rate, engine rate), vital signs/s."""
+    server = Server(db_url)  # creates the engine's cursor, at the end of an empty feed
+    with httpx.Client(base_url=server.base + "/", timeout=120) as client:
+        ids = create_patients(client, patients)
+    server.stop()
+    rng = random.Random(3)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "vitals.ndjson"
+        with path.open("wb") as handle:
+            for number in range(sets):
+                at = (START + timedelta(hours=4 * number)).isoformat()
+                for patient in ids:
+                    for entry in observation_set(patient, at, rng)["entry"]:
+                        handle.write(orjson.dumps({**entry["resource"],
+                                                   "id": str(uuid.uuid4())}) + b"\n")
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "hygeia.cli.main", "load", "--db", db_url,
+                        "--quiet", str(path)], check=True, capture_output=True)
+        loaded = time.perf_counter() - began
+    vitals = patients * sets * 6
+    server = Server(db_url)
+    try:
+        with httpx.Client(base_url=server.base + "/", timeout=120) as client:
+            drained = wait_for_scores(client, patients * sets, timeout=900)
+    finally:
+        server.stop()
+    return vitals / loaded, vitals / drained
+
+
+def run(backend: str, admin: str, patients: int, sets: int, threads: int, calls: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        name = "bench_clinical"
+        db_url = f"sqlite:///{Path(folder)}/{name}.db" if backend == "sqlite" else \
+            fresh_postgres_db(admin, name)
+        server = Server(db_url)
+        try:
+            client = httpx.Client(base_url=server.base + "/", timeout=120)
+            ids = create_patients(client, patients)
+            elapsed = stream_vitals(server.base, ids, sets, threads)
+            vitals = patients * sets * 6
+            wait_for_scores(client, patients * sets, timeout=600)
+            lags, first_vital, last_score = score_lags(client)
+            hooks = measure_hooks(server, ids, calls)
+            client.close()
+        finally:
+            server.stop()
+            if backend != "sqlite":
+                drop_postgres_db(admin, name)
+        backlog_url = f"sqlite:///{Path(folder)}/{name}_backlog.db" if backend == "sqlite" \
+            else fresh_postgres_db(admin, name + "_backlog")
+        try:
+            load_rate, drain_rate = measure_backlog(backlog_url, patients, sets)
+        finally:
+            if backend != "sqlite":
+                drop_postgres_db(admin, name + "_backlog")
+    engine = patients * sets / (last_score - first_vital)
+    print(f"{backend:<10} ingest (baseline): {vitals / elapsed:8,.0f} vital signs/s "
+          f"({patients * sets} sets over {threads} clients) | engine: {engine:7,.0f} scores/s "
+          f"= {engine * 6:8,.0f} vital signs/s, lag commit->score p50 "
+          f"{statistics.median(lags) * 1000:6.0f} ms, p99 {percentile(lags, 0.99) * 1000:6.0f} ms")
+    print(f"{backend:<10} backlog: hygeia load (baseline) {load_rate:8,.0f} vital signs/s | "
+          f"engine drains {drain_rate:8,.0f} vital signs/s; ratio {drain_rate / load_rate:.2f}")
+    for line in hooks:
+        print(f"{backend:<10} {line}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--postgres", default=DEFAULT_PG, help="admin URL for scratch databases")
+    parser.add_argument("--patients", type=int, default=1000)
+    parser.add_argument("--sets", type=int, default=2, help="observation sets per patient")
+    parser.add_argument("--threads", type=int, default=4, help="clients streaming vitals")
+    parser.add_argument("--calls", type=int, default=200, help="CDS calls per service")
+    args = parser.parse_args(argv)
+    for backend in args.backends.split(","):
+        run(backend, args.postgres, args.patients, args.sets, args.threads, args.calls)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Analytics pillar: SQL on FHIR v2 ViewDefinitions run over Hygeia's store."""

@@ -1,0 +1,250 @@
+"""Materialized views: a view's rows kept as a table and as a Parquet file.
+
+The table is named ``view_`` + the view's ``name``: in the schema ``analytics`` on
+PostgreSQL, beside the core tables on SQLite. These are the pillar's own tables,
+created with plain ``CREATE`` statements; core tables are only read through the
+store's API. A registry table (``analytics.views`` / ``analytics_views``) records
+which view owns each name, so a second view of the same name is refused rather
+than overwriting the first, and ``hygeia sql`` finds the Parquet files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from hygeia.analytics.formats import parquet_chunks
+from hygeia.analytics.source import Selection, stored_resources
+from hygeia.analytics.views import CompiledView
+from hygeia.fhir.outcome import BadRequest, Conflict
+from hygeia.store import Repository, reading, writing
+
+KEY = "_resource_key"  # the resource a row comes from: what a refresh replaces
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,54}$")
+INSERT_ROWS = 500
+
+_SQL_TYPES = {
+    "boolean": "BOOLEAN",
+    "integer": "BIGINT",
+    "positiveInt": "BIGINT",
+    "unsignedInt": "BIGINT",
+    "integer64": "BIGINT",
+    "decimal": "DOUBLE PRECISION",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Materialized:
+    name: str
+    table: str
+    parquet: Path
+    rows: int
+
+
+def _postgres(repository: Repository) -> bool:
+    with reading(repository) as session:
+        return session.placeholder != "?"
+
+
+def _names(postgres: bool) -> tuple[str, str]:
+    """(registry table, prefix for view tables)."""
+    return ("analytics.views", "analytics.") if postgres else ("analytics_views", "")
+
+
+def _ensure_registry(repository: Repository, postgres: bool) -> None:
+    registry, _ = _names(postgres)
+    with writing(repository) as session:
+        if postgres:
+            session.execute("CREATE SCHEMA IF NOT EXISTS analytics")
+        session.execute(
+            f"CREATE TABLE IF NOT EXISTS {registry} (name TEXT PRIMARY KEY, "
+            "fingerprint TEXT NOT NULL, parquet TEXT NOT NULL, row_count BIGINT NOT NULL, "
+            "resource_type TEXT NOT NULL, view TEXT NOT NULL, since_seq BIGINT NOT NULL)"
+        )
+
+
+def fingerprint(view: dict[str, Any]) -> str:
+    """What identifies a view across runs: its url when it has one, else its content."""
+    if isinstance(view.get("url"), str):
+        return "url:" + view["url"]
+    content = {k: v for k, v in view.items() if k not in ("id", "meta", "text")}
+    return (
+        "sha256:" + hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    )
+
+
+def table_name(view: CompiledView) -> str:
+    if view.name is None or not NAME.match(view.name):
+        raise BadRequest(
+            "A materialized view needs a name of letters, digits and _ (at most 55, a letter "
+            "first): the table is view_ + name.",
+            expression="ViewDefinition.name",
+        )
+    return "view_" + view.name
+
+
+def _column_sql(name: str, kind: str | None) -> str:
+    return f'"{name}" {_SQL_TYPES.get(kind or "", "TEXT")}'
+
+
+def _cell(value: Any, kind: str | None) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, (list, dict)):
+        return orjson.dumps(value).decode()
+    if kind in _SQL_TYPES:
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
+
+
+def materialize(
+    repository: Repository, raw: dict[str, Any], view: CompiledView, folder: Path
+) -> Materialized:
+    """Run ``view`` over the whole store into its table (replaced in one transaction) and
+    its Parquet file (written aside and renamed into place)."""
+    name = table_name(view)
+    postgres = _postgres(repository)
+    registry, prefix = _names(postgres)
+    _ensure_registry(repository, postgres)
+    owner = fingerprint(raw)
+    with reading(repository) as session:
+        found = session.execute(
+            f"SELECT fingerprint FROM {registry} WHERE name = ?", (name,)
+        ).fetchone()
+    if found is not None and found[0] != owner:
+        raise Conflict(
+            f"A different view already owns the name {view.name!r} (table {name}); "
+            "rename one of them.",
+            expression="ViewDefinition.name",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    parquet = (folder / f"{name}.parquet").resolve()
+    partial = parquet.with_suffix(".parquet.partial")
+    types = {**view.column_types, KEY: None}
+    columns = [*view.columns, KEY]
+    count = 0
+    since = repository.feed_horizon()  # the change feed refreshes the table from here on
+
+    def rows() -> Iterator[dict[str, Any]]:
+        nonlocal count
+        for resource in stored_resources(repository.reader, Selection(view.resource)):
+            key = f"{resource['resourceType']}/{resource.get('id')}"
+            for row in view.resource_rows(resource):
+                count += 1
+                yield {**row, KEY: key}
+
+    with open(partial, "wb") as out:
+        for chunk in parquet_chunks(columns, types, rows()):
+            out.write(chunk)
+    with writing(repository) as session:
+        if found is None:
+            exists = _table_exists(session, postgres, name)
+            if exists:
+                raise Conflict(
+                    f"A table {prefix}{name} already exists and is not a materialized "
+                    "view; rename the view.",
+                    expression="ViewDefinition.name",
+                )
+        session.execute(f"DROP TABLE IF EXISTS {prefix}{name}")
+        session.execute(
+            f"CREATE TABLE {prefix}{name} ("
+            + ", ".join(_column_sql(c, types.get(c)) for c in columns)
+            + ")"
+        )
+        session.execute(f'CREATE INDEX {name}_key ON {prefix}{name} ("{KEY}")')
+        _copy_rows(session, f"{prefix}{name}", columns, types, parquet=partial)
+        session.execute(f"DELETE FROM {registry} WHERE name = ?", (name,))
+        session.execute(
+            f"INSERT INTO {registry} (name, fingerprint, parquet, row_count, resource_type, "
+            "view, since_seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, owner, str(parquet), count, view.resource, orjson.dumps(raw).decode(), since),
+        )
+    os.replace(partial, parquet)
+    return Materialized(view.name or "", prefix + name, parquet, count)
+
+
+def _table_exists(session: Any, postgres: bool, name: str) -> bool:
+    if postgres:
+        row = session.execute("SELECT to_regclass(?)", (f"analytics.{name}",)).fetchone()
+        return row[0] is not None
+    row = session.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+    return row is not None
+
+
+def _copy_rows(
+    session: Any, table: str, columns: list[str], types: dict[str, str | None], parquet: Path
+) -> None:
+    """The table's rows, read back from the Parquet just written (so both hold the same)."""
+    import pyarrow.parquet as pq
+
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    marks = ", ".join("?" for _ in columns)
+    for batch in pq.ParquetFile(parquet).iter_batches(batch_size=INSERT_ROWS):
+        rows = [
+            tuple(_cell(row.get(c), types.get(c)) for c in columns) for row in batch.to_pylist()
+        ]
+        if rows:
+            session.execute_many(f"INSERT INTO {table} ({quoted}) VALUES ({marks})", rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A materialized view as the refresher needs it."""
+
+    table: str
+    view: CompiledView
+    since: int
+
+
+def registered(repository: Repository) -> list[Registered]:
+    """Every materialized view, compiled, with the feed position its table is current from."""
+    from hygeia.analytics.views import compile_view
+
+    postgres = _postgres(repository)
+    registry, prefix = _names(postgres)
+    _ensure_registry(repository, postgres)
+    with reading(repository) as session:
+        found = session.execute(f"SELECT name, view, since_seq FROM {registry}").fetchall()
+    return [
+        Registered(prefix + name, compile_view(orjson.loads(view)), int(since))
+        for name, view, since in found
+    ]
+
+
+def replace_rows(
+    session: Any, table: str, view: CompiledView, key: str, resource: dict[str, Any] | None
+) -> int:
+    """Replace the rows of one resource in a materialized table (none when deleted)."""
+    session.execute(f'DELETE FROM {table} WHERE "{KEY}" = ?', (key,))
+    if resource is None or resource.get("resourceType") != view.resource:
+        return 0
+    rows = view.resource_rows(resource)
+    columns = [*view.columns, KEY]
+    types = view.column_types
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    marks = ", ".join("?" for _ in columns)
+    values = [tuple([*(_cell(r.get(c), types.get(c)) for c in view.columns), key]) for r in rows]
+    if values:
+        session.execute_many(f"INSERT INTO {table} ({quoted}) VALUES ({marks})", values)
+    return len(values)
+
+
+def materialized(repository: Repository) -> list[tuple[str, Path, int]]:
+    """(table name, Parquet file, rows) of every materialized view."""
+    postgres = _postgres(repository)
+    registry, _ = _names(postgres)
+    _ensure_registry(repository, postgres)
+    with reading(repository) as session:
+        found = session.execute(
+            f"SELECT name, parquet, row_count FROM {registry} ORDER BY name"
+        ).fetchall()
+    return [(name, Path(path), int(count)) for name, path, count in found]

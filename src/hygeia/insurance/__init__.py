@@ -1,0 +1,1 @@
+"""The insurance pillar: demo plan, claim adjudication, eligibility (docs/guide/insurance.md)."""

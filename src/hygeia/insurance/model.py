@@ -1,0 +1,85 @@
+"""What a claim looks like while the pipeline adjudicates it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from hygeia.insurance.plan import PlanRules
+
+ZERO = Decimal("0.00")
+
+
+@dataclass
+class Line:
+    """One claim item and the amounts decided for it."""
+
+    sequence: int
+    item: dict[str, Any]
+    codes: list[tuple[str, str]]
+    category: str
+    submitted: Decimal
+    service_date: str
+    allowed: Decimal = ZERO
+    denied: list[str] = field(default_factory=list)  # reason codes: the line pays nothing
+    reduced: list[str] = field(default_factory=list)  # reason codes of a partial payment
+    pended: list[str] = field(default_factory=list)  # sentences: the evidence that is missing
+    deductible: Decimal = ZERO
+    copay: Decimal = ZERO
+    coinsurance: Decimal = ZERO
+
+    @property
+    def eligible(self) -> Decimal:
+        return ZERO if self.denied else self.allowed
+
+    @property
+    def noncovered(self) -> Decimal:
+        return self.submitted - self.eligible
+
+    @property
+    def member(self) -> Decimal:
+        return self.deductible + self.copay + self.coinsurance
+
+    @property
+    def benefit(self) -> Decimal:
+        return self.eligible - self.member
+
+
+@dataclass
+class Accumulated:
+    """What a member and their family have paid toward the plan's limits this period."""
+
+    deductible: Decimal = ZERO
+    family_deductible: Decimal = ZERO
+    oop: Decimal = ZERO
+    family_oop: Decimal = ZERO
+
+
+@dataclass
+class Adjudication:
+    """The claim, its lines, and what the steps found."""
+
+    claim: dict[str, Any]
+    lines: list[Line]
+    service_date: str
+    patient: str
+    order: str = ""  # ledger order: service date, then first submission time
+    claim_ref: str | None = None  # Claim/id once stored (None for a first submission)
+    review: str | None = None  # a reviewer's decision on a pended claim: approve or deny
+    coverage: dict[str, Any] | None = None
+    rules: PlanRules | None = None
+    errors: list[str] = field(default_factory=list)  # cannot be processed at all
+    claim_denied: list[str] = field(default_factory=list)  # every line denied for these
+    pended: list[str] = field(default_factory=list)  # the claim pends for these
+    family: list[str] = field(default_factory=list)  # Patient references of the family
+    history: list[dict[str, Any]] = field(default_factory=list)  # earlier ClaimResponses
+    accumulated: Accumulated = field(default_factory=Accumulated)
+
+    @property
+    def outcome(self) -> str:
+        if self.errors:
+            return "error"
+        if self.pended or any(line.pended for line in self.lines):
+            return "queued"
+        return "complete"

@@ -1,0 +1,166 @@
+"""Plans as FHIR data: the demo payer, its InsurancePlan and fee schedule, and the rules read back.
+
+The cost shares live in ``InsurancePlan.plan.specificCost`` (benefit types
+``deductible``, ``out-of-pocket-maximum``, ``coinsurance``, ``copay``, each cost
+``applicability`` individual or family) and prior authorization as a cost
+qualifier ``prior-authorization`` on a category. The fee schedule is a
+ChargeItemDefinition per code (``code`` + base price component). The adjudicator
+reads only these resources, so another plan is new data, not new code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from hygeia.insurance.codes import (
+    BENEFIT_CATEGORY,
+    BENEFIT_TYPE,
+    HYGEIA_BENEFIT_TYPE,
+    PAYER_SYSTEM,
+    PLAN_SYSTEM,
+    amount,
+)
+from hygeia.insurance.records import codings, search
+from hygeia.store import Session
+
+DEMO_PLAN = "DEMO-PPO"
+PA_QUALIFIER = "prior-authorization"
+
+
+@dataclass(frozen=True)
+class PlanRules:
+    """One plan's cost shares, read from its InsurancePlan and fee schedule."""
+
+    plan_id: str
+    payer: str  # Organization/id
+    deductible: Decimal = Decimal(0)
+    family_deductible: Decimal = Decimal(0)
+    oop_max: Decimal = Decimal(0)
+    family_oop_max: Decimal = Decimal(0)
+    coinsurance: Decimal = Decimal(0)  # a fraction: 0.20
+    copays: dict[str, Decimal] = field(default_factory=dict)  # benefit category -> copay
+    prior_auth: frozenset[str] = frozenset()  # benefit categories that need one
+    fees: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+
+
+def _cost(benefit_type: str, applicability: str, value: str, unit: str = "USD",
+          system: str = BENEFIT_TYPE) -> dict[str, Any]:
+    return {"type": {"coding": [{"system": system, "code": benefit_type}]},
+            "cost": [{"type": {"coding": [{"system": system, "code": benefit_type}]},
+                      "applicability": {"coding": [{
+                          "system": "http://terminology.hl7.org/CodeSystem/applicability",
+                          "code": "in-network"}], "text": applicability},
+                      "value": {"value": float(value), "unit": unit}}]}
+
+
+def demo_resources() -> list[dict[str, Any]]:
+    """The demo payer, plan and fee schedule, with fixed ids so a rerun updates them."""
+    medical = {"coding": [{"system": BENEFIT_CATEGORY, "code": "1"}]}
+    payer = {"resourceType": "Organization", "id": "demo-payer", "active": True,
+             "identifier": [{"system": PAYER_SYSTEM, "value": "DEMO"}],
+             "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                   "organization-type", "code": "pay"}]}],
+             "name": "Hygeia Demo Health Plan"}
+    plan = {
+        "resourceType": "InsurancePlan", "id": "demo-ppo", "status": "active",
+        "identifier": [{"system": PLAN_SYSTEM, "value": DEMO_PLAN}],
+        "name": "Demo PPO", "ownedBy": {"reference": "Organization/demo-payer"},
+        "period": {"start": "2000-01-01"},
+        "plan": [{"identifier": [{"system": PLAN_SYSTEM, "value": DEMO_PLAN}],
+                  "specificCost": [
+                      {"category": medical, "benefit": [
+                          _cost("deductible", "individual", "500.00"),
+                          _cost("deductible", "family", "1000.00"),
+                          _cost("out-of-pocket-maximum", "individual", "2000.00",
+                                system=HYGEIA_BENEFIT_TYPE),
+                          _cost("out-of-pocket-maximum", "family", "4000.00",
+                                system=HYGEIA_BENEFIT_TYPE),
+                          _cost("coinsurance", "individual", "20", unit="%",
+                                system=HYGEIA_BENEFIT_TYPE)]},
+                      {"category": {"coding": [{"system": BENEFIT_CATEGORY, "code": "3"}]},
+                       "benefit": [_cost("copay", "individual", "25.00")]},
+                      {"category": {"coding": [{"system": BENEFIT_CATEGORY, "code": "62"}]},
+                       "benefit": [{"type": {"text": "MRI"}, "cost": [{
+                           "type": {"text": "prior authorization"},
+                           "qualifiers": [{"text": PA_QUALIFIER}]}]}]}]}]}
+    fees = [("http://snomed.info/sct", "185349003", "Encounter for check up", "150.00"),
+            ("http://snomed.info/sct", "113091000", "Magnetic resonance imaging", "800.00"),
+            ("http://www.ama-assn.org/go/cpt", "99213", "Office visit", "120.00")]
+    schedule = [{"resourceType": "ChargeItemDefinition", "id": f"demo-fee-{code}",
+                 "url": f"urn:hygeia:fee-schedule:{DEMO_PLAN}:{code}", "status": "active",
+                 "title": title, "useContext": [{
+                     "code": {"system": "http://terminology.hl7.org/CodeSystem/"
+                              "usage-context-type", "code": "program"},
+                     "valueCodeableConcept": {"text": DEMO_PLAN}}],
+                 "code": {"coding": [{"system": system, "code": code}]},
+                 "propertyGroup": [{"priceComponent": [{
+                     "type": "base", "amount": {"value": float(price), "currency": "USD"}}]}]}
+                for system, code, title, price in fees]
+    return [payer, plan, *schedule]
+
+
+def _applicable(cost: dict[str, Any]) -> str:
+    return str((cost.get("applicability") or {}).get("text") or "individual")
+
+
+def rules_of(session: Session, plan: dict[str, Any], day: str) -> PlanRules:
+    """The rules of an InsurancePlan and its fee schedule (the ChargeItemDefinitions for
+    the plan whose ``effectivePeriod`` holds ``day``)."""
+    payer = str((plan.get("ownedBy") or {}).get("reference") or "")
+    values: dict[tuple[str, str], Decimal] = {}
+    copays: dict[str, Decimal] = {}
+    prior: set[str] = set()
+    for part in plan.get("plan") or []:
+        for specific in part.get("specificCost") or []:
+            category = next((c for s, c in codings(specific.get("category"))), "")
+            for benefit in specific.get("benefit") or []:
+                for cost in benefit.get("cost") or []:
+                    if any(q.get("text") == PA_QUALIFIER for q in cost.get("qualifiers") or []):
+                        prior.add(category)
+                    kind = next((c for s, c in codings(cost.get("type"))), "")
+                    value = amount(cost.get("value"))
+                    if kind == "copay":
+                        copays[category] = value
+                    elif kind:
+                        values[(kind, _applicable(cost))] = value
+    name = next((i.get("value") for i in plan.get("identifier") or []
+                 if i.get("system") == PLAN_SYSTEM), "")
+    fees: dict[tuple[str, str], Decimal] = {}
+    for definition in search(session, "ChargeItemDefinition", [("status", "active")]):
+        context = [u.get("valueCodeableConcept", {}).get("text")
+                   for u in definition.get("useContext") or []]
+        if name not in context or not in_force(definition.get("effectivePeriod"), day):
+            continue
+        for group in definition.get("propertyGroup") or []:
+            for component in group.get("priceComponent") or []:
+                if component.get("type") == "base":
+                    for coding in codings(definition.get("code")):
+                        fees[coding] = amount(component.get("amount"))
+    return PlanRules(
+        plan_id=str(plan.get("id")), payer=payer,
+        deductible=values.get(("deductible", "individual"), Decimal(0)),
+        family_deductible=values.get(("deductible", "family"), Decimal(0)),
+        oop_max=values.get(("out-of-pocket-maximum", "individual"), Decimal(0)),
+        family_oop_max=values.get(("out-of-pocket-maximum", "family"), Decimal(0)),
+        coinsurance=values.get(("coinsurance", "individual"), Decimal(0)) / 100,
+        copays=copays, prior_auth=frozenset(prior), fees=fees)
+
+
+def in_force(period: Any, day: str) -> bool:
+    """Whether a FHIR Period (absent: always) holds the date ``day`` (YYYY-MM-DD)."""
+    if not isinstance(period, dict):
+        return True
+    start, end = str(period.get("start") or "")[:10], str(period.get("end") or "")[:10]
+    return (not start or start <= day) and (not end or day <= end)
+
+
+def find_plan(session: Session, plan_value: str, day: str) -> dict[str, Any] | None:
+    """The version of the plan ``urn:hygeia:plan|VALUE`` in force on ``day``: plans are
+    versioned by effective period, the latest-starting one that holds the date wins."""
+    found = [plan for plan in search(session, "InsurancePlan",
+                                     [("identifier", f"{PLAN_SYSTEM}|{plan_value}")])
+             if plan.get("status") == "active" and in_force(plan.get("period"), day)]
+    found.sort(key=lambda plan: str((plan.get("period") or {}).get("start") or ""))
+    return found[-1] if found else None

@@ -1,0 +1,122 @@
+"""ClaimResponse and ExplanationOfBenefit from an adjudication: every amount, every reason."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from hygeia.insurance.codes import (
+    CATEGORIES,
+    CLAIM_KEY,
+    LEDGER_ORDER,
+    REASON,
+    REASONS,
+    SERVICE_DATE,
+    money,
+)
+from hygeia.insurance.ledger import claim_key
+from hygeia.insurance.model import Adjudication, Line
+
+PREAUTH_DAYS = 90  # an approval is valid this many days from the requested service date
+
+
+def _category(code: str, value: Decimal) -> dict[str, Any]:
+    return {"category": {"coding": [{"system": CATEGORIES[code], "code": code}]},
+            "amount": money(value)}
+
+
+def line_amounts(line: Line) -> dict[str, Decimal]:
+    return {"submitted": line.submitted, "eligible": line.eligible,
+            "deductible": line.deductible, "copay": line.copay,
+            "coinsurance": line.coinsurance, "benefit": line.benefit,
+            "memberliability": line.member, "noncovered": line.noncovered}
+
+
+def adjudications(line: Line) -> list[dict[str, Any]]:
+    """The line's amounts; the first entry carries the reason of a denied or reduced line."""
+    entries = [_category(code, value) for code, value in line_amounts(line).items()]
+    reasons = line.denied or line.reduced
+    for entry, code in zip(entries, reasons, strict=False):
+        entry["reason"] = {"coding": [{"system": REASON, "code": code}], "text": REASONS[code]}
+    return entries
+
+
+def totals(claim: Adjudication) -> list[dict[str, Any]]:
+    sums = {code: Decimal("0.00") for code in CATEGORIES}
+    for line in claim.lines:
+        for code, value in line_amounts(line).items():
+            sums[code] += value
+    return [_category(code, value) for code, value in sums.items()]
+
+
+def claim_response(claim: Adjudication, claim_ref: str | None) -> dict[str, Any]:
+    outcome = claim.outcome
+    resource: dict[str, Any] = {
+        "resourceType": "ClaimResponse", "status": "active",
+        "type": claim.claim.get("type") or {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+        "use": claim.claim.get("use") or "claim",
+        "patient": {"reference": claim.patient} if claim.patient else {"display": "unknown"},
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "insurer": {"reference": claim.rules.payer} if claim.rules else {"display": "unknown"},
+        "outcome": outcome,
+        "extension": [{"url": SERVICE_DATE, "valueDate": claim.service_date[:10]},
+                      {"url": LEDGER_ORDER, "valueString": claim.order},
+                      {"url": CLAIM_KEY, "valueString": claim_key(claim, with_amounts=True)},
+                      {"url": CLAIM_KEY + ":near",
+                       "valueString": claim_key(claim, with_amounts=False)}]}
+    if claim_ref:
+        resource["request"] = {"reference": claim_ref}
+    if claim.coverage is not None:
+        resource["insurance"] = [{"sequence": 1, "focal": True, "coverage": {
+            "reference": f"Coverage/{claim.coverage.get('id')}"}}]
+    if outcome == "error":
+        resource["disposition"] = " ".join(claim.errors)
+        resource["error"] = [{"code": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/adjudication-error",
+            "code": "a001"}], "text": text}} for text in claim.errors]
+        return resource
+    if outcome == "queued":
+        evidence = claim.pended + [text for line in claim.lines for text in line.pended]
+        resource["disposition"] = "Pended for review: " + " ".join(evidence)
+        return resource
+    resource["disposition"] = "Claim settled as per contract." if not claim.claim_denied \
+        else "Claim denied: " + " ".join(REASONS[c] for c in claim.claim_denied)
+    resource["item"] = [{"itemSequence": line.sequence, "adjudication": adjudications(line)}
+                        for line in claim.lines]
+    resource["total"] = totals(claim)
+    if resource["use"] == "preauthorization" and claim_ref and \
+            not any(line.denied for line in claim.lines):
+        resource["preAuthRef"] = claim_ref.split("/")[1]
+        start = date.fromisoformat(claim.service_date[:10])
+        resource["preAuthPeriod"] = {"start": start.isoformat(),
+                                     "end": (start + timedelta(days=PREAUTH_DAYS)).isoformat()}
+    benefit = sum((line.benefit for line in claim.lines), Decimal("0.00"))
+    resource["payment"] = {"type": {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/ex-paymenttype", "code": "complete"}]},
+        "amount": money(benefit)}
+    return resource
+
+
+def explanation(claim: Adjudication, response: dict[str, Any], claim_ref: str,
+                response_ref: str) -> dict[str, Any]:
+    """The EOB of an auto-adjudicated claim: the response's amounts with the claim's items."""
+    items = []
+    for line, decided in zip(claim.lines, response.get("item") or [], strict=True):
+        items.append({"sequence": line.sequence,
+                      "productOrService": line.item.get("productOrService"),
+                      "servicedDate": line.service_date[:10],
+                      "net": money(line.submitted),
+                      "adjudication": decided["adjudication"],
+                      **({"category": line.item["category"]} if "category" in line.item else {})})
+    return {"resourceType": "ExplanationOfBenefit", "status": "active",
+            "type": response["type"], "use": response["use"], "patient": response["patient"],
+            "created": response["created"], "insurer": response["insurer"],
+            "provider": claim.claim.get("provider") or {"display": "unknown"},
+            "outcome": response["outcome"], "disposition": response["disposition"],
+            "claim": {"reference": claim_ref}, "claimResponse": {"reference": response_ref},
+            "billablePeriod": {"start": claim.service_date[:10]},
+            "insurance": [{"focal": True, "coverage": i["coverage"]}
+                          for i in response.get("insurance") or []],
+            "item": items, "total": response["total"], "payment": response["payment"]}

@@ -1,0 +1,195 @@
+"""Adjudicate and record: the ClaimResponse (a ledger entry), its EOB or review Task, and
+what a void or an out-of-order claim changes for the member's later claims.
+
+A void (the Claim updated to ``status = cancelled``, or a corrected claim whose
+``related`` names it as ``prior``) cancels the claim's ClaimResponse and EOB, which
+takes its amounts out of the ledger, then adjudicates again, in ledger order, every
+later entry of the same family and benefit year, in the same transaction: the
+update returns after they are settled again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from hygeia.fhir.outcome import NotFound, Unprocessable
+from hygeia.insurance.ledger import entries, family_of, order_of
+from hygeia.insurance.model import Adjudication
+from hygeia.insurance.records import read, search
+from hygeia.insurance.responses import claim_response, explanation
+from hygeia.insurance.steps import adjudicate
+from hygeia.server.rest import write
+from hygeia.store import Session, StoredVersion
+
+
+def store(session: Session, resource: dict[str, Any]) -> str:
+    """Store a resource (update with its id, else create); its relative reference."""
+    kind = str(resource.get("resourceType"))
+    if resource.get("id"):
+        write.update(session, kind, str(resource["id"]), resource)
+        return f"{kind}/{resource['id']}"
+    response = write.create(session, kind, resource)
+    assert response.location is not None
+    return "/".join(response.location.split("/")[:2])
+
+
+def settle(session: Session, claim: dict[str, Any], claim_ref: str, *,
+           order: str | None = None, response_id: str | None = None,
+           review: str | None = None, checked: Adjudication | None = None) -> dict[str, Any]:
+    """Adjudicate a stored claim and record the result (a new or a revised ClaimResponse);
+    ``checked`` is a first submission's adjudication, run before the claim had an id."""
+    adjudication = checked or adjudicate(session, claim, claim_ref=claim_ref, order=order,
+                                         review=review)
+    response = claim_response(adjudication, claim_ref)
+    if response_id:
+        response["id"] = response_id
+    response_ref = store(session, response)
+    response["id"] = response_ref.split("/")[1]
+    eobs = search(session, "ExplanationOfBenefit", [("claim", claim_ref)])
+    if adjudication.outcome == "complete":
+        eob = explanation(adjudication, response, claim_ref, response_ref)
+        if eobs:
+            eob["id"] = eobs[0]["id"]
+        store(session, eob)
+    else:
+        for eob in eobs:
+            store(session, {**eob, "status": "cancelled"})
+        if response_id is None and adjudication.outcome == "queued":
+            store(session, {"resourceType": "Task", "status": "requested", "intent": "order",
+                            "code": {"coding": [REVIEW_TASK], "text": "review pended claim"},
+                            "description": response["disposition"],
+                            "focus": {"reference": claim_ref},
+                            "for": {"reference": adjudication.patient}})
+    return response
+
+
+def readjudicate_after(session: Session, coverage: dict[str, Any] | None, year: str,
+                       order: str) -> int:
+    """Settle again every active entry of the family after ``order``; how many."""
+    if coverage is None:
+        return 0
+    later = [e for e in entries(session, family_of(session, coverage), year)
+             if order_of(e) > order and e.get("outcome") == "complete"]
+    for entry in later:
+        reference = str((entry.get("request") or {}).get("reference") or "")
+        claim = read(session, reference)
+        if claim is not None and claim.get("status") != "cancelled":
+            settle(session, claim, reference, order=order_of(entry), response_id=entry["id"])
+    return len(later)
+
+
+def void(session: Session, claim_ref: str, claim: dict[str, Any]) -> None:
+    """Cancel the claim's ledger entries and EOBs, then settle the later claims again."""
+    responses = [r for r in search(session, "ClaimResponse", [("request", claim_ref)])
+                 if r.get("status") == "active"]
+    for response in responses:
+        store(session, {**response, "status": "cancelled"})
+    for eob in search(session, "ExplanationOfBenefit", [("claim", claim_ref)]):
+        store(session, {**eob, "status": "cancelled"})
+    coverage = read(session, (((claim.get("insurance") or [{}])[0]).get("coverage") or {})
+                    .get("reference"))
+    for response in responses:
+        if response.get("use") == "claim":
+            readjudicate_after(session, coverage, order_of(response)[:4], order_of(response))
+
+
+def pended_of(session: Session, claim_ref: str) -> list[dict[str, Any]]:
+    """The claim's active ClaimResponses that wait for a reviewer."""
+    return [r for r in search(session, "ClaimResponse", [("request", claim_ref)])
+            if r.get("status") == "active" and r.get("outcome") == "queued"]
+
+
+def review(session: Session, claim_ref: str, decision: str, *,
+           complete_task: bool = True) -> dict[str, Any]:
+    """A reviewer's decision on a pended claim or preauthorization: settle it again with
+    the decision, complete its review Task, and settle the family's later claims."""
+    claim = read(session, claim_ref)
+    pended = pended_of(session, claim_ref)
+    if claim is None or not pended:
+        raise NotFound(f"{claim_ref} has no pended ClaimResponse to review.",
+                       expression="claim")
+    order = order_of(pended[0])
+    response = settle(session, claim, claim_ref, order=order, response_id=pended[0]["id"],
+                      review=decision)
+    for task in search(session, "Task", [("focus", claim_ref), ("status", "requested")]
+                       ) if complete_task else []:
+        store(session, {**task, "status": "completed",
+                        "businessStatus": {"coding": [{"system": DECISION_SYSTEM,
+                                                       "code": decision}]}})
+    if claim.get("use", "claim") == "claim":
+        coverage = read(session, (((claim.get("insurance") or [{}])[0]).get("coverage") or {})
+                        .get("reference"))
+        readjudicate_after(session, coverage, order[:4], order)
+    return response
+
+
+class ClaimVoids:
+    """The write hook that turns an update to ``status = cancelled`` into a void."""
+
+    types = frozenset({"Claim"})
+
+    def written(self, session: Session, version: StoredVersion) -> None:
+        if version.deleted or not version.content or version.version < 2 or \
+                b'"cancelled"' not in version.content:
+            return
+        claim = orjson.loads(version.content)
+        before = session.version("Claim", version.id, version.version - 1)
+        if claim.get("status") != "cancelled" or before is None or before.content is None or \
+                orjson.loads(before.content).get("status") == "cancelled":
+            return
+        void(session, f"Claim/{version.id}", claim)
+
+
+FINANCIAL_TASK = "http://terminology.hl7.org/CodeSystem/financialtaskcode"
+REVIEW_TASK = {"system": "urn:hygeia:CodeSystem:insurance-task", "code": "review"}
+DECISION_SYSTEM = "urn:hygeia:CodeSystem:review-decision"  # approve | deny
+
+
+class CancelTasks:
+    """The write hook for Tasks focused on a Claim. A Task ``financialtaskcode|cancel``
+    updates the claim to ``status = cancelled`` (which :class:`ClaimVoids` turns into a
+    void); a review Task updated to ``completed`` with a ``businessStatus`` of
+    :data:`DECISION_SYSTEM` ``approve`` or ``deny`` is the reviewer's decision."""
+
+    types = frozenset({"Task"})
+
+    def written(self, session: Session, version: StoredVersion) -> None:
+        if version.deleted or not version.content:
+            return
+        if REVIEW_TASK["system"].encode() in version.content:
+            self.reviewed(session, version)
+            return
+        if FINANCIAL_TASK.encode() not in version.content:
+            return
+        task = orjson.loads(version.content)
+        codes = [(c.get("system"), c.get("code")) for c in
+                 (task.get("code") or {}).get("coding") or []]
+        focus = str((task.get("focus") or {}).get("reference") or "")
+        if (FINANCIAL_TASK, "cancel") not in codes or not focus.startswith("Claim/"):
+            return
+        claim = read(session, focus)
+        if claim is None:
+            raise NotFound(f"The Task cancels {focus}, which does not exist.",
+                           expression="Task.focus")
+        if claim.get("status") != "cancelled":
+            store(session, {**claim, "status": "cancelled"})
+
+    @staticmethod
+    def reviewed(session: Session, version: StoredVersion) -> None:
+        assert version.content is not None
+        task = orjson.loads(version.content)
+        before = session.version("Task", version.id, version.version - 1)
+        was = orjson.loads(before.content).get("status") if before and before.content else None
+        if task.get("status") != "completed" or was == "completed":
+            return
+        decisions = [c.get("code") for c in (task.get("businessStatus") or {}).get("coding") or []
+                     if c.get("system") == DECISION_SYSTEM]
+        if not decisions or decisions[0] not in ("approve", "deny"):
+            raise Unprocessable("A completed review Task needs a businessStatus of "
+                                f"{DECISION_SYSTEM} approve or deny.",
+                                expression="Task.businessStatus")
+        focus = str((task.get("focus") or {}).get("reference") or "")
+        if pended_of(session, focus):  # not when ``hygeia insurance review`` decided it
+            review(session, focus, str(decisions[0]), complete_task=False)

@@ -1,0 +1,279 @@
+"""The adjudication pipeline, one small step per concern, in the contract's order.
+
+Each step reads the claim, the record and the plan's data and writes its findings
+onto the :class:`~hygeia.insurance.model.Adjudication`; :data:`PIPELINE` is the
+ordered list, so a step is replaced or added by editing that list. Steps after a
+claim-level error or denial still run only where they make sense (they check).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from hygeia.insurance.codes import BENEFIT_CATEGORY, CLAIM_KEY, amount, cents
+from hygeia.insurance.ledger import accumulate, claim_key, family_of, history_of
+from hygeia.insurance.model import ZERO, Adjudication, Line
+from hygeia.insurance.plan import PLAN_SYSTEM, find_plan, in_force, rules_of
+from hygeia.insurance.records import codings, read, search
+from hygeia.store import Session
+
+Step = Callable[[Session, Adjudication], None]
+
+MAX_ITEMS = 999  # items a claim may hold (a front-end error beyond)
+
+# Coding edits as data: code pairs that are never billed together, and units per day.
+EXCLUSIVE_PAIRS: frozenset[frozenset[str]] = frozenset({frozenset({"99213", "99214"})})
+UNITS_PER_DAY: dict[str, int] = {"99213": 1, "99214": 1, "185349003": 1}
+
+
+def lines_of(claim: dict[str, Any], default_date: str) -> list[Line]:
+    lines = []
+    for index, item in enumerate(claim.get("item") or []):
+        if not isinstance(item, dict):
+            continue
+        category = next((c for s, c in codings(item.get("category")) if s == BENEFIT_CATEGORY),
+                        "")
+        sequence = item.get("sequence")
+        lines.append(Line(sequence=sequence if isinstance(sequence, int) else index + 1,
+                          item=item,
+                          codes=codings(item.get("productOrService")), category=category,
+                          submitted=cents(amount(item.get("net"))),
+                          service_date=str(item.get("servicedDate") or default_date)))
+    return lines
+
+
+def front_end(session: Session, claim: Adjudication) -> None:
+    """Required elements, dates, codes, and the patient the coverage names."""
+    if not claim.patient.startswith("Patient/"):
+        claim.errors.append("The claim names no patient (Claim.patient).")
+    if not claim.lines:
+        claim.errors.append("The claim has no items (Claim.item).")
+    if len(claim.lines) > MAX_ITEMS:
+        claim.errors.append(f"The claim has more than {MAX_ITEMS} items.")
+    if len(claim.service_date) < 10:
+        claim.errors.append("The claim has no service date (Claim.billablePeriod.start "
+                            "or Claim.item.servicedDate).")
+    for line in claim.lines:
+        if not _is_date(line.service_date):
+            claim.errors.append(f"Item {line.sequence} has no valid service date.")
+        if not line.codes:
+            claim.errors.append(f"Item {line.sequence} has no service code.")
+        if line.submitted <= 0:
+            claim.errors.append(f"Item {line.sequence} has no positive net amount.")
+    reference = (((claim.claim.get("insurance") or [{}])[0]).get("coverage") or {})
+    claim.coverage = read(session, reference.get("reference"))
+    if claim.coverage is None:
+        claim.errors.append("The coverage the claim names does not exist "
+                            "(Claim.insurance.coverage).")
+    elif (claim.coverage.get("beneficiary") or {}).get("reference") != claim.patient:
+        claim.errors.append("The coverage belongs to another patient than the claim's.")
+
+
+def _is_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text[:10])
+    except ValueError:
+        return False
+    return True
+
+
+def eligibility(session: Session, claim: Adjudication) -> None:
+    """Active coverage on the service date, on a plan the server knows."""
+    if claim.errors or claim.coverage is None:
+        return
+    coverage = claim.coverage
+    period = coverage.get("period") or {}
+    active = coverage.get("status") == "active" and \
+        str(period.get("start") or "")[:10] <= claim.service_date[:10] and \
+        (not period.get("end") or claim.service_date[:10] <= str(period["end"])[:10])
+    plan_value = next((c.get("value") for c in coverage.get("class") or []
+                       if "plan" in [code for _, code in codings(c.get("type"))]), None)
+    plan = find_plan(session, str(plan_value), claim.service_date[:10]) if plan_value else None
+    if plan is None:
+        claim.errors.append(f"The coverage names no plan this payer knows ({PLAN_SYSTEM}).")
+        return
+    claim.rules = rules_of(session, plan, claim.service_date[:10])
+    if not active:
+        claim.claim_denied.append("not-eligible")
+    # one family's claims are settled one at a time: each reads the ledger the last wrote
+    family = coverage.get("subscriberId") or claim.patient
+    session.lock(f"hygeia.insurance.ledger:{plan_value}:{family}")
+    claim.family = family_of(session, coverage)
+    claim.history = history_of(session, claim)
+
+
+def duplicates(session: Session, claim: Adjudication) -> None:
+    """An exact duplicate of a paid or pending claim is denied; a near one pends."""
+    if claim.errors:
+        return
+    exact, near = claim_key(claim, with_amounts=True), claim_key(claim, with_amounts=False)
+    for earlier in claim.history:
+        if (earlier.get("patient") or {}).get("reference") != claim.patient:
+            continue
+        keys = {e.get("url"): e.get("valueString") for e in earlier.get("extension") or []}
+        if keys.get(CLAIM_KEY) == exact:
+            claim.claim_denied.append("duplicate")
+            return
+        if keys.get(CLAIM_KEY + ":near") == near:
+            claim.pended.append("A claim for the same services on the same day with other "
+                                "amounts was already submitted: a reviewer checks it.")
+            return
+
+
+def pricing(session: Session, claim: Adjudication) -> None:
+    """Allowed amount: the item's net, capped by the fee schedule where it lists the code."""
+    if claim.rules is None:
+        return
+    for line in claim.lines:
+        fee = next((claim.rules.fees[c] for c in line.codes if c in claim.rules.fees), None)
+        line.allowed = line.submitted if fee is None else min(line.submitted, fee)
+        if line.allowed < line.submitted:
+            line.reduced.append("above-fee-schedule")
+
+
+def benefits(session: Session, claim: Adjudication) -> None:
+    """Prior authorization where the plan needs one: an approved preauthorization
+    (a preauthorization request itself is what asks for one)."""
+    if claim.rules is None or claim.claim.get("use", "claim") != "claim":
+        return
+    refs = [str(r) for i in claim.claim.get("insurance") or [] for r in i.get("preAuthRef") or []]
+    needed = [line for line in claim.lines if line.category in claim.rules.prior_auth]
+    approvals = _approvals(session, claim, refs) if needed and refs else []
+    for line in needed:
+        if not any(in_force(period, line.service_date[:10]) and set(line.codes) & codes
+                   for period, codes in approvals):
+            line.denied.append("no-prior-auth")
+
+
+def _approvals(session: Session, claim: Adjudication, refs: list[str]
+               ) -> list[tuple[Any, set[tuple[str, str]]]]:
+    """The patient's approved preauthorizations the claim names: (period, service codes)."""
+    found = []
+    for response in search(session, "ClaimResponse", [("patient", claim.patient),
+                                                      ("use", "preauthorization")]):
+        if response.get("status") == "active" and response.get("outcome") == "complete" and \
+                response.get("preAuthRef") in refs:
+            request = read(session, (response.get("request") or {}).get("reference")) or {}
+            codes = {code for item in request.get("item") or [] if isinstance(item, dict)
+                     for code in codings(item.get("productOrService"))}
+            found.append((response.get("preAuthPeriod"), codes))
+    return found
+
+
+def coding_edits(session: Session, claim: Adjudication) -> None:
+    """Mutually exclusive code pairs and units per day, from the tables above."""
+    earlier: list[str] = []  # codes of the lines before: the later line of a pair is denied
+    for line in claim.lines:
+        for _, code in line.codes:
+            if any(frozenset({code, other}) in EXCLUSIVE_PAIRS for other in earlier):
+                line.denied.append("exclusive-codes")
+            limit = UNITS_PER_DAY.get(code)
+            units = amount({"value": (line.item.get("quantity") or {}).get("value", 1)})
+            if limit is not None and units > limit:
+                line.denied.append("units-per-day")
+        earlier.extend(code for _, code in line.codes)
+
+
+def necessity(session: Session, claim: Adjudication) -> None:
+    """Record-aware: each diagnosis is an active Condition on the date; each encounter exists."""
+    if claim.errors or claim.claim_denied:
+        return
+    diagnoses = {d.get("sequence"): codings(d.get("diagnosisCodeableConcept"))
+                 for d in claim.claim.get("diagnosis") or [] if isinstance(d, dict)}
+    conditions = search(session, "Condition", [("patient", claim.patient)])
+    for line in claim.lines:
+        if claim.claim.get("use") == "preauthorization" and \
+                not line.item.get("diagnosisSequence"):
+            line.pended.append(f"Item {line.sequence} names no diagnosis to authorize it for.")
+        for sequence in line.item.get("diagnosisSequence") or []:
+            wanted = set(diagnoses.get(sequence, []))
+            if wanted and not any(_documented(c, wanted, line.service_date) for c in conditions):
+                codes = ", ".join(code for _, code in sorted(wanted))
+                line.pended.append(f"The diagnosis {codes} is not documented as an active "
+                                   f"condition of the patient on {line.service_date[:10]}.")
+        for encounter in line.item.get("encounter") or []:
+            if read(session, encounter.get("reference")) is None:
+                line.pended.append(f"The encounter {encounter.get('reference')} is not in "
+                                   "the patient's record.")
+
+
+def _documented(condition: dict[str, Any], wanted: set[tuple[str, str]], date: str) -> bool:
+    if not wanted & set(codings(condition.get("code"))):
+        return False
+    status = [c for s, c in codings(condition.get("clinicalStatus"))]
+    onset = str(condition.get("onsetDateTime") or condition.get("recordedDate") or "")[:10]
+    ended = str(condition.get("abatementDateTime") or "")[:10]
+    day = date[:10]
+    return (not onset or onset <= day) and (not ended or day <= ended) and \
+        bool({"active", "recurrence", "relapse"} & set(status) or (ended and day <= ended))
+
+
+def review_decision(session: Session, claim: Adjudication) -> None:
+    """A reviewer's decision settles what pended: approve pays it, deny denies it."""
+    if claim.review is None or claim.errors:
+        return
+    claim.pended.clear()
+    for line in claim.lines:
+        line.pended.clear()
+    if claim.review == "deny":
+        claim.claim_denied.append("review-denied")
+
+
+def cost_sharing(session: Session, claim: Adjudication) -> None:
+    """Copay, deductible and coinsurance against the ledger, up to the out-of-pocket maximum."""
+    rules = claim.rules
+    if rules is None or claim.outcome != "complete":
+        return
+    if claim.claim_denied:
+        for line in claim.lines:
+            line.denied.extend(claim.claim_denied)
+        return
+    done = claim.accumulated = accumulate(claim)
+    copay_left = {category: value for category, value in rules.copays.items()}
+    for line in claim.lines:
+        if line.denied:
+            continue
+        room = max(ZERO, min(rules.oop_max - done.oop, rules.family_oop_max - done.family_oop))
+        if line.category in copay_left:
+            line.copay = min(copay_left[line.category], line.allowed, room)
+            copay_left[line.category] -= line.copay
+        else:
+            line.deductible = max(ZERO, min(line.allowed, rules.deductible - done.deductible,
+                                            rules.family_deductible - done.family_deductible,
+                                            room))
+            rest = line.allowed - line.deductible
+            line.coinsurance = min(cents(rest * rules.coinsurance), room - line.deductible)
+        for name, value in (("deductible", line.deductible), ("copay", line.copay),
+                            ("coinsurance", line.coinsurance)):
+            if value > 0:
+                line.reduced.append(name)
+        done.deductible += line.deductible
+        done.family_deductible += line.deductible
+        done.oop += line.member
+        done.family_oop += line.member
+
+
+PIPELINE: list[Step] = [front_end, eligibility, duplicates, pricing, benefits, coding_edits,
+                        necessity, review_decision, cost_sharing]
+
+
+def adjudicate(session: Session, resource: dict[str, Any], *, claim_ref: str | None = None,
+               order: str | None = None, review: str | None = None) -> Adjudication:
+    """Run every step of :data:`PIPELINE` over one claim (``order``: its ledger place,
+    kept when a claim is adjudicated again)."""
+    date = str((resource.get("billablePeriod") or {}).get("start") or "")
+    lines = lines_of(resource, date)
+    if not date and lines:
+        date = min(line.service_date for line in lines)
+    claim = Adjudication(claim=resource, lines=lines, service_date=date,
+                         patient=str((resource.get("patient") or {}).get("reference") or ""),
+                         order=order or f"{date[:10]}|{time.time_ns():020d}",
+                         claim_ref=claim_ref, review=review)
+    for step in PIPELINE:
+        step(session, claim)
+    return claim
+
+
