@@ -1,7 +1,12 @@
-"""Device ingestion: IHE PCD-01 over MLLP into a real ``hygeia serve``, beside the same
-run's ``hygeia load`` rate for the same number of Observations as the baseline.
+"""Device ingestion: IHE PCD-01 over MLLP and readings over MQTT into a real ``hygeia
+serve``, each beside the same run's ``hygeia load`` rate for as many Observations as the
+baseline, and the commit-to-delivery latency of a rest-hook subscription.
 
     python -m benchmarks.devices --backends sqlite,postgresql --senders 8 --messages 300
+
+``--parts`` chooses among ``mllp``, ``mqtt`` and ``subscriptions`` (default: all three).
+
+MLLP:
 
 Each of ``--senders`` connections (python-hl7's MLLP client, one thread each) sends
 ``--messages`` ORU^R01 messages of 6 OBX rows (heart rate, SpO2, pulse rate,
@@ -10,8 +15,19 @@ acknowledgement (sent by the server after commit) before the next message, as a
 monitor gateway does. Reported: Observations stored per second (wall time from the
 first message to the last acknowledgement) and the acknowledgement latency p50/p99.
 
+MQTT: ``--publishers`` paho-mqtt clients (one gateway device each) publish
+``--readings`` Observations each, one per message with QoS 1, to the broker at
+``--mqtt-url`` (Mosquitto), under a topic prefix of this run's own; the server
+stores them and acknowledges each (PUBACK) after commit. Publishers keep at most
+:data:`MQTT_BACKLOG` readings published but not yet stored (the broker's queue for
+the server's session is bounded). Reported: Observations stored per second, from
+the first publish until ``Observation?_summary=count`` (polled) shows them all.
+
 The baseline is ``hygeia load`` of an NDJSON file holding as many Observations of
 the same shape, into a fresh database on the same backend, in the same run.
+
+Subscriptions: :func:`benchmarks.subscriptions.measure` (see that module), at
+``--subscription-rate`` Observations per second for ``--subscription-seconds``.
 """
 
 from __future__ import annotations
@@ -23,12 +39,16 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import hl7.client
+import httpx
 import orjson
+import paho.mqtt.client as mqtt
 
+from benchmarks import subscriptions
 from benchmarks.common import DEFAULT_PG, Server, drop_postgres_db, free_port, fresh_postgres_db
 
 READINGS = (  # MDC code, name, value, MDC unit, containment
@@ -117,11 +137,12 @@ def database(backend: str, admin: str, name: str, folder: Path) -> str:
     return fresh_postgres_db(admin, name)
 
 
-def measure_mllp(backend: str, admin: str, senders: int, messages: int) -> None:
+def measure_mllp(backend: str, admin: str, senders: int, messages: int,
+                 serve: tuple[str, ...] = ()) -> None:
     with tempfile.TemporaryDirectory() as folder:
         db_url = database(backend, admin, "bench_devices_mllp", Path(folder))
         port = free_port()
-        server = Server(db_url, "--mllp-port", str(port))
+        server = Server(db_url, "--mllp-port", str(port), *serve)
         try:
             elapsed, latencies = run_senders(port, senders, messages)
         finally:
@@ -138,18 +159,166 @@ def measure_mllp(backend: str, admin: str, senders: int, messages: int) -> None:
           f"{rate:8,.0f} Observations/s; ACK p50 {percentile(latencies, 0.5) * 1000:6.1f} ms, "
           f"p99 {percentile(latencies, 0.99) * 1000:6.1f} ms, mean "
           f"{statistics.fmean(latencies) * 1000:6.1f} ms | baseline hygeia load "
-          f"{baseline:8,.0f} Observations/s; ratio {rate / baseline:.2f}")
+          f"{baseline:8,.0f} Observations/s; ratio {rate / baseline:.2f}", flush=True)
+
+
+MQTT_BACKLOG = 800  # readings published and not yet stored, at most (Mosquitto queues 1000)
+
+
+def reading(publisher: int, number: int) -> bytes:
+    """One heart-rate Observation, a second after the publisher's previous one."""
+    return orjson.dumps({
+        "resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "urn:iso:std:iso:11073:10101", "code": "147842",
+                             "display": "MDC_ECG_HEART_RATE"}]},
+        "effectiveDateTime": (START + timedelta(seconds=number)).isoformat(),
+        "valueQuantity": {"value": 60 + (publisher + number) % 40, "unit": "/min",
+                          "system": "http://unitsofmeasure.org", "code": "/min"}})
+
+
+class StoredCount:
+    """Polls the server's Observation count; publishers wait on it to bound the backlog."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.value = 0
+        self.changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self._stopping.wait(0.05):
+                response = client.get(f"{self.base}/Observation",
+                                      params={"_summary": "count"})
+                with self.changed:
+                    self.value = int(response.json()["total"])
+                    self.changed.notify_all()
+
+    def wait_below(self, published: int, backlog: int) -> None:
+        with self.changed:
+            while published - self.value > backlog:
+                self.changed.wait(1)
+
+    def wait_for(self, total: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while self.value < total and time.monotonic() < deadline:
+                self.changed.wait(1)
+            return self.value >= total
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+
+def run_publishers(broker: tuple[str, int], prefix: str, count: StoredCount,
+                   publishers: int, readings: int) -> float:
+    """Wall seconds from the first publish until every reading is stored."""
+    published = [0]
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def publish(publisher: int) -> None:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=f"{prefix}-pub-{publisher}")
+        client.connect(*broker)
+        client.loop_start()
+        try:
+            topic = f"{prefix}/hygeia/gw-{publisher}/monitor/obs"
+            for number in range(readings):
+                with lock:
+                    published[0] += 1
+                    total = published[0]
+                count.wait_below(total, MQTT_BACKLOG)
+                info = client.publish(topic, reading(publisher, number), qos=1)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    failures.append(mqtt.error_string(info.rc))
+                    return
+                info.wait_for_publish(30)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+
+    threads = [threading.Thread(target=publish, args=(number,))
+               for number in range(publishers)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise SystemExit(f"a reading could not be published: {failures[0]}")
+    if not count.wait_for(publishers * readings, 300):
+        raise SystemExit(f"only {count.value} of {publishers * readings} readings were stored")
+    return time.perf_counter() - began
+
+
+def measure_mqtt(backend: str, admin: str, broker_url: str, publishers: int,
+                 readings: int, serve: tuple[str, ...] = ()) -> None:
+    host, _, port = broker_url.removeprefix("mqtt://").partition(":")
+    prefix = f"bench-{uuid.uuid4().hex[:12]}"
+    with tempfile.TemporaryDirectory() as folder:
+        db_url = database(backend, admin, "bench_devices_mqtt", Path(folder))
+        server = Server(db_url, "--mqtt-url", broker_url,
+                        "--mqtt-topic", f"{prefix}/hygeia/+/+/obs",
+                        "--mqtt-client-id", f"{prefix}-hygeia", "--mqtt-session-expiry", "0",
+                        *serve)
+        count = StoredCount(server.base)
+        try:
+            time.sleep(1.0)  # the server subscribes once connected
+            elapsed = run_publishers((host, int(port or 1883)), prefix, count, publishers,
+                                     readings)
+        finally:
+            count.stop()
+            server.stop()
+        if backend != "sqlite":
+            drop_postgres_db(admin, "bench_devices_mqtt")
+        observations = publishers * readings
+        baseline_url = database(backend, admin, "bench_devices_load", Path(folder))
+        baseline = load_baseline(baseline_url, observations)
+        if backend != "sqlite":
+            drop_postgres_db(admin, "bench_devices_load")
+    rate = observations / elapsed
+    print(f"{backend:<10} MQTT {publishers} publishers x {readings} readings (QoS 1, one "
+          f"Observation each): {rate:8,.0f} Observations/s stored | baseline hygeia load "
+          f"{baseline:8,.0f} Observations/s; ratio {rate / baseline:.2f}", flush=True)
+
+
+PARTS = ("mllp", "mqtt", "subscriptions")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--postgres", default=DEFAULT_PG, help="admin URL for scratch databases")
+    parser.add_argument("--parts", default=",".join(PARTS), help="of " + ", ".join(PARTS))
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--messages", type=int, default=300, help="messages per sender")
+    parser.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883")
+    parser.add_argument("--publishers", type=int, default=8)
+    parser.add_argument("--readings", type=int, default=1000, help="readings per publisher")
+    parser.add_argument("--subscription-rate", type=float, default=500.0,
+                        help="Observations per second written while subscribed")
+    parser.add_argument("--subscription-seconds", type=float, default=10.0)
+    parser.add_argument("--serve", default="", help="more hygeia serve flags for the MLLP "
+                        "and MQTT servers, e.g. '--no-news2'")
     args = parser.parse_args(argv)
+    parts = args.parts.split(",")
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part {unknown[0]!r}: choose among {', '.join(PARTS)}")
     for backend in args.backends.split(","):
-        measure_mllp(backend, args.postgres, args.senders, args.messages)
+        if "mllp" in parts:
+            measure_mllp(backend, args.postgres, args.senders, args.messages,
+                         tuple(args.serve.split()))
+        if "mqtt" in parts:
+            measure_mqtt(backend, args.postgres, args.mqtt_url, args.publishers,
+                         args.readings, tuple(args.serve.split()))
+        if "subscriptions" in parts:
+            subscriptions.measure(backend, args.postgres, 8, args.subscription_rate,
+                                  args.subscription_seconds)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,29 @@ def test_put_then_read_current_and_versions(repository: Repository) -> None:
         assert session.current("Patient", "missing") is None
 
 
+def test_a_read_by_key_sees_its_own_writes_and_leaves_the_others_buffered(
+        repository: Repository) -> None:
+    def token() -> IndexRows:  # one index row per version: rows_written shows a flush
+        return IndexRows(tokens=[("identifier", "s", "1")])
+
+    with repository.transaction() as session:
+        session.put(version("a", 1), token())
+        assert session.current("Patient", "b") is None
+        assert session.heads([("Patient", "b")]) == {}
+        assert session.rows_written == 0  # "a" is still buffered: one flush for all
+        session.put(version("b", 1), token())
+        current = session.current("Patient", "a")
+        assert current is not None and current.version == 1
+        assert session.rows_written > 0  # reading "a" wrote "a" and "b" first
+        assert session.version("Patient", "b", 1) is not None
+        session.put(version("a", 2), token())
+        assert session.heads([("Patient", "a"), ("Patient", "b")])[("Patient", "a")].version == 2
+        session.put(version("c", 1), token())
+        assert session.version("Patient", "c", 1) is not None
+    with repository.reader() as session:
+        assert [session.current("Patient", id) is not None for id in "abc"] == [True] * 3
+
+
 def test_index_rows_follow_the_current_version(repository: Repository) -> None:
     with repository.transaction() as session:
         session.put(version("a", 1), IndexRows(tokens=[("identifier", "s", "old")]))

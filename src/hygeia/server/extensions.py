@@ -206,7 +206,7 @@ class Operations(Protocol):
 
 class Alerts(Protocol):
     """Alerting, as a module uses it (``host.alerts``, server/alerts ``AlertService``):
-    both calls run in the caller's write transaction and never commit."""
+    raising and clearing run in the caller's write transaction and never commit."""
 
     def raise_alert(self, session: Session, alert: Alert) -> Raised:
         """A Flag, a Task to acknowledge and a Communication to the care team, once
@@ -215,6 +215,10 @@ class Alerts(Protocol):
 
     def clear_alert(self, session: Session, key: str) -> bool:
         """End the condition ``key``: Flag inactive, Task cancelled or completed."""
+        ...
+
+    def is_active(self, session: Session, key: str) -> bool:
+        """Whether ``key`` has an active alert (a reader's session will do)."""
         ...
 
 

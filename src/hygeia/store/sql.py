@@ -13,7 +13,7 @@ Tables (see docs/architecture.md for the column-by-column description):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import replace
 from itertools import product
 from typing import Any
@@ -86,6 +86,7 @@ class SqlSession(Session):
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self._pending: list[tuple[StoredVersion, RowsSource]] = []
+        self._pending_keys: set[tuple[str, str]] = set()  # (type, id) of what _pending holds
         self.rows_written = 0  # resource and index rows this session wrote
 
     def _sql(self, sql: str) -> str:
@@ -106,9 +107,17 @@ class SqlSession(Session):
         cursor.executemany(self._sql(sql), rows)
         return cursor
 
+    def _flush_for(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Flush only when a buffered version is one of ``keys``: a read by key sees
+        nothing of the others, and a writer that reads between its writes (a listener
+        storing a batch of readings) keeps its writes batched (measured on PostgreSQL:
+        one flush per MQTT reading was 70% of storing it)."""
+        if self._pending_keys and not self._pending_keys.isdisjoint(keys):
+            self.flush()
+
     def current(self, resource_type: str, id: str, *, for_update: bool = False
                 ) -> StoredVersion | None:
-        self.flush()
+        self._flush_for(((resource_type, id),))
         rows = self.execute(
             f"SELECT {VERSION_COLUMNS} FROM resource r JOIN resource_version v ON v.seq = r.seq "
             "WHERE r.res_type = ? AND r.res_id = ?" + self._for_update(for_update),
@@ -145,7 +154,7 @@ class SqlSession(Session):
         return found
 
     def version(self, resource_type: str, id: str, version: int) -> StoredVersion | None:
-        self.flush()
+        self._flush_for(((resource_type, id),))
         rows = self.execute(
             f"SELECT {VERSION_COLUMNS} FROM resource_version v "
             "WHERE v.res_type = ? AND v.res_id = ? AND v.version = ?",
@@ -157,10 +166,11 @@ class SqlSession(Session):
         if self.on_put is not None:
             self.on_put(self, version)
         self._pending.append((version, rows))
+        self._pending_keys.add((version.resource_type, version.id))
 
     def heads(self, keys: list[tuple[str, str]], *, for_update: bool = False,
               for_share: bool = False) -> dict[tuple[str, str], Head]:
-        self.flush()
+        self._flush_for(keys)
         lock = self._for_update(True) if for_update else self._for_share(for_share)
         rows = self._rows_by_keys(
             "r.res_type, r.res_id, r.version, r.last_updated, r.deleted FROM resource r",
@@ -188,6 +198,7 @@ class SqlSession(Session):
         if not self._pending:
             return
         pending, self._pending = self._pending, []
+        self._pending_keys = set()
         seqs = self._allocate_seqs(len(pending))
         cursor = self.connection.cursor()
         self._insert_rows(cursor, "resource_version", VERSION_INSERT_COLUMNS,

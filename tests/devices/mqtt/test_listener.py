@@ -90,15 +90,21 @@ def test_a_phd_gateway_bundle_is_stored_with_its_device_and_patient(
     assert len(phd) == 1 and stored[0]["device"] == {"reference": f"Device/{phd[0]['id']}"}
     patient = search(mqtt_server.client, f"Patient?identifier=urn:example:mrn%7C{serial}")
     assert len(patient) == 1
-    both = search(mqtt_server.client, f"Observation?patient=Patient/{patient[0]['id']}")
+    both = readings_of(mqtt_server, patient[0]["id"])
     assert len(both) == 2
     mosquitto_pub(f"hygeia/{gateway}/phd-1/obs", orjson.dumps(bundle))  # replayed
     mosquitto_pub(f"hygeia/{gateway}/phd-1/obs", orjson.dumps(observation(1)))
     eventually(lambda: observations_of(mqtt_server, gateway, "phd-1"))
-    assert len(search(mqtt_server.client,
-                      f"Observation?patient=Patient/{patient[0]['id']}")) == 2
+    assert len(readings_of(mqtt_server, patient[0]["id"])) == 2
     assert len(search(mqtt_server.client,
                       f"Device?identifier=urn:ieee:11073:eui64%7C{serial}")) == 1
+
+
+def readings_of(mqtt_server: ServerProcess, patient: str) -> list[dict[str, Any]]:
+    """The patient's Observations from the gateway (identifier urn:example:phd), not the
+    NEWS2 scores the clinical pillar derives from them."""
+    return [o for o in search(mqtt_server.client, f"Observation?patient=Patient/{patient}")
+            if any(i.get("system") == "urn:example:phd" for i in o.get("identifier", []))]
 
 
 def phd_bundle(serial: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from hygeia.devices.mqtt.payloads import MAX_PAYLOAD_BYTES, parse_reading
-from hygeia.devices.mqtt.storing import ensure_topic_device, store_reading
+from hygeia.devices.mqtt.storing import Seen, ensure_topic_device, store_reading
 from hygeia.devices.mqtt.topics import TopicLayout
 from hygeia.devices.registry import associate
 from hygeia.fhir.outcome import FhirError, PreconditionFailed
@@ -53,6 +53,29 @@ def test_a_reading_gets_the_patient_the_device_was_associated_with_then(
     assert by_value[70]["subject"] == {"reference": f"Patient/{patient}"}
     assert "subject" not in by_value[71]
     assert by_value[70]["device"] == {"reference": f"Device/{device}"}
+
+
+def test_a_batch_reads_a_devices_associations_once_and_attributes_each_reading_by_time(
+        service: FhirService) -> None:
+    first, second = new_patient(service), new_patient(service)
+    known: dict[str, str] = {}
+    with service.transaction() as session:
+        device = ensure_topic_device(session, "ward-3", "bed-7", known)
+        associate(session, device, first, start="2026-01-01T00:00:00Z",
+                  end="2026-02-01T00:00:00Z")
+        associate(session, device, second, start="2026-02-01T00:00:00Z")
+    seen = Seen()
+    with service.transaction() as session:  # as the listener stores a batch
+        for value, at in ((80, "2026-01-15T10:00:00Z"), (81, "2026-02-15T10:00:00Z"),
+                          (82, "2025-12-15T10:00:00Z")):
+            reading = parse_reading(LAYOUT, TOPIC, orjson.dumps(
+                observation(value, effectiveDateTime=at)))
+            store_reading(session, reading, known, seen)
+    assert seen.carried == {device} and list(seen.associations) == [device]
+    by_value = {o["valueQuantity"]["value"]: o for o in observations(service)}
+    assert by_value[80]["subject"] == {"reference": f"Patient/{first}"}
+    assert by_value[81]["subject"] == {"reference": f"Patient/{second}"}
+    assert "subject" not in by_value[82]
 
 
 def test_a_subject_or_device_the_payload_gives_is_kept(service: FhirService) -> None:

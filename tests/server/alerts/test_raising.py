@@ -100,6 +100,21 @@ def test_clearing_ends_the_flag_and_cancels_an_unacknowledged_task(
     assert read(alerting, "Flag", raised.flag)["status"] == "inactive"
 
 
+def test_whether_a_key_is_active_is_read_in_a_snapshot(alerting: FhirService) -> None:
+    store(alerting, patient("p6"), care_team("team-6", "p6", "Practitioner/nurse"))
+    with alerting.reader() as session:
+        assert not alerting.alerts.is_active(session, "spo2-low|Patient/p6")
+    with alerting.transaction() as session:
+        alerting.alerts.raise_alert(session, alarm("p6"))
+    with alerting.reader() as session:
+        assert alerting.alerts.is_active(session, "spo2-low|Patient/p6")
+        assert not alerting.alerts.is_active(session, "spo2-low|Patient/p7")
+    with alerting.transaction() as session:
+        alerting.alerts.clear_alert(session, "spo2-low|Patient/p6")
+    with alerting.reader() as session:
+        assert not alerting.alerts.is_active(session, "spo2-low|Patient/p6")
+
+
 def test_clearing_an_acknowledged_alert_completes_its_task(alerting: FhirService) -> None:
     store(alerting, patient("p5"), care_team("team-5", "p5", "Practitioner/nurse"))
     with alerting.transaction() as session:

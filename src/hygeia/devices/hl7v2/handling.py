@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from hygeia.devices.hl7v2.segments import text
+
 if TYPE_CHECKING:
     import hl7
 
@@ -69,8 +71,8 @@ def field_text(segment: hl7.Segment, field: int, repetition: int = 1, component:
     authority. python-hl7 answers a missing repetition with IndexError; a handler reading
     an optional field wants the empty value instead."""
     try:
-        return str(segment.extract_field(1, field, repetition, component, subcomponent))
-    except (IndexError, KeyError):
+        return text(segment, field, component, repetition, subcomponent)
+    except KeyError:
         return ""
 
 

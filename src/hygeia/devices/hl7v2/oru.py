@@ -23,7 +23,7 @@ from hygeia.devices.hl7v2.handling import Handled, Handler, Received, Rejected
 from hygeia.devices.hl7v2.hl7time import FhirTime, fhir_datetime
 from hygeia.devices.hl7v2.obx import Obx, read_obx
 from hygeia.devices.hl7v2.segments import first, part, repetition_count
-from hygeia.devices.hl7v2.writing import upsert, upsert_all
+from hygeia.devices.hl7v2.writing import Remembered, upsert, upsert_all
 from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.store import Session
 
@@ -74,33 +74,40 @@ def order_groups(message: hl7.Message) -> list[OrderGroup]:
     return groups
 
 
-def oru_handler(bed_lookup: BedLookup | None = None) -> Handler:
-    """The ORU^R01 handler, asking ``bed_lookup`` who is in a bed when PID is sparse."""
+def oru_handler(bed_lookup: BedLookup | None = None,
+                remembered: Remembered | None = None) -> Handler:
+    """The ORU^R01 handler, asking ``bed_lookup`` who is in a bed when PID is sparse;
+    with ``remembered`` (one database's, :class:`~.writing.Remembered`), what it stored
+    is not read again by the next message."""
     def handle(received: Received, session: Session) -> Handled:
-        return handle_oru_r01(received, session, bed_lookup)
+        return handle_oru_r01(received, session, bed_lookup, remembered)
     return handle
 
 
 def handle_oru_r01(received: Received, session: Session,
-                   bed_lookup: BedLookup | None = None) -> Handled:
+                   bed_lookup: BedLookup | None = None,
+                   remembered: Remembered | None = None) -> Handled:
     """Store an ORU^R01's results (see the module docstring)."""
     handled = Handled()
     groups = order_groups(received.message)
     application = received.sender.split("|", 1)[0]
     attribution = attribute(received.message, session, _first_time(groups), bed_lookup)
     if attribution.new_patient is not None:
-        upsert(session, attribution.new_patient, handled, location="PID^1^3")
+        upsert(session, attribution.new_patient, handled, location="PID^1^3",
+               remembered=remembered)
     if attribution.subject is None:
         handled.notes.append(attribution.note)
     if is_pcd01(received.message, groups):
-        _store_pcd01(received, session, groups, application, attribution, handled)
+        _store_pcd01(received, session, groups, application, attribution, handled,
+                     remembered)
     else:
-        _store_lab(session, groups, application, attribution, handled)
+        _store_lab(session, groups, application, attribution, handled, remembered)
     return handled
 
 
 def _store_pcd01(received: Received, session: Session, groups: list[OrderGroup],
-                 application: str, attribution: Attribution, handled: Handled) -> None:
+                 application: str, attribution: Attribution, handled: Handled,
+                 remembered: Remembered | None) -> None:
     rows = [(obx, _obr_time(group)) for group in groups for obx in group.rows]
     result = pcd01.observations(rows, received.sender, application, attribution)
     # Everything written here hangs off the monitors named (ids derive from their keys):
@@ -110,12 +117,14 @@ def _store_pcd01(received: Received, session: Session, groups: list[OrderGroup],
     upsert_all(session, [(device, "OBX") for device in _parents_first(result.devices)]
                + [(observation, result.origins[observation["id"]])
                   for observation in result.observations], handled,
-               lock="mds:" + ",".join(monitors) if monitors else f"sender:{received.sender}")
+               lock="mds:" + ",".join(monitors) if monitors else f"sender:{received.sender}",
+               remembered=remembered)
     handled.notes.extend(result.notes)
 
 
 def _store_lab(session: Session, groups: list[OrderGroup], application: str,
-               attribution: Attribution, handled: Handled) -> None:
+               attribution: Attribution, handled: Handled,
+               remembered: Remembered | None) -> None:
     for group in groups:
         if group.obr is None:
             raise Rejected("Lab results (OBX) must follow an OBR that says what was ordered.",
@@ -127,7 +136,7 @@ def _store_lab(session: Session, groups: list[OrderGroup], application: str,
         upsert_all(session, [*((observation, f"OBX^{obx.index}") for observation, obx
                                in zip(results, group.rows, strict=True)),
                              (report, f"OBR^{group.obr_index}")], handled,
-                   lock=f"order:{report['id']}")
+                   lock=f"order:{report['id']}", remembered=remembered)
 
 
 def _parents_first(resources: dict[str, dict[str, object]]) -> list[dict[str, object]]:
@@ -168,3 +177,9 @@ def patient_in_bed(session: Session, bed: str, at: str | None) -> str | None:
 
 
 HANDLES: dict[str, Handler] = {"ORU^R01": oru_handler(patient_in_bed)}
+
+
+def handles() -> dict[str, Handler]:
+    """As :data:`HANDLES`, with a handler that remembers what it stored: for one
+    listener, whose handlers serve one database."""
+    return {"ORU^R01": oru_handler(patient_in_bed, Remembered())}

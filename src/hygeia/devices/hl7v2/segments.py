@@ -9,16 +9,56 @@ field asked for), so mapping code reads like the HL7 field tables: ``part(obx,
 from __future__ import annotations
 
 import hl7
+from hl7.util import unescape
+
+_SEPARATOR_FIELDS = (1, 2)  # MSH-1 and MSH-2 are the separators themselves: never unescaped
 
 
 def part(segment: hl7.Segment, field: int, component: int = 1, repetition: int = 1,
          subcomponent: int = 1) -> str:
-    """Field ``field``, component ``component`` of a segment, "" when absent."""
+    """Field ``field``, component ``component`` of a segment, "" when absent.
+
+    The same value as python-hl7's ``Segment.extract_field`` (a path that goes past a
+    leaf is read at the leaf only when the rest of it is all 1s), by indexing the
+    parsed containers directly: mapping a monitor message reads a hundred fields, and
+    ``extract_field`` builds an accessor and error text for each (measured: 1.4 of the
+    8.5 ms a PCD-01 message took).
+    """
+    return text(segment, field, component, repetition, subcomponent).strip()
+
+
+def text(segment: hl7.Segment, field: int, component: int = 1, repetition: int = 1,
+         subcomponent: int = 1) -> str:
+    """As :func:`part`, without stripping surrounding spaces."""
     try:
-        value = segment.extract_field(1, field, repetition, component, subcomponent)
+        value = _leaf(segment, field, component, repetition, subcomponent)
     except IndexError:
         return ""
-    return str(value).strip()
+    if field in _SEPARATOR_FIELDS and str(segment[0]) == "MSH":
+        return str(value)
+    return str(unescape(segment, value))
+
+
+def _leaf(segment: hl7.Segment, field: int, component: int, repetition: int,
+          subcomponent: int) -> str:
+    """The leaf at that path (IndexError when the path leaves the tree); 0 means 1, as
+    for ``extract_field``."""
+    field, component, repetition, subcomponent = \
+        field or 1, component or 1, repetition or 1, subcomponent or 1
+    if field >= len(segment) or field < 1 or repetition < 1 or component < 1 or \
+            subcomponent < 1:
+        raise IndexError(field)
+    value = segment[field][repetition - 1]
+    if not isinstance(value, hl7.Repetition):
+        if component == 1 and subcomponent == 1:
+            return value
+        raise IndexError(component)
+    value = value[component - 1]
+    if not isinstance(value, hl7.Component):
+        if subcomponent == 1:
+            return value
+        raise IndexError(subcomponent)
+    return value[subcomponent - 1]
 
 
 def repetition_count(segment: hl7.Segment, field: int) -> int:

@@ -10,14 +10,17 @@ message writing the same resources takes first, so two messages about the same
 new device serialise instead of colliding, and what was read stays true until
 commit.
 
-Cost: one ``_id`` search per resource type of the message reads what is stored
-(a monitor message names some twenty devices, nearly always unchanged); one
-batched look-up of the new ones' heads (a deleted resource is revived by an
-update, not created again); then one write per resource that is new or changed.
+Cost: one batched look-up of every resource's head (version, deleted or not:
+a deleted resource is revived by an update, not created again); then, for those
+stored, their content, read by one ``_id`` search per resource type unless a
+:class:`Remembered` holds that very version (a monitor message names the same
+devices in every message, nearly always unchanged); then one write per resource
+that is new or changed.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -26,65 +29,118 @@ from hygeia.devices.hl7v2.handling import Handled, Rejected
 from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.search.query import parse_criteria
 from hygeia.server.rest import write
-from hygeia.store import Session
+from hygeia.store import Head, Session
 
 IDS_PER_SEARCH = 90  # below the search's limit of 100 OR-ed values
+MAX_REMEMBERED = 20_000  # resources a Remembered holds (it forgets them all beyond)
+Key = tuple[str, str]
+
+
+@dataclass(slots=True)
+class Remembered:
+    """The content of resources as committed, by type and id, with the version and
+    ``lastUpdated`` it had, so the next message naming them needs no read of content.
+
+    Safe to trust only for that exact version: :func:`upsert_all` reads every head
+    first, and any other write since (a client's update, a delete, a rollback of
+    ours) shows as another version or time. Entries are added after commit only. One
+    per handler of one database (a listener's), never shared between databases.
+    """
+
+    contents: dict[Key, tuple[int, int, dict[str, Any]]] = field(default_factory=dict)
+
+    def get(self, key: Key, version: int, last_updated: int) -> dict[str, Any] | None:
+        found = self.contents.get(key)
+        if found is None or found[0] != version or found[1] != last_updated:
+            return None
+        return found[2]
+
+    def keep(self, found: dict[Key, tuple[int, int, dict[str, Any]]]) -> None:
+        if len(self.contents) + len(found) > MAX_REMEMBERED:
+            self.contents.clear()
+        self.contents.update(found)
 
 
 def upsert(session: Session, resource: dict[str, Any], handled: Handled, *,
-           location: str = "") -> str:
+           location: str = "", remembered: Remembered | None = None) -> str:
     """Store one resource (it has its id) unless unchanged; returns ``Type/id``."""
     reference = f"{resource['resourceType']}/{resource['id']}"
-    upsert_all(session, [(resource, location)], handled, lock=reference)
+    upsert_all(session, [(resource, location)], handled, lock=reference,
+               remembered=remembered)
     return reference
 
 
 def upsert_all(session: Session, resources: list[tuple[dict[str, Any], str]],
-               handled: Handled, *, lock: str) -> None:
+               handled: Handled, *, lock: str, remembered: Remembered | None = None) -> None:
     """Store each resource unless unchanged, in the order given (parents first).
 
     ``lock`` is taken first (see the module docstring). Each resource comes with
     the ERR location of the segment it was made from: a resource the server
-    refuses (invalid FHIR) rejects the whole message there.
+    refuses (invalid FHIR) rejects the whole message there. ``remembered`` spares
+    reading the content of versions it holds, and learns what this call read and
+    wrote once the transaction commits.
     """
     session.lock(f"hl7v2:{lock}")
-    stored = _stored_contents(session, [resource for resource, _ in resources])
-    new = [(r["resourceType"], r["id"]) for r, _ in resources
-           if (r["resourceType"], r["id"]) not in stored]
-    deleted = set(session.heads(new)) if new else set()
+    keys = list(dict.fromkeys((r["resourceType"], r["id"]) for r, _ in resources))
+    heads = session.heads(keys)
+    stored: dict[Key, dict[str, Any]] = {}
+    unread: list[Key] = []
+    learned: dict[Key, tuple[int, int, dict[str, Any]]] = {}
+    for key, head in heads.items():
+        if head.deleted:
+            continue
+        known = remembered.get(key, head.version, head.last_updated) \
+            if remembered is not None else None
+        if known is None:
+            unread.append(key)
+        else:
+            stored[key] = known
+    for key, (content, version, last_updated) in _stored_contents(session, unread).items():
+        stored[key] = content
+        learned[key] = (version, last_updated, content)
     for resource, location in resources:
         key = (resource["resourceType"], resource["id"])
         if key in stored and _same(stored[key], resource):
             continue
-        _write(session, resource, location, create=key not in stored and key not in deleted)
-        stored[key] = resource  # a message naming it twice updates it the second time
+        written = _write(session, resource, location, create=key not in heads)
+        heads[key] = Head(written[0], written[1], False)
+        stored[key] = written[2]  # a message naming it twice updates it the second time
+        learned[key] = written
         if f"{key[0]}/{key[1]}" not in handled.written:
             handled.written.append(f"{key[0]}/{key[1]}")
+    if remembered is not None and learned:
+        session.after_commit(lambda: remembered.keep(learned))
 
 
-def _write(session: Session, resource: dict[str, Any], location: str, *, create: bool) -> None:
-    """Create (a resource never stored: no read needed) or update it."""
+def _write(session: Session, resource: dict[str, Any], location: str, *, create: bool
+           ) -> tuple[int, int, dict[str, Any]]:
+    """Create (a resource never stored: no read needed) or update it; the version and
+    ``lastUpdated`` written, and the content as stored."""
     resource_type, id = resource["resourceType"], resource["id"]
     body = dict(resource)  # the write sets id and meta at the top level only
     try:
         if create:
-            write.create(session, resource_type, body, id=id)
+            response = write.create(session, resource_type, body, id=id)
         else:
-            write.update(session, resource_type, id, body)
+            response = write.update(session, resource_type, id, body)
     except FhirError as error:
         reason = "; ".join(issue.diagnostics for issue in error.issues[:3])
         raise Rejected(f"{resource['resourceType']}/{resource['id']} made from this message "
                        f"is not valid FHIR: {reason}", location=location,
                        hl7_code="207") from error
+    assert response.version is not None and response.last_updated is not None
+    assert response.raw is not None
+    return response.version, response.last_updated, orjson.loads(response.raw)
 
 
-def _stored_contents(session: Session, resources: list[dict[str, Any]]
-                     ) -> dict[tuple[str, str], dict[str, Any]]:
-    """The current content of those of ``resources`` that exist (and are not deleted)."""
+def _stored_contents(session: Session, keys: list[Key]
+                     ) -> dict[Key, tuple[dict[str, Any], int, int]]:
+    """The current content, version and ``lastUpdated`` of those of ``keys`` that exist
+    (and are not deleted)."""
     ids: dict[str, list[str]] = {}
-    for resource in resources:
-        ids.setdefault(resource["resourceType"], []).append(resource["id"])
-    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for resource_type, id in keys:
+        ids.setdefault(resource_type, []).append(id)
+    found: dict[Key, tuple[dict[str, Any], int, int]] = {}
     for resource_type, wanted in ids.items():
         unique = sorted(set(wanted))
         for start in range(0, len(unique), IDS_PER_SEARCH):
@@ -93,7 +149,8 @@ def _stored_contents(session: Session, resources: list[dict[str, Any]]
             query.count = len(chunk)
             for match in session.search(query).matches:
                 if match.content is not None:
-                    found[(resource_type, match.id)] = orjson.loads(match.content)
+                    found[(resource_type, match.id)] = (orjson.loads(match.content),
+                                                        match.version, match.last_updated)
     return found
 
 

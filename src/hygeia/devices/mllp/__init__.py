@@ -29,8 +29,8 @@ def handlers() -> dict[str, Handler]:
     """Message type (``ADT^A01``) -> handler, from every handler module's ``HANDLES``;
     two modules claiming one type is a bug, refused at start-up."""
     found: dict[str, Handler] = {}
-    for module in (adt, oru):
-        for message_type, handler in module.HANDLES.items():
+    for table in (adt.HANDLES, oru.handles()):  # ORU's remembers: one per listener
+        for message_type, handler in table.items():
             if message_type in found:
                 raise RuntimeError(f"two HL7 v2 handlers for {message_type}")
             found[message_type] = handler

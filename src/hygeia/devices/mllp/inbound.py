@@ -109,13 +109,14 @@ class Inbound:
             return self._record_failure(message, entry, "AR", refusal, repeat_answers,
                                         accepted=False)
         handler = self.handlers[received.message_type]
+        # built here, on the connection's thread: the committer's thread serves everyone
+        acks = replies(message, Outcome("AA", True), entry.id[:19])
 
         def store(session: Session) -> list[str]:
             previous = _lock_and_find(session, entry.id)
             if previous is not None and repeat_answers and previous.outcome != TRANSIENT:
                 return previous.acks
             handled = handler(received, session)
-            acks = replies(message, Outcome("AA", True), entry.id[:19])
             log_message(session, replace(
                 entry, outcome=OK, notes=handled.notes,
                 written=_unique(handled.written), acks=acks, failure=None))

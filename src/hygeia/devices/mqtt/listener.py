@@ -44,7 +44,7 @@ from paho.mqtt.properties import Properties
 
 from hygeia.devices.mqtt.payloads import parse_reading
 from hygeia.devices.mqtt.status import parse_status, record_status
-from hygeia.devices.mqtt.storing import store_reading
+from hygeia.devices.mqtt.storing import Seen, store_reading
 from hygeia.devices.mqtt.topics import TopicLayout
 from hygeia.fhir.outcome import FhirError
 from hygeia.server.extensions import Host
@@ -223,8 +223,9 @@ class MqttListener:
             return
         try:
             with self.host.transaction() as session:
+                seen = Seen()  # what this transaction read, for the readings after
                 for _, step in ready:
-                    step(session)
+                    step(session, seen)
         except Exception:
             if len(ready) == 1:
                 self._store_alone(*ready[0])
@@ -235,7 +236,7 @@ class MqttListener:
         for delivery, _ in ready:
             self._ack(delivery)
 
-    def _prepare(self, delivery: Delivery) -> Callable[[Session], object] | None:
+    def _prepare(self, delivery: Delivery) -> Callable[[Session, Seen], object] | None:
         """What storing the message takes, or None when it was refused (reported, acked)."""
         try:
             if self.layout.is_status(delivery.topic):
@@ -244,21 +245,23 @@ class MqttListener:
                 if status is None:
                     self._ack(delivery)
                     return None
-                return lambda session: record_status(session, gateway, status)
+                return lambda session, _: record_status(session, gateway, status)
             reading = parse_reading(self.layout, delivery.topic, delivery.payload)
         except FhirError as error:
             self._refuse(delivery, error)
             return None
-        return lambda session: store_reading(session, reading, self._known_devices)
+        return lambda session, seen: store_reading(session, reading, self._known_devices,
+                                                   seen)
 
-    def _store_alone(self, delivery: Delivery, step: Callable[[Session], object]) -> None:
+    def _store_alone(self, delivery: Delivery, step: Callable[[Session, Seen], object]
+                     ) -> None:
         """One message in its own transaction, retried until it commits, is refused (a
         FhirError: the payload's fault) or the server stops (then left unacknowledged)."""
         delay = RETRY_DELAY[0]
         while True:
             try:
                 with self.host.transaction() as session:
-                    step(session)
+                    step(session, Seen())
             except FhirError as error:
                 self._refuse(delivery, error)
                 return

@@ -19,13 +19,19 @@ Within the caller's transaction (it never commits, like server/rest/write.py):
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from hygeia.devices.mqtt.payloads import Part, Reading
-from hygeia.devices.registry import ensure_device, identifier_criteria, patient_of
+from hygeia.devices.registry import (
+    Association,
+    associations,
+    ensure_device,
+    identifier_criteria,
+    patient_of,
+)
 from hygeia.fhir.datetime import fhir_datetime_range, now_us
 from hygeia.fhir.outcome import BadRequest, PreconditionFailed
 from hygeia.fhir.references import is_conditional_reference, rewrite_references
@@ -47,6 +53,21 @@ class Stored:
     replayed: int
 
 
+@dataclass(slots=True)
+class Seen:
+    """What one transaction has read already, for the readings after it (a listener
+    stores a batch of readings in one transaction): the devices checked to still carry
+    their topic's identifier, and the associations of each device. Valid for that
+    transaction only (readings write neither Device identifiers nor associations).
+
+    Each read also writes the batch's buffered versions first when it is a search, so
+    on PostgreSQL one search per reading made every reading a flush of its own
+    (measured: 75% of storing a reading)."""
+
+    carried: set[str] = field(default_factory=set)
+    associations: dict[str, list[Association]] = field(default_factory=dict)
+
+
 def ensure_gateway(session: Session, gateway: str) -> str:
     """The id of the gateway's Device (created when absent)."""
     return ensure_device(session, GATEWAY_SYSTEM, gateway,
@@ -55,7 +76,7 @@ def ensure_gateway(session: Session, gateway: str) -> str:
 
 
 def ensure_topic_device(session: Session, gateway: str, device: str,
-                        known: dict[str, str] | None = None) -> str:
+                        known: dict[str, str] | None = None, seen: Seen | None = None) -> str:
     """The id of the Device that publishes on ``{gateway}/{device}`` (created when absent).
 
     ``known`` remembers the ids found before (a listener keeps one): two identifier
@@ -64,7 +85,11 @@ def ensure_topic_device(session: Session, gateway: str, device: str,
     """
     value = f"{gateway}/{device}"
     remembered = (known or {}).get(value)
+    if remembered is not None and seen is not None and remembered in seen.carried:
+        return remembered
     if remembered is not None and _carries(session, remembered, value):
+        if seen is not None:
+            seen.carried.add(remembered)
         return remembered
     gateway_id = ensure_gateway(session, gateway)
     device_id = ensure_device(session, DEVICE_SYSTEM, value,
@@ -87,10 +112,11 @@ def _carries(session: Session, device_id: str, value: str) -> bool:
 
 
 def store_reading(session: Session, reading: Reading,
-                  known: dict[str, str] | None = None) -> Stored:
+                  known: dict[str, str] | None = None, seen: Seen | None = None) -> Stored:
     """Store ``reading`` in ``session`` (see the module docstring); never commits.
-    ``known``: device ids found before (:func:`ensure_topic_device`)."""
-    device_id = ensure_topic_device(session, reading.gateway, reading.device, known)
+    ``known``: device ids found before (:func:`ensure_topic_device`); ``seen``: what
+    this transaction read for the readings before (:class:`Seen`)."""
+    device_id = ensure_topic_device(session, reading.gateway, reading.device, known, seen)
     targets = [_target(session, reading, index, part) for index, part in enumerate(reading.parts)]
     mapping = {part.full_url: f"{part.resource['resourceType']}/{id}"
                for part, (id, _) in zip(reading.parts, targets, strict=True) if part.full_url}
@@ -104,7 +130,7 @@ def store_reading(session: Session, reading: Reading,
         # a copy: storing stamps and rewrites it, and a retry must start from the payload
         resource = rewrite_references(orjson.loads(orjson.dumps(part.resource)), resolve)
         if is_observation:
-            _attribute(session, resource, device_id)
+            _attribute(session, resource, device_id, seen)
             created += 1
         write.create(session, resource["resourceType"], resource, id=id, validated=True)
     return Stored(device_id, created, replayed)
@@ -154,7 +180,8 @@ def _resolver(session: Session, mapping: dict[str, str]) -> Any:
     return resolve
 
 
-def _attribute(session: Session, observation: dict[str, Any], device_id: str) -> None:
+def _attribute(session: Session, observation: dict[str, Any], device_id: str,
+               seen: Seen | None = None) -> None:
     """Fill ``device`` from the topic and ``subject`` from the device's association."""
     if "device" not in observation:
         observation["device"] = {"reference": f"Device/{device_id}"}
@@ -162,11 +189,22 @@ def _attribute(session: Session, observation: dict[str, Any], device_id: str) ->
         return
     reference = observation["device"].get("reference", "")
     measuring = reference[len("Device/"):] if reference.startswith("Device/") else device_id
-    patient = patient_of(session, measuring, _measured_at(observation))
+    patient = _patient(session, measuring, _measured_at(observation), seen)
     if patient is None and measuring != device_id:
-        patient = patient_of(session, device_id, _measured_at(observation))
+        patient = _patient(session, device_id, _measured_at(observation), seen)
     if patient is not None:
         observation["subject"] = {"reference": patient}
+
+
+def _patient(session: Session, device_id: str, moment: int, seen: Seen | None) -> str | None:
+    """:func:`~hygeia.devices.registry.patient_of`, reading the device's associations
+    once per transaction when ``seen`` keeps them."""
+    if seen is None:
+        return patient_of(session, device_id, moment)
+    found = seen.associations.get(device_id)
+    if found is None:
+        found = seen.associations[device_id] = associations(session, device_id)
+    return next((a.patient for a in found if a.covers(moment)), None)
 
 
 def _measured_at(observation: dict[str, Any]) -> int:

@@ -13,7 +13,12 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hygeia.devices.registry.association import associate, associations, patient_of
+from hygeia.devices.registry.association import (
+    Association,
+    associate,
+    associations,
+    patient_of,
+)
 from hygeia.devices.registry.devices import (
     ensure_device,
     find_device,
@@ -24,9 +29,9 @@ from hygeia.devices.registry.devices import (
 from hygeia.devices.registry.parents import children, ensure_parent_parameter
 from hygeia.server.extensions import CliCommand, PillarHost
 
-__all__ = ["associate", "associations", "children", "commands", "demo", "ensure_device",
-           "ensure_parent_parameter", "find_device", "identifier_criteria", "install",
-           "patient_of", "serve_options", "set_device_status", "set_metric_status"]
+__all__ = ["Association", "associate", "associations", "children", "commands", "demo",
+           "ensure_device", "ensure_parent_parameter", "find_device", "identifier_criteria",
+           "install", "patient_of", "serve_options", "set_device_status", "set_metric_status"]
 
 
 def serve_options(group: argparse._ArgumentGroup) -> None:

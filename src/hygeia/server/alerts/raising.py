@@ -85,6 +85,13 @@ def clear_alert(session: Session, key: str) -> bool:
     return True
 
 
+def is_active(session: Session, key: str) -> bool:
+    """Whether the condition ``key`` names has an active Flag (any session, a reader's
+    too: a caller can learn there is nothing to clear without taking the write lock)."""
+    check_key(key)
+    return _active_flag(session, key) is not None
+
+
 def _close_task(session: Session, task_id: str, now: str) -> None:
     stored = session.current("Task", task_id, for_update=True)
     if stored is None or stored.deleted:

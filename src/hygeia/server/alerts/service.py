@@ -17,7 +17,7 @@ from typing import Protocol
 from hygeia.fhir.datetime import now_us
 from hygeia.server.alerts.escalation import run_due, scan
 from hygeia.server.alerts.model import Alert, Raised
-from hygeia.server.alerts.raising import clear_alert, raise_alert
+from hygeia.server.alerts.raising import clear_alert, is_active, raise_alert
 from hygeia.server.background import BackgroundLoop
 from hygeia.server.context import AlertSettings, Settings
 from hygeia.store import Session
@@ -62,6 +62,10 @@ class AlertService(BackgroundLoop):
     def clear_alert(self, session: Session, key: str) -> bool:
         """:func:`~hygeia.server.alerts.raising.clear_alert` in ``session``."""
         return clear_alert(session, key)
+
+    def is_active(self, session: Session, key: str) -> bool:
+        """:func:`~hygeia.server.alerts.raising.is_active` in ``session``."""
+        return is_active(session, key)
 
     def escalate_due(self) -> tuple[int, int | None]:
         """Escalate what is due now: (how many moved, the next due time or None)."""
