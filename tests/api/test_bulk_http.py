@@ -22,6 +22,13 @@ from tests.api.test_limits_and_crash import amplified_bundle
 from tests.conftest import ServerProcess, _drop_database
 
 KICK_OFF = {"Accept": "application/fhir+json", "Prefer": "respond-async"}
+
+
+@pytest.fixture(autouse=True)
+def bare_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests count exactly what they stored: the servers run without the pillars,
+    which derive data of their own from it (the clinical pillar scores vital signs)."""
+    monkeypatch.setenv("HYGEIA_PILLARS", "none")
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 

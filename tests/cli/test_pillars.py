@@ -100,3 +100,16 @@ def test_the_pillar_extends_the_demo(with_pillar: None, tmp_path: Path) -> None:
         server.stop()
     printed = server.process.stdout.read().decode() if server.process.stdout else ""
     assert "Example pillar:" in printed and f"curl -s '{server.base}/$hello'" in printed
+
+
+def test_hygeia_pillars_chooses_the_pillars_that_run(with_pillar: None,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYGEIA_PILLARS", "none")
+    assert "example pillar:" not in hygeia("serve", "--help").stdout
+    monkeypatch.setenv("HYGEIA_PILLARS", "example")
+    assert "example pillar:" in hygeia("serve", "--help").stdout
+    monkeypatch.setenv("HYGEIA_PILLARS", "example,nothing-here")
+    refused = hygeia("serve", "--help")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: HYGEIA_PILLARS names nothing-here, which is not "
+                                     "an installed pillar (installed: ")

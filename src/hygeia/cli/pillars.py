@@ -5,11 +5,17 @@ entry-point group (``[project.entry-points."hygeia.pillars"]`` in its
 ``pyproject.toml``), naming an object that follows
 :class:`hygeia.server.extensions.Pillar`. The CLI is the composition root: it
 is the one place that imports pillars, so the core never does.
+
+Every installed pillar runs unless ``HYGEIA_PILLARS`` names the ones to run
+(comma-separated, or ``none`` for the bare FHIR server): an operator who
+installed the clinical pillar but does not want its engine writing scores yet,
+or a test of the core that counts exactly what it stored.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Mapping
 from functools import cache
 from importlib.metadata import entry_points
@@ -21,6 +27,7 @@ if TYPE_CHECKING:
     from hygeia.server.extensions import Pillar, PillarHost
 
 GROUP = "hygeia.pillars"
+CHOICE = "HYGEIA_PILLARS"  # which installed pillars run: names, comma-separated, or "none"
 
 
 @cache
@@ -36,7 +43,21 @@ def installed_pillars() -> tuple[Pillar, ...]:
         if pillar.name in found:
             raise UserError(f"two installed pillars are both named {pillar.name!r}")
         found[pillar.name] = pillar
-    return tuple(found[name] for name in sorted(found))
+    chosen = _chosen(found)
+    return tuple(found[name] for name in sorted(found) if chosen is None or name in chosen)
+
+
+def _chosen(installed: Mapping[str, Pillar]) -> set[str] | None:
+    """The pillars ``HYGEIA_PILLARS`` names (None when it is unset: every installed one)."""
+    value = os.environ.get(CHOICE)
+    if value is None:
+        return None
+    names = {name.strip() for name in value.split(",") if name.strip()} - {"none"}
+    unknown = sorted(names - set(installed))
+    if unknown:
+        raise UserError(f"{CHOICE} names {', '.join(unknown)}, which is not an installed "
+                        f"pillar (installed: {', '.join(sorted(installed)) or 'none'})")
+    return names
 
 
 def add_serve_options(serve: argparse.ArgumentParser) -> dict[str, list[str]]:
