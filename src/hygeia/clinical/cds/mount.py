@@ -24,7 +24,6 @@ from hygeia.server.extensions import Host, MountRequest, MountResponse
 
 log = logging.getLogger("hygeia.clinical.cds")
 PREFIX = "/cds-services"
-MAX_BODY_BYTES = 16 * 1024 * 1024  # a hook call carries its prefetch bundles
 
 
 class CdsMount:
@@ -32,7 +31,9 @@ class CdsMount:
 
     name = "cds-hooks"
     prefixes = (PREFIX,)
-    max_body_bytes: int | None = MAX_BODY_BYTES
+    # the server's own --max-body-mb: a hook call's prefetch is a few of the patient's
+    # resources, and a limit of its own above it would raise the buffered-bodies cap
+    max_body_bytes: int | None = None
     requires_token = False  # CDS Hooks authenticates the EHR with its own JWT
 
     def __init__(self, host: Host, services: Sequence[CdsService]) -> None:
