@@ -67,6 +67,9 @@ def test_an_invalid_payload_is_reported_on_the_error_topic(mqtt_server: ServerPr
                                                            gateway: str) -> None:
     bad = observation(90)
     bad["status"] = "measured-ish"
+    # the server's own subscription is live (a reading of another device was stored)
+    mosquitto_pub(f"hygeia/{gateway}/monitor-3-probe/obs", orjson.dumps(observation(70)))
+    eventually(lambda: observations_of(mqtt_server, gateway, "monitor-3-probe"))
     with subscribed(f"hygeia/{gateway}/monitor-3/error") as errors:
         mosquitto_pub(f"hygeia/{gateway}/monitor-3/obs", orjson.dumps(bad))
         mosquitto_pub(f"hygeia/{gateway}/monitor-3/obs", b"{not json")
