@@ -22,6 +22,7 @@ PLAN_SYSTEM = "urn:hygeia:plan"
 SERVICE_DATE = "urn:hygeia:insurance:service-date"
 CLAIM_KEY = "urn:hygeia:insurance:claim-key"
 LEDGER_ORDER = "urn:hygeia:insurance:ledger-order"
+LEDGER_TAG = "urn:hygeia:insurance:ledger"  # meta.tag system of a ledger entry
 CURRENCY = "USD"
 LARGEST = Decimal("1e12")  # an amount at or above this is read as absent (a front-end error)
 

@@ -2,46 +2,47 @@
 
 Each auto-adjudicated ClaimResponse is an append-only ledger entry: its totals
 hold what the member paid toward the deductible, copays and coinsurance, and its
-extensions the service date and the claim's duplicate keys. A member's balance
-for a benefit period is the sum over the active entries of that calendar year of
-the member (individual) and of every Coverage sharing the subscriber (family).
+extensions the service date and the claim's duplicate keys, and a ``meta.tag``
+(:func:`ledger_tag`) files it in its family's ledger for the year. A member's
+balance for a benefit period is the sum over the active entries of that calendar
+year of the member (individual) and of every Coverage sharing the plan, the
+subscriber id and the period (family).
 See docs/adr/0013-adjudication.md for why no separate table.
 """
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from hygeia.insurance.codes import LEDGER_ORDER, SERVICE_DATE, amount
+from hygeia.insurance.codes import LEDGER_ORDER, LEDGER_TAG, SERVICE_DATE, amount
 from hygeia.insurance.model import Accumulated
-from hygeia.insurance.records import search
+from hygeia.insurance.records import codings, search
 from hygeia.store import Session
 
 if TYPE_CHECKING:
     from hygeia.insurance.model import Adjudication
 
 
-def family_of(session: Session, coverage: dict[str, Any]) -> list[str]:
-    """The Patient references of every Coverage on the same plan, subscriber and period."""
-    subscriber = coverage.get("subscriberId")
-    own = str((coverage.get("beneficiary") or {}).get("reference") or "")
-    if not subscriber:
-        return [own]
-    plan = [c.get("value") for c in coverage.get("class") or []]
-    members = {own}
-    # R4 has no search parameter for subscriberId: narrow by the subscriber reference
-    # when there is one, else read the plan's Coverages (the first records.LIMIT of them)
-    criteria = [("class-value", str(v)) for v in plan[:1]]
-    subscriber_ref = (coverage.get("subscriber") or {}).get("reference")
-    if subscriber_ref:
-        criteria.append(("subscriber", str(subscriber_ref)))
-    for other in search(session, "Coverage", criteria):
-        if other.get("subscriberId") == subscriber and other.get("status") == "active" and \
-                [c.get("value") for c in other.get("class") or []][:1] == plan[:1] and \
-                (other.get("period") or {}) == (coverage.get("period") or {}):
-            members.add(str((other.get("beneficiary") or {}).get("reference") or ""))
-    return sorted(members)
+def family_key(coverage: dict[str, Any]) -> str:
+    """What makes a family: the plan, the subscriber id (the member alone without one)
+    and the coverage period. Every ledger entry is tagged with it and the year."""
+    plan = next((str(c.get("value")) for c in coverage.get("class") or []
+                 if "plan" in [code for _, code in codings(c.get("type"))]), "")
+    family = coverage.get("subscriberId") or \
+        (coverage.get("beneficiary") or {}).get("reference") or ""
+    period = coverage.get("period") or {}
+    return "\n".join([plan, str(family), str(period.get("start") or ""),
+                      str(period.get("end") or "")])
+
+
+def ledger_tag(coverage: dict[str, Any], year: str) -> dict[str, str]:
+    """The ``meta.tag`` that files a ClaimResponse in its family's ledger of ``year``:
+    a digest (no escaping in searches), with the parts readable in ``display``."""
+    key = f"{family_key(coverage)}\n{year}"
+    return {"system": LEDGER_TAG, "code": hashlib.sha256(key.encode()).hexdigest()[:40],
+            "display": key.replace("\n", " | ")}
 
 
 def service_date(response: dict[str, Any]) -> str:
@@ -55,23 +56,20 @@ def order_of(response: dict[str, Any]) -> str:
                  if e.get("url") == LEDGER_ORDER), "")
 
 
-def entries(session: Session, family: list[str], year: str) -> list[dict[str, Any]]:
+def entries(session: Session, coverage: dict[str, Any], year: str) -> list[dict[str, Any]]:
     """The family's active claim responses (adjudicated or pended) of that calendar year,
-    in ledger order."""
-    found = []
-    for patient in family:
-        for response in search(session, "ClaimResponse", [("patient", patient),
-                                                          ("use", "claim")]):
-            if response.get("status") == "active" and \
-                    response.get("outcome") in ("complete", "queued") and \
-                    service_date(response)[:4] == year:
-                found.append(response)
+    in ledger order: one search on the ledger tag (no Coverage search, so no search
+    parameter on ``subscriberId`` is needed)."""
+    tag = ledger_tag(coverage, year)
+    found = [response for response in search(session, "ClaimResponse", [
+                 ("_tag", f"{LEDGER_TAG}|{tag['code']}"), ("status", "active")])
+             if response.get("outcome") in ("complete", "queued")]
     return sorted(found, key=order_of)
 
 
-def history_of(session: Session, claim: Adjudication) -> list[dict[str, Any]]:
+def history_of(claim: Adjudication) -> list[dict[str, Any]]:
     """The ledger entries before ``claim`` (not its own earlier result)."""
-    return [response for response in entries(session, claim.family, claim.service_date[:4])
+    return [response for response in claim.ledger
             if order_of(response) < claim.order and
             (response.get("request") or {}).get("reference") != claim.claim_ref]
 

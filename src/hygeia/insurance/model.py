@@ -72,9 +72,10 @@ class Adjudication:
     errors: list[str] = field(default_factory=list)  # cannot be processed at all
     claim_denied: list[str] = field(default_factory=list)  # every line denied for these
     pended: list[str] = field(default_factory=list)  # the claim pends for these
-    family: list[str] = field(default_factory=list)  # Patient references of the family
-    history: list[dict[str, Any]] = field(default_factory=list)  # earlier ClaimResponses
+    ledger: list[dict[str, Any]] = field(default_factory=list)  # the family's year, in order
+    history: list[dict[str, Any]] = field(default_factory=list)  # the entries before it
     accumulated: Accumulated = field(default_factory=Accumulated)
+    cache: dict[Any, Any] = field(default_factory=dict)  # shared by one batch's claims
 
     @property
     def outcome(self) -> str:

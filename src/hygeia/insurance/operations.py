@@ -6,12 +6,12 @@ from typing import Any
 
 from hygeia.fhir.outcome import BadRequest, Conflict, FhirError, NotFound
 from hygeia.insurance.codes import BENEFIT_TYPE, BENEFIT_UNIT, HYGEIA_BENEFIT_TYPE, money
-from hygeia.insurance.ledger import accumulate
+from hygeia.insurance.ledger import accumulate, order_of
 from hygeia.insurance.model import Adjudication
 from hygeia.insurance.records import read, search
 from hygeia.insurance.responses import claim_response
 from hygeia.insurance.settlement import readjudicate_after, settle, store
-from hygeia.insurance.steps import adjudicate, eligibility
+from hygeia.insurance.steps import adjudicate, eligibility, ledger_key
 from hygeia.server import FhirResponse
 from hygeia.server.extensions import Operation, OperationCall
 from hygeia.server.rest import write
@@ -38,8 +38,10 @@ def _claim_of(body: Any, expected: str) -> tuple[dict[str, Any], list[dict[str, 
     return body, rest
 
 
-def submit_claim(session: Session, body: Any) -> dict[str, Any]:
-    """Adjudicate a submitted claim; a correction voids the claim it replaces first."""
+def submit_claim(session: Session, body: Any, cache: dict[Any, Any] | None = None
+                 ) -> dict[str, Any]:
+    """Adjudicate a submitted claim; a correction voids the claim it replaces first
+    (``cache``: shared by the claims of one batch, see ``steps.adjudicate``)."""
     claim, others = _claim_of(body, "Claim")
     if claim.get("id") and [r for r in search(session, "ClaimResponse",
                                               [("request", f"Claim/{claim['id']}")])
@@ -49,7 +51,7 @@ def submit_claim(session: Session, body: Any) -> dict[str, Any]:
                        "as prior.", expression="Claim.id")
     for other in others:
         store(session, other)
-    checked = adjudicate(session, claim)
+    checked = adjudicate(session, claim, cache=cache)
     if checked.outcome == "error":
         return claim_response(checked, None)
     corrected = False
@@ -60,13 +62,33 @@ def submit_claim(session: Session, body: Any) -> dict[str, Any]:
         if "prior" in codes and original is not None and original.get("status") != "cancelled":
             store(session, {**original, "status": "cancelled"})  # the write hook voids it
             corrected = True
-    claim_ref = store(session, claim)
+    claim_ref = store(session, claim, validated=True)  # by _claim_of
     checked.claim_ref = claim_ref
     response = settle(session, claim, claim_ref, order=checked.order,
                       checked=None if corrected else checked)  # a void changed the ledger
+    redone = 0
     if claim.get("use", "claim") == "claim":
-        readjudicate_after(session, checked.coverage, checked.service_date[:4], checked.order)
+        redone = readjudicate_after(session, checked.coverage, checked.service_date[:4],
+                                    checked.order, None if corrected else checked.ledger)
+    if cache is not None:
+        _keep_ledger(cache, checked, response, changed=corrected or redone > 0)
     return response
+
+
+def _keep_ledger(cache: dict[Any, Any], checked: Adjudication, response: dict[str, Any],
+                 *, changed: bool) -> None:
+    """Keep a batch's cached family ledger current: add the new entry, or forget the
+    ledgers when a void or a re-adjudication rewrote entries (they are read again)."""
+    if changed:
+        for key in [key for key in cache if key[0] == "ledger"]:
+            del cache[key]
+        return
+    if checked.coverage is None or checked.rules is None:
+        return
+    key = ledger_key(checked)
+    if key in cache and response.get("use") == "claim" and \
+            response.get("outcome") in ("complete", "queued"):
+        cache[key] = sorted([*cache[key], response], key=order_of)
 
 
 def eligibility_response(session: Session, body: Any) -> dict[str, Any]:
@@ -144,9 +166,10 @@ def submit_batch(session: Session, bundle: dict[str, Any]) -> dict[str, Any]:
         return str(period.get("start") or "") if isinstance(period, dict) else ""
 
     answers: dict[int, dict[str, Any]] = {}
+    cache: dict[Any, Any] = {}
     for index in sorted(range(len(claims)), key=lambda i: service_date(claims[i] or {})):
         try:
-            answers[index] = {"resource": submit_claim(session, claims[index]),
+            answers[index] = {"resource": submit_claim(session, claims[index], cache),
                               "response": {"status": "200"}}
         except FhirError as error:
             answers[index] = {"resource": error.outcome(),

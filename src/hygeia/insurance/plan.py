@@ -105,9 +105,16 @@ def _applicable(cost: dict[str, Any]) -> str:
     return str((cost.get("applicability") or {}).get("text") or "individual")
 
 
-def rules_of(session: Session, plan: dict[str, Any], day: str) -> PlanRules:
+def fee_definitions(session: Session) -> list[dict[str, Any]]:
+    """The active ChargeItemDefinitions: every plan's fee schedule, every version."""
+    return search(session, "ChargeItemDefinition", [("status", "active")])
+
+
+def rules_of(session: Session, plan: dict[str, Any], day: str,
+             definitions: list[dict[str, Any]] | None = None) -> PlanRules:
     """The rules of an InsurancePlan and its fee schedule (the ChargeItemDefinitions for
-    the plan whose ``effectivePeriod`` holds ``day``)."""
+    the plan whose ``effectivePeriod`` holds ``day``; ``definitions``: every active one,
+    when the caller has read them already)."""
     payer = str((plan.get("ownedBy") or {}).get("reference") or "")
     values: dict[tuple[str, str], Decimal] = {}
     copays: dict[str, Decimal] = {}
@@ -128,7 +135,7 @@ def rules_of(session: Session, plan: dict[str, Any], day: str) -> PlanRules:
     name = next((i.get("value") for i in plan.get("identifier") or []
                  if i.get("system") == PLAN_SYSTEM), "")
     fees: dict[tuple[str, str], Decimal] = {}
-    for definition in search(session, "ChargeItemDefinition", [("status", "active")]):
+    for definition in fee_definitions(session) if definitions is None else definitions:
         context = [u.get("valueCodeableConcept", {}).get("text")
                    for u in definition.get("useContext") or []]
         if name not in context or not in_force(definition.get("effectivePeriod"), day):
@@ -156,11 +163,18 @@ def in_force(period: Any, day: str) -> bool:
     return (not start or start <= day) and (not end or day <= end)
 
 
-def find_plan(session: Session, plan_value: str, day: str) -> dict[str, Any] | None:
+def plan_versions(session: Session, plan_value: str) -> list[dict[str, Any]]:
+    """Every active InsurancePlan ``urn:hygeia:plan|VALUE`` (one a period)."""
+    return [plan for plan in search(session, "InsurancePlan",
+                                    [("identifier", f"{PLAN_SYSTEM}|{plan_value}")])
+            if plan.get("status") == "active"]
+
+
+def find_plan(session: Session, plan_value: str, day: str,
+              versions: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """The version of the plan ``urn:hygeia:plan|VALUE`` in force on ``day``: plans are
     versioned by effective period, the latest-starting one that holds the date wins."""
-    found = [plan for plan in search(session, "InsurancePlan",
-                                     [("identifier", f"{PLAN_SYSTEM}|{plan_value}")])
-             if plan.get("status") == "active" and in_force(plan.get("period"), day)]
+    found = [plan for plan in (plan_versions(session, plan_value) if versions is None
+                               else versions) if in_force(plan.get("period"), day)]
     found.sort(key=lambda plan: str((plan.get("period") or {}).get("start") or ""))
     return found[-1] if found else None

@@ -15,7 +15,7 @@ from hygeia.insurance.codes import (
     SERVICE_DATE,
     money,
 )
-from hygeia.insurance.ledger import claim_key
+from hygeia.insurance.ledger import claim_key, ledger_tag
 from hygeia.insurance.model import Adjudication, Line
 
 PREAUTH_DAYS = 90  # an approval is valid this many days from the requested service date
@@ -68,6 +68,8 @@ def claim_response(claim: Adjudication, claim_ref: str | None) -> dict[str, Any]
                        "valueString": claim_key(claim, with_amounts=False)}]}
     if claim_ref:
         resource["request"] = {"reference": claim_ref}
+    if claim.coverage is not None and outcome != "error" and resource["use"] == "claim":
+        resource["meta"] = {"tag": [ledger_tag(claim.coverage, claim.service_date[:4])]}
     if claim.coverage is not None:
         resource["insurance"] = [{"sequence": 1, "focal": True, "coverage": {
             "reference": f"Coverage/{claim.coverage.get('id')}"}}]

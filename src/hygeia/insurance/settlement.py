@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from hygeia.fhir.outcome import NotFound, Unprocessable
-from hygeia.insurance.ledger import entries, family_of, order_of
+from hygeia.insurance.ledger import entries, order_of
 from hygeia.insurance.model import Adjudication
 from hygeia.insurance.records import read, search
 from hygeia.insurance.responses import claim_response, explanation
@@ -24,13 +24,15 @@ from hygeia.server.rest import write
 from hygeia.store import Session, StoredVersion
 
 
-def store(session: Session, resource: dict[str, Any]) -> str:
-    """Store a resource (update with its id, else create); its relative reference."""
+def store(session: Session, resource: dict[str, Any], *, validated: bool = False) -> str:
+    """Store a resource (update with its id, else create); its relative reference.
+    ``validated``: the resource was validated already, or is one the pillar builds
+    (ClaimResponse, EOB: tests/insurance validate every one they see)."""
     kind = str(resource.get("resourceType"))
     if resource.get("id"):
-        write.update(session, kind, str(resource["id"]), resource)
+        write.update(session, kind, str(resource["id"]), resource, validated=validated)
         return f"{kind}/{resource['id']}"
-    response = write.create(session, kind, resource)
+    response = write.create(session, kind, resource, validated=validated)
     assert response.location is not None
     return "/".join(response.location.split("/")[:2])
 
@@ -45,14 +47,16 @@ def settle(session: Session, claim: dict[str, Any], claim_ref: str, *,
     response = claim_response(adjudication, claim_ref)
     if response_id:
         response["id"] = response_id
-    response_ref = store(session, response)
+    response_ref = store(session, response, validated=True)
     response["id"] = response_ref.split("/")[1]
-    eobs = search(session, "ExplanationOfBenefit", [("claim", claim_ref)])
+    # a claim stored in this request (``checked``) has no EOB yet
+    eobs = [] if checked is not None else \
+        search(session, "ExplanationOfBenefit", [("claim", claim_ref)])
     if adjudication.outcome == "complete":
         eob = explanation(adjudication, response, claim_ref, response_ref)
         if eobs:
             eob["id"] = eobs[0]["id"]
-        store(session, eob)
+        store(session, eob, validated=True)
     else:
         for eob in eobs:
             store(session, {**eob, "status": "cancelled"})
@@ -66,12 +70,14 @@ def settle(session: Session, claim: dict[str, Any], claim_ref: str, *,
 
 
 def readjudicate_after(session: Session, coverage: dict[str, Any] | None, year: str,
-                       order: str) -> int:
-    """Settle again every active entry of the family after ``order``; how many."""
+                       order: str, ledger: list[dict[str, Any]] | None = None) -> int:
+    """Settle again every active entry of the family after ``order``; how many.
+    ``ledger``: the family's entries of the year when the caller has just read them
+    (under the family's lock, so they are current)."""
     if coverage is None:
         return 0
-    later = [e for e in entries(session, family_of(session, coverage), year)
-             if order_of(e) > order and e.get("outcome") == "complete"]
+    found = entries(session, coverage, year) if ledger is None else ledger
+    later = [e for e in found if order_of(e) > order and e.get("outcome") == "complete"]
     for entry in later:
         reference = str((entry.get("request") or {}).get("reference") or "")
         claim = read(session, reference)

@@ -14,9 +14,16 @@ from datetime import date
 from typing import Any
 
 from hygeia.insurance.codes import BENEFIT_CATEGORY, CLAIM_KEY, amount, cents
-from hygeia.insurance.ledger import accumulate, claim_key, family_of, history_of
+from hygeia.insurance.ledger import accumulate, claim_key, entries, history_of, ledger_tag
 from hygeia.insurance.model import ZERO, Adjudication, Line
-from hygeia.insurance.plan import PLAN_SYSTEM, find_plan, in_force, rules_of
+from hygeia.insurance.plan import (
+    PLAN_SYSTEM,
+    fee_definitions,
+    find_plan,
+    in_force,
+    plan_versions,
+    rules_of,
+)
 from hygeia.insurance.records import codings, read, search
 from hygeia.store import Session
 
@@ -27,6 +34,22 @@ MAX_ITEMS = 999  # items a claim may hold (a front-end error beyond)
 # Coding edits as data: code pairs that are never billed together, and units per day.
 EXCLUSIVE_PAIRS: frozenset[frozenset[str]] = frozenset({frozenset({"99213", "99214"})})
 UNITS_PER_DAY: dict[str, int] = {"99213": 1, "99214": 1, "185349003": 1}
+
+
+def cached(claim: Adjudication, key: tuple[str, ...], read: Callable[[], Any]) -> Any:
+    """What ``read`` returns, once per batch: a batch of Claims (one transaction, holding
+    each family's ledger lock from its first claim on) changes no Coverage, Condition or
+    plan, and keeps each family's ledger in ``claim.cache`` up to date itself
+    (``operations.submit_claim``)."""
+    if key not in claim.cache:
+        claim.cache[key] = read()
+    return claim.cache[key]
+
+
+def ledger_key(claim: Adjudication) -> tuple[str, ...]:
+    """The cache key of the claim's family ledger for its year."""
+    assert claim.coverage is not None
+    return ("ledger", ledger_tag(claim.coverage, claim.service_date[:4])["code"])
 
 
 def lines_of(claim: dict[str, Any], default_date: str) -> list[Line]:
@@ -64,7 +87,8 @@ def front_end(session: Session, claim: Adjudication) -> None:
         if line.submitted <= 0:
             claim.errors.append(f"Item {line.sequence} has no positive net amount.")
     reference = (((claim.claim.get("insurance") or [{}])[0]).get("coverage") or {})
-    claim.coverage = read(session, reference.get("reference"))
+    claim.coverage = cached(claim, ("read", str(reference.get("reference"))),
+                            lambda: read(session, reference.get("reference")))
     if claim.coverage is None:
         claim.errors.append("The coverage the claim names does not exist "
                             "(Claim.insurance.coverage).")
@@ -91,18 +115,28 @@ def eligibility(session: Session, claim: Adjudication) -> None:
         (not period.get("end") or claim.service_date[:10] <= str(period["end"])[:10])
     plan_value = next((c.get("value") for c in coverage.get("class") or []
                        if "plan" in [code for _, code in codings(c.get("type"))]), None)
-    plan = find_plan(session, str(plan_value), claim.service_date[:10]) if plan_value else None
-    if plan is None:
+    day = claim.service_date[:10]
+    key = ("rules", str(plan_value), day)
+    if key not in claim.cache:
+        versions = cached(claim, ("plans", str(plan_value)),
+                          lambda: plan_versions(session, str(plan_value)))
+        plan = find_plan(session, str(plan_value), day, versions) if plan_value else None
+        claim.cache[key] = None if plan is None else \
+            rules_of(session, plan, day, cached(claim, ("fees",),
+                                                lambda: fee_definitions(session)))
+    claim.rules = claim.cache[key]
+    if claim.rules is None:
         claim.errors.append(f"The coverage names no plan this payer knows ({PLAN_SYSTEM}).")
         return
-    claim.rules = rules_of(session, plan, claim.service_date[:10])
     if not active:
         claim.claim_denied.append("not-eligible")
     # one family's claims are settled one at a time: each reads the ledger the last wrote
     family = coverage.get("subscriberId") or claim.patient
-    session.lock(f"hygeia.insurance.ledger:{plan_value}:{family}")
-    claim.family = family_of(session, coverage)
-    claim.history = history_of(session, claim)
+    lock = f"hygeia.insurance.ledger:{plan_value}:{family}"
+    cached(claim, ("lock", lock), lambda: session.lock(lock))  # held to the commit
+    claim.ledger = list(cached(claim, ledger_key(claim),
+                               lambda: entries(session, coverage, claim.service_date[:4])))
+    claim.history = history_of(claim)
 
 
 def duplicates(session: Session, claim: Adjudication) -> None:
@@ -183,7 +217,8 @@ def necessity(session: Session, claim: Adjudication) -> None:
         return
     diagnoses = {d.get("sequence"): codings(d.get("diagnosisCodeableConcept"))
                  for d in claim.claim.get("diagnosis") or [] if isinstance(d, dict)}
-    conditions = search(session, "Condition", [("patient", claim.patient)])
+    conditions = cached(claim, ("conditions", claim.patient),
+                        lambda: search(session, "Condition", [("patient", claim.patient)]))
     for line in claim.lines:
         if claim.claim.get("use") == "preauthorization" and \
                 not line.item.get("diagnosisSequence"):
@@ -261,9 +296,11 @@ PIPELINE: list[Step] = [front_end, eligibility, duplicates, pricing, benefits, c
 
 
 def adjudicate(session: Session, resource: dict[str, Any], *, claim_ref: str | None = None,
-               order: str | None = None, review: str | None = None) -> Adjudication:
+               order: str | None = None, review: str | None = None,
+               cache: dict[Any, Any] | None = None) -> Adjudication:
     """Run every step of :data:`PIPELINE` over one claim (``order``: its ledger place,
-    kept when a claim is adjudicated again)."""
+    kept when a claim is adjudicated again; ``cache``: what the claims of one batch share,
+    such as the plan's rules, which cannot change within it)."""
     date = str((resource.get("billablePeriod") or {}).get("start") or "")
     lines = lines_of(resource, date)
     if not date and lines:
@@ -271,7 +308,8 @@ def adjudicate(session: Session, resource: dict[str, Any], *, claim_ref: str | N
     claim = Adjudication(claim=resource, lines=lines, service_date=date,
                          patient=str((resource.get("patient") or {}).get("reference") or ""),
                          order=order or f"{date[:10]}|{time.time_ns():020d}",
-                         claim_ref=claim_ref, review=review)
+                         claim_ref=claim_ref, review=review,
+                         cache={} if cache is None else cache)
     for step in PIPELINE:
         step(session, claim)
     return claim
