@@ -22,6 +22,7 @@ PLAN_SYSTEM = "urn:hygeia:plan"
 SERVICE_DATE = "urn:hygeia:insurance:service-date"
 CLAIM_KEY = "urn:hygeia:insurance:claim-key"
 LEDGER_ORDER = "urn:hygeia:insurance:ledger-order"
+COB_ROLE = "urn:hygeia:insurance:cob-role"  # "secondary" on a secondary's ClaimResponse
 LEDGER_TAG = "urn:hygeia:insurance:ledger"  # meta.tag system of a ledger entry
 CURRENCY = "USD"
 LARGEST = Decimal("1e12")  # an amount at or above this is read as absent (a front-end error)
@@ -34,6 +35,7 @@ CATEGORIES: dict[str, str] = {
     "submitted": ADJUDICATION, "eligible": ADJUDICATION, "deductible": ADJUDICATION,
     "copay": ADJUDICATION, "coinsurance": HYGEIA_ADJUDICATION, "benefit": ADJUDICATION,
     "memberliability": HYGEIA_ADJUDICATION, "noncovered": HYGEIA_ADJUDICATION,
+    "secondary": HYGEIA_ADJUDICATION,  # the EOB's part of benefit a secondary coverage paid
 }
 
 # Reason code -> the sentence a patient reads.

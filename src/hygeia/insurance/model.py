@@ -28,6 +28,8 @@ class Line:
     deductible: Decimal = ZERO
     copay: Decimal = ZERO
     coinsurance: Decimal = ZERO
+    secondary: Decimal = ZERO  # what a secondary coverage pays of the member's share
+    cap: Decimal | None = None  # a secondary's view: it pays at most this
 
     @property
     def eligible(self) -> Decimal:
@@ -43,7 +45,14 @@ class Line:
 
     @property
     def benefit(self) -> Decimal:
-        return self.eligible - self.member
+        """What this plan pays (a secondary: up to the member's share after the primary)."""
+        own = self.eligible - self.member
+        return own if self.cap is None else min(own, self.cap)
+
+    @property
+    def liability(self) -> Decimal:
+        """What the member owes from this plan's view (primary, or secondary's)."""
+        return self.eligible - self.benefit
 
 
 @dataclass
@@ -76,6 +85,7 @@ class Adjudication:
     history: list[dict[str, Any]] = field(default_factory=list)  # the entries before it
     accumulated: Accumulated = field(default_factory=Accumulated)
     cache: dict[Any, Any] = field(default_factory=dict)  # shared by one batch's claims
+    secondary: Adjudication | None = None  # the secondary coverage's view (coordination)
 
     @property
     def outcome(self) -> str:

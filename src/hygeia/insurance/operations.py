@@ -10,7 +10,7 @@ from hygeia.insurance.ledger import accumulate, order_of
 from hygeia.insurance.model import Adjudication
 from hygeia.insurance.records import read, search
 from hygeia.insurance.responses import claim_response
-from hygeia.insurance.settlement import readjudicate_after, settle, store
+from hygeia.insurance.settlement import is_secondary, readjudicate_after, settle, store
 from hygeia.insurance.steps import adjudicate, eligibility, ledger_key
 from hygeia.server import FhirResponse
 from hygeia.server.extensions import Operation, OperationCall
@@ -85,6 +85,8 @@ def _keep_ledger(cache: dict[Any, Any], checked: Adjudication, response: dict[st
         return
     if checked.coverage is None or checked.rules is None:
         return
+    if checked.secondary is not None:  # read again: it has a new entry
+        cache.pop(ledger_key(checked.secondary), None)
     key = ledger_key(checked)
     if key in cache and response.get("use") == "claim" and \
             response.get("outcome") in ("complete", "queued"):
@@ -206,8 +208,9 @@ def inquire(call: OperationCall) -> FhirResponse:
     if not reference:
         raise NotFound("No claim matches the inquiry's claim or identifier parameter.",
                        expression="Parameters.parameter")
-    responses = search(call.session, "ClaimResponse", [("request", reference),
-                                                       ("_sort", "-_lastUpdated")])
+    responses = [r for r in search(call.session, "ClaimResponse",
+                                   [("request", reference), ("_sort", "-_lastUpdated")])
+                 if not is_secondary(r)]  # the primary's, the claim's own answer
     if not responses:
         raise NotFound(f"{reference} has no ClaimResponse.", expression="Parameters.parameter")
     return FhirResponse(200, resource=responses[0])

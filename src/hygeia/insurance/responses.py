@@ -9,6 +9,7 @@ from typing import Any
 from hygeia.insurance.codes import (
     CATEGORIES,
     CLAIM_KEY,
+    COB_ROLE,
     LEDGER_ORDER,
     REASON,
     REASONS,
@@ -26,31 +27,45 @@ def _category(code: str, value: Decimal) -> dict[str, Any]:
             "amount": money(value)}
 
 
-def line_amounts(line: Line) -> dict[str, Decimal]:
-    return {"submitted": line.submitted, "eligible": line.eligible,
-            "deductible": line.deductible, "copay": line.copay,
-            "coinsurance": line.coinsurance, "benefit": line.benefit,
-            "memberliability": line.member, "noncovered": line.noncovered}
+def line_amounts(line: Line, *, combined: bool = False) -> dict[str, Decimal]:
+    """The line's amounts from one plan's view; ``combined``: the member's view, where
+    a secondary coverage's payment (``secondary``) is part of ``benefit`` and comes off
+    ``memberliability``."""
+    amounts = {"submitted": line.submitted, "eligible": line.eligible,
+               "deductible": line.deductible, "copay": line.copay,
+               "coinsurance": line.coinsurance, "benefit": line.benefit,
+               "memberliability": line.liability, "noncovered": line.noncovered}
+    if combined:
+        amounts["secondary"] = line.secondary
+        amounts["benefit"] += line.secondary
+        amounts["memberliability"] -= line.secondary
+    return amounts
 
 
-def adjudications(line: Line) -> list[dict[str, Any]]:
+def adjudications(line: Line, *, combined: bool = False) -> list[dict[str, Any]]:
     """The line's amounts; the first entry carries the reason of a denied or reduced line."""
-    entries = [_category(code, value) for code, value in line_amounts(line).items()]
+    entries = [_category(code, value)
+               for code, value in line_amounts(line, combined=combined).items()]
     reasons = line.denied or line.reduced
     for entry, code in zip(entries, reasons, strict=False):
         entry["reason"] = {"coding": [{"system": REASON, "code": code}], "text": REASONS[code]}
     return entries
 
 
-def totals(claim: Adjudication) -> list[dict[str, Any]]:
-    sums = {code: Decimal("0.00") for code in CATEGORIES}
+def totals(claim: Adjudication, *, combined: bool = False) -> list[dict[str, Any]]:
+    sums: dict[str, Decimal] = {}
     for line in claim.lines:
-        for code, value in line_amounts(line).items():
-            sums[code] += value
+        for code, value in line_amounts(line, combined=combined).items():
+            sums[code] = sums.get(code, Decimal("0.00")) + value
+    if not sums:
+        sums = {code: Decimal("0.00") for code in CATEGORIES if code != "secondary"}
     return [_category(code, value) for code, value in sums.items()]
 
 
-def claim_response(claim: Adjudication, claim_ref: str | None) -> dict[str, Any]:
+def claim_response(claim: Adjudication, claim_ref: str | None, *,
+                   secondary: bool = False) -> dict[str, Any]:
+    """The ClaimResponse of one plan's view (``secondary``: the secondary coverage's,
+    which is not a duplicate key and names what it paid after the primary)."""
     outcome = claim.outcome
     resource: dict[str, Any] = {
         "resourceType": "ClaimResponse", "status": "active",
@@ -62,10 +77,13 @@ def claim_response(claim: Adjudication, claim_ref: str | None) -> dict[str, Any]
         "insurer": {"reference": claim.rules.payer} if claim.rules else {"display": "unknown"},
         "outcome": outcome,
         "extension": [{"url": SERVICE_DATE, "valueDate": claim.service_date[:10]},
-                      {"url": LEDGER_ORDER, "valueString": claim.order},
-                      {"url": CLAIM_KEY, "valueString": claim_key(claim, with_amounts=True)},
-                      {"url": CLAIM_KEY + ":near",
-                       "valueString": claim_key(claim, with_amounts=False)}]}
+                      {"url": LEDGER_ORDER, "valueString": claim.order}]}
+    if secondary:
+        resource["extension"].append({"url": COB_ROLE, "valueCode": "secondary"})
+    else:
+        resource["extension"].extend([
+            {"url": CLAIM_KEY, "valueString": claim_key(claim, with_amounts=True)},
+            {"url": CLAIM_KEY + ":near", "valueString": claim_key(claim, with_amounts=False)}])
     if claim_ref:
         resource["request"] = {"reference": claim_ref}
     if claim.coverage is not None and outcome != "error" and resource["use"] == "claim":
@@ -85,6 +103,9 @@ def claim_response(claim: Adjudication, claim_ref: str | None) -> dict[str, Any]
         return resource
     resource["disposition"] = "Claim settled as per contract." if not claim.claim_denied \
         else "Claim denied: " + " ".join(REASONS[c] for c in claim.claim_denied)
+    if secondary:
+        resource["disposition"] = "Secondary coverage: pays what the member owes after the " \
+            "primary plan, up to what it would pay as the only plan."
     resource["item"] = [{"itemSequence": line.sequence, "adjudication": adjudications(line)}
                         for line in claim.lines]
     resource["total"] = totals(claim)
@@ -105,13 +126,33 @@ def explanation(claim: Adjudication, response: dict[str, Any], claim_ref: str,
                 response_ref: str) -> dict[str, Any]:
     """The EOB of an auto-adjudicated claim: the response's amounts with the claim's items."""
     items = []
+    combined = claim.secondary is not None
     for line, decided in zip(claim.lines, response.get("item") or [], strict=True):
         items.append({"sequence": line.sequence,
                       "productOrService": line.item.get("productOrService"),
                       "servicedDate": line.service_date[:10],
                       "net": money(line.submitted),
-                      "adjudication": decided["adjudication"],
+                      "adjudication": adjudications(line, combined=True) if combined
+                      else decided["adjudication"],
                       **({"category": line.item["category"]} if "category" in line.item else {})})
+    insurance = [{"focal": True, "coverage": i["coverage"]}
+                 for i in response.get("insurance") or []]
+    notes = []
+    if claim.secondary is not None and claim.secondary.coverage is not None:
+        insurance.append({"focal": False, "coverage": {
+            "reference": f"Coverage/{claim.secondary.coverage.get('id')}"}})
+        paid = sum((line.secondary for line in claim.lines), Decimal("0.00"))
+        owed = sum((line.member for line in claim.lines), Decimal("0.00"))
+        notes.append({"number": 1, "type": "display", "text": (
+            f"Your primary plan left you {money(owed)['value']:.2f} USD to pay; your "
+            f"secondary coverage paid {money(paid)['value']:.2f} USD of it (the "
+            "'secondary' amounts), so you owe "
+            f"{money(owed - paid)['value']:.2f} USD. Each line's benefit is what both "
+            "plans paid together.")})
+    payment = response["payment"] if not combined else {
+        **response["payment"], "amount": money(sum((line.benefit + line.secondary
+                                                    for line in claim.lines),
+                                                   Decimal("0.00")))}
     return {"resourceType": "ExplanationOfBenefit", "status": "active",
             "type": response["type"], "use": response["use"], "patient": response["patient"],
             "created": response["created"], "insurer": response["insurer"],
@@ -119,6 +160,6 @@ def explanation(claim: Adjudication, response: dict[str, Any], claim_ref: str,
             "outcome": response["outcome"], "disposition": response["disposition"],
             "claim": {"reference": claim_ref}, "claimResponse": {"reference": response_ref},
             "billablePeriod": {"start": claim.service_date[:10]},
-            "insurance": [{"focal": True, "coverage": i["coverage"]}
-                          for i in response.get("insurance") or []],
-            "item": items, "total": response["total"], "payment": response["payment"]}
+            "insurance": insurance, "item": items,
+            "total": totals(claim, combined=True) if combined else response["total"],
+            "payment": payment, **({"processNote": notes} if notes else {})}

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from hygeia.fhir.outcome import NotFound, Unprocessable
+from hygeia.insurance.codes import COB_ROLE
 from hygeia.insurance.ledger import entries, order_of
 from hygeia.insurance.model import Adjudication
 from hygeia.insurance.records import read, search
@@ -52,6 +53,7 @@ def settle(session: Session, claim: dict[str, Any], claim_ref: str, *,
     # a claim stored in this request (``checked``) has no EOB yet
     eobs = [] if checked is not None else \
         search(session, "ExplanationOfBenefit", [("claim", claim_ref)])
+    _settle_secondary(session, adjudication, claim_ref, first=checked is not None)
     if adjudication.outcome == "complete":
         eob = explanation(adjudication, response, claim_ref, response_ref)
         if eobs:
@@ -67,6 +69,29 @@ def settle(session: Session, claim: dict[str, Any], claim_ref: str, *,
                             "focus": {"reference": claim_ref},
                             "for": {"reference": adjudication.patient}})
     return response
+
+
+def is_secondary(response: dict[str, Any]) -> bool:
+    """Whether a ClaimResponse is a secondary coverage's view (coordination of benefits)."""
+    return any(e.get("url") == COB_ROLE for e in response.get("extension") or [])
+
+
+def _settle_secondary(session: Session, adjudication: Adjudication, claim_ref: str, *,
+                      first: bool) -> None:
+    """Record the secondary coverage's ClaimResponse (new, revised, or cancelled when the
+    claim no longer has a secondary that pays)."""
+    earlier = [] if first else [
+        r for r in search(session, "ClaimResponse", [("request", claim_ref)])
+        if is_secondary(r) and r.get("status") == "active"]
+    view = adjudication.secondary
+    if view is None:
+        for response in earlier:
+            store(session, {**response, "status": "cancelled"}, validated=True)
+        return
+    response = claim_response(view, claim_ref, secondary=True)
+    if earlier:
+        response["id"] = earlier[0]["id"]
+    store(session, response, validated=True)
 
 
 def readjudicate_after(session: Session, coverage: dict[str, Any] | None, year: str,
@@ -97,7 +122,7 @@ def void(session: Session, claim_ref: str, claim: dict[str, Any]) -> None:
     coverage = read(session, (((claim.get("insurance") or [{}])[0]).get("coverage") or {})
                     .get("reference"))
     for response in responses:
-        if response.get("use") == "claim":
+        if response.get("use") == "claim" and not is_secondary(response):
             readjudicate_after(session, coverage, order_of(response)[:4], order_of(response))
 
 

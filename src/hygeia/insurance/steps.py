@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -291,8 +292,42 @@ def cost_sharing(session: Session, claim: Adjudication) -> None:
         done.family_oop += line.member
 
 
+def coordination(session: Session, claim: Adjudication) -> None:
+    """Coordination of benefits: when the patient has a secondary Coverage (``order`` 2,
+    active on the service date, on a plan this payer knows), the secondary prices each
+    line and applies its own cost shares against its own family ledger, as if it were
+    primary; it then pays the lesser of that and what the member owes after the primary
+    (``Line.secondary``). Its view is ``claim.secondary`` (a ClaimResponse of its own)."""
+    if claim.rules is None or claim.coverage is None or claim.outcome != "complete" or \
+            claim.claim_denied or claim.claim.get("use", "claim") != "claim":
+        return
+    day = claim.service_date[:10]
+    others = cached(claim, ("coverages", claim.patient), lambda: search(
+        session, "Coverage", [("beneficiary", claim.patient), ("status", "active")]))
+    secondary = next((c for c in others if c.get("order") == 2 and
+                      c.get("id") != claim.coverage.get("id") and
+                      in_force(c.get("period"), day)), None)
+    if secondary is None:
+        return
+    view = Adjudication(claim=claim.claim, service_date=claim.service_date,
+                        patient=claim.patient, order=claim.order, claim_ref=claim.claim_ref,
+                        coverage=secondary, cache=claim.cache,
+                        lines=[replace(line, reduced=[], deductible=ZERO, copay=ZERO,
+                                       coinsurance=ZERO, denied=list(line.denied))
+                               for line in claim.lines])
+    eligibility(session, view)
+    if view.rules is None or view.claim_denied:
+        return  # a secondary that covers nothing that day pays nothing
+    pricing(session, view)
+    cost_sharing(session, view)
+    for line, other in zip(claim.lines, view.lines, strict=True):
+        other.cap = line.member if not line.denied else ZERO
+        line.secondary = other.benefit
+    claim.secondary = view
+
+
 PIPELINE: list[Step] = [front_end, eligibility, duplicates, pricing, benefits, coding_edits,
-                        necessity, review_decision, cost_sharing]
+                        necessity, review_decision, cost_sharing, coordination]
 
 
 def adjudicate(session: Session, resource: dict[str, Any], *, claim_ref: str | None = None,
