@@ -168,7 +168,7 @@ def submit_batch(session: Session, bundle: dict[str, Any]) -> dict[str, Any]:
         return str(period.get("start") or "") if isinstance(period, dict) else ""
 
     answers: dict[int, dict[str, Any]] = {}
-    cache: dict[Any, Any] = {}
+    cache: dict[Any, Any] = {"batch": True}  # read once per batch, see steps.cached
     for index in sorted(range(len(claims)), key=lambda i: service_date(claims[i] or {})):
         try:
             answers[index] = {"resource": submit_claim(session, claims[index], cache),

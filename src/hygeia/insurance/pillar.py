@@ -9,7 +9,7 @@ from typing import Any
 
 from hygeia.fhir.outcome import FhirError
 from hygeia.insurance.operations import operations
-from hygeia.insurance.plan import demo_resources
+from hygeia.insurance.plan import PlanEdits, demo_resources
 from hygeia.insurance.settlement import CancelTasks, ClaimVoids, review
 from hygeia.server import FhirService
 from hygeia.server.extensions import CliCommand, PillarHost
@@ -78,6 +78,7 @@ class InsurancePillar:
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
         host.add_write_hook(ClaimVoids())
         host.add_write_hook(CancelTasks())
+        host.add_write_hook(PlanEdits())
         for operation in operations():
             host.add_operation(operation)
 

@@ -10,6 +10,8 @@ reads only these resources, so another plan is new data, not new code.
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -23,7 +25,7 @@ from hygeia.insurance.codes import (
     amount,
 )
 from hygeia.insurance.records import codings, search
-from hygeia.store import Session
+from hygeia.store import Session, StoredVersion
 
 DEMO_PLAN = "DEMO-PPO"
 PA_QUALIFIER = "prior-authorization"
@@ -153,6 +155,52 @@ def rules_of(session: Session, plan: dict[str, Any], day: str,
         family_oop_max=values.get(("out-of-pocket-maximum", "family"), Decimal(0)),
         coinsurance=values.get(("coinsurance", "individual"), Decimal(0)) / 100,
         copays=copays, prior_auth=frozenset(prior), fees=fees)
+
+
+SHARED_SECONDS = 2.0  # a plan edit reaches another serving process's cache within this
+
+
+class _Shared:
+    """The plans' rules by (plan, day), shared by the requests of one serving process.
+
+    :class:`PlanEdits` empties it when an InsurancePlan or ChargeItemDefinition is
+    written through this process; with ``--workers`` above 1 another process's copy
+    lives at most :data:`SHARED_SECONDS`.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rules: dict[tuple[str, str], tuple[float, PlanRules | None]] = {}
+
+    def get(self, session: Session, plan_value: str, day: str) -> PlanRules | None:
+        now = time.monotonic()
+        with self.lock:
+            found = self.rules.get((plan_value, day))
+        if found is not None and found[0] > now:
+            return found[1]
+        plan = find_plan(session, plan_value, day)
+        rules = None if plan is None else rules_of(session, plan, day)
+        with self.lock:
+            if len(self.rules) > 10_000:  # days x plans: bounded
+                self.rules.clear()
+            self.rules[(plan_value, day)] = (now + SHARED_SECONDS, rules)
+        return rules
+
+    def clear(self) -> None:
+        with self.lock:
+            self.rules.clear()
+
+
+SHARED = _Shared()
+
+
+class PlanEdits:
+    """The write hook that empties :data:`SHARED` when a plan or fee schedule changes."""
+
+    types = frozenset({"InsurancePlan", "ChargeItemDefinition"})
+
+    def written(self, session: Session, version: StoredVersion) -> None:
+        SHARED.clear()
 
 
 def in_force(period: Any, day: str) -> bool:

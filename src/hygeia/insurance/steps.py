@@ -19,6 +19,7 @@ from hygeia.insurance.ledger import accumulate, claim_key, entries, history_of, 
 from hygeia.insurance.model import ZERO, Adjudication, Line
 from hygeia.insurance.plan import (
     PLAN_SYSTEM,
+    SHARED,
     fee_definitions,
     find_plan,
     in_force,
@@ -118,13 +119,15 @@ def eligibility(session: Session, claim: Adjudication) -> None:
                        if "plan" in [code for _, code in codings(c.get("type"))]), None)
     day = claim.service_date[:10]
     key = ("rules", str(plan_value), day)
-    if key not in claim.cache:
+    if key not in claim.cache and "batch" in claim.cache:
         versions = cached(claim, ("plans", str(plan_value)),
                           lambda: plan_versions(session, str(plan_value)))
         plan = find_plan(session, str(plan_value), day, versions) if plan_value else None
         claim.cache[key] = None if plan is None else \
             rules_of(session, plan, day, cached(claim, ("fees",),
                                                 lambda: fee_definitions(session)))
+    elif key not in claim.cache:  # one claim: the serving process's copy (plan.SHARED)
+        claim.cache[key] = SHARED.get(session, str(plan_value), day) if plan_value else None
     claim.rules = claim.cache[key]
     if claim.rules is None:
         claim.errors.append(f"The coverage names no plan this payer knows ({PLAN_SYSTEM}).")
