@@ -23,6 +23,7 @@ SERVICE_DATE = "urn:hygeia:insurance:service-date"
 CLAIM_KEY = "urn:hygeia:insurance:claim-key"
 LEDGER_ORDER = "urn:hygeia:insurance:ledger-order"
 COB_ROLE = "urn:hygeia:insurance:cob-role"  # "secondary" on a secondary's ClaimResponse
+UNITS = "urn:hygeia:insurance:units"  # visits or units a claim used, by benefit category
 LEDGER_TAG = "urn:hygeia:insurance:ledger"  # meta.tag system of a ledger entry
 CURRENCY = "USD"
 LARGEST = Decimal("1e12")  # an amount at or above this is read as absent (a front-end error)
@@ -52,6 +53,16 @@ REASONS: dict[str, str] = {
     "deductible": "You pay this part until you meet your yearly deductible.",
     "copay": "You pay a fixed copay for a consultation.",
     "coinsurance": "After the deductible you pay 20% of the allowed amount.",
+    "waiting-period": "Your plan covers this service only after a waiting period from the "
+                      "start of your coverage, and it had not passed yet.",
+    "out-of-network": "The provider is not in your plan's network: the plan pays less "
+                      "for this service, or nothing.",
+    "benefit-limit": "You have used all the visits or units your plan covers for this "
+                     "kind of service this year.",
+    "age-conflict": "This service is not billed for a patient of your age; ask your "
+                    "provider to check the code.",
+    "sex-conflict": "This service does not match the sex in your record; ask your "
+                    "provider to check the code.",
     "review-denied": "A reviewer at your plan looked at this claim and decided "
                      "not to pay it.",
 }

@@ -16,7 +16,7 @@ import hashlib
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from hygeia.insurance.codes import LEDGER_ORDER, LEDGER_TAG, SERVICE_DATE, amount
+from hygeia.insurance.codes import LEDGER_ORDER, LEDGER_TAG, SERVICE_DATE, UNITS, amount
 from hygeia.insurance.model import Accumulated
 from hygeia.insurance.records import codings, search
 from hygeia.store import Session
@@ -93,7 +93,21 @@ def accumulate(claim: Adjudication) -> Accumulated:
         if (response.get("patient") or {}).get("reference") == claim.patient:
             done.deductible += deductible
             done.oop += paid
+            for category, count in units_of(response).items():
+                done.units[category] = done.units.get(category, Decimal(0)) + count
     return done
+
+
+def units_of(response: dict[str, Any]) -> dict[str, Decimal]:
+    """The visits or units a ledger entry used, by benefit category (its UNITS extensions)."""
+    found: dict[str, Decimal] = {}
+    for extension in response.get("extension") or []:
+        if extension.get("url") == UNITS:
+            parts = {e.get("url"): e for e in extension.get("extension") or []}
+            category = str((parts.get("category") or {}).get("valueCode") or "")
+            found[category] = found.get(category, Decimal(0)) + \
+                amount({"value": (parts.get("count") or {}).get("valueDecimal")})
+    return found
 
 
 def claim_key(claim: Adjudication, *, with_amounts: bool) -> str:

@@ -29,6 +29,7 @@ class Line:
     copay: Decimal = ZERO
     coinsurance: Decimal = ZERO
     secondary: Decimal = ZERO  # what a secondary coverage pays of the member's share
+    units: Decimal = ZERO  # visits or units counted toward the category's limit
     cap: Decimal | None = None  # a secondary's view: it pays at most this
 
     @property
@@ -63,6 +64,7 @@ class Accumulated:
     family_deductible: Decimal = ZERO
     oop: Decimal = ZERO
     family_oop: Decimal = ZERO
+    units: dict[str, Decimal] = field(default_factory=dict)  # the member's, by category
 
 
 @dataclass
@@ -86,6 +88,7 @@ class Adjudication:
     accumulated: Accumulated = field(default_factory=Accumulated)
     cache: dict[Any, Any] = field(default_factory=dict)  # shared by one batch's claims
     secondary: Adjudication | None = None  # the secondary coverage's view (coordination)
+    out_of_network: bool = False  # the provider is in none of the plan's networks
 
     @property
     def outcome(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from hygeia.fhir.outcome import BadRequest, Conflict, FhirError, NotFound
@@ -126,6 +127,19 @@ def eligibility_response(session: Session, body: Any) -> dict[str, Any]:
                                      "benefit-term", "code": "annual"}]},
                 "benefit": benefits}
 
+    def limit_item(category: str, most: Decimal, unit: str, used: Decimal
+                   ) -> dict[str, Any]:
+        """A visit (``benefit-type|visit``) or unit (Hygeia ``units``) limit: allowed and
+        used this year, for the member."""
+        system, code = (BENEFIT_TYPE, "visit") if unit == "visit" else \
+            (HYGEIA_BENEFIT_TYPE, "units")
+        return {**item("individual", [{
+                    "type": {"coding": [{"system": system, "code": code}]},
+                    "allowedUnsignedInt": int(most), "usedUnsignedInt": int(used)}]),
+                "category": {"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/ex-benefitcategory",
+                    "code": category}]}}
+
     inforce = "not-eligible" not in probe.claim_denied
     response = {
         "resourceType": "CoverageEligibilityResponse", "status": "active",
@@ -142,7 +156,9 @@ def eligibility_response(session: Session, body: Any) -> dict[str, Any]:
                 balance(BENEFIT_TYPE, "deductible", rules.family_deductible,
                         done.family_deductible),
                 balance(HYGEIA_BENEFIT_TYPE, "out-of-pocket-maximum", rules.family_oop_max,
-                        done.family_oop)])]}]}
+                        done.family_oop)]),
+            *[limit_item(category, most, unit, done.units.get(category, Decimal(0)))
+              for category, (most, unit) in sorted(rules.limits.items())]]}]}
     response["id"] = store(session, response).split("/")[1]
     return response
 

@@ -45,6 +45,11 @@ class PlanRules:
     copays: dict[str, Decimal] = field(default_factory=dict)  # benefit category -> copay
     prior_auth: frozenset[str] = frozenset()  # benefit categories that need one
     fees: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+    waiting_days: dict[str, int] = field(default_factory=dict)  # category -> days from start
+    limits: dict[str, tuple[Decimal, str]] = field(default_factory=dict)  # category ->
+    # (most a member may use a year, "visit" (one a line) or "unit" (the line's quantity))
+    networks: frozenset[str] = frozenset()  # Organization references; empty: no network
+    oon_coinsurance: Decimal | None = None  # out of network (None: not covered there)
 
 
 def _cost(benefit_type: str, applicability: str, value: str, unit: str = "USD",
@@ -104,7 +109,26 @@ def demo_resources() -> list[dict[str, Any]]:
 
 
 def _applicable(cost: dict[str, Any]) -> str:
-    return str((cost.get("applicability") or {}).get("text") or "individual")
+    """``individual`` or ``family`` (``applicability.text``), with ``@oon`` added when
+    its ``applicability`` code is ``out-of-network``."""
+    applicability = cost.get("applicability") or {}
+    network = "@oon" if "out-of-network" in [c for _, c in codings(applicability)] else ""
+    return str(applicability.get("text") or "individual") + network
+
+
+def _limits(plan: dict[str, Any]) -> dict[str, tuple[Decimal, str]]:
+    """``InsurancePlan.coverage``: per benefit category (``coverage.type``), a
+    ``benefit.limit.value`` Quantity whose unit is ``visit`` or ``unit``, per year."""
+    found: dict[str, tuple[Decimal, str]] = {}
+    for coverage in plan.get("coverage") or []:
+        category = next((c for _, c in codings(coverage.get("type"))), "")
+        for benefit in coverage.get("benefit") or []:
+            for limit in benefit.get("limit") or []:
+                value = limit.get("value") or {}
+                unit = "unit" if value.get("unit") in ("unit", "units") else "visit"
+                if category and amount(value) > 0:
+                    found[category] = (amount(value), unit)
+    return found
 
 
 def fee_definitions(session: Session) -> list[dict[str, Any]]:
@@ -121,6 +145,7 @@ def rules_of(session: Session, plan: dict[str, Any], day: str,
     values: dict[tuple[str, str], Decimal] = {}
     copays: dict[str, Decimal] = {}
     prior: set[str] = set()
+    waiting: dict[str, int] = {}
     for part in plan.get("plan") or []:
         for specific in part.get("specificCost") or []:
             category = next((c for s, c in codings(specific.get("category"))), "")
@@ -130,7 +155,9 @@ def rules_of(session: Session, plan: dict[str, Any], day: str,
                         prior.add(category)
                     kind = next((c for s, c in codings(cost.get("type"))), "")
                     value = amount(cost.get("value"))
-                    if kind == "copay":
+                    if kind == "waiting-period":  # a Quantity in days
+                        waiting[category] = int(value)
+                    elif kind == "copay":
                         copays[category] = value
                     elif kind:
                         values[(kind, _applicable(cost))] = value
@@ -154,7 +181,14 @@ def rules_of(session: Session, plan: dict[str, Any], day: str,
         oop_max=values.get(("out-of-pocket-maximum", "individual"), Decimal(0)),
         family_oop_max=values.get(("out-of-pocket-maximum", "family"), Decimal(0)),
         coinsurance=values.get(("coinsurance", "individual"), Decimal(0)) / 100,
-        copays=copays, prior_auth=frozenset(prior), fees=fees)
+        copays=copays, prior_auth=frozenset(prior), fees=fees, waiting_days=waiting,
+        limits=_limits(plan),
+        networks=frozenset(str(n.get("reference")) for n in [
+            *(plan.get("network") or []),
+            *(n for part in plan.get("plan") or [] for n in part.get("network") or [])]
+            if isinstance(n, dict) and n.get("reference")),
+        oon_coinsurance=None if ("coinsurance", "individual@oon") not in values
+        else values[("coinsurance", "individual@oon")] / 100)
 
 
 SHARED_SECONDS = 2.0  # a plan edit reaches another serving process's cache within this

@@ -14,6 +14,7 @@ from hygeia.insurance.codes import (
     REASON,
     REASONS,
     SERVICE_DATE,
+    UNITS,
     money,
 )
 from hygeia.insurance.ledger import claim_key, ledger_tag
@@ -108,6 +109,14 @@ def claim_response(claim: Adjudication, claim_ref: str | None, *,
             "primary plan, up to what it would pay as the only plan."
     resource["item"] = [{"itemSequence": line.sequence, "adjudication": adjudications(line)}
                         for line in claim.lines]
+    used: dict[str, Decimal] = {}
+    for line in claim.lines:
+        if line.units and not line.denied:
+            used[line.category] = used.get(line.category, Decimal(0)) + line.units
+    resource["extension"].extend(
+        {"url": UNITS, "extension": [{"url": "category", "valueCode": category},
+                                     {"url": "count", "valueDecimal": float(count)}]}
+        for category, count in sorted(used.items()))
     resource["total"] = totals(claim)
     if resource["use"] == "preauthorization" and claim_ref and \
             not any(line.denied for line in claim.lines):

@@ -8,10 +8,13 @@ claim-level error or denial still run only where they make sense (they check).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
+from decimal import Decimal
+from importlib import resources
 from typing import Any
 
 from hygeia.insurance.codes import BENEFIT_CATEGORY, CLAIM_KEY, amount, cents
@@ -33,9 +36,17 @@ Step = Callable[[Session, Adjudication], None]
 
 MAX_ITEMS = 999  # items a claim may hold (a front-end error beyond)
 
-# Coding edits as data: code pairs that are never billed together, and units per day.
-EXCLUSIVE_PAIRS: frozenset[frozenset[str]] = frozenset({frozenset({"99213", "99214"})})
-UNITS_PER_DAY: dict[str, int] = {"99213": 1, "99214": 1, "185349003": 1}
+# Coding edits as data (tables/coding_edits.json): code pairs never billed together,
+# units per day, and the ages and sex a code may be billed for.
+_EDITS = json.loads((resources.files("hygeia.insurance") / "tables" / "coding_edits.json")
+                    .read_text(encoding="utf-8"))
+EXCLUSIVE_PAIRS: frozenset[frozenset[str]] = frozenset(
+    frozenset(pair["codes"]) for pair in _EDITS["exclusive_pairs"])
+UNITS_PER_DAY: dict[str, int] = {code: int(row["units"])
+                                 for code, row in _EDITS["units_per_day"].items()}
+AGES: dict[str, tuple[int, int]] = {code: (int(row["from"]), int(row["to"]))
+                                    for code, row in _EDITS["age"].items()}
+SEXES: dict[str, str] = {code: str(row["gender"]) for code, row in _EDITS["sex"].items()}
 
 
 def cached(claim: Adjudication, key: tuple[str, ...], read: Callable[[], Any]) -> Any:
@@ -134,6 +145,13 @@ def eligibility(session: Session, claim: Adjudication) -> None:
         return
     if not active:
         claim.claim_denied.append("not-eligible")
+    start = str(period.get("start") or "")[:10]
+    for line in claim.lines:  # waiting periods: days from the coverage's start
+        days = claim.rules.waiting_days.get(line.category)
+        if days and _is_date(start) and _is_date(line.service_date) and \
+                date.fromisoformat(line.service_date[:10]) < \
+                date.fromisoformat(start) + timedelta(days=days):
+            line.denied.append("waiting-period")
     # one family's claims are settled one at a time: each reads the ledger the last wrote
     family = coverage.get("subscriberId") or claim.patient
     lock = f"hygeia.insurance.ledger:{plan_value}:{family}"
@@ -175,7 +193,10 @@ def pricing(session: Session, claim: Adjudication) -> None:
 def benefits(session: Session, claim: Adjudication) -> None:
     """Prior authorization where the plan needs one: an approved preauthorization
     (a preauthorization request itself is what asks for one)."""
-    if claim.rules is None or claim.claim.get("use", "claim") != "claim":
+    if claim.rules is None:
+        return
+    _network(session, claim)
+    if claim.claim.get("use", "claim") != "claim":
         return
     refs = [str(r) for i in claim.claim.get("insurance") or [] for r in i.get("preAuthRef") or []]
     needed = [line for line in claim.lines if line.category in claim.rules.prior_auth]
@@ -184,6 +205,30 @@ def benefits(session: Session, claim: Adjudication) -> None:
         if not any(in_force(period, line.service_date[:10]) and set(line.codes) & codes
                    for period, codes in approvals):
             line.denied.append("no-prior-auth")
+
+
+def _network(session: Session, claim: Adjudication) -> None:
+    """A plan with networks covers a provider out of them at its out-of-network
+    coinsurance, or not at all. A provider is in a network when an active
+    OrganizationAffiliation names it as ``participatingOrganization`` and the network
+    among its ``network``s."""
+    rules = claim.rules
+    if rules is None or not rules.networks:
+        return
+    provider = str((claim.claim.get("provider") or {}).get("reference") or "")
+    affiliations = cached(claim, ("affiliations", provider), lambda: search(
+        session, "OrganizationAffiliation", [("participating-organization", provider)])
+        if provider.startswith("Organization/") else [])
+    inside = any(a.get("active", True) is not False and
+                 in_force(a.get("period"), claim.service_date[:10]) and
+                 rules.networks & {str(n.get("reference")) for n in a.get("network") or []}
+                 for a in affiliations)
+    if inside:
+        return
+    claim.out_of_network = True
+    for line in claim.lines:
+        (line.denied if rules.oon_coinsurance is None else line.reduced).append(
+            "out-of-network")
 
 
 def _approvals(session: Session, claim: Adjudication, refs: list[str]
@@ -202,10 +247,21 @@ def _approvals(session: Session, claim: Adjudication, refs: list[str]
 
 
 def coding_edits(session: Session, claim: Adjudication) -> None:
-    """Mutually exclusive code pairs and units per day, from the tables above."""
+    """Mutually exclusive code pairs, units per day, and age and sex conflicts, from the
+    tables above (the patient is read only for a code the age or sex table lists)."""
     earlier: list[str] = []  # codes of the lines before: the later line of a pair is denied
+    listed = any(code in AGES or code in SEXES for line in claim.lines for _, code in line.codes)
+    patient = cached(claim, ("read", claim.patient),
+                     lambda: read(session, claim.patient)) if listed else None
     for line in claim.lines:
         for _, code in line.codes:
+            if patient is not None and code in SEXES and \
+                    patient.get("gender") not in (None, "unknown", SEXES[code]):
+                line.denied.append("sex-conflict")
+            age = _age(patient, line.service_date) if patient is not None else None
+            if code in AGES and age is not None and \
+                    not AGES[code][0] <= age <= AGES[code][1]:
+                line.denied.append("age-conflict")
             if any(frozenset({code, other}) in EXCLUSIVE_PAIRS for other in earlier):
                 line.denied.append("exclusive-codes")
             limit = UNITS_PER_DAY.get(code)
@@ -213,6 +269,15 @@ def coding_edits(session: Session, claim: Adjudication) -> None:
             if limit is not None and units > limit:
                 line.denied.append("units-per-day")
         earlier.extend(code for _, code in line.codes)
+
+
+def _age(patient: dict[str, Any], day: str) -> int | None:
+    """Whole years from the patient's birth date to ``day`` (None when either is unknown)."""
+    born = str(patient.get("birthDate") or "")
+    if len(born) < 10 or not _is_date(born) or not _is_date(day):
+        return None
+    birth, on = date.fromisoformat(born[:10]), date.fromisoformat(day[:10])
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
 
 def necessity(session: Session, claim: Adjudication) -> None:
@@ -272,9 +337,21 @@ def cost_sharing(session: Session, claim: Adjudication) -> None:
         return
     done = claim.accumulated = accumulate(claim)
     copay_left = {category: value for category, value in rules.copays.items()}
+    coinsurance = rules.oon_coinsurance if claim.out_of_network and \
+        rules.oon_coinsurance is not None else rules.coinsurance
     for line in claim.lines:
         if line.denied:
             continue
+        limit = rules.limits.get(line.category)
+        if limit is not None:  # visits or units a year: the line is denied past the limit
+            units = Decimal(1) if limit[1] == "visit" else \
+                amount({"value": (line.item.get("quantity") or {}).get("value", 1)})
+            used = done.units.get(line.category, ZERO)
+            if used + units > limit[0]:
+                line.denied.append("benefit-limit")
+                continue
+            done.units[line.category] = used + units
+            line.units = units
         room = max(ZERO, min(rules.oop_max - done.oop, rules.family_oop_max - done.family_oop))
         if line.category in copay_left:
             line.copay = min(copay_left[line.category], line.allowed, room)
@@ -284,7 +361,7 @@ def cost_sharing(session: Session, claim: Adjudication) -> None:
                                             rules.family_deductible - done.family_deductible,
                                             room))
             rest = line.allowed - line.deductible
-            line.coinsurance = min(cents(rest * rules.coinsurance), room - line.deductible)
+            line.coinsurance = min(cents(rest * coinsurance), room - line.deductible)
         for name, value in (("deductible", line.deductible), ("copay", line.copay),
                             ("coinsurance", line.coinsurance)):
             if value > 0:
@@ -316,7 +393,8 @@ def coordination(session: Session, claim: Adjudication) -> None:
                         patient=claim.patient, order=claim.order, claim_ref=claim.claim_ref,
                         coverage=secondary, cache=claim.cache,
                         lines=[replace(line, reduced=[], deductible=ZERO, copay=ZERO,
-                                       coinsurance=ZERO, denied=list(line.denied))
+                                       coinsurance=ZERO, units=ZERO, secondary=ZERO,
+                                       cap=None, denied=list(line.denied))
                                for line in claim.lines])
     eligibility(session, view)
     if view.rules is None or view.claim_denied:
