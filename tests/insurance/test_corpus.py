@@ -89,3 +89,19 @@ def test_reconcile_catches_an_amount_that_does_not_add_up() -> None:
         reconcile({**good, "total": part("100", "80", "30")})
     with pytest.raises(AssertionError):  # the totals must also be the sum of the lines
         reconcile({**good, "total": part("90", "70", "20")})
+
+
+def test_a_batch_of_malformed_claims_answers_each_entry_not_a_crash(
+        loaded: tuple[ServerProcess, list[dict[str, Any]]]) -> None:
+    server, claims = loaded
+    good = claims[0]
+    bad = [{**good, "insurance": "Coverage/x"}, {**good, "patient": ["Patient/x"]},
+           {**good, "billablePeriod": 7}, {**good, "insurance": [{"coverage": 3}]},
+           {"resourceType": "Claim"}]
+    answer = server.client.post("Claim/$submit", json={
+        "resourceType": "Bundle", "type": "batch", "entry": [{"resource": b} for b in bad]})
+    assert answer.status_code == 200, answer.text
+    for entry in answer.json()["entry"]:
+        status, resource = int(entry["response"]["status"]), entry["resource"]
+        assert (status == 200 and resource["outcome"] == "error") or \
+            (400 <= status < 500 and resource["resourceType"] == "OperationOutcome"), entry

@@ -12,7 +12,7 @@ from hygeia.insurance.model import Adjudication
 from hygeia.insurance.records import read, search
 from hygeia.insurance.responses import claim_response
 from hygeia.insurance.settlement import is_secondary, readjudicate_after, settle, store
-from hygeia.insurance.steps import adjudicate, eligibility, ledger_key
+from hygeia.insurance.steps import adjudicate, eligibility, ledger_key, prefetch
 from hygeia.server import FhirResponse
 from hygeia.server.extensions import Operation, OperationCall
 from hygeia.server.rest import write
@@ -185,6 +185,7 @@ def submit_batch(session: Session, bundle: dict[str, Any]) -> dict[str, Any]:
 
     answers: dict[int, dict[str, Any]] = {}
     cache: dict[Any, Any] = {"batch": True}  # read once per batch, see steps.cached
+    prefetch(session, [c for c in claims if isinstance(c, dict)], cache)
     for index in sorted(range(len(claims)), key=lambda i: service_date(claims[i] or {})):
         try:
             answers[index] = {"resource": submit_claim(session, claims[index], cache),

@@ -17,8 +17,15 @@ from decimal import Decimal
 from importlib import resources
 from typing import Any
 
-from hygeia.insurance.codes import BENEFIT_CATEGORY, CLAIM_KEY, amount, cents
-from hygeia.insurance.ledger import accumulate, claim_key, entries, history_of, ledger_tag
+from hygeia.insurance.codes import BENEFIT_CATEGORY, CLAIM_KEY, LEDGER_TAG, amount, cents
+from hygeia.insurance.ledger import (
+    accumulate,
+    claim_key,
+    entries,
+    history_of,
+    ledger_tag,
+    order_of,
+)
 from hygeia.insurance.model import ZERO, Adjudication, Line
 from hygeia.insurance.plan import (
     PLAN_SYSTEM,
@@ -29,7 +36,7 @@ from hygeia.insurance.plan import (
     plan_versions,
     rules_of,
 )
-from hygeia.insurance.records import codings, read, search
+from hygeia.insurance.records import LIMIT, codings, read, search
 from hygeia.store import Session
 
 Step = Callable[[Session, Adjudication], None]
@@ -57,6 +64,87 @@ def cached(claim: Adjudication, key: tuple[str, ...], read: Callable[[], Any]) -
     if key not in claim.cache:
         claim.cache[key] = read()
     return claim.cache[key]
+
+
+def ledger_lock(coverage: dict[str, Any]) -> str:
+    """The lock that settles one family's claims one at a time."""
+    plan_value = next((c.get("value") for c in coverage.get("class") or []
+                       if "plan" in [code for _, code in codings(c.get("type"))]), None)
+    family = coverage.get("subscriberId") or \
+        (coverage.get("beneficiary") or {}).get("reference") or ""
+    return f"hygeia.insurance.ledger:{plan_value}:{family}"
+
+
+PREFETCH_CHUNK = 50  # keys a prefetch search names at once (the server allows 100)
+
+
+def prefetch(session: Session, claims: list[dict[str, Any]], cache: dict[Any, Any]) -> None:
+    """Fill a batch's cache before its first write, a few searches for the whole batch
+    instead of some for each claim (so the batch's writes flush once, at the end): the
+    coverages, the patients' conditions and coverages, and, under each family's lock
+    (taken in a fixed order), each family's ledger for the years the batch bills. A
+    search that may have been cut at ``records.LIMIT`` fills nothing: those claims
+    read for themselves, as a single claim does."""
+    def chunks(keys: list[str]) -> list[list[str]]:
+        return [keys[i:i + PREFETCH_CHUNK] for i in range(0, len(keys), PREFETCH_CHUNK)]
+
+    refs = sorted({_coverage_ref(claim) for claim in claims} - {""})
+    ids = [ref.split("/", 1)[1] for ref in refs
+           if ref.startswith("Coverage/") and ref.count("/") == 1]
+    for part in chunks(ids):
+        found = search(session, "Coverage", [("_id", ",".join(part))])
+        if len(found) < LIMIT:
+            for id in part:
+                cache[("read", f"Coverage/{id}")] = next(
+                    (c for c in found if c.get("id") == id), None)
+    patients = sorted({str(_dig(claim, "patient", "reference")) for claim in claims}
+                      - {""})
+    for kind, parameter, extra in (("conditions", "patient", []),
+                                   ("coverages", "beneficiary", [("status", "active")])):
+        resource_type = "Condition" if kind == "conditions" else "Coverage"
+        for part in chunks(patients):
+            found = search(session, resource_type, [(parameter, ",".join(part)), *extra])
+            if len(found) >= LIMIT:
+                continue
+            field = "subject" if kind == "conditions" else "beneficiary"
+            for patient in part:
+                cache[(kind, patient)] = [r for r in found if
+                                          (r.get(field) or {}).get("reference") == patient]
+    families: dict[str, dict[str, Any]] = {}
+    tags: set[str] = set()
+    for claim in claims:
+        coverage = cache.get(("read", _coverage_ref(claim)))
+        day = str(_dig(claim, "billablePeriod", "start"))
+        if isinstance(coverage, dict) and _is_date(day):
+            families[ledger_lock(coverage)] = coverage
+            tags.add(ledger_tag(coverage, day[:4])["code"])
+    for lock in sorted(families):
+        session.lock(lock)
+        cache[("lock", lock)] = None
+    for part in chunks(sorted(tags)):
+        found = search(session, "ClaimResponse", [
+            ("_tag", ",".join(f"{LEDGER_TAG}|{code}" for code in part)), ("status", "active")])
+        if len(found) >= LIMIT:
+            continue
+        for code in part:
+            cache[("ledger", code)] = sorted(
+                (r for r in found if r.get("outcome") in ("complete", "queued") and
+                 code in [t.get("code") for t in (r.get("meta") or {}).get("tag") or []]),
+                key=order_of)
+
+
+def _dig(resource: Any, *path: str) -> Any:
+    """``resource[path[0]][path[1]]...``, or "" where something is missing or not an object
+    (a batch is read before its claims are validated)."""
+    for name in path:
+        resource = resource.get(name) if isinstance(resource, dict) else None
+    return resource if isinstance(resource, str) else ""
+
+
+def _coverage_ref(claim: dict[str, Any]) -> str:
+    insurance = claim.get("insurance")
+    first = insurance[0] if isinstance(insurance, list) and insurance else None
+    return str(_dig(first, "coverage", "reference"))
 
 
 def ledger_key(claim: Adjudication) -> tuple[str, ...]:
@@ -153,8 +241,7 @@ def eligibility(session: Session, claim: Adjudication) -> None:
                 date.fromisoformat(start) + timedelta(days=days):
             line.denied.append("waiting-period")
     # one family's claims are settled one at a time: each reads the ledger the last wrote
-    family = coverage.get("subscriberId") or claim.patient
-    lock = f"hygeia.insurance.ledger:{plan_value}:{family}"
+    lock = ledger_lock(coverage)
     cached(claim, ("lock", lock), lambda: session.lock(lock))  # held to the commit
     claim.ledger = list(cached(claim, ledger_key(claim),
                                lambda: entries(session, coverage, claim.service_date[:4])))
