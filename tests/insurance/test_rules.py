@@ -69,7 +69,15 @@ def rules_plan(server: ServerProcess) -> Iterator[dict[str, str]]:
                 cost("coinsurance", 10, unit="%"),
                 cost("coinsurance", 50, unit="%", network="out-of-network")]},
             {"category": {"coding": [{"system": BC, "code": "62"}]}, "benefit": [
-                cost("waiting-period", 90, unit="d")]}]}]})
+                cost("waiting-period", 90, unit="d")]},
+            {"category": {"coding": [{"system": BC, "code": "F3"}]}, "benefit": [  # glasses
+                cost("minimum-age", 0, unit="a"), cost("maximum-age", 18, unit="a")]},
+            {"category": {"coding": [{"system": BC, "code": "69"}]}, "benefit": [{  # maternity
+                "type": {"coding": [{"system": HBT, "code": "sex"}]}, "cost": [{
+                    "type": {"coding": [{"system": HBT, "code": "sex"}]},
+                    "qualifiers": [{"coding": [{
+                        "system": "http://hl7.org/fhir/administrative-gender",
+                        "code": "female"}]}]}]}]}]}]})
     yield {"plan": value, "inside": inside, "outside": outside}
 
 
@@ -149,6 +157,26 @@ def test_visit_and_unit_limits_deny_past_the_limit_and_show_in_eligibility(
     more["item"][0]["quantity"] = {"value": 2}  # 2 + 2 > 3
     assert reason(submit(server, at(inside, more))) == "benefit-limit"
     assert limits(eligibility(server, patient, coverage)) == {"3": (2, 2), "5": (3, 2)}
+
+
+def test_the_plan_restricts_categories_by_age_and_sex(
+        server: ServerProcess, rules_plan: dict[str, str]) -> None:
+    inside = rules_plan["inside"]
+    adult, adult_cov = enrol(server, rules_plan["plan"], birthDate="1980-06-01",
+                             gender="male")
+    child, child_cov = enrol(server, rules_plan["plan"], birthDate="2010-06-01",
+                             gender="female")
+    glasses, maternity = ("F3", "G1", "150"), ("69", "M1", "150")
+    assert reason(submit(server, at(inside, claim(adult, adult_cov, "2026-06-01",
+                                                  glasses)))) == "age-restriction"
+    assert reason(submit(server, at(inside, claim(adult, adult_cov, "2026-06-02",
+                                                  maternity)))) == "sex-restriction"
+    # the child (16, female): both covered; deductible 100, 10% of 50 = 5
+    fine = submit(server, at(inside, claim(child, child_cov, "2026-06-01", glasses)))
+    assert (totals(fine)["deductible"], totals(fine)["coinsurance"]) == (Decimal(100),
+                                                                        Decimal(5))
+    covered = submit(server, at(inside, claim(child, child_cov, "2026-06-02", maternity)))
+    assert totals(covered)["eligible"] == Decimal(150)
 
 
 SNOMED = "http://snomed.info/sct"

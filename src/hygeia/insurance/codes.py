@@ -59,6 +59,10 @@ REASONS: dict[str, str] = {
                       "for this service, or nothing.",
     "benefit-limit": "You have used all the visits or units your plan covers for this "
                      "kind of service this year.",
+    "age-restriction": "Your plan covers this kind of service only for members of "
+                       "certain ages.",
+    "sex-restriction": "Your plan covers this kind of service only for members of "
+                       "one sex.",
     "age-conflict": "This service is not billed for a patient of your age; ask your "
                     "provider to check the code.",
     "sex-conflict": "This service does not match the sex in your record; ask your "

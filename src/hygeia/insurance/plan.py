@@ -50,6 +50,8 @@ class PlanRules:
     # (most a member may use a year, "visit" (one a line) or "unit" (the line's quantity))
     networks: frozenset[str] = frozenset()  # Organization references; empty: no network
     oon_coinsurance: Decimal | None = None  # out of network (None: not covered there)
+    ages: dict[str, tuple[int, int]] = field(default_factory=dict)  # category -> ages covered
+    sexes: dict[str, str] = field(default_factory=dict)  # category -> the gender covered
 
 
 def _cost(benefit_type: str, applicability: str, value: str, unit: str = "USD",
@@ -146,6 +148,8 @@ def rules_of(session: Session, plan: dict[str, Any], day: str,
     copays: dict[str, Decimal] = {}
     prior: set[str] = set()
     waiting: dict[str, int] = {}
+    ages: dict[str, tuple[int, int]] = {}
+    sexes: dict[str, str] = {}
     for part in plan.get("plan") or []:
         for specific in part.get("specificCost") or []:
             category = next((c for s, c in codings(specific.get("category"))), "")
@@ -157,6 +161,13 @@ def rules_of(session: Session, plan: dict[str, Any], day: str,
                     value = amount(cost.get("value"))
                     if kind == "waiting-period":  # a Quantity in days
                         waiting[category] = int(value)
+                    elif kind in ("minimum-age", "maximum-age"):  # Quantities in years
+                        low, high = ages.get(category, (0, 200))
+                        ages[category] = (int(value), high) if kind == "minimum-age" \
+                            else (low, int(value))
+                    elif kind == "sex":  # the gender a qualifier codes
+                        sexes[category] = next((c for q in cost.get("qualifiers") or []
+                                                for _, c in codings(q)), "")
                     elif kind == "copay":
                         copays[category] = value
                     elif kind:
@@ -182,7 +193,7 @@ def rules_of(session: Session, plan: dict[str, Any], day: str,
         family_oop_max=values.get(("out-of-pocket-maximum", "family"), Decimal(0)),
         coinsurance=values.get(("coinsurance", "individual"), Decimal(0)) / 100,
         copays=copays, prior_auth=frozenset(prior), fees=fees, waiting_days=waiting,
-        limits=_limits(plan),
+        limits=_limits(plan), ages=ages, sexes=sexes,
         networks=frozenset(str(n.get("reference")) for n in [
             *(plan.get("network") or []),
             *(n for part in plan.get("plan") or [] for n in part.get("network") or [])]

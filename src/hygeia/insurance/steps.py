@@ -283,6 +283,7 @@ def benefits(session: Session, claim: Adjudication) -> None:
     if claim.rules is None:
         return
     _network(session, claim)
+    _restrictions(session, claim)
     if claim.claim.get("use", "claim") != "claim":
         return
     refs = [str(r) for i in claim.claim.get("insurance") or [] for r in i.get("preAuthRef") or []]
@@ -292,6 +293,27 @@ def benefits(session: Session, claim: Adjudication) -> None:
         if not any(in_force(period, line.service_date[:10]) and set(line.codes) & codes
                    for period, codes in approvals):
             line.denied.append("no-prior-auth")
+
+
+def _restrictions(session: Session, claim: Adjudication) -> None:
+    """The plan's age and sex restrictions of a benefit category (the patient is read
+    only when a line's category has one)."""
+    rules = claim.rules
+    restricted = [line for line in claim.lines if rules is not None and
+                  (line.category in rules.ages or line.category in rules.sexes)]
+    if rules is None or not restricted:
+        return
+    patient = cached(claim, ("read", claim.patient), lambda: read(session, claim.patient))
+    if patient is None:
+        return
+    for line in restricted:
+        age = _age(patient, line.service_date)
+        low, high = rules.ages.get(line.category, (0, 200))
+        if age is not None and not low <= age <= high:
+            line.denied.append("age-restriction")
+        wanted = rules.sexes.get(line.category)
+        if wanted and patient.get("gender") not in (None, "unknown", wanted):
+            line.denied.append("sex-restriction")
 
 
 def _network(session: Session, claim: Adjudication) -> None:
