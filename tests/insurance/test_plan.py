@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
+from hygeia.fhir.outcome import Unprocessable
 from hygeia.insurance.plan import demo_resources, find_plan, rules_of
+from hygeia.insurance.records import search_all
 from hygeia.server import FhirService
 from hygeia.server.rest import write
 from hygeia.store import Repository
@@ -28,3 +32,20 @@ def test_the_demo_plan_reads_back_as_the_contract_states(repository: Repository)
     assert rules.prior_auth == frozenset({"62"})
     assert rules.fees[("http://www.ama-assn.org/go/cpt", "99213")] == Decimal(120)
     assert rules.payer == "Organization/demo-payer"
+
+
+def test_search_all_reads_every_page_and_refuses_more_than_its_limit(
+        repository: Repository) -> None:
+    service = FhirService(repository)
+    with service.transaction() as session:
+        for number in range(7):
+            write.create(session, "Coverage", {
+                "resourceType": "Coverage", "status": "active", "subscriberId": f"P-{number}",
+                "beneficiary": {"reference": "Patient/p"},
+                "payor": [{"reference": "Organization/demo-payer"}]})
+    with service.reader() as session:
+        found = search_all(session, "Coverage", [("beneficiary", "Patient/p")], page=3)
+        assert sorted(c["subscriberId"] for c in found) == [f"P-{n}" for n in range(7)]
+        with pytest.raises(Unprocessable) as refused:
+            search_all(session, "Coverage", [("beneficiary", "Patient/p")], page=3, most=5)
+        assert "More than 5 Coverage" in str(refused.value.outcome())

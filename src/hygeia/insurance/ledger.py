@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from hygeia.insurance.codes import LEDGER_ORDER, LEDGER_TAG, SERVICE_DATE, UNITS, amount
 from hygeia.insurance.model import Accumulated
-from hygeia.insurance.records import codings, search
+from hygeia.insurance.records import codings, search_all
 from hygeia.store import Session
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def entries(session: Session, coverage: dict[str, Any], year: str) -> list[dict[
     in ledger order: one search on the ledger tag (no Coverage search, so no search
     parameter on ``subscriberId`` is needed)."""
     tag = ledger_tag(coverage, year)
-    found = [response for response in search(session, "ClaimResponse", [
+    found = [response for response in search_all(session, "ClaimResponse", [
                  ("_tag", f"{LEDGER_TAG}|{tag['code']}"), ("status", "active")])
              if response.get("outcome") in ("complete", "queued")]
     return sorted(found, key=order_of)

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from hygeia.fhir.outcome import Unprocessable
 from hygeia.fhir.search.query import parse_query
 from hygeia.store import Session
 
@@ -20,6 +21,34 @@ def search(session: Session, resource_type: str, params: list[tuple[str, str]]
                         registry=session.registry)
     return [dict(orjson.loads(stored.content)) for stored in session.search(query).matches
             if stored.content]
+
+
+LEDGER_MAX = 100_000  # matches search_all reads at most (an explicit error beyond)
+
+
+def search_all(session: Session, resource_type: str, params: list[tuple[str, str]], *,
+               page: int = LIMIT, most: int = LEDGER_MAX) -> list[dict[str, Any]]:
+    """Every current resource matching ``params``, page by page (where a sum must see
+    them all: a family's ledger); more than ``most`` is refused with an explicit error
+    rather than summed in part."""
+    session.flush()
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = parse_query(resource_type, [*params, ("_count", str(page)),
+                                            *([("_cursor", cursor)] if cursor else [])],
+                            registry=session.registry)
+        result = session.search(query)
+        found.extend(dict(orjson.loads(stored.content)) for stored in result.matches
+                     if stored.content)
+        if len(found) > most:
+            raise Unprocessable(f"More than {most} {resource_type} resources match "
+                                f"{'&'.join(f'{k}={v}' for k, v in params)}; the "
+                                "adjudicator sums at most that many.",
+                                expression=resource_type, code="too-costly")
+        cursor = result.next_cursor
+        if not cursor:
+            return found
 
 
 def read(session: Session, reference: str | None) -> dict[str, Any] | None:
