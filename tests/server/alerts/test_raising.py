@@ -171,3 +171,21 @@ def test_a_malformed_alert_is_refused_with_where(changes: dict[str, object], whe
     with pytest.raises(BadRequest) as refused:
         Alert(**fields)  # type: ignore[arg-type]
     assert refused.value.issues[0].expression == where
+
+
+def test_active_keys_finds_the_active_ones_of_many_keys_at_once(alerting: FhirService) -> None:
+    store(alerting, patient("p9"))
+    keys = [f"k{number},odd|Patient/p9" for number in range(5)]  # commas and bars escaped
+    with alerting.transaction() as session:
+        for key in keys[:3]:
+            alerting.alerts.raise_alert(session, alarm("p9", key=key))
+        alerting.alerts.clear_alert(session, keys[1])
+    with alerting.transaction() as session:  # raised again after a clear: active again
+        alerting.alerts.raise_alert(session, alarm("p9", key=keys[2]))
+        alerting.alerts.clear_alert(session, keys[2])
+        alerting.alerts.raise_alert(session, alarm("p9", key=keys[2]))
+    with alerting.reader() as session:
+        assert alerting.alerts.active_keys(session, keys) == {keys[0], keys[2]}
+        assert alerting.alerts.active_keys(session, []) == set()
+        assert {key for key in keys if alerting.alerts.is_active(session, key)} == \
+            {keys[0], keys[2]}

@@ -9,6 +9,7 @@ once make one alert.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -34,6 +35,8 @@ from hygeia.server.alerts.model import (
 from hygeia.server.context import AlertSettings
 from hygeia.server.rest import write
 from hygeia.store import Session, StoredVersion
+
+KEYS_PER_SEARCH = 200  # alert keys OR-ed in one search by active_keys
 
 
 def raise_alert(session: Session, alert: Alert, settings: AlertSettings) -> Raised:
@@ -90,6 +93,35 @@ def is_active(session: Session, key: str) -> bool:
     too: a caller can learn there is nothing to clear without taking the write lock)."""
     check_key(key)
     return _active_flag(session, key) is not None
+
+
+def active_keys(session: Session, keys: Collection[str]) -> set[str]:
+    """Those of ``keys`` that have an active Flag, read with one search per
+    ``KEYS_PER_SEARCH`` keys (:func:`is_active` reads one key per search): for a
+    consumer that checks the alerts of a whole batch of subjects at once."""
+    wanted = {check_key(key) for key in keys}
+    newest: dict[str, bool] = {}  # key -> whether its newest Flag is active
+    ordered = sorted(wanted)
+    for start in range(0, len(ordered), KEYS_PER_SEARCH):
+        chunk = ordered[start:start + KEYS_PER_SEARCH]
+        cursor: str | None = None
+        while True:
+            params = [("identifier", ",".join(key_token(key) for key in chunk)),
+                      ("_sort", "-date"), ("_count", "1000"), ("_total", "none")]
+            if cursor:
+                params.append(("_cursor", cursor))
+            page = session.search(parse_query("Flag", params, registry=session.registry))
+            for stored in page.matches:
+                flag = orjson.loads(stored.content or b"{}")
+                for identifier in flag.get("identifier") or []:
+                    key = identifier.get("value")
+                    if identifier.get("system") == KEY_SYSTEM and key in wanted and \
+                            key not in newest:
+                        newest[key] = flag.get("status") == "active"
+            cursor = page.next_cursor
+            if not cursor:
+                break
+    return {key for key, active in newest.items() if active}
 
 
 def _close_task(session: Session, task_id: str, now: str) -> None:

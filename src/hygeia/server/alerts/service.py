@@ -11,13 +11,14 @@ PostgreSQL database escalate each Task once per level.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from typing import Protocol
 
 from hygeia.fhir.datetime import now_us
 from hygeia.server.alerts.escalation import run_due, scan
 from hygeia.server.alerts.model import Alert, Raised
-from hygeia.server.alerts.raising import clear_alert, is_active, raise_alert
+from hygeia.server.alerts.raising import active_keys, clear_alert, is_active, raise_alert
 from hygeia.server.background import BackgroundLoop
 from hygeia.server.context import AlertSettings, Settings
 from hygeia.store import Session
@@ -66,6 +67,10 @@ class AlertService(BackgroundLoop):
     def is_active(self, session: Session, key: str) -> bool:
         """:func:`~hygeia.server.alerts.raising.is_active` in ``session``."""
         return is_active(session, key)
+
+    def active_keys(self, session: Session, keys: Collection[str]) -> set[str]:
+        """:func:`~hygeia.server.alerts.raising.active_keys` in ``session``."""
+        return active_keys(session, keys)
 
     def escalate_due(self) -> tuple[int, int | None]:
         """Escalate what is due now: (how many moved, the next due time or None)."""
