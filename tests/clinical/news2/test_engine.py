@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -76,13 +75,6 @@ class Engine:
 
     def scores(self, patient: str) -> list[dict[str, Any]]:
         return self.search(f"Observation?patient={patient}&code={NEWS2}")
-
-
-@pytest.fixture
-def engine(service: FhirService) -> Iterator[Engine]:
-    running = Engine(service)
-    yield running
-    running.runner.stop()
 
 
 def new_patient(engine: Engine, **extra: Any) -> str:

@@ -44,21 +44,17 @@ from hygeia.clinical.news2.inputs import (
 from hygeia.clinical.news2.record import (
     ScoreSet,
     applicability,
-    band_of_score,
     bands_before,
     newest_score,
     newest_vital,
-    period_of,
     readings_for,
     scores_from,
     subject_of,
 )
-from hygeia.clinical.news2.result import code_token, result_observation
+from hygeia.clinical.news2.result import result_observation
 from hygeia.clinical.news2.score import Score, score_readings
 from hygeia.clinical.news2.scoring import Band
-from hygeia.fhir.datetime import format_instant
 from hygeia.fhir.resources import new_id
-from hygeia.fhir.search.query import parse_query
 from hygeia.server.alerts import Alert
 from hygeia.server.extensions import EventContext, Host
 from hygeia.server.rest import write
@@ -113,7 +109,9 @@ class News2Engine:
         # together (news2/record.py)
         times: dict[str, set[int]] = {}
         again: set[str] = set()
-        with context.transaction() as session:
+        # scores and alerts commit with the cursor: a batch lost to a power cut is
+        # scored again, so the commit need not wait for the disk
+        with context.transaction(flush_to_disk=False) as session:
             for event in batch.events:
                 stored = session.version(event.resource_type, event.id, event.version)
                 if stored is None or stored.content is None:
@@ -182,7 +180,7 @@ class News2Engine:
                     [reading for reading in readings[patient]
                      if one.end - self.window <= reading.at <= one.end],
                     scale2=patient in facts.scale_2)
-                before = band_of_score(one.stored)
+                before = one.was
                 resource = result_observation(one.id, patient, score, one.start, one.end)
                 if one.stored is None or one.stored != resource:
                     # built here from stored values: valid by construction (tests check it)
@@ -212,21 +210,6 @@ class News2Engine:
                 best = one
         return best
 
-    def band_before(self, session: Session, patient: str, one: ScoreSet) -> Band:
-        """The band of the patient's latest banded score before ``one`` (low if none)."""
-        query = parse_query("Observation", [
-            ("patient", patient), ("code", code_token()),
-            ("date", f"le{format_instant(one.start + 1_000_000)}"), ("_sort", "-date"),
-            ("_count", "20")], registry=session.registry)
-        for stored in session.search(query).matches:
-            score = orjson.loads(stored.content or b"{}")
-            band = band_of_score(score)
-            period = period_of(score)
-            if stored.id != one.id and band is not None and period is not None and \
-                    period[0] < one.start:
-                return band
-        return Band.LOW
-
     # ------------------------------------------------------------------ alerting
 
     def escalate_all(self, session: Session, fronts: Mapping[str, tuple[ScoreSet, Score,
@@ -234,7 +217,11 @@ class News2Engine:
                      known: Mapping[str, list[ScoreSet]]) -> None:
         """Alert by the band of each patient's newest set, ``fronts[patient]`` = (the set,
         its score, the band it had before this batch), the patients' active NEWS2 alerts
-        read in one search."""
+        read in one search.
+
+        A set's band rises from the band the set itself had, else from the patient's
+        latest banded score in the day before it (:data:`record.LOOK_BACK`), else from
+        the band whose alert is still active, else from low."""
         keys = [alert_key(band, patient) for patient, (_, score, _) in fronts.items()
                 if score.band is not None for band in BAND_ALERTS]
         active = self.host.alerts.active_keys(session, keys) if keys else set()
@@ -248,8 +235,10 @@ class News2Engine:
                    if before is None}
         previous = bands_before(session, unknown, known, self.window) if unknown else {}
         for patient, (one, score, before) in moving.items():
+            # no banded score in the day before: the band its alert left standing, if any
+            alerted = [band for band in BAND_ALERTS if alert_key(band, patient) in active]
             band_then = before or previous.get(patient) or \
-                self.band_before(session, patient, one)
+                (alerted[-1] if alerted else Band.LOW)
             self.escalate(session, patient, score, band_then, f"Observation/{one.id}",
                           active)
 

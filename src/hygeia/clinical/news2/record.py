@@ -114,13 +114,15 @@ def _groups(spans: Mapping[str, tuple[int, int]], widest: int) -> Iterator[
 
 @dataclass(slots=True)
 class ScoreSet:
-    """One observation set's score: its id, first and last vital (µs), and the score as
-    stored (without ``meta``; None while it is new in this batch)."""
+    """One observation set's score: its id, first and last vital (µs), the score as
+    stored (without ``meta``; None while it is new in this batch), and the band it had
+    before this batch (None: new, or partial)."""
 
     id: str
     start: int
     end: int
     stored: dict[str, Any] | None
+    was: Band | None = None
 
 
 def period_of(score: dict[str, Any]) -> tuple[int, int] | None:
@@ -146,7 +148,7 @@ def scores_from(session: Session, earliest: Mapping[str, int], widest: int
             period = period_of(score)
             if patient in found and period is not None:
                 score.pop("meta", None)
-                found[patient].append(ScoreSet(stored.id, *period, score))
+                found[patient].append(ScoreSet(stored.id, *period, score, band_of_score(score)))
     for sets in found.values():
         sets.sort(key=lambda one: (one.start, one.end))
     return found
@@ -166,16 +168,18 @@ def band_of_score(score: dict[str, Any] | None) -> Band | None:
 
 def bands_before(session: Session, sets: Mapping[str, ScoreSet],
                  known: Mapping[str, list[ScoreSet]], window: int) -> dict[str, Band]:
-    """The band of each patient's latest banded score before ``sets[patient]``, from the
-    scores ``known`` already or one search over the day before for all of them; a
-    patient whose band is not found is left out (the caller searches further back)."""
+    """The band of each patient's latest banded score before ``sets[patient]`` as it was
+    before this batch, from the scores ``known`` already (their band before the batch)
+    or else one search over the day before for all of them; a patient whose band is
+    not found is left out."""
     found: dict[str, Band] = {}
     spans: dict[str, tuple[int, int]] = {}
+    seen: dict[str, set[str]] = {}
     for patient, one in sets.items():
+        seen[patient] = {earlier.id for earlier in known.get(patient, [])}
         for earlier in reversed(known.get(patient, [])):
-            band = band_of_score(earlier.stored)
-            if earlier.start < one.start and band is not None:
-                found[patient] = band
+            if earlier.start < one.start and earlier.was is not None:
+                found[patient] = earlier.was
                 break
         else:
             spans[patient] = (one.start - LOOK_BACK, one.start)
@@ -186,6 +190,7 @@ def bands_before(session: Session, sets: Mapping[str, ScoreSet],
             score = orjson.loads(stored.content or b"{}")
             whose, period, band = subject_of(score), period_of(score), band_of_score(score)
             if whose is None or whose not in spans or period is None or band is None or \
+                    stored.id in seen[whose] or \
                     not spans[whose][0] <= period[0] < spans[whose][1]:
                 continue
             if whose not in newest or period[0] > newest[whose][0]:
