@@ -31,8 +31,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from hygeia.clinical.news2.inputs import (
     NEWS2_SYSTEM,
     PREGNANCY,
@@ -45,6 +43,7 @@ from hygeia.clinical.news2.record import (
     ScoreSet,
     applicability,
     bands_before,
+    current_of,
     newest_score,
     newest_vital,
     readings_for,
@@ -112,12 +111,8 @@ class News2Engine:
         # scores and alerts commit with the cursor: a batch lost to a power cut is
         # scored again, so the commit need not wait for the disk
         with context.transaction(flush_to_disk=False) as session:
-            for event in batch.events:
-                stored = session.version(event.resource_type, event.id, event.version)
-                if stored is None or stored.content is None:
-                    continue
-                resource = orjson.loads(stored.content)
-                if event.resource_type == "Observation":
+            for resource_type, resource in current_of(session, batch.events):
+                if resource_type == "Observation":
                     at = _vital_time(resource)
                     patient = subject_of(resource)
                     if at is not None and patient is not None:

@@ -10,7 +10,7 @@ and sorts what it found back to each patient.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from hygeia.clinical.news2.scoring import Band
 from hygeia.fhir.datetime import fhir_datetime_range, format_instant
 from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.search.query import parse_query
-from hygeia.store import Session, StoredVersion
+from hygeia.store import ChangeEvent, Session, StoredVersion
 
 PATIENTS_PER_SEARCH = 200  # patients OR-ed in one search
 PAGE = 1000  # resources per page read
@@ -79,6 +79,26 @@ def search_all(session: Session, resource_type: str, params: list[tuple[str, str
         cursor = page.next_cursor
         if not cursor:
             return
+
+
+def current_of(session: Session, events: Iterable[ChangeEvent]
+               ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(type, resource) of the current version of each resource the events changed, read
+    with one search per type and :data:`PATIENTS_PER_SEARCH` ids (not one read per event;
+    a resource deleted since is left out, and one changed again since is read as it is
+    now: its newer event follows)."""
+    wanted: dict[str, list[str]] = {}
+    for event in events:
+        if event.interaction != "delete":
+            ids = wanted.setdefault(event.resource_type, [])
+            if event.id not in ids[-1:]:
+                ids.append(event.id)
+    for resource_type, ids in wanted.items():
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), PATIENTS_PER_SEARCH):
+            chunk = ",".join(unique[start:start + PATIENTS_PER_SEARCH])
+            for stored in search_all(session, resource_type, [("_id", chunk)]):
+                yield resource_type, orjson.loads(stored.content or b"{}")
 
 
 def between(low: int, high: int) -> list[tuple[str, str]]:
