@@ -226,6 +226,14 @@ class Alerts(Protocol):
         (for a consumer that checks a whole batch of subjects)."""
         ...
 
+    def raise_alerts(self, session: Session, alerts: Collection[Alert]) -> list[Raised]:
+        """``raise_alert`` for many keys at once, their Flags and Tasks read together."""
+        ...
+
+    def clear_alerts(self, session: Session, keys: Collection[str]) -> set[str]:
+        """``clear_alert`` for many keys at once; the keys that were active."""
+        ...
+
 
 class Host(Protocol):
     """The running server's shared parts, as modules see them."""

@@ -229,39 +229,43 @@ class News2Engine:
         unknown = {patient: one for patient, (one, _, before) in moving.items()
                    if before is None}
         previous = bands_before(session, unknown, known, self.window) if unknown else {}
+        clear: list[str] = []
+        rise: list[Alert] = []
         for patient, (one, score, before) in moving.items():
             # no banded score in the day before: the band its alert left standing, if any
             alerted = [band for band in BAND_ALERTS if alert_key(band, patient) in active]
             band_then = before or previous.get(patient) or \
                 (alerted[-1] if alerted else Band.LOW)
-            self.escalate(session, patient, score, band_then, f"Observation/{one.id}",
-                          active)
+            dropped, raised = self.escalation(patient, score, band_then,
+                                              f"Observation/{one.id}", active)
+            clear.extend(dropped)
+            rise.extend(raised)
+        if clear:  # every patient's alerts in a few searches, not a few per patient
+            self.host.alerts.clear_alerts(session, clear)
+        if rise:
+            self.host.alerts.raise_alerts(session, rise)
 
-    def escalate(self, session: Session, patient: str, score: Score, previous: Band,
-                 source: str, active: set[str]) -> None:
-        """Raise the band's alert when the band rose from ``previous``; clear the alerts
-        of the bands that no longer hold (of the ``active`` ones, kept up to date)."""
+    def escalation(self, patient: str, score: Score, previous: Band, source: str,
+                   active: Collection[str]) -> tuple[list[str], list[Alert]]:
+        """What a score whose band was ``previous`` changes: the ``active`` alert keys of
+        the bands that no longer hold (to clear), and the band's alert when it rose."""
         band = score.band
         if band is None:
-            return  # a partial score never sets the band
+            return [], []  # a partial score never sets the band
         rising = ORDER.index(band) > ORDER.index(previous)
-        for other in BAND_ALERTS:
-            key = alert_key(other, patient)
-            if key in active and ((other is not band) if rising else
-                                  ORDER.index(other) > ORDER.index(band)):
-                self.host.alerts.clear_alert(session, key)
-                active.discard(key)
-        if rising:
-            how = BAND_ALERTS[band]
-            response = score.response
-            assert response is not None
-            self.host.alerts.raise_alert(session, Alert(
-                key=alert_key(band, patient), subject=patient, code=ALERT_CODE,
-                priority=how.priority, source=source,
-                escalate_after=how.escalate_minutes * 60,
-                text=f"NEWS2 {score.total} ({band.value} clinical risk): "
-                     f"{response.response}; monitoring: {response.monitoring}."))
-            active.add(alert_key(band, patient))
+        clear = [alert_key(other, patient) for other in BAND_ALERTS
+                 if alert_key(other, patient) in active and
+                 ((other is not band) if rising else ORDER.index(other) > ORDER.index(band))]
+        if not rising:
+            return clear, []
+        how = BAND_ALERTS[band]
+        response = score.response
+        assert response is not None
+        return clear, [Alert(
+            key=alert_key(band, patient), subject=patient, code=ALERT_CODE,
+            priority=how.priority, source=source, escalate_after=how.escalate_minutes * 60,
+            text=f"NEWS2 {score.total} ({band.value} clinical risk): "
+                 f"{response.response}; monitoring: {response.monitoring}.")]
 
     def _concerns_news2(self, resource: dict[str, Any]) -> bool:
         codings = (resource.get("code") or {}).get("coding") or []

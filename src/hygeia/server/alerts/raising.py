@@ -53,8 +53,14 @@ def raise_alert(session: Session, alert: Alert, settings: AlertSettings) -> Rais
     if active is not None:
         task = _open_task(session, alert.key)
         return Raised(active.id, task, None, created=False)
+    return _raise_new(session, alert, settings,
+                      recipients_for(session, alert.subject, settings))
+
+
+def _raise_new(session: Session, alert: Alert, settings: AlertSettings,
+               recipients: Recipients) -> Raised:
+    """Store the Flag, Task and Communication of an alert not active now."""
     now = now_us()
-    recipients = recipients_for(session, alert.subject, settings)
     flag_id, task_id, communication_id = new_id(), new_id(), new_id()
     after = alert.escalate_after or settings.escalate_after_seconds
     _create(session, "Flag", flag_id, _flag(alert, now))
@@ -78,10 +84,7 @@ def clear_alert(session: Session, key: str) -> bool:
     if active is None:
         return False
     now = format_instant(now_us())
-    flag = orjson.loads(active.content or b"{}")
-    flag["status"] = "inactive"
-    flag.setdefault("period", {})["end"] = now
-    write.update(session, "Flag", active.id, flag)
+    _end_flag(session, active, now)
     task_id = _open_task(session, key)
     if task_id is not None:
         _close_task(session, task_id, now)
@@ -99,29 +102,90 @@ def active_keys(session: Session, keys: Collection[str]) -> set[str]:
     """Those of ``keys`` that have an active Flag, read with one search per
     ``KEYS_PER_SEARCH`` keys (:func:`is_active` reads one key per search): for a
     consumer that checks the alerts of a whole batch of subjects at once."""
+    return set(_active_flags(session, {check_key(key) for key in keys}))
+
+
+def raise_alerts(session: Session, alerts: Collection[Alert], settings: AlertSettings
+                 ) -> list[Raised]:
+    """:func:`raise_alert` for many alerts (distinct keys) in one go: the keys locked, their
+    Flags and Tasks read with a search per ``KEYS_PER_SEARCH`` keys, each subject's care
+    team read once; what is written is what :func:`raise_alert` writes for each."""
+    by_key = {check_key(alert.key): alert for alert in alerts}
+    for key in sorted(by_key):
+        session.lock(f"alert:{key}")
+    active = _active_flags(session, set(by_key))
+    tasks = _newest_of(session, "Task", set(active), "-authored-on")
+    teams: dict[str, Recipients] = {}
+    raised = []
+    for key, alert in by_key.items():
+        if key in active:
+            task = tasks.get(key)
+            raised.append(Raised(active[key].id, task.id if task else None, None,
+                                 created=False))
+            continue
+        if alert.subject not in teams:
+            teams[alert.subject] = recipients_for(session, alert.subject, settings)
+        raised.append(_raise_new(session, alert, settings, teams[alert.subject]))
+    return raised
+
+
+def clear_alerts(session: Session, keys: Collection[str]) -> set[str]:
+    """:func:`clear_alert` for many keys in one go (the keys locked, their Flags and Tasks
+    read with a search per ``KEYS_PER_SEARCH`` keys); the keys that were active."""
     wanted = {check_key(key) for key in keys}
-    newest: dict[str, bool] = {}  # key -> whether its newest Flag is active
-    ordered = sorted(wanted)
+    for key in sorted(wanted):
+        session.lock(f"alert:{key}")
+    active = _active_flags(session, wanted)
+    tasks = _newest_of(session, "Task", set(active), "-authored-on")
+    now = format_instant(now_us())
+    for key, stored in active.items():
+        _end_flag(session, stored, now)
+        task = tasks.get(key)
+        if task is not None:
+            _close_task(session, task.id, now)
+    return set(active)
+
+
+def _active_flags(session: Session, keys: set[str]) -> dict[str, StoredVersion]:
+    """The active Flag of each of ``keys`` that has one (its newest Flag, by period start)."""
+    return {key: stored for key, stored in _newest_of(session, "Flag", keys, "-date").items()
+            if orjson.loads(stored.content or b"{}").get("status") == "active"}
+
+
+def _newest_of(session: Session, resource_type: str, keys: set[str], sort: str
+               ) -> dict[str, StoredVersion]:
+    """The newest resource of ``resource_type`` whose identifier is each of ``keys``, read
+    with a search per ``KEYS_PER_SEARCH`` keys (:func:`_newest` reads one key)."""
+    newest: dict[str, StoredVersion] = {}
+    ordered = sorted(keys)
     for start in range(0, len(ordered), KEYS_PER_SEARCH):
         chunk = ordered[start:start + KEYS_PER_SEARCH]
         cursor: str | None = None
         while True:
             params = [("identifier", ",".join(key_token(key) for key in chunk)),
-                      ("_sort", "-date"), ("_count", "1000"), ("_total", "none")]
+                      ("_sort", sort), ("_count", "1000"), ("_total", "none")]
             if cursor:
                 params.append(("_cursor", cursor))
-            page = session.search(parse_query("Flag", params, registry=session.registry))
+            page = session.search(parse_query(resource_type, params,
+                                              registry=session.registry))
             for stored in page.matches:
-                flag = orjson.loads(stored.content or b"{}")
-                for identifier in flag.get("identifier") or []:
+                resource = orjson.loads(stored.content or b"{}")
+                for identifier in resource.get("identifier") or []:
                     key = identifier.get("value")
-                    if identifier.get("system") == KEY_SYSTEM and key in wanted and \
+                    if identifier.get("system") == KEY_SYSTEM and key in keys and \
                             key not in newest:
-                        newest[key] = flag.get("status") == "active"
+                        newest[key] = stored
             cursor = page.next_cursor
             if not cursor:
                 break
-    return {key for key, active in newest.items() if active}
+    return newest
+
+
+def _end_flag(session: Session, stored: StoredVersion, now: str) -> None:
+    flag = orjson.loads(stored.content or b"{}")
+    flag["status"] = "inactive"
+    flag.setdefault("period", {})["end"] = now
+    write.update(session, "Flag", stored.id, flag)
 
 
 def _close_task(session: Session, task_id: str, now: str) -> None:

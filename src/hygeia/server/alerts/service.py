@@ -18,7 +18,14 @@ from typing import Protocol
 from hygeia.fhir.datetime import now_us
 from hygeia.server.alerts.escalation import run_due, scan
 from hygeia.server.alerts.model import Alert, Raised
-from hygeia.server.alerts.raising import active_keys, clear_alert, is_active, raise_alert
+from hygeia.server.alerts.raising import (
+    active_keys,
+    clear_alert,
+    clear_alerts,
+    is_active,
+    raise_alert,
+    raise_alerts,
+)
 from hygeia.server.background import BackgroundLoop
 from hygeia.server.context import AlertSettings, Settings
 from hygeia.store import Session
@@ -59,6 +66,17 @@ class AlertService(BackgroundLoop):
         if raised.created:
             session.after_commit(self.wake)
         return raised
+
+    def raise_alerts(self, session: Session, alerts: Collection[Alert]) -> list[Raised]:
+        """:func:`~hygeia.server.alerts.raising.raise_alerts` in ``session``."""
+        raised = raise_alerts(session, alerts, self.settings)
+        if any(one.created for one in raised):
+            session.after_commit(self.wake)
+        return raised
+
+    def clear_alerts(self, session: Session, keys: Collection[str]) -> set[str]:
+        """:func:`~hygeia.server.alerts.raising.clear_alerts` in ``session``."""
+        return clear_alerts(session, keys)
 
     def clear_alert(self, session: Session, key: str) -> bool:
         """:func:`~hygeia.server.alerts.raising.clear_alert` in ``session``."""
