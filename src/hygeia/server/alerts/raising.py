@@ -17,7 +17,7 @@ import orjson
 from hygeia.fhir.datetime import format_instant, now_us
 from hygeia.fhir.resources import new_id
 from hygeia.fhir.search.query import parse_query
-from hygeia.server.alerts.careteam import Recipients, recipients_for
+from hygeia.server.alerts.careteam import Recipients, recipients_for, recipients_of
 from hygeia.server.alerts.model import (
     ACKNOWLEDGE,
     COMMUNICATION_CATEGORY,
@@ -108,24 +108,23 @@ def active_keys(session: Session, keys: Collection[str]) -> set[str]:
 def raise_alerts(session: Session, alerts: Collection[Alert], settings: AlertSettings
                  ) -> list[Raised]:
     """:func:`raise_alert` for many alerts (distinct keys) in one go: the keys locked, their
-    Flags and Tasks read with a search per ``KEYS_PER_SEARCH`` keys, each subject's care
-    team read once; what is written is what :func:`raise_alert` writes for each."""
+    Flags and Tasks read with a search per ``KEYS_PER_SEARCH`` keys, the subjects' care
+    teams together; what is written is what :func:`raise_alert` writes for each."""
     by_key = {check_key(alert.key): alert for alert in alerts}
     for key in sorted(by_key):
         session.lock(f"alert:{key}")
     active = _active_flags(session, set(by_key))
     tasks = _newest_of(session, "Task", set(active), "-authored-on")
-    teams: dict[str, Recipients] = {}
+    teams = recipients_of(session, {alert.subject for key, alert in by_key.items()
+                                    if key not in active}, settings)
     raised = []
     for key, alert in by_key.items():
         if key in active:
             task = tasks.get(key)
             raised.append(Raised(active[key].id, task.id if task else None, None,
                                  created=False))
-            continue
-        if alert.subject not in teams:
-            teams[alert.subject] = recipients_for(session, alert.subject, settings)
-        raised.append(_raise_new(session, alert, settings, teams[alert.subject]))
+        else:
+            raised.append(_raise_new(session, alert, settings, teams[alert.subject]))
     return raised
 
 
