@@ -53,6 +53,7 @@ from hygeia.clinical.news2.record import (
 from hygeia.clinical.news2.result import result_observation
 from hygeia.clinical.news2.score import Score, score_readings
 from hygeia.clinical.news2.scoring import Band
+from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.resources import new_id
 from hygeia.server.alerts import Alert
 from hygeia.server.extensions import EventContext, Host
@@ -178,8 +179,12 @@ class News2Engine:
                 before = one.was
                 resource = result_observation(one.id, patient, score, one.start, one.end)
                 if one.stored is None or one.stored != resource:
-                    # built here from stored values: valid by construction (tests check it)
-                    write.update(session, "Observation", one.id, resource, validated=True)
+                    try:  # built here from stored values: valid by construction (tested)
+                        write.update(session, "Observation", one.id, resource,
+                                     validated=True)
+                    except FhirError as error:  # refused (a write hook): never block the feed
+                        log.error("NEWS2 score of %s not stored: %s", patient, error)
+                        continue
                     one.stored = resource
                 if one is front:  # only the patient's newest set speaks for now
                     fronts[patient] = (one, score, before)
