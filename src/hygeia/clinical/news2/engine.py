@@ -188,7 +188,10 @@ class News2Engine:
                     one.stored = resource
                 if one is front:  # only the patient's newest set speaks for now
                     fronts[patient] = (one, score, before)
-        self.escalate_all(session, fronts, known)
+        try:
+            self.escalate_all(session, fronts, known)
+        except FhirError as error:  # an alert refused (a write hook): never block the feed
+            log.error("NEWS2 alerts not raised or cleared: %s", error)
         return {key: one.id for key, one in chosen.items() if key[0] in windows}
 
     def rescore_patient(self, session: Session, patient: str) -> str | None:
