@@ -36,6 +36,7 @@ from hygeia.clinical.news2.inputs import (
     PREGNANCY,
     SCALE_2_FLAG,
     SNOMED,
+    Reading,
     is_news2_score,
     readings_of,
 )
@@ -109,29 +110,34 @@ class News2Engine:
         # together (news2/record.py)
         times: dict[str, set[int]] = {}
         again: set[str] = set()
+        parsed: dict[tuple[str, str], list[Reading]] = {}  # (id, version) -> its readings
         # scores and alerts commit with the cursor: a batch lost to a power cut is
         # scored again, so the commit need not wait for the disk
         with context.transaction(flush_to_disk=False) as session:
             for resource_type, resource in current_of(session, batch.events):
                 if resource_type == "Observation":
-                    at = _vital_time(resource)
+                    readings = [] if is_news2_score(resource) else readings_of(resource)
+                    parsed[_version_key(resource)] = readings
                     patient = subject_of(resource)
-                    if at is not None and patient is not None:
-                        times.setdefault(patient, set()).add(at)
+                    if readings and patient is not None:
+                        times.setdefault(patient, set()).add(readings[0].at)
                 elif self._concerns_news2(resource):
                     patient = subject_of(resource)
                     if patient is not None:
                         again.add(patient)
-            self.score(session, times, again)
+            self.score(session, times, again, parsed)
 
     # ------------------------------------------------------------------ scoring
 
     def score(self, session: Session, times: Mapping[str, Collection[int]],
-              again: Collection[str] = ()) -> dict[tuple[str, int], str]:
+              again: Collection[str] = (),
+              parsed: Mapping[tuple[str, str], list[Reading]] | None = None
+              ) -> dict[tuple[str, int], str]:
         """Fold vital signs taken at ``times[patient]`` into their observation sets and
         score every set they change; score the newest set of each patient in ``again``
         once more (scale 2 or pregnancy changed). Returns the score id of each
-        (patient, time) that was scored (NEWS2 applies)."""
+        (patient, time) that was scored (NEWS2 applies). ``parsed``: readings of
+        Observations already read, by (id, versionId)."""
         wanted = {patient: set(at) for patient, at in times.items() if at}
         for patient in again:
             end = newest_score(session, patient)
@@ -167,7 +173,7 @@ class News2Engine:
                 continue
             windows[patient] = (min(s.end for s in sets_changed.values()) - self.window,
                                 max(s.end for s in sets_changed.values()))
-        readings = readings_for(session, windows, 2 * self.window)
+        readings = readings_for(session, windows, 2 * self.window, parsed or {})
         fronts: dict[str, tuple[ScoreSet, Score, Band | None]] = {}
         for patient in windows:
             front = max(known[patient], key=lambda s: (s.end, s.start))
@@ -286,9 +292,5 @@ class News2Engine:
 # ---------------------------------------------------------------------- helpers
 
 
-def _vital_time(observation: dict[str, Any]) -> int | None:
-    """When a NEWS2 vital sign was taken (µs); None for any other Observation."""
-    if is_news2_score(observation):
-        return None
-    readings = readings_of(observation)
-    return readings[0].at if readings else None
+def _version_key(resource: dict[str, Any]) -> tuple[str, str]:
+    return str(resource.get("id")), str((resource.get("meta") or {}).get("versionId"))

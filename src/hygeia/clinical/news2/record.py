@@ -222,10 +222,12 @@ def bands_before(session: Session, sets: Mapping[str, ScoreSet],
 # ---------------------------------------------------------------------- vital signs
 
 
-def readings_for(session: Session, windows: Mapping[str, tuple[int, int]], widest: int
+def readings_for(session: Session, windows: Mapping[str, tuple[int, int]], widest: int,
+                 parsed: Mapping[tuple[str, str], list[Reading]] | None = None
                  ) -> dict[str, list[Reading]]:
     """Each patient's NEWS2 readings effective within ``windows[patient]`` (µs, the
-    newest :data:`MAX_READINGS` vital signs of each patient's window at most)."""
+    newest :data:`MAX_READINGS` vital signs of each patient's window at most).
+    ``parsed``: the readings of Observations already read, by (id, versionId)."""
     codes = ",".join(f"{LOINC}|{code}" for code in VITAL_CODES)
     found: dict[str, list[Reading]] = {patient: [] for patient in windows}
     for group, low, high in _groups(windows, widest):
@@ -240,7 +242,10 @@ def readings_for(session: Session, windows: Mapping[str, tuple[int, int]], wides
                 continue
             per_patient[patient] = per_patient.get(patient, 0) + 1
             start, end = windows[patient]
-            found[patient].extend(reading for reading in readings_of(observation)
+            readings = (parsed or {}).get((stored.id, str(stored.version)))
+            if readings is None:
+                readings = readings_of(observation)
+            found[patient].extend(reading for reading in readings
                                   if start <= reading.at <= end)
     return found
 
