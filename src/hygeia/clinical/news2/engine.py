@@ -175,6 +175,7 @@ class News2Engine:
                                 max(s.end for s in sets_changed.values()))
         readings = readings_for(session, windows, 2 * self.window, parsed or {})
         fronts: dict[str, tuple[ScoreSet, Score, Band | None]] = {}
+        writes: list[tuple[str, ScoreSet, dict[str, Any]]] = []
         for patient in windows:
             front = max(known[patient], key=lambda s: (s.end, s.start))
             for one in sorted(changed[patient].values(), key=lambda s: (s.start, s.end)):
@@ -182,18 +183,22 @@ class News2Engine:
                     [reading for reading in readings[patient]
                      if one.end - self.window <= reading.at <= one.end],
                     scale2=patient in facts.scale_2)
-                before = one.was
                 resource = result_observation(one.id, patient, score, one.start, one.end)
                 if one.stored is None or one.stored != resource:
-                    try:  # built here from stored values: valid by construction (tested)
-                        write.update(session, "Observation", one.id, resource,
-                                     validated=True)
-                    except FhirError as error:  # refused (a write hook): never block the feed
-                        log.error("NEWS2 score of %s not stored: %s", patient, error)
-                        continue
-                    one.stored = resource
+                    writes.append((patient, one, resource))
                 if one is front:  # only the patient's newest set speaks for now
-                    fronts[patient] = (one, score, before)
+                    fronts[patient] = (one, score, one.was)
+        # one round trip locks and reads every score's current version; the scores are
+        # built here from stored values, valid by construction (tests check it)
+        written = write.update_all(session, "Observation",
+                                   [resource for _, _, resource in writes], validated=True)
+        for (patient, one, resource), result in zip(writes, written, strict=True):
+            if isinstance(result, FhirError):  # refused (a write hook): never block the feed
+                log.error("NEWS2 score of %s not stored: %s", patient, result)
+                if patient in fronts and fronts[patient][0] is one:
+                    del fronts[patient]  # a score not stored moves no alert
+            else:
+                one.stored = resource
         try:
             self.escalate_all(session, fronts, known)
         except FhirError as error:  # an alert refused (a write hook): never block the feed

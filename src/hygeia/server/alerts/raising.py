@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from hygeia.fhir.datetime import format_instant, now_us
+from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.resources import new_id
 from hygeia.fhir.search.query import parse_query
 from hygeia.server.alerts.careteam import Recipients, recipients_for, recipients_of
@@ -111,8 +112,7 @@ def raise_alerts(session: Session, alerts: Collection[Alert], settings: AlertSet
     Flags and Tasks read with a search per ``KEYS_PER_SEARCH`` keys, the subjects' care
     teams together; what is written is what :func:`raise_alert` writes for each."""
     by_key = {check_key(alert.key): alert for alert in alerts}
-    for key in sorted(by_key):
-        session.lock(f"alert:{key}")
+    session.lock_all([f"alert:{key}" for key in by_key])
     active = _active_flags(session, set(by_key))
     tasks = _newest_of(session, "Task", set(active), "-authored-on")
     teams = recipients_of(session, {alert.subject for key, alert in by_key.items()
@@ -132,16 +132,29 @@ def clear_alerts(session: Session, keys: Collection[str]) -> set[str]:
     """:func:`clear_alert` for many keys in one go (the keys locked, their Flags and Tasks
     read with a search per ``KEYS_PER_SEARCH`` keys); the keys that were active."""
     wanted = {check_key(key) for key in keys}
-    for key in sorted(wanted):
-        session.lock(f"alert:{key}")
+    session.lock_all([f"alert:{key}" for key in wanted])
     active = _active_flags(session, wanted)
     tasks = _newest_of(session, "Task", set(active), "-authored-on")
     now = format_instant(now_us())
-    for key, stored in active.items():
-        _end_flag(session, stored, now)
-        task = tasks.get(key)
-        if task is not None:
-            _close_task(session, task.id, now)
+    flags = [_ended(stored, now) for stored in active.values()]
+    for result in write.update_all(session, "Flag", flags):
+        if isinstance(result, FhirError):
+            raise result
+    # the Tasks locked in one round trip; one a clinician changed since the search is
+    # read again
+    heads = session.heads([("Task", task.id) for task in tasks.values()], for_update=True)
+    closing = []
+    for task in tasks.values():
+        head = heads.get(("Task", task.id))
+        if head is None or head.deleted:
+            continue
+        current = task if head.version == task.version else session.current("Task", task.id)
+        closed = _closed(orjson.loads(current.content or b"{}") if current else {}, now)
+        if closed is not None:
+            closing.append(closed)
+    for result in write.update_all(session, "Task", closing):
+        if isinstance(result, FhirError):
+            raise result
     return set(active)
 
 
@@ -181,26 +194,38 @@ def _newest_of(session: Session, resource_type: str, keys: set[str], sort: str
 
 
 def _end_flag(session: Session, stored: StoredVersion, now: str) -> None:
+    write.update(session, "Flag", stored.id, _ended(stored, now))
+
+
+def _ended(stored: StoredVersion, now: str) -> dict[str, Any]:
+    """The Flag made inactive, ending ``now``."""
     flag = orjson.loads(stored.content or b"{}")
     flag["status"] = "inactive"
     flag.setdefault("period", {})["end"] = now
-    write.update(session, "Flag", stored.id, flag)
+    return dict(flag)
 
 
 def _close_task(session: Session, task_id: str, now: str) -> None:
     stored = session.current("Task", task_id, for_update=True)
     if stored is None or stored.deleted:
         return
-    task = orjson.loads(stored.content or b"{}")
+    task = _closed(orjson.loads(stored.content or b"{}"), now)
+    if task is not None:
+        write.update(session, "Task", task_id, task)
+
+
+def _closed(task: dict[str, Any], now: str) -> dict[str, Any] | None:
+    """The Task closed now the condition ended: cancelled when nobody acknowledged it,
+    completed when someone had; None when a clinician already closed it."""
     if task.get("status") in UNACKNOWLEDGED:
         task["status"] = "cancelled"
         task["statusReason"] = {"text": "The condition ended before anyone acknowledged it."}
     elif task.get("status") in ("accepted", "in-progress", "ready", "on-hold"):
         task["status"] = "completed"
     else:
-        return  # completed, cancelled, rejected ... already: leave the clinician's word
+        return None  # completed, cancelled, rejected ... already: leave the clinician's word
     task["lastModified"] = now
-    write.update(session, "Task", task_id, task)
+    return task
 
 
 def communication(subject: str, priority: str, text: str, recipients: tuple[str, ...], *,
