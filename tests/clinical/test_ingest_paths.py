@@ -1,10 +1,12 @@
 """Vital signs that arrive over MLLP and MQTT (the devices pillar, when installed beside
-this one) reach the NEWS2 engine through the change feed like any other write."""
+this one), or through the bulk loader (``hygeia load``), reach the NEWS2 engine through
+the change feed like any other write."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ import hl7.client
 import pytest
 
 from tests.clinical.news2.test_engine import NEWS2, full_set
-from tests.conftest import ServerProcess, free_port
+from tests.conftest import BACKENDS, ServerProcess, backend_server, free_port
 
 ORU = "\r".join([
     "MSH|^~\\&|MONITOR^WARD|HOSP|HYGEIA|HOSP|20260301100000+0000||ORU^R01^ORU_R01|V-{n}|P|2.6"
@@ -94,3 +96,40 @@ def test_vitals_over_mqtt_are_scored(mqtt_server: ServerProcess) -> None:
                   if entry["resource"]["status"] == "final"]
     [score] = scores
     assert score["valueInteger"] == 2 and len(score["derivedFrom"]) == 6
+
+
+@pytest.fixture(params=BACKENDS)
+def load_server(clinical_pillar: None, request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with backend_server(request, tmp_path_factory, "clinload") as process:
+        yield process
+
+
+def test_vitals_from_hygeia_load_are_scored(load_server: ServerProcess, tmp_path: Path) -> None:
+    patient = load_server.client.post("Patient", json={"resourceType": "Patient",
+                                                       "birthDate": "1950-01-01"}).json()["id"]
+    vitals = full_set(f"Patient/{patient}", "2026-03-01T10:00:00Z", respiration=26, spo2=90,
+                      pulse=135)
+    ids = [f"loaded-{uuid.uuid4().hex[:12]}" for _ in vitals]
+    path = tmp_path / "vitals.ndjson"
+    path.write_text("".join(json.dumps({**vital, "id": id}) + "\n"
+                            for vital, id in zip(vitals, ids, strict=True)))
+    # the bulk loader writes into the running server's database, as an operator would
+    loaded = subprocess.run([sys.executable, "-m", "hygeia.cli.main", "load", "--quiet",
+                             "--db", load_server.db_url, str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    deadline = time.monotonic() + 30
+    scores: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not scores:
+        bundle = load_server.client.get(f"Observation?patient={patient}&code={NEWS2}").json()
+        scores = [entry["resource"] for entry in bundle.get("entry", [])
+                  if entry["resource"]["status"] == "final"]
+        time.sleep(0.2)
+    [score] = scores
+    assert score["valueInteger"] == 9
+    assert sorted(ref["reference"] for ref in score["derivedFrom"]) == \
+        sorted(f"Observation/{id}" for id in ids)
+    flags = load_server.client.get(f"Flag?patient={patient}").json().get("entry", [])
+    assert [entry["resource"]["identifier"][0]["value"] for entry in flags] == \
+        [f"news2-high|Patient/{patient}"]

@@ -186,3 +186,25 @@ def test_pool_usage_counts_lent_and_waiting_connections(repository: Repository) 
     while repository.pool_usage().in_use > 0:
         assert time.monotonic() < deadline, repository.pool_usage()
         time.sleep(0.01)
+
+
+def test_lock_all_serialises_writers_on_any_shared_key(repository: Repository) -> None:
+    """Two transactions locking overlapping key sets (in any order) never overlap."""
+    inside: list[str] = []
+
+    def worker(name: str, keys: list[str]) -> None:
+        with repository.transaction() as session:
+            session.lock_all(keys)
+            inside.append(f"{name}-in")
+            time.sleep(0.05)
+            inside.append(f"{name}-out")
+
+    threads = [threading.Thread(target=worker, args=("a", ["k1", "k2", "k3", "k2"])),
+               threading.Thread(target=worker, args=("b", ["k3", "k9"]))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert inside[0][0] == inside[1][0] and inside[2][0] == inside[3][0]
+    with repository.transaction() as session:
+        session.lock_all([])  # nothing to lock: no statement, no error

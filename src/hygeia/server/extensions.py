@@ -53,7 +53,7 @@ Declared here:
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +219,19 @@ class Alerts(Protocol):
 
     def is_active(self, session: Session, key: str) -> bool:
         """Whether ``key`` has an active alert (a reader's session will do)."""
+        ...
+
+    def active_keys(self, session: Session, keys: Collection[str]) -> set[str]:
+        """Those of ``keys`` with an active alert, in a search per few hundred keys
+        (for a consumer that checks a whole batch of subjects)."""
+        ...
+
+    def raise_alerts(self, session: Session, alerts: Collection[Alert]) -> list[Raised]:
+        """``raise_alert`` for many keys at once, their Flags and Tasks read together."""
+        ...
+
+    def clear_alerts(self, session: Session, keys: Collection[str]) -> set[str]:
+        """``clear_alert`` for many keys at once; the keys that were active."""
         ...
 
 

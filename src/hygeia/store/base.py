@@ -234,6 +234,12 @@ class Session(ABC):
         requests cannot both see "no match" and both create.
         """
 
+    def lock_all(self, keys: Collection[str]) -> None:
+        """:meth:`lock` every one of ``keys`` (in sorted order, so two callers locking
+        overlapping keys cannot deadlock); a backend may take them in one round trip."""
+        for key in sorted(set(keys)):
+            self.lock(key)
+
     @abstractmethod
     def included(self, owners: list[StoredVersion], include: Include,
                  reverse: bool, limit: int | None = None) -> list[StoredVersion]:

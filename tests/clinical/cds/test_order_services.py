@@ -131,3 +131,34 @@ def test_care_gaps_with_evidence(service: FhirService, mount: CdsMount) -> None:
     cards = {card["summary"] for card in answer(mount, "/cds-services/care-gaps",
                                                 call)["cards"]}
     assert cards == {"Diabetes without an HbA1c in 6 months"}
+
+
+def test_drug_allergy_sign_checks_every_draft_being_signed(service: FhirService,
+                                                          mount: CdsMount) -> None:
+    [patient] = store(service, {"resourceType": "Patient"})
+    store(service, allergy(patient, "Penicillin", "high", {"system": SNOMED, "code": "91936005"}))
+    augmentin = medication("a1", "562251", "Amoxicillin 250 MG / Clavulanate 125 MG Oral Tablet")
+    paracetamol = medication("p1", "313782", "Acetaminophen 325 MG Oral Tablet")
+    [card] = answer(mount, "/cds-services/drug-allergy-sign", order_call(
+        "order-sign", patient, [paracetamol, augmentin]))["cards"]
+    assert card["indicator"] == "critical"
+    assert card["suggestions"][0]["actions"][0]["resourceId"] == ["MedicationRequest/a1"]
+    # it answers order-sign only; order-select stays with drug-allergy
+    assert refused(mount, "POST", "/cds-services/drug-allergy-sign", order_call(
+        "order-select", patient, [augmentin], ["MedicationRequest/a1"])).issues[0].expression \
+        == "hook"
+
+
+def test_duplicate_order_select_checks_only_the_selected_drafts(service: FhirService,
+                                                                mount: CdsMount) -> None:
+    [patient] = store(service, {"resourceType": "Patient"})
+    store(service, {**medication("x", "310965", "Ibuprofen 200 MG Oral Tablet"),
+                    "status": "active", "authoredOn": format_instant(now_us())[:10],
+                    "subject": {"reference": f"Patient/{patient}"}})
+    drafts = [medication("d1", "310965", "Ibuprofen 200 MG Oral Tablet"),
+              medication("d2", "313782", "Acetaminophen 325 MG Oral Tablet")]
+    [card] = answer(mount, "/cds-services/duplicate-order-select", order_call(
+        "order-select", patient, drafts, ["MedicationRequest/d1"]))["cards"]
+    assert card["suggestions"][0]["actions"][0]["resourceId"] == ["MedicationRequest/d1"]
+    assert answer(mount, "/cds-services/duplicate-order-select", order_call(
+        "order-select", patient, drafts, ["MedicationRequest/d2"]))["cards"] == []

@@ -70,7 +70,8 @@ def test_discovery_lists_the_services_with_their_prefetch(mount: CdsMount) -> No
     services = {s["id"]: s for s in orjson.loads(response.body)["services"]}
     assert {id: s["hook"] for id, s in services.items()} == {
         "news2": "patient-view", "qsofa": "patient-view", "drug-allergy": "order-select",
-        "duplicate-order": "order-sign", "care-gaps": "patient-view"}
+        "duplicate-order": "order-sign", "care-gaps": "patient-view",
+        "drug-allergy-sign": "order-sign", "duplicate-order-select": "order-select"}
     assert services["news2"]["prefetch"]["patient"] == "Patient/{{context.patientId}}"
     assert all(s["title"] and s["description"] for s in services.values())
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
 from typing import Any
 
 import pytest
 
 from hygeia.clinical.news2.engine import News2Engine
 from hygeia.fhir.datetime import fhir_datetime_range
+from hygeia.fhir.outcome import BadRequest
 from hygeia.server import FhirService
 from hygeia.server.alerts import escalation
 from hygeia.server.events import EventRunner
@@ -76,13 +77,6 @@ class Engine:
 
     def scores(self, patient: str) -> list[dict[str, Any]]:
         return self.search(f"Observation?patient={patient}&code={NEWS2}")
-
-
-@pytest.fixture
-def engine(service: FhirService) -> Iterator[Engine]:
-    running = Engine(service)
-    yield running
-    running.runner.stop()
 
 
 def new_patient(engine: Engine, **extra: Any) -> str:
@@ -230,3 +224,28 @@ def test_an_unacknowledged_band_alert_escalates_after_its_due_time(
     assert call(engine.service, "PUT", f"Task/{task['id']}", acknowledged).status == 200
     with engine.service.transaction() as session:  # acknowledged: never again
         assert escalation.scan(session, settings, due + 10 ** 12).due == []
+
+
+class RefuseScoresOf:
+    """A write hook (another pillar's, say) that refuses the scores of one patient."""
+
+    types = frozenset({"Observation"})
+
+    def __init__(self, patient: str) -> None:
+        self.patient = patient
+
+    def written(self, session: Any, version: Any) -> None:
+        resource = json.loads(version.content or b"{}")
+        if resource.get("subject", {}).get("reference") == self.patient and \
+                resource["code"]["coding"][0]["code"] == "1104051000000101":
+            raise BadRequest("Not this patient's scores.")
+
+
+def test_a_refused_score_blocks_neither_the_batch_nor_the_feed(engine: Engine) -> None:
+    refused, scored = new_patient(engine), new_patient(engine)
+    engine.service.write_hooks.register(RefuseScoresOf(refused))
+    engine.store(*full_set(refused, "2026-03-01T10:00:00Z"),
+                 *full_set(scored, "2026-03-01T10:00:00Z"))
+    assert engine.scores(refused) == []
+    assert [score["valueInteger"] for score in engine.scores(scored)] == [0]
+    assert not engine.runner.step()  # the cursor moved past the batch

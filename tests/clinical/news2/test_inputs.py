@@ -45,6 +45,10 @@ def answer(system: str, code: str) -> dict[str, Any]:
      ("consciousness", Consciousness.NEW_CONFUSION)),
     (observation("67775-7", **answer(LOINC, "LA9343-0")),
      ("consciousness", Consciousness.UNRESPONSIVE)),
+    (observation("67775-7", **answer(LOINC, "LA9340-6")), ("consciousness", Consciousness.ALERT)),
+    (observation("67775-7", **answer(LOINC, "LA17108-4")),
+     ("consciousness", Consciousness.VOICE)),
+    (observation("67775-7", **answer(LOINC, "LA17107-6")), ("consciousness", Consciousness.PAIN)),
 ])
 def test_a_reading(resource: dict[str, Any], expected: tuple[str, object]) -> None:
     [reading] = readings_of(resource)
@@ -53,6 +57,8 @@ def test_a_reading(resource: dict[str, Any], expected: tuple[str, object]) -> No
 
 @pytest.mark.parametrize("resource", [
     observation("67775-7", **answer("http://snomed.info/sct", "1234567")),  # unknown answer
+    # GCS verbal "Confused" (disoriented speech) is not ACVPU's *new* confusion
+    observation("67775-7", **answer(LOINC, "LA6560-2")),
     observation("8310-5", **quantity(37, "K")),  # a unit the chart has no row for
     observation("8867-4", **quantity(80, "/min"), status="entered-in-error"),
     observation("8867-4", valueString="80"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hygeia.server import FhirService
 from hygeia.server.alerts import recipients_for
+from hygeia.server.alerts.careteam import recipients_of
 from tests.server.alerts.conftest import ALERTS, care_team, patient, store
 
 
@@ -47,3 +48,17 @@ def test_an_alert_about_no_patient_goes_to_the_fallback(alerting: FhirService) -
         found = recipients_for(session, "Location/icu-bed-4", ALERTS)
     assert found.first == ("Organization/ward-7",) and found.owner == "Organization/ward-7"
     assert found.note is not None and "Location/icu-bed-4" in found.note
+
+
+def test_recipients_of_many_patients_are_those_of_each(alerting: FhirService) -> None:
+    store(alerting, patient("c8"), patient("c9"), patient("c10"),
+          care_team("team-c8b", "c8", escalation=("PractitionerRole/registrar",)),
+          care_team("team-c8a", "c8", "Practitioner/nurse"),
+          care_team("team-c9", "c9", "Organization/ward-9"))
+    subjects = ["Patient/c8", "Patient/c9", "Patient/c10", "Device/monitor-1"]
+    with alerting.reader() as session:
+        many = recipients_of(session, subjects, ALERTS)
+        one_by_one = {subject: recipients_for(session, subject, ALERTS) for subject in subjects}
+    assert many == one_by_one
+    assert many["Patient/c8"].owner == "CareTeam/team-c8a"
+    assert many["Patient/c10"].first == ("Organization/ward-7",)  # the fallback

@@ -171,3 +171,51 @@ def test_a_malformed_alert_is_refused_with_where(changes: dict[str, object], whe
     with pytest.raises(BadRequest) as refused:
         Alert(**fields)  # type: ignore[arg-type]
     assert refused.value.issues[0].expression == where
+
+
+def test_active_keys_finds_the_active_ones_of_many_keys_at_once(alerting: FhirService) -> None:
+    store(alerting, patient("p9"))
+    keys = [f"k{number},odd|Patient/p9" for number in range(5)]  # commas and bars escaped
+    with alerting.transaction() as session:
+        for key in keys[:3]:
+            alerting.alerts.raise_alert(session, alarm("p9", key=key))
+        alerting.alerts.clear_alert(session, keys[1])
+    with alerting.transaction() as session:  # raised again after a clear: active again
+        alerting.alerts.raise_alert(session, alarm("p9", key=keys[2]))
+        alerting.alerts.clear_alert(session, keys[2])
+        alerting.alerts.raise_alert(session, alarm("p9", key=keys[2]))
+    with alerting.reader() as session:
+        assert alerting.alerts.active_keys(session, keys) == {keys[0], keys[2]}
+        assert alerting.alerts.active_keys(session, []) == set()
+        assert {key for key in keys if alerting.alerts.is_active(session, key)} == \
+            {keys[0], keys[2]}
+
+
+def test_raise_and_clear_many_alerts_at_once_do_what_one_at_a_time_does(
+        alerting: FhirService) -> None:
+    store(alerting, patient("m1"), patient("m2"),
+          care_team("team-m1", "m1", "Practitioner/nurse"))
+    with alerting.transaction() as session:
+        first = alerting.alerts.raise_alert(session, alarm("m1"))
+    with alerting.transaction() as session:
+        raised = alerting.alerts.raise_alerts(session, [
+            alarm("m1", text="Again."), alarm("m2"), alarm("m2", key="other|Patient/m2")])
+    again, new, other = raised
+    assert (again.created, again.flag, again.task) == (False, first.flag, first.task)
+    assert new.created and other.created and new.flag != other.flag
+    task = read(alerting, "Task", new.task or "")
+    assert task["owner"] == {"reference": "Organization/ward-7"}  # m2 has no care team
+    message = read(alerting, "Communication", new.communication or "")
+    assert [r["reference"] for r in message["recipient"]] == ["Organization/ward-7"]
+    assert len(found(alerting, "Flag", ("patient", "m1"))) == 1  # no second Flag for m1
+    with alerting.transaction() as session:
+        cleared = alerting.alerts.clear_alerts(session, [
+            "spo2-low|Patient/m1", "spo2-low|Patient/m2", "never|Patient/m2"])
+    assert cleared == {"spo2-low|Patient/m1", "spo2-low|Patient/m2"}
+    assert read(alerting, "Flag", first.flag)["status"] == "inactive"
+    assert read(alerting, "Task", first.task or "")["status"] == "cancelled"
+    assert read(alerting, "Flag", other.flag)["status"] == "active"  # not named: untouched
+    with alerting.reader() as session:
+        assert alerting.alerts.active_keys(session, [
+            "spo2-low|Patient/m1", "spo2-low|Patient/m2", "other|Patient/m2"]) == \
+            {"other|Patient/m2"}

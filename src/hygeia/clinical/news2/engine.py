@@ -8,7 +8,15 @@ commit with the cursor (``context.transaction()``): a replay writes nothing twic
 One score per patient per observation set: vitals whose effective times lie
 within ``set_seconds`` (5 minutes) of each other share a score Observation, which
 each later member of the set updates (a new version). Each parameter is the
-latest reading within ``window_seconds`` before the set's last vital.
+latest reading within ``window_seconds`` before the set's last vital. A vital sign
+that arrives late (taken before sets already scored) joins its own set, and every
+later set whose window holds it is scored again; only the patient's newest set
+moves the alerts.
+
+A batch of the feed is scored together: its patients' scores, vital signs,
+birth dates, pregnancies, scale-2 Flags and active alerts are read with a few
+searches for the whole batch (``news2/record.py``), and the scores written in the
+batch's one transaction.
 
 Alerts go through the core's alerting service, one key per band
 (``news2-high|Patient/1``): a rising band raises its alert and clears the milder
@@ -19,34 +27,35 @@ them all; a partial score (a parameter missing) changes none.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from hygeia.clinical.news2.inputs import (
-    ADULT_YEARS,
-    LOINC,
     NEWS2_SYSTEM,
     PREGNANCY,
     SCALE_2_FLAG,
     SNOMED,
-    VITAL_CODES,
     Reading,
     is_news2_score,
-    is_scale_2_flag,
-    patient_of,
     readings_of,
-    under_16,
 )
-from hygeia.clinical.news2.result import BAND_SYSTEM, code_token, result_observation
+from hygeia.clinical.news2.record import (
+    ScoreSet,
+    applicability,
+    bands_before,
+    current_of,
+    newest_score,
+    newest_vital,
+    readings_for,
+    scores_from,
+    subject_of,
+)
+from hygeia.clinical.news2.result import result_observation
 from hygeia.clinical.news2.score import Score, score_readings
 from hygeia.clinical.news2.scoring import Band
-from hygeia.fhir.datetime import fhir_datetime_range, format_instant
 from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.resources import new_id
-from hygeia.fhir.search.query import parse_query
 from hygeia.server.alerts import Alert
 from hygeia.server.extensions import EventContext, Host
 from hygeia.server.rest import write
@@ -56,7 +65,6 @@ log = logging.getLogger("hygeia.clinical.news2")
 
 SET_SECONDS = 300.0
 WINDOW_SECONDS = 3600.0
-MAX_READINGS = 500  # vitals of one patient in one window read for a score
 ALERT_CODE = {"coding": [{"system": NEWS2_SYSTEM, "code": "news2-deterioration",
                           "display": "NEWS2 clinical deterioration"}]}
 
@@ -97,155 +105,186 @@ class News2Engine:
         self.set = _us(set_seconds)
 
     def handle(self, batch: ChangeBatch, context: EventContext) -> None:
-        # a set's vital signs usually commit together: score each (patient, time) once
-        # per batch, when all of them are in the store, not once per vital sign
-        scored: set[tuple[str, int]] = set()
-        with context.transaction() as session:
-            for event in batch.events:
-                stored = session.version(event.resource_type, event.id, event.version)
-                if stored is None or stored.content is None:
-                    continue
-                resource = orjson.loads(stored.content)
-                try:
-                    self.changed(session, event.resource_type, resource, scored)
-                except FhirError as error:  # refused before writing: never block the feed
-                    log.error("NEWS2 not scored for %s/%s: %s", event.resource_type,
-                              event.id, error)
-
-    def changed(self, session: Session, resource_type: str, resource: dict[str, Any],
-                scored: set[tuple[str, int]] | None = None) -> None:
-        """React to one committed version: a vital sign, or a scale-2 Flag or pregnancy.
-        ``scored``: the (patient, time) pairs this batch scored already (skipped)."""
-        if resource_type == "Observation":
-            self.observed(session, resource, scored)
-        elif self._concerns_news2(resource):
-            patient = patient_of(resource) or _reference(resource.get("patient"))
-            if patient is not None:
-                self.rescore_latest(session, patient)
+        # a set's vital signs usually commit together: each (patient, time) is scored once
+        # per batch, when all of them are in the store, and the batch's patients are read
+        # together (news2/record.py)
+        times: dict[str, set[int]] = {}
+        again: set[str] = set()
+        parsed: dict[tuple[str, str], list[Reading]] = {}  # (id, version) -> its readings
+        # scores and alerts commit with the cursor: a batch lost to a power cut is
+        # scored again, so the commit need not wait for the disk
+        with context.transaction(flush_to_disk=False) as session:
+            for resource_type, resource in current_of(session, batch.events):
+                if resource_type == "Observation":
+                    readings = [] if is_news2_score(resource) else readings_of(resource)
+                    parsed[_version_key(resource)] = readings
+                    patient = subject_of(resource)
+                    if readings and patient is not None:
+                        times.setdefault(patient, set()).add(readings[0].at)
+                elif self._concerns_news2(resource):
+                    patient = subject_of(resource)
+                    if patient is not None:
+                        again.add(patient)
+            self.score(session, times, again, parsed)
 
     # ------------------------------------------------------------------ scoring
 
-    def observed(self, session: Session, observation: dict[str, Any],
-                 scored: set[tuple[str, int]] | None = None) -> str | None:
-        """Fold one committed Observation into its patient's observation set; the id of
-        the set's score (None when nothing was scored, or when ``scored`` holds its
-        patient and time: the set was scored in this batch with this vital in the store)."""
-        if is_news2_score(observation):
-            return None
-        readings = readings_of(observation)
-        patient = patient_of(observation)
-        if not readings or patient is None:
-            return None
-        at = readings[0].at
-        if scored is not None:
-            if (patient, at) in scored:
-                return None
-            scored.add((patient, at))
-        existing = self._set_of(session, patient, at)
-        if existing is None:
-            id, start, end = new_id(), at, at
-        else:
-            id, start, end = existing
-        score = self.score_set(session, patient, id, min(start, at), max(end, at))
-        return None if score is None else id
+    def score(self, session: Session, times: Mapping[str, Collection[int]],
+              again: Collection[str] = (),
+              parsed: Mapping[tuple[str, str], list[Reading]] | None = None
+              ) -> dict[tuple[str, int], str]:
+        """Fold vital signs taken at ``times[patient]`` into their observation sets and
+        score every set they change; score the newest set of each patient in ``again``
+        once more (scale 2 or pregnancy changed). Returns the score id of each
+        (patient, time) that was scored (NEWS2 applies). ``parsed``: readings of
+        Observations already read, by (id, versionId)."""
+        wanted = {patient: set(at) for patient, at in times.items() if at}
+        for patient in again:
+            end = newest_score(session, patient)
+            if end is not None:
+                wanted.setdefault(patient, set()).add(end)
+        if not wanted:
+            return {}
+        known = scores_from(session, {patient: min(at) - self.set
+                                      for patient, at in wanted.items()}, self.window)
+        chosen: dict[tuple[str, int], ScoreSet] = {}
+        changed: dict[str, dict[str, ScoreSet]] = {}
+        for patient, moments in wanted.items():
+            sets = known[patient]
+            for at in sorted(moments):
+                found = self._set_of(sets, at)
+                if found is None:
+                    found = ScoreSet(new_id(), at, at, None)
+                    sets.append(found)
+                    sets.sort(key=lambda one: (one.start, one.end))
+                found.start, found.end = min(found.start, at), max(found.end, at)
+                chosen[(patient, at)] = found
+                changed.setdefault(patient, {})[found.id] = found
+            # a late vital sign: the later sets whose window holds it are scored again
+            for later in sets:
+                if any(at < later.start and later.end - self.window <= at for at in moments):
+                    changed[patient].setdefault(later.id, later)
+        facts = applicability(session, list(changed))
+        windows: dict[str, tuple[int, int]] = {}
+        for patient, sets_changed in changed.items():
+            reason = facts.not_applicable(patient, max(s.end for s in sets_changed.values()))
+            if reason is not None:
+                log.info("NEWS2 not scored for %s: %s", patient, reason)
+                continue
+            windows[patient] = (min(s.end for s in sets_changed.values()) - self.window,
+                                max(s.end for s in sets_changed.values()))
+        readings = readings_for(session, windows, 2 * self.window, parsed or {})
+        fronts: dict[str, tuple[ScoreSet, Score, Band | None]] = {}
+        writes: list[tuple[str, ScoreSet, dict[str, Any]]] = []
+        for patient in windows:
+            front = max(known[patient], key=lambda s: (s.end, s.start))
+            for one in sorted(changed[patient].values(), key=lambda s: (s.start, s.end)):
+                score = score_readings(
+                    [reading for reading in readings[patient]
+                     if one.end - self.window <= reading.at <= one.end],
+                    scale2=patient in facts.scale_2)
+                resource = result_observation(one.id, patient, score, one.start, one.end)
+                if one.stored is None or one.stored != resource:
+                    writes.append((patient, one, resource))
+                if one is front:  # only the patient's newest set speaks for now
+                    fronts[patient] = (one, score, one.was)
+        # one round trip locks and reads every score's current version; the scores are
+        # built here from stored values, valid by construction (tests check it)
+        written = write.update_all(session, "Observation",
+                                   [resource for _, _, resource in writes], validated=True)
+        for (patient, one, resource), result in zip(writes, written, strict=True):
+            if isinstance(result, FhirError):  # refused (a write hook): never block the feed
+                log.error("NEWS2 score of %s not stored: %s", patient, result)
+                if patient in fronts and fronts[patient][0] is one:
+                    del fronts[patient]  # a score not stored moves no alert
+            else:
+                one.stored = resource
+        try:
+            self.escalate_all(session, fronts, known)
+        except FhirError as error:  # an alert refused (a write hook): never block the feed
+            log.error("NEWS2 alerts not raised or cleared: %s", error)
+        return {key: one.id for key, one in chosen.items() if key[0] in windows}
 
     def rescore_patient(self, session: Session, patient: str) -> str | None:
         """Score the set of the patient's newest vital sign again (``$news2``, ``hygeia
         clinical rescore``); the score's id, None without vital signs or when NEWS2 does
         not apply."""
-        codes = ",".join(f"{LOINC}|{code}" for code in VITAL_CODES)
-        query = parse_query("Observation", [("patient", patient), ("code", codes),
-                                            ("_sort", "-date"), ("_count", "20")],
-                            registry=session.registry)
-        for stored in session.search(query).matches:
-            scored = self.observed(session, orjson.loads(stored.content or b"{}"))
-            if scored is not None:
-                return scored
-        return None
-
-    def rescore_latest(self, session: Session, patient: str) -> None:
-        """Score the patient's latest set again (scale 2 or pregnancy changed)."""
-        query = parse_query("Observation", [("patient", patient), ("code", code_token()),
-                                            ("_sort", "-date"), ("_count", "1")],
-                            registry=session.registry)
-        for stored in session.search(query).matches:
-            period = _period(orjson.loads(stored.content or b"{}"))
-            if period is not None:
-                self.score_set(session, patient, stored.id, *period)
-
-    def score_set(self, session: Session, patient: str, id: str, start: int,
-                  end: int) -> Score | None:
-        """Store the score of the set ``id`` (from ``start`` to ``end``) and alert by band;
-        None (and nothing stored) when NEWS2 does not apply to the patient."""
-        reason = not_applicable(session, patient, end)
-        if reason is not None:
-            log.info("NEWS2 not scored for %s: %s", patient, reason)
+        at = newest_vital(session, patient)
+        if at is None:
             return None
-        readings = gather(session, patient, end - self.window, end)
-        score = score_readings(readings, scale2=on_scale_2(session, patient))
-        resource = result_observation(id, patient, score, start, end)
-        current = session.current("Observation", id)
-        before = _band_of(current.content) if current is not None else None
-        if before is None:
-            before = self.band_before(session, patient, id, start)
-        if current is None or current.deleted or not _same(current.content, resource):
-            write.update(session, "Observation", id, resource)
-        self.escalate(session, patient, score, before, f"Observation/{id}")
-        return score
+        return self.score(session, {patient: {at}}).get((patient, at))
 
-    def band_before(self, session: Session, patient: str, id: str, start: int) -> Band:
-        """The band of the patient's latest banded score before ``start`` (low if none)."""
-        query = parse_query("Observation", [
-            ("patient", patient), ("code", code_token()),
-            ("date", f"le{format_instant(start + 1_000_000)}"), ("_sort", "-date"),
-            ("_count", "20")], registry=session.registry)
-        for stored in session.search(query).matches:
-            band = _band_of(stored.content)
-            if stored.id != id and band is not None:
-                return band
-        return Band.LOW
-
-    def _set_of(self, session: Session, patient: str, at: int
-                ) -> tuple[str, int, int] | None:
-        """The score whose set a vital at ``at`` joins: all within ``set`` of each other."""
-        query = parse_query("Observation", [
-            ("patient", patient), ("code", code_token()),
-            *_between(at - self.set, at + self.set), ("_count", "50")],
-            registry=session.registry)
-        best: tuple[str, int, int] | None = None
-        for stored in session.search(query).matches:
-            period = _period(orjson.loads(stored.content or b"{}"))
-            if period is None:
-                continue
-            start, end = period
-            if max(end, at) - min(start, at) <= self.set and \
-                    (best is None or abs(end - at) < abs(best[2] - at)):
-                best = (stored.id, start, end)
+    def _set_of(self, sets: list[ScoreSet], at: int) -> ScoreSet | None:
+        """The set a vital at ``at`` joins: all within ``set`` of each other (the one whose
+        end is nearest when two would do)."""
+        best: ScoreSet | None = None
+        for one in sets:
+            if max(one.end, at) - min(one.start, at) <= self.set and \
+                    (best is None or abs(one.end - at) < abs(best.end - at)):
+                best = one
         return best
 
     # ------------------------------------------------------------------ alerting
 
-    def escalate(self, session: Session, patient: str, score: Score, previous: Band,
-                 source: str) -> None:
-        """Raise the band's alert when the band rose from ``previous``; clear the alerts
-        of the bands that no longer hold."""
+    def escalate_all(self, session: Session, fronts: Mapping[str, tuple[ScoreSet, Score,
+                                                                      Band | None]],
+                     known: Mapping[str, list[ScoreSet]]) -> None:
+        """Alert by the band of each patient's newest set, ``fronts[patient]`` = (the set,
+        its score, the band it had before this batch), the patients' active NEWS2 alerts
+        read in one search.
+
+        A set's band rises from the band the set itself had, else from the patient's
+        latest banded score in the day before it (:data:`record.LOOK_BACK`), else from
+        the band whose alert is still active, else from low."""
+        keys = [alert_key(band, patient) for patient, (_, score, _) in fronts.items()
+                if score.band is not None for band in BAND_ALERTS]
+        active = self.host.alerts.active_keys(session, keys) if keys else set()
+        moving: dict[str, tuple[ScoreSet, Score, Band | None]] = {}
+        for patient, (one, score, before) in fronts.items():
+            band = score.band
+            if band is None or alert_key(band, patient) in active:
+                continue  # a partial score sets no band; an alerted band holds
+            moving[patient] = (one, score, Band.LOW if band is Band.LOW else before)
+        unknown = {patient: one for patient, (one, _, before) in moving.items()
+                   if before is None}
+        previous = bands_before(session, unknown, known, self.window) if unknown else {}
+        clear: list[str] = []
+        rise: list[Alert] = []
+        for patient, (one, score, before) in moving.items():
+            # no banded score in the day before: the band its alert left standing, if any
+            alerted = [band for band in BAND_ALERTS if alert_key(band, patient) in active]
+            band_then = before or previous.get(patient) or \
+                (alerted[-1] if alerted else Band.LOW)
+            dropped, raised = self.escalation(patient, score, band_then,
+                                              f"Observation/{one.id}", active)
+            clear.extend(dropped)
+            rise.extend(raised)
+        if clear:  # every patient's alerts in a few searches, not a few per patient
+            self.host.alerts.clear_alerts(session, clear)
+        if rise:
+            self.host.alerts.raise_alerts(session, rise)
+
+    def escalation(self, patient: str, score: Score, previous: Band, source: str,
+                   active: Collection[str]) -> tuple[list[str], list[Alert]]:
+        """What a score whose band was ``previous`` changes: the ``active`` alert keys of
+        the bands that no longer hold (to clear), and the band's alert when it rose."""
         band = score.band
         if band is None:
-            return  # a partial score never sets the band
+            return [], []  # a partial score never sets the band
         rising = ORDER.index(band) > ORDER.index(previous)
-        for other in BAND_ALERTS:
-            if (other is not band) if rising else ORDER.index(other) > ORDER.index(band):
-                self.host.alerts.clear_alert(session, alert_key(other, patient))
-        if rising:
-            how = BAND_ALERTS[band]
-            response = score.response
-            assert response is not None
-            self.host.alerts.raise_alert(session, Alert(
-                key=alert_key(band, patient), subject=patient, code=ALERT_CODE,
-                priority=how.priority, source=source,
-                escalate_after=how.escalate_minutes * 60,
-                text=f"NEWS2 {score.total} ({band.value} clinical risk): "
-                     f"{response.response}; monitoring: {response.monitoring}."))
+        clear = [alert_key(other, patient) for other in BAND_ALERTS
+                 if alert_key(other, patient) in active and
+                 ((other is not band) if rising else ORDER.index(other) > ORDER.index(band))]
+        if not rising:
+            return clear, []
+        how = BAND_ALERTS[band]
+        response = score.response
+        assert response is not None
+        return clear, [Alert(
+            key=alert_key(band, patient), subject=patient, code=ALERT_CODE,
+            priority=how.priority, source=source, escalate_after=how.escalate_minutes * 60,
+            text=f"NEWS2 {score.total} ({band.value} clinical risk): "
+                 f"{response.response}; monitoring: {response.monitoring}.")]
 
     def _concerns_news2(self, resource: dict[str, Any]) -> bool:
         codings = (resource.get("code") or {}).get("coding") or []
@@ -255,87 +294,8 @@ class News2Engine:
         return any(c.get("system") == SNOMED and c.get("code") == PREGNANCY for c in codings)
 
 
-# ---------------------------------------------------------------------- the record
+# ---------------------------------------------------------------------- helpers
 
 
-def gather(session: Session, patient: str, low: int, high: int) -> list[Reading]:
-    """The patient's NEWS2 readings effective from ``low`` to ``high`` (µs)."""
-    codes = ",".join(f"{LOINC}|{code}" for code in VITAL_CODES)
-    query = parse_query("Observation", [
-        ("patient", patient), ("code", codes), *_between(low, high), ("_sort", "-date"),
-        ("_count", str(MAX_READINGS))], registry=session.registry)
-    readings: list[Reading] = []
-    for stored in session.search(query).matches:
-        observation = orjson.loads(stored.content or b"{}")
-        readings.extend(reading for reading in readings_of(observation)
-                        if low <= reading.at <= high)
-    return readings
-
-
-def on_scale_2(session: Session, patient: str) -> bool:
-    """Whether a clinician recorded SpO2 scale 2: an active Flag with the Hygeia code."""
-    query = parse_query("Flag", [("patient", patient), ("_count", "100")],
-                        registry=session.registry)
-    for stored in session.search(query).matches:
-        if is_scale_2_flag(orjson.loads(stored.content or b"{}")):
-            return True
-    return False
-
-
-def not_applicable(session: Session, patient: str, at: int) -> str | None:
-    """Why NEWS2 does not apply to the patient at ``at`` (under 16, pregnant), or None."""
-    stored = session.current("Patient", patient.partition("/")[2])
-    if stored is not None and stored.content is not None and \
-            under_16(orjson.loads(stored.content), at):
-        return f"the patient is under {ADULT_YEARS} years old"
-    query = parse_query("Condition", [("patient", patient), ("code", f"{SNOMED}|{PREGNANCY}"),
-                                      ("clinical-status", "active"), ("_count", "1")],
-                        registry=session.registry)
-    if session.search(query).matches:
-        return "the patient is pregnant"
-    return None
-
-
-def _between(low: int, high: int) -> list[tuple[str, str]]:
-    """``date`` clauses for ``low`` to ``high`` (µs), a second wider each side: a time
-    stored to the second covers that whole second, so the exact bounds are checked on
-    the values read."""
-    return [("date", f"ge{format_instant(low - 1_000_000)}"),
-            ("date", f"le{format_instant(high + 1_000_000)}")]
-
-
-def _band_of(content: bytes | None) -> Band | None:
-    """The band a stored score says (None: partial, or not a score)."""
-    if content is None:
-        return None
-    for concept in orjson.loads(content).get("interpretation") or []:
-        for coding in concept.get("coding") or []:
-            if coding.get("system") == BAND_SYSTEM:
-                try:
-                    return Band(coding.get("code"))
-                except ValueError:
-                    return None
-    return None
-
-
-def _period(score: dict[str, Any]) -> tuple[int, int] | None:
-    period = score.get("effectivePeriod") or {}
-    try:
-        return fhir_datetime_range(period["start"])[0], fhir_datetime_range(period["end"])[0]
-    except (KeyError, TypeError, FhirError):
-        return None
-
-
-def _reference(value: Any) -> str | None:
-    reference = (value or {}).get("reference") if isinstance(value, dict) else None
-    return reference if isinstance(reference, str) and reference.startswith("Patient/") \
-        else None
-
-
-def _same(content: bytes | None, resource: dict[str, Any]) -> bool:
-    """Whether the stored score already says this (a replay writes no new version)."""
-    if content is None:
-        return False
-    stored = orjson.loads(content)
-    stored.pop("meta", None)
-    return bool(stored == resource)
+def _version_key(resource: dict[str, Any]) -> tuple[str, str]:
+    return str(resource.get("id")), str((resource.get("meta") or {}).get("versionId"))

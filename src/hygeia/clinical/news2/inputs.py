@@ -52,6 +52,11 @@ ACVPU = {
     (SNOMED, "300202002"): Consciousness.VOICE,  # responds to voice
     (SNOMED, "450847001"): Consciousness.PAIN,  # responds to pain
     (SNOMED, "422768004"): Consciousness.UNRESPONSIVE,  # unresponsive
+    # LOINC's answers to 67775-7 Level of responsiveness (the EMS answer list: A, V, P, U;
+    # it has no answer for confusion); docs/guide/clinical.md gives the sources
+    (LOINC, "LA9340-6"): Consciousness.ALERT,
+    (LOINC, "LA17108-4"): Consciousness.VOICE,
+    (LOINC, "LA17107-6"): Consciousness.PAIN,
     (LOINC, "LA9343-0"): Consciousness.UNRESPONSIVE,
     (NEWS2_SYSTEM, NEW_CONFUSION): Consciousness.NEW_CONFUSION,
 }

@@ -9,6 +9,7 @@ as ``interpretation`` and the chart's response as a ``note``.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from hygeia.clinical.news2.inputs import (
@@ -34,7 +35,10 @@ def code_token() -> str:
     return f"{SNOMED}|{NEWS2_TOTAL}"
 
 
+@cache
 def component_code(parameter: str) -> dict[str, Any]:
+    """The code of a parameter's component (one object per parameter, shared by every
+    score: never changed in place)."""
     codings = [{"system": NEWS2_SYSTEM, "code": parameter, "display": DISPLAY[parameter]}]
     if parameter in PARAMETER_LOINC:
         codings.append({"system": LOINC, "code": PARAMETER_LOINC[parameter]})

@@ -118,6 +118,8 @@ def split_escaped(value: str, separator: str, *, unescape: bool = True) -> list[
     With ``unescape`` the escapes are removed (``a\,b`` -> ``a,b``); without it they
     are kept for a later, inner split (commas first, then ``$`` and ``|``).
     """
+    if "\\" not in value:  # nothing escaped: a plain split (long OR lists of ids)
+        return value.split(separator)
     parts: list[str] = []
     current: list[str] = []
     chars = iter(value)

@@ -31,9 +31,15 @@ from hygeia.server.alerts.model import (
     Alert,
     Raised,
 )
-from hygeia.server.alerts.raising import clear_alert, raise_alert
+from hygeia.server.alerts.raising import (
+    active_keys,
+    clear_alert,
+    clear_alerts,
+    raise_alert,
+    raise_alerts,
+)
 from hygeia.server.alerts.service import AlertHost, AlertService
 
 __all__ = ["ESCALATION_ROLE", "KEY_SYSTEM", "PRIORITIES", "TASK_CODES", "Alert", "AlertHost",
-           "AlertService", "Raised", "Recipients", "clear_alert", "raise_alert",
-           "recipients_for"]
+           "AlertService", "Raised", "Recipients", "active_keys", "clear_alert", "clear_alerts",
+           "raise_alert", "raise_alerts", "recipients_for"]

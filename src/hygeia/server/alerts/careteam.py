@@ -17,6 +17,7 @@ Rules (docs/guide/alerts.md, "Who is told"):
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from hygeia.store import Session
 
 MEMBER_TYPES = ("Practitioner", "PractitionerRole", "Organization", "CareTeam")
 MAX_TEAMS = 50  # active CareTeams of one patient read per alert (more is a data problem)
+SUBJECTS_PER_SEARCH = 200  # patients OR-ed in one CareTeam search by recipients_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,42 @@ class Recipients:
 def recipients_for(session: Session, subject: str, settings: AlertSettings) -> Recipients:
     """The recipients of an alert about ``subject`` under the rules of the module docstring."""
     teams = active_teams(session, subject) if subject.startswith("Patient/") else []
+    return recipients_among(teams, subject, settings)
+
+
+def recipients_of(session: Session, subjects: Collection[str], settings: AlertSettings
+                  ) -> dict[str, Recipients]:
+    """:func:`recipients_for` of many subjects, their CareTeams read with a search per
+    ``SUBJECTS_PER_SEARCH`` patients."""
+    patients = sorted({subject for subject in subjects if subject.startswith("Patient/")})
+    teams: dict[str, list[dict[str, Any]]] = {patient: [] for patient in patients}
+    for start in range(0, len(patients), SUBJECTS_PER_SEARCH):
+        group = patients[start:start + SUBJECTS_PER_SEARCH]
+        cursor: str | None = None
+        while True:
+            params = [("subject", ",".join(group)), ("status", "active"),
+                      ("_count", "1000"), ("_total", "none")]
+            if cursor:
+                params.append(("_cursor", cursor))
+            page = session.search(parse_query("CareTeam", params, registry=session.registry))
+            for stored in page.matches:
+                team = orjson.loads(stored.content or b"{}")
+                reference = _patient_of((team.get("subject") or {}).get("reference"))
+                if reference in teams and len(teams[reference]) < MAX_TEAMS:
+                    teams[reference].append(team)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+    now = now_us()
+    return {subject: recipients_among(
+        sorted((team for team in teams.get(subject, []) if _covers(team.get("period"), now)),
+               key=lambda team: str(team.get("id"))), subject, settings)
+        for subject in subjects}
+
+
+def recipients_among(teams: list[dict[str, Any]], subject: str, settings: AlertSettings
+                     ) -> Recipients:
+    """The recipients of an alert about ``subject`` whose active ``teams`` are known."""
     first: list[str] = []
     escalation: list[str] = []
     for team in teams:
@@ -79,6 +117,13 @@ def active_teams(session: Session, patient: str) -> list[dict[str, Any]]:
     now = now_us()
     return sorted((team for team in teams if _covers(team.get("period"), now)),
                   key=lambda team: str(team.get("id")))
+
+
+def _patient_of(reference: Any) -> str | None:
+    """``Patient/{id}`` of a relative, absolute or versioned reference."""
+    if not isinstance(reference, str) or "Patient/" not in reference:
+        return None
+    return "Patient/" + reference.rpartition("Patient/")[2].split("/", 1)[0]
 
 
 def _member(participant: dict[str, Any]) -> str | None:

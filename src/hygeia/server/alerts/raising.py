@@ -9,14 +9,16 @@ once make one alert.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import orjson
 
 from hygeia.fhir.datetime import format_instant, now_us
+from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.resources import new_id
 from hygeia.fhir.search.query import parse_query
-from hygeia.server.alerts.careteam import Recipients, recipients_for
+from hygeia.server.alerts.careteam import Recipients, recipients_for, recipients_of
 from hygeia.server.alerts.model import (
     ACKNOWLEDGE,
     COMMUNICATION_CATEGORY,
@@ -35,6 +37,8 @@ from hygeia.server.context import AlertSettings
 from hygeia.server.rest import write
 from hygeia.store import Session, StoredVersion
 
+KEYS_PER_SEARCH = 200  # alert keys OR-ed in one search by active_keys
+
 
 def raise_alert(session: Session, alert: Alert, settings: AlertSettings) -> Raised:
     """Make ``alert`` known, once while its condition persists.
@@ -50,8 +54,14 @@ def raise_alert(session: Session, alert: Alert, settings: AlertSettings) -> Rais
     if active is not None:
         task = _open_task(session, alert.key)
         return Raised(active.id, task, None, created=False)
+    return _raise_new(session, alert, settings,
+                      recipients_for(session, alert.subject, settings))
+
+
+def _raise_new(session: Session, alert: Alert, settings: AlertSettings,
+               recipients: Recipients) -> Raised:
+    """Store the Flag, Task and Communication of an alert not active now."""
     now = now_us()
-    recipients = recipients_for(session, alert.subject, settings)
     flag_id, task_id, communication_id = new_id(), new_id(), new_id()
     after = alert.escalate_after or settings.escalate_after_seconds
     _create(session, "Flag", flag_id, _flag(alert, now))
@@ -75,10 +85,7 @@ def clear_alert(session: Session, key: str) -> bool:
     if active is None:
         return False
     now = format_instant(now_us())
-    flag = orjson.loads(active.content or b"{}")
-    flag["status"] = "inactive"
-    flag.setdefault("period", {})["end"] = now
-    write.update(session, "Flag", active.id, flag)
+    _end_flag(session, active, now)
     task_id = _open_task(session, key)
     if task_id is not None:
         _close_task(session, task_id, now)
@@ -92,20 +99,133 @@ def is_active(session: Session, key: str) -> bool:
     return _active_flag(session, key) is not None
 
 
+def active_keys(session: Session, keys: Collection[str]) -> set[str]:
+    """Those of ``keys`` that have an active Flag, read with one search per
+    ``KEYS_PER_SEARCH`` keys (:func:`is_active` reads one key per search): for a
+    consumer that checks the alerts of a whole batch of subjects at once."""
+    return set(_active_flags(session, {check_key(key) for key in keys}))
+
+
+def raise_alerts(session: Session, alerts: Collection[Alert], settings: AlertSettings
+                 ) -> list[Raised]:
+    """:func:`raise_alert` for many alerts (distinct keys) in one go: the keys locked, their
+    Flags and Tasks read with a search per ``KEYS_PER_SEARCH`` keys, the subjects' care
+    teams together; what is written is what :func:`raise_alert` writes for each."""
+    by_key = {check_key(alert.key): alert for alert in alerts}
+    session.lock_all([f"alert:{key}" for key in by_key])
+    active = _active_flags(session, set(by_key))
+    tasks = _newest_of(session, "Task", set(active), "-authored-on")
+    teams = recipients_of(session, {alert.subject for key, alert in by_key.items()
+                                    if key not in active}, settings)
+    raised = []
+    for key, alert in by_key.items():
+        if key in active:
+            task = tasks.get(key)
+            raised.append(Raised(active[key].id, task.id if task else None, None,
+                                 created=False))
+        else:
+            raised.append(_raise_new(session, alert, settings, teams[alert.subject]))
+    return raised
+
+
+def clear_alerts(session: Session, keys: Collection[str]) -> set[str]:
+    """:func:`clear_alert` for many keys in one go (the keys locked, their Flags and Tasks
+    read with a search per ``KEYS_PER_SEARCH`` keys); the keys that were active."""
+    wanted = {check_key(key) for key in keys}
+    session.lock_all([f"alert:{key}" for key in wanted])
+    active = _active_flags(session, wanted)
+    tasks = _newest_of(session, "Task", set(active), "-authored-on")
+    now = format_instant(now_us())
+    flags = [_ended(stored, now) for stored in active.values()]
+    for result in write.update_all(session, "Flag", flags):
+        if isinstance(result, FhirError):
+            raise result
+    # the Tasks locked in one round trip; one a clinician changed since the search is
+    # read again
+    heads = session.heads([("Task", task.id) for task in tasks.values()], for_update=True)
+    closing = []
+    for task in tasks.values():
+        head = heads.get(("Task", task.id))
+        if head is None or head.deleted:
+            continue
+        current = task if head.version == task.version else session.current("Task", task.id)
+        closed = _closed(orjson.loads(current.content or b"{}") if current else {}, now)
+        if closed is not None:
+            closing.append(closed)
+    for result in write.update_all(session, "Task", closing):
+        if isinstance(result, FhirError):
+            raise result
+    return set(active)
+
+
+def _active_flags(session: Session, keys: set[str]) -> dict[str, StoredVersion]:
+    """The active Flag of each of ``keys`` that has one (its newest Flag, by period start)."""
+    return {key: stored for key, stored in _newest_of(session, "Flag", keys, "-date").items()
+            if orjson.loads(stored.content or b"{}").get("status") == "active"}
+
+
+def _newest_of(session: Session, resource_type: str, keys: set[str], sort: str
+               ) -> dict[str, StoredVersion]:
+    """The newest resource of ``resource_type`` whose identifier is each of ``keys``, read
+    with a search per ``KEYS_PER_SEARCH`` keys (:func:`_newest` reads one key)."""
+    newest: dict[str, StoredVersion] = {}
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), KEYS_PER_SEARCH):
+        chunk = ordered[start:start + KEYS_PER_SEARCH]
+        cursor: str | None = None
+        while True:
+            params = [("identifier", ",".join(key_token(key) for key in chunk)),
+                      ("_sort", sort), ("_count", "1000"), ("_total", "none")]
+            if cursor:
+                params.append(("_cursor", cursor))
+            page = session.search(parse_query(resource_type, params,
+                                              registry=session.registry))
+            for stored in page.matches:
+                resource = orjson.loads(stored.content or b"{}")
+                for identifier in resource.get("identifier") or []:
+                    key = identifier.get("value")
+                    if identifier.get("system") == KEY_SYSTEM and key in keys and \
+                            key not in newest:
+                        newest[key] = stored
+            cursor = page.next_cursor
+            if not cursor:
+                break
+    return newest
+
+
+def _end_flag(session: Session, stored: StoredVersion, now: str) -> None:
+    write.update(session, "Flag", stored.id, _ended(stored, now))
+
+
+def _ended(stored: StoredVersion, now: str) -> dict[str, Any]:
+    """The Flag made inactive, ending ``now``."""
+    flag = orjson.loads(stored.content or b"{}")
+    flag["status"] = "inactive"
+    flag.setdefault("period", {})["end"] = now
+    return dict(flag)
+
+
 def _close_task(session: Session, task_id: str, now: str) -> None:
     stored = session.current("Task", task_id, for_update=True)
     if stored is None or stored.deleted:
         return
-    task = orjson.loads(stored.content or b"{}")
+    task = _closed(orjson.loads(stored.content or b"{}"), now)
+    if task is not None:
+        write.update(session, "Task", task_id, task)
+
+
+def _closed(task: dict[str, Any], now: str) -> dict[str, Any] | None:
+    """The Task closed now the condition ended: cancelled when nobody acknowledged it,
+    completed when someone had; None when a clinician already closed it."""
     if task.get("status") in UNACKNOWLEDGED:
         task["status"] = "cancelled"
         task["statusReason"] = {"text": "The condition ended before anyone acknowledged it."}
     elif task.get("status") in ("accepted", "in-progress", "ready", "on-hold"):
         task["status"] = "completed"
     else:
-        return  # completed, cancelled, rejected ... already: leave the clinician's word
+        return None  # completed, cancelled, rejected ... already: leave the clinician's word
     task["lastModified"] = now
-    write.update(session, "Task", task_id, task)
+    return task
 
 
 def communication(subject: str, priority: str, text: str, recipients: tuple[str, ...], *,

@@ -11,13 +11,21 @@ PostgreSQL database escalate each Task once per level.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from typing import Protocol
 
 from hygeia.fhir.datetime import now_us
 from hygeia.server.alerts.escalation import run_due, scan
 from hygeia.server.alerts.model import Alert, Raised
-from hygeia.server.alerts.raising import clear_alert, is_active, raise_alert
+from hygeia.server.alerts.raising import (
+    active_keys,
+    clear_alert,
+    clear_alerts,
+    is_active,
+    raise_alert,
+    raise_alerts,
+)
 from hygeia.server.background import BackgroundLoop
 from hygeia.server.context import AlertSettings, Settings
 from hygeia.store import Session
@@ -59,6 +67,17 @@ class AlertService(BackgroundLoop):
             session.after_commit(self.wake)
         return raised
 
+    def raise_alerts(self, session: Session, alerts: Collection[Alert]) -> list[Raised]:
+        """:func:`~hygeia.server.alerts.raising.raise_alerts` in ``session``."""
+        raised = raise_alerts(session, alerts, self.settings)
+        if any(one.created for one in raised):
+            session.after_commit(self.wake)
+        return raised
+
+    def clear_alerts(self, session: Session, keys: Collection[str]) -> set[str]:
+        """:func:`~hygeia.server.alerts.raising.clear_alerts` in ``session``."""
+        return clear_alerts(session, keys)
+
     def clear_alert(self, session: Session, key: str) -> bool:
         """:func:`~hygeia.server.alerts.raising.clear_alert` in ``session``."""
         return clear_alert(session, key)
@@ -66,6 +85,10 @@ class AlertService(BackgroundLoop):
     def is_active(self, session: Session, key: str) -> bool:
         """:func:`~hygeia.server.alerts.raising.is_active` in ``session``."""
         return is_active(session, key)
+
+    def active_keys(self, session: Session, keys: Collection[str]) -> set[str]:
+        """:func:`~hygeia.server.alerts.raising.active_keys` in ``session``."""
+        return active_keys(session, keys)
 
     def escalate_due(self) -> tuple[int, int | None]:
         """Escalate what is due now: (how many moved, the next due time or None)."""

@@ -70,9 +70,15 @@ class EventContext:
         return self._host.reader()
 
     @contextmanager
-    def transaction(self, through: ChangeEvent | None = None) -> Iterator[Session]:
+    def transaction(self, through: ChangeEvent | None = None, *,
+                    flush_to_disk: bool = True) -> Iterator[Session]:
         """A write transaction that also moves the consumer's cursor past ``through``
         (default: the whole batch); both commit, or neither.
+
+        ``flush_to_disk=False`` lets the commit return before it is on disk (see
+        ``Repository.transaction``): a power cut may lose the last batches' results,
+        but their cursor moves are lost with them, so those events are handed over
+        again; for a consumer whose results can be recomputed from the events.
 
         Call it once per batch, or once per event with ``through`` each time (the
         events in order) to keep the work of each event in a transaction of its own.
@@ -80,7 +86,7 @@ class EventContext:
         cursor over meanwhile.
         """
         position = self._batch.position if through is None else through.seq
-        with self._host.transaction() as session:
+        with self._host.transaction(flush_to_disk=flush_to_disk) as session:
             yield session
             advance_feed(session, self._consumer, self._owner, position,
                          lease_seconds=self._lease_seconds)

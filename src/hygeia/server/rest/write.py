@@ -16,6 +16,7 @@ import orjson
 from hygeia.fhir.datetime import now_us
 from hygeia.fhir.outcome import (
     BadRequest,
+    FhirError,
     Gone,
     Issue,
     MethodNotAllowed,
@@ -32,7 +33,7 @@ from hygeia.fhir.search.rows import IndexRows
 from hygeia.fhir.validation import validate
 from hygeia.server.context import FhirResponse, Settings, parse_etag
 from hygeia.server.rest.router import SERVER_WRITTEN_TYPES
-from hygeia.store import Session, StoredVersion
+from hygeia.store import Head, Session, StoredVersion
 
 # Types the server would store without doing what storing them asks for. Refused (422)
 # on every write path until the feature exists; delete an entry here to lift it.
@@ -83,7 +84,7 @@ def resolve_criteria(session: Session, resource_type: str, criteria: str,
 
 
 def _write(session: Session, resource_type: str, id: str, resource: dict[str, Any] | None,
-           previous: StoredVersion | None, method: str) -> StoredVersion:
+           previous: StoredVersion | Head | None, method: str) -> StoredVersion:
     if resource_type in SERVER_WRITTEN_TYPES:  # the router refuses them; this is the backstop
         raise MethodNotAllowed(f"{resource_type} is written by the server alone.",
                                expression=resource_type)
@@ -182,6 +183,30 @@ def update(session: Session, resource_type: str, id: str, body: Any, *, base_url
     stored = _write(session, resource_type, id, resource, current, "PUT")
     status = 201 if current is None or current.deleted else 200
     return _written(stored, status, base_url)
+
+
+def update_all(session: Session, resource_type: str, resources: list[dict[str, Any]], *,
+               validated: bool = False) -> list[StoredVersion | FhirError]:
+    """:func:`update` for many resources of one type (each body's ``id`` naming it, no two
+    alike) with their current versions locked and read in one round trip
+    (``Session.heads``) instead of one each: what each became, or the error that
+    refused it (the others are written all the same)."""
+    ids = [str(resource.get("id")) for resource in resources]
+    if len(set(ids)) != len(ids):
+        raise ValueError("update_all needs distinct ids")
+    results: list[StoredVersion | FhirError] = []
+    heads = session.heads([(resource_type, id) for id in ids], for_update=True)
+    for id, resource in zip(ids, resources, strict=True):
+        try:
+            check_id(id)
+            require_resource(resource, resource_type)
+            if not validated:
+                validate_resource(resource, resource_type)
+            results.append(_write(session, resource_type, id, resource,
+                                  heads.get((resource_type, id)), "PUT"))
+        except FhirError as error:
+            results.append(error)
+    return results
 
 
 def conditional_update(session: Session, resource_type: str, criteria: str, body: Any, *,

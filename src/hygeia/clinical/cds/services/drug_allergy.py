@@ -1,6 +1,8 @@
-"""The ``drug-allergy`` service (order-select): a drafted medication the patient is allergic to.
+"""The ``drug-allergy`` service (order-select) and ``drug-allergy-sign`` (order-sign): a
+drafted medication the patient is allergic to.
 
-A selected draft MedicationRequest whose ingredient (RxNorm) is a recorded
+A draft MedicationRequest (on order-select, one of the ``selections``; on
+order-sign, any of the ``draftOrders`` being signed) whose ingredient (RxNorm) is a recorded
 AllergyIntolerance substance, or belongs to its class, or to a class it is
 cross-sensitive with, gives a card: critical when the allergy's criticality is
 high, a warning otherwise, with a suggestion to remove the order. The knowledge is
@@ -103,6 +105,15 @@ def drug_allergy_service() -> CdsService:
         PREFETCH, drug_allergy_cards)
 
 
+def drug_allergy_sign_service() -> CdsService:
+    """The same check when the orders are signed (every draft order, not a selection)."""
+    return CdsService(
+        "drug-allergy-sign", "order-sign", "Drug-allergy check at signing",
+        "Warns when a medication order being signed contains an ingredient the patient is "
+        "allergic to, or one of its class or a cross-sensitive class.",
+        PREFETCH, drug_allergy_cards)
+
+
 def _why(facts: Knowledge, ingredients: set[str], allergy: dict[str, Any]) -> str | None:
     """Why the order's ingredients clash with the allergy, in words; None if they don't."""
     named, groups = facts.allergens(allergy)
@@ -134,7 +145,7 @@ def drug_allergy_cards(call: HookCall) -> list[dict[str, Any]]:
                  and not any(c.get("code") == "refuted" for c in
                              (allergy.get("verificationStatus") or {}).get("coding") or [])]
     cards = []
-    for order in draft_orders(call, selected_only=True):
+    for order in draft_orders(call, selected_only=call.hook == "order-select"):
         if order.get("resourceType") != "MedicationRequest":
             continue
         ingredients = facts.ingredients_of_order(order)

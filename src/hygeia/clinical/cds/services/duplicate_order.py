@@ -1,6 +1,8 @@
-"""The ``duplicate-order`` service (order-sign): the same medication or test ordered twice.
+"""The ``duplicate-order`` service (order-sign) and ``duplicate-order-select``
+(order-select): the same medication or test ordered twice.
 
-A draft MedicationRequest or ServiceRequest duplicates an active order of the
+A draft MedicationRequest or ServiceRequest (on order-select, only those in
+``selections``) duplicates an active order of the
 patient with a code in common (any ``system|code`` of what is ordered) authored
 within the window (``hygeia serve --duplicate-order-days``, default 30): a warning
 card with a suggestion to remove the draft.
@@ -40,6 +42,19 @@ def duplicate_order_service(window_days: float) -> CdsService:
         f"the patient within {window_days:g} days.", PREFETCH, answer)
 
 
+def duplicate_order_select_service(window_days: float) -> CdsService:
+    """The same check as soon as an order is selected (only the selected drafts)."""
+    window = int(window_days * DAY_US)
+
+    def answer(call: HookCall) -> list[dict[str, Any]]:
+        return duplicate_cards(call, window)
+
+    return CdsService(
+        "duplicate-order-select", "order-select", "Duplicate order check at selection",
+        f"Warns when a selected medication or test is already actively ordered for the "
+        f"patient within {window_days:g} days.", PREFETCH, answer)
+
+
 def _authored(order: dict[str, Any]) -> int | None:
     text = order.get("authoredOn")
     if not isinstance(text, str):
@@ -55,7 +70,7 @@ def duplicate_cards(call: HookCall, window: int) -> list[dict[str, Any]]:
     active = [order for key in PREFETCH for order in call.bundle(key)
               if order.get("status") == "active"]
     cards = []
-    for draft in draft_orders(call, selected_only=False):
+    for draft in draft_orders(call, selected_only=call.hook == "order-select"):
         codes = order_codes(draft)
         for existing in active:
             authored = _authored(existing)

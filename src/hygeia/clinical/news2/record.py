@@ -1,0 +1,321 @@
+"""What the engine reads of a batch's patients, a few searches per batch.
+
+A batch of the change feed concerns many patients; reading each patient's vital
+signs, scores, Flags and Conditions one search at a time was most of the engine's
+time. Each function here reads them for a list of patients at once (the patients
+OR-ed in one search, in groups of :data:`PATIENTS_PER_SEARCH`, pages followed),
+and sorts what it found back to each patient.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from hygeia.clinical.news2.inputs import (
+    ADULT_YEARS,
+    LOINC,
+    PREGNANCY,
+    SNOMED,
+    VITAL_CODES,
+    Reading,
+    is_scale_2_flag,
+    readings_of,
+    under_16,
+)
+from hygeia.clinical.news2.result import BAND_SYSTEM, code_token
+from hygeia.clinical.news2.scoring import Band
+from hygeia.fhir.datetime import fhir_datetime_range, format_instant
+from hygeia.fhir.outcome import FhirError
+from hygeia.fhir.search.query import parse_query
+from hygeia.store import ChangeEvent, Session, StoredVersion
+
+PATIENTS_PER_SEARCH = 200  # patients OR-ed in one search
+PAGE = 1000  # resources per page read
+MAX_READINGS = 500  # vital signs read per patient and window (the newest first)
+LOOK_BACK = 24 * 3600 * 1_000_000  # µs before a set searched for the band before it
+_PATIENT = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
+
+
+def patient_key(reference: Any) -> str | None:
+    """``Patient/{id}`` of a reference (relative, absolute or versioned), or None."""
+    if not isinstance(reference, str):
+        return None
+    found = _PATIENT.search(reference)
+    return found.group(1) if found else None
+
+
+def subject_of(resource: dict[str, Any]) -> str | None:
+    """The patient a resource is about (``subject``, or ``patient`` for a Flag's kin)."""
+    for element in ("subject", "patient"):
+        value = resource.get(element)
+        if isinstance(value, dict):
+            key = patient_key(value.get("reference"))
+            if key is not None:
+                return key
+    return None
+
+
+def search_all(session: Session, resource_type: str, params: list[tuple[str, str]],
+               limit: int | None = None) -> Iterator[StoredVersion]:
+    """Every match of the search, page after page (at most ``limit``)."""
+    cursor: str | None = None
+    seen = 0
+    while True:
+        page_params = [*params, ("_count", str(PAGE)), ("_total", "none")]
+        if cursor:
+            page_params.append(("_cursor", cursor))
+        page = session.search(parse_query(resource_type, page_params,
+                                          registry=session.registry))
+        for stored in page.matches:
+            yield stored
+            seen += 1
+            if limit is not None and seen >= limit:
+                return
+        cursor = page.next_cursor
+        if not cursor:
+            return
+
+
+def current_of(session: Session, events: Iterable[ChangeEvent]
+               ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(type, resource) of the current version of each resource the events changed, read
+    with one search per type and :data:`PATIENTS_PER_SEARCH` ids (not one read per event;
+    a resource deleted since is left out, and one changed again since is read as it is
+    now: its newer event follows)."""
+    wanted: dict[str, list[str]] = {}
+    for event in events:
+        if event.interaction != "delete":
+            ids = wanted.setdefault(event.resource_type, [])
+            if event.id not in ids[-1:]:
+                ids.append(event.id)
+    for resource_type, ids in wanted.items():
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), PATIENTS_PER_SEARCH):
+            chunk = ",".join(unique[start:start + PATIENTS_PER_SEARCH])
+            for stored in search_all(session, resource_type, [("_id", chunk)]):
+                yield resource_type, orjson.loads(stored.content or b"{}")
+
+
+def between(low: int, high: int) -> list[tuple[str, str]]:
+    """``date`` clauses for ``low`` to ``high`` (µs), a second wider each side: a time
+    stored to the second covers that whole second, so the exact bounds are checked on
+    the values read."""
+    return [("date", f"ge{format_instant(low - 1_000_000)}"),
+            ("date", f"le{format_instant(high + 1_000_000)}")]
+
+
+def _groups(spans: Mapping[str, tuple[int, int]], widest: int) -> Iterator[
+        tuple[list[str], int, int]]:
+    """Patients whose spans (low, high) fit together in one search of at most ``widest``
+    µs: (patients, low, high) per group."""
+    ordered = sorted(spans, key=lambda patient: spans[patient])
+    group: list[str] = []
+    low = high = 0
+    for patient in ordered:
+        start, end = spans[patient]
+        if group and (len(group) >= PATIENTS_PER_SEARCH or max(high, end) - low > widest):
+            yield group, low, high
+            group = []
+        if not group:
+            low, high = start, end
+        group.append(patient)
+        high = max(high, end)
+    if group:
+        yield group, low, high
+
+
+# ---------------------------------------------------------------------- scores
+
+
+@dataclass(slots=True)
+class ScoreSet:
+    """One observation set's score: its id, first and last vital (µs), the score as
+    stored (without ``meta``; None while it is new in this batch), and the band it had
+    before this batch (None: new, or partial)."""
+
+    id: str
+    start: int
+    end: int
+    stored: dict[str, Any] | None
+    was: Band | None = None
+
+
+def period_of(score: dict[str, Any]) -> tuple[int, int] | None:
+    period = score.get("effectivePeriod") or {}
+    try:
+        return fhir_datetime_range(period["start"])[0], fhir_datetime_range(period["end"])[0]
+    except (KeyError, TypeError, FhirError):
+        return None
+
+
+def scores_from(session: Session, earliest: Mapping[str, int], widest: int
+                ) -> dict[str, list[ScoreSet]]:
+    """Each patient's NEWS2 scores whose set ends at or after ``earliest[patient]`` (and
+    maybe some before), sorted by start."""
+    found: dict[str, list[ScoreSet]] = {patient: [] for patient in earliest}
+    spans = {patient: (at, at) for patient, at in earliest.items()}
+    for group, low, _ in _groups(spans, widest):
+        params = [("patient", ",".join(group)), ("code", code_token()),
+                  ("date", f"ge{format_instant(low - 1_000_000)}")]
+        for stored in search_all(session, "Observation", params):
+            score = orjson.loads(stored.content or b"{}")
+            patient = subject_of(score)
+            period = period_of(score)
+            if patient in found and period is not None:
+                score.pop("meta", None)
+                found[patient].append(ScoreSet(stored.id, *period, score, band_of_score(score)))
+    for sets in found.values():
+        sets.sort(key=lambda one: (one.start, one.end))
+    return found
+
+
+def band_of_score(score: dict[str, Any] | None) -> Band | None:
+    """The band a score says (None: partial, or not a score)."""
+    for concept in (score or {}).get("interpretation") or []:
+        for coding in concept.get("coding") or []:
+            if coding.get("system") == BAND_SYSTEM:
+                try:
+                    return Band(coding.get("code"))
+                except ValueError:
+                    return None
+    return None
+
+
+def bands_before(session: Session, sets: Mapping[str, ScoreSet],
+                 known: Mapping[str, list[ScoreSet]], window: int) -> dict[str, Band]:
+    """The band of each patient's latest banded score before ``sets[patient]`` as it was
+    before this batch, from the scores ``known`` already (their band before the batch)
+    or else one search over the day before for all of them; a patient whose band is
+    not found is left out."""
+    found: dict[str, Band] = {}
+    spans: dict[str, tuple[int, int]] = {}
+    seen: dict[str, set[str]] = {}
+    for patient, one in sets.items():
+        seen[patient] = {earlier.id for earlier in known.get(patient, [])}
+        for earlier in reversed(known.get(patient, [])):
+            if earlier.start < one.start and earlier.was is not None:
+                found[patient] = earlier.was
+                break
+        else:
+            spans[patient] = (one.start - LOOK_BACK, one.start)
+    for group, low, high in _groups(spans, LOOK_BACK + window):
+        newest: dict[str, tuple[int, Band]] = {}
+        for stored in search_all(session, "Observation", [
+                ("patient", ",".join(group)), ("code", code_token()), *between(low, high)]):
+            score = orjson.loads(stored.content or b"{}")
+            whose, period, band = subject_of(score), period_of(score), band_of_score(score)
+            if whose is None or whose not in spans or period is None or band is None or \
+                    stored.id in seen[whose] or \
+                    not spans[whose][0] <= period[0] < spans[whose][1]:
+                continue
+            if whose not in newest or period[0] > newest[whose][0]:
+                newest[whose] = (period[0], band)
+        found.update({patient: band for patient, (_, band) in newest.items()})
+    return found
+
+
+# ---------------------------------------------------------------------- vital signs
+
+
+def readings_for(session: Session, windows: Mapping[str, tuple[int, int]], widest: int,
+                 parsed: Mapping[tuple[str, str], list[Reading]] | None = None
+                 ) -> dict[str, list[Reading]]:
+    """Each patient's NEWS2 readings effective within ``windows[patient]`` (µs, the
+    newest :data:`MAX_READINGS` vital signs of each patient's window at most).
+    ``parsed``: the readings of Observations already read, by (id, versionId)."""
+    codes = ",".join(f"{LOINC}|{code}" for code in VITAL_CODES)
+    found: dict[str, list[Reading]] = {patient: [] for patient in windows}
+    for group, low, high in _groups(windows, widest):
+        params = [("patient", ",".join(group)), ("code", codes), *between(low, high),
+                  ("_sort", "-date")]
+        per_patient: dict[str, int] = {}
+        for stored in search_all(session, "Observation", params,
+                                 limit=MAX_READINGS * len(group)):
+            observation = orjson.loads(stored.content or b"{}")
+            patient = subject_of(observation)
+            if patient not in found or per_patient.get(patient, 0) >= MAX_READINGS:
+                continue
+            per_patient[patient] = per_patient.get(patient, 0) + 1
+            start, end = windows[patient]
+            readings = (parsed or {}).get((stored.id, str(stored.version)))
+            if readings is None:
+                readings = readings_of(observation)
+            found[patient].extend(reading for reading in readings
+                                  if start <= reading.at <= end)
+    return found
+
+
+def newest_vital(session: Session, patient: str) -> int | None:
+    """When the patient's newest NEWS2 vital sign was taken (µs), or None."""
+    codes = ",".join(f"{LOINC}|{code}" for code in VITAL_CODES)
+    query = parse_query("Observation", [("patient", patient), ("code", codes),
+                                        ("_sort", "-date"), ("_count", "20")],
+                        registry=session.registry)
+    for stored in session.search(query).matches:
+        readings = readings_of(orjson.loads(stored.content or b"{}"))
+        if readings:
+            return readings[0].at
+    return None
+
+
+def newest_score(session: Session, patient: str) -> int | None:
+    """When the patient's newest NEWS2 score's set ends (µs), or None."""
+    query = parse_query("Observation", [("patient", patient), ("code", code_token()),
+                                        ("_sort", "-date"), ("_count", "1")],
+                        registry=session.registry)
+    for stored in session.search(query).matches:
+        period = period_of(orjson.loads(stored.content or b"{}"))
+        if period is not None:
+            return period[1]
+    return None
+
+
+# ---------------------------------------------------------------------- the patient
+
+
+@dataclass(frozen=True, slots=True)
+class Applicability:
+    """Who NEWS2 applies to among a batch's patients, and who is on SpO2 scale 2."""
+
+    patients: dict[str, dict[str, Any]]  # Patient/{id} -> the Patient resource
+    pregnant: frozenset[str]
+    scale_2: frozenset[str]
+
+    def not_applicable(self, patient: str, at: int) -> str | None:
+        """Why NEWS2 does not apply to the patient at ``at`` (under 16, pregnant), or None."""
+        if under_16(self.patients.get(patient), at):
+            return f"the patient is under {ADULT_YEARS} years old"
+        if patient in self.pregnant:
+            return "the patient is pregnant"
+        return None
+
+
+def applicability(session: Session, patients: Collection[str]) -> Applicability:
+    """Birth dates, active pregnancies and scale-2 Flags of ``patients`` (a search or
+    three per :data:`PATIENTS_PER_SEARCH` patients)."""
+    ordered = sorted(patients)
+    records: dict[str, dict[str, Any]] = {}
+    pregnant: set[str] = set()
+    scale_2: set[str] = set()
+    for start in range(0, len(ordered), PATIENTS_PER_SEARCH):
+        group = ordered[start:start + PATIENTS_PER_SEARCH]
+        ids = ",".join(patient.partition("/")[2] for patient in group)
+        for stored in search_all(session, "Patient", [("_id", ids)]):
+            records[f"Patient/{stored.id}"] = orjson.loads(stored.content or b"{}")
+        for stored in search_all(session, "Condition", [
+                ("patient", ",".join(group)), ("code", f"{SNOMED}|{PREGNANCY}"),
+                ("clinical-status", "active")]):
+            patient = subject_of(orjson.loads(stored.content or b"{}"))
+            if patient is not None:
+                pregnant.add(patient)
+        for stored in search_all(session, "Flag", [("patient", ",".join(group))]):
+            flag = orjson.loads(stored.content or b"{}")
+            patient = subject_of(flag)
+            if patient is not None and is_scale_2_flag(flag):
+                scale_2.add(patient)
+    return Applicability(records, frozenset(pregnant), frozenset(scale_2))
