@@ -55,6 +55,29 @@ def test_a_read_by_key_sees_its_own_writes_and_leaves_the_others_buffered(
         assert [session.current("Patient", id) is not None for id in "abc"] == [True] * 3
 
 
+def test_a_search_sees_its_types_writes_and_leaves_other_types_buffered(
+        repository: Repository) -> None:
+    def token() -> IndexRows:  # one index row per version: rows_written shows a flush
+        return IndexRows(tokens=[("identifier", "s", "1")])
+
+    with repository.transaction() as session:
+        session.put(version("o", 1, type="Group"), token())
+        page = session.search(Query("Patient", [IdClause(("a",))]))
+        assert page.matches == [] and session.rows_written == 0  # the Group stays buffered
+        session.put(version("a", 1), token())
+        page = session.search(Query("Patient", [IdClause(("a",))]))
+        assert [m.id for m in page.matches] == ["a"]  # a Patient buffered: flushed first
+        assert session.rows_written > 0
+        session.put(version("p", 1, type="Group"), token())
+        written = session.rows_written
+        chained = parse_query("Patient", [("general-practitioner.name", "x")],
+                              registry=session.registry)
+        session.search(chained)  # a chain reads other types' rows: everything is written
+        assert session.rows_written > written
+    with repository.reader() as session:
+        assert session.current("Group", "p") is not None
+
+
 def test_index_rows_follow_the_current_version(repository: Repository) -> None:
     with repository.transaction() as session:
         session.put(version("a", 1), IndexRows(tokens=[("identifier", "s", "old")]))
