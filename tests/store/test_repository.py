@@ -152,6 +152,27 @@ def test_lock_serialises_writers(repository: Repository) -> None:
     assert inside[0][0] == inside[1][0] and inside[2][0] == inside[3][0]
 
 
+def test_lock_all_serialises_writers_sharing_any_key(repository: Repository) -> None:
+    """A writer holding several locks at once (lock_all, one statement on PostgreSQL)
+    keeps out a writer that takes any one of them."""
+    inside: list[str] = []
+
+    def worker(name: str, keys: list[str]) -> None:
+        with repository.transaction() as session:
+            session.lock_all(keys)
+            inside.append(f"{name}-in")
+            time.sleep(0.05)
+            inside.append(f"{name}-out")
+
+    threads = [threading.Thread(target=worker, args=("a", ["k1", "k2", "k3"])),
+               threading.Thread(target=worker, args=("b", ["k3"]))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert inside[0][0] == inside[1][0] and inside[2][0] == inside[3][0]
+
+
 def test_readers_see_a_snapshot_while_a_writer_works(repository: Repository) -> None:
     with repository.transaction() as session:
         session.put(version("s", 1), IndexRows())

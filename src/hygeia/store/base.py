@@ -10,7 +10,7 @@ these few primitives, so backends stay small and interchangeable.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -233,6 +233,13 @@ class Session(ABC):
         Serialises conditional creates with the same criteria so that concurrent
         requests cannot both see "no match" and both create.
         """
+
+    def lock_all(self, keys: Iterable[str]) -> None:
+        """:meth:`lock` each of ``keys``, in sorted order (two transactions locking
+        overlapping sets never wait for each other in a cycle). A backend may take
+        them all in one round trip."""
+        for key in sorted(set(keys)):
+            self.lock(key)
 
     @abstractmethod
     def included(self, owners: list[StoredVersion], include: Include,
