@@ -45,6 +45,7 @@ from hygeia.devices.mllp.messagelog import (
     TRANSIENT,
     Entry,
     Logged,
+    heads_of,
     outcome_code,
     record_id,
     unparsed_id,
@@ -121,13 +122,15 @@ class Inbound:
         acks = replies(message, Outcome("AA", True), entry.id[:19])
 
         def store(session: Session) -> list[str]:
-            previous = _lock_and_find(session, entry.id)
+            session.lock(_message_lock(entry.id))
+            heads = heads_of(session, entry.id)  # one query, for the look-up and the log
+            previous = find_logged(session, entry.id, heads)
             if previous is not None and repeat_answers and previous.outcome != TRANSIENT:
                 return previous.acks
             handled = handler(received, session)
             log_message(session, replace(
                 entry, outcome=OK, notes=handled.notes,
-                written=_unique(handled.written), acks=acks, failure=None))
+                written=_unique(handled.written), acks=acks, failure=None), heads)
             return acks
 
         try:
