@@ -55,6 +55,29 @@ def test_a_read_by_key_sees_its_own_writes_and_leaves_the_others_buffered(
         assert [session.current("Patient", id) is not None for id in "abc"] == [True] * 3
 
 
+def test_a_search_sees_its_types_writes_and_leaves_other_types_buffered(
+        repository: Repository) -> None:
+    def token() -> IndexRows:  # one index row per version: rows_written shows a flush
+        return IndexRows(tokens=[("identifier", "s", "1")])
+
+    with repository.transaction() as session:
+        session.put(version("o", 1, type="Group"), token())
+        page = session.search(Query("Patient", [IdClause(("a",))]))
+        assert page.matches == [] and session.rows_written == 0  # the Group stays buffered
+        session.put(version("a", 1), token())
+        page = session.search(Query("Patient", [IdClause(("a",))]))
+        assert [m.id for m in page.matches] == ["a"]  # a Patient buffered: flushed first
+        assert session.rows_written > 0
+        session.put(version("p", 1, type="Group"), token())
+        written = session.rows_written
+        chained = parse_query("Patient", [("general-practitioner.name", "x")],
+                              registry=session.registry)
+        session.search(chained)  # a chain reads other types' rows: everything is written
+        assert session.rows_written > written
+    with repository.reader() as session:
+        assert session.current("Group", "p") is not None
+
+
 def test_index_rows_follow_the_current_version(repository: Repository) -> None:
     with repository.transaction() as session:
         session.put(version("a", 1), IndexRows(tokens=[("identifier", "s", "old")]))
@@ -122,6 +145,27 @@ def test_lock_serialises_writers(repository: Repository) -> None:
             inside.append(f"{name}-out")
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert inside[0][0] == inside[1][0] and inside[2][0] == inside[3][0]
+
+
+def test_lock_all_serialises_writers_sharing_any_key(repository: Repository) -> None:
+    """A writer holding several locks at once (lock_all, one statement on PostgreSQL)
+    keeps out a writer that takes any one of them."""
+    inside: list[str] = []
+
+    def worker(name: str, keys: list[str]) -> None:
+        with repository.transaction() as session:
+            session.lock_all(keys)
+            inside.append(f"{name}-in")
+            time.sleep(0.05)
+            inside.append(f"{name}-out")
+
+    threads = [threading.Thread(target=worker, args=("a", ["k1", "k2", "k3"])),
+               threading.Thread(target=worker, args=("b", ["k3"]))]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -10,7 +10,7 @@ these few primitives, so backends stay small and interchangeable.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -234,9 +234,10 @@ class Session(ABC):
         requests cannot both see "no match" and both create.
         """
 
-    def lock_all(self, keys: Collection[str]) -> None:
-        """:meth:`lock` every one of ``keys`` (in sorted order, so two callers locking
-        overlapping keys cannot deadlock); a backend may take them in one round trip."""
+    def lock_all(self, keys: Iterable[str]) -> None:
+        """:meth:`lock` each of ``keys``, in sorted order (two transactions locking
+        overlapping sets never wait for each other in a cycle). A backend may take
+        them all in one round trip."""
         for key in sorted(set(keys)):
             self.lock(key)
 

@@ -107,10 +107,27 @@ def bed_of(message: hl7.Message) -> str:
     return location_value(part(pv1, 3, 4), part(pv1, 3, 1), part(pv1, 3, 2), part(pv1, 3, 3))
 
 
+def patient_lock(identifiers: list[dict[str, Any]]) -> str:
+    """The lock key a look-up of these PID-3 identifiers takes (concurrent first
+    messages about a patient create one Patient)."""
+    return "Patient?identifier=" + _criteria(identifiers)
+
+
+def message_locks(message: hl7.Message) -> list[str]:
+    """The locks :func:`attribute` takes for ``message`` (a listener may take them
+    beforehand, with others, in one statement)."""
+    identifiers = pid_identifiers(message)
+    return [patient_lock(identifiers)] if identifiers else []
+
+
+def _criteria(identifiers: list[dict[str, Any]]) -> str:
+    return ",".join(quote(token(i["system"], i["value"]), safe="") for i in identifiers)
+
+
 def _by_identifiers(session: Session, pid: hl7.Segment,
                     identifiers: list[dict[str, Any]]) -> Attribution:
-    criteria = ",".join(quote(token(i["system"], i["value"]), safe="") for i in identifiers)
-    session.lock(f"Patient?identifier={criteria}")  # concurrent first messages create one
+    criteria = _criteria(identifiers)
+    session.lock(patient_lock(identifiers))
     ids = _search_ids(session, "Patient", f"identifier={criteria}")
     if len(ids) > 1:
         return Attribution(None, "PID-3 identifiers belong to more than one Patient ("

@@ -64,6 +64,14 @@ class Rejected(Exception):
 Handler = Callable[[Received, "Session"], Handled]
 
 
+def handler_locks(handler: Handler, received: Received) -> list[str]:
+    """The :meth:`~hygeia.store.Session.lock` keys ``handler`` will take for
+    ``received``, when it says (a ``locks(received)`` method); a listener takes them
+    beforehand with its other units' in one statement."""
+    locks = getattr(handler, "locks", None)
+    return list(locks(received)) if callable(locks) else []
+
+
 def field_text(segment: hl7.Segment, field: int, repetition: int = 1, component: int = 1,
                subcomponent: int = 1) -> str:
     """One value of ``segment`` (escape sequences resolved), ``""`` where the message stops

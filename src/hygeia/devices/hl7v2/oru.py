@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import hl7
 
 from hygeia.devices.hl7v2 import adt, lab, pcd01
-from hygeia.devices.hl7v2.attribution import Attribution, BedLookup, attribute
+from hygeia.devices.hl7v2.attribution import Attribution, BedLookup, attribute, message_locks
 from hygeia.devices.hl7v2.handling import Handled, Handler, Received, Rejected
 from hygeia.devices.hl7v2.hl7time import FhirTime, fhir_datetime
 from hygeia.devices.hl7v2.obx import Obx, read_obx
@@ -74,14 +74,32 @@ def order_groups(message: hl7.Message) -> list[OrderGroup]:
     return groups
 
 
-def oru_handler(bed_lookup: BedLookup | None = None,
-                remembered: Remembered | None = None) -> Handler:
+class OruHandler:
     """The ORU^R01 handler, asking ``bed_lookup`` who is in a bed when PID is sparse;
     with ``remembered`` (one database's, :class:`~.writing.Remembered`), what it stored
     is not read again by the next message."""
-    def handle(received: Received, session: Session) -> Handled:
-        return handle_oru_r01(received, session, bed_lookup, remembered)
-    return handle
+
+    def __init__(self, bed_lookup: BedLookup | None = None,
+                 remembered: Remembered | None = None) -> None:
+        self.bed_lookup = bed_lookup
+        self.remembered = remembered
+
+    def __call__(self, received: Received, session: Session) -> Handled:
+        return handle_oru_r01(received, session, self.bed_lookup, self.remembered)
+
+    def locks(self, received: Received) -> list[str]:
+        """Lock keys the handler takes for ``received`` (:func:`.handling.handler_locks`);
+        none for a message it will refuse (it says why, in its own order)."""
+        try:
+            return message_locks(received.message)
+        except Rejected:
+            return []
+
+
+def oru_handler(bed_lookup: BedLookup | None = None,
+                remembered: Remembered | None = None) -> Handler:
+    """:class:`OruHandler`."""
+    return OruHandler(bed_lookup, remembered)
 
 
 def handle_oru_r01(received: Received, session: Session,

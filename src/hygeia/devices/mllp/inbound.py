@@ -32,13 +32,20 @@ from datetime import datetime
 
 import hl7
 
-from hygeia.devices.hl7v2.handling import Handler, Received, Rejected, field_text
+from hygeia.devices.hl7v2.handling import (
+    Handler,
+    Received,
+    Rejected,
+    field_text,
+    handler_locks,
+)
 from hygeia.devices.mllp.acks import Failure, Outcome, replies
 from hygeia.devices.mllp.messagelog import (
     OK,
     TRANSIENT,
     Entry,
     Logged,
+    heads_of,
     outcome_code,
     record_id,
     unparsed_id,
@@ -76,11 +83,13 @@ class Inbound:
         self.handlers = handlers
         self.commits = commits  # a listener's: its connections share commits
 
-    def _committed(self, work: Callable[[Session], list[str]], key: str) -> list[str]:
+    def _committed(self, work: Callable[[Session], list[str]], key: str,
+                   locks: list[str]) -> list[str]:
         """``work``'s result once its transaction committed: a shared one through the
-        listener's group commit, else one of its own (a reprocess from the CLI)."""
+        listener's group commit (taking ``locks`` with the other units'), else one of
+        its own (a reprocess from the CLI)."""
         if self.commits is not None:
-            return self.commits.run(work, key)
+            return self.commits.run(work, key, locks)
         with self.host.transaction() as session:
             return work(session)
 
@@ -113,17 +122,20 @@ class Inbound:
         acks = replies(message, Outcome("AA", True), entry.id[:19])
 
         def store(session: Session) -> list[str]:
-            previous = _lock_and_find(session, entry.id)
+            session.lock(_message_lock(entry.id))
+            heads = heads_of(session, entry.id)  # one query, for the look-up and the log
+            previous = find_logged(session, entry.id, heads)
             if previous is not None and repeat_answers and previous.outcome != TRANSIENT:
                 return previous.acks
             handled = handler(received, session)
             log_message(session, replace(
                 entry, outcome=OK, notes=handled.notes,
-                written=_unique(handled.written), acks=acks, failure=None))
+                written=_unique(handled.written), acks=acks, failure=None), heads)
             return acks
 
         try:
-            return self._committed(store, entry.id)
+            locks = [_message_lock(entry.id), *handler_locks(handler, received)]
+            return self._committed(store, entry.id, locks)
         except Rejected as rejected:
             failure = Failure(rejected.text, rejected.hl7_code, rejected.location)
             return self._record_failure(message, entry, rejected.acknowledgement, failure,
@@ -212,8 +224,12 @@ class Inbound:
         return updated.outcome if updated is not None else logged.outcome
 
 
+def _message_lock(id: str) -> str:
+    return f"hl7v2-message:{id}"
+
+
 def _lock_and_find(session: Session, id: str) -> Logged | None:
-    session.lock(f"hl7v2-message:{id}")
+    session.lock(_message_lock(id))
     return find_logged(session, id)
 
 

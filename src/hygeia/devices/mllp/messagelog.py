@@ -49,7 +49,7 @@ import orjson
 
 from hygeia.devices.mllp.acks import ERROR_CODES, Failure
 from hygeia.server.rest import write
-from hygeia.store import Session
+from hygeia.store import Head, Session
 
 CONTENT_TYPE = "x-application/hl7-v2+er7"
 EXTENSION = "urn:hygeia:hl7v2:"
@@ -99,13 +99,21 @@ class Entry:
     acks: list[str] = field(default_factory=list)
 
 
-def store(session: Session, entry: Entry) -> None:
+def heads_of(session: Session, id: str) -> dict[tuple[str, str], Head]:
+    """The heads of the Binary and the record ``id`` (one query for both)."""
+    return session.heads([("Binary", id), ("MessageHeader", id)])
+
+
+def store(session: Session, entry: Entry,
+          heads: dict[tuple[str, str], Head] | None = None) -> None:
     """Write the Binary (once: it never changes) and the record (a new version when it
     exists: a reprocess, or a retry after a transient error).
 
-    One look-up of both heads; what was never stored is created without the read an
-    update makes (most messages are new: this saves three reads of each)."""
-    heads = session.heads([("Binary", entry.id), ("MessageHeader", entry.id)])
+    One look-up of both heads (``heads``: that look-up, made by the caller in this
+    transaction); what was never stored is created without the read an update makes
+    (most messages are new: this saves three reads of each)."""
+    if heads is None:
+        heads = heads_of(session, entry.id)
     if ("Binary", entry.id) not in heads:
         write.create(session, "Binary", {
             "resourceType": "Binary", "id": entry.id, "contentType": CONTENT_TYPE,
@@ -204,8 +212,14 @@ class Logged:
     resource: dict[str, Any]
 
 
-def find(session: Session, id: str) -> Logged | None:
-    """The logged message ``id`` (record and raw bytes), or None."""
+def find(session: Session, id: str,
+         heads: dict[tuple[str, str], Head] | None = None) -> Logged | None:
+    """The logged message ``id`` (record and raw bytes), or None. With ``heads``
+    (:func:`heads_of` in this transaction) a message never logged costs no read."""
+    if heads is not None:
+        head = heads.get(("MessageHeader", id))
+        if head is None or head.deleted:
+            return None
     record = session.current("MessageHeader", id)
     if record is None or record.deleted or record.content is None:
         return None  # a new message: its Binary is not read

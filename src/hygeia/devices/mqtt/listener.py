@@ -42,9 +42,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from hygeia.devices.mqtt.payloads import parse_reading
+from hygeia.devices.mqtt.payloads import Reading, parse_reading
 from hygeia.devices.mqtt.status import parse_status, record_status
-from hygeia.devices.mqtt.storing import Seen, store_reading
+from hygeia.devices.mqtt.storing import Seen, prefetch, store_reading
 from hygeia.devices.mqtt.topics import TopicLayout
 from hygeia.fhir.outcome import FhirError
 from hygeia.server.extensions import Host
@@ -100,6 +100,14 @@ class Delivery:
     mid: int
     qos: int
     connection: int  # which connection it came on (its mid means nothing on another)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A message read: the step that stores it, and the reading (None for a status)."""
+
+    step: Callable[[Session, Seen], object]
+    reading: Reading | None = None
 
 
 class MqttListener:
@@ -217,26 +225,25 @@ class MqttListener:
 
     def _handle(self, batch: list[Delivery]) -> None:
         """Store a batch in one transaction; if that fails, each message on its own."""
-        ready = [(delivery, step) for delivery in batch
-                 if (step := self._prepare(delivery)) is not None]
+        ready = [(delivery, prepared) for delivery in batch
+                 if (prepared := self._prepare(delivery)) is not None]
         if not ready:
             return
+        readings = [prepared.reading for _, prepared in ready if prepared.reading is not None]
         try:
             with self.host.transaction() as session:
                 seen = Seen()  # what this transaction read, for the readings after
-                for _, step in ready:
-                    step(session, seen)
+                prefetch(session, readings, seen)
+                for _, prepared in ready:
+                    prepared.step(session, seen)
         except Exception:
-            if len(ready) == 1:
-                self._store_alone(*ready[0])
-                return
-            for delivery, step in ready:
-                self._store_alone(delivery, step)
+            for delivery, prepared in ready:
+                self._store_alone(delivery, prepared.step)
             return
         for delivery, _ in ready:
             self._ack(delivery)
 
-    def _prepare(self, delivery: Delivery) -> Callable[[Session, Seen], object] | None:
+    def _prepare(self, delivery: Delivery) -> _Prepared | None:
         """What storing the message takes, or None when it was refused (reported, acked)."""
         try:
             if self.layout.is_status(delivery.topic):
@@ -245,13 +252,14 @@ class MqttListener:
                 if status is None:
                     self._ack(delivery)
                     return None
-                return lambda session, _: record_status(session, gateway, status)
+                return _Prepared(lambda session, _: record_status(session, gateway, status))
             reading = parse_reading(self.layout, delivery.topic, delivery.payload)
         except FhirError as error:
             self._refuse(delivery, error)
             return None
-        return lambda session, seen: store_reading(session, reading, self._known_devices,
-                                                   seen)
+        return _Prepared(lambda session, seen: store_reading(session, reading,
+                                                             self._known_devices, seen),
+                         reading)
 
     def _store_alone(self, delivery: Delivery, step: Callable[[Session, Seen], object]
                      ) -> None:

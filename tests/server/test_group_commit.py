@@ -1,0 +1,87 @@
+"""Group commit: units from many threads share transactions; a failing unit fails alone;
+the locks units name are held before any of them runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from hygeia.fhir.search.rows import IndexRows
+from hygeia.server.group_commit import GroupCommit
+from hygeia.store import Repository, Session, StoredVersion
+
+
+def patient(id: str) -> StoredVersion:
+    return StoredVersion("Patient", id, 1, 1_000, False,
+                         f'{{"resourceType":"Patient","id":"{id}"}}'.encode(), "PUT", 0)
+
+
+def test_units_commit_and_a_failing_unit_fails_alone(repository: Repository) -> None:
+    commits = GroupCommit(repository, name="test-commit")
+    commits.start()
+    try:
+        def good(id: str) -> str:
+            def work(session: Session) -> str:
+                session.put(patient(id), IndexRows())
+                return id
+            return work
+
+        def bad(session: Session) -> str:
+            session.put(patient("bad"), IndexRows())
+            raise ValueError("refused")
+
+        results: dict[str, object] = {}
+
+        def submit(name: str) -> None:
+            try:
+                results[name] = commits.run(bad if name == "bad" else good(name),
+                                            locks=[f"unit:{name}"])
+            except ValueError as error:
+                results[name] = error
+
+        threads = [threading.Thread(target=submit, args=(name,))
+                   for name in ("a", "b", "bad", "c")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        commits.stop()
+    assert [results[name] for name in "abc"] == ["a", "b", "c"]
+    assert isinstance(results["bad"], ValueError)
+    with repository.reader() as session:
+        assert [session.current("Patient", id) is not None for id in "abc"] == [True] * 3
+        assert session.current("Patient", "bad") is None
+
+
+def test_a_units_locks_are_held_before_it_runs(repository: Repository) -> None:
+    """Another transaction taking one of a unit's locks waits until the unit's
+    transaction commits (on SQLite every writer waits for the one writer anyway)."""
+    if repository.__class__.__name__.startswith("Sqlite"):
+        pytest.skip("SQLite's locks are its single writer")
+    commits = GroupCommit(repository, name="test-commit")
+    commits.start()
+    order: list[str] = []
+    started = threading.Event()
+
+    def work(session: Session) -> None:
+        started.set()
+        time.sleep(0.3)  # holding the lock it named, not yet taken by the work itself
+        order.append("unit")
+
+    def other() -> None:
+        started.wait(5)
+        with repository.transaction() as session:
+            session.lock("shared-key")
+            order.append("other")
+
+    try:
+        thread = threading.Thread(target=other)
+        thread.start()
+        commits.run(work, locks=["shared-key"])
+        thread.join()
+    finally:
+        commits.stop()
+    assert order == ["unit", "other"]
