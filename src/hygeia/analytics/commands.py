@@ -22,7 +22,7 @@ import orjson
 from hygeia.analytics.formats import FORMATS
 from hygeia.analytics.materialize import materialize, materialized, registered
 from hygeia.analytics.refresh import CONSUMER
-from hygeia.analytics.run import compiled, run_encoded
+from hygeia.analytics.run import RowsFailed, compiled, run_encoded
 from hygeia.analytics.source import Selection, stored_resources
 from hygeia.fhir.outcome import FhirError
 from hygeia.store import DEFAULT_URL, Repository, feed_position, open_repository
@@ -42,12 +42,20 @@ def _read_view(path: str) -> dict[str, Any]:
 
 @contextmanager
 def _output(path: str | None) -> Iterator[IO[bytes]]:
+    """Standard output, or ``path`` written aside and renamed into place only once whole
+    (a run that fails leaves no file, never a short one)."""
     if path is None or path == "-":
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    with open(path, "wb") as out:
-        yield out
+    partial = Path(path + ".partial")
+    try:
+        with open(partial, "wb") as out:
+            yield out
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(path)
 
 
 def _db_option(parser: argparse.ArgumentParser) -> None:
@@ -181,9 +189,12 @@ class ViewCommand:
         view = compiled(_read_view(path))
         resources = stored_resources(repository.reader, Selection(view.resource))
         encoded = run_encoded(view, resources, args.format, not args.no_header, args.limit)
-        with _output(target) as out:
-            for chunk in encoded.chunks:
-                out.write(chunk)
+        try:
+            with _output(target) as out:
+                for chunk in encoded.chunks:
+                    out.write(chunk)
+        except RowsFailed as error:
+            raise FhirError(str(error)) from error
 
 
 class SqlCommand:
