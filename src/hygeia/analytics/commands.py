@@ -63,8 +63,9 @@ def _db_option(parser: argparse.ArgumentParser) -> None:
 
 
 def status_lines(repository: Repository) -> list[str]:
-    """One line per materialized view: its table, the feed position it is current to
-    and how many feed entries it is behind (the refresher runs in ``hygeia serve``)."""
+    """One line per materialized view: its table, the feed position it is current to,
+    how many feed entries it is behind, and the same of its Parquet file (the
+    refreshers run in ``hygeia serve``)."""
     horizon = repository.feed_horizon()
     cursor = feed_position(repository, CONSUMER)
     lines = []
@@ -75,7 +76,10 @@ def status_lines(repository: Repository) -> list[str]:
             if cursor is not None
             else "not refreshed yet (no server has run the refresher)"
         )
-        lines.append(f"{view.table}\tcursor {at}\tlag {max(0, horizon - at)}\t{refresh}")
+        lines.append(
+            f"{view.table}\tcursor {at}\tlag {max(0, horizon - at)}\t"
+            f"parquet lag {max(0, horizon - view.parquet_seq)}\t{refresh}"
+        )
     return lines
 
 

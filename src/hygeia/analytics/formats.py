@@ -117,6 +117,8 @@ def _arrow_value(value: Any, kind: str | None) -> Any:
         return None
     if isinstance(value, (list, dict)):
         return orjson.dumps(value).decode()
+    if kind == "boolean":
+        return bool(value)  # SQLite hands a BOOLEAN column back as 0 or 1
     if kind in _ARROW_TYPES:
         return value
     if isinstance(value, bool):

@@ -6,6 +6,13 @@ created with plain ``CREATE`` statements; core tables are only read through the
 store's API. A registry table (``analytics.views`` / ``analytics_views``) records
 which view owns each name, so a second view of the same name is refused rather
 than overwriting the first, and ``hygeia sql`` finds the Parquet files.
+
+The change feed keeps the table current (:mod:`hygeia.analytics.refresh`); the
+Parquet file follows the table (:func:`write_parquet`): rewritten from one snapshot
+of the table and of the refresher's cursor, aside and renamed into place, its feed
+position recorded in a second table (``analytics.parquet`` / ``analytics_parquet``)
+only once the file is in place. A crash part way leaves the previous file whole and
+its older position, so the next pass writes it again.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +37,7 @@ from hygeia.store import Repository, reading, writing
 KEY = "_resource_key"  # the resource a row comes from: what a refresh replaces
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,54}$")
 INSERT_ROWS = 500
+PARQUET_PAGE = 10_000  # table rows per query when a Parquet file is rewritten
 
 _SQL_TYPES = {
     "boolean": "BOOLEAN",
@@ -58,8 +67,19 @@ def _names(postgres: bool) -> tuple[str, str]:
     return ("analytics.views", "analytics.") if postgres else ("analytics_views", "")
 
 
+def _positions(postgres: bool) -> str:
+    """The table of each Parquet file's feed position."""
+    return "analytics.parquet" if postgres else "analytics_parquet"
+
+
+_READY: set[tuple[str, int]] = set()  # (database, process) where the tables exist
+
+
 def _ensure_registry(repository: Repository, postgres: bool) -> None:
     registry, _ = _names(postgres)
+    ready = (repr(getattr(repository, "url", id(repository))), os.getpid())
+    if ready in _READY:
+        return
     with writing(repository) as session:
         if postgres:
             session.execute("CREATE SCHEMA IF NOT EXISTS analytics")
@@ -68,6 +88,11 @@ def _ensure_registry(repository: Repository, postgres: bool) -> None:
             "fingerprint TEXT NOT NULL, parquet TEXT NOT NULL, row_count BIGINT NOT NULL, "
             "resource_type TEXT NOT NULL, view TEXT NOT NULL, since_seq BIGINT NOT NULL)"
         )
+        session.execute(
+            f"CREATE TABLE IF NOT EXISTS {_positions(postgres)} (name TEXT PRIMARY KEY, "
+            "seq BIGINT NOT NULL)"
+        )
+    _READY.add(ready)
 
 
 def fingerprint(view: dict[str, Any]) -> str:
@@ -128,7 +153,7 @@ def materialize(
         )
     folder.mkdir(parents=True, exist_ok=True)
     parquet = (folder / f"{name}.parquet").resolve()
-    partial = parquet.with_suffix(".parquet.partial")
+    partial = _partial(parquet)
     types = {**view.column_types, KEY: None}
     columns = [*view.columns, KEY]
     count = 0
@@ -168,8 +193,19 @@ def materialize(
             "view, since_seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (name, owner, str(parquet), count, view.resource, orjson.dumps(raw).decode(), since),
         )
+        # the file holds at least the table's rows at ``since``; the refresher rewrites it
+        # from the table once the feed has moved on
+        positions = _positions(postgres)
+        session.execute(f"DELETE FROM {positions} WHERE name = ?", (name,))
+        session.execute(f"INSERT INTO {positions} (name, seq) VALUES (?, ?)", (name, since))
     os.replace(partial, parquet)
     return Materialized(view.name or "", prefix + name, parquet, count)
+
+
+def _partial(parquet: Path) -> Path:
+    """Where a Parquet file is written before it is renamed into place: a name of this
+    process and thread, so two writers never write into one file."""
+    return parquet.with_name(f"{parquet.name}.{os.getpid()}-{threading.get_ident()}.partial")
 
 
 def _table_exists(session: Any, postgres: bool, name: str) -> bool:
@@ -198,11 +234,15 @@ def _copy_rows(
 
 @dataclass(frozen=True, slots=True)
 class Registered:
-    """A materialized view as the refresher needs it."""
+    """A materialized view as the refreshers need it: its table, compiled view, the feed
+    position its table is current from, its Parquet file and that file's position."""
 
     table: str
     view: CompiledView
     since: int
+    name: str = ""
+    parquet: Path = Path()
+    parquet_seq: int = 0
 
 
 def registered(repository: Repository) -> list[Registered]:
@@ -213,11 +253,77 @@ def registered(repository: Repository) -> list[Registered]:
     registry, prefix = _names(postgres)
     _ensure_registry(repository, postgres)
     with reading(repository) as session:
-        found = session.execute(f"SELECT name, view, since_seq FROM {registry}").fetchall()
+        found = session.execute(
+            f"SELECT v.name, v.view, v.since_seq, v.parquet, p.seq FROM {registry} v "
+            f"LEFT JOIN {_positions(postgres)} p ON p.name = v.name ORDER BY v.name"
+        ).fetchall()
     return [
-        Registered(prefix + name, compile_view(orjson.loads(view)), int(since))
-        for name, view, since in found
+        Registered(prefix + name, compile_view(orjson.loads(view)), int(since), name,
+                   Path(parquet), int(seq or 0))
+        for name, view, since, parquet, seq in found
     ]
+
+
+def write_parquet(repository: Repository, target: Registered, cursor_name: str) -> int:
+    """Rewrite ``target``'s Parquet file from its table and return the feed position it
+    now holds: the table's rows and the refresher's cursor ``cursor_name`` are read in one
+    snapshot, a page of :data:`PARQUET_PAGE` rows at a time in key order (memory stays
+    bounded), into a file aside that is renamed into place before the position is
+    recorded."""
+    postgres = _postgres(repository)
+    view = target.view
+    types = {**view.column_types, KEY: None}
+    columns = [*view.columns, KEY]
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    partial = _partial(target.parquet)
+    position = target.since
+    try:
+        with reading(repository) as session:
+            found = session.execute(
+                "SELECT position FROM feed_cursor WHERE name = ?", (cursor_name,)
+            ).fetchone()
+            if found is not None:
+                position = max(position, int(found[0]))
+
+            def rows() -> Iterator[dict[str, Any]]:
+                # a resource's rows in the order they were inserted (the view's order)
+                order = f'"{KEY}", ' + ("ctid" if postgres else "rowid")
+                after = ""
+                while True:
+                    page = session.execute(
+                        f'SELECT {quoted} FROM {target.table} WHERE "{KEY}" > ? '
+                        f"ORDER BY {order} LIMIT {PARQUET_PAGE}",
+                        (after,),
+                    ).fetchall()
+                    whole = len(page) < PARQUET_PAGE
+                    if not whole:  # the last resource's rows may go on: read it again next
+                        last = page[-1][-1]
+                        page = [row for row in page if row[-1] != last]
+                        if not page:
+                            raise RuntimeError(
+                                f"{last} has more than {PARQUET_PAGE:,} rows in "
+                                f"{target.table}"
+                            )
+                    for row in page:
+                        yield dict(zip(columns, row, strict=True))
+                    if whole:
+                        return
+                    after = page[-1][-1]
+
+            target.parquet.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial, "wb") as out:
+                for chunk in parquet_chunks(columns, types, rows()):
+                    out.write(chunk)
+        os.replace(partial, target.parquet)
+    finally:
+        partial.unlink(missing_ok=True)
+    positions = _positions(postgres)
+    with writing(repository) as session:
+        session.execute(
+            f"UPDATE {positions} SET seq = ? WHERE name = ? AND seq < ?",
+            (position, target.name, position),
+        )
+    return position
 
 
 def replace_rows(
