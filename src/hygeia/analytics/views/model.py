@@ -48,6 +48,7 @@ class Select:
     or_null: bool = False
     repeat: tuple[Evaluator, ...] = ()
     names: tuple[str, ...] = field(default=())
+    fast: bool = False  # every expression in it walks JSON (views/fast.py)
 
 
 _CONSTANT_TYPES = (
@@ -139,7 +140,17 @@ def _select(raw: Any, location: str) -> Select:
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise ViewError(f"{location} repeats column names {sorted(duplicates)}", location)
-    return Select(columns, selects, union, for_each, "forEachOrNull" in raw, repeat, tuple(names))
+    inside = all(_fast(c.path) for c in columns) and all(s.fast for s in (*selects, *union))
+    if for_each is not None and not inside:
+        # an expression inside needs the engine's typed items, not bare JSON
+        for_each = getattr(for_each, "typed", for_each)
+    fast = inside and not repeat and (for_each is None or _fast(for_each))
+    return Select(columns, selects, union, for_each, "forEachOrNull" in raw, repeat,
+                  tuple(names), fast)
+
+
+def _fast(path: Evaluator) -> bool:
+    return bool(getattr(path, "fast", False))
 
 
 def _names(node: Select) -> list[str]:
