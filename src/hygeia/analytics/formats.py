@@ -171,11 +171,11 @@ def parquet_chunks(
     batch: list[dict[str, Any]] = []
 
     def flush() -> bytes:
-        table = pa.Table.from_pylist(
-            [{c: _arrow_value(r.get(c), types.get(c)) for c in columns} for r in batch],
-            schema=schema,
-        )
-        writer.write_table(table)
+        arrays = []
+        for column in columns:
+            kind = types.get(column)
+            arrays.append([_arrow_value(row.get(column), kind) for row in batch])
+        writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
         batch.clear()
         return sink.drain()
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 FastPath = Callable[[Any], list[Any]]
@@ -50,8 +51,18 @@ def _steps(expression: str) -> list[str] | None:
     return steps if all(steps) else None
 
 
+@cache
+def _choice_names() -> frozenset[str]:
+    """Every name that is the base of a choice element somewhere in R4 (``value``,
+    ``effective``, ``deceased``...): only these can hide behind ``nameType`` keys."""
+    from fhirpathpy.models import models
+
+    return frozenset(path.rsplit(".", 1)[1] for path in models["r4"]["choiceTypePaths"])
+
+
 def _member(name: str) -> Callable[[list[Any]], list[Any]]:
     hidden = "_" + name
+    choice = name in _choice_names()
 
     def step(items: list[Any]) -> list[Any]:
         out: list[Any] = []
@@ -62,10 +73,10 @@ def _member(name: str) -> Callable[[list[Any]], list[Any]]:
             if hidden in item:
                 raise Slow
             if value is None:
-                if name in item or any(
+                if name in item or (choice and any(
                     key.startswith(name) and key[len(name):len(name) + 1].isupper()
                     for key in item
-                ):
+                )):
                     raise Slow  # a null, or a choice element named by its base
                 continue
             if isinstance(value, list):
@@ -106,11 +117,24 @@ def _resource_key(items: list[Any]) -> list[Any]:
             if isinstance(r, dict) and "id" in r and "resourceType" in r]
 
 
-def _reference_key(type_name: str | None) -> Callable[[list[Any]], list[Any]]:
-    def keys(items: list[Any]) -> list[Any]:
-        from hygeia.analytics.views.fhirpath import _reference_key  # (it imports this module)
+def reference_keys(type_name: str | None) -> Callable[[list[Any]], list[Any]]:
+    """``getReferenceKey([type])``: ``Type/id`` of each reference (of that type)."""
 
-        return _reference_key(items, type_name)
+    def keys(items: list[Any]) -> list[Any]:
+        found = []
+        for reference in items:
+            text = reference.get("reference") if isinstance(reference, dict) else None
+            if not isinstance(text, str):
+                continue
+            parts = text.split("/")
+            if len(parts) < 2:
+                continue
+            kind, id = parts[-2], parts[-1]
+            if "/_history/" in text and len(parts) >= 4:
+                kind, id = parts[-4], parts[-3]
+            if type_name is None or kind == type_name:
+                found.append(f"{kind}/{id}")
+        return found
 
     return keys
 
@@ -120,7 +144,7 @@ _FUNCTIONS: dict[str, Callable[[list[Any]], list[Any]]] = {
     "exists()": lambda items: [bool(items)],
     "empty()": lambda items: [not items],
     "getResourceKey()": _resource_key,
-    "getReferenceKey()": _reference_key(None),
+    "getReferenceKey()": reference_keys(None),
 }
 
 
@@ -139,7 +163,7 @@ def fast_path(expression: str) -> FastPath | None:
             compiled.append(_FUNCTIONS[step])
             previous = None
         elif call and call.group(1) == "getReferenceKey" and _TYPE.fullmatch(call.group(2)):
-            compiled.append(_reference_key(call.group(2)))
+            compiled.append(reference_keys(call.group(2)))
             previous = None
         elif call and call.group(1) == "ofType" and previous is not None \
                 and _TYPE.fullmatch(call.group(2)):

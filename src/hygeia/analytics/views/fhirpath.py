@@ -16,7 +16,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from hygeia.analytics.views.fast import Slow
+from hygeia.analytics.views.fast import Slow, reference_keys
 
 Evaluator = Callable[[Any, dict[str, Any]], list[Any]]
 
@@ -30,22 +30,7 @@ def _resource_key(inputs: list[Any]) -> list[Any]:
 
 
 def _reference_key(inputs: list[Any], type_name: Any = None) -> list[Any]:
-    wanted = _type_name(type_name)
-    keys = []
-    for ref in inputs:
-        text = ref.get("reference") if isinstance(ref, dict) else None
-        if not isinstance(text, str):
-            continue
-        parts = text.split("/")
-        if len(parts) < 2:
-            continue
-        rtype, rid = parts[-2], parts[-1]
-        if "/_history/" in text and len(parts) >= 4:
-            rtype, rid = parts[-4], parts[-3]
-        if wanted is not None and rtype != wanted:
-            continue
-        keys.append(f"{rtype}/{rid}")
-    return keys
+    return reference_keys(_type_name(type_name))(inputs)
 
 
 def _type_name(spec: Any) -> str | None:
@@ -233,6 +218,15 @@ class CompiledPath:
             except Slow:
                 pass
         return self.typed(context, variables)
+
+    def values(self, context: Any, variables: dict[str, Any]) -> list[Any]:
+        """The result as plain JSON values (:func:`plain`)."""
+        if self._walk is not None:
+            try:
+                return self._walk(context)
+            except Slow:
+                pass
+        return [plain(item) for item in self.typed(context, variables)]
 
 
 @cache

@@ -232,6 +232,9 @@ class CompiledView:
         self, path: Evaluator, context: Any, variables: dict[str, Any], location: str
     ) -> list[Any]:
         try:
+            values = getattr(path, "values", None)
+            if values is not None:
+                return values(context, variables)
             return [plain(item) for item in path(context, variables)]
         except ViewError:
             raise
