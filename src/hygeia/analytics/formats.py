@@ -172,9 +172,14 @@ def parquet_chunks(
 
     def flush() -> bytes:
         arrays = []
-        for column in columns:
-            kind = types.get(column)
-            arrays.append([_arrow_value(row.get(column), kind) for row in batch])
+        for field in schema:
+            values = [row.get(field.name) for row in batch]
+            try:  # most columns hold what their type says: pyarrow converts them at once
+                arrays.append(pa.array(values, type=field.type))
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                kind = types.get(field.name)
+                arrays.append(pa.array([_arrow_value(v, kind) for v in values],
+                                       type=field.type))
         writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
         batch.clear()
         return sink.drain()

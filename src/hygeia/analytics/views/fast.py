@@ -176,8 +176,11 @@ def fast_path(expression: str) -> FastPath | None:
             return None
 
     def evaluate(context: Any) -> list[Any]:
-        items = context if isinstance(context, list) else [context]
-        items = [getattr(item, "data", item) for item in items]
+        if type(context) is dict:
+            items = [context]
+        else:  # the engine's typed items (a forEach it ran), or a list of them
+            items = context if isinstance(context, list) else [context]
+            items = [getattr(item, "data", item) for item in items]
         for function in compiled:
             items = function(items)
         return items

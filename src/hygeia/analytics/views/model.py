@@ -285,7 +285,8 @@ class CompiledView:
         return row
 
     def _here(self, node: Select, context: Any, variables: dict[str, Any], index: int) -> list[Row]:
-        scope = {**variables, "rowIndex": index}
+        # a JSON walk reads no variables: only the engine needs %rowIndex
+        scope = variables if node.fast else {**variables, "rowIndex": index}
         base: Row = {}
         for column in node.columns:
             values = self._eval(column.path, context, scope, column.location)
