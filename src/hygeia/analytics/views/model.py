@@ -12,7 +12,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from hygeia.analytics.views.fhirpath import Evaluator, PathError, compile_path, plain
+from hygeia.analytics.views.fhirpath import (
+    CompiledPath,
+    Evaluator,
+    PathError,
+    compile_path,
+    plain,
+)
 
 Row = dict[str, Any]
 
@@ -232,9 +238,8 @@ class CompiledView:
         self, path: Evaluator, context: Any, variables: dict[str, Any], location: str
     ) -> list[Any]:
         try:
-            values = getattr(path, "values", None)
-            if values is not None:
-                return values(context, variables)
+            if type(path) is CompiledPath:
+                return path.values(context, variables)
             return [plain(item) for item in path(context, variables)]
         except ViewError:
             raise
