@@ -30,11 +30,12 @@ import orjson
 
 from hygeia.analytics.formats import parquet_chunks
 from hygeia.analytics.source import Selection, stored_resources
-from hygeia.analytics.views import CompiledView
+from hygeia.analytics.views import CompiledView, ViewError
 from hygeia.fhir.outcome import BadRequest, Conflict
-from hygeia.store import Repository, reading, writing
+from hygeia.store import Repository, feed_position, reading, writing
 
 KEY = "_resource_key"  # the resource a row comes from: what a refresh replaces
+CONSUMER = "analytics-views"  # the change-feed cursor of the table refresher
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,54}$")
 INSERT_ROWS = 500
 PARQUET_PAGE = 10_000  # table rows per query when a Parquet file is rewritten
@@ -92,7 +93,28 @@ def _ensure_registry(repository: Repository, postgres: bool) -> None:
             f"CREATE TABLE IF NOT EXISTS {_positions(postgres)} (name TEXT PRIMARY KEY, "
             "seq BIGINT NOT NULL)"
         )
+        lock = _lock(postgres)
+        session.execute(f"CREATE TABLE IF NOT EXISTS {lock} (id INTEGER PRIMARY KEY, "
+                        "turns BIGINT NOT NULL)")
+        session.execute(f"INSERT INTO {lock} (id, turns) VALUES (1, 0) ON CONFLICT (id) "
+                        "DO NOTHING")
     _READY.add(ready)
+
+
+def _lock(postgres: bool) -> str:
+    return "analytics.refresh_lock" if postgres else "analytics_refresh_lock"
+
+
+def _is_postgres(session: Any) -> bool:
+    return bool(session.placeholder != "?")
+
+
+def take_turn(session: Any) -> None:
+    """Serialize this write transaction with the refresher's and with registrations (a
+    row lock on PostgreSQL; SQLite has one writer anyway): whoever comes second sees
+    what the first committed, the registry included."""
+    session.execute(f"UPDATE {_lock(_is_postgres(session))} SET turns = turns + 1 "
+                    "WHERE id = 1")
 
 
 def fingerprint(view: dict[str, Any]) -> str:
@@ -171,6 +193,10 @@ def materialize(
         for chunk in parquet_chunks(columns, types, rows()):
             out.write(chunk)
     with writing(repository) as session:
+        # the refresher may have moved past ``since`` meanwhile, without this view: take
+        # its turn, then apply what it applied without us, so it goes on from there
+        take_turn(session)
+        caught_up = max(since, feed_position(repository, CONSUMER) or 0)
         if found is None:
             exists = _table_exists(session, postgres, name)
             if exists:
@@ -187,6 +213,8 @@ def materialize(
         )
         session.execute(f'CREATE INDEX {name}_key ON {prefix}{name} ("{KEY}")')
         _copy_rows(session, f"{prefix}{name}", columns, types, parquet=partial)
+        count += _replay(repository, session, f"{prefix}{name}", view, since, caught_up)
+        since = caught_up
         session.execute(f"DELETE FROM {registry} WHERE name = ?", (name,))
         session.execute(
             f"INSERT INTO {registry} (name, fingerprint, parquet, row_count, resource_type, "
@@ -206,6 +234,35 @@ def _partial(parquet: Path) -> Path:
     """Where a Parquet file is written before it is renamed into place: a name of this
     process and thread, so two writers never write into one file."""
     return parquet.with_name(f"{parquet.name}.{os.getpid()}-{threading.get_ident()}.partial")
+
+
+def _replay(repository: Repository, session: Any, table: str, view: CompiledView, after: int,
+            through: int) -> int:
+    """Apply the change feed's events of the view's type in (``after``, ``through``] to a
+    new table, in feed order (replacing a resource's rows is idempotent, so events the
+    run already saw do no harm); the change in the table's row count."""
+    change = 0
+    while after < through:
+        batch = repository.changes(after, 500, (view.resource,))
+        for event in batch.events:
+            if event.seq > through:
+                return change
+            resource = None
+            if event.interaction != "delete":
+                stored = session.version(event.resource_type, event.id, event.version)
+                if stored is not None and stored.content is not None:
+                    resource = orjson.loads(stored.content)
+            key = f"{event.resource_type}/{event.id}"
+            before = session.execute(
+                f'SELECT count(*) FROM {table} WHERE "{KEY}" = ?', (key,)).fetchone()[0]
+            try:
+                change += replace_rows(session, table, view, key, resource) - int(before)
+            except ViewError:
+                change += replace_rows(session, table, view, key, None) - int(before)
+        if batch.position <= after:
+            return change
+        after = batch.position
+    return change
 
 
 def _table_exists(session: Any, postgres: bool, name: str) -> bool:
@@ -247,16 +304,21 @@ class Registered:
 
 def registered(repository: Repository) -> list[Registered]:
     """Every materialized view, compiled, with the feed position its table is current from."""
+    _ensure_registry(repository, _postgres(repository))
+    with reading(repository) as session:
+        return registered_in(session)
+
+
+def registered_in(session: Any) -> list[Registered]:
+    """:func:`registered`, read in ``session`` (the refresher's own transaction)."""
     from hygeia.analytics.views import compile_view
 
-    postgres = _postgres(repository)
+    postgres = _is_postgres(session)
     registry, prefix = _names(postgres)
-    _ensure_registry(repository, postgres)
-    with reading(repository) as session:
-        found = session.execute(
-            f"SELECT v.name, v.view, v.since_seq, v.parquet, p.seq FROM {registry} v "
-            f"LEFT JOIN {_positions(postgres)} p ON p.name = v.name ORDER BY v.name"
-        ).fetchall()
+    found = session.execute(
+        f"SELECT v.name, v.view, v.since_seq, v.parquet, p.seq FROM {registry} v "
+        f"LEFT JOIN {_positions(postgres)} p ON p.name = v.name ORDER BY v.name"
+    ).fetchall()
     return [
         Registered(prefix + name, compile_view(orjson.loads(view)), int(since), name,
                    Path(parquet), int(seq or 0))

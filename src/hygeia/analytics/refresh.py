@@ -25,13 +25,21 @@ from typing import Any
 
 import orjson
 
-from hygeia.analytics.materialize import Registered, registered, replace_rows, write_parquet
+from hygeia.analytics.materialize import (
+    CONSUMER,
+    Registered,
+    registered,
+    registered_in,
+    replace_rows,
+    take_turn,
+    write_parquet,
+)
 from hygeia.analytics.views import ViewError
 from hygeia.server.background import BackgroundLoop
 from hygeia.server.events import EventContext, EventHost
 from hygeia.store import ChangeBatch, Repository, as_sql, feed_position
 
-CONSUMER = "analytics-views"
+__all__ = ["CONSUMER", "ParquetRefresher", "ViewRefresher"]
 log = logging.getLogger(__name__)
 
 
@@ -48,12 +56,14 @@ class ViewRefresher:
         self.parquet = parquet
 
     def handle(self, batch: ChangeBatch, context: EventContext) -> None:
-        views = registered(self.host.repository)
-        by_type: dict[str, list[Registered]] = {}
-        for view in views:
-            by_type.setdefault(view.view.resource, []).append(view)
+        registered(self.host.repository)  # the registry tables exist
         with context.transaction() as session:
             plain = as_sql(session)
+            # after a registration's turn, never before: its view is then in the list
+            take_turn(plain)
+            by_type: dict[str, list[Registered]] = {}
+            for view in registered_in(plain):
+                by_type.setdefault(view.view.resource, []).append(view)
             for event in batch.events:
                 targets = [v for v in by_type.get(event.resource_type, ()) if event.seq > v.since]
                 if not targets:
