@@ -218,10 +218,12 @@ def test_materialize_under_writes_misses_nothing(db: str, tmp_path: Path) -> Non
     server = ServerProcess(db, *SERVE)
     writer = Writer()
     try:
-        seed = [{"resource": patient(n, n % 3), "request": {
-            "method": "PUT", "url": f"Patient/p{n}"}} for n in range(201)]
-        assert server.client.post("", json={"resourceType": "Bundle", "type": "batch",
-                                            "entry": seed}).status_code == 200
+        # enough patients that the run takes a while, while the writes go on
+        for start in range(0, 4000, 1000):
+            seed = [{"resource": patient(n, n % 3), "request": {
+                "method": "PUT", "url": f"Patient/p{n}"}} for n in range(start, start + 1000)]
+            assert server.client.post("", json={"resourceType": "Bundle", "type": "batch",
+                                                "entry": seed}, timeout=300).status_code == 200
         writer.base = server.base
         writer.start()
         deadline = time.monotonic() + 60
