@@ -78,8 +78,9 @@ _READY: set[tuple[str, int]] = set()  # (database, process) where the tables exi
 
 def _ensure_registry(repository: Repository, postgres: bool) -> None:
     registry, _ = _names(postgres)
-    ready = (repr(getattr(repository, "url", id(repository))), os.getpid())
-    if ready in _READY:
+    where = getattr(repository, "url", None) or getattr(repository, "path", None)
+    ready = (str(where), os.getpid())
+    if where is not None and ready in _READY:
         return
     with writing(repository) as session:
         if postgres:
@@ -98,7 +99,8 @@ def _ensure_registry(repository: Repository, postgres: bool) -> None:
                         "turns BIGINT NOT NULL)")
         session.execute(f"INSERT INTO {lock} (id, turns) VALUES (1, 0) ON CONFLICT (id) "
                         "DO NOTHING")
-    _READY.add(ready)
+    if where is not None:
+        _READY.add(ready)
 
 
 def _lock(postgres: bool) -> str:
