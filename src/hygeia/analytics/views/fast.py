@@ -36,8 +36,8 @@ class Slow(Exception):
 
 
 def _steps(expression: str) -> list[str] | None:
-    """The dot-separated steps, or None when a step holds anything but a name or a
-    call with at most one plain name argument."""
+    """The steps between the dots outside parentheses, or None when one is empty; a
+    step that is not one of the simple shapes is refused by :func:`fast_path`."""
     steps, depth, start = [], 0, 0
     for index, char in enumerate(expression):
         if char == "(":
