@@ -61,9 +61,11 @@ def check_accept(accept: str | None, format_param: str | None,
         if asked in own_formats:
             return
         if asked not in _FORMAT_ALIASES:
-            also = ", ".join(sorted(f for f in own_formats if "/" not in f))
-            raise NotAcceptable(f"_format={format_param} is not supported; use json"
-                                f"{(' or ' + also) if also else ''}.", expression="_format")
+            names = ["json", *sorted(f for f in own_formats if "/" not in f)]
+            choices = names[0] if len(names) == 1 else \
+                f"{', '.join(names[:-1])} or {names[-1]}"
+            raise NotAcceptable(f"_format={format_param} is not supported; use {choices}.",
+                                expression="_format")
         return
     if not accept:
         return
