@@ -144,9 +144,12 @@ class TreeMemory:
 def _process_tree(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children")
     found = [pid]
-    if children.exists():
-        for child in children.read_text().split():
-            found.extend(_process_tree(int(child)))
+    try:
+        listed = children.read_text().split()
+    except OSError:  # not there, or it exited between two samples
+        return found
+    for child in listed:
+        found.extend(_process_tree(int(child)))
     return found
 
 

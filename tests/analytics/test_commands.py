@@ -118,3 +118,13 @@ def test_errors_are_one_line(db: str, tmp_path: Path) -> None:
     unnamed.write_bytes(orjson.dumps({k: v for k, v in PATIENTS.items() if k != "name"}))
     done = hygeia("view", "materialize", str(unnamed), "--db", db, cwd=tmp_path)
     assert done.returncode == 2 and "needs a name" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "86401", "soon"])
+def test_the_parquet_interval_is_bounded(value: str, tmp_path: Path,
+                                         analytics_installed: None) -> None:
+    refused = hygeia("serve", "--db", f"sqlite:///{tmp_path}/x.db", "--port", "1",
+                     "--view-parquet-seconds", value, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "--view-parquet-seconds" in refused.stderr and "error:" in refused.stderr, \
+        refused.stderr

@@ -181,3 +181,38 @@ def test_view_definitions_are_stored_validated_and_searched(server: ServerProces
     statement = client.get("metadata").json()
     offered = {item["type"]: item for item in statement["rest"][0]["resource"]}
     assert "ViewDefinition" in offered
+
+
+def test_a_get_chooses_the_row_format_with_format(server: ServerProcess) -> None:
+    """The operation declares its own formats (``Operation.formats``), so the HTTP edge
+    hands ``_format=csv|ndjson|parquet`` to it instead of answering 406."""
+    path = "ViewDefinition/patients/$viewdefinition-run"
+    table = server.client.get(path, params={"_format": "csv"})
+    assert table.status_code == 200, table.text
+    assert table.headers["content-type"].startswith("text/csv")
+    assert list(csv.reader(io.StringIO(table.text)))[1] == ["p1", "female", "1970-01-01", "true"]
+    by_media_type = server.client.get(path, params={"_format": "text/csv", "header": "false"})
+    assert by_media_type.status_code == 200, by_media_type.text
+    assert by_media_type.text.splitlines()[0] == "p1,female,1970-01-01,true"
+    lines = server.client.get(path, params={"_format": "ndjson", "_limit": "2"})
+    assert lines.headers["content-type"].startswith("application/x-ndjson")
+    assert [orjson.loads(line)["id"] for line in lines.text.splitlines()] == ["p1", "p2"]
+    parquet = server.client.get(path, params={"_format": "parquet"})
+    assert parquet.status_code == 200, parquet.text
+    assert pq.read_table(io.BytesIO(parquet.content)).column("id").to_pylist() == [
+        "p1", "p2", "p3"]
+    as_json = server.client.get(path, params={"_format": "json"})
+    assert [row["id"] for row in as_json.json()] == ["p1", "p2", "p3"]
+
+
+def test_other_formats_are_still_refused_with_406(server: ServerProcess) -> None:
+    xml = server.client.get("ViewDefinition/patients/$viewdefinition-run",
+                            params={"_format": "xml"})
+    assert xml.status_code == 406, xml.text
+    sentence = xml.json()["issue"][0]["diagnostics"]
+    assert "csv" in sentence and "parquet" in sentence, sentence
+    # the operation's formats are its own: a read or a search still speaks FHIR JSON only
+    for path in ("Patient/p1", "Patient", "ViewDefinition/patients"):
+        refused = server.client.get(path, params={"_format": "csv"})
+        assert refused.status_code == 406, (path, refused.text)
+        assert refused.json()["resourceType"] == "OperationOutcome"

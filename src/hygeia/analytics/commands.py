@@ -22,7 +22,7 @@ import orjson
 from hygeia.analytics.formats import FORMATS
 from hygeia.analytics.materialize import materialize, materialized, registered
 from hygeia.analytics.refresh import CONSUMER
-from hygeia.analytics.run import compiled, run_encoded
+from hygeia.analytics.run import RowsFailed, compiled, run_encoded
 from hygeia.analytics.source import Selection, stored_resources
 from hygeia.fhir.outcome import FhirError
 from hygeia.store import DEFAULT_URL, Repository, feed_position, open_repository
@@ -42,12 +42,20 @@ def _read_view(path: str) -> dict[str, Any]:
 
 @contextmanager
 def _output(path: str | None) -> Iterator[IO[bytes]]:
+    """Standard output, or ``path`` written aside and renamed into place only once whole
+    (a run that fails leaves no file, never a short one)."""
     if path is None or path == "-":
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    with open(path, "wb") as out:
-        yield out
+    partial = Path(path + ".partial")
+    try:
+        with open(partial, "wb") as out:
+            yield out
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(path)
 
 
 def _db_option(parser: argparse.ArgumentParser) -> None:
@@ -55,8 +63,9 @@ def _db_option(parser: argparse.ArgumentParser) -> None:
 
 
 def status_lines(repository: Repository) -> list[str]:
-    """One line per materialized view: its table, the feed position it is current to
-    and how many feed entries it is behind (the refresher runs in ``hygeia serve``)."""
+    """One line per materialized view: its table, the feed position it is current to,
+    how many feed entries it is behind, and the same of its Parquet file (the
+    refreshers run in ``hygeia serve``)."""
     horizon = repository.feed_horizon()
     cursor = feed_position(repository, CONSUMER)
     lines = []
@@ -67,7 +76,10 @@ def status_lines(repository: Repository) -> list[str]:
             if cursor is not None
             else "not refreshed yet (no server has run the refresher)"
         )
-        lines.append(f"{view.table}\tcursor {at}\tlag {max(0, horizon - at)}\t{refresh}")
+        lines.append(
+            f"{view.table}\tcursor {at}\tlag {max(0, horizon - at)}\t"
+            f"parquet lag {max(0, horizon - view.parquet_seq)}\t{refresh}"
+        )
     return lines
 
 
@@ -181,9 +193,12 @@ class ViewCommand:
         view = compiled(_read_view(path))
         resources = stored_resources(repository.reader, Selection(view.resource))
         encoded = run_encoded(view, resources, args.format, not args.no_header, args.limit)
-        with _output(target) as out:
-            for chunk in encoded.chunks:
-                out.write(chunk)
+        try:
+            with _output(target) as out:
+                for chunk in encoded.chunks:
+                    out.write(chunk)
+        except RowsFailed as error:
+            raise FhirError(str(error)) from error
 
 
 class SqlCommand:

@@ -117,6 +117,8 @@ def _arrow_value(value: Any, kind: str | None) -> Any:
         return None
     if isinstance(value, (list, dict)):
         return orjson.dumps(value).decode()
+    if kind == "boolean":
+        return bool(value)  # SQLite hands a BOOLEAN column back as 0 or 1
     if kind in _ARROW_TYPES:
         return value
     if isinstance(value, bool):
@@ -169,11 +171,16 @@ def parquet_chunks(
     batch: list[dict[str, Any]] = []
 
     def flush() -> bytes:
-        table = pa.Table.from_pylist(
-            [{c: _arrow_value(r.get(c), types.get(c)) for c in columns} for r in batch],
-            schema=schema,
-        )
-        writer.write_table(table)
+        arrays = []
+        for field in schema:
+            values = [row.get(field.name) for row in batch]
+            try:  # most columns hold what their type says: pyarrow converts them at once
+                arrays.append(pa.array(values, type=field.type))
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                kind = types.get(field.name)
+                arrays.append(pa.array([_arrow_value(v, kind) for v in values],
+                                       type=field.type))
+        writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
         batch.clear()
         return sink.drain()
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from hygeia.analytics.formats import format_name
+from hygeia.analytics.formats import ALIASES, FORMATS, format_name
 from hygeia.analytics.run import compiled, run_encoded
 from hygeia.analytics.source import Selection, stored_resources
 from hygeia.fhir.datetime import fhir_datetime_range
@@ -28,6 +28,11 @@ from hygeia.server.extensions import Host, Operation, OperationCall
 DEFINITION = "https://sql-on-fhir.org/ig/OperationDefinition/$viewdefinition-run"
 NAME = "viewdefinition-run"
 MAX_LIMIT = 10_000_000
+# the row formats of a GET's _format (json is FHIR's own and always passes the HTTP edge)
+OWN_FORMATS = frozenset(
+    {name for name in FORMATS if name != "json"}
+    | {alias for alias, name in ALIASES.items() if name != "json"}
+)
 _SCALARS = ("_format", "header", "viewReference", "patient", "group", "source", "_limit", "_since")
 
 
@@ -218,4 +223,5 @@ def viewdefinition_run_operation() -> Operation:
         access="r",
         documentation="Run a SQL on FHIR v2 ViewDefinition and stream its rows "
         "(docs/guide/analytics.md).",
+        formats=OWN_FORMATS,
     )

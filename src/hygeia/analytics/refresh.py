@@ -6,24 +6,40 @@ rows in the view's table (deleting them for a deletion), in feed order. The rows
 and the consumer's cursor commit in one transaction, so a crash (kill -9) part way
 loses nothing and applies nothing twice: the batch is handed over again.
 
-The Parquet file is written by ``hygeia view materialize``; the table is what the
-feed refreshes (re-run materialize for a fresh Parquet snapshot).
+Each view's Parquet file follows its table: :class:`ParquetRefresher` (a loop of
+the first serving process, started and stopped with the server as a
+``Listener``) rewrites a file whose feed position is behind the table's, at most
+once per ``interval`` seconds per view under steady writes, from one snapshot of
+the table and the cursor (:func:`hygeia.analytics.materialize.write_parquet`).
+It looks when the refresher commits in this process, and every ``poll`` seconds
+otherwise (the refresher may run in another worker), so a file left behind by a
+crash is rewritten at the next start.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Collection
 from typing import Any
 
 import orjson
 
-from hygeia.analytics.materialize import Registered, registered, replace_rows
+from hygeia.analytics.materialize import (
+    CONSUMER,
+    Registered,
+    registered,
+    registered_in,
+    replace_rows,
+    take_turn,
+    write_parquet,
+)
 from hygeia.analytics.views import ViewError
+from hygeia.server.background import BackgroundLoop
 from hygeia.server.events import EventContext, EventHost
-from hygeia.store import ChangeBatch, as_sql
+from hygeia.store import ChangeBatch, Repository, as_sql, feed_position
 
-CONSUMER = "analytics-views"
+__all__ = ["CONSUMER", "ParquetRefresher", "ViewRefresher"]
 log = logging.getLogger(__name__)
 
 
@@ -35,16 +51,19 @@ class ViewRefresher:
     from_start = False
     batch = 200
 
-    def __init__(self, host: EventHost) -> None:
+    def __init__(self, host: EventHost, parquet: ParquetRefresher | None = None) -> None:
         self.host = host
+        self.parquet = parquet
 
     def handle(self, batch: ChangeBatch, context: EventContext) -> None:
-        views = registered(self.host.repository)
-        by_type: dict[str, list[Registered]] = {}
-        for view in views:
-            by_type.setdefault(view.view.resource, []).append(view)
+        registered(self.host.repository)  # the registry tables exist
         with context.transaction() as session:
             plain = as_sql(session)
+            # after a registration's turn, never before: its view is then in the list
+            take_turn(plain)
+            by_type: dict[str, list[Registered]] = {}
+            for view in registered_in(plain):
+                by_type.setdefault(view.view.resource, []).append(view)
             for event in batch.events:
                 targets = [v for v in by_type.get(event.resource_type, ()) if event.seq > v.since]
                 if not targets:
@@ -57,6 +76,8 @@ class ViewRefresher:
                 key = f"{event.resource_type}/{event.id}"
                 for target in targets:
                     self._apply(plain, target, key, resource)
+        if self.parquet is not None:
+            self.parquet.wake()
 
     def _apply(
         self, session: Any, target: Registered, key: str, resource: dict[str, Any] | None
@@ -66,3 +87,45 @@ class ViewRefresher:
         except ViewError as error:  # the view cannot flatten this resource: it has no rows
             log.warning("view table %s: %s has no rows: %s", target.table, key, error)
             replace_rows(session, target.table, target.view, key, None)
+
+
+class ParquetRefresher(BackgroundLoop):
+    """Keeps each materialized view's Parquet file as current as its table (module
+    docstring); a ``Listener`` of the serving process."""
+
+    name = "analytics-parquet"
+    thread_name = "hygeia-analytics-parquet"
+
+    def __init__(self, repository: Repository, interval: float = 5.0, poll: float = 1.0
+                 ) -> None:
+        super().__init__()
+        self.repository = repository
+        self.interval = interval
+        self.poll = poll
+        self._written: dict[str, float] = {}  # view name -> when its file was last written
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                wait = self.step()
+            except Exception:
+                log.exception("rewriting a materialized view's Parquet file failed")
+                wait = self.interval
+            self.sleep(wait)
+
+    def step(self) -> float:
+        """Rewrite the files that are behind and due; how long to sleep before looking
+        again (sooner when a file is behind but not yet due)."""
+        cursor = feed_position(self.repository, CONSUMER)
+        wait = self.poll
+        for view in registered(self.repository):
+            at = max(view.since, cursor or 0)
+            if view.parquet_seq >= at or self.stopping.is_set():
+                continue
+            due = self._written.get(view.name, 0.0) + self.interval - time.monotonic()
+            if due > 0:
+                wait = min(wait, due)
+                continue
+            write_parquet(self.repository, view, CONSUMER)
+            self._written[view.name] = time.monotonic()
+        return wait

@@ -20,7 +20,7 @@ from hygeia.fhir.datetime import now_us
 from hygeia.fhir.spec import patient_compartment
 from hygeia.store import ExportSlice, Session
 
-BATCH_ROWS = 500
+BATCH_ROWS = 5000  # per snapshot query: on PostgreSQL each query costs a round of set-up
 
 
 @dataclass(frozen=True, slots=True)

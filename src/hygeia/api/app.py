@@ -27,6 +27,7 @@ from hygeia.api.negotiation import (
     FORM_TYPE,
     check_accept,
     check_request_type,
+    is_json_format,
     parse_prefer,
     response_type,
 )
@@ -168,7 +169,10 @@ def _to_fhir_request(environ: dict[str, Any], query: list[tuple[str, str]],
     path = _fhir_path(environ)
     if path is None or method not in METHODS:
         return None
-    check_accept(environ.get("HTTP_ACCEPT"), _first(query, "_format"))
+    format_param = _first(query, "_format")
+    own = service.own_formats(method, path) if format_param is not None and \
+        not is_json_format(format_param) else frozenset()
+    check_accept(environ.get("HTTP_ACCEPT"), format_param, own)
     base_url = _base_url(service, environ)
     access = None
     if service.auth is not None and path not in _OPEN_PATHS:

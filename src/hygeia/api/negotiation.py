@@ -43,12 +43,28 @@ def response_type(accept: str | None) -> str | None:
     return None
 
 
-def check_accept(accept: str | None, format_param: str | None) -> None:
+def is_json_format(format_param: str) -> bool:
+    """Whether a ``_format`` value names FHIR JSON (``json``, ``application/fhir+json``)."""
+    return format_param.strip().lower() in _FORMAT_ALIASES
+
+
+def check_accept(accept: str | None, format_param: str | None,
+                 own_formats: frozenset[str] = frozenset()) -> None:
     """Refuse (406) a client that will only take a format we cannot produce (XML, RDF),
-    or only another FHIR version (``fhirVersion`` of a media type, versioning.html#mt)."""
+    or only another FHIR version (``fhirVersion`` of a media type, versioning.html#mt).
+
+    ``own_formats`` are the ``_format`` values the operation asked for produces itself
+    (``Operation.formats``: the CSV or Parquet rows of ``$viewdefinition-run``); they
+    pass to it, and its answer is in that format whatever ``Accept`` says."""
     if format_param is not None:
-        if format_param.lower() not in _FORMAT_ALIASES:
-            raise NotAcceptable(f"_format={format_param} is not supported; use json.",
+        asked = format_param.strip().lower()
+        if asked in own_formats:
+            return
+        if asked not in _FORMAT_ALIASES:
+            names = ["json", *sorted(f for f in own_formats if "/" not in f)]
+            choices = names[0] if len(names) == 1 else \
+                f"{', '.join(names[:-1])} or {names[-1]}"
+            raise NotAcceptable(f"_format={format_param} is not supported; use {choices}.",
                                 expression="_format")
         return
     if not accept:

@@ -146,6 +146,12 @@ class Operation:
 
     ``definition`` is the canonical URL of its OperationDefinition, or one per
     place it is offered (keys ``system`` or a resource type) when they differ.
+
+    ``formats`` are the ``_format`` values (lower case: names such as ``csv`` and
+    media types such as ``text/csv``) the handler answers itself, in formats of its
+    own outside FHIR content negotiation (the rows of ``$viewdefinition-run``). The
+    HTTP edge lets them through to the handler, which reads ``_format`` from the
+    query; any other ``_format`` but JSON is still refused there with a 406.
     """
 
     name: str
@@ -164,6 +170,7 @@ class Operation:
     reads_trail: bool = False
     documentation: str = ""
     interaction: str = field(default="")
+    formats: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not self.interaction:  # how metrics and the audit trail name it

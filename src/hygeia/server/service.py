@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from hygeia.fhir.outcome import BadRequest
+from hygeia.fhir.outcome import BadRequest, FhirError
 from hygeia.fhir.search.parameters import default_registry
 from hygeia.server.alerts import AlertService
 from hygeia.server.audit.trail import AuditTrail
@@ -321,6 +321,16 @@ class FhirService:
                          keep_seconds=self.settings.jobs.keep_seconds)
 
     # ------------------------------------------------------------ what pillars register
+
+    def own_formats(self, method: str, path: str) -> frozenset[str]:
+        """The ``_format`` values the operation ``method path`` names answers itself
+        (:attr:`Operation.formats`); none for any other request, or one that does not
+        route (its error is answered when it is handled)."""
+        try:
+            route = parse_route(method, path, [], self.operations)
+        except FhirError:
+            return frozenset()
+        return frozenset() if route.operation is None else route.operation.formats
 
     def add_operation(self, operation: Operation) -> None:
         self.operations.register(operation)

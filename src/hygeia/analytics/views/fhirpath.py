@@ -16,6 +16,8 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
+from hygeia.analytics.views.fast import Slow, reference_keys
+
 Evaluator = Callable[[Any, dict[str, Any]], list[Any]]
 
 
@@ -28,22 +30,7 @@ def _resource_key(inputs: list[Any]) -> list[Any]:
 
 
 def _reference_key(inputs: list[Any], type_name: Any = None) -> list[Any]:
-    wanted = _type_name(type_name)
-    keys = []
-    for ref in inputs:
-        text = ref.get("reference") if isinstance(ref, dict) else None
-        if not isinstance(text, str):
-            continue
-        parts = text.split("/")
-        if len(parts) < 2:
-            continue
-        rtype, rid = parts[-2], parts[-1]
-        if "/_history/" in text and len(parts) >= 4:
-            rtype, rid = parts[-4], parts[-3]
-        if wanted is not None and rtype != wanted:
-            continue
-        keys.append(f"{rtype}/{rid}")
-    return keys
+    return reference_keys(_type_name(type_name))(inputs)
 
 
 def _type_name(spec: Any) -> str | None:
@@ -210,18 +197,53 @@ def _check_syntax(expression: str) -> None:
     parser.entireExpression()
 
 
+class CompiledPath:
+    """A parsed expression: called as an :data:`Evaluator`. A simple path
+    (:mod:`hygeia.analytics.views.fast`) walks the JSON directly and hands a resource
+    it cannot walk to the engine; ``fast`` says whether it is one, ``typed`` is the
+    engine alone (its results keep their FHIR types, for a forEach whose expressions
+    inside need them)."""
+
+    __slots__ = ("_walk", "fast", "typed")
+
+    def __init__(self, typed: Evaluator, walk: Callable[[Any], list[Any]] | None) -> None:
+        self.typed = typed
+        self.fast = walk is not None
+        self._walk = walk
+
+    def __call__(self, context: Any, variables: dict[str, Any]) -> list[Any]:
+        if self._walk is not None:
+            try:
+                return self._walk(context)
+            except Slow:
+                pass
+        return self.typed(context, variables)
+
+    def values(self, context: Any, variables: dict[str, Any]) -> list[Any]:
+        """The result as plain JSON values (:func:`plain`)."""
+        if self._walk is not None:
+            try:
+                return self._walk(context)
+            except Slow:
+                pass
+        return [plain(item) for item in self.typed(context, variables)]
+
+
 @cache
-def compile_path(expression: str) -> Evaluator:
+def compile_path(expression: str) -> CompiledPath:
     """Parse ``expression`` once; raise :class:`PathError` when it is not FHIRPath.
 
     Evaluation uses fhirpathpy's engine with our function table handed over
     unwrapped, and returns fhirpathpy's nodes so a forEach item keeps its FHIR type
-    for the expressions evaluated inside it."""
+    for the expressions evaluated inside it; simple paths walk the JSON instead
+    (:class:`CompiledPath`)."""
     from fhirpathpy.engine import do_eval
     from fhirpathpy.engine.invocations.constants import constants
     from fhirpathpy.engine.util import arraify
     from fhirpathpy.models import models
     from fhirpathpy.parser import parse
+
+    from hygeia.analytics.views.fast import fast_path
 
     try:
         _check_syntax(expression)
@@ -244,7 +266,7 @@ def compile_path(expression: str) -> Evaluator:
         result = do_eval(ctx, root, parsed["children"][0])
         return list(result) if isinstance(result, list) else [result]
 
-    return evaluate
+    return CompiledPath(evaluate, fast_path(expression))
 
 
 def plain(item: Any) -> Any:

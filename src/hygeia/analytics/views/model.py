@@ -12,7 +12,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from hygeia.analytics.views.fhirpath import Evaluator, PathError, compile_path, plain
+from hygeia.analytics.views.fhirpath import (
+    CompiledPath,
+    Evaluator,
+    PathError,
+    compile_path,
+    plain,
+)
 
 Row = dict[str, Any]
 
@@ -48,6 +54,7 @@ class Select:
     or_null: bool = False
     repeat: tuple[Evaluator, ...] = ()
     names: tuple[str, ...] = field(default=())
+    fast: bool = False  # every expression in it walks JSON (views/fast.py)
 
 
 _CONSTANT_TYPES = (
@@ -139,7 +146,17 @@ def _select(raw: Any, location: str) -> Select:
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise ViewError(f"{location} repeats column names {sorted(duplicates)}", location)
-    return Select(columns, selects, union, for_each, "forEachOrNull" in raw, repeat, tuple(names))
+    inside = all(_fast(c.path) for c in columns) and all(s.fast for s in (*selects, *union))
+    if for_each is not None and not inside:
+        # an expression inside needs the engine's typed items, not bare JSON
+        for_each = getattr(for_each, "typed", for_each)
+    fast = inside and not repeat and (for_each is None or _fast(for_each))
+    return Select(columns, selects, union, for_each, "forEachOrNull" in raw, repeat,
+                  tuple(names), fast)
+
+
+def _fast(path: Evaluator) -> bool:
+    return bool(getattr(path, "fast", False))
 
 
 def _names(node: Select) -> list[str]:
@@ -221,6 +238,8 @@ class CompiledView:
         self, path: Evaluator, context: Any, variables: dict[str, Any], location: str
     ) -> list[Any]:
         try:
+            if type(path) is CompiledPath:
+                return path.values(context, variables)
             return [plain(item) for item in path(context, variables)]
         except ViewError:
             raise
@@ -271,7 +290,8 @@ class CompiledView:
         return row
 
     def _here(self, node: Select, context: Any, variables: dict[str, Any], index: int) -> list[Row]:
-        scope = {**variables, "rowIndex": index}
+        # a JSON walk reads no variables: only the engine needs %rowIndex
+        scope = variables if node.fast else {**variables, "rowIndex": index}
         base: Row = {}
         for column in node.columns:
             values = self._eval(column.path, context, scope, column.location)
