@@ -1,0 +1,96 @@
+"""The DICOM JSON model (PS3.18 F.2) of what DICOMweb answers.
+
+Whole instances (WADO-RS metadata, QIDO ``includefield=all``) go through pydicom's
+``Dataset.to_json_dict``; bulk data (pixel data, large binary elements) is left out
+and named by a ``BulkDataURI`` instead. The STOW-RS answer and QIDO's attribute
+sets are small datasets built here, element by element.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from hygeia.imaging.dicomweb.qido import KEYWORDS
+
+BULK_THRESHOLD = 1024  # binary elements at least this long become BulkDataURIs
+# the VR of every attribute this module writes by tag
+_VR = {
+    "00100010": "PN", "00100020": "LO", "00100030": "DA", "00100040": "CS",
+    "0020000D": "UI", "00080020": "DA", "00080030": "TM", "00080050": "SH",
+    "00080061": "CS", "00080090": "PN", "00081030": "LO", "00200010": "SH",
+    "00201206": "IS", "00201208": "IS", "0020000E": "UI", "00080060": "CS",
+    "00200011": "IS", "0008103E": "LO", "00201209": "IS", "00180015": "CS",
+    "00080016": "UI", "00080018": "UI", "00200013": "IS", "00280010": "US",
+    "00280011": "US", "00280008": "IS", "00081190": "UR", "00020010": "UI",
+    "00081150": "UI", "00081155": "UI", "00081197": "US", "00000902": "LO",
+}
+
+
+def element(tag: str, value: Any) -> dict[str, Any]:
+    """One attribute in DICOM JSON (``value`` None or empty: present without a value)."""
+    vr = _VR.get(tag, "LO")
+    item: dict[str, Any] = {"vr": vr}
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    values = [v for v in values if v is not None and v != ""]
+    if not values:
+        return item
+    if vr == "PN":
+        item["Value"] = [{"Alphabetic": str(v)} for v in values]
+    elif vr in ("US", "UL", "SS", "SL"):
+        item["Value"] = [int(v) for v in values]
+    elif vr == "IS":
+        item["Value"] = [int(v) if str(v).lstrip("-").isdigit() else v for v in values]
+    else:
+        item["Value"] = [str(v) for v in values]
+    return item
+
+
+def attributes(values: Mapping[str, Any], tags: Iterable[str]) -> dict[str, Any]:
+    """A DICOM JSON dataset of ``tags`` from ``values`` (keyed by keyword or tag)."""
+    dataset: dict[str, Any] = {}
+    for tag in sorted(set(tags)):
+        keyword = KEYWORDS.get(tag, tag)
+        value = values.get(keyword, values.get(tag))
+        dataset[tag] = element(tag, value)
+    return dataset
+
+
+def sequence(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+
+
+def file_metadata(path: Path, bulk_uri: str) -> dict[str, Any]:
+    """The DICOM JSON of a stored instance, without its file meta group and bulk data.
+
+    Elements whose value is at least :data:`BULK_THRESHOLD` bytes of binary data
+    (and the pixel data, always) are given as ``{"BulkDataURI": bulk_uri}``.
+    """
+    from pydicom import dcmread
+    from pydicom.dataelem import DataElement
+
+    dataset = dcmread(path, defer_size=BULK_THRESHOLD)
+
+    def bulk(_: DataElement) -> str:
+        return bulk_uri
+
+    return dataset.to_json_dict(bulk_data_threshold=BULK_THRESHOLD,
+                                bulk_data_element_handler=bulk)
+
+
+def failure_item(sop_class: str | None, sop_instance: str | None, reason: int,
+                 comment: str) -> dict[str, Any]:
+    """An item of FailedSOPSequence (0008,1198), with a human reason (Error Comment)."""
+    item = {"00081150": element("00081150", sop_class),
+            "00081155": element("00081155", sop_instance),
+            "00081197": element("00081197", reason)}
+    item["00000902"] = element("00000902", comment[:64])
+    return item
+
+
+def stored_item(sop_class: str, sop_instance: str, url: str) -> dict[str, Any]:
+    """An item of ReferencedSOPSequence (0008,1199)."""
+    return {"00081150": element("00081150", sop_class),
+            "00081155": element("00081155", sop_instance),
+            "00081190": element("00081190", url)}
