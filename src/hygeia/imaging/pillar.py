@@ -15,6 +15,7 @@ from typing import Any
 from hygeia.imaging import tables  # noqa: F401  (registers the "imaging" migration stream)
 from hygeia.imaging.archive import Archive
 from hygeia.imaging.commands import ImagingCommand
+from hygeia.imaging.dicomweb.mount import DEFAULT_MAX_BODY_BYTES, DicomWebMount
 from hygeia.imaging.linking import DeletedStudies, Linker, LinkSettings
 from hygeia.imaging.scp import DicomListener, ScpSettings
 from hygeia.server.extensions import CliCommand, Host, PillarHost
@@ -65,6 +66,11 @@ class ImagingPillar:
                            metavar="SECONDS",
                            help="an association silent this long is aborted (default "
                                 f"{scp.timeout:g})")
+        group.add_argument("--dicomweb-max-body-mb", type=float,
+                           default=DEFAULT_MAX_BODY_BYTES / 2**20, metavar="MB",
+                           help="the largest STOW-RS body /dicomweb accepts, spooled to disk "
+                                f"as it arrives (default {DEFAULT_MAX_BODY_BYTES / 2**20:g}, "
+                                "4 GiB)")
         group.add_argument("--dicom-link-delay", type=float, default=link.quiet,
                            metavar="SECONDS",
                            help="a study's ImagingStudy is written once no instance arrived "
@@ -96,6 +102,10 @@ class ImagingPillar:
             host.add_listener(DicomListener(host, archive, linker, host.settings.http.host,
                                             int(port), settings))
         # the DICOMweb mount (hygeia.imaging.dicomweb) is added here
+        megabytes = float(options.get("dicomweb_max_body_mb") or DEFAULT_MAX_BODY_BYTES / 2**20)
+        if megabytes <= 0:
+            raise ValueError(f"--dicomweb-max-body-mb {megabytes:g} must be above 0")
+        host.add_mount(DicomWebMount(host, archive, int(megabytes * 2**20)))
 
     def commands(self) -> Sequence[CliCommand]:
         return [ImagingCommand()]

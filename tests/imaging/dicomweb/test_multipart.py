@@ -18,7 +18,7 @@ from hygeia.imaging.dicomweb.multipart import (
 
 
 def spooled(data: bytes) -> BinaryIO:
-    handle = tempfile.TemporaryFile()
+    handle = tempfile.TemporaryFile()  # noqa: SIM115 (the test closes it)
     handle.write(data)
     handle.seek(0)
     return handle

@@ -6,8 +6,8 @@ subtype ``operation`` plus ``urn:hygeia:operation|dicomweb-stow`` (``-qido``,
 (retrieve), the client and user as agents, the request as the query entity, the
 ImagingStudy resources and patients it reached, and outcome 4 with the reason when
 it was refused. It is stored in its own transaction before the answer is sent, so
-no answered request goes unrecorded (``hygeia serve --no-audit`` turns it off with
-the rest of the trail).
+no answered request goes unrecorded. Like the rest of the trail it is on with
+``hygeia serve --audit`` (and always with ``--auth``).
 """
 
 from __future__ import annotations

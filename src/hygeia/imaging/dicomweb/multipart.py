@@ -40,7 +40,7 @@ def parse_media_type(value: str) -> MediaType:
     """``multipart/related; type="application/dicom"; boundary=x`` -> its parts."""
     message = Message()
     message["content-type"] = value
-    params = {key.lower(): str(val) for key, val in message.get_params()[1:]}
+    params = {key.lower(): str(val) for key, val in (message.get_params() or [])[1:]}
     return MediaType(message.get_content_type().lower(), params)
 
 
@@ -127,8 +127,9 @@ def _scan(view: mmap.mmap, size: int, boundary: bytes) -> list[Part]:
 def _is_delimiter(view: mmap.mmap, at: int, delimiter: bytes) -> bool:
     """A delimiter line: the boundary, then CRLF, ``--`` or transport padding (RFC 2046)."""
     after = at + len(delimiter)
-    return view[at:after] == delimiter and view[after:after + 2] in (_CRLF, b"--") or \
-        (view[at:after] == delimiter and view[after:after + 1] in (b" ", b"\t"))
+    if view[at:after] != delimiter:
+        return False
+    return view[after:after + 2] in (_CRLF, b"--") or view[after:after + 1] in (b" ", b"\t")
 
 
 def _next_delimiter(view: mmap.mmap, start: int, delimiter: bytes) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 from hygeia.fhir.outcome import BadRequest, NotAcceptable
 
@@ -81,7 +82,7 @@ def render(path: Path, media_type: str) -> bytes:
     return out.getvalue()
 
 
-def _colour(dataset: object, pixels: object, photometric: str) -> object:
+def _colour(dataset: Any, pixels: Any, photometric: str) -> Any:
     import numpy as np
     from PIL import Image
     from pydicom.pixels import convert_color_space

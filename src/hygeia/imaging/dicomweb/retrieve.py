@@ -147,9 +147,10 @@ def _file_chunks(archive: Archive, record: InstanceRecord, syntax: str) -> Itera
 
 def _transcoded(archive: Archive, record: InstanceRecord, syntax: str) -> bytes:
     from pydicom import dcmread
+    from pydicom.uid import UID
 
     dataset = dcmread(archive.path(record))
-    dataset.file_meta.TransferSyntaxUID = syntax
+    dataset.file_meta.TransferSyntaxUID = UID(syntax)
     out = io.BytesIO()
     dataset.save_as(out, enforce_file_format=True)
     return out.getvalue()

@@ -10,7 +10,8 @@ The answer is a DICOM JSON dataset: ``ReferencedSOPSequence`` (0008,1199) lists
 what was stored (again, for a SOP Instance UID already held: storing is
 idempotent), ``FailedSOPSequence`` (0008,1198) what was not, each with a
 ``FailureReason`` (0008,1197) and, in Error Comment (0000,0902), the reason in
-words. Status 200 when every part was stored, 202 when some were, 409 when none
+words (its first 64 characters; the whole sentence of each failed part is in a
+``Warning: 299`` header). Status 200 when every part was stored, 202 when some were, 409 when none
 was. A broken body (not multipart/related, no boundary, truncated framing) is a
 400 or 415 OperationOutcome and stores nothing.
 """
@@ -84,7 +85,16 @@ def answer(result: StowResult, root: str) -> MountResponse:
     if result.failed:
         dataset["00081198"] = sequence(result.failed)
     dataset["00081199"] = sequence(result.stored)
-    return MountResponse(result.status, orjson.dumps(dataset), DICOM_JSON)
+    headers = {"Warning": ", ".join(_warning(reason) for reason in result.reasons)} \
+        if result.reasons else {}
+    return MountResponse(result.status, orjson.dumps(dataset), DICOM_JSON, headers)
+
+
+def _warning(sentence: str) -> str:
+    """A Warning header value (code 299, as DICOMweb uses it) with the reason in full."""
+    text = sentence.replace("\\", "/").replace('"', "'")[:500]
+    printable = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+    return f'299 hygeia "{printable}"'
 
 
 def _store_part(archive: Archive, body: BinaryIO, part: Part, study: str | None, root: str,
@@ -132,7 +142,9 @@ def _stored(result: StowResult, stored: Stored, root: str) -> None:
 def _fail(result: StowResult, part: Part, sop_class: str | None, sop_instance: str | None,
           reason: int, why: str) -> None:
     sentence = f"Part {part.number} was not stored: {why}"
-    result.failed.append(failure_item(sop_class, sop_instance, reason, sentence))
+    # Error Comment is an LO (64 characters): the sentence in full is in the Warning header
+    result.failed.append(failure_item(sop_class, sop_instance, reason,
+                                      f"part {part.number}: {why}"))
     result.reasons.append(sentence)
 
 
