@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import io
 import re
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,10 +24,12 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from requests.exceptions import HTTPError
 
-from tests.api.smart import BackendKey, backend_token, bearer, cli_json
-from tests.conftest import BACKENDS, ServerProcess, backend_server
+from tests.api.smart import REDIRECT, BackendKey, backend_token, bearer, cli_json, user_token
+from tests.conftest import BACKENDS, ServerProcess, _drop_database, backend_server
 
 DICOM = "application/dicom"
+PASSWORD = "correct horse battery"
+PATIENT_SCOPES = "launch/patient openid fhirUser patient/ImagingStudy.rs patient/Patient.rs"
 
 
 def sample(name: str) -> Path:
@@ -276,26 +281,54 @@ def test_every_request_is_audited(server: ServerProcess, dicomweb: DICOMwebClien
     assert any(marker in query for query in queries)
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_scopes_of_imaging_study_are_enforced(backend: str, tmp_path: Path) -> None:
-    database = f"sqlite:///{tmp_path}/auth.db"
+@pytest.fixture(params=BACKENDS)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/auth.db"
+        return
+    url = request.getfixturevalue("postgres_url").rsplit("/", 1)[0] + \
+        f"/hygeia_dicomweb_{uuid.uuid4().hex[:8]}"
+    yield url
+    _drop_database(url)
+
+
+def linked(server: ServerProcess, study: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The ImagingStudy of ``study`` once the linker has written it."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = server.client.get("ImagingStudy", headers=headers, params={
+            "identifier": f"urn:dicom:uid|urn:oid:{study}"}).json()
+        if found.get("entry"):
+            resource: dict[str, Any] = found["entry"][0]["resource"]
+            return resource
+        time.sleep(0.2)
+    raise AssertionError(f"no ImagingStudy for {study}")
+
+
+def test_scopes_of_imaging_study_are_enforced(database: str, tmp_path: Path) -> None:
+    """ImagingStudy.c stores, .rs reads; other scopes are refused; a patient's token
+    reaches over DICOMweb exactly the studies its FHIR reads reach."""
     key = BackendKey(tmp_path)
-    scopes = ("system/ImagingStudy.rs", "system/ImagingStudy.crs", "system/Patient.rs")
+    scopes = ("system/*.cruds", "system/AuditEvent.rs", "system/ImagingStudy.rs",
+              "system/ImagingStudy.crs", "system/Patient.rs")
     clients = {scope: cli_json("auth", "client", "create", "--db", database, "--name", scope,
                                "--scopes", scope, "--jwks-file",
                                str(key.jwks_file))["client_id"] for scope in scopes}
+    app = cli_json("auth", "client", "create", "--db", database, "--name", "Viewer",
+                   "--scopes", PATIENT_SCOPES, "--redirect-uri", REDIRECT)["client_id"]
     server = ServerProcess(database, "--auth", "--secret-key-file",
-                           str(tmp_path / "secret.key"))
+                           str(tmp_path / "secret.key"), "--dicom-link-delay", "0.2")
     try:
         base = server.base.removesuffix("/fhir") + "/dicomweb"
         tokens = {scope: backend_token(server.base, clients[scope], key, scope
                                        ).json()["access_token"] for scope in scopes}
-        ct = fresh("CT_small.dcm")
+        admin = bearer(tokens["system/*.cruds"])
+        ct = fresh("CT_small.dcm", PatientID="PID-A")
         body, content_type = multipart(part10(ct))
         assert httpx.get(f"{base}/studies").status_code == 401
         stow = {scope: httpx.post(f"{base}/studies", content=body,
                                   headers={"Content-Type": content_type, **bearer(token)})
-                for scope, token in tokens.items()}
+                for scope, token in tokens.items() if scope in scopes[2:]}
         assert stow["system/ImagingStudy.rs"].status_code == 403
         assert "ImagingStudy.c" in stow["system/ImagingStudy.rs"].json()["issue"][0][
             "diagnostics"]
@@ -309,5 +342,37 @@ def test_scopes_of_imaging_study_are_enforced(backend: str, tmp_path: Path) -> N
         outsider = httpx.get(f"{base}/studies/{ct.StudyInstanceUID}/metadata",
                              headers=bearer(tokens["system/Patient.rs"]))
         assert outsider.status_code == 403
+
+        # a patient's token: only the studies of that patient
+        other = fresh("MR_small.dcm", PatientID="PID-B")
+        DICOMwebClient(url=base, headers=admin).store_instances([other])
+        subject = linked(server, ct.StudyInstanceUID, admin)["subject"]["reference"]
+        linked(server, other.StudyInstanceUID, admin)
+        cli_json("auth", "user", "create", "--db", database, "--username", "alice",
+                 "--password-stdin", "--patient", subject.removeprefix("Patient/"),
+                 stdin=PASSWORD + "\n")
+        alice = user_token(server.base, app, "alice", PASSWORD, PATIENT_SCOPES)["access_token"]
+        viewer = DICOMwebClient(url=base, headers=bearer(alice))
+        seen = {s["0020000D"]["Value"][0] for s in viewer.search_for_studies()}
+        assert seen == {ct.StudyInstanceUID}
+        fhir = server.client.get("ImagingStudy", headers=bearer(alice)).json()
+        assert [e["resource"]["subject"]["reference"] for e in fhir["entry"]] == [subject]
+        assert viewer.retrieve_study_metadata(ct.StudyInstanceUID)
+        hidden = httpx.get(f"{base}/studies/{other.StudyInstanceUID}/metadata",
+                           headers=bearer(alice))
+        assert hidden.status_code == 404
+        assert viewer.search_for_studies(
+            search_filters={"StudyInstanceUID": other.StudyInstanceUID}) == []
+        assert viewer.search_for_instances(other.StudyInstanceUID) == []
+        mine = httpx.post(f"{base}/studies", content=body,
+                          headers={"Content-Type": content_type, **bearer(alice)})
+        assert mine.status_code == 403
+        auditor = bearer(tokens["system/AuditEvent.rs"])
+        trail = server.client.get("AuditEvent", headers=auditor, params={
+            "subtype": "urn:hygeia:operation|dicomweb-metadata", "outcome": "4"}).json()
+        refusals = [entry["resource"] for entry in trail["entry"]]
+        assert any(event["outcome"] == "4" and "no study" in event["outcomeDesc"] and
+                   any(agent.get("who", {}).get("reference") == subject
+                       for agent in event["agent"]) for event in refusals)
     finally:
         server.stop()
