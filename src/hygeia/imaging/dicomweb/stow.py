@@ -19,6 +19,7 @@ was. A broken body (not multipart/related, no boundary, truncated framing) is a
 from __future__ import annotations
 
 import errno
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ STUDY_MISMATCH = 0xA901  # the instance's Study Instance UID is not the one in t
 CANNOT_UNDERSTAND = 0xC000
 TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
 _COPY_CHUNK = 1024 * 1024
+_HEADER_BYTES = 256 * 1024  # of a refused part, read for its UIDs
 
 
 @dataclass(slots=True)
@@ -106,10 +108,11 @@ def _store_part(archive: Archive, body: BinaryIO, part: Part, study: str | None,
               f"the part is {part.content_type}, not application/dicom")
         return
     path = archive.incoming_path()
-    uids: tuple[str | None, str | None, str | None] = (None, None, None)
     try:
         _copy(body, part.offset, part.length, path)
-        uids = _uids(path)
+        # the study is read before storing only when the path names one (a header read
+        # costs a few milliseconds); a refused part's UIDs are read from the body after
+        uids = _uids(path) if study is not None else (None, None, None)
         if study is not None and uids[2] and uids[2] != study:
             path.unlink(missing_ok=True)
             _fail(result, part, uids[0], uids[1], STUDY_MISMATCH,
@@ -120,7 +123,8 @@ def _store_part(archive: Archive, body: BinaryIO, part: Part, study: str | None,
         path.unlink(missing_ok=True)
         reason = TRANSFER_SYNTAX_NOT_SUPPORTED if "transfer syntax" in str(error).lower() \
             else CANNOT_UNDERSTAND
-        _fail(result, part, uids[0], uids[1], reason, str(error))
+        sop_class, sop_instance, _ = _part_uids(body, part)
+        _fail(result, part, sop_class, sop_instance, reason, str(error))
         return
     except OSError as error:
         path.unlink(missing_ok=True)
@@ -181,13 +185,19 @@ def _chunks(descriptor: int, offset: int, length: int) -> Iterator[bytes]:
         yield chunk
 
 
-def _uids(path: Path) -> tuple[str | None, str | None, str | None]:
+def _part_uids(body: BinaryIO, part: Part) -> tuple[str | None, str | None, str | None]:
+    """The UIDs of a refused part, from its first :data:`_HEADER_BYTES` in the body."""
+    head = os.pread(body.fileno(), min(part.length, _HEADER_BYTES), part.offset)
+    return _uids(io.BytesIO(head))
+
+
+def _uids(source: Path | BinaryIO) -> tuple[str | None, str | None, str | None]:
     """(SOP Class, SOP Instance, Study Instance UID) read from the file's header, or
     Nones where it cannot be read (the archive's own check then says why)."""
     from pydicom import dcmread
 
     try:
-        dataset = dcmread(path, stop_before_pixels=True,
+        dataset = dcmread(source, stop_before_pixels=True,
                           specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
     except Exception:  # anything unreadable is the archive's to refuse with a reason
         return None, None, None
