@@ -81,8 +81,9 @@ def parts(response: httpx.Response) -> list[bytes]:
 @pytest.fixture(scope="module", params=BACKENDS)
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[ServerProcess]:
-    with backend_server(request, tmp_path_factory, "dicomweb", "--audit", "--max-buffered-mb", "8",
-                        "--dicomweb-max-body-mb", "24") as process:
+    with backend_server(request, tmp_path_factory, "dicomweb", "--audit", "--max-body-mb",
+                        "4", "--max-buffered-mb", "8", "--dicomweb-max-body-mb", "24"
+                        ) as process:
         yield process
 
 
@@ -241,9 +242,10 @@ def test_malformed_instances_are_refused_with_a_reason_and_not_stored(
 
 
 def test_bodies_are_spooled_and_held_to_the_mounts_limit(dicomweb: DICOMwebClient) -> None:
-    """The server holds at most 8 MB of bodies in memory (--max-buffered-mb 8); a 16 MB
-    STOW-RS body is stored all the same (spooled to disk), one over the DICOMweb limit
-    (--dicomweb-max-body-mb 24) is refused with 413."""
+    """The server holds at most 8 MB of bodies in memory (--max-buffered-mb 8, with FHIR
+    bodies up to --max-body-mb 4); a 16 MB STOW-RS body is stored all the same (spooled
+    to disk), and one over the DICOMweb limit (--dicomweb-max-body-mb 24) is refused
+    with 413."""
     study = generate_uid()
     instances = [fresh("CT_small.dcm", study) for _ in range(2)]
     for dataset in instances:  # ~8 MB each: a large private element
@@ -268,6 +270,9 @@ def test_unknown_uids_and_paths(dicomweb: DICOMwebClient) -> None:
     assert bad.status_code == 400
     assert bad.json()["issue"][0]["expression"] == ["StudyDate"]
     assert httpx.get(f"{dicomweb.base_url}/patients").status_code == 404
+    xml = httpx.get(f"{dicomweb.base_url}/studies", headers={"Accept": "application/dicom+xml"})
+    assert xml.status_code == 406
+    assert "application/dicom+json" in xml.json()["issue"][0]["diagnostics"]
     assert httpx.delete(f"{dicomweb.base_url}/studies/1.2").status_code == 405
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hygeia.fhir.outcome import FhirError
+from hygeia.fhir.outcome import FhirError, NotAcceptable
 from hygeia.imaging.dicomweb import audit
 from hygeia.imaging.dicomweb.access import reach
 from hygeia.imaging.dicomweb.retrieve import metadata, rendered, retrieve
@@ -67,6 +67,8 @@ class DicomWebMount:
             audit.record(self.host, request, "stow", result.status,
                          description="; ".join(result.reasons)[:1000] or None)
             return answer(result, request.root)
+        if route.service in ("qido", "metadata"):
+            _json_accepted(request.headers.get("accept"))
         if route.service == "qido":
             response, _ = search(self.archive, request, route, allowed)
         elif route.service == "metadata":
@@ -78,3 +80,20 @@ class DicomWebMount:
         audit.record(self.host, request, route.service, response.status,
                      references=allowed.references, patients=allowed.patients)
         return response
+
+
+_JSON_TYPES = frozenset({"application/dicom+json", "application/json", "application/*", "*/*"})
+
+
+def _json_accepted(accept: str | None) -> None:
+    """QIDO-RS and metadata answer DICOM JSON only: 406 when Accept excludes it."""
+    if not accept:
+        return
+    for entry in accept.split(","):
+        media, *params = (piece.strip() for piece in entry.split(";"))
+        refused = any(param.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+                      for param in params)
+        if media.lower() in _JSON_TYPES and not refused:
+            return
+    raise NotAcceptable("This server answers QIDO-RS and metadata as application/dicom+json; "
+                        f"the Accept header asks for {accept[:120]}.", expression="Accept")
