@@ -75,8 +75,9 @@ def file_metadata(path: Path, bulk_uri: str) -> dict[str, Any]:
     def bulk(_: DataElement) -> str:
         return bulk_uri
 
+    # an element whose value cannot be encoded is left out rather than failing the answer
     return dataset.to_json_dict(bulk_data_threshold=BULK_THRESHOLD,
-                                bulk_data_element_handler=bulk)
+                                bulk_data_element_handler=bulk, suppress_invalid_tags=True)
 
 
 def failure_item(sop_class: str | None, sop_instance: str | None, reason: int,

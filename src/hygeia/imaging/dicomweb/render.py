@@ -47,32 +47,25 @@ def rendered_type(accept: str | None) -> str:
 
 def render(path: Path, media_type: str) -> bytes:
     """The picture of the instance stored at ``path``, as ``media_type`` bytes."""
-    import numpy as np
-    from PIL import Image
     from pydicom import dcmread
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     dataset = dcmread(path)
     if "PixelData" not in dataset:
         raise BadRequest("This instance has no pixel data to render.", expression="instance")
-    if int(dataset.get("NumberOfFrames") or 1) > 1:
+    frames = str(dataset.get("NumberOfFrames") or "1").strip()
+    if frames != "1":
         raise BadRequest("Only single-frame instances are rendered; this one has "
-                         f"{int(dataset.NumberOfFrames)} frames.", expression="instance")
+                         f"{frames[:20]} frames.", expression="instance")
     try:
         pixels = dataset.pixel_array
     except Exception as error:  # an encoding pydicom cannot decode here
         raise BadRequest(f"The pixel data cannot be decoded for rendering ({error}).",
                          expression="instance") from None
-    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
-    if photometric.startswith("MONOCHROME"):
-        values = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype(np.float64)
-        low, high = float(values.min()), float(values.max())
-        scaled = (values - low) / (high - low) * 255.0 if high > low else values * 0.0
-        if photometric == "MONOCHROME1":
-            scaled = 255.0 - scaled
-        image = Image.fromarray(scaled.astype(np.uint8), mode="L")
-    else:
-        image = _colour(dataset, pixels, photometric)
+    try:
+        image = _picture(dataset, pixels)
+    except Exception as error:  # stored data the LUTs or Pillow cannot make a picture of
+        raise BadRequest(f"This instance cannot be rendered ({error}).",
+                         expression="instance") from None
     out = io.BytesIO()
     if media_type == "image/png":
         image.save(out, format="PNG")
@@ -80,6 +73,22 @@ def render(path: Path, media_type: str) -> bytes:
         image.convert("RGB" if image.mode not in ("L", "RGB") else image.mode).save(
             out, format="JPEG", quality=JPEG_QUALITY)
     return out.getvalue()
+
+
+def _picture(dataset: Any, pixels: Any) -> Any:
+    import numpy as np
+    from PIL import Image
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric.startswith("MONOCHROME"):
+        values = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype(np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) / (high - low) * 255.0 if high > low else values * 0.0
+        if photometric == "MONOCHROME1":
+            scaled = 255.0 - scaled
+        return Image.fromarray(scaled.astype(np.uint8), mode="L")
+    return _colour(dataset, pixels, photometric)
 
 
 def _colour(dataset: Any, pixels: Any, photometric: str) -> Any:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -77,6 +78,8 @@ def retrieve(archive: Archive, request: MountRequest, route: Route, reach: Reach
     found = instances(archive, route, reach)
     syntax = requested_syntax(request.headers.get("accept"))
     plans = [(record, _sending(record, syntax)) for record in found]
+    for record, _ in plans:  # before the answer starts: a missing file is a 404, not a cut
+        _stored_file(archive, record)
     boundary = new_boundary()
     common = {plan for _, plan in plans}
     content_type = related_content_type("application/dicom", boundary,
@@ -95,7 +98,7 @@ def metadata(archive: Archive, request: MountRequest, route: Route, reach: Reach
     for record in found:
         url = (f"{base}/studies/{record.study_uid}/series/{record.series_uid}"
                f"/instances/{record.sop_uid}")
-        answer.append(file_metadata(archive.path(record), url))
+        answer.append(file_metadata(_stored_file(archive, record), url))
     return MountResponse(200, orjson.dumps(answer), DICOM_JSON)
 
 
@@ -104,7 +107,16 @@ def rendered(archive: Archive, request: MountRequest, route: Route, reach: Reach
     """One single-frame instance as image/jpeg or image/png (by Accept)."""
     media_type = rendered_type(request.headers.get("accept"))
     record = instances(archive, route, reach)[0]
-    return MountResponse(200, render(archive.path(record), media_type), media_type)
+    return MountResponse(200, render(_stored_file(archive, record), media_type), media_type)
+
+
+def _stored_file(archive: Archive, record: InstanceRecord) -> Path:
+    """The instance's file, or a 404 when the storage lost it (removed by hand)."""
+    path = archive.path(record)
+    if not path.exists():
+        raise NotFound(f"The file of instance {record.sop_uid} is missing from the "
+                       "server's DICOM storage.", expression="instance")
+    return path
 
 
 def requested_syntax(accept: str | None) -> str | None:
