@@ -261,6 +261,27 @@ def test_bodies_are_spooled_and_held_to_the_mounts_limit(dicomweb: DICOMwebClien
     assert "limit" in big.json()["issue"][0]["diagnostics"]
 
 
+def test_a_chunked_body_is_stored_and_head_answers_without_one(
+        dicomweb: DICOMwebClient) -> None:
+    """A STOW-RS body sent chunked (no Content-Length, as a streaming uploader sends it)
+    is spooled like any other; HEAD of a study answers its headers only."""
+    ct = fresh("CT_small.dcm")
+    body, content_type = multipart(part10(ct))
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 4096):
+            yield body[start:start + 4096]
+
+    response = httpx.post(f"{dicomweb.base_url}/studies", content=chunks(),
+                          headers={"Content-Type": content_type})
+    assert response.status_code == 200, response.text
+    assert response.request.headers.get("transfer-encoding") == "chunked"
+    head = httpx.head(f"{dicomweb.base_url}/studies/{ct.StudyInstanceUID}")
+    assert head.status_code == 200
+    assert head.headers["content-type"].startswith("multipart/related")
+    assert head.content == b""
+
+
 def test_unknown_uids_and_paths(dicomweb: DICOMwebClient) -> None:
     with pytest.raises(HTTPError) as raised:
         dicomweb.retrieve_study(generate_uid())
