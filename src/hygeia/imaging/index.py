@@ -340,9 +340,9 @@ def like_pattern(value: str) -> str:
 
 def _page(limit: int | None, offset: int) -> tuple[str, list[int]]:
     """LIMIT/OFFSET: at most :data:`MAX_LIMIT` rows, or all with ``limit`` None (retrieval
-    of a whole study: the caller streams them)."""
+    of a whole study; ``offset`` is then ignored)."""
     if limit is None:
-        return " OFFSET ?", [max(0, int(offset))]
+        return "", []
     return " LIMIT ? OFFSET ?", [max(0, min(int(limit), MAX_LIMIT)), max(0, int(offset))]
 
 

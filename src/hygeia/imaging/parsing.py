@@ -13,8 +13,9 @@ status and a STOW-RS 4xx carry, when the file:
   undefined-length element (a sequence, encapsulated pixel data) has no
   delimiter before the end;
 - lacks SOP Class, SOP Instance, Study Instance or Series Instance UID, or has
-  one that is not a valid UID (digits and dots, at most 64 characters);
-- has a file meta SOP Instance UID that differs from the dataset's;
+  one that is not a valid UID (digits and dots, at most 64 characters) (the
+  file meta group's copies are not checked: the dataset's are the ones indexed,
+  and files whose meta group disagrees exist in the wild);
 - is an image (it has ``Rows``) without its pixel data.
 """
 
@@ -115,10 +116,6 @@ def parse(path: Path) -> Parsed:
         raise Malformed(f"The transfer syntax {syntax} is not one this archive knows.")
     uids = {keyword: _uid(dataset, keyword) for keyword in
             ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")}
-    meta_sop = str(getattr(dataset.file_meta, "MediaStorageSOPInstanceUID", "") or "")
-    if meta_sop and meta_sop != uids["SOPInstanceUID"]:
-        raise Malformed(f"The file meta SOP Instance UID {meta_sop} differs from the "
-                        f"dataset's {uids['SOPInstanceUID']}.")
     if "Rows" in dataset and not any(keyword in dataset for keyword in
                                      ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise Malformed("The image has Rows but no pixel data: the file is incomplete.")

@@ -15,8 +15,9 @@ rejected):
   from the index (:mod:`.index` for the matching rules; at most
   :data:`MAX_MATCHES` answers per request);
 - C-GET (over the same association) and C-MOVE (to an AE title registered with
-  ``hygeia imaging ae add``; others are answered 0xA801), sending each file as
-  stored, so the peer must accept its transfer syntax.
+  ``hygeia imaging ae add``; others are answered 0xA801), sending each dataset in
+  the transfer syntax it was stored in, its elements undecoded (so unchanged): the
+  peer must accept that transfer syntax.
 
 When an association ends (released, or aborted: a peer that drops mid-transfer
 loses only the instance in flight) the studies it stored are handed to the
@@ -32,8 +33,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    build_context,
+    evt,
+)
 
 from hygeia.imaging import index
 from hygeia.imaging.archive import Archive
@@ -57,6 +65,11 @@ QUERY_RETRIEVE = {"patient-find": "1.2.840.10008.5.1.4.1.2.1.1",
                   "study-find": "1.2.840.10008.5.1.4.1.2.2.1",
                   "study-move": "1.2.840.10008.5.1.4.1.2.2.2",
                   "study-get": "1.2.840.10008.5.1.4.1.2.2.3"}
+# pynetdicom accepts the first of its own list the peer proposes: explicit VR first, so a
+# C-GET receiver that offers it gets an explicit VR file as stored, unchanged
+EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
+IMPLICIT_LITTLE = "1.2.840.10008.1.2"
+SYNTAXES = [EXPLICIT_LITTLE, *(uid for uid in ALL_TRANSFER_SYNTAXES if uid != EXPLICIT_LITTLE)]
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 RETRIEVE_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
@@ -92,7 +105,6 @@ class DicomListener:
 
     def start(self) -> None:
         """Bind (raising OSError when the port is taken) and serve on pynetdicom's threads."""
-        _config.STORE_SEND_CHUNKED_DATASET = True  # C-GET/C-MOVE send files as stored
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
         ae = AE(ae_title=self.settings.ae_title)
         ae.maximum_associations = self.settings.max_associations
@@ -103,7 +115,7 @@ class DicomListener:
         ae.require_called_aet = True
         ae.add_supported_context(VERIFICATION)
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES,
+            ae.add_supported_context(str(context.abstract_syntax), SYNTAXES,
                                      scu_role=True, scp_role=True)
         for model in QUERY_RETRIEVE.values():
             ae.add_supported_context(model)
@@ -191,22 +203,21 @@ class DicomListener:
 
     # ---------------------------------------------------------------- C-GET, C-MOVE
 
-    def _retrieve_paths(self, identifier: Dataset) -> list[Any]:
+    def _retrieve(self, identifier: Dataset) -> list[index.InstanceRecord]:
         filters = {key: str(identifier.get(key, "") or "") for key in RETRIEVE_KEYS
                    if str(identifier.get(key, "") or "").strip()}
         if not filters:
             return []
-        return [self.archive.path(record) for record in
-                self.archive.find_instances(filters, limit=None)]
+        return self.archive.find_instances(filters, limit=None)
 
     def _get(self, event: Any) -> Iterator[Any]:
-        paths = self._retrieve_paths(event.identifier)
-        yield len(paths)
-        for path in paths:
+        records = self._retrieve(event.identifier)
+        yield len(records)
+        for record in records:
             if event.is_cancelled:
                 yield CANCELLED, None
                 return
-            yield PENDING, path
+            yield PENDING, stored_dataset(self.archive.path(record))
 
     def _move(self, event: Any) -> Iterator[Any]:
         destination = str(event.move_destination or "").strip()
@@ -217,14 +228,37 @@ class DicomListener:
             log.warning("DICOM: C-MOVE to unregistered AE title %r refused", destination)
             yield None, None
             return
-        yield str(row[0]), int(row[1]), {"ae_title": self.settings.ae_title}
-        paths = self._retrieve_paths(event.identifier)
-        yield len(paths)
-        for path in paths:
+        records = self._retrieve(event.identifier)
+        yield str(row[0]), int(row[1]), {"ae_title": destination,
+                                         "contexts": move_contexts(records)}
+        yield len(records)
+        for record in records:
             if event.is_cancelled:
                 yield CANCELLED, None
                 return
-            yield PENDING, path
+            yield PENDING, stored_dataset(self.archive.path(record))
+
+
+def stored_dataset(path: Any) -> Dataset:
+    """A stored file as pynetdicom sends it, in the syntax it was stored in (pydicom
+    encodes it again: the values are the same, the bytes may differ, e.g. a sequence's
+    length; DICOMweb serves the stored bytes themselves)."""
+    return dcmread(path)
+
+
+def move_contexts(records: list[index.InstanceRecord]) -> list[Any]:
+    """The presentation contexts to propose to a C-MOVE destination: each SOP class
+    moved, in its stored transfer syntax and the uncompressed ones (at most 128,
+    the most one association can propose)."""
+    syntaxes: dict[str, list[str]] = {}
+    for record in records:
+        wanted = syntaxes.setdefault(record.sop_class, [EXPLICIT_LITTLE, IMPLICIT_LITTLE])
+        if record.transfer_syntax not in wanted:
+            wanted.insert(0, record.transfer_syntax)
+    if not syntaxes:
+        syntaxes[VERIFICATION] = [IMPLICIT_LITTLE]
+    return [build_context(sop_class, wanted)
+            for sop_class, wanted in list(syntaxes.items())[:128]]
 
 
 def _calling(event: Any) -> str:
