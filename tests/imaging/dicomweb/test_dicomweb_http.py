@@ -261,6 +261,46 @@ def test_bodies_are_spooled_and_held_to_the_mounts_limit(dicomweb: DICOMwebClien
     assert "limit" in big.json()["issue"][0]["diagnostics"]
 
 
+def peak_resident_mb(pid: int) -> float:
+    """The largest resident size (VmHWM) any process of the tree under ``pid`` has had."""
+    pids = [pid]
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        pids.append(int(child))
+    peaks = []
+    for one in pids:
+        for line in Path(f"/proc/{one}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) / 1024)
+    return max(peaks)
+
+
+def test_a_large_body_never_enters_the_servers_memory(tmp_path: Path) -> None:
+    """96 MB of STOW-RS (two 48 MB instances) raises the serving process's peak resident
+    size by far less than the body: it went to disk as it arrived, was scanned for
+    boundaries a chunk at a time and copied into the archive by the kernel."""
+    server = ServerProcess(f"sqlite:///{tmp_path}/big.db")
+    try:
+        base = server.base.removesuffix("/fhir") + "/dicomweb"
+        assert httpx.get(f"{base}/studies").status_code == 200
+        before = peak_resident_mb(server.process.pid)
+        study = generate_uid()
+        files = []
+        for number in range(2):
+            dataset = fresh("CT_small.dcm", study)
+            dataset.add_new(0x00091010, "OB", bytes([number + 1]) * (48 * 1024 * 1024))
+            files.append(part10(dataset))
+        body, content_type = multipart(*files)
+        del files
+        stored = httpx.post(f"{base}/studies", content=body, timeout=300,
+                            headers={"Content-Type": content_type})
+        assert stored.status_code == 200, stored.text
+        assert len(stored.json()["00081199"]["Value"]) == 2
+        grown = peak_resident_mb(server.process.pid) - before
+        assert grown < 32, f"the peak resident size grew by {grown:.0f} MB"
+    finally:
+        server.stop()
+
+
 def test_a_chunked_body_is_stored_and_head_answers_without_one(
         dicomweb: DICOMwebClient) -> None:
     """A STOW-RS body sent chunked (no Content-Length, as a streaming uploader sends it)

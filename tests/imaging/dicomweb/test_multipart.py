@@ -104,3 +104,16 @@ def test_media_type_parameters_are_read_with_quotes_removed() -> None:
     media = parse_media_type('Multipart/Related; Type="application/dicom"; boundary=a')
     assert media.type == "multipart/related"
     assert media.inner == "application/dicom"
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64])
+def test_boundaries_across_read_chunks_are_found(chunk: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The body is scanned a chunk at a time: a delimiter split between two reads is
+    found all the same."""
+    monkeypatch.setattr("hygeia.imaging.dicomweb.multipart.SCAN_CHUNK", chunk)
+    payloads = [b"a" * 50, b"\r\n--b0un", b"z" * 13]
+    data = body(*payloads)
+    with spooled(data) as handle:
+        parts = split_parts(handle, len(data), "b0und")
+        assert [read(handle, p.offset, p.length) for p in parts] == payloads

@@ -2,14 +2,14 @@
 WADO-RS answers.
 
 A STOW-RS body arrives spooled to a file (it may be gigabytes), so parts are found
-by scanning a memory map of that file for the boundary, never by reading the body
+by scanning that file for the boundary a chunk at a time, never by reading the body
 into memory; each part is handed out as a window (offset, length) on the file.
 Answers are generators of chunks, so a study is streamed instance by instance.
 """
 
 from __future__ import annotations
 
-import mmap
+import os
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +20,7 @@ from hygeia.fhir.outcome import BadRequest, UnsupportedMediaType
 
 MAX_PARTS = 10_000  # parts in one STOW-RS request
 MAX_PART_HEADER_BYTES = 8 * 1024  # the header block of one part
+SCAN_CHUNK = 1024 * 1024  # bytes of the body read at a time while looking for boundaries
 _CRLF = b"\r\n"
 
 
@@ -91,11 +92,38 @@ def split_parts(body: BinaryIO, size: int, boundary: str) -> list[Part]:
     if size == 0:
         raise BadRequest("The body is empty; send one or more DICOM instances as parts.",
                          expression="body")
-    with mmap.mmap(body.fileno(), size, access=mmap.ACCESS_READ) as view:
-        return _scan(view, size, boundary.encode("latin-1"))
+    return _scan(FileView(body.fileno(), size), size, boundary.encode("latin-1"))
 
 
-def _scan(view: mmap.mmap, size: int, boundary: bytes) -> list[Part]:
+class FileView:
+    """The bytes of a file read where asked (``find`` and slices, as on ``bytes``), a
+    chunk at a time with ``pread``: scanning a 4 GiB body holds one chunk in memory
+    (a memory map would make every page of the body resident in the process)."""
+
+    def __init__(self, descriptor: int, size: int) -> None:
+        self.descriptor = descriptor
+        self.size = size
+
+    def find(self, sub: bytes, start: int, end: int | None = None) -> int:
+        limit = self.size if end is None else min(end, self.size)
+        position = start
+        while position < limit:
+            chunk = os.pread(self.descriptor, min(SCAN_CHUNK + len(sub) - 1, limit - position),
+                             position)
+            found = chunk.find(sub)
+            if found >= 0:
+                return position + found
+            if not chunk or position + len(chunk) >= limit:
+                return -1
+            position += SCAN_CHUNK  # the next chunk overlaps this one by len(sub) - 1
+        return -1
+
+    def __getitem__(self, window: slice) -> bytes:
+        start, stop = max(0, window.start or 0), min(self.size, window.stop)
+        return os.pread(self.descriptor, stop - start, start) if stop > start else b""
+
+
+def _scan(view: FileView, size: int, boundary: bytes) -> list[Part]:
     delimiter = b"--" + boundary
     start = 0 if _is_delimiter(view, 0, delimiter) else _next_delimiter(view, 0, delimiter)
     if start < 0:
@@ -124,7 +152,7 @@ def _scan(view: mmap.mmap, size: int, boundary: bytes) -> list[Part]:
                      expression="body")
 
 
-def _is_delimiter(view: mmap.mmap, at: int, delimiter: bytes) -> bool:
+def _is_delimiter(view: FileView, at: int, delimiter: bytes) -> bool:
     """A delimiter line: the boundary, then CRLF, ``--`` or transport padding (RFC 2046)."""
     after = at + len(delimiter)
     if view[at:after] != delimiter:
@@ -132,7 +160,7 @@ def _is_delimiter(view: mmap.mmap, at: int, delimiter: bytes) -> bool:
     return view[after:after + 2] in (_CRLF, b"--") or view[after:after + 1] in (b" ", b"\t")
 
 
-def _next_delimiter(view: mmap.mmap, start: int, delimiter: bytes) -> int:
+def _next_delimiter(view: FileView, start: int, delimiter: bytes) -> int:
     """The offset of the CRLF before the next delimiter line at or after ``start``."""
     while True:
         found = view.find(_CRLF + delimiter, start)
@@ -147,7 +175,7 @@ def _closed(parts: list[Part]) -> list[Part]:
     return parts
 
 
-def _headers(view: mmap.mmap, number: int, start: int) -> tuple[dict[str, str], int]:
+def _headers(view: FileView, number: int, start: int) -> tuple[dict[str, str], int]:
     """The headers of the part whose header block begins at ``start``, and where its
     content begins."""
     if view[start:start + 2] == _CRLF:  # no headers at all
