@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
 
-from hygeia.imaging import index
+from hygeia.imaging import index, tables  # noqa: F401  (tables: the "imaging" migration stream)
 from hygeia.imaging.index import InstanceRecord, SeriesRecord, StudyRecord
 from hygeia.imaging.parsing import Malformed, Parsed, parse
 from hygeia.imaging.storage import Blobs, discard

@@ -346,14 +346,25 @@ def _page(limit: int | None, offset: int) -> tuple[str, list[int]]:
     return " LIMIT ? OFFSET ?", [max(0, min(int(limit), MAX_LIMIT)), max(0, int(offset))]
 
 
+def _order(session: Any, where: Where, columns: str) -> str:
+    """ORDER BY ``columns``. On SQLite, with conditions, ``+column`` keeps the planner from
+    walking the primary key in order and filtering (a month of 100,000 studies: 244 ms
+    p95) instead of using the condition's index and sorting the matches (PostgreSQL
+    weighs both with its statistics)."""
+    if where.conditions and getattr(session, "placeholder", "?") == "?":
+        columns = ", ".join(f"+{column.strip()}" for column in columns.split(","))
+    return f" ORDER BY {columns}"
+
+
 def find_studies(session: Any, filters: Mapping[str, str], *, fuzzy: bool = False,
                  limit: int = 100, offset: int = 0) -> list[StudyRecord]:
     """Studies matching ``filters`` (DICOM keywords of :data:`STUDY_KEYS`), by UID."""
     where = Where(fuzzy)
     where.add(STUDY_KEYS, filters)
     page, params = _page(limit, offset)
-    rows = session.execute(f"SELECT {_STUDY_COLUMNS} FROM imaging_study t WHERE {where.sql()} "
-                           f"ORDER BY t.study_uid{page}", [*where.params, *params]).fetchall()
+    order = _order(session, where, "t.study_uid")
+    rows = session.execute(f"SELECT {_STUDY_COLUMNS} FROM imaging_study t WHERE {where.sql()}"
+                           f"{order}{page}", [*where.params, *params]).fetchall()
     return [_study(row) for row in rows]
 
 
@@ -366,8 +377,9 @@ def find_series(session: Any, filters: Mapping[str, str], *, fuzzy: bool = False
     page, params = _page(limit, offset)
     rows = session.execute(
         f"SELECT {_SERIES_COLUMNS}, t.attrs FROM imaging_series s JOIN imaging_study t "
-        f"ON t.study_uid = s.study_uid WHERE {where.sql()} "
-        f"ORDER BY s.study_uid, s.series_uid{page}", [*where.params, *params]).fetchall()
+        f"ON t.study_uid = s.study_uid WHERE {where.sql()}"
+        f"{_order(session, where, 's.study_uid, s.series_uid')}{page}",
+        [*where.params, *params]).fetchall()
     return [_series(row[:6], row[6]) for row in rows]
 
 
@@ -382,8 +394,8 @@ def find_instances(session: Any, filters: Mapping[str, str], *, fuzzy: bool = Fa
     rows = session.execute(
         f"SELECT {_INSTANCE_COLUMNS}, s.attrs, t.attrs FROM imaging_instance i "
         "JOIN imaging_series s ON s.series_uid = i.series_uid "
-        f"JOIN imaging_study t ON t.study_uid = i.study_uid WHERE {where.sql()} "
-        f"ORDER BY i.study_uid, i.series_uid, i.sop_uid{page}",
+        f"JOIN imaging_study t ON t.study_uid = i.study_uid WHERE {where.sql()}"
+        f"{_order(session, where, 'i.study_uid, i.series_uid, i.sop_uid')}{page}",
         [*where.params, *params]).fetchall()
     return [_instance(row[:9], row[9], row[10]) for row in rows]
 

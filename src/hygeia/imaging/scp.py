@@ -8,7 +8,9 @@ rejected):
   SR, SEG, encapsulated PDF ...) in every transfer syntax pydicom knows: each
   instance is stored as the Part 10 file the peer's bytes make (the dataset
   exactly as sent, never re-encoded), fsynced and indexed before the success
-  status goes back (:class:`~hygeia.imaging.archive.Archive`). A malformed
+  status goes back (:class:`~hygeia.imaging.archive.Archive`; the index rows of
+  instances arriving at once on several associations share one commit,
+  :class:`~hygeia.server.group_commit.GroupCommit`). A malformed
   dataset, or one whose SOP Instance UID differs from the request's, is answered
   0xC000 with the reason in ErrorComment and nothing is stored;
 - C-FIND at PATIENT, STUDY, SERIES and IMAGE level, Patient Root and Study Root,
@@ -48,6 +50,7 @@ from hygeia.imaging.archive import Archive
 from hygeia.imaging.linking import Linker
 from hygeia.imaging.parsing import PATIENT_KEYWORDS, Malformed
 from hygeia.server.extensions import Host
+from hygeia.server.group_commit import GroupCommit
 
 log = logging.getLogger("hygeia.imaging.scp")
 MAX_MATCHES = 10_000  # C-FIND answers per request
@@ -98,6 +101,7 @@ class DicomListener:
         self.port = port
         self.settings = settings or ScpSettings()
         self._server: Any = None
+        self.commits = GroupCommit(host, name="dicom-commit")
         self._studies: dict[int, set[str]] = {}  # association id -> study UIDs stored
         self._lock = threading.Lock()
 
@@ -123,8 +127,15 @@ class DicomListener:
                     (evt.EVT_C_GET, self._get), (evt.EVT_C_MOVE, self._move),
                     (evt.EVT_RELEASED, self._ended), (evt.EVT_ABORTED, self._ended),
                     (evt.EVT_CONN_CLOSE, self._ended)]
-        self._server = ae.start_server((self.address, self.port), block=False,
-                                       evt_handlers=handlers)
+        self.commits.start()
+        self.archive.committer = self.commits  # associations at once share commits
+        try:
+            self._server = ae.start_server((self.address, self.port), block=False,
+                                           evt_handlers=handlers)
+        except BaseException:
+            self.archive.committer = None
+            self.commits.stop()
+            raise
         self.port = self._server.server_address[1]
 
     def stop(self) -> None:
@@ -133,6 +144,8 @@ class DicomListener:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        self.archive.committer = None
+        self.commits.stop()
 
     # ---------------------------------------------------------------- C-STORE
 
