@@ -230,6 +230,16 @@ def test_malformed_instances_are_refused_with_a_reason_and_not_stored(
     assert f"not {good.StudyInstanceUID} as the path says" in response.headers["Warning"]
     assert dicomweb.search_for_studies(
         search_filters={"StudyInstanceUID": elsewhere.StudyInstanceUID}) == []
+    bare = fresh("CT_small.dcm")  # a part without headers is of the body's type
+    response = httpx.post(f"{dicomweb.base_url}/studies", content=b"--x\r\n\r\n" +
+                          part10(bare) + b"\r\n--x--\r\n", headers={
+                              "Content-Type": f'multipart/related; type="{DICOM}"; boundary=x'})
+    assert response.status_code == 200, response.text
+    html = b"--x\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n--x--\r\n"
+    response = httpx.post(f"{dicomweb.base_url}/studies", content=html, headers={
+        "Content-Type": f'multipart/related; type="{DICOM}"; boundary=x'})
+    assert response.status_code == 409
+    assert "text/html, not application/dicom" in response.headers["Warning"]
     for content, content_type, status in (
             (b"{}", "application/json", 415),
             (b"--x\r\nContent-Type: application/dicom\r\n\r\nabc", f"multipart/related; "

@@ -103,7 +103,8 @@ def _store_part(archive: Archive, body: BinaryIO, part: Part, study: str | None,
                 result: StowResult) -> None:
     from hygeia.imaging.archive import Malformed
 
-    if part.content_type != "application/dicom":
+    # a part without a Content-Type is taken to be of the body's type (application/dicom)
+    if "content-type" in part.headers and part.content_type != "application/dicom":
         _fail(result, part, None, None, CANNOT_UNDERSTAND,
               f"the part is {part.content_type}, not application/dicom")
         return
