@@ -1,12 +1,12 @@
 """Imaging: DICOMweb STOW-RS, QIDO-RS and WADO-RS against a real ``hygeia serve``, beside
 a plain file copy of the same instances in the same run.
 
-    python -m benchmarks.imaging --backends sqlite,postgresql --instances 2000 \\
+    python -m benchmarks.imaging_dicomweb --backends sqlite,postgresql --instances 2000 \\
         --qido-instances 20000
 
 ``--parts`` chooses among ``copy``, ``stow``, ``qido`` and ``wado`` (default: all).
-The DIMSE (C-STORE) and Orthanc parts of issue 19 are other functions of this module
-when present (``cstore_*``, ``orthanc_*``); the DICOMweb ones are ``dicomweb_*``.
+The DIMSE part of issue 19 (C-STORE beside Orthanc) is ``benchmarks/imaging.py``,
+the index alone, in process, ``benchmarks/imaging_index.py``.
 
 Instances: pydicom's ``CT_small.dcm`` (a 128x128 CT slice, 39 KB) with new UIDs, in
 studies of ``--per-study`` instances (one series each) for ``--patients`` patients
