@@ -2,30 +2,19 @@
 
 Whole instances (WADO-RS metadata, QIDO ``includefield=all``) go through pydicom's
 ``Dataset.to_json_dict``; bulk data (pixel data, large binary elements) is left out
-and named by a ``BulkDataURI`` instead. The STOW-RS answer and QIDO's attribute
-sets are small datasets built here, element by element.
+and named by a ``BulkDataURI`` instead. The STOW-RS answer is a small dataset
+built here, element by element.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hygeia.imaging.dicomweb.qido import KEYWORDS
-
 BULK_THRESHOLD = 1024  # binary elements at least this long become BulkDataURIs
 # the VR of every attribute this module writes by tag
-_VR = {
-    "00100010": "PN", "00100020": "LO", "00100030": "DA", "00100040": "CS",
-    "0020000D": "UI", "00080020": "DA", "00080030": "TM", "00080050": "SH",
-    "00080061": "CS", "00080090": "PN", "00081030": "LO", "00200010": "SH",
-    "00201206": "IS", "00201208": "IS", "0020000E": "UI", "00080060": "CS",
-    "00200011": "IS", "0008103E": "LO", "00201209": "IS", "00180015": "CS",
-    "00080016": "UI", "00080018": "UI", "00200013": "IS", "00280010": "US",
-    "00280011": "US", "00280008": "IS", "00081190": "UR", "00020010": "UI",
-    "00081150": "UI", "00081155": "UI", "00081197": "US", "00000902": "LO",
-}
+_VR = {"00081190": "UR", "00081150": "UI", "00081155": "UI", "00081197": "US",
+       "00000902": "LO"}
 
 
 def element(tag: str, value: Any) -> dict[str, Any]:
@@ -45,16 +34,6 @@ def element(tag: str, value: Any) -> dict[str, Any]:
     else:
         item["Value"] = [str(v) for v in values]
     return item
-
-
-def attributes(values: Mapping[str, Any], tags: Iterable[str]) -> dict[str, Any]:
-    """A DICOM JSON dataset of ``tags`` from ``values`` (keyed by keyword or tag)."""
-    dataset: dict[str, Any] = {}
-    for tag in sorted(set(tags)):
-        keyword = KEYWORDS.get(tag, tag)
-        value = values.get(keyword, values.get(tag))
-        dataset[tag] = element(tag, value)
-    return dataset
 
 
 def sequence(items: list[dict[str, Any]]) -> dict[str, Any]:
