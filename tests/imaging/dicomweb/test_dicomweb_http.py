@@ -99,10 +99,13 @@ def test_store_search_and_retrieve_byte_identical(server: ServerProcess,
     ct = fresh("CT_small.dcm", study, PatientID=patient, AccessionNumber=f"A{study[-6:]}",
                StudyDate="20240115")
     mr = fresh("MR_small_implicit.dcm", study, PatientID=patient, StudyDate="20240115")
-    answer = dicomweb.store_instances([ct, mr])
+    answer = dicomweb.store_instances([ct, mr], study_instance_uid=study)
     stored = {item.ReferencedSOPInstanceUID for item in answer.ReferencedSOPSequence}
     assert stored == {ct.SOPInstanceUID, mr.SOPInstanceUID}
     assert "FailedSOPSequence" not in answer
+    assert answer.RetrieveURL.endswith(f"/dicomweb/studies/{study}")
+    again = dicomweb.store_instances([ct])  # the same instance again: stored, once
+    assert again.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ct.SOPInstanceUID
 
     [found] = dicomweb.search_for_studies(search_filters={"PatientID": patient})
     assert found["0020000D"]["Value"] == [study]
