@@ -283,7 +283,8 @@ class Where:
                 continue
             alias, column, kind = spec
             getattr(self, f"_{kind}")(f"{alias}.{column}", str(value).strip())
-            if kind in ("uid", "text") or (kind == "name" and not self.fuzzy):
+            if (kind in ("uid", "text") and keyword != "PatientSex") or \
+                    (kind == "name" and not self.fuzzy):
                 self.selective = True
 
     def sql(self) -> str:
