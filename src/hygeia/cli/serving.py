@@ -175,7 +175,7 @@ def _serve_in_worker(options: ServeOptions, listener: socket.socket, supervisor:
     from hygeia.api import create_app
     from hygeia.api.http import HttpLimits, serve_socket
     from hygeia.api.http.wsgi import log_access_as_json
-    from hygeia.api.mounts import mount_body_limits
+    from hygeia.api.mounts import mount_body_limits, mount_spool_prefixes
     from hygeia.cli.pillars import install_pillars
     from hygeia.server import FhirService
     from hygeia.store import open_repository
@@ -188,7 +188,8 @@ def _serve_in_worker(options: ServeOptions, listener: socket.socket, supervisor:
     try:
         install_pillars(service, options.pillar_options)
         app = create_app(service)  # registers the authorization server's mount
-        limits = HttpLimits.from_settings(options.settings, mount_body_limits(service))
+        limits = HttpLimits.from_settings(options.settings, mount_body_limits(service),
+                                          mount_spool_prefixes(service))
         _allow_open_files(limits.max_connections + 256)
         if first:
             service.start_listeners()

@@ -57,7 +57,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
 from hygeia.fhir.spec.logical import ResourceType
 from hygeia.server.events import EventConsumer, EventContext
@@ -393,7 +393,8 @@ class Interceptor(Protocol):
 @dataclass(frozen=True, slots=True)
 class MountRequest:
     """One HTTP request to a mount, read whole by the front end (within the mount's
-    body limit) before a request thread takes it."""
+    body limit) before a request thread takes it: in memory, or in a temporary file
+    for a mount that spools its bodies."""
 
     method: str
     path: str  # from the mount's prefix on: "/cds-services/news2"
@@ -403,6 +404,10 @@ class MountRequest:
     root: str  # the server root clients use (--base-url), e.g. "https://fhir.example.org"
     remote: str | None = None
     access: Access | None = None  # the caller's verified token (mounts that require one)
+    # a mount that ``spools_body``: the body in a temporary file (``body`` is then b""),
+    # positioned at its start, with a descriptor (``fileno``) and ``body_size`` bytes
+    body_file: BinaryIO | None = None
+    body_size: int = 0
 
 
 @dataclass(slots=True)
@@ -424,7 +429,10 @@ class Mount(Protocol):
     smaller or larger than the FHIR API's. With ``requires_token`` and
     authorization on, a request without a valid bearer token is refused (401)
     before ``handle`` runs, and ``request.access`` is the verified token; the mount
-    checks scopes itself (e.g. DICOMweb needs ``ImagingStudy.rs``). An error
+    checks scopes itself (e.g. DICOMweb needs ``ImagingStudy.rs``). A mount whose
+    class sets ``spools_body = True`` (an optional attribute) has its bodies written to
+    a temporary file as they arrive instead of held in memory, and counted against no
+    buffered-bytes budget: ``request.body_file`` (DICOMweb STOW-RS, up to gigabytes). An error
     raised as a :class:`~hygeia.fhir.outcome.FhirError` is answered as an
     OperationOutcome; anything else is a logged 500.
     """

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import httptools
 
@@ -97,6 +98,7 @@ class HttpConnection(asyncio.Protocol):
         self.url_size = self.header_bytes = self.head_received = 0
         self.body_size = self.reserved = 0
         self.body_limit = self.limits.max_body_bytes  # this request's (its mount's)
+        self.spool: BinaryIO | None = None  # the body's temporary file (spooling mounts)
         self.started = self.last_body = 0.0
 
     # -- connection events ---------------------------------------------------------
@@ -133,7 +135,11 @@ class HttpConnection(asyncio.Protocol):
         released = self.reserved + sum(
             item.reserved for item in self.queue if isinstance(item, Request))
         self.reserved = 0
+        for item in self.queue:
+            if isinstance(item, Request) and item.body_file is not None:
+                item.body_file.close()
         self.queue.clear()
+        self._drop_spool()
         self.front.ledger.release_body(released)
 
     def eof_received(self) -> bool:
@@ -198,6 +204,7 @@ class HttpConnection(asyncio.Protocol):
         self.body = []
         self.body_size = 0
         self.reserved = 0
+        self._drop_spool()
         self.has_body = False
         self.started = self.last_body = self.loop.time()
         self.pending_continue = False
@@ -236,9 +243,11 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(transfer_coding_error(chunked))
         self._check_host(hosts, version)
         self.has_body = length is not None or chunked is not None
-        if self.limits.body_limits:  # a mount with a limit of its own: match the path
+        if self.limits.body_limits or self.limits.spool_prefixes:  # a mount's own rules
             path = b"".join(self.url).split(b"?", 1)[0].decode("latin-1")
             self.body_limit = self.limits.body_limit(path)
+            if self.limits.spools(path) and (length or chunked is not None):
+                self.spool = tempfile.TemporaryFile(prefix="hygeia-body-")  # noqa: SIM115
         else:
             self.body_limit = self.limits.max_body_bytes
         if length is not None and length > self.body_limit:
@@ -264,6 +273,10 @@ class HttpConnection(asyncio.Protocol):
         self.body_size += len(chunk)
         if self.body_size > self.body_limit:
             self._refuse(PayloadTooLarge(f"The body is over the {self.body_limit}-byte limit."))
+        self.last_body = self.loop.time()
+        if self.spool is not None:  # on disk (the page cache): no share of the memory budget
+            self.spool.write(chunk)
+            return
         # bytes are counted as they arrive, not as declared: a client that only
         # announces a large body holds no share of the process's budget
         self._reserve(len(chunk))
@@ -272,10 +285,14 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        spool, self.spool = self.spool, None
+        if spool is not None:
+            spool.seek(0)
         self.queue.append(Request(
             self.parser.get_method().decode("ascii"), b"".join(self.url),
             self.parser.get_http_version(), self.headers, body,
-            self.parser.should_keep_alive(), self.has_body, self.reserved))
+            self.parser.should_keep_alive(), self.has_body, self.reserved, spool,
+            self.body_size if spool is not None else 0))
         self.reserved = 0
         self.in_message = False
         self.pending_continue = False
@@ -285,6 +302,11 @@ class HttpConnection(asyncio.Protocol):
         if refusal is not None:
             self._refuse(refusal)
         self.reserved += size
+
+    def _drop_spool(self) -> None:
+        if self.spool is not None:
+            self.spool.close()  # unnamed (TemporaryFile): closing frees the disk space
+            self.spool = None
 
     def _refuse(self, error: FhirError) -> None:
         self.error = error

@@ -34,6 +34,14 @@ class HttpLimits:
     max_buffered_bytes: int = 512 * 1024 * 1024
     # (path prefix, body limit) of the mounts that set their own (server/extensions.Mount)
     body_limits: tuple[tuple[str, int], ...] = ()
+    # path prefixes whose bodies are spooled to a temporary file, not held in memory
+    # (mounts with ``spools_body``): they count against no buffered-bytes budget
+    spool_prefixes: tuple[str, ...] = ()
+
+    def spools(self, path: str) -> bool:
+        """Whether the body of a request for ``path`` goes to a temporary file."""
+        return any(path == prefix or path.startswith(prefix + "/")
+                   for prefix in self.spool_prefixes)
 
     def body_limit(self, path: str) -> int:
         """The body limit of a request for ``path``: its mount's, else ``max_body_bytes``."""
@@ -45,8 +53,10 @@ class HttpLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings,
-                      body_limits: tuple[tuple[str, int], ...] = ()) -> HttpLimits:
-        largest = max([settings.max_body_bytes, *(limit for _, limit in body_limits)])
+                      body_limits: tuple[tuple[str, int], ...] = (),
+                      spool_prefixes: tuple[str, ...] = ()) -> HttpLimits:
+        largest = max([settings.max_body_bytes, *(limit for prefix, limit in body_limits
+                                                  if prefix not in spool_prefixes)])
         return cls(header_timeout=settings.http.header_timeout,
                    body_timeout=settings.http.body_timeout,
                    keepalive_timeout=settings.http.keepalive_timeout,
@@ -56,8 +66,8 @@ class HttpLimits:
                    max_body_bytes=settings.max_body_bytes,
                    max_client_connections=settings.http.max_client_connections,
                    max_connections=settings.http.max_connections,
-                   body_limits=body_limits,
-                   # one largest body always fits, whatever the setting says
+                   body_limits=body_limits, spool_prefixes=spool_prefixes,
+                   # one largest body held in memory always fits, whatever the setting says
                    max_buffered_bytes=max(settings.http.max_buffered_bytes, largest))
 
 

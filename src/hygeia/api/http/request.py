@@ -7,6 +7,7 @@ front end acts on before any thread sees the request (framing, Host, version).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from hygeia.api.http.errors import HttpVersionNotSupported, NotImplementedHere
 from hygeia.fhir.outcome import BadRequest, FhirError
@@ -24,6 +25,10 @@ class Request:
     keep_alive: bool
     has_body: bool  # Content-Length or Transfer-Encoding was sent (even for 0 bytes)
     reserved: int  # body bytes counted against the process's buffered limit
+    # the body spooled to a temporary file instead of ``body`` (a mount that spools its
+    # bodies, such as DICOMweb's STOW-RS): positioned at its start, closed after the answer
+    body_file: BinaryIO | None = None
+    body_size: int = 0
 
 
 def framing(headers: list[tuple[bytes, bytes]]

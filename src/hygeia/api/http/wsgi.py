@@ -1,7 +1,8 @@
 """The request thread's side: a whole request in, PEP 3333 environ, the app, the answer out.
 
 The app is called on a thread of the pool with the body already in memory
-(``wsgi.input`` is a BytesIO), so no thread ever waits for a client's bytes.
+(``wsgi.input`` is a BytesIO), or in a temporary file for a mount that spools its
+bodies, so no thread ever waits for a client's bytes.
 An answer held in memory is handed to the loop in one piece; a streamed one
 (bulk export files) chunk by chunk, each waiting until the connection has
 room, so a slow reader holds neither memory nor, past the body timeout, the
@@ -79,6 +80,9 @@ def respond(front: FrontEnd, connection: Connection, request: Request) -> None:
         log.exception("unexpected error answering %s %r", request.method, request.target[:200])
         front.loop.call_soon_threadsafe(connection.finished, _failure(sent), False,
                                         request.reserved)
+    finally:
+        if request.body_file is not None:
+            request.body_file.close()
     if front.access_log:
         _log_access(connection, request, status, sent, (time.perf_counter() - started) * 1000)
 
@@ -123,7 +127,7 @@ def environ(front: FrontEnd, connection: Connection, request: Request) -> dict[s
         "SERVER_PROTOCOL": f"HTTP/{request.version}",
         "REMOTE_ADDR": connection.client,
         "REMOTE_PORT": str(connection.client_port),
-        "wsgi.input": io.BytesIO(request.body),
+        "wsgi.input": request.body_file or io.BytesIO(request.body),
         "wsgi.errors": sys.stderr,
     }
     for name, value in request.headers:
@@ -138,7 +142,8 @@ def environ(front: FrontEnd, connection: Connection, request: Request) -> dict[s
             key = "HTTP_" + key
         env[key] = f"{env[key]},{text}" if key in env else text
     if request.has_body:
-        env["CONTENT_LENGTH"] = str(len(request.body))
+        env["CONTENT_LENGTH"] = str(request.body_size if request.body_file is not None
+                                    else len(request.body))
     return env
 
 

@@ -1,0 +1,128 @@
+"""The files: a content-addressed store of DICOM Part 10 files (ADR imaging-storage).
+
+Layout under the storage root (``hygeia serve --dicom-storage``)::
+
+    objects/ab/cd/abcd...ef   a file, named by the SHA-256 of its bytes
+    incoming/                 files being written (same file system, so a rename
+                              moves them into objects/ atomically)
+
+A file is written whole into ``incoming/``, fsynced, renamed to its name in
+``objects/`` and the directory fsynced, so a file under ``objects/`` is always
+complete and durable, whatever crash comes. Two identical files are one.
+Nothing here knows DICOM: the index (:mod:`.index`) says which file is which
+instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1024 * 1024
+
+
+class Blobs:
+    """The content-addressed files under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.objects = root / "objects"
+        self.incoming = root / "incoming"
+
+    def prepare(self) -> None:
+        """Create the folders (idempotent)."""
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.incoming.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self.objects / sha256[:2] / sha256[2:4] / sha256
+
+    def new_incoming(self) -> Path:
+        """A fresh path in ``incoming/`` to write a file to (then :meth:`commit` it)."""
+        self.prepare()
+        return self.incoming / f"{uuid.uuid4().hex}.part"
+
+    def write_incoming(self, chunks: Iterable[bytes] | BinaryIO) -> tuple[Path, str, int]:
+        """Write ``chunks`` (or a binary file's content) to a new incoming file, fsynced;
+        its path, SHA-256 and size."""
+        path = self.new_incoming()
+        digest = hashlib.sha256()
+        size = 0
+        source: Iterable[bytes] = iter(lambda: chunks.read(CHUNK), b"") \
+            if hasattr(chunks, "read") else chunks
+        try:
+            with open(path, "wb") as out:
+                for chunk in source:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            discard(path)
+            raise
+        return path, digest.hexdigest(), size
+
+    def digest_of(self, path: Path) -> tuple[str, int]:
+        """SHA-256 and size of a file written elsewhere into ``incoming/``, fsyncing it."""
+        digest = hashlib.sha256()
+        size = 0
+        with open(path, "rb+") as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+            os.fsync(handle.fileno())
+        return digest.hexdigest(), size
+
+    def commit(self, incoming: Path, sha256: str) -> Path:
+        """Move a complete incoming file to its content address, durably; when that
+        file exists already, drop the incoming copy."""
+        target = self.path(sha256)
+        if target.exists():
+            discard(incoming)
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(incoming, target)
+        _fsync_dir(target.parent)
+        return target
+
+    def remove(self, sha256s: Iterable[str]) -> int:
+        """Remove the files named; how many were there."""
+        removed = 0
+        for sha256 in sha256s:
+            with contextlib.suppress(FileNotFoundError):
+                self.path(sha256).unlink()
+                removed += 1
+        return removed
+
+    def clear_incoming(self, older_than: float = 24 * 3600.0) -> int:
+        """Drop files a crash left half-written in ``incoming/`` (those not touched for
+        ``older_than`` seconds: another process may be writing the others); how many."""
+        self.prepare()
+        limit = time.time() - older_than
+        dropped = 0
+        for path in self.incoming.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < limit:
+                    path.unlink()
+                    dropped += 1
+        return dropped
+
+
+def discard(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
