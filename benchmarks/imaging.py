@@ -73,7 +73,8 @@ def send_dcmtk(paths: list[Path], port: int, title: str, associations: int) -> f
     failures = [sender for sender in senders if sender.wait() != 0]
     took = time.perf_counter() - began
     if failures:
-        raise RuntimeError(f"storescu failed: {failures[0].stderr.read()[:300]!r}")
+        error = failures[0].stderr.read() if failures[0].stderr is not None else b""
+        raise RuntimeError(f"storescu failed: {error[:300]!r}")
     return took
 
 

@@ -395,7 +395,8 @@ def find_series(session: Any, filters: Mapping[str, str], *, fuzzy: bool = False
                 limit: int = 100, offset: int = 0) -> list[SeriesRecord]:
     """Series matching ``filters`` (keys of :data:`SERIES_KEYS` and :data:`STUDY_KEYS`)."""
     where = Where(fuzzy)
-    where.add(STUDY_KEYS, filters)
+    # the study's UID on the series row itself: its index, not a join, narrows the rows
+    where.add({**STUDY_KEYS, "StudyInstanceUID": ("s", "study_uid", "uid")}, filters)
     where.add(SERIES_KEYS, filters)
     page, params = _page(limit, offset)
     rows = session.execute(
@@ -411,8 +412,8 @@ def find_instances(session: Any, filters: Mapping[str, str], *, fuzzy: bool = Fa
                    limit: int | None = 100, offset: int = 0) -> list[InstanceRecord]:
     """Instances matching ``filters`` (keys of every level)."""
     where = Where(fuzzy)
-    where.add(STUDY_KEYS, filters)
-    where.add(SERIES_KEYS, filters)
+    where.add({**STUDY_KEYS, "StudyInstanceUID": ("i", "study_uid", "uid")}, filters)
+    where.add({**SERIES_KEYS, "SeriesInstanceUID": ("i", "series_uid", "uid")}, filters)
     where.add(INSTANCE_KEYS, filters)
     page, params = _page(limit, offset)
     rows = session.execute(
