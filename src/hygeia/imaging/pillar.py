@@ -15,6 +15,7 @@ from typing import Any
 from hygeia.imaging import tables  # noqa: F401  (registers the "imaging" migration stream)
 from hygeia.imaging.archive import Archive
 from hygeia.imaging.commands import ImagingCommand
+from hygeia.imaging.demo import demo_lines
 from hygeia.imaging.dicomweb.mount import DEFAULT_MAX_BODY_BYTES, DicomWebMount
 from hygeia.imaging.linking import DeletedStudies, Linker, LinkSettings
 from hygeia.imaging.scp import DicomListener, ScpSettings
@@ -111,14 +112,7 @@ class ImagingPillar:
         return [ImagingCommand()]
 
     def demo(self, host: PillarHost, fhir_base: str) -> list[str]:
-        where = _PORTS.get(id(host))
-        if where is None:
-            return ["DICOM is off: add --dicom-port 11112 to receive images from modalities "
-                    "and PACS (docs/guide/imaging.md)."]
-        address, port = where
-        return [f"DICOM on {address}:{port} (AE title HYGEIA): send a study with",
-                f"  python -m pynetdicom storescu {address} {port} -aec HYGEIA FILE.dcm",
-                f"  curl -s '{fhir_base}/ImagingStudy'"]
+        return demo_lines(host, archive_of(host), fhir_base, _PORTS.get(id(host)))
 
 
 PILLAR = ImagingPillar()
