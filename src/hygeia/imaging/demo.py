@@ -4,8 +4,8 @@ The study is pydicom's own small CT test image (shipped inside pydicom, so no
 download) under UIDs of its own, given the first demo patient's identifier as its
 PatientID so that it links to that patient instead of creating one for
 reconciliation: a newcomer sees an ImagingStudy on a patient they already know, its
-DICOMweb answers, and the rendered slice. Storing it twice (a second ``--demo`` on the same database) is
-idempotent, as for any instance.
+DICOMweb answers, and the rendered slice. Storing it twice (a second ``--demo`` on
+the same database) is idempotent, as for any instance.
 """
 
 from __future__ import annotations
