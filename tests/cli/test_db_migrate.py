@@ -26,7 +26,9 @@ import httpx
 import psycopg
 import pytest
 
-from hygeia.store.migrations import CORE
+import hygeia.server.subscriptions.tables  # registers the server's own stream
+from hygeia.cli.pillars import installed_pillars
+from hygeia.store.migrations import CORE, streams
 from hygeia.store.schema import SCHEMA_VERSION
 from tests.conftest import BACKENDS, FIXTURES, ServerProcess
 
@@ -37,8 +39,14 @@ PILLAR = "tests.cli.migration_pillar"
 FAMILY = "Macejkovic"  # the one patient of the fixtures, with 74 Observations
 # what the old databases need: the pillar's two steps, and core's if it moved on since 8
 CORE_PENDING = [] if CORE.baseline == SCHEMA_VERSION else [f"core 8 -> {SCHEMA_VERSION}"]
-# the server's own tables (server/subscriptions) are a stream too, as new to an old database
-SERVER_PENDING = ["subscriptions 0 -> 1"]
+# the server's own tables (server/subscriptions) and the installed pillars' (imaging) are
+# streams too, as new to an old database as to a new one: those the CLI knows, found the way
+# it finds them
+installed_pillars()
+OTHERS = [stream for stream in streams() if stream.name != CORE.name]
+SERVER_PENDING = [f"{stream.name} 0 -> {stream.latest}" for stream in OTHERS]
+AT = ", ".join(f"{stream.name} {stream.latest}" for stream in OTHERS)
+UP_TO_DATE = [f"{stream.name}: version {stream.latest}, up to date" for stream in OTHERS]
 
 
 @pytest.fixture(params=[(c, b) for c in COMMITS for b in BACKENDS],
@@ -107,7 +115,7 @@ def test_an_old_database_migrates_and_serves_its_data(old_url: str) -> None:
     assert "applied trial 2: trial notes" in migrated.stdout
     again = hygeia("db", "migrate", "--db", old_url, module=PILLAR)
     assert again.returncode == 0, again.stderr
-    assert f"nothing to migrate: {old_url} is at core {SCHEMA_VERSION}, subscriptions 1, " \
+    assert f"nothing to migrate: {old_url} is at core {SCHEMA_VERSION}, {AT}, " \
            "trial 2" in again.stdout
     assert query(old_url, "SELECT text FROM trial_note") == [("migrated",)]  # ran once
     assert hygeia("db", "status", "--db", old_url, module=PILLAR).returncode == 0
@@ -225,10 +233,10 @@ def test_status_of_a_missing_database_is_one_line(tmp_path: Path) -> None:
     made = hygeia("db", "migrate", "--db", url)
     assert made.returncode == 0, made.stderr
     assert made.stdout.strip().splitlines()[-1] == \
-        f"new database laid out: {url} is at core {SCHEMA_VERSION}, subscriptions 1"
+        f"new database laid out: {url} is at core {SCHEMA_VERSION}, {AT}"
     status = hygeia("db", "status", "--db", url)
     assert (status.returncode, status.stdout.strip().splitlines()) == (
-        0, [f"core: version {SCHEMA_VERSION}, up to date", "subscriptions: version 1, up to date"])
+        0, [f"core: version {SCHEMA_VERSION}, up to date", *UP_TO_DATE])
 
 
 def _free_port() -> int:
