@@ -282,7 +282,8 @@ def test_a_closed_loader_refuses_more_lines(service: FhirService) -> None:
 def test_kill_mid_load_leaves_whole_batches(tmp_path: Path) -> None:
     """A load killed part-way keeps what committed, and it is consistent."""
     db = _killed_after_first_batch(tmp_path, bulk=False)
-    with open_repository(f"sqlite:///{db}") as repository, repository.reader() as session:
+    with open_repository(f"sqlite:///{db}", migrate=True) as repository, \
+            repository.reader() as session:  # migrate: see _killed_after_first_batch
         def count(sql: str) -> int:
             return int(session.execute(sql).fetchone()[0])  # type: ignore[attr-defined]
 
@@ -369,7 +370,7 @@ def test_deferred_indexes_only_for_an_empty_database(service: FhirService,
 def test_a_load_killed_with_deferred_indexes_gets_them_at_the_next_open(tmp_path: Path
                                                                         ) -> None:
     db = _killed_after_first_batch(tmp_path, bulk=True)
-    with open_repository(f"sqlite:///{db}") as repository:
+    with open_repository(f"sqlite:///{db}", migrate=True) as repository:
         present, counted = lookup_index_state(repository)
         assert present == counted == {name for name, _ in lookup_indexes()}
         page = body(call(FhirService(repository), "GET", "Patient?name=kill1"))
@@ -378,7 +379,12 @@ def test_a_load_killed_with_deferred_indexes_gets_them_at_the_next_open(tmp_path
 
 def _killed_after_first_batch(tmp_path: Path, *, bulk: bool) -> Path:
     """A load of 20,000 Patients in another process, SIGKILLed once its first batch of 500
-    has committed; returns its SQLite database."""
+    has committed; returns its SQLite database.
+
+    The loading process knows only the core's tables; this test process may know more
+    (an installed pillar imported earlier registers its own migration stream), so the
+    tests reopen the database with ``migrate=True``, as ``hygeia serve --migrate`` would.
+    """
     import signal
     import subprocess
     import sys
