@@ -11,8 +11,6 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hygeia.analytics.operation import viewdefinition_run_operation
-from hygeia.analytics.refresh import ParquetRefresher, ViewRefresher
 from hygeia.server.extensions import CliCommand, PillarHost
 
 
@@ -48,6 +46,10 @@ class AnalyticsPillar:
         )
 
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
+        # imported here, not at the top: the CLI imports this module on every start
+        from hygeia.analytics.operation import viewdefinition_run_operation
+        from hygeia.analytics.refresh import ParquetRefresher, ViewRefresher
+
         host.add_operation(viewdefinition_run_operation())
         if not options.get("no_view_refresh"):
             parquet = ParquetRefresher(host.repository, interval=options.get(

@@ -3,6 +3,8 @@
 The parts are the NEWS2 early-warning engine (an event consumer of the change
 feed, :mod:`hygeia.clinical.news2`) and the CDS Hooks 2.0 services (a mount at
 ``/cds-services``, :mod:`hygeia.clinical.cds`); this module only gathers them.
+The CLI imports it on every invocation to build its parser, so the parts are
+imported when the pillar is installed in a serving process, not here.
 """
 
 from __future__ import annotations
@@ -12,11 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hygeia.clinical.cds.commands import CdsCommand
-from hygeia.clinical.cds.mount import CdsMount
-from hygeia.clinical.cds.services import DUPLICATE_ORDER_DAYS, built_in
-from hygeia.clinical.demo import demo_lines
-from hygeia.clinical.news2.engine import SET_SECONDS, WINDOW_SECONDS, News2Engine
-from hygeia.clinical.news2.operation import ClinicalCommand, news2_operation
+from hygeia.clinical.commands import ClinicalCommand
+from hygeia.clinical.settings import DUPLICATE_ORDER_DAYS, SET_SECONDS, WINDOW_SECONDS
 from hygeia.server.extensions import CliCommand, PillarHost
 
 
@@ -38,6 +37,11 @@ class ClinicalPillar:
                            help="do not run the NEWS2 early-warning engine")
 
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
+        from hygeia.clinical.cds.mount import CdsMount
+        from hygeia.clinical.cds.services import built_in
+        from hygeia.clinical.news2.engine import News2Engine
+        from hygeia.clinical.news2.operation import news2_operation
+
         minutes = float(options.get("news2_window_minutes") or WINDOW_SECONDS / 60)
         days = float(options.get("duplicate_order_days") or DUPLICATE_ORDER_DAYS)
         host.add_mount(CdsMount(host, built_in(minutes * 60, days)))
@@ -50,6 +54,8 @@ class ClinicalPillar:
         return [ClinicalCommand(), CdsCommand()]
 
     def demo(self, host: PillarHost, fhir_base: str) -> list[str]:
+        from hygeia.clinical.demo import demo_lines
+
         return demo_lines(host, fhir_base)
 
 

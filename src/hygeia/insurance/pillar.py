@@ -8,13 +8,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hygeia.fhir.outcome import FhirError
-from hygeia.insurance.operations import operations
-from hygeia.insurance.plan import PlanEdits, demo_resources
-from hygeia.insurance.settlement import CancelTasks, ClaimVoids, review
-from hygeia.server import FhirService
 from hygeia.server.extensions import CliCommand, PillarHost
-from hygeia.server.rest import write
 from hygeia.store import DEFAULT_URL, open_repository
+
+# The CLI imports this module on every start to build its parser: adjudication and the
+# server are imported where they are used (InsuranceCommand.run, InsurancePillar.install).
 
 
 class InsuranceCommand:
@@ -43,6 +41,11 @@ class InsuranceCommand:
                             help=f"database URL (default {DEFAULT_URL})")
 
     def run(self, args: argparse.Namespace) -> int:
+        from hygeia.insurance.plan import demo_resources
+        from hygeia.insurance.settlement import review
+        from hygeia.server import FhirService
+        from hygeia.server.rest import write
+
         try:
             with open_repository(args.db) as repository:
                 service = FhirService(repository)
@@ -76,6 +79,10 @@ class InsurancePillar:
         return None
 
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
+        from hygeia.insurance.operations import operations
+        from hygeia.insurance.plan import PlanEdits
+        from hygeia.insurance.settlement import CancelTasks, ClaimVoids
+
         host.add_write_hook(ClaimVoids())
         host.add_write_hook(CancelTasks())
         host.add_write_hook(PlanEdits())

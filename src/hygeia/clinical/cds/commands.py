@@ -1,4 +1,8 @@
-"""``hygeia cds client add|list``: the EHRs whose signed calls the CDS services accept."""
+"""``hygeia cds client add|list``: the EHRs whose signed calls the CDS services accept.
+
+The parser is built on every ``hygeia`` invocation; the JWT machinery
+(:mod:`hygeia.clinical.cds.auth`) is imported only when a client command runs.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hygeia.clinical.cds.auth import CLIENT_PREFIX, registered_client
 from hygeia.fhir.datetime import now_us
 from hygeia.store import DEFAULT_URL, AuthStore, DuplicateEntry, open_repository
 
@@ -41,6 +44,8 @@ def _jwks(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add(args: argparse.Namespace) -> int:
+    from hygeia.clinical.cds.auth import registered_client
+
     jwks = _jwks(args)
     with open_repository(args.db) as repository:
         try:
@@ -52,6 +57,8 @@ def add(args: argparse.Namespace) -> int:
 
 
 def list_clients(args: argparse.Namespace) -> int:
+    from hygeia.clinical.cds.auth import CLIENT_PREFIX
+
     with open_repository(args.db) as repository:
         for client in AuthStore(repository).clients():
             if client.client_id.startswith(CLIENT_PREFIX):

@@ -54,6 +54,7 @@ from hygeia.clinical.news2.record import (
 from hygeia.clinical.news2.result import result_observation
 from hygeia.clinical.news2.score import Score, score_readings
 from hygeia.clinical.news2.scoring import Band
+from hygeia.clinical.settings import SET_SECONDS, WINDOW_SECONDS
 from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.resources import new_id
 from hygeia.server.alerts import Alert
@@ -63,8 +64,6 @@ from hygeia.store import ChangeBatch, Session
 
 log = logging.getLogger("hygeia.clinical.news2")
 
-SET_SECONDS = 300.0
-WINDOW_SECONDS = 3600.0
 ALERT_CODE = {"coding": [{"system": NEWS2_SYSTEM, "code": "news2-deterioration",
                           "display": "NEWS2 clinical deterioration"}]}
 

@@ -1,4 +1,4 @@
-"""``Patient/{id}/$news2`` and ``hygeia clinical rescore``: NEWS2 recomputed on demand.
+"""``Patient/{id}/$news2``: NEWS2 recomputed on demand (``hygeia clinical rescore`` too).
 
 Both score the set of the patient's newest vital sign again, exactly as the engine
 does when a vital sign is committed (a new version of that score when anything
@@ -7,17 +7,15 @@ changed, alerts by band), and answer the score Observation.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from typing import Any
 
 import orjson
 
 from hygeia.clinical.news2.engine import News2Engine
-from hygeia.fhir.outcome import FhirError, NotFound, Unprocessable
-from hygeia.server import FhirResponse, FhirService
+from hygeia.fhir.outcome import NotFound, Unprocessable
+from hygeia.server import FhirResponse
 from hygeia.server.extensions import Host, Operation, OperationCall
-from hygeia.store import DEFAULT_URL, Session, open_repository
+from hygeia.store import Session
 
 DEFINITION = "urn:hygeia:OperationDefinition:Patient-news2"
 
@@ -47,34 +45,3 @@ def news2_operation() -> Operation:
                      methods=("POST",), session="write", access="u",
                      documentation="Recompute the patient's NEWS2 from the newest vital "
                                    "signs (docs/guide/clinical.md).")
-
-
-class ClinicalCommand:
-    """``hygeia clinical rescore --patient ID``."""
-
-    name = "clinical"
-    help = "clinical services: recompute a patient's NEWS2"
-
-    def configure(self, parser: argparse.ArgumentParser) -> None:
-        actions = parser.add_subparsers(dest="clinical_action", metavar="ACTION",
-                                        title="actions", required=True)
-        again = actions.add_parser("rescore", help="recompute a patient's NEWS2 now",
-                                   description="Recompute a patient's NEWS2 from the newest "
-                                               "vital signs, as the engine does.")
-        again.add_argument("--patient", required=True, metavar="ID", help="the Patient's id")
-        again.add_argument("--db", default=DEFAULT_URL,
-                           help=f"database URL (default {DEFAULT_URL})")
-
-    def run(self, args: argparse.Namespace) -> int:
-        try:
-            with open_repository(args.db) as repository:
-                service = FhirService(repository)
-                with service.transaction() as session:
-                    score = rescore(service, session, args.patient)
-        except FhirError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        band = ((score.get("interpretation") or [{}])[0].get("coding") or [{}])[0]
-        print(f"Patient/{args.patient}: NEWS2 {score['valueInteger']} "
-              f"({band.get('code') or 'partial, no band'}) Observation/{score['id']}")
-        return 0

@@ -14,8 +14,7 @@ from hygeia.clinical.cds.services.duplicate_order import (
 )
 from hygeia.clinical.cds.services.news2 import news2_service
 from hygeia.clinical.cds.services.qsofa import qsofa_service
-
-DUPLICATE_ORDER_DAYS = 30.0
+from hygeia.clinical.settings import DUPLICATE_ORDER_DAYS
 
 
 def built_in(window_seconds: float,
