@@ -16,9 +16,11 @@ assignments, which is all python-hl7's constructors do.
 
 from __future__ import annotations
 
+from typing import Any
+
 import hl7
 
-_LEVELS: tuple[type[hl7.Container], ...] = (hl7.Message, hl7.Segment, hl7.Field,
+_LEVELS: tuple[Any, ...] = (hl7.Message, hl7.Segment, hl7.Field,
                                            hl7.Repetition, hl7.Component)
 _HEADERS = ("MSH", "BHS", "FHS")  # segments whose field 1 and 2 are the separators
 _FACTORY = hl7.Factory
