@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from pathlib import Path
@@ -151,7 +151,8 @@ class FhirService:
                 integrity.verify(session)
             for hook in getattr(self._before_commit, "hooks", ()):
                 hook(session)
-        self.wake_events()
+            written = session.written_types
+        self.wake_events(None if written is None else frozenset(written))
 
     def integrity_check(self, request: FhirRequest) -> IntegrityCheck | None:
         """A fresh check for one client write, when the server enforces referential
@@ -300,10 +301,20 @@ class FhirService:
         for runner in self.event_runners:
             runner.start()
 
-    def wake_events(self) -> None:
-        """A write committed here: consumers look at the feed now, not at their next poll."""
+    def wake_events(self, types: Collection[str] | None = None) -> None:
+        """Versions of ``types`` (None: of any type) committed here: the consumers that
+        want them look at the feed now, not at their next poll.
+
+        Only those: a commit that wrote no version (a consumer's own cursor move, a
+        delivery record) wakes none, and a consumer of other types moves past them a
+        moment later (``EventTiming.skip_seconds``). Waking every runner on every commit
+        made each read the feed's horizon and advance its cursor for nothing, hundreds
+        of times a second under load.
+        """
+        if types is not None and not types:
+            return
         for runner in self.event_runners:
-            runner.wake()
+            runner.notice(types)
 
     def job_runner(self) -> JobRunner:
         """The runner, started or not (tests run jobs on their own thread with it)."""

@@ -151,6 +151,12 @@ class Session(ABC):
     # None for a deletion); referential integrity checks them before commit
     on_write: Callable[[StoredVersion, dict[str, Any] | None], None] | None = None
 
+    @property
+    def written_types(self) -> Collection[str] | None:
+        """The resource types this session has put versions of (None: not known), so
+        the server wakes only the change-feed consumers that want them after commit."""
+        return None
+
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run ``action`` once the transaction has committed (never if it rolls back)."""
         self.__dict__.setdefault("_after_commit", []).append(action)

@@ -13,7 +13,7 @@ Tables (see docs/architecture.md for the column-by-column description):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from dataclasses import replace
 from itertools import product
 from typing import Any
@@ -88,6 +88,7 @@ class SqlSession(Session):
         self._pending: list[tuple[StoredVersion, RowsSource]] = []
         self._pending_keys: set[tuple[str, str]] = set()  # (type, id) of what _pending holds
         self._pending_types: set[str] = set()  # the types among them
+        self._written_types: set[str] = set()  # every type put, flushed or not
         self.rows_written = 0  # resource and index rows this session wrote
 
     def _sql(self, sql: str) -> str:
@@ -185,6 +186,11 @@ class SqlSession(Session):
         self._pending.append((version, rows))
         self._pending_keys.add((version.resource_type, version.id))
         self._pending_types.add(version.resource_type)
+        self._written_types.add(version.resource_type)
+
+    @property
+    def written_types(self) -> Collection[str]:
+        return self._written_types
 
     def heads(self, keys: list[tuple[str, str]], *, for_update: bool = False,
               for_share: bool = False) -> dict[tuple[str, str], Head]:
