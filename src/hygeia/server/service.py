@@ -24,6 +24,7 @@ from hygeia.server.bulk.export_job import ExportJob
 from hygeia.server.bulk.importing import ImportJob
 from hygeia.server.context import FhirRequest, FhirResponse, Settings
 from hygeia.server.events import (
+    CommitSignals,
     EventConsumer,
     EventRunner,
     EventTiming,
@@ -95,6 +96,9 @@ class FhirService:
         # adds its own with add_event_consumer before start_jobs
         self.event_consumers: list[EventConsumer] = registered_consumers()
         self.event_runners: list[EventRunner] = []
+        # what a ":"-word of another process's commit signal wakes (events/signals.py)
+        self.signal_actions: dict[str, Callable[[], None]] = {}
+        self._signals: CommitSignals | None = None
         # FHIR operations by name; a pillar registers its own here at start-up
         self.operations = core_operation_registry()
         # write hooks, called for each version stored on every write path; a pillar
@@ -300,6 +304,20 @@ class FhirService:
                               for consumer in self.event_consumers]
         for runner in self.event_runners:
             runner.start()
+        if self.repository.commit_signals:
+            self._signals = CommitSignals(self.repository, self.heard)
+            self._signals.start()
+
+    def heard(self, words: frozenset[str]) -> None:
+        """Another process committed: wake the consumers of the types it wrote (all when
+        it did not say), and what its ``:``-words name (``signal_actions``)."""
+        types = {word for word in words if not word.startswith(":")}
+        if types or not words:
+            self.wake_events(types or None)
+        for word in words - types:
+            action = self.signal_actions.get(word)
+            if action is not None:
+                action()
 
     def wake_events(self, types: Collection[str] | None = None) -> None:
         """Versions of ``types`` (None: of any type) committed here: the consumers that
@@ -406,6 +424,8 @@ class FhirService:
         (the repository is the caller's)."""
         self._stop_listeners()
         self.subscriptions.stop()
+        if self._signals is not None:
+            self._signals.stop()
         for events in self.event_runners:
             events.stop()
         self.alerts.stop()

@@ -223,8 +223,8 @@ class SqlSession(Session):
             return
         pending, self._pending = self._pending, []
         self._pending_keys = set()
-        self._pending_types = set()
-        seqs = self._allocate_seqs(len(pending))
+        types, self._pending_types = self._pending_types, set()
+        seqs = self._allocate_seqs(len(pending), types)
         cursor = self.connection.cursor()
         self._insert_rows(cursor, "resource_version", VERSION_INSERT_COLUMNS,
                           [(seq, v.resource_type, v.id, v.version, v.last_updated, v.deleted,
@@ -328,8 +328,9 @@ class SqlSession(Session):
         cursor.executemany(self._sql(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"), rows)
 
-    def _allocate_seqs(self, count: int) -> list[int]:
-        """``count`` new, increasing ``resource_version.seq`` values."""
+    def _allocate_seqs(self, count: int, types: Collection[str] = ()) -> list[int]:
+        """``count`` new, increasing ``resource_version.seq`` values, for versions of
+        ``types``."""
         raise NotImplementedError
 
     def _allocate_pks(self, count: int) -> list[int]:

@@ -36,6 +36,7 @@ from hygeia.store import ChangeBatch, ChangeEvent, Session, feed_contents
 
 log = logging.getLogger("hygeia.subscriptions")
 CONSUMER = "subscriptions"
+SIGNAL = ":subscriptions"  # the commit signal that wakes every process's delivery
 ADOPT_LIMIT = 10_000  # Subscriptions taken over when the cursor is first created
 
 
@@ -69,6 +70,8 @@ class SubscriptionFeed:
                     continue
                 recorded += self._notify(session, event, live, specs, pending)
             pending.write(session)
+            if recorded:  # the process holding a subscription's delivery lease may be another
+                session.signal([SIGNAL])
         self._contents = {}
         if recorded or any(e.resource_type == "Subscription" for e in batch.events):
             self.wake()
