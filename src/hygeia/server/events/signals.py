@@ -4,7 +4,7 @@ A commit made through this process's service wakes its consumers directly
 (``FhirService.wake_events``); one made by another serving process (``--workers``
 N, a second machine, ``hygeia load``) is heard here, where the database can tell:
 on PostgreSQL each write transaction NOTIFYs the types it wrote and this thread
-LISTENs (store/postgres/feed.py, docs/adr/0018-subs-commit-signals.md). Without
+LISTENs (store/postgres/feed.py, docs/adr/0019-commit-signals.md). Without
 it, such a commit waited for the consumer's poll. SQLite has no such signal: its
 consumers poll.
 """

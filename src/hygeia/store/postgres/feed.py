@@ -60,7 +60,7 @@ def mark_seq(execute: Any, seq: int, signal: str | None = None) -> None:
                 (*mark_keys(seq), CHANNEL, signal))
 
 
-# Commit signals (docs/adr/0018-subs-commit-signals.md): a write transaction NOTIFYs
+# Commit signals (docs/adr/0019-commit-signals.md): a write transaction NOTIFYs
 # this channel with the resource types it wrote; PostgreSQL delivers it to every
 # listening connection only once the transaction commits (and never on rollback), so a
 # change-feed consumer in another serving process wakes at once instead of at its poll.
