@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from pydicom import dcmread
@@ -49,6 +48,7 @@ from hygeia.imaging import index
 from hygeia.imaging.archive import Archive
 from hygeia.imaging.linking import Linker
 from hygeia.imaging.parsing import PATIENT_KEYWORDS, Malformed
+from hygeia.imaging.settings import ScpSettings
 from hygeia.server.extensions import Host
 from hygeia.server.group_commit import GroupCommit
 
@@ -75,16 +75,6 @@ IMPLICIT_LITTLE = "1.2.840.10008.1.2"
 SYNTAXES = [EXPLICIT_LITTLE, *(uid for uid in ALL_TRANSFER_SYNTAXES if uid != EXPLICIT_LITTLE)]
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 RETRIEVE_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-
-
-@dataclass(frozen=True, slots=True)
-class ScpSettings:
-    """The listener's AE title and limits (module docstring)."""
-
-    ae_title: str = "HYGEIA"
-    max_associations: int = 20
-    timeout: float = 60.0
-    max_pdu: int = 64 * 1024
 
 
 class DicomListener:
