@@ -25,7 +25,8 @@ rejected):
 When an association ends (released, or aborted: a peer that drops mid-transfer
 loses only the instance in flight) the studies it stored are handed to the
 ImagingStudy linker at once. Limits: ``max_associations`` at once (more are
-rejected), ``timeout`` seconds of silence aborts an association.
+rejected), ``timeout`` seconds without a byte from the peer aborts an
+association (:mod:`.silence`; a slow but steady sender is not cut off).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from hygeia.imaging.sending import (
     send_stored_bytes,
 )
 from hygeia.imaging.settings import ScpSettings
+from hygeia.imaging.silence import watch_silence
 from hygeia.server.extensions import Host
 from hygeia.server.group_commit import GroupCommit
 
@@ -117,7 +119,7 @@ class DicomListener:
         handlers: list[Any] = [(evt.EVT_C_STORE, self._store), (evt.EVT_C_FIND, self._find),
                     (evt.EVT_C_GET, self._get), (evt.EVT_C_MOVE, self._move),
                     (evt.EVT_RELEASED, self._ended), (evt.EVT_ABORTED, self._ended),
-                    (evt.EVT_CONN_CLOSE, self._ended)]
+                    (evt.EVT_CONN_CLOSE, self._ended), (evt.EVT_CONN_OPEN, self._opened)]
         self.commits.start()
         self.archive.committer = self.commits  # associations at once share commits
         try:
@@ -137,6 +139,9 @@ class DicomListener:
             self._server = None
         self.archive.committer = None
         self.commits.stop()
+
+    def _opened(self, event: Any) -> None:
+        watch_silence(event.assoc, self.settings.timeout)
 
     # ---------------------------------------------------------------- C-STORE
 
