@@ -312,7 +312,7 @@ def _p95(values: list[float]) -> float:
 
 def _print(title: str, figures: dict[str, float]) -> None:
     shown = ", ".join(f"{key} {value:,.1f}" for key, value in figures.items())
-    print(f"  {title:<34} {shown}", flush=True)
+    print(f"  {title:<46} {shown}", flush=True)
 
 
 def send_dcmtk(paths: list[Path], port: int, title: str, associations: int) -> float:
