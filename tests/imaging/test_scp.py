@@ -186,7 +186,7 @@ def test_c_get_returns_the_instances_in_the_stored_syntax(
         uid = str(pydicom.dcmread(path).SOPInstanceUID)
         stored = stored_path(dicom, uid)
         assert dataset_bytes(stored) == dataset_bytes(by_uid[uid])  # kept as sent
-        retrieved = pydicom.dcmread(path)  # re-encoded by pynetdicom in the same syntax
+        retrieved = pydicom.dcmread(path)  # as dcmtk wrote it (test_scp_retrieve: bytes)
         assert retrieved.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
         assert retrieved == pydicom.dcmread(stored)
 

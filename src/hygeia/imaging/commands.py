@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hygeia.imaging.parsing import is_uid
+from hygeia.imaging.settings import is_uid
 from hygeia.store import DEFAULT_URL, open_repository, reading, writing
 
 EPILOG = """examples:

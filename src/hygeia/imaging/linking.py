@@ -25,28 +25,18 @@ import logging
 import threading
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from hygeia.imaging import index, resources
 from hygeia.imaging.archive import Archive, Deleted
+from hygeia.imaging.settings import LinkSettings
 from hygeia.server.extensions import EventContext, Host
 from hygeia.server.rest import write
 from hygeia.store import ChangeBatch, as_sql
 
 log = logging.getLogger("hygeia.imaging.linking")
-
-
-@dataclass(frozen=True, slots=True)
-class LinkSettings:
-    """When a pending study's ImagingStudy is written (module docstring)."""
-
-    quiet: float = 3.0
-    max_wait: float = 30.0
-    poll: float = 0.5
-    default_system: str | None = None  # --dicom-patient-system
 
 
 class Linker:

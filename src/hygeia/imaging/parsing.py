@@ -21,7 +21,6 @@ status and a STOW-RS 4xx carry, when the file:
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,10 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import AllTransferSyntaxes
 
+from hygeia.imaging.settings import is_uid
+
 DEFER_BYTES = 1024 * 1024  # values longer stay on disk while the file is parsed
 UNDEFINED_LENGTH = 0xFFFFFFFF
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _KNOWN_SYNTAXES = frozenset(str(uid) for uid in AllTransferSyntaxes)
 
 PATIENT_KEYWORDS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate",
@@ -86,11 +86,6 @@ def json_text(attrs: dict[str, Any], keyword: str) -> str:
     if isinstance(first, dict):
         return str(first.get("Alphabetic", ""))
     return str(first)
-
-
-def is_uid(value: str) -> bool:
-    """A valid DICOM UID: digits in dot-separated groups without leading zeros, <= 64."""
-    return 0 < len(value) <= 64 and _UID.match(value) is not None
 
 
 def parse(path: Path) -> Parsed:

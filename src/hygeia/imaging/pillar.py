@@ -3,6 +3,10 @@
 ``install`` builds one :class:`~hygeia.imaging.archive.Archive` per serving
 process (:func:`archive_of` finds it again), the ImagingStudy linker and, with
 ``--dicom-port``, the DIMSE listener; the DICOMweb mount is added here too.
+
+Every ``hygeia`` command imports this module to build its flags, so it imports
+pydicom and pynetdicom (through the archive, listener and mount) only inside
+``install`` and ``demo``; the defaults come from :mod:`.settings`.
 """
 
 from __future__ import annotations
@@ -10,18 +14,21 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hygeia.imaging import tables  # noqa: F401  (registers the "imaging" migration stream)
-from hygeia.imaging.archive import Archive
 from hygeia.imaging.commands import ImagingCommand
-from hygeia.imaging.demo import demo_lines
-from hygeia.imaging.dicomweb.mount import DEFAULT_MAX_BODY_BYTES, DicomWebMount
-from hygeia.imaging.linking import DeletedStudies, Linker, LinkSettings
-from hygeia.imaging.scp import DicomListener, ScpSettings
+from hygeia.imaging.settings import (
+    DEFAULT_AE_TITLE,
+    DEFAULT_MAX_BODY_BYTES,
+    LinkSettings,
+    ScpSettings,
+)
 from hygeia.server.extensions import CliCommand, Host, PillarHost
 
-DEFAULT_AE_TITLE = "HYGEIA"
+if TYPE_CHECKING:
+    from hygeia.imaging.archive import Archive
+
 _ARCHIVES: dict[int, Archive] = {}  # by id of the host: what install() built
 _PORTS: dict[int, tuple[str, int]] = {}
 
@@ -79,6 +86,11 @@ class ImagingPillar:
                                 f"once per this long (default {link.quiet:g})")
 
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
+        from hygeia.imaging.archive import Archive
+        from hygeia.imaging.dicomweb.mount import DicomWebMount
+        from hygeia.imaging.linking import DeletedStudies, Linker
+        from hygeia.imaging.scp import DicomListener
+
         archive = Archive(host.repository, storage_root(host, options))
         archive.blobs.clear_incoming()
         _ARCHIVES[id(host)] = archive
@@ -112,6 +124,8 @@ class ImagingPillar:
         return [ImagingCommand()]
 
     def demo(self, host: PillarHost, fhir_base: str) -> list[str]:
+        from hygeia.imaging.demo import demo_lines
+
         return demo_lines(host, archive_of(host), fhir_base, _PORTS.get(id(host)))
 
 

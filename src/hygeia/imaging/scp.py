@@ -17,14 +17,16 @@ rejected):
   from the index (:mod:`.index` for the matching rules; at most
   :data:`MAX_MATCHES` answers per request);
 - C-GET (over the same association) and C-MOVE (to an AE title registered with
-  ``hygeia imaging ae add``; others are answered 0xA801), sending each dataset in
-  the transfer syntax it was stored in, its elements undecoded (so unchanged): the
-  peer must accept that transfer syntax.
+  ``hygeia imaging ae add``; others are answered 0xA801), sending each stored
+  file's dataset bytes unchanged where the peer accepts its stored transfer
+  syntax, converted by pydicom where it can be, else a failed sub-operation
+  (:mod:`.sending`).
 
 When an association ends (released, or aborted: a peer that drops mid-transfer
 loses only the instance in flight) the studies it stored are handed to the
 ImagingStudy linker at once. Limits: ``max_associations`` at once (more are
-rejected), ``timeout`` seconds of silence aborts an association.
+rejected), ``timeout`` seconds without a byte from the peer aborts an
+association (:mod:`.silence`; a slow but steady sender is not cut off).
 """
 
 from __future__ import annotations
@@ -32,23 +34,26 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pynetdicom import (
-    AE,
-    ALL_TRANSFER_SYNTAXES,
-    AllStoragePresentationContexts,
-    build_context,
-    evt,
-)
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
 from hygeia.imaging import index
 from hygeia.imaging.archive import Archive
 from hygeia.imaging.linking import Linker
 from hygeia.imaging.parsing import PATIENT_KEYWORDS, Malformed
+from hygeia.imaging.sending import (
+    EXPLICIT_LITTLE,
+    VERIFICATION,
+    ArchiveAE,
+    StoredInstance,
+    allow_sending_files,
+    move_contexts,
+    send_stored_bytes,
+)
+from hygeia.imaging.settings import ScpSettings
+from hygeia.imaging.silence import watch_silence
 from hygeia.server.extensions import Host
 from hygeia.server.group_commit import GroupCommit
 
@@ -60,7 +65,6 @@ FIND_FAILED = 0xC001
 MOVE_DESTINATION_UNKNOWN = 0xA801
 PENDING = 0xFF00
 CANCELLED = 0xFE00
-VERIFICATION = "1.2.840.10008.1.1"
 # Query/Retrieve information models: Patient Root and Study Root, FIND, MOVE and GET
 QUERY_RETRIEVE = {"patient-find": "1.2.840.10008.5.1.4.1.2.1.1",
                   "patient-move": "1.2.840.10008.5.1.4.1.2.1.2",
@@ -70,21 +74,9 @@ QUERY_RETRIEVE = {"patient-find": "1.2.840.10008.5.1.4.1.2.1.1",
                   "study-get": "1.2.840.10008.5.1.4.1.2.2.3"}
 # pynetdicom accepts the first of its own list the peer proposes: explicit VR first, so a
 # C-GET receiver that offers it gets an explicit VR file as stored, unchanged
-EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
-IMPLICIT_LITTLE = "1.2.840.10008.1.2"
 SYNTAXES = [EXPLICIT_LITTLE, *(uid for uid in ALL_TRANSFER_SYNTAXES if uid != EXPLICIT_LITTLE)]
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 RETRIEVE_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-
-
-@dataclass(frozen=True, slots=True)
-class ScpSettings:
-    """The listener's AE title and limits (module docstring)."""
-
-    ae_title: str = "HYGEIA"
-    max_associations: int = 20
-    timeout: float = 60.0
-    max_pdu: int = 64 * 1024
 
 
 class DicomListener:
@@ -110,7 +102,8 @@ class DicomListener:
     def start(self) -> None:
         """Bind (raising OSError when the port is taken) and serve on pynetdicom's threads."""
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-        ae = AE(ae_title=self.settings.ae_title)
+        allow_sending_files()
+        ae = ArchiveAE(ae_title=self.settings.ae_title)
         ae.maximum_associations = self.settings.max_associations
         ae.network_timeout = self.settings.timeout
         ae.acse_timeout = self.settings.timeout
@@ -126,7 +119,7 @@ class DicomListener:
         handlers: list[Any] = [(evt.EVT_C_STORE, self._store), (evt.EVT_C_FIND, self._find),
                     (evt.EVT_C_GET, self._get), (evt.EVT_C_MOVE, self._move),
                     (evt.EVT_RELEASED, self._ended), (evt.EVT_ABORTED, self._ended),
-                    (evt.EVT_CONN_CLOSE, self._ended)]
+                    (evt.EVT_CONN_CLOSE, self._ended), (evt.EVT_CONN_OPEN, self._opened)]
         self.commits.start()
         self.archive.committer = self.commits  # associations at once share commits
         try:
@@ -146,6 +139,9 @@ class DicomListener:
             self._server = None
         self.archive.committer = None
         self.commits.stop()
+
+    def _opened(self, event: Any) -> None:
+        watch_silence(event.assoc, self.settings.timeout)
 
     # ---------------------------------------------------------------- C-STORE
 
@@ -224,13 +220,14 @@ class DicomListener:
         return self.archive.find_instances(filters, limit=None)
 
     def _get(self, event: Any) -> Iterator[Any]:
+        send_stored_bytes(event.assoc)
         records = self._retrieve(event.identifier)
         yield len(records)
         for record in records:
             if event.is_cancelled:
                 yield CANCELLED, None
                 return
-            yield PENDING, stored_dataset(self.archive.path(record))
+            yield PENDING, StoredInstance(record, self.archive.path(record))
 
     def _move(self, event: Any) -> Iterator[Any]:
         destination = str(event.move_destination or "").strip()
@@ -249,29 +246,7 @@ class DicomListener:
             if event.is_cancelled:
                 yield CANCELLED, None
                 return
-            yield PENDING, stored_dataset(self.archive.path(record))
-
-
-def stored_dataset(path: Any) -> Dataset:
-    """A stored file as pynetdicom sends it, in the syntax it was stored in (pydicom
-    encodes it again: the values are the same, the bytes may differ, e.g. a sequence's
-    length; DICOMweb serves the stored bytes themselves)."""
-    return dcmread(path)
-
-
-def move_contexts(records: list[index.InstanceRecord]) -> list[Any]:
-    """The presentation contexts to propose to a C-MOVE destination: each SOP class
-    moved, in its stored transfer syntax and the uncompressed ones (at most 128,
-    the most one association can propose)."""
-    syntaxes: dict[str, list[str]] = {}
-    for record in records:
-        wanted = syntaxes.setdefault(record.sop_class, [EXPLICIT_LITTLE, IMPLICIT_LITTLE])
-        if record.transfer_syntax not in wanted:
-            wanted.insert(0, record.transfer_syntax)
-    if not syntaxes:
-        syntaxes[VERIFICATION] = [IMPLICIT_LITTLE]
-    return [build_context(sop_class, wanted)
-            for sop_class, wanted in list(syntaxes.items())[:128]]
+            yield PENDING, StoredInstance(record, self.archive.path(record))
 
 
 def _calling(event: Any) -> str:

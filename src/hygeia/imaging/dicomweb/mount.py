@@ -22,12 +22,12 @@ from hygeia.imaging.dicomweb.retrieve import metadata, rendered, retrieve
 from hygeia.imaging.dicomweb.routes import PREFIX, Route, parse_route
 from hygeia.imaging.dicomweb.search import search
 from hygeia.imaging.dicomweb.stow import answer, stow
+from hygeia.imaging.settings import DEFAULT_MAX_BODY_BYTES
 from hygeia.server.extensions import Host, MountRequest, MountResponse
 
 if TYPE_CHECKING:
     from hygeia.imaging.archive import Archive
 
-DEFAULT_MAX_BODY_BYTES = 4 * 1024 ** 3
 # the cruds letter each service needs on ImagingStudy
 _ACTION = {"stow": "c", "qido": "s", "wado": "r", "metadata": "r", "rendered": "r"}
 
