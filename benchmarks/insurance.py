@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -315,8 +316,23 @@ def report(backend: str, label: str, count: int, seconds: float, latencies: list
           + (f"  | {share}" if kinds else ""), flush=True)
 
 
+def _profiler(server: Server, folder: Path | None, name: str) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the server (and its workers) into ``folder/name.txt`` (collapsed
+    stacks, one ``frame;frame;... count`` a line), when ``--profile`` asks for it."""
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).parent / "py-spy"
+    process = subprocess.Popen([str(spy), "record", "--pid", str(server.process.pid),
+                                "--subprocesses", "--format", "raw", "--rate", "200",
+                                "--output", str(folder / f"{name}.txt")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the first claim
+    return process
+
+
 def run(backend: str, admin: str, data: Path, patients: int, threads: int, batch: int,
-        paths: list[str], server_threads: int | None) -> None:
+        paths: list[str], server_threads: int | None, profile: Path | None = None) -> None:
     with tempfile.TemporaryDirectory() as folder_name:
         folder = Path(folder_name)
         corpus_dir = folder / "corpus"
@@ -335,7 +351,11 @@ def run(backend: str, admin: str, data: Path, patients: int, threads: int, batch
                     seconds, latencies, _ = drive(server.base, claims, threads, "create", 0)
                     report(backend, "POST Claim (baseline)", len(claims), seconds, latencies,
                            Counter())
+                spy = _profiler(server, profile, f"{backend}-{path}")
                 seconds, latencies, kinds = drive(server.base, claims, threads, path, batch)
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                    spy.wait(timeout=120)
                 label = "Claim/$submit single" if path == "single" else \
                     f"Claim/$submit batch {batch}"
                 report(backend, label, len(claims), seconds, latencies, kinds,
@@ -366,10 +386,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="print why claims pended or could not be processed")
     parser.add_argument("--server-threads", type=int, default=None,
                         help="the server's --threads (default: the server's own default)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="sample the server with py-spy during each $submit path into "
+                             "DIR/BACKEND-PATH.txt, collapsed stacks (default: no profile)")
     args = parser.parse_args(argv)
     for backend in args.backends.split(","):
         run(backend, args.postgres, args.data, args.patients, args.threads, args.batch,
-            args.paths.split(","), args.server_threads)
+            args.paths.split(","), args.server_threads, args.profile)
     if args.why:
         for reason, count in REASONS.most_common(20):
             print(f"{count:6} {reason}")

@@ -60,11 +60,31 @@ def entries(session: Session, coverage: dict[str, Any], year: str) -> list[dict[
     """The family's active claim responses (adjudicated or pended) of that calendar year,
     in ledger order: one search on the ledger tag (no Coverage search, so no search
     parameter on ``subscriberId`` is needed)."""
-    tag = ledger_tag(coverage, year)
+    return entries_tagged(session, ledger_tag(coverage, year)["code"])
+
+
+def entries_tagged(session: Session, code: str) -> list[dict[str, Any]]:
+    """The active entries of the ledger whose :func:`ledger_tag` code is ``code``."""
     found = [response for response in search_all(session, "ClaimResponse", [
-                 ("_tag", f"{LEDGER_TAG}|{tag['code']}"), ("status", "active")])
+                 ("_tag", f"{LEDGER_TAG}|{code}"), ("status", "active")])
              if response.get("outcome") in ("complete", "queued")]
     return sorted(found, key=order_of)
+
+
+def tag_of(response: dict[str, Any]) -> str | None:
+    """The ledger (its tag code) a ClaimResponse is filed in, if any."""
+    return next((str(t.get("code")) for t in (response.get("meta") or {}).get("tag") or []
+                 if t.get("system") == LEDGER_TAG), None)
+
+
+def effect(response: dict[str, Any]) -> tuple[Any, ...]:
+    """What an entry adds to its ledger's balances: a claim whose entry keeps this
+    after it is adjudicated again changes nothing for the family's later claims."""
+    return (response.get("status"), response.get("outcome"),
+            (response.get("patient") or {}).get("reference"),
+            *(total(response, category) for category in ("deductible", "copay",
+                                                          "coinsurance")),
+            tuple(sorted(units_of(response).items())))
 
 
 def history_of(claim: Adjudication) -> list[dict[str, Any]]:
