@@ -332,6 +332,7 @@ def _profiler(server: Server, folder: Path | None, name: str) -> subprocess.Pope
     spy = Path(sys.executable).parent / "py-spy"
     process = subprocess.Popen([str(spy), "record", "--pid", str(server.process.pid),
                                 "--subprocesses", "--format", "raw", "--rate", "200",
+                                "--gil",  # only what holds the GIL: where the CPU goes
                                 "--output", str(folder / f"{name}.txt")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # attached before the first claim
@@ -353,7 +354,7 @@ def cpu_seconds(pid: int) -> float:
 
 def run(backend: str, admin: str, data: Path, patients: int, threads: int, batch: int,
         paths: list[str], server_threads: int | None, profile: Path | None = None,
-        baseline: str | None = None) -> None:
+        baseline: str | None = None, workers: int | None = None) -> None:
     """Each path on a fresh database, served by this checkout (and first by ``baseline``,
     a git revision, for a same-run A/B)."""
     with tempfile.TemporaryDirectory() as folder_name:
@@ -365,6 +366,7 @@ def run(backend: str, admin: str, data: Path, patients: int, threads: int, batch
         print(f"{backend:<10} corpus: {patients} patients, {len(claims)} claims, {lines} lines",
               flush=True)
         extra = ["--threads", str(server_threads)] if server_threads else []
+        extra += ["--workers", str(workers)] if workers else []
         sources: list[tuple[str, Path | None]] = [("", None)]
         if baseline is not None:
             (folder / "baseline").mkdir()
@@ -387,9 +389,13 @@ def run(backend: str, admin: str, data: Path, patients: int, threads: int, batch
 def _measure(server: Server, backend: str, tag: str, claims: list[dict[str, Any]],
              threads: int, path: str, batch: int, profile: Path | None) -> None:
     if path == "single":
+        before = cpu_seconds(server.process.pid)
         seconds, latencies, _ = drive(server.base, claims, threads, "create", 0)
+        cpu = cpu_seconds(server.process.pid) - before
         report(backend, tag + "POST Claim (baseline)", len(claims), seconds, latencies,
                Counter())
+        print(f"{backend:<10} {tag}POST Claim: server CPU {cpu * 1000 / len(claims):.2f} ms "
+              "a claim", flush=True)
     spy = _profiler(server, profile, f"{backend}-{path}")
     before = cpu_seconds(server.process.pid)
     seconds, latencies, kinds = drive(server.base, claims, threads, path, batch)
@@ -423,6 +429,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="single, batch or both (default single,batch)")
     parser.add_argument("--why", action="store_true",
                         help="print why claims pended or could not be processed")
+    parser.add_argument("--server-workers", type=int, default=None,
+                        help="the server's --workers, serving processes (default: the "
+                             "server's own default, 1)")
     parser.add_argument("--server-threads", type=int, default=None,
                         help="the server's --threads (default: the server's own default)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
@@ -434,7 +443,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for backend in args.backends.split(","):
         run(backend, args.postgres, args.data, args.patients, args.threads, args.batch,
-            args.paths.split(","), args.server_threads, args.profile, args.baseline)
+            args.paths.split(","), args.server_threads, args.profile, args.baseline,
+            args.server_workers)
     if args.why:
         for reason, count in REASONS.most_common(20):
             print(f"{count:6} {reason}")

@@ -106,8 +106,7 @@ def accumulate(claim: Adjudication) -> Accumulated:
     for response in claim.history:
         if response.get("outcome") != "complete":
             continue
-        deductible = total(response, "deductible")
-        paid = deductible + total(response, "copay") + total(response, "coinsurance")
+        deductible, paid = _shares_of(claim, response)
         done.family_deductible += deductible
         done.family_oop += paid
         if (response.get("patient") or {}).get("reference") == claim.patient:
@@ -116,6 +115,31 @@ def accumulate(claim: Adjudication) -> Accumulated:
             for category, count in units_of(response).items():
                 done.units[category] = done.units.get(category, Decimal(0)) + count
     return done
+
+
+def shares(response: dict[str, Any]) -> tuple[Decimal, Decimal]:
+    """An entry's deductible, and all the member paid (deductible, copay, coinsurance),
+    in one pass over its totals."""
+    deductible = paid = Decimal(0)
+    for entry in response.get("total") or []:
+        codes = [c.get("code") for c in (entry.get("category") or {}).get("coding") or []]
+        if "deductible" in codes:
+            value = amount(entry.get("amount"))
+            deductible += value
+            paid += value
+        elif "copay" in codes or "coinsurance" in codes:
+            paid += amount(entry.get("amount"))
+    return deductible, paid
+
+
+def _shares_of(claim: Adjudication, response: dict[str, Any]) -> tuple[Decimal, Decimal]:
+    """:func:`shares`, once per entry of a batch (the claims of a batch sum the same
+    entries again and again). The entry is kept beside its sums, so the ``id`` names it."""
+    key = ("shares", id(response))
+    found = claim.cache.get(key)
+    if found is None or found[0] is not response:
+        found = claim.cache[key] = (response, shares(response))
+    return found[1]
 
 
 def units_of(response: dict[str, Any]) -> dict[str, Decimal]:

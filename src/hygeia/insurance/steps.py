@@ -434,15 +434,19 @@ def necessity(session: Session, claim: Adjudication) -> None:
         return
     diagnoses = {d.get("sequence"): codings(d.get("diagnosisCodeableConcept"))
                  for d in claim.claim.get("diagnosis") or [] if isinstance(d, dict)}
-    conditions = cached(claim, ("conditions", claim.patient),
-                        lambda: search(session, "Condition", [("patient", claim.patient)]))
+
+    def conditions() -> list[dict[str, Any]]:  # read only for a claim that names a diagnosis
+        return list(cached(claim, ("conditions", claim.patient), lambda: search(
+            session, "Condition", [("patient", claim.patient)])))
+
     for line in claim.lines:
         if claim.claim.get("use") == "preauthorization" and \
                 not line.item.get("diagnosisSequence"):
             line.pended.append(f"Item {line.sequence} names no diagnosis to authorize it for.")
         for sequence in line.item.get("diagnosisSequence") or []:
             wanted = set(diagnoses.get(sequence, []))
-            if wanted and not any(_documented(c, wanted, line.service_date) for c in conditions):
+            if wanted and not any(_documented(c, wanted, line.service_date)
+                                  for c in conditions()):
                 codes = ", ".join(code for _, code in sorted(wanted))
                 line.pended.append(f"The diagnosis {codes} is not documented as an active "
                                    f"condition of the patient on {line.service_date[:10]}.")
