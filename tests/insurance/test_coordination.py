@@ -195,3 +195,24 @@ def test_a_void_readjudicates_the_secondary_family_too(server: ServerProcess) ->
         ("family", "deductible"): Decimal(1000),
         ("family", "out-of-pocket-maximum"): Decimal(1000)}
     assert balances(server, r, r_cov)[("individual", "deductible")] == Decimal(300)
+
+
+def test_a_late_claim_readjudicates_the_secondary_family_too(server: ServerProcess) -> None:
+    """A claim of an earlier service date, sent late, files its secondary's cost shares in
+    the secondary's family before claims already adjudicated there: they are settled again."""
+    family = f"SB-{os.urandom(4).hex()}"
+    patient, primary = member(server, f"SA-{os.urandom(4).hex()}")
+    secondary(server, patient, subscriberId=family)
+    q, q_cov = member(server, family)
+    r, r_cov = member(server, family)
+    submit(server, claim(q, q_cov, "2026-03-02", ("1", "L2", "500")))
+    r_claim = submit(server, claim(r, r_cov, "2026-03-03", ("1", "L3", "300")))
+    # family room 1,000 - 500: all 300 is R's deductible
+    assert (totals(r_claim)["deductible"], totals(r_claim)["benefit"]) == (Decimal(300), 0)
+    late = submit(server, claim(patient, primary, "2026-03-01", ("1", "L1", "1000")))
+    assert amounts(secondary_response(server, late)["total"])["deductible"] == Decimal(500)
+    # P's 500 on the secondary comes first now: Q's 500 meets the family's 1,000, so R
+    # pays no deductible, 20% of 300 = 60, and the plan pays 240
+    r_now = current(server, r_claim)
+    assert (totals(r_now)["deductible"], totals(r_now)["coinsurance"],
+            totals(r_now)["benefit"]) == (Decimal(0), Decimal(60), Decimal(240))
