@@ -19,16 +19,22 @@
 4. Every ClaimResponse of ``outcome = complete`` and, after the run, every EOB is
    checked to reconcile (:func:`reconcile`); the run fails on the first that does not.
 
-Printed per backend and path: claims/s, p50/p95 per claim (per Bundle for batches)
-and the share of claims that auto-adjudicated (paid in part or in full), pended,
-were denied in full or could not be processed (error).
+Printed per backend and path: claims/s, p50/p95 per claim (per Bundle for batches),
+the server's CPU ms a claim, and the share of claims that auto-adjudicated (paid in
+part or in full), pended, were denied in full or could not be processed (error).
+
+``--baseline REV`` serves each path first from that git revision, on a database of
+its own, for a same-run A/B; ``--profile DIR`` samples this checkout's server with
+py-spy during each ``$submit`` path (collapsed stacks).
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -46,8 +52,10 @@ from benchmarks.common import (
     DEFAULT_DATA,
     DEFAULT_PG,
     Server,
+    _process_tree,
     drop_postgres_db,
     fresh_postgres_db,
+    source_at,
 )
 from benchmarks.load import write_corpus
 
@@ -315,8 +323,40 @@ def report(backend: str, label: str, count: int, seconds: float, latencies: list
           + (f"  | {share}" if kinds else ""), flush=True)
 
 
+def _profiler(server: Server, folder: Path | None, name: str) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the server (and its workers) into ``folder/name.txt`` (collapsed
+    stacks, one ``frame;frame;... count`` a line), when ``--profile`` asks for it."""
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).parent / "py-spy"
+    process = subprocess.Popen([str(spy), "record", "--pid", str(server.process.pid),
+                                "--subprocesses", "--format", "raw", "--rate", "200",
+                                "--gil",  # only what holds the GIL: where the CPU goes
+                                "--output", str(folder / f"{name}.txt")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the first claim
+    return process
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of the server process and its workers so far (robust to the
+    other load on a shared machine, where claims/s is not)."""
+    total = 0
+    for process in _process_tree(pid):
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run(backend: str, admin: str, data: Path, patients: int, threads: int, batch: int,
-        paths: list[str], server_threads: int | None) -> None:
+        paths: list[str], server_threads: int | None, profile: Path | None = None,
+        baseline: str | None = None, workers: int | None = None) -> None:
+    """Each path on a fresh database, served by this checkout (and first by ``baseline``,
+    a git revision, for a same-run A/B)."""
     with tempfile.TemporaryDirectory() as folder_name:
         folder = Path(folder_name)
         corpus_dir = folder / "corpus"
@@ -326,27 +366,52 @@ def run(backend: str, admin: str, data: Path, patients: int, threads: int, batch
         print(f"{backend:<10} corpus: {patients} patients, {len(claims)} claims, {lines} lines",
               flush=True)
         extra = ["--threads", str(server_threads)] if server_threads else []
+        extra += ["--workers", str(workers)] if workers else []
+        sources: list[tuple[str, Path | None]] = [("", None)]
+        if baseline is not None:
+            (folder / "baseline").mkdir()
+            sources.insert(0, (f"[{baseline[:10]}] ",
+                               source_at(baseline, folder / "baseline")))
         for path in paths:
-            name = f"bench_insurance_{path}"
-            url = prepared_db(backend, admin, folder, name, corpus_dir)
-            server = Server(url, *extra)
-            try:
-                if path == "single":
-                    seconds, latencies, _ = drive(server.base, claims, threads, "create", 0)
-                    report(backend, "POST Claim (baseline)", len(claims), seconds, latencies,
-                           Counter())
-                seconds, latencies, kinds = drive(server.base, claims, threads, path, batch)
-                label = "Claim/$submit single" if path == "single" else \
-                    f"Claim/$submit batch {batch}"
-                report(backend, label, len(claims), seconds, latencies, kinds,
-                       "claim" if path == "single" else "Bundle")
-                assert sum(kinds.values()) == len(claims), kinds
-                print(f"{backend:<10} {path}: every ClaimResponse reconciles; "
-                      f"{check_eobs(server.base)} EOBs reconcile", flush=True)
-            finally:
-                server.stop()
-                if backend != "sqlite":
-                    drop_postgres_db(admin, name)
+            for index, (tag, source) in enumerate(sources):
+                name = f"bench_insurance_{path}"
+                url = prepared_db(backend, admin, folder, name + str(index), corpus_dir)
+                server = Server(url, *extra, source=source)
+                try:
+                    _measure(server, backend, tag, claims, threads, path, batch,
+                             profile if source is None else None)
+                finally:
+                    server.stop()
+                    if backend != "sqlite":
+                        drop_postgres_db(admin, name + str(index))
+
+
+def _measure(server: Server, backend: str, tag: str, claims: list[dict[str, Any]],
+             threads: int, path: str, batch: int, profile: Path | None) -> None:
+    if path == "single":
+        before = cpu_seconds(server.process.pid)
+        seconds, latencies, _ = drive(server.base, claims, threads, "create", 0)
+        cpu = cpu_seconds(server.process.pid) - before
+        report(backend, tag + "POST Claim (baseline)", len(claims), seconds, latencies,
+               Counter())
+        print(f"{backend:<10} {tag}POST Claim: server CPU {cpu * 1000 / len(claims):.2f} ms "
+              "a claim", flush=True)
+    spy = _profiler(server, profile, f"{backend}-{path}")
+    before = cpu_seconds(server.process.pid)
+    seconds, latencies, kinds = drive(server.base, claims, threads, path, batch)
+    cpu = cpu_seconds(server.process.pid) - before
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        spy.wait(timeout=120)
+    label = tag + ("Claim/$submit single" if path == "single" else
+                   f"Claim/$submit batch {batch}")
+    report(backend, label, len(claims), seconds, latencies, kinds,
+           "claim" if path == "single" else "Bundle")
+    print(f"{backend:<10} {tag}{path}: server CPU {cpu * 1000 / len(claims):.2f} ms a claim",
+          flush=True)
+    assert sum(kinds.values()) == len(claims), kinds
+    print(f"{backend:<10} {tag}{path}: every ClaimResponse reconciles; "
+          f"{check_eobs(server.base)} EOBs reconcile", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -364,12 +429,22 @@ def main(argv: list[str] | None = None) -> None:
                         help="single, batch or both (default single,batch)")
     parser.add_argument("--why", action="store_true",
                         help="print why claims pended or could not be processed")
+    parser.add_argument("--server-workers", type=int, default=None,
+                        help="the server's --workers, serving processes (default: the "
+                             "server's own default, 1)")
     parser.add_argument("--server-threads", type=int, default=None,
                         help="the server's --threads (default: the server's own default)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="sample the server with py-spy during each $submit path into "
+                             "DIR/BACKEND-PATH.txt, collapsed stacks (default: no profile)")
+    parser.add_argument("--baseline", default=None, metavar="REV",
+                        help="also serve each path from this git revision first, on its own "
+                             "fresh database: a same-run A/B (default: this checkout only)")
     args = parser.parse_args(argv)
     for backend in args.backends.split(","):
         run(backend, args.postgres, args.data, args.patients, args.threads, args.batch,
-            args.paths.split(","), args.server_threads)
+            args.paths.split(","), args.server_threads, args.profile, args.baseline,
+            args.server_workers)
     if args.why:
         for reason, count in REASONS.most_common(20):
             print(f"{count:6} {reason}")

@@ -116,3 +116,103 @@ def test_no_secondary_outside_its_period_and_a_void_cancels_its_view(
     left = decimal_json(server.client.get("ClaimResponse", params={
         "request": claim_ref, "status": "active"})).get("entry") or []
     assert left == []
+
+
+def balances(server: ServerProcess, patient: str, coverage: str) -> dict[tuple[str, str],
+                                                                       Decimal]:
+    """The eligibility balances used so far: (unit, benefit type) -> money."""
+    answer = server.client.post("CoverageEligibilityRequest/$submit", json={
+        "resourceType": "CoverageEligibilityRequest", "status": "active",
+        "purpose": ["benefits"], "patient": {"reference": patient}, "created": "2026-12-01",
+        "servicedDate": "2026-12-01", "insurer": {"reference": "Organization/demo-payer"},
+        "insurance": [{"coverage": {"reference": coverage}}]})
+    assert answer.status_code == 200, answer.text
+    return {(i["unit"]["coding"][0]["code"], b["type"]["coding"][0]["code"]):
+            Decimal(b["usedMoney"]["value"])
+            for i in decimal_json(answer)["insurance"][0]["item"] for b in i["benefit"]
+            if "usedMoney" in b}
+
+
+def current(server: ServerProcess, response: dict[str, Any]) -> dict[str, Any]:
+    """The claim's primary ClaimResponse as it stands now."""
+    inquiry = server.client.post("Claim/$inquire", json={
+        "resourceType": "Parameters", "parameter": [
+            {"name": "claim", "valueReference": response["request"]}]})
+    assert inquiry.status_code == 200, inquiry.text
+    return decimal_json(inquiry)
+
+
+def test_a_void_readjudicates_the_secondary_family_too(server: ServerProcess) -> None:
+    """P has primary A (family SA) and secondary B (family SB); Q and R are on SB as
+    primary. Voiding P's first claim must leave both families as if it never existed."""
+    family = f"SB-{os.urandom(4).hex()}"
+    patient, primary = member(server, f"SA-{os.urandom(4).hex()}")
+    other = secondary(server, patient, subscriberId=family)
+    q, q_cov = member(server, family)
+    r, r_cov = member(server, family)
+    first = submit(server, claim(patient, primary, "2026-02-01", ("1", "W1", "1000")))
+    # A: deductible 500, 20% of 500; B alone: the same, so it pays 400 of the 600 owed
+    assert amounts(secondary_response(server, first)["total"])["deductible"] == Decimal(500)
+    q_claim = submit(server, claim(q, q_cov, "2026-02-02", ("1", "W2", "500")))
+    assert totals(q_claim)["deductible"] == Decimal(500)  # SB family deductible now 1,000
+    r_claim = submit(server, claim(r, r_cov, "2026-02-03", ("1", "W3", "300")))
+    assert (totals(r_claim)["deductible"], totals(r_claim)["coinsurance"]) == \
+        (Decimal(0), Decimal(60))
+    last = submit(server, claim(patient, primary, "2026-02-04", ("1", "W4", "200")))
+    # A: 20% of 200 = 40 owed; B (P's deductible met there) pays all of it
+    assert amounts(eob_of(server, last)["total"])["secondary"] == Decimal(40)
+
+    make(server, {"resourceType": "Task", "status": "requested", "intent": "order",
+                  "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                                 "financialtaskcode", "code": "cancel"}]},
+                  "focus": first["request"]})
+
+    # As if the first claim never existed. SB family: Q 500 deductible (unchanged);
+    # R: family room 1,000 - 500 = 500, so all 300 is deductible, nothing paid.
+    assert totals(current(server, q_claim))["deductible"] == Decimal(500)
+    r_now = current(server, r_claim)
+    assert (totals(r_now)["deductible"], totals(r_now)["coinsurance"],
+            totals(r_now)["benefit"]) == (Decimal(300), Decimal(0), Decimal(0))
+    # P's last claim: A applies 200 of deductible; B alone (family room 1,000 - 800
+    # = 200) applies 200 of deductible too, so it pays nothing and P owes 200
+    last_now = current(server, last)
+    assert (totals(last_now)["deductible"], totals(last_now)["benefit"]) == \
+        (Decimal(200), Decimal(0))
+    view = secondary_response(server, last)
+    assert (amounts(view["total"])["deductible"], amounts(view["total"])["coinsurance"],
+            amounts(view["total"])["benefit"]) == (Decimal(200), Decimal(0), Decimal(0))
+    eob = eob_of(server, last)
+    assert (amounts(eob["total"])["secondary"], amounts(eob["total"])["memberliability"]) == \
+        (Decimal(0), Decimal(200))
+    assert balances(server, patient, primary) == {
+        ("individual", "deductible"): Decimal(200),
+        ("individual", "out-of-pocket-maximum"): Decimal(200),
+        ("family", "deductible"): Decimal(200),
+        ("family", "out-of-pocket-maximum"): Decimal(200)}
+    assert balances(server, patient, other) == {
+        ("individual", "deductible"): Decimal(200),
+        ("individual", "out-of-pocket-maximum"): Decimal(200),
+        ("family", "deductible"): Decimal(1000),
+        ("family", "out-of-pocket-maximum"): Decimal(1000)}
+    assert balances(server, r, r_cov)[("individual", "deductible")] == Decimal(300)
+
+
+def test_a_late_claim_readjudicates_the_secondary_family_too(server: ServerProcess) -> None:
+    """A claim of an earlier service date, sent late, files its secondary's cost shares in
+    the secondary's family before claims already adjudicated there: they are settled again."""
+    family = f"SB-{os.urandom(4).hex()}"
+    patient, primary = member(server, f"SA-{os.urandom(4).hex()}")
+    secondary(server, patient, subscriberId=family)
+    q, q_cov = member(server, family)
+    r, r_cov = member(server, family)
+    submit(server, claim(q, q_cov, "2026-03-02", ("1", "L2", "500")))
+    r_claim = submit(server, claim(r, r_cov, "2026-03-03", ("1", "L3", "300")))
+    # family room 1,000 - 500: all 300 is R's deductible
+    assert (totals(r_claim)["deductible"], totals(r_claim)["benefit"]) == (Decimal(300), 0)
+    late = submit(server, claim(patient, primary, "2026-03-01", ("1", "L1", "1000")))
+    assert amounts(secondary_response(server, late)["total"])["deductible"] == Decimal(500)
+    # P's 500 on the secondary comes first now: Q's 500 meets the family's 1,000, so R
+    # pays no deductible, 20% of 300 = 60, and the plan pays 240
+    r_now = current(server, r_claim)
+    assert (totals(r_now)["deductible"], totals(r_now)["coinsurance"],
+            totals(r_now)["benefit"]) == (Decimal(0), Decimal(60), Decimal(240))

@@ -60,11 +60,31 @@ def entries(session: Session, coverage: dict[str, Any], year: str) -> list[dict[
     """The family's active claim responses (adjudicated or pended) of that calendar year,
     in ledger order: one search on the ledger tag (no Coverage search, so no search
     parameter on ``subscriberId`` is needed)."""
-    tag = ledger_tag(coverage, year)
+    return entries_tagged(session, ledger_tag(coverage, year)["code"])
+
+
+def entries_tagged(session: Session, code: str) -> list[dict[str, Any]]:
+    """The active entries of the ledger whose :func:`ledger_tag` code is ``code``."""
     found = [response for response in search_all(session, "ClaimResponse", [
-                 ("_tag", f"{LEDGER_TAG}|{tag['code']}"), ("status", "active")])
+                 ("_tag", f"{LEDGER_TAG}|{code}"), ("status", "active")])
              if response.get("outcome") in ("complete", "queued")]
     return sorted(found, key=order_of)
+
+
+def tag_of(response: dict[str, Any]) -> str | None:
+    """The ledger (its tag code) a ClaimResponse is filed in, if any."""
+    return next((str(t.get("code")) for t in (response.get("meta") or {}).get("tag") or []
+                 if t.get("system") == LEDGER_TAG), None)
+
+
+def effect(response: dict[str, Any]) -> tuple[Any, ...]:
+    """What an entry adds to its ledger's balances: a claim whose entry keeps this
+    after it is adjudicated again changes nothing for the family's later claims."""
+    return (response.get("status"), response.get("outcome"),
+            (response.get("patient") or {}).get("reference"),
+            *(total(response, category) for category in ("deductible", "copay",
+                                                          "coinsurance")),
+            tuple(sorted(units_of(response).items())))
 
 
 def history_of(claim: Adjudication) -> list[dict[str, Any]]:
@@ -86,8 +106,7 @@ def accumulate(claim: Adjudication) -> Accumulated:
     for response in claim.history:
         if response.get("outcome") != "complete":
             continue
-        deductible = total(response, "deductible")
-        paid = deductible + total(response, "copay") + total(response, "coinsurance")
+        deductible, paid = _shares_of(claim, response)
         done.family_deductible += deductible
         done.family_oop += paid
         if (response.get("patient") or {}).get("reference") == claim.patient:
@@ -96,6 +115,31 @@ def accumulate(claim: Adjudication) -> Accumulated:
             for category, count in units_of(response).items():
                 done.units[category] = done.units.get(category, Decimal(0)) + count
     return done
+
+
+def shares(response: dict[str, Any]) -> tuple[Decimal, Decimal]:
+    """An entry's deductible, and all the member paid (deductible, copay, coinsurance),
+    in one pass over its totals."""
+    deductible = paid = Decimal(0)
+    for entry in response.get("total") or []:
+        codes = [c.get("code") for c in (entry.get("category") or {}).get("coding") or []]
+        if "deductible" in codes:
+            value = amount(entry.get("amount"))
+            deductible += value
+            paid += value
+        elif "copay" in codes or "coinsurance" in codes:
+            paid += amount(entry.get("amount"))
+    return deductible, paid
+
+
+def _shares_of(claim: Adjudication, response: dict[str, Any]) -> tuple[Decimal, Decimal]:
+    """:func:`shares`, once per entry of a batch (the claims of a batch sum the same
+    entries again and again). The entry is kept beside its sums, so the ``id`` names it."""
+    key = ("shares", id(response))
+    found = claim.cache.get(key)
+    if found is None or found[0] is not response:
+        found = claim.cache[key] = (response, shares(response))
+    return found[1]
 
 
 def units_of(response: dict[str, Any]) -> dict[str, Decimal]:

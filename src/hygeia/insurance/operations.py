@@ -11,7 +11,13 @@ from hygeia.insurance.ledger import accumulate, order_of
 from hygeia.insurance.model import Adjudication
 from hygeia.insurance.records import read, search
 from hygeia.insurance.responses import claim_response
-from hygeia.insurance.settlement import is_secondary, readjudicate_after, settle, store
+from hygeia.insurance.settlement import (
+    is_secondary,
+    readjudicate_after,
+    settle_views,
+    starts_of,
+    store,
+)
 from hygeia.insurance.steps import adjudicate, eligibility, ledger_key, prefetch
 from hygeia.server import FhirResponse
 from hygeia.server.extensions import Operation, OperationCall
@@ -65,15 +71,24 @@ def submit_claim(session: Session, body: Any, cache: dict[Any, Any] | None = Non
             corrected = True
     claim_ref = store(session, claim, validated=True)  # by _claim_of
     checked.claim_ref = claim_ref
-    response = settle(session, claim, claim_ref, order=checked.order,
-                      checked=None if corrected else checked)  # a void changed the ledger
-    redone = 0
-    if claim.get("use", "claim") == "claim":
-        redone = readjudicate_after(session, checked.coverage, checked.service_date[:4],
-                                    checked.order, None if corrected else checked.ledger)
+    views = settle_views(session, claim, claim_ref, order=checked.order,
+                         checked=None if corrected else checked)  # a void changed the ledger
+    response = views[0]
+    # a late claim: the later claims of its families (primary and secondary) again
+    redone = readjudicate_after(session, starts_of(views),
+                                None if corrected else _ledgers_of(checked))
     if cache is not None:
         _keep_ledger(cache, checked, response, changed=corrected or redone > 0)
     return response
+
+
+def _ledgers_of(checked: Adjudication) -> dict[str, list[dict[str, Any]]]:
+    """The family ledgers the adjudication read (its primary's and secondary's), by tag."""
+    found = {}
+    for view in (checked, checked.secondary):
+        if view is not None and view.coverage is not None and view.rules is not None:
+            found[ledger_key(view)[1]] = view.ledger
+    return found
 
 
 def _keep_ledger(cache: dict[Any, Any], checked: Adjudication, response: dict[str, Any],

@@ -208,6 +208,10 @@ SHARED_SECONDS = 2.0  # a plan edit reaches another serving process's cache with
 class _Shared:
     """The plans' rules by (plan, day), shared by the requests of one serving process.
 
+    What they are computed from (the plan's versions and the fee schedules) is read
+    again at most every :data:`SHARED_SECONDS`, and the rules are kept while it is
+    unchanged: claims of many service dates each need the rules of their day, which
+    are computed in memory, not read (two searches a claim before).
     :class:`PlanEdits` empties it when an InsurancePlan or ChargeItemDefinition is
     written through this process; with ``--workers`` above 1 another process's copy
     lives at most :data:`SHARED_SECONDS`.
@@ -215,24 +219,36 @@ class _Shared:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.rules: dict[tuple[str, str], tuple[float, PlanRules | None]] = {}
+        # plan value -> (read again after, its versions, every fee schedule)
+        self.sources: dict[str, tuple[float, list[dict[str, Any]], list[dict[str, Any]]]] = {}
+        self.rules: dict[tuple[str, str], PlanRules | None] = {}
 
     def get(self, session: Session, plan_value: str, day: str) -> PlanRules | None:
         now = time.monotonic()
         with self.lock:
-            found = self.rules.get((plan_value, day))
-        if found is not None and found[0] > now:
-            return found[1]
-        plan = find_plan(session, plan_value, day)
-        rules = None if plan is None else rules_of(session, plan, day)
+            known = self.sources.get(plan_value)
+            if known is not None and known[0] > now and (plan_value, day) in self.rules:
+                return self.rules[(plan_value, day)]
+        if known is None or known[0] <= now:
+            versions, fees = plan_versions(session, plan_value), fee_definitions(session)
+            with self.lock:
+                if known is None or (known[1], known[2]) != (versions, fees):
+                    for key in [key for key in self.rules if key[0] == plan_value]:
+                        del self.rules[key]
+                self.sources[plan_value] = (now + SHARED_SECONDS, versions, fees)
+        else:
+            versions, fees = known[1], known[2]
+        plan = find_plan(session, plan_value, day, versions)
+        rules = None if plan is None else rules_of(session, plan, day, fees)
         with self.lock:
-            if len(self.rules) > 10_000:  # days x plans: bounded
+            if len(self.rules) > 100_000:  # days x plans: bounded
                 self.rules.clear()
-            self.rules[(plan_value, day)] = (now + SHARED_SECONDS, rules)
+            self.rules[(plan_value, day)] = rules
         return rules
 
     def clear(self) -> None:
         with self.lock:
+            self.sources.clear()
             self.rules.clear()
 
 

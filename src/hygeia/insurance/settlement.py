@@ -5,18 +5,22 @@ A void (the Claim updated to ``status = cancelled``, or a corrected claim whose
 ``related`` names it as ``prior``) cancels the claim's ClaimResponse and EOB, which
 takes its amounts out of the ledger, then adjudicates again, in ledger order, every
 later entry of the same family and benefit year, in the same transaction: the
-update returns after they are settled again.
+update returns after they are settled again. A claim that a secondary coverage
+paid is filed in two families' ledgers (the primary's and the secondary's): a
+void settles again the later claims of both, and of any further family whose
+balances those changed (:func:`readjudicate_after`).
 """
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 import orjson
 
 from hygeia.fhir.outcome import NotFound, Unprocessable
 from hygeia.insurance.codes import COB_ROLE
-from hygeia.insurance.ledger import entries, order_of
+from hygeia.insurance.ledger import effect, entries_tagged, order_of, tag_of
 from hygeia.insurance.model import Adjudication
 from hygeia.insurance.records import read, search
 from hygeia.insurance.responses import claim_response, explanation
@@ -43,6 +47,17 @@ def settle(session: Session, claim: dict[str, Any], claim_ref: str, *,
            review: str | None = None, checked: Adjudication | None = None) -> dict[str, Any]:
     """Adjudicate a stored claim and record the result (a new or a revised ClaimResponse);
     ``checked`` is a first submission's adjudication, run before the claim had an id."""
+    return settle_views(session, claim, claim_ref, order=order, response_id=response_id,
+                        review=review, checked=checked)[0]
+
+
+def settle_views(session: Session, claim: dict[str, Any], claim_ref: str, *,
+                 order: str | None = None, response_id: str | None = None,
+                 review: str | None = None, checked: Adjudication | None = None,
+                 earlier: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """:func:`settle`, answering the primary's ClaimResponse and, when a secondary coverage
+    pays, the secondary's (``earlier``: the claim's active ClaimResponses when the caller
+    has just read them)."""
     adjudication = checked or adjudicate(session, claim, claim_ref=claim_ref, order=order,
                                          review=review)
     response = claim_response(adjudication, claim_ref)
@@ -53,7 +68,14 @@ def settle(session: Session, claim: dict[str, Any], claim_ref: str, *,
     # a claim stored in this request (``checked``) has no EOB yet
     eobs = [] if checked is not None else \
         search(session, "ExplanationOfBenefit", [("claim", claim_ref)])
-    _settle_secondary(session, adjudication, claim_ref, first=checked is not None)
+    views = [response]
+    if checked is None and earlier is None:
+        earlier = [r for r in search(session, "ClaimResponse", [("request", claim_ref)])
+                   if r.get("status") == "active"]
+    second = _settle_secondary(session, adjudication, claim_ref, [
+        r for r in earlier or [] if is_secondary(r) and r.get("status") == "active"])
+    if second is not None:
+        views.append(second)
     if adjudication.outcome == "complete":
         eob = explanation(adjudication, response, claim_ref, response_ref)
         if eobs:
@@ -68,7 +90,7 @@ def settle(session: Session, claim: dict[str, Any], claim_ref: str, *,
                             "description": response["disposition"],
                             "focus": {"reference": claim_ref},
                             "for": {"reference": adjudication.patient}})
-    return response
+    return views
 
 
 def is_secondary(response: dict[str, Any]) -> bool:
@@ -76,54 +98,89 @@ def is_secondary(response: dict[str, Any]) -> bool:
     return any(e.get("url") == COB_ROLE for e in response.get("extension") or [])
 
 
-def _settle_secondary(session: Session, adjudication: Adjudication, claim_ref: str, *,
-                      first: bool) -> None:
-    """Record the secondary coverage's ClaimResponse (new, revised, or cancelled when the
-    claim no longer has a secondary that pays)."""
-    earlier = [] if first else [
-        r for r in search(session, "ClaimResponse", [("request", claim_ref)])
-        if is_secondary(r) and r.get("status") == "active"]
+def _settle_secondary(session: Session, adjudication: Adjudication, claim_ref: str,
+                      earlier: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Record the secondary coverage's ClaimResponse (new, or revising ``earlier``'s, or
+    cancelling them when the claim no longer has a secondary that pays)."""
     view = adjudication.secondary
     if view is None:
         for response in earlier:
             store(session, {**response, "status": "cancelled"}, validated=True)
-        return
+        return None
     response = claim_response(view, claim_ref, secondary=True)
     if earlier:
         response["id"] = earlier[0]["id"]
-    store(session, response, validated=True)
+    response["id"] = store(session, response, validated=True).split("/")[1]
+    return response
 
 
-def readjudicate_after(session: Session, coverage: dict[str, Any] | None, year: str,
-                       order: str, ledger: list[dict[str, Any]] | None = None) -> int:
-    """Settle again every active entry of the family after ``order``; how many.
-    ``ledger``: the family's entries of the year when the caller has just read them
+def starts_of(responses: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(ledger, order) of each claim entry among ``responses``: where the later claims of
+    each family they are filed in must be adjudicated again from."""
+    return [(tag, order_of(r)) for r in responses
+            if r.get("use", "claim") == "claim" and (tag := tag_of(r)) is not None]
+
+
+def readjudicate_after(session: Session, starts: list[tuple[str, str]],
+                       ledgers: dict[str, list[dict[str, Any]]] | None = None) -> int:
+    """Settle again, in ledger order, every active adjudicated entry after ``order`` of
+    each ``(ledger tag code, order)`` in ``starts``; how many claims were settled again.
+
+    A claim settled again may change the balances of each family it is filed in: its
+    primary coverage's and, with coordination of benefits, its secondary's. Where an
+    entry's :func:`ledger.effect` changes, that family's entries after it are settled
+    again too. Claims are taken in global ledger order, so each is settled at most once
+    and after every earlier entry it depends on.
+    ``ledgers``: a family's entries (by tag code) when the caller has just read them
     (under the family's lock, so they are current)."""
-    if coverage is None:
-        return 0
-    found = entries(session, coverage, year) if ledger is None else ledger
-    later = [e for e in found if order_of(e) > order and e.get("outcome") == "complete"]
-    for entry in later:
-        reference = str((entry.get("request") or {}).get("reference") or "")
+    known = dict(ledgers or {})
+    reached: dict[str, str] = {}  # ledger -> the order after which its claims are queued
+    queue: list[tuple[str, str]] = []  # (order, claim reference), a heap
+    queued: set[str] = set()
+
+    def later(tag: str, after: str) -> None:
+        if tag in reached and reached[tag] <= after:
+            return
+        reached[tag] = after
+        for entry in known.pop(tag) if tag in known else entries_tagged(session, tag):
+            reference = str((entry.get("request") or {}).get("reference") or "")
+            if order_of(entry) > after and entry.get("outcome") == "complete" and \
+                    reference and reference not in queued:
+                queued.add(reference)
+                heapq.heappush(queue, (order_of(entry), reference))
+
+    for tag, after in starts:
+        later(tag, after)
+    count = 0
+    while queue:
+        order, reference = heapq.heappop(queue)
         claim = read(session, reference)
-        if claim is not None and claim.get("status") != "cancelled":
-            settle(session, claim, reference, order=order_of(entry), response_id=entry["id"])
-    return len(later)
+        if claim is None or claim.get("status") == "cancelled":
+            continue
+        before = [r for r in search(session, "ClaimResponse", [("request", reference)])
+                  if r.get("status") == "active"]
+        primary = next((r for r in before if not is_secondary(r)), None)
+        now = settle_views(session, claim, reference, order=order, earlier=before,
+                           response_id=primary["id"] if primary else None)
+        count += 1
+        old = {tag_of(r): effect(r) for r in before}
+        new = {tag_of(r): effect(r) for r in now}
+        for changed in sorted(key for key in old.keys() | new.keys()
+                              if key is not None and old.get(key) != new.get(key)):
+            later(changed, order)
+    return count
 
 
 def void(session: Session, claim_ref: str, claim: dict[str, Any]) -> None:
-    """Cancel the claim's ledger entries and EOBs, then settle the later claims again."""
+    """Cancel the claim's ledger entries (its primary's and its secondary's) and EOBs,
+    then settle again the later claims of every family they were filed in."""
     responses = [r for r in search(session, "ClaimResponse", [("request", claim_ref)])
                  if r.get("status") == "active"]
     for response in responses:
         store(session, {**response, "status": "cancelled"})
     for eob in search(session, "ExplanationOfBenefit", [("claim", claim_ref)]):
         store(session, {**eob, "status": "cancelled"})
-    coverage = read(session, (((claim.get("insurance") or [{}])[0]).get("coverage") or {})
-                    .get("reference"))
-    for response in responses:
-        if response.get("use") == "claim" and not is_secondary(response):
-            readjudicate_after(session, coverage, order_of(response)[:4], order_of(response))
+    readjudicate_after(session, starts_of(responses))
 
 
 def pended_of(session: Session, claim_ref: str) -> list[dict[str, Any]]:
@@ -142,18 +199,15 @@ def review(session: Session, claim_ref: str, decision: str, *,
         raise NotFound(f"{claim_ref} has no pended ClaimResponse to review.",
                        expression="claim")
     order = order_of(pended[0])
-    response = settle(session, claim, claim_ref, order=order, response_id=pended[0]["id"],
-                      review=decision)
+    views = settle_views(session, claim, claim_ref, order=order,
+                         response_id=pended[0]["id"], review=decision)
     for task in search(session, "Task", [("focus", claim_ref), ("status", "requested")]
                        ) if complete_task else []:
         store(session, {**task, "status": "completed",
                         "businessStatus": {"coding": [{"system": DECISION_SYSTEM,
                                                        "code": decision}]}})
-    if claim.get("use", "claim") == "claim":
-        coverage = read(session, (((claim.get("insurance") or [{}])[0]).get("coverage") or {})
-                        .get("reference"))
-        readjudicate_after(session, coverage, order[:4], order)
-    return response
+    readjudicate_after(session, starts_of(views))
+    return views[0]
 
 
 class ClaimVoids:

@@ -9,11 +9,13 @@ claim-level error or denial still run only where they make sense (they check).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -88,15 +90,11 @@ def prefetch(session: Session, claims: list[dict[str, Any]], cache: dict[Any, An
     def chunks(keys: list[str]) -> list[list[str]]:
         return [keys[i:i + PREFETCH_CHUNK] for i in range(0, len(keys), PREFETCH_CHUNK)]
 
-    refs = sorted({_coverage_ref(claim) for claim in claims} - {""})
-    ids = [ref.split("/", 1)[1] for ref in refs
-           if ref.startswith("Coverage/") and ref.count("/") == 1]
-    for part in chunks(ids):
-        found = search(session, "Coverage", [("_id", ",".join(part))])
-        if len(found) < LIMIT:
-            for id in part:
-                cache[("read", f"Coverage/{id}")] = next(
-                    (c for c in found if c.get("id") == id), None)
+    _prefetch_reads(session, "Coverage", {_coverage_ref(claim) for claim in claims}, cache)
+    _prefetch_reads(session, "Encounter", {
+        str(_dig(encounter, "reference")) for claim in claims
+        for item in _list(claim.get("item")) if isinstance(item, dict)
+        for encounter in _list(item.get("encounter"))}, cache)
     patients = sorted({str(_dig(claim, "patient", "reference")) for claim in claims}
                       - {""})
     for kind, parameter, extra in (("conditions", "patient", []),
@@ -131,6 +129,29 @@ def prefetch(session: Session, claims: list[dict[str, Any]], cache: dict[Any, An
                 (r for r in found if r.get("outcome") in ("complete", "queued") and
                  code in [t.get("code") for t in (r.get("meta") or {}).get("tag") or []]),
                 key=order_of)
+
+
+def _prefetch_reads(session: Session, resource_type: str, references: set[str],
+                    cache: dict[Any, Any]) -> None:
+    """What ``read`` would answer for each ``resource_type/id`` of ``references``, into
+    ``cache``, a search by ``_id`` for :data:`PREFETCH_CHUNK` of them at once."""
+    ids = sorted(ref.split("/", 1)[1] for ref in references
+                 if ref.startswith(f"{resource_type}/") and ref.count("/") == 1 and
+                 _ID.fullmatch(ref.split("/", 1)[1]))  # (claims not validated yet)
+    for start in range(0, len(ids), PREFETCH_CHUNK):
+        part = ids[start:start + PREFETCH_CHUNK]
+        found = {r.get("id"): r for r in search(session, resource_type,
+                                                  [("_id", ",".join(part))])}
+        if len(found) < LIMIT:
+            for id in part:
+                cache[("read", f"{resource_type}/{id}")] = found.get(id)
+
+
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # a FHIR id
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _dig(resource: Any, *path: str) -> Any:
@@ -187,14 +208,32 @@ def front_end(session: Session, claim: Adjudication) -> None:
             claim.errors.append(f"Item {line.sequence} has no service code.")
         if line.submitted <= 0:
             claim.errors.append(f"Item {line.sequence} has no positive net amount.")
-    reference = (((claim.claim.get("insurance") or [{}])[0]).get("coverage") or {})
-    claim.coverage = cached(claim, ("read", str(reference.get("reference"))),
-                            lambda: read(session, reference.get("reference")))
+    reference = str(_coverage_ref(claim.claim))
+    claim.coverage = cached(claim, ("read", reference),
+                            lambda: _coverage(session, claim, reference))
     if claim.coverage is None:
         claim.errors.append("The coverage the claim names does not exist "
                             "(Claim.insurance.coverage).")
     elif (claim.coverage.get("beneficiary") or {}).get("reference") != claim.patient:
         claim.errors.append("The coverage belongs to another patient than the claim's.")
+
+
+def _coverage(session: Session, claim: Adjudication, reference: str
+              ) -> dict[str, Any] | None:
+    """The claim's Coverage, found among the patient's active coverages, which
+    coordination of benefits reads anyway (a read only when it is not one of them)."""
+    if claim.patient.startswith("Patient/") and reference.startswith("Coverage/"):
+        mine = _active_coverages(session, claim)
+        found = next((c for c in mine if f"Coverage/{c.get('id')}" == reference), None)
+        if found is not None:
+            return found
+    return read(session, reference)
+
+
+def _active_coverages(session: Session, claim: Adjudication) -> list[dict[str, Any]]:
+    """The patient's active coverages (read once per claim, or per batch)."""
+    return list(cached(claim, ("coverages", claim.patient), lambda: search(
+        session, "Coverage", [("beneficiary", claim.patient), ("status", "active")])))
 
 
 def _is_date(text: str) -> bool:
@@ -395,20 +434,25 @@ def necessity(session: Session, claim: Adjudication) -> None:
         return
     diagnoses = {d.get("sequence"): codings(d.get("diagnosisCodeableConcept"))
                  for d in claim.claim.get("diagnosis") or [] if isinstance(d, dict)}
-    conditions = cached(claim, ("conditions", claim.patient),
-                        lambda: search(session, "Condition", [("patient", claim.patient)]))
+
+    def conditions() -> list[dict[str, Any]]:  # read only for a claim that names a diagnosis
+        return list(cached(claim, ("conditions", claim.patient), lambda: search(
+            session, "Condition", [("patient", claim.patient)])))
+
     for line in claim.lines:
         if claim.claim.get("use") == "preauthorization" and \
                 not line.item.get("diagnosisSequence"):
             line.pended.append(f"Item {line.sequence} names no diagnosis to authorize it for.")
         for sequence in line.item.get("diagnosisSequence") or []:
             wanted = set(diagnoses.get(sequence, []))
-            if wanted and not any(_documented(c, wanted, line.service_date) for c in conditions):
+            if wanted and not any(_documented(c, wanted, line.service_date)
+                                  for c in conditions()):
                 codes = ", ".join(code for _, code in sorted(wanted))
                 line.pended.append(f"The diagnosis {codes} is not documented as an active "
                                    f"condition of the patient on {line.service_date[:10]}.")
         for encounter in line.item.get("encounter") or []:
-            if read(session, encounter.get("reference")) is None:
+            reference = str(encounter.get("reference"))
+            if cached(claim, ("read", reference), partial(read, session, reference)) is None:
                 line.pended.append(f"The encounter {encounter.get('reference')} is not in "
                                    "the patient's record.")
 
@@ -491,8 +535,7 @@ def coordination(session: Session, claim: Adjudication) -> None:
             claim.claim_denied or claim.claim.get("use", "claim") != "claim":
         return
     day = claim.service_date[:10]
-    others = cached(claim, ("coverages", claim.patient), lambda: search(
-        session, "Coverage", [("beneficiary", claim.patient), ("status", "active")]))
+    others = _active_coverages(session, claim)
     secondary = next((c for c in others if c.get("order") == 2 and
                       c.get("id") != claim.coverage.get("id") and
                       in_force(c.get("period"), day)), None)
