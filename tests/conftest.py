@@ -18,6 +18,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,18 @@ from hygeia.server import FhirService
 from hygeia.store import Repository, open_repository
 from hygeia.store.schema import AUTH_TABLES, INDEX_TABLES
 
+
+def _know_every_installed_pillars_tables() -> None:
+    """Import every installed pillar's entry point, as the CLI does on each start, so a
+    database this process lays out has the tables (migration streams) a ``hygeia``
+    subprocess will expect; otherwise a test's outcome would hang on which tests ran
+    before it. Loaded directly, not through ``installed_pillars``, whose cache would
+    freeze the ``HYGEIA_PILLARS`` of this moment for the whole session."""
+    for entry in entry_points(group="hygeia.pillars"):
+        entry.load()
+
+
+_know_every_installed_pillars_tables()
 FIXTURES = Path(__file__).parent / "fixtures"
 POSTGRES_ENV = "HYGEIA_TEST_POSTGRES"
 # the server's own tables (server/subscriptions/tables.py), emptied with the core's
