@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from pathlib import Path
@@ -24,6 +24,7 @@ from hygeia.server.bulk.export_job import ExportJob
 from hygeia.server.bulk.importing import ImportJob
 from hygeia.server.context import FhirRequest, FhirResponse, Settings
 from hygeia.server.events import (
+    CommitSignals,
     EventConsumer,
     EventRunner,
     EventTiming,
@@ -95,6 +96,9 @@ class FhirService:
         # adds its own with add_event_consumer before start_jobs
         self.event_consumers: list[EventConsumer] = registered_consumers()
         self.event_runners: list[EventRunner] = []
+        # what a ":"-word of another process's commit signal wakes (events/signals.py)
+        self.signal_actions: dict[str, Callable[[], None]] = {}
+        self._signals: CommitSignals | None = None
         # FHIR operations by name; a pillar registers its own here at start-up
         self.operations = core_operation_registry()
         # write hooks, called for each version stored on every write path; a pillar
@@ -151,7 +155,8 @@ class FhirService:
                 integrity.verify(session)
             for hook in getattr(self._before_commit, "hooks", ()):
                 hook(session)
-        self.wake_events()
+            written = session.written_types
+        self.wake_events(None if written is None else frozenset(written))
 
     def integrity_check(self, request: FhirRequest) -> IntegrityCheck | None:
         """A fresh check for one client write, when the server enforces referential
@@ -299,11 +304,35 @@ class FhirService:
                               for consumer in self.event_consumers]
         for runner in self.event_runners:
             runner.start()
+        if self.repository.commit_signals:
+            self._signals = CommitSignals(self.repository, self.heard)
+            self._signals.start()
 
-    def wake_events(self) -> None:
-        """A write committed here: consumers look at the feed now, not at their next poll."""
+    def heard(self, words: frozenset[str]) -> None:
+        """Another process committed: wake the consumers of the types it wrote (all when
+        it did not say), and what its ``:``-words name (``signal_actions``)."""
+        types = {word for word in words if not word.startswith(":")}
+        if types or not words:
+            self.wake_events(types or None)
+        for word in words - types:
+            action = self.signal_actions.get(word)
+            if action is not None:
+                action()
+
+    def wake_events(self, types: Collection[str] | None = None) -> None:
+        """Versions of ``types`` (None: of any type) committed here: the consumers that
+        want them look at the feed now, not at their next poll.
+
+        Only those: a commit that wrote no version (a consumer's own cursor move, a
+        delivery record) wakes none, and a consumer of other types moves past them a
+        moment later (``EventTiming.skip_seconds``). Waking every runner on every commit
+        made each read the feed's horizon and advance its cursor for nothing, hundreds
+        of times a second under load.
+        """
+        if types is not None and not types:
+            return
         for runner in self.event_runners:
-            runner.wake()
+            runner.notice(types)
 
     def job_runner(self) -> JobRunner:
         """The runner, started or not (tests run jobs on their own thread with it)."""
@@ -395,6 +424,8 @@ class FhirService:
         (the repository is the caller's)."""
         self._stop_listeners()
         self.subscriptions.stop()
+        if self._signals is not None:
+            self._signals.stop()
         for events in self.event_runners:
             events.stop()
         self.alerts.stop()

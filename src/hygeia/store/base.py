@@ -9,6 +9,7 @@ these few primitives, so backends stay small and interchangeable.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -150,6 +151,18 @@ class Session(ABC):
     # set by the server to learn of every version the interactions write (the resource,
     # None for a deletion); referential integrity checks them before commit
     on_write: Callable[[StoredVersion, dict[str, Any] | None], None] | None = None
+
+    @property
+    def written_types(self) -> Collection[str] | None:
+        """The resource types this session has put versions of (None: not known), so
+        the server wakes only the change-feed consumers that want them after commit."""
+        return None
+
+    def signal(self, words: Collection[str]) -> None:
+        """Tell the other processes listening on this database (``Repository.listen``)
+        ``words`` once this transaction commits (nothing if it rolls back); versions
+        written signal their types by themselves. A backend without listeners ignores it."""
+        return None
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run ``action`` once the transaction has committed (never if it rolls back)."""
@@ -321,6 +334,16 @@ class Repository(ABC):
     def recorded_versions(self, timeout: float) -> dict[str, int]:
         """Every migration stream's version as the database records it ("core" is the
         layout version), read within about ``timeout`` seconds (``/ready``)."""
+        raise NotImplementedError
+
+    # whether listen() hears other processes' commits (PostgreSQL LISTEN/NOTIFY)
+    commit_signals = False
+
+    def listen(self, stopping: threading.Event) -> Iterator[frozenset[str]]:
+        """The words of each commit signal (:meth:`Session.signal`, and the types of the
+        versions written) from other processes' transactions on this database, as they
+        commit, until ``stopping`` is set; an empty set means "anything". Only where
+        :attr:`commit_signals`."""
         raise NotImplementedError
 
     def feed_horizon(self) -> int:

@@ -13,7 +13,7 @@ Tables (see docs/architecture.md for the column-by-column description):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from dataclasses import replace
 from itertools import product
 from typing import Any
@@ -88,6 +88,7 @@ class SqlSession(Session):
         self._pending: list[tuple[StoredVersion, RowsSource]] = []
         self._pending_keys: set[tuple[str, str]] = set()  # (type, id) of what _pending holds
         self._pending_types: set[str] = set()  # the types among them
+        self._written_types: set[str] = set()  # every type put, flushed or not
         self.rows_written = 0  # resource and index rows this session wrote
 
     def _sql(self, sql: str) -> str:
@@ -185,6 +186,11 @@ class SqlSession(Session):
         self._pending.append((version, rows))
         self._pending_keys.add((version.resource_type, version.id))
         self._pending_types.add(version.resource_type)
+        self._written_types.add(version.resource_type)
+
+    @property
+    def written_types(self) -> Collection[str]:
+        return self._written_types
 
     def heads(self, keys: list[tuple[str, str]], *, for_update: bool = False,
               for_share: bool = False) -> dict[tuple[str, str], Head]:
@@ -217,8 +223,8 @@ class SqlSession(Session):
             return
         pending, self._pending = self._pending, []
         self._pending_keys = set()
-        self._pending_types = set()
-        seqs = self._allocate_seqs(len(pending))
+        types, self._pending_types = self._pending_types, set()
+        seqs = self._allocate_seqs(len(pending), types)
         cursor = self.connection.cursor()
         self._insert_rows(cursor, "resource_version", VERSION_INSERT_COLUMNS,
                           [(seq, v.resource_type, v.id, v.version, v.last_updated, v.deleted,
@@ -322,8 +328,9 @@ class SqlSession(Session):
         cursor.executemany(self._sql(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"), rows)
 
-    def _allocate_seqs(self, count: int) -> list[int]:
-        """``count`` new, increasing ``resource_version.seq`` values."""
+    def _allocate_seqs(self, count: int, types: Collection[str] = ()) -> list[int]:
+        """``count`` new, increasing ``resource_version.seq`` values, for versions of
+        ``types``."""
         raise NotImplementedError
 
     def _allocate_pks(self, count: int) -> list[int]:

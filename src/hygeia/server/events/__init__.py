@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from hygeia.server.events.consumer import EventConsumer, EventContext, EventHost
 from hygeia.server.events.runner import EventRunner, EventTiming
+from hygeia.server.events.signals import CommitSignals
 
 _FACTORIES: list[Callable[[], EventConsumer]] = []
 
@@ -29,5 +30,5 @@ def registered_consumers() -> list[EventConsumer]:
     return [factory() for factory in _FACTORIES]
 
 
-__all__ = ["EventConsumer", "EventContext", "EventHost", "EventRunner", "EventTiming",
-           "register_consumer", "registered_consumers"]
+__all__ = ["CommitSignals", "EventConsumer", "EventContext", "EventHost", "EventRunner",
+           "EventTiming", "register_consumer", "registered_consumers"]

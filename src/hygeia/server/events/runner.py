@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from hygeia.server.background import BackgroundLoop
@@ -30,10 +31,14 @@ log = logging.getLogger("hygeia.events")
 @dataclass(frozen=True)
 class EventTiming:
     """``poll_seconds``: how often an idle runner looks at the feed (a commit in this
-    process wakes it at once); ``batch``: events per ``handle`` call; errors back
-    off from ``backoff_seconds`` doubling up to ``max_backoff_seconds``."""
+    process of a type it wants wakes it at once); ``skip_seconds``: how soon it moves
+    its cursor past versions of other types committed in this process (never sooner,
+    so a busy feed of types it does not want costs it a few reads a second, not one
+    per commit); ``batch``: events per ``handle`` call; errors back off from
+    ``backoff_seconds`` doubling up to ``max_backoff_seconds``."""
 
     poll_seconds: float = 1.0
+    skip_seconds: float = 0.25
     batch: int = 500
     lease_seconds: float = 30.0
     backoff_seconds: float = 1.0
@@ -52,8 +57,33 @@ class EventRunner(BackgroundLoop):
         self._position: int | None = None  # the cursor, while this runner holds it
         self._claimed_at = 0.0
         self._failures = 0
+        self._behind = False  # versions it does not want were committed since its last read
         super().__init__()
         self.thread_name = f"hygeia-events-{self.consumer.name}"
+
+    def wants(self, types: Collection[str] | None) -> bool:
+        """Whether versions of ``types`` (None: unknown) may be events for this consumer."""
+        wanted = self.consumer.types
+        return types is None or wanted is None or not set(wanted).isdisjoint(types)
+
+    def notice(self, types: Collection[str] | None) -> None:
+        """Versions of ``types`` committed in this process: look now if it wants them,
+        else move past them within ``skip_seconds``."""
+        if self.wants(types):
+            self.wake()
+        else:
+            self._behind = True
+
+    def rest(self) -> None:
+        """Sleep until woken, the poll is due, or (when behind) ``skip_seconds`` passed."""
+        deadline = time.monotonic() + self.timing.poll_seconds
+        while not self.stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._behind:
+                return
+            if self.woken.wait(min(left, self.timing.skip_seconds)):
+                self.woken.clear()
+                return
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the batch in hand, then let another process claim the cursor at once."""
@@ -81,7 +111,7 @@ class EventRunner(BackgroundLoop):
                 self.stopping.wait(self._backoff())
                 continue
             if not busy:
-                self.sleep(self.timing.poll_seconds)
+                self.rest()
 
     def _backoff(self) -> float:
         return min(self.timing.max_backoff_seconds,
@@ -93,11 +123,12 @@ class EventRunner(BackgroundLoop):
         if position is None:
             return False
         limit = getattr(self.consumer, "batch", None) or self.timing.batch
+        self._behind = False
         batch = self.host.repository.changes(position, limit, self.consumer.types)
         if batch.events:
             self._handle(batch)
         elif batch.position > position:  # only versions of other types: move past them
-            self._advance(batch.position)
+            self._advance(batch.position, flush_to_disk=False)
         return len(batch.events) == limit
 
     def _claimed_position(self) -> int | None:
@@ -124,8 +155,10 @@ class EventRunner(BackgroundLoop):
         self._position = batch.position
         self._claimed_at = time.monotonic()  # advancing renewed the lease
 
-    def _advance(self, position: int) -> None:
-        with self.host.transaction() as session:
+    def _advance(self, position: int, *, flush_to_disk: bool = True) -> None:
+        """Move the cursor to ``position`` (past versions it skipped, ``flush_to_disk``
+        False: a power cut that loses the move only makes it skip them again)."""
+        with self.host.transaction(flush_to_disk=flush_to_disk) as session:
             advance_feed(session, self.consumer.name, self.owner, position,
                          lease_seconds=self.timing.lease_seconds)
         self._position = position

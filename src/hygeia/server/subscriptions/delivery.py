@@ -137,22 +137,28 @@ class Delivery(BackgroundLoop):
             if self.stopping.is_set():
                 break
             spec = current_spec(self.host, due.id)
-            if spec is None or not self._holds(due):
+            if spec is None:
                 continue
-            state = tables.read_state(self.host.repository, due.id)
+            if self._held(due):  # held while ``due`` was read: no one else changed it
+                state: tables.State | None = due
+            elif self._claim(due):
+                state = tables.read_state(self.host.repository, due.id)
+            else:
+                continue
             if state is not None and state.status in tables.LIVE:
                 self.serve(spec, state)
                 served += 1
         return served
 
-    def _holds(self, state: tables.State) -> bool:
-        """Whether this process holds ``state``'s lease, claiming it when it has less than
-        half its time left (so a busy subscription costs no claim per notification)."""
-        now = now_us()
-        if state.owner == self.owner and (state.lease_until or 0) - now > \
-                LEASE_SECONDS * SECOND / 2:
-            return True
-        return tables.claim(self.host.repository, state, self.owner, now,
+    def _held(self, state: tables.State) -> bool:
+        """Whether this process holds ``state``'s lease with more than half its time left
+        (so a busy subscription costs no claim, nor a second read, per notification)."""
+        return state.owner == self.owner and (state.lease_until or 0) - now_us() > \
+            LEASE_SECONDS * SECOND / 2
+
+    def _claim(self, state: tables.State) -> bool:
+        """Claim (or renew) ``state``'s lease; False when another process holds it."""
+        return tables.claim(self.host.repository, state, self.owner, now_us(),
                             int(LEASE_SECONDS * SECOND))
 
     def serve(self, spec: SubscriptionSpec, state: tables.State) -> None:
@@ -197,7 +203,10 @@ class Delivery(BackgroundLoop):
         return True
 
     def _delivered(self, id: str, number: int) -> None:
-        with self.host.transaction() as session:
+        """Record the delivery without waiting for the disk: delivery is at least once, so
+        a power cut that loses the record only sends those events again, and the next
+        notification need not wait for an fsync."""
+        with self.host.transaction(flush_to_disk=False) as session:
             tables.delivered(session, id, number, now_us())
 
     def _failed(self, spec: SubscriptionSpec, state: tables.State, error: str) -> None:

@@ -32,10 +32,11 @@ from hygeia.server.auth.access import Access
 from hygeia.server.events import EventContext
 from hygeia.server.subscriptions.owner import access_of, may_read
 from hygeia.server.subscriptions.spec import SubscriptionSpec, read_subscription
-from hygeia.store import ChangeBatch, ChangeEvent, Session
+from hygeia.store import ChangeBatch, ChangeEvent, Session, feed_contents
 
 log = logging.getLogger("hygeia.subscriptions")
 CONSUMER = "subscriptions"
+SIGNAL = ":subscriptions"  # the commit signal that wakes every process's delivery
 ADOPT_LIMIT = 10_000  # Subscriptions taken over when the cursor is first created
 
 
@@ -51,6 +52,7 @@ class SubscriptionFeed:
         self.wake = wake
         self._specs: dict[tuple[str, int], SubscriptionSpec | None] = {}
         self._owners: dict[str, Access] = {}  # the creators' access, of this batch
+        self._contents: dict[int, bytes] = {}  # the batch's versions, by seq (_prefetch)
 
     def handle(self, batch: ChangeBatch, context: EventContext) -> None:
         recorded = 0
@@ -59,13 +61,28 @@ class SubscriptionFeed:
             specs = {id: self._spec(session, id) for id in live}
             self._owners = {id: access_of(text)
                             for id, text in tables.owners(session, list(live)).items()}
+            self._contents = self._prefetch(session, batch, specs)
+            pending = tables.Recording()
             for event in batch.events:
                 if event.resource_type == "Subscription":
+                    pending.write(session)  # its state is read again: write what we hold
                     self._subscription_changed(session, event, live, specs)
                     continue
-                recorded += self._notify(session, event, live, specs)
+                recorded += self._notify(session, event, live, specs, pending)
+            pending.write(session)
+            if recorded:  # the process holding a subscription's delivery lease may be another
+                session.signal([SIGNAL])
+        self._contents = {}
         if recorded or any(e.resource_type == "Subscription" for e in batch.events):
             self.wake()
+
+    @staticmethod
+    def _prefetch(session: Session, batch: ChangeBatch,
+                  specs: dict[str, SubscriptionSpec | None]) -> dict[int, bytes]:
+        """The content of every event some live subscription may be told of, in one
+        query (a Subscription created in this batch reads its events' one by one)."""
+        wanted = {spec.resource_type for spec in specs.values() if spec is not None}
+        return feed_contents(session, [e for e in batch.events if e.resource_type in wanted])
 
     def adopt(self, session: Session, position: int) -> int:
         """Start the state of every stored Subscription that has none, as if each had
@@ -128,7 +145,7 @@ class SubscriptionFeed:
             live.pop(event.id, None)
 
     def _notify(self, session: Session, event: ChangeEvent, live: dict[str, tables.State],
-                specs: dict[str, SubscriptionSpec | None]) -> int:
+                specs: dict[str, SubscriptionSpec | None], pending: tables.Recording) -> int:
         resource: dict[str, Any] | None = None
         recorded = 0
         for id, state in list(live.items()):
@@ -147,21 +164,22 @@ class SubscriptionFeed:
                                                   event.id):
                 continue  # the creator could not read it: not even its id is told
             number = state.events + 1
-            tables.record(session, state, number, event)
-            tables.set_events(session, id, number)
+            pending.add(state, number, event)
             live[id] = _with_events(state, number)
             recorded += 1
         return recorded
 
-    @staticmethod
-    def _content(session: Session, event: ChangeEvent) -> dict[str, Any] | None:
-        """The resource an event is about: a deletion is matched as the version it
-        deleted."""
-        version = event.version - 1 if event.interaction == "delete" else event.version
-        found = session.version(event.resource_type, event.id, version)
-        if found is None or found.content is None:
-            return None
-        loaded: dict[str, Any] = orjson.loads(found.content)
+    def _content(self, session: Session, event: ChangeEvent) -> dict[str, Any] | None:
+        """The resource an event is about (read ahead for the batch, see
+        :meth:`_prefetch`): a deletion is matched as the version it deleted."""
+        content = self._contents.get(event.seq)
+        if content is None:
+            version = event.version - 1 if event.interaction == "delete" else event.version
+            found = session.version(event.resource_type, event.id, version)
+            if found is None or found.content is None:
+                return None
+            content = found.content
+        loaded: dict[str, Any] = orjson.loads(content)
         return loaded
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from hygeia.server.events import EventConsumer
@@ -9,7 +10,7 @@ from hygeia.server.extensions import Host, Listener, WriteHook
 from hygeia.server.rest.operations import OperationRegistry
 from hygeia.server.subscriptions.acceptance import SubscriptionAcceptance
 from hygeia.server.subscriptions.delivery import Delivery
-from hygeia.server.subscriptions.feed import CONSUMER, SubscriptionFeed
+from hygeia.server.subscriptions.feed import CONSUMER, SIGNAL, SubscriptionFeed
 from hygeia.server.subscriptions.operations import SUBSCRIPTION_OPERATIONS
 from hygeia.server.subscriptions.websocket import WebsocketChannel
 from hygeia.store import claim_feed, feed_position, release_feed, worker_name
@@ -21,6 +22,7 @@ class SubscriptionHost(Host, Protocol):
     """What subscriptions register on (``FhirService`` is one)."""
 
     listeners: list[Listener]
+    signal_actions: dict[str, Callable[[], None]]
 
     @property
     def operations(self) -> OperationRegistry: ...
@@ -42,6 +44,7 @@ class Subscriptions:
     def __init__(self, service: SubscriptionHost) -> None:
         self.delivery = Delivery(service)
         self.feed = SubscriptionFeed(service.registry, self.delivery.wake)
+        service.signal_actions[SIGNAL] = self.delivery.wake  # recorded by another process
         service.write_hooks.register(SubscriptionAcceptance())
         service.add_event_consumer(self.feed)
         for operation in SUBSCRIPTION_OPERATIONS:

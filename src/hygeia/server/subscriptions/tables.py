@@ -133,13 +133,31 @@ def set_status(session: object, id: str, status: str, error: str | None = None) 
         (status, error, id))
 
 
-def record(session: object, state: State, number: int, event: Any) -> None:
-    """Event ``number`` of ``state``'s subscription is ``event`` (a ChangeEvent)."""
-    sql = as_sql(session)
-    sql.execute("INSERT INTO subscription_notification (subscription, number, seq, res_type, "
-                "res_id, version, interaction, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (state.id, number, event.seq, event.resource_type, event.id, event.version,
-                 event.interaction, event.at))
+class Recording:
+    """Notifications recorded while a batch of the feed is matched, written together
+    (:meth:`write`): one multi-row insert and one count update per subscription, where
+    writing each at once cost two statements per event."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.events: dict[str, int] = {}  # subscription -> its newest event number
+
+    def add(self, state: State, number: int, event: Any) -> None:
+        """Event ``number`` of ``state``'s subscription is ``event`` (a ChangeEvent)."""
+        self.rows.append((state.id, number, event.seq, event.resource_type, event.id,
+                          event.version, event.interaction, event.at))
+        self.events[state.id] = number
+
+    def write(self, session: object) -> None:
+        """Write what was added since the last write (in the caller's transaction)."""
+        if self.rows:
+            as_sql(session).execute_many(
+                "INSERT INTO subscription_notification (subscription, number, seq, "
+                "res_type, res_id, version, interaction, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self.rows)
+        for id, events in self.events.items():
+            set_events(session, id, events)
+        self.rows, self.events = [], {}
 
 
 def set_events(session: object, id: str, events: int) -> None:

@@ -27,8 +27,12 @@ shared.  The cost is two statements per write transaction.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+import psycopg
 
 GATE = (-1, -1)
 _GATE_OIDS = (0xFFFFFFFF, 0xFFFFFFFF)  # how pg_locks shows (-1, -1): as unsigned oids
@@ -46,9 +50,45 @@ def announce_writer(execute: Any) -> None:
     execute("SELECT pg_advisory_xact_lock_shared(?, ?)", GATE)
 
 
-def mark_seq(execute: Any, seq: int) -> None:
-    """Mark the transaction's lowest seq (after its first ``nextval``)."""
-    execute("SELECT pg_advisory_xact_lock(?, ?)", mark_keys(seq))
+def mark_seq(execute: Any, seq: int, signal: str | None = None) -> None:
+    """Mark the transaction's lowest seq (after its first ``nextval``), and queue the
+    commit ``signal`` (a :func:`signal_payload`) in the same round trip."""
+    if signal is None:
+        execute("SELECT pg_advisory_xact_lock(?, ?)", mark_keys(seq))
+    else:
+        execute("SELECT pg_advisory_xact_lock(?, ?), pg_notify(?, ?)",
+                (*mark_keys(seq), CHANNEL, signal))
+
+
+# Commit signals (docs/adr/0019-commit-signals.md): a write transaction NOTIFYs
+# this channel with the resource types it wrote; PostgreSQL delivers it to every
+# listening connection only once the transaction commits (and never on rollback), so a
+# change-feed consumer in another serving process wakes at once instead of at its poll.
+CHANNEL = "hygeia_feed"
+_PAYLOAD_BYTES = 7_900  # NOTIFY payloads must stay under 8,000 bytes
+
+
+def signal_payload(source: str, words: Iterable[str]) -> str:
+    """``source`` (the sending repository, whose own listener skips it) and ``words``
+    (resource types, or a ``:``-prefixed name); words that do not fit are dropped and
+    the payload says so with an empty list, which wakes every consumer."""
+    text = ",".join(sorted(words))
+    return f"{source} {text if len(text) < _PAYLOAD_BYTES else ''}"
+
+
+def listen(url: str, source: str, stopping: threading.Event,
+           wait_seconds: float = 1.0) -> Iterator[frozenset[str]]:
+    """The words of each commit signal other repositories send, until ``stopping``
+    (looked at every ``wait_seconds``); an empty set means "anything"."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as connection:
+        connection.execute(f"LISTEN {CHANNEL}")
+        while not stopping.is_set():
+            for note in connection.notifies(timeout=wait_seconds):
+                sender, _, text = note.payload.partition(" ")
+                if sender != source:
+                    yield frozenset(text.split(",")) if text else frozenset()
+                if stopping.is_set():
+                    return
 
 
 _LOCKS = ("SELECT pid, classid::bigint, objid::bigint FROM pg_locks WHERE locktype = "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import uuid
 from collections.abc import Collection, Generator, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -25,7 +26,14 @@ from hygeia.store.feed import read_changes
 from hygeia.store.limits import QueryTimeout, current_limit
 from hygeia.store.migrations import runner
 from hygeia.store.migrations.core import CORE
-from hygeia.store.postgres.feed import announce_writer, mark_seq, safe_horizon
+from hygeia.store.postgres.feed import (
+    CHANNEL,
+    announce_writer,
+    listen,
+    mark_seq,
+    safe_horizon,
+    signal_payload,
+)
 from hygeia.store.schema import statements
 from hygeia.store.search_sql import SqlBuilder
 from hygeia.store.sql import SqlSession
@@ -82,9 +90,11 @@ class PostgresSession(SqlSession):
     _export_ready = False  # export settings made for this transaction (_for_export)
     _announced = False  # this transaction holds the change feed's gate and mark (feed.py)
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Any, source: str = "") -> None:
         super().__init__(connection)
         self._held: set[str] = set()  # the keys this transaction has locked (lock)
+        self.source = source  # the repository's name in commit signals ("": none sent)
+        self._signalled: set[str] = set()  # types this transaction has signalled
 
     def _for_update(self, wanted: bool) -> str:
         return " FOR UPDATE OF r" if wanted else ""
@@ -176,16 +186,26 @@ class PostgresSession(SqlSession):
         return (f"{column} IN (SELECT i COLLATE \"C\" FROM "
                 f"unnest({builder.value(ids)}::text[]) AS i)")
 
-    def _allocate_seqs(self, count: int) -> list[int]:
+    def _allocate_seqs(self, count: int, types: Collection[str] = ()) -> list[int]:
         """Seqs for new versions; the first ones of a transaction are announced to the
-        change feed's readers, which stop below them until it ends (postgres/feed.py)."""
+        change feed's readers, which stop below them until it ends, and the types are
+        signalled to other processes at commit, in the same statement (postgres/feed.py)."""
+        fresh = set(types) - self._signalled
+        self._signalled |= fresh
         if self._announced or count == 0:
+            if fresh:  # a later flush of this transaction wrote other types too
+                self.signal(fresh)
             return self._next_values("resource_version", "seq", count)
         announce_writer(self.execute)
         seqs = self._next_values("resource_version", "seq", count)
-        mark_seq(self.execute, seqs[0])
+        mark_seq(self.execute, seqs[0],
+                 signal_payload(self.source, fresh) if fresh and self.source else None)
         self._announced = True
         return seqs
+
+    def signal(self, words: Collection[str]) -> None:
+        if words and self.source:
+            self.execute("SELECT pg_notify(?, ?)", (CHANNEL, signal_payload(self.source, words)))
 
     def _allocate_pks(self, count: int) -> list[int]:
         return self._next_values("resource", "pk", count)
@@ -242,6 +262,14 @@ class PostgresRepository(Repository):
         self._statistics = StatisticsKeeper(self._pool)
         self._horizon_lock = threading.Lock()
         self._last_horizon = 0
+        self._source = uuid.uuid4().hex[:12]  # names this repository's commit signals
+
+    commit_signals = True
+
+    def listen(self, stopping: threading.Event) -> Iterator[frozenset[str]]:
+        """Other repositories' commit signals, on a connection of its own (LISTEN holds
+        it for as long as it listens, so not one of the pool's)."""
+        return listen(self.url, self._source, stopping)
 
     def _create_schema(self) -> None:
         with self._pool.connection() as connection, connection.transaction():
@@ -263,7 +291,7 @@ class PostgresRepository(Repository):
                     settings.append(_statement_timeout(limit))
                 if settings:  # one round trip: statements without parameters may be joined
                     connection.execute("; ".join(settings))
-                session = PostgresSession(connection)
+                session = PostgresSession(connection, self._source)
                 yield session
                 session.flush()
             session.run_after_commit()

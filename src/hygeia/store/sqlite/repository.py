@@ -57,7 +57,7 @@ class SqliteSession(SqlSession):
         return (f"({alias}.res_type, {alias}.res_id) IN "
                 f"(SELECT value ->> 0, value ->> 1 FROM json_each({pairs}))")
 
-    def _allocate_seqs(self, count: int) -> list[int]:
+    def _allocate_seqs(self, count: int, types: Collection[str] = ()) -> list[int]:
         # safe without a sequence: only the one writer connection ever inserts
         top = self.execute("SELECT COALESCE(MAX(seq), 0) FROM resource_version").fetchone()[0]
         return list(range(top + 1, top + 1 + count))
