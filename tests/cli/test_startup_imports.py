@@ -31,7 +31,8 @@ def imported_by(module: str) -> list[str]:
     return list(json.loads(done.stdout))
 
 
-@pytest.mark.parametrize("module", ["hygeia.clinical.pillar", "hygeia.insurance.pillar",
+@pytest.mark.parametrize("module", ["hygeia.clinical.pillar", "hygeia.devices.pillar",
+                                    "hygeia.insurance.pillar",
                                     "hygeia.analytics.pillar"])
 def test_a_pillar_entry_point_imports_nothing_heavy(module: str) -> None:
     added = imported_by(module)

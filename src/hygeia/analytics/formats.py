@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -173,7 +174,10 @@ def parquet_chunks(
     def flush() -> bytes:
         arrays = []
         for field in schema:
-            values = [row.get(field.name) for row in batch]
+            try:  # a view's rows hold every column: one C-level pass per column
+                values = list(map(itemgetter(field.name), batch))
+            except KeyError:
+                values = [row.get(field.name) for row in batch]
             try:  # most columns hold what their type says: pyarrow converts them at once
                 arrays.append(pa.array(values, type=field.type))
             except (pa.ArrowInvalid, pa.ArrowTypeError):

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hygeia.devices import mllp, mqtt, registry
-from hygeia.devices.alarms import DeviceAlarms
 from hygeia.devices.commands import merge_commands
 from hygeia.server.extensions import CliCommand, PillarHost
 
@@ -28,6 +27,8 @@ class DevicesPillar:
             part.serve_options(group)
 
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
+        from hygeia.devices.alarms import DeviceAlarms
+
         host.add_event_consumer(DeviceAlarms(host))
         for part in PARTS:
             part.install(host, options)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from hygeia.analytics.views import ViewError, compile_view
 from hygeia.analytics.views.fast import fast_path
 from hygeia.analytics.views.fhirpath import compile_path, plain
 
@@ -71,3 +72,67 @@ def test_forEach_items_of_the_engine_are_walked_too() -> None:
     items = compile_path("component").typed(OBSERVATION, {})
     walk = compile_path("value.ofType(Quantity).value")
     assert [walk.values(item, {}) for item in items] == [[120], [80.5], []]
+
+
+VIEWS: list[dict[str, Any]] = [
+    {"resource": "Observation", "select": [
+        {"column": [{"name": "id", "path": "getResourceKey()"},
+                    {"name": "patient", "path": "subject.getReferenceKey(Patient)"},
+                    {"name": "value", "path": "value.ofType(Quantity).value"}]},
+        {"forEachOrNull": "component",
+         "column": [{"name": "code", "path": "code.coding.first().code"},
+                    {"name": "number", "path": "value.ofType(Quantity).value"},
+                    {"name": "has_code", "path": "code.exists()"}]}]},
+    {"resource": "Observation", "select": [
+        {"column": [{"name": "id", "path": "id"}]},
+        {"forEach": "component", "column": [{"name": "codes", "path": "code.coding.code",
+                                             "collection": True}]}]},
+    {"resource": "Observation", "select": [
+        {"column": [{"name": "id", "path": "id"}],
+         "unionAll": [{"forEach": "code.coding", "column": [{"name": "c", "path": "code"}]},
+                      {"forEach": "component.code.coding",
+                       "column": [{"name": "c", "path": "code"}]}]}]},
+    {"resource": "Patient", "select": [
+        {"column": [{"name": "id", "path": "id"}, {"name": "active", "path": "active"}]},
+        {"forEachOrNull": "telecom", "column": [{"name": "phone", "path": "value"},
+                                                {"name": "any", "path": "system.exists()"}]},
+        {"forEach": "name", "select": [{"column": [{"name": "family", "path": "family"}]}]}]},
+]
+
+
+@pytest.mark.parametrize("raw", VIEWS, ids=["forEachOrNull", "collection", "unionAll",
+                                            "nested"])
+@pytest.mark.parametrize("resource", [OBSERVATION, PATIENT, {"resourceType": "Observation",
+                                                            "id": "bare"}],
+                         ids=["Observation", "Patient", "bare"])
+def test_a_walked_view_gives_the_general_paths_rows(raw: dict[str, Any],
+                                                    resource: dict[str, Any]) -> None:
+    """A view whose every expression walks JSON builds its rows without the general
+    path (``CompiledView._walked``); both give the same rows, in the same column order,
+    including forEachOrNull's row over nothing (where ``exists()`` is false)."""
+    view = compile_view(raw)
+    assert view.root.fast
+    general = [dict.fromkeys(view.columns) | row
+               for row in view._node(view.root, resource, dict(view.constants), 0)]
+    walked = view.resource_rows(resource)
+    assert walked == general
+    assert [list(row) for row in walked] == [view.columns] * len(walked)
+
+
+def test_a_resource_the_walk_cannot_take_goes_the_general_way() -> None:
+    """``deceased`` named by its base (``deceasedBoolean`` in the JSON) needs the engine:
+    the row still comes, and a resource without it is walked."""
+    view = compile_view({"resource": "Patient", "select": [
+        {"column": [{"name": "id", "path": "id"}, {"name": "dead", "path": "deceased"}]}]})
+    assert view.root.fast
+    assert view.resource_rows(PATIENT) == [{"id": "p1", "dead": False}]
+    assert view.resource_rows({"resourceType": "Patient", "id": "p2"}) == [
+        {"id": "p2", "dead": None}]
+
+
+def test_several_values_without_collection_is_still_an_error_with_its_location() -> None:
+    view = compile_view({"resource": "Observation", "select": [
+        {"column": [{"name": "codes", "path": "code.coding.code"}]}]})
+    assert view.root.fast
+    with pytest.raises(ViewError, match=r"column\[0\].*returned 2 values"):
+        view.resource_rows(OBSERVATION)

@@ -66,8 +66,8 @@ def _member(name: str) -> Callable[[list[Any]], list[Any]]:
 
     def step(items: list[Any]) -> list[Any]:
         out: list[Any] = []
-        for item in items:
-            if not isinstance(item, dict):
+        for item in items:  # type() is, not isinstance: parsed JSON has no subclasses
+            if type(item) is not dict:
                 continue
             value = item.get(name)
             if hidden in item:
@@ -79,7 +79,7 @@ def _member(name: str) -> Callable[[list[Any]], list[Any]]:
                 )):
                     raise Slow  # a null, or a choice element named by its base
                 continue
-            if isinstance(value, list):
+            if type(value) is list:
                 if None in value:
                     raise Slow
                 out.extend(value)
@@ -97,14 +97,14 @@ def _of_type(name: str, type_name: str) -> Callable[[list[Any]], list[Any]]:
     def step(items: list[Any]) -> list[Any]:
         out: list[Any] = []
         for item in items:
-            if not isinstance(item, dict):
+            if type(item) is not dict:
                 continue
             if name in item or hidden in item:
                 raise Slow  # not a choice element (e.g. contained.ofType(Patient))
             value = item.get(key)
             if value is None:
                 continue
-            if isinstance(value, list):
+            if type(value) is list:
                 raise Slow
             out.append(value)
         return out

@@ -219,6 +219,13 @@ class CompiledPath:
                 pass
         return self.typed(context, variables)
 
+    @property
+    def walk_function(self) -> Callable[[Any], list[Any]]:
+        """The JSON walk alone (only for a ``fast`` path), for callers that handle
+        :class:`~hygeia.analytics.views.fast.Slow` themselves: one call less per value."""
+        assert self._walk is not None
+        return self._walk
+
     def values(self, context: Any, variables: dict[str, Any]) -> list[Any]:
         """The result as plain JSON values (:func:`plain`)."""
         if self._walk is not None:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from hygeia.analytics.views.fast import FastPath, Slow
 from hygeia.analytics.views.fhirpath import (
     CompiledPath,
     Evaluator,
@@ -55,6 +56,10 @@ class Select:
     repeat: tuple[Evaluator, ...] = ()
     names: tuple[str, ...] = field(default=())
     fast: bool = False  # every expression in it walks JSON (views/fast.py)
+    # when fast: (name, walk, collection) per column, and the forEach's walk
+    walks: tuple[tuple[str, FastPath, bool], ...] = ()
+    for_each_walk: FastPath | None = None
+    null_row: Row = field(default_factory=dict)  # forEachOrNull over nothing, when fast
 
 
 _CONSTANT_TYPES = (
@@ -151,8 +156,27 @@ def _select(raw: Any, location: str) -> Select:
         # an expression inside needs the engine's typed items, not bare JSON
         for_each = getattr(for_each, "typed", for_each)
     fast = inside and not repeat and (for_each is None or _fast(for_each))
+    walks = tuple((c.name, _walk_of(c.path), c.collection) for c in columns) if fast else ()
     return Select(columns, selects, union, for_each, "forEachOrNull" in raw, repeat,
-                  tuple(names), fast)
+                  tuple(names), fast, walks,
+                  _walk_of(for_each) if fast and for_each is not None else None,
+                  _walked_null_row(names, walks))
+
+
+def _walked_null_row(names: list[str], walks: tuple[tuple[str, FastPath, bool], ...]) -> Row:
+    """The row of a forEachOrNull over nothing, the same for every resource: its columns
+    evaluated on an empty collection (``exists()`` is false there, not null)."""
+    row: Row = dict.fromkeys(names)
+    for name, walk, collection in walks:
+        values = walk([])
+        if len(values) == 1 and not collection:
+            row[name] = values[0]
+    return row
+
+
+def _walk_of(path: Evaluator) -> FastPath:
+    assert isinstance(path, CompiledPath) and path.fast
+    return path.walk_function
 
 
 def _fast(path: Evaluator) -> bool:
@@ -229,10 +253,48 @@ class CompiledView:
                 raise ViewError(f"{location} must evaluate to a boolean", location)
             if result != [True]:
                 return []
+        if self.root.fast:
+            try:
+                return self._walked(self.root, resource)
+            except Exception:  # Slow, or an error the general path words with its location
+                pass  # this resource needs the engine somewhere: the general path below
         return [
             {name: row.get(name) for name in self.root.names}
             for row in self._node(self.root, resource, variables, 0)
         ]
+
+    def _walked(self, node: Select, context: Any) -> list[Row]:
+        """:meth:`_node` for a select whose every expression walks JSON, calling the
+        walks directly: most views are such, and the general path's per-column
+        indirection (engine fallback, variables, error wrapping) is most of their cost.
+        Its rows hold the select's names in order, as the general path's do; a
+        resource the walk cannot take raises :class:`Slow` and goes the general way."""
+        if node.for_each_walk is None:
+            return self._walked_here(node, context)
+        items = node.for_each_walk(context)
+        if not items:
+            return [dict(node.null_row)] if node.or_null else []
+        return [row for item in items for row in self._walked_here(node, item)]
+
+    def _walked_here(self, node: Select, context: Any) -> list[Row]:
+        base: Row = {}
+        for name, walk, collection in node.walks:
+            values = walk(context)
+            if collection:
+                base[name] = values
+            elif len(values) > 1:
+                raise Slow  # the general path raises the error, with its wording
+            else:
+                base[name] = values[0] if values else None
+        rows = [base]
+        for child in node.selects:
+            child_rows = self._walked(child, context)
+            rows = [{**left, **right} for left in rows for right in child_rows]
+        if node.union:
+            union_rows = [row for branch in node.union for row in self._walked(branch, context)]
+            rows = [{**left, **right} for left in rows for right in union_rows]
+        return rows
+
 
     def _eval(
         self, path: Evaluator, context: Any, variables: dict[str, Any], location: str
@@ -340,7 +402,7 @@ def compile_view(view: Any) -> CompiledView:
     if not selects:
         raise ViewError("ViewDefinition.select needs at least one select", "ViewDefinition.select")
     root = _select({"select": selects}, "ViewDefinition")
-    root = Select((), root.selects, (), names=root.names)
+    root = Select((), root.selects, (), names=root.names, fast=root.fast)
     wheres = []
     for i, raw in enumerate(_list(view, "where", "ViewDefinition")):
         location = f"ViewDefinition.where[{i}].path"

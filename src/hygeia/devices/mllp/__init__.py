@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hygeia.devices.hl7v2 import adt, oru
-from hygeia.devices.hl7v2.handling import Handler
 from hygeia.devices.mllp.commands import DevicesCommand
-from hygeia.devices.mllp.inbound import Inbound
-from hygeia.devices.mllp.listener import MllpLimits, MllpListener
-from hygeia.server.extensions import CliCommand, PillarHost
-from hygeia.server.group_commit import GroupCommit
+from hygeia.devices.mllp.limits import MllpLimits
+
+if TYPE_CHECKING:
+    from hygeia.devices.hl7v2.handling import Handler
+    from hygeia.server.extensions import CliCommand, PillarHost
+
+# The CLI imports this package on every start (through the pillar): the handlers, the
+# listener and the server behind them are imported by install() and handlers().
 
 _PORTS: dict[int, int] = {}  # the MLLP port install() set up, by id of the host (for demo)
 
@@ -28,6 +30,8 @@ _PORTS: dict[int, int] = {}  # the MLLP port install() set up, by id of the host
 def handlers() -> dict[str, Handler]:
     """Message type (``ADT^A01``) -> handler, from every handler module's ``HANDLES``;
     two modules claiming one type is a bug, refused at start-up."""
+    from hygeia.devices.hl7v2 import adt, oru
+
     found: dict[str, Handler] = {}
     for table in (adt.HANDLES, oru.handles()):  # ORU's remembers: one per listener
         for message_type, handler in table.items():
@@ -67,6 +71,10 @@ def install(host: PillarHost, options: Mapping[str, Any]) -> None:
                         idle_timeout=max(0.1, float(options.get("mllp_idle_timeout", 300.0))),
                         max_message_bytes=max(1, int(options.get("mllp_max_message_kb",
                                                                  1024))) * 1024)
+    from hygeia.devices.mllp.inbound import Inbound
+    from hygeia.devices.mllp.listener import MllpListener
+    from hygeia.server.group_commit import GroupCommit
+
     _PORTS[id(host)] = int(port)
     inbound = Inbound(host, handlers(), GroupCommit(host, name="mllp-commit"))
     host.add_listener(MllpListener(inbound, host.settings.http.host, int(port), limits))

@@ -8,25 +8,20 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from hygeia.devices.hl7v2.handling import Handler
-from hygeia.devices.mllp.inbound import Inbound
-from hygeia.devices.mllp.messagelog import (
-    EXTENSION,
-    FATAL,
-    OK,
-    TRANSIENT,
-)
-from hygeia.devices.mllp.messagelog import (
-    find as find_logged,
-)
+from hygeia.devices.mllp.outcomes import EXTENSION, FATAL, OK, TRANSIENT
 from hygeia.fhir.outcome import FhirError
-from hygeia.fhir.search.query import parse_query
-from hygeia.server import FhirService
 from hygeia.store import DEFAULT_URL, open_repository
+
+if TYPE_CHECKING:
+    from hygeia.devices.hl7v2.handling import Handler
+    from hygeia.server import FhirService
+
+# The CLI builds this command's parser on every start: the message log, the handlers
+# and the server are imported when a subcommand runs.
 
 EPILOG = """examples:
   hygeia devices messages --db sqlite:///hygeia.db
@@ -75,6 +70,8 @@ class DevicesCommand:
             return 2
 
     def reprocess(self, db: str, id: str) -> int:
+        from hygeia.devices.mllp.inbound import Inbound
+
         with _service(db) as service:
             before = _outcome_of(service, id)
             after = Inbound(service, self.handlers()).reprocess(id)
@@ -96,6 +93,8 @@ def _service(db: str) -> Iterator[FhirService]:
         if not path.is_file():
             raise FhirError(f"--db {db}: there is no database file {path}; give the --db "
                             "of the server that received the messages")
+    from hygeia.server import FhirService
+
     repository = open_repository(db)
     try:
         yield FhirService(repository)
@@ -104,6 +103,8 @@ def _service(db: str) -> Iterator[FhirService]:
 
 
 def _outcome_of(service: FhirService, id: str) -> str:
+    from hygeia.devices.mllp.messagelog import find as find_logged
+
     with service.reader() as session:
         logged = find_logged(session, id)
     if logged is None:
@@ -114,6 +115,8 @@ def _outcome_of(service: FhirService, id: str) -> str:
 
 def list_messages(db: str, outcome: str | None, count: int) -> int:
     """Print the log, newest first: one line per message."""
+    from hygeia.fhir.search.query import parse_query
+
     params = [("_sort", "-_lastUpdated"), ("_count", str(max(1, count)))]
     if outcome:
         params.append(("code", outcome))

@@ -22,24 +22,15 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from hygeia.devices.mllp.acks import Failure, Outcome, replies
 from hygeia.devices.mllp.framing import FrameReader, Oversize, frame
 from hygeia.devices.mllp.inbound import Arrival, Inbound, decode, parse
+from hygeia.devices.mllp.limits import MllpLimits
 
 log = logging.getLogger("hygeia.devices.mllp")
 RECEIVE_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class MllpLimits:
-    """What one peer may hold of the listener (module docstring)."""
-
-    max_connections: int = 100
-    idle_timeout: float = 300.0
-    max_message_bytes: int = 1024 * 1024
 
 
 class MllpListener:

@@ -48,17 +48,16 @@ from typing import Any
 import orjson
 
 from hygeia.devices.mllp.acks import ERROR_CODES, Failure
+from hygeia.devices.mllp.outcomes import EXTENSION, FATAL, OK, TRANSIENT
 from hygeia.server.rest import write
 from hygeia.store import Head, Session
 
 CONTENT_TYPE = "x-application/hl7-v2+er7"
-EXTENSION = "urn:hygeia:hl7v2:"
 EVENT_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0003"
 MESSAGE_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0076"
 ERROR_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0357"
 UNPARSED_EVENT = {"system": f"{EXTENSION}event", "code": "unparsed",
                   "display": "not an HL7 v2 message"}
-OK, TRANSIENT, FATAL = "ok", "transient-error", "fatal-error"
 _NOT_ID = re.compile(r"[^A-Za-z0-9\-.]")
 
 

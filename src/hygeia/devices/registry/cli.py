@@ -12,21 +12,20 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.table import Table
-
-from hygeia.devices.registry.association import associate
-from hygeia.devices.registry.devices import (
-    DEVICE_STATUSES,
-    find_device,
-    parse_identifier,
-    set_device_status,
-)
-from hygeia.devices.registry.listing import DeviceRow, device_rows
+from hygeia.devices.registry.statuses import DEVICE_STATUSES
 from hygeia.fhir.outcome import FhirError, NotFound
-from hygeia.server import FhirService
 from hygeia.store import DEFAULT_URL, open_repository
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from hygeia.devices.registry.listing import DeviceRow
+    from hygeia.server import FhirService
+
+# The CLI builds this command's parser on every start: the registry's functions, the
+# server and rich are imported when an action runs.
 
 EPILOG = """examples:
   hygeia devices list --db sqlite:///./hygeia.db
@@ -38,6 +37,8 @@ A device is named by an identifier, system|value (quote it: | is a pipe to the s
 
 @contextmanager
 def _service(url: str) -> Iterator[FhirService]:
+    from hygeia.server import FhirService
+
     repository = open_repository(url)
     try:
         yield FhirService(repository)
@@ -46,6 +47,10 @@ def _service(url: str) -> Iterator[FhirService]:
 
 
 def list_devices(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from hygeia.devices.registry.listing import device_rows
+
     with _service(args.db) as service, service.reader() as session:
         rows = device_rows(session)
     if args.plain or not sys.stdout.isatty():
@@ -67,6 +72,8 @@ def print_plain(rows: list[DeviceRow]) -> None:
 
 
 def _table(rows: list[DeviceRow]) -> Table:
+    from rich.table import Table
+
     table = Table(*HEADINGS, title=f"{len(rows)} device{'' if len(rows) == 1 else 's'}")
     for row in rows:
         table.add_row(row.identifier or f"Device/{row.id}", row.type, row.status,
@@ -75,6 +82,9 @@ def _table(rows: list[DeviceRow]) -> Table:
 
 
 def assign(args: argparse.Namespace) -> int:
+    from hygeia.devices.registry.association import associate
+    from hygeia.devices.registry.devices import find_device, parse_identifier
+
     system, value = parse_identifier(args.device)
     with _service(args.db) as service, service.transaction() as session:
         device = find_device(session, system, value)
@@ -89,6 +99,8 @@ def assign(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
+    from hygeia.devices.registry.devices import find_device, parse_identifier, set_device_status
+
     system, value = parse_identifier(args.device)
     with _service(args.db) as service, service.transaction() as session:
         device = find_device(session, system, value)

@@ -14,14 +14,10 @@ from urllib.parse import quote
 
 import orjson
 
+from hygeia.devices.registry.statuses import DEVICE_STATUSES, METRIC_STATUSES
 from hygeia.fhir.outcome import BadRequest
 from hygeia.server.rest import write
 from hygeia.store import Session, StoredVersion
-
-# Device.status (FHIR R4 device-status, required binding)
-DEVICE_STATUSES = ("active", "inactive", "entered-in-error", "unknown")
-# DeviceMetric.operationalStatus (FHIR R4 metric-operational-status, required binding)
-METRIC_STATUSES = ("on", "off", "standby", "entered-in-error")
 
 
 def identifier_criteria(system: str | None, value: str) -> str:
