@@ -33,7 +33,7 @@ def imported_by(module: str) -> list[str]:
 
 @pytest.mark.parametrize("module", ["hygeia.clinical.pillar", "hygeia.devices.pillar",
                                     "hygeia.insurance.pillar",
-                                    "hygeia.analytics.pillar"])
+                                    "hygeia.analytics.pillar", "hygeia.imaging.pillar"])
 def test_a_pillar_entry_point_imports_nothing_heavy(module: str) -> None:
     added = imported_by(module)
     assert module in added  # the probe really imported it in a fresh process
