@@ -24,6 +24,7 @@ Failures raise :class:`OutboundRefused` with a sentence a client can be shown.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
@@ -186,6 +187,7 @@ def _exchange(connection: http.client.HTTPConnection, method: str, url: str,
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     connection.request(method, path, body=body, headers=headers)
+    _acknowledge_at_once(connection.sock)
     response = connection.getresponse()
     answer_headers = {name.lower(): value for name, value in response.getheaders()}
     if response.status in _REDIRECTS:  # not read: the connection is not used again
@@ -193,6 +195,17 @@ def _exchange(connection: http.client.HTTPConnection, method: str, url: str,
     answer_body = _read_capped(connection, response, url, policy.max_bytes, deadline)
     response.close()  # read to its end: the connection may carry the next request
     return Answer(response.status, answer_headers, answer_body)
+
+
+def _acknowledge_at_once(sock: socket.socket | None) -> None:
+    """Acknowledge the answer's segments as they come (Linux; elsewhere nothing): a peer
+    that writes its headers and its body apart, with Nagle's algorithm on (Python's
+    http.server does), holds the body until its headers are acknowledged, which a kept
+    connection's delayed acknowledgement postponed by 40 ms per request."""
+    quickack = getattr(socket, "TCP_QUICKACK", None)
+    if sock is not None and quickack is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
 
 
 Origin = tuple[str, str, int]
@@ -360,6 +373,10 @@ def _pinned_socket(host: str, port: int, addresses: list[IPAddress], policy: Out
         if not policy.permits(host, peer):
             sock.close()
             raise OutboundRefused(f"{host} connected to {peer}, which is not allowed.")
+        # http.client sends a request's headers and body in two writes: on a kept-alive
+        # connection Nagle's algorithm held the body back until the peer's delayed
+        # acknowledgement of the headers (40 ms and more per request; measured 88 ms)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
     raise failure or OSError(f"no address of {host} to connect to")
 
