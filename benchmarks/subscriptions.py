@@ -10,17 +10,26 @@ Observations at ``--rate`` per second in total for ``--seconds``. Each notificat
 event carries its timestamp (the version's lastUpdated, set at commit); the
 latency of an event is its arrival at the endpoint minus that timestamp (same
 machine, same clock). Reported: events delivered, p50/p99 latency, and the rate
-actually written. The baseline is the highest rate the same clients write without
+actually written, and the server's CPU time (all its processes, from /proc) per
+event written. The baseline is the highest rate the same clients write without
 any subscription, on a fresh database of the same backend, in the same run.
+
+``--baseline SRC`` (another checkout's ``src``, e.g. ``git archive main src | tar -x
+-C /tmp/base``) also measures that checkout's server on the same workload, in turn
+with this one for ``--rounds`` rounds (the order alternating), so the two compare on
+the same machine load. ``--workers N`` serves with N processes. The endpoint speaks
+HTTP/1.1 and keeps connections open, as a real webhook receiver does.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -47,6 +56,8 @@ class Endpoint:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
                 arrived = time.time()
                 body = orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -59,6 +70,7 @@ class Endpoint:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -132,39 +144,105 @@ def database(backend: str, admin: str, name: str, folder: Path) -> str:
     return fresh_postgres_db(admin, name)
 
 
-def measure(backend: str, admin: str, clients: int, rate: float, seconds: float) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process and all its descendants (workers) so far."""
+    total = 0
+    for process in _tree(pid):
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    found = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return found
+    for child in children:
+        found.extend(_tree(int(child)))
+    return found
+
+
+@dataclass(frozen=True)
+class Result:
+    written: int
+    notified: int
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    cpu_ms_per_event: float
+
+    def line(self, seconds: float, rate: float) -> str:
+        return (f"{self.written / seconds:,.0f} Observations/s written (asked {rate:,.0f}/s), "
+                f"{self.notified:,} of {self.written:,} notified; commit-to-delivery p50 "
+                f"{self.p50_ms:.0f} ms, p99 {self.p99_ms:.0f} ms, mean {self.mean_ms:.0f} ms; "
+                f"server CPU {self.cpu_ms_per_event:.2f} ms per Observation")
+
+
+def notifications(url: str, source: Path | None, clients: int, rate: float,
+                  seconds: float, workers: int) -> Result:
+    """One server (of ``source``, default this checkout) on ``url``: subscribe, write at
+    ``rate``, wait for every notification (up to a minute)."""
+    endpoint = Endpoint()
+    server = Server(url, "--outbound-allow", "127.0.0.1", "--subscription-poll-seconds",
+                    "0.2", "--workers", str(workers), source=source)
+    try:
+        subscribe(server.base, endpoint.url)
+        before = cpu_seconds(server.process.pid)
+        written = write(server.base, clients, rate, seconds)
+        deadline = time.monotonic() + 60
+        while len(endpoint.latencies) < written and time.monotonic() < deadline:
+            time.sleep(0.1)
+        cpu = cpu_seconds(server.process.pid) - before
+    finally:
+        server.stop()
+        endpoint.close()
+    ms = [value * 1000 for value in endpoint.latencies]
+    return Result(written, len(ms), percentile(ms, 0.5), percentile(ms, 0.99),
+                  statistics.fmean(ms) if ms else 0.0, cpu * 1000 / max(1, written))
+
+
+def measure(backend: str, admin: str, clients: int, rate: float, seconds: float,
+            workers: int, baseline_source: Path | None, rounds: int) -> None:
+    arms: list[tuple[str, Path | None]] = [("this", None)]
+    if baseline_source is not None:
+        arms.append(("baseline", baseline_source))
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        names = ("bench_subs_base", "bench_subs")
+        names = ["bench_subs_base"] + [f"bench_subs_{n}" for n in range(rounds * len(arms))]
         urls = [database(backend, admin, name, folder) for name in names]
+        results: dict[str, list[Result]] = {label: [] for label, _ in arms}
         try:
-            server = Server(urls[0])
+            server = Server(urls[0], "--workers", str(workers))
             try:
-                baseline = write(server.base, clients, 0, seconds) / seconds
+                plain = write(server.base, clients, 0, seconds) / seconds
             finally:
                 server.stop()
-            endpoint = Endpoint()
-            server = Server(urls[1], "--outbound-allow", "127.0.0.1",
-                            "--subscription-poll-seconds", "0.2")
-            try:
-                subscribe(server.base, endpoint.url)
-                written = write(server.base, clients, rate, seconds)
-                deadline = time.monotonic() + 60
-                while len(endpoint.latencies) < written and time.monotonic() < deadline:
-                    time.sleep(0.1)
-            finally:
-                server.stop()
-                endpoint.close()
+            fresh = iter(urls[1:])
+            for round in range(rounds):
+                for label, source in arms if round % 2 == 0 else arms[::-1]:
+                    result = notifications(next(fresh), source, clients, rate, seconds,
+                                           workers)
+                    results[label].append(result)
+                    print(f"{backend} round {round + 1} {label}: "
+                          f"{result.line(seconds, rate)}", flush=True)
         finally:
             if backend != "sqlite":
                 for name in names:
                     drop_postgres_db(admin, name)
-    ms = [value * 1000 for value in endpoint.latencies]
-    print(f"{backend}: {written / seconds:,.0f} Observations/s written (asked {rate:,.0f}/s), "
-          f"{len(ms):,} of {written:,} notified; commit-to-delivery p50 "
-          f"{percentile(ms, 0.5):.0f} ms, p99 {percentile(ms, 0.99):.0f} ms, mean "
-          f"{statistics.fmean(ms) if ms else 0:.0f} ms | baseline: {baseline:,.0f} "
-          "Observations/s written by the same clients without a subscription", flush=True)
+    for label, found in results.items():
+        print(f"{backend} {label} (workers {workers}, median of {len(found)}): "
+              f"p50 {statistics.median(r.p50_ms for r in found):.0f} ms, "
+              f"p99 {statistics.median(r.p99_ms for r in found):.0f} ms, "
+              f"server CPU {statistics.median(r.cpu_ms_per_event for r in found):.2f} ms "
+              f"per Observation, {sum(r.notified for r in found):,} of "
+              f"{sum(r.written for r in found):,} notified | baseline: {plain:,.0f} "
+              "Observations/s written by the same clients without a subscription",
+              flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -174,9 +252,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rate", type=float, default=500.0, help="Observations per second")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=1, help="serving processes")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout's src folder to compare with, in turn")
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args(argv)
     for backend in args.backends.split(","):
-        measure(backend, args.postgres, args.clients, args.rate, args.seconds)
+        measure(backend, args.postgres, args.clients, args.rate, args.seconds, args.workers,
+                args.baseline, args.rounds)
 
 
 if __name__ == "__main__":

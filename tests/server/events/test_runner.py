@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
+from typing import Any
 
 import orjson
 import pytest
 
+import hygeia.server.events.runner as runner_module
 from hygeia.server import FhirService
 from hygeia.server.events import EventContext, EventRunner, EventTiming
 from hygeia.server.rest.write import create
@@ -18,6 +20,7 @@ from hygeia.store import (
     FeedCursor,
     Repository,
     as_sql,
+    claim_feed,
     feed_cursors,
     feed_position,
 )
@@ -206,3 +209,41 @@ def test_a_consumer_whose_events_are_lost_stops_and_says_why(
     assert not thread.is_alive()
     assert "event consumer tally stopped" in caplog.text and "ahead of the newest" in caplog.text
     assert feed_position(running.repository, "tally") == 1000
+
+
+def test_a_process_without_the_cursor_does_not_claim_it_on_every_commit(
+        service: FhirService, repository: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second process's runner failed to claim the cursor the first holds: commits of
+    the types it wants, and of others (which mark a holder behind), leave it resting until
+    its poll instead of costing a claim (a write transaction) each, or a claim loop."""
+    claims: Counter[str] = Counter()
+
+    def counted_claim(repository: Repository, name: str, owner: str, **options: Any
+                      ) -> int | None:
+        if name == "tally":
+            claims[owner] += 1
+        return claim_feed(repository, name, owner, **options)
+
+    monkeypatch.setattr(runner_module, "claim_feed", counted_claim)
+    first, second = FhirService(repository), FhirService(repository)
+    for each in (first, second):
+        each.event_consumers.append(Tally())
+    try:
+        first.start_events(QUICK)
+        wait_for(lambda: bool(tally_cursors(repository)))
+        second.start_events(QUICK)
+        waiting = tally_runner(second)
+        wait_for(lambda: claims[waiting.owner] >= 1)
+        for n in range(20):
+            call(second, "POST", "Patient", patient(f"p{n}"))  # wanted: it would wake
+            call(second, "POST", "Observation", {"resourceType": "Observation",
+                                                 "status": "final", "code": {"text": "x"}})
+        tally_runner(first).wake()  # one repository: no commit signal between the two
+        wait_for(caught_up(repository, "tally"))  # the first handled them all
+        time.sleep(0.5)
+        assert claims[waiting.owner] == 1
+        assert not waiting.holding and tally_runner(first).holding
+        assert seen_seqs(first) == patient_seqs(first)
+    finally:
+        first.close()
+        second.close()

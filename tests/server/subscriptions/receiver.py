@@ -1,5 +1,6 @@
-"""A real rest-hook endpoint for tests: an HTTP server on a free port that records
-every notification it receives (and can be told to fail)."""
+"""A real rest-hook endpoint for tests: an HTTP/1.1 server on a free port that records
+every notification it receives (and can be told to fail), and counts the connections
+it was sent them on (kept alive between notifications)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,18 @@ class Receiver:
         self.headers: list[dict[str, str]] = []
         self.status = 200
         self.attempts = 0
+        self.connections = 0
         self._lock = threading.Lock()
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keeps the connection open between requests
+
+            def setup(self) -> None:
+                super().setup()
+                with owner._lock:
+                    owner.connections += 1
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with owner._lock:
@@ -39,6 +48,7 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True  # a kept connection's thread never blocks close
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()

@@ -170,6 +170,8 @@ def test_handshake_then_filtered_notifications_in_order(subs: FhirService,
     assert all("resource" not in e for e in entries)  # id-only
     assert entries[0]["fullUrl"].endswith(f"Observation/{first}")
 
+    assert receiver.connections == 1  # kept alive from the handshake on
+
     status = body(call(subs, "GET", f"Subscription/{id}/$status"))
     parameters = status_of({"entry": status["entry"]})
     assert parameters["events-since-subscription-start"] == "2"
@@ -398,3 +400,37 @@ def test_subscriptions_stored_before_the_first_start_are_taken_over(
         assert tables.read_state(service.repository, id).status == "active"
     finally:
         service.close()
+
+
+def test_a_process_leaves_a_subscription_another_delivers_alone(
+        subs: FhirService, receiver: Receiver, repository: Repository,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every process's delivery is woken by each recorded batch; one that does not hold a
+    subscription's lease skips it without trying to claim it (a read and a write
+    transaction per batch, in each process but one)."""
+    id = create(subs, topic_subscription(receiver.url))
+    feed(subs)
+    deliver(subs)  # the handshake: ``subs`` holds the lease now
+    receiver.wait_for("handshake")
+    other = FhirService(repository, Settings(
+        outbound=OutboundSettings(allow=("127.0.0.1",)), subscriptions=QUICK))
+    claims: list[str] = []
+    claim = tables.claim
+
+    def counted_claim(repository: Repository, state: tables.State, owner: str, now: int,
+                      lease_us: int) -> bool:
+        claims.append(owner)
+        return claim(repository, state, owner, now, lease_us)
+
+    monkeypatch.setattr(tables, "claim", counted_claim)
+    try:
+        create(subs, observation("8867-4"))
+        feed(subs)
+        assert [state.id for state in tables.due(repository, 2**62)] == [id]
+        assert other.subscriptions.delivery.run_once() == 0
+        assert claims == []
+        deliver(subs)  # the holder sends it, without claiming (it holds the lease)
+        assert len(receiver.wait_for("event-notification")) == 1
+        assert claims == []
+    finally:
+        other.close()

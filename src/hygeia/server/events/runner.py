@@ -67,12 +67,26 @@ class EventRunner(BackgroundLoop):
         return types is None or wanted is None or not set(wanted).isdisjoint(types)
 
     def notice(self, types: Collection[str] | None) -> None:
-        """Versions of ``types`` committed in this process: look now if it wants them,
-        else move past them within ``skip_seconds``."""
+        """Versions of ``types`` committed (in this process, or heard of from another):
+        look now if it wants them, else move past them within ``skip_seconds``.
+
+        Only while it holds the cursor: a runner whose claim failed (another process
+        holds it) tries again at its poll, or when woken explicitly, not on every
+        commit. Claiming on each commit cost a write transaction per commit in every
+        process but one, and a runner marked behind without the cursor claimed in a
+        tight loop (round 1's extra CPU with ``--workers 2``)."""
+        if not self.holding:
+            return
         if self.wants(types):
             self.wake()
         else:
             self._behind = True
+
+    @property
+    def holding(self) -> bool:
+        """Whether this runner held the cursor at its last look (its lease may run out
+        meanwhile: advancing checks the owner)."""
+        return self._position is not None
 
     def rest(self) -> None:
         """Sleep until woken, the poll is due, or (when behind) ``skip_seconds`` passed."""
@@ -119,11 +133,11 @@ class EventRunner(BackgroundLoop):
 
     def step(self) -> bool:
         """Handle one batch if there is one; True when more may be waiting at once."""
+        self._behind = False  # whatever it was behind on is read now, or by the holder
         position = self._claimed_position()
         if position is None:
             return False
         limit = getattr(self.consumer, "batch", None) or self.timing.batch
-        self._behind = False
         batch = self.host.repository.changes(position, limit, self.consumer.types)
         if batch.events:
             self._handle(batch)

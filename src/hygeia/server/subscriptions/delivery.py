@@ -17,7 +17,9 @@ A failure waits ``retry_seconds`` doubling up to ``max_retry_seconds``; after
 ``max_failures`` in a row the subscription's status turns to ``error`` (its
 events stay recorded: a client sets it back to ``requested`` to resume, and
 recovers any gap with ``$events``).  Endpoints are reached through the outbound
-policy (server/outbound.py): a private address needs ``--outbound-allow``.
+policy (server/outbound.py): a private address needs ``--outbound-allow``.  Each
+endpoint's connection is kept open for the next notification
+(``outbound.KeptConnections``), each request checked against the policy again.
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ import hygeia.server.subscriptions.tables as tables
 from hygeia.fhir.datetime import now_us
 from hygeia.fhir.outcome import FhirError
 from hygeia.server.background import BackgroundLoop
-from hygeia.server.outbound import OutboundPolicy, OutboundRefused, post
+from hygeia.server.outbound import KeptConnections, OutboundPolicy, OutboundRefused
 from hygeia.server.rest.write import update
 from hygeia.server.subscriptions.notify import ContentOf, notification_bundle
 from hygeia.server.subscriptions.spec import SubscriptionSpec, read_subscription
-from hygeia.store import worker_name
+from hygeia.store import owner_gone, worker_name
 
 if TYPE_CHECKING:
     from hygeia.server.extensions import Host
@@ -103,11 +105,13 @@ class Delivery(BackgroundLoop):
         self.policy = OutboundPolicy(outbound.allow, outbound.timeout_seconds,
                                      outbound.max_bytes)
         self.owner = worker_name()
+        self.connections = KeptConnections()  # one kept-alive connection per endpoint
         super().__init__()
 
     def stop(self, timeout: float = 10.0) -> None:
         was_running = self.running
         super().stop(timeout)
+        self.connections.close()
         if was_running:
             try:
                 tables.release(self.host.repository, self.owner)
@@ -136,6 +140,8 @@ class Delivery(BackgroundLoop):
         for due in tables.due(self.host.repository, now_us()):
             if self.stopping.is_set():
                 break
+            if self._leased_elsewhere(due):
+                continue
             spec = current_spec(self.host, due.id)
             if spec is None:
                 continue
@@ -149,6 +155,13 @@ class Delivery(BackgroundLoop):
                 self.serve(spec, state)
                 served += 1
         return served
+
+    def _leased_elsewhere(self, state: tables.State) -> bool:
+        """Whether another live process holds ``state``'s lease: a claim would fail, so
+        it is not tried (every process's delivery is woken by each recorded batch, and
+        trying cost the others a read and a write transaction per batch)."""
+        return state.owner is not None and state.owner != self.owner and \
+            (state.lease_until or 0) >= now_us() and not owner_gone(state.owner)
 
     def _held(self, state: tables.State) -> bool:
         """Whether this process holds ``state``'s lease with more than half its time left
@@ -196,7 +209,7 @@ class Delivery(BackgroundLoop):
                                                       float(spec.timeout_seconds)),
                                     policy.max_bytes)
         try:
-            post(spec.endpoint or "", orjson.dumps(bundle), headers, policy)
+            self.connections.post(spec.endpoint or "", orjson.dumps(bundle), headers, policy)
         except OutboundRefused as error:
             self._failed(spec, state, str(error))
             return False
