@@ -32,14 +32,32 @@ from hygeia.server.alerts.model import (
     Raised,
 )
 from hygeia.server.alerts.raising import (
+    AlertState,
     active_keys,
     clear_alert,
     clear_alerts,
     raise_alert,
     raise_alerts,
+    read_alerts,
 )
 from hygeia.server.alerts.service import AlertHost, AlertService
 
-__all__ = ["ESCALATION_ROLE", "KEY_SYSTEM", "PRIORITIES", "TASK_CODES", "Alert", "AlertHost",
-           "AlertService", "Raised", "Recipients", "active_keys", "clear_alert", "clear_alerts",
-           "raise_alert", "raise_alerts", "recipients_for"]
+__all__ = [
+    "ESCALATION_ROLE",
+    "KEY_SYSTEM",
+    "PRIORITIES",
+    "TASK_CODES",
+    "Alert",
+    "AlertHost",
+    "AlertService",
+    "AlertState",
+    "Raised",
+    "Recipients",
+    "active_keys",
+    "clear_alert",
+    "clear_alerts",
+    "raise_alert",
+    "raise_alerts",
+    "read_alerts",
+    "recipients_for",
+]

@@ -10,6 +10,7 @@ once make one alert.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -106,15 +107,65 @@ def active_keys(session: Session, keys: Collection[str]) -> set[str]:
     return set(_active_flags(session, {check_key(key) for key in keys}))
 
 
-def raise_alerts(session: Session, alerts: Collection[Alert], settings: AlertSettings
-                 ) -> list[Raised]:
+@dataclass(slots=True)
+class AlertState:
+    """The active Flag of each of ``keys`` that has one, read by :func:`read_alerts` with
+    the keys locked for the rest of the transaction, so it stays true until the
+    transaction ends or it raises or clears one of them.
+
+    A consumer that decides from the active keys what to raise and clear passes it on
+    to :func:`raise_alerts` and :func:`clear_alerts`, which then neither lock nor read
+    those keys again (three round trips and two searches fewer per batch). A key they
+    raise or clear leaves ``keys``: a later call reads it afresh."""
+
+    keys: set[str]
+    flags: dict[str, StoredVersion]
+
+    @property
+    def active(self) -> set[str]:
+        return set(self.flags)
+
+    def covers(self, keys: Collection[str]) -> bool:
+        return self.keys.issuperset(keys)
+
+    def forget(self, keys: Collection[str]) -> None:
+        """``keys`` were raised or cleared: their Flags as read no longer say so."""
+        self.keys.difference_update(keys)
+        for key in keys:
+            self.flags.pop(key, None)
+
+
+def read_alerts(session: Session, keys: Collection[str]) -> AlertState:
+    """Lock ``keys`` and read which of them are active (a search per ``KEYS_PER_SEARCH``
+    keys); :func:`active_keys` reads the same without the lock."""
+    wanted = {check_key(key) for key in keys}
+    session.lock_all([f"alert:{key}" for key in wanted])
+    return AlertState(wanted, _active_flags(session, wanted) if wanted else {})
+
+
+def _locked_flags(session: Session, keys: set[str], state: AlertState | None
+                  ) -> dict[str, StoredVersion]:
+    """The active Flags of ``keys``, locked: from ``state`` when it covers them, else
+    locked and read now."""
+    if state is not None and state.covers(keys):
+        return {key: state.flags[key] for key in keys if key in state.flags}
+    session.lock_all([f"alert:{key}" for key in keys])
+    return _active_flags(session, keys)
+
+
+def raise_alerts(session: Session, alerts: Collection[Alert], settings: AlertSettings,
+                 state: AlertState | None = None) -> list[Raised]:
     """:func:`raise_alert` for many alerts (distinct keys) in one go: the keys locked, their
-    Flags and Tasks read with a search per ``KEYS_PER_SEARCH`` keys, the subjects' care
-    teams together; what is written is what :func:`raise_alert` writes for each."""
+    Flags and Tasks read with a search per ``KEYS_PER_SEARCH`` keys (the Flags taken
+    from ``state`` when it covers the keys), the subjects' care teams together; what
+    is written is what :func:`raise_alert` writes for each."""
     by_key = {check_key(alert.key): alert for alert in alerts}
-    session.lock_all([f"alert:{key}" for key in by_key])
-    active = _active_flags(session, set(by_key))
-    tasks = _newest_of(session, "Task", set(active), "-authored-on")
+    if not by_key:
+        return []
+    active = _locked_flags(session, set(by_key), state)
+    if state is not None:
+        state.forget(by_key)
+    tasks = _newest_of(session, "Task", set(active), "-authored-on") if active else {}
     teams = recipients_of(session, {alert.subject for key, alert in by_key.items()
                                     if key not in active}, settings)
     raised = []
@@ -128,12 +179,19 @@ def raise_alerts(session: Session, alerts: Collection[Alert], settings: AlertSet
     return raised
 
 
-def clear_alerts(session: Session, keys: Collection[str]) -> set[str]:
+def clear_alerts(session: Session, keys: Collection[str], state: AlertState | None = None
+                 ) -> set[str]:
     """:func:`clear_alert` for many keys in one go (the keys locked, their Flags and Tasks
-    read with a search per ``KEYS_PER_SEARCH`` keys); the keys that were active."""
+    read with a search per ``KEYS_PER_SEARCH`` keys, the Flags taken from ``state``
+    when it covers the keys); the keys that were active."""
     wanted = {check_key(key) for key in keys}
-    session.lock_all([f"alert:{key}" for key in wanted])
-    active = _active_flags(session, wanted)
+    if not wanted:
+        return set()
+    active = _locked_flags(session, wanted, state)
+    if state is not None:
+        state.forget(wanted)
+    if not active:
+        return set()
     tasks = _newest_of(session, "Task", set(active), "-authored-on")
     now = format_instant(now_us())
     flags = [_ended(stored, now) for stored in active.values()]
