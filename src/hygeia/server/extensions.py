@@ -64,8 +64,7 @@ from hygeia.server.events import EventConsumer, EventContext
 
 if TYPE_CHECKING:
     from hygeia.fhir.search.parameters import SearchRegistry
-    from hygeia.server.alerts.model import Alert, Raised
-    from hygeia.server.alerts.raising import AlertState
+    from hygeia.server.alerts.model import Alert, AlertState, Raised
     from hygeia.server.auth.access import Access
     from hygeia.server.context import FhirRequest, FhirResponse, Settings
     from hygeia.server.jobs.files import FileArea

@@ -29,10 +29,10 @@ from hygeia.server.alerts.model import (
     PRIORITIES,
     TASK_CODES,
     Alert,
+    AlertState,
     Raised,
 )
 from hygeia.server.alerts.raising import (
-    AlertState,
     active_keys,
     clear_alert,
     clear_alerts,

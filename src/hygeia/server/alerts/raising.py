@@ -10,7 +10,6 @@ once make one alert.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -30,6 +29,7 @@ from hygeia.server.alerts.model import (
     TASK_CODES,
     UNACKNOWLEDGED,
     Alert,
+    AlertState,
     Raised,
     check_key,
     key_token,
@@ -105,34 +105,6 @@ def active_keys(session: Session, keys: Collection[str]) -> set[str]:
     ``KEYS_PER_SEARCH`` keys (:func:`is_active` reads one key per search): for a
     consumer that checks the alerts of a whole batch of subjects at once."""
     return set(_active_flags(session, {check_key(key) for key in keys}))
-
-
-@dataclass(slots=True)
-class AlertState:
-    """The active Flag of each of ``keys`` that has one, read by :func:`read_alerts` with
-    the keys locked for the rest of the transaction, so it stays true until the
-    transaction ends or it raises or clears one of them.
-
-    A consumer that decides from the active keys what to raise and clear passes it on
-    to :func:`raise_alerts` and :func:`clear_alerts`, which then neither lock nor read
-    those keys again (three round trips and two searches fewer per batch). A key they
-    raise or clear leaves ``keys``: a later call reads it afresh."""
-
-    keys: set[str]
-    flags: dict[str, StoredVersion]
-
-    @property
-    def active(self) -> set[str]:
-        return set(self.flags)
-
-    def covers(self, keys: Collection[str]) -> bool:
-        return self.keys.issuperset(keys)
-
-    def forget(self, keys: Collection[str]) -> None:
-        """``keys`` were raised or cleared: their Flags as read no longer say so."""
-        self.keys.difference_update(keys)
-        for key in keys:
-            self.flags.pop(key, None)
 
 
 def read_alerts(session: Session, keys: Collection[str]) -> AlertState:

@@ -17,9 +17,8 @@ from typing import Protocol
 
 from hygeia.fhir.datetime import now_us
 from hygeia.server.alerts.escalation import run_due, scan
-from hygeia.server.alerts.model import Alert, Raised
+from hygeia.server.alerts.model import Alert, AlertState, Raised
 from hygeia.server.alerts.raising import (
-    AlertState,
     active_keys,
     clear_alert,
     clear_alerts,
