@@ -21,7 +21,7 @@ from hygeia.clinical.cds.services import built_in
 from hygeia.fhir.outcome import FhirError
 from hygeia.server import FhirService
 from hygeia.server.extensions import MountRequest, MountResponse
-from hygeia.store import AuthStore, open_repository
+from hygeia.store import AuthStore
 
 ISSUER = "https://ehr.example.org"
 AUDIENCE = "http://test/cds-services/news2"
@@ -104,7 +104,9 @@ def hygeia(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_client_commands(clinical_pillar: None, tmp_path: Path,
                              key: ec.EllipticCurvePrivateKey) -> None:
     url = f"sqlite:///{tmp_path}/cds.db"
-    open_repository(url).close()
+    # laid out by the CLI: it knows every installed pillar's tables (imaging's too)
+    migrated = hygeia("db", "migrate", "--db", url)
+    assert migrated.returncode == 0, migrated.stderr
     keys = tmp_path / "ehr.jwks"
     keys.write_text(json.dumps(public_jwks(key)))
     added = hygeia("cds", "client", "add", "--issuer", ISSUER, "--jwks-file", str(keys),
