@@ -327,7 +327,7 @@ def measure_backlog(db_url: str, patients: int, sets: int) -> tuple[float, float
 def run(backend: str, admin: str, patients: int, sets: int, threads: int, calls: int,
         bundle: int = 1) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        name = "bench_clinical"
+        name = f"bench_clinical_{uuid.uuid4().hex[:8]}"  # runs side by side never clash
         db_url = f"sqlite:///{Path(folder)}/{name}.db" if backend == "sqlite" else \
             fresh_postgres_db(admin, name)
         server = Server(db_url)

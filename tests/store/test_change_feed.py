@@ -252,3 +252,19 @@ def test_postgres_a_follower_sees_every_version_of_concurrent_writers_once_in_or
         committed = [int(row[0]) for row in as_sql(session).execute(
             "SELECT seq FROM resource_version ORDER BY seq").fetchall()]
     assert followed == committed
+
+
+def test_a_batch_of_events_reads_the_versions_they_name_in_one_go(
+        repository: Repository) -> None:
+    write(repository, version("a", 1), version("b", 1, type="Observation"))
+    write(repository, version("a", 2), version("b", 2, deleted=True, type="Observation"))
+    write(repository, version("a", 3))
+    events = repository.changes(0).events
+    wanted = [events[3], events[0], events[2]]  # any order: b deleted, a 1, a 2
+    with repository.transaction() as session:
+        read = session.versions_of(wanted)
+        assert [(v.resource_type, v.id, v.version, v.deleted) for v in read] == [
+            ("Observation", "b", 2, True), ("Patient", "a", 1, False),
+            ("Patient", "a", 2, False)]  # as each event left it, not as it is now
+        assert read[1].content == b'{"resourceType":"Patient","id":"a"}'
+        assert session.versions_of([]) == []

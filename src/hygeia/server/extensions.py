@@ -64,7 +64,7 @@ from hygeia.server.events import EventConsumer, EventContext
 
 if TYPE_CHECKING:
     from hygeia.fhir.search.parameters import SearchRegistry
-    from hygeia.server.alerts.model import Alert, Raised
+    from hygeia.server.alerts.model import Alert, AlertState, Raised
     from hygeia.server.auth.access import Access
     from hygeia.server.context import FhirRequest, FhirResponse, Settings
     from hygeia.server.jobs.files import FileArea
@@ -233,11 +233,18 @@ class Alerts(Protocol):
         (for a consumer that checks a whole batch of subjects)."""
         ...
 
-    def raise_alerts(self, session: Session, alerts: Collection[Alert]) -> list[Raised]:
+    def read_alerts(self, session: Session, keys: Collection[str]) -> AlertState:
+        """Lock ``keys`` and read which are active, for a consumer that then decides what
+        to raise and clear and passes the state on (they lock and read nothing again)."""
+        ...
+
+    def raise_alerts(self, session: Session, alerts: Collection[Alert],
+                     state: AlertState | None = None) -> list[Raised]:
         """``raise_alert`` for many keys at once, their Flags and Tasks read together."""
         ...
 
-    def clear_alerts(self, session: Session, keys: Collection[str]) -> set[str]:
+    def clear_alerts(self, session: Session, keys: Collection[str],
+                     state: AlertState | None = None) -> set[str]:
         """``clear_alert`` for many keys at once; the keys that were active."""
         ...
 

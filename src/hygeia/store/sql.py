@@ -26,6 +26,7 @@ from hygeia.fhir.search.query import CompartmentClause, IdClause, ParameterClaus
 from hygeia.fhir.search.results import WHEN_FREE, Include
 from hygeia.fhir.search.rows import CompositeRow, IndexRows
 from hygeia.store.base import (
+    ChangeEvent,
     Head,
     HistoryQuery,
     PreparedRows,
@@ -65,6 +66,7 @@ RESOURCE_INSERT_COLUMNS = ("pk", "res_type", "res_id", "seq", "version", "delete
 # candidate keys per round of a key walk (SqlSession._walk_keys): small first, since a
 # typical page fills from the first candidates, then growing to bound the round trips
 _FIRST_BATCH = 64
+_SEQS_PER_QUERY = 5_000  # versions read by seq in one query (versions_of)
 _LAST_BATCH = 4096
 _HEAD_CHUNK = 1000  # keys per lookup query (_rows_by_keys)
 _REFERRER_CHUNK = 500  # targets per reverse reference lookup (three values bound each)
@@ -462,6 +464,14 @@ class SqlSession(Session):
         return SearchPage(total, matches,
                           encode_cursor("n", list(rows[-1][1:])) if has_next else None,
                           encode_cursor("p", list(rows[0][1:])) if has_previous else None)
+
+    def versions_of(self, events: Iterable[ChangeEvent]) -> list[StoredVersion]:
+        """By ``seq``, the version table's key: one query per :data:`_SEQS_PER_QUERY`."""
+        seqs = [event.seq for event in events]
+        found: list[StoredVersion] = []
+        for start in range(0, len(seqs), _SEQS_PER_QUERY):
+            found.extend(self._versions_by_seq(seqs[start:start + _SEQS_PER_QUERY]))
+        return found
 
     def _versions_by_seq(self, seqs: list[int]) -> list[StoredVersion]:
         if not seqs:

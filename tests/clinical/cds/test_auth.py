@@ -104,9 +104,9 @@ def hygeia(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_client_commands(clinical_pillar: None, tmp_path: Path,
                              key: ec.EllipticCurvePrivateKey) -> None:
     url = f"sqlite:///{tmp_path}/cds.db"
-    # laid out by the CLI, which knows every installed pillar's tables (this process
-    # may not have imported them all)
-    assert hygeia("db", "migrate", "--db", url).returncode == 0
+    # laid out by the CLI: it knows every installed pillar's tables (imaging's too)
+    migrated = hygeia("db", "migrate", "--db", url)
+    assert migrated.returncode == 0, migrated.stderr
     keys = tmp_path / "ehr.jwks"
     keys.write_text(json.dumps(public_jwks(key)))
     added = hygeia("cds", "client", "add", "--issuer", ISSUER, "--jwks-file", str(keys),

@@ -66,6 +66,9 @@ def test_the_rescore_command(clinical_pillar: None, tmp_path: Path) -> None:
         patient = created(service, {"resourceType": "Patient", "birthDate": "1950-01-01"})
         for vital in full_set(f"Patient/{patient}", "2026-03-01T10:00:00Z", respiration=25):
             created(service, vital)
+    # the CLI knows every installed pillar's tables (imaging's too), this process may not
+    migrated = hygeia("db", "migrate", "--db", url)
+    assert migrated.returncode == 0, migrated.stderr
     done = hygeia("clinical", "rescore", "--patient", patient, "--db", url)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"Patient/{patient}: NEWS2 3 (low-medium) Observation/")

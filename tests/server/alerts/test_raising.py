@@ -219,3 +219,26 @@ def test_raise_and_clear_many_alerts_at_once_do_what_one_at_a_time_does(
         assert alerting.alerts.active_keys(session, [
             "spo2-low|Patient/m1", "spo2-low|Patient/m2", "other|Patient/m2"]) == \
             {"other|Patient/m2"}
+
+
+def test_a_state_read_once_serves_the_clears_and_raises_that_follow(
+        alerting: FhirService) -> None:
+    store(alerting, patient("s1"), patient("s2"))
+    high, medium = "high|Patient/s1", "medium|Patient/s1"
+    with alerting.transaction() as session:
+        first = alerting.alerts.raise_alert(session, alarm("s1", key=medium))
+    with alerting.transaction() as session:
+        state = alerting.alerts.read_alerts(session, [high, medium, "high|Patient/s2"])
+        assert state.active == {medium}
+        assert alerting.alerts.clear_alerts(session, [medium], state) == {medium}
+        [raised] = alerting.alerts.raise_alerts(session, [alarm("s1", key=high)], state)
+        assert raised.created
+        # keys cleared or raised through the state are read afresh by later calls
+        assert state.active == set() and not state.covers([high])
+        [again] = alerting.alerts.raise_alerts(session, [alarm("s1", key=high)], state)
+        assert not again.created and again.flag == raised.flag
+        assert alerting.alerts.clear_alerts(session, [medium], state) == set()
+    assert read(alerting, "Flag", first.flag)["status"] == "inactive"
+    assert read(alerting, "Task", first.task or "")["status"] == "cancelled"
+    with alerting.reader() as session:
+        assert alerting.alerts.active_keys(session, [high, medium]) == {high}

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hygeia.clinical.news2.inputs import (
@@ -57,7 +57,7 @@ from hygeia.clinical.news2.scoring import Band
 from hygeia.clinical.settings import SET_SECONDS, WINDOW_SECONDS
 from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.resources import new_id
-from hygeia.server.alerts import Alert
+from hygeia.server.alerts import Alert, AlertState
 from hygeia.server.extensions import EventContext, Host
 from hygeia.server.rest import write
 from hygeia.store import ChangeBatch, Session
@@ -84,6 +84,30 @@ ORDER = [Band.LOW, Band.LOW_MEDIUM, Band.MEDIUM, Band.HIGH]
 
 def alert_key(band: Band, patient: str) -> str:
     return f"news2-{band.value}|{patient}"
+
+
+@dataclass(slots=True)
+class AlertPlan:
+    """The alert keys to clear and the alerts to raise, by patient, decided from the
+    ``state`` read (keys locked) before the batch wrote anything."""
+
+    state: AlertState
+    clear: dict[str, list[str]] = field(default_factory=dict)
+    rise: dict[str, list[Alert]] = field(default_factory=dict)
+
+    def drop(self, patient: str) -> None:
+        """The patient's score was not stored: its alerts stay as they are."""
+        self.clear.pop(patient, None)
+        self.rise.pop(patient, None)
+
+    def apply(self, session: Session, host: Host) -> None:
+        """Clear, then raise: every patient's alerts in a few searches, not a few each."""
+        clear = [key for keys in self.clear.values() for key in keys]
+        rise = [alert for alerts in self.rise.values() for alert in alerts]
+        if clear:
+            host.alerts.clear_alerts(session, clear, self.state)
+        if rise:
+            host.alerts.raise_alerts(session, rise, self.state)
 
 
 def _us(seconds: float) -> int:
@@ -187,6 +211,9 @@ class News2Engine:
                     writes.append((patient, one, resource))
                 if one is front:  # only the patient's newest set speaks for now
                     fronts[patient] = (one, score, one.was)
+        # every read before the first write: the writes are sent once, at commit (a
+        # search of scores after writing them sends them first, some 15 round trips)
+        plan = self.plan_alerts(session, fronts, known)
         # one round trip locks and reads every score's current version; the scores are
         # built here from stored values, valid by construction (tests check it)
         written = write.update_all(session, "Observation",
@@ -195,11 +222,11 @@ class News2Engine:
             if isinstance(result, FhirError):  # refused (a write hook): never block the feed
                 log.error("NEWS2 score of %s not stored: %s", patient, result)
                 if patient in fronts and fronts[patient][0] is one:
-                    del fronts[patient]  # a score not stored moves no alert
+                    plan.drop(patient)  # a score not stored moves no alert
             else:
                 one.stored = resource
         try:
-            self.escalate_all(session, fronts, known)
+            plan.apply(session, self.host)
         except FhirError as error:  # an alert refused (a write hook): never block the feed
             log.error("NEWS2 alerts not raised or cleared: %s", error)
         return {key: one.id for key, one in chosen.items() if key[0] in windows}
@@ -225,19 +252,21 @@ class News2Engine:
 
     # ------------------------------------------------------------------ alerting
 
-    def escalate_all(self, session: Session, fronts: Mapping[str, tuple[ScoreSet, Score,
+    def plan_alerts(self, session: Session, fronts: Mapping[str, tuple[ScoreSet, Score,
                                                                       Band | None]],
-                     known: Mapping[str, list[ScoreSet]]) -> None:
-        """Alert by the band of each patient's newest set, ``fronts[patient]`` = (the set,
-        its score, the band it had before this batch), the patients' active NEWS2 alerts
-        read in one search.
+                    known: Mapping[str, list[ScoreSet]]) -> AlertPlan:
+        """What to clear and raise by the band of each patient's newest set, ``fronts[
+        patient]`` = (the set, its score, the band it had before this batch): the
+        patients' NEWS2 alert keys locked and read in one search, nothing written yet.
 
         A set's band rises from the band the set itself had, else from the patient's
         latest banded score in the day before it (:data:`record.LOOK_BACK`), else from
         the band whose alert is still active, else from low."""
         keys = [alert_key(band, patient) for patient, (_, score, _) in fronts.items()
                 if score.band is not None for band in BAND_ALERTS]
-        active = self.host.alerts.active_keys(session, keys) if keys else set()
+        # the keys locked and read once: clearing and raising read them no more
+        state = self.host.alerts.read_alerts(session, keys)
+        active = state.active
         moving: dict[str, tuple[ScoreSet, Score, Band | None]] = {}
         for patient, (one, score, before) in fronts.items():
             band = score.band
@@ -247,8 +276,7 @@ class News2Engine:
         unknown = {patient: one for patient, (one, _, before) in moving.items()
                    if before is None}
         previous = bands_before(session, unknown, known, self.window) if unknown else {}
-        clear: list[str] = []
-        rise: list[Alert] = []
+        plan = AlertPlan(state)
         for patient, (one, score, before) in moving.items():
             # no banded score in the day before: the band its alert left standing, if any
             alerted = [band for band in BAND_ALERTS if alert_key(band, patient) in active]
@@ -256,12 +284,9 @@ class News2Engine:
                 (alerted[-1] if alerted else Band.LOW)
             dropped, raised = self.escalation(patient, score, band_then,
                                               f"Observation/{one.id}", active)
-            clear.extend(dropped)
-            rise.extend(raised)
-        if clear:  # every patient's alerts in a few searches, not a few per patient
-            self.host.alerts.clear_alerts(session, clear)
-        if rise:
-            self.host.alerts.raise_alerts(session, rise)
+            plan.clear[patient] = dropped
+            plan.rise[patient] = raised
+        return plan
 
     def escalation(self, patient: str, score: Score, previous: Band, source: str,
                    active: Collection[str]) -> tuple[list[str], list[Alert]]:

@@ -29,6 +29,7 @@ from hygeia.server.alerts.model import (
     PRIORITIES,
     TASK_CODES,
     Alert,
+    AlertState,
     Raised,
 )
 from hygeia.server.alerts.raising import (
@@ -37,9 +38,26 @@ from hygeia.server.alerts.raising import (
     clear_alerts,
     raise_alert,
     raise_alerts,
+    read_alerts,
 )
 from hygeia.server.alerts.service import AlertHost, AlertService
 
-__all__ = ["ESCALATION_ROLE", "KEY_SYSTEM", "PRIORITIES", "TASK_CODES", "Alert", "AlertHost",
-           "AlertService", "Raised", "Recipients", "active_keys", "clear_alert", "clear_alerts",
-           "raise_alert", "raise_alerts", "recipients_for"]
+__all__ = [
+    "ESCALATION_ROLE",
+    "KEY_SYSTEM",
+    "PRIORITIES",
+    "TASK_CODES",
+    "Alert",
+    "AlertHost",
+    "AlertService",
+    "AlertState",
+    "Raised",
+    "Recipients",
+    "active_keys",
+    "clear_alert",
+    "clear_alerts",
+    "raise_alert",
+    "raise_alerts",
+    "read_alerts",
+    "recipients_for",
+]

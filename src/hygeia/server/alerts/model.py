@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hygeia.fhir.outcome import BadRequest
+
+if TYPE_CHECKING:
+    from hygeia.store import StoredVersion
 
 # the dedup key, as Flag.identifier and Task.identifier (system|value)
 KEY_SYSTEM = "urn:hygeia:alert"
@@ -113,3 +117,31 @@ def raised_priority(priority: str | None) -> str:
     """The next step up the request-priority ladder (stat stays stat)."""
     index = PRIORITIES.index(priority) if priority in PRIORITIES else 0
     return PRIORITIES[min(index + 1, len(PRIORITIES) - 1)]
+
+
+@dataclass(slots=True)
+class AlertState:
+    """The active Flag of each of ``keys`` that has one, read by :func:`read_alerts` with
+    the keys locked for the rest of the transaction, so it stays true until the
+    transaction ends or it raises or clears one of them.
+
+    A consumer that decides from the active keys what to raise and clear passes it on
+    to :func:`raise_alerts` and :func:`clear_alerts`, which then neither lock nor read
+    those keys again (three round trips and two searches fewer per batch). A key they
+    raise or clear leaves ``keys``: a later call reads it afresh."""
+
+    keys: set[str]
+    flags: dict[str, StoredVersion]
+
+    @property
+    def active(self) -> set[str]:
+        return set(self.flags)
+
+    def covers(self, keys: Collection[str]) -> bool:
+        return self.keys.issuperset(keys)
+
+    def forget(self, keys: Collection[str]) -> None:
+        """``keys`` were raised or cleared: their Flags as read no longer say so."""
+        self.keys.difference_update(keys)
+        for key in keys:
+            self.flags.pop(key, None)

@@ -29,6 +29,7 @@ from hygeia.server.alerts.model import (
     TASK_CODES,
     UNACKNOWLEDGED,
     Alert,
+    AlertState,
     Raised,
     check_key,
     key_token,
@@ -106,15 +107,37 @@ def active_keys(session: Session, keys: Collection[str]) -> set[str]:
     return set(_active_flags(session, {check_key(key) for key in keys}))
 
 
-def raise_alerts(session: Session, alerts: Collection[Alert], settings: AlertSettings
-                 ) -> list[Raised]:
+def read_alerts(session: Session, keys: Collection[str]) -> AlertState:
+    """Lock ``keys`` and read which of them are active (a search per ``KEYS_PER_SEARCH``
+    keys); :func:`active_keys` reads the same without the lock."""
+    wanted = {check_key(key) for key in keys}
+    session.lock_all([f"alert:{key}" for key in wanted])
+    return AlertState(wanted, _active_flags(session, wanted) if wanted else {})
+
+
+def _locked_flags(session: Session, keys: set[str], state: AlertState | None
+                  ) -> dict[str, StoredVersion]:
+    """The active Flags of ``keys``, locked: from ``state`` when it covers them, else
+    locked and read now."""
+    if state is not None and state.covers(keys):
+        return {key: state.flags[key] for key in keys if key in state.flags}
+    session.lock_all([f"alert:{key}" for key in keys])
+    return _active_flags(session, keys)
+
+
+def raise_alerts(session: Session, alerts: Collection[Alert], settings: AlertSettings,
+                 state: AlertState | None = None) -> list[Raised]:
     """:func:`raise_alert` for many alerts (distinct keys) in one go: the keys locked, their
-    Flags and Tasks read with a search per ``KEYS_PER_SEARCH`` keys, the subjects' care
-    teams together; what is written is what :func:`raise_alert` writes for each."""
+    Flags and Tasks read with a search per ``KEYS_PER_SEARCH`` keys (the Flags taken
+    from ``state`` when it covers the keys), the subjects' care teams together; what
+    is written is what :func:`raise_alert` writes for each."""
     by_key = {check_key(alert.key): alert for alert in alerts}
-    session.lock_all([f"alert:{key}" for key in by_key])
-    active = _active_flags(session, set(by_key))
-    tasks = _newest_of(session, "Task", set(active), "-authored-on")
+    if not by_key:
+        return []
+    active = _locked_flags(session, set(by_key), state)
+    if state is not None:
+        state.forget(by_key)
+    tasks = _newest_of(session, "Task", set(active), "-authored-on") if active else {}
     teams = recipients_of(session, {alert.subject for key, alert in by_key.items()
                                     if key not in active}, settings)
     raised = []
@@ -128,12 +151,19 @@ def raise_alerts(session: Session, alerts: Collection[Alert], settings: AlertSet
     return raised
 
 
-def clear_alerts(session: Session, keys: Collection[str]) -> set[str]:
+def clear_alerts(session: Session, keys: Collection[str], state: AlertState | None = None
+                 ) -> set[str]:
     """:func:`clear_alert` for many keys in one go (the keys locked, their Flags and Tasks
-    read with a search per ``KEYS_PER_SEARCH`` keys); the keys that were active."""
+    read with a search per ``KEYS_PER_SEARCH`` keys, the Flags taken from ``state``
+    when it covers the keys); the keys that were active."""
     wanted = {check_key(key) for key in keys}
-    session.lock_all([f"alert:{key}" for key in wanted])
-    active = _active_flags(session, wanted)
+    if not wanted:
+        return set()
+    active = _locked_flags(session, wanted, state)
+    if state is not None:
+        state.forget(wanted)
+    if not active:
+        return set()
     tasks = _newest_of(session, "Task", set(active), "-authored-on")
     now = format_instant(now_us())
     flags = [_ended(stored, now) for stored in active.values()]

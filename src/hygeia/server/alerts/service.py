@@ -17,7 +17,7 @@ from typing import Protocol
 
 from hygeia.fhir.datetime import now_us
 from hygeia.server.alerts.escalation import run_due, scan
-from hygeia.server.alerts.model import Alert, Raised
+from hygeia.server.alerts.model import Alert, AlertState, Raised
 from hygeia.server.alerts.raising import (
     active_keys,
     clear_alert,
@@ -25,6 +25,7 @@ from hygeia.server.alerts.raising import (
     is_active,
     raise_alert,
     raise_alerts,
+    read_alerts,
 )
 from hygeia.server.background import BackgroundLoop
 from hygeia.server.context import AlertSettings, Settings
@@ -67,16 +68,22 @@ class AlertService(BackgroundLoop):
             session.after_commit(self.wake)
         return raised
 
-    def raise_alerts(self, session: Session, alerts: Collection[Alert]) -> list[Raised]:
+    def raise_alerts(self, session: Session, alerts: Collection[Alert],
+                     state: AlertState | None = None) -> list[Raised]:
         """:func:`~hygeia.server.alerts.raising.raise_alerts` in ``session``."""
-        raised = raise_alerts(session, alerts, self.settings)
+        raised = raise_alerts(session, alerts, self.settings, state)
         if any(one.created for one in raised):
             session.after_commit(self.wake)
         return raised
 
-    def clear_alerts(self, session: Session, keys: Collection[str]) -> set[str]:
+    def clear_alerts(self, session: Session, keys: Collection[str],
+                     state: AlertState | None = None) -> set[str]:
         """:func:`~hygeia.server.alerts.raising.clear_alerts` in ``session``."""
-        return clear_alerts(session, keys)
+        return clear_alerts(session, keys, state)
+
+    def read_alerts(self, session: Session, keys: Collection[str]) -> AlertState:
+        """:func:`~hygeia.server.alerts.raising.read_alerts` in ``session``."""
+        return read_alerts(session, keys)
 
     def clear_alert(self, session: Session, key: str) -> bool:
         """:func:`~hygeia.server.alerts.raising.clear_alert` in ``session``."""
