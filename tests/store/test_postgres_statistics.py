@@ -42,3 +42,25 @@ def _counts(connection: psycopg.Connection) -> tuple[int, int]:
         "WHERE relname = 'token_index'").fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
+
+
+@pytest.mark.postgres
+def test_the_vacuum_does_not_wait_for_a_pooled_connection(postgres_url: str) -> None:
+    """With every pooled connection busy (requests, consumers, deliveries), the VACUUM
+    still runs, on a connection of its own, and takes none of theirs."""
+    from psycopg_pool import ConnectionPool
+
+    from hygeia.store.postgres.repository import StatisticsKeeper
+
+    open_repository(postgres_url).close()  # the tables exist
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        before = _counts(connection)
+    with ConnectionPool(postgres_url, min_size=1, max_size=1, open=True,
+                        kwargs={"autocommit": True}) as pool, pool.connection():
+        StatisticsKeeper(pool, first=1).written(1)  # the pool's one connection is held
+        deadline = time.monotonic() + 20
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            while not all(now > then for now, then in zip(_counts(connection), before,
+                                                          strict=True)):
+                assert time.monotonic() < deadline, "the VACUUM waited for the pool"
+                time.sleep(0.2)

@@ -403,8 +403,10 @@ class StatisticsKeeper:
     def _analyze(self) -> None:
         if not self._running.acquire(blocking=False):
             return
-        try:
-            with self._pool.connection() as connection:
+        try:  # not a pooled connection: a VACUUM of a large database would hold one of
+            # the few the requests, feed consumers and deliveries share for seconds
+            with psycopg.connect(self._pool.conninfo, autocommit=True,
+                                 connect_timeout=10) as connection:
                 connection.execute("VACUUM (ANALYZE)")
         except psycopg.Error:  # statistics are an optimisation; never fail a request
             pass
