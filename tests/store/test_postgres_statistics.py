@@ -57,7 +57,7 @@ def test_the_vacuum_does_not_wait_for_a_pooled_connection(postgres_url: str) -> 
         before = _counts(connection)
     with ConnectionPool(postgres_url, min_size=1, max_size=1, open=True,
                         kwargs={"autocommit": True}) as pool, pool.connection():
-        StatisticsKeeper(pool, first=1).written(1)  # the pool's one connection is held
+        StatisticsKeeper(postgres_url, first=1).written(1)  # the pool's one connection is held
         deadline = time.monotonic() + 20
         with psycopg.connect(postgres_url, autocommit=True) as connection:
             while not all(now > then for now, then in zip(_counts(connection), before,

@@ -259,7 +259,7 @@ class PostgresRepository(Repository):
         except BaseException:
             self._pool.close()  # a refused database leaves no connections behind
             raise
-        self._statistics = StatisticsKeeper(self._pool)
+        self._statistics = StatisticsKeeper(url)
         self._horizon_lock = threading.Lock()
         self._last_horizon = 0
         self._source = uuid.uuid4().hex[:12]  # names this repository's commit signals
@@ -385,8 +385,8 @@ class StatisticsKeeper:
     block writers.
     """
 
-    def __init__(self, pool: ConnectionPool, first: int = 5_000) -> None:
-        self._pool = pool
+    def __init__(self, conninfo: str, first: int = 5_000) -> None:
+        self._conninfo = conninfo
         self._written = 0
         self._next = first
         self._lock = threading.Lock()
@@ -405,7 +405,7 @@ class StatisticsKeeper:
             return
         try:  # not a pooled connection: a VACUUM of a large database would hold one of
             # the few the requests, feed consumers and deliveries share for seconds
-            with psycopg.connect(self._pool.conninfo, autocommit=True,
+            with psycopg.connect(self._conninfo, autocommit=True,
                                  connect_timeout=10) as connection:
                 connection.execute("VACUUM (ANALYZE)")
         except psycopg.Error:  # statistics are an optimisation; never fail a request
