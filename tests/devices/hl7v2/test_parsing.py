@@ -8,6 +8,7 @@ import hl7
 import pytest
 
 from hygeia.devices.hl7v2.parsing import parse_er7
+from hygeia.devices.hl7v2.segments import named
 from tests.devices.hl7v2.oru_helpers import FIXTURES, message_text
 
 ODD_MESSAGES = [
@@ -53,3 +54,11 @@ def test_what_python_hl7_refuses_is_refused(text: str) -> None:
         hl7.parse(text)
     with pytest.raises(hl7.ParseException):
         parse_er7(text)
+
+
+@pytest.mark.parametrize("text", [*ODD_MESSAGES, "MSH|^~\\&|A\rOBX\rOBR|1\r\rPID|a^b\rOB^X|1"])
+def test_segments_are_found_by_name_as_python_hl7_names_them(text: str) -> None:
+    for message in (parse_er7(text), hl7.parse(text)):
+        for segment in message:
+            for name in ("MSH", "BHS", "OBX", "OBR", "PID", "OB", "X", ""):
+                assert named(segment, name) == (str(segment[0]) == name), (segment, name)

@@ -8,8 +8,10 @@ from hygeia.devices.mllp.acks import Failure
 from hygeia.devices.mllp.messagelog import (
     Entry,
     message_header,
+    raw_binary,
     record_id,
     response_identifier,
+    unparsed_id,
 )
 from hygeia.fhir.validation import validate
 
@@ -50,3 +52,16 @@ def test_a_control_id_becomes_a_valid_id() -> None:
     assert response_identifier("MSG 1/2_x") == "MSG-1-2-x"
     assert response_identifier("") == "unknown"
     assert len(response_identifier("x" * 100)) == 64
+
+
+def test_the_raw_message_is_a_valid_binary_whatever_its_bytes() -> None:
+    """The log writes it unvalidated (messagelog.store): it must be valid by construction."""
+    for raw in (b"MSH|^~\\&|A\r", bytes(range(256)), b"\x0b", "Gr\u00fc\u00dfe".encode("latin-1"),
+                b"x" * 100_001):
+        for id in (record_id("MON|ICU", raw.decode("latin-1")), unparsed_id(raw)):
+            assert validate(raw_binary(entry(id=id, raw=raw)), "Binary") == []
+
+
+def test_an_empty_block_is_not_a_valid_binary() -> None:
+    """So the log validates it (and refuses to keep it) rather than store it unchecked."""
+    assert validate(raw_binary(entry(raw=b"")), "Binary") != []

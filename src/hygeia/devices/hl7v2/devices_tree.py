@@ -16,6 +16,7 @@ message.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from hygeia.devices.hl7v2.identity import (
@@ -45,6 +46,7 @@ class Containment:
         return f"{self.mds}.{self.vmd}.{self.channel}.{self.metric}"
 
 
+@lru_cache(maxsize=1024)  # read several times for each OBX; monitors repeat them
 def containment(sub_id: str) -> Containment | None:
     """OBX-4 as a containment path, or None when it is not one (``"1.2.1.3"``)."""
     pieces = sub_id.split(".")

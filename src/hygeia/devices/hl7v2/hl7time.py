@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 _DTM = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,4})?"
                   r"(?:([+-])(\d{2})(\d{2}))?")
@@ -24,6 +25,7 @@ class FhirTime:
     assumed_utc: bool = False
 
 
+@lru_cache(maxsize=1024)  # a message's OBR-7 and OBX-14 rows nearly always say one time
 def fhir_datetime(text: str) -> FhirTime | None:
     """The FHIR dateTime of an HL7 DTM, or None if it is not one.
 

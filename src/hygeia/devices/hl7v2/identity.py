@@ -22,6 +22,7 @@ Identifier systems used here (documented in docs/guide/devices-hl7v2-mapping.md)
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -34,6 +35,7 @@ FILLER_SYSTEM = "urn:hygeia:hl7v2:filler:"
 IDENTIFIER_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0203"
 
 
+@lru_cache(maxsize=4096)  # a monitor's devices are named again by every message it sends
 def stable_id(kind: str, key: str) -> str:
     """A FHIR id (at most 64 characters) that is the same whenever ``key`` is.
 

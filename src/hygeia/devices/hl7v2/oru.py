@@ -22,7 +22,7 @@ from hygeia.devices.hl7v2.attribution import Attribution, BedLookup, attribute, 
 from hygeia.devices.hl7v2.handling import Handled, Handler, Received, Rejected
 from hygeia.devices.hl7v2.hl7time import FhirTime, fhir_datetime
 from hygeia.devices.hl7v2.obx import Obx, read_obx
-from hygeia.devices.hl7v2.segments import first, part, repetition_count
+from hygeia.devices.hl7v2.segments import first, named, part, repetition_count
 from hygeia.devices.hl7v2.writing import Remembered, upsert, upsert_all
 from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.store import Session
@@ -56,11 +56,10 @@ def order_groups(message: hl7.Message) -> list[OrderGroup]:
     groups: list[OrderGroup] = []
     obr_count = obx_count = 0
     for segment in message:
-        name = str(segment[0])
-        if name == "OBR":
+        if named(segment, "OBR"):
             obr_count += 1
             groups.append(OrderGroup(segment, obr_count))
-        elif name == "OBX":
+        elif named(segment, "OBX"):
             obx_count += 1
             if obx_count > MAX_OBX:
                 raise Rejected(f"The message has more than {MAX_OBX} OBX segments.",

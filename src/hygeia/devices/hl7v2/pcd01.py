@@ -64,6 +64,7 @@ def observations(rows: list[tuple[Obx, FhirTime | None]], sender: str, applicati
     result = Pcd01Result()
     tree = DeviceTree(sender, _eui64s(rows), {}, result.devices)
     panels: dict[tuple[str, str, str], dict[str, Any]] = {}
+    contexts: dict[FhirTime | None, Context] = {}  # one per order time, not per row
     for obx, obr_time in rows:
         where = containment(obx.sub_id)
         if obx.sub_id and where is None:
@@ -73,7 +74,10 @@ def observations(rows: list[tuple[Obx, FhirTime | None]], sender: str, applicati
         if where is not None and where.is_device_level and not obx.value:
             tree.types[str(where)] = device_type(obx.code, obx.text)
             continue
-        context = Context(sender, application, attribution.subject, attribution.note, obr_time)
+        context = contexts.get(obr_time)
+        if context is None:
+            context = contexts[obr_time] = Context(sender, application, attribution.subject,
+                                                   attribution.note, obr_time)
         meaning = term(obx.code, obx.text, application) if _is_mdc(obx) else MdcTerm(
             coded(obx.segment, 3, application).get("coding", []), known=False)
         result.notes.extend(meaning.notes)

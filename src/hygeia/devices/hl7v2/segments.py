@@ -34,7 +34,7 @@ def text(segment: hl7.Segment, field: int, component: int = 1, repetition: int =
         value = _leaf(segment, field, component, repetition, subcomponent)
     except IndexError:
         return ""
-    if field in _SEPARATOR_FIELDS and str(segment[0]) == "MSH":
+    if field in _SEPARATOR_FIELDS and named(segment, "MSH"):
         return str(value)
     return str(unescape(segment, value))
 
@@ -78,12 +78,22 @@ def repetition_count(segment: hl7.Segment, field: int) -> int:
 
 def segments(message: hl7.Message, name: str) -> list[hl7.Segment]:
     """All segments called ``name``, in message order (none is an empty list)."""
-    return [segment for segment in message if str(segment[0]) == name]
+    return [segment for segment in message if named(segment, name)]
 
 
 def first(message: hl7.Message, name: str) -> hl7.Segment | None:
     """The first segment called ``name``, or None."""
     for segment in message:  # the first is enough: no list of all of them
-        if str(segment[0]) == name:
+        if named(segment, name):
             return segment
     return None
+
+
+def named(segment: hl7.Segment, name: str) -> bool:
+    """Whether ``segment`` is called ``name``: its first field holds that one string (a
+    segment of its name alone holds the string itself). ``name`` is a segment id, with
+    no separator in it. Compared as lists, not through ``str(segment[0])``,
+    python-hl7's indexing and joining, which every segment of every message goes
+    through to be found (measured: 3% of an ORU's handling)."""
+    value = _item(segment, 0)
+    return value == [name] or value == name

@@ -115,9 +115,16 @@ def upsert_all(session: Session, resources: list[tuple[dict[str, Any], str]],
 def _write(session: Session, resource: dict[str, Any], location: str, *, create: bool
            ) -> tuple[int, int, dict[str, Any]]:
     """Create (a resource never stored: no read needed) or update it; the version and
-    ``lastUpdated`` written, and the content as stored."""
+    ``lastUpdated`` written, and the content as stored.
+
+    That content is ``body`` as the write stamped it (id and meta set in place), the
+    very dict it serialised: not the stored bytes parsed again (measured: 3% of the
+    MLLP committer's time, for content that is nearly always an Observation no later
+    message names again)."""
     resource_type, id = resource["resourceType"], resource["id"]
     body = dict(resource)  # the write sets id and meta at the top level only
+    if isinstance(body.get("meta"), dict):
+        body["meta"] = dict(body["meta"])  # stamped in place: not the caller's
     try:
         if create:
             response = write.create(session, resource_type, body, id=id)
@@ -129,8 +136,7 @@ def _write(session: Session, resource: dict[str, Any], location: str, *, create:
                        f"is not valid FHIR: {reason}", location=location,
                        hl7_code="207") from error
     assert response.version is not None and response.last_updated is not None
-    assert response.raw is not None
-    return response.version, response.last_updated, orjson.loads(response.raw)
+    return response.version, response.last_updated, body
 
 
 def _stored_contents(session: Session, keys: list[Key]

@@ -40,7 +40,7 @@ from hygeia.devices.hl7v2.handling import (
     handler_locks,
 )
 from hygeia.devices.hl7v2.parsing import parse_er7
-from hygeia.devices.mllp.acks import Failure, Outcome, replies
+from hygeia.devices.mllp.acks import Failure, Outcome, header_segment, replies
 from hygeia.devices.mllp.messagelog import (
     OK,
     TRANSIENT,
@@ -100,7 +100,7 @@ class Inbound:
         message = parse(text)
         if message is None:
             return self._refuse_unparsed(arrival)
-        if field_text(message.segment("MSH"), 9, 1, 1) == "ACK":
+        if field_text(header_segment(message), 9, 1, 1) == "ACK":
             return []  # an acknowledgement is never answered (no ACK ping-pong), nor kept
         received = _received(message, text, arrival.received_at)
         entry = Entry(id=record_id(received.sender, received.control_id),
@@ -264,7 +264,7 @@ def parse(text: str) -> hl7.Message | None:
         return None
     try:
         message = parse_er7(text)
-        message.segment("MSH")
+        header_segment(message)
     except Exception:  # python-hl7 raises several kinds on garbage
         return None
     return message
@@ -272,19 +272,19 @@ def parse(text: str) -> hl7.Message | None:
 
 def message_type(message: hl7.Message) -> str:
     """``MSH-9.1^MSH-9.2`` (``ADT^A01``), or ``MSH-9.1`` alone when there is no event."""
-    msh = message.segment("MSH")
+    msh = header_segment(message)
     kind, event = field_text(msh, 9, 1, 1), field_text(msh, 9, 1, 2)
     return f"{kind}^{event}" if event else kind
 
 
 def sender(message: hl7.Message) -> str:
     """``MSH-3|MSH-4`` as sent (components included)."""
-    msh = message.segment("MSH")
+    msh = header_segment(message)
     return f"{_raw_field(msh, 3)}|{_raw_field(msh, 4)}"
 
 
 def _receiver(message: hl7.Message) -> str:
-    msh = message.segment("MSH")
+    msh = header_segment(message)
     return f"{_raw_field(msh, 5)}|{_raw_field(msh, 6)}"
 
 
@@ -297,6 +297,6 @@ def _raw_field(segment: hl7.Segment, field: int) -> str:
 
 def _received(message: hl7.Message, text: str, received_at: datetime) -> Received:
     return Received(message=message, raw=text, sender=sender(message),
-                    control_id=field_text(message.segment("MSH"), 10),
+                    control_id=field_text(header_segment(message), 10),
                     message_type=message_type(message), received_at=received_at)
 
