@@ -153,6 +153,30 @@ def test_studies_are_matched_on_the_dicom_keys(archive: Archive, tmp_path: Path)
         sorted([a.study_uid, b.study_uid])[1:]
 
 
+def test_fuzzy_names_match_word_starts_only_and_take_like_characters_literally(
+        archive: Archive, tmp_path: Path) -> None:
+    names = {"Doe^John": None, "O_Brien%^Jo!e": None, "Obrien^Joe": None,
+             "Lee^Ann Marie": None}
+    for name in names:
+        names[name] = archive.store_bytes(make_instance(
+            tmp_path, PatientName=name).read_bytes()).study_uid
+
+    def fuzzy(value: str) -> set[str | None]:
+        found = {s.study_uid for s in archive.find_studies({"PatientName": value},
+                                                           fuzzy=True)}
+        return {name for name, uid in names.items() if uid in found}
+
+    assert fuzzy("ohn") == set()  # inside a word, not at its start
+    assert fuzzy("o_") == {"O_Brien%^Jo!e"}  # "_" is not LIKE's any character
+    assert fuzzy("o_brien% jo!") == {"O_Brien%^Jo!e"}
+    assert fuzzy("jo o") == {"O_Brien%^Jo!e", "Obrien^Joe"}
+    assert fuzzy("JO DOE") == {"Doe^John"}
+    assert fuzzy("mar le") == {"Lee^Ann Marie"}  # words split on "^" and spaces alike
+    assert fuzzy("ann ann") == {"Lee^Ann Marie"}  # two query words, one name word
+    assert fuzzy("ann doe") == set()
+    assert fuzzy("*") == set(names)  # no word: universal matching
+
+
 def test_series_and_instances_are_listed_with_their_counts_and_dicom_json(
         archive: Archive, tmp_path: Path) -> None:
     study, paths = make_study(tmp_path / "s", 3, PatientID="PID-S")
