@@ -222,3 +222,33 @@ def test_bundled_files_of_other_kinds_and_transfer_syntaxes_are_stored(
     record = archive.instance(stored.sop_instance)
     assert record is not None and record.transfer_syntax == str(
         pydicom.dcmread(bundled(name)).file_meta.TransferSyntaxUID)
+
+
+def test_files_stored_together_have_each_their_own_outcome(
+        archive: Archive, tmp_path: Path) -> None:
+    held = make_instance(tmp_path, PatientName="Held^Before").read_bytes()
+    first = archive.store_bytes(held)
+    new = make_instance(tmp_path, PatientName="New^One").read_bytes()
+    twice = make_instance(tmp_path, PatientName="Twice^Sent").read_bytes()
+    stored: list[str] = []
+    archive.after_store.append(lambda s: stored.append(s.sop_instance))
+
+    def incoming(data: bytes) -> Path:
+        path = archive.incoming_path()
+        path.write_bytes(data)
+        return path
+
+    outcomes = archive.store_incoming_many(
+        [incoming(new), incoming(b"DICM? no"), incoming(held), incoming(twice),
+         incoming(twice), incoming(new[:300])])
+    assert [type(o).__name__ for o in outcomes] == \
+        ["Stored", "Malformed", "Stored", "Stored", "Stored", "Malformed"]
+    made, _, again, once, repeat, _ = outcomes
+    assert made.created and once.created  # type: ignore[union-attr]
+    assert not again.created and again.sha256 == first.sha256  # type: ignore[union-attr]
+    assert not repeat.created and repeat.sha256 == once.sha256  # type: ignore[union-attr]
+    assert stored == [made.sop_instance, once.sop_instance]  # type: ignore[union-attr]
+    assert len(stored_files(archive)) == 3
+    assert list((archive.root / "incoming").iterdir()) == []
+    assert {s.patient_name for s in archive.find_studies({})} == \
+        {"Held^Before", "New^One", "Twice^Sent"}

@@ -80,17 +80,26 @@ class Blobs:
             os.fsync(handle.fileno())
         return digest.hexdigest(), size
 
-    def commit(self, incoming: Path, sha256: str) -> Path:
+    def commit(self, incoming: Path, sha256: str, *, sync: bool = True) -> Path:
         """Move a complete incoming file to its content address, durably; when that
-        file exists already, drop the incoming copy."""
+        file exists already, drop the incoming copy. ``sync=False`` leaves the fsync of
+        its directory to a later :meth:`sync` (one for several files)."""
         target = self.path(sha256)
         if target.exists():
             discard(incoming)
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(incoming, target)
-        _fsync_dir(target.parent)
+        if sync:
+            _fsync_dir(target.parent)
         return target
+
+    def sync(self, sha256s: Iterable[str]) -> None:
+        """Make the moves of :meth:`commit` ``sync=False`` durable: each directory they
+        went to fsynced once. The first fsync commits the file system's journal with
+        every rename in it, so the others find little left to write."""
+        for folder in sorted({self.path(sha256).parent for sha256 in sha256s}):
+            _fsync_dir(folder)
 
     def remove(self, sha256s: Iterable[str]) -> int:
         """Remove the files named; how many were there."""
