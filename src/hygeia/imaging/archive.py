@@ -138,57 +138,78 @@ class Archive:
     def store_incoming_many(self, paths: Sequence[Path], *, source_ae: str = ""
                             ) -> list[Stored | Malformed | OSError]:
         """Store several files written at paths from :meth:`incoming_path` (the parts of
-        one STOW-RS request) as :meth:`store_incoming` does each, in fewer syncs: each
-        file is still fsynced before this returns, but their directories are fsynced
-        after all were moved, and their rows indexed in one transaction (one commit
-        instead of one each). Per file, in order: its :class:`Stored`, or the error that
-        refused it (that file removed, the others unaffected)."""
+        one STOW-RS request) as :meth:`store_incoming` does each, with fewer waits for
+        the disk: all are checked, then fsynced together, moved to their addresses,
+        their directories fsynced together, and their rows indexed in one transaction
+        (one commit instead of one each). Every file is durable before this returns.
+        Per file, in order: its :class:`Stored`, or the error that refused it (that
+        file removed, the others unaffected)."""
         outcomes: list[Stored | Malformed | OSError | None] = []
-        admitted: list[tuple[int, Parsed, str, int]] = []
+        checked: list[tuple[int, Path, Parsed, str, int]] = []
         for path in paths:
             try:
-                sha256, size = self.blobs.digest_of(path)
-                parsed, held = self._admit(path, sha256, size, sync=False)
+                sha256, size = self.blobs.digest_of(path, sync=False)
+                parsed, held = self._check(path)
             except (Malformed, OSError) as error:
                 discard(path)
                 outcomes.append(error)
                 continue
             outcomes.append(held)
             if held is None:
-                admitted.append((len(outcomes) - 1, parsed, sha256, size))
-        self.blobs.sync(sha256 for _, _, sha256, _ in admitted)
-        created = self._index_many([(parsed, sha, size) for _, parsed, sha, size in admitted],
+                checked.append((len(outcomes) - 1, path, parsed, sha256, size))
+            else:
+                discard(path)
+        synced = self.blobs.sync_incoming([path for _, path, _, _, _ in checked])
+        moved = [item for item, error in zip(checked, synced, strict=True)
+                 if self._move(item, error, outcomes)]
+        placed = [item for item, error in zip(
+            moved, self.blobs.sync([sha for _, _, _, sha, _ in moved]), strict=True)
+            if _kept(item[0], error, outcomes)]
+        created = self._index_many([(parsed, sha, size) for _, _, parsed, sha, size in placed],
                                    source_ae)
-        for (number, parsed, sha256, size), made in zip(admitted, created, strict=True):
+        for (number, _, parsed, sha256, size), made in zip(placed, created, strict=True):
             outcomes[number] = self._indexed(parsed, sha256, size, made)
         return [outcome for outcome in outcomes if outcome is not None]
 
+    def _move(self, item: tuple[int, Path, Parsed, str, int], error: OSError | None,
+              outcomes: list[Any]) -> bool:
+        """Move a checked, fsynced incoming file to its address (directory not yet
+        fsynced); False, with the error in ``outcomes``, when it cannot be."""
+        number, path, _, sha256, _ = item
+        if error is None:
+            try:
+                self.blobs.commit(path, sha256, sync=False)
+                return True
+            except OSError as failed:
+                error = failed
+        discard(path)
+        outcomes[number] = error
+        return False
+
     def _store(self, path: Path, sha256: str, size: int, source_ae: str,
                expected: tuple[str, str] | None = None) -> Stored:
-        parsed, held = self._admit(path, sha256, size, expected)
-        if held is not None:
-            return held
-        return self._indexed(parsed, sha256, size,
-                             self._index(parsed, sha256, size, source_ae))
-
-    def _admit(self, path: Path, sha256: str, size: int,
-               expected: tuple[str, str] | None = None, *, sync: bool = True
-               ) -> tuple[Parsed, Stored | None]:
-        """Check the incoming file at ``path`` and move it to its address (its directory
-        fsynced unless ``sync`` is False); with the record of the copy already held
-        instead when its SOP Instance UID is indexed (``path`` then dropped)."""
         try:
-            parsed = parse(path)
-            if expected is not None:
-                _check_expected(parsed, expected)
-            existing = self.instance(parsed.sop_instance)
-            if existing is not None:
+            parsed, held = self._check(path, expected)
+            if held is not None:
                 discard(path)
-                return parsed, _stored(parsed, existing.sha256, existing.size, created=False)
-            self.blobs.commit(path, sha256, sync=sync)
+                return held
+            self.blobs.commit(path, sha256)
         except BaseException:
             discard(path)
             raise
+        return self._indexed(parsed, sha256, size,
+                             self._index(parsed, sha256, size, source_ae))
+
+    def _check(self, path: Path, expected: tuple[str, str] | None = None
+               ) -> tuple[Parsed, Stored | None]:
+        """Parse the incoming file at ``path``; with the record of the copy already held
+        when its SOP Instance UID is indexed (the caller then drops ``path``)."""
+        parsed = parse(path)
+        if expected is not None:
+            _check_expected(parsed, expected)
+        existing = self.instance(parsed.sop_instance)
+        if existing is not None:
+            return parsed, _stored(parsed, existing.sha256, existing.size, created=False)
         return parsed, None
 
     def _indexed(self, parsed: Parsed, sha256: str, size: int, created: bool) -> Stored:
@@ -304,6 +325,14 @@ class Archive:
                 "SELECT 1 FROM imaging_instance WHERE sha256 = ? LIMIT 1",
                 (sha,)).fetchone() is None]
         self.blobs.remove(unused)
+
+
+def _kept(number: int, error: OSError | None, outcomes: list[Any]) -> bool:
+    """Whether the file numbered ``number`` is still on its way (no ``error``); else the
+    error is its outcome."""
+    if error is not None:
+        outcomes[number] = error
+    return error is None
 
 
 def _check_expected(parsed: Parsed, expected: tuple[str, str]) -> None:
