@@ -175,6 +175,11 @@ def test_fuzzy_names_match_word_starts_only_and_take_like_characters_literally(
     assert fuzzy("ann ann") == {"Lee^Ann Marie"}  # two query words, one name word
     assert fuzzy("ann doe") == set()
     assert fuzzy("*") == set(names)  # no word: universal matching
+    # the same condition at the series and instance levels
+    assert {s.study_uid for s in archive.find_series({"PatientName": "jo o"}, fuzzy=True)} \
+        == {names["O_Brien%^Jo!e"], names["Obrien^Joe"]}
+    assert [i.study_uid for i in archive.find_instances({"PatientName": "do"}, fuzzy=True)] \
+        == [names["Doe^John"]]
 
 
 def test_series_and_instances_are_listed_with_their_counts_and_dicom_json(
