@@ -166,7 +166,7 @@ def _vacuum(db_url: str) -> None:
 
     with psycopg.connect(db_url, autocommit=True) as connection:
         for table in ("imaging_study", "imaging_series", "imaging_instance",
-                      "imaging_name_word"):
+                      "imaging_name_index"):
             connection.execute(f"VACUUM ANALYZE {table}")
 
 

@@ -153,6 +153,35 @@ def test_studies_are_matched_on_the_dicom_keys(archive: Archive, tmp_path: Path)
         sorted([a.study_uid, b.study_uid])[1:]
 
 
+def test_fuzzy_names_match_word_starts_only_and_take_like_characters_literally(
+        archive: Archive, tmp_path: Path) -> None:
+    names = {"Doe^John": None, "O_Brien%^Jo!e": None, "Obrien^Joe": None,
+             "Lee^Ann Marie": None}
+    for name in names:
+        names[name] = archive.store_bytes(make_instance(
+            tmp_path, PatientName=name).read_bytes()).study_uid
+
+    def fuzzy(value: str) -> set[str | None]:
+        found = {s.study_uid for s in archive.find_studies({"PatientName": value},
+                                                           fuzzy=True)}
+        return {name for name, uid in names.items() if uid in found}
+
+    assert fuzzy("ohn") == set()  # inside a word, not at its start
+    assert fuzzy("o_") == {"O_Brien%^Jo!e"}  # "_" is not LIKE's any character
+    assert fuzzy("o_brien% jo!") == {"O_Brien%^Jo!e"}
+    assert fuzzy("jo o") == {"O_Brien%^Jo!e", "Obrien^Joe"}
+    assert fuzzy("JO DOE") == {"Doe^John"}
+    assert fuzzy("mar le") == {"Lee^Ann Marie"}  # words split on "^" and spaces alike
+    assert fuzzy("ann ann") == {"Lee^Ann Marie"}  # two query words, one name word
+    assert fuzzy("ann doe") == set()
+    assert fuzzy("*") == set(names)  # no word: universal matching
+    # the same condition at the series and instance levels
+    assert {s.study_uid for s in archive.find_series({"PatientName": "jo o"}, fuzzy=True)} \
+        == {names["O_Brien%^Jo!e"], names["Obrien^Joe"]}
+    assert [i.study_uid for i in archive.find_instances({"PatientName": "do"}, fuzzy=True)] \
+        == [names["Doe^John"]]
+
+
 def test_series_and_instances_are_listed_with_their_counts_and_dicom_json(
         archive: Archive, tmp_path: Path) -> None:
     study, paths = make_study(tmp_path / "s", 3, PatientID="PID-S")
@@ -198,3 +227,33 @@ def test_bundled_files_of_other_kinds_and_transfer_syntaxes_are_stored(
     record = archive.instance(stored.sop_instance)
     assert record is not None and record.transfer_syntax == str(
         pydicom.dcmread(bundled(name)).file_meta.TransferSyntaxUID)
+
+
+def test_files_stored_together_have_each_their_own_outcome(
+        archive: Archive, tmp_path: Path) -> None:
+    held = make_instance(tmp_path, PatientName="Held^Before").read_bytes()
+    first = archive.store_bytes(held)
+    new = make_instance(tmp_path, PatientName="New^One").read_bytes()
+    twice = make_instance(tmp_path, PatientName="Twice^Sent").read_bytes()
+    stored: list[str] = []
+    archive.after_store.append(lambda s: stored.append(s.sop_instance))
+
+    def incoming(data: bytes) -> Path:
+        path = archive.incoming_path()
+        path.write_bytes(data)
+        return path
+
+    outcomes = archive.store_incoming_many(
+        [incoming(new), incoming(b"DICM? no"), incoming(held), incoming(twice),
+         incoming(twice), incoming(new[:300])])
+    assert [type(o).__name__ for o in outcomes] == \
+        ["Stored", "Malformed", "Stored", "Stored", "Stored", "Malformed"]
+    made, _, again, once, repeat, _ = outcomes
+    assert made.created and once.created  # type: ignore[union-attr]
+    assert not again.created and again.sha256 == first.sha256  # type: ignore[union-attr]
+    assert not repeat.created and repeat.sha256 == once.sha256  # type: ignore[union-attr]
+    assert stored == [made.sop_instance, once.sop_instance]  # type: ignore[union-attr]
+    assert len(stored_files(archive)) == 3
+    assert list((archive.root / "incoming").iterdir()) == []
+    assert {s.patient_name for s in archive.find_studies({})} == \
+        {"Held^Before", "New^One", "Twice^Sent"}

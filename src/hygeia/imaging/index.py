@@ -66,6 +66,13 @@ def name_words(name: str) -> list[str]:
     return sorted({word for word in _WORDS.split(name.upper()) if word})
 
 
+def spaced(words: Sequence[str]) -> str:
+    """Words between single spaces, a space at each end (`` DOE JOHN ``): a word starts
+    a word of them exactly when `` WORD`` is in the text, whatever the separators of the
+    PatientName they came from."""
+    return f" {' '.join(words)} "
+
+
 # ------------------------------------------------------------------ writing
 
 
@@ -129,9 +136,9 @@ def _add_study(session: Any, parsed: Parsed, source_ae: str) -> bool:
         words = name_words(name)
         if words:
             session.execute_many(
-                "INSERT INTO imaging_name_word (word, study_uid) VALUES (?, ?) "
-                "ON CONFLICT (word, study_uid) DO NOTHING",
-                [(word, parsed.study_uid) for word in words])
+                "INSERT INTO imaging_name_index (word, words, study_uid) VALUES (?, ?, ?) "
+                "ON CONFLICT (word, words, study_uid) DO NOTHING",
+                [(word, spaced(words), parsed.study_uid) for word in words])
     return bool(inserted)
 
 
@@ -139,7 +146,7 @@ def remove_study(session: Any, study_uid: str) -> list[str]:
     """Drop a study's rows; the SHA-256 of each file no other instance still uses."""
     hashes = {str(row[0]) for row in session.execute(
         "SELECT sha256 FROM imaging_instance WHERE study_uid = ?", (study_uid,)).fetchall()}
-    for table in ("imaging_instance", "imaging_series", "imaging_name_word", "imaging_study",
+    for table in ("imaging_instance", "imaging_series", "imaging_name_index", "imaging_study",
                   "imaging_study_attrs", "imaging_pending"):
         session.execute(f"DELETE FROM {table} WHERE study_uid = ?", (study_uid,))
     still_used = set()
@@ -282,9 +289,11 @@ class Where:
             if spec is None or value is None or str(value).strip() in ("", "*"):
                 continue
             alias, column, kind = spec
+            if kind == "name" and self.fuzzy:
+                self._fuzzy_name(".".join(keys["StudyInstanceUID"][:2]), str(value))
+                continue
             getattr(self, f"_{kind}")(f"{alias}.{column}", str(value).strip())
-            if (kind in ("uid", "text") and keyword != "PatientSex") or \
-                    (kind == "name" and not self.fuzzy):
+            if (kind in ("uid", "text") and keyword != "PatientSex") or kind == "name":
                 self.selective = True
 
     def sql(self) -> str:
@@ -306,14 +315,24 @@ class Where:
             self.conditions.append(f"{column} = ?")
             self.params.append(value)
 
-    def _name(self, column: str, value: str) -> None:
-        if self.fuzzy:
-            for word in name_words(value.replace("*", "").replace("?", "")):
-                self.conditions.append(
-                    "EXISTS (SELECT 1 FROM imaging_name_word w WHERE w.study_uid = t.study_uid "
-                    "AND w.word >= ? AND w.word < ?)")
-                self.params.extend([word, word + "\U0010ffff"])
+    def _fuzzy_name(self, study_column: str, value: str) -> None:
+        """Each word of ``value`` starts a word of the name: the longest (likely the
+        rarest) as a range of :data:`imaging_name_index`'s key, the others matched on
+        that key's ``words``, so the studies come from one index range with no row
+        read (walking the studies and probing each word took 51 ms p95 over 100,000
+        studies on SQLite; ADR 0020, imaging2)."""
+        words = sorted(name_words(value.replace("*", "").replace("?", "")),
+                       key=lambda word: (-len(word), word))
+        if not words:
             return
+        others = "".join(" AND w.words LIKE ? ESCAPE '!'" for _ in words[1:])
+        self.conditions.append(
+            f"{study_column} IN (SELECT w.study_uid FROM imaging_name_index w "
+            f"WHERE w.word >= ? AND w.word < ?{others})")
+        self.params.extend([words[0], words[0] + "\U0010ffff"])
+        self.params.extend(f"% {like_escape(word)}%" for word in words[1:])
+
+    def _name(self, column: str, value: str) -> None:
         value = name_key(value)
         prefix = re.split(r"[*?]", value, maxsplit=1)[0]
         if prefix and prefix != value:  # an indexed range narrows a trailing wildcard
@@ -347,10 +366,14 @@ class Where:
         self.params.extend(modalities)
 
 
+def like_escape(value: str) -> str:
+    """``value`` matched literally in a LIKE pattern with ``!`` as the escape character."""
+    return value.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
 def like_pattern(value: str) -> str:
     """A DICOM wildcard value as a LIKE pattern with ``!`` as the escape character."""
-    escaped = value.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-    return escaped.replace("*", "%").replace("?", "_")
+    return like_escape(value).replace("*", "%").replace("?", "_")
 
 
 def _page(limit: int | None, offset: int) -> tuple[str, list[int]]:

@@ -20,11 +20,13 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
 CHUNK = 1024 * 1024
+SYNC_THREADS = 8  # fsyncs in flight at once (fsync_all)
 
 
 class Blobs:
@@ -69,28 +71,46 @@ class Blobs:
             raise
         return path, digest.hexdigest(), size
 
-    def digest_of(self, path: Path) -> tuple[str, int]:
-        """SHA-256 and size of a file written elsewhere into ``incoming/``, fsyncing it."""
+    def digest_of(self, path: Path, *, sync: bool = True) -> tuple[str, int]:
+        """SHA-256 and size of a file written elsewhere into ``incoming/``, fsyncing it
+        (``sync=False``: the caller will, with :meth:`sync_incoming`, before
+        :meth:`commit`)."""
         digest = hashlib.sha256()
         size = 0
         with open(path, "rb+") as handle:
             while chunk := handle.read(CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         return digest.hexdigest(), size
 
-    def commit(self, incoming: Path, sha256: str) -> Path:
+    def sync_incoming(self, paths: Sequence[Path]) -> list[OSError | None]:
+        """fsync incoming files, several at once (:func:`fsync_all`); per file, the
+        error that kept it from being durable, or None."""
+        return fsync_all(paths)
+
+    def commit(self, incoming: Path, sha256: str, *, sync: bool = True) -> Path:
         """Move a complete incoming file to its content address, durably; when that
-        file exists already, drop the incoming copy."""
+        file exists already, drop the incoming copy. ``sync=False`` leaves the fsync of
+        its directory to a later :meth:`sync` (one for several files)."""
         target = self.path(sha256)
         if target.exists():
             discard(incoming)
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(incoming, target)
-        _fsync_dir(target.parent)
+        if sync:
+            _fsync_dir(target.parent)
         return target
+
+    def sync(self, sha256s: Sequence[str]) -> list[OSError | None]:
+        """Make the moves of :meth:`commit` ``sync=False`` durable: each directory they
+        went to fsynced once, several at once (:func:`fsync_all`). Per file, the error
+        that kept its move from being durable, or None."""
+        folders = sorted({self.path(sha256).parent for sha256 in sha256s})
+        errors = dict(zip(folders, fsync_all(folders), strict=True))
+        return [errors[self.path(sha256).parent] for sha256 in sha256s]
 
     def remove(self, sha256s: Iterable[str]) -> int:
         """Remove the files named; how many were there."""
@@ -118,6 +138,26 @@ class Blobs:
 def discard(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def fsync_all(paths: Sequence[Path]) -> list[OSError | None]:
+    """fsync each file or directory, up to :data:`SYNC_THREADS` at once; per path the
+    error, or None. Concurrent fsyncs share the file system's journal commits and the
+    disk's cache flushes, so n of them cost far less than n one after the other (each
+    waits for a flush of its own: about 2 ms on the benchmark's virtual disk)."""
+    if len(paths) < 2:
+        return [_fsync_path(path) for path in paths]
+    with ThreadPoolExecutor(min(SYNC_THREADS, len(paths)),
+                            thread_name_prefix="dicom-fsync") as pool:
+        return list(pool.map(_fsync_path, paths))
+
+
+def _fsync_path(path: Path) -> OSError | None:
+    try:
+        _fsync_dir(path)  # an O_RDONLY descriptor: fsync needs no more, file or folder
+    except OSError as error:
+        return error
+    return None
 
 
 def _fsync_dir(path: Path) -> None:

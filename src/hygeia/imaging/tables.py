@@ -15,8 +15,12 @@ QIDO-RS and C-FIND answer from indexed columns and never open a file:
   1 once the sender is done (its association ended, its STOW-RS request was
   answered). The linker (:mod:`.linking`) writes the ImagingStudy and deletes the
   row.
-- ``imaging_name_word``: each word of a study's PatientName (upper case), for
-  fuzzy matching by word prefix through an index.
+- ``imaging_name_index``: one row per word of a study's PatientName (upper
+  case), with ``words``, all the name's words between spaces (`` DOE JOHN ``),
+  for fuzzy matching: a range scan of the key (``word``, ``words``,
+  ``study_uid``) on one query word yields the studies whose other words match
+  too, from the index alone (migration 2; ``imaging_name_word`` before it held
+  only the word, and a query walked the studies probing it word by word).
 - ``imaging_series``: one row per Series Instance UID.
 - ``imaging_instance``: one row per SOP Instance UID: where its file is
   (``sha256``: the file's name in the content-addressed store), its size and
@@ -31,8 +35,15 @@ from hygeia.store import Migration, register_stream
 
 STREAM = "imaging"
 
-TABLES = ("imaging_instance", "imaging_series", "imaging_name_word", "imaging_study",
+TABLES = ("imaging_instance", "imaging_series", "imaging_name_index", "imaging_study",
           "imaging_study_attrs", "imaging_pending", "imaging_ae")
+
+# migration 2: the words of each study's name, from the rows of the table it replaces
+_COPY_WORDS = (
+    "INSERT INTO imaging_name_index (word, words, study_uid) "
+    "SELECT w.word, a.words, w.study_uid FROM imaging_name_word w JOIN "
+    "(SELECT study_uid, {words} AS words FROM imaging_name_word GROUP BY study_uid) a "
+    "ON a.study_uid = w.study_uid WHERE true ON CONFLICT DO NOTHING")
 
 register_stream(STREAM, [
     Migration(1, "the DICOM index: studies, series, instances, name words, AE titles",
@@ -86,4 +97,19 @@ register_stream(STREAM, [
         "title {ctext} PRIMARY KEY, host {text} NOT NULL, port {bigint} NOT NULL, "
         "patient_system {text})",
     )),
+    Migration(2, "fuzzy PatientName matching from one index range: imaging_name_index",
+              statements=(
+        # the key is the covering index: the range of one word gives the name's other
+        # words and the study without reading a row (ADR 0020, imaging2)
+        "CREATE TABLE IF NOT EXISTS imaging_name_index ("
+        "word {ctext} NOT NULL, words {ctext} NOT NULL, study_uid {ctext} NOT NULL, "
+        "PRIMARY KEY (word, words, study_uid))",
+        "CREATE INDEX IF NOT EXISTS imaging_name_index_study "
+        "ON imaging_name_index (study_uid)",
+    ), dialects={
+        "sqlite": (_COPY_WORDS.format(words="' ' || group_concat(word, ' ') || ' '"),
+                   "DROP TABLE IF EXISTS imaging_name_word"),
+        "postgresql": (_COPY_WORDS.format(words="' ' || string_agg(word, ' ') || ' '"),
+                       "DROP TABLE IF EXISTS imaging_name_word"),
+    }),
 ])

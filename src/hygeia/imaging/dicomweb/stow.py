@@ -4,7 +4,10 @@ The body is ``multipart/related; type="application/dicom"``, one Part 10 file pe
 part. The front end has spooled it to a temporary file (``Mount.spools_body``);
 each part is copied from there into the archive's incoming folder, checked
 (:func:`hygeia.imaging.parsing.parse`) and stored content-addressed, so no
-instance and no body is ever held whole in memory.
+instance and no body is ever held whole in memory. Parts are stored
+:data:`BATCH` at a time (:meth:`~hygeia.imaging.archive.Archive.store_incoming_many`):
+each file fsynced, then their directories, then one index transaction for them
+all, before any is reported stored.
 
 The answer is a DICOM JSON dataset: ``ReferencedSOPSequence`` (0008,1199) lists
 what was stored (again, for a SOP Instance UID already held: storing is
@@ -44,6 +47,9 @@ STUDY_MISMATCH = 0xA901  # the instance's Study Instance UID is not the one in t
 CANNOT_UNDERSTAND = 0xC000
 TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
 _COPY_CHUNK = 1024 * 1024
+# parts stored together: fsynced each, their directories fsynced and their rows indexed
+# once per batch; it bounds what a failing commit makes index again one by one
+BATCH = 64
 _HEADER_BYTES = 256 * 1024  # of a refused part, read for its UIDs
 
 
@@ -72,8 +78,15 @@ def stow(archive: Archive, request: MountRequest, study: str | None) -> StowResu
                          expression="body")
     parts = split_parts(body, request.body_size, boundary)
     result = StowResult()
+    batch: list[tuple[Part, Path]] = []
     for part in parts:
-        _store_part(archive, body, part, study, request.root, result)
+        path = _take_part(archive, body, part, study, result)
+        if path is not None:
+            batch.append((part, path))
+        if len(batch) >= BATCH:
+            _store_batch(archive, body, batch, request.root, result)
+            batch = []
+    _store_batch(archive, body, batch, request.root, result)
     if result.studies:
         archive.sender_done(result.studies)
     return result
@@ -99,41 +112,58 @@ def _warning(sentence: str) -> str:
     return f'299 hygeia "{printable}"'
 
 
-def _store_part(archive: Archive, body: BinaryIO, part: Part, study: str | None, root: str,
-                result: StowResult) -> None:
-    from hygeia.imaging.archive import Malformed
-
+def _take_part(archive: Archive, body: BinaryIO, part: Part, study: str | None,
+               result: StowResult) -> Path | None:
+    """Copy a part into the archive's incoming folder; its path, or None when it was
+    refused already (its failure recorded in ``result``)."""
     # a part without a Content-Type is taken to be of the body's type (application/dicom)
     if "content-type" in part.headers and part.content_type != "application/dicom":
         _fail(result, part, None, None, CANNOT_UNDERSTAND,
               f"the part is {part.content_type}, not application/dicom")
-        return
+        return None
     path = archive.incoming_path()
     try:
         _copy(body, part.offset, part.length, path)
         # the study is read before storing only when the path names one (a header read
         # costs a few milliseconds); a refused part's UIDs are read from the body after
         uids = _uids(path) if study is not None else (None, None, None)
-        if study is not None and uids[2] and uids[2] != study:
-            path.unlink(missing_ok=True)
-            _fail(result, part, uids[0], uids[1], STUDY_MISMATCH,
-                  f"its Study Instance UID is {uids[2]}, not {study} as the path says")
-            return
-        stored = archive.store_incoming(path)
-    except Malformed as error:
-        path.unlink(missing_ok=True)
-        reason = TRANSFER_SYNTAX_NOT_SUPPORTED if "transfer syntax" in str(error).lower() \
-            else CANNOT_UNDERSTAND
-        sop_class, sop_instance, _ = _part_uids(body, part)
-        _fail(result, part, sop_class, sop_instance, reason, str(error))
-        return
     except OSError as error:
         path.unlink(missing_ok=True)
-        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
-        _fail(result, part, None, None, OUT_OF_RESOURCES if full else PROCESSING_FAILURE,
-              f"it could not be written ({error.strerror or error})")
+        _fail_io(result, part, error)
+        return None
+    if study is not None and uids[2] and uids[2] != study:
+        path.unlink(missing_ok=True)
+        _fail(result, part, uids[0], uids[1], STUDY_MISMATCH,
+              f"its Study Instance UID is {uids[2]}, not {study} as the path says")
+        return None
+    return path
+
+
+def _store_batch(archive: Archive, body: BinaryIO, batch: list[tuple[Part, Path]],
+                 root: str, result: StowResult) -> None:
+    """Store the parts copied by :func:`_take_part` together (one index commit for all,
+    :meth:`Archive.store_incoming_many`); each part's outcome in ``result``, in order."""
+    from hygeia.imaging.archive import Malformed
+
+    if not batch:
         return
-    _stored(result, stored, root)
+    outcomes = archive.store_incoming_many([path for _, path in batch])
+    for (part, _), outcome in zip(batch, outcomes, strict=True):
+        if isinstance(outcome, Malformed):
+            reason = TRANSFER_SYNTAX_NOT_SUPPORTED if "transfer syntax" in \
+                str(outcome).lower() else CANNOT_UNDERSTAND
+            sop_class, sop_instance, _ = _part_uids(body, part)
+            _fail(result, part, sop_class, sop_instance, reason, str(outcome))
+        elif isinstance(outcome, OSError):
+            _fail_io(result, part, outcome)
+        else:
+            _stored(result, outcome, root)
+
+
+def _fail_io(result: StowResult, part: Part, error: OSError) -> None:
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    _fail(result, part, None, None, OUT_OF_RESOURCES if full else PROCESSING_FAILURE,
+          f"it could not be written ({error.strerror or error})")
 
 
 def _stored(result: StowResult, stored: Stored, root: str) -> None:
