@@ -320,7 +320,7 @@ class Where:
         rarest) as a range of :data:`imaging_name_index`'s key, the others matched on
         that key's ``words``, so the studies come from one index range with no row
         read (walking the studies and probing each word took 51 ms p95 over 100,000
-        studies on SQLite; ADR 0020, imaging2)."""
+        studies on SQLite; ADR 0021)."""
         words = sorted(name_words(value.replace("*", "").replace("?", "")),
                        key=lambda word: (-len(word), word))
         if not words:

@@ -100,7 +100,7 @@ register_stream(STREAM, [
     Migration(2, "fuzzy PatientName matching from one index range: imaging_name_index",
               statements=(
         # the key is the covering index: the range of one word gives the name's other
-        # words and the study without reading a row (ADR 0020, imaging2)
+        # words and the study without reading a row (ADR 0021)
         "CREATE TABLE IF NOT EXISTS imaging_name_index ("
         "word {ctext} NOT NULL, words {ctext} NOT NULL, study_uid {ctext} NOT NULL, "
         "PRIMARY KEY (word, words, study_uid))",
