@@ -26,7 +26,6 @@ The machine is shared with other work, so the figures are taken under load.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import shutil
 import statistics
@@ -49,7 +48,7 @@ from benchmarks.common import (
     DEFAULT_PG,
     Server,
     TreeMemory,
-    _process_tree,
+    cpu_seconds,
     drop_postgres_db,
     fresh_postgres_db,
 )
@@ -179,19 +178,6 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) the live processes of ``pid``'s tree have used."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for member in _process_tree(pid):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
 def measured_process(command: list[str], cwd: Path) -> tuple[float, TreeMemory, float]:
     """Run ``command``; (seconds, its sampled memory, CPU seconds)."""
     cpu = children_cpu()
@@ -286,9 +272,9 @@ def baseline(db: str, work: Path, counts: dict[str, int]) -> tuple[list[Measured
     folder.mkdir()
     server = Server(db, cwd=work)
     try:
-        cpu = tree_cpu(server.process.pid)
+        cpu = cpu_seconds(server.process.pid)
         exported, files = export_types(server.base, folder)
-        export_cpu = tree_cpu(server.process.pid) - cpu
+        export_cpu = cpu_seconds(server.process.pid) - cpu
         server_peak = server.peak_rss_mb()
     finally:
         server.stop()

@@ -27,7 +27,6 @@ Hooks calls, against a real ``hygeia serve``.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import subprocess
@@ -43,7 +42,13 @@ from typing import Any
 import httpx
 import orjson
 
-from benchmarks.common import DEFAULT_PG, Server, drop_postgres_db, fresh_postgres_db
+from benchmarks.common import (
+    DEFAULT_PG,
+    Server,
+    cpu_seconds,
+    drop_postgres_db,
+    fresh_postgres_db,
+)
 
 FHIR = {"Content-Type": "application/fhir+json"}
 NEWS2 = "http://snomed.info/sct|1104051000000101"
@@ -246,18 +251,6 @@ def measure_hooks(server: Server, patients: list[str], calls: int) -> list[str]:
                  f"{percentile(latencies, 0.95) * 1000:6.1f} ms")
     client.close()
     return lines
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process and its descendants (``hygeia serve`` forks its
-    serving processes) have used so far, from Linux /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 def write_vitals(path: Path, patients: list[str], sets: int) -> Path:

@@ -153,6 +153,20 @@ def _process_tree(pid: int) -> list[int]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU the live processes of ``pid``'s tree (``hygeia serve`` and the
+    serving processes it forks) have used so far, from Linux /proc: robust to other load
+    on a shared machine, where rates are not."""
+    total = 0
+    for member in _process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it exited meanwhile
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _peak_rss_kb(pid: int) -> int:
     return _proc_kb(pid, "status", "VmHWM:")
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import re
 import signal
 import statistics
@@ -52,7 +51,7 @@ from benchmarks.common import (
     DEFAULT_DATA,
     DEFAULT_PG,
     Server,
-    _process_tree,
+    cpu_seconds,
     drop_postgres_db,
     fresh_postgres_db,
     source_at,
@@ -337,19 +336,6 @@ def _profiler(server: Server, folder: Path | None, name: str) -> subprocess.Pope
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # attached before the first claim
     return process
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU of the server process and its workers so far (robust to the
-    other load on a shared machine, where claims/s is not)."""
-    total = 0
-    for process in _process_tree(pid):
-        try:
-            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def run(backend: str, admin: str, data: Path, patients: int, threads: int, batch: int,

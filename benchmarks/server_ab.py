@@ -15,7 +15,6 @@ every round and the median of the rounds.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import tempfile
@@ -28,7 +27,14 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from benchmarks.common import DEFAULT_DATA, Server, bundle_files, read_bytes, timed_get
+from benchmarks.common import (
+    DEFAULT_DATA,
+    Server,
+    bundle_files,
+    cpu_seconds,
+    read_bytes,
+    timed_get,
+)
 from benchmarks.search import copies, load, run_mix
 
 THIS = Path(__file__).resolve().parent.parent / "src"
@@ -48,29 +54,6 @@ def rate_of(base: str, targets: list[str]) -> float:
         started = time.perf_counter()
         list(pool.map(get, targets))
         return len(targets) / (time.perf_counter() - started)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU of a process and all its descendants so far."""
-    total = 0
-    for process in _tree(pid):
-        try:
-            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def _tree(pid: int) -> list[int]:
-    found = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return found
-    for child in children:
-        found.extend(_tree(int(child)))
-    return found
 
 
 def measure(source: Path, db: str, facts: list[dict[str, Any]], requests: int,

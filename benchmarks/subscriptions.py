@@ -24,7 +24,6 @@ HTTP/1.1 and keeps connections open, as a real webhook receiver does.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import threading
@@ -38,7 +37,13 @@ from typing import Any
 import httpx
 import orjson
 
-from benchmarks.common import DEFAULT_PG, Server, drop_postgres_db, fresh_postgres_db
+from benchmarks.common import (
+    DEFAULT_PG,
+    Server,
+    cpu_seconds,
+    drop_postgres_db,
+    fresh_postgres_db,
+)
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
 OBSERVATION = orjson.dumps({
@@ -142,29 +147,6 @@ def database(backend: str, admin: str, name: str, folder: Path) -> str:
     if backend == "sqlite":
         return f"sqlite:///{folder}/{name}.db"
     return fresh_postgres_db(admin, name)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU of a process and all its descendants (workers) so far."""
-    total = 0
-    for process in _tree(pid):
-        try:
-            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def _tree(pid: int) -> list[int]:
-    found = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return found
-    for child in children:
-        found.extend(_tree(int(child)))
-    return found
 
 
 @dataclass(frozen=True)
