@@ -17,6 +17,7 @@ its older position, so the next pass writes it again.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
@@ -234,8 +235,34 @@ def materialize(
 
 def _partial(parquet: Path) -> Path:
     """Where a Parquet file is written before it is renamed into place: a name of this
-    process and thread, so two writers never write into one file."""
+    process and thread, so two writers never write into one file. Files aside left by
+    processes that died (kill -9 mid-write) are removed first."""
+    sweep_partials(parquet)
     return parquet.with_name(f"{parquet.name}.{os.getpid()}-{threading.get_ident()}.partial")
+
+
+def sweep_partials(parquet: Path) -> int:
+    """Remove the files aside of ``parquet`` whose writing process no longer runs, and
+    return how many went. A killed writer cannot clean up after itself; a live one (this
+    process or another) is left alone, so a sweep never races a write."""
+    removed = 0
+    for partial in parquet.parent.glob(f"{glob.escape(parquet.name)}.*.partial"):
+        owner = partial.name[len(parquet.name) + 1:].split("-", 1)[0]
+        if owner.isdigit() and not _running(int(owner)):
+            partial.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _replay(repository: Repository, session: Any, table: str, view: CompiledView, after: int,
