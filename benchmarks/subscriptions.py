@@ -5,14 +5,27 @@ Observation at a steady write rate, beside the same run's plain write rate as th
 
 A ``hygeia serve`` (``--outbound-allow 127.0.0.1``) gets one topic-based rest-hook
 subscription on Observation (id-only payload, ``backport-max-count`` 50), whose
-endpoint is an HTTP server in this process. ``--clients`` threads then create
-Observations at ``--rate`` per second in total for ``--seconds``. Each notification
-event carries its timestamp (the version's lastUpdated, set at commit); the
-latency of an event is its arrival at the endpoint minus that timestamp (same
-machine, same clock). Reported: events delivered, p50/p99 latency, and the rate
-actually written, and the server's CPU time (all its processes, from /proc) per
-event written. The baseline is the highest rate the same clients write without
-any subscription, on a fresh database of the same backend, in the same run.
+endpoint is an HTTP server in this process. Observations then *arrive* at
+``--rate`` per second for ``--seconds``, on a fixed schedule (open loop: arrival k
+is due at k / rate, whatever became of the earlier ones), and are sent over
+``--clients`` concurrent keep-alive connections (default 24), as many monitors and
+apps would write: an arrival waits only while every connection is busy, and is then
+counted late. A few closed-loop clients (each waiting for its answer before the
+next write) cannot ask for more than clients / write latency: 8 of them at the
+40 ms a durable write took under load on PostgreSQL made 200 a second, whatever
+the server could do. Concurrent writers also let the database's group commit
+share one flush between the writes that commit together. The
+writers run in a process of their own, so their CPU does not delay the endpoint's
+clock. Each notification event carries its timestamp (the version's lastUpdated,
+set at commit); the latency of an event is its arrival at the endpoint minus that
+timestamp (same machine, same clock). Reported: events delivered, p50/p99 latency,
+the rate actually written, the writes' own latency, and the server's CPU time (all
+its processes, from /proc) per event written.
+
+The baseline is the same writers, driven the same way (same rate, same clients),
+against a server without any subscription, on a fresh database of the same backend,
+in the same run and round: its written rate and server CPU per Observation are
+printed beside the subscription's, with their ratios.
 
 ``--baseline SRC`` (another checkout's ``src``, e.g. ``git archive main src | tar -x
 -C /tmp/base``) also measures that checkout's server on the same workload, in turn
@@ -24,6 +37,9 @@ HTTP/1.1 and keeps connections open, as a real webhook receiver does.
 from __future__ import annotations
 
 import argparse
+import http.client
+import itertools
+import multiprocessing
 import statistics
 import tempfile
 import threading
@@ -33,6 +49,7 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -111,31 +128,92 @@ def subscribe(base: str, endpoint: str) -> None:
         time.sleep(0.05)
 
 
-def write(base: str, clients: int, rate: float, seconds: float) -> int:
-    """Create Observations at ``rate`` per second in total (0: as fast as possible)."""
-    written = [0] * clients
-    start = time.monotonic()
+@dataclass(frozen=True)
+class Written:
+    """What the writers did: Observations created, and how the writes went."""
 
-    def client(index: int) -> None:
-        interval = clients / rate if rate else 0.0  # each client's share of the rate
-        offset = index / rate if rate else 0.0  # clients spread over one interval
-        with httpx.Client(timeout=30, headers={"Content-Type": "application/fhir+json"}) as http:
-            n = 0
-            while time.monotonic() - start < seconds:
-                due = start + offset + n * interval
-                pause = due - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
-                http.post(f"{base}/Observation", content=OBSERVATION).raise_for_status()
-                n += 1
-            written[index] = n
+    written: int
+    asked: int
+    seconds: float  # from the first arrival due to the last answer
+    asked_seconds: float
+    late: int  # arrivals sent more than 10 ms after they were due (every client busy)
+    write_p50_ms: float
+    write_p99_ms: float
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    @property
+    def rate(self) -> float:
+        """Observations written per second, over the time asked or, when the writers
+        fell behind, the longer time they took."""
+        return self.written / max(self.seconds, self.asked_seconds)
+
+    @property
+    def asked_rate(self) -> float:
+        return self.asked / self.asked_seconds
+
+    def line(self) -> str:
+        return (f"write p50 {self.write_p50_ms:.0f} ms, p99 {self.write_p99_ms:.0f} ms, "
+                f"{self.late:,} of {self.asked:,} arrivals sent late")
+
+
+def write(base: str, clients: int, rate: float, seconds: float) -> Written:
+    """Create Observations arriving at ``rate`` per second for ``seconds``, in another
+    process (see :func:`drive`), so the writers' CPU does not delay the endpoint's clock."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        written: Written = pool.apply(drive, (base, clients, rate, seconds))
+    return written
+
+
+def drive(base: str, clients: int, rate: float, seconds: float) -> Written:
+    """Open-loop arrivals: Observation number k is due at ``k / rate`` seconds, whatever
+    became of the earlier ones, and is sent by whichever of ``clients`` connections is
+    free (like that many monitors and apps writing at once); an arrival waits only while
+    every connection is busy, and is then counted late. ``rate`` 0: each connection
+    writes back to back (closed loop). http.client, not httpx: httpx costs about 1.4 ms
+    of client CPU per request (benchmarks/common.py), which the server could not use."""
+    asked = int(rate * seconds) if rate else 1 << 62
+    arrivals = itertools.count()  # next() is atomic under the GIL
+    address = urlsplit(base)
+    times: list[float] = []
+    late = [0]
+    lock = threading.Lock()
+    start = time.monotonic() + 0.1
+
+    def client() -> None:
+        connection = http.client.HTTPConnection(address.hostname or "127.0.0.1",
+                                                address.port, timeout=60)
+        mine: list[float] = []
+        tardy = 0
+        while (k := next(arrivals)) < asked:
+            due = start + k / rate if rate else time.monotonic()
+            if due - start >= seconds:
+                break
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            elif pause < -0.010:
+                tardy += 1
+            sent = time.monotonic()
+            connection.request("POST", f"{address.path}/Observation", body=OBSERVATION,
+                               headers={"Content-Type": "application/fhir+json"})
+            response = connection.getresponse()
+            content = response.read()
+            if response.status != 201:
+                raise RuntimeError(f"create: {response.status} {content[:300]!r}")
+            mine.append(time.monotonic() - sent)
+        connection.close()
+        with lock:
+            times.extend(mine)
+            late[0] += tardy
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return sum(written)
+    elapsed = time.monotonic() - start
+    ms = [value * 1000 for value in times]
+    return Written(len(ms), asked if rate else len(ms), elapsed, seconds, late[0],
+                   percentile(ms, 0.5), percentile(ms, 0.99))
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -151,18 +229,33 @@ def database(backend: str, admin: str, name: str, folder: Path) -> str:
 
 @dataclass(frozen=True)
 class Result:
-    written: int
+    writes: Written
     notified: int
     p50_ms: float
     p99_ms: float
     mean_ms: float
     cpu_ms_per_event: float
 
-    def line(self, seconds: float, rate: float) -> str:
-        return (f"{self.written / seconds:,.0f} Observations/s written (asked {rate:,.0f}/s), "
-                f"{self.notified:,} of {self.written:,} notified; commit-to-delivery p50 "
+    def line(self) -> str:
+        w = self.writes
+        return (f"{w.rate:,.0f} Observations/s written (asked {w.asked_rate:,.0f}/s), "
+                f"{self.notified:,} of {w.written:,} notified; commit-to-delivery p50 "
                 f"{self.p50_ms:.0f} ms, p99 {self.p99_ms:.0f} ms, mean {self.mean_ms:.0f} ms; "
-                f"server CPU {self.cpu_ms_per_event:.2f} ms per Observation")
+                f"{w.line()}; server CPU {self.cpu_ms_per_event:.2f} ms per Observation")
+
+
+def plain_writes(url: str, source: Path | None, clients: int, rate: float, seconds: float,
+                 workers: int) -> tuple[Written, float]:
+    """The baseline: the same writers on a server with no subscription; returns what they
+    wrote and the server's CPU milliseconds per Observation."""
+    server = Server(url, "--workers", str(workers), source=source)
+    try:
+        before = cpu_seconds(server.process.pid)
+        written = write(server.base, clients, rate, seconds)
+        cpu = cpu_seconds(server.process.pid) - before
+    finally:
+        server.stop()
+    return written, cpu * 1000 / max(1, written.written)
 
 
 def notifications(url: str, source: Path | None, clients: int, rate: float,
@@ -177,7 +270,7 @@ def notifications(url: str, source: Path | None, clients: int, rate: float,
         before = cpu_seconds(server.process.pid)
         written = write(server.base, clients, rate, seconds)
         deadline = time.monotonic() + 60
-        while len(endpoint.latencies) < written and time.monotonic() < deadline:
+        while len(endpoint.latencies) < written.written and time.monotonic() < deadline:
             time.sleep(0.1)
         cpu = cpu_seconds(server.process.pid) - before
     finally:
@@ -185,54 +278,65 @@ def notifications(url: str, source: Path | None, clients: int, rate: float,
         endpoint.close()
     ms = [value * 1000 for value in endpoint.latencies]
     return Result(written, len(ms), percentile(ms, 0.5), percentile(ms, 0.99),
-                  statistics.fmean(ms) if ms else 0.0, cpu * 1000 / max(1, written))
+                  statistics.fmean(ms) if ms else 0.0, cpu * 1000 / max(1, written.written))
 
 
 def measure(backend: str, admin: str, clients: int, rate: float, seconds: float,
-            workers: int, baseline_source: Path | None, rounds: int) -> None:
+            workers: int = 1, baseline_source: Path | None = None, rounds: int = 1) -> None:
+    """Per round: the plain-write baseline, then each arm with a subscription, on fresh
+    databases; the order of the arms alternates between rounds."""
     arms: list[tuple[str, Path | None]] = [("this", None)]
     if baseline_source is not None:
         arms.append(("baseline", baseline_source))
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        names = ["bench_subs_base"] + [f"bench_subs_{n}" for n in range(rounds * len(arms))]
+        names = [f"subs_bench_{n}" for n in range(rounds * (len(arms) + 1))]
         urls = [database(backend, admin, name, folder) for name in names]
         results: dict[str, list[Result]] = {label: [] for label, _ in arms}
+        plain: list[tuple[Written, float]] = []
         try:
-            server = Server(urls[0], "--workers", str(workers))
-            try:
-                plain = write(server.base, clients, 0, seconds) / seconds
-            finally:
-                server.stop()
-            fresh = iter(urls[1:])
+            fresh = iter(urls)
             for round in range(rounds):
+                plain.append(plain_writes(next(fresh), None, clients, rate, seconds, workers))
+                print(f"{backend} round {round + 1} plain writes, no subscription: "
+                      f"{plain[-1][0].rate:,.0f} Observations/s written (asked "
+                      f"{rate:,.0f}/s); {plain[-1][0].line()}; server CPU "
+                      f"{plain[-1][1]:.2f} ms per Observation", flush=True)
                 for label, source in arms if round % 2 == 0 else arms[::-1]:
                     result = notifications(next(fresh), source, clients, rate, seconds,
                                            workers)
                     results[label].append(result)
-                    print(f"{backend} round {round + 1} {label}: "
-                          f"{result.line(seconds, rate)}", flush=True)
+                    print(f"{backend} round {round + 1} {label}: {result.line()}", flush=True)
         finally:
             if backend != "sqlite":
                 for name in names:
                     drop_postgres_db(admin, name)
+    base_rate = statistics.median(w.rate for w, _ in plain)
+    base_cpu = statistics.median(cpu for _, cpu in plain)
     for label, found in results.items():
-        print(f"{backend} {label} (workers {workers}, median of {len(found)}): "
-              f"p50 {statistics.median(r.p50_ms for r in found):.0f} ms, "
+        written = statistics.median(r.writes.rate for r in found)
+        cpu = statistics.median(r.cpu_ms_per_event for r in found)
+        print(f"{backend} {label} (workers {workers}, {clients} clients, open loop at "
+              f"{rate:,.0f}/s, median of {len(found)}): {written:,.0f} Observations/s "
+              f"written, commit-to-delivery p50 "
+              f"{statistics.median(r.p50_ms for r in found):.0f} ms, "
               f"p99 {statistics.median(r.p99_ms for r in found):.0f} ms, "
-              f"server CPU {statistics.median(r.cpu_ms_per_event for r in found):.2f} ms "
-              f"per Observation, {sum(r.notified for r in found):,} of "
-              f"{sum(r.written for r in found):,} notified | baseline: {plain:,.0f} "
-              "Observations/s written by the same clients without a subscription",
-              flush=True)
+              f"server CPU {cpu:.2f} ms per Observation, {sum(r.notified for r in found):,} "
+              f"of {sum(r.writes.written for r in found):,} notified | baseline, the same "
+              f"writers without a subscription: {base_rate:,.0f} Observations/s written "
+              f"({written / max(base_rate, 1e-9):.2f}x), server CPU {base_cpu:.2f} ms per "
+              f"Observation ({cpu / max(base_cpu, 1e-9):.2f}x)", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--postgres", default=DEFAULT_PG, help="admin URL for scratch databases")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--rate", type=float, default=500.0, help="Observations per second")
+    parser.add_argument("--clients", type=int, default=24,
+                        help="concurrent writers' connections (the front end allows 32 "
+                             "per client address)")
+    parser.add_argument("--rate", type=float, default=500.0,
+                        help="Observations per second, arriving on a fixed schedule")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1, help="serving processes")
     parser.add_argument("--baseline", type=Path, default=None,
