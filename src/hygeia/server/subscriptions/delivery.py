@@ -25,6 +25,9 @@ endpoint's connection is kept open for the next notification
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -35,6 +38,7 @@ from hygeia.fhir.outcome import FhirError
 from hygeia.server.background import BackgroundLoop
 from hygeia.server.outbound import KeptConnections, OutboundPolicy, OutboundRefused
 from hygeia.server.rest.write import update
+from hygeia.server.subscriptions.feed import Handoff
 from hygeia.server.subscriptions.notify import ContentOf, notification_bundle
 from hygeia.server.subscriptions.spec import SubscriptionSpec, read_subscription
 from hygeia.store import owner_gone, worker_name
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hygeia.subscriptions")
 LEASE_SECONDS = 30.0
+HANDED_BATCHES = 1_000  # handed over and not yet looked at; older ones are read back
 SECOND = 1_000_000
 
 
@@ -106,12 +111,36 @@ class Delivery(BackgroundLoop):
                                      outbound.max_bytes)
         self.owner = worker_name()
         self.connections = KeptConnections()  # one kept-alive connection per endpoint
+        # batches the feed recorded in this process, not yet looked at (see handed)
+        self._handed: deque[Handoff] = deque(maxlen=HANDED_BATCHES)
+        # subscriptions whose lease this thread holds and whose delivered number it
+        # knows, as their rows were after its last own write (see _serve_handed)
+        self._hot: dict[str, tables.State] = {}
+        self._look = threading.Event()  # the database must be asked what is due (run_once)
+        self._look.set()
         super().__init__()
+
+    def wake(self) -> None:
+        """Something may be due that was not handed over (another process recorded it, a
+        status changed): ask the database at once."""
+        self._look.set()
+        super().wake()
+
+    def handed(self, handoff: Handoff) -> None:
+        """The feed of this process committed ``handoff``: send it without reading it back
+        where this thread knows the subscription's state (its lease, the last number it
+        delivered), else look in the database."""
+        if len(self._handed) == HANDED_BATCHES:  # the oldest falls out: the database has it
+            self._look.set()
+        self._handed.append(handoff)
+        self.woken.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         was_running = self.running
         super().stop(timeout)
         self.connections.close()
+        self._hot.clear()
+        self._look.set()
         if was_running:
             try:
                 tables.release(self.host.repository, self.owner)
@@ -121,13 +150,67 @@ class Delivery(BackgroundLoop):
     def run(self) -> None:
         while not self.stopping.is_set():
             try:
-                served = self.run_once()
+                left = self.run_handed()
+                served = self.run_once() if self._asked(left) else 0
             except Exception:
                 log.exception("subscription delivery failed")
+                self._look.set()
                 served = 0
             if served:  # more may be waiting (a backlog beyond max-count): go on at once
+                self._look.set()
                 continue
-            self.sleep(self.settings.poll_seconds)
+            if not self.woken.wait(self.settings.poll_seconds):
+                self._look.set()  # the poll: retries and heartbeats fall due here
+            self.woken.clear()
+
+    def _asked(self, left: bool) -> bool:
+        """Whether to ask the database what is due now. The flag is cleared before the
+        database is read, so a wake-up after this read is not lost: it sets it again."""
+        if self._look.is_set():
+            self._look.clear()
+            return True
+        return left
+
+    def run_handed(self) -> bool:
+        """Send what the feed handed over since the last look; True when some of it could
+        not be sent from memory (the database is then asked, :meth:`run_once`)."""
+        left = False
+        while self._handed and not self.stopping.is_set():
+            handoff = self._handed.popleft()
+            for id in handoff.changed:  # a status or channel may have changed
+                self._hot.pop(id, None)
+            left = left or bool(handoff.changed)
+            for id, notified in handoff.notified.items():
+                if not self._serve_handed(handoff.specs.get(id), handoff.states.get(id),
+                                          notified):
+                    left = True
+        return left
+
+    def _serve_handed(self, spec: SubscriptionSpec | None, state: tables.State | None,
+                      notified: list[tables.Notified]) -> bool:
+        """Send ``notified`` (numbered after what this thread last delivered) at once, if
+        this thread holds the lease with more than half its time left and knows the
+        subscription's delivered number; False when it must be done from the database.
+
+        Only ``active`` rest-hook subscriptions whose last attempt succeeded are kept
+        in ``_hot``: a failure, a status change, a lease to renew all go through
+        :meth:`run_once`, as before. The order holds: a batch is sent only when its
+        first number follows the last one delivered, and both paths run on this thread."""
+        hot = self._hot.get(state.id) if state is not None else None
+        if spec is None or state is None or hot is None or state.status != "active" or \
+                spec.channel != "rest-hook" or not self._held(hot):
+            return False
+        pending = [note for note in notified if note.number > hot.delivered]
+        if pending and pending[0].number != hot.delivered + 1:
+            return False  # a gap: earlier ones are still to be sent from the database
+        for start in range(0, len(pending), spec.max_count):
+            chunk = pending[start:start + spec.max_count]
+            sending = replace(hot, events=max(state.events, chunk[-1].number))
+            if not self._send(spec, sending, "event-notification", chunk):
+                return True  # failed: the retry and its schedule are in the database
+            self._delivered(spec.id, chunk[-1].number)
+            hot = self._hot[spec.id] = replace(sending, delivered=chunk[-1].number)
+        return True
 
     def run_once(self) -> int:
         """One pass over the subscriptions that are due; returns how many were served.
@@ -189,11 +272,22 @@ class Delivery(BackgroundLoop):
         if pending:
             if self._send(spec, state, "event-notification", pending):
                 self._delivered(spec.id, pending[-1].number)
+                self._remember(spec, replace(state, delivered=pending[-1].number))
             return
+        self._remember(spec, state)
         period = spec.heartbeat_seconds
         if period and now_us() - state.last_sent >= period * SECOND and \
                 self._send(spec, state, "heartbeat", []):
             self._delivered(spec.id, state.delivered)
+
+    def _remember(self, spec: SubscriptionSpec, state: tables.State) -> None:
+        """Keep ``state`` (just delivered, no failure pending, lease ours) so the feed's
+        next batch for it is sent from memory (:meth:`_serve_handed`)."""
+        if spec.channel == "rest-hook" and state.status == "active" and \
+                state.failures == 0 and state.owner == self.owner:
+            self._hot[spec.id] = state
+        else:
+            self._hot.pop(spec.id, None)
 
     def _send(self, spec: SubscriptionSpec, state: tables.State, kind: str,
               pending: list[tables.Notified]) -> bool:
@@ -223,6 +317,7 @@ class Delivery(BackgroundLoop):
             tables.delivered(session, id, number, now_us())
 
     def _failed(self, spec: SubscriptionSpec, state: tables.State, error: str) -> None:
+        self._hot.pop(spec.id, None)
         failures = state.failures + 1
         log.warning("Subscription/%s: delivery failed (%d in a row): %s", spec.id, failures,
                     error)

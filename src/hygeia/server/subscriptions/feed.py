@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -40,6 +40,19 @@ SIGNAL = ":subscriptions"  # the commit signal that wakes every process's delive
 ADOPT_LIMIT = 10_000  # Subscriptions taken over when the cursor is first created
 
 
+@dataclass(frozen=True)
+class Handoff:
+    """What one batch recorded, handed to this process's delivery after the commit, so
+    it can send at once without reading it back (delivery.py): the subscriptions'
+    specs and states as the batch left them, the notifications recorded for each, and
+    the Subscriptions whose own versions the batch held (their state changed)."""
+
+    specs: dict[str, SubscriptionSpec | None]
+    states: dict[str, tables.State]
+    notified: dict[str, list[tables.Notified]]
+    changed: frozenset[str]
+
+
 class SubscriptionFeed:
     """An :class:`~hygeia.server.events.EventConsumer` of every resource type."""
 
@@ -47,16 +60,25 @@ class SubscriptionFeed:
     types: Collection[str] | None = None  # every type: any may be subscribed to
     from_start = False
 
-    def __init__(self, registry: SearchRegistry, wake: Callable[[], None]) -> None:
+    def __init__(self, registry: SearchRegistry, recorded: Callable[[Handoff], None]) -> None:
         self.registry = registry
-        self.wake = wake
+        self.recorded = recorded
         self._specs: dict[tuple[str, int], SubscriptionSpec | None] = {}
         self._owners: dict[str, Access] = {}  # the creators' access, of this batch
         self._contents: dict[int, bytes] = {}  # the batch's versions, by seq (_prefetch)
 
     def handle(self, batch: ChangeBatch, context: EventContext) -> None:
-        recorded = 0
-        with context.transaction() as session:
+        """Record the batch's notifications with the cursor's move, then hand them to this
+        process's delivery (:class:`Handoff`).
+
+        The commit does not wait for the disk (``flush_to_disk=False``): the events
+        themselves are already durable, and the record, the subscriptions' counts and the
+        cursor's move commit together, so a crash that loses the record loses the move
+        too and the same events are matched again, in the same order, to the same
+        numbers (sent again: at least once). The wait for the flush was the largest part
+        of a notification's latency on PostgreSQL (docs/adr/00XX-subscriptions-...)."""
+        changed: set[str] = set()
+        with context.transaction(flush_to_disk=False) as session:
             live = {state.id: state for state in tables.live_states(session)}
             specs = {id: self._spec(session, id) for id in live}
             self._owners = {id: access_of(text)
@@ -67,14 +89,15 @@ class SubscriptionFeed:
                 if event.resource_type == "Subscription":
                     pending.write(session)  # its state is read again: write what we hold
                     self._subscription_changed(session, event, live, specs)
+                    changed.add(event.id)
                     continue
-                recorded += self._notify(session, event, live, specs, pending)
+                self._notify(session, event, live, specs, pending)
             pending.write(session)
-            if recorded:  # the process holding a subscription's delivery lease may be another
-                session.signal([SIGNAL])
+            if pending.written:  # the process holding a subscription's delivery lease
+                session.signal([SIGNAL])  # may be another
         self._contents = {}
-        if recorded or any(e.resource_type == "Subscription" for e in batch.events):
-            self.wake()
+        if pending.written or changed:
+            self.recorded(Handoff(specs, live, pending.written, frozenset(changed)))
 
     @staticmethod
     def _prefetch(session: Session, batch: ChangeBatch,

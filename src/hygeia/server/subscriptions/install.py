@@ -43,7 +43,7 @@ class Subscriptions:
 
     def __init__(self, service: SubscriptionHost) -> None:
         self.delivery = Delivery(service)
-        self.feed = SubscriptionFeed(service.registry, self.delivery.wake)
+        self.feed = SubscriptionFeed(service.registry, self.delivery.handed)
         service.signal_actions[SIGNAL] = self.delivery.wake  # recorded by another process
         service.write_hooks.register(SubscriptionAcceptance())
         service.add_event_consumer(self.feed)

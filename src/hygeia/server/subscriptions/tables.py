@@ -141,6 +141,7 @@ class Recording:
     def __init__(self) -> None:
         self.rows: list[tuple[Any, ...]] = []
         self.events: dict[str, int] = {}  # subscription -> its newest event number
+        self.written: dict[str, list[Notified]] = {}  # by subscription, oldest first
 
     def add(self, state: State, number: int, event: Any) -> None:
         """Event ``number`` of ``state``'s subscription is ``event`` (a ChangeEvent)."""
@@ -157,6 +158,8 @@ class Recording:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self.rows)
         for id, events in self.events.items():
             set_events(session, id, events)
+        for row in self.rows:
+            self.written.setdefault(row[0], []).append(Notified(*row[1:]))
         self.rows, self.events = [], {}
 
 
