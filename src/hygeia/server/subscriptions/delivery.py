@@ -20,6 +20,12 @@ recovers any gap with ``$events``).  Endpoints are reached through the outbound
 policy (server/outbound.py): a private address needs ``--outbound-allow``.  Each
 endpoint's connection is kept open for the next notification
 (``outbound.KeptConnections``), each request checked against the policy again.
+
+The feed of this process hands over each batch it records (:meth:`Delivery.handed`);
+while this thread holds a subscription's lease and knows the last number it
+delivered, it sends the handed events at once instead of reading them back
+(:meth:`Delivery.run_handed`); everything else goes through the database
+(:meth:`Delivery.run_once`), on the same thread, so the order holds.
 """
 
 from __future__ import annotations

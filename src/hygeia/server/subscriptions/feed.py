@@ -4,8 +4,12 @@ It reads every event (its cursor "subscriptions" is durable, ADR 0008) and, in
 one transaction with the cursor's advance, records each match as the next event
 number of that subscription (``subscription_notification``): a crash after the
 commit of a write but before its notification is recorded simply hands the
-same events over again, and the numbers come out the same.  Sending them is
-delivery's job (delivery.py, websocket.py), after this commit.
+same events over again, and the numbers come out the same.  That transaction does not
+wait for the disk: a crash can lose only the newest of them, record and cursor
+move together, and the events are matched again to the same numbers.  Sending
+them is delivery's job (delivery.py, websocket.py), after this commit; each
+batch is handed to this process's delivery thread (:class:`Handoff`) so it need
+not read back what was just written (docs/adr/00XX-subscriptions-unflushed-record-and-handoff.md).
 
 A Subscription's own versions go through here too, in order: its first version
 starts its state at that position (it is told of later events only), and a
@@ -75,8 +79,8 @@ class SubscriptionFeed:
         themselves are already durable, and the record, the subscriptions' counts and the
         cursor's move commit together, so a crash that loses the record loses the move
         too and the same events are matched again, in the same order, to the same
-        numbers (sent again: at least once). The wait for the flush was the largest part
-        of a notification's latency on PostgreSQL (docs/adr/00XX-subscriptions-...)."""
+        numbers (sent again: at least once). The wait for the flush was the largest single part
+        of a notification's latency on PostgreSQL."""
         changed: set[str] = set()
         with context.transaction(flush_to_disk=False) as session:
             live = {state.id: state for state in tables.live_states(session)}
