@@ -83,10 +83,10 @@ class SubscriptionFeed:
         of a notification's latency on PostgreSQL."""
         changed: set[str] = set()
         with context.transaction(flush_to_disk=False) as session:
-            live = {state.id: state for state in tables.live_states(session)}
+            states, owners = tables.live_states_and_owners(session)
+            live = {state.id: state for state in states}
             specs = {id: self._spec(session, id) for id in live}
-            self._owners = {id: access_of(text)
-                            for id, text in tables.owners(session, list(live)).items()}
+            self._owners = {id: access_of(text) for id, text in owners.items()}
             self._contents = self._prefetch(session, batch, specs)
             pending = tables.Recording()
             for event in batch.events:

@@ -106,6 +106,18 @@ def live_states(session: object) -> list[State]:
     return [_state(row) for row in rows]
 
 
+def live_states_and_owners(session: object) -> tuple[list[State], dict[str, str]]:
+    """:func:`live_states` and their creators' access (:func:`owners`) in one query:
+    the feed asks for both on every batch."""
+    columns = ", ".join(f"s.{column.strip()}" for column in _STATE.split(","))
+    rows = as_sql(session).execute(
+        f"SELECT {columns}, o.access FROM subscription_state s LEFT JOIN "
+        "subscription_owner o ON o.id = s.id WHERE s.status IN (?, ?) ORDER BY s.id",
+        LIVE).fetchall()
+    owners = {str(row[0]): str(row[-1]) for row in rows if row[-1] is not None}
+    return [_state(row) for row in rows], owners
+
+
 def read_state(repository: Repository, id: str) -> State | None:
     with reading(repository) as session:
         return state_of(session, id)
