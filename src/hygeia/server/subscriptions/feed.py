@@ -9,7 +9,7 @@ wait for the disk: a crash can lose only the newest of them, record and cursor
 move together, and the events are matched again to the same numbers.  Sending
 them is delivery's job (delivery.py, websocket.py), after this commit; each
 batch is handed to this process's delivery thread (:class:`Handoff`) so it need
-not read back what was just written (docs/adr/00XX-subscriptions-unflushed-record-and-handoff.md).
+not read back what was just written (docs/adr/0022-subscriptions-unflushed-record-and-handoff.md).
 
 A Subscription's own versions go through here too, in order: its first version
 starts its state at that position (it is told of later events only), and a
