@@ -316,14 +316,15 @@ class FeedWatcher:
         return lags
 
 
-def measure_live_load(db_url: str, patients: int, sets: int
+def measure_live_load(db_url: str, patients: int, sets: int, source: Path | None = None
                       ) -> tuple[float, float, list[float], list[float]]:
     """The engine while a bulk load streams vital signs into the running server's
     database (``hygeia load``, faster than HTTP clients on this machine). Returns (load
     rate, engine rate from the first vital's commit to the last score, vital signs/s;
     each score's lag from its vitals' commit, s (:class:`FeedWatcher`); each score's lag
-    from its vitals' ``lastUpdated``, s, which adds the loader's own commit delay)."""
-    server = Server(db_url)
+    from its vitals' ``lastUpdated``, s, which adds the loader's own commit delay).
+    ``source``: another checkout's ``src`` to serve (a same-run baseline engine)."""
+    server = Server(db_url, source=source)
     try:
         with httpx.Client(base_url=server.base + "/", timeout=120) as client:
             ids = create_patients(client, patients)
@@ -375,9 +376,10 @@ def measure_backlog(db_url: str, patients: int, sets: int) -> tuple[float, float
 
 
 def run(backend: str, admin: str, patients: int, sets: int, threads: int, calls: int,
-        bundle: int = 1, parts: frozenset[str] = PARTS, prefix: str = "bench_clinical"
-        ) -> None:
-    """Measure ``parts`` (stream: HTTP ingest and hooks, backlog, live) on ``backend``."""
+        bundle: int = 1, parts: frozenset[str] = PARTS, prefix: str = "bench_clinical",
+        baseline: Path | None = None) -> None:
+    """Measure ``parts`` (stream: HTTP ingest and hooks, backlog, live) on ``backend``;
+    the live part also with ``baseline`` (another checkout's ``src``) first."""
     with tempfile.TemporaryDirectory() as folder:
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"  # runs side by side never clash
         if "stream" in parts:
@@ -385,6 +387,8 @@ def run(backend: str, admin: str, patients: int, sets: int, threads: int, calls:
         if "backlog" in parts:
             _backlog_part(backend, admin, folder, name, patients, sets)
         if "live" in parts:
+            if baseline is not None:
+                _live_part(backend, admin, folder, name + "_base", patients, sets, baseline)
             _live_part(backend, admin, folder, name, patients, sets)
 
 
@@ -439,14 +443,16 @@ def _backlog_part(backend: str, admin: str, folder: str, name: str, patients: in
 
 
 def _live_part(backend: str, admin: str, folder: str, name: str, patients: int,
-               sets: int) -> None:
-    """The engine while ``hygeia load`` ingests into the running server's database."""
+               sets: int, source: Path | None = None) -> None:
+    """The engine while ``hygeia load`` ingests into the running server's database
+    (served from ``source``, another checkout's ``src``, when given)."""
     try:
         live_rate, live_engine, commit_lags, live_lags = measure_live_load(
-            _url(backend, admin, folder, name + "_live"), patients, sets)
+            _url(backend, admin, folder, name + "_live"), patients, sets, source)
     finally:
         _drop(backend, admin, name + "_live")
-    print(f"{backend:<10} live load: hygeia load into the running server (baseline) "
+    engine = "this checkout" if source is None else f"engine of {source}"
+    print(f"{backend:<10} live load ({engine}): hygeia load into the running server (baseline) "
           f"{live_rate:8,.0f} vital signs/s | engine {live_engine:8,.0f} vital signs/s, lag "
           f"commit->score p50 {statistics.median(commit_lags) * 1000:6.0f} ms, p99 "
           f"{percentile(commit_lags, 0.99) * 1000:6.0f} ms ({len(commit_lags)} scores); "
@@ -466,6 +472,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=200, help="CDS calls per service")
     parser.add_argument("--parts", default=",".join(sorted(PARTS)),
                         help="what to measure: stream (HTTP ingest and hooks), backlog, live")
+    parser.add_argument("--baseline-src", type=Path, default=None, metavar="SRC",
+                        help="also measure the live part with the server of another "
+                             "checkout's src folder (a same-run baseline engine)")
     parser.add_argument("--db-prefix", default="bench_clinical",
                         help="scratch database names start with this")
     args = parser.parse_args(argv)
@@ -474,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown parts: {', '.join(sorted(parts - PARTS))}")
     for backend in args.backends.split(","):
         run(backend, args.postgres, args.patients, args.sets, args.threads, args.calls,
-            args.bundle, parts, args.db_prefix)
+            args.bundle, parts, args.db_prefix, args.baseline_src)
 
 
 if __name__ == "__main__":
