@@ -17,7 +17,10 @@ Hooks calls, against a real ``hygeia serve``.
    patient allergic to penicillin): latency p50 and p95 over ``--calls`` calls each.
 4. The engine while a faster source ingests: the same vital signs loaded with ``hygeia
    load`` into the running server's database (the load rate is the baseline), scores
-   per second and lag p50/p99 as in 2.
+   per second, and the lag from each vital's commit to its score's commit (both seen by
+   a reader of the change feed polling every 20 ms, :class:`FeedWatcher`), p50/p99; and
+   the lag from the vitals' ``lastUpdated`` as in 2, which adds the loader's own delay
+   (a line is stamped when prepared; a batch of 4,000 commits at once).
 5. The engine's capacity: the same vital signs loaded with ``hygeia load`` while the
    server is down, then drained by the restarted server's engine (vital signs/s,
    beside the load rate of the same run), and per second of the server's CPU time
@@ -348,12 +351,13 @@ def measure_live_load(db_url: str, patients: int, sets: int, source: Path | None
     return vitals / loaded, vitals / (last_score - first_vital), commit_lags, lags
 
 
-def measure_backlog(db_url: str, patients: int, sets: int) -> tuple[float, float, float]:
+def measure_backlog(db_url: str, patients: int, sets: int, source: Path | None = None
+                    ) -> tuple[float, float, float]:
     """The engine's capacity: vital signs loaded with ``hygeia load`` while the server is
     down (its cursor already exists), then the seconds the restarted server's engine
     takes to score them all. Returns (load rate, engine rate, engine rate per CPU
     second of the server), vital signs/s."""
-    server = Server(db_url)  # creates the engine's cursor, at the end of an empty feed
+    server = Server(db_url, source=source)  # creates the engine's cursor, at the feed's end
     with httpx.Client(base_url=server.base + "/", timeout=120) as client:
         ids = create_patients(client, patients)
     server.stop()
@@ -364,7 +368,7 @@ def measure_backlog(db_url: str, patients: int, sets: int) -> tuple[float, float
                         "--quiet", str(path)], check=True, capture_output=True)
         loaded = time.perf_counter() - began
     vitals = patients * sets * 6
-    server = Server(db_url)
+    server = Server(db_url, source=source)
     try:
         began = cpu_seconds(server.process.pid)
         with httpx.Client(base_url=server.base + "/", timeout=120) as client:
@@ -379,17 +383,26 @@ def run(backend: str, admin: str, patients: int, sets: int, threads: int, calls:
         bundle: int = 1, parts: frozenset[str] = PARTS, prefix: str = "bench_clinical",
         baseline: Path | None = None) -> None:
     """Measure ``parts`` (stream: HTTP ingest and hooks, backlog, live) on ``backend``;
-    the live part also with ``baseline`` (another checkout's ``src``) first."""
+    each also with ``baseline`` (another checkout's ``src``) first."""
     with tempfile.TemporaryDirectory() as folder:
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"  # runs side by side never clash
+        sources = [None] if baseline is None else [baseline, None]
         if "stream" in parts:
-            _stream_part(backend, admin, folder, name, patients, sets, threads, calls, bundle)
+            for source in sources:
+                _stream_part(backend, admin, folder, name + ("_base" if source else ""),
+                             patients, sets, threads, calls, bundle, source)
         if "backlog" in parts:
-            _backlog_part(backend, admin, folder, name, patients, sets)
+            for source in sources:
+                _backlog_part(backend, admin, folder, name + ("_base" if source else ""),
+                              patients, sets, source)
         if "live" in parts:
-            if baseline is not None:
-                _live_part(backend, admin, folder, name + "_base", patients, sets, baseline)
-            _live_part(backend, admin, folder, name, patients, sets)
+            for source in sources:
+                _live_part(backend, admin, folder, name + ("_base" if source else ""),
+                           patients, sets, source)
+
+
+def _engine(source: Path | None) -> str:
+    return "this checkout" if source is None else f"baseline {source}"
 
 
 def _url(backend: str, admin: str, folder: str, name: str) -> str:
@@ -403,9 +416,10 @@ def _drop(backend: str, admin: str, name: str) -> None:
 
 
 def _stream_part(backend: str, admin: str, folder: str, name: str, patients: int,
-                 sets: int, threads: int, calls: int, bundle: int) -> None:
+                 sets: int, threads: int, calls: int, bundle: int,
+                 source: Path | None = None) -> None:
     """HTTP clients stream the vitals (the baseline); the engine keeps up; hook calls."""
-    server = Server(_url(backend, admin, folder, name))
+    server = Server(_url(backend, admin, folder, name), source=source)
     try:
         client = httpx.Client(base_url=server.base + "/", timeout=120)
         ids = create_patients(client, patients)
@@ -419,25 +433,27 @@ def _stream_part(backend: str, admin: str, folder: str, name: str, patients: int
         server.stop()
         _drop(backend, admin, name)
     engine = patients * sets / (last_score - first_vital)
-    print(f"{backend:<10} ingest (baseline): {vitals / elapsed:8,.0f} vital signs/s "
+    print(f"{backend:<10} ({_engine(source)}) ingest (baseline): "
+          f"{vitals / elapsed:8,.0f} vital signs/s "
           f"({patients * sets} sets, {bundle} per Bundle, over {threads} clients) | "
           f"engine: {engine:7,.0f} scores/s "
           f"= {engine * 6:8,.0f} vital signs/s, lag commit->score p50 "
           f"{statistics.median(lags) * 1000:6.0f} ms, p99 {percentile(lags, 0.99) * 1000:6.0f} ms",
           flush=True)
     for line in hooks:
-        print(f"{backend:<10} {line}", flush=True)
+        print(f"{backend:<10} ({_engine(source)}) {line}", flush=True)
 
 
 def _backlog_part(backend: str, admin: str, folder: str, name: str, patients: int,
-                  sets: int) -> None:
+                  sets: int, source: Path | None = None) -> None:
     """The engine's capacity over a backlog, beside the load rate."""
     try:
         load_rate, drain_rate, cpu_rate = measure_backlog(
-            _url(backend, admin, folder, name + "_backlog"), patients, sets)
+            _url(backend, admin, folder, name + "_backlog"), patients, sets, source)
     finally:
         _drop(backend, admin, name + "_backlog")
-    print(f"{backend:<10} backlog: hygeia load (baseline) {load_rate:8,.0f} vital signs/s | "
+    print(f"{backend:<10} ({_engine(source)}) backlog: hygeia load (baseline) "
+          f"{load_rate:8,.0f} vital signs/s | "
           f"engine drains {drain_rate:8,.0f} vital signs/s; ratio {drain_rate / load_rate:.2f}"
           f"; {cpu_rate:8,.0f} vital signs per second of the server's CPU", flush=True)
 
@@ -451,8 +467,8 @@ def _live_part(backend: str, admin: str, folder: str, name: str, patients: int,
             _url(backend, admin, folder, name + "_live"), patients, sets, source)
     finally:
         _drop(backend, admin, name + "_live")
-    engine = "this checkout" if source is None else f"engine of {source}"
-    print(f"{backend:<10} live load ({engine}): hygeia load into the running server (baseline) "
+    print(f"{backend:<10} ({_engine(source)}) live load: hygeia load into the running "
+          f"server (baseline) "
           f"{live_rate:8,.0f} vital signs/s | engine {live_engine:8,.0f} vital signs/s, lag "
           f"commit->score p50 {statistics.median(commit_lags) * 1000:6.0f} ms, p99 "
           f"{percentile(commit_lags, 0.99) * 1000:6.0f} ms ({len(commit_lags)} scores); "
@@ -473,8 +489,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parts", default=",".join(sorted(PARTS)),
                         help="what to measure: stream (HTTP ingest and hooks), backlog, live")
     parser.add_argument("--baseline-src", type=Path, default=None, metavar="SRC",
-                        help="also measure the live part with the server of another "
-                             "checkout's src folder (a same-run baseline engine)")
+                        help="also measure each part with the server of another "
+                             "checkout's src folder first (a same-run baseline engine)")
     parser.add_argument("--db-prefix", default="bench_clinical",
                         help="scratch database names start with this")
     args = parser.parse_args(argv)
