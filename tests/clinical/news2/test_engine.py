@@ -262,27 +262,31 @@ def test_the_write_transaction_reads_only_the_alerts_and_the_bands_before(
     patient = new_patient(engine)
     engine.store(*full_set(patient, "2026-03-01T06:00:00Z", respiration=26, pulse=115))
     repository = engine.service.repository
-    writing: set[int] = set()
+    writing: list[Any] = []  # the sessions themselves: an id alone may be reused
     searched: list[tuple[str, frozenset[str]]] = []  # (type, parameters) in a write
     transaction, search = repository.transaction, sql.SqlSession.search
 
     @contextmanager
     def recorded_transaction(**options: Any) -> Iterator[Any]:
         with transaction(**options) as session:
-            writing.add(id(session))
+            writing.append(session)
             yield session
 
     def recorded_search(self: sql.SqlSession, query: Query) -> Any:
-        if id(self) in writing:
+        if any(self is session for session in writing):
             searched.append((query.resource_type, frozenset(
                 clause.parameter.code for clause in query.clauses
                 if isinstance(clause, ParameterClause))))
         return search(self, query)
 
+    for resource in full_set(patient, "2026-03-01T10:00:00Z", respiration=26, spo2=90,
+                             pulse=135):  # stored before recording: only the engine's batch is
+        assert call(engine.service, "POST", "Observation", resource).status == 201
     monkeypatch.setattr(repository, "transaction", recorded_transaction)
     monkeypatch.setattr(sql.SqlSession, "search", recorded_search)
-    engine.store(*full_set(patient, "2026-03-01T10:00:00Z", respiration=26, spo2=90,
-                           pulse=135))
+    while engine.runner.step():
+        pass
+    monkeypatch.undo()
     assert flags(engine, patient) == {"news2-medium": "inactive", "news2-high": "active"}
     assert writing  # the engine did write, in a transaction recorded here
     assert {kind for kind, _ in searched} <= {"Flag", "Task", "CareTeam", "Observation"}
