@@ -17,7 +17,10 @@ Hooks calls, against a real ``hygeia serve``.
    patient allergic to penicillin): latency p50 and p95 over ``--calls`` calls each.
 4. The engine while a faster source ingests: the same vital signs loaded with ``hygeia
    load`` into the running server's database (the load rate is the baseline), scores
-   per second and lag p50/p99 as in 2.
+   per second, and the lag from each vital's commit to its score's commit (both seen by
+   a reader of the change feed polling every 20 ms, :class:`FeedWatcher`), p50/p99; and
+   the lag from the vitals' ``lastUpdated`` as in 2, which adds the loader's own delay
+   (a line is stamped when prepared; a batch of 4,000 commits at once).
 5. The engine's capacity: the same vital signs loaded with ``hygeia load`` while the
    server is down, then drained by the restarted server's engine (vital signs/s,
    beside the load rate of the same run), and per second of the server's CPU time
@@ -49,10 +52,12 @@ from benchmarks.common import (
     drop_postgres_db,
     fresh_postgres_db,
 )
+from hygeia.store import open_repository
 
 FHIR = {"Content-Type": "application/fhir+json"}
 NEWS2 = "http://snomed.info/sct|1104051000000101"
 START = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+PARTS = frozenset({"stream", "backlog", "live"})
 
 
 def vital(patient: str, code: str, at: str, value: float | None = None, unit: str = "",
@@ -265,37 +270,94 @@ def write_vitals(path: Path, patients: list[str], sets: int) -> Path:
     return path
 
 
-def measure_live_load(db_url: str, patients: int, sets: int
-                      ) -> tuple[float, float, list[float]]:
+class FeedWatcher:
+    """Sees when each Observation version commits: reads the change feed (the store's
+    public ``Repository.changes``) every ``interval`` seconds in this process, so the
+    times are the commits' (to within ``interval``), not the versions' ``lastUpdated``
+    (a loaded vital is stamped when its line is prepared, up to a whole 4,000-resource
+    batch before it commits). It costs the server nothing but a feed read per poll."""
+
+    def __init__(self, db_url: str, interval: float = 0.02) -> None:
+        self.repository = open_repository(db_url)
+        self.interval = interval
+        self.position = self.repository.feed_horizon()
+        self.seen: dict[str, float] = {}  # Observation id -> when its newest version showed
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            self.poll()
+            self.stopping.wait(self.interval)
+
+    def poll(self) -> None:
+        while True:
+            batch = self.repository.changes(self.position, 10_000, ("Observation",))
+            now = time.time()
+            for event in batch.events:
+                self.seen[event.id] = now
+            self.position = batch.position
+            if len(batch.events) < 10_000:
+                return
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+        self.poll()  # whatever committed since the last look
+        self.repository.close()
+
+    def lags(self, client: httpx.Client) -> list[float]:
+        """Per score: seconds from its newest vital sign's commit to its own (newest
+        version's) commit."""
+        lags = []
+        for score in all_pages(client, f"Observation?code={NEWS2}&_count=1000"):
+            used = [self.seen[ref] for d in score.get("derivedFrom", [])
+                    if (ref := d["reference"].removeprefix("Observation/")) in self.seen]
+            if used and score["id"] in self.seen:
+                lags.append(self.seen[score["id"]] - max(used))
+        return lags
+
+
+def measure_live_load(db_url: str, patients: int, sets: int, source: Path | None = None
+                      ) -> tuple[float, float, list[float], list[float]]:
     """The engine while a bulk load streams vital signs into the running server's
     database (``hygeia load``, faster than HTTP clients on this machine). Returns (load
     rate, engine rate from the first vital's commit to the last score, vital signs/s;
-    each score's lag, s). A loaded vital's ``lastUpdated`` is stamped before its batch
-    commits, so the lags include the loader's own commit delay."""
-    server = Server(db_url)
+    each score's lag from its vitals' commit, s (:class:`FeedWatcher`); each score's lag
+    from its vitals' ``lastUpdated``, s, which adds the loader's own commit delay).
+    ``source``: another checkout's ``src`` to serve (a same-run baseline engine)."""
+    server = Server(db_url, source=source)
     try:
         with httpx.Client(base_url=server.base + "/", timeout=120) as client:
             ids = create_patients(client, patients)
             with tempfile.TemporaryDirectory() as folder:
                 path = write_vitals(Path(folder) / "vitals.ndjson", ids, sets)
-                began = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "hygeia.cli.main", "load", "--db",
-                                db_url, "--quiet", str(path)], check=True, capture_output=True)
-                loaded = time.perf_counter() - began
-            wait_for_scores(client, patients * sets, timeout=900)
+                watcher = FeedWatcher(db_url)
+                try:
+                    began = time.perf_counter()
+                    subprocess.run([sys.executable, "-m", "hygeia.cli.main", "load", "--db",
+                                    db_url, "--quiet", str(path)], check=True,
+                                   capture_output=True)
+                    loaded = time.perf_counter() - began
+                    wait_for_scores(client, patients * sets, timeout=900)
+                finally:
+                    watcher.stop()
+            commit_lags = watcher.lags(client)
             lags, first_vital, last_score = score_lags(client)
     finally:
         server.stop()
     vitals = patients * sets * 6
-    return vitals / loaded, vitals / (last_score - first_vital), lags
+    return vitals / loaded, vitals / (last_score - first_vital), commit_lags, lags
 
 
-def measure_backlog(db_url: str, patients: int, sets: int) -> tuple[float, float, float]:
+def measure_backlog(db_url: str, patients: int, sets: int, source: Path | None = None
+                    ) -> tuple[float, float, float]:
     """The engine's capacity: vital signs loaded with ``hygeia load`` while the server is
     down (its cursor already exists), then the seconds the restarted server's engine
     takes to score them all. Returns (load rate, engine rate, engine rate per CPU
     second of the server), vital signs/s."""
-    server = Server(db_url)  # creates the engine's cursor, at the end of an empty feed
+    server = Server(db_url, source=source)  # creates the engine's cursor, at the feed's end
     with httpx.Client(base_url=server.base + "/", timeout=120) as client:
         ids = create_patients(client, patients)
     server.stop()
@@ -306,7 +368,7 @@ def measure_backlog(db_url: str, patients: int, sets: int) -> tuple[float, float
                         "--quiet", str(path)], check=True, capture_output=True)
         loaded = time.perf_counter() - began
     vitals = patients * sets * 6
-    server = Server(db_url)
+    server = Server(db_url, source=source)
     try:
         began = cpu_seconds(server.process.pid)
         with httpx.Client(base_url=server.base + "/", timeout=120) as client:
@@ -318,54 +380,100 @@ def measure_backlog(db_url: str, patients: int, sets: int) -> tuple[float, float
 
 
 def run(backend: str, admin: str, patients: int, sets: int, threads: int, calls: int,
-        bundle: int = 1) -> None:
+        bundle: int = 1, parts: frozenset[str] = PARTS, prefix: str = "bench_clinical",
+        baseline: Path | None = None) -> None:
+    """Measure ``parts`` (stream: HTTP ingest and hooks, backlog, live) on ``backend``;
+    each also with ``baseline`` (another checkout's ``src``) first."""
     with tempfile.TemporaryDirectory() as folder:
-        name = f"bench_clinical_{uuid.uuid4().hex[:8]}"  # runs side by side never clash
-        db_url = f"sqlite:///{Path(folder)}/{name}.db" if backend == "sqlite" else \
-            fresh_postgres_db(admin, name)
-        server = Server(db_url)
-        try:
-            client = httpx.Client(base_url=server.base + "/", timeout=120)
-            ids = create_patients(client, patients)
-            elapsed = stream_vitals(server.base, ids, sets, threads, bundle)
-            vitals = patients * sets * 6
-            wait_for_scores(client, patients * sets, timeout=600)
-            lags, first_vital, last_score = score_lags(client)
-            hooks = measure_hooks(server, ids, calls)
-            client.close()
-        finally:
-            server.stop()
-            if backend != "sqlite":
-                drop_postgres_db(admin, name)
-        backlog_url = f"sqlite:///{Path(folder)}/{name}_backlog.db" if backend == "sqlite" \
-            else fresh_postgres_db(admin, name + "_backlog")
-        try:
-            load_rate, drain_rate, cpu_rate = measure_backlog(backlog_url, patients, sets)
-        finally:
-            if backend != "sqlite":
-                drop_postgres_db(admin, name + "_backlog")
-        live_url = f"sqlite:///{Path(folder)}/{name}_live.db" if backend == "sqlite" \
-            else fresh_postgres_db(admin, name + "_live")
-        try:
-            live_rate, live_engine, live_lags = measure_live_load(live_url, patients, sets)
-        finally:
-            if backend != "sqlite":
-                drop_postgres_db(admin, name + "_live")
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"  # runs side by side never clash
+        sources = [None] if baseline is None else [baseline, None]
+        if "stream" in parts:
+            for source in sources:
+                _stream_part(backend, admin, folder, name + ("_base" if source else ""),
+                             patients, sets, threads, calls, bundle, source)
+        if "backlog" in parts:
+            for source in sources:
+                _backlog_part(backend, admin, folder, name + ("_base" if source else ""),
+                              patients, sets, source)
+        if "live" in parts:
+            for source in sources:
+                _live_part(backend, admin, folder, name + ("_base" if source else ""),
+                           patients, sets, source)
+
+
+def _engine(source: Path | None) -> str:
+    return "this checkout" if source is None else f"baseline {source}"
+
+
+def _url(backend: str, admin: str, folder: str, name: str) -> str:
+    return f"sqlite:///{Path(folder)}/{name}.db" if backend == "sqlite" else \
+        fresh_postgres_db(admin, name)
+
+
+def _drop(backend: str, admin: str, name: str) -> None:
+    if backend != "sqlite":
+        drop_postgres_db(admin, name)
+
+
+def _stream_part(backend: str, admin: str, folder: str, name: str, patients: int,
+                 sets: int, threads: int, calls: int, bundle: int,
+                 source: Path | None = None) -> None:
+    """HTTP clients stream the vitals (the baseline); the engine keeps up; hook calls."""
+    server = Server(_url(backend, admin, folder, name), source=source)
+    try:
+        client = httpx.Client(base_url=server.base + "/", timeout=120)
+        ids = create_patients(client, patients)
+        elapsed = stream_vitals(server.base, ids, sets, threads, bundle)
+        vitals = patients * sets * 6
+        wait_for_scores(client, patients * sets, timeout=600)
+        lags, first_vital, last_score = score_lags(client)
+        hooks = measure_hooks(server, ids, calls)
+        client.close()
+    finally:
+        server.stop()
+        _drop(backend, admin, name)
     engine = patients * sets / (last_score - first_vital)
-    print(f"{backend:<10} ingest (baseline): {vitals / elapsed:8,.0f} vital signs/s "
+    print(f"{backend:<10} ({_engine(source)}) ingest (baseline): "
+          f"{vitals / elapsed:8,.0f} vital signs/s "
           f"({patients * sets} sets, {bundle} per Bundle, over {threads} clients) | "
           f"engine: {engine:7,.0f} scores/s "
           f"= {engine * 6:8,.0f} vital signs/s, lag commit->score p50 "
-          f"{statistics.median(lags) * 1000:6.0f} ms, p99 {percentile(lags, 0.99) * 1000:6.0f} ms")
-    print(f"{backend:<10} backlog: hygeia load (baseline) {load_rate:8,.0f} vital signs/s | "
-          f"engine drains {drain_rate:8,.0f} vital signs/s; ratio {drain_rate / load_rate:.2f}"
-          f"; {cpu_rate:8,.0f} vital signs per second of the server's CPU")
-    print(f"{backend:<10} live load: hygeia load into the running server (baseline) "
-          f"{live_rate:8,.0f} vital signs/s | engine {live_engine:8,.0f} vital signs/s, lag "
-          f"p50 {statistics.median(live_lags) * 1000:6.0f} ms, p99 "
-          f"{percentile(live_lags, 0.99) * 1000:6.0f} ms")
+          f"{statistics.median(lags) * 1000:6.0f} ms, p99 {percentile(lags, 0.99) * 1000:6.0f} ms",
+          flush=True)
     for line in hooks:
-        print(f"{backend:<10} {line}")
+        print(f"{backend:<10} ({_engine(source)}) {line}", flush=True)
+
+
+def _backlog_part(backend: str, admin: str, folder: str, name: str, patients: int,
+                  sets: int, source: Path | None = None) -> None:
+    """The engine's capacity over a backlog, beside the load rate."""
+    try:
+        load_rate, drain_rate, cpu_rate = measure_backlog(
+            _url(backend, admin, folder, name + "_backlog"), patients, sets, source)
+    finally:
+        _drop(backend, admin, name + "_backlog")
+    print(f"{backend:<10} ({_engine(source)}) backlog: hygeia load (baseline) "
+          f"{load_rate:8,.0f} vital signs/s | "
+          f"engine drains {drain_rate:8,.0f} vital signs/s; ratio {drain_rate / load_rate:.2f}"
+          f"; {cpu_rate:8,.0f} vital signs per second of the server's CPU", flush=True)
+
+
+def _live_part(backend: str, admin: str, folder: str, name: str, patients: int,
+               sets: int, source: Path | None = None) -> None:
+    """The engine while ``hygeia load`` ingests into the running server's database
+    (served from ``source``, another checkout's ``src``, when given)."""
+    try:
+        live_rate, live_engine, commit_lags, live_lags = measure_live_load(
+            _url(backend, admin, folder, name + "_live"), patients, sets, source)
+    finally:
+        _drop(backend, admin, name + "_live")
+    print(f"{backend:<10} ({_engine(source)}) live load: hygeia load into the running "
+          f"server (baseline) "
+          f"{live_rate:8,.0f} vital signs/s | engine {live_engine:8,.0f} vital signs/s, lag "
+          f"commit->score p50 {statistics.median(commit_lags) * 1000:6.0f} ms, p99 "
+          f"{percentile(commit_lags, 0.99) * 1000:6.0f} ms ({len(commit_lags)} scores); "
+          f"from the loader's stamp p50 {statistics.median(live_lags) * 1000:6.0f} ms, p99 "
+          f"{percentile(live_lags, 0.99) * 1000:6.0f} ms", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -378,10 +486,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bundle", type=int, default=1,
                         help="observation sets per transaction Bundle streamed")
     parser.add_argument("--calls", type=int, default=200, help="CDS calls per service")
+    parser.add_argument("--parts", default=",".join(sorted(PARTS)),
+                        help="what to measure: stream (HTTP ingest and hooks), backlog, live")
+    parser.add_argument("--baseline-src", type=Path, default=None, metavar="SRC",
+                        help="also measure each part with the server of another "
+                             "checkout's src folder first (a same-run baseline engine)")
+    parser.add_argument("--db-prefix", default="bench_clinical",
+                        help="scratch database names start with this")
     args = parser.parse_args(argv)
+    parts = frozenset(args.parts.split(","))
+    if parts - PARTS:
+        parser.error(f"unknown parts: {', '.join(sorted(parts - PARTS))}")
     for backend in args.backends.split(","):
         run(backend, args.postgres, args.patients, args.sets, args.threads, args.calls,
-            args.bundle)
+            args.bundle, parts, args.db_prefix, args.baseline_src)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -10,9 +12,11 @@ import pytest
 from hygeia.clinical.news2.engine import News2Engine
 from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.fhir.outcome import BadRequest
+from hygeia.fhir.search.query import ParameterClause, Query
 from hygeia.server import FhirService
 from hygeia.server.alerts import escalation
 from hygeia.server.events import EventRunner
+from hygeia.store import sql
 from tests.helpers import body, call, unique
 
 NEWS2 = "http://snomed.info/sct|1104051000000101"
@@ -249,3 +253,44 @@ def test_a_refused_score_blocks_neither_the_batch_nor_the_feed(engine: Engine) -
     assert engine.scores(refused) == []
     assert [score["valueInteger"] for score in engine.scores(scored)] == [0]
     assert not engine.runner.step()  # the cursor moved past the batch
+
+
+def test_the_write_transaction_reads_only_the_alerts_and_the_bands_before(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's vital signs, scores, patients and conditions are read before the write
+    transaction: on SQLite it holds the one writer, and every other write waits for it."""
+    patient = new_patient(engine)
+    engine.store(*full_set(patient, "2026-03-01T06:00:00Z", respiration=26, pulse=115))
+    repository = engine.service.repository
+    writing: list[Any] = []  # the sessions themselves: an id alone may be reused
+    searched: list[tuple[str, frozenset[str]]] = []  # (type, parameters) in a write
+    transaction, search = repository.transaction, sql.SqlSession.search
+
+    @contextmanager
+    def recorded_transaction(**options: Any) -> Iterator[Any]:
+        with transaction(**options) as session:
+            writing.append(session)
+            yield session
+
+    def recorded_search(self: sql.SqlSession, query: Query) -> Any:
+        if any(self is session for session in writing):
+            searched.append((query.resource_type, frozenset(
+                clause.parameter.code for clause in query.clauses
+                if isinstance(clause, ParameterClause))))
+        return search(self, query)
+
+    for resource in full_set(patient, "2026-03-01T10:00:00Z", respiration=26, spo2=90,
+                             pulse=135):  # stored before recording: only the engine's batch is
+        assert call(engine.service, "POST", "Observation", resource).status == 201
+    monkeypatch.setattr(repository, "transaction", recorded_transaction)
+    monkeypatch.setattr(sql.SqlSession, "search", recorded_search)
+    while engine.runner.step():
+        pass
+    monkeypatch.undo()
+    assert flags(engine, patient) == {"news2-medium": "inactive", "news2-high": "active"}
+    assert writing  # the engine did write, in a transaction recorded here
+    assert {kind for kind, _ in searched} <= {"Flag", "Task", "CareTeam", "Observation"}
+    # the only Observation search in the transaction: the band before (scores, not vitals)
+    assert all(kind != "Observation" or ("code" in params and "date" in params)
+               for kind, params in searched)
+    assert len([kind for kind, _ in searched if kind == "Observation"]) <= 1

@@ -80,6 +80,7 @@ BAND_ALERTS = {Band.LOW_MEDIUM: BandAlert("urgent", 60.0),
                Band.MEDIUM: BandAlert("asap", 30.0),
                Band.HIGH: BandAlert("stat", 15.0)}
 ORDER = [Band.LOW, Band.LOW_MEDIUM, Band.MEDIUM, Band.HIGH]
+BATCH = 2000  # change-feed events per batch
 
 
 def alert_key(band: Band, patient: str) -> str:
@@ -110,6 +111,19 @@ class AlertPlan:
             host.alerts.raise_alerts(session, rise, self.state)
 
 
+@dataclass(slots=True)
+class Scoring:
+    """A batch scored but not yet stored: each patient's sets as read (``known``), the
+    set each (patient, time) joined, the patients scored, the scores that differ from
+    what is stored, and each patient's newest set with its score and band before."""
+
+    known: dict[str, list[ScoreSet]]
+    chosen: dict[tuple[str, int], ScoreSet]
+    scored: set[str]
+    writes: list[tuple[str, ScoreSet, dict[str, Any]]] = field(default_factory=list)
+    fronts: dict[str, tuple[ScoreSet, Score, Band | None]] = field(default_factory=dict)
+
+
 def _us(seconds: float) -> int:
     return int(seconds * 1_000_000)
 
@@ -120,6 +134,10 @@ class News2Engine:
     name = "clinical-news2"
     types: Collection[str] | None = ("Observation", "Flag", "Condition")
     from_start = False  # scores are about now: a new install does not score history
+    # events per batch (the runner's default is 500): a batch's reads and its commit cost
+    # about the same for 500 events as for 2,000, and a bulk load commits 4,000 vitals at
+    # once; more patients than PATIENTS_PER_SEARCH are read in more searches (ADR 00XX)
+    batch = BATCH
 
     def __init__(self, host: Host, *, window_seconds: float = WINDOW_SECONDS,
                  set_seconds: float = SET_SECONDS) -> None:
@@ -130,25 +148,18 @@ class News2Engine:
     def handle(self, batch: ChangeBatch, context: EventContext) -> None:
         # a set's vital signs usually commit together: each (patient, time) is scored once
         # per batch, when all of them are in the store, and the batch's patients are read
-        # together (news2/record.py)
-        times: dict[str, set[int]] = {}
-        again: set[str] = set()
-        parsed: dict[tuple[str, str], list[Reading]] = {}  # (id, version) -> its readings
+        # together (news2/record.py). Everything but the alerts is read in a reader's
+        # snapshot first: the write transaction holds the store's one writer (on SQLite
+        # every other write waits for it), so it takes only the alerts' locked read and
+        # the writes (ADR 00XX)
+        with self.host.reader() as reading:
+            times, again, parsed = _batch_inputs(reading, batch)
+            scoring = self.prepare(reading, times, again, parsed)
         # scores and alerts commit with the cursor: a batch lost to a power cut is
         # scored again, so the commit need not wait for the disk
         with context.transaction(flush_to_disk=False) as session:
-            for resource_type, resource in current_of(session, batch.events):
-                if resource_type == "Observation":
-                    readings = [] if is_news2_score(resource) else readings_of(resource)
-                    parsed[_version_key(resource)] = readings
-                    patient = subject_of(resource)
-                    if readings and patient is not None:
-                        times.setdefault(patient, set()).add(readings[0].at)
-                elif self._concerns_news2(resource):
-                    patient = subject_of(resource)
-                    if patient is not None:
-                        again.add(patient)
-            self.score(session, times, again, parsed)
+            if scoring is not None:
+                self.store(session, scoring)
 
     # ------------------------------------------------------------------ scoring
 
@@ -160,14 +171,24 @@ class News2Engine:
         score every set they change; score the newest set of each patient in ``again``
         once more (scale 2 or pregnancy changed). Returns the score id of each
         (patient, time) that was scored (NEWS2 applies). ``parsed``: readings of
-        Observations already read, by (id, versionId)."""
+        Observations already read, by (id, versionId). Reads and writes in ``session``."""
+        scoring = self.prepare(session, times, again, parsed)
+        return {} if scoring is None else self.store(session, scoring)
+
+    def prepare(self, session: Session, times: Mapping[str, Collection[int]],
+                again: Collection[str] = (),
+                parsed: Mapping[tuple[str, str], list[Reading]] | None = None
+                ) -> Scoring | None:
+        """Read what scoring needs (a few searches for the batch) and score the sets
+        ``times`` and ``again`` change (see :meth:`score`); nothing is written. None when
+        there is nothing to score."""
         wanted = {patient: set(at) for patient, at in times.items() if at}
         for patient in again:
             end = newest_score(session, patient)
             if end is not None:
                 wanted.setdefault(patient, set()).add(end)
         if not wanted:
-            return {}
+            return None
         known = scores_from(session, {patient: min(at) - self.set
                                       for patient, at in wanted.items()}, self.window)
         chosen: dict[tuple[str, int], ScoreSet] = {}
@@ -197,8 +218,7 @@ class News2Engine:
             windows[patient] = (min(s.end for s in sets_changed.values()) - self.window,
                                 max(s.end for s in sets_changed.values()))
         readings = readings_for(session, windows, 2 * self.window, parsed or {})
-        fronts: dict[str, tuple[ScoreSet, Score, Band | None]] = {}
-        writes: list[tuple[str, ScoreSet, dict[str, Any]]] = []
+        scoring = Scoring(known, chosen, set(windows))
         for patient in windows:
             front = max(known[patient], key=lambda s: (s.end, s.start))
             for one in sorted(changed[patient].values(), key=lambda s: (s.start, s.end)):
@@ -208,12 +228,18 @@ class News2Engine:
                     scale2=patient in facts.scale_2)
                 resource = result_observation(one.id, patient, score, one.start, one.end)
                 if one.stored is None or one.stored != resource:
-                    writes.append((patient, one, resource))
+                    scoring.writes.append((patient, one, resource))
                 if one is front:  # only the patient's newest set speaks for now
-                    fronts[patient] = (one, score, one.was)
+                    scoring.fronts[patient] = (one, score, one.was)
+        return scoring
+
+    def store(self, session: Session, scoring: Scoring) -> dict[tuple[str, int], str]:
+        """Decide the alerts (their keys locked and read) and write the scores and the
+        alerts of ``scoring`` in ``session``; the score id of each (patient, time) scored."""
+        fronts, writes = scoring.fronts, scoring.writes
         # every read before the first write: the writes are sent once, at commit (a
         # search of scores after writing them sends them first, some 15 round trips)
-        plan = self.plan_alerts(session, fronts, known)
+        plan = self.plan_alerts(session, fronts, scoring.known)
         # one round trip locks and reads every score's current version; the scores are
         # built here from stored values, valid by construction (tests check it)
         written = write.update_all(session, "Observation",
@@ -229,7 +255,8 @@ class News2Engine:
             plan.apply(session, self.host)
         except FhirError as error:  # an alert refused (a write hook): never block the feed
             log.error("NEWS2 alerts not raised or cleared: %s", error)
-        return {key: one.id for key, one in chosen.items() if key[0] in windows}
+        return {key: one.id for key, one in scoring.chosen.items()
+                if key[0] in scoring.scored}
 
     def rescore_patient(self, session: Session, patient: str) -> str | None:
         """Score the set of the patient's newest vital sign again (``$news2``, ``hygeia
@@ -310,15 +337,37 @@ class News2Engine:
             text=f"NEWS2 {score.total} ({band.value} clinical risk): "
                  f"{response.response}; monitoring: {response.monitoring}.")]
 
-    def _concerns_news2(self, resource: dict[str, Any]) -> bool:
-        codings = (resource.get("code") or {}).get("coding") or []
-        if resource.get("resourceType") == "Flag":
-            return any(c.get("system") == NEWS2_SYSTEM and c.get("code") == SCALE_2_FLAG
-                       for c in codings)
-        return any(c.get("system") == SNOMED and c.get("code") == PREGNANCY for c in codings)
-
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _batch_inputs(session: Session, batch: ChangeBatch) -> tuple[
+        dict[str, set[int]], set[str], dict[tuple[str, str], list[Reading]]]:
+    """From the batch's changed resources: the times of each patient's new vital signs,
+    the patients whose scale 2 or pregnancy changed, and each vital's readings by (id,
+    versionId)."""
+    times: dict[str, set[int]] = {}
+    again: set[str] = set()
+    parsed: dict[tuple[str, str], list[Reading]] = {}
+    for resource_type, resource in current_of(session, batch.events):
+        patient = subject_of(resource)
+        if resource_type == "Observation":
+            readings = [] if is_news2_score(resource) else readings_of(resource)
+            parsed[_version_key(resource)] = readings
+            if readings and patient is not None:
+                times.setdefault(patient, set()).add(readings[0].at)
+        elif _concerns_news2(resource) and patient is not None:
+            again.add(patient)
+    return times, again, parsed
+
+
+def _concerns_news2(resource: dict[str, Any]) -> bool:
+    """A scale-2 Flag or a pregnancy Condition: the patient's newest set is scored again."""
+    codings = (resource.get("code") or {}).get("coding") or []
+    if resource.get("resourceType") == "Flag":
+        return any(c.get("system") == NEWS2_SYSTEM and c.get("code") == SCALE_2_FLAG
+                   for c in codings)
+    return any(c.get("system") == SNOMED and c.get("code") == PREGNANCY for c in codings)
 
 
 def _version_key(resource: dict[str, Any]) -> tuple[str, str]:
