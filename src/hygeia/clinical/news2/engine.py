@@ -136,7 +136,7 @@ class News2Engine:
     from_start = False  # scores are about now: a new install does not score history
     # events per batch (the runner's default is 500): a batch's reads and its commit cost
     # about the same for 500 events as for 2,000, and a bulk load commits 4,000 vitals at
-    # once; more patients than PATIENTS_PER_SEARCH are read in more searches (ADR 00XX)
+    # once; more patients than PATIENTS_PER_SEARCH are read in more searches (ADR 0023)
     batch = BATCH
 
     def __init__(self, host: Host, *, window_seconds: float = WINDOW_SECONDS,
@@ -151,7 +151,7 @@ class News2Engine:
         # together (news2/record.py). Everything but the alerts is read in a reader's
         # snapshot first: the write transaction holds the store's one writer (on SQLite
         # every other write waits for it), so it takes only the alerts' locked read and
-        # the writes (ADR 00XX)
+        # the writes (ADR 0023)
         with self.host.reader() as reading:
             times, again, parsed = _batch_inputs(reading, batch)
             scoring = self.prepare(reading, times, again, parsed)
