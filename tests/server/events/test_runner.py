@@ -247,3 +247,25 @@ def test_a_process_without_the_cursor_does_not_claim_it_on_every_commit(
     finally:
         first.close()
         second.close()
+
+
+def test_a_consumer_with_its_own_poll_sees_another_process_commit_without_a_signal(
+        service: FhirService, repository: Repository) -> None:
+    """A commit made through another service (another process, to SQLite: no commit
+    signal) reaches a consumer with ``poll_seconds`` at its poll, not the runner's 30 s."""
+    watching, writing = FhirService(repository), FhirService(repository)
+    tally = Tally()
+    tally.poll_seconds = 0.2  # type: ignore[attr-defined]
+    watching.event_consumers.append(tally)
+    try:
+        watching.start_events(QUICK)
+        wait_for(lambda: bool(tally_cursors(repository)))
+        time.sleep(0.5)  # the runner is resting now
+        started = time.monotonic()
+        call(writing, "POST", "Patient", patient("elsewhere"))
+        wait_for(caught_up(repository, "tally"), seconds=20)
+        assert time.monotonic() - started < 5
+        assert seen_seqs(watching) == patient_seqs(watching)
+    finally:
+        watching.close()
+        writing.close()

@@ -138,6 +138,9 @@ class News2Engine:
     # about the same for 500 events as for 2,000, and a bulk load commits 4,000 vitals at
     # once; more patients than PATIENTS_PER_SEARCH are read in more searches (ADR 0023)
     batch = BATCH
+    # a vital committed by another process on SQLite (``hygeia load``, an MLLP gateway
+    # in a second server) sends no commit signal: a 1 s poll alone would break a 1 s lag
+    poll_seconds = 0.2
 
     def __init__(self, host: Host, *, window_seconds: float = WINDOW_SECONDS,
                  set_seconds: float = SET_SECONDS) -> None:

@@ -30,7 +30,10 @@ class EventConsumer(Protocol):
     written from then on).  ``handle`` gets the events in commit order; raising
     makes the runner hand the same batch over again later, after a back-off.
     An optional ``batch`` attribute caps the events per call (default 500), for a
-    consumer whose events are slow to handle.
+    consumer whose events are slow to handle; an optional ``poll_seconds`` shortens
+    the idle poll (default 1 s) for a consumer whose lag matters, since a commit made
+    by another process on SQLite (``hygeia load``, a second server) sends no signal
+    and waits for the poll.
     """
 
     name: str

@@ -90,7 +90,8 @@ class EventRunner(BackgroundLoop):
 
     def rest(self) -> None:
         """Sleep until woken, the poll is due, or (when behind) ``skip_seconds`` passed."""
-        deadline = time.monotonic() + self.timing.poll_seconds
+        poll = getattr(self.consumer, "poll_seconds", None) or self.timing.poll_seconds
+        deadline = time.monotonic() + poll
         while not self.stopping.is_set():
             left = deadline - time.monotonic()
             if left <= 0 or self._behind:
