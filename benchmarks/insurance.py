@@ -296,6 +296,7 @@ def check_eobs(base: str) -> int:
 
 
 def prepared_db(backend: str, admin: str, folder: Path, name: str, corpus_dir: Path) -> str:
+    """A fresh database (a PostgreSQL one named ``name``) with the corpus and demo plan."""
     url = f"sqlite:///{folder}/{name}.db" if backend == "sqlite" else \
         fresh_postgres_db(admin, name)
     files = sorted(str(path) for path in corpus_dir.glob("*.ndjson"))
@@ -340,7 +341,8 @@ def _profiler(server: Server, folder: Path | None, name: str) -> subprocess.Pope
 
 def run(backend: str, admin: str, data: Path, patients: int, threads: int, batch: int,
         paths: list[str], server_threads: int | None, profile: Path | None = None,
-        baseline: str | None = None, workers: int | None = None) -> None:
+        baseline: str | None = None, workers: int | None = None,
+        db_prefix: str = "bench_insurance_") -> None:
     """Each path on a fresh database, served by this checkout (and first by ``baseline``,
     a git revision, for a same-run A/B)."""
     with tempfile.TemporaryDirectory() as folder_name:
@@ -360,7 +362,7 @@ def run(backend: str, admin: str, data: Path, patients: int, threads: int, batch
                                source_at(baseline, folder / "baseline")))
         for path in paths:
             for index, (tag, source) in enumerate(sources):
-                name = f"bench_insurance_{path}"
+                name = f"{db_prefix}{path}"
                 url = prepared_db(backend, admin, folder, name + str(index), corpus_dir)
                 server = Server(url, *extra, source=source)
                 try:
@@ -426,11 +428,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", default=None, metavar="REV",
                         help="also serve each path from this git revision first, on its own "
                              "fresh database: a same-run A/B (default: this checkout only)")
+    parser.add_argument("--db-prefix", default="bench_insurance_",
+                        help="name prefix of the scratch PostgreSQL databases, so runs "
+                             "beside each other do not share one (default bench_insurance_)")
     args = parser.parse_args(argv)
     for backend in args.backends.split(","):
         run(backend, args.postgres, args.data, args.patients, args.threads, args.batch,
             args.paths.split(","), args.server_threads, args.profile, args.baseline,
-            args.server_workers)
+            args.server_workers, args.db_prefix)
     if args.why:
         for reason, count in REASONS.most_common(20):
             print(f"{count:6} {reason}")

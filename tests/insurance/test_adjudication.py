@@ -477,3 +477,44 @@ def test_a_batch_of_claims_is_adjudicated_in_service_date_order(server: ServerPr
         "resourceType": "Bundle", "type": "batch",
         "entry": [{"resource": bodies[0]}] * 1001})
     assert too_many.status_code == 400 and "at most 1000" in too_many.text
+
+
+def test_record_checks_read_only_what_each_claim_names_single_and_batched(
+        server: ServerProcess) -> None:
+    """Necessity reads the conditions of the diagnoses a claim names (a Condition search
+    by code, reserved characters escaped; a batch reads the union for each patient) and
+    its encounters' heads: a documented diagnosis among many others pays, an undocumented
+    one and a deleted encounter pend, the same single and in a batch."""
+    patient, coverage = member(server, f"S-{os.urandom(4).hex()}")
+    active = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                          "condition-clinical", "code": "active"}]}
+    for code in ["D1", "A,1|x", *[f"OTHER{n}" for n in range(12)]]:
+        make(server, {"resourceType": "Condition", "clinicalStatus": active,
+                      "code": {"coding": [{"system": "http://snomed.info/sct", "code": code}]},
+                      "subject": {"reference": patient}, "onsetDateTime": "2025-01-01"})
+    seen = make(server, {"resourceType": "Encounter", "status": "finished",
+                         "class": {"code": "AMB"}, "subject": {"reference": patient}})
+    gone = make(server, {"resourceType": "Encounter", "status": "finished",
+                         "class": {"code": "AMB"}, "subject": {"reference": patient}})
+    assert server.client.delete(gone).status_code in (200, 204)
+
+    def bodies(round: str) -> list[dict[str, Any]]:
+        made = []
+        for day, diagnosis, encounter in (("05", "D1", seen), ("06", "A,1|x", seen),
+                                          ("07", "NOT-DOCUMENTED", seen), ("08", "D1", gone)):
+            body = claim(patient, coverage, f"2026-0{round}-{day}",
+                         ("1", f"R{round}{day}", "100"), diagnosis=diagnosis)
+            body["item"][0]["encounter"] = [{"reference": encounter}]
+            made.append(body)
+        return made
+
+    single = [submit(server, body) for body in bodies("5")]
+    response = server.client.post("Claim/$submit", json={
+        "resourceType": "Bundle", "type": "batch",
+        "entry": [{"resource": body} for body in bodies("6")]})
+    assert response.status_code == 200, response.text
+    batched = [entry["resource"] for entry in decimal_json(response)["entry"]]
+    for results in (single, batched):
+        assert [r["outcome"] for r in results] == ["complete", "complete", "queued", "queued"]
+        assert "NOT-DOCUMENTED" in results[2]["disposition"]
+        assert gone in results[3]["disposition"] and "D1" not in results[3]["disposition"]

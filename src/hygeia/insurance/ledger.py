@@ -45,6 +45,17 @@ def ledger_tag(coverage: dict[str, Any], year: str) -> dict[str, str]:
             "display": key.replace("\n", " | ")}
 
 
+def cached_tag(cache: dict[Any, Any], coverage: dict[str, Any], year: str) -> dict[str, str]:
+    """:func:`ledger_tag`, computed once per Coverage and year for a claim or a batch
+    (``cache``: the adjudication's); the Coverage is kept beside its tag, so its ``id``
+    names it. A copy: the caller may put it in a resource."""
+    key = ("tag", id(coverage), year)
+    found = cache.get(key)
+    if found is None or found[0] is not coverage:
+        found = cache[key] = (coverage, ledger_tag(coverage, year))
+    return dict(found[1])
+
+
 def service_date(response: dict[str, Any]) -> str:
     return next((str(e.get("valueDate")) for e in response.get("extension") or []
                  if e.get("url") == SERVICE_DATE), "")

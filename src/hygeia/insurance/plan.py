@@ -202,6 +202,29 @@ def rules_of(session: Session, plan: dict[str, Any], day: str,
         else values[("coinsurance", "individual@oon")] / 100)
 
 
+def rules_on(session: Session, plan_value: str, day: str, versions: list[dict[str, Any]],
+             definitions: list[dict[str, Any]], computed: dict[tuple[Any, ...], PlanRules]
+             ) -> PlanRules | None:
+    """The rules of the plan ``urn:hygeia:plan|VALUE`` on ``day``, from its ``versions`` and
+    every active fee ``definitions``; computed once per plan version and set of fee
+    schedules in force (kept in ``computed``, which holds for these sources only).
+
+    A day changes the rules only through which plan version and which
+    ChargeItemDefinitions are in force: keyed by day, the rules were parsed again for
+    nearly every claim of a corpus spread over years (1,115 times for 1,952 claims)."""
+    plan = find_plan(session, plan_value, day, versions)
+    if plan is None:
+        return None
+    key = (plan_value, plan.get("id"), (plan.get("meta") or {}).get("versionId"),
+           str((plan.get("period") or {}).get("start") or ""),
+           tuple(index for index, definition in enumerate(definitions)
+                 if in_force(definition.get("effectivePeriod"), day)))
+    found = computed.get(key)
+    if found is None:
+        found = computed[key] = rules_of(session, plan, day, definitions)
+    return found
+
+
 SHARED_SECONDS = 2.0  # a plan edit reaches another serving process's cache within this
 
 
@@ -222,6 +245,7 @@ class _Shared:
         # plan value -> (read again after, its versions, every fee schedule)
         self.sources: dict[str, tuple[float, list[dict[str, Any]], list[dict[str, Any]]]] = {}
         self.rules: dict[tuple[str, str], PlanRules | None] = {}
+        self.computed: dict[tuple[Any, ...], PlanRules] = {}  # see rules_on
 
     def get(self, session: Session, plan_value: str, day: str) -> PlanRules | None:
         now = time.monotonic()
@@ -235,14 +259,16 @@ class _Shared:
                 if known is None or (known[1], known[2]) != (versions, fees):
                     for key in [key for key in self.rules if key[0] == plan_value]:
                         del self.rules[key]
+                    for key in [key for key in self.computed if key[0] == plan_value]:
+                        del self.computed[key]
                 self.sources[plan_value] = (now + SHARED_SECONDS, versions, fees)
         else:
             versions, fees = known[1], known[2]
-        plan = find_plan(session, plan_value, day, versions)
-        rules = None if plan is None else rules_of(session, plan, day, fees)
+        rules = rules_on(session, plan_value, day, versions, fees, self.computed)
         with self.lock:
             if len(self.rules) > 100_000:  # days x plans: bounded
                 self.rules.clear()
+                self.computed.clear()
             self.rules[(plan_value, day)] = rules
         return rules
 
@@ -250,6 +276,7 @@ class _Shared:
         with self.lock:
             self.sources.clear()
             self.rules.clear()
+            self.computed.clear()
 
 
 SHARED = _Shared()

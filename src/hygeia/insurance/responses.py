@@ -17,8 +17,8 @@ from hygeia.insurance.codes import (
     UNITS,
     money,
 )
-from hygeia.insurance.ledger import claim_key, ledger_tag
-from hygeia.insurance.model import Adjudication, Line
+from hygeia.insurance.ledger import cached_tag, claim_key
+from hygeia.insurance.model import ZERO, Adjudication, Line
 
 PREAUTH_DAYS = 90  # an approval is valid this many days from the requested service date
 
@@ -31,11 +31,14 @@ def _category(code: str, value: Decimal) -> dict[str, Any]:
 def line_amounts(line: Line, *, combined: bool = False) -> dict[str, Decimal]:
     """The line's amounts from one plan's view; ``combined``: the member's view, where
     a secondary coverage's payment (``secondary``) is part of ``benefit`` and comes off
-    ``memberliability``."""
-    amounts = {"submitted": line.submitted, "eligible": line.eligible,
+    ``memberliability``. (Each of the line's properties is read once: ``liability`` is
+    ``eligible - benefit``.)"""
+    eligible, benefit = line.eligible, line.benefit
+    amounts = {"submitted": line.submitted, "eligible": eligible,
                "deductible": line.deductible, "copay": line.copay,
-               "coinsurance": line.coinsurance, "benefit": line.benefit,
-               "memberliability": line.liability, "noncovered": line.noncovered}
+               "coinsurance": line.coinsurance, "benefit": benefit,
+               "memberliability": eligible - benefit,
+               "noncovered": line.submitted - eligible}
     if combined:
         amounts["secondary"] = line.secondary
         amounts["benefit"] += line.secondary
@@ -43,23 +46,29 @@ def line_amounts(line: Line, *, combined: bool = False) -> dict[str, Decimal]:
     return amounts
 
 
-def adjudications(line: Line, *, combined: bool = False) -> list[dict[str, Any]]:
-    """The line's amounts; the first entry carries the reason of a denied or reduced line."""
-    entries = [_category(code, value)
-               for code, value in line_amounts(line, combined=combined).items()]
+def adjudications(line: Line, *, combined: bool = False,
+                  amounts: dict[str, Decimal] | None = None) -> list[dict[str, Any]]:
+    """The line's amounts (``amounts``: its :func:`line_amounts`, when the caller has
+    them); the first entry carries the reason of a denied or reduced line."""
+    if amounts is None:
+        amounts = line_amounts(line, combined=combined)
+    entries = [_category(code, value) for code, value in amounts.items()]
     reasons = line.denied or line.reduced
     for entry, code in zip(entries, reasons, strict=False):
         entry["reason"] = {"coding": [{"system": REASON, "code": code}], "text": REASONS[code]}
     return entries
 
 
-def totals(claim: Adjudication, *, combined: bool = False) -> list[dict[str, Any]]:
+def totals(claim: Adjudication, *, combined: bool = False,
+           amounts: list[dict[str, Decimal]] | None = None) -> list[dict[str, Any]]:
+    """The sums of the lines' amounts (``amounts``: each line's :func:`line_amounts`)."""
     sums: dict[str, Decimal] = {}
-    for line in claim.lines:
-        for code, value in line_amounts(line, combined=combined).items():
-            sums[code] = sums.get(code, Decimal("0.00")) + value
+    for found in amounts if amounts is not None else \
+            [line_amounts(line, combined=combined) for line in claim.lines]:
+        for code, value in found.items():
+            sums[code] = sums.get(code, ZERO) + value
     if not sums:
-        sums = {code: Decimal("0.00") for code in CATEGORIES if code != "secondary"}
+        sums = {code: ZERO for code in CATEGORIES if code != "secondary"}
     return [_category(code, value) for code, value in sums.items()]
 
 
@@ -88,7 +97,8 @@ def claim_response(claim: Adjudication, claim_ref: str | None, *,
     if claim_ref:
         resource["request"] = {"reference": claim_ref}
     if claim.coverage is not None and outcome != "error" and resource["use"] == "claim":
-        resource["meta"] = {"tag": [ledger_tag(claim.coverage, claim.service_date[:4])]}
+        resource["meta"] = {"tag": [cached_tag(claim.cache, claim.coverage,
+                                               claim.service_date[:4])]}
     if claim.coverage is not None:
         resource["insurance"] = [{"sequence": 1, "focal": True, "coverage": {
             "reference": f"Coverage/{claim.coverage.get('id')}"}}]
@@ -107,8 +117,10 @@ def claim_response(claim: Adjudication, claim_ref: str | None, *,
     if secondary:
         resource["disposition"] = "Secondary coverage: pays what the member owes after the " \
             "primary plan, up to what it would pay as the only plan."
-    resource["item"] = [{"itemSequence": line.sequence, "adjudication": adjudications(line)}
-                        for line in claim.lines]
+    amounts = [line_amounts(line) for line in claim.lines]  # for the items and the totals
+    resource["item"] = [{"itemSequence": line.sequence,
+                         "adjudication": adjudications(line, amounts=found)}
+                        for line, found in zip(claim.lines, amounts, strict=True)]
     used: dict[str, Decimal] = {}
     for line in claim.lines:
         if line.units and not line.denied:
@@ -117,7 +129,7 @@ def claim_response(claim: Adjudication, claim_ref: str | None, *,
         {"url": UNITS, "extension": [{"url": "category", "valueCode": category},
                                      {"url": "count", "valueDecimal": float(count)}]}
         for category, count in sorted(used.items()))
-    resource["total"] = totals(claim)
+    resource["total"] = totals(claim, amounts=amounts)
     if resource["use"] == "preauthorization" and claim_ref and \
             not any(line.denied for line in claim.lines):
         resource["preAuthRef"] = claim_ref.split("/")[1]

@@ -22,10 +22,10 @@ from typing import Any
 from hygeia.insurance.codes import BENEFIT_CATEGORY, CLAIM_KEY, LEDGER_TAG, amount, cents
 from hygeia.insurance.ledger import (
     accumulate,
+    cached_tag,
     claim_key,
     entries,
     history_of,
-    ledger_tag,
     order_of,
 )
 from hygeia.insurance.model import ZERO, Adjudication, Line
@@ -33,10 +33,9 @@ from hygeia.insurance.plan import (
     PLAN_SYSTEM,
     SHARED,
     fee_definitions,
-    find_plan,
     in_force,
     plan_versions,
-    rules_of,
+    rules_on,
 )
 from hygeia.insurance.records import LIMIT, codings, read, search
 from hygeia.store import Session
@@ -58,7 +57,7 @@ AGES: dict[str, tuple[int, int]] = {code: (int(row["from"]), int(row["to"]))
 SEXES: dict[str, str] = {code: str(row["gender"]) for code, row in _EDITS["sex"].items()}
 
 
-def cached(claim: Adjudication, key: tuple[str, ...], read: Callable[[], Any]) -> Any:
+def cached(claim: Adjudication, key: tuple[Any, ...], read: Callable[[], Any]) -> Any:
     """What ``read`` returns, once per batch: a batch of Claims (one transaction, holding
     each family's ledger lock from its first claim on) changes no Coverage, Condition or
     plan, and keeps each family's ledger in ``claim.cache`` up to date itself
@@ -83,25 +82,36 @@ PREFETCH_CHUNK = 50  # keys a prefetch search names at once (the server allows 1
 def prefetch(session: Session, claims: list[dict[str, Any]], cache: dict[Any, Any]) -> None:
     """Fill a batch's cache before its first write, a few searches for the whole batch
     instead of some for each claim (so the batch's writes flush once, at the end): the
-    coverages, the patients' conditions and coverages, and, under each family's lock
-    (taken in a fixed order), each family's ledger for the years the batch bills. A
+    coverages, the encounters' heads, the patients' coverages and the conditions
+    of the diagnoses their claims name, and, under each family's lock
+    (taken at once, in a fixed order), each family's ledger for the years the batch bills. A
     search that may have been cut at ``records.LIMIT`` fills nothing: those claims
     read for themselves, as a single claim does."""
     def chunks(keys: list[str]) -> list[list[str]]:
         return [keys[i:i + PREFETCH_CHUNK] for i in range(0, len(keys), PREFETCH_CHUNK)]
 
     _prefetch_reads(session, "Coverage", {_coverage_ref(claim) for claim in claims}, cache)
-    _prefetch_reads(session, "Encounter", {
-        str(_dig(encounter, "reference")) for claim in claims
-        for item in _list(claim.get("item")) if isinstance(item, dict)
-        for encounter in _list(item.get("encounter"))}, cache)
+    encounters = sorted({str(_dig(encounter, "reference")) for claim in claims
+                         for item in _list(claim.get("item")) if isinstance(item, dict)
+                         for encounter in _list(item.get("encounter"))})
+    cache.update({("exists", reference): found
+                  for reference, found in exist(session, encounters).items()})
     patients = sorted({str(_dig(claim, "patient", "reference")) for claim in claims}
                       - {""})
+    wanted: dict[str, set[tuple[str, str]]] = {}  # patient -> the diagnoses its claims name
+    for claim in claims:
+        wanted.setdefault(str(_dig(claim, "patient", "reference")), set()).update(
+            diagnosis_codes(claim))
     for kind, parameter, extra in (("conditions", "patient", []),
                                    ("coverages", "beneficiary", [("status", "active")])):
         resource_type = "Condition" if kind == "conditions" else "Coverage"
         for part in chunks(patients):
-            found = search(session, resource_type, [(parameter, ",".join(part)), *extra])
+            codes = set().union(*(wanted[patient] for patient in part))
+            if kind == "conditions" and not codes:
+                continue  # no claim of theirs names a diagnosis
+            found = search(session, resource_type, [
+                (parameter, ",".join(part)),
+                *(code_filter(codes) if kind == "conditions" else extra)])
             if len(found) >= LIMIT:
                 continue
             field = "subject" if kind == "conditions" else "beneficiary"
@@ -115,9 +125,9 @@ def prefetch(session: Session, claims: list[dict[str, Any]], cache: dict[Any, An
         day = str(_dig(claim, "billablePeriod", "start"))
         if isinstance(coverage, dict) and _is_date(day):
             families[ledger_lock(coverage)] = coverage
-            tags.add(ledger_tag(coverage, day[:4])["code"])
-    for lock in sorted(families):
-        session.lock(lock)
+            tags.add(cached_tag(cache, coverage, day[:4])["code"])
+    session.lock_all(families)  # in sorted order, one round trip where the store can
+    for lock in families:
         cache[("lock", lock)] = None
     for part in chunks(sorted(tags)):
         found = search(session, "ClaimResponse", [
@@ -148,6 +158,28 @@ def _prefetch_reads(session: Session, resource_type: str, references: set[str],
 
 
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # a FHIR id
+_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")  # a resource type's name
+
+
+def exist(session: Session, references: list[str]) -> dict[str, bool]:
+    """Whether each relative reference ``Type/id`` names a current resource, from the
+    resources' heads (one round trip for them all, no content read or parsed: a claim
+    only needs its encounters to be in the record). References of another form are
+    left out (the caller reads them)."""
+    keys: dict[str, tuple[str, str]] = {}
+    for reference in references:
+        kind, _, id = reference.partition("/")
+        if _TYPE.fullmatch(kind) and _ID.fullmatch(id):
+            keys[reference] = (kind, id)
+    heads = session.heads(sorted(set(keys.values()))) if keys else {}
+    return {reference: key in heads and not heads[key].deleted
+            for reference, key in keys.items()}
+
+
+def _exists(session: Session, reference: str) -> bool:
+    """Whether ``reference`` names a current resource (see :func:`exist`)."""
+    found = exist(session, [reference])
+    return found[reference] if reference in found else read(session, reference) is not None
 
 
 def _list(value: Any) -> list[Any]:
@@ -171,7 +203,7 @@ def _coverage_ref(claim: dict[str, Any]) -> str:
 def ledger_key(claim: Adjudication) -> tuple[str, ...]:
     """The cache key of the claim's family ledger for its year."""
     assert claim.coverage is not None
-    return ("ledger", ledger_tag(claim.coverage, claim.service_date[:4])["code"])
+    return ("ledger", cached_tag(claim.cache, claim.coverage, claim.service_date[:4])["code"])
 
 
 def lines_of(claim: dict[str, Any], default_date: str) -> list[Line]:
@@ -260,10 +292,9 @@ def eligibility(session: Session, claim: Adjudication) -> None:
     if key not in claim.cache and "batch" in claim.cache:
         versions = cached(claim, ("plans", str(plan_value)),
                           lambda: plan_versions(session, str(plan_value)))
-        plan = find_plan(session, str(plan_value), day, versions) if plan_value else None
-        claim.cache[key] = None if plan is None else \
-            rules_of(session, plan, day, cached(claim, ("fees",),
-                                                lambda: fee_definitions(session)))
+        claim.cache[key] = rules_on(session, str(plan_value), day, versions,
+                                    cached(claim, ("fees",), lambda: fee_definitions(session)),
+                                    cached(claim, ("computed",), dict)) if plan_value else None
     elif key not in claim.cache:  # one claim: the serving process's copy (plan.SHARED)
         claim.cache[key] = SHARED.get(session, str(plan_value), day) if plan_value else None
     claim.rules = claim.cache[key]
@@ -436,8 +467,12 @@ def necessity(session: Session, claim: Adjudication) -> None:
                  for d in claim.claim.get("diagnosis") or [] if isinstance(d, dict)}
 
     def conditions() -> list[dict[str, Any]]:  # read only for a claim that names a diagnosis
-        return list(cached(claim, ("conditions", claim.patient), lambda: search(
-            session, "Condition", [("patient", claim.patient)])))
+        prefetched = claim.cache.get(("conditions", claim.patient))  # a batch's: a superset
+        if prefetched is not None:
+            return list(prefetched)
+        codes = diagnosis_codes(claim.claim)
+        return list(cached(claim, ("conditions", claim.patient, *sorted(codes)), lambda: search(
+            session, "Condition", [("patient", claim.patient), *code_filter(codes)])))
 
     for line in claim.lines:
         if claim.claim.get("use") == "preauthorization" and \
@@ -452,9 +487,36 @@ def necessity(session: Session, claim: Adjudication) -> None:
                                    f"condition of the patient on {line.service_date[:10]}.")
         for encounter in line.item.get("encounter") or []:
             reference = str(encounter.get("reference"))
-            if cached(claim, ("read", reference), partial(read, session, reference)) is None:
+            if not cached(claim, ("exists", reference), partial(_exists, session, reference)):
                 line.pended.append(f"The encounter {encounter.get('reference')} is not in "
                                    "the patient's record.")
+
+
+MAX_CODES = 50  # diagnosis codes a Condition search names at once (all conditions beyond)
+
+
+def diagnosis_codes(claim: dict[str, Any]) -> set[tuple[str, str]]:
+    """The (system, code) pairs of every diagnosis the claim names."""
+    diagnoses = claim.get("diagnosis")
+    return {coding for d in diagnoses if isinstance(d, dict)
+            for coding in codings(d.get("diagnosisCodeableConcept"))} \
+        if isinstance(diagnoses, list) else set()
+
+
+def code_filter(codes: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A Condition ``code`` parameter matching any of ``codes`` (a superset: a code
+    without system matches every system; :func:`_documented` checks the pair), or none
+    when there are more than :data:`MAX_CODES`: only the conditions a claim may match
+    are read and parsed, not the patient's whole problem list."""
+    if not codes or len(codes) > MAX_CODES:
+        return []
+    return [("code", ",".join(f"{_escape(system)}|{_escape(code)}" if system else
+                              _escape(code) for system, code in sorted(codes)))]
+
+
+def _escape(value: str) -> str:
+    """A search value with FHIR's reserved characters escaped."""
+    return re.sub(r"([\\,|$])", r"\\\1", value)
 
 
 def _documented(condition: dict[str, Any], wanted: set[tuple[str, str]], date: str) -> bool:
