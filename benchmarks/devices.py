@@ -29,7 +29,7 @@ the same shape, into a fresh database on the same backend, in the same run.
 Beside each rate, the CPU it took per Observation: the server's process tree (from
 /proc, :func:`~benchmarks.common.cpu_seconds`) and the loader's (its exit usage). On a
 shared machine rates swing with the other load; CPU per Observation much less, so
-compare those. ``--serve --no-news2`` leaves out the clinical pillar's NEWS2 scoring,
+compare those. ``--serve=--no-news2`` leaves out the clinical pillar's NEWS2 scoring,
 which scores every vital sign as it is stored (several times the CPU of storing it).
 
 Scratch PostgreSQL databases are named ``{--db-prefix}_mllp`` and so on, so runs by
