@@ -32,6 +32,9 @@ shared machine rates swing with the other load; CPU per Observation much less, s
 compare those. ``--serve=--no-news2`` leaves out the clinical pillar's NEWS2 scoring,
 which scores every vital sign as it is stored (several times the CPU of storing it).
 
+``--compare REVISION`` runs the MLLP part first against another revision's ``src``
+(``git archive``), so a change is measured beside its parent in the same minute.
+
 Scratch PostgreSQL databases are named ``{--db-prefix}_mllp`` and so on, so runs by
 several people on one server do not drop each other's.
 
@@ -66,6 +69,7 @@ from benchmarks.common import (
     drop_postgres_db,
     free_port,
     fresh_postgres_db,
+    source_at,
 )
 
 READINGS = (  # MDC code, name, value, MDC unit, containment
@@ -167,21 +171,40 @@ def database(backend: str, admin: str, name: str, folder: Path) -> str:
     return fresh_postgres_db(admin, name)
 
 
+def mllp_run(backend: str, admin: str, senders: int, messages: int, serve: tuple[str, ...],
+             database_name: str, folder: Path, source: Path | None = None
+             ) -> tuple[float, list[float], float]:
+    """One server (of ``source``, default this checkout) fed by the senders: wall
+    seconds, acknowledgement latencies, server CPU ms per Observation."""
+    db_url = database(backend, admin, database_name, folder)
+    port = free_port()
+    server = Server(db_url, "--mllp-port", str(port), *serve, source=source)
+    try:
+        cpu = cpu_seconds(server.process.pid)
+        elapsed, latencies = run_senders(port, senders, messages)
+        cpu_ms = _server_cpu_ms(server, cpu, senders * messages * len(READINGS))
+    finally:
+        server.stop()
+    if backend != "sqlite":
+        drop_postgres_db(admin, database_name)
+    return elapsed, latencies, cpu_ms
+
+
 def measure_mllp(backend: str, admin: str, senders: int, messages: int,
-                 serve: tuple[str, ...] = (), prefix: str = "bench_devices") -> None:
+                 serve: tuple[str, ...] = (), prefix: str = "bench_devices",
+                 compare: str = "") -> None:
     observations = senders * messages * len(READINGS)
     with tempfile.TemporaryDirectory() as folder:
-        db_url = database(backend, admin, f"{prefix}_mllp", Path(folder))
-        port = free_port()
-        server = Server(db_url, "--mllp-port", str(port), *serve)
-        try:
-            cpu = cpu_seconds(server.process.pid)
-            elapsed, latencies = run_senders(port, senders, messages)
-            cpu_ms = _server_cpu_ms(server, cpu, observations)
-        finally:
-            server.stop()
-        if backend != "sqlite":
-            drop_postgres_db(admin, f"{prefix}_mllp")
+        if compare:  # the other revision first, then this one: same machine, same minute
+            other = source_at(compare, Path(folder))
+            took, waits, other_ms = mllp_run(backend, admin, senders, messages, serve,
+                                             f"{prefix}_mllp", Path(folder), other)
+            print(f"{backend:<10} MLLP at {compare}: {observations / took:8,.0f} "
+                  f"Observations/s, {other_ms:.2f} CPU ms each; ACK p50 "
+                  f"{percentile(waits, 0.5) * 1000:6.1f} ms, p99 "
+                  f"{percentile(waits, 0.99) * 1000:6.1f} ms", flush=True)
+        elapsed, latencies, cpu_ms = mllp_run(backend, admin, senders, messages, serve,
+                                              f"{prefix}_mllp", Path(folder))
         baseline_url = database(backend, admin, f"{prefix}_load", Path(folder))
         baseline, baseline_ms = load_baseline(baseline_url, observations)
         if backend != "sqlite":
@@ -332,6 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--postgres", default=DEFAULT_PG, help="admin URL for scratch databases")
+    parser.add_argument("--compare", default="", metavar="REVISION",
+                        help="also run the MLLP part against this git revision's src, "
+                             "just before this checkout's (e.g. main)")
     parser.add_argument("--db-prefix", default="bench_devices",
                         help="name prefix of the scratch PostgreSQL databases")
     parser.add_argument("--parts", default=",".join(PARTS), help="of " + ", ".join(PARTS))
@@ -353,13 +379,14 @@ def main(argv: list[str] | None = None) -> None:
     for backend in args.backends.split(","):
         if "mllp" in parts:
             measure_mllp(backend, args.postgres, args.senders, args.messages,
-                         tuple(args.serve.split()), args.db_prefix)
+                         tuple(args.serve.split()), args.db_prefix, args.compare)
         if "mqtt" in parts:
             measure_mqtt(backend, args.postgres, args.mqtt_url, args.publishers,
                          args.readings, tuple(args.serve.split()), args.db_prefix)
         if "subscriptions" in parts:
             subscriptions.measure(backend, args.postgres, 8, args.subscription_rate,
-                                  args.subscription_seconds)
+                                  args.subscription_seconds, workers=1, baseline_source=None,
+                                  rounds=1)
 
 
 if __name__ == "__main__":
