@@ -195,10 +195,11 @@ def measure_mllp(backend: str, admin: str, senders: int, messages: int,
                  compare: str = "") -> None:
     observations = senders * messages * len(READINGS)
     with tempfile.TemporaryDirectory() as folder:
-        if compare:  # the other revision first, then this one: same machine, same minute
+        if compare:  # the other revision first, into a database of its own (the same
+            # messages sent again would only be answered from the log), then this one
             other = source_at(compare, Path(folder))
             took, waits, other_ms = mllp_run(backend, admin, senders, messages, serve,
-                                             f"{prefix}_mllp", Path(folder), other)
+                                             f"{prefix}_mllp_compare", Path(folder), other)
             print(f"{backend:<10} MLLP at {compare}: {observations / took:8,.0f} "
                   f"Observations/s, {other_ms:.2f} CPU ms each; ACK p50 "
                   f"{percentile(waits, 0.5) * 1000:6.1f} ms, p99 "
