@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from hygeia.devices.hl7v2.attribution import find_patients, patient_criteria
@@ -110,3 +111,48 @@ def test_a_batch_that_creates_a_patient_makes_one_and_reads_ahead_for_the_rest(
     # the batch read the known patient ahead (used by the messages before the new
     # patient was written; those after it searched again)
     assert inbound.reads._patients.get(criteria("MRN-KNOWN")) == [known]
+
+
+def test_a_batch_of_known_patients_is_answered_from_the_read_ahead(
+        service: FhirService) -> None:
+    known = create_patient(service, "MRN-SEEN")
+    inbound = Inbound.grouped(service, handlers())
+    assert inbound.commits is not None
+    messages = {f"K{minute}": oru(f"K{minute}", "MRN-SEEN", minute=minute)
+                for minute in range(3)}
+    answers: dict[str, bytes] = {}
+
+    def send(control: str) -> None:
+        arrival = Arrival(messages[control].encode(), "mllp://127.0.0.1:1",
+                          "mllp://127.0.0.1:2", datetime.now(UTC))
+        answers[control] = b"".join(inbound.answer(arrival))
+
+    inbound.commits.start()
+    try:
+        in_one_batch(inbound, send, list(messages))
+    finally:
+        inbound.commits.stop()
+    assert all(b"MSA|AA|" in answer for answer in answers.values()), answers
+    assert inbound.reads.offered == len(messages)  # none searched its patient alone
+    observations = search(service, "Observation", subject=f"Patient/{known}")
+    assert len(observations) == len(messages)
+
+
+def in_one_batch(inbound: Inbound, send: Callable[[str], None], controls: list[str]
+                 ) -> None:
+    """Send ``controls`` while the committer is held by another unit, so they queue
+    and then share one batch."""
+    assert inbound.commits is not None
+    gate = threading.Event()
+    holder = threading.Thread(target=inbound.commits.run, args=(lambda _: gate.wait(30),))
+    holder.start()
+    time.sleep(0.2)
+    senders = [threading.Thread(target=send, args=(control,)) for control in controls]
+    for sender in senders:
+        sender.start()
+    deadline = time.monotonic() + 10
+    while inbound.commits._queue.qsize() < len(controls) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gate.set()
+    for thread in (holder, *senders):
+        thread.join(30)

@@ -45,6 +45,7 @@ class BatchReads:
         self._session: Session | None = None
         self._heads: dict[str, dict[tuple[str, str], Head]] = {}
         self._patients: dict[str, list[str]] = {}
+        self.offered = 0  # messages given the batch's patients (for tests and metrics)
 
     def prepare(self, session: Session, hints: list[object]) -> None:
         """Read the batch's look-ups in ``session`` (the :class:`GroupCommit` hook)."""
@@ -64,7 +65,8 @@ class BatchReads:
     def patients(self, session: Session) -> Mapping[str, list[str]] | None:
         """PID-3 criteria -> Patient ids, if read for this session and no Patient has
         been written in it since."""
-        if session is not self._session or "Patient" in (session.written_types or
-                                                          ("Patient",)):
+        written = session.written_types  # None: not known, so maybe
+        if session is not self._session or written is None or "Patient" in written:
             return None
+        self.offered += 1
         return self._patients
