@@ -26,6 +26,18 @@ the first publish until ``Observation?_summary=count`` (polled) shows them all.
 The baseline is ``hygeia load`` of an NDJSON file holding as many Observations of
 the same shape, into a fresh database on the same backend, in the same run.
 
+Beside each rate, the CPU it took per Observation: the server's process tree (from
+/proc, :func:`~benchmarks.common.cpu_seconds`) and the loader's (its exit usage). On a
+shared machine rates swing with the other load; CPU per Observation much less, so
+compare those. ``--serve=--no-news2`` leaves out the clinical pillar's NEWS2 scoring,
+which scores every vital sign as it is stored (several times the CPU of storing it).
+
+``--compare REVISION`` runs the MLLP part first against another revision's ``src``
+(``git archive``), so a change is measured beside its parent in the same minute.
+
+Scratch PostgreSQL databases are named ``{--db-prefix}_mllp`` and so on, so runs by
+several people on one server do not drop each other's.
+
 Subscriptions: :func:`benchmarks.subscriptions.measure` (see that module), at
 ``--subscription-rate`` Observations per second for ``--subscription-seconds``.
 """
@@ -33,6 +45,7 @@ Subscriptions: :func:`benchmarks.subscriptions.measure` (see that module), at
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -49,7 +62,15 @@ import orjson
 import paho.mqtt.client as mqtt
 
 from benchmarks import subscriptions
-from benchmarks.common import DEFAULT_PG, Server, drop_postgres_db, free_port, fresh_postgres_db
+from benchmarks.common import (
+    DEFAULT_PG,
+    Server,
+    cpu_seconds,
+    drop_postgres_db,
+    free_port,
+    fresh_postgres_db,
+    source_at,
+)
 
 READINGS = (  # MDC code, name, value, MDC unit, containment
     ("147842", "MDC_ECG_HEART_RATE", "72", "264864^MDC_DIM_BEAT_PER_MIN", "1.1.1.1"),
@@ -111,8 +132,9 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def load_baseline(db_url: str, observations: int) -> float:
-    """``hygeia load`` of as many Observations: resources per second it reports."""
+def load_baseline(db_url: str, observations: int) -> tuple[float, float]:
+    """``hygeia load`` of as many Observations: Observations per second, and the loader's
+    CPU milliseconds per Observation (its processes' user and system time)."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "Observation.ndjson"
         with path.open("wb") as handle:
@@ -125,10 +147,22 @@ def load_baseline(db_url: str, observations: int) -> float:
                     "valueQuantity": {"value": 72, "unit": "/min",
                                       "system": "http://unitsofmeasure.org", "code": "/min"}})
                     + b"\n")
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), _children_cpu()
         subprocess.run([sys.executable, "-m", "hygeia.cli.main", "load", "--db", db_url,
                         "--quiet", str(path)], check=True, capture_output=True)
-        return observations / (time.perf_counter() - began)
+        elapsed = time.perf_counter() - began
+        return observations / elapsed, (_children_cpu() - cpu) * 1000 / observations
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's waited-for children (the loader and its workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _server_cpu_ms(server: Server, since: float, observations: int) -> float:
+    """The server's CPU milliseconds per Observation since ``since`` (its cpu_seconds)."""
+    return (cpu_seconds(server.process.pid) - since) * 1000 / observations
 
 
 def database(backend: str, admin: str, name: str, folder: Path) -> str:
@@ -137,29 +171,53 @@ def database(backend: str, admin: str, name: str, folder: Path) -> str:
     return fresh_postgres_db(admin, name)
 
 
+def mllp_run(backend: str, admin: str, senders: int, messages: int, serve: tuple[str, ...],
+             database_name: str, folder: Path, source: Path | None = None
+             ) -> tuple[float, list[float], float]:
+    """One server (of ``source``, default this checkout) fed by the senders: wall
+    seconds, acknowledgement latencies, server CPU ms per Observation."""
+    db_url = database(backend, admin, database_name, folder)
+    port = free_port()
+    server = Server(db_url, "--mllp-port", str(port), *serve, source=source)
+    try:
+        cpu = cpu_seconds(server.process.pid)
+        elapsed, latencies = run_senders(port, senders, messages)
+        cpu_ms = _server_cpu_ms(server, cpu, senders * messages * len(READINGS))
+    finally:
+        server.stop()
+    if backend != "sqlite":
+        drop_postgres_db(admin, database_name)
+    return elapsed, latencies, cpu_ms
+
+
 def measure_mllp(backend: str, admin: str, senders: int, messages: int,
-                 serve: tuple[str, ...] = ()) -> None:
+                 serve: tuple[str, ...] = (), prefix: str = "bench_devices",
+                 compare: str = "") -> None:
+    observations = senders * messages * len(READINGS)
     with tempfile.TemporaryDirectory() as folder:
-        db_url = database(backend, admin, "bench_devices_mllp", Path(folder))
-        port = free_port()
-        server = Server(db_url, "--mllp-port", str(port), *serve)
-        try:
-            elapsed, latencies = run_senders(port, senders, messages)
-        finally:
-            server.stop()
+        if compare:  # the other revision first, into a database of its own (the same
+            # messages sent again would only be answered from the log), then this one
+            other = source_at(compare, Path(folder))
+            took, waits, other_ms = mllp_run(backend, admin, senders, messages, serve,
+                                             f"{prefix}_mllp_compare", Path(folder), other)
+            print(f"{backend:<10} MLLP at {compare}: {observations / took:8,.0f} "
+                  f"Observations/s, {other_ms:.2f} CPU ms each; ACK p50 "
+                  f"{percentile(waits, 0.5) * 1000:6.1f} ms, p99 "
+                  f"{percentile(waits, 0.99) * 1000:6.1f} ms", flush=True)
+        elapsed, latencies, cpu_ms = mllp_run(backend, admin, senders, messages, serve,
+                                              f"{prefix}_mllp", Path(folder))
+        baseline_url = database(backend, admin, f"{prefix}_load", Path(folder))
+        baseline, baseline_ms = load_baseline(baseline_url, observations)
         if backend != "sqlite":
-            drop_postgres_db(admin, "bench_devices_mllp")
-        observations = senders * messages * len(READINGS)
-        baseline_url = database(backend, admin, "bench_devices_load", Path(folder))
-        baseline = load_baseline(baseline_url, observations)
-        if backend != "sqlite":
-            drop_postgres_db(admin, "bench_devices_load")
+            drop_postgres_db(admin, f"{prefix}_load")
     rate = observations / elapsed
     print(f"{backend:<10} MLLP {senders} senders x {messages} messages x {len(READINGS)} OBX: "
-          f"{rate:8,.0f} Observations/s; ACK p50 {percentile(latencies, 0.5) * 1000:6.1f} ms, "
-          f"p99 {percentile(latencies, 0.99) * 1000:6.1f} ms, mean "
+          f"{rate:8,.0f} Observations/s, {cpu_ms:.2f} CPU ms each; ACK p50 "
+          f"{percentile(latencies, 0.5) * 1000:6.1f} ms, p99 "
+          f"{percentile(latencies, 0.99) * 1000:6.1f} ms, mean "
           f"{statistics.fmean(latencies) * 1000:6.1f} ms | baseline hygeia load "
-          f"{baseline:8,.0f} Observations/s; ratio {rate / baseline:.2f}", flush=True)
+          f"{baseline:8,.0f} Observations/s, {baseline_ms:.2f} CPU ms each; ratio "
+          f"{rate / baseline:.2f} (CPU {cpu_ms / baseline_ms:.2f}x)", flush=True)
 
 
 MQTT_BACKLOG = 800  # readings published and not yet stored, at most (Mosquitto queues 1000)
@@ -256,34 +314,39 @@ def run_publishers(broker: tuple[str, int], prefix: str, count: StoredCount,
 
 
 def measure_mqtt(backend: str, admin: str, broker_url: str, publishers: int,
-                 readings: int, serve: tuple[str, ...] = ()) -> None:
+                 readings: int, serve: tuple[str, ...] = (),
+                 prefix: str = "bench_devices") -> None:
     host, _, port = broker_url.removeprefix("mqtt://").partition(":")
-    prefix = f"bench-{uuid.uuid4().hex[:12]}"
+    topics = f"bench-{uuid.uuid4().hex[:12]}"
+    observations = publishers * readings
     with tempfile.TemporaryDirectory() as folder:
-        db_url = database(backend, admin, "bench_devices_mqtt", Path(folder))
+        db_url = database(backend, admin, f"{prefix}_mqtt", Path(folder))
         server = Server(db_url, "--mqtt-url", broker_url,
-                        "--mqtt-topic", f"{prefix}/hygeia/+/+/obs",
-                        "--mqtt-client-id", f"{prefix}-hygeia", "--mqtt-session-expiry", "0",
+                        "--mqtt-topic", f"{topics}/hygeia/+/+/obs",
+                        "--mqtt-client-id", f"{topics}-hygeia", "--mqtt-session-expiry", "0",
                         *serve)
         count = StoredCount(server.base)
         try:
             time.sleep(1.0)  # the server subscribes once connected
-            elapsed = run_publishers((host, int(port or 1883)), prefix, count, publishers,
+            cpu = cpu_seconds(server.process.pid)  # includes the count polls (a few %)
+            elapsed = run_publishers((host, int(port or 1883)), topics, count, publishers,
                                      readings)
+            cpu_ms = _server_cpu_ms(server, cpu, observations)
         finally:
             count.stop()
             server.stop()
         if backend != "sqlite":
-            drop_postgres_db(admin, "bench_devices_mqtt")
-        observations = publishers * readings
-        baseline_url = database(backend, admin, "bench_devices_load", Path(folder))
-        baseline = load_baseline(baseline_url, observations)
+            drop_postgres_db(admin, f"{prefix}_mqtt")
+        baseline_url = database(backend, admin, f"{prefix}_load", Path(folder))
+        baseline, baseline_ms = load_baseline(baseline_url, observations)
         if backend != "sqlite":
-            drop_postgres_db(admin, "bench_devices_load")
+            drop_postgres_db(admin, f"{prefix}_load")
     rate = observations / elapsed
     print(f"{backend:<10} MQTT {publishers} publishers x {readings} readings (QoS 1, one "
-          f"Observation each): {rate:8,.0f} Observations/s stored | baseline hygeia load "
-          f"{baseline:8,.0f} Observations/s; ratio {rate / baseline:.2f}", flush=True)
+          f"Observation each): {rate:8,.0f} Observations/s stored, {cpu_ms:.2f} CPU ms "
+          f"each | baseline hygeia load {baseline:8,.0f} Observations/s, {baseline_ms:.2f} "
+          f"CPU ms each; ratio {rate / baseline:.2f} (CPU {cpu_ms / baseline_ms:.2f}x)",
+          flush=True)
 
 
 PARTS = ("mllp", "mqtt", "subscriptions")
@@ -293,6 +356,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--postgres", default=DEFAULT_PG, help="admin URL for scratch databases")
+    parser.add_argument("--compare", default="", metavar="REVISION",
+                        help="also run the MLLP part against this git revision's src, "
+                             "just before this checkout's (e.g. main)")
+    parser.add_argument("--db-prefix", default="bench_devices",
+                        help="name prefix of the scratch PostgreSQL databases")
     parser.add_argument("--parts", default=",".join(PARTS), help="of " + ", ".join(PARTS))
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--messages", type=int, default=300, help="messages per sender")
@@ -312,13 +380,14 @@ def main(argv: list[str] | None = None) -> None:
     for backend in args.backends.split(","):
         if "mllp" in parts:
             measure_mllp(backend, args.postgres, args.senders, args.messages,
-                         tuple(args.serve.split()))
+                         tuple(args.serve.split()), args.db_prefix, args.compare)
         if "mqtt" in parts:
             measure_mqtt(backend, args.postgres, args.mqtt_url, args.publishers,
-                         args.readings, tuple(args.serve.split()))
+                         args.readings, tuple(args.serve.split()), args.db_prefix)
         if "subscriptions" in parts:
             subscriptions.measure(backend, args.postgres, 8, args.subscription_rate,
-                                  args.subscription_seconds)
+                                  args.subscription_seconds, workers=1, baseline_source=None,
+                                  rounds=1)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -85,3 +86,55 @@ def test_a_units_locks_are_held_before_it_runs(repository: Repository) -> None:
     finally:
         commits.stop()
     assert order == ["unit", "other"]
+
+
+
+def run_as_one_batch(commits: GroupCommit, submit: Callable[[str], None],
+                     names: list[str]) -> None:
+    """Submit ``names`` while the committer is held by another unit, so they queue and
+    then share one batch."""
+    gate = threading.Event()
+    holder = threading.Thread(target=commits.run, args=(lambda _: gate.wait(30),))
+    holder.start()
+    time.sleep(0.2)  # the committer is inside the holder's unit
+    threads = [threading.Thread(target=submit, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while commits._queue.qsize() < len(names) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gate.set()
+    for thread in (holder, *threads):
+        thread.join(30)
+
+
+def test_prepare_reads_for_a_whole_batch_and_a_failed_batch_runs_without_it(
+        repository: Repository) -> None:
+    """``prepare`` sees every unit's hint once per shared transaction, before the units
+    run; when a unit fails, the others run again alone, without ``prepare``."""
+    prepared: list[list[str]] = []
+    commits = GroupCommit(repository, name="test-commit",
+                          prepare=lambda session, hints: prepared.append(sorted(hints)))
+    seen: dict[str, int] = {}  # unit -> how many prepares had run when it last ran
+    results: dict[str, object] = {}
+
+    def submit(name: str) -> None:
+        def work(session: Session) -> str:
+            seen[name] = len(prepared)
+            if name == "bad":
+                raise ValueError("refused")
+            return name
+        try:
+            results[name] = commits.run(work, key=name, hint=name)
+        except ValueError as error:
+            results[name] = error
+
+    commits.start()
+    try:
+        run_as_one_batch(commits, submit, ["a", "b"])
+        run_as_one_batch(commits, submit, ["bad", "c"])
+    finally:
+        commits.stop()
+    assert prepared == [["a", "b"], ["bad", "c"]]  # single-unit batches: no prepare
+    assert seen["a"] == seen["b"] == 1
+    assert results["c"] == "c" and isinstance(results["bad"], ValueError)

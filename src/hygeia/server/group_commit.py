@@ -17,7 +17,12 @@ by the rollback) and be safe to run again. Units with the same ``key`` (the same
 message arriving twice at once) never share a batch: the second sees the first's
 commit. The ``locks`` a unit names (:meth:`~hygeia.store.Session.lock` keys it
 would take anyway) are taken for the whole batch first, in one statement on
-PostgreSQL, instead of one round trip each as the units run.
+PostgreSQL, instead of one round trip each as the units run. Likewise ``prepare``
+(given at construction) reads what a whole batch's units will look up, from their
+``hint``s, in a few statements after those locks are taken and before the units run
+(on PostgreSQL a look-up per unit is a round trip per unit, on the one committer
+thread). What it reads is for that transaction only: a batch that fails runs its
+units alone without it, so units must still work when it found nothing.
 """
 
 from __future__ import annotations
@@ -43,13 +48,14 @@ class TransactionHost(Protocol):
 
 
 class _Unit(Generic[T]):
-    __slots__ = ("done", "error", "key", "locks", "result", "work")
+    __slots__ = ("done", "error", "hint", "key", "locks", "result", "work")
 
     def __init__(self, work: Callable[[Session], T], key: Hashable | None,
-                 locks: Collection[str] = ()) -> None:
+                 locks: Collection[str] = (), hint: Any = None) -> None:
         self.work = work
         self.key = key
         self.locks = locks
+        self.hint = hint
         self.done = threading.Event()
         self.result: T | None = None
         self.error: BaseException | None = None
@@ -70,10 +76,12 @@ class GroupCommit:
     """
 
     def __init__(self, host: TransactionHost, *, name: str = "group-commit",
-                 max_batch: int = MAX_BATCH) -> None:
+                 max_batch: int = MAX_BATCH,
+                 prepare: Callable[[Session, list[Any]], None] | None = None) -> None:
         self.host = host
         self.name = name
         self.max_batch = max_batch
+        self.prepare = prepare  # (session, the batch's hints): module docstring
         self._queue: queue.SimpleQueue[_Unit[Any] | None] = queue.SimpleQueue()
         self._held: list[_Unit[Any]] = []  # units whose key was in the last batch
         self._thread: threading.Thread | None = None
@@ -92,13 +100,14 @@ class GroupCommit:
             self._thread = None
 
     def run(self, work: Callable[[Session], T], key: Hashable | None = None,
-            locks: Collection[str] = ()) -> T:
+            locks: Collection[str] = (), hint: Any = None) -> T:
         """Run ``work`` in a transaction shared with other units; its result once that
         transaction has committed (what it raised, if it failed alone). ``locks``: keys
-        ``work`` locks, taken before it runs (module docstring)."""
+        ``work`` locks, taken before it runs; ``hint``: what ``prepare`` is given of this
+        unit (module docstring)."""
         if self._thread is None:
             raise RuntimeError(f"{self.name} is not started")
-        unit: _Unit[T] = _Unit(work, key, locks)
+        unit: _Unit[T] = _Unit(work, key, locks, hint)
         self._queue.put(unit)
         unit.done.wait()
         if unit.error is not None:
@@ -151,6 +160,8 @@ class GroupCommit:
             try:
                 with self.host.transaction() as session:
                     session.lock_all(lock for unit in batch for lock in unit.locks)
+                    if self.prepare is not None:
+                        self.prepare(session, [unit.hint for unit in batch])
                     results = [unit.work(session) for unit in batch]
             except Exception:  # one of them failed: each alone, below
                 pass

@@ -8,7 +8,7 @@ commits. Handlers are registered per module, in its ``HANDLES`` table.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -31,6 +31,10 @@ class Received:
     control_id: str  # MSH-10
     message_type: str  # MSH-9.1^MSH-9.2, e.g. "ORU^R01"
     received_at: datetime  # when it arrived (UTC)
+    # PID-3 criteria -> the Patient ids they match, as a listener read them for a whole
+    # batch in this transaction (:mod:`hygeia.devices.mllp.batchreads`); criteria not
+    # in it are searched as usual
+    known_patients: Mapping[str, list[str]] | None = None
 
 
 @dataclass(slots=True)
@@ -70,6 +74,13 @@ def handler_locks(handler: Handler, received: Received) -> list[str]:
     beforehand with its other units' in one statement."""
     locks = getattr(handler, "locks", None)
     return list(locks(received)) if callable(locks) else []
+
+
+def handler_patients(handler: Handler, received: Received) -> str | None:
+    """The PID-3 criteria ``handler`` will look a patient up by for ``received``, when it
+    says (a ``patient_criteria(received)`` method); a listener reads them for a batch."""
+    criteria = getattr(handler, "patient_criteria", None)
+    return criteria(received) if callable(criteria) else None
 
 
 def field_text(segment: hl7.Segment, field: int, repetition: int = 1, component: int = 1,

@@ -18,7 +18,13 @@ from datetime import UTC, datetime
 import hl7
 
 from hygeia.devices.hl7v2 import adt, lab, pcd01
-from hygeia.devices.hl7v2.attribution import Attribution, BedLookup, attribute, message_locks
+from hygeia.devices.hl7v2.attribution import (
+    Attribution,
+    BedLookup,
+    attribute,
+    message_locks,
+    patient_criteria,
+)
 from hygeia.devices.hl7v2.handling import Handled, Handler, Received, Rejected
 from hygeia.devices.hl7v2.hl7time import FhirTime, fhir_datetime
 from hygeia.devices.hl7v2.obx import Obx, read_obx
@@ -94,6 +100,11 @@ class OruHandler:
         except Rejected:
             return []
 
+    def patient_criteria(self, received: Received) -> str | None:
+        """The PID-3 criteria the handler searches Patients by
+        (:func:`.handling.handler_patients`)."""
+        return patient_criteria(received.message)
+
 
 def oru_handler(bed_lookup: BedLookup | None = None,
                 remembered: Remembered | None = None) -> Handler:
@@ -108,7 +119,8 @@ def handle_oru_r01(received: Received, session: Session,
     handled = Handled()
     groups = order_groups(received.message)
     application = received.sender.split("|", 1)[0]
-    attribution = attribute(received.message, session, _first_time(groups), bed_lookup)
+    attribution = attribute(received.message, session, _first_time(groups), bed_lookup,
+                            received.known_patients)
     if attribution.new_patient is not None:
         upsert(session, attribution.new_patient, handled, location="PID^1^3",
                remembered=remembered)

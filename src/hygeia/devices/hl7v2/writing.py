@@ -161,5 +161,15 @@ def _stored_contents(session: Session, keys: list[Key]
 
 
 def _same(stored: dict[str, Any], resource: dict[str, Any]) -> bool:
-    return {k: v for k, v in stored.items() if k != "meta"} == \
-        {k: v for k, v in resource.items() if k != "meta"}
+    """Equal but for ``meta``: the same number of other keys, each of ``resource``'s
+    equal in ``stored``. Compared in place, not through a copy of each without its
+    ``meta`` (a monitor message compares about 17 unchanged Devices and DeviceMetrics:
+    the copies were 2% of the MLLP committer's CPU)."""
+    if len(stored) - ("meta" in stored) != len(resource) - ("meta" in resource):
+        return False
+    missing = _MISSING
+    return all(key == "meta" or stored.get(key, missing) == value
+               for key, value in resource.items())
+
+
+_MISSING = object()

@@ -73,10 +73,9 @@ def install(host: PillarHost, options: Mapping[str, Any]) -> None:
                                                                  1024))) * 1024)
     from hygeia.devices.mllp.inbound import Inbound
     from hygeia.devices.mllp.listener import MllpListener
-    from hygeia.server.group_commit import GroupCommit
 
     _PORTS[id(host)] = int(port)
-    inbound = Inbound(host, handlers(), GroupCommit(host, name="mllp-commit"))
+    inbound = Inbound.grouped(host, handlers())
     host.add_listener(MllpListener(inbound, host.settings.http.host, int(port), limits))
 
 

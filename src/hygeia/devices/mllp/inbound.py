@@ -12,7 +12,8 @@ The order is what makes an acknowledgement trustworthy:
    connections share transactions (:class:`~hygeia.server.group_commit.GroupCommit`):
    the messages that arrive while one commit is written go into the next, one
    fsync for all of them; a message that fails runs again alone, so it cannot
-   take the others down.
+   take the others down. The look-ups of a batch (log records, PID-3 patients)
+   are read for all its messages at once (:mod:`.batchreads`).
 3. Only after that transaction commits are the ACKs returned to be sent.
 
 A handler that refuses the message (:class:`~hygeia.devices.hl7v2.handling.Rejected`)
@@ -38,9 +39,11 @@ from hygeia.devices.hl7v2.handling import (
     Rejected,
     field_text,
     handler_locks,
+    handler_patients,
 )
 from hygeia.devices.hl7v2.parsing import parse_er7
 from hygeia.devices.mllp.acks import Failure, Outcome, header_segment, replies
+from hygeia.devices.mllp.batchreads import BatchReads, Hint
 from hygeia.devices.mllp.messagelog import (
     OK,
     TRANSIENT,
@@ -83,14 +86,25 @@ class Inbound:
         self.host = host
         self.handlers = handlers
         self.commits = commits  # a listener's: its connections share commits
+        self.reads = BatchReads()  # what a batch's prepare read (commits' hook)
+
+    @classmethod
+    def grouped(cls, host: Host, handlers: Mapping[str, Handler],
+                name: str = "mllp-commit") -> Inbound:
+        """An Inbound for a listener: its messages share commits, and each batch's
+        look-ups are read together (:mod:`.batchreads`)."""
+        inbound = cls(host, handlers)
+        inbound.commits = GroupCommit(host, name=name, prepare=inbound.reads.prepare)
+        return inbound
 
     def _committed(self, work: Callable[[Session], list[str]], key: str,
-                   locks: list[str]) -> list[str]:
+                   locks: list[str], hint: Hint) -> list[str]:
         """``work``'s result once its transaction committed: a shared one through the
-        listener's group commit (taking ``locks`` with the other units'), else one of
-        its own (a reprocess from the CLI)."""
+        listener's group commit (taking ``locks`` with the other units', its look-ups
+        read with theirs from ``hint``), else one of its own (a reprocess from the
+        CLI)."""
         if self.commits is not None:
-            return self.commits.run(work, key, locks)
+            return self.commits.run(work, key, locks, hint)
         with self.host.transaction() as session:
             return work(session)
 
@@ -124,11 +138,15 @@ class Inbound:
 
         def store(session: Session) -> list[str]:
             session.lock(_message_lock(entry.id))
-            heads = heads_of(session, entry.id)  # one query, for the look-up and the log
+            heads = self.reads.log_heads(session, entry.id)
+            if heads is None:  # one query, for the look-up and the log
+                heads = heads_of(session, entry.id)
             previous = find_logged(session, entry.id, heads)
             if previous is not None and repeat_answers and previous.outcome != TRANSIENT:
                 return previous.acks
-            handled = handler(received, session)
+            known = self.reads.patients(session)
+            handled = handler(received if known is None else
+                              replace(received, known_patients=known), session)
             log_message(session, replace(
                 entry, outcome=OK, notes=handled.notes,
                 written=_unique(handled.written), acks=acks, failure=None), heads)
@@ -136,7 +154,8 @@ class Inbound:
 
         try:
             locks = [_message_lock(entry.id), *handler_locks(handler, received)]
-            return self._committed(store, entry.id, locks)
+            hint = Hint(entry.id, handler_patients(handler, received))
+            return self._committed(store, entry.id, locks, hint)
         except Rejected as rejected:
             failure = Failure(rejected.text, rejected.hl7_code, rejected.location)
             return self._record_failure(message, entry, rejected.acknowledgement, failure,

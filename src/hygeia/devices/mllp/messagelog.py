@@ -103,6 +103,17 @@ def heads_of(session: Session, id: str) -> dict[tuple[str, str], Head]:
     return session.heads([("Binary", id), ("MessageHeader", id)])
 
 
+def heads_of_all(session: Session, ids: list[str]
+                 ) -> dict[str, dict[tuple[str, str], Head]]:
+    """:func:`heads_of` for many messages, in one statement: every id is a key, with no
+    heads when nothing of it is stored."""
+    heads = session.heads([(kind, id) for id in ids for kind in ("Binary", "MessageHeader")])
+    found: dict[str, dict[tuple[str, str], Head]] = {id: {} for id in ids}
+    for key, head in heads.items():
+        found[key[1]][key] = head
+    return found
+
+
 def store(session: Session, entry: Entry,
           heads: dict[tuple[str, str], Head] | None = None) -> None:
     """Write the Binary (once: it never changes) and the record (a new version when it
