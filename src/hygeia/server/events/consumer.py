@@ -33,7 +33,9 @@ class EventConsumer(Protocol):
     consumer whose events are slow to handle; an optional ``poll_seconds`` shortens
     the idle poll (default 1 s) for a consumer whose lag matters, since a commit made
     by another process on SQLite (``hygeia load``, a second server) sends no signal
-    and waits for the poll.
+    and waits for the poll; an optional ``gather_seconds`` makes a woken runner wait
+    that long before it reads, so the commits of that moment come as one batch (for a
+    consumer whose cost is mostly per batch, at the price of that much lag).
     """
 
     name: str

@@ -98,7 +98,16 @@ class EventRunner(BackgroundLoop):
                 return
             if self.woken.wait(min(left, self.timing.skip_seconds)):
                 self.woken.clear()
+                self._gather()
                 return
+
+    def _gather(self) -> None:
+        """Woken by a commit, wait the consumer's ``gather_seconds`` (if it has one) so
+        the commits arriving meanwhile are read as one batch: for a consumer whose cost
+        is mostly per batch, many small commits otherwise cost a batch each."""
+        gather = getattr(self.consumer, "gather_seconds", None)
+        if gather:
+            self.stopping.wait(gather)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the batch in hand, then let another process claim the cursor at once."""
