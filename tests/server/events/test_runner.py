@@ -269,3 +269,37 @@ def test_a_consumer_with_its_own_poll_sees_another_process_commit_without_a_sign
     finally:
         watching.close()
         writing.close()
+
+
+def test_a_consumer_that_gathers_reads_the_commits_of_that_moment_as_one_batch(
+        running: FhirService) -> None:
+    """Five commits in quick succession reach a consumer with ``gather_seconds`` in
+    one or two batches, not one batch per commit."""
+    notes = Notes()
+    notes.gather_seconds = 1.0  # type: ignore[attr-defined]
+    running.event_consumers.append(notes)
+    running.start_events(QUICK)
+    wait_for(lambda: bool(runner_named(running, "notes").holding))
+    batches = counted_batches(notes)
+    for n in range(5):
+        call(running, "POST", "Patient", patient(f"g{n}"))
+    wait_for(lambda: len(notes.seen) >= 5)
+    assert len(notes.seen) == 5
+    assert len(batches) <= 2, batches
+
+
+def runner_named(service: FhirService, name: str) -> EventRunner:
+    return next(r for r in service.event_runners if r.consumer.name == name)
+
+
+def counted_batches(notes: Notes) -> list[int]:
+    """Record the size of each batch ``notes`` handles."""
+    sizes: list[int] = []
+    handle = notes.handle
+
+    def counting(batch: ChangeBatch, context: EventContext) -> None:
+        sizes.append(len(batch.events))
+        handle(batch, context)
+
+    notes.handle = counting  # type: ignore[method-assign]
+    return sizes
