@@ -87,6 +87,7 @@ def binary_export_rows(chunks: Iterable[Any]) -> Iterator[ExportRow]:
 
 class PostgresSession(SqlSession):
     placeholder = "%s"
+    date_sort_walk = True  # its planner drives from the bound when that is narrower
     _export_ready = False  # export settings made for this transaction (_for_export)
     _announced = False  # this transaction holds the change feed's gate and mark (feed.py)
 
