@@ -366,6 +366,7 @@ class SqlSession(Session):
     # walk a date sort's newest (oldest) index rows before sorting every match
     # (_page_by_date); only where the planner can drive a query from that bound
     date_sort_walk = False
+    date_walk_from = 1_000  # matches from which the walk is tried (fewer: sort them all)
 
     def _page(self, query: Query, types: tuple[str, ...], total: int | None) -> SearchPage:
         if not query.options.sort:
@@ -380,7 +381,9 @@ class SqlSession(Session):
                       ) -> SearchPage | None:
         """A page sorted first by a date, from the resources whose date reaches past
         the ``batch``-th newest (oldest) of that parameter's index rows, a growing
-        batch at a time; None when that bound holds too few matches for a page.
+        batch at a time; None when the query has fewer than ``date_walk_from`` matches
+        (counted up to there: cheap, and sorting those is too) or the bounds hold too
+        few for a page.
 
         Sorting by a date reads every match's date first: 60,000 for a monitored
         patient's ``Observation?patient=X&_sort=-date&_count=1``.  Every resource
@@ -403,6 +406,8 @@ class SqlSession(Session):
         if len(hashes) != 1 or direction == "p" or (
                 boundary and not _MIN_BIGINT <= boundary[0] <= _MAX_BIGINT):
             return None  # (past the dated resources: the cursor holds the sort's sentinel)
+        if self._matches_up_to(query, types, self.date_walk_from) < self.date_walk_from:
+            return None  # few matches: sorting them all is cheaper than any bound
         column = "high" if first.descending else "low"
         batch = max(_FIRST_BATCH, 4 * (options.count + 1))
         for _ in range(_DATE_ROUNDS):
@@ -415,6 +420,14 @@ class SqlSession(Session):
                 return page
             batch *= 8
         return None
+
+    def _matches_up_to(self, query: Query, types: tuple[str, ...], limit: int) -> int:
+        """How many resources match, counting no further than ``limit``."""
+        builder = SqlBuilder(self.registry)
+        sql, params = builder.render(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM resource r WHERE "
+            f"{where_sql(builder, types, query.clauses)} LIMIT {builder.value(limit)}) m")
+        return int(self.execute(sql, params).fetchone()[0])
 
     def _date_bound(self, h_param: int, column: str, descending: bool, after: Any,
                     batch: int) -> int | None:
