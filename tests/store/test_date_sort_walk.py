@@ -47,9 +47,9 @@ def loaded(repository: Repository) -> Repository:
 
 
 def pages(repository: Repository, params: list[tuple[str, str]], walk: bool
-          ) -> list[list[str]]:
-    """Every page of the search, following next links; ids per page."""
-    found: list[list[str]] = []
+          ) -> list[tuple[list[str], int | None]]:
+    """Every page of the search, following next links: its ids and total."""
+    found: list[tuple[list[str], int | None]] = []
     cursor = None
     while True:
         query = parse_query("Observation", params + ([("_cursor", cursor)] if cursor else []))
@@ -57,7 +57,7 @@ def pages(repository: Repository, params: list[tuple[str, str]], walk: bool
             session.date_sort_walk = walk  # type: ignore[attr-defined]
             session.date_walk_from = 50  # type: ignore[attr-defined]
             page = session.search(query)
-        found.append([match.id for match in page.matches])
+        found.append(([match.id for match in page.matches], page.total))
         cursor = page.next_cursor
         if cursor is None:
             return found
@@ -72,6 +72,7 @@ def pages(repository: Repository, params: list[tuple[str, str]], walk: bool
     ([("code", "http://loinc.org|8867-4"), ("date", "ge1970-01-20"), ("_sort", "date"),
       ("_count", "40")], False),
     ([("_sort", "-date"), ("_count", "1000")], False),  # one page: no bound needed
+    ([("_sort", "-date"), ("_count", "9"), ("_total", "none")], True),
 ])
 def test_walked_pages_equal_the_plain_sort(loaded: Repository, params: list[tuple[str, str]],
                                            walks: bool, monkeypatch: pytest.MonkeyPatch
@@ -92,7 +93,7 @@ def test_walked_pages_equal_the_plain_sort(loaded: Repository, params: list[tupl
     assert bool(bounded) == walks  # the walk answered pages (those with a next one)
     plain = pages(loaded, params, walk=False)
     assert walked == plain
-    every = [id for page in plain for id in page]
+    every = [id for page, _ in plain for id in page]
     assert len(every) == len(set(every))  # each match once
 
 

@@ -66,6 +66,7 @@ RESOURCE_INSERT_COLUMNS = ("pk", "res_type", "res_id", "seq", "version", "delete
 # candidate keys per round of a key walk (SqlSession._walk_keys): small first, since a
 # typical page fills from the first candidates, then growing to bound the round trips
 _FIRST_BATCH = 64
+ACCURATE = "accurate"  # _total's default: every match counted
 _SEQS_PER_QUERY = 5_000  # versions read by seq in one query (versions_of)
 _LAST_BATCH = 4096
 _MIN_BIGINT, _MAX_BIGINT = -(2 ** 63), 2 ** 63 - 1
@@ -348,7 +349,7 @@ class SqlSession(Session):
         if options.summary == "count" or options.count == 0:
             return SearchPage(self._count(query, types), [])
         page = self._page(query, types, None)
-        if options.total == "none":
+        if options.total == "none" or page.total is not None:
             return page
         if options.cursor is None and page.next_cursor is None:
             # the first page holds every match: the count is known without counting
@@ -372,18 +373,15 @@ class SqlSession(Session):
         if not query.options.sort:
             return self._page_by_key(query, types, total)
         if self.date_sort_walk:
-            page = self._page_by_date(query, types, total)
-            if page is not None:
-                return page
+            return self._page_by_date(query, types, total)
         return self._sorted_page(query, types, total)
 
     def _page_by_date(self, query: Query, types: tuple[str, ...], total: int | None
-                      ) -> SearchPage | None:
+                      ) -> SearchPage:
         """A page sorted first by a date, from the resources whose date reaches past
         the ``batch``-th newest (oldest) of that parameter's index rows, a growing
-        batch at a time; None when the query has fewer than ``date_walk_from`` matches
-        (counted up to there: cheap, and sorting those is too) or the bounds hold too
-        few for a page.
+        batch at a time, when the query has at least ``date_walk_from`` matches;
+        otherwise, or when no bound holds a page, the plain sort.
 
         Sorting by a date reads every match's date first: 60,000 for a monitored
         patient's ``Observation?patient=X&_sort=-date&_count=1``.  Every resource
@@ -391,13 +389,15 @@ class SqlSession(Session):
         full page inside the bound is exactly the page the whole sort would give.
         With the bound as a clause of its own, the planner can walk it from the
         ``(h_param, high)`` index when the other clauses are broad, and still drive
-        from them when they are narrow.  Forward pages only (a cursor going back
-        sorts as usual).
+        from them when they are narrow.  The matches are counted first (the total
+        the page carries, when one is asked for; else only up to ``date_walk_from``):
+        a few hundred are sorted faster whole than through any bound.  Forward pages
+        only (a cursor going back sorts as usual).
         """
         options = query.options
         first = options.sort[0]
         if first.parameter is None or first.parameter.type != "date":
-            return None
+            return self._sorted_page(query, types, total)
         probe = SqlBuilder(self.registry)
         hashes = probe.param_hashes(types, first.parameter.code)
         kinds = tuple("number" if key.numeric else "text"
@@ -405,21 +405,24 @@ class SqlSession(Session):
         direction, boundary = decode_cursor(options.cursor, kinds)
         if len(hashes) != 1 or direction == "p" or (
                 boundary and not _MIN_BIGINT <= boundary[0] <= _MAX_BIGINT):
-            return None  # (past the dated resources: the cursor holds the sort's sentinel)
-        if self._matches_up_to(query, types, self.date_walk_from) < self.date_walk_from:
-            return None  # few matches: sorting them all is cheaper than any bound
+            # (past the dated resources, the cursor holds the sort's sentinel)
+            return self._sorted_page(query, types, total)
+        if options.total == ACCURATE:
+            matches = total = self._count(query, types)
+        else:
+            matches = self._matches_up_to(query, types, self.date_walk_from)
         column = "high" if first.descending else "low"
         batch = max(_FIRST_BATCH, 4 * (options.count + 1))
-        for _ in range(_DATE_ROUNDS):
+        for _ in range(_DATE_ROUNDS if matches >= self.date_walk_from else 0):
             bound = self._date_bound(hashes[0], column, first.descending,
                                      boundary[0] if boundary else None, batch)
             if bound is None:
-                return None  # fewer rows than the batch: the plain sort reads them all
+                break  # fewer rows than the batch: the plain sort reads them all
             page = self._sorted_page(query, types, total, (hashes[0], column, bound))
             if page.next_cursor is not None:  # a full page, and one more match
                 return page
             batch *= 8
-        return None
+        return self._sorted_page(query, types, total)
 
     def _matches_up_to(self, query: Query, types: tuple[str, ...], limit: int) -> int:
         """How many resources match, counting no further than ``limit``."""
