@@ -229,21 +229,21 @@ class SqlSession(Session):
         pending, self._pending = self._pending, []
         self._pending_keys = set()
         types, self._pending_types = self._pending_types, set()
-        seqs = self._allocate_seqs(len(pending), types)
+        first_version: dict[tuple[str, str], int] = {}
+        for v, _ in pending:
+            first_version.setdefault((v.resource_type, v.id), v.version)
+        new = [key for key, version in first_version.items() if version == 1]
+        existing = [key for key, version in first_version.items() if version != 1]
+        seqs, new_pks, pks = self._allocate_keys(len(pending), len(new), existing, types)
+        pks.update(zip(new, new_pks, strict=True))
         cursor = self.connection.cursor()
         self._insert_rows(cursor, "resource_version", VERSION_INSERT_COLUMNS,
                           [(seq, v.resource_type, v.id, v.version, v.last_updated, v.deleted,
                             v.method, v.content)
                            for seq, (v, _) in zip(seqs, pending, strict=True)])
-        first_version: dict[tuple[str, str], int] = {}
         latest: dict[tuple[str, str], tuple[int, StoredVersion, RowsSource]] = {}
         for seq, (v, rows) in zip(seqs, pending, strict=True):
-            first_version.setdefault((v.resource_type, v.id), v.version)
             latest[(v.resource_type, v.id)] = (seq, v, rows)
-        new = [key for key, version in first_version.items() if version == 1]
-        pks = dict(zip(new, self._allocate_pks(len(new)), strict=True))
-        existing = [key for key in latest if key not in pks]
-        pks.update(self._existing_pks(existing))
         # created in this flush: plain rows (COPY on PostgreSQL); the others are upserts
         created = [(pks[key], v.resource_type, v.id, seq, v.version, v.deleted, v.last_updated)
                    for key, (seq, v, _) in latest.items() if first_version[key] == 1]
@@ -332,6 +332,15 @@ class SqlSession(Session):
         marks = ", ".join("?" for _ in columns)
         cursor.executemany(self._sql(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"), rows)
+
+    def _allocate_keys(self, versions: int, created: int, existing: list[tuple[str, str]],
+                       types: Collection[str]
+                       ) -> tuple[list[int], list[int], dict[tuple[str, str], int]]:
+        """What a flush needs before it writes: ``versions`` new seqs (of versions of
+        ``types``), ``created`` new resource keys, and the keys of the ``existing``
+        resources.  One step, so a backend can ask for all of it in one round trip."""
+        return (self._allocate_seqs(versions, types), self._allocate_pks(created),
+                self._existing_pks(existing))
 
     def _allocate_seqs(self, count: int, types: Collection[str] = ()) -> list[int]:
         """``count`` new, increasing ``resource_version.seq`` values, for versions of
