@@ -73,6 +73,9 @@ def pages(repository: Repository, params: list[tuple[str, str]], walk: bool
       ("_count", "40")], False),
     ([("_sort", "-date"), ("_count", "1000")], False),  # one page: no bound needed
     ([("_sort", "-date"), ("_count", "9"), ("_total", "none")], True),
+    # its own date clause drives without a count first
+    ([("date", "ge1970-01-05"), ("_sort", "-date"), ("_count", "9"), ("_total", "none")],
+     False),
 ])
 def test_walked_pages_equal_the_plain_sort(loaded: Repository, params: list[tuple[str, str]],
                                            walks: bool, monkeypatch: pytest.MonkeyPatch
