@@ -330,7 +330,12 @@ class PostgresRepository(Repository):
             raise
         self._statistics = StatisticsKeeper(url)
         self._horizon_lock = threading.Lock()
+        self._horizon_found = threading.Condition(self._horizon_lock)
         self._last_horizon = 0
+        self._horizon_runs = 0  # horizon computations begun (numbered from 1)
+        self._horizon_done = 0  # the number of the last one that finished
+        self._horizon_running = False
+        self._last_allocated = 0
         self._source = uuid.uuid4().hex[:12]  # names this repository's commit signals
 
     commit_signals = True
@@ -388,13 +393,37 @@ class PostgresRepository(Repository):
         return self._horizon()[0]
 
     def _horizon(self) -> tuple[int, int]:
-        """(feed horizon, highest seq handed out)."""
-        with self._pool.connection() as connection:  # autocommit: a snapshot per statement
-            horizon, allocated = safe_horizon(connection, _VERSION_SEQUENCE)
-        with self._horizon_lock:
-            if horizon is not None:
-                self._last_horizon = max(self._last_horizon, horizon)
-            return self._last_horizon, allocated
+        """(feed horizon, highest seq handed out), from a computation begun after this
+        call: one running already when it came may have missed a commit it must see.
+
+        Every commit wakes each change-feed consumer of the process at once, and each
+        asked for the horizon (two queries, one of them over ``pg_locks``); callers
+        arriving while one computation runs now share the next one.  A horizon found
+        after the call began is as safe and as fresh as one the call found itself.
+        """
+        with self._horizon_found:
+            arrived = self._horizon_runs
+            while self._horizon_running and self._horizon_done <= arrived:
+                self._horizon_found.wait()
+            if self._horizon_done > arrived:
+                return self._last_horizon, self._last_allocated
+            self._horizon_runs += 1
+            run, self._horizon_running = self._horizon_runs, True
+        found: tuple[int | None, int] | None = None
+        try:
+            with self._pool.connection() as connection:  # autocommit: a snapshot each
+                found = safe_horizon(connection, _VERSION_SEQUENCE)
+        finally:  # a failed computation serves nobody: those waiting start their own
+            with self._horizon_found:
+                self._horizon_running = False
+                if found is not None:
+                    horizon, allocated = found
+                    if horizon is not None:
+                        self._last_horizon = max(self._last_horizon, horizon)
+                    self._last_allocated = max(self._last_allocated, allocated)
+                    self._horizon_done = run
+                self._horizon_found.notify_all()
+        return self._last_horizon, self._last_allocated
 
     def changes(self, after: int, limit: int = 500, types: Collection[str] | None = None
                 ) -> ChangeBatch:
