@@ -138,3 +138,38 @@ def test_prepare_reads_for_a_whole_batch_and_a_failed_batch_runs_without_it(
     assert prepared == [["a", "b"], ["bad", "c"]]  # single-unit batches: no prepare
     assert seen["a"] == seen["b"] == 1
     assert results["c"] == "c" and isinstance(results["bad"], ValueError)
+
+
+def test_units_waiting_during_a_commit_share_the_next_one(repository: Repository) -> None:
+    """The units that queue while one transaction runs go into the next one together:
+    one commit (one fsync) for all of them, on either database."""
+    commits = GroupCommit(repository, name="test-commit")
+    running, release = threading.Event(), threading.Event()
+
+    def first(session: Session) -> None:
+        session.put(patient("first"), IndexRows())
+        running.set()
+        release.wait(10)
+
+    def later(id: str) -> None:
+        commits.run(lambda session: session.put(patient(id), IndexRows()))
+
+    commits.start()
+    try:
+        threads = [threading.Thread(target=commits.run, args=(first,))]
+        threads[0].start()
+        assert running.wait(10)
+        threads += [threading.Thread(target=later, args=(f"p{n}",)) for n in range(7)]
+        for thread in threads[1:]:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while commits._queue.qsize() < 7 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        for thread in threads:
+            thread.join()
+    finally:
+        commits.stop()
+    assert (commits.batches, commits.units) == (2, 8)
+    with repository.reader() as session:
+        assert all(session.current("Patient", f"p{n}") is not None for n in range(7))

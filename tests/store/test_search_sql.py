@@ -20,7 +20,12 @@ import orjson
 import pytest
 
 from hygeia.fhir.search.index import index_resource
-from hygeia.fhir.search.query import CompartmentClause, SearchLimits, parse_query
+from hygeia.fhir.search.query import (
+    CompartmentClause,
+    ParameterClause,
+    SearchLimits,
+    parse_query,
+)
 from hygeia.store import Repository, StoredVersion
 from hygeia.store.postgres.repository import PostgresSession
 from hygeia.store.schema import PREFIX_CHARS
@@ -28,6 +33,7 @@ from hygeia.store.search_sql import (
     TOP,
     SqlBuilder,
     after_cursor,
+    driving_clause,
     key_bound_sql,
     key_range_sql,
     order_keys,
@@ -132,16 +138,21 @@ def test_each_clause_reads_its_index_table(kind: str, query: str, tables: list[s
     assert_well_formed(built)
     assert built.tables() == tables
     assert (built.driven(), built.exists(), built.not_exists()) == (driven, exists, not_exists)
-    assert built.params[:2] == [kind, False]  # the type and the deletion flag, bound too
+    if isinstance(driving_clause(parse_query(kind, parse_qsl(query)).clauses), ParameterClause):
+        # a parameter drives: index rows are of current, undeleted resources of its type
+        assert "res_type" not in built.sql.partition("r.pk IN")[0]
+        assert "r.deleted" not in built.sql
+    else:  # the type and the deletion flag, bound too
+        assert built.params[:2] == [kind, False]
 
 
 def test_a_search_over_several_types_reads_the_rows_of_each() -> None:
     built = build("Patient,Practitioner", "name=eve")
     assert_well_formed(built)
-    assert "(r.res_type || '') IN (?, ?)" in built.sql
+    assert "res_type" not in built.sql  # the parameter's rows name their types
     assert "i1.h_param IN (?, ?)" in built.sql
-    assert built.params[:3] == ["Patient", "Practitioner", False]
-    assert len(set(built.params[3:5])) == 2  # each type's own parameter hash
+    assert len(set(built.params[:2])) == 2  # each type's own parameter hash
+    assert "r.res_type IN (?, ?)" in build("Patient,Practitioner", "_id=a").sql
 
 
 def test_one_clause_drives_and_the_others_are_checked_per_row() -> None:
@@ -151,7 +162,9 @@ def test_one_clause_drives_and_the_others_are_checked_per_row() -> None:
     driving = built.sql.partition("EXISTS")[0]
     assert "token_index k WHERE k.h_code IN (?)" in driving
     assert "date_index" in built.sql.partition("EXISTS")[2]
-    assert "(r.res_type || '') IN (?)" in built.sql
+    assert "res_type" not in built.sql  # the keys of a parameter's rows are of its type
+    assert "(r.res_type || '') IN (?)" in build("Patient", "general-practitioner:"
+                                                           "Practitioner.name=x").sql
     assert "r.res_type IN (?)" in build("Patient", "gender:not=male").sql
 
 
@@ -195,12 +208,12 @@ def test_text_longer_than_the_indexed_prefix_is_compared_whole_too() -> None:
     long = "l" * (PREFIX_CHARS + 10)
     starts = build("Patient", f"name={long}")
     assert "substr(i1.norm, 1, 256) = ? AND i1.norm >= ? AND i1.norm < ?" in starts.sql
-    assert starts.params[3:] == [long[:PREFIX_CHARS], long, long + TOP]
+    assert starts.params[1:] == [long[:PREFIX_CHARS], long, long + TOP]
     exact = build("Patient", f"name:exact={long}")
-    assert "substr(i1.exact" not in exact.sql and exact.params[3:] == [long]
+    assert "substr(i1.exact" not in exact.sql and exact.params[1:] == [long]
     uri = build("Patient", f"_profile=http://x.org/{long}")
     assert "substr(i1.uri, 1, 256) = ? AND i1.uri = ?" in uri.sql
-    assert uri.params[3:] == [f"http://x.org/{long}"[:PREFIX_CHARS], f"http://x.org/{long}"]
+    assert uri.params[1:] == [f"http://x.org/{long}"[:PREFIX_CHARS], f"http://x.org/{long}"]
 
 
 def test_token_value_sets_bind_each_system_and_code() -> None:
@@ -211,10 +224,10 @@ def test_token_value_sets_bind_each_system_and_code() -> None:
     codes = within.sql.count("(?, ?)")
     assert codes == 8 and "IN (VALUES (?, ?), " in within.sql
     assert "(i1.system IS NULL AND i1.code IN (?" in within.sql
-    assert len(within.params) == 3 + 3 * codes
+    assert len(within.params) == 1 + 3 * codes
     outside = build("Observation", f"status:not-in={statuses}")
     assert outside.not_exists() == 1 and outside.driven() == 0
-    assert outside.params[3:] == within.params[3:]
+    assert outside.params[3:] == within.params[1:]
 
 
 def test_token_and_reference_modifiers_on_the_token_table() -> None:
@@ -224,11 +237,11 @@ def test_token_and_reference_modifiers_on_the_token_table() -> None:
                   "http://terminology.hl7.org/CodeSystem/v2-0203|MR|123")
     assert typed.tables() == ["token_index"]
     assert "i1.system = ? AND i1.code = ?" in typed.sql
-    assert typed.params[3:] == ["http://terminology.hl7.org/CodeSystem/v2-0203", "MR|123"]
+    assert typed.params[1:] == ["http://terminology.hl7.org/CodeSystem/v2-0203", "MR|123"]
     identified = build("Observation", "subject:identifier=urn:s|1")
     assert identified.tables() == ["token_index"]
     assert identified.params[-2:] == ["1", "urn:s"]
-    assert identified.params[2] != build("Observation", "code=urn:s|1").params[2]
+    assert identified.params[0] != build("Observation", "code=urn:s|1").params[0]
 
 
 def test_reference_binds_type_and_id() -> None:
@@ -304,7 +317,7 @@ def test_date_prefixes_compare_the_right_ends(prefix: str, condition: str,
     built = build("Patient", f"birthdate={prefix}1970-01")
     assert re.search(r"i1\.h_param IN \(\?\) AND " + condition + r"\)\)\)$", built.sql), \
         built.sql
-    assert built.params[3:] == bound
+    assert built.params[1:] == bound
 
 
 @pytest.mark.parametrize(("prefix", "condition", "bound"), [
@@ -322,13 +335,13 @@ def test_number_prefixes_compare_the_right_ends(prefix: str, condition: str,
     built = build("RiskAssessment", f"probability={prefix}0.5")
     assert re.search(r"i1\.h_param IN \(\?\) AND " + condition + r"\)\)\)$", built.sql), \
         built.sql
-    assert built.params[3:] == pytest.approx(bound)
+    assert built.params[1:] == pytest.approx(bound)
 
 
 def test_quantity_units_narrow_by_system_and_code_or_by_code_or_unit() -> None:
     coded = build("Observation", "value-quantity=le5.4|http://unitsofmeasure.org|mg")
     assert coded.sql.endswith("i1.low <= ? AND i1.system = ? AND i1.code = ?)))")
-    assert coded.params[3:] == [5.4, "http://unitsofmeasure.org", "mg"]
+    assert coded.params[1:] == [5.4, "http://unitsofmeasure.org", "mg"]
     unit_only = build("Observation", "value-quantity=5.4||mg")
     assert "(i1.code = ? OR i1.unit = ?)" in unit_only.sql
     assert unit_only.params[-2:] == ["mg", "mg"]
@@ -464,7 +477,7 @@ def test_at_the_value_limit_each_value_is_one_or_arm() -> None:
     built = build("Patient", f"name={values}")
     assert_well_formed(built)
     assert built.subqueries() == 1 and built.sql.count(") OR (") == limit - 1
-    assert len(built.params) == 2 + 3 * limit  # type, deleted; per value param and a range
+    assert len(built.params) == 3 * limit  # per value: its param and a range
 
 
 # --- execution on both databases ---------------------------------------------------------

@@ -259,6 +259,11 @@ def lookup_indexes() -> list[tuple[str, str]]:
         if table in PREFIXED_COLUMNS and table != "token_index":
             name, columns = f"{table}_prefix", _prefixed(table, columns)
         indexes.append((name, f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})"))
+    # date ranges by their end: gt/ge/eb/ap bound ``high``, not ``low`` (a range that
+    # began long ago can still end after the search date), so without it a date clause
+    # can only drive a query by scanning every row of its parameter (ADR core-date-search)
+    indexes.append(("date_index_high",
+                    "CREATE INDEX IF NOT EXISTS date_index_high ON date_index (h_param, high)"))
     # :text searches; most token rows carry no text, so the index holds only those that do
     text_key = _prefixed("token_index", "h_param, text, res_pk")
     indexes.append(("token_index_text_prefix", "CREATE INDEX IF NOT EXISTS "

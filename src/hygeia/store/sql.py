@@ -66,8 +66,11 @@ RESOURCE_INSERT_COLUMNS = ("pk", "res_type", "res_id", "seq", "version", "delete
 # candidate keys per round of a key walk (SqlSession._walk_keys): small first, since a
 # typical page fills from the first candidates, then growing to bound the round trips
 _FIRST_BATCH = 64
+ACCURATE = "accurate"  # _total's default: every match counted
 _SEQS_PER_QUERY = 5_000  # versions read by seq in one query (versions_of)
 _LAST_BATCH = 4096
+_MIN_BIGINT, _MAX_BIGINT = -(2 ** 63), 2 ** 63 - 1
+_DATE_ROUNDS = 3  # bounds tried by a date sort's walk (64 -> 512 -> 4,096 rows, then all)
 _HEAD_CHUNK = 1000  # keys per lookup query (_rows_by_keys)
 _REFERRER_CHUNK = 500  # targets per reverse reference lookup (three values bound each)
 
@@ -226,21 +229,21 @@ class SqlSession(Session):
         pending, self._pending = self._pending, []
         self._pending_keys = set()
         types, self._pending_types = self._pending_types, set()
-        seqs = self._allocate_seqs(len(pending), types)
+        first_version: dict[tuple[str, str], int] = {}
+        for v, _ in pending:
+            first_version.setdefault((v.resource_type, v.id), v.version)
+        new = [key for key, version in first_version.items() if version == 1]
+        existing = [key for key, version in first_version.items() if version != 1]
+        seqs, new_pks, pks = self._allocate_keys(len(pending), len(new), existing, types)
+        pks.update(zip(new, new_pks, strict=True))
         cursor = self.connection.cursor()
         self._insert_rows(cursor, "resource_version", VERSION_INSERT_COLUMNS,
                           [(seq, v.resource_type, v.id, v.version, v.last_updated, v.deleted,
                             v.method, v.content)
                            for seq, (v, _) in zip(seqs, pending, strict=True)])
-        first_version: dict[tuple[str, str], int] = {}
         latest: dict[tuple[str, str], tuple[int, StoredVersion, RowsSource]] = {}
         for seq, (v, rows) in zip(seqs, pending, strict=True):
-            first_version.setdefault((v.resource_type, v.id), v.version)
             latest[(v.resource_type, v.id)] = (seq, v, rows)
-        new = [key for key, version in first_version.items() if version == 1]
-        pks = dict(zip(new, self._allocate_pks(len(new)), strict=True))
-        existing = [key for key in latest if key not in pks]
-        pks.update(self._existing_pks(existing))
         # created in this flush: plain rows (COPY on PostgreSQL); the others are upserts
         created = [(pks[key], v.resource_type, v.id, seq, v.version, v.deleted, v.last_updated)
                    for key, (seq, v, _) in latest.items() if first_version[key] == 1]
@@ -330,6 +333,15 @@ class SqlSession(Session):
         cursor.executemany(self._sql(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"), rows)
 
+    def _allocate_keys(self, versions: int, created: int, existing: list[tuple[str, str]],
+                       types: Collection[str]
+                       ) -> tuple[list[int], list[int], dict[tuple[str, str], int]]:
+        """What a flush needs before it writes: ``versions`` new seqs (of versions of
+        ``types``), ``created`` new resource keys, and the keys of the ``existing``
+        resources.  One step, so a backend can ask for all of it in one round trip."""
+        return (self._allocate_seqs(versions, types), self._allocate_pks(created),
+                self._existing_pks(existing))
+
     def _allocate_seqs(self, count: int, types: Collection[str] = ()) -> list[int]:
         """``count`` new, increasing ``resource_version.seq`` values, for versions of
         ``types``."""
@@ -346,7 +358,7 @@ class SqlSession(Session):
         if options.summary == "count" or options.count == 0:
             return SearchPage(self._count(query, types), [])
         page = self._page(query, types, None)
-        if options.total == "none":
+        if options.total == "none" or page.total is not None:
             return page
         if options.cursor is None and page.next_cursor is None:
             # the first page holds every match: the count is known without counting
@@ -361,12 +373,101 @@ class SqlSession(Session):
             f"SELECT COUNT(*) FROM resource r WHERE {where_sql(builder, types, query.clauses)}")
         return int(self.execute(sql, params).fetchone()[0])
 
+    # walk a date sort's newest (oldest) index rows before sorting every match
+    # (_page_by_date); only where the planner can drive a query from that bound
+    date_sort_walk = False
+    date_walk_from = 1_000  # matches from which the walk is tried (fewer: sort them all)
+
     def _page(self, query: Query, types: tuple[str, ...], total: int | None) -> SearchPage:
         if not query.options.sort:
             return self._page_by_key(query, types, total)
+        if self.date_sort_walk:
+            return self._page_by_date(query, types, total)
+        return self._sorted_page(query, types, total)
+
+    def _page_by_date(self, query: Query, types: tuple[str, ...], total: int | None
+                      ) -> SearchPage:
+        """A page sorted first by a date, from the resources whose date reaches past
+        the ``batch``-th newest (oldest) of that parameter's index rows, a growing
+        batch at a time, when the query has at least ``date_walk_from`` matches;
+        otherwise, or when no bound holds a page, the plain sort.
+
+        Sorting by a date reads every match's date first: 60,000 for a monitored
+        patient's ``Observation?patient=X&_sort=-date&_count=1``.  Every resource
+        outside the bound sorts after every one inside it (its date is older), so a
+        full page inside the bound is exactly the page the whole sort would give.
+        With the bound as a clause of its own, the planner can walk it from the
+        ``(h_param, high)`` index when the other clauses are broad, and still drive
+        from them when they are narrow.  The matches are counted first (the total
+        the page carries, when one is asked for; else only up to ``date_walk_from``):
+        a few hundred are sorted faster whole than through any bound.  Forward pages
+        only (a cursor going back sorts as usual).
+        """
+        options = query.options
+        first = options.sort[0]
+        if first.parameter is None or first.parameter.type != "date":
+            return self._sorted_page(query, types, total)
+        probe = SqlBuilder(self.registry)
+        hashes = probe.param_hashes(types, first.parameter.code)
+        kinds = tuple("number" if key.numeric else "text"
+                      for key in order_keys(probe, options.sort, types))
+        direction, boundary = decode_cursor(options.cursor, kinds)
+        if len(hashes) != 1 or direction == "p" or (
+                boundary and not _MIN_BIGINT <= boundary[0] <= _MAX_BIGINT):
+            # (past the dated resources, the cursor holds the sort's sentinel)
+            return self._sorted_page(query, types, total)
+        if options.total == ACCURATE:
+            matches = total = self._count(query, types)
+        elif _bounds_parameter(query, first.parameter.code):
+            # its own date range can drive the query (date_index_high), and counting
+            # first would double the work of a narrow window such as NEWS2's readings
+            return self._sorted_page(query, types, total)
+        else:
+            matches = self._matches_up_to(query, types, self.date_walk_from)
+        column = "high" if first.descending else "low"
+        batch = max(_FIRST_BATCH, 4 * (options.count + 1))
+        for _ in range(_DATE_ROUNDS if matches >= self.date_walk_from else 0):
+            bound = self._date_bound(hashes[0], column, first.descending,
+                                     boundary[0] if boundary else None, batch)
+            if bound is None:
+                break  # fewer rows than the batch: the plain sort reads them all
+            page = self._sorted_page(query, types, total, (hashes[0], column, bound))
+            if page.next_cursor is not None:  # a full page, and one more match
+                return page
+            batch *= 8
+        return self._sorted_page(query, types, total)
+
+    def _matches_up_to(self, query: Query, types: tuple[str, ...], limit: int) -> int:
+        """How many resources match, counting no further than ``limit``."""
+        builder = SqlBuilder(self.registry)
+        sql, params = builder.render(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM resource r WHERE "
+            f"{where_sql(builder, types, query.clauses)} LIMIT {builder.value(limit)}) m")
+        return int(self.execute(sql, params).fetchone()[0])
+
+    def _date_bound(self, h_param: int, column: str, descending: bool, after: Any,
+                    batch: int) -> int | None:
+        """The ``batch``-th newest ``high`` (oldest ``low``) of one date parameter at or
+        past a cursor's date, from the (h_param, high) or (h_param, low) index alone."""
+        past = "" if after is None else f" AND d.{column} {'<=' if descending else '>='} ?"
+        row = self.execute(
+            f"SELECT d.{column} FROM date_index d WHERE d.h_param = ?{past} "
+            f"ORDER BY d.{column} {'DESC' if descending else 'ASC'} LIMIT 1 OFFSET ?",
+            (h_param, *(() if after is None else (int(after),)), batch - 1)).fetchone()
+        return None if row is None else int(row[0])
+
+    def _sorted_page(self, query: Query, types: tuple[str, ...], total: int | None,
+                     within: tuple[int, str, int] | None = None) -> SearchPage:
+        """A ``_sort`` page; ``within`` (h_param, column, bound) keeps the resources
+        whose date of that parameter reaches the bound (see :meth:`_page_by_date`)."""
         options = query.options
         builder = SqlBuilder(self.registry)
         where = where_sql(builder, types, query.clauses)
+        if within is not None:
+            h_param, column, bound = within
+            where += (f" AND r.pk IN (SELECT w.res_pk FROM date_index w WHERE w.h_param = "
+                      f"{builder.value(h_param)} AND w.{column} "
+                      f"{'>=' if column == 'high' else '<='} {builder.value(bound)})")
         keys = order_keys(builder, options.sort, types)
         kinds = tuple("number" if key.numeric else "text" for key in keys)
         direction, boundary = decode_cursor(options.cursor, kinds)
@@ -538,6 +639,13 @@ class SqlSession(Session):
             [*params, query.count],
         ).fetchall()
         return rows_to_versions(None, iter(rows))
+
+
+def _bounds_parameter(query: Query, code: str) -> bool:
+    """Whether a clause of ``query`` restricts the parameter ``code`` itself."""
+    return any(isinstance(clause, ParameterClause) and clause.parameter.code == code
+               and clause.missing is None and clause.modifier is None
+               for clause in query.clauses)
 
 
 def _literals(names: tuple[str, ...]) -> str:

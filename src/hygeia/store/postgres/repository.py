@@ -11,7 +11,7 @@ import struct
 import threading
 import uuid
 from collections.abc import Collection, Generator, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
 from typing import Any
 
 import psycopg
@@ -39,6 +39,11 @@ from hygeia.store.search_sql import SqlBuilder
 from hygeia.store.sql import SqlSession
 
 _VERSION_SEQUENCE = "resource_version_seq_seq"  # BIGSERIAL's sequence of resource_version.seq
+# new seqs and resource keys in one statement (each array in the order nextval gave them)
+_NEW_KEYS = ("SELECT ARRAY(SELECT nextval(pg_get_serial_sequence('resource_version', 'seq')) "
+             "FROM generate_series(1, ?) ORDER BY 1), ARRAY(SELECT nextval(pg_get_serial_sequence("
+             "'resource', 'pk')) FROM generate_series(1, ?) ORDER BY 1)")
+PIPELINED_VERSIONS = 32  # flushes up to this many versions are pipelined INSERTs (flush)
 _SCHEMA_LOCK = 7_343_201  # advisory lock id held while creating the schema
 
 
@@ -87,8 +92,10 @@ def binary_export_rows(chunks: Iterable[Any]) -> Iterator[ExportRow]:
 
 class PostgresSession(SqlSession):
     placeholder = "%s"
+    date_sort_walk = True  # its planner drives from the bound when that is narrower
     _export_ready = False  # export settings made for this transaction (_for_export)
     _announced = False  # this transaction holds the change feed's gate and mark (feed.py)
+    _pipelining = False  # inside a pipelined flush: INSERT, not COPY (flush)
 
     def __init__(self, connection: Any, source: str = "") -> None:
         super().__init__(connection)
@@ -130,7 +137,13 @@ class PostgresSession(SqlSession):
         Versions go in binary format: text COPY hex-encodes the JSON content (bytea) and
         was slower than INSERT for it (91 vs 73-81 ms per 380 Synthea-sized versions),
         binary COPY faster (66 ms).
+
+        A small flush (see :meth:`flush`) inserts instead: each COPY waits for the
+        server twice, and a pipeline sends every INSERT in one round trip.
         """
+        if self._pipelining:
+            super()._insert_rows(cursor, table, columns, rows)
+            return
         binary = BINARY_COPY_TYPES.get(table)
         options = " (FORMAT BINARY)" if binary else ""
         with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN{options}") as copy:
@@ -186,6 +199,48 @@ class PostgresSession(SqlSession):
         return (f"{column} IN (SELECT i COLLATE \"C\" FROM "
                 f"unnest({builder.value(ids)}::text[]) AS i)")
 
+    def _allocate_keys(self, versions: int, created: int, existing: list[tuple[str, str]],
+                       types: Collection[str]
+                       ) -> tuple[list[int], list[int], dict[tuple[str, str], int]]:
+        """The change feed's gate, the new seqs and resource keys, and the existing
+        resources' keys in one round trip (a pipeline; then the mark, which needs the
+        first seq, goes with the writes when the flush is pipelined): a single create
+        took three round trips here before."""
+        with self._pipelined():
+            announce = not self._announced and versions > 0
+            if announce:
+                announce_writer(self.execute)
+            keys = self.execute(_NEW_KEYS, (versions, created))
+            found = self.execute(*self._existing_pks_query(existing)) if existing else None
+            seqs, pks = keys.fetchone()
+            pks_found = {(row[0], row[1]): int(row[2])
+                         for row in (found.fetchall() if found is not None else ())}
+        self._after_allocating(list(seqs), types, announce)
+        return list(seqs), list(pks), pks_found
+
+    def _pipelined(self) -> AbstractContextManager[Any]:
+        """A pipeline, unless the flush has one open already (a nested one would sync
+        on entering: a round trip more)."""
+        return nullcontext() if self._pipelining else self.connection.pipeline()
+
+    def _after_allocating(self, seqs: list[int], types: Collection[str], announced: bool
+                          ) -> None:
+        """Mark the first seq for the feed's readers and signal the types written
+        (postgres/feed.py), as :meth:`_allocate_seqs` does."""
+        fresh = set(types) - self._signalled
+        self._signalled |= fresh
+        if announced:
+            mark_seq(self.execute, seqs[0],
+                     signal_payload(self.source, fresh) if fresh and self.source else None)
+            self._announced = True
+        elif fresh:
+            self.signal(fresh)
+
+    def _existing_pks_query(self, keys: list[tuple[str, str]]) -> tuple[str, list[Any]]:
+        builder = SqlBuilder(self.registry)
+        return builder.render("SELECT r.res_type, r.res_id, r.pk FROM resource r WHERE "
+                              + self._keys_condition(builder, keys, "r"))
+
     def _allocate_seqs(self, count: int, types: Collection[str] = ()) -> list[int]:
         """Seqs for new versions; the first ones of a transaction are announced to the
         change feed's readers, which stop below them until it ends, and the types are
@@ -218,8 +273,22 @@ class PostgresSession(SqlSession):
         return [int(row[0]) for row in rows]
 
     def flush(self) -> None:
+        """A flush of at most :data:`PIPELINED_VERSIONS` versions is one pipeline of
+        INSERTs: its keys in one round trip, its rows in another (a single create sent
+        16 statements and waited for the server 19 times, ADR core-write-round-trips);
+        a larger one goes by COPY, which is faster per row."""
+        if not self._pending:
+            return
         try:
-            super().flush()
+            if len(self._pending) <= PIPELINED_VERSIONS:
+                self._pipelining = True
+                try:
+                    with self.connection.pipeline():
+                        super().flush()
+                finally:
+                    self._pipelining = False
+            else:
+                super().flush()
         except psycopg.errors.UniqueViolation:
             raise Conflict("A resource in this request was written by another request at the "
                            "same time; nothing was stored. Retry the request.") from None
@@ -261,7 +330,12 @@ class PostgresRepository(Repository):
             raise
         self._statistics = StatisticsKeeper(url)
         self._horizon_lock = threading.Lock()
+        self._horizon_found = threading.Condition(self._horizon_lock)
         self._last_horizon = 0
+        self._horizon_runs = 0  # horizon computations begun (numbered from 1)
+        self._horizon_done = 0  # the number of the last one that finished
+        self._horizon_running = False
+        self._last_allocated = 0
         self._source = uuid.uuid4().hex[:12]  # names this repository's commit signals
 
     commit_signals = True
@@ -284,13 +358,19 @@ class PostgresRepository(Repository):
     def transaction(self, *, flush_to_disk: bool = True) -> Iterator[PostgresSession]:
         limit = current_limit(writing=True)
         with _timed_out(limit, writing=True), self._pool.connection() as connection:
-            with connection.transaction():
+            with ExitStack() as transaction:
                 settings = [] if flush_to_disk else ["SET LOCAL synchronous_commit = off"]
                 # (off: the WAL writer flushes it within a fraction of a second)
                 if limit is not None:
                     settings.append(_statement_timeout(limit))
-                if settings:  # one round trip: statements without parameters may be joined
-                    connection.execute("; ".join(settings))
+                # BEGIN and the settings in one round trip (the transaction outlives
+                # the pipeline: it commits or rolls back when the block ends)
+                # (a psycopg Transaction of its own: connection.transaction() entered in
+                # a pipeline keeps the whole block in pipeline mode, where COPY fails)
+                with connection.pipeline():
+                    transaction.enter_context(psycopg.Transaction(connection))
+                    for setting in settings:
+                        connection.execute(setting)
                 session = PostgresSession(connection, self._source)
                 yield session
                 session.flush()
@@ -313,13 +393,37 @@ class PostgresRepository(Repository):
         return self._horizon()[0]
 
     def _horizon(self) -> tuple[int, int]:
-        """(feed horizon, highest seq handed out)."""
-        with self._pool.connection() as connection:  # autocommit: a snapshot per statement
-            horizon, allocated = safe_horizon(connection, _VERSION_SEQUENCE)
-        with self._horizon_lock:
-            if horizon is not None:
-                self._last_horizon = max(self._last_horizon, horizon)
-            return self._last_horizon, allocated
+        """(feed horizon, highest seq handed out), from a computation begun after this
+        call: one running already when it came may have missed a commit it must see.
+
+        Every commit wakes each change-feed consumer of the process at once, and each
+        asked for the horizon (two queries, one of them over ``pg_locks``); callers
+        arriving while one computation runs now share the next one.  A horizon found
+        after the call began is as safe and as fresh as one the call found itself.
+        """
+        with self._horizon_found:
+            arrived = self._horizon_runs
+            while self._horizon_running and self._horizon_done <= arrived:
+                self._horizon_found.wait()
+            if self._horizon_done > arrived:
+                return self._last_horizon, self._last_allocated
+            self._horizon_runs += 1
+            run, self._horizon_running = self._horizon_runs, True
+        found: tuple[int | None, int] | None = None
+        try:
+            with self._pool.connection() as connection:  # autocommit: a snapshot each
+                found = safe_horizon(connection, _VERSION_SEQUENCE)
+        finally:  # a failed computation serves nobody: those waiting start their own
+            with self._horizon_found:
+                self._horizon_running = False
+                if found is not None:
+                    horizon, allocated = found
+                    if horizon is not None:
+                        self._last_horizon = max(self._last_horizon, horizon)
+                    self._last_allocated = max(self._last_allocated, allocated)
+                    self._horizon_done = run
+                self._horizon_found.notify_all()
+        return self._last_horizon, self._last_allocated
 
     def changes(self, after: int, limit: int = 500, types: Collection[str] | None = None
                 ) -> ChangeBatch:

@@ -35,6 +35,7 @@ def _rows() -> list[tuple[str, str, str]]:
         lookup = f"{table}_prefix" if f"{table}_prefix" in lookups else f"{table}_lookup"
         rows.append((table, lookup, _LOOKUP.get(table, _DEFAULT_LOOKUP)))
     rows.append(("token_index", "token_index_text_prefix", f"{ROWS // 2} 100000 20 1"))
+    rows.append(("date_index", "date_index_high", _DEFAULT_LOOKUP))  # dates by their end
     rows += [("resource", "sqlite_autoindex_resource_1", "1000000 100000 1"),
              ("resource", "resource_type_updated", "1000000 100000 2"),
              ("resource_version", "sqlite_autoindex_resource_version_1", "2000000 200000 2 1"),
