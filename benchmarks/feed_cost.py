@@ -10,7 +10,8 @@ single-resource creates through ``FhirService.handle``, one at a time with a pau
 trickle of monitor writes does), and waits until every consumer's cursor stands at the
 newest version. Every round trip to PostgreSQL (a statement or transaction command
 outside a pipeline, or a whole pipeline block) is counted by the thread that made it:
-request work (this thread) or background (event consumers, delivery, jobs). Reported: background round trips per write, the process's
+request work (this thread) or background (event consumers, delivery, jobs). Reported:
+background round trips per write, the process's
 CPU seconds per write, and the same for ``--baseline REV`` (that revision's ``src``,
 measured in a child process of its own, alternating with this checkout for
 ``--rounds`` rounds) with the ratio. The writes alternate Observation / Patient /
