@@ -25,6 +25,7 @@ from hygeia.store import (
     release_feed,
     writing,
 )
+from hygeia.store.feed import batch_of
 from hygeia.store.postgres.feed import GATE
 from tests.conftest import _truncate_postgres
 
@@ -268,3 +269,25 @@ def test_a_batch_of_events_reads_the_versions_they_name_in_one_go(
             ("Patient", "a", 2, False)]  # as each event left it, not as it is now
         assert read[1].content == b'{"resourceType":"Patient","id":"a"}'
         assert session.versions_of([]) == []
+
+
+def _rows(*seqs: int) -> list[tuple[int, str, str, int, bool, int]]:
+    return [(seq, "Patient", f"p{seq}", 1, False, seq) for seq in seqs]
+
+
+def test_rows_read_past_the_horizon_are_dropped_and_the_batch_ends_at_it() -> None:
+    """PostgreSQL reads the rows in the same round trip as the horizon (ADR
+    00XX-feed-one-round-trip-reads), so some may lie above it: a writer holds a lower seq."""
+    batch = batch_of(_rows(3, 4, 7, 8), 2, 4, 5, retained_after=0, newest=8)
+    assert [event.seq for event in batch.events] == [3, 4]
+    assert batch.position == 5  # not 8: seq 6 may still commit
+    full = batch_of(_rows(3, 4), 2, 2, 5, retained_after=0, newest=8)
+    assert full.position == 4  # the limit was reached below the horizon: more may follow
+    assert batch_of([], 2, 4, 5, retained_after=0, newest=8).position == 5
+
+
+def test_a_batch_refuses_a_cursor_outside_the_retained_history() -> None:
+    with pytest.raises(FeedLost):
+        batch_of([], 2, 4, 5, retained_after=3, newest=8)
+    with pytest.raises(FeedLost):
+        batch_of([], 9, 4, 5, retained_after=0, newest=8)

@@ -22,7 +22,7 @@ Exceptions::
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,18 +66,35 @@ def read_changes(session: Session, after: int, limit: int, types: Collection[str
     and that no seq above ``newest`` was ever handed out.
     """
     sql_session = as_sql(session)
-    _check_retained(sql_session, after, newest)
+    row = sql_session.execute(RETAINED_AFTER).fetchone()
+    retained_after = int(row[0]) if row and row[0] is not None else 0
     wanted = sorted(types) if types is not None else None
+    rows: list[tuple[Any, ...]] = []
+    if horizon > after and wanted != []:
+        kinds = "" if wanted is None else f" AND res_type IN ({', '.join('?' for _ in wanted)})"
+        rows = sql_session.execute(
+            f"{EVENT_COLUMNS} WHERE seq > ? AND seq <= ?{kinds} ORDER BY seq LIMIT ?",
+            (after, horizon, *(wanted or ()), limit)).fetchall()
+    return batch_of(rows, after, limit, horizon, retained_after=retained_after, newest=newest)
+
+
+EVENT_COLUMNS = "SELECT seq, res_type, res_id, version, deleted, last_updated FROM resource_version"
+RETAINED_AFTER = "SELECT MAX(retained_after) FROM feed_retention"
+
+
+def batch_of(rows: Sequence[tuple[Any, ...]], after: int, limit: int, horizon: int, *,
+             retained_after: int, newest: int) -> ChangeBatch:
+    """The batch that ``rows`` (``EVENT_COLUMNS``, in seq order, the first ``limit`` of the
+    wanted types after ``after``) make up to ``horizon``; rows above it are dropped.
+
+    Rows read past the horizon let a backend read them in the same round trip as the
+    horizon itself (postgres/feed.py): when one of the ``limit`` rows lies above it,
+    every wanted row up to it was among them, so the batch ends at the horizon.
+    Raises :class:`FeedLost` when ``after`` lies outside the retained history."""
+    _check_retained(after, retained_after, newest)
     if horizon <= after:
         return ChangeBatch((), after)
-    if wanted == []:
-        return ChangeBatch((), max(after, horizon))
-    kinds = "" if wanted is None else f" AND res_type IN ({', '.join('?' for _ in wanted)})"
-    rows = sql_session.execute(
-        "SELECT seq, res_type, res_id, version, deleted, last_updated FROM resource_version "
-        f"WHERE seq > ? AND seq <= ?{kinds} ORDER BY seq LIMIT ?",
-        (after, horizon, *(wanted or ()), limit)).fetchall()
-    events = tuple(_event(row) for row in rows)
+    events = tuple(_event(row) for row in rows if int(row[0]) <= horizon)
     full = len(events) == limit
     return ChangeBatch(events, events[-1].seq if full else max(after, horizon))
 
@@ -109,9 +126,7 @@ def _event(row: tuple[Any, ...]) -> ChangeEvent:
                        int(last_updated))
 
 
-def _check_retained(session: Any, after: int, newest: int) -> None:
-    row = session.execute("SELECT MAX(retained_after) FROM feed_retention").fetchone()
-    retained_after = int(row[0]) if row and row[0] is not None else 0
+def _check_retained(after: int, retained_after: int, newest: int) -> None:
     if after < retained_after:
         raise FeedLost(f"The change feed keeps versions after seq {retained_after}; a cursor "
                        f"at {after} has missed events. Rebuild the consumer's state and "

@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+
+from hygeia.store.feed import EVENT_COLUMNS, RETAINED_AFTER
 
 GATE = (-1, -1)
 _GATE_OIDS = (0xFFFFFFFF, 0xFFFFFFFF)  # how pg_locks shows (-1, -1): as unsigned oids
@@ -103,11 +106,70 @@ def safe_horizon(connection: Any, sequence: str) -> tuple[int | None, int]:
     allocated = 0
     for _ in range(_ATTEMPTS):
         allocated = allocated_seq(connection, sequence)
-        horizon = _horizon_after(connection, allocated)
+        horizon = horizon_after(connection.execute(_LOCKS).fetchall(), allocated)
         if horizon is not None:
             return horizon, allocated
         time.sleep(0.001)
     return None, allocated
+
+
+@dataclass(frozen=True, slots=True)
+class FeedLook:
+    """What one round trip saw: the horizon (None: a writer was unaccounted for), the
+    highest seq handed out, the first rows of the wanted types after the cursor (some
+    may lie above the horizon: ``store.feed.batch_of`` drops them) and the retention."""
+
+    horizon: int | None
+    allocated: int
+    rows: list[tuple[Any, ...]]
+    retained_after: int
+
+
+def look_at_feed(connection: Any, sequence: str, after: int, limit: int,
+                 wanted: Sequence[str] | None, timeout_ms: int | None) -> FeedLook:
+    """The horizon and a batch after ``after``, in ONE round trip (a pipeline), asked
+    again while a writer is between its ``nextval`` and its mark.
+
+    The statements run in this order, in one READ COMMITTED transaction, so each takes
+    a snapshot of its own, after the one before it ended: the sequence's last value,
+    then the advisory locks (the horizon's argument above), then the rows, then the
+    retention. The rows' snapshot is thus taken after the locks were read, as the
+    separate reader transaction used to be: every version up to the horizon is in it.
+    The retention is read last, so a pruning that removed rows before they were read
+    is seen. Seven round trips per read (two for the horizon, five for a REPEATABLE
+    READ transaction around two queries) became one (docs/adr/00XX-feed-one-round-trip-reads.md).
+    """
+    for attempt in range(_ATTEMPTS):
+        look = _look_once(connection, sequence, after, limit, wanted, timeout_ms)
+        if look.horizon is not None or attempt == _ATTEMPTS - 1:
+            return look
+        time.sleep(0.001)
+    raise AssertionError("unreachable")
+
+
+def _look_once(connection: Any, sequence: str, after: int, limit: int,
+               wanted: Sequence[str] | None, timeout_ms: int | None) -> FeedLook:
+    kinds = "" if wanted is None else \
+        f" AND res_type IN ({', '.join('%s' for _ in wanted)})"
+    # BEGIN and COMMIT as plain statements: psycopg's transaction() would wait for the
+    # server after each (three round trips); on an error the pool rolls the connection back
+    with connection.pipeline():
+        connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED, READ ONLY")
+        if timeout_ms is not None:
+            connection.execute(f"SET LOCAL statement_timeout = {max(1, timeout_ms)}")
+        last = connection.execute(f"SELECT last_value, is_called FROM {sequence}")
+        locks = connection.execute(_LOCKS)
+        rows = None if wanted == [] else connection.execute(
+            f"{EVENT_COLUMNS} WHERE seq > %s{kinds} ORDER BY seq LIMIT %s",
+            (after, *(wanted or ()), limit))
+        retained = connection.execute(RETAINED_AFTER)
+        connection.execute("COMMIT")
+    last_value, is_called = last.fetchone()
+    allocated = int(last_value) if is_called else 0
+    kept = retained.fetchone()
+    return FeedLook(horizon_after(locks.fetchall(), allocated), allocated,
+                    [] if rows is None else rows.fetchall(),
+                    int(kept[0]) if kept and kept[0] is not None else 0)
 
 
 def allocated_seq(connection: Any, sequence: str) -> int:
@@ -117,8 +179,10 @@ def allocated_seq(connection: Any, sequence: str) -> int:
     return int(last_value) if is_called else 0
 
 
-def _horizon_after(connection: Any, allocated: int) -> int | None:
-    locks = connection.execute(_LOCKS).fetchall()
+def horizon_after(locks: Iterable[tuple[Any, Any, Any]], allocated: int) -> int | None:
+    """The horizon that the advisory ``locks`` (pid, classid, objid), read after the
+    sequence handed out ``allocated``, allow; None while a gate holder has no mark."""
+    locks = list(locks)
     writers = {pid for pid, classid, objid in locks if (classid, objid) == _GATE_OIDS}
     marks: dict[int, int] = {}
     for pid, classid, objid in locks:

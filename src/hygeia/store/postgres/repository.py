@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool
 from hygeia.fhir.outcome import Conflict
 from hygeia.store.base import ChangeBatch, PoolUsage, Repository
 from hygeia.store.export_sql import ExportRow, ExportSlice, export_query
-from hygeia.store.feed import read_changes
+from hygeia.store.feed import batch_of
 from hygeia.store.limits import QueryTimeout, current_limit
 from hygeia.store.migrations import runner
 from hygeia.store.migrations.core import CORE
@@ -30,6 +30,7 @@ from hygeia.store.postgres.feed import (
     CHANNEL,
     announce_writer,
     listen,
+    look_at_feed,
     mark_seq,
     safe_horizon,
     signal_payload,
@@ -425,11 +426,26 @@ class PostgresRepository(Repository):
                 self._horizon_found.notify_all()
         return self._last_horizon, self._last_allocated
 
+    def _known_horizon(self, horizon: int | None) -> int:
+        """The highest horizon found yet (``horizon`` None: a writer was unaccounted for,
+        so the last one found stands)."""
+        with self._horizon_lock:
+            if horizon is not None:
+                self._last_horizon = max(self._last_horizon, horizon)
+            return self._last_horizon
+
     def changes(self, after: int, limit: int = 500, types: Collection[str] | None = None
                 ) -> ChangeBatch:
-        horizon, allocated = self._horizon()
-        with self.reader() as session:  # a snapshot taken after the horizon was found
-            return read_changes(session, after, limit, types, horizon, newest=allocated)
+        """The horizon and the batch read in one round trip (``look_at_feed``)."""
+        limit_seconds = current_limit(writing=False)
+        timeout_ms = None if limit_seconds is None else round(limit_seconds * 1000)
+        wanted = None if types is None else sorted(types)
+        with _timed_out(limit_seconds, writing=False), self._pool.connection() as connection:
+            look = look_at_feed(connection, _VERSION_SEQUENCE, after, limit, wanted,
+                                timeout_ms)
+        horizon = self._known_horizon(look.horizon)
+        return batch_of(look.rows, after, limit, horizon, retained_after=look.retained_after,
+                        newest=look.allocated)
 
     def pool_usage(self) -> PoolUsage:
         """From psycopg_pool's own counters (``get_stats`` without resetting them)."""
