@@ -277,7 +277,7 @@ def _rows(*seqs: int) -> list[tuple[int, str, str, int, bool, int]]:
 
 def test_rows_read_past_the_horizon_are_dropped_and_the_batch_ends_at_it() -> None:
     """PostgreSQL reads the rows in the same round trip as the horizon (ADR
-    00XX-feed-one-round-trip-reads), so some may lie above it: a writer holds a lower seq."""
+    0028-feed-one-round-trip-reads), so some may lie above it: a writer holds a lower seq."""
     batch = batch_of(_rows(3, 4, 7, 8), 2, 4, 5, retained_after=0, newest=8)
     assert [event.seq for event in batch.events] == [3, 4]
     assert batch.position == 5  # not 8: seq 6 may still commit

@@ -137,7 +137,7 @@ def look_at_feed(connection: Any, sequence: str, after: int, limit: int,
     separate reader transaction used to be: every version up to the horizon is in it.
     The retention is read last, so a pruning that removed rows before they were read
     is seen. Seven round trips per read (two for the horizon, five for a REPEATABLE
-    READ transaction around two queries) became one (docs/adr/00XX-feed-one-round-trip-reads.md).
+    READ transaction around two queries) became one (docs/adr/0028-feed-one-round-trip-reads.md).
     """
     for attempt in range(_ATTEMPTS):
         look = _look_once(connection, sequence, after, limit, wanted, timeout_ms)
