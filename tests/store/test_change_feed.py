@@ -291,3 +291,28 @@ def test_a_batch_refuses_a_cursor_outside_the_retained_history() -> None:
         batch_of([], 2, 4, 5, retained_after=3, newest=8)
     with pytest.raises(FeedLost):
         batch_of([], 9, 4, 5, retained_after=0, newest=8)
+
+
+@pytest.mark.postgres
+def test_postgres_a_horizon_found_after_the_rows_were_read_does_not_end_the_batch(
+        postgres_repository: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread finds a newer horizon (``feed_horizon``) after a feed read took its
+    rows' snapshot: the batch still ends at what that read saw, so the version committed
+    in between comes in the next batch instead of being passed over."""
+    import hygeia.store.postgres.repository as postgres_module
+
+    repository = postgres_repository
+    write(repository, version("before", 1))
+    original = postgres_module.look_at_feed
+
+    def look_then_commit_elsewhere(*args: object, **kwargs: object) -> object:
+        look = original(*args, **kwargs)  # type: ignore[arg-type]
+        write(repository, version("between", 1))  # commits after the rows were read
+        repository.feed_horizon()  # another thread learns the newer horizon
+        return look
+
+    monkeypatch.setattr(postgres_module, "look_at_feed", look_then_commit_elsewhere)
+    first = repository.changes(0)
+    monkeypatch.setattr(postgres_module, "look_at_feed", original)
+    assert [e.id for e in first.events] == ["before"]
+    assert [e.id for e in repository.changes(first.position).events] == ["between"]

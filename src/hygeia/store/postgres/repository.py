@@ -426,13 +426,15 @@ class PostgresRepository(Repository):
                 self._horizon_found.notify_all()
         return self._last_horizon, self._last_allocated
 
-    def _known_horizon(self, horizon: int | None) -> int:
-        """The highest horizon found yet (``horizon`` None: a writer was unaccounted for,
-        so the last one found stands)."""
+    def _known_horizon(self) -> int:
+        """The highest horizon found yet, by any thread."""
         with self._horizon_lock:
-            if horizon is not None:
-                self._last_horizon = max(self._last_horizon, horizon)
             return self._last_horizon
+
+    def _found_horizon(self, horizon: int) -> None:
+        """Share a horizon a read found with the threads that ask later."""
+        with self._horizon_lock:
+            self._last_horizon = max(self._last_horizon, horizon)
 
     def changes(self, after: int, limit: int = 500, types: Collection[str] | None = None
                 ) -> ChangeBatch:
@@ -440,10 +442,18 @@ class PostgresRepository(Repository):
         limit_seconds = current_limit(writing=False)
         timeout_ms = None if limit_seconds is None else round(limit_seconds * 1000)
         wanted = None if types is None else sorted(types)
+        # only a horizon known before the rows were read may stand in for the look's own:
+        # one another thread found meanwhile may cover versions that committed after the
+        # rows' snapshot, and the batch would end past rows it never saw
+        known = self._known_horizon()
         with _timed_out(limit_seconds, writing=False), self._pool.connection() as connection:
             look = look_at_feed(connection, _VERSION_SEQUENCE, after, limit, wanted,
                                 timeout_ms)
-        horizon = self._known_horizon(look.horizon)
+        if look.horizon is None:  # a writer was unaccounted for: the older horizon stands
+            horizon = known
+        else:
+            horizon = look.horizon
+            self._found_horizon(horizon)
         return batch_of(look.rows, after, limit, horizon, retained_after=look.retained_after,
                         newest=look.allocated)
 
