@@ -5,18 +5,31 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from hygeia.store import Repository
+from hygeia.store import Repository, open_repository
 from hygeia.store.postgres import repository as postgres
+from tests.conftest import _truncate_postgres
+
+pytestmark = pytest.mark.postgres
 
 
-def test_callers_share_a_horizon_begun_after_they_came(repository: Repository,
+@pytest.fixture
+def postgres_repository(postgres_url: str) -> Iterator[Repository]:
+    """PostgreSQL alone (SQLite's horizon is simply its newest committed seq)."""
+    repository = open_repository(postgres_url)
+    _truncate_postgres(postgres_url)
+    try:
+        yield repository
+    finally:
+        repository.close()
+
+
+def test_callers_share_a_horizon_begun_after_they_came(postgres_repository: Repository,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    if repository.dialect != "postgresql":
-        pytest.skip("SQLite's horizon is its newest committed seq")
     begun: list[int] = []
     lock = threading.Lock()
 
@@ -33,7 +46,7 @@ def test_callers_share_a_horizon_begun_after_they_came(repository: Repository,
     def call() -> None:
         with lock:
             came = len(begun)
-        horizon = repository.feed_horizon()
+        horizon = postgres_repository.feed_horizon()
         with lock:
             answers.append((came, horizon))
 
@@ -48,10 +61,8 @@ def test_callers_share_a_horizon_begun_after_they_came(repository: Repository,
     assert all(horizon > came * 10 for came, horizon in answers)  # begun after it came
 
 
-def test_a_failed_computation_is_not_shared(repository: Repository,
+def test_a_failed_computation_is_not_shared(postgres_repository: Repository,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    if repository.dialect != "postgresql":
-        pytest.skip("SQLite's horizon is its newest committed seq")
     calls: list[int] = []
 
     def failing_once(connection: Any, sequence: str) -> tuple[int, int]:
@@ -62,5 +73,5 @@ def test_a_failed_computation_is_not_shared(repository: Repository,
 
     monkeypatch.setattr(postgres, "safe_horizon", failing_once)
     with pytest.raises(RuntimeError):
-        repository.feed_horizon()
-    assert repository.feed_horizon() == 7
+        postgres_repository.feed_horizon()
+    assert postgres_repository.feed_horizon() == 7
