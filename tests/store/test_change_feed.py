@@ -4,7 +4,6 @@ that commit out of seq order."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -21,13 +20,11 @@ from hygeia.store import (
     claim_feed,
     feed_cursors,
     feed_position,
-    open_repository,
     release_feed,
     writing,
 )
 from hygeia.store.feed import batch_of
 from hygeia.store.postgres.feed import GATE
-from tests.conftest import _truncate_postgres
 
 
 def version(id: str, number: int, *, deleted: bool = False, type: str = "Patient"
@@ -199,18 +196,6 @@ def test_postgres_waits_for_a_writer_between_its_seq_and_its_mark(
         assert repository.changes(0).position == before
         writer.rollback()
     assert [e.id for e in repository.changes(before).events] == ["b"]
-
-
-@pytest.fixture
-def postgres_repository(postgres_url: str) -> Iterator[Repository]:
-    """PostgreSQL alone: it hands out seqs before commit, where SQLite's one writer
-    commits them in order."""
-    repository = open_repository(postgres_url)
-    _truncate_postgres(postgres_url)
-    try:
-        yield repository
-    finally:
-        repository.close()
 
 
 @pytest.mark.postgres

@@ -5,27 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from hygeia.store import Repository, open_repository
+from hygeia.store import Repository
 from hygeia.store.postgres import repository as postgres
-from tests.conftest import _truncate_postgres
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def postgres_repository(postgres_url: str) -> Iterator[Repository]:
-    """PostgreSQL alone (SQLite's horizon is simply its newest committed seq)."""
-    repository = open_repository(postgres_url)
-    _truncate_postgres(postgres_url)
-    try:
-        yield repository
-    finally:
-        repository.close()
 
 
 def test_callers_share_a_horizon_begun_after_they_came(postgres_repository: Repository,
