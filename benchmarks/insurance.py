@@ -429,8 +429,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server-threads", type=int, default=None,
                         help="the server's --threads (default: the server's own default)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                        help="sample the server with py-spy during each path (and the POST baseline) into "
-                             "DIR/BACKEND-PATH.txt, collapsed stacks (default: no profile)")
+                        help="sample the server with py-spy during each path into "
+                             "DIR/BACKEND-PATH.txt (the POST baseline into DIR/BACKEND-post.txt), "
+                             "collapsed stacks (default: no profile)")
     parser.add_argument("--baseline", default=None, metavar="REV",
                         help="also serve each path from this git revision first, on its own "
                              "fresh database: a same-run A/B (default: this checkout only)")

@@ -52,18 +52,19 @@ def search_all(session: Session, resource_type: str, params: list[tuple[str, str
 
 
 def patient_record(session: Session, patient_id: str, types: tuple[str, ...],
-                   params: tuple[str, ...]) -> list[dict[str, Any]] | None:
+                   params: tuple[str, ...], *, limit: int = LIMIT
+                   ) -> list[dict[str, Any]] | None:
     """In one search, the current resources of ``types`` that reference
     ``Patient/patient_id`` through any of ``params``, and the Patient itself when
-    ``types`` names it; None when the search may have been cut at :data:`LIMIT` (the
+    ``types`` names it; None when the search may have been cut at ``limit`` (the
     caller then reads each kind on its own). A claim reads its member's Patient,
     Coverages and Conditions this way: on PostgreSQL two round trips instead of five."""
     session.flush()
-    query = parse_query(types[0], [("_count", str(LIMIT))], registry=session.registry)
+    query = parse_query(types[0], [("_count", str(limit))], registry=session.registry)
     query.types = types
     query.clauses.append(CompartmentClause("Patient", patient_id, params))
     matches = session.search(query).matches
-    if len(matches) >= LIMIT:
+    if len(matches) >= limit:
         return None
     return [dict(orjson.loads(stored.content)) for stored in matches if stored.content]
 
