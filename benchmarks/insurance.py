@@ -25,7 +25,7 @@ part or in full), pended, were denied in full or could not be processed (error).
 
 ``--baseline REV`` serves each path first from that git revision, on a database of
 its own, for a same-run A/B; ``--profile DIR`` samples this checkout's server with
-py-spy during each ``$submit`` path (collapsed stacks).
+py-spy during each path, the plain POST baseline too (collapsed stacks).
 """
 
 from __future__ import annotations
@@ -339,6 +339,12 @@ def _profiler(server: Server, folder: Path | None, name: str) -> subprocess.Pope
     return process
 
 
+def _stop(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        spy.wait(timeout=120)
+
+
 def run(backend: str, admin: str, data: Path, patients: int, threads: int, batch: int,
         paths: list[str], server_threads: int | None, profile: Path | None = None,
         baseline: str | None = None, workers: int | None = None,
@@ -377,9 +383,11 @@ def run(backend: str, admin: str, data: Path, patients: int, threads: int, batch
 def _measure(server: Server, backend: str, tag: str, claims: list[dict[str, Any]],
              threads: int, path: str, batch: int, profile: Path | None) -> None:
     if path == "single":
+        spy = _profiler(server, profile, f"{backend}-post")
         before = cpu_seconds(server.process.pid)
         seconds, latencies, _ = drive(server.base, claims, threads, "create", 0)
         cpu = cpu_seconds(server.process.pid) - before
+        _stop(spy)
         report(backend, tag + "POST Claim (baseline)", len(claims), seconds, latencies,
                Counter())
         print(f"{backend:<10} {tag}POST Claim: server CPU {cpu * 1000 / len(claims):.2f} ms "
@@ -388,9 +396,7 @@ def _measure(server: Server, backend: str, tag: str, claims: list[dict[str, Any]
     before = cpu_seconds(server.process.pid)
     seconds, latencies, kinds = drive(server.base, claims, threads, path, batch)
     cpu = cpu_seconds(server.process.pid) - before
-    if spy is not None:
-        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-        spy.wait(timeout=120)
+    _stop(spy)
     label = tag + ("Claim/$submit single" if path == "single" else
                    f"Claim/$submit batch {batch}")
     report(backend, label, len(claims), seconds, latencies, kinds,
@@ -423,8 +429,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server-threads", type=int, default=None,
                         help="the server's --threads (default: the server's own default)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                        help="sample the server with py-spy during each $submit path into "
-                             "DIR/BACKEND-PATH.txt, collapsed stacks (default: no profile)")
+                        help="sample the server with py-spy during each path into "
+                             "DIR/BACKEND-PATH.txt (the POST baseline into DIR/BACKEND-post.txt), "
+                             "collapsed stacks (default: no profile)")
     parser.add_argument("--baseline", default=None, metavar="REV",
                         help="also serve each path from this git revision first, on its own "
                              "fresh database: a same-run A/B (default: this checkout only)")

@@ -50,6 +50,10 @@ class ViewRefresher:
     types: Collection[str] | None = None
     from_start = False
     batch = 200
+    # woken by a commit, wait this long so the commits of that moment come as one batch
+    # (its cost is mostly per batch: the registry read and a transaction); a view's
+    # table lags that much more
+    gather_seconds = 0.05
 
     def __init__(self, host: EventHost, parquet: ParquetRefresher | None = None) -> None:
         self.host = host

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from hygeia.fhir.outcome import Unprocessable
-from hygeia.fhir.search.query import parse_query
+from hygeia.fhir.search.query import CompartmentClause, parse_query
 from hygeia.store import Session
 
 LIMIT = 1000  # at most this many matches are read per search (the parser's page cap)
@@ -49,6 +49,24 @@ def search_all(session: Session, resource_type: str, params: list[tuple[str, str
         cursor = result.next_cursor
         if not cursor:
             return found
+
+
+def patient_record(session: Session, patient_id: str, types: tuple[str, ...],
+                   params: tuple[str, ...], *, limit: int = LIMIT
+                   ) -> list[dict[str, Any]] | None:
+    """In one search, the current resources of ``types`` that reference
+    ``Patient/patient_id`` through any of ``params``, and the Patient itself when
+    ``types`` names it; None when the search may have been cut at ``limit`` (the
+    caller then reads each kind on its own). A claim reads its member's Patient,
+    Coverages and Conditions this way: on PostgreSQL two round trips instead of five."""
+    session.flush()
+    query = parse_query(types[0], [("_count", str(limit))], registry=session.registry)
+    query.types = types
+    query.clauses.append(CompartmentClause("Patient", patient_id, params))
+    matches = session.search(query).matches
+    if len(matches) >= limit:
+        return None
+    return [dict(orjson.loads(stored.content)) for stored in matches if stored.content]
 
 
 def read(session: Session, reference: str | None) -> dict[str, Any] | None:

@@ -63,6 +63,11 @@ class SubscriptionFeed:
     name = CONSUMER
     types: Collection[str] | None = None  # every type: any may be subscribed to
     from_start = False
+    # woken by a commit, wait this long so the commits of that moment come as one batch:
+    # its cost is mostly per batch (three transactions), and per commit it was a quarter
+    # of a busy server's CPU (benchmarks.insurance --profile); a notification waits that
+    # much longer
+    gather_seconds = 0.05
 
     def __init__(self, registry: SearchRegistry, recorded: Callable[[Handoff], None]) -> None:
         self.registry = registry
