@@ -25,6 +25,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,11 +36,14 @@ from hygeia.cli.runtime import default_threads, tune_garbage_collector
 from hygeia.server import Settings
 
 if TYPE_CHECKING:
+    from multiprocessing.synchronize import Barrier
+
     from hygeia.server.extensions import ListenAddress
 
 _PR_SET_PDEATHSIG = 1
 BACKLOG = 2048  # the kernel caps it at net.core.somaxconn
 STOP_SECONDS = 20.0  # after SIGTERM, a serving process still running this long is killed
+READY_SECONDS = 60.0  # the longest a serving process waits for the others to start
 
 
 _METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # the one prometheus-client reads
@@ -116,11 +120,33 @@ def run(options: ServeOptions, listener: socket.socket,
     ``shared``: the listening sockets of the shared listeners (:func:`listen_shared`),
     inherited by every serving process."""
     supervisor = os.getpid()
+    shared = shared or {}
+    ready = _start_together(options.workers, shared)
     with _shared_metrics(options.workers):
-        workers = {_fork_worker(options, listener, shared or {}, supervisor,
+        workers = {_fork_worker(options, listener, shared, ready, supervisor,
                                 first=index == 0)
                    for index in range(options.workers)}
         return _supervise(workers)
+
+
+def _start_together(workers: int, shared: Mapping[str, socket.socket]) -> Barrier | None:
+    """Where the serving processes meet before they accept on the shared sockets: the
+    first one ready would otherwise take every connection waiting in the backlog, and
+    senders that keep their connection (MLLP) would stay with it for good. None when
+    there is nothing to share."""
+    if workers < 2 or not shared:
+        return None
+    import multiprocessing
+
+    return multiprocessing.get_context("fork").Barrier(workers)
+
+
+def _wait_for_the_others(ready: Barrier | None) -> None:
+    """Wait until every serving process is ready to accept, for READY_SECONDS at most
+    (a process that fails to start stops the server anyway)."""
+    if ready is not None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            ready.wait(READY_SECONDS)
 
 
 @contextlib.contextmanager
@@ -182,13 +208,14 @@ def _describe(status: int) -> str:
 
 
 def _fork_worker(options: ServeOptions, listener: socket.socket,
-                 shared: Mapping[str, socket.socket], supervisor: int, *, first: bool) -> int:
+                 shared: Mapping[str, socket.socket], ready: Barrier | None, supervisor: int,
+                 *, first: bool) -> int:
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
-        code = _serve_in_worker(options, listener, shared, supervisor, first=first)
+        code = _serve_in_worker(options, listener, shared, ready, supervisor, first=first)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -198,8 +225,8 @@ def _fork_worker(options: ServeOptions, listener: socket.socket,
 
 
 def _serve_in_worker(options: ServeOptions, listener: socket.socket,
-                     shared: Mapping[str, socket.socket], supervisor: int, *,
-                     first: bool) -> int:
+                     shared: Mapping[str, socket.socket], ready: Barrier | None,
+                     supervisor: int, *, first: bool) -> int:
     """One serving process: its own repository, service, pillars and jobs, the pillars'
     shared listeners on the inherited ``shared`` sockets (and, in the first process
     only, their other listeners), then HTTP until stopped."""
@@ -222,6 +249,7 @@ def _serve_in_worker(options: ServeOptions, listener: socket.socket,
         limits = HttpLimits.from_settings(options.settings, mount_body_limits(service),
                                           mount_spool_prefixes(service))
         _allow_open_files(limits.max_connections + 256)
+        _wait_for_the_others(ready)
         service.start_listeners(shared, first=first)
         service.start_jobs()
         tune_garbage_collector()
