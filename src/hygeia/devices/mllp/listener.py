@@ -100,7 +100,7 @@ class MllpListener:
                 connection, address = self._server.accept()
             except OSError:
                 return
-            if self._stopping.is_set():  # taken while stopping: another process may answer
+            if self._stopping.is_set():  # accepted while stopping: the sender reconnects
                 connection.close()
                 return
             with self._lock:
