@@ -1,4 +1,4 @@
-"""A small pillar for tests: a serve flag, an operation, a listener and a command.
+"""A small pillar for tests: serve flags, an operation, listeners and a command.
 
 It is found the way every pillar is, through the ``hygeia.pillars`` entry-point
 group (tests/cli/test_pillars.py installs its metadata in a temporary folder).
@@ -7,6 +7,7 @@ group (tests/cli/test_pillars.py installs its metadata in a temporary folder).
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import threading
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from hygeia.fhir.outcome import BadRequest
 from hygeia.server import FhirResponse
 from hygeia.server.extensions import (
     CliCommand,
+    ListenAddress,
     MountRequest,
     MountResponse,
     Operation,
@@ -62,6 +64,31 @@ class HelloListener:
             self._socket.close()
 
 
+class PidListener(HelloListener):
+    """Answers its serving process's id, in every serving process (a SharedListener on
+    the socket ``hygeia serve`` bound for ``--pid-port``)."""
+
+    name = "pid"
+
+    def adopt(self, server: socket.socket) -> None:
+        self._socket = server
+
+    def start(self) -> None:
+        assert self._socket is not None, "hygeia serve hands it its socket"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        assert self._socket is not None
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            with connection:
+                connection.sendall(f"{os.getpid()}\n".encode())
+
+
 class HelloMount:
     """``/hello/...``: says what it was asked, with a 1 KB body limit of its own."""
 
@@ -96,6 +123,13 @@ class ExamplePillar:
     def serve_options(self, group: argparse._ArgumentGroup) -> None:
         group.add_argument("--hello-port", type=int, default=None, metavar="N",
                            help="answer hello on this TCP port (default: off)")
+        group.add_argument("--pid-port", type=int, default=None, metavar="N",
+                           help="answer the serving process's id on this TCP port, in "
+                                "every serving process (default: off)")
+
+    def listen_addresses(self, options: Mapping[str, Any], host: str) -> list[ListenAddress]:
+        port = options.get("pid_port")
+        return [] if port is None else [ListenAddress("pid", host, int(port))]
 
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
         host.add_operation(Operation("hello", hello, "urn:example:OperationDefinition:hello",
@@ -103,6 +137,8 @@ class ExamplePillar:
         host.add_mount(HelloMount())
         if options.get("hello_port"):
             host.add_listener(HelloListener(int(options["hello_port"])))
+        if options.get("pid_port") is not None:
+            host.add_listener(PidListener(int(options["pid_port"])))
 
     def commands(self) -> Sequence[CliCommand]:
         return [HelloCommand()]

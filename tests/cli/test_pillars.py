@@ -1,6 +1,6 @@
 """A pillar is found through its package metadata and plugs into ``hygeia``: its serve
-flags, its operation, its mount (with its own body limit), its listener (in one serving
-process only) and its command."""
+flags, its operation, its mount (with its own body limit), its listeners (in one serving
+process, or in every one on a port ``hygeia serve`` bound) and its command."""
 
 from __future__ import annotations
 
@@ -78,6 +78,26 @@ def test_the_pillar_serves_its_operation_and_one_listener(with_pillar: None,
         server.stop()
     with pytest.raises(OSError):  # stopped with the server
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_a_listener_with_a_declared_address_serves_in_every_process(
+        with_pillar: None, tmp_path: Path) -> None:
+    port = free_port()
+    server = ServerProcess(f"sqlite:///{tmp_path}/pid.db", "--pid-port", str(port),
+                           "--workers", "2")
+    try:
+        workers = {int(pid) for pid in Path(
+            f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+            if b"offload" not in Path(f"/proc/{pid}/cmdline").read_bytes()}
+        answered: set[int] = set()
+        for _ in range(40):  # short connections: the kernel wakes each process in turn
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+                answered.add(int(connection.recv(16)))
+            if answered == workers:
+                break
+        assert answered == workers and len(workers) == 2
+    finally:
+        server.stop()
 
 
 def test_a_pillar_that_cannot_load_is_one_error_line(tmp_path: Path,

@@ -34,7 +34,12 @@ from hygeia.cli.errors import (
 )
 from hygeia.cli.pillars import add_commands as add_pillar_commands
 from hygeia.cli.pillars import add_serve_options as add_pillar_serve_options
-from hygeia.cli.pillars import install_pillars, pillar_demos, pillar_options
+from hygeia.cli.pillars import (
+    install_pillars,
+    listen_addresses,
+    pillar_demos,
+    pillar_options,
+)
 from hygeia.cli.runtime import (
     LOAD_SWITCH_INTERVAL,
     LOAD_YOUNG_THRESHOLD,
@@ -496,7 +501,7 @@ def is_loopback(host: str) -> bool:
 
 def serve(args: argparse.Namespace) -> int:
     from hygeia.cli.first_steps import demo_patients, first_steps
-    from hygeia.cli.serving import ListenError, ServeOptions, listen, run
+    from hygeia.cli.serving import ListenError, ServeOptions, listen, listen_shared, run
     from hygeia.server import AuditSettings, AuthSettings, FhirService
     from hygeia.store import open_repository
 
@@ -517,6 +522,13 @@ def serve(args: argparse.Namespace) -> int:
             listen(args.host, args.ws_port).close()  # a taken port is one error line here
         listener = listen(args.host, args.port)
     except (ValueError, ListenError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:  # the pillars' shared listeners (MLLP), bound here to serve in every process
+        shared = listen_shared(listen_addresses(
+            pillar_options(args, args.pillar_destinations), args.host))
+    except (ValueError, ListenError) as error:
+        listener.close()
         print(f"error: {error}", file=sys.stderr)
         return 2
     settings = serve_settings(args, auth=auth, base_url=base_url)
@@ -555,7 +567,7 @@ def serve(args: argparse.Namespace) -> int:
                             threads=args.threads, access_log=args.access_log,
                             workers=args.workers, log_format=args.log_format,
                             pillar_options=pillar_options(args, args.pillar_destinations)),
-               listener)
+               listener, shared)
 
 
 def default_files_dir(db_url: str) -> str:

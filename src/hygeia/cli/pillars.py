@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from hygeia.cli.errors import UserError
 
 if TYPE_CHECKING:
-    from hygeia.server.extensions import Pillar, PillarHost
+    from hygeia.server.extensions import ListenAddress, Pillar, PillarHost
 
 GROUP = "hygeia.pillars"
 CHOICE = "HYGEIA_PILLARS"  # which installed pillars run: names, comma-separated, or "none"
@@ -86,6 +86,19 @@ def pillar_options(args: argparse.Namespace,
     processes."""
     return {name: {dest: getattr(args, dest) for dest in dests}
             for name, dests in destinations.items()}
+
+
+def listen_addresses(options: Mapping[str, Mapping[str, Any]],
+                     host: str) -> list[ListenAddress]:
+    """The addresses the pillars' shared listeners serve on, from their serve flags, for
+    ``hygeia serve`` to bind before forking (``host``: its ``--host``). A pillar declares
+    them in its optional ``listen_addresses`` method; one without has none."""
+    found: list[ListenAddress] = []
+    for pillar in installed_pillars():
+        declare = getattr(pillar, "listen_addresses", None)
+        if declare is not None:
+            found.extend(declare(options.get(pillar.name, {}), host))
+    return found
 
 
 def install_pillars(host: PillarHost, options: Mapping[str, Mapping[str, Any]]) -> None:

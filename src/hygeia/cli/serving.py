@@ -2,8 +2,10 @@
 
 This process binds the listening socket itself, without ``SO_REUSEPORT``, so
 a port that is already taken (by another ``hygeia serve`` or anything else)
-fails at once instead of two servers sharing it (issue 13 item 10).  It then
-forks ``--workers`` serving processes that inherit the socket; each builds
+fails at once instead of two servers sharing it (issue 13 item 10).  So it does
+for the ports of the pillars' shared listeners (their ``ListenAddress``: MLLP),
+which then serve in every serving process, not the first alone (ADR 0029).  It
+then forks ``--workers`` serving processes that inherit the sockets; each builds
 its own repository after the fork (database connections must never cross a
 fork), runs background jobs, and serves HTTP with Hygeia's own front end
 (api/http, docs/adr/0003).  Each asks the kernel to kill it when the
@@ -23,18 +25,25 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hygeia.cli.runtime import default_threads, tune_garbage_collector
 from hygeia.server import Settings
 
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Barrier
+
+    from hygeia.server.extensions import ListenAddress
+
 _PR_SET_PDEATHSIG = 1
 BACKLOG = 2048  # the kernel caps it at net.core.somaxconn
 STOP_SECONDS = 20.0  # after SIGTERM, a serving process still running this long is killed
+READY_SECONDS = 60.0  # the longest a serving process waits for the others to start
 
 
 _METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # the one prometheus-client reads
@@ -85,13 +94,59 @@ def listen(host: str, port: int) -> socket.socket:
     return listener
 
 
-def run(options: ServeOptions, listener: socket.socket) -> int:
-    """Serve until SIGINT/SIGTERM; 0 after a clean stop, 1 when a serving process died."""
+def listen_shared(addresses: Sequence[ListenAddress]) -> dict[str, socket.socket]:
+    """The listening socket of each shared listener's address, by listener name, or
+    :class:`ListenError` (naming the listener) when one is taken; none stays open then."""
+    bound: dict[str, socket.socket] = {}
+    try:
+        for address in addresses:
+            if address.listener in bound:
+                raise ListenError(f"two addresses for the {address.listener} listener")
+            try:
+                bound[address.listener] = listen(address.host, address.port)
+            except ListenError as error:
+                raise ListenError(f"{address.listener}: {error}") from None
+    except ListenError:
+        for server in bound.values():
+            server.close()
+        raise
+    return bound
+
+
+def run(options: ServeOptions, listener: socket.socket,
+        shared: Mapping[str, socket.socket] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM; 0 after a clean stop, 1 when a serving process died.
+
+    ``shared``: the listening sockets of the shared listeners (:func:`listen_shared`),
+    inherited by every serving process."""
     supervisor = os.getpid()
+    shared = shared or {}
+    ready = _start_together(options.workers, shared)
     with _shared_metrics(options.workers):
-        workers = {_fork_worker(options, listener, supervisor, first=index == 0)
+        workers = {_fork_worker(options, listener, shared, ready, supervisor,
+                                first=index == 0)
                    for index in range(options.workers)}
         return _supervise(workers)
+
+
+def _start_together(workers: int, shared: Mapping[str, socket.socket]) -> Barrier | None:
+    """Where the serving processes meet before they accept on the shared sockets: the
+    first one ready would otherwise take every connection waiting in the backlog, and
+    senders that keep their connection (MLLP) would stay with it for good. None when
+    there is nothing to share."""
+    if workers < 2 or not shared:
+        return None
+    import multiprocessing
+
+    return multiprocessing.get_context("fork").Barrier(workers)
+
+
+def _wait_for_the_others(ready: Barrier | None) -> None:
+    """Wait until every serving process is ready to accept, for READY_SECONDS at most
+    (a process that fails to start stops the server anyway)."""
+    if ready is not None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            ready.wait(READY_SECONDS)
 
 
 @contextlib.contextmanager
@@ -152,14 +207,15 @@ def _describe(status: int) -> str:
     return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
-def _fork_worker(options: ServeOptions, listener: socket.socket, supervisor: int, *,
-                 first: bool) -> int:
+def _fork_worker(options: ServeOptions, listener: socket.socket,
+                 shared: Mapping[str, socket.socket], ready: Barrier | None, supervisor: int,
+                 *, first: bool) -> int:
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
-        code = _serve_in_worker(options, listener, supervisor, first=first)
+        code = _serve_in_worker(options, listener, shared, ready, supervisor, first=first)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -168,10 +224,12 @@ def _fork_worker(options: ServeOptions, listener: socket.socket, supervisor: int
         os._exit(code)
 
 
-def _serve_in_worker(options: ServeOptions, listener: socket.socket, supervisor: int, *,
-                     first: bool) -> int:
-    """One serving process: its own repository, service, pillars and jobs (and, in the
-    first process only, the pillars' network listeners), then HTTP until stopped."""
+def _serve_in_worker(options: ServeOptions, listener: socket.socket,
+                     shared: Mapping[str, socket.socket], ready: Barrier | None,
+                     supervisor: int, *, first: bool) -> int:
+    """One serving process: its own repository, service, pillars and jobs, the pillars'
+    shared listeners on the inherited ``shared`` sockets (and, in the first process
+    only, their other listeners), then HTTP until stopped."""
     from hygeia.api import create_app
     from hygeia.api.http import HttpLimits, serve_socket
     from hygeia.api.http.wsgi import log_access_as_json
@@ -191,8 +249,8 @@ def _serve_in_worker(options: ServeOptions, listener: socket.socket, supervisor:
         limits = HttpLimits.from_settings(options.settings, mount_body_limits(service),
                                           mount_spool_prefixes(service))
         _allow_open_files(limits.max_connections + 256)
-        if first:
-            service.start_listeners()
+        _wait_for_the_others(ready)
+        service.start_listeners(shared, first=first)
         service.start_jobs()
         tune_garbage_collector()
         if options.access_log and options.log_format == "json":

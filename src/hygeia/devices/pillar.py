@@ -12,7 +12,7 @@ from typing import Any
 
 from hygeia.devices import mllp, mqtt, registry
 from hygeia.devices.commands import merge_commands
-from hygeia.server.extensions import CliCommand, PillarHost
+from hygeia.server.extensions import CliCommand, ListenAddress, PillarHost
 
 PARTS = (mllp, mqtt, registry)
 
@@ -25,6 +25,18 @@ class DevicesPillar:
     def serve_options(self, group: argparse._ArgumentGroup) -> None:
         for part in PARTS:
             part.serve_options(group)
+
+    def listen_addresses(self, options: Mapping[str, Any], host: str) -> list[ListenAddress]:
+        """The MLLP port (``--mllp-port``, on ``--host``), which ``hygeia serve`` binds
+        before the fork so the MLLP listener serves in every serving process (ADR 0029).
+        The MQTT gateway is a client of its broker: no port of its own."""
+        port = options.get("mllp_port")
+        if port is None:
+            return []
+        if not 0 <= int(port) <= 65535:
+            raise ValueError(f"--mllp-port {port} is out of range: give a port from 1 to "
+                             "65535")
+        return [ListenAddress("mllp", host, int(port))]
 
     def install(self, host: PillarHost, options: Mapping[str, Any]) -> None:
         from hygeia.devices.alarms import DeviceAlarms

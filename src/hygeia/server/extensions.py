@@ -36,7 +36,10 @@ Declared here:
   server's ``/auth``), each with its own body limit, served by the same HTTP
   front end; transport-neutral, so a mount never sees WSGI.
 - :class:`Listener`: a network listener that lives as long as the server
-  (MLLP, MQTT, DICOM, websockets), started in one serving process only.
+  (MLLP, MQTT, DICOM, websockets), started in the first serving process only,
+  unless its pillar declares its :class:`ListenAddress`: ``hygeia serve`` then
+  binds it before the fork and the listener serves in every serving process on
+  the inherited socket (:class:`SharedListener`, MLLP, ADR 0029).
 - :class:`Pillar`, :class:`PillarHost` and :class:`CliCommand`: how a pillar is
   found (the ``hygeia.pillars`` entry-point group), the serve flags it adds (its
   settings section, as ``Settings`` has one per core subsystem), what it registers
@@ -53,6 +56,7 @@ Declared here:
 from __future__ import annotations
 
 import argparse
+import socket
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -81,6 +85,7 @@ __all__ = [
     "JobFailed",
     "JobKind",
     "JobStopped",
+    "ListenAddress",
     "Listener",
     "Mount",
     "MountRequest",
@@ -91,6 +96,7 @@ __all__ = [
     "Pillar",
     "PillarHost",
     "ResourceType",
+    "SharedListener",
     "WriteHook",
 ]
 
@@ -361,22 +367,65 @@ class WriteHook(Protocol):
 class Listener(Protocol):
     """A network listener that lives as long as the server (MLLP, MQTT, DICOM, websockets).
 
-    ``hygeia serve`` starts the listeners in its first serving process only (with
-    ``--workers N`` the others would find the port taken), after the service is
-    built and before HTTP is served, and stops them when that process stops. A
-    listener serves on threads (or an event loop) of its own; it writes through the
+    ``hygeia serve`` starts the listeners after the service is built and before HTTP
+    is served, and stops them when that process stops. By default a listener runs in
+    the first serving process only: it binds its port in :meth:`start`, and with
+    ``--workers N`` the other processes would find the port taken. A listener that
+    can serve in every process is a :class:`SharedListener` whose pillar declares
+    its address (:class:`ListenAddress`, ``Pillar.listen_addresses``): then the
+    port is bound once by ``hygeia serve`` before the fork, each serving process
+    hands its inherited copy to :meth:`SharedListener.adopt` before :meth:`start`,
+    and the kernel spreads the connections over the processes' ``accept`` calls
+    (one core's worth of Python each, ADR 0029).
+
+    A listener serves on threads (or an event loop) of its own; it writes through the
     :class:`Host` it was built with, so its writes run the write hooks and reach the
     change feed like any other. ``start`` raises to refuse to start (the serving
     process then exits and ``hygeia serve`` with it, with the error).
     """
 
-    name: str
+    name: str  # unique among the listeners: a ListenAddress names its listener by it
 
     def start(self) -> None:
-        """Bind and begin serving; return once it accepts connections."""
+        """Bind (or take the adopted socket) and begin serving; return once it accepts
+        connections."""
 
     def stop(self) -> None:
         """Stop accepting, finish or drop what is in progress, release the port."""
+
+
+class SharedListener(Listener, Protocol):
+    """A :class:`Listener` that can serve in every serving process on one shared socket.
+
+    Several processes accept on the same listening socket, so the listener must keep
+    nothing that only one process may hold: its state per connection lives in the
+    process that accepted it, and what must hold across connections (a message
+    stored once, a duplicate recognised) must be guaranteed by the database (a lock
+    or a unique key taken in the write transaction), never by the process's memory.
+    Limits it counts (open connections) are then per process.
+    """
+
+    def adopt(self, server: socket.socket) -> None:
+        """Serve on ``server``, bound and listening already (inherited from ``hygeia
+        serve``), instead of binding in :meth:`start`. :meth:`stop` closes this
+        process's copy only: it must not ``shutdown`` it, which would stop the
+        socket for every process."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """A TCP address a pillar's :class:`SharedListener` serves on in every serving process.
+
+    ``listener`` is the listener's ``name``. ``hygeia serve`` binds ``host:port``
+    before forking its serving processes (a port already taken is one ``error:``
+    line at start, as for the HTTP port; port 0 takes any free port, the same for
+    every process) and each serving process gives its copy to that listener's
+    ``adopt``.
+    """
+
+    listener: str
+    host: str
+    port: int
 
 
 class Interceptor(Protocol):
@@ -509,6 +558,13 @@ class Pillar(Protocol):
     pillar adds on ``host``, once per serving process, before it takes requests;
     ``commands`` are its ``hygeia`` subcommands; ``demo`` extends ``hygeia serve
     --demo`` (called after ``install``, with the core's demo data loaded).
+
+    A pillar with a :class:`SharedListener` also has ``listen_addresses(options,
+    host)`` (an optional method; ``host`` is ``hygeia serve --host``): the
+    :class:`ListenAddress` of each such listener its flags turn on, for ``hygeia
+    serve`` to bind before the fork. It raises ``ValueError`` for a flag it refuses
+    (one ``error:`` line). Its listeners without an address stay in the first
+    serving process.
     """
 
     name: str

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from pathlib import Path
@@ -106,7 +107,8 @@ class FhirService:
         self.write_hooks = WriteHooks()
         self.write_hooks.register(SearchParameterHook())
         self.write_hooks.register(RequestProvenance())
-        # network listeners of pillars, started by start_listeners (one process only)
+        # network listeners of pillars, started by start_listeners (in the first serving
+        # process, or in every one on a socket hygeia serve bound for it: ADR 0029)
         self.listeners: list[Listener] = []
         self._listening: list[Listener] = []
         # HTTP routes outside /fhir (the authorization server's, a pillar's)
@@ -399,11 +401,27 @@ class FhirService:
                     best = (len(prefix), mount)
         return best[1]
 
-    def start_listeners(self) -> None:
-        """Start the registered listeners (``hygeia serve`` does, in one process); if one
-        fails to start, those already started are stopped and the error is raised."""
+    def start_listeners(self, inherited: Mapping[str, socket.socket] | None = None, *,
+                        first: bool = True) -> None:
+        """Start the registered listeners (``hygeia serve`` does); if one fails to start,
+        those already started are stopped and the error is raised.
+
+        ``inherited``: listening sockets ``hygeia serve`` bound before the fork, by
+        listener name; that listener adopts its socket and serves in every process.
+        The others start only in the ``first`` serving process (ADR 0029).
+        """
+        inherited = inherited or {}
+        unclaimed = set(inherited) - {listener.name for listener in self.listeners}
+        if unclaimed:  # its port would take connections that nobody answers
+            raise RuntimeError(f"a ListenAddress names the listener {min(unclaimed)!r}, "
+                               "which no pillar registered")
         for listener in self.listeners:
+            server = inherited.get(listener.name)
+            if server is None and not first:
+                continue
             try:
+                if server is not None:
+                    _adopt(listener, server)
                 listener.start()
             except Exception:
                 self._stop_listeners()
@@ -504,3 +522,13 @@ _ASYNC = {
 def _i(route: Route) -> str:
     assert route.id is not None
     return route.id
+
+
+def _adopt(listener: Listener, server: socket.socket) -> None:
+    """Hand ``server`` to a listener declared to serve in every process (a
+    ``ListenAddress`` names it), which must be able to take it."""
+    adopt = getattr(listener, "adopt", None)
+    if adopt is None:
+        raise RuntimeError(f"a ListenAddress names the listener {listener.name!r}, which "
+                           "cannot serve on a shared socket (it has no adopt method)")
+    adopt(server)

@@ -13,6 +13,13 @@ hostile or broken peer from holding more:
 
 Messages on one connection are answered in order, each only after its data
 committed (:mod:`.inbound`).
+
+With ``hygeia serve --workers N`` the listener serves in every serving process
+(a :class:`~hygeia.server.extensions.SharedListener`, ADR 0029): ``hygeia serve``
+binds the port and each process accepts on its inherited copy (:meth:`MllpListener.adopt`),
+so the limits above hold per process (``max_connections`` in each, N times it in
+all). A message repeated on connections of two processes is still stored once: the
+log's lock is taken in the database (:mod:`.inbound`).
 """
 
 from __future__ import annotations
@@ -53,10 +60,17 @@ class MllpListener:
     def endpoint(self) -> str:
         return f"mllp://{self.host}:{self.port}"
 
+    def adopt(self, server: socket.socket) -> None:
+        """Accept on ``server``, a listening socket this process shares with the other
+        serving processes, instead of binding the port in :meth:`start`."""
+        self._server = server
+
     def start(self) -> None:
-        """Bind (raising OSError when the port is taken) and accept on a thread."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        self._server = socket.create_server((self.host, self.port), family=family)
+        """Bind (raising OSError when the port is taken) unless a socket was adopted, and
+        accept on a thread."""
+        if self._server is None:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            self._server = socket.create_server((self.host, self.port), family=family)
         self.port = self._server.getsockname()[1]
         if self.inbound.commits is not None:
             self.inbound.commits.start()
@@ -64,7 +78,10 @@ class MllpListener:
 
     def stop(self) -> None:
         """Stop accepting and drop open connections (a message being processed finishes
-        its transaction; its ACK is lost with the connection and the sender resends)."""
+        its transaction; its ACK is lost with the connection and the sender resends).
+
+        Closing the listening socket closes this process's copy only; it is never shut
+        down, which would stop it for the other processes sharing it."""
         self._stopping.set()
         if self._server is not None:
             with contextlib.suppress(OSError):
@@ -82,6 +99,9 @@ class MllpListener:
             try:
                 connection, address = self._server.accept()
             except OSError:
+                return
+            if self._stopping.is_set():  # accepted while stopping: the sender reconnects
+                connection.close()
                 return
             with self._lock:
                 full = len(self._connections) >= self.limits.max_connections
