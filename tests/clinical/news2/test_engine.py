@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -294,3 +295,39 @@ def test_the_write_transaction_reads_only_the_alerts_and_the_bands_before(
     assert all(kind != "Observation" or ("code" in params and "date" in params)
                for kind, params in searched)
     assert len([kind for kind, _ in searched if kind == "Observation"]) <= 1
+
+
+def test_a_batch_reads_its_vital_signs_on_a_second_thread_beside_the_scores(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vital signs of a batch are read in a reader of their own on the engine's second
+    thread while its own thread reads the scores and the patients: on PostgreSQL the
+    reads are mostly waits for the database (ADR 0023), so they overlap. A late vital
+    sign still rescores the later set: the vitals read before the sets are known cover
+    every window scored."""
+    patient = new_patient(engine)
+    engine.store(*[resource for resource in full_set(patient, "2026-03-01T10:00:00Z")
+                   if resource["code"]["coding"][0]["code"] != "9279-1"])  # no respiration
+    assert [score["valueInteger"] for score in engine.scores(patient)] == [0]
+    threads: dict[str, set[str]] = {}  # searched type and parameter -> threads
+    search = sql.SqlSession.search
+
+    def recorded_search(self: sql.SqlSession, query: Query) -> Any:
+        vital_signs = any(getattr(value, "system", None) == LOINC
+                          for clause in query.clauses if isinstance(clause, ParameterClause)
+                          for value in clause.values)
+        key = "vital signs" if vital_signs else query.resource_type
+        threads.setdefault(key, set()).add(threading.current_thread().name)
+        return search(self, query)
+
+    monkeypatch.setattr(sql.SqlSession, "search", recorded_search)
+    # a late respiration rate, 40 minutes before the set: the 10:00 set is scored again
+    engine.store(vital(patient, "9279-1", "2026-03-01T09:20:00Z", 26))
+    monkeypatch.undo()
+    assert {name.partition("_")[0] for name in threads.pop("vital signs")} == \
+        {"hygeia-news2-vitals"}
+    assert threads["Observation"] == {threading.current_thread().name}  # the scores
+    assert {name for names in threads.values() for name in names} == \
+        {threading.current_thread().name}
+    newest = max(engine.scores(patient), key=lambda score: score["effectivePeriod"]["end"])
+    assert newest["effectivePeriod"]["end"].startswith("2026-03-01T10:00:00")
+    assert newest["valueInteger"] == 3  # the late respiration rate of 26 scores 3

@@ -27,7 +27,9 @@ them all; a partial score (a parameter missing) changes none.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +152,14 @@ class News2Engine:
         self.host = host
         self.window = _us(window_seconds)
         self.set = _us(set_seconds)
+        self._ahead: ThreadPoolExecutor | None = None  # reads a batch's vital signs
+
+    def _read_ahead(self) -> ThreadPoolExecutor:
+        """The one thread that reads a batch's vital signs while the engine's own thread
+        reads the scores and the patients (created on the first batch)."""
+        if self._ahead is None:
+            self._ahead = ThreadPoolExecutor(1, thread_name_prefix="hygeia-news2-vitals")
+        return self._ahead
 
     def handle(self, batch: ChangeBatch, context: EventContext) -> None:
         # a set's vital signs usually commit together: each (patient, time) is scored once
@@ -160,7 +170,7 @@ class News2Engine:
         # the writes (ADR 0023)
         with self.host.reader() as reading:
             times, again, parsed = _batch_inputs(reading, batch)
-            scoring = self.prepare(reading, times, again, parsed)
+            scoring = self.prepare(reading, times, again, parsed, other=self.host.reader)
         # scores and alerts commit with the cursor: a batch lost to a power cut is
         # scored again, so the commit need not wait for the disk
         with context.transaction(flush_to_disk=False) as session:
@@ -183,11 +193,16 @@ class News2Engine:
 
     def prepare(self, session: Session, times: Mapping[str, Collection[int]],
                 again: Collection[str] = (),
-                parsed: Mapping[tuple[str, str], list[Reading]] | None = None
+                parsed: Mapping[tuple[str, str], list[Reading]] | None = None,
+                other: Callable[[], AbstractContextManager[Session]] | None = None
                 ) -> Scoring | None:
         """Read what scoring needs (a few searches for the batch) and score the sets
         ``times`` and ``again`` change (see :meth:`score`); nothing is written. None when
-        there is nothing to score."""
+        there is nothing to score.
+
+        ``other``: a second reader's session, in which the vital signs are read on
+        another thread while ``session`` reads the scores and the patients (on
+        PostgreSQL the batch's reads are mostly waits for the database, ADR 0023)."""
         wanted = {patient: set(at) for patient, at in times.items() if at}
         for patient in again:
             end = newest_score(session, patient)
@@ -195,6 +210,32 @@ class News2Engine:
                 wanted.setdefault(patient, set()).add(end)
         if not wanted:
             return None
+        early = None if other is None else self._read_ahead().submit(
+            self._vitals_around, other, wanted, parsed or {})
+        try:
+            return self._score_sets(session, wanted, parsed, early)
+        finally:
+            if early is not None:
+                early.cancel()
+
+    def _vitals_around(self, other: Callable[[], AbstractContextManager[Session]],
+                       wanted: Mapping[str, Collection[int]],
+                       parsed: Mapping[tuple[str, str], list[Reading]]
+                       ) -> dict[str, list[Reading]]:
+        """Every reading a set of ``wanted`` can use, read before the sets are known: a
+        vital at ``at`` joins a set that ends at most ``set`` later, and makes the later
+        sets ending within ``window`` after it be scored again, so every window scored
+        lies within ``window`` either side of the patient's times."""
+        spans = {patient: (min(at) - self.window, max(at) + self.window)
+                 for patient, at in wanted.items()}
+        with other() as session:
+            return readings_for(session, spans, 3 * self.window, parsed)
+
+    def _score_sets(self, session: Session, wanted: dict[str, set[int]],
+                    parsed: Mapping[tuple[str, str], list[Reading]] | None,
+                    early: Future[dict[str, list[Reading]]] | None) -> Scoring:
+        """:meth:`prepare` once ``wanted`` is known: the vital signs read in ``session``
+        after the sets, or taken from ``early`` (read meanwhile on another thread)."""
         known = scores_from(session, {patient: min(at) - self.set
                                       for patient, at in wanted.items()}, self.window)
         chosen: dict[tuple[str, int], ScoreSet] = {}
@@ -223,7 +264,8 @@ class News2Engine:
                 continue
             windows[patient] = (min(s.end for s in sets_changed.values()) - self.window,
                                 max(s.end for s in sets_changed.values()))
-        readings = readings_for(session, windows, 2 * self.window, parsed or {})
+        readings = readings_for(session, windows, 2 * self.window, parsed or {}) \
+            if early is None else early.result()
         scoring = Scoring(known, chosen, set(windows))
         for patient in windows:
             front = max(known[patient], key=lambda s: (s.end, s.start))
