@@ -297,10 +297,10 @@ def test_the_write_transaction_reads_only_the_alerts_and_the_bands_before(
     assert len([kind for kind, _ in searched if kind == "Observation"]) <= 1
 
 
-def test_a_batch_reads_its_vital_signs_on_a_second_thread_beside_the_scores(
+def test_a_batch_reads_its_vital_signs_and_patients_on_other_threads_beside_the_scores(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The vital signs of a batch are read in a reader of their own on the engine's second
-    thread while its own thread reads the scores and the patients: on PostgreSQL the
+    """The vital signs and the patients of a batch are read in readers of their own on
+    two other threads while the engine's thread reads the scores: on PostgreSQL the
     reads are mostly waits for the database (ADR 0023), so they overlap. A late vital
     sign still rescores the later set: the vitals read before the sets are known cover
     every window scored."""
@@ -323,11 +323,15 @@ def test_a_batch_reads_its_vital_signs_on_a_second_thread_beside_the_scores(
     # a late respiration rate, 40 minutes before the set: the 10:00 set is scored again
     engine.store(vital(patient, "9279-1", "2026-03-01T09:20:00Z", 26))
     monkeypatch.undo()
-    assert {name.partition("_")[0] for name in threads.pop("vital signs")} == \
-        {"hygeia-news2-vitals"}
-    assert threads["Observation"] == {threading.current_thread().name}  # the scores
-    assert {name for names in threads.values() for name in names} == \
-        {threading.current_thread().name}
+    engine_thread = threading.current_thread().name
+    for read_ahead in ("vital signs", "Patient", "Condition"):
+        assert {name.partition("_")[0] for name in threads.pop(read_ahead)} == \
+            {"hygeia-news2-read"}, read_ahead
+    # the scale-2 Flags there; the alerts' Flags in the write transaction, with the scores
+    assert {name.partition("_")[0] for name in threads.pop("Flag")} == \
+        {"hygeia-news2-read", engine_thread}
+    assert threads["Observation"] == {engine_thread}
+    assert set(threads) <= {"Observation", "Task", "CareTeam"}
     newest = max(engine.scores(patient), key=lambda score: score["effectivePeriod"]["end"])
     assert newest["effectivePeriod"]["end"].startswith("2026-03-01T10:00:00")
     assert newest["valueInteger"] == 3  # the late respiration rate of 26 scores 3

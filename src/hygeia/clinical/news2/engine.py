@@ -43,6 +43,7 @@ from hygeia.clinical.news2.inputs import (
     readings_of,
 )
 from hygeia.clinical.news2.record import (
+    Applicability,
     ScoreSet,
     applicability,
     bands_before,
@@ -130,6 +131,21 @@ def _us(seconds: float) -> int:
     return int(seconds * 1_000_000)
 
 
+@dataclass(frozen=True, slots=True)
+class Early:
+    """A batch's reads under way on other threads: every reading its sets can use, by
+    patient, and who NEWS2 applies to."""
+
+    vitals: Future[dict[str, list[Reading]]]
+    patients: Future[Applicability]
+
+
+def _applicability_in(other: Callable[[], AbstractContextManager[Session]],
+                      patients: list[str]) -> Applicability:
+    with other() as session:
+        return applicability(session, patients)
+
+
 class News2Engine:
     """Scores NEWS2 on every vital sign committed and escalates by band."""
 
@@ -152,13 +168,13 @@ class News2Engine:
         self.host = host
         self.window = _us(window_seconds)
         self.set = _us(set_seconds)
-        self._ahead: ThreadPoolExecutor | None = None  # reads a batch's vital signs
+        self._ahead: ThreadPoolExecutor | None = None  # reads a batch's vitals and patients
 
     def _read_ahead(self) -> ThreadPoolExecutor:
-        """The one thread that reads a batch's vital signs while the engine's own thread
-        reads the scores and the patients (created on the first batch)."""
+        """The two threads that read a batch's vital signs and its patients while the
+        engine's own thread reads the scores (created on the first batch)."""
         if self._ahead is None:
-            self._ahead = ThreadPoolExecutor(1, thread_name_prefix="hygeia-news2-vitals")
+            self._ahead = ThreadPoolExecutor(2, thread_name_prefix="hygeia-news2-read")
         return self._ahead
 
     def handle(self, batch: ChangeBatch, context: EventContext) -> None:
@@ -200,9 +216,9 @@ class News2Engine:
         ``times`` and ``again`` change (see :meth:`score`); nothing is written. None when
         there is nothing to score.
 
-        ``other``: a second reader's session, in which the vital signs are read on
-        another thread while ``session`` reads the scores and the patients (on
-        PostgreSQL the batch's reads are mostly waits for the database, ADR 0023)."""
+        ``other``: readers' sessions, in which the vital signs and the patients are read
+        on two other threads while ``session`` reads the scores (on PostgreSQL the
+        batch's reads are mostly waits for the database, ADR 0023)."""
         wanted = {patient: set(at) for patient, at in times.items() if at}
         for patient in again:
             end = newest_score(session, patient)
@@ -210,13 +226,16 @@ class News2Engine:
                 wanted.setdefault(patient, set()).add(end)
         if not wanted:
             return None
-        early = None if other is None else self._read_ahead().submit(
-            self._vitals_around, other, wanted, parsed or {})
+        if other is None:
+            return self._score_sets(session, wanted, parsed)
+        early = Early(self._read_ahead().submit(self._vitals_around, other, wanted,
+                                                parsed or {}),
+                      self._read_ahead().submit(_applicability_in, other, list(wanted)))
         try:
             return self._score_sets(session, wanted, parsed, early)
         finally:
-            if early is not None:
-                early.cancel()
+            early.vitals.cancel()
+            early.patients.cancel()
 
     def _vitals_around(self, other: Callable[[], AbstractContextManager[Session]],
                        wanted: Mapping[str, Collection[int]],
@@ -233,9 +252,10 @@ class News2Engine:
 
     def _score_sets(self, session: Session, wanted: dict[str, set[int]],
                     parsed: Mapping[tuple[str, str], list[Reading]] | None,
-                    early: Future[dict[str, list[Reading]]] | None) -> Scoring:
-        """:meth:`prepare` once ``wanted`` is known: the vital signs read in ``session``
-        after the sets, or taken from ``early`` (read meanwhile on another thread)."""
+                    early: Early | None = None) -> Scoring:
+        """:meth:`prepare` once ``wanted`` is known: the vital signs and the patients read
+        in ``session`` after the sets, or taken from ``early`` (read meanwhile on other
+        threads; the patients changed are those wanted, every one)."""
         known = scores_from(session, {patient: min(at) - self.set
                                       for patient, at in wanted.items()}, self.window)
         chosen: dict[tuple[str, int], ScoreSet] = {}
@@ -255,7 +275,8 @@ class News2Engine:
             for later in sets:
                 if any(at < later.start and later.end - self.window <= at for at in moments):
                     changed[patient].setdefault(later.id, later)
-        facts = applicability(session, list(changed))
+        facts = applicability(session, list(changed)) if early is None else \
+            early.patients.result()
         windows: dict[str, tuple[int, int]] = {}
         for patient, sets_changed in changed.items():
             reason = facts.not_applicable(patient, max(s.end for s in sets_changed.values()))
@@ -265,7 +286,7 @@ class News2Engine:
             windows[patient] = (min(s.end for s in sets_changed.values()) - self.window,
                                 max(s.end for s in sets_changed.values()))
         readings = readings_for(session, windows, 2 * self.window, parsed or {}) \
-            if early is None else early.result()
+            if early is None else early.vitals.result()
         scoring = Scoring(known, chosen, set(windows))
         for patient in windows:
             front = max(known[patient], key=lambda s: (s.end, s.start))
