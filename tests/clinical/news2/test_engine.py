@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from hygeia.clinical.news2 import engine as news2_engine
 from hygeia.clinical.news2.engine import News2Engine
 from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.fhir.outcome import BadRequest
@@ -335,3 +336,33 @@ def test_a_batch_reads_its_vital_signs_and_patients_on_other_threads_beside_the_
     newest = max(engine.scores(patient), key=lambda score: score["effectivePeriod"]["end"])
     assert newest["effectivePeriod"]["end"].startswith("2026-03-01T10:00:00")
     assert newest["valueInteger"] == 3  # the late respiration rate of 26 scores 3
+
+
+def test_behind_the_feed_the_next_batch_is_read_while_this_one_is_written(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full batch means the engine is behind: the batch after it (its changed
+    resources, vital signs and patients) is read while it writes, and used when the
+    runner hands that same batch over; the scores are those of reading it then."""
+    consumer = engine.runner.consumer
+    assert isinstance(consumer, News2Engine)
+    monkeypatch.setattr(consumer, "batch", 6)  # one set's vital signs per batch
+    patients = [new_patient(engine) for _ in range(3)]
+    read_on: list[str] = []
+    inputs = news2_engine._batch_inputs
+
+    def recorded_inputs(session: Any, batch: Any) -> Any:
+        read_on.append(threading.current_thread().name.partition("_")[0])
+        return inputs(session, batch)
+
+    monkeypatch.setattr(news2_engine, "_batch_inputs", recorded_inputs)
+    for number, patient in enumerate(patients):  # stored before the engine reads any
+        for resource in full_set(patient, "2026-03-01T10:00:00Z", respiration=12 + 10 * number):
+            assert call(engine.service, "POST", "Observation", resource).status == 201
+    while engine.runner.step():
+        pass
+    # the first batch read in its turn, the two after it ahead; the last one (the
+    # engine's own scores, fewer than 6 events) in its turn
+    assert read_on[:3] == [threading.current_thread().name, "hygeia-news2-read",
+                           "hygeia-news2-read"]
+    assert [[score["valueInteger"] for score in engine.scores(patient)]
+            for patient in patients] == [[0], [2], [3]]  # respiration 12, 22, 32

@@ -140,6 +140,31 @@ class Early:
     patients: Future[Applicability]
 
 
+BatchRead = tuple[dict[str, set[int]], set[str], dict[tuple[str, str], list[Reading]],
+                  Early | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """The next batch, read while the one before it is written: its events' seqs and
+    what :meth:`News2Engine._inputs_of` read of it."""
+
+    seqs: tuple[int, ...]
+    read: Future[BatchRead]
+
+    def read_for(self, batch: ChangeBatch) -> BatchRead | None:
+        """What was read, if ``batch`` is the batch read (else None: read it again)."""
+        if tuple(event.seq for event in batch.events) != self.seqs:
+            self.read.cancel()
+            return None
+        try:
+            return self.read.result()
+        except Exception:  # read again, in the batch's own turn
+            log.warning("NEWS2: the batch read ahead failed; reading it again",
+                        exc_info=True)
+            return None
+
+
 def _applicability_in(other: Callable[[], AbstractContextManager[Session]],
                       patients: list[str]) -> Applicability:
     with other() as session:
@@ -169,6 +194,7 @@ class News2Engine:
         self.window = _us(window_seconds)
         self.set = _us(set_seconds)
         self._ahead: ThreadPoolExecutor | None = None  # reads a batch's vitals and patients
+        self._next: Ahead | None = None  # the next batch, read while this one writes
 
     def _read_ahead(self) -> ThreadPoolExecutor:
         """The two threads that read a batch's vital signs and its patients while the
@@ -184,9 +210,14 @@ class News2Engine:
         # snapshot first: the write transaction holds the store's one writer (on SQLite
         # every other write waits for it), so it takes only the alerts' locked read and
         # the writes (ADR 0023)
+        ahead, self._next = self._next, None
+        read = None if ahead is None else ahead.read_for(batch)
         with self.host.reader() as reading:
-            times, again, parsed = _batch_inputs(reading, batch)
-            scoring = self.prepare(reading, times, again, parsed, other=self.host.reader)
+            times, again, parsed, early = read or (*_batch_inputs(reading, batch), None)
+            scoring = self.prepare(reading, times, again, parsed, other=self.host.reader,
+                                   early=early)
+        if len(batch.events) >= self.batch:  # behind: the next batch is read meanwhile
+            self._next = self._read_next(batch)
         # scores and alerts commit with the cursor: a batch lost to a power cut is
         # scored again, so the commit need not wait for the disk
         with context.transaction(flush_to_disk=False) as session:
@@ -210,15 +241,16 @@ class News2Engine:
     def prepare(self, session: Session, times: Mapping[str, Collection[int]],
                 again: Collection[str] = (),
                 parsed: Mapping[tuple[str, str], list[Reading]] | None = None,
-                other: Callable[[], AbstractContextManager[Session]] | None = None
-                ) -> Scoring | None:
+                other: Callable[[], AbstractContextManager[Session]] | None = None,
+                early: Early | None = None) -> Scoring | None:
         """Read what scoring needs (a few searches for the batch) and score the sets
         ``times`` and ``again`` change (see :meth:`score`); nothing is written. None when
         there is nothing to score.
 
         ``other``: readers' sessions, in which the vital signs and the patients are read
         on two other threads while ``session`` reads the scores (on PostgreSQL the
-        batch's reads are mostly waits for the database, ADR 0023)."""
+        batch's reads are mostly waits for the database, ADR 0023); ``early``: those
+        reads already under way (:meth:`_read_next`, for ``times`` alone)."""
         wanted = {patient: set(at) for patient, at in times.items() if at}
         for patient in again:
             end = newest_score(session, patient)
@@ -228,14 +260,48 @@ class News2Engine:
             return None
         if other is None:
             return self._score_sets(session, wanted, parsed)
-        early = Early(self._read_ahead().submit(self._vitals_around, other, wanted,
-                                                parsed or {}),
-                      self._read_ahead().submit(_applicability_in, other, list(wanted)))
+        if early is None or again:
+            early = Early(self._read_ahead().submit(self._vitals_around, other, wanted,
+                                                    parsed or {}),
+                          self._read_ahead().submit(_applicability_in, other, list(wanted)))
         try:
             return self._score_sets(session, wanted, parsed, early)
         finally:
             early.vitals.cancel()
             early.patients.cancel()
+
+    def _read_next(self, batch: ChangeBatch) -> Ahead | None:
+        """Start reading the batch after ``batch`` while ``batch`` is written: its changed
+        resources, vital signs and patients (not its scores, which ``batch`` writes).
+
+        Only a full batch: the first ``batch`` events after a position that were all
+        committed when read are the ones the runner reads next, so the read is used
+        (:meth:`Ahead.read_for` checks); a partial one would grow by then. Vital signs,
+        Patients, Conditions and scale-2 Flags are not what the engine writes, so reading
+        them before its commit reads what reading them after would."""
+        following = self.host.repository.changes(batch.position, self.batch, self.types)
+        if len(following.events) < self.batch:
+            return None
+        return Ahead(tuple(event.seq for event in following.events),
+                     self._read_ahead().submit(self._inputs_of, following))
+
+    def _inputs_of(self, batch: ChangeBatch) -> BatchRead:
+        """``_batch_inputs`` of ``batch`` and its vital signs and patients (on a reader
+        thread; the patients on the other one). None for the reads when the batch changed
+        a scale 2 or a pregnancy: those patients' sets are found from their scores."""
+        with self.host.reader() as reading:
+            times, again, parsed = _batch_inputs(reading, batch)
+        wanted = {patient: set(at) for patient, at in times.items() if at}
+        if again or not wanted:
+            return times, again, parsed, None
+        patients = self._read_ahead().submit(_applicability_in, self.host.reader,
+                                             list(wanted))
+        vitals: Future[dict[str, list[Reading]]] = Future()
+        try:
+            vitals.set_result(self._vitals_around(self.host.reader, wanted, parsed))
+        except Exception as error:  # raised where the result is used
+            vitals.set_exception(error)
+        return times, again, parsed, Early(vitals, patients)
 
     def _vitals_around(self, other: Callable[[], AbstractContextManager[Session]],
                        wanted: Mapping[str, Collection[int]],
