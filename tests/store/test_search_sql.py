@@ -253,6 +253,23 @@ def test_reference_binds_type_and_id() -> None:
     assert absolute.params[-3:] == ["http://other.org/fhir/Patient/p1", "Patient", "p1"]
 
 
+def test_local_references_to_one_type_are_one_id_list() -> None:
+    """``patient=Patient/1,...,Patient/200`` is one ``target_id IN`` list, not an OR arm
+    per patient: PostgreSQL planned 200 arms for longer than it ran them (the NEWS2
+    engine's searches of a batch's patients)."""
+    driving = build("Observation", "patient=Patient/p1,Patient/p2,Patient/p3")
+    assert " OR " not in driving.sql
+    assert "i1.target_type = ? AND i1.target_id IN (?, ?, ?)" in driving.sql
+    assert driving.params[-4:] == ["Patient", "p1", "p2", "p3"]
+    checked = build("Observation", "code=urn:x|k1&subject:Patient=p1,p2")
+    assert "i2.target_type = ? AND i2.target_id IN (?, ?))" in checked.sql
+    assert_well_formed(checked)
+    # two types, an absolute URL or a bare id: one arm each, as before
+    for query in ("subject=Patient/p1,Group/g1", "subject=Patient/p1,http://x.org/Patient/p2",
+                  "patient=p1,Patient/p2"):
+        assert build("Observation", query).sql.count(") OR (") == 1, query
+
+
 def test_a_shared_reference_parameter_reads_its_source_rows_by_target_type() -> None:
     """Observation ``patient`` has no rows of its own: it is ``subject`` pointing at a
     Patient (extract/shared.py), so it matches subject's rows narrowed by target type.
@@ -525,6 +542,10 @@ SELECTIONS = [
     ("Patient", "_has:Observation:patient:code=urn:x|k1", {"p1"}),
     ("Observation", "subject=p1", {"o1"}),
     ("Observation", "subject:Patient=p1", {"o1"}),
+    ("Observation", "subject=Patient/p1,Patient/p2,Patient/nobody", {"o1", "o2"}),
+    ("Observation", "patient=Patient/p2,Patient/p3", {"o2"}),
+    ("Observation", "code=urn:x|k1&patient=Patient/p1,Patient/p2", {"o1"}),
+    ("Patient", "_has:Observation:patient:subject=Patient/p2,Patient/p3", {"p2"}),
     ("Observation", "patient=Patient/p2", {"o2"}),  # shares subject's rows, by target type
     ("Observation", "subject:Patient.name=bob", {"o2"}),
     ("Observation", "subject:Patient.organization.name=acme", {"o1"}),

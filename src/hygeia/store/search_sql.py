@@ -278,6 +278,10 @@ class SqlBuilder:
         if kind == "composite":
             return self._composite_rows(clause, owner, types, correlated), True
         columns = _columns(inner, table, modifier)
+        listed = self._reference_list(clause.values, columns)
+        if listed is not None:
+            body = listed if correlated else f"{self.param_match(inner, types, code)} AND {listed}"
+            return f"{head}({body})", modifier not in ("not", "not-in")
         alternatives = " OR ".join(
             "(" + (self.condition(value, modifier, columns) if correlated else
                    self._keyed(value, modifier, columns, types, code, inner)) + ")"
@@ -299,6 +303,27 @@ class SqlBuilder:
             return f"{inner}.h_code IN ({keys}) AND {self.condition(value, modifier, columns)}"
         return f"{self.param_match(inner, types, code)} AND " \
                f"{self.condition(value, modifier, columns)}"
+
+    def _reference_list(self, values: tuple[SearchValue, ...], columns: dict[str, str]
+                        ) -> str | None:
+        """``target_type = ? AND target_id IN (?, ...)`` when every value is a local
+        reference to one type (``patient=Patient/1,Patient/2,...``), else None.
+
+        The same rows as one OR arm per value, but PostgreSQL plans an OR of 200 arms
+        (a bitmap scan each) for longer than it runs it: 8 ms of planning for 7 ms of
+        work in the NEWS2 engine's searches of 200 patients, 1 ms with the list."""
+        if len(values) < 2 or columns.get("target_id", "").rpartition(".")[2] in _PREFIXED:
+            return None
+        if not all(type(value) is ReferenceValue and value.url is None and
+                   value.type is not None and value.id is not None for value in values):
+            return None
+        kinds = {value.type for value in values if isinstance(value, ReferenceValue)}
+        if len(kinds) != 1:
+            return None
+        ids = ", ".join(self.value(value.id) for value in values
+                        if isinstance(value, ReferenceValue))
+        return f"{columns['target_type']} = {self.value(kinds.pop())} AND " \
+               f"{columns['target_id']} IN ({ids})"
 
     def _composite_rows(self, clause: ParameterClause, owner: str, types: tuple[str, ...],
                         correlated: bool) -> str:

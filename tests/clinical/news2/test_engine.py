@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
+from hygeia.clinical.news2 import engine as news2_engine
 from hygeia.clinical.news2.engine import News2Engine
 from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.fhir.outcome import BadRequest
@@ -294,3 +296,73 @@ def test_the_write_transaction_reads_only_the_alerts_and_the_bands_before(
     assert all(kind != "Observation" or ("code" in params and "date" in params)
                for kind, params in searched)
     assert len([kind for kind, _ in searched if kind == "Observation"]) <= 1
+
+
+def test_a_batch_reads_its_vital_signs_and_patients_on_other_threads_beside_the_scores(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vital signs and the patients of a batch are read in readers of their own on
+    two other threads while the engine's thread reads the scores: on PostgreSQL the
+    reads are mostly waits for the database (ADR 0023), so they overlap. A late vital
+    sign still rescores the later set: the vitals read before the sets are known cover
+    every window scored."""
+    patient = new_patient(engine)
+    engine.store(*[resource for resource in full_set(patient, "2026-03-01T10:00:00Z")
+                   if resource["code"]["coding"][0]["code"] != "9279-1"])  # no respiration
+    assert [score["valueInteger"] for score in engine.scores(patient)] == [0]
+    threads: dict[str, set[str]] = {}  # searched type and parameter -> threads
+    search = sql.SqlSession.search
+
+    def recorded_search(self: sql.SqlSession, query: Query) -> Any:
+        vital_signs = any(getattr(value, "system", None) == LOINC
+                          for clause in query.clauses if isinstance(clause, ParameterClause)
+                          for value in clause.values)
+        key = "vital signs" if vital_signs else query.resource_type
+        threads.setdefault(key, set()).add(threading.current_thread().name)
+        return search(self, query)
+
+    monkeypatch.setattr(sql.SqlSession, "search", recorded_search)
+    # a late respiration rate, 40 minutes before the set: the 10:00 set is scored again
+    engine.store(vital(patient, "9279-1", "2026-03-01T09:20:00Z", 26))
+    monkeypatch.undo()
+    engine_thread = threading.current_thread().name
+    for read_ahead in ("vital signs", "Patient", "Condition"):
+        assert {name.partition("_")[0] for name in threads.pop(read_ahead)} == \
+            {"hygeia-news2-read"}, read_ahead
+    # the scale-2 Flags there; the alerts' Flags in the write transaction, with the scores
+    assert {name.partition("_")[0] for name in threads.pop("Flag")} == \
+        {"hygeia-news2-read", engine_thread}
+    assert threads["Observation"] == {engine_thread}
+    assert set(threads) <= {"Observation", "Task", "CareTeam"}
+    newest = max(engine.scores(patient), key=lambda score: score["effectivePeriod"]["end"])
+    assert newest["effectivePeriod"]["end"].startswith("2026-03-01T10:00:00")
+    assert newest["valueInteger"] == 3  # the late respiration rate of 26 scores 3
+
+
+def test_behind_the_feed_the_next_batch_is_read_while_this_one_is_written(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full batch means the engine is behind: the batch after it (its changed
+    resources, vital signs and patients) is read while it writes, and used when the
+    runner hands that same batch over; the scores are those of reading it then."""
+    consumer = engine.runner.consumer
+    assert isinstance(consumer, News2Engine)
+    monkeypatch.setattr(consumer, "batch", 6)  # one set's vital signs per batch
+    patients = [new_patient(engine) for _ in range(3)]
+    read_on: list[str] = []
+    inputs = news2_engine._batch_inputs
+
+    def recorded_inputs(session: Any, batch: Any) -> Any:
+        read_on.append(threading.current_thread().name.partition("_")[0])
+        return inputs(session, batch)
+
+    monkeypatch.setattr(news2_engine, "_batch_inputs", recorded_inputs)
+    for number, patient in enumerate(patients):  # stored before the engine reads any
+        for resource in full_set(patient, "2026-03-01T10:00:00Z", respiration=12 + 10 * number):
+            assert call(engine.service, "POST", "Observation", resource).status == 201
+    while engine.runner.step():
+        pass
+    # the first batch read in its turn, the two after it ahead; the last one (the
+    # engine's own scores, fewer than 6 events) in its turn
+    assert read_on[:3] == [threading.current_thread().name, "hygeia-news2-read",
+                           "hygeia-news2-read"]
+    assert [[score["valueInteger"] for score in engine.scores(patient)]
+            for patient in patients] == [[0], [2], [3]]  # respiration 12, 22, 32

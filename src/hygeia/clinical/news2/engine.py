@@ -27,7 +27,9 @@ them all; a partial score (a parameter missing) changes none.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,7 @@ from hygeia.clinical.news2.inputs import (
     readings_of,
 )
 from hygeia.clinical.news2.record import (
+    Applicability,
     ScoreSet,
     applicability,
     bands_before,
@@ -128,6 +131,46 @@ def _us(seconds: float) -> int:
     return int(seconds * 1_000_000)
 
 
+@dataclass(frozen=True, slots=True)
+class Early:
+    """A batch's reads under way on other threads: every reading its sets can use, by
+    patient, and who NEWS2 applies to."""
+
+    vitals: Future[dict[str, list[Reading]]]
+    patients: Future[Applicability]
+
+
+BatchRead = tuple[dict[str, set[int]], set[str], dict[tuple[str, str], list[Reading]],
+                  Early | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """The next batch, read while the one before it is written: its events' seqs and
+    what :meth:`News2Engine._inputs_of` read of it."""
+
+    seqs: tuple[int, ...]
+    read: Future[BatchRead]
+
+    def read_for(self, batch: ChangeBatch) -> BatchRead | None:
+        """What was read, if ``batch`` is the batch read (else None: read it again)."""
+        if tuple(event.seq for event in batch.events) != self.seqs:
+            self.read.cancel()
+            return None
+        try:
+            return self.read.result()
+        except Exception:  # read again, in the batch's own turn
+            log.warning("NEWS2: the batch read ahead failed; reading it again",
+                        exc_info=True)
+            return None
+
+
+def _applicability_in(other: Callable[[], AbstractContextManager[Session]],
+                      patients: list[str]) -> Applicability:
+    with other() as session:
+        return applicability(session, patients)
+
+
 class News2Engine:
     """Scores NEWS2 on every vital sign committed and escalates by band."""
 
@@ -150,6 +193,15 @@ class News2Engine:
         self.host = host
         self.window = _us(window_seconds)
         self.set = _us(set_seconds)
+        self._ahead: ThreadPoolExecutor | None = None  # reads a batch's vitals and patients
+        self._next: Ahead | None = None  # the next batch, read while this one writes
+
+    def _read_ahead(self) -> ThreadPoolExecutor:
+        """The two threads that read a batch's vital signs and its patients while the
+        engine's own thread reads the scores (created on the first batch)."""
+        if self._ahead is None:
+            self._ahead = ThreadPoolExecutor(2, thread_name_prefix="hygeia-news2-read")
+        return self._ahead
 
     def handle(self, batch: ChangeBatch, context: EventContext) -> None:
         # a set's vital signs usually commit together: each (patient, time) is scored once
@@ -158,9 +210,14 @@ class News2Engine:
         # snapshot first: the write transaction holds the store's one writer (on SQLite
         # every other write waits for it), so it takes only the alerts' locked read and
         # the writes (ADR 0023)
+        ahead, self._next = self._next, None
+        read = None if ahead is None else ahead.read_for(batch)
         with self.host.reader() as reading:
-            times, again, parsed = _batch_inputs(reading, batch)
-            scoring = self.prepare(reading, times, again, parsed)
+            times, again, parsed, early = read or (*_batch_inputs(reading, batch), None)
+            scoring = self.prepare(reading, times, again, parsed, other=self.host.reader,
+                                   early=early)
+        if len(batch.events) >= self.batch:  # behind: the next batch is read meanwhile
+            self._next = self._read_next(batch)
         # scores and alerts commit with the cursor: a batch lost to a power cut is
         # scored again, so the commit need not wait for the disk
         with context.transaction(flush_to_disk=False) as session:
@@ -183,11 +240,17 @@ class News2Engine:
 
     def prepare(self, session: Session, times: Mapping[str, Collection[int]],
                 again: Collection[str] = (),
-                parsed: Mapping[tuple[str, str], list[Reading]] | None = None
-                ) -> Scoring | None:
+                parsed: Mapping[tuple[str, str], list[Reading]] | None = None,
+                other: Callable[[], AbstractContextManager[Session]] | None = None,
+                early: Early | None = None) -> Scoring | None:
         """Read what scoring needs (a few searches for the batch) and score the sets
         ``times`` and ``again`` change (see :meth:`score`); nothing is written. None when
-        there is nothing to score."""
+        there is nothing to score.
+
+        ``other``: readers' sessions, in which the vital signs and the patients are read
+        on two other threads while ``session`` reads the scores (on PostgreSQL the
+        batch's reads are mostly waits for the database, ADR 0023); ``early``: those
+        reads already under way (:meth:`_read_next`, for ``times`` alone)."""
         wanted = {patient: set(at) for patient, at in times.items() if at}
         for patient in again:
             end = newest_score(session, patient)
@@ -195,6 +258,70 @@ class News2Engine:
                 wanted.setdefault(patient, set()).add(end)
         if not wanted:
             return None
+        if other is None:
+            return self._score_sets(session, wanted, parsed)
+        if early is None or again:
+            early = Early(self._read_ahead().submit(self._vitals_around, other, wanted,
+                                                    parsed or {}),
+                          self._read_ahead().submit(_applicability_in, other, list(wanted)))
+        try:
+            return self._score_sets(session, wanted, parsed, early)
+        finally:
+            early.vitals.cancel()
+            early.patients.cancel()
+
+    def _read_next(self, batch: ChangeBatch) -> Ahead | None:
+        """Start reading the batch after ``batch`` while ``batch`` is written: its changed
+        resources, vital signs and patients (not its scores, which ``batch`` writes).
+
+        Only a full batch: the first ``batch`` events after a position that were all
+        committed when read are the ones the runner reads next, so the read is used
+        (:meth:`Ahead.read_for` checks); a partial one would grow by then. Vital signs,
+        Patients, Conditions and scale-2 Flags are not what the engine writes, so reading
+        them before its commit reads what reading them after would."""
+        following = self.host.repository.changes(batch.position, self.batch, self.types)
+        if len(following.events) < self.batch:
+            return None
+        return Ahead(tuple(event.seq for event in following.events),
+                     self._read_ahead().submit(self._inputs_of, following))
+
+    def _inputs_of(self, batch: ChangeBatch) -> BatchRead:
+        """``_batch_inputs`` of ``batch`` and its vital signs and patients (on a reader
+        thread; the patients on the other one). None for the reads when the batch changed
+        a scale 2 or a pregnancy: those patients' sets are found from their scores."""
+        with self.host.reader() as reading:
+            times, again, parsed = _batch_inputs(reading, batch)
+        wanted = {patient: set(at) for patient, at in times.items() if at}
+        if again or not wanted:
+            return times, again, parsed, None
+        patients = self._read_ahead().submit(_applicability_in, self.host.reader,
+                                             list(wanted))
+        vitals: Future[dict[str, list[Reading]]] = Future()
+        try:
+            vitals.set_result(self._vitals_around(self.host.reader, wanted, parsed))
+        except Exception as error:  # raised where the result is used
+            vitals.set_exception(error)
+        return times, again, parsed, Early(vitals, patients)
+
+    def _vitals_around(self, other: Callable[[], AbstractContextManager[Session]],
+                       wanted: Mapping[str, Collection[int]],
+                       parsed: Mapping[tuple[str, str], list[Reading]]
+                       ) -> dict[str, list[Reading]]:
+        """Every reading a set of ``wanted`` can use, read before the sets are known: a
+        vital at ``at`` joins a set that ends at most ``set`` later, and makes the later
+        sets ending within ``window`` after it be scored again, so every window scored
+        lies within ``window`` either side of the patient's times."""
+        spans = {patient: (min(at) - self.window, max(at) + self.window)
+                 for patient, at in wanted.items()}
+        with other() as session:
+            return readings_for(session, spans, 3 * self.window, parsed)
+
+    def _score_sets(self, session: Session, wanted: dict[str, set[int]],
+                    parsed: Mapping[tuple[str, str], list[Reading]] | None,
+                    early: Early | None = None) -> Scoring:
+        """:meth:`prepare` once ``wanted`` is known: the vital signs and the patients read
+        in ``session`` after the sets, or taken from ``early`` (read meanwhile on other
+        threads; the patients changed are those wanted, every one)."""
         known = scores_from(session, {patient: min(at) - self.set
                                       for patient, at in wanted.items()}, self.window)
         chosen: dict[tuple[str, int], ScoreSet] = {}
@@ -214,7 +341,8 @@ class News2Engine:
             for later in sets:
                 if any(at < later.start and later.end - self.window <= at for at in moments):
                     changed[patient].setdefault(later.id, later)
-        facts = applicability(session, list(changed))
+        facts = applicability(session, list(changed)) if early is None else \
+            early.patients.result()
         windows: dict[str, tuple[int, int]] = {}
         for patient, sets_changed in changed.items():
             reason = facts.not_applicable(patient, max(s.end for s in sets_changed.values()))
@@ -223,7 +351,8 @@ class News2Engine:
                 continue
             windows[patient] = (min(s.end for s in sets_changed.values()) - self.window,
                                 max(s.end for s in sets_changed.values()))
-        readings = readings_for(session, windows, 2 * self.window, parsed or {})
+        readings = readings_for(session, windows, 2 * self.window, parsed or {}) \
+            if early is None else early.vitals.result()
         scoring = Scoring(known, chosen, set(windows))
         for patient in windows:
             front = max(known[patient], key=lambda s: (s.end, s.start))

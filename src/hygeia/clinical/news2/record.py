@@ -64,14 +64,16 @@ def search_all(session: Session, resource_type: str, params: list[tuple[str, str
                limit: int | None = None) -> Iterator[StoredVersion]:
     """Every match of the search, page after page (at most ``limit``).
 
-    Sorted (by ``_lastUpdated`` unless ``params`` sort): a search without ``_sort``
-    walks the candidates in key order a growing range at a time, which saves a page
-    of 20 from sorting thousands but costs a round trip or more per range when every
-    match is wanted, as here; a sorted search reads a page in one query."""
+    Sorted (by ``_id`` unless ``params`` sort): a search without ``_sort`` walks the
+    candidates in key order a growing range at a time, which saves a page of 20 from
+    sorting thousands but costs a round trip or more per range when every match is
+    wanted, as here; a sorted search reads a page in one query. Not by ``_lastUpdated``:
+    a sort by a date with no range of its own first counts the matches on PostgreSQL
+    (the store's date-sort walk), a statement as costly as the page, for each search."""
     cursor: str | None = None
     seen = 0
     if not any(name == "_sort" for name, _ in params):
-        params = [*params, ("_sort", "_lastUpdated")]
+        params = [*params, ("_sort", "_id")]
     while True:
         page_params = [*params, ("_count", str(PAGE)), ("_total", "none")]
         if cursor:
