@@ -17,6 +17,7 @@ import orjson
 from hygeia.fhir.datetime import format_instant, now_us
 from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.resources import new_id
+from hygeia.fhir.search.parameters import default_registry
 from hygeia.fhir.search.query import ParameterClause, parse_query
 from hygeia.fhir.search.values import TokenValue
 from hygeia.server.alerts.careteam import Recipients, recipients_for, recipients_of
@@ -363,6 +364,6 @@ def _identifier_is(session: Session, resource_type: str, keys: list[str]) -> Par
     from their escaped tokens (:func:`~.model.key_token`), built directly. A consumer
     asks about a batch's keys at once, and escaping, joining and parsing those back
     was two thirds of the device-alarm consumer's search time (py-spy, issue 16)."""
-    parameter = session.registry.get(resource_type, "identifier")
+    parameter = (session.registry or default_registry()).get(resource_type, "identifier")
     assert parameter is not None  # Flag and Task both have it
     return ParameterClause(parameter, None, tuple(TokenValue(KEY_SYSTEM, key) for key in keys))
