@@ -85,14 +85,37 @@ class DeviceTree:
             DEVICE_SYSTEM, f"{self.mds_key(where.mds)}/{where.vmd}.{where.channel}"), vmd)
 
     def metric(self, where: Containment, code: dict[str, Any], unit: Unit | None) -> str:
-        """The reference of the DeviceMetric of one measurement."""
+        """The reference of the DeviceMetric of one measurement; it, its channel, VMD and
+        MDS are kept, as built for the same inputs before (:func:`_built`) and found
+        with one look-up of everything they are made of."""
+        unit_code = unit.code if unit is not None else ""
+        types = self.types
+        memo = (self.sender, self.eui64.get(where.mds), where, tuple(code.items()), unit_code,
+                _items(types.get(f"{where.mds}.0.0.0")),
+                _items(types.get(f"{where.mds}.{where.vmd}.0.0")),
+                _items(types.get(f"{where.mds}.{where.vmd}.{where.channel}.0")))
+        levels = _LEVELS.get(memo)
+        if levels is None:
+            levels = self._metric_levels(where, code, unit_code)
+            if len(_LEVELS) >= MAX_BUILT:
+                _LEVELS.clear()
+            _LEVELS[memo] = levels
+        reference = ""
+        for resource in levels:  # MDS, VMD, channel, metric: the order they were built in
+            reference = self._keep(resource)
+        return reference
+
+    def _metric_levels(self, where: Containment, code: dict[str, Any],
+                       unit_code: str) -> tuple[dict[str, Any], ...]:
+        """The MDS, VMD, channel and metric of one measurement, built."""
         key = f"{self.mds_key(where.mds)}/{where.vmd}.{where.channel}.{where.metric}/" \
               f"{code.get('code', '')}"
         source, parent = self.mds(where.mds), self.channel(where)
-        unit_code = unit.code if unit is not None else ""
-        return self._keep(_built(("DeviceMetric", key, tuple(code.items()), unit_code,
-                                  source, parent),
-                                 lambda: _metric(key, code, unit_code, source, parent)))
+        metric = _built(("DeviceMetric", key, tuple(code.items()), unit_code, source, parent),
+                        lambda: _metric(key, code, unit_code, source, parent))
+        channel = self.resources[parent]
+        vmd = self.resources[channel["parent"]["reference"]]
+        return self.resources[source], vmd, channel, metric
 
     def _device(self, level: str, ident: dict[str, Any], parent: str | None) -> str:
         kind = self.types.get(level)
@@ -108,6 +131,11 @@ class DeviceTree:
 
 MAX_BUILT = 20_000  # device levels kept built (all are forgotten beyond)
 _BUILT: dict[tuple[Any, ...], dict[str, Any]] = {}
+_LEVELS: dict[tuple[Any, ...], tuple[dict[str, Any], ...]] = {}  # a metric's, by its inputs
+
+
+def _items(kind: dict[str, Any] | None) -> tuple[tuple[str, Any], ...] | None:
+    return tuple(kind.items()) if kind is not None else None
 
 
 def _built(key: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -120,6 +148,7 @@ def _built(key: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> dict[st
     if found is None:
         if len(_BUILT) >= MAX_BUILT:
             _BUILT.clear()
+            _LEVELS.clear()  # what it holds is rebuilt from _BUILT's new objects
         found = _BUILT[key] = build()
     return found
 
