@@ -15,6 +15,7 @@ message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -84,36 +85,99 @@ class DeviceTree:
             DEVICE_SYSTEM, f"{self.mds_key(where.mds)}/{where.vmd}.{where.channel}"), vmd)
 
     def metric(self, where: Containment, code: dict[str, Any], unit: Unit | None) -> str:
-        """The reference of the DeviceMetric of one measurement."""
+        """The reference of the DeviceMetric of one measurement; it, its channel, VMD and
+        MDS are kept, as built for the same inputs before (:func:`_built`) and found
+        with one look-up of everything they are made of."""
+        unit_code = unit.code if unit is not None else ""
+        types = self.types
+        memo = (self.sender, self.eui64.get(where.mds), where, tuple(code.items()), unit_code,
+                _items(types.get(f"{where.mds}.0.0.0")),
+                _items(types.get(f"{where.mds}.{where.vmd}.0.0")),
+                _items(types.get(f"{where.mds}.{where.vmd}.{where.channel}.0")))
+        levels = _LEVELS.get(memo)
+        if levels is None:
+            levels = self._metric_levels(where, code, unit_code)
+            if len(_LEVELS) >= MAX_BUILT:
+                _LEVELS.clear()
+            _LEVELS[memo] = levels
+        reference = ""
+        for resource in levels:  # MDS, VMD, channel, metric: the order they were built in
+            reference = self._keep(resource)
+        return reference
+
+    def _metric_levels(self, where: Containment, code: dict[str, Any],
+                       unit_code: str) -> tuple[dict[str, Any], ...]:
+        """The MDS, VMD, channel and metric of one measurement, built."""
         key = f"{self.mds_key(where.mds)}/{where.vmd}.{where.channel}.{where.metric}/" \
               f"{code.get('code', '')}"
-        metric: dict[str, Any] = {
-            "resourceType": "DeviceMetric", "id": stable_id("dm", key),
-            "identifier": [identifier(DEVICE_SYSTEM, key)],
-            "type": {"coding": [code]},
-            "source": {"reference": self.mds(where.mds)},
-            "parent": {"reference": self.channel(where)},
-            "category": "measurement",
-        }
-        if unit is not None and unit.code:
-            metric["unit"] = {"coding": [{"system": UCUM, "code": unit.code}]}
-        return self._keep(metric)
+        source, parent = self.mds(where.mds), self.channel(where)
+        metric = _built(("DeviceMetric", key, tuple(code.items()), unit_code, source, parent),
+                        lambda: _metric(key, code, unit_code, source, parent))
+        channel = self.resources[parent]
+        vmd = self.resources[channel["parent"]["reference"]]
+        return self.resources[source], vmd, channel, metric
 
     def _device(self, level: str, ident: dict[str, Any], parent: str | None) -> str:
-        device: dict[str, Any] = {"resourceType": "Device",
-                                  "id": stable_id("dev", f"{ident['system']}|{ident['value']}"),
-                                  "identifier": [ident], "status": "active"}
         kind = self.types.get(level)
-        if kind is not None:
-            device["type"] = {"coding": [kind]}
-        if parent is not None:
-            device["parent"] = {"reference": parent}
-        return self._keep(device)
+        return self._keep(_built(("Device", ident["system"], ident["value"],
+                                  tuple(kind.items()) if kind is not None else None, parent),
+                                 lambda: _device(ident, kind, parent)))
 
     def _keep(self, resource: dict[str, Any]) -> str:
         reference = f"{resource['resourceType']}/{resource['id']}"
         self.resources[reference] = resource
         return reference
+
+
+MAX_BUILT = 20_000  # device levels kept built (all are forgotten beyond)
+_BUILT: dict[tuple[Any, ...], dict[str, Any]] = {}
+_LEVELS: dict[tuple[Any, ...], tuple[dict[str, Any], ...]] = {}  # a metric's, by its inputs
+
+
+def _items(kind: dict[str, Any] | None) -> tuple[tuple[str, Any], ...] | None:
+    return tuple(kind.items()) if kind is not None else None
+
+
+def _built(key: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The resource ``build`` makes for ``key`` (everything it is made of), made once: a
+    monitor names the same 17 device levels in every message, and the very same dict
+    each time lets :func:`~.writing.upsert_all` know it unchanged without comparing it
+    (:meth:`~.writing.Remembered.unchanged`). Shared between messages and threads, so
+    never changed: the writer stores a copy of its top level."""
+    found = _BUILT.get(key)
+    if found is None:
+        if len(_BUILT) >= MAX_BUILT:
+            _BUILT.clear()
+            _LEVELS.clear()  # what it holds is rebuilt from _BUILT's new objects
+        found = _BUILT[key] = build()
+    return found
+
+
+def _device(ident: dict[str, Any], kind: dict[str, Any] | None,
+            parent: str | None) -> dict[str, Any]:
+    device: dict[str, Any] = {"resourceType": "Device",
+                              "id": stable_id("dev", f"{ident['system']}|{ident['value']}"),
+                              "identifier": [ident], "status": "active"}
+    if kind is not None:
+        device["type"] = {"coding": [dict(kind)]}
+    if parent is not None:
+        device["parent"] = {"reference": parent}
+    return device
+
+
+def _metric(key: str, code: dict[str, Any], unit_code: str, source: str,
+            parent: str) -> dict[str, Any]:
+    metric: dict[str, Any] = {
+        "resourceType": "DeviceMetric", "id": stable_id("dm", key),
+        "identifier": [identifier(DEVICE_SYSTEM, key)],
+        "type": {"coding": [dict(code)]},
+        "source": {"reference": source},
+        "parent": {"reference": parent},
+        "category": "measurement",
+    }
+    if unit_code:
+        metric["unit"] = {"coding": [{"system": UCUM, "code": unit_code}]}
+    return metric
 
 
 def device_type(code: str, refid: str) -> dict[str, Any]:

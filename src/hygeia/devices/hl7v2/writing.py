@@ -14,8 +14,10 @@ Cost: one batched look-up of every resource's head (version, deleted or not:
 a deleted resource is revived by an update, not created again); then, for those
 stored, their content, read by one ``_id`` search per resource type unless a
 :class:`Remembered` holds that very version (a monitor message names the same
-devices in every message, nearly always unchanged); then one write per resource
-that is new or changed.
+devices in every message, nearly always unchanged); no comparison at all for a
+resource that is the very object found equal to that version before (a device
+level is built once, :mod:`.devices_tree`); then one write per resource that is
+new or changed.
 """
 
 from __future__ import annotations
@@ -39,7 +41,10 @@ Key = tuple[str, str]
 @dataclass(slots=True)
 class Remembered:
     """The content of resources as committed, by type and id, with the version and
-    ``lastUpdated`` it had, so the next message naming them needs no read of content.
+    ``lastUpdated`` it had, so the next message naming them needs no read of content;
+    and which version each resource last compared equal to, so the next message
+    naming the very same object (a device level built once, :mod:`.devices_tree`)
+    needs no comparison either.
 
     Safe to trust only for that exact version: :func:`upsert_all` reads every head
     first, and any other write since (a client's update, a delete, a rollback of
@@ -48,6 +53,7 @@ class Remembered:
     """
 
     contents: dict[Key, tuple[int, int, dict[str, Any]]] = field(default_factory=dict)
+    same: dict[Key, tuple[int, int, dict[str, Any]]] = field(default_factory=dict)
 
     def get(self, key: Key, version: int, last_updated: int) -> dict[str, Any] | None:
         found = self.contents.get(key)
@@ -55,10 +61,20 @@ class Remembered:
             return None
         return found[2]
 
-    def keep(self, found: dict[Key, tuple[int, int, dict[str, Any]]]) -> None:
-        if len(self.contents) + len(found) > MAX_REMEMBERED:
+    def unchanged(self, key: Key, head: Head, resource: dict[str, Any]) -> bool:
+        """Whether ``resource`` is the object found equal to version ``head`` before."""
+        found = self.same.get(key)
+        return found is not None and found[2] is resource and found[0] == head.version \
+            and found[1] == head.last_updated
+
+    def keep(self, found: dict[Key, tuple[int, int, dict[str, Any]]],
+             same: dict[Key, tuple[int, int, dict[str, Any]]] | None = None) -> None:
+        if len(self.contents) + len(found) > MAX_REMEMBERED or \
+                len(self.same) + len(same or ()) > MAX_REMEMBERED:
             self.contents.clear()
+            self.same.clear()
         self.contents.update(found)
+        self.same.update(same or ())
 
 
 def upsert(session: Session, resource: dict[str, Any], handled: Handled, *,
@@ -81,16 +97,27 @@ def upsert_all(session: Session, resources: list[tuple[dict[str, Any], str]],
     wrote once the transaction commits.
     """
     session.lock(f"hl7v2:{lock}")
-    keys = list(dict.fromkeys((r["resourceType"], r["id"]) for r, _ in resources))
-    heads = session.heads(keys)
+    named: dict[Key, dict[str, Any] | None] = {}  # None: named twice (compared each time)
+    for resource, _ in resources:
+        key = (resource["resourceType"], resource["id"])
+        named[key] = resource if key not in named else None
+    heads = session.heads(list(named))
     stored: dict[Key, dict[str, Any]] = {}
     unread: list[Key] = []
+    unchanged: set[Key] = set()
     learned: dict[Key, tuple[int, int, dict[str, Any]]] = {}
+    compared: dict[Key, tuple[int, int, dict[str, Any]]] = {}
     for key, head in heads.items():
         if head.deleted:
             continue
-        known = remembered.get(key, head.version, head.last_updated) \
-            if remembered is not None else None
+        if remembered is None:
+            unread.append(key)
+            continue
+        resource_named = named.get(key)
+        if resource_named is not None and remembered.unchanged(key, head, resource_named):
+            unchanged.add(key)
+            continue
+        known = remembered.get(key, head.version, head.last_updated)
         if known is None:
             unread.append(key)
         else:
@@ -100,7 +127,11 @@ def upsert_all(session: Session, resources: list[tuple[dict[str, Any], str]],
         learned[key] = (version, last_updated, content)
     for resource, location in resources:
         key = (resource["resourceType"], resource["id"])
+        if key in unchanged:
+            continue
         if key in stored and _same(stored[key], resource):
+            if named.get(key) is resource:
+                compared[key] = (heads[key].version, heads[key].last_updated, resource)
             continue
         written = _write(session, resource, location, create=key not in heads)
         heads[key] = Head(written[0], written[1], False)
@@ -108,8 +139,8 @@ def upsert_all(session: Session, resources: list[tuple[dict[str, Any], str]],
         learned[key] = written
         if f"{key[0]}/{key[1]}" not in handled.written:
             handled.written.append(f"{key[0]}/{key[1]}")
-    if remembered is not None and learned:
-        session.after_commit(lambda: remembered.keep(learned))
+    if remembered is not None and (learned or compared):
+        session.after_commit(lambda: remembered.keep(learned, compared))
 
 
 def _write(session: Session, resource: dict[str, Any], location: str, *, create: bool
