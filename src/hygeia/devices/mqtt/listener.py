@@ -20,15 +20,18 @@ Durability, in order:
   succeeds or the server stops.
 
 Threads: paho's network loop (``loop_start``; it reconnects with exponential
-backoff, :data:`RECONNECT_DELAY`) hands each message to a queue; one worker
-thread stores them in batches of up to :data:`BATCH` messages per transaction
-(one commit for many messages: the group commit), falling back to one
-transaction per message when a batch fails, so one bad message cannot block
-the others.
+backoff, :data:`RECONNECT_DELAY`) reads and validates each message (refusing,
+reporting and acknowledging a bad one there) and hands the readings to a queue;
+one worker thread stores them in batches of everything waiting, up to
+:data:`BATCH` messages per transaction (one commit for many messages: the group
+commit), then acknowledges each, falling back to one transaction per message
+when a batch fails, so one bad message cannot block the others. That worker is
+the gateway's pace-setter (it alone writes), so everything else happens off it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -53,7 +56,7 @@ from hygeia.store import Session
 log = logging.getLogger("hygeia.devices.mqtt")
 
 QOS = 1
-BATCH = 200  # messages stored in one transaction at most
+BATCH = 500  # messages stored in one transaction at most
 RECONNECT_DELAY = (1, 30)  # seconds: first retry, and the cap of the doubling backoff
 RETRY_DELAY = (0.2, 10.0)  # a failed store: first retry, and the cap
 CONNECT_WAIT = 10.0  # start() waits this long for the first subscription
@@ -92,6 +95,14 @@ class BrokerAddress:
 
 
 @dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A message read: the step that stores it, and the reading (None for a status)."""
+
+    step: Callable[[Session, Seen], object]
+    reading: Reading | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """One message as the network thread handed it over."""
 
@@ -100,14 +111,8 @@ class Delivery:
     mid: int
     qos: int
     connection: int  # which connection it came on (its mid means nothing on another)
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """A message read: the step that stores it, and the reading (None for a status)."""
-
-    step: Callable[[Session, Seen], object]
-    reading: Reading | None = None
+    # read and validated on the network thread (None: not yet, the storing thread reads it)
+    prepared: _Prepared | None = None
 
 
 class MqttListener:
@@ -200,8 +205,19 @@ class MqttListener:
                         self.broker.host, self.broker.port, reason)
 
     def _received(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._inbox.put(Delivery(message.topic, bytes(message.payload), message.mid,
-                                 message.qos, self._connection))
+        """Read and validate the message here, so the storing thread spends its time in
+        transactions: it is the one that must keep up. A refused message is reported and
+        acknowledged here; a reading goes to the inbox, read."""
+        delivery = Delivery(message.topic, bytes(message.payload), message.mid,
+                            message.qos, self._connection)
+        try:
+            prepared = self._prepare(delivery)
+        except Exception:  # a bug, not the payload's fault: the storing thread tries again
+            log.exception("MQTT message on %s could not be read", delivery.topic)
+            self._inbox.put(delivery)
+            return
+        if prepared is not None:
+            self._inbox.put(dataclasses.replace(delivery, prepared=prepared))
 
     # ------------------------------------------------------------- storing
 
@@ -226,7 +242,7 @@ class MqttListener:
     def _handle(self, batch: list[Delivery]) -> None:
         """Store a batch in one transaction; if that fails, each message on its own."""
         ready = [(delivery, prepared) for delivery in batch
-                 if (prepared := self._prepare(delivery)) is not None]
+                 if (prepared := delivery.prepared or self._prepare(delivery)) is not None]
         if not ready:
             return
         readings = [prepared.reading for _, prepared in ready if prepared.reading is not None]
