@@ -56,15 +56,20 @@ from hygeia.store import Session
 log = logging.getLogger("hygeia.devices.mqtt")
 
 QOS = 1
-BATCH = 500  # messages stored in one transaction at most
+# messages stored in one transaction at most: each commit costs a sync to disk and wakes
+# every change-feed consumer of the server (NEWS2, alarms, subscriptions, ...), which
+# then runs a transaction of its own, so fewer, larger commits leave more for storing
+BATCH = 500
 RECONNECT_DELAY = (1, 30)  # seconds: first retry, and the cap of the doubling backoff
 RETRY_DELAY = (0.2, 10.0)  # a failed store: first retry, and the cap
 CONNECT_WAIT = 10.0  # start() waits this long for the first subscription
 KEEPALIVE = 30
-# unacknowledged messages the broker may send at once (MQTT 5 Receive Maximum): bounds
-# the inbox (at most this many payloads of payloads.MAX_PAYLOAD_BYTES: 100 MiB), and lets
-# a batch fill while the previous one commits
+# unacknowledged messages the broker may send at once (MQTT 5 Receive Maximum): twice a
+# batch, so the next batch arrives while one commits. It bounds the inbox: at most this
+# many payloads of payloads.MAX_PAYLOAD_BYTES (250 MiB), only those of at most
+# READ_AHEAD_BYTES held parsed as well
 RECEIVE_MAXIMUM = 2 * BATCH
+READ_AHEAD_BYTES = 16 * 1024  # a reading is ~300 bytes; a PHD upload a few KB
 DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600  # seconds
 
 
@@ -207,9 +212,13 @@ class MqttListener:
     def _received(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         """Read and validate the message here, so the storing thread spends its time in
         transactions: it is the one that must keep up. A refused message is reported and
-        acknowledged here; a reading goes to the inbox, read."""
+        acknowledged here; a reading goes to the inbox, read (a large one unread: the inbox
+        holds up to RECEIVE_MAXIMUM messages)."""
         delivery = Delivery(message.topic, bytes(message.payload), message.mid,
                             message.qos, self._connection)
+        if len(delivery.payload) > READ_AHEAD_BYTES:  # parsed, it would take 10x the memory
+            self._inbox.put(delivery)  # the storing thread reads it when it stores it
+            return
         try:
             prepared = self._prepare(delivery)
         except Exception:  # a bug, not the payload's fault: the storing thread tries again
