@@ -31,7 +31,6 @@ the gateway's pace-setter (it alone writes), so everything else happens off it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
@@ -214,19 +213,20 @@ class MqttListener:
         transactions: it is the one that must keep up. A refused message is reported and
         acknowledged here; a reading goes to the inbox, read (a large one unread: the inbox
         holds up to RECEIVE_MAXIMUM messages)."""
-        delivery = Delivery(message.topic, bytes(message.payload), message.mid,
-                            message.qos, self._connection)
-        if len(delivery.payload) > READ_AHEAD_BYTES:  # parsed, it would take 10x the memory
+        topic, payload, connection = message.topic, bytes(message.payload), self._connection
+        delivery = Delivery(topic, payload, message.mid, message.qos, connection)
+        if len(payload) > READ_AHEAD_BYTES:  # parsed, it would take 10x the memory
             self._inbox.put(delivery)  # the storing thread reads it when it stores it
             return
         try:
             prepared = self._prepare(delivery)
         except Exception:  # a bug, not the payload's fault: the storing thread tries again
-            log.exception("MQTT message on %s could not be read", delivery.topic)
+            log.exception("MQTT message on %s could not be read", topic)
             self._inbox.put(delivery)
             return
         if prepared is not None:
-            self._inbox.put(dataclasses.replace(delivery, prepared=prepared))
+            self._inbox.put(Delivery(topic, payload, message.mid, message.qos, connection,
+                                     prepared))
 
     # ------------------------------------------------------------- storing
 
