@@ -18,10 +18,13 @@ first message to the last acknowledgement) and the acknowledgement latency p50/p
 MQTT: ``--publishers`` paho-mqtt clients (one gateway device each) publish
 ``--readings`` Observations each, one per message with QoS 1, to the broker at
 ``--mqtt-url`` (Mosquitto), under a topic prefix of this run's own; the server
-stores them and acknowledges each (PUBACK) after commit. Publishers keep at most
-:data:`MQTT_BACKLOG` readings published but not yet stored (the broker's queue for
-the server's session is bounded). Reported: Observations stored per second, from
-the first publish until ``Observation?_summary=count`` (polled) shows them all.
+stores them and acknowledges each (PUBACK) after commit. Each publisher keeps
+``--window`` publishes in flight (default 20, paho's ``max_inflight_messages``, as a
+gateway using paho does; ``--window 1`` waits for each PUBACK before the next), and
+all together at most :data:`MQTT_BACKLOG` readings published but not yet stored (the
+broker's queue for the server's session is bounded). Reported: Observations stored
+per second, from the first publish until ``Observation?_summary=count`` (polled)
+shows them all: only stored Observations count.
 
 The baseline is ``hygeia load`` of an NDJSON file holding as many Observations of
 the same shape, into a fresh database on the same backend, in the same run.
@@ -32,7 +35,7 @@ shared machine rates swing with the other load; CPU per Observation much less, s
 compare those. ``--serve=--no-news2`` leaves out the clinical pillar's NEWS2 scoring,
 which scores every vital sign as it is stored (several times the CPU of storing it).
 
-``--compare REVISION`` runs the MLLP part first against another revision's ``src``
+``--compare REVISION`` runs the MLLP and MQTT parts first against another revision's ``src``
 (``git archive``), so a change is measured beside its parent in the same minute.
 
 Scratch PostgreSQL databases are named ``{--db-prefix}_mllp`` and so on, so runs by
@@ -271,21 +274,35 @@ class StoredCount:
         self._thread.join()
 
 
+MQTT_WINDOW = 20  # QoS 1 publishes in flight per publisher: paho's max_inflight_messages
+
+
 def run_publishers(broker: tuple[str, int], prefix: str, count: StoredCount,
-                   publishers: int, readings: int) -> float:
-    """Wall seconds from the first publish until every reading is stored."""
+                   publishers: int, readings: int, window: int = MQTT_WINDOW) -> float:
+    """Wall seconds from the first publish until every reading is stored.
+
+    Each publisher keeps up to ``window`` QoS 1 publishes in flight (published, the
+    broker's PUBACK not yet back), as a paho gateway does by default; ``window`` 1
+    waits for each PUBACK before the next publish."""
     published = [0]
     lock = threading.Lock()
     failures: list[str] = []
 
     def publish(publisher: int) -> None:
+        in_flight = threading.BoundedSemaphore(window)
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                              client_id=f"{prefix}-pub-{publisher}")
+        client.max_inflight_messages_set(window)
+        client.on_publish = lambda client, userdata, mid, reason, properties: \
+            in_flight.release()
         client.connect(*broker)
         client.loop_start()
         try:
             topic = f"{prefix}/hygeia/gw-{publisher}/monitor/obs"
             for number in range(readings):
+                if not in_flight.acquire(timeout=60):
+                    failures.append("no PUBACK from the broker within 60 s")
+                    return
                 with lock:
                     published[0] += 1
                     total = published[0]
@@ -294,7 +311,10 @@ def run_publishers(broker: tuple[str, int], prefix: str, count: StoredCount,
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     failures.append(mqtt.error_string(info.rc))
                     return
-                info.wait_for_publish(30)
+            for _ in range(window):  # the last PUBACKs, before disconnecting
+                if not in_flight.acquire(timeout=60):
+                    failures.append("no PUBACK from the broker within 60 s")
+                    return
         finally:
             client.loop_stop()
             client.disconnect()
@@ -313,40 +333,59 @@ def run_publishers(broker: tuple[str, int], prefix: str, count: StoredCount,
     return time.perf_counter() - began
 
 
-def measure_mqtt(backend: str, admin: str, broker_url: str, publishers: int,
-                 readings: int, serve: tuple[str, ...] = (),
-                 prefix: str = "bench_devices") -> None:
+def mqtt_run(backend: str, admin: str, broker_url: str, publishers: int, readings: int,
+             window: int, serve: tuple[str, ...], database_name: str, folder: Path,
+             source: Path | None = None) -> tuple[float, float]:
+    """One server (of ``source``, default this checkout) fed by the publishers under a
+    topic prefix of its own: wall seconds, server CPU ms per Observation."""
     host, _, port = broker_url.removeprefix("mqtt://").partition(":")
     topics = f"bench-{uuid.uuid4().hex[:12]}"
+    db_url = database(backend, admin, database_name, folder)
+    server = Server(db_url, "--mqtt-url", broker_url,
+                    "--mqtt-topic", f"{topics}/hygeia/+/+/obs",
+                    "--mqtt-client-id", f"{topics}-hygeia", "--mqtt-session-expiry", "0",
+                    *serve, source=source)
+    count = StoredCount(server.base)
+    try:
+        time.sleep(1.0)  # the server subscribes once connected
+        cpu = cpu_seconds(server.process.pid)  # includes the count polls (a few %)
+        elapsed = run_publishers((host, int(port or 1883)), topics, count, publishers,
+                                 readings, window)
+        cpu_ms = _server_cpu_ms(server, cpu, publishers * readings)
+    finally:
+        count.stop()
+        server.stop()
+    if backend != "sqlite":
+        drop_postgres_db(admin, database_name)
+    return elapsed, cpu_ms
+
+
+def measure_mqtt(backend: str, admin: str, broker_url: str, publishers: int,
+                 readings: int, serve: tuple[str, ...] = (),
+                 prefix: str = "bench_devices", window: int = MQTT_WINDOW,
+                 compare: str = "") -> None:
     observations = publishers * readings
+    shape = (f"MQTT {publishers} publishers x {readings} readings (QoS 1, window "
+             f"{window}, one Observation each)")
     with tempfile.TemporaryDirectory() as folder:
-        db_url = database(backend, admin, f"{prefix}_mqtt", Path(folder))
-        server = Server(db_url, "--mqtt-url", broker_url,
-                        "--mqtt-topic", f"{topics}/hygeia/+/+/obs",
-                        "--mqtt-client-id", f"{topics}-hygeia", "--mqtt-session-expiry", "0",
-                        *serve)
-        count = StoredCount(server.base)
-        try:
-            time.sleep(1.0)  # the server subscribes once connected
-            cpu = cpu_seconds(server.process.pid)  # includes the count polls (a few %)
-            elapsed = run_publishers((host, int(port or 1883)), topics, count, publishers,
-                                     readings)
-            cpu_ms = _server_cpu_ms(server, cpu, observations)
-        finally:
-            count.stop()
-            server.stop()
-        if backend != "sqlite":
-            drop_postgres_db(admin, f"{prefix}_mqtt")
+        if compare:  # the other revision first, same minute, database of its own
+            other = source_at(compare, Path(folder))
+            took, other_ms = mqtt_run(backend, admin, broker_url, publishers, readings,
+                                      window, serve, f"{prefix}_mqtt_compare", Path(folder),
+                                      other)
+            print(f"{backend:<10} {shape} at {compare}: {observations / took:8,.0f} "
+                  f"Observations/s stored, {other_ms:.2f} CPU ms each", flush=True)
+        elapsed, cpu_ms = mqtt_run(backend, admin, broker_url, publishers, readings, window,
+                                   serve, f"{prefix}_mqtt", Path(folder))
         baseline_url = database(backend, admin, f"{prefix}_load", Path(folder))
         baseline, baseline_ms = load_baseline(baseline_url, observations)
         if backend != "sqlite":
             drop_postgres_db(admin, f"{prefix}_load")
     rate = observations / elapsed
-    print(f"{backend:<10} MQTT {publishers} publishers x {readings} readings (QoS 1, one "
-          f"Observation each): {rate:8,.0f} Observations/s stored, {cpu_ms:.2f} CPU ms "
-          f"each | baseline hygeia load {baseline:8,.0f} Observations/s, {baseline_ms:.2f} "
-          f"CPU ms each; ratio {rate / baseline:.2f} (CPU {cpu_ms / baseline_ms:.2f}x)",
-          flush=True)
+    print(f"{backend:<10} {shape}: {rate:8,.0f} Observations/s stored, {cpu_ms:.2f} CPU "
+          f"ms each | baseline hygeia load {baseline:8,.0f} Observations/s, "
+          f"{baseline_ms:.2f} CPU ms each; ratio {rate / baseline:.2f} (CPU "
+          f"{cpu_ms / baseline_ms:.2f}x)", flush=True)
 
 
 PARTS = ("mllp", "mqtt", "subscriptions")
@@ -357,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--postgres", default=DEFAULT_PG, help="admin URL for scratch databases")
     parser.add_argument("--compare", default="", metavar="REVISION",
-                        help="also run the MLLP part against this git revision's src, "
+                        help="also run the MLLP and MQTT parts against this git revision's src, "
                              "just before this checkout's (e.g. main)")
     parser.add_argument("--db-prefix", default="bench_devices",
                         help="name prefix of the scratch PostgreSQL databases")
@@ -367,6 +406,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883")
     parser.add_argument("--publishers", type=int, default=8)
     parser.add_argument("--readings", type=int, default=1000, help="readings per publisher")
+    parser.add_argument("--window", type=int, default=MQTT_WINDOW,
+                        help="QoS 1 publishes each MQTT publisher keeps in flight (default "
+                             f"{MQTT_WINDOW}, paho's; 1 waits for each PUBACK)")
     parser.add_argument("--subscription-rate", type=float, default=500.0,
                         help="Observations per second written while subscribed")
     parser.add_argument("--subscription-seconds", type=float, default=10.0)
@@ -383,7 +425,8 @@ def main(argv: list[str] | None = None) -> None:
                          tuple(args.serve.split()), args.db_prefix, args.compare)
         if "mqtt" in parts:
             measure_mqtt(backend, args.postgres, args.mqtt_url, args.publishers,
-                         args.readings, tuple(args.serve.split()), args.db_prefix)
+                         args.readings, tuple(args.serve.split()), args.db_prefix,
+                         args.window, args.compare)
         if "subscriptions" in parts:
             subscriptions.measure(backend, args.postgres, 8, args.subscription_rate,
                                   args.subscription_seconds, workers=1, baseline_source=None,

@@ -30,7 +30,6 @@ from hygeia.devices.registry import (
     associations,
     ensure_device,
     identifier_criteria,
-    patient_of,
 )
 from hygeia.fhir.datetime import fhir_datetime_range, now_us
 from hygeia.fhir.outcome import BadRequest, PreconditionFailed
@@ -227,22 +226,27 @@ def _attribute(session: Session, observation: dict[str, Any], device_id: str,
         return
     reference = observation["device"].get("reference", "")
     measuring = reference[len("Device/"):] if reference.startswith("Device/") else device_id
-    patient = _patient(session, measuring, _measured_at(observation), seen)
-    if patient is None and measuring != device_id:
-        patient = _patient(session, device_id, _measured_at(observation), seen)
-    if patient is not None:
-        observation["subject"] = {"reference": patient}
+    moment: int | None = None  # parsed only for a device with associations (most have none)
+    for candidate in dict.fromkeys((measuring, device_id)):
+        found = _associations(session, candidate, seen)
+        if not found:
+            continue
+        moment = _measured_at(observation) if moment is None else moment
+        patient = next((a.patient for a in found if a.covers(moment)), None)
+        if patient is not None:
+            observation["subject"] = {"reference": patient}
+            return
 
 
-def _patient(session: Session, device_id: str, moment: int, seen: Seen | None) -> str | None:
-    """:func:`~hygeia.devices.registry.patient_of`, reading the device's associations
-    once per transaction when ``seen`` keeps them."""
+def _associations(session: Session, device_id: str, seen: Seen | None) -> list[Association]:
+    """:func:`~hygeia.devices.registry.associations`, read once per transaction when
+    ``seen`` keeps them."""
     if seen is None:
-        return patient_of(session, device_id, moment)
+        return associations(session, device_id)
     found = seen.associations.get(device_id)
     if found is None:
         found = seen.associations[device_id] = associations(session, device_id)
-    return next((a.patient for a in found if a.covers(moment)), None)
+    return found
 
 
 def _measured_at(observation: dict[str, Any]) -> int:

@@ -11,7 +11,7 @@ prefix of the status and error topics too (``site-1/hygeia/+/+/obs`` ->
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hygeia.fhir.outcome import BadRequest
 
@@ -25,6 +25,11 @@ class TopicLayout:
     """Where observations, statuses and errors are published, from one filter."""
 
     observations: str  # the subscription filter, "hygeia/+/+/obs"
+    # the levels before "{gateway}", with a trailing slash (or ""): read for every message
+    prefix: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prefix", self.observations[:-len("+/+/obs")])
 
     @classmethod
     def from_filter(cls, topic_filter: str) -> TopicLayout:
@@ -36,12 +41,6 @@ class TopicLayout:
                              "(gateway, device, obs), like the default "
                              f"{DEFAULT_FILTER}, with no other wildcard")
         return cls(topic_filter)
-
-    @property
-    def prefix(self) -> str:
-        """The levels before ``{gateway}``, with a trailing slash (or "")."""
-        head = self.observations[:-len("+/+/obs")]
-        return head
 
     @property
     def statuses(self) -> str:
