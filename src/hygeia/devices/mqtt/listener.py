@@ -211,10 +211,17 @@ class MqttListener:
     # ------------------------------------------------------------- storing
 
     def _work(self) -> None:
+        """The storing thread's loop. It must outlive any one batch: if it stopped,
+        every later message would wait unacknowledged until the server restarts."""
         while not self._stopping.is_set():
             batch = self._take()
-            if batch:
+            if not batch:
+                continue
+            try:
                 self._handle(batch)
+            except Exception:  # a defect; the batch stays unacknowledged, so the
+                # broker sends it again after the next reconnect
+                log.exception("MQTT batch of %d messages not handled", len(batch))
 
     def _take(self) -> list[Delivery]:
         try:
@@ -261,6 +268,12 @@ class MqttListener:
             reading = parse_reading(self.layout, delivery.topic, delivery.payload)
         except FhirError as error:
             self._refuse(delivery, error)
+            return None
+        except Exception:  # a payload our parser could not read: reported, not lost
+            log.exception("MQTT message on %s could not be read", delivery.topic)
+            self._refuse(delivery, FhirError(
+                "The payload could not be read as a FHIR Observation or Bundle.",
+                code="processing"))
             return None
         return _Prepared(lambda session, seen: store_reading(session, reading,
                                                              self._known_devices, seen),
