@@ -40,7 +40,9 @@ from hygeia.store import ChangeEvent, Session, StoredVersion
 PATIENTS_PER_SEARCH = 200  # patients OR-ed in one search
 PAGE = 1000  # resources per page read
 MAX_READINGS = 500  # vital signs read per patient, parameter and window (newest first)
+RECENT = 30 * 1_000_000  # µs before a score's set read with every vital sign at once
 LOOK_BACK = 24 * 3600 * 1_000_000  # µs before a set searched for the band before it
+_ALL_CODES = ",".join(f"{LOINC}|{code}" for code in VITAL_CODES)
 _PATIENT = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
 
 
@@ -239,33 +241,70 @@ def readings_for(session: Session, windows: Mapping[str, tuple[int, int]], wides
 
     A score takes each parameter's latest reading in its window, so of each parameter
     only the readings after the earliest such end and the latest one at or before it
-    are read: one search per parameter, newest first, left for a patient once past
-    that one. A monitor streaming every second made the window's thousands of vital
-    signs be read and parsed again for each batch, though a score uses seven; a
-    parameter never measured (no blood pressure from a pulse oximeter) costs one search
-    that finds nothing. ``window`` 0: every reading in the window. ``parsed``: the
-    readings of Observations already read, by (id, versionId)."""
+    are read. A monitor streaming every second made the window's thousands of vital
+    signs be searched, sorted and parsed again for each batch, though a score uses
+    seven. So one search reads every vital sign from :data:`RECENT` before the earliest
+    end, which holds each streamed parameter's latest; only the parameters not found
+    there (measured now and then, or never) are searched for over the rest of the
+    window, one search each, newest first, left for a patient once past its latest
+    reading. ``window`` 0: every reading in the window. ``parsed``: the readings of
+    Observations already read, by (id, versionId)."""
     found: dict[str, list[Reading]] = {patient: [] for patient in windows}
     floors = {patient: start + window for patient, (start, _) in windows.items()}
     for group, low, high in _groups(windows, widest):
+        recent = max(low, min(floors[patient] for patient in group) - RECENT)
+        latest: dict[tuple[str, str], int] = {}
+        for stored in search_all(session, "Observation", [
+                ("patient", ",".join(group)), ("code", _ALL_CODES), *between(recent, high)]):
+            _add_readings(stored, parsed or {}, windows, floors, (recent, high), found, latest)
         for parameter in PARAMETERS:
-            _read_parameter(session, parameter, group, between(low, high), windows, floors,
-                            parsed or {}, found)
+            missing = [patient for patient in group if (patient, parameter) not in latest]
+            if missing and low < recent:
+                _read_parameter(session, parameter, missing, between(low, recent), windows,
+                                floors, parsed or {}, found, recent)
     return found
+
+
+def _add_readings(stored: StoredVersion, parsed: Mapping[tuple[str, str], list[Reading]],
+                  windows: Mapping[str, tuple[int, int]], floors: Mapping[str, int],
+                  span: tuple[int, int], found: dict[str, list[Reading]],
+                  latest: dict[tuple[str, str], int], parameter: str | None = None
+                  ) -> str | None:
+    """Add to ``found`` the readings of ``stored`` (of ``parameter``, else all) within
+    its patient's window and ``span`` (µs, the end excluded when it is a search's cut),
+    noting in ``latest`` each (patient, parameter)'s latest at or before its floor.
+    Returns the patient."""
+    observation = orjson.loads(stored.content or b"{}")
+    patient = subject_of(observation)
+    if patient not in windows:
+        return None
+    readings = parsed.get((stored.id, str(stored.version)))
+    if readings is None:
+        readings = readings_of(observation)
+    start, stop = windows[patient]
+    for reading in readings:
+        if (parameter is None or reading.parameter == parameter) and \
+                start <= reading.at <= stop and span[0] <= reading.at <= span[1]:
+            found[patient].append(reading)
+            if reading.at <= floors[patient]:
+                key = (patient, reading.parameter)
+                latest[key] = max(latest.get(key, reading.at), reading.at)
+    return patient
 
 
 def _read_parameter(session: Session, parameter: str, group: list[str],
                     dates: list[tuple[str, str]], windows: Mapping[str, tuple[int, int]],
                     floors: Mapping[str, int],
                     parsed: Mapping[tuple[str, str], list[Reading]],
-                    found: dict[str, list[Reading]]) -> None:
-    """Add to ``found`` the readings of ``parameter`` the group's patients' scores may
-    use: newest first, each patient's up to the first Observation sorted wholly before
-    its latest reading at or before ``floors[patient]`` (a search sorted by ``-date``
-    sorts by the end of the time, so one that ends by then starts before it)."""
+                    found: dict[str, list[Reading]], before: int) -> None:
+    """Add to ``found`` the readings of ``parameter`` taken before ``before`` that the
+    group's patients' scores may use: newest first, each patient's up to the first
+    Observation sorted wholly before its latest reading at or before its floor (a
+    search sorted by ``-date`` sorts by the end of the time, so one that ends by then
+    starts before it)."""
     codes = ",".join(f"{LOINC}|{code}" for code in CODES_OF[parameter])
     params = [("patient", ",".join(group)), ("code", codes), *dates, ("_sort", "-date")]
-    latest: dict[str, int] = {}  # each patient's latest reading at or before its floor
+    latest: dict[tuple[str, str], int] = {}
     counted: dict[str, int] = {}
     open_ = set(group)
     for stored in _newest_first(session, params, 2 * len(group) + 1):
@@ -273,26 +312,18 @@ def _read_parameter(session: Session, parameter: str, group: list[str],
         patient = subject_of(observation)
         if patient not in open_:
             continue
-        if (end := effective_end(observation)) is not None and patient in latest and \
-                end <= latest[patient]:
+        end = effective_end(observation)
+        if end is not None and (patient, parameter) in latest and \
+                end <= latest[(patient, parameter)]:
             open_.discard(patient)  # it and every one after it start before the latest
-            if not open_:
-                return
-            continue
-        start, stop = windows[patient]
-        readings = parsed.get((stored.id, str(stored.version)))
-        if readings is None:
-            readings = readings_of(observation)
-        for reading in readings:
-            if reading.parameter == parameter and start <= reading.at <= stop:
-                found[patient].append(reading)
-                if reading.at <= floors[patient]:
-                    latest[patient] = max(latest.get(patient, reading.at), reading.at)
-        counted[patient] = counted.get(patient, 0) + 1
-        if counted[patient] >= MAX_READINGS:
-            open_.discard(patient)
-            if not open_:
-                return
+        else:
+            _add_readings(stored, parsed, windows, floors, (-1 << 62, before - 1), found,
+                          latest, parameter)
+            counted[patient] = counted.get(patient, 0) + 1
+            if counted[patient] >= MAX_READINGS:
+                open_.discard(patient)
+        if not open_:
+            return
 
 
 def _newest_first(session: Session, params: list[tuple[str, str]], first: int
