@@ -40,7 +40,7 @@ from hygeia.store import ChangeEvent, Session, StoredVersion
 PATIENTS_PER_SEARCH = 200  # patients OR-ed in one search
 PAGE = 1000  # resources per page read
 MAX_READINGS = 500  # vital signs read per patient, parameter and window (newest first)
-RECENT = 30 * 1_000_000  # µs before a score's set read with every vital sign at once
+RECENT = 5 * 1_000_000  # µs before a score's set read with every vital sign at once
 LOOK_BACK = 24 * 3600 * 1_000_000  # µs before a set searched for the band before it
 _ALL_CODES = ",".join(f"{LOINC}|{code}" for code in VITAL_CODES)
 _PATIENT = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
