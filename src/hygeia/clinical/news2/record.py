@@ -256,7 +256,8 @@ def readings_for(session: Session, windows: Mapping[str, tuple[int, int]], wides
         latest: dict[tuple[str, str], int] = {}
         for stored in search_all(session, "Observation", [
                 ("patient", ",".join(group)), ("code", _ALL_CODES), *between(recent, high)]):
-            _add_readings(stored, parsed or {}, windows, floors, (recent, high), found, latest)
+            _add_readings(stored, orjson.loads(stored.content or b"{}"), parsed or {},
+                          windows, floors, (recent, high), found, latest)
         for parameter in PARAMETERS:
             missing = [patient for patient in group if (patient, parameter) not in latest]
             if missing and low < recent:
@@ -265,19 +266,17 @@ def readings_for(session: Session, windows: Mapping[str, tuple[int, int]], wides
     return found
 
 
-def _add_readings(stored: StoredVersion, parsed: Mapping[tuple[str, str], list[Reading]],
+def _add_readings(stored: StoredVersion, observation: dict[str, Any],
+                  parsed: Mapping[tuple[str, str], list[Reading]],
                   windows: Mapping[str, tuple[int, int]], floors: Mapping[str, int],
                   span: tuple[int, int], found: dict[str, list[Reading]],
-                  latest: dict[tuple[str, str], int], parameter: str | None = None
-                  ) -> str | None:
-    """Add to ``found`` the readings of ``stored`` (of ``parameter``, else all) within
-    its patient's window and ``span`` (µs, the end excluded when it is a search's cut),
-    noting in ``latest`` each (patient, parameter)'s latest at or before its floor.
-    Returns the patient."""
-    observation = orjson.loads(stored.content or b"{}")
+                  latest: dict[tuple[str, str], int], parameter: str | None = None) -> None:
+    """Add to ``found`` the readings of ``stored`` (``observation`` its content; of
+    ``parameter``, else all) within its patient's window and ``span`` (µs), noting in
+    ``latest`` each (patient, parameter)'s latest at or before the patient's floor."""
     patient = subject_of(observation)
-    if patient not in windows:
-        return None
+    if patient is None or patient not in windows:
+        return
     readings = parsed.get((stored.id, str(stored.version)))
     if readings is None:
         readings = readings_of(observation)
@@ -289,7 +288,6 @@ def _add_readings(stored: StoredVersion, parsed: Mapping[tuple[str, str], list[R
             if reading.at <= floors[patient]:
                 key = (patient, reading.parameter)
                 latest[key] = max(latest.get(key, reading.at), reading.at)
-    return patient
 
 
 def _read_parameter(session: Session, parameter: str, group: list[str],
@@ -317,8 +315,8 @@ def _read_parameter(session: Session, parameter: str, group: list[str],
                 end <= latest[(patient, parameter)]:
             open_.discard(patient)  # it and every one after it start before the latest
         else:
-            _add_readings(stored, parsed, windows, floors, (-1 << 62, before - 1), found,
-                          latest, parameter)
+            _add_readings(stored, observation, parsed, windows, floors,
+                          (-1 << 62, before - 1), found, latest, parameter)
             counted[patient] = counted.get(patient, 0) + 1
             if counted[patient] >= MAX_READINGS:
                 open_.discard(patient)
