@@ -314,7 +314,7 @@ class News2Engine:
         spans = {patient: (min(at) - self.window, max(at) + self.window)
                  for patient, at in wanted.items()}
         with other() as session:
-            return readings_for(session, spans, 3 * self.window, parsed)
+            return readings_for(session, spans, 3 * self.window, parsed, window=self.window)
 
     def _score_sets(self, session: Session, wanted: dict[str, set[int]],
                     parsed: Mapping[tuple[str, str], list[Reading]] | None,
@@ -351,7 +351,8 @@ class News2Engine:
                 continue
             windows[patient] = (min(s.end for s in sets_changed.values()) - self.window,
                                 max(s.end for s in sets_changed.values()))
-        readings = readings_for(session, windows, 2 * self.window, parsed or {}) \
+        readings = readings_for(session, windows, 2 * self.window, parsed or {},
+                                window=self.window) \
             if early is None else early.vitals.result()
         scoring = Scoring(known, chosen, set(windows))
         for patient in windows:

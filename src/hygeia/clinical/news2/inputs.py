@@ -43,6 +43,12 @@ INHALED_CONCENTRATION = "3150-0"  # %: above 21 is oxygen
 INHALED_FLOW = "3151-8"  # L/min: above 0 is oxygen
 VITAL_CODES = (*QUANTITIES, BP_PANEL, LEVEL_OF_CONSCIOUSNESS, INHALED_CONCENTRATION,
                INHALED_FLOW)
+# the LOINC codes whose Observations carry each parameter (a search for one parameter)
+CODES_OF = {parameter: tuple(code for code, name in QUANTITIES.items() if name == parameter)
+            for parameter in set(QUANTITIES.values())}
+CODES_OF[SYSTOLIC] = (*CODES_OF[SYSTOLIC], BP_PANEL)
+CODES_OF[CONSCIOUSNESS] = (LEVEL_OF_CONSCIOUSNESS,)
+CODES_OF[OXYGEN] = (INHALED_CONCENTRATION, INHALED_FLOW)
 PARAMETER_LOINC = {RESPIRATION: "9279-1", SPO2: "59408-5", SYSTOLIC: "8480-6",
                    PULSE: "8867-4", CONSCIOUSNESS: LEVEL_OF_CONSCIOUSNESS,
                    TEMPERATURE: "8310-5"}
@@ -86,6 +92,13 @@ def is_news2_score(observation: dict[str, Any]) -> bool:
 
 def effective_us(observation: dict[str, Any]) -> int | None:
     """When it was observed: effectiveDateTime, effectiveInstant or the period's end."""
+    span = effective_span(observation)
+    return None if span is None else span[0]
+
+
+def effective_span(observation: dict[str, Any]) -> tuple[int, int] | None:
+    """The start and end (µs, end excluded) of the time :func:`effective_us` reads, with
+    its precision (``2026-03-01T10:00:00Z`` covers a second)."""
     text = observation.get("effectiveDateTime") or observation.get("effectiveInstant") or \
         (observation.get("effectivePeriod") or {}).get("end") or \
         (observation.get("effectivePeriod") or {}).get("start")
@@ -94,13 +107,25 @@ def effective_us(observation: dict[str, Any]) -> int | None:
     return _instant(text)
 
 
+def effective_end(observation: dict[str, Any]) -> int | None:
+    """Where a search sorted by ``-date`` (the end of the effective time) places the
+    Observation: the end of its time, or None when that is not a time it states (a
+    period without an end runs on)."""
+    period = observation.get("effectivePeriod")
+    if not (observation.get("effectiveDateTime") or observation.get("effectiveInstant")) \
+            and isinstance(period, dict) and not period.get("end"):
+        return None
+    span = effective_span(observation)
+    return None if span is None else span[1]
+
+
 @lru_cache(maxsize=4096)
-def _instant(text: str) -> int | None:
-    """The start of a FHIR dateTime, µs; remembered, because the vital signs of a set
-    (and of a device's round) share one time, and parsing it was a tenth of the engine's
-    own CPU."""
+def _instant(text: str) -> tuple[int, int] | None:
+    """The start and end of a FHIR dateTime, µs; remembered, because the vital signs of
+    a set (and of a device's round) share one time, and parsing it was a tenth of the
+    engine's own CPU."""
     try:
-        return fhir_datetime_range(text)[0]
+        return fhir_datetime_range(text)
     except FhirError:  # not a date: the reading has no time, so it is not used
         return None
 

@@ -18,11 +18,14 @@ import orjson
 
 from hygeia.clinical.news2.inputs import (
     ADULT_YEARS,
+    CODES_OF,
     LOINC,
+    PARAMETERS,
     PREGNANCY,
     SNOMED,
     VITAL_CODES,
     Reading,
+    effective_end,
     is_scale_2_flag,
     readings_of,
     under_16,
@@ -36,8 +39,10 @@ from hygeia.store import ChangeEvent, Session, StoredVersion
 
 PATIENTS_PER_SEARCH = 200  # patients OR-ed in one search
 PAGE = 1000  # resources per page read
-MAX_READINGS = 500  # vital signs read per patient and window (the newest first)
+MAX_READINGS = 500  # vital signs read per patient, parameter and window (newest first)
+RECENT = 5 * 1_000_000  # µs before a score's set read with every vital sign at once
 LOOK_BACK = 24 * 3600 * 1_000_000  # µs before a set searched for the band before it
+_ALL_CODES = ",".join(f"{LOINC}|{code}" for code in VITAL_CODES)
 _PATIENT = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
 
 
@@ -229,31 +234,114 @@ def bands_before(session: Session, sets: Mapping[str, ScoreSet],
 
 
 def readings_for(session: Session, windows: Mapping[str, tuple[int, int]], widest: int,
-                 parsed: Mapping[tuple[str, str], list[Reading]] | None = None
-                 ) -> dict[str, list[Reading]]:
-    """Each patient's NEWS2 readings effective within ``windows[patient]`` (µs, the
-    newest :data:`MAX_READINGS` vital signs of each patient's window at most).
-    ``parsed``: the readings of Observations already read, by (id, versionId)."""
-    codes = ",".join(f"{LOINC}|{code}" for code in VITAL_CODES)
+                 parsed: Mapping[tuple[str, str], list[Reading]] | None = None, *,
+                 window: int = 0) -> dict[str, list[Reading]]:
+    """Each patient's NEWS2 readings effective within ``windows[patient]`` = (start, end)
+    (µs) that a score of a set ending between ``start + window`` and ``end`` may use.
+
+    A score takes each parameter's latest reading in its window, so of each parameter
+    only the readings after the earliest such end and the latest one at or before it
+    are read. A monitor streaming every second made the window's thousands of vital
+    signs be searched, sorted and parsed again for each batch, though a score uses
+    seven. So one search reads every vital sign from :data:`RECENT` before the earliest
+    end, which holds each streamed parameter's latest; only the parameters not found
+    there (measured now and then, or never) are searched for over the rest of the
+    window, one search each, newest first, left for a patient once past its latest
+    reading. ``window`` 0: every reading in the window. ``parsed``: the readings of
+    Observations already read, by (id, versionId)."""
     found: dict[str, list[Reading]] = {patient: [] for patient in windows}
+    floors = {patient: start + window for patient, (start, _) in windows.items()}
     for group, low, high in _groups(windows, widest):
-        params = [("patient", ",".join(group)), ("code", codes), *between(low, high),
-                  ("_sort", "-date")]
-        per_patient: dict[str, int] = {}
-        for stored in search_all(session, "Observation", params,
-                                 limit=MAX_READINGS * len(group)):
-            observation = orjson.loads(stored.content or b"{}")
-            patient = subject_of(observation)
-            if patient not in found or per_patient.get(patient, 0) >= MAX_READINGS:
-                continue
-            per_patient[patient] = per_patient.get(patient, 0) + 1
-            start, end = windows[patient]
-            readings = (parsed or {}).get((stored.id, str(stored.version)))
-            if readings is None:
-                readings = readings_of(observation)
-            found[patient].extend(reading for reading in readings
-                                  if start <= reading.at <= end)
+        recent = max(low, min(floors[patient] for patient in group) - RECENT)
+        latest: dict[tuple[str, str], int] = {}
+        for stored in search_all(session, "Observation", [
+                ("patient", ",".join(group)), ("code", _ALL_CODES), *between(recent, high)]):
+            _add_readings(stored, orjson.loads(stored.content or b"{}"), parsed or {},
+                          windows, floors, (recent, high), found, latest)
+        for parameter in PARAMETERS:
+            missing = [patient for patient in group if (patient, parameter) not in latest]
+            if missing and low < recent:
+                _read_parameter(session, parameter, missing, between(low, recent), windows,
+                                floors, parsed or {}, found, recent)
     return found
+
+
+def _add_readings(stored: StoredVersion, observation: dict[str, Any],
+                  parsed: Mapping[tuple[str, str], list[Reading]],
+                  windows: Mapping[str, tuple[int, int]], floors: Mapping[str, int],
+                  span: tuple[int, int], found: dict[str, list[Reading]],
+                  latest: dict[tuple[str, str], int], parameter: str | None = None) -> None:
+    """Add to ``found`` the readings of ``stored`` (``observation`` its content; of
+    ``parameter``, else all) within its patient's window and ``span`` (µs), noting in
+    ``latest`` each (patient, parameter)'s latest at or before the patient's floor."""
+    patient = subject_of(observation)
+    if patient is None or patient not in windows:
+        return
+    readings = parsed.get((stored.id, str(stored.version)))
+    if readings is None:
+        readings = readings_of(observation)
+    start, stop = windows[patient]
+    for reading in readings:
+        if (parameter is None or reading.parameter == parameter) and \
+                start <= reading.at <= stop and span[0] <= reading.at <= span[1]:
+            found[patient].append(reading)
+            if reading.at <= floors[patient]:
+                key = (patient, reading.parameter)
+                latest[key] = max(latest.get(key, reading.at), reading.at)
+
+
+def _read_parameter(session: Session, parameter: str, group: list[str],
+                    dates: list[tuple[str, str]], windows: Mapping[str, tuple[int, int]],
+                    floors: Mapping[str, int],
+                    parsed: Mapping[tuple[str, str], list[Reading]],
+                    found: dict[str, list[Reading]], before: int) -> None:
+    """Add to ``found`` the readings of ``parameter`` taken before ``before`` that the
+    group's patients' scores may use: newest first, each patient's up to the first
+    Observation sorted wholly before its latest reading at or before its floor (a
+    search sorted by ``-date`` sorts by the end of the time, so one that ends by then
+    starts before it)."""
+    codes = ",".join(f"{LOINC}|{code}" for code in CODES_OF[parameter])
+    params = [("patient", ",".join(group)), ("code", codes), *dates, ("_sort", "-date")]
+    latest: dict[tuple[str, str], int] = {}
+    counted: dict[str, int] = {}
+    open_ = set(group)
+    for stored in _newest_first(session, params, 2 * len(group) + 1):
+        observation = orjson.loads(stored.content or b"{}")
+        patient = subject_of(observation)
+        if patient not in open_:
+            continue
+        end = effective_end(observation)
+        if end is not None and (patient, parameter) in latest and \
+                end <= latest[(patient, parameter)]:
+            open_.discard(patient)  # it and every one after it start before the latest
+        else:
+            _add_readings(stored, observation, parsed, windows, floors,
+                          (-1 << 62, before - 1), found, latest, parameter)
+            counted[patient] = counted.get(patient, 0) + 1
+            if counted[patient] >= MAX_READINGS:
+                open_.discard(patient)
+        if not open_:
+            return
+
+
+def _newest_first(session: Session, params: list[tuple[str, str]], first: int
+                  ) -> Iterator[StoredVersion]:
+    """The search's matches page after page, the first page of ``first`` and each next
+    twice the one before (at most :data:`PAGE`): a reader that stops early, as
+    :func:`_read_parameter` mostly does, reads little more than it uses."""
+    cursor: str | None = None
+    count = first
+    while True:
+        page_params = [*params, ("_count", str(count)), ("_total", "none")]
+        if cursor:
+            page_params.append(("_cursor", cursor))
+        page = session.search(parse_query("Observation", page_params,
+                                          registry=session.registry))
+        yield from page.matches
+        cursor = page.next_cursor
+        if not cursor:
+            return
+        count = min(2 * count, PAGE)
 
 
 def newest_vital(session: Session, patient: str) -> int | None:

@@ -1,0 +1,91 @@
+"""What the engine reads of a batch's vital signs (news2/record.py), on both databases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hygeia.clinical.news2.inputs import OXYGEN, PULSE, SYSTOLIC
+from hygeia.clinical.news2.record import readings_for
+from hygeia.clinical.news2.score import score_readings
+from hygeia.fhir.datetime import fhir_datetime_range
+from hygeia.server import FhirService
+from tests.clinical.news2.test_engine import full_set, vital
+from tests.helpers import body, call, unique
+
+MINUTE = 60 * 1_000_000
+HOUR = 60 * MINUTE
+
+
+def stored(service: FhirService, *resources: dict[str, Any]) -> None:
+    for resource in resources:
+        response = call(service, "POST", resource["resourceType"], resource)
+        assert response.status == 201, body(response)
+
+
+def patient(service: FhirService) -> str:
+    response = call(service, "POST", "Patient", {"resourceType": "Patient",
+                                                 "name": [{"family": unique()}]})
+    return f"Patient/{body(response)['id']}"
+
+
+def us(text: str) -> int:
+    return fhir_datetime_range(text)[0]
+
+
+def monitored(service: FhirService) -> str:
+    """A full set at 10:00, then a pulse every minute until 11:00."""
+    who = patient(service)
+    stored(service, *full_set(who, "2026-03-01T10:00:00Z", systolic=95),
+           *(vital(who, "8867-4", f"2026-03-01T10:{minute:02d}:00Z", 60 + minute)
+             for minute in range(1, 60)),
+           vital(who, "8867-4", "2026-03-01T11:00:00Z", 130))
+    return who
+
+
+def test_only_the_readings_a_score_may_use_are_read(service: FhirService) -> None:
+    who = monitored(service)
+    window = (us("2026-03-01T10:50:00Z") - HOUR, us("2026-03-01T11:00:00Z"))
+    with service.reader() as session:
+        narrow = readings_for(session, {who: window}, 2 * HOUR, window=HOUR)[who]
+        whole = readings_for(session, {who: window}, 2 * HOUR)[who]
+    pulses = sorted(reading.at for reading in narrow if reading.parameter == PULSE)
+    # the pulses after the earliest set's end (10:50) and the latest at or before it
+    assert pulses == [us(f"2026-03-01T10:{minute}:00Z") for minute in range(50, 60)] + \
+        [us("2026-03-01T11:00:00Z")]
+    assert len([reading for reading in whole if reading.parameter == PULSE]) == 61
+    # the blood pressure of 10:00, an hour before, is still the latest in the window
+    assert [reading.at for reading in narrow if reading.parameter == SYSTOLIC] == \
+        [us("2026-03-01T10:00:00Z")]
+    assert not [reading for reading in narrow if reading.parameter == OXYGEN]
+    for end in (us("2026-03-01T10:50:00Z"), us("2026-03-01T10:55:00Z"), window[1]):
+        def within(readings: list[Any], end: int = end) -> list[Any]:
+            return [one for one in readings if end - HOUR <= one.at <= end]
+        assert score_readings(within(narrow)) == score_readings(within(whole))
+
+
+def test_each_patient_of_a_search_gets_what_its_own_sets_use(
+        service: FhirService) -> None:
+    first, second = monitored(service), monitored(service)
+    windows = {first: (us("2026-03-01T10:58:00Z") - HOUR, us("2026-03-01T11:00:00Z")),
+               second: (us("2026-03-01T10:30:00Z") - HOUR, us("2026-03-01T11:00:00Z"))}
+    with service.reader() as session:
+        found = readings_for(session, windows, 2 * HOUR, window=HOUR)
+        whole = readings_for(session, windows, 2 * HOUR)
+    for who, (start, end) in windows.items():
+        pulses = [one.at for one in found[who] if one.parameter == PULSE]
+        assert min(pulses) == us("2026-03-01T10:30:00Z")  # not the whole hour
+        assert max(pulses) == end
+        for set_end in (start + HOUR, end):
+            def within(readings: list[Any], set_end: int = set_end) -> list[Any]:
+                return [one for one in readings if set_end - HOUR <= one.at <= set_end]
+            assert score_readings(within(found[who])) == score_readings(within(whole[who]))
+
+
+def test_a_reading_outside_the_window_is_not_used(service: FhirService) -> None:
+    who = monitored(service)
+    window = (us("2026-03-01T11:00:01Z") - HOUR, us("2026-03-01T11:00:01Z"))
+    with service.reader() as session:
+        found = readings_for(session, {who: window}, 2 * HOUR, window=HOUR)[who]
+    # the 10:00 blood pressure is an hour and a second before: the score is partial
+    assert not [reading for reading in found if reading.parameter == SYSTOLIC]
+    assert "systolic-bp" in score_readings(found).missing
