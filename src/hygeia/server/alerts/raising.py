@@ -194,14 +194,16 @@ def _active_flags(session: Session, keys: set[str]) -> dict[str, StoredVersion]:
     """The active Flag of each of ``keys`` that has one (the newest by period start,
     should a key have two).
 
-    Read as ``Flag?identifier=...&status=active`` in no order, and the newest chosen
-    here: a key has one active Flag (raising is serialised by its lock and raises only
-    when none is active), and sorting by ``date`` in SQL made PostgreSQL's store count
-    the matches before it read them (ADR 0026's date walk), a statement per search more
-    in the NEWS2 engine's write transaction. Only the active Flags are read, so a key
-    raised and cleared a thousand times costs what a new one does."""
+    Every Flag of the keys is read (``Flag?identifier=...``: one per raise of a key), in
+    no order, and the active one chosen here. A key has at most one active Flag of its
+    own making (raising is serialised by the key's lock and raises only when none is
+    active); one a clinician set active again counts too, so it is the one cleared.
+    Sorting by ``date`` in SQL, as before, made PostgreSQL's store count the matches
+    before reading them (ADR 0026's date walk), one statement more per search in the
+    NEWS2 engine's write transaction. (R4 defines no ``status`` search parameter on
+    Flag, so the inactive Flags cannot be left out in SQL.)"""
     newest: dict[str, tuple[tuple[int, int], StoredVersion]] = {}
-    for key, stored, flag in _keyed(session, "Flag", keys, [("status", "active")]):
+    for key, stored, flag in _keyed(session, "Flag", keys):
         if flag.get("status") != "active":
             continue
         rank = (_instant((flag.get("period") or {}).get("start")), stored.last_updated)
@@ -231,14 +233,14 @@ def _open_tasks(session: Session, flags: dict[str, StoredVersion]) -> dict[str, 
     return {key: stored for key, (_, stored) in newest.items()}
 
 
-def _keyed(session: Session, resource_type: str, keys: set[str],
-           params: list[tuple[str, str]]) -> Iterator[tuple[str, StoredVersion, dict[str, Any]]]:
-    """Each resource of ``resource_type`` matching ``params`` whose identifier is one of
-    ``keys``, with its key and content: a search per ``KEYS_PER_SEARCH`` keys."""
+def _keyed(session: Session, resource_type: str, keys: set[str]
+           ) -> Iterator[tuple[str, StoredVersion, dict[str, Any]]]:
+    """Each resource of ``resource_type`` whose identifier is one of ``keys``, with its
+    key and content: a search per ``KEYS_PER_SEARCH`` keys."""
     ordered = sorted(keys)
     for start in range(0, len(ordered), KEYS_PER_SEARCH):
         chunk = ordered[start:start + KEYS_PER_SEARCH]
-        for stored in _every_match(session, resource_type, params,
+        for stored in _every_match(session, resource_type, [],
                                    _identifier_is(session, resource_type, chunk)):
             resource = orjson.loads(stored.content or b"{}")
             key = _key_of(resource, keys)
@@ -248,9 +250,10 @@ def _keyed(session: Session, resource_type: str, keys: set[str],
 
 def _every_match(session: Session, resource_type: str, params: list[tuple[str, str]],
                  clause: ParameterClause | None = None) -> Iterator[StoredVersion]:
-    """Every match of a search, page after page, in no order: nothing is counted or
-    sorted (a sort by a date made PostgreSQL's store count the matches first) and no
-    match is left out (no ``_count`` that could drop the one wanted)."""
+    """Every match of a search, page after page: sorted by ``_id`` (a column of the
+    resource row, so nothing is counted first, as a sort by a date is on PostgreSQL,
+    ADR 0026; and unlike no sort at all, one statement a page) and none left out (no
+    ``_count`` that could drop the one wanted)."""
     cursor: str | None = None
     while True:
         query = parse_query(resource_type, [*params, ("_sort", "_id"), ("_count", "1000"),
