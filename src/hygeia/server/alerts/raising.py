@@ -130,9 +130,10 @@ def _locked_flags(session: Session, keys: set[str], state: AlertState | None
 def raise_alerts(session: Session, alerts: Collection[Alert], settings: AlertSettings,
                  state: AlertState | None = None) -> list[Raised]:
     """:func:`raise_alert` for many alerts (distinct keys) in one go: the keys locked, their
-    Flags and Tasks read with a search per ``KEYS_PER_SEARCH`` keys (the Flags taken
-    from ``state`` when it covers the keys), the subjects' care teams together; what
-    is written is what :func:`raise_alert` writes for each."""
+    Flags read with a search per ``KEYS_PER_SEARCH`` keys (or taken from ``state`` when
+    it covers the keys), the active ones' Tasks with a search per ``FLAGS_PER_SEARCH``,
+    the subjects' care teams together; what is written is what :func:`raise_alert`
+    writes for each."""
     by_key = {check_key(alert.key): alert for alert in alerts}
     if not by_key:
         return []
@@ -155,9 +156,10 @@ def raise_alerts(session: Session, alerts: Collection[Alert], settings: AlertSet
 
 def clear_alerts(session: Session, keys: Collection[str], state: AlertState | None = None
                  ) -> set[str]:
-    """:func:`clear_alert` for many keys in one go (the keys locked, their Flags and Tasks
-    read with a search per ``KEYS_PER_SEARCH`` keys, the Flags taken from ``state``
-    when it covers the keys); the keys that were active."""
+    """:func:`clear_alert` for many keys in one go (the keys locked, their Flags read with
+    a search per ``KEYS_PER_SEARCH`` keys or taken from ``state`` when it covers the
+    keys, their Tasks with a search per ``FLAGS_PER_SEARCH``); the keys that were
+    active."""
     wanted = {check_key(key) for key in keys}
     if not wanted:
         return set()
