@@ -100,6 +100,81 @@ def test_clearing_ends_the_flag_and_cancels_an_unacknowledged_task(
     assert read(alerting, "Flag", raised.flag)["status"] == "inactive"
 
 
+def test_a_key_raised_and_cleared_many_times_finds_the_flag_and_task_of_its_last_raise(
+        alerting: FhirService) -> None:
+    # the Flags are read unsorted (status=active) and the Task by its focus: the old
+    # raises' inactive Flags and closed Tasks are neither read nor touched
+    store(alerting, patient("p8"), care_team("team-8", "p8", "Practitioner/nurse"))
+    raises = []
+    for _ in range(4):
+        with alerting.transaction() as session:
+            raises.append(alerting.alerts.raise_alert(session, alarm("p8")))
+        with alerting.transaction() as session:
+            assert alerting.alerts.clear_alerts(session, ["spo2-low|Patient/p8"]) == \
+                {"spo2-low|Patient/p8"}
+    with alerting.transaction() as session:
+        last = alerting.alerts.raise_alert(session, alarm("p8"))
+        again = alerting.alerts.raise_alert(session, alarm("p8"))
+    assert last.created and (again.flag, again.task) == (last.flag, last.task)
+    with alerting.reader() as session:
+        assert alerting.alerts.active_keys(session, ["spo2-low|Patient/p8"]) == \
+            {"spo2-low|Patient/p8"}
+    versions = {one.flag: read(alerting, "Flag", one.flag)["meta"]["versionId"]
+                for one in raises}
+    with alerting.transaction() as session:
+        assert alerting.alerts.clear_alerts(session, ["spo2-low|Patient/p8"])
+    assert read(alerting, "Task", str(last.task))["status"] == "cancelled"
+    assert {one.flag: read(alerting, "Flag", one.flag)["meta"]["versionId"]
+            for one in raises} == versions
+
+
+def test_clearing_closes_the_alerts_task_not_another_task_with_its_key(
+        alerting: FhirService) -> None:
+    # the alert's Task is the one whose focus is its Flag: a later Task a clinician
+    # filed under the same identifier (about the patient) is left alone
+    store(alerting, patient("p9"), care_team("team-9", "p9", "Practitioner/nurse"))
+    with alerting.transaction() as session:
+        raised = alerting.alerts.raise_alert(session, alarm("p9"))
+    store(alerting, {"resourceType": "Task", "id": "follow-up-9", "status": "requested",
+                     "intent": "order", "for": {"reference": "Patient/p9"},
+                     "focus": {"reference": "Patient/p9"},
+                     "identifier": [{"system": KEY_SYSTEM, "value": "spo2-low|Patient/p9"}],
+                     "authoredOn": "2999-01-01T00:00:00Z"})
+    with alerting.transaction() as session:
+        again = alerting.alerts.raise_alert(session, alarm("p9"))
+    assert (again.created, again.task) == (False, raised.task)
+    with alerting.transaction() as session:
+        assert alerting.alerts.clear_alert(session, "spo2-low|Patient/p9")
+    assert read(alerting, "Task", str(raised.task))["status"] == "cancelled"
+    assert read(alerting, "Task", "follow-up-9")["status"] == "requested"
+
+
+def test_a_flag_of_the_key_made_active_again_is_the_keys_alert(alerting: FhirService
+                                                               ) -> None:
+    # the active Flags are what is read, whatever their dates: raising while one is
+    # active writes no second alert, and clearing ends it
+    store(alerting, patient("p10"), care_team("team-10", "p10", "Practitioner/nurse"))
+    with alerting.transaction() as session:
+        first = alerting.alerts.raise_alert(session, alarm("p10"))
+    with alerting.transaction() as session:
+        alerting.alerts.clear_alert(session, "spo2-low|Patient/p10")
+    with alerting.transaction() as session:
+        second = alerting.alerts.raise_alert(session, alarm("p10"))
+    with alerting.transaction() as session:
+        alerting.alerts.clear_alert(session, "spo2-low|Patient/p10")
+    flag = read(alerting, "Flag", first.flag)
+    flag["status"] = "active"
+    del flag["period"]["end"]
+    store(alerting, flag)  # a clinician reopens the first alert's Flag
+    with alerting.transaction() as session:
+        again = alerting.alerts.raise_alert(session, alarm("p10"))
+    assert (again.created, again.flag, again.task) == (False, first.flag, first.task)
+    assert read(alerting, "Flag", second.flag)["status"] == "inactive"
+    with alerting.transaction() as session:
+        assert alerting.alerts.clear_alert(session, "spo2-low|Patient/p10")
+    assert read(alerting, "Flag", first.flag)["status"] == "inactive"
+
+
 def test_whether_a_key_is_active_is_read_in_a_snapshot(alerting: FhirService) -> None:
     store(alerting, patient("p6"), care_team("team-6", "p6", "Practitioner/nurse"))
     with alerting.reader() as session:

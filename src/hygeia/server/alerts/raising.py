@@ -9,12 +9,12 @@ once make one alert.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import orjson
 
-from hygeia.fhir.datetime import format_instant, now_us
+from hygeia.fhir.datetime import fhir_datetime_range, format_instant, now_us
 from hygeia.fhir.outcome import FhirError
 from hygeia.fhir.resources import new_id
 from hygeia.fhir.search.parameters import default_registry
@@ -40,6 +40,7 @@ from hygeia.server.rest import write
 from hygeia.store import Session, StoredVersion
 
 KEYS_PER_SEARCH = 200  # alert keys OR-ed in one search by active_keys
+FLAGS_PER_SEARCH = 500  # Flags listed in one Task?focus= search (one IN list in SQL)
 
 
 def raise_alert(session: Session, alert: Alert, settings: AlertSettings) -> Raised:
@@ -54,7 +55,7 @@ def raise_alert(session: Session, alert: Alert, settings: AlertSettings) -> Rais
     session.lock(f"alert:{alert.key}")
     active = _active_flag(session, alert.key)
     if active is not None:
-        task = _open_task(session, alert.key)
+        task = _open_task(session, alert.key, active)
         return Raised(active.id, task, None, created=False)
     return _raise_new(session, alert, settings,
                       recipients_for(session, alert.subject, settings))
@@ -88,7 +89,7 @@ def clear_alert(session: Session, key: str) -> bool:
         return False
     now = format_instant(now_us())
     _end_flag(session, active, now)
-    task_id = _open_task(session, key)
+    task_id = _open_task(session, key, active)
     if task_id is not None:
         _close_task(session, task_id, now)
     return True
@@ -129,16 +130,17 @@ def _locked_flags(session: Session, keys: set[str], state: AlertState | None
 def raise_alerts(session: Session, alerts: Collection[Alert], settings: AlertSettings,
                  state: AlertState | None = None) -> list[Raised]:
     """:func:`raise_alert` for many alerts (distinct keys) in one go: the keys locked, their
-    Flags and Tasks read with a search per ``KEYS_PER_SEARCH`` keys (the Flags taken
-    from ``state`` when it covers the keys), the subjects' care teams together; what
-    is written is what :func:`raise_alert` writes for each."""
+    Flags read with a search per ``KEYS_PER_SEARCH`` keys (or taken from ``state`` when
+    it covers the keys), the active ones' Tasks with a search per ``FLAGS_PER_SEARCH``,
+    the subjects' care teams together; what is written is what :func:`raise_alert`
+    writes for each."""
     by_key = {check_key(alert.key): alert for alert in alerts}
     if not by_key:
         return []
     active = _locked_flags(session, set(by_key), state)
     if state is not None:
         state.forget(by_key)
-    tasks = _newest_of(session, "Task", set(active), "-authored-on") if active else {}
+    tasks = _open_tasks(session, active)
     teams = recipients_of(session, {alert.subject for key, alert in by_key.items()
                                     if key not in active}, settings)
     raised = []
@@ -154,9 +156,10 @@ def raise_alerts(session: Session, alerts: Collection[Alert], settings: AlertSet
 
 def clear_alerts(session: Session, keys: Collection[str], state: AlertState | None = None
                  ) -> set[str]:
-    """:func:`clear_alert` for many keys in one go (the keys locked, their Flags and Tasks
-    read with a search per ``KEYS_PER_SEARCH`` keys, the Flags taken from ``state``
-    when it covers the keys); the keys that were active."""
+    """:func:`clear_alert` for many keys in one go (the keys locked, their Flags read with
+    a search per ``KEYS_PER_SEARCH`` keys or taken from ``state`` when it covers the
+    keys, their Tasks with a search per ``FLAGS_PER_SEARCH``); the keys that were
+    active."""
     wanted = {check_key(key) for key in keys}
     if not wanted:
         return set()
@@ -165,7 +168,7 @@ def clear_alerts(session: Session, keys: Collection[str], state: AlertState | No
         state.forget(wanted)
     if not active:
         return set()
-    tasks = _newest_of(session, "Task", set(active), "-authored-on")
+    tasks = _open_tasks(session, active)
     now = format_instant(now_us())
     flags = [_ended(stored, now) for stored in active.values()]
     for result in write.update_all(session, "Flag", flags):
@@ -190,38 +193,100 @@ def clear_alerts(session: Session, keys: Collection[str], state: AlertState | No
 
 
 def _active_flags(session: Session, keys: set[str]) -> dict[str, StoredVersion]:
-    """The active Flag of each of ``keys`` that has one (its newest Flag, by period start)."""
-    return {key: stored for key, stored in _newest_of(session, "Flag", keys, "-date").items()
-            if orjson.loads(stored.content or b"{}").get("status") == "active"}
+    """The active Flag of each of ``keys`` that has one (the newest by period start,
+    should a key have two).
+
+    Every Flag of the keys is read (``Flag?identifier=...``: one per raise of a key), in
+    no order, and the active one chosen here. A key has at most one active Flag of its
+    own making (raising is serialised by the key's lock and raises only when none is
+    active); one a clinician set active again counts too, so it is the one cleared.
+    Sorting by ``date`` in SQL, as before, made PostgreSQL's store count the matches
+    before reading them (ADR 0026's date walk), one statement more per search in the
+    NEWS2 engine's write transaction. (R4 defines no ``status`` search parameter on
+    Flag, so the inactive Flags cannot be left out in SQL.)"""
+    newest: dict[str, tuple[tuple[int, int], StoredVersion]] = {}
+    for key, stored, flag in _keyed(session, "Flag", keys):
+        if flag.get("status") != "active":
+            continue
+        rank = (_instant((flag.get("period") or {}).get("start")), stored.last_updated)
+        if key not in newest or rank > newest[key][0]:
+            newest[key] = (rank, stored)
+    return {key: stored for key, (_, stored) in newest.items()}
 
 
-def _newest_of(session: Session, resource_type: str, keys: set[str], sort: str
-               ) -> dict[str, StoredVersion]:
-    """The newest resource of ``resource_type`` whose identifier is each of ``keys``, read
-    with a search per ``KEYS_PER_SEARCH`` keys (:func:`_newest` reads one key)."""
-    newest: dict[str, StoredVersion] = {}
+def _open_tasks(session: Session, flags: dict[str, StoredVersion]) -> dict[str, StoredVersion]:
+    """The acknowledgement Task of each active Flag of ``flags`` (by key): the Task the
+    raise stored beside the Flag, ``Task?focus=Flag/...`` with the key as its identifier
+    (a list of references is one ``IN`` in SQL, no sort; the newest by ``authoredOn``
+    should a key have two)."""
+    newest: dict[str, tuple[tuple[int, int], StoredVersion]] = {}
+    key_of_flag = {f"Flag/{stored.id}": key for key, stored in flags.items()}
+    focused = sorted(key_of_flag)
+    for start in range(0, len(focused), FLAGS_PER_SEARCH):
+        focus = ",".join(focused[start:start + FLAGS_PER_SEARCH])
+        for stored in _every_match(session, "Task", [("focus", focus)]):
+            task = orjson.loads(stored.content or b"{}")
+            key = key_of_flag.get((task.get("focus") or {}).get("reference") or "")
+            if key is None or _key_of(task, (key,)) is None:
+                continue  # another Task about the Flag (a clinician's)
+            rank = (_instant(task.get("authoredOn")), stored.last_updated)
+            if key not in newest or rank > newest[key][0]:
+                newest[key] = (rank, stored)
+    return {key: stored for key, (_, stored) in newest.items()}
+
+
+def _keyed(session: Session, resource_type: str, keys: set[str]
+           ) -> Iterator[tuple[str, StoredVersion, dict[str, Any]]]:
+    """Each resource of ``resource_type`` whose identifier is one of ``keys``, with its
+    key and content: a search per ``KEYS_PER_SEARCH`` keys."""
     ordered = sorted(keys)
     for start in range(0, len(ordered), KEYS_PER_SEARCH):
         chunk = ordered[start:start + KEYS_PER_SEARCH]
-        cursor: str | None = None
-        while True:
-            params = [("_sort", sort), ("_count", "1000"), ("_total", "none")]
-            if cursor:
-                params.append(("_cursor", cursor))
-            query = parse_query(resource_type, params, registry=session.registry)
-            query.clauses.append(_identifier_is(session, resource_type, chunk))
-            page = session.search(query)
-            for stored in page.matches:
-                resource = orjson.loads(stored.content or b"{}")
-                for identifier in resource.get("identifier") or []:
-                    key = identifier.get("value")
-                    if identifier.get("system") == KEY_SYSTEM and key in keys and \
-                            key not in newest:
-                        newest[key] = stored
-            cursor = page.next_cursor
-            if not cursor:
-                break
-    return newest
+        for stored in _every_match(session, resource_type, [],
+                                   _identifier_is(session, resource_type, chunk)):
+            resource = orjson.loads(stored.content or b"{}")
+            key = _key_of(resource, keys)
+            if key is not None:
+                yield key, stored, resource
+
+
+def _every_match(session: Session, resource_type: str, params: list[tuple[str, str]],
+                 clause: ParameterClause | None = None) -> Iterator[StoredVersion]:
+    """Every match of a search, page after page: sorted by ``_id`` (a column of the
+    resource row, so nothing is counted first, as a sort by a date is on PostgreSQL,
+    ADR 0026; and unlike no sort at all, one statement a page) and none left out (no
+    ``_count`` that could drop the one wanted)."""
+    cursor: str | None = None
+    while True:
+        query = parse_query(resource_type, [*params, ("_sort", "_id"), ("_count", "1000"),
+                                            ("_total", "none"),
+                                            *([("_cursor", cursor)] if cursor else [])],
+                            registry=session.registry)
+        if clause is not None:
+            query.clauses.append(clause)
+        page = session.search(query)
+        yield from page.matches
+        cursor = page.next_cursor
+        if not cursor:
+            return
+
+
+def _key_of(resource: dict[str, Any], keys: Collection[str]) -> str | None:
+    """The alert key among ``keys`` that is the resource's identifier, if any."""
+    for identifier in resource.get("identifier") or []:
+        key = identifier.get("value")
+        if identifier.get("system") == KEY_SYSTEM and key in keys:
+            return str(key)
+    return None
+
+
+def _instant(text: Any) -> int:
+    """A FHIR dateTime as microseconds (its start), for choosing the newest; 0 when
+    absent or not a date."""
+    try:
+        return fhir_datetime_range(text)[0] if isinstance(text, str) else 0
+    except FhirError:
+        return 0
 
 
 def _end_flag(session: Session, stored: StoredVersion, now: str) -> None:
@@ -337,26 +402,14 @@ def _create(session: Session, resource_type: str, id: str, resource: dict[str, A
 
 
 def _active_flag(session: Session, key: str) -> StoredVersion | None:
-    """The key's newest Flag (by period start), when it is still active."""
-    for stored in _newest(session, "Flag", key, "-date"):
-        if orjson.loads(stored.content or b"{}").get("status") == "active":
-            return stored
-    return None
+    """The key's active Flag, if any (see :func:`_active_flags`)."""
+    return _active_flags(session, {key}).get(key)
 
 
-def _open_task(session: Session, key: str) -> str | None:
-    """The key's newest acknowledgement Task (of its latest raise), if any."""
-    tasks = _newest(session, "Task", key, "-authored-on")
-    return tasks[0].id if tasks else None
-
-
-def _newest(session: Session, resource_type: str, key: str, sort: str) -> list[StoredVersion]:
-    """The newest resource of ``resource_type`` whose identifier is the key (a key raised,
-    cleared and raised again has one per raise: only the newest can be active)."""
-    query = parse_query(resource_type, [("_sort", sort), ("_count", "1")],
-                        registry=session.registry)
-    query.clauses.append(_identifier_is(session, resource_type, [key]))
-    return session.search(query).matches
+def _open_task(session: Session, key: str, flag: StoredVersion) -> str | None:
+    """The acknowledgement Task of the key's active ``flag``, if any."""
+    task = _open_tasks(session, {key: flag}).get(key)
+    return task.id if task else None
 
 
 def _identifier_is(session: Session, resource_type: str, keys: list[str]) -> ParameterClause:
