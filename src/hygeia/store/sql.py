@@ -258,9 +258,8 @@ class SqlSession(Session):
                 "seq = excluded.seq, version = excluded.version, deleted = excluded.deleted, "
                 "last_updated = excluded.last_updated"), updated)
         # last: rows extracted in the offload helper have had the longest to arrive
-        self._replace_index_rows(cursor, [pks[key] for key in existing],
-                                 [(pks[key], v, _rows_now(rows))
-                                  for key, (_, v, rows) in latest.items() if not v.deleted])
+        self._replace_index_rows(cursor, [pks[key] for key in existing], _all_rows_now(
+            [(pks[key], v, rows) for key, (_, v, rows) in latest.items() if not v.deleted]))
 
     def reindex(self, keys: list[tuple[str, str]],
                 index: Callable[[dict[str, Any]], IndexRows]) -> int:
@@ -668,6 +667,16 @@ def _include_sources(include: Include, owners: list[StoredVersion], reverse: boo
 def _rows_now(rows: RowsSource) -> IndexRows | PreparedRows:
     """The rows to write: a callable source (rows extracted elsewhere) is asked now."""
     return rows if isinstance(rows, IndexRows | PreparedRows) else rows()
+
+
+def _all_rows_now(sources: list[tuple[int, StoredVersion, RowsSource]]
+                  ) -> list[tuple[int, StoredVersion, IndexRows | PreparedRows]]:
+    """Every source's rows, in the given order, asked for newest first: the newest
+    writes are the ones never sent to the offload helper (its unfilled last batch), so
+    they are extracted here while the helper finishes the batches sent before them."""
+    rows = [_rows_now(source) for _, _, source in reversed(sources)]
+    rows.reverse()
+    return [(pk, v, found) for (pk, v, _), found in zip(sources, rows, strict=True)]
 
 
 def _table_rows(table: str, field_name: str, current: list[tuple[int, StoredVersion, IndexRows]]
