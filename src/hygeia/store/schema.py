@@ -210,6 +210,14 @@ _CORE = (
 )
 
 
+def index_column_types(table: str) -> tuple[str, ...]:
+    """The abstract types (``bigint``, ``real``, ``ctext``) of an index table's columns,
+    ``res_pk`` and ``h_param`` first, as its rows are inserted."""
+    types = {**_COLUMN_TYPES, **_TABLE_COLUMN_TYPES.get(table, {})}
+    return ("bigint", "bigint",
+            *(types.get(column, "{ctext}").strip("{}") for column in INDEX_TABLES[table]))
+
+
 def _index_statements() -> list[str]:
     statements: list[str] = []
     for table, columns in INDEX_TABLES.items():

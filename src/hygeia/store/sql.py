@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from dataclasses import replace
+from functools import lru_cache
 from itertools import product
 from typing import Any
 
@@ -258,9 +259,8 @@ class SqlSession(Session):
                 "seq = excluded.seq, version = excluded.version, deleted = excluded.deleted, "
                 "last_updated = excluded.last_updated"), updated)
         # last: rows extracted in the offload helper have had the longest to arrive
-        self._replace_index_rows(cursor, [pks[key] for key in existing],
-                                 [(pks[key], v, _rows_now(rows))
-                                  for key, (_, v, rows) in latest.items() if not v.deleted])
+        self._replace_index_rows(cursor, [pks[key] for key in existing], _all_rows_now(
+            [(pks[key], v, rows) for key, (_, v, rows) in latest.items() if not v.deleted]))
 
     def reindex(self, keys: list[tuple[str, str]],
                 index: Callable[[dict[str, Any]], IndexRows]) -> int:
@@ -329,9 +329,7 @@ class SqlSession(Session):
 
     def _insert_rows(self, cursor: Any, table: str, columns: tuple[str, ...],
                      rows: list[tuple[Any, ...]]) -> None:
-        marks = ", ".join("?" for _ in columns)
-        cursor.executemany(self._sql(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"), rows)
+        cursor.executemany(_insert_sql(table, columns, self.placeholder), rows)
 
     def _allocate_keys(self, versions: int, created: int, existing: list[tuple[str, str]],
                        types: Collection[str]
@@ -665,9 +663,27 @@ def _include_sources(include: Include, owners: list[StoredVersion], reverse: boo
     return sorted({owner.resource_type for owner in owners})
 
 
+@lru_cache(maxsize=64)
+def _insert_sql(table: str, columns: tuple[str, ...], placeholder: str) -> str:
+    """The INSERT of one row into ``table``: built once, not at every flush (a single
+    create inserts into seven tables)."""
+    marks = ", ".join(placeholder for _ in columns)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+
+
 def _rows_now(rows: RowsSource) -> IndexRows | PreparedRows:
     """The rows to write: a callable source (rows extracted elsewhere) is asked now."""
     return rows if isinstance(rows, IndexRows | PreparedRows) else rows()
+
+
+def _all_rows_now(sources: list[tuple[int, StoredVersion, RowsSource]]
+                  ) -> list[tuple[int, StoredVersion, IndexRows | PreparedRows]]:
+    """Every source's rows, in the given order, asked for newest first: the newest
+    writes are the ones never sent to the offload helper (its unfilled last batch), so
+    they are extracted here while the helper finishes the batches sent before them."""
+    rows = [_rows_now(source) for _, _, source in reversed(sources)]
+    rows.reverse()
+    return [(pk, v, found) for (pk, v, _), found in zip(sources, rows, strict=True)]
 
 
 def _table_rows(table: str, field_name: str, current: list[tuple[int, StoredVersion, IndexRows]]

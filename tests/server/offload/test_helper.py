@@ -97,3 +97,28 @@ def test_custom_parameters_reach_the_helper(offloading: FhirService) -> None:
                   if e["resource"]["resourceType"] == "Observation")
     found = call(offloading, "GET", f"Observation?issued-day={issued[:10]}&_summary=count")
     assert found.body_dict()["total"] > 0  # type: ignore[index]
+
+
+def transaction_of(count: int) -> dict[str, Any]:
+    """A transaction Bundle creating ``count`` Observations."""
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Observation", "status": "final",
+                      "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                      "valueQuantity": {"value": number, "unit": "/min"}},
+         "request": {"method": "POST", "url": "Observation"}} for number in range(count)]}
+
+
+def test_only_full_batches_go_to_the_helper(offloading: FhirService) -> None:
+    """A batch sent at flush would be waited for at once: the flush's unfilled batch is
+    extracted inline, and its rows are the same as the helper's."""
+    from hygeia.server.offload.jobs import BATCH
+
+    extractor = offloading.extractor
+    assert extractor is not None
+    assert post_bundle(offloading, transaction_of(BATCH - 1)).status == 200
+    assert extractor._next_id == 0  # nothing sent: all inline
+    assert post_bundle(offloading, transaction_of(BATCH + 5)).status == 200
+    assert extractor._next_id == 1  # the full batch; the other 5 inline
+    found = call(offloading, "GET", "Observation?code=http://loinc.org|8867-4&value-quantity=le3"
+                                    "&_summary=count")
+    assert found.body_dict()["total"] == 8  # type: ignore[index]

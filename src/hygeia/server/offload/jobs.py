@@ -24,11 +24,13 @@ from hygeia.fhir.search.rows import IndexRows
 from hygeia.server.offload.helper import Offload, OffloadUnavailable
 
 _ROW_FIELDS = tuple(field.name for field in fields(IndexRows))
-BATCH = 48  # resources per job: small enough that the last batch's wait stays short
-# fewer resources than this at a flush are extracted inline: the round trip to the helper
-# costs more than their extraction, and the writer waits for it (an MLLP committer
-# flushing a few resources per message spent 40% of its time waiting on the helper)
-MIN_OFFLOAD = 16
+# resources per job: small enough that the last batch's wait stays short.  Only full
+# batches go to the helper, as the transaction puts them; what is left at flush (a small
+# write's every resource) is extracted inline, while the helper finishes the batches sent
+# before: a batch sent at flush is waited for at once, so it overlaps nothing and only adds
+# the round trip, the pickling and a second JSON parse (py-spy of the MLLP group
+# committer: the helper's round trip took twice the samples of the extraction it saved)
+BATCH = 48
 
 
 def row_lists(rows: IndexRows) -> tuple[list[Any], ...]:
@@ -74,11 +76,8 @@ class IndexBatcher:
         return pending
 
     def send(self) -> None:
-        """Send what is waiting to the helper, unless too little to be worth it
-        (:data:`MIN_OFFLOAD`: those are then extracted inline when asked for)."""
+        """Send the full batch that is waiting to the helper."""
         batch, self._waiting = self._waiting, []
-        if len(batch) < MIN_OFFLOAD:
-            return
         registry = self._registry
         try:
             ticket = self._offload.submit(
@@ -88,6 +87,10 @@ class IndexBatcher:
             return  # each pending one extracts inline when asked
         for position, pending in enumerate(batch):
             pending.ticket, pending.position = ticket, position
+
+    def unsent_flushed(self) -> None:
+        """A flush takes every resource waiting: none of them is to be sent later."""
+        self._waiting = []
 
     def extract_inline(self, resource: dict[str, Any]) -> IndexRows:
         return index_resource(resource, self._registry)
@@ -100,7 +103,8 @@ class IndexBatcher:
 
 
 class _PendingRows:
-    """Called by the store at flush: the rows, from the helper's answer or inline."""
+    """Called by the store at flush: the rows, from the helper's answer, or inline when
+    never sent (the flush's unfilled batch) or the helper failed."""
 
     __slots__ = ("batcher", "content", "position", "resource", "ticket")
 
@@ -111,7 +115,7 @@ class _PendingRows:
 
     def __call__(self) -> IndexRows:
         if self.ticket is None:
-            self.batcher.send()
+            self.batcher.unsent_flushed()
         answer = None if self.ticket is None else self.batcher.answer(self.ticket)
         if answer is None:
             return self.batcher.extract_inline(self.resource)

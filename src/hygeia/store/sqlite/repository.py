@@ -57,6 +57,16 @@ class SqliteSession(SqlSession):
         return (f"({alias}.res_type, {alias}.res_id) IN "
                 f"(SELECT value ->> 0, value ->> 1 FROM json_each({pairs}))")
 
+    def _allocate_keys(self, versions: int, created: int, existing: list[tuple[str, str]],
+                       types: Collection[str]
+                       ) -> tuple[list[int], list[int], dict[tuple[str, str], int]]:
+        """Both maxima in one statement: one step into SQLite per flush, not two."""
+        top_seq, top_pk = self.execute(
+            "SELECT (SELECT COALESCE(MAX(seq), 0) FROM resource_version), "
+            "(SELECT COALESCE(MAX(pk), 0) FROM resource)").fetchone()
+        return (list(range(top_seq + 1, top_seq + 1 + versions)),
+                list(range(top_pk + 1, top_pk + 1 + created)), self._existing_pks(existing))
+
     def _allocate_seqs(self, count: int, types: Collection[str] = ()) -> list[int]:
         # safe without a sequence: only the one writer connection ever inserts
         top = self.execute("SELECT COALESCE(MAX(seq), 0) FROM resource_version").fetchone()[0]
