@@ -57,7 +57,10 @@ class HelloListener:
             except OSError:
                 return
             with connection:
-                connection.sendall(b"hello\n")
+                connection.sendall(self.greeting())
+
+    def greeting(self) -> bytes:
+        return b"hello\n"
 
     def stop(self) -> None:
         if self._socket is not None:
@@ -78,15 +81,8 @@ class PidListener(HelloListener):
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
-    def _serve(self) -> None:
-        assert self._socket is not None
-        while True:
-            try:
-                connection, _ = self._socket.accept()
-            except OSError:
-                return
-            with connection:
-                connection.sendall(f"{os.getpid()}\n".encode())
+    def greeting(self) -> bytes:
+        return f"{os.getpid()}\n".encode()
 
 
 class HelloMount:
