@@ -8,6 +8,7 @@ number of API workers can share one database.
 from __future__ import annotations
 
 import math
+import re
 import struct
 import threading
 import uuid
@@ -48,6 +49,28 @@ _NEW_KEYS = ("SELECT ARRAY(SELECT nextval(pg_get_serial_sequence('resource_versi
              "'resource', 'pk')) FROM generate_series(1, ?) ORDER BY 1)")
 PIPELINED_VERSIONS = 32  # flushes up to this many versions are pipelined INSERTs (flush)
 _SCHEMA_LOCK = 7_343_201  # advisory lock id held while creating the schema
+
+_DDL_OBJECT = re.compile(r"\s*(CREATE (?:TABLE|INDEX) IF NOT EXISTS|DROP INDEX IF EXISTS) (\w+)")
+
+
+def _schema_complete(connection: psycopg.Connection[Any]) -> bool:
+    """Whether every schema statement has had its effect: each object a CREATE names
+    exists, none a DROP names does, and the baseline is recorded. Reads the catalog
+    only (no table lock). A statement of another shape counts as not done."""
+    wanted: dict[str, bool] = {}
+    for statement in statements("postgresql"):
+        match = _DDL_OBJECT.match(statement)
+        if match is None:
+            return False
+        wanted[match.group(2)] = match.group(1).startswith("CREATE")
+    rows = connection.execute(
+        "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NOT NULL",
+        (sorted(wanted),)).fetchall()
+    present = {name for (name,) in rows}
+    if any((name in present) != exists for name, exists in wanted.items()):
+        return False
+    row = connection.execute("SELECT EXISTS (SELECT 1 FROM hygeia_schema)").fetchone()
+    return row is not None and bool(row[0])
 
 
 # tables copied in binary format, with their column types in VERSION_INSERT_COLUMNS order
@@ -435,6 +458,13 @@ class PostgresRepository(Repository):
         return listen(self.url, self._source, stopping)
 
     def _create_schema(self) -> None:
+        """Create what the core schema lacks. A database that has it all is only read:
+        ``CREATE INDEX IF NOT EXISTS`` locks its table (SHARE) even when the index
+        exists, so running the statements on every open stalled a live server's writes
+        and could deadlock with them (a writer holding one table, the DDL another)."""
+        with self._pool.connection() as connection:
+            if _schema_complete(connection):
+                return
         with self._pool.connection() as connection, connection.transaction():
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             for statement in statements("postgresql"):
