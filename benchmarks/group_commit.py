@@ -4,8 +4,9 @@
 with its index rows) to one :class:`~hygeia.server.group_commit.GroupCommit`, on
 SQLite and on PostgreSQL, with fsync on.  Prints units/s, the units per commit (1.0
 would mean no sharing) and, as the same-run baseline, the same creates committed
-one transaction each from the same threads. Where the repository runs writers side by side (PostgreSQL), group
-commit is measured with one committer and with :attr:`concurrent_writers`.
+one transaction each from the same threads. Where the repository runs writers side
+by side (PostgreSQL), group commit is measured with one committer and with
+:attr:`concurrent_writers`.
 
     python -m benchmarks.group_commit [--threads 8] [--units 100] [--backends sqlite,postgresql]
 """
@@ -65,7 +66,8 @@ def measure(repository: Repository, threads: int, units: int) -> None:
         commits.start()
         try:
             shared = threads * units / run_threads(
-                threads, units, lambda id: commits.run(lambda session: create(session, id)))
+                threads, units,
+                lambda id, commits=commits: commits.run(lambda session: create(session, id)))
         finally:
             commits.stop()
         print(f"{repository.dialect:>10}: group commit, {committers} committer(s): "
