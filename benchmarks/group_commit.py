@@ -4,7 +4,9 @@
 with its index rows) to one :class:`~hygeia.server.group_commit.GroupCommit`, on
 SQLite and on PostgreSQL, with fsync on.  Prints units/s, the units per commit (1.0
 would mean no sharing) and, as the same-run baseline, the same creates committed
-one transaction each from the same threads.
+one transaction each from the same threads. Where the repository runs writers side
+by side (PostgreSQL), group commit is measured with one committer and with
+:attr:`concurrent_writers`.
 
     python -m benchmarks.group_commit [--threads 8] [--units 100] [--backends sqlite,postgresql]
 """
@@ -58,16 +60,20 @@ def measure(repository: Repository, threads: int, units: int) -> None:
             create(session, id)
 
     single = threads * units / run_threads(threads, units, alone)
-    commits = GroupCommit(repository, name="bench-commit")
-    commits.start()
-    try:
-        shared = threads * units / run_threads(
-            threads, units, lambda id: commits.run(lambda session: create(session, id)))
-    finally:
-        commits.stop()
-    print(f"{repository.dialect:>10}: group commit {shared:7,.0f} creates/s, "
-          f"{commits.units / commits.batches:5.1f} units per commit; baseline (a transaction "
-          f"each, same threads) {single:7,.0f} creates/s; ratio {shared / single:4.2f}")
+    counts = sorted({1, repository.concurrent_writers})
+    for committers in counts:
+        commits = GroupCommit(repository, name="bench-commit", committers=committers)
+        commits.start()
+        try:
+            shared = threads * units / run_threads(
+                threads, units,
+                lambda id, commits=commits: commits.run(lambda session: create(session, id)))
+        finally:
+            commits.stop()
+        print(f"{repository.dialect:>10}: group commit, {committers} committer(s): "
+              f"{shared:7,.0f} creates/s, {commits.units / commits.batches:5.1f} units per "
+              f"commit; baseline (a transaction each, same threads) {single:7,.0f} "
+              f"creates/s; ratio {shared / single:4.2f}", flush=True)
 
 
 def main() -> None:
@@ -76,20 +82,22 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=100)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--postgres", default=DEFAULT_PG)
+    parser.add_argument("--db-prefix", default="core_bench",
+                        help="name prefix of the scratch PostgreSQL database")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
             if backend == "sqlite":
                 url = f"sqlite:///{Path(tmp) / 'group.db'}"
             else:
-                url = fresh_postgres_db(args.postgres, "core_bench_group_commit")
+                url = fresh_postgres_db(args.postgres, f"{args.db_prefix}_group_commit")
             repository = open_repository(url)
             try:
                 measure(repository, args.threads, args.units)
             finally:
                 repository.close()
                 if backend != "sqlite":
-                    drop_postgres_db(args.postgres, "core_bench_group_commit")
+                    drop_postgres_db(args.postgres, f"{args.db_prefix}_group_commit")
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def run_as_one_batch(commits: GroupCommit, submit: Callable[[str], None],
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 10
-    while commits._queue.qsize() < len(names) and time.monotonic() < deadline:
+    while commits.queued < len(names) and time.monotonic() < deadline:
         time.sleep(0.01)
     gate.set()
     for thread in (holder, *threads):
@@ -163,7 +163,7 @@ def test_units_waiting_during_a_commit_share_the_next_one(repository: Repository
         for thread in threads[1:]:
             thread.start()
         deadline = time.monotonic() + 10
-        while commits._queue.qsize() < 7 and time.monotonic() < deadline:
+        while commits.queued < 7 and time.monotonic() < deadline:
             time.sleep(0.01)
         release.set()
         for thread in threads:

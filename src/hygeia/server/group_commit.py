@@ -9,6 +9,15 @@ takes every unit waiting, runs them in one transaction and commits once, then
 returns each unit's result to the thread that submitted it. Durability is unchanged:
 :meth:`GroupCommit.run` returns only after the commit.
 
+On PostgreSQL several committer threads do this side by side (``committers``), each
+on a pooled connection of its own: a batch spends about half its time waiting for
+the server (its look-ups, its flush, its commit), and with one committer every
+message behind it waited too. While one batch waits, the next runs its units'
+Python; PostgreSQL shares the WAL flush of commits that arrive together by itself.
+Batches that run at once take their ``locks`` in sorted order (one statement), so
+two of them cannot deadlock on those (ADR "group commit: concurrent committers on
+PostgreSQL").
+
 A unit that raises must not take the others down with it: the shared transaction
 is then rolled back and each unit of the batch runs again in a transaction of its
 own, so the failing one raises to its own caller and the rest commit. Units must
@@ -28,8 +37,8 @@ units alone without it, so units must still work when it found nothing.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Collection, Hashable
 from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
@@ -72,32 +81,58 @@ class _Unit(Generic[T]):
 class GroupCommit:
     """Runs units of write work from any thread in shared transactions (module docstring).
 
-    ``start`` begins the committer thread; ``stop`` lets it finish what is queued.
+    ``committers``: how many transactions may be open at once, each on a committer
+    thread of its own that takes every unit waiting when it is free. One for SQLite's
+    single writer; more where the database runs writers side by side (PostgreSQL,
+    :attr:`~hygeia.store.Repository.concurrent_writers`), so that one batch's Python
+    work overlaps another's round trips and commit instead of waiting for them.
+
+    ``start`` begins the committer threads; ``stop`` lets them finish what is queued.
     """
 
     def __init__(self, host: TransactionHost, *, name: str = "group-commit",
-                 max_batch: int = MAX_BATCH,
+                 max_batch: int = MAX_BATCH, committers: int = 1,
                  prepare: Callable[[Session, list[Any]], None] | None = None) -> None:
+        if committers < 1:
+            raise ValueError("a group commit needs at least one committer")
         self.host = host
         self.name = name
         self.max_batch = max_batch
+        self.committers = committers
         self.prepare = prepare  # (session, the batch's hints): module docstring
-        self._queue: queue.SimpleQueue[_Unit[Any] | None] = queue.SimpleQueue()
-        self._held: list[_Unit[Any]] = []  # units whose key was in the last batch
-        self._thread: threading.Thread | None = None
+        self._ready = threading.Condition()  # guards what follows; notified on a change
+        self._waiting: deque[_Unit[Any]] = deque()  # submitted, in no batch yet
+        self._running: set[Hashable] = set()  # keys of the units in open batches
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
         self.batches = 0  # how many transactions committed (for tests and metrics)
         self.units = 0
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-            self._thread.start()
+        if not self._threads:
+            self._stopping = False
+            self._threads = [threading.Thread(target=self._loop, name=self._thread_name(n),
+                                              daemon=True) for n in range(self.committers)]
+            for thread in self._threads:
+                thread.start()
+
+    def _thread_name(self, number: int) -> str:
+        return self.name if self.committers == 1 else f"{self.name}-{number}"
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+        if self._threads:
+            with self._ready:
+                self._stopping = True
+                self._ready.notify_all()
+            for thread in self._threads:
+                thread.join()
+            self._threads = []
+
+    @property
+    def queued(self) -> int:
+        """Units submitted and not yet taken into a batch (for tests and metrics)."""
+        with self._ready:
+            return len(self._waiting)
 
     def run(self, work: Callable[[Session], T], key: Hashable | None = None,
             locks: Collection[str] = (), hint: Any = None) -> T:
@@ -105,10 +140,12 @@ class GroupCommit:
         transaction has committed (what it raised, if it failed alone). ``locks``: keys
         ``work`` locks, taken before it runs; ``hint``: what ``prepare`` is given of this
         unit (module docstring)."""
-        if self._thread is None:
+        if not self._threads:
             raise RuntimeError(f"{self.name} is not started")
         unit: _Unit[T] = _Unit(work, key, locks, hint)
-        self._queue.put(unit)
+        with self._ready:
+            self._waiting.append(unit)
+            self._ready.notify()
         unit.done.wait()
         if unit.error is not None:
             raise unit.error
@@ -126,34 +163,46 @@ class GroupCommit:
                 for unit in batch:
                     if not unit.done.is_set():
                         unit.fail(error)
+            finally:
+                self._finished(batch)
 
     def _next_batch(self) -> list[_Unit[Any]] | None:
-        """The units waiting now (at least one: blocks until there is one); None to stop."""
-        waiting, self._held = self._held, []
-        if not waiting:
-            first = self._queue.get()
-            if first is None:
-                return None
-            waiting.append(first)
-        while len(waiting) < self.max_batch:
-            try:
-                unit = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if unit is None:
-                self._queue.put(None)  # stop after this batch
-                break
-            waiting.append(unit)
+        """The units waiting now (at least one: blocks until there is one); None to stop
+        (once nothing is left waiting)."""
+        with self._ready:
+            while True:
+                batch = self._take()
+                if batch:
+                    return batch
+                if self._stopping and not self._waiting:
+                    self._ready.notify_all()  # the other committers stop too
+                    return None
+                self._ready.wait()
+
+    def _take(self) -> list[_Unit[Any]]:
+        """Up to ``max_batch`` waiting units, in order, none with a key that another
+        unit of the batch or of an open batch has (the same message twice: the second
+        must see the first's commit); those stay waiting. Called holding ``_ready``."""
         batch: list[_Unit[Any]] = []
-        keys: set[Hashable] = set()
-        for unit in waiting:
-            if unit.key is not None and unit.key in keys:
-                self._held.append(unit)
+        left: deque[_Unit[Any]] = deque()
+        while self._waiting and len(batch) < self.max_batch:
+            unit = self._waiting.popleft()
+            if unit.key is not None and unit.key in self._running:
+                left.append(unit)
                 continue
             if unit.key is not None:
-                keys.add(unit.key)
+                self._running.add(unit.key)
             batch.append(unit)
+        left.extend(self._waiting)
+        self._waiting = left
         return batch
+
+    def _finished(self, batch: list[_Unit[Any]]) -> None:
+        """Free the batch's keys: units held back for them may go now."""
+        with self._ready:
+            self._running.difference_update(unit.key for unit in batch if unit.key is not None)
+            if self._waiting or self._stopping:
+                self._ready.notify_all()
 
     def _commit(self, batch: list[_Unit[Any]]) -> None:
         if len(batch) > 1:
@@ -166,8 +215,7 @@ class GroupCommit:
             except Exception:  # one of them failed: each alone, below
                 pass
             else:
-                self.batches += 1
-                self.units += len(batch)
+                self._count(len(batch))
                 for unit, result in zip(batch, results, strict=True):
                     unit.finish(result)
                 return
@@ -179,6 +227,10 @@ class GroupCommit:
             except Exception as error:
                 unit.fail(error)
             else:
-                self.batches += 1
-                self.units += 1
+                self._count(1)
                 unit.finish(result)
+
+    def _count(self, units: int) -> None:
+        with self._ready:  # committers count at once
+            self.batches += 1
+            self.units += units

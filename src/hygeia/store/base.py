@@ -351,6 +351,11 @@ class Repository(ABC):
     # whether listen() hears other processes' commits (PostgreSQL LISTEN/NOTIFY)
     commit_signals = False
 
+    # how many write transactions of one process are worth running at once: 1 where
+    # writers queue for one lock (SQLite), more where the database runs them side by
+    # side (a group commit's committer threads, server/group_commit.py)
+    concurrent_writers = 1
+
     def listen(self, stopping: threading.Event) -> Iterator[frozenset[str]]:
         """The words of each commit signal (:meth:`Session.signal`, and the types of the
         versions written) from other processes' transactions on this database, as they

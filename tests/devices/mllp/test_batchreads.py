@@ -68,7 +68,7 @@ def test_batch_look_up_answers_as_the_search_does(service: FhirService) -> None:
 def test_a_batch_that_creates_a_patient_makes_one_and_reads_ahead_for_the_rest(
         service: FhirService) -> None:
     known = create_patient(service, "MRN-KNOWN")
-    inbound = Inbound.grouped(service, handlers())
+    inbound = Inbound.grouped(service, handlers(), committers=1)  # batches in turn
     assert inbound.commits is not None
     inbound.commits.start()
     gate = threading.Event()
@@ -92,7 +92,7 @@ def test_a_batch_that_creates_a_patient_makes_one_and_reads_ahead_for_the_rest(
         for sender in senders:
             sender.start()
         deadline = time.monotonic() + 10
-        while inbound.commits._queue.qsize() < len(messages) and time.monotonic() < deadline:
+        while inbound.commits.queued < len(messages) and time.monotonic() < deadline:
             time.sleep(0.01)
         batches = inbound.commits.batches
         gate.set()
@@ -110,13 +110,14 @@ def test_a_batch_that_creates_a_patient_makes_one_and_reads_ahead_for_the_rest(
         assert len(observations) == count
     # the batch read the known patient ahead (used by the messages before the new
     # patient was written; those after it searched again)
-    assert inbound.reads._patients.get(criteria("MRN-KNOWN")) == [known]
+    assert inbound.reads.last is not None
+    assert inbound.reads.last.patients.get(criteria("MRN-KNOWN")) == [known]
 
 
 def test_a_batch_of_known_patients_is_answered_from_the_read_ahead(
         service: FhirService) -> None:
     known = create_patient(service, "MRN-SEEN")
-    inbound = Inbound.grouped(service, handlers())
+    inbound = Inbound.grouped(service, handlers(), committers=1)  # batches in turn
     assert inbound.commits is not None
     messages = {f"K{minute}": oru(f"K{minute}", "MRN-SEEN", minute=minute)
                 for minute in range(3)}
@@ -151,7 +152,7 @@ def in_one_batch(inbound: Inbound, send: Callable[[str], None], controls: list[s
     for sender in senders:
         sender.start()
     deadline = time.monotonic() + 10
-    while inbound.commits._queue.qsize() < len(controls) and time.monotonic() < deadline:
+    while inbound.commits.queued < len(controls) and time.monotonic() < deadline:
         time.sleep(0.01)
     gate.set()
     for thread in (holder, *senders):

@@ -22,6 +22,7 @@ says why this is safe.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -38,35 +39,49 @@ class Hint:
     patient: str | None = None
 
 
+@dataclass(slots=True)
+class _Read:
+    """What :meth:`BatchReads.prepare` read in ``session``."""
+
+    session: Session
+    heads: dict[str, dict[tuple[str, str], Head]]
+    patients: dict[str, list[str]]
+
+
 class BatchReads:
-    """What :meth:`prepare` read for the batch in hand (one committer thread uses it)."""
+    """What :meth:`prepare` read for the batch in hand, per committer thread (on
+    PostgreSQL several run batches at once; each batch's units run on the thread that
+    prepared it)."""
 
     def __init__(self) -> None:
-        self._session: Session | None = None
-        self._heads: dict[str, dict[tuple[str, str], Head]] = {}
-        self._patients: dict[str, list[str]] = {}
+        self._local = threading.local()  # .read: this thread's _Read, or None
+        self.last: _Read | None = None  # the latest batch's read (for tests)
         self.offered = 0  # messages given the batch's patients (for tests and metrics)
 
     def prepare(self, session: Session, hints: list[object]) -> None:
         """Read the batch's look-ups in ``session`` (the :class:`GroupCommit` hook)."""
-        self._session = None  # nothing of an earlier batch answers if this one fails
+        self._local.read = None  # nothing of an earlier batch answers if this one fails
         mine = [hint for hint in hints if isinstance(hint, Hint)]
-        self._heads = heads_of_all(session, [hint.id for hint in mine])
+        heads = heads_of_all(session, [hint.id for hint in mine])
         criteria = {hint.patient for hint in mine if hint.patient}
-        self._patients = find_patients(session, criteria) if criteria else {}
-        self._session = session
+        patients = find_patients(session, criteria) if criteria else {}
+        self._local.read = self.last = _Read(session, heads, patients)
+
+    def _read(self, session: Session) -> _Read | None:
+        read: _Read | None = getattr(self._local, "read", None)
+        return read if read is not None and read.session is session else None
 
     def log_heads(self, session: Session, id: str) -> dict[tuple[str, str], Head] | None:
         """The heads of message ``id``'s Binary and record, if read for this session."""
-        if session is not self._session:
-            return None
-        return self._heads.get(id)
+        read = self._read(session)
+        return None if read is None else read.heads.get(id)
 
     def patients(self, session: Session) -> Mapping[str, list[str]] | None:
         """PID-3 criteria -> Patient ids, if read for this session and no Patient has
         been written in it since."""
         written = session.written_types  # None: not known, so maybe
-        if session is not self._session or written is None or "Patient" in written:
+        read = self._read(session)
+        if read is None or written is None or "Patient" in written:
             return None
         self.offered += 1
-        return self._patients
+        return read.patients

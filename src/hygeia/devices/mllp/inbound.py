@@ -90,11 +90,14 @@ class Inbound:
 
     @classmethod
     def grouped(cls, host: Host, handlers: Mapping[str, Handler],
-                name: str = "mllp-commit") -> Inbound:
+                name: str = "mllp-commit", committers: int | None = None) -> Inbound:
         """An Inbound for a listener: its messages share commits, and each batch's
-        look-ups are read together (:mod:`.batchreads`)."""
+        look-ups are read together (:mod:`.batchreads`); ``committers`` batches at once
+        (default: as many as the repository runs writers side by side)."""
         inbound = cls(host, handlers)
-        inbound.commits = GroupCommit(host, name=name, prepare=inbound.reads.prepare)
+        inbound.commits = GroupCommit(
+            host, name=name, prepare=inbound.reads.prepare,
+            committers=committers or host.repository.concurrent_writers)
         return inbound
 
     def _committed(self, work: Callable[[Session], list[str]], key: str,

@@ -451,6 +451,9 @@ class PostgresRepository(Repository):
         self._source = uuid.uuid4().hex[:12]  # names this repository's commit signals
 
     commit_signals = True
+    # a group commit's batches at once (each holds one of the pool's connections while
+    # it runs): ADR "group commit: concurrent committers on PostgreSQL"
+    concurrent_writers = 3
 
     def listen(self, stopping: threading.Event) -> Iterator[frozenset[str]]:
         """Other repositories' commit signals, on a connection of its own (LISTEN holds
