@@ -25,6 +25,14 @@ _LEVELS: tuple[Any, ...] = (hl7.Message, hl7.Segment, hl7.Field,
                                            hl7.Repetition, hl7.Component)
 _HEADERS = ("MSH", "BHS", "FHS")  # segments whose field 1 and 2 are the separators
 _FACTORY = hl7.Factory
+MAX_SHARED_FIELD = 80  # characters: fields up to this long are parsed once (_FIELDS)
+MAX_SHARED_FIELDS = 20_000  # fields kept parsed (all are forgotten beyond)
+_FIELDS: dict[tuple[str, str], hl7.Container | str] = {}
+"""Parsed fields by separators and text. A monitor sends the same codes, units,
+containment ids and equipment ids in every message: parsing each of them again was
+most of a parse (the ~250 containers of a six-OBX message). The containers are
+shared between messages and threads, so a parsed message is read, never changed
+(nothing in Hygeia assigns into one)."""
 
 
 def parse_er7(text: str) -> hl7.Message:
@@ -57,10 +65,11 @@ def _separators(message: str) -> tuple[str, str]:
 class _Splitter:
     """Splits text at level ``level`` (0 message ... 4 component) into containers."""
 
-    __slots__ = ("attributes", "deeper", "separators")
+    __slots__ = ("attributes", "deeper", "key", "separators")
 
     def __init__(self, separators: str, esc: str) -> None:
         self.separators = separators
+        self.key = separators + esc
         # each level's container attributes, set with one dict update (a third cheaper
         # than four assignments, for the ~250 containers of a monitor message)
         self.attributes = [{"separator": separator, "esc": esc, "separators": separators,
@@ -82,9 +91,27 @@ class _Splitter:
                     self._container(2, [text[4:end]])]
             text = text[end + 1:]
         if text:
-            split, deeper = self.split, level + 1
-            data.extend([split(piece, deeper) for piece in text.split(self.separators[level])])
+            if level == 1:  # a segment: its fields, the same ones in message after message
+                field = self.field
+                data.extend([field(piece) for piece in text.split(self.separators[1])])
+            else:
+                split, deeper = self.split, level + 1
+                data.extend([split(piece, deeper) for piece in
+                             text.split(self.separators[level])])
         return self._container(level, data)
+
+    def field(self, text: str) -> hl7.Container | str:
+        """Field ``text`` split, the very container parsed before when a message with the
+        same separators held the same short field (see :data:`_FIELDS`)."""
+        if len(text) > MAX_SHARED_FIELD:
+            return self.split(text, 2)
+        key = (self.key, text)
+        found = _FIELDS.get(key)
+        if found is None:
+            if len(_FIELDS) >= MAX_SHARED_FIELDS:
+                _FIELDS.clear()
+            found = _FIELDS[key] = self.split(text, 2)
+        return found
 
     def _container(self, level: int, data: list[hl7.Container | str]) -> hl7.Container:
         kind = _LEVELS[level]
