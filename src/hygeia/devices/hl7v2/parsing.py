@@ -26,11 +26,12 @@ _LEVELS: tuple[Any, ...] = (hl7.Message, hl7.Segment, hl7.Field,
 _HEADERS = ("MSH", "BHS", "FHS")  # segments whose field 1 and 2 are the separators
 _FACTORY = hl7.Factory
 MAX_SHARED_FIELD = 80  # characters: fields up to this long are parsed once (_FIELDS)
-MAX_SHARED_FIELDS = 20_000  # fields kept parsed (all are forgotten beyond)
-_FIELDS: dict[tuple[str, str], hl7.Container | str] = {}
-"""Parsed fields by separators and text. A monitor sends the same codes, units,
-containment ids and equipment ids in every message: parsing each of them again was
-most of a parse (the ~250 containers of a six-OBX message). The containers are
+MAX_SHARED_FIELDS = 20_000  # fields kept parsed per separators (all forgotten beyond)
+MAX_SEPARATOR_SETS = 16  # separators and escape characters seen (all forgotten beyond)
+_FIELDS: dict[str, dict[str, hl7.Container | str]] = {}
+"""Parsed fields by separators (and escape character) and text. A monitor sends the
+same codes, units, containment ids and equipment ids in every message: parsing each
+of them again was most of a parse (the ~250 containers of a six-OBX message). The containers are
 shared between messages and threads, so a parsed message is read, never changed
 (nothing in Hygeia assigns into one)."""
 
@@ -92,25 +93,29 @@ class _Splitter:
             text = text[end + 1:]
         if text:
             if level == 1:  # a segment: its fields, the same ones in message after message
-                field = self.field
-                data.extend([field(piece) for piece in text.split(self.separators[1])])
+                shared = _FIELDS.get(self.key)
+                if shared is None:
+                    if len(_FIELDS) >= MAX_SEPARATOR_SETS:
+                        _FIELDS.clear()
+                    shared = _FIELDS[self.key] = {}
+                known, field = shared.get, self.field
+                data.extend([known(piece) or field(piece, shared)
+                             for piece in text.split(self.separators[1])])
             else:
                 split, deeper = self.split, level + 1
                 data.extend([split(piece, deeper) for piece in
                              text.split(self.separators[level])])
         return self._container(level, data)
 
-    def field(self, text: str) -> hl7.Container | str:
-        """Field ``text`` split, the very container parsed before when a message with the
-        same separators held the same short field (see :data:`_FIELDS`)."""
-        if len(text) > MAX_SHARED_FIELD:
-            return self.split(text, 2)
-        key = (self.key, text)
-        found = _FIELDS.get(key)
-        if found is None:
-            if len(_FIELDS) >= MAX_SHARED_FIELDS:
-                _FIELDS.clear()
-            found = _FIELDS[key] = self.split(text, 2)
+    def field(self, text: str, shared: dict[str, hl7.Container | str]
+              ) -> hl7.Container | str:
+        """Field ``text`` split, and kept in ``shared`` (these separators' fields, see
+        :data:`_FIELDS`) when it is short."""
+        found = self.split(text, 2)
+        if len(text) <= MAX_SHARED_FIELD:
+            if len(shared) >= MAX_SHARED_FIELDS:
+                shared.clear()
+            shared[text] = found
         return found
 
     def _container(self, level: int, data: list[hl7.Container | str]) -> hl7.Container:
