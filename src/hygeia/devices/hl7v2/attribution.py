@@ -25,7 +25,7 @@ import hl7
 import orjson
 
 from hygeia.devices.hl7v2 import adt
-from hygeia.devices.hl7v2.handling import Rejected
+from hygeia.devices.hl7v2.handling import Received, Rejected
 from hygeia.devices.hl7v2.hl7time import fhir_datetime
 from hygeia.devices.hl7v2.identity import (
     LOCATION_SYSTEM,
@@ -62,14 +62,16 @@ class Attribution:
 
 def attribute(message: hl7.Message, session: Session, at: str | None,
               bed_lookup: BedLookup | None = None,
-              known: Mapping[str, list[str]] | None = None) -> Attribution:
+              known: Mapping[str, list[str]] | None = None,
+              pid3: Pid3 | None = None) -> Attribution:
     """The patient of ``message`` (see the module docstring for the rules); ``known``:
-    what :func:`find_patients` read for the batch this message is in."""
+    what :func:`find_patients` read for the batch this message is in; ``pid3``: its
+    PID-3 as :func:`pid3_of` read it."""
     pid = first(message, "PID")
-    identifiers = pid_identifiers(message)
+    identifiers, criteria = pid3 if pid3 is not None else _pid3(message)
     if pid is not None and identifiers:
         try:
-            return _by_identifiers(session, pid, identifiers, known)
+            return _by_identifiers(session, pid, identifiers, known, criteria)
         except FhirError as error:
             raise Rejected(f"PID-3 identifiers cannot be looked up: {_reason(error)}",
                            location="PID^1^3", hl7_code="102") from error
@@ -90,6 +92,26 @@ def attribute(message: hl7.Message, session: Session, at: str | None,
 
 def _reason(error: FhirError) -> str:
     return "; ".join(issue.diagnostics for issue in error.issues[:3])
+
+
+Pid3 = tuple[list[dict[str, Any]], str]
+"""PID-3's identifiers, and the criteria a Patient is searched by (:func:`_criteria`;
+"" when there are none)."""
+
+
+def pid3_of(received: Received) -> Pid3:
+    """:data:`Pid3` of ``received``, read once per message: its locks, the batch's
+    look-up and the handler all need it (reading and quoting it three times was a
+    tenth of mapping a monitor message)."""
+    found: Pid3 | None = received.derived.get("pid-3")
+    if found is None:
+        found = received.derived["pid-3"] = _pid3(received.message)
+    return found
+
+
+def _pid3(message: hl7.Message) -> Pid3:
+    identifiers = pid_identifiers(message)
+    return identifiers, _criteria(identifiers) if identifiers else ""
 
 
 def pid_identifiers(message: hl7.Message) -> list[dict[str, Any]]:
@@ -115,7 +137,12 @@ def bed_of(message: hl7.Message) -> str:
 def patient_lock(identifiers: list[dict[str, Any]]) -> str:
     """The lock key a look-up of these PID-3 identifiers takes (concurrent first
     messages about a patient create one Patient)."""
-    return "Patient?identifier=" + _criteria(identifiers)
+    return criteria_lock(_criteria(identifiers))
+
+
+def criteria_lock(criteria: str) -> str:
+    """:func:`patient_lock` of the identifiers whose criteria are ``criteria``."""
+    return "Patient?identifier=" + criteria
 
 
 def message_locks(message: hl7.Message) -> list[str]:
@@ -200,9 +227,10 @@ def _criteria(identifiers: list[dict[str, Any]]) -> str:
 
 
 def _by_identifiers(session: Session, pid: hl7.Segment, identifiers: list[dict[str, Any]],
-                    known: Mapping[str, list[str]] | None = None) -> Attribution:
-    criteria = _criteria(identifiers)
-    session.lock(patient_lock(identifiers))
+                    known: Mapping[str, list[str]] | None = None,
+                    criteria: str = "") -> Attribution:
+    criteria = criteria or _criteria(identifiers)
+    session.lock(criteria_lock(criteria))
     ids = known.get(criteria) if known is not None else None
     if ids is None:
         ids = _search_ids(session, "Patient", f"identifier={criteria}")

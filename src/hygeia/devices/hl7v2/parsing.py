@@ -98,8 +98,8 @@ class _Splitter:
                     if len(_FIELDS) >= MAX_SEPARATOR_SETS:
                         _FIELDS.clear()
                     shared = _FIELDS[self.key] = {}
-                known, field = shared.get, self.field
-                data.extend([known(piece) or field(piece, shared)
+                known, parse_field = shared.get, self.field
+                data.extend([known(piece) or parse_field(piece, shared)
                              for piece in text.split(self.separators[1])])
             else:
                 split, deeper = self.split, level + 1
