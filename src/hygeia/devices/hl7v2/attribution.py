@@ -36,8 +36,10 @@ from hygeia.devices.hl7v2.identity import (
 from hygeia.devices.hl7v2.segments import first, part, repetition_count
 from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.fhir.outcome import FhirError
+from hygeia.fhir.search.index import index_resource
 from hygeia.fhir.search.matcher import MatchContext, matches
 from hygeia.fhir.search.query import ParameterClause, Query, parse_criteria
+from hygeia.fhir.search.rows import IndexRows
 from hygeia.store import Session
 
 BedLookup = Callable[[Session, str, str | None], str | None]
@@ -184,6 +186,7 @@ def find_patients(session: Session, criteria: Collection[str]) -> dict[str, list
                                 for value in cast(ParameterClause, clause).values))
     parameter = cast(ParameterClause, clauses[0]).parameter
     found: dict[str, dict[str, Any]] = {}
+    rows: dict[tuple[str, str], IndexRows] = {}
     for start in range(0, len(tokens), TOKENS_PER_SEARCH):
         query = Query("Patient", [ParameterClause(
             parameter, None, tuple(tokens[start:start + TOKENS_PER_SEARCH]))])
@@ -193,14 +196,38 @@ def find_patients(session: Session, criteria: Collection[str]) -> dict[str, list
             return {}
         for match in page.matches:
             if match.content is not None:
-                found[match.id] = orjson.loads(match.content)
-    context = MatchContext(registry=session.registry)
+                found[match.id], rows[("Patient", match.id)] = _patient_rows(
+                    session, match.id, match.version, match.last_updated, match.content)
+    context = MatchContext(registry=session.registry, _rows=rows)
     known: dict[str, list[str]] = {}
     for each, query in queries.items():
         ids = [id for id, patient in found.items() if matches(query, patient, context)]
         if len(ids) <= 1:
             known[each] = ids
     return known
+
+
+_INDEXED: dict[str, tuple[object, int, int, dict[str, Any], IndexRows]] = {}
+MAX_INDEXED = 10_000  # Patients kept indexed (all are forgotten beyond)
+
+
+def _patient_rows(session: Session, id: str, version: int, last_updated: int,
+                  content: bytes) -> tuple[dict[str, Any], IndexRows]:
+    """Patient ``id`` at that version, and the search index rows the matcher reads of
+    it, made once per version (and search registry): the same few monitored patients
+    are read by every batch, and indexing each of them for every parameter again was
+    most of a batch look-up's matching. Trusted only for that exact version and
+    ``lastUpdated``, as :class:`~.writing.Remembered` is."""
+    kept = _INDEXED.get(id)
+    if kept is not None and kept[0] is session.registry and kept[1] == version and \
+            kept[2] == last_updated:
+        return kept[3], kept[4]
+    patient = orjson.loads(content)
+    rows = index_resource(patient, session.registry, complete=True)
+    if len(_INDEXED) >= MAX_INDEXED:
+        _INDEXED.clear()
+    _INDEXED[id] = (session.registry, version, last_updated, patient, rows)
+    return patient, rows
 
 
 _PARSED: dict[str, tuple[object, Query]] = {}  # criteria -> (registry, its query)
