@@ -38,3 +38,16 @@ def test_a_level_described_otherwise_is_another_resource() -> None:
     metric = list(plain.resources)[-1]
     assert plain.resources[metric] is typed.resources[metric]  # made of the same inputs
     assert plain.resources[metric]["unit"]["coding"][0]["code"] == "/min"
+
+
+def test_an_mds_described_after_its_first_metric_is_kept_with_its_type() -> None:
+    """The MDS reference is remembered per message; describing the MDS later builds
+    it again with its type (a type row may follow the metric rows)."""
+    built = DeviceTree("MON|WARD", {1: "00AA11BB22CC33EE"}, {}, {})
+    reference = built.mds(1)
+    assert "type" not in built.resources[reference]
+    mds = containment("1.0.0.0")
+    assert mds is not None
+    built.describe(mds, device_type("69965", "MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS"))
+    assert built.mds(1) == reference
+    assert built.resources[reference]["type"]["coding"][0]["code"] == "69965"

@@ -119,3 +119,12 @@ def test_bed_values_and_token_escaping() -> None:
     assert location_value("HOSP", "ICU", "", "3") == "HOSP/ICU//3"
     assert location_value("", "", "", "") == ""
     assert token("urn:x", "a|b,c$d\\e") == "urn:x|a\\|b\\,c\\$d\\\\e"
+
+
+def test_a_term_is_made_once_per_code_text_and_sender() -> None:
+    """A monitor names the same codes in every message: the same (never changed) term."""
+    from hygeia.devices.hl7v2.mdc import term
+
+    assert term("150456", "MDC_PULS_OXIM_SAT_O2", "MON") is \
+        term("150456", "MDC_PULS_OXIM_SAT_O2", "MON")
+    assert term("150456", "", "MON") is not term("150456", "MDC_PULS_OXIM_SAT_O2", "MON")

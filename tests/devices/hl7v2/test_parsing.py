@@ -62,3 +62,16 @@ def test_segments_are_found_by_name_as_python_hl7_names_them(text: str) -> None:
         for segment in message:
             for name in ("MSH", "BHS", "OBX", "OBR", "PID", "OB", "X", ""):
                 assert named(segment, name) == (str(segment[0]) == name), (segment, name)
+
+
+def test_short_fields_are_parsed_once_and_shared_between_messages() -> None:
+    """A monitor repeats its codes and units: the same field text gives the very same
+    (never changed) container, and each message's tree is still python-hl7's."""
+    first = parse_er7("MSH|^~\\&|MON|WARD\rOBX|1|NM|147842^MDC_ECG_HEART_RATE^MDC||72")
+    second = parse_er7("MSH|^~\\&|MON|WARD\rOBX|1|NM|147842^MDC_ECG_HEART_RATE^MDC||80")
+    assert first[1][3] is second[1][3]
+    assert first[1][5] == ["72"] and second[1][5] == ["80"]
+    other = parse_er7("MSH|^~\\#|MON|WARD\rOBX|1|NM|147842^MDC_ECG_HEART_RATE^MDC||72")
+    assert other[1][3] is not first[1][3]  # other separators: parsed on their own
+    text = "MSH|^~\\&|MON|WARD\rOBX|1|NM|147842^MDC_ECG_HEART_RATE^MDC||80"
+    assert shape(second) == shape(hl7.parse(text))

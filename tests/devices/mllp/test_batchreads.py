@@ -157,3 +157,46 @@ def in_one_batch(inbound: Inbound, send: Callable[[str], None], controls: list[s
     gate.set()
     for thread in (holder, *senders):
         thread.join(30)
+
+
+def test_pid3_is_read_once_per_message_for_its_locks_look_up_and_handling() -> None:
+    """The handler's lock and batch criteria are those of the message's PID-3, read
+    once and shared by the copies of the message the listener makes."""
+    from dataclasses import replace
+
+    from hygeia.devices.hl7v2.attribution import message_locks, pid3_of
+    from hygeia.devices.hl7v2.oru import handles
+    from tests.devices.hl7v2.oru_helpers import received
+
+    text = oru("C1", "MRN-ONCE", extra_mrn="MRN-TWO").rstrip("\r")
+    message = received(text)
+    handler = handles()["ORU^R01"]
+    assert handler.locks(message) == message_locks(message.message)  # type: ignore[attr-defined]
+    assert handler.patient_criteria(message) == criteria("MRN-ONCE", "MRN-TWO")  # type: ignore[attr-defined]
+    assert pid3_of(replace(message, known_patients={})) is pid3_of(message)
+    assert "pid-3" in message.derived
+
+
+def test_a_patient_indexed_for_matching_is_indexed_again_once_changed(
+        service: FhirService) -> None:
+    """The batch look-up keeps each Patient's index rows for its version: reused while
+    unchanged, and a new version (an identifier taken away) answers as the search."""
+    from hygeia.devices.hl7v2 import attribution
+
+    id = create_patient(service, "MRN-KEPT")
+    wanted = [criteria("MRN-KEPT")]
+    with service.repository.transaction() as session:
+        assert find_patients(session, wanted) == {wanted[0]: [id]}
+    kept = attribution._INDEXED[id]
+    with service.repository.transaction() as session:
+        assert find_patients(session, wanted) == {wanted[0]: [id]}
+    assert attribution._INDEXED[id][4] is kept[4]  # the same rows: not indexed again
+    body = {"resourceType": "Patient", "id": id,
+            "identifier": [{"system": AUTHORITY, "value": "MRN-OTHER"}]}
+    response = service.handle(FhirRequest("PUT", f"Patient/{id}", body=body))
+    assert response.status == 200, response.body_dict()
+    with service.repository.transaction() as session:
+        assert find_patients(session, wanted) == {wanted[0]: []}  # no such identifier now
+        assert find_patients(session, [criteria("MRN-OTHER")]) == \
+            {criteria("MRN-OTHER"): [id]}
+    assert attribution._INDEXED[id][1] == 2

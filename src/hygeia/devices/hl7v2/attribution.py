@@ -25,7 +25,7 @@ import hl7
 import orjson
 
 from hygeia.devices.hl7v2 import adt
-from hygeia.devices.hl7v2.handling import Rejected
+from hygeia.devices.hl7v2.handling import Received, Rejected
 from hygeia.devices.hl7v2.hl7time import fhir_datetime
 from hygeia.devices.hl7v2.identity import (
     LOCATION_SYSTEM,
@@ -36,8 +36,10 @@ from hygeia.devices.hl7v2.identity import (
 from hygeia.devices.hl7v2.segments import first, part, repetition_count
 from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.fhir.outcome import FhirError
+from hygeia.fhir.search.index import index_resource
 from hygeia.fhir.search.matcher import MatchContext, matches
 from hygeia.fhir.search.query import ParameterClause, Query, parse_criteria
+from hygeia.fhir.search.rows import IndexRows
 from hygeia.store import Session
 
 BedLookup = Callable[[Session, str, str | None], str | None]
@@ -62,14 +64,16 @@ class Attribution:
 
 def attribute(message: hl7.Message, session: Session, at: str | None,
               bed_lookup: BedLookup | None = None,
-              known: Mapping[str, list[str]] | None = None) -> Attribution:
+              known: Mapping[str, list[str]] | None = None,
+              pid3: Pid3 | None = None) -> Attribution:
     """The patient of ``message`` (see the module docstring for the rules); ``known``:
-    what :func:`find_patients` read for the batch this message is in."""
+    what :func:`find_patients` read for the batch this message is in; ``pid3``: its
+    PID-3 as :func:`pid3_of` read it."""
     pid = first(message, "PID")
-    identifiers = pid_identifiers(message)
+    identifiers, criteria = pid3 if pid3 is not None else _pid3(message)
     if pid is not None and identifiers:
         try:
-            return _by_identifiers(session, pid, identifiers, known)
+            return _by_identifiers(session, pid, identifiers, known, criteria)
         except FhirError as error:
             raise Rejected(f"PID-3 identifiers cannot be looked up: {_reason(error)}",
                            location="PID^1^3", hl7_code="102") from error
@@ -90,6 +94,26 @@ def attribute(message: hl7.Message, session: Session, at: str | None,
 
 def _reason(error: FhirError) -> str:
     return "; ".join(issue.diagnostics for issue in error.issues[:3])
+
+
+Pid3 = tuple[list[dict[str, Any]], str]
+"""PID-3's identifiers, and the criteria a Patient is searched by (:func:`_criteria`;
+"" when there are none)."""
+
+
+def pid3_of(received: Received) -> Pid3:
+    """:data:`Pid3` of ``received``, read once per message: its locks, the batch's
+    look-up and the handler all need it (reading and quoting it three times was a
+    tenth of mapping a monitor message)."""
+    found: Pid3 | None = received.derived.get("pid-3")
+    if found is None:
+        found = received.derived["pid-3"] = _pid3(received.message)
+    return found
+
+
+def _pid3(message: hl7.Message) -> Pid3:
+    identifiers = pid_identifiers(message)
+    return identifiers, _criteria(identifiers) if identifiers else ""
 
 
 def pid_identifiers(message: hl7.Message) -> list[dict[str, Any]]:
@@ -115,7 +139,12 @@ def bed_of(message: hl7.Message) -> str:
 def patient_lock(identifiers: list[dict[str, Any]]) -> str:
     """The lock key a look-up of these PID-3 identifiers takes (concurrent first
     messages about a patient create one Patient)."""
-    return "Patient?identifier=" + _criteria(identifiers)
+    return criteria_lock(_criteria(identifiers))
+
+
+def criteria_lock(criteria: str) -> str:
+    """:func:`patient_lock` of the identifiers whose criteria are ``criteria``."""
+    return "Patient?identifier=" + criteria
 
 
 def message_locks(message: hl7.Message) -> list[str]:
@@ -157,6 +186,7 @@ def find_patients(session: Session, criteria: Collection[str]) -> dict[str, list
                                 for value in cast(ParameterClause, clause).values))
     parameter = cast(ParameterClause, clauses[0]).parameter
     found: dict[str, dict[str, Any]] = {}
+    rows: dict[tuple[str, str], IndexRows] = {}
     for start in range(0, len(tokens), TOKENS_PER_SEARCH):
         query = Query("Patient", [ParameterClause(
             parameter, None, tuple(tokens[start:start + TOKENS_PER_SEARCH]))])
@@ -166,14 +196,38 @@ def find_patients(session: Session, criteria: Collection[str]) -> dict[str, list
             return {}
         for match in page.matches:
             if match.content is not None:
-                found[match.id] = orjson.loads(match.content)
-    context = MatchContext(registry=session.registry)
+                found[match.id], rows[("Patient", match.id)] = _patient_rows(
+                    session, match.id, match.version, match.last_updated, match.content)
+    context = MatchContext(registry=session.registry, _rows=rows)
     known: dict[str, list[str]] = {}
     for each, query in queries.items():
         ids = [id for id, patient in found.items() if matches(query, patient, context)]
         if len(ids) <= 1:
             known[each] = ids
     return known
+
+
+_INDEXED: dict[str, tuple[object, int, int, dict[str, Any], IndexRows]] = {}
+MAX_INDEXED = 10_000  # Patients kept indexed (all are forgotten beyond)
+
+
+def _patient_rows(session: Session, id: str, version: int, last_updated: int,
+                  content: bytes) -> tuple[dict[str, Any], IndexRows]:
+    """Patient ``id`` at that version, and the search index rows the matcher reads of
+    it, made once per version (and search registry): the same few monitored patients
+    are read by every batch, and indexing each of them for every parameter again was
+    most of a batch look-up's matching. Trusted only for that exact version and
+    ``lastUpdated``, as :class:`~.writing.Remembered` is."""
+    kept = _INDEXED.get(id)
+    if kept is not None and kept[0] is session.registry and kept[1] == version and \
+            kept[2] == last_updated:
+        return kept[3], kept[4]
+    patient = orjson.loads(content)
+    rows = index_resource(patient, session.registry, complete=True)
+    if len(_INDEXED) >= MAX_INDEXED:
+        _INDEXED.clear()
+    _INDEXED[id] = (session.registry, version, last_updated, patient, rows)
+    return patient, rows
 
 
 _PARSED: dict[str, tuple[object, Query]] = {}  # criteria -> (registry, its query)
@@ -200,9 +254,10 @@ def _criteria(identifiers: list[dict[str, Any]]) -> str:
 
 
 def _by_identifiers(session: Session, pid: hl7.Segment, identifiers: list[dict[str, Any]],
-                    known: Mapping[str, list[str]] | None = None) -> Attribution:
-    criteria = _criteria(identifiers)
-    session.lock(patient_lock(identifiers))
+                    known: Mapping[str, list[str]] | None = None,
+                    criteria: str = "") -> Attribution:
+    criteria = criteria or _criteria(identifiers)
+    session.lock(criteria_lock(criteria))
     ids = known.get(criteria) if known is not None else None
     if ids is None:
         ids = _search_ids(session, "Patient", f"identifier={criteria}")

@@ -16,7 +16,7 @@ message.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -65,6 +65,15 @@ class DeviceTree:
     eui64: dict[int, str]  # MDS number -> EUI-64
     types: dict[str, dict[str, Any]]  # "1.2.0.0" -> the MDC type of that device level
     resources: dict[str, dict[str, Any]]  # "Type/id" -> resource
+    # MDS number -> its Device's reference, once kept: every metric row of a message
+    # names its MDS, and building its key again per row was a tenth of mapping one
+    _mds_kept: dict[int, str] = field(default_factory=dict)
+
+    def describe(self, level: Containment, kind: dict[str, Any]) -> None:
+        """Note the MDC type of a device level (a row whose metric is 0 and that has
+        no value); the levels kept since are built again with it."""
+        self.types[str(level)] = kind
+        self._mds_kept.clear()
 
     def mds_key(self, mds: int) -> str:
         eui = self.eui64.get(mds)
@@ -72,10 +81,14 @@ class DeviceTree:
 
     def mds(self, mds: int) -> str:
         """The reference of MDS ``mds``'s Device (created on first use)."""
+        kept = self._mds_kept.get(mds)
+        if kept is not None:
+            return kept
         eui = self.eui64.get(mds)
         ident = identifier(EUI64_SYSTEM, eui) if eui else \
             identifier(DEVICE_SYSTEM, self.mds_key(mds))
-        return self._device(f"{mds}.0.0.0", ident, None)
+        kept = self._mds_kept[mds] = self._device(f"{mds}.0.0.0", ident, None)
+        return kept
 
     def channel(self, where: Containment) -> str:
         """The reference of the channel Device holding a metric (and its VMD's)."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from hygeia.devices.hl7v2.segments import text
+from hygeia.devices.hl7v2.segments import repetition_count, text
 
 if TYPE_CHECKING:
     import hl7
@@ -35,6 +35,9 @@ class Received:
     # batch in this transaction (:mod:`hygeia.devices.mllp.batchreads`); criteria not
     # in it are searched as usual
     known_patients: Mapping[str, list[str]] | None = None
+    # what a handler read from the message once, for its other steps (its locks, the
+    # batch's look-ups, the handling itself), shared by the copies ``replace`` makes
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -97,13 +100,7 @@ def field_text(segment: hl7.Segment, field: int, repetition: int = 1, component:
 
 def repetitions(segment: hl7.Segment, field: int) -> int:
     """How many repetitions ``segment``'s field ``field`` has (0 when it is empty)."""
-    try:
-        value = segment(field)
-    except IndexError:
-        return 0
-    if not str(value):
-        return 0
-    return len(value) if isinstance(value, list) else 1
+    return repetition_count(segment, field)
 
 
 def first_segment(message: hl7.Message, name: str) -> hl7.Segment | None:

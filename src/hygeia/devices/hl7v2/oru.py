@@ -22,8 +22,8 @@ from hygeia.devices.hl7v2.attribution import (
     Attribution,
     BedLookup,
     attribute,
-    message_locks,
-    patient_criteria,
+    criteria_lock,
+    pid3_of,
 )
 from hygeia.devices.hl7v2.handling import Handled, Handler, Received, Rejected
 from hygeia.devices.hl7v2.hl7time import FhirTime, fhir_datetime
@@ -96,14 +96,19 @@ class OruHandler:
         """Lock keys the handler takes for ``received`` (:func:`.handling.handler_locks`);
         none for a message it will refuse (it says why, in its own order)."""
         try:
-            return message_locks(received.message)
+            identifiers, criteria = pid3_of(received)
         except Rejected:
             return []
+        return [criteria_lock(criteria)] if identifiers else []
 
     def patient_criteria(self, received: Received) -> str | None:
         """The PID-3 criteria the handler searches Patients by
         (:func:`.handling.handler_patients`)."""
-        return patient_criteria(received.message)
+        try:
+            identifiers, criteria = pid3_of(received)
+        except Rejected:
+            return None
+        return criteria if identifiers else None
 
 
 def oru_handler(bed_lookup: BedLookup | None = None,
@@ -120,7 +125,7 @@ def handle_oru_r01(received: Received, session: Session,
     groups = order_groups(received.message)
     application = received.sender.split("|", 1)[0]
     attribution = attribute(received.message, session, _first_time(groups), bed_lookup,
-                            received.known_patients)
+                            received.known_patients, pid3_of(received))
     if attribution.new_patient is not None:
         upsert(session, attribution.new_patient, handled, location="PID^1^3",
                remembered=remembered)

@@ -25,6 +25,15 @@ _LEVELS: tuple[Any, ...] = (hl7.Message, hl7.Segment, hl7.Field,
                                            hl7.Repetition, hl7.Component)
 _HEADERS = ("MSH", "BHS", "FHS")  # segments whose field 1 and 2 are the separators
 _FACTORY = hl7.Factory
+MAX_SHARED_FIELD = 80  # characters: fields up to this long are parsed once (_FIELDS)
+MAX_SHARED_FIELDS = 20_000  # fields kept parsed per separators (all forgotten beyond)
+MAX_SEPARATOR_SETS = 16  # separators and escape characters seen (all forgotten beyond)
+_FIELDS: dict[str, dict[str, hl7.Container | str]] = {}
+"""Parsed fields by separators (and escape character) and text. A monitor sends the
+same codes, units, containment ids and equipment ids in every message: parsing each
+of them again was most of a parse (the ~250 containers of a six-OBX message). The containers are
+shared between messages and threads, so a parsed message is read, never changed
+(nothing in Hygeia assigns into one)."""
 
 
 def parse_er7(text: str) -> hl7.Message:
@@ -57,10 +66,11 @@ def _separators(message: str) -> tuple[str, str]:
 class _Splitter:
     """Splits text at level ``level`` (0 message ... 4 component) into containers."""
 
-    __slots__ = ("attributes", "deeper", "separators")
+    __slots__ = ("attributes", "deeper", "key", "separators")
 
     def __init__(self, separators: str, esc: str) -> None:
         self.separators = separators
+        self.key = separators + esc
         # each level's container attributes, set with one dict update (a third cheaper
         # than four assignments, for the ~250 containers of a monitor message)
         self.attributes = [{"separator": separator, "esc": esc, "separators": separators,
@@ -82,9 +92,31 @@ class _Splitter:
                     self._container(2, [text[4:end]])]
             text = text[end + 1:]
         if text:
-            split, deeper = self.split, level + 1
-            data.extend([split(piece, deeper) for piece in text.split(self.separators[level])])
+            if level == 1:  # a segment: its fields, the same ones in message after message
+                shared = _FIELDS.get(self.key)
+                if shared is None:
+                    if len(_FIELDS) >= MAX_SEPARATOR_SETS:
+                        _FIELDS.clear()
+                    shared = _FIELDS[self.key] = {}
+                known, parse_field = shared.get, self.field
+                data.extend([known(piece) or parse_field(piece, shared)
+                             for piece in text.split(self.separators[1])])
+            else:
+                split, deeper = self.split, level + 1
+                data.extend([split(piece, deeper) for piece in
+                             text.split(self.separators[level])])
         return self._container(level, data)
+
+    def field(self, text: str, shared: dict[str, hl7.Container | str]
+              ) -> hl7.Container | str:
+        """Field ``text`` split, and kept in ``shared`` (these separators' fields, see
+        :data:`_FIELDS`) when it is short."""
+        found = self.split(text, 2)
+        if len(text) <= MAX_SHARED_FIELD:
+            if len(shared) >= MAX_SHARED_FIELDS:
+                shared.clear()
+            shared[text] = found
+        return found
 
     def _container(self, level: int, data: list[hl7.Container | str]) -> hl7.Container:
         kind = _LEVELS[level]

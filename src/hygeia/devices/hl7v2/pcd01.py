@@ -72,7 +72,7 @@ def observations(rows: list[tuple[Obx, FhirTime | None]], sender: str, applicati
                            f"a containment MDS.VMD.CHANNEL.METRIC.", location=obx.where(4),
                            hl7_code="102")
         if where is not None and where.is_device_level and not obx.value:
-            tree.types[str(where)] = device_type(obx.code, obx.text)
+            tree.describe(where, device_type(obx.code, obx.text))
             continue
         context = contexts.get(obr_time)
         if context is None:

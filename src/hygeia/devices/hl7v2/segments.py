@@ -31,12 +31,28 @@ def text(segment: hl7.Segment, field: int, component: int = 1, repetition: int =
          subcomponent: int = 1) -> str:
     """As :func:`part`, without stripping surrounding spaces."""
     try:
-        value = _leaf(segment, field, component, repetition, subcomponent)
+        if component == 1 and repetition == 1 and subcomponent == 1 and \
+                0 < field < len(segment):
+            value = _first_leaf(segment, field)  # most reads: a field's first value
+        else:
+            value = _leaf(segment, field, component, repetition, subcomponent)
     except IndexError:
         return ""
+    if segment.esc not in value:  # nothing escaped (nearly always): as it is
+        return value
     if field in _SEPARATOR_FIELDS and named(segment, "MSH"):
         return str(value)
     return str(unescape(segment, value))
+
+
+def _first_leaf(segment: hl7.Segment, field: int) -> str:
+    """:func:`_leaf` of the first repetition, component and subcomponent of an existing
+    field: the first child down to a string (a field holds a string or repetitions, a
+    repetition a string or components, a component strings; none is empty)."""
+    value = _item(_item(segment, field), 0)
+    while type(value) is not str:
+        value = _item(value, 0)
+    return value
 
 
 def _leaf(segment: hl7.Segment, field: int, component: int, repetition: int,

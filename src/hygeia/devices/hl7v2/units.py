@@ -10,6 +10,7 @@ kilograms into pounds, so the caller refuses the message instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from hygeia.devices.hl7v2.tables import table
 
@@ -35,6 +36,7 @@ def ucum_of_mdc(code: str, refid: str = "") -> Unit | None:
     return None if found is None else Unit(found["ucum"], found["ucum"])
 
 
+@lru_cache(maxsize=1024)  # a monitor sends the same few units in every message
 def unit_of(code: str, text: str, system: str) -> Unit | None:
     """The UCUM unit of an OBX-6 (CWE: code, text, coding system); None if unknown.
 
