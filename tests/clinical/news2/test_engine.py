@@ -439,3 +439,31 @@ def test_a_failed_commit_drops_the_batch_scored_on_top_of_it(
         pass
     [score] = engine.scores(patient)
     assert score["valueInteger"] == 0 and len(score["derivedFrom"]) == 6
+
+
+def test_the_engines_own_scores_are_not_read_back_but_a_clinicians_change_is(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The versions of the scores the engine committed come back as events of its feed:
+    they are skipped unread. A version someone else writes of a score is read."""
+    patient = new_patient(engine)
+    read: list[str] = []
+    versions_of = sql.SqlSession.versions_of
+
+    def recorded(self: sql.SqlSession, events: Any) -> Any:
+        events = list(events)
+        read.extend(f"{event.resource_type}/{event.id}/{event.version}" for event in events)
+        return versions_of(self, events)
+
+    monkeypatch.setattr(sql.SqlSession, "versions_of", recorded)
+    engine.store(*full_set(patient, "2026-03-01T10:00:00Z"))
+    while engine.runner.step():
+        pass
+    [score] = engine.scores(patient)
+    assert not any(entry.startswith(f"Observation/{score['id']}/") for entry in read)
+    score["note"] = [{"text": "seen by the nurse"}]
+    assert call(engine.service, "PUT", f"Observation/{score['id']}", score).status == 200
+    read.clear()
+    while engine.runner.step():
+        pass
+    assert f"Observation/{score['id']}/2" in read
+    assert [one["meta"]["versionId"] for one in engine.scores(patient)] == ["2"]

@@ -65,7 +65,7 @@ from hygeia.fhir.resources import new_id
 from hygeia.server.alerts import Alert, AlertState
 from hygeia.server.extensions import EventContext, Host
 from hygeia.server.rest import write
-from hygeia.store import ChangeBatch, Session
+from hygeia.store import ChangeBatch, ChangeEvent, Session, StoredVersion
 
 log = logging.getLogger("hygeia.clinical.news2")
 
@@ -86,6 +86,7 @@ BAND_ALERTS = {Band.LOW_MEDIUM: BandAlert("urgent", 60.0),
                Band.HIGH: BandAlert("stat", 15.0)}
 ORDER = [Band.LOW, Band.LOW_MEDIUM, Band.MEDIUM, Band.HIGH]
 BATCH = 2000  # change-feed events per batch
+MAX_OWN = 100_000  # score versions remembered as the engine's own (News2Engine._own)
 
 
 def alert_key(band: Band, patient: str) -> str:
@@ -128,6 +129,7 @@ class Scoring:
     writes: list[tuple[str, ScoreSet, dict[str, Any]]] = field(default_factory=list)
     fronts: dict[str, tuple[ScoreSet, Score, Band | None]] = field(default_factory=dict)
     written: dict[str, list[ScoreSet]] = field(default_factory=dict)  # by store()
+    versions: dict[str, int] = field(default_factory=dict)  # score id -> version written
 
     def written_sets(self) -> dict[str, list[ScoreSet]]:
         """The sets :meth:`News2Engine.store` wrote, by patient, as the next batch reads
@@ -215,6 +217,9 @@ class News2Engine:
         self._ahead: ThreadPoolExecutor | None = None  # reads a batch's vitals and patients
         self._pipeline: ThreadPoolExecutor | None = None  # reads and scores the next batch
         self._next: Ahead | None = None  # the next batch, read while this one commits
+        # score id -> the version this engine's last commits wrote: their events are not
+        # read back (a score is no vital sign); popped as seen, forgotten on a failure
+        self._own: dict[str, int] = {}
 
     def _read_ahead(self) -> ThreadPoolExecutor:
         """The two threads that read a batch's vital signs and its patients while the
@@ -254,7 +259,7 @@ class News2Engine:
             scoring = prepared.scoring
         else:
             with self.host.reader() as reading:
-                times, again, parsed = _batch_inputs(reading, batch)
+                times, again, parsed = _batch_inputs(reading, batch, self._own)
                 scoring = self.prepare(reading, times, again, parsed,
                                        other=self.host.reader)
         # scores and alerts commit with the cursor: a batch lost to a power cut is
@@ -263,13 +268,22 @@ class News2Engine:
             with context.transaction(flush_to_disk=False) as session:
                 if scoring is not None:
                     self.store(session, scoring)
+                    self._remember(scoring.versions)
                 # the commit (the writes' flush) is mostly a wait for the database: the
                 # next batch is read and scored meanwhile, from this one's scores as
                 # written (its reads may not see them yet)
                 self._next = self._read_next(batch.position, scoring)
         except BaseException:
             self._next = None  # scored on top of scores that were not committed
+            self._own.clear()  # versions that may never have been committed
             raise
+
+    def _remember(self, versions: Mapping[str, int]) -> None:
+        """Note the score versions a batch writes, so their events are skipped unread;
+        bounded, should their events be read by another process (its cursor taken over)."""
+        if len(self._own) > MAX_OWN:
+            self._own.clear()
+        self._own.update(versions)
 
     def _pipeline_thread(self) -> ThreadPoolExecutor:
         if self._pipeline is None:
@@ -297,7 +311,7 @@ class News2Engine:
         if not batch.events:
             return batch, None
         with self.host.reader() as reading:
-            times, again, parsed = _batch_inputs(reading, batch)
+            times, again, parsed = _batch_inputs(reading, batch, self._own)
             if again:
                 return batch, None
             return batch, Prepared(self.prepare(reading, times, (), parsed,
@@ -436,6 +450,8 @@ class News2Engine:
             else:
                 one.stored = resource
                 scoring.written.setdefault(patient, []).append(one)
+                if isinstance(result, StoredVersion):
+                    scoring.versions[one.id] = result.version
         try:
             plan.apply(session, self.host)
         except FhirError as error:  # an alert refused (a write hook): never block the feed
@@ -526,15 +542,18 @@ class News2Engine:
 # ---------------------------------------------------------------------- helpers
 
 
-def _batch_inputs(session: Session, batch: ChangeBatch) -> tuple[
-        dict[str, set[int]], set[str], dict[tuple[str, str], list[Reading]]]:
+def _batch_inputs(session: Session, batch: ChangeBatch, own: dict[str, int] | None = None
+                  ) -> tuple[dict[str, set[int]], set[str], dict[tuple[str, str], list[Reading]]]:
     """From the batch's changed resources: the times of each patient's new vital signs,
     the patients whose scale 2 or pregnancy changed, and each vital's readings by (id,
-    versionId)."""
+    versionId). A version of ``own`` (score id -> the version the engine wrote) is not
+    read: it is a score (a seventh of a stream's events, each read and parsed)."""
     times: dict[str, set[int]] = {}
     again: set[str] = set()
     parsed: dict[tuple[str, str], list[Reading]] = {}
-    for resource_type, resource in current_of(session, batch.events):
+    events = batch.events if not own else [
+        event for event in batch.events if not _is_own(event, own)]
+    for resource_type, resource in current_of(session, events):
         patient = subject_of(resource)
         if resource_type == "Observation":
             readings = [] if is_news2_score(resource) else readings_of(resource)
@@ -544,6 +563,14 @@ def _batch_inputs(session: Session, batch: ChangeBatch) -> tuple[
         elif _concerns_news2(resource) and patient is not None:
             again.add(patient)
     return times, again, parsed
+
+
+def _is_own(event: ChangeEvent, own: dict[str, int]) -> bool:
+    """Whether ``event`` is a score version this engine wrote (forgotten once seen)."""
+    if event.resource_type != "Observation" or own.get(event.id) != event.version:
+        return False
+    own.pop(event.id, None)
+    return True
 
 
 def _concerns_news2(resource: dict[str, Any]) -> bool:
