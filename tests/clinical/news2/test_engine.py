@@ -359,9 +359,9 @@ def test_the_next_batch_is_read_and_scored_while_this_one_commits(
     read_on: list[str] = []
     inputs = news2_engine._batch_inputs
 
-    def recorded_inputs(session: Any, batch: Any) -> Any:
+    def recorded_inputs(session: Any, batch: Any, *own: Any) -> Any:
         read_on.append(threading.current_thread().name.partition("_")[0])
-        return inputs(session, batch)
+        return inputs(session, batch, *own)
 
     monkeypatch.setattr(news2_engine, "_batch_inputs", recorded_inputs)
     for number, patient in enumerate(patients):  # stored before the engine reads any
