@@ -354,6 +354,7 @@ def test_the_next_batch_is_read_and_scored_while_this_one_commits(
     first is read there; the scores are those of reading each in its turn."""
     consumer = engine.runner.consumer
     assert isinstance(consumer, News2Engine)
+    monkeypatch.setattr(consumer, "pipeline_dialects", {"sqlite", "postgresql"})
     monkeypatch.setattr(consumer, "batch", 6)  # one set's vital signs per batch
     patients = [new_patient(engine) for _ in range(3)]
     read_on: list[str] = []
@@ -394,6 +395,7 @@ def test_a_set_scored_ahead_of_the_commit_of_its_first_vitals_keeps_one_score(
     before is the one the first batch gave it (no second alert)."""
     consumer = engine.runner.consumer
     assert isinstance(consumer, News2Engine)
+    monkeypatch.setattr(consumer, "pipeline_dialects", {"sqlite", "postgresql"})
     monkeypatch.setattr(consumer, "batch", 3)
     monkeypatch.setattr(consumer, "_pipeline", Inline())  # read before the commit, surely
     patient = new_patient(engine)
@@ -415,6 +417,7 @@ def test_a_failed_commit_drops_the_batch_scored_on_top_of_it(
     fails, the batch is scored again in its turn, from what the store holds."""
     consumer = engine.runner.consumer
     assert isinstance(consumer, News2Engine)
+    monkeypatch.setattr(consumer, "pipeline_dialects", {"sqlite", "postgresql"})
     monkeypatch.setattr(consumer, "batch", 3)
     monkeypatch.setattr(consumer, "_pipeline", Inline())
     patient = new_patient(engine)
@@ -467,3 +470,14 @@ def test_the_engines_own_scores_are_not_read_back_but_a_clinicians_change_is(
         pass
     assert f"Observation/{score['id']}/2" in read
     assert [one["meta"]["versionId"] for one in engine.scores(patient)] == ["2"]
+
+
+def test_on_sqlite_the_next_batch_waits_for_the_commit(engine: Engine) -> None:
+    """SQLite's one writer: the next batch is read in its turn, after the commit and
+    the runner's gathering, so the ingest's writes get the writer between batches."""
+    consumer = engine.runner.consumer
+    assert isinstance(consumer, News2Engine)
+    patient = new_patient(engine)
+    engine.store(*full_set(patient, "2026-03-01T10:00:00Z"))
+    pipelined = engine.service.repository.dialect == "postgresql"
+    assert (consumer._pipeline is not None) == pipelined  # the pipeline thread started

@@ -208,6 +208,10 @@ class News2Engine:
     # a batch's searches cost about the same for 10 vitals as for 2,000: under a stream
     # of small commits (MLLP, HTTP) wait a moment so they are scored together
     gather_seconds = 0.1
+    # where the next batch is read and scored while one commits (ADR 00XX). Not on SQLite:
+    # its one writer is held by each batch's write transaction, and batches handed over
+    # back to back (smaller, each a transaction) left the ingest's writes less of it
+    pipeline_dialects: Collection[str] = frozenset({"postgresql"})
 
     def __init__(self, host: Host, *, window_seconds: float = WINDOW_SECONDS,
                  set_seconds: float = SET_SECONDS) -> None:
@@ -272,7 +276,8 @@ class News2Engine:
                 # the commit (the writes' flush) is mostly a wait for the database: the
                 # next batch is read and scored meanwhile, from this one's scores as
                 # written (its reads may not see them yet)
-                self._next = self._read_next(batch.position, scoring)
+                if self.host.repository.dialect in self.pipeline_dialects:
+                    self._next = self._read_next(batch.position, scoring)
         except BaseException:
             self._next = None  # scored on top of scores that were not committed
             self._own.clear()  # versions that may never have been committed
