@@ -16,7 +16,8 @@ moves the alerts.
 A batch of the feed is scored together: its patients' scores, vital signs,
 birth dates, pregnancies, scale-2 Flags and active alerts are read with a few
 searches for the whole batch (``news2/record.py``), and the scores written in the
-batch's one transaction.
+batch's one transaction. On PostgreSQL the next batch is read and scored while that
+transaction commits, the runner handing it over next (:meth:`News2Engine.pending`).
 
 Alerts go through the core's alerting service, one key per band
 (``news2-high|Patient/1``): a rising band raises its alert and clears the milder
