@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -51,6 +52,7 @@ from benchmarks.common import (
     cpu_seconds,
     drop_postgres_db,
     fresh_postgres_db,
+    postgres_cpu_seconds,
 )
 from hygeia.store import open_repository
 
@@ -381,16 +383,21 @@ def measure_backlog(db_url: str, patients: int, sets: int, source: Path | None =
 
 def run(backend: str, admin: str, patients: int, sets: int, threads: int, calls: int,
         bundle: int = 1, parts: frozenset[str] = PARTS, prefix: str = "bench_clinical",
-        baseline: Path | None = None) -> None:
+        baseline: Path | None = None, rounds: int = 1, profile: Path | None = None) -> None:
     """Measure ``parts`` (stream: HTTP ingest and hooks, backlog, live) on ``backend``;
-    each also with ``baseline`` (another checkout's ``src``) first."""
+    each also with ``baseline`` (another checkout's ``src``) first. The stream is
+    measured ``rounds`` times, which engine goes first alternating (a same-run A/B on a
+    machine whose load changes); ``profile``: py-spy samples this checkout's server."""
     with tempfile.TemporaryDirectory() as folder:
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"  # runs side by side never clash
         sources = [None] if baseline is None else [baseline, None]
         if "stream" in parts:
-            for source in sources:
-                _stream_part(backend, admin, folder, name + ("_base" if source else ""),
-                             patients, sets, threads, calls, bundle, source)
+            for round_ in range(rounds):
+                for source in sources if round_ % 2 == 0 else sources[::-1]:
+                    _stream_part(backend, admin, folder,
+                                 name + ("_base" if source else "") + f"_{round_}",
+                                 patients, sets, threads, calls, bundle, source,
+                                 None if source else profile)
         if "backlog" in parts:
             for source in sources:
                 _backlog_part(backend, admin, folder, name + ("_base" if source else ""),
@@ -417,15 +424,23 @@ def _drop(backend: str, admin: str, name: str) -> None:
 
 def _stream_part(backend: str, admin: str, folder: str, name: str, patients: int,
                  sets: int, threads: int, calls: int, bundle: int,
-                 source: Path | None = None) -> None:
-    """HTTP clients stream the vitals (the baseline); the engine keeps up; hook calls."""
+                 source: Path | None = None, profile: Path | None = None) -> None:
+    """HTTP clients stream the vitals (the baseline); the engine keeps up; hook calls.
+    The server's CPU (and its PostgreSQL backends') from the first vital to the last
+    score, per vital sign: less noisy than the rates on a shared machine."""
     server = Server(_url(backend, admin, folder, name), source=source)
     try:
         client = httpx.Client(base_url=server.base + "/", timeout=120)
         ids = create_patients(client, patients)
+        spy = _profiler(server, profile, f"{backend}-stream-{name[-12:]}")
+        cpu = cpu_seconds(server.process.pid)
+        pg_cpu = postgres_cpu_seconds(name) if backend != "sqlite" else 0.0
         elapsed = stream_vitals(server.base, ids, sets, threads, bundle)
         vitals = patients * sets * 6
         wait_for_scores(client, patients * sets, timeout=600)
+        cpu = cpu_seconds(server.process.pid) - cpu
+        pg_cpu = (postgres_cpu_seconds(name) - pg_cpu) if backend != "sqlite" else 0.0
+        _stop(spy)
         lags, first_vital, last_score = score_lags(client)
         hooks = measure_hooks(server, ids, calls)
         client.close()
@@ -438,10 +453,36 @@ def _stream_part(backend: str, admin: str, folder: str, name: str, patients: int
           f"({patients * sets} sets, {bundle} per Bundle, over {threads} clients) | "
           f"engine: {engine:7,.0f} scores/s "
           f"= {engine * 6:8,.0f} vital signs/s, lag commit->score p50 "
-          f"{statistics.median(lags) * 1000:6.0f} ms, p99 {percentile(lags, 0.99) * 1000:6.0f} ms",
+          f"{statistics.median(lags) * 1000:6.0f} ms, p99 {percentile(lags, 0.99) * 1000:6.0f} ms"
+          f" | CPU a vital sign: server {cpu * 1000 / vitals:.3f} ms"
+          + (f", PostgreSQL {pg_cpu * 1000 / vitals:.3f} ms" if backend != "sqlite" else ""),
           flush=True)
     for line in hooks:
         print(f"{backend:<10} ({_engine(source)}) {line}", flush=True)
+
+
+def _profiler(server: Server, folder: Path | None, name: str
+              ) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling every thread of the server, idle ones too, into
+    ``folder/name.txt`` (collapsed stacks with thread names: where the engine's thread
+    spends its wall time), when ``--profile`` asks for it."""
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).parent / "py-spy"
+    process = subprocess.Popen([str(spy), "record", "--pid", str(server.process.pid),
+                                "--subprocesses", "--format", "raw", "--rate", "100",
+                                "--idle", "--threads",
+                                "--output", str(folder / f"{name}.txt")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the first vital
+    return process
+
+
+def _stop(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        spy.wait(timeout=120)
 
 
 def _backlog_part(backend: str, admin: str, folder: str, name: str, patients: int,
@@ -493,13 +534,20 @@ def main(argv: list[str] | None = None) -> None:
                              "checkout's src folder first (a same-run baseline engine)")
     parser.add_argument("--db-prefix", default="bench_clinical",
                         help="scratch database names start with this")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="stream rounds; with --baseline-src the engine that goes "
+                             "first alternates")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="py-spy this checkout's server during each stream into DIR "
+                             "(raw collapsed stacks, every thread, idle too)")
     args = parser.parse_args(argv)
     parts = frozenset(args.parts.split(","))
     if parts - PARTS:
         parser.error(f"unknown parts: {', '.join(sorted(parts - PARTS))}")
     for backend in args.backends.split(","):
         run(backend, args.postgres, args.patients, args.sets, args.threads, args.calls,
-            args.bundle, parts, args.db_prefix, args.baseline_src)
+            args.bundle, parts, args.db_prefix, args.baseline_src, args.rounds,
+            args.profile)
 
 
 if __name__ == "__main__":

@@ -167,6 +167,27 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds(database: str) -> float:
+    """User and system CPU the live PostgreSQL backends connected to ``database`` have
+    used so far (their process title names it: ``postgres: 15/main: user database
+    host(port) state``). A backend that exited since an earlier reading takes its CPU
+    with it, so this undercounts a server that closes connections; a pool keeps them."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").split()
+            if len(title) < 4 or title[0] != b"postgres:" or \
+                    database.encode() not in title[2:4]:
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it exited meanwhile
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _peak_rss_kb(pid: int) -> int:
     return _proc_kb(pid, "status", "VmHWM:")
 

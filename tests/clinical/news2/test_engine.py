@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,7 +19,8 @@ from hygeia.fhir.search.query import ParameterClause, Query
 from hygeia.server import FhirService
 from hygeia.server.alerts import escalation
 from hygeia.server.events import EventRunner
-from hygeia.store import sql
+from hygeia.server.events.consumer import EventContext
+from hygeia.store import feed_position, sql
 from tests.helpers import body, call, unique
 
 NEWS2 = "http://snomed.info/sct|1104051000000101"
@@ -254,7 +256,11 @@ def test_a_refused_score_blocks_neither_the_batch_nor_the_feed(engine: Engine) -
                  *full_set(scored, "2026-03-01T10:00:00Z"))
     assert engine.scores(refused) == []
     assert [score["valueInteger"] for score in engine.scores(scored)] == [0]
-    assert not engine.runner.step()  # the cursor moved past the batch
+    while engine.runner.step():  # the engine's own scores, maybe read ahead meanwhile
+        pass
+    # the cursor moved past the batch
+    assert feed_position(engine.service.repository, "clinical-news2") == \
+        engine.service.repository.feed_horizon()
 
 
 def test_the_write_transaction_reads_only_the_alerts_and_the_bands_before(
@@ -331,28 +337,32 @@ def test_a_batch_reads_its_vital_signs_and_patients_on_other_threads_beside_the_
     # the scale-2 Flags there; the alerts' Flags in the write transaction, with the scores
     assert {name.partition("_")[0] for name in threads.pop("Flag")} == \
         {"hygeia-news2-read", engine_thread}
-    assert threads["Observation"] == {engine_thread}
+    # the scores: on the engine's thread, or on the pipeline's when the batch was read
+    # and scored there while the batch before it committed
+    assert {name.partition("_")[0] for name in threads["Observation"]} <= \
+        {engine_thread, "hygeia-news2-next"}
     assert set(threads) <= {"Observation", "Task", "CareTeam"}
     newest = max(engine.scores(patient), key=lambda score: score["effectivePeriod"]["end"])
     assert newest["effectivePeriod"]["end"].startswith("2026-03-01T10:00:00")
     assert newest["valueInteger"] == 3  # the late respiration rate of 26 scores 3
 
 
-def test_behind_the_feed_the_next_batch_is_read_while_this_one_is_written(
+def test_the_next_batch_is_read_and_scored_while_this_one_commits(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A full batch means the engine is behind: the batch after it (its changed
-    resources, vital signs and patients) is read while it writes, and used when the
-    runner hands that same batch over; the scores are those of reading it then."""
+    """While a batch commits, the batch after it is read from the feed and scored on the
+    pipeline thread, and the runner hands that batch over next: every batch after the
+    first is read there; the scores are those of reading each in its turn."""
     consumer = engine.runner.consumer
     assert isinstance(consumer, News2Engine)
+    monkeypatch.setattr(consumer, "pipeline_dialects", {"sqlite", "postgresql"})
     monkeypatch.setattr(consumer, "batch", 6)  # one set's vital signs per batch
     patients = [new_patient(engine) for _ in range(3)]
     read_on: list[str] = []
     inputs = news2_engine._batch_inputs
 
-    def recorded_inputs(session: Any, batch: Any) -> Any:
+    def recorded_inputs(session: Any, batch: Any, *own: Any) -> Any:
         read_on.append(threading.current_thread().name.partition("_")[0])
-        return inputs(session, batch)
+        return inputs(session, batch, *own)
 
     monkeypatch.setattr(news2_engine, "_batch_inputs", recorded_inputs)
     for number, patient in enumerate(patients):  # stored before the engine reads any
@@ -360,9 +370,114 @@ def test_behind_the_feed_the_next_batch_is_read_while_this_one_is_written(
             assert call(engine.service, "POST", "Observation", resource).status == 201
     while engine.runner.step():
         pass
-    # the first batch read in its turn, the two after it ahead; the last one (the
-    # engine's own scores, fewer than 6 events) in its turn
-    assert read_on[:3] == [threading.current_thread().name, "hygeia-news2-read",
-                           "hygeia-news2-read"]
+    assert read_on[:3] == [threading.current_thread().name, "hygeia-news2-next",
+                           "hygeia-news2-next"]
     assert [[score["valueInteger"] for score in engine.scores(patient)]
             for patient in patients] == [[0], [2], [3]]  # respiration 12, 22, 32
+    assert feed_position(engine.service.repository, "clinical-news2") == \
+        engine.service.repository.feed_horizon()
+
+
+class Inline:
+    """An executor that runs what is submitted at once, on the submitting thread."""
+
+    def submit(self, function: Any, *args: Any) -> Future[Any]:
+        done: Future[Any] = Future()
+        done.set_result(function(*args))
+        return done
+
+
+def test_a_set_scored_ahead_of_the_commit_of_its_first_vitals_keeps_one_score(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch after a committing one is scored before that commit is visible to its
+    reads: the sets the committing batch wrote are taken as written, so a set whose
+    vital signs span the two batches still has one score (a new version), and its band
+    before is the one the first batch gave it (no second alert)."""
+    consumer = engine.runner.consumer
+    assert isinstance(consumer, News2Engine)
+    monkeypatch.setattr(consumer, "pipeline_dialects", {"sqlite", "postgresql"})
+    monkeypatch.setattr(consumer, "batch", 3)
+    monkeypatch.setattr(consumer, "_pipeline", Inline())  # read before the commit, surely
+    patient = new_patient(engine)
+    for resource in full_set(patient, "2026-03-01T10:00:00Z", respiration=26, spo2=90,
+                             pulse=135):
+        assert call(engine.service, "POST", "Observation", resource).status == 201
+    while engine.runner.step():
+        pass
+    [score] = engine.scores(patient)
+    assert score["valueInteger"] >= 7 and len(score["derivedFrom"]) == 6
+    assert int(score["meta"]["versionId"]) >= 2
+    assert len(engine.search(f"Flag?patient={patient}")) == 1
+    assert len(engine.search(f"Communication?patient={patient}")) == 1
+
+
+def test_a_failed_commit_drops_the_batch_scored_on_top_of_it(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch scored ahead took the committing batch's scores as written: if that commit
+    fails, the batch is scored again in its turn, from what the store holds."""
+    consumer = engine.runner.consumer
+    assert isinstance(consumer, News2Engine)
+    monkeypatch.setattr(consumer, "pipeline_dialects", {"sqlite", "postgresql"})
+    monkeypatch.setattr(consumer, "batch", 3)
+    monkeypatch.setattr(consumer, "_pipeline", Inline())
+    patient = new_patient(engine)
+    for resource in full_set(patient, "2026-03-01T10:00:00Z"):
+        assert call(engine.service, "POST", "Observation", resource).status == 201
+    advance = EventContext.transaction
+    failed: list[int] = []
+
+    @contextmanager
+    def failing_once(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        with advance(self, *args, **kwargs) as session:
+            yield session
+            if not failed:
+                failed.append(1)
+                raise RuntimeError("the commit failed")
+
+    monkeypatch.setattr(EventContext, "transaction", failing_once)
+    with pytest.raises(RuntimeError):
+        engine.runner.step()
+    assert consumer._next is None  # not handed over
+    while engine.runner.step():
+        pass
+    [score] = engine.scores(patient)
+    assert score["valueInteger"] == 0 and len(score["derivedFrom"]) == 6
+
+
+def test_the_engines_own_scores_are_not_read_back_but_a_clinicians_change_is(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The versions of the scores the engine committed come back as events of its feed:
+    they are skipped unread. A version someone else writes of a score is read."""
+    patient = new_patient(engine)
+    read: list[str] = []
+    versions_of = sql.SqlSession.versions_of
+
+    def recorded(self: sql.SqlSession, events: Any) -> Any:
+        events = list(events)
+        read.extend(f"{event.resource_type}/{event.id}/{event.version}" for event in events)
+        return versions_of(self, events)
+
+    monkeypatch.setattr(sql.SqlSession, "versions_of", recorded)
+    engine.store(*full_set(patient, "2026-03-01T10:00:00Z"))
+    while engine.runner.step():
+        pass
+    [score] = engine.scores(patient)
+    assert not any(entry.startswith(f"Observation/{score['id']}/") for entry in read)
+    score["note"] = [{"text": "seen by the nurse"}]
+    assert call(engine.service, "PUT", f"Observation/{score['id']}", score).status == 200
+    read.clear()
+    while engine.runner.step():
+        pass
+    assert f"Observation/{score['id']}/2" in read
+    assert [one["meta"]["versionId"] for one in engine.scores(patient)] == ["2"]
+
+
+def test_on_sqlite_the_next_batch_waits_for_the_commit(engine: Engine) -> None:
+    """SQLite's one writer: the next batch is read in its turn, after the commit and
+    the runner's gathering, so the ingest's writes get the writer between batches."""
+    consumer = engine.runner.consumer
+    assert isinstance(consumer, News2Engine)
+    patient = new_patient(engine)
+    engine.store(*full_set(patient, "2026-03-01T10:00:00Z"))
+    pipelined = engine.service.repository.dialect == "postgresql"
+    assert (consumer._pipeline is not None) == pipelined  # the pipeline thread started

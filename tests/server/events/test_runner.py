@@ -303,3 +303,40 @@ def counted_batches(notes: Notes) -> list[int]:
 
     notes.handle = counting  # type: ignore[method-assign]
     return sizes
+
+
+class AheadTally(Tally):
+    """A Tally that reads the feed after each batch itself while it commits (as the NEWS2
+    engine does), at most two events at a time, and offers that batch to the runner."""
+
+    def __init__(self, repository: Repository) -> None:
+        super().__init__()
+        self.repository = repository
+        self.ahead: ChangeBatch | None = None
+        self.asked: list[int] = []
+
+    def pending(self, position: int) -> ChangeBatch | None:
+        self.asked.append(position)
+        ahead, self.ahead = self.ahead, None
+        return ahead if ahead is not None and ahead.events and \
+            ahead.events[0].seq > position else None
+
+    def handle(self, batch: ChangeBatch, context: EventContext) -> None:
+        super().handle(batch, context)
+        self.ahead = self.repository.changes(batch.position, 2, self.types)
+
+
+def test_a_batch_the_consumer_read_ahead_is_handed_over_next(running: FhirService) -> None:
+    """A consumer's ``pending`` batch is handled next instead of a read of the feed (a
+    batch the consumer read itself while the one before committed), each event once, in
+    order, the cursor moving past each batch."""
+    for n in range(5):
+        call(running, "POST", "Patient", patient(f"p{n}"))
+    tally = AheadTally(running.repository)
+    runner = EventRunner(running, tally, EventTiming(batch=2))
+    while runner.step():
+        pass
+    # the first batch read by the runner; the others read ahead, two events each
+    assert [len(events) for events in tally.batches] == [2, 2, 1]
+    assert seen_seqs(running) == patient_seqs(running)
+    assert feed_position(running.repository, "tally") == running.repository.feed_horizon()

@@ -16,7 +16,8 @@ moves the alerts.
 A batch of the feed is scored together: its patients' scores, vital signs,
 birth dates, pregnancies, scale-2 Flags and active alerts are read with a few
 searches for the whole batch (``news2/record.py``), and the scores written in the
-batch's one transaction.
+batch's one transaction. On PostgreSQL the next batch is read and scored while that
+transaction commits, the runner handing it over next (:meth:`News2Engine.pending`).
 
 Alerts go through the core's alerting service, one key per band
 (``news2-high|Patient/1``): a rising band raises its alert and clears the milder
@@ -46,6 +47,7 @@ from hygeia.clinical.news2.record import (
     Applicability,
     ScoreSet,
     applicability,
+    band_of_score,
     bands_before,
     current_of,
     newest_score,
@@ -53,6 +55,7 @@ from hygeia.clinical.news2.record import (
     readings_for,
     scores_from,
     subject_of,
+    with_written,
 )
 from hygeia.clinical.news2.result import result_observation
 from hygeia.clinical.news2.score import Score, score_readings
@@ -63,7 +66,7 @@ from hygeia.fhir.resources import new_id
 from hygeia.server.alerts import Alert, AlertState
 from hygeia.server.extensions import EventContext, Host
 from hygeia.server.rest import write
-from hygeia.store import ChangeBatch, Session
+from hygeia.store import ChangeBatch, ChangeEvent, Session, StoredVersion
 
 log = logging.getLogger("hygeia.clinical.news2")
 
@@ -84,6 +87,7 @@ BAND_ALERTS = {Band.LOW_MEDIUM: BandAlert("urgent", 60.0),
                Band.HIGH: BandAlert("stat", 15.0)}
 ORDER = [Band.LOW, Band.LOW_MEDIUM, Band.MEDIUM, Band.HIGH]
 BATCH = 2000  # change-feed events per batch
+MAX_OWN = 100_000  # score versions remembered as the engine's own (News2Engine._own)
 
 
 def alert_key(band: Band, patient: str) -> str:
@@ -125,6 +129,16 @@ class Scoring:
     scored: set[str]
     writes: list[tuple[str, ScoreSet, dict[str, Any]]] = field(default_factory=list)
     fronts: dict[str, tuple[ScoreSet, Score, Band | None]] = field(default_factory=dict)
+    written: dict[str, list[ScoreSet]] = field(default_factory=dict)  # by store()
+    versions: dict[str, int] = field(default_factory=dict)  # score id -> version written
+
+    def written_sets(self) -> dict[str, list[ScoreSet]]:
+        """The sets :meth:`News2Engine.store` wrote, by patient, as the next batch reads
+        them: copies (this batch's are not shared between threads), each with the band
+        it was written with as the band it had before that batch."""
+        return {patient: [ScoreSet(one.id, one.start, one.end, one.stored,
+                                   band_of_score(one.stored)) for one in sets]
+                for patient, sets in self.written.items()}
 
 
 def _us(seconds: float) -> int:
@@ -140,29 +154,37 @@ class Early:
     patients: Future[Applicability]
 
 
-BatchRead = tuple[dict[str, set[int]], set[str], dict[tuple[str, str], list[Reading]],
-                  Early | None]
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch read and scored ahead (``scoring`` None: nothing to score)."""
+
+    scoring: Scoring | None
 
 
 @dataclass(frozen=True, slots=True)
 class Ahead:
-    """The next batch, read while the one before it is written: its events' seqs and
-    what :meth:`News2Engine._inputs_of` read of it."""
+    """The batch after the one being committed, read from the feed and scored while that
+    one commits: where it starts (the committing batch's position) and, once done, the
+    batch and its scoring (no :class:`Prepared` when it must be scored in its turn)."""
 
-    seqs: tuple[int, ...]
-    read: Future[BatchRead]
+    after: int
+    work: Future[tuple[ChangeBatch, Prepared | None]]
 
-    def read_for(self, batch: ChangeBatch) -> BatchRead | None:
-        """What was read, if ``batch`` is the batch read (else None: read it again)."""
-        if tuple(event.seq for event in batch.events) != self.seqs:
-            self.read.cancel()
-            return None
+    def batch(self) -> ChangeBatch | None:
+        """The batch read ahead; None when it failed (the runner reads the feed itself)."""
         try:
-            return self.read.result()
-        except Exception:  # read again, in the batch's own turn
-            log.warning("NEWS2: the batch read ahead failed; reading it again",
+            return self.work.result()[0]
+        except Exception:
+            log.warning("NEWS2: reading the next batch ahead failed; reading it again",
                         exc_info=True)
             return None
+
+    def prepared_for(self, batch: ChangeBatch) -> Prepared | None:
+        """The scoring of ``batch`` if it is the batch read ahead (else None)."""
+        if not self.work.done() or self.work.exception() is not None:
+            return None
+        read, prepared = self.work.result()
+        return prepared if read is batch else None
 
 
 def _applicability_in(other: Callable[[], AbstractContextManager[Session]],
@@ -187,6 +209,10 @@ class News2Engine:
     # a batch's searches cost about the same for 10 vitals as for 2,000: under a stream
     # of small commits (MLLP, HTTP) wait a moment so they are scored together
     gather_seconds = 0.1
+    # where the next batch is read and scored while one commits (ADR 00XX). Not on SQLite:
+    # its one writer is held by each batch's write transaction, and batches handed over
+    # back to back (smaller, each a transaction) left the ingest's writes less of it
+    pipeline_dialects: Collection[str] = frozenset({"postgresql"})
 
     def __init__(self, host: Host, *, window_seconds: float = WINDOW_SECONDS,
                  set_seconds: float = SET_SECONDS) -> None:
@@ -194,7 +220,11 @@ class News2Engine:
         self.window = _us(window_seconds)
         self.set = _us(set_seconds)
         self._ahead: ThreadPoolExecutor | None = None  # reads a batch's vitals and patients
-        self._next: Ahead | None = None  # the next batch, read while this one writes
+        self._pipeline: ThreadPoolExecutor | None = None  # reads and scores the next batch
+        self._next: Ahead | None = None  # the next batch, read while this one commits
+        # score id -> the version this engine's last commits wrote: their events are not
+        # read back (a score is no vital sign); popped as seen, forgotten on a failure
+        self._own: dict[str, int] = {}
 
     def _read_ahead(self) -> ThreadPoolExecutor:
         """The two threads that read a batch's vital signs and its patients while the
@@ -202,6 +232,24 @@ class News2Engine:
         if self._ahead is None:
             self._ahead = ThreadPoolExecutor(2, thread_name_prefix="hygeia-news2-read")
         return self._ahead
+
+    def pending(self, position: int) -> ChangeBatch | None:
+        """The batch after ``position`` if it was read (and scored) while the batch ending
+        there committed; the runner hands it over next instead of reading the feed.
+
+        It holds the events committed when it was read, a prefix of what a read now
+        would return, so the cursor moves past exactly what was scored; later events
+        come in the batch after it. None when nothing was read ahead from ``position``
+        (another process moved the cursor, the commit failed, the read failed) or it
+        found no events: the runner reads the feed, and rests if it is empty."""
+        ahead, self._next = self._next, None
+        if ahead is None or ahead.after != position:
+            return None
+        batch = ahead.batch()
+        if batch is None or not batch.events:
+            return None
+        self._next = ahead
+        return batch
 
     def handle(self, batch: ChangeBatch, context: EventContext) -> None:
         # a set's vital signs usually commit together: each (patient, time) is scored once
@@ -211,18 +259,69 @@ class News2Engine:
         # every other write waits for it), so it takes only the alerts' locked read and
         # the writes (ADR 0023)
         ahead, self._next = self._next, None
-        read = None if ahead is None else ahead.read_for(batch)
-        with self.host.reader() as reading:
-            times, again, parsed, early = read or (*_batch_inputs(reading, batch), None)
-            scoring = self.prepare(reading, times, again, parsed, other=self.host.reader,
-                                   early=early)
-        if len(batch.events) >= self.batch:  # behind: the next batch is read meanwhile
-            self._next = self._read_next(batch)
+        prepared = None if ahead is None else ahead.prepared_for(batch)
+        if prepared is not None:
+            scoring = prepared.scoring
+        else:
+            with self.host.reader() as reading:
+                times, again, parsed = _batch_inputs(reading, batch, self._own)
+                scoring = self.prepare(reading, times, again, parsed,
+                                       other=self.host.reader)
         # scores and alerts commit with the cursor: a batch lost to a power cut is
         # scored again, so the commit need not wait for the disk
-        with context.transaction(flush_to_disk=False) as session:
-            if scoring is not None:
-                self.store(session, scoring)
+        try:
+            with context.transaction(flush_to_disk=False) as session:
+                if scoring is not None:
+                    self.store(session, scoring)
+                    self._remember(scoring.versions)
+                # the commit (the writes' flush) is mostly a wait for the database: the
+                # next batch is read and scored meanwhile, from this one's scores as
+                # written (its reads may not see them yet)
+                if self.host.repository.dialect in self.pipeline_dialects:
+                    self._next = self._read_next(batch.position, scoring)
+        except BaseException:
+            self._next = None  # scored on top of scores that were not committed
+            self._own.clear()  # versions that may never have been committed
+            raise
+
+    def _remember(self, versions: Mapping[str, int]) -> None:
+        """Note the score versions a batch writes, so their events are skipped unread;
+        bounded, should their events be read by another process (its cursor taken over)."""
+        if len(self._own) > MAX_OWN:
+            self._own.clear()
+        self._own.update(versions)
+
+    def _pipeline_thread(self) -> ThreadPoolExecutor:
+        if self._pipeline is None:
+            self._pipeline = ThreadPoolExecutor(1, thread_name_prefix="hygeia-news2-next")
+        return self._pipeline
+
+    def _read_next(self, position: int, scoring: Scoring | None) -> Ahead:
+        """Start reading and scoring the batch after ``position`` on the pipeline thread,
+        while the batch before it commits (:meth:`pending` hands it to the runner)."""
+        written = {} if scoring is None else scoring.written_sets()
+        return Ahead(position, self._pipeline_thread().submit(self._next_batch, position,
+                                                              written))
+
+    def _next_batch(self, position: int, written: Mapping[str, list[ScoreSet]]
+                    ) -> tuple[ChangeBatch, Prepared | None]:
+        """The batch after ``position`` and its scoring, ``written`` (the sets the batch
+        before it wrote, by patient) taking the place of what the scores' read finds of
+        them: that batch commits meanwhile, so a read may or may not see its writes.
+
+        Not scored ahead (None) when it changes a scale 2 or a pregnancy: those sets
+        are found from the newest score, read in the batch's turn. Nothing it reads is
+        written by the batch committing but the scores, so the vital signs, Patients,
+        Conditions and Flags read before that commit are those read after it."""
+        batch = self.host.repository.changes(position, self.batch, self.types)
+        if not batch.events:
+            return batch, None
+        with self.host.reader() as reading:
+            times, again, parsed = _batch_inputs(reading, batch, self._own)
+            if again:
+                return batch, None
+            return batch, Prepared(self.prepare(reading, times, (), parsed,
+                                                other=self.host.reader, written=written))
 
     # ------------------------------------------------------------------ scoring
 
@@ -242,15 +341,16 @@ class News2Engine:
                 again: Collection[str] = (),
                 parsed: Mapping[tuple[str, str], list[Reading]] | None = None,
                 other: Callable[[], AbstractContextManager[Session]] | None = None,
-                early: Early | None = None) -> Scoring | None:
+                written: Mapping[str, list[ScoreSet]] | None = None) -> Scoring | None:
         """Read what scoring needs (a few searches for the batch) and score the sets
         ``times`` and ``again`` change (see :meth:`score`); nothing is written. None when
         there is nothing to score.
 
         ``other``: readers' sessions, in which the vital signs and the patients are read
         on two other threads while ``session`` reads the scores (on PostgreSQL the
-        batch's reads are mostly waits for the database, ADR 0023); ``early``: those
-        reads already under way (:meth:`_read_next`, for ``times`` alone)."""
+        batch's reads are mostly waits for the database, ADR 0023); ``written``: score
+        sets by patient that replace those of the same id the scores' read finds (the
+        batch before's, committing meanwhile: :meth:`_next_batch`)."""
         wanted = {patient: set(at) for patient, at in times.items() if at}
         for patient in again:
             end = newest_score(session, patient)
@@ -259,49 +359,15 @@ class News2Engine:
         if not wanted:
             return None
         if other is None:
-            return self._score_sets(session, wanted, parsed)
-        if early is None or again:
-            early = Early(self._read_ahead().submit(self._vitals_around, other, wanted,
-                                                    parsed or {}),
-                          self._read_ahead().submit(_applicability_in, other, list(wanted)))
+            return self._score_sets(session, wanted, parsed, written=written)
+        early = Early(self._read_ahead().submit(self._vitals_around, other, wanted,
+                                                parsed or {}),
+                      self._read_ahead().submit(_applicability_in, other, list(wanted)))
         try:
-            return self._score_sets(session, wanted, parsed, early)
+            return self._score_sets(session, wanted, parsed, early, written)
         finally:
             early.vitals.cancel()
             early.patients.cancel()
-
-    def _read_next(self, batch: ChangeBatch) -> Ahead | None:
-        """Start reading the batch after ``batch`` while ``batch`` is written: its changed
-        resources, vital signs and patients (not its scores, which ``batch`` writes).
-
-        Only a full batch: the first ``batch`` events after a position that were all
-        committed when read are the ones the runner reads next, so the read is used
-        (:meth:`Ahead.read_for` checks); a partial one would grow by then. Vital signs,
-        Patients, Conditions and scale-2 Flags are not what the engine writes, so reading
-        them before its commit reads what reading them after would."""
-        following = self.host.repository.changes(batch.position, self.batch, self.types)
-        if len(following.events) < self.batch:
-            return None
-        return Ahead(tuple(event.seq for event in following.events),
-                     self._read_ahead().submit(self._inputs_of, following))
-
-    def _inputs_of(self, batch: ChangeBatch) -> BatchRead:
-        """``_batch_inputs`` of ``batch`` and its vital signs and patients (on a reader
-        thread; the patients on the other one). None for the reads when the batch changed
-        a scale 2 or a pregnancy: those patients' sets are found from their scores."""
-        with self.host.reader() as reading:
-            times, again, parsed = _batch_inputs(reading, batch)
-        wanted = {patient: set(at) for patient, at in times.items() if at}
-        if again or not wanted:
-            return times, again, parsed, None
-        patients = self._read_ahead().submit(_applicability_in, self.host.reader,
-                                             list(wanted))
-        vitals: Future[dict[str, list[Reading]]] = Future()
-        try:
-            vitals.set_result(self._vitals_around(self.host.reader, wanted, parsed))
-        except Exception as error:  # raised where the result is used
-            vitals.set_exception(error)
-        return times, again, parsed, Early(vitals, patients)
 
     def _vitals_around(self, other: Callable[[], AbstractContextManager[Session]],
                        wanted: Mapping[str, Collection[int]],
@@ -318,12 +384,14 @@ class News2Engine:
 
     def _score_sets(self, session: Session, wanted: dict[str, set[int]],
                     parsed: Mapping[tuple[str, str], list[Reading]] | None,
-                    early: Early | None = None) -> Scoring:
+                    early: Early | None = None,
+                    written: Mapping[str, list[ScoreSet]] | None = None) -> Scoring:
         """:meth:`prepare` once ``wanted`` is known: the vital signs and the patients read
         in ``session`` after the sets, or taken from ``early`` (read meanwhile on other
         threads; the patients changed are those wanted, every one)."""
-        known = scores_from(session, {patient: min(at) - self.set
-                                      for patient, at in wanted.items()}, self.window)
+        known = with_written(scores_from(session, {patient: min(at) - self.set
+                                                   for patient, at in wanted.items()},
+                                         self.window), written or {})
         chosen: dict[tuple[str, int], ScoreSet] = {}
         changed: dict[str, dict[str, ScoreSet]] = {}
         for patient, moments in wanted.items():
@@ -387,6 +455,9 @@ class News2Engine:
                     plan.drop(patient)  # a score not stored moves no alert
             else:
                 one.stored = resource
+                scoring.written.setdefault(patient, []).append(one)
+                if isinstance(result, StoredVersion):
+                    scoring.versions[one.id] = result.version
         try:
             plan.apply(session, self.host)
         except FhirError as error:  # an alert refused (a write hook): never block the feed
@@ -477,15 +548,18 @@ class News2Engine:
 # ---------------------------------------------------------------------- helpers
 
 
-def _batch_inputs(session: Session, batch: ChangeBatch) -> tuple[
-        dict[str, set[int]], set[str], dict[tuple[str, str], list[Reading]]]:
+def _batch_inputs(session: Session, batch: ChangeBatch, own: dict[str, int] | None = None
+                  ) -> tuple[dict[str, set[int]], set[str], dict[tuple[str, str], list[Reading]]]:
     """From the batch's changed resources: the times of each patient's new vital signs,
     the patients whose scale 2 or pregnancy changed, and each vital's readings by (id,
-    versionId)."""
+    versionId). A version of ``own`` (score id -> the version the engine wrote) is not
+    read: it is a score (a seventh of a stream's events, each read and parsed)."""
     times: dict[str, set[int]] = {}
     again: set[str] = set()
     parsed: dict[tuple[str, str], list[Reading]] = {}
-    for resource_type, resource in current_of(session, batch.events):
+    events = batch.events if not own else [
+        event for event in batch.events if not _is_own(event, own)]
+    for resource_type, resource in current_of(session, events):
         patient = subject_of(resource)
         if resource_type == "Observation":
             readings = [] if is_news2_score(resource) else readings_of(resource)
@@ -495,6 +569,14 @@ def _batch_inputs(session: Session, batch: ChangeBatch) -> tuple[
         elif _concerns_news2(resource) and patient is not None:
             again.add(patient)
     return times, again, parsed
+
+
+def _is_own(event: ChangeEvent, own: dict[str, int]) -> bool:
+    """Whether ``event`` is a score version this engine wrote (forgotten once seen)."""
+    if event.resource_type != "Observation" or own.get(event.id) != event.version:
+        return False
+    own.pop(event.id, None)
+    return True
 
 
 def _concerns_news2(resource: dict[str, Any]) -> bool:

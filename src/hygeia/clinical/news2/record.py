@@ -185,6 +185,20 @@ def scores_from(session: Session, earliest: Mapping[str, int], widest: int
     return found
 
 
+def with_written(known: dict[str, list[ScoreSet]], written: Mapping[str, list[ScoreSet]]
+                 ) -> dict[str, list[ScoreSet]]:
+    """``known`` (by patient, as :func:`scores_from` read it) with each set of ``written``
+    in the place of the set of the same id, or added, for the patients of ``known``:
+    scores written by a commit that the read may not have seen (sorted by start)."""
+    for patient, sets in written.items():
+        if patient not in known:
+            continue
+        by_id = {one.id: one for one in known[patient]}
+        by_id.update((one.id, one) for one in sets)
+        known[patient] = sorted(by_id.values(), key=lambda one: (one.start, one.end))
+    return known
+
+
 def band_of_score(score: dict[str, Any] | None) -> Band | None:
     """The band a score says (None: partial, or not a score)."""
     for concept in (score or {}).get("interpretation") or []:

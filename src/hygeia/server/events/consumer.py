@@ -36,6 +36,13 @@ class EventConsumer(Protocol):
     and waits for the poll; an optional ``gather_seconds`` makes a woken runner wait
     that long before it reads, so the commits of that moment come as one batch (for a
     consumer whose cost is mostly per batch, at the price of that much lag).
+
+    An optional ``pending(position)`` returns the batch after ``position`` that the
+    consumer read from the feed itself (a prefix of what the feed holds after
+    ``position``: a ``Repository.changes`` answer), or None; the runner hands it over
+    next instead of reading the feed, at once, without gathering. A consumer that
+    reads and prepares the next batch while the last one's transaction commits uses it
+    to overlap the two (the NEWS2 engine); the cursor still moves with each batch.
     """
 
     name: str

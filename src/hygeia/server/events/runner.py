@@ -149,12 +149,23 @@ class EventRunner(BackgroundLoop):
         if position is None:
             return False
         limit = getattr(self.consumer, "batch", None) or self.timing.batch
+        batch = self._pending(position)
+        if batch is not None:  # read while the batch before it committed
+            self._handle(batch)
+            return True  # what committed meanwhile is read at once
         batch = self.host.repository.changes(position, limit, self.consumer.types)
         if batch.events:
             self._handle(batch)
         elif batch.position > position:  # only versions of other types: move past them
             self._advance(batch.position, flush_to_disk=False)
         return len(batch.events) == limit
+
+    def _pending(self, position: int) -> ChangeBatch | None:
+        """The consumer's next batch after ``position`` if it read one ahead (its optional
+        ``pending``), else None: the runner reads the feed."""
+        pending = getattr(self.consumer, "pending", None)
+        batch = pending(position) if pending is not None else None
+        return batch if batch is not None and batch.events else None
 
     def _claimed_position(self) -> int | None:
         """The cursor's position, claiming (or renewing) it when half the lease is gone."""
