@@ -209,7 +209,7 @@ class News2Engine:
     # a batch's searches cost about the same for 10 vitals as for 2,000: under a stream
     # of small commits (MLLP, HTTP) wait a moment so they are scored together
     gather_seconds = 0.1
-    # where the next batch is read and scored while one commits (ADR 00XX). Not on SQLite:
+    # where the next batch is read and scored while one commits (ADR 0037). Not on SQLite:
     # its one writer is held by each batch's write transaction, and batches handed over
     # back to back (smaller, each a transaction) left the ingest's writes less of it
     pipeline_dialects: Collection[str] = frozenset({"postgresql"})
