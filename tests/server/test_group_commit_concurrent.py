@@ -49,10 +49,12 @@ def test_batches_run_at_once_on_several_committers(
     commits = GroupCommit(postgres_repository, name="test-commit", committers=2)
     barrier = threading.Barrier(2, timeout=10)
     results: dict[str, object] = {}
+    started = threading.Event()
 
     def submit(id: str) -> None:
         def work(session: Session) -> str:
             session.put(patient(id), IndexRows())
+            started.set()
             barrier.wait()  # BrokenBarrierError when the other unit is not running
             return id
         try:
@@ -63,8 +65,11 @@ def test_batches_run_at_once_on_several_committers(
     commits.start()
     try:
         threads = [threading.Thread(target=submit, args=(id,)) for id in ("a", "b")]
-        for thread in threads:
-            thread.start()
+        # "b" is queued only once "a"'s batch is open: queued together, one committer
+        # would take both into one batch
+        threads[0].start()
+        assert started.wait(10)
+        threads[1].start()
         for thread in threads:
             thread.join(30)
     finally:
