@@ -18,6 +18,7 @@ A literal reference is one of:
 from __future__ import annotations
 
 import re
+from functools import cache, partial
 
 from hygeia.fhir import spec
 from hygeia.fhir.validation.primitives import KnownGood, Problem, shown
@@ -44,6 +45,17 @@ def _uuid_reference_problem(reference: str) -> Problem | None:
 # every entry; remembering the valid ones skips the regex.  They need no target
 # check: a urn:uuid: says nothing about the type it points at.
 KNOWN_UUID_REFERENCES = KnownGood(_uuid_reference_problem)
+
+
+@cache
+def known_references(targets: frozenset[str] | None) -> KnownGood:
+    """Literal references already found valid for an element allowing ``targets``.
+
+    Device and MLLP traffic names the same ``Patient/x`` and ``Device/y`` in every
+    message; a set lookup replaces the regexes and the target test.  Local ``#id``
+    references are never added (their validity depends on the container).
+    """
+    return KnownGood(partial(reference_problem, targets=targets))
 
 
 def reference_problem(reference: str, targets: frozenset[str] | None) -> Problem | None:
