@@ -14,6 +14,7 @@ built for bad values.
 
 from __future__ import annotations
 
+import binascii
 import math
 import re
 from collections.abc import Callable
@@ -143,12 +144,15 @@ def _string_check(name: str, info: dict[str, Any]) -> PrimitiveCheck:
     wrong = _wrong_type(name, "string")
     # a strict regex refuses control characters itself: no second scan of valid values
     control = _no_control_character if strict else _CONTROL_CHARACTER
+    plain = _plain_base64 if name == "base64Binary" else _never
 
     def check(value: Any) -> Problem | None:
         if type(value) is not str or not value:
             return wrong(value)
         if max_length and len(value) > max_length:
             return "value", f"{name} is longer than {max_length:,} characters"
+        if plain(value):
+            return None
         if fullmatch(value) is None:
             return control_character_problem(name, value) or \
                 ("value", f"{shown(value)} is not a valid {name}")
@@ -159,6 +163,25 @@ def _string_check(name: str, info: dict[str, Any]) -> PrimitiveCheck:
         return None
 
     return check
+
+
+def _plain_base64(value: str) -> bool:
+    """True for base64 without whitespace that decodes strictly: the common shape of
+    ``Attachment.data`` and ``Binary.data``, accepted by C code several times faster
+    than the regex scans it.  Such a value is made of the base64 alphabet and ``=``
+    in groups of four, so the regex accepts it too; anything else (whitespace, a stray
+    ``=``) is left to the regex, which decides as before."""
+    if len(value) % 4:
+        return False
+    try:
+        binascii.a2b_base64(value, strict_mode=True)
+    except ValueError:  # binascii.Error, or a character beyond ASCII
+        return False
+    return True
+
+
+def _never(value: str) -> bool:
+    return False
 
 
 def _xhtml_check(name: str, info: dict[str, Any]) -> PrimitiveCheck:
