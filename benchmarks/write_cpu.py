@@ -7,9 +7,10 @@ below 1 is cheaper) are printed.
 
 ``micro`` (in-process, one child process per revision and round): microseconds of CPU
 per Synthea Observation for the pure steps (validation, index extraction, the index
-rows turned into the side tables' rows, stamping) and for whole writes through
-``FhirService`` on a SQLite file: single creates and transaction Bundles of 8
-(these include SQLite and its commits, without HTTP).
+rows turned into the side tables' rows, stamping), per resource for validating what
+an HL7 v2 monitor message becomes (Binary, MessageHeader, six Observations), and for
+whole writes through ``FhirService`` on a SQLite file: single creates and transaction
+Bundles of 8 (these include SQLite and its commits, without HTTP).
 
 ``server`` (``hygeia serve`` processes, one per revision): server CPU milliseconds per
 Observation (its process tree, from /proc) for single ``POST /fhir/Observation`` and
@@ -22,6 +23,7 @@ for transaction Bundles of 8, from ``--clients`` clients, on each of ``--backend
 from __future__ import annotations
 
 import argparse
+import base64
 import gzip
 import http.client
 import json
@@ -76,6 +78,38 @@ def transaction(resources: list[dict[str, Any]], start: int) -> dict[str, Any]:
          "request": {"method": "POST", "url": "Observation"}} for k in range(BUNDLE)]}
 
 
+def device_message(number: int) -> list[dict[str, Any]]:
+    """The resources an HL7 v2 monitor message becomes (the shape ``devices`` writes):
+    its raw text as a Binary, a MessageHeader naming what it touched, and six
+    Observations with new identifiers and times but the same patient and devices."""
+    at = f"2026-01-01T00:{number // 60 % 60:02d}:{number % 60:02d}+00:00"
+    patient, devices = "Patient/pat-1913b17ce34b", [f"Device/dev-{k}6784d02fa5f" for k in range(6)]
+    raw = ("MSH|^~\\&|MONITOR|WARD|HYGEIA|HOSP|" + "OBX|1|NM|147842^MDC_ECG_HEART_RATE^MDC|" * 30)
+    observations = [{
+        "resourceType": "Observation", "status": "preliminary",
+        "identifier": [{"system": "urn:hygeia:hl7v2:obx", "value": f"MONITOR^{number}^{k}^{at}"}],
+        "code": {"coding": [{"system": "urn:iso:std:iso:11073:10101", "code": "147842",
+                             "display": "MDC_ECG_HEART_RATE"},
+                            {"system": "http://loinc.org", "code": "8867-4",
+                             "display": "Heart rate"}], "text": "MDC_ECG_HEART_RATE"},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                  "observation-category", "code": "vital-signs"}]}],
+        "subject": {"reference": patient}, "effectiveDateTime": at,
+        "valueQuantity": {"value": 72 + k, "unit": "/min", "system": "http://unitsofmeasure.org",
+                          "code": "/min"},
+        "device": {"reference": devices[k]}} for k in range(6)]
+    header = {"resourceType": "MessageHeader",
+              "eventCoding": {"system": "http://terminology.hl7.org/CodeSystem/v2-0003",
+                              "code": "R01"},
+              "source": {"name": "MONITOR", "endpoint": "mllp://127.0.0.1:38464"},
+              "response": {"identifier": f"B1-{number}", "code": "ok"},
+              "focus": [{"reference": f"Binary/m{number}"}, {"reference": patient},
+                        *({"reference": device} for device in devices)]}
+    binary = {"resourceType": "Binary", "contentType": "x-application/hl7-v2+er7",
+              "data": base64.b64encode(f"{raw}{number}".encode()).decode()}
+    return [binary, header, *observations]
+
+
 # --------------------------------------------------------------------------- micro
 
 
@@ -111,8 +145,11 @@ def micro(data: Path, writes: int) -> dict[str, float]:
         for table, field_name in INDEX_FIELDS:
             _table_rows(table, field_name, [row])
 
+    messages = [resource for number in range(60) for resource in device_message(number)]
     result = {
         "validate": per_item(lambda r: validate(r, "Observation"), resources),
+        "validate (device message)": per_item(lambda r: validate(r, r["resourceType"]),
+                                              messages),
         "index rows": per_item(lambda r: index_resource(r, registry), resources),
         "side-table rows": per_item(table_rows, indexed),
         "stamp": per_item(lambda r: stamp(dict(r), "x", 1, 1_700_000_000_000_000), resources),
