@@ -101,3 +101,15 @@ def test_local_references_are_never_remembered() -> None:
         assert _reference_issues(contained) == []
         assert [where for _, where in _reference_issues(alone)] == [
             "Observation.subject.reference"]
+
+
+def test_remembered_references_are_bounded() -> None:
+    from hygeia.fhir.validation.references import KnownReferences
+
+    memo = KnownReferences()
+    for number in range(KnownReferences.LIMIT + 10):
+        assert memo.learn(PATIENT_OR_GROUP, f"Patient/{number}")
+    assert len(memo) <= KnownReferences.LIMIT
+    assert not memo.learn(PATIENT_OR_GROUP, "Observation/1")
+    assert memo.learn(None, "Patient/" + "x" * 64 + "/_history/1")  # valid, too long to keep
+    assert (None, "Patient/" + "x" * 64 + "/_history/1") not in memo

@@ -18,7 +18,6 @@ A literal reference is one of:
 from __future__ import annotations
 
 import re
-from functools import cache, partial
 
 from hygeia.fhir import spec
 from hygeia.fhir.validation.primitives import KnownGood, Problem, shown
@@ -47,15 +46,32 @@ def _uuid_reference_problem(reference: str) -> Problem | None:
 KNOWN_UUID_REFERENCES = KnownGood(_uuid_reference_problem)
 
 
-@cache
-def known_references(targets: frozenset[str] | None) -> KnownGood:
-    """Literal references already found valid for an element allowing ``targets``.
+class KnownReferences(set[tuple[frozenset[str] | None, str]]):
+    """(allowed target types, literal reference) pairs already found valid.
 
     Device and MLLP traffic names the same ``Patient/x`` and ``Device/y`` in every
-    message; a set lookup replaces the regexes and the target test.  Local ``#id``
-    references are never added (their validity depends on the container).
+    message; a set lookup replaces the regexes and the target test.  One set for
+    every element, bounded as :class:`KnownGood` is (short references only, emptied
+    when full).  Callers never ask it about local ``#id`` references, whose validity
+    depends on the container.
     """
-    return KnownGood(partial(reference_problem, targets=targets))
+
+    __slots__ = ()
+    LIMIT = KnownGood.LIMIT
+    LONGEST = KnownGood.LONGEST
+
+    def learn(self, targets: frozenset[str] | None, reference: str) -> bool:
+        """Check a pair not seen before; remember it if valid."""
+        if reference_problem(reference, targets) is not None:
+            return False
+        if len(reference) <= self.LONGEST:
+            if len(self) >= self.LIMIT:
+                self.clear()
+            self.add((targets, reference))
+        return True
+
+
+KNOWN_REFERENCES = KnownReferences()
 
 
 def reference_problem(reference: str, targets: frozenset[str] | None) -> Problem | None:

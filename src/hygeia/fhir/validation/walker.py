@@ -33,8 +33,8 @@ from hygeia.fhir.validation.messages import (
 from hygeia.fhir.validation.paths import Location, issue
 from hygeia.fhir.validation.primitives import json_type_name
 from hygeia.fhir.validation.references import (
+    KNOWN_REFERENCES,
     KNOWN_UUID_REFERENCES,
-    known_references,
     reference_problem,
 )
 from hygeia.fhir.validation.rules import (
@@ -311,8 +311,7 @@ def _reference_literal(
     if literal[0] == "#":  # valid or not by the container at hand: never remembered
         problem = reference_problem(literal, targets) or local_reference_problem(literal)
     else:
-        known = known_references(targets)
-        if literal in known or known.learn(literal):
+        if (targets, literal) in KNOWN_REFERENCES or KNOWN_REFERENCES.learn(targets, literal):
             return
         problem = reference_problem(literal, targets)
     if problem is not None:
