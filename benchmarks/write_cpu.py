@@ -265,13 +265,14 @@ def run_servers(args: argparse.Namespace, sources: dict[str, Path | None],
 def report(results: dict[tuple[str, str], list[float]], labels: list[str], rounds: int) -> None:
     baseline, current = labels
     print(f"\n{'step':38} {baseline:>10} {current:>10} {'ratio':>6}   "
-          f"(medians of {rounds} rounds; micro: CPU us per Observation, "
-          "server: server CPU ms per Observation)")
+          f"(medians of {rounds} rounds, then each side's lowest-highest; micro: CPU us "
+          "per Observation, server: server CPU ms per Observation)")
     steps = dict.fromkeys(step for step, _ in results)
     for step in steps:
-        old = statistics.median(results[(step, baseline)])
-        new = statistics.median(results[(step, current)])
-        print(f"{step:38} {old:>10.3f} {new:>10.3f} {new / old:>6.2f}")
+        olds, news = results[(step, baseline)], results[(step, current)]
+        old, new = statistics.median(olds), statistics.median(news)
+        print(f"{step:38} {old:>10.3f} {new:>10.3f} {new / old:>6.2f}   "
+              f"{min(olds):.3f}-{max(olds):.3f} | {min(news):.3f}-{max(news):.3f}")
 
 
 def main() -> None:
