@@ -38,3 +38,31 @@ def test_three_components_fill_every_slot_and_more_are_skipped() -> None:
 def test_component_columns_put_numbers_apart_from_texts() -> None:
     assert component_columns((1.5, 2.5, UCUM, "mg", None)) == (UCUM, "mg", None, 1.5, 2.5)
     assert component_columns((True,)) == (True, None, None, None, None)
+
+
+def test_component_columns_keep_order_and_cut_extra_values() -> None:
+    assert component_columns(("a", 1, "b", 2, "c", "d", 3)) == ("a", "b", "c", 1, 2)
+    assert component_columns((False, 0, 0.5)) == (False, None, None, 0, 0.5)
+    assert component_columns(()) == (None,) * 5
+
+
+def test_a_single_group_of_two_values_gives_the_rows_of_the_general_path() -> None:
+    """Two rows of one group take a shortcut; a lone component of another parameter
+    (never a row) sends the same group through the general path, for comparison."""
+    lone = ("other", 0, 0, ("urn:x", "y"))
+    cases = [
+        [("code-value-quantity", 0, 0, (LOINC, "8480-6")),
+         ("code-value-quantity", 0, 1, (150.0, 150.0, UCUM, "mm[Hg]", "mm[Hg]"))],
+        [("code-value-concept", 3, 0, (LOINC, "1-8")), ("code-value-concept", 3, 1, (None, "x"))],
+        [("a", 0, 0, (True,)), ("a", 0, 1, (1, 2))],
+        # not one group of components 0 and 1: the general path decides
+        [("a", 0, 1, ("x",)), ("a", 0, 0, ("y",))],
+        [("a", 0, 0, ("x",)), ("a", 1, 1, ("y",))],
+        [("a", 0, 0, ("x",)), ("b", 0, 1, ("y",))],
+        [("a", 0, 0, ("x",)), ("a", 0, 0, ("y",))],
+    ]
+    for composites in cases:
+        for pk in (None, 9):
+            assert composite_rows(pk, "Observation", composites) == \
+                composite_rows(pk, "Observation", [*composites, lone])
+    assert len(composite_rows(9, "Observation", cases[0])[0]) == 2 + 3 * 5

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from typing import Any
 
 import orjson
@@ -16,8 +16,18 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 def new_id() -> str:
-    """A server-assigned logical id (a random UUID: unguessable, no coordination needed)."""
-    return str(uuid.uuid4())
+    """A server-assigned logical id (a random UUID: unguessable, no coordination needed).
+
+    The text of ``str(uuid.uuid4())`` built from the random bytes directly, in half
+    its time (every create takes one): the version nibble is 4, and the variant
+    nibble's two top bits are 10, as uuid4 sets them.
+    """
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+# the variant nibble from a random hex digit: its low two bits kept, the top two 10
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def check_type(resource_type: str) -> str:

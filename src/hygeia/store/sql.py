@@ -752,6 +752,7 @@ def _token_rows(pk: int | None, resource_type: str, index: IndexRows) -> list[tu
 
 
 _NO_COMPONENT = (None, None, None, None, None)
+_PAD_TWO = _NO_COMPONENT * (COMPOSITE_COMPONENTS - 2)  # a row of two components' padding
 
 
 def composite_rows(pk: int | None, resource_type: str, composites: list[CompositeRow]
@@ -765,13 +766,18 @@ def composite_rows(pk: int | None, resource_type: str, composites: list[Composit
     code and value bound together) instead of a join per component, and most
     groups (one value per component) take one row instead of two.
     """
+    owner = () if pk is None else (pk,)
+    if len(composites) == 2:  # one group of two single values: most composites, a fast path
+        (code, group, first, values), (code2, group2, second, values2) = composites
+        if first == 0 and second == 1 and group == group2 and code == code2:
+            return [(*owner, param_hash(resource_type, code), *component_columns(values),
+                     *component_columns(values2), *_PAD_TWO)]
     groups: dict[tuple[str, int], list[list[tuple[Any, ...]]]] = {}
     for code, group, component, values in composites:
         parts = groups.setdefault((code, group), [])
         while len(parts) <= component:
             parts.append([])
         parts[component].append(component_columns(values))
-    owner = () if pk is None else (pk,)
     rows = []
     for (code, _), parts in groups.items():
         # extraction writes complete groups only; a composite has 2 or 3 components (R4),
@@ -796,9 +802,18 @@ def component_columns(values: tuple[Any, ...]) -> tuple[Any, ...]:
     texts: list[Any] = []
     numbers: list[Any] = []
     for value in values:
-        is_number = isinstance(value, int | float) and not isinstance(value, bool)
-        (numbers if is_number else texts).append(value)
-    return (*[*texts, None, None, None][:3], *[*numbers, None, None][:2])
+        if isinstance(value, _NUMBERS) and value.__class__ is not bool:
+            numbers.append(value)
+        else:
+            texts.append(value)
+    texts += _THREE_NONE
+    numbers += _TWO_NONE
+    return texts[0], texts[1], texts[2], numbers[0], numbers[1]
+
+
+_NUMBERS = (int, float)
+_THREE_NONE = (None, None, None)
+_TWO_NONE = (None, None)
 
 
 def _history_conditions(query: HistoryQuery) -> tuple[list[str], list[Any]]:

@@ -288,3 +288,23 @@ def test_tab_carriage_return_and_line_feed_are_allowed(type_name: str) -> None:
     assert check_primitive(type_name, "a\tb\r\nc ") is None
     problem = check_primitive(type_name, "a\x00b")
     assert problem is not None and "U+0000 at position 2" in problem[1]
+
+
+def test_base64_shortcut_gives_the_regex_verdict() -> None:
+    """Plain base64 is accepted without the regex; every verdict stays the regex's."""
+    import base64
+    import random
+    import re
+
+    regex = re.compile(r"\s*(?:[0-9a-zA-Z+/=]{4}\s*)+", re.ASCII).fullmatch
+    check = primitive_checkers()["base64Binary"]
+    rng = random.Random(7)
+    values = [base64.b64encode(rng.randbytes(size)).decode() for size in range(0, 40)]
+    values += ["QQ==", "QUI=", "QUJD", "QQ=A", "Q===", "====", "QQ", "QQ=", "Q", "QUJD\n",
+               " QUJD", "QU JD", "QUJD\tQUJD", "QUJD\x00", "QUJDé===", "QU-_", "QUJD=", "=QUJ"]
+    alphabet = "AQZaz09+/= \n\t-_\x00é"
+    values += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+               for _ in range(3000)]
+    for value in values:
+        expected = bool(value) and regex(value) is not None and "\x00" not in value
+        assert (check(value) is None) == expected, repr(value)

@@ -69,3 +69,47 @@ def test_target_type_must_be_allowed() -> None:
 
 def test_any_target_when_the_element_allows_any_resource() -> None:
     assert reference_problem("Observation/1", None) is None
+
+
+def _reference_issues(resource: dict[str, object]) -> list[tuple[str, str | None]]:
+    from hygeia.fhir.validation import validate
+
+    return [(issue.diagnostics, issue.expression)
+            for issue in validate(resource, str(resource["resourceType"]))]
+
+
+def test_a_remembered_reference_is_still_checked_against_each_elements_targets() -> None:
+    """Valid references are remembered per set of allowed target types: the same
+    ``Patient/x`` accepted in ``subject`` is still refused where no Patient may go."""
+    subject = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+               "subject": {"reference": "Patient/remembered-1"}}
+    wrong = {**subject, "specimen": {"reference": "Patient/remembered-1"}}
+    for _ in range(3):
+        assert _reference_issues(subject) == []
+        issues = _reference_issues(wrong)
+        assert len(issues) == 1 and issues[0][1] == "Observation.specimen.reference"
+        assert "Patient" in issues[0][0]
+
+
+def test_local_references_are_never_remembered() -> None:
+    contained = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                 "contained": [{"resourceType": "Patient", "id": "p"}],
+                 "subject": {"reference": "#p"}}
+    alone = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+             "subject": {"reference": "#p"}}
+    for _ in range(3):
+        assert _reference_issues(contained) == []
+        assert [where for _, where in _reference_issues(alone)] == [
+            "Observation.subject.reference"]
+
+
+def test_remembered_references_are_bounded() -> None:
+    from hygeia.fhir.validation.references import KnownReferences
+
+    memo = KnownReferences()
+    for number in range(KnownReferences.LIMIT + 10):
+        assert memo.learn(PATIENT_OR_GROUP, f"Patient/{number}")
+    assert len(memo) <= KnownReferences.LIMIT
+    assert not memo.learn(PATIENT_OR_GROUP, "Observation/1")
+    assert memo.learn(None, "Patient/" + "x" * 64 + "/_history/1")  # valid, too long to keep
+    assert (None, "Patient/" + "x" * 64 + "/_history/1") not in memo

@@ -69,3 +69,30 @@ def test_a_hostile_operation_name_is_shown_short() -> None:
     with pytest.raises(NotFound) as raised:
         parse_route("GET", "Observation/$" + "x\x00" * 5000, [])
     assert len(raised.value.issues[0].diagnostics) < 200
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "Observation"), ("post", "Observation"), ("GET", "Patient/1"),
+    ("PUT", "Patient/1"), ("DELETE", "Patient/a.b"), ("GET", "Patient/1/_history/2"),
+    ("GET", "Patient/1/Observation"), ("POST", ""), ("GET", "metadata"),
+    ("GET", "Observation/_history"), ("POST", "/Observation/"),
+])
+def test_a_remembered_route_is_the_route_parsed_afresh(method: str, path: str,
+                                                       operations: OperationRegistry) -> None:
+    from hygeia.server.rest.router import _parsed_route
+
+    for _ in range(2):
+        assert parse_route(method, path, [], operations) == \
+            _parsed_route(method, path, [], operations)
+
+
+@pytest.mark.parametrize(("method", "path", "error"), [
+    ("POST", "AuditEvent", MethodNotAllowed), ("PUT", "Observation", Exception),
+    ("GET", "NoSuchType", NotFound), ("PATCH", "", MethodNotAllowed),
+    ("GET", "Patient/has space", Exception),
+])
+def test_a_refused_route_is_refused_every_time(method: str, path: str,
+                                               error: type[Exception]) -> None:
+    for _ in range(3):
+        with pytest.raises(error):
+            parse_route(method, path, [])

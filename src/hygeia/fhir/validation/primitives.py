@@ -14,6 +14,7 @@ built for bad values.
 
 from __future__ import annotations
 
+import binascii
 import math
 import re
 from collections.abc import Callable
@@ -158,7 +159,34 @@ def _string_check(name: str, info: dict[str, Any]) -> PrimitiveCheck:
             return "value", f"{shown(value)} is not a valid {name}: there is no such day"
         return None
 
-    return check
+    return _base64_shortcut(check, max_length) if name == "base64Binary" else check
+
+
+def _base64_shortcut(check: PrimitiveCheck, max_length: int) -> PrimitiveCheck:
+    """``check`` preceded by :func:`_plain_base64`, for base64Binary alone."""
+
+    def check_base64(value: Any) -> Problem | None:
+        if type(value) is str and value and not (max_length and len(value) > max_length) \
+                and _plain_base64(value):
+            return None
+        return check(value)
+
+    return check_base64
+
+
+def _plain_base64(value: str) -> bool:
+    """True for base64 without whitespace that decodes strictly: the common shape of
+    ``Attachment.data`` and ``Binary.data``, accepted by C code several times faster
+    than the regex scans it.  Such a value is made of the base64 alphabet and ``=``
+    in groups of four, so the regex accepts it too; anything else (whitespace, a stray
+    ``=``) is left to the regex, which decides as before."""
+    if len(value) % 4:
+        return False
+    try:
+        binascii.a2b_base64(value, strict_mode=True)
+    except ValueError:  # binascii.Error, or a character beyond ASCII
+        return False
+    return True
 
 
 def _xhtml_check(name: str, info: dict[str, Any]) -> PrimitiveCheck:

@@ -46,6 +46,34 @@ def _uuid_reference_problem(reference: str) -> Problem | None:
 KNOWN_UUID_REFERENCES = KnownGood(_uuid_reference_problem)
 
 
+class KnownReferences(set[tuple[frozenset[str] | None, str]]):
+    """(allowed target types, literal reference) pairs already found valid.
+
+    Device and MLLP traffic names the same ``Patient/x`` and ``Device/y`` in every
+    message; a set lookup replaces the regexes and the target test.  One set for
+    every element, bounded as :class:`KnownGood` is (short references only, emptied
+    when full).  Callers never ask it about local ``#id`` references, whose validity
+    depends on the container.
+    """
+
+    __slots__ = ()
+    LIMIT = KnownGood.LIMIT
+    LONGEST = KnownGood.LONGEST
+
+    def learn(self, targets: frozenset[str] | None, reference: str) -> bool:
+        """Check a pair not seen before; remember it if valid."""
+        if reference_problem(reference, targets) is not None:
+            return False
+        if len(reference) <= self.LONGEST:
+            if len(self) >= self.LIMIT:
+                self.clear()
+            self.add((targets, reference))
+        return True
+
+
+KNOWN_REFERENCES = KnownReferences()
+
+
 def reference_problem(reference: str, targets: frozenset[str] | None) -> Problem | None:
     """Why ``reference`` is not a valid literal reference here, or None.
 

@@ -32,7 +32,11 @@ from hygeia.fhir.validation.messages import (
 )
 from hygeia.fhir.validation.paths import Location, issue
 from hygeia.fhir.validation.primitives import json_type_name
-from hygeia.fhir.validation.references import KNOWN_UUID_REFERENCES, reference_problem
+from hygeia.fhir.validation.references import (
+    KNOWN_REFERENCES,
+    KNOWN_UUID_REFERENCES,
+    reference_problem,
+)
 from hygeia.fhir.validation.rules import (
     COMPLEX,
     CONTAINED,
@@ -304,8 +308,11 @@ def _reference_literal(
         return  # the string rule already reported the empty string
     if literal[:9] == "urn:uuid:" and KNOWN_UUID_REFERENCES.learn(literal):
         return
-    problem = reference_problem(literal, targets)
-    if problem is None and literal[0] == "#":
-        problem = local_reference_problem(literal)
+    if literal[0] == "#":  # valid or not by the container at hand: never remembered
+        problem = reference_problem(literal, targets) or local_reference_problem(literal)
+    else:
+        if (targets, literal) in KNOWN_REFERENCES or KNOWN_REFERENCES.learn(targets, literal):
+            return
+        problem = reference_problem(literal, targets)
     if problem is not None:
         issues.append(issue(problem[0], problem[1], (location, "reference", None)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
@@ -51,6 +52,22 @@ def parse_route(method: str, path: str, query: list[tuple[str, str]],
     operation's own name and ``route.operation`` its registration. Without a registry
     (a caller that only needs the request's shape) it is the interaction ``operation``.
     """
+    if not query and "$" not in path:  # no operation, no criteria: the same every time
+        return _plain_route(method, path)
+    return _parsed_route(method, path, query, operations)
+
+
+@lru_cache(maxsize=1024)
+def _plain_route(method: str, path: str) -> Route:
+    """The route of a path without query or operation, remembered (routes are frozen):
+    every single create and every entry of a transaction Bundle asks for one, and
+    they name a few paths (``POST Observation``) over and over.  Errors are raised
+    every time, never remembered."""
+    return _parsed_route(method, path, [], None)
+
+
+def _parsed_route(method: str, path: str, query: list[tuple[str, str]],
+                  operations: Operations | None) -> Route:
     route = _route(method.upper(), path, query)
     if route.interaction == OPERATION and operations is not None:
         assert route.operation_name is not None

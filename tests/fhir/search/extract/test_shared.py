@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +103,44 @@ def test_narrowed_rows_are_the_wider_rows_of_that_type(path: Path) -> None:
                                 if row[0] == wider and row[1] == target}
             checked += 1
     assert checked > 50
+
+
+def _store_view(complete: IndexRows, kind: str) -> dict[str, Counter[Any]]:
+    """What the store keeps, derived from the complete rows by the rules of
+    :mod:`hygeia.fhir.search.extract.shared`: no rows of shared parameters nor of
+    ``_id``/``_lastUpdated``, and no reference rows of filtered parameters."""
+    skipped = {*shared_parameters(None, kind), "_id", "_lastUpdated"}
+    narrowed = set(filtered_parameters(None, kind))
+    view = {}
+    for name in IndexRows.__slots__:
+        view[name] = Counter(
+            row for row in getattr(complete, name)
+            if row[0].split(":")[0] not in skipped
+            and not (name == "references" and row[0] in narrowed))
+    return view
+
+
+@pytest.mark.parametrize("path", synthea_files(), ids=lambda path: path.name[:3])
+def test_stored_rows_are_the_complete_rows_less_shared_and_narrowed(path: Path) -> None:
+    """The store's plan (filtered parameters extracting their identifier tokens alone)
+    gives exactly the rows of the complete plan that the store keeps."""
+    for resource in stored_resources(path):
+        stored = extract_index(resource)
+        view = _store_view(extract_index(resource, complete=True), resource["resourceType"])
+        assert {name: Counter(getattr(stored, name)) for name in IndexRows.__slots__} == view
+
+
+def test_a_filtered_parameter_keeps_its_logical_reference_tokens() -> None:
+    observation = {"resourceType": "Observation", "status": "final",
+                   "code": {"text": "x"},
+                   "subject": {"reference": "Patient/p1", "type": "Patient",
+                               "identifier": {"system": "urn:mrn", "value": "42"}},
+                   "performer": [{"identifier": {"system": "urn:npi", "value": "7"},
+                                  "type": "Practitioner"}]}
+    stored = extract_index(observation)
+    assert ("patient:identifier", "urn:mrn", "42") in stored.tokens
+    assert ("subject:identifier", "urn:mrn", "42") in stored.tokens
+    assert [row for row in stored.references if row[0] == "patient"] == []
+    assert ("subject", "Patient", "p1", None, None) in stored.references
+    view = _store_view(extract_index(observation, complete=True), "Observation")
+    assert {name: Counter(getattr(stored, name)) for name in IndexRows.__slots__} == view

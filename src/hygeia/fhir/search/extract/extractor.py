@@ -7,8 +7,14 @@ from functools import lru_cache
 from typing import Any
 
 from hygeia.fhir.search.extract.dates import date_range
-from hygeia.fhir.search.extract.plan import Runner, TypePlan, param_plan, type_plan
-from hygeia.fhir.search.extract.references import parse_reference
+from hygeia.fhir.search.extract.plan import KeyedEntry, Runner, TypePlan, param_plan, type_plan
+from hygeia.fhir.search.extract.references import (
+    parse_reference,
+    reference_canonical,
+    reference_identifier,
+    reference_reference,
+    reference_resource,
+)
 from hygeia.fhir.search.extract.shared import filtered_parameters, shared_parameters
 from hygeia.fhir.search.extract.text import clear_text_memo
 from hygeia.fhir.search.parameters import SearchParameter, SearchRegistry, default_registry
@@ -111,9 +117,44 @@ def _plan(registry: SearchRegistry, resource_type: str, complete: bool) -> TypeP
                       if code not in skipped}, resource_type)
     narrowed = () if complete else tuple(filtered_parameters(registry, resource_type))
     if narrowed:  # their reference rows are another parameter's; their tokens stay
-        plan = TypePlan(plan.by_key, (*plan.runners, _drop_references(frozenset(narrowed))))
+        plan = _identifiers_only(plan, frozenset(narrowed), parameters, resource_type)
     plans[(resource_type, complete)] = (parameters, plan)
     return plan
+
+
+# normalisers that make reference rows only: a filtered parameter's entry using one is dropped
+_REFERENCE_ROWS_ONLY = (reference_canonical, reference_resource)
+
+
+def _identifiers_only(plan: TypePlan, codes: frozenset[str],
+                      parameters: dict[str, SearchParameter], resource_type: str) -> TypePlan:
+    """``plan`` making none of the reference rows of the filtered parameters ``codes``.
+
+    Their keyed entries extract only the ``:identifier`` token rows
+    (:func:`reference_identifier`), or nothing when they could make no other row, so
+    Observation ``patient`` no longer parses ``subject`` a second time.  Rows made
+    where that cannot be told (a runner of such a parameter, another normaliser)
+    are still dropped afterwards, as before.
+    """
+    by_key: dict[str, tuple[KeyedEntry, ...]] = {}
+    unknown = False
+    for key, entries in plan.by_key.items():
+        kept = []
+        for rest, normalise, code in entries:
+            if code in codes:
+                if normalise is reference_reference:
+                    normalise = reference_identifier
+                elif normalise in _REFERENCE_ROWS_ONLY:
+                    continue
+                else:
+                    unknown = True
+            kept.append((rest, normalise, code))
+        if kept:
+            by_key[key] = tuple(kept)
+    unknown = unknown or any(param_plan(parameters[code], resource_type).runners
+                             for code in codes if code in parameters)
+    runners = (*plan.runners, _drop_references(codes)) if unknown else plan.runners
+    return TypePlan(by_key, runners)
 
 
 def _drop_references(codes: frozenset[str]) -> Runner:

@@ -29,6 +29,7 @@ __all__ = [
     "IDENTIFIER",
     "parse_reference",
     "reference_canonical",
+    "reference_identifier",
     "reference_reference",
     "reference_resource",
     "target_type",
@@ -73,11 +74,28 @@ def reference_reference(code: str, value: Any, rows: IndexRows) -> None:
         rows.references.append((code, kind, parsed[1], parsed[2], parsed[3]))
     identifier = value.get("identifier")
     if type(identifier) is dict:
-        system, ident = identifier.get("system"), identifier.get("value")
-        system = system if type(system) is str and system else None
-        ident = ident if type(ident) is str and ident else None
-        if system is not None or ident is not None:
-            rows.tokens.append((code + IDENTIFIER, system, ident))
+        _identifier_token(code, identifier, rows)
+
+
+def reference_identifier(code: str, value: Any, rows: IndexRows) -> None:
+    """Reference: only :func:`reference_reference`'s token row of a logical reference.
+
+    For a filtered parameter (:mod:`.shared`: Observation ``patient`` is ``subject``
+    narrowed to Patient) the store keeps no reference rows of its own, only these,
+    so its plan extracts them alone instead of extracting both and dropping one.
+    """
+    if type(value) is dict:
+        identifier = value.get("identifier")
+        if type(identifier) is dict:
+            _identifier_token(code, identifier, rows)
+
+
+def _identifier_token(code: str, identifier: dict[str, Any], rows: IndexRows) -> None:
+    system, ident = identifier.get("system"), identifier.get("value")
+    system = system if type(system) is str and system else None
+    ident = ident if type(ident) is str and ident else None
+    if system is not None or ident is not None:
+        rows.tokens.append((code + IDENTIFIER, system, ident))
 
 
 def reference_canonical(code: str, value: Any, rows: IndexRows) -> None:
