@@ -197,7 +197,7 @@ def test_units_waiting_for_another_process_share_one_transaction(tmp_path: Path)
         for thread in threads[1:]:
             thread.start()
         deadline = time.monotonic() + 10
-        while commits._queue.qsize() < 6 and time.monotonic() < deadline:
+        while commits.queued < 7 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert holder.stdin is not None
         holder.stdin.write("commit\nexit\n")

@@ -8,7 +8,7 @@ handler polls: it sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50 then 100 ms bet
 tries, whenever the lock was freed meanwhile. Two serving processes committing in
 turn therefore kept waking each other late: the second process's committer slept up
 to 100 ms with its messages waiting, so ``--workers 2`` stored less than one process
-(ADR 0036).
+(ADR "SQLite's writer's turn across processes").
 
 So each process first takes an exclusive ``flock`` on a file beside the database
 (``<database>-writer.lock``) and only then says ``BEGIN IMMEDIATE``. A waiter blocks
