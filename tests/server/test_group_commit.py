@@ -6,12 +6,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.server.group_commit import GroupCommit
 from hygeia.store import Repository, Session, StoredVersion
+from hygeia.store.sqlite.repository import SqliteRepository
+from tests.store.test_sqlite_writer_turn import hold_the_turn
 
 
 def patient(id: str) -> StoredVersion:
@@ -173,3 +176,36 @@ def test_units_waiting_during_a_commit_share_the_next_one(repository: Repository
     assert (commits.batches, commits.units) == (2, 8)
     with repository.reader() as session:
         assert all(session.current("Patient", f"p{n}") is not None for n in range(7))
+
+
+def test_units_waiting_for_another_process_share_one_transaction(tmp_path: Path) -> None:
+    """SQLite: while another process writes, the committer waits for the writer's turn
+    with its first unit, and the units arriving meanwhile join that unit's transaction
+    (before, it began that unit's transaction alone and the others waited for the
+    next one)."""
+    repository = SqliteRepository(tmp_path / "shared.db")
+    holder = hold_the_turn(tmp_path / "shared.db")
+    commits = GroupCommit(repository, name="test-commit")
+    commits.start()
+    try:
+        def submit(id: str) -> None:
+            commits.run(lambda session: session.put(patient(id), IndexRows()))
+
+        threads = [threading.Thread(target=submit, args=(f"p{n}",)) for n in range(7)]
+        threads[0].start()
+        time.sleep(0.2)  # the committer waits for the other process with p0
+        for thread in threads[1:]:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while commits.queued < 7 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert holder.stdin is not None
+        holder.stdin.write("commit\nexit\n")
+        holder.stdin.flush()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        commits.stop()
+        holder.wait(30)
+        repository.close()
+    assert (commits.batches, commits.units) == (1, 7)

@@ -32,6 +32,12 @@ PostgreSQL, instead of one round trip each as the units run. Likewise ``prepare`
 (on PostgreSQL a look-up per unit is a round trip per unit, on the one committer
 thread). What it reads is for that transaction only: a batch that fails runs its
 units alone without it, so units must still work when it found nothing.
+
+On SQLite the committer first waits for the writer's turn (``write_turn()`` of the
+host, when it has one: :meth:`~hygeia.store.Repository.write_turn`), and only then
+takes the units waiting: with several serving processes the turn is often another
+process's, and the units that arrive meanwhile join the batch instead of waiting for
+the next one (ADR "SQLite's writer's turn across processes").
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Collection, Hashable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Generic, Protocol, TypeVar
 
 from hygeia.store import Session
@@ -152,31 +158,38 @@ class GroupCommit:
         return unit.result  # type: ignore[return-value]
 
     def _loop(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            try:
-                self._commit(batch)
-            except BaseException as error:  # never leave a submitter waiting
-                log.exception("%s: a batch failed", self.name)
-                for unit in batch:
-                    if not unit.done.is_set():
-                        unit.fail(error)
-            finally:
-                self._finished(batch)
+        while self._wait_for_work():
+            with self._turn():  # take the units only once the writer's turn is ours
+                with self._ready:
+                    batch = self._take()
+                if not batch:  # another committer took them meanwhile
+                    continue
+                try:
+                    self._commit(batch)
+                except BaseException as error:  # never leave a submitter waiting
+                    log.exception("%s: a batch failed", self.name)
+                    for unit in batch:
+                        if not unit.done.is_set():
+                            unit.fail(error)
+                finally:
+                    self._finished(batch)
 
-    def _next_batch(self) -> list[_Unit[Any]] | None:
-        """The units waiting now (at least one: blocks until there is one); None to stop
-        (once nothing is left waiting)."""
+    def _turn(self) -> AbstractContextManager[None]:
+        # duck-typed: a host without a writer's turn (PostgreSQL's holds nothing anyway)
+        write_turn = getattr(self.host, "write_turn", None)
+        return nullcontext() if write_turn is None else write_turn()
+
+    def _wait_for_work(self) -> bool:
+        """Block until some waiting unit may go into a batch (its key is in no open
+        batch); False to stop (once nothing is left waiting)."""
         with self._ready:
             while True:
-                batch = self._take()
-                if batch:
-                    return batch
+                if any(unit.key is None or unit.key not in self._running
+                       for unit in self._waiting):
+                    return True
                 if self._stopping and not self._waiting:
                     self._ready.notify_all()  # the other committers stop too
-                    return None
+                    return False
                 self._ready.wait()
 
     def _take(self) -> list[_Unit[Any]]:

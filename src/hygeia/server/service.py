@@ -160,6 +160,10 @@ class FhirService:
             written = session.written_types
         self.wake_events(None if written is None else frozenset(written))
 
+    def write_turn(self) -> AbstractContextManager[None]:
+        """The repository's writer's turn (:meth:`Repository.write_turn`)."""
+        return self.repository.write_turn()
+
     def integrity_check(self, request: FhirRequest) -> IntegrityCheck | None:
         """A fresh check for one client write, when the server enforces referential
         integrity (loads, ``$import`` and the server's own records are not checked)."""

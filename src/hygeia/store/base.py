@@ -321,6 +321,15 @@ class Repository(ABC):
         that are not clinical data (the audit trail of reads).
         """
 
+    def write_turn(self) -> AbstractContextManager[None]:
+        """Hold this process's right to write across several transactions opened in
+        the block (by the same thread), or wait for it: a group committer takes it
+        before gathering its units, so the units arriving while another writer held
+        the database share its next transaction.  Only a backend with one writer at
+        a time (SQLite: :mod:`hygeia.store.sqlite.writer_turn`) has a turn; elsewhere
+        the block holds nothing."""
+        return nullcontext()
+
     @abstractmethod
     def reader(self) -> AbstractContextManager[Session]:
         """A read-only session on one snapshot."""

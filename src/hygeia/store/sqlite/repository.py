@@ -1,7 +1,8 @@
 """SQLite repository.
 
-One writer connection guarded by a lock (SQLite allows one writer at a time;
-queuing writers in-process avoids SQLITE_BUSY storms) and a small pool of
+One writer connection guarded by the writer's turn (SQLite allows one writer at
+a time; queuing writers, in the process and across processes, avoids SQLITE_BUSY
+storms and the busy handler's sleeps: :mod:`.writer_turn`) and a small pool of
 reader connections.  In WAL mode readers see a consistent snapshot and are
 never blocked by the writer.  ``synchronous=FULL`` by default: a committed
 clinical record must survive a power cut, not just a process crash; pass
@@ -30,6 +31,7 @@ from hygeia.store.search_sql import SqlBuilder
 from hygeia.store.sql import SqlSession
 from hygeia.store.sqlite.checkpoint import SAFETY_NET_PAGES, Checkpointer
 from hygeia.store.sqlite.statistics import restore_missing_statistics, seed_planner_statistics
+from hygeia.store.sqlite.writer_turn import WriterTurn
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
 # the writer's cache keeps hot index pages across transactions: 2.8k -> 4.2k resources/s
@@ -142,7 +144,7 @@ class SqliteRepository(Repository):
         self._synchronous = _SYNCHRONOUS[synchronous.lower()]
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._write_lock = threading.Lock()
+        self._write_turn = WriterTurn(None if self.path == ":memory:" else self.path)
         # per connection: when its current transaction's statements must stop
         self._deadlines: dict[sqlite3.Connection, Deadline] = {}
         self._writer = self._connect(cache_mb=WRITER_CACHE_MB)
@@ -174,7 +176,7 @@ class SqliteRepository(Repository):
     def _create_schema(self) -> None:
         """Create what is missing; indexes a killed bulk load left dropped are built here,
         sorting in temporary files on disk (their size grows with the data)."""
-        with self._write_lock, self._sorting_on_disk():
+        with self._write_turn, self._sorting_on_disk():
             schema = _SchemaLock(self._writer)
             runner.check(schema, migrate=self._migrate)  # refuse before any DDL
             self._create_missing_schema()
@@ -198,7 +200,7 @@ class SqliteRepository(Repository):
 
     @contextmanager
     def transaction(self, *, flush_to_disk: bool = True) -> Iterator[SqliteSession]:
-        with self._write_lock:
+        with self._write_turn:
             if not flush_to_disk:  # in WAL mode NORMAL syncs at checkpoints, not at commits
                 self._writer.execute("PRAGMA synchronous=NORMAL")
             deadline = self._deadlines[self._writer]
@@ -219,6 +221,11 @@ class SqliteRepository(Repository):
         if self._checkpointer is not None:
             self._checkpointer.committed()
         session.run_after_commit()
+
+    def write_turn(self) -> WriterTurn:
+        """The writer's turn, across this process's threads and other processes: the
+        transactions opened in the block by this thread begin at once."""
+        return self._write_turn
 
     @contextmanager
     def bulk_load(self) -> Iterator[bool]:
@@ -245,7 +252,7 @@ class SqliteRepository(Repository):
         the last batches).  The scope ends with the WAL synced, so once a load
         returns, everything it stored is as durable as with ``FULL``.
         """
-        with self._write_lock:
+        with self._write_turn:
             empty = self._writer.execute("SELECT 1 FROM resource LIMIT 1").fetchone() is None
             if empty:
                 self._run_ddl([f"DROP INDEX IF EXISTS {name}" for name, _ in lookup_indexes()])
@@ -254,7 +261,7 @@ class SqliteRepository(Repository):
         try:
             yield empty
         finally:
-            with self._write_lock:
+            with self._write_turn:
                 self._writer.execute(f"PRAGMA synchronous={self._synchronous}")
                 if empty:  # SQLite's sorts keep up to the cache's size in memory
                     try:
@@ -319,7 +326,7 @@ class SqliteRepository(Repository):
     def pool_usage(self) -> PoolUsage:
         """Readers plus the one writer (in use while a write holds it); ``waiting``
         counts requests waiting for a reader (writes queue on the write lock)."""
-        in_use = len(self._all_readers) - self._readers.qsize() + self._write_lock.locked()
+        in_use = len(self._all_readers) - self._readers.qsize() + self._write_turn.held()
         return PoolUsage(size=len(self._all_readers) + 1, in_use=in_use,
                          waiting=self._reader_waits)
 
@@ -355,5 +362,6 @@ class SqliteRepository(Repository):
             self._checkpointer.close()
         for connection in self._all_readers:
             connection.close()
-        with self._write_lock:
+        with self._write_turn:
             self._writer.close()
+        self._write_turn.close()
