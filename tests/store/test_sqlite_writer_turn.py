@@ -15,10 +15,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.store import StoredVersion
 from hygeia.store.sqlite.repository import SqliteRepository
-from hygeia.store.sqlite.writer_turn import LOCK_SUFFIX
+from hygeia.store.sqlite.writer_turn import LOCK_SUFFIX, WriterTurn
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -182,3 +184,26 @@ def test_a_writer_that_takes_no_turn_is_still_kept_out(tmp_path: Path) -> None:
     finally:
         other.close()
         repository.close()
+
+
+def test_a_turn_held_too_long_fails_the_waiter_instead_of_hanging_it(tmp_path: Path) -> None:
+    """A holder stopped in a debugger (here: a process that never lets go) makes a
+    writer fail with SQLite's "database is locked" after the timeout, not wait forever."""
+    path = tmp_path / "shared.db"
+    SqliteRepository(path).close()
+    holder = hold_the_turn(path)
+    turn = WriterTurn(str(path), timeout=0.3)
+    try:
+        began = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"), turn:
+            pass
+        assert 0.3 <= time.monotonic() - began < 5
+        assert not turn.held()
+        holder.kill()
+        holder.wait(30)
+        with turn:  # freed by the holder's death: the same turn is taken at once
+            assert turn.held()
+    finally:
+        turn.close()
+        holder.kill()
+        holder.wait(30)

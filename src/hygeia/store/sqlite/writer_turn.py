@@ -11,11 +11,13 @@ to 100 ms with its messages waiting, so ``--workers 2`` stored less than one pro
 (ADR "SQLite's writer's turn across processes").
 
 So each process first takes an exclusive ``flock`` on a file beside the database
-(``<database>-writer.lock``) and only then says ``BEGIN IMMEDIATE``. A waiter blocks
-in the kernel, without Python's GIL, and wakes as soon as the holder lets go after its
-``COMMIT``. The kernel releases the lock when its holder's file is closed, so a
-process killed mid-write (even ``kill -9``) leaves no stale turn behind. A writer that
-does not take the lock (an older Hygeia, the ``sqlite3`` shell) is still kept out by
+(``<database>-writer.lock``) and only then says ``BEGIN IMMEDIATE``. A waiter tries the
+lock again every 2 ms at most (a blocking ``flock`` would wake at once but could not
+time out: a holder stopped in a debugger would hang every writer), so it starts
+within a couple of milliseconds of the holder's ``COMMIT``, and gives up with
+SQLite's own "database is locked" after the busy timeout. The kernel releases the
+lock when its holder's file is closed, so a process killed mid-write (even
+``kill -9``) leaves no stale turn behind. A writer that does not take the lock (an older Hygeia, the ``sqlite3`` shell) is still kept out by
 ``BEGIN IMMEDIATE`` and its busy timeout, as before: the turn only decides who asks
 first. The file is never removed (removing a lock file while another process waits on
 it would let a third lock a new file of the same name).
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import threading
 import time
 import weakref
@@ -32,6 +35,11 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 
 LOCK_SUFFIX = "-writer.lock"
+# a waiter tries again after 0.1 ms, doubling to 2 ms: a commit's fsync takes longer,
+# so it starts at most a few per cent late, and gives up after the busy timeout
+# (a holder stopped with SIGSTOP or in a debugger fails writers, never hangs them)
+FIRST_PAUSE = 0.0001
+LAST_PAUSE = 0.002
 
 
 class WriterTurn(AbstractContextManager[None]):
@@ -42,8 +50,9 @@ class WriterTurn(AbstractContextManager[None]):
     count the times another process held the turn when this one asked, and how long
     it waited (cheap: measured only when the lock was taken)."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, timeout: float = 30.0) -> None:
         self.path = None if path is None else path + LOCK_SUFFIX
+        self.timeout = timeout
         self._thread_lock = threading.RLock()
         self._depth = 0  # nesting of the holding thread: the file is locked at depth 1
         self._descriptor: int | None = None
@@ -89,7 +98,18 @@ class WriterTurn(AbstractContextManager[None]):
         except BlockingIOError:
             pass
         began = time.perf_counter()
-        fcntl.flock(descriptor, fcntl.LOCK_EX)  # sleeps in the kernel, without the GIL
+        pause = FIRST_PAUSE
+        while True:  # a blocking flock cannot time out: polled, at most LAST_PAUSE late
+            time.sleep(pause)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.perf_counter() - began > self.timeout:
+                    raise sqlite3.OperationalError(
+                        "database is locked: another process has held its writer's turn "
+                        f"for over {self.timeout:g} s") from None
+                pause = min(pause * 2, LAST_PAUSE)
         self.waits += 1
         self.waited_seconds += time.perf_counter() - began
 
