@@ -13,14 +13,15 @@ to 100 ms with its messages waiting, so ``--workers 2`` stored less than one pro
 So each process first takes an exclusive ``flock`` on a file beside the database
 (``<database>-writer.lock``) and only then says ``BEGIN IMMEDIATE``. A waiter tries the
 lock again every 2 ms at most (a blocking ``flock`` would wake at once but could not
-time out: a holder stopped in a debugger would hang every writer), so it starts
-within a couple of milliseconds of the holder's ``COMMIT``, and gives up with
-SQLite's own "database is locked" after the busy timeout. The kernel releases the
-lock when its holder's file is closed, so a process killed mid-write (even
-``kill -9``) leaves no stale turn behind. A writer that does not take the lock (an older Hygeia, the ``sqlite3`` shell) is still kept out by
-``BEGIN IMMEDIATE`` and its busy timeout, as before: the turn only decides who asks
-first. The file is never removed (removing a lock file while another process waits on
-it would let a third lock a new file of the same name).
+time out: a holder stopped in a debugger would hang every writer), so it starts within a
+couple of milliseconds of the holder's ``COMMIT``, and gives up with SQLite's own
+"database is locked" after the busy timeout. The kernel releases the lock when its
+holder's file is closed, so a process killed mid-write (even ``kill -9``) leaves no
+stale turn behind. A writer that does not take the lock (an older Hygeia, the
+``sqlite3`` shell) is still kept out by ``BEGIN IMMEDIATE`` and its busy timeout, as
+before: the turn only decides who asks first. The file is never removed (removing a lock
+file while another process waits on it would let a third lock a new file of the same
+name).
 """
 
 from __future__ import annotations
