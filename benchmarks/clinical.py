@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,8 @@ from benchmarks.common import (
     drop_postgres_db,
     fresh_postgres_db,
     postgres_cpu_seconds,
+    start_py_spy,
+    stop_py_spy,
 )
 from hygeia.store import open_repository
 
@@ -440,7 +441,7 @@ def _stream_part(backend: str, admin: str, folder: str, name: str, patients: int
         wait_for_scores(client, patients * sets, timeout=600)
         cpu = cpu_seconds(server.process.pid) - cpu
         pg_cpu = (postgres_cpu_seconds(name) - pg_cpu) if backend != "sqlite" else 0.0
-        _stop(spy)
+        stop_py_spy(spy)
         lags, first_vital, last_score = score_lags(client)
         hooks = measure_hooks(server, ids, calls)
         client.close()
@@ -464,25 +465,12 @@ def _stream_part(backend: str, admin: str, folder: str, name: str, patients: int
 def _profiler(server: Server, folder: Path | None, name: str
               ) -> subprocess.Popen[bytes] | None:
     """py-spy sampling every thread of the server, idle ones too, into
-    ``folder/name.txt`` (collapsed stacks with thread names: where the engine's thread
-    spends its wall time), when ``--profile`` asks for it."""
+    ``folder/name.txt`` (with thread names: where the engine's thread spends its wall
+    time), when ``--profile`` asks for it."""
     if folder is None:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
-    spy = Path(sys.executable).parent / "py-spy"
-    process = subprocess.Popen([str(spy), "record", "--pid", str(server.process.pid),
-                                "--subprocesses", "--format", "raw", "--rate", "100",
-                                "--idle", "--threads",
-                                "--output", str(folder / f"{name}.txt")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)  # attached before the first vital
-    return process
-
-
-def _stop(spy: subprocess.Popen[bytes] | None) -> None:
-    if spy is not None:
-        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-        spy.wait(timeout=120)
+    return start_py_spy(server.process.pid, folder / f"{name}.txt", 100, "--idle",
+                        "--threads")
 
 
 def _backlog_part(backend: str, admin: str, folder: str, name: str, patients: int,

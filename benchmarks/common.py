@@ -6,6 +6,7 @@ import gzip
 import http.client
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -252,3 +253,25 @@ def timed_get(local: threading.local, address: SplitResult, target: str,
     if response.status != 200:
         raise RuntimeError(f"{kind}: {response.status} {content[:300]!r}")
     return elapsed
+
+
+def start_py_spy(pid: int, output: Path, rate: int, *flags: str) -> subprocess.Popen[bytes]:
+    """py-spy sampling process ``pid`` and its children into ``output`` (collapsed
+    stacks, one ``frame;frame;... count`` a line); ``flags`` choose what is sampled
+    (``--gil``: where the CPU goes; ``--idle --threads``: where each thread's wall time
+    goes). Waits a second so it is attached before the measured work starts."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).parent / "py-spy"
+    process = subprocess.Popen([str(spy), "record", "--pid", str(pid), "--subprocesses",
+                                "--format", "raw", "--rate", str(rate), *flags,
+                                "--output", str(output)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    return process
+
+
+def stop_py_spy(spy: subprocess.Popen[bytes] | None) -> None:
+    """Stop a :func:`start_py_spy` sampler; py-spy writes its file on SIGINT."""
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=120)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,8 @@ from benchmarks.common import (
     drop_postgres_db,
     fresh_postgres_db,
     source_at,
+    start_py_spy,
+    stop_py_spy,
 )
 from benchmarks.load import write_corpus
 
@@ -324,25 +325,11 @@ def report(backend: str, label: str, count: int, seconds: float, latencies: list
 
 
 def _profiler(server: Server, folder: Path | None, name: str) -> subprocess.Popen[bytes] | None:
-    """py-spy sampling the server (and its workers) into ``folder/name.txt`` (collapsed
-    stacks, one ``frame;frame;... count`` a line), when ``--profile`` asks for it."""
+    """py-spy sampling the server (and its workers) into ``folder/name.txt``, only what
+    holds the GIL (where the CPU goes), when ``--profile`` asks for it."""
     if folder is None:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
-    spy = Path(sys.executable).parent / "py-spy"
-    process = subprocess.Popen([str(spy), "record", "--pid", str(server.process.pid),
-                                "--subprocesses", "--format", "raw", "--rate", "200",
-                                "--gil",  # only what holds the GIL: where the CPU goes
-                                "--output", str(folder / f"{name}.txt")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)  # attached before the first claim
-    return process
-
-
-def _stop(spy: subprocess.Popen[bytes] | None) -> None:
-    if spy is not None:
-        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-        spy.wait(timeout=120)
+    return start_py_spy(server.process.pid, folder / f"{name}.txt", 200, "--gil")
 
 
 def run(backend: str, admin: str, data: Path, patients: int, threads: int, batch: int,
@@ -387,7 +374,7 @@ def _measure(server: Server, backend: str, tag: str, claims: list[dict[str, Any]
         before = cpu_seconds(server.process.pid)
         seconds, latencies, _ = drive(server.base, claims, threads, "create", 0)
         cpu = cpu_seconds(server.process.pid) - before
-        _stop(spy)
+        stop_py_spy(spy)
         report(backend, tag + "POST Claim (baseline)", len(claims), seconds, latencies,
                Counter())
         print(f"{backend:<10} {tag}POST Claim: server CPU {cpu * 1000 / len(claims):.2f} ms "
@@ -396,7 +383,7 @@ def _measure(server: Server, backend: str, tag: str, claims: list[dict[str, Any]
     before = cpu_seconds(server.process.pid)
     seconds, latencies, kinds = drive(server.base, claims, threads, path, batch)
     cpu = cpu_seconds(server.process.pid) - before
-    _stop(spy)
+    stop_py_spy(spy)
     label = tag + ("Claim/$submit single" if path == "single" else
                    f"Claim/$submit batch {batch}")
     report(backend, label, len(claims), seconds, latencies, kinds,

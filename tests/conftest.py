@@ -84,6 +84,20 @@ def _truncate_postgres(url: str) -> None:
         connection.execute(f"TRUNCATE {tables} RESTART IDENTITY")
 
 
+@pytest.fixture
+def postgres_repository(postgres_url: str) -> Iterator[Repository]:
+    """An empty PostgreSQL repository alone, for what only it does (it hands out seqs
+    before commit where SQLite's one writer commits them in order, computes a horizon
+    from its locks, runs several committers at once). Tests using it are marked
+    ``postgres``: CI fails when they are skipped."""
+    repository = open_repository(postgres_url)
+    _truncate_postgres(postgres_url)
+    try:
+        yield repository
+    finally:
+        repository.close()
+
+
 @pytest.fixture(params=BACKENDS)
 def repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]:
     """An empty repository on each backend."""

@@ -6,27 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.server.group_commit import GroupCommit
-from hygeia.store import Repository, Session, StoredVersion, open_repository
-from tests.conftest import _truncate_postgres
+from hygeia.store import Repository, Session, StoredVersion
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def postgres_repository(postgres_url: str) -> Iterator[Repository]:
-    """As tests/store's fixture of the name: PostgreSQL alone."""
-    repository = open_repository(postgres_url)
-    _truncate_postgres(postgres_url)
-    try:
-        yield repository
-    finally:
-        repository.close()
 
 
 def patient(id: str) -> StoredVersion:
