@@ -10,6 +10,7 @@ by sending application.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from hygeia.devices.hl7v2.tables import table
@@ -47,10 +48,7 @@ def loinc_codings(codes: list[str]) -> list[dict[str, Any]]:
     return [{"system": LOINC, "code": code, "display": names[code]} for code in codes]
 
 
-MAX_TERMS = 10_000  # terms kept (all are forgotten beyond)
-_TERMS: dict[tuple[str, str, str], MdcTerm] = {}
-
-
+@lru_cache(maxsize=10_000)
 def term(code: str, refid: str, sender_application: str) -> MdcTerm:
     """The codings of an MDC OBX-3 (``150456^MDC_PULS_OXIM_SAT_O2^MDC``).
 
@@ -58,16 +56,6 @@ def term(code: str, refid: str, sender_application: str) -> MdcTerm:
     message, and building their codings again was a tenth of mapping one. The
     answer is shared between messages and threads (its codings end up in every
     Observation of that code), so it is never changed."""
-    key = (code, refid, sender_application)
-    found = _TERMS.get(key)
-    if found is None:
-        if len(_TERMS) >= MAX_TERMS:
-            _TERMS.clear()
-        found = _TERMS[key] = _term(code, refid, sender_application)
-    return found
-
-
-def _term(code: str, refid: str, sender_application: str) -> MdcTerm:
     codes: dict[str, dict[str, Any]] = table("mdc_loinc")["codes"]
     mdc_coding = {"system": MDC, "code": code, "display": refid or codes.get(code, {}).get(
         "refid", code)}
