@@ -315,12 +315,13 @@ class FhirService:
             self._signals.start()
 
     def heard(self, words: frozenset[str]) -> None:
-        """Another process committed: wake the consumers of the types it wrote (all when
-        it did not say), and what its ``:``-words name (``signal_actions``)."""
+        """Another process committed: wake the consumers of the types it wrote, and what
+        its ``:``-words name (``signal_actions``); all of them when it did not say."""
         types = {word for word in words if not word.startswith(":")}
         if types or not words:
             self.wake_events(types or None)
-        for word in words - types:
+        named = words - types if words else self.signal_actions.keys()
+        for word in list(named):
             action = self.signal_actions.get(word)
             if action is not None:
                 action()

@@ -64,6 +64,32 @@ def test_a_commit_of_types_no_consumer_wants_wakes_none(
         service.close()
 
 
+def test_listening_begins_with_a_signal_for_anything(service: FhirService,
+                                                     other: FhirService) -> None:
+    """A commit made before LISTEN held signalled no one: the first signal, once it
+    holds, wakes everything; the next is the other repository's commit."""
+    stopping = threading.Event()
+    signals = service.repository.listen(stopping)
+    try:
+        assert next(signals) == frozenset()
+        call(other, "POST", "Patient", patient("after-listen"))
+        assert "Patient" in next(signals)
+    finally:
+        stopping.set()
+        signals.close()  # type: ignore[attr-defined]
+
+
+def test_a_signal_for_anything_runs_every_signal_action(service: FhirService) -> None:
+    ran: list[str] = []
+    service.signal_actions[":first"] = lambda: ran.append("first")
+    service.signal_actions[":second"] = lambda: ran.append("second")
+    service.heard(frozenset({":second"}))
+    service.heard(frozenset({"Patient"}))
+    assert ran == ["second"]
+    service.heard(frozenset())
+    assert sorted(ran) == ["first", "second", "second"]
+
+
 def test_a_rest_hook_notification_leaves_without_waiting_for_the_polls(
         postgres_url: str, repository: Repository) -> None:
     """The subscription's consumer and delivery run in one process with 30-second polls;

@@ -82,9 +82,14 @@ def signal_payload(source: str, words: Iterable[str]) -> str:
 def listen(url: str, source: str, stopping: threading.Event,
            wait_seconds: float = 1.0) -> Iterator[frozenset[str]]:
     """The words of each commit signal other repositories send, until ``stopping``
-    (looked at every ``wait_seconds``); an empty set means "anything"."""
+    (looked at every ``wait_seconds``); an empty set means "anything".
+
+    The first is always an empty set, once LISTEN holds: a commit made before then (the
+    server starting, the connection coming back after the database restarted) sent its
+    signal to no one, and would otherwise wait for the consumers' polls."""
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as connection:
         connection.execute(f"LISTEN {CHANNEL}")
+        yield frozenset()
         while not stopping.is_set():
             for note in connection.notifies(timeout=wait_seconds):
                 sender, _, text = note.payload.partition(" ")
