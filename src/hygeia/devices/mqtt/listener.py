@@ -44,6 +44,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from hygeia.devices.mqtt.client import LeanClient
 from hygeia.devices.mqtt.payloads import Reading, parse_reading
 from hygeia.devices.mqtt.status import parse_status, record_status
 from hygeia.devices.mqtt.storing import Seen, prefetch, store_reading
@@ -128,7 +129,9 @@ class MqttListener:
         self.broker = broker
         self.layout = layout
         self._client_id = client_id
-        self._inbox: queue.Queue[Delivery] = queue.Queue()
+        # SimpleQueue: the network thread puts every message, and Queue's lock and
+        # condition were a tenth of that thread's CPU
+        self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._subscribed = threading.Event()
         self._worker: threading.Thread | None = None
@@ -143,8 +146,8 @@ class MqttListener:
     # ------------------------------------------------------------- connection
 
     def start(self) -> None:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id(),
-                             protocol=mqtt.MQTTv5, manual_ack=True)
+        client = LeanClient(CallbackAPIVersion.VERSION2, client_id=self._client_id(),
+                            protocol=mqtt.MQTTv5, manual_ack=True)
         if self.broker.username:
             client.username_pw_set(self.broker.username, self.broker.password)
         client.reconnect_delay_set(*RECONNECT_DELAY)
@@ -153,6 +156,7 @@ class MqttListener:
         client.on_connect_fail = self._not_connected
         client.on_subscribe = self._subscribed_to
         client.on_message = self._received
+        client.on_delivery = self._deliver
         self._client = client
         self._worker = threading.Thread(target=self._work, name="mqtt-store", daemon=True)
         self._worker.start()
@@ -205,8 +209,11 @@ class MqttListener:
                         self.broker.host, self.broker.port, reason)
 
     def _received(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._inbox.put(Delivery(message.topic, bytes(message.payload), message.mid,
-                                 message.qos, self._connection))
+        """A message paho decoded (see :mod:`.client` for the ones it does not)."""
+        self._deliver(message.topic, bytes(message.payload), message.mid, message.qos)
+
+    def _deliver(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
+        self._inbox.put(Delivery(topic, payload, mid, qos, self._connection))
 
     # ------------------------------------------------------------- storing
 
