@@ -47,7 +47,7 @@ def decode_publish(command: int, packet: bytes | bytearray
     if qos:
         mid = int.from_bytes(packet[start:start + 2], "big")
         start += 2
-    if len(packet) <= start or packet[start] != 0 or not topic or mid == 0 and qos:
+    if len(packet) <= start or packet[start] != 0 or not topic or (mid == 0 and qos):
         return None
     try:
         return topic.decode("utf-8"), bytes(packet[start + 1:]), mid, qos

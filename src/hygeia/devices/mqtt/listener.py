@@ -256,8 +256,8 @@ class MqttListener:
                 for _, prepared in ready:
                     prepared.step(session, seen)
         except Exception:
-            for delivery, prepared in ready:
-                self._store_alone(delivery, prepared.step)
+            for delivery, _ in ready:
+                self._store_alone(delivery)
             return
         for delivery, _ in ready:
             self._ack(delivery)
@@ -282,19 +282,23 @@ class MqttListener:
                 "The payload could not be read as a FHIR Observation or Bundle.",
                 code="processing"))
             return None
-        return _Prepared(lambda session, seen: store_reading(session, reading,
-                                                             self._known_devices, seen),
-                         reading)
+        # once: a reading is stored by one attempt only (a retry prepares the message
+        # again), so its resources need no copy
+        return _Prepared(lambda session, seen: store_reading(
+            session, reading, self._known_devices, seen, once=True), reading)
 
-    def _store_alone(self, delivery: Delivery, step: Callable[[Session, Seen], object]
-                     ) -> None:
+    def _store_alone(self, delivery: Delivery) -> None:
         """One message in its own transaction, retried until it commits, is refused (a
-        FhirError: the payload's fault) or the server stops (then left unacknowledged)."""
+        FhirError: the payload's fault) or the server stops (then left unacknowledged).
+        Each attempt reads the message anew: an attempt changes the reading it stores."""
         delay = RETRY_DELAY[0]
         while True:
+            prepared = self._prepare(delivery)
+            if prepared is None:  # refused (and acknowledged) by _prepare
+                return
             try:
                 with self.host.transaction() as session:
-                    step(session, Seen())
+                    prepared.step(session, Seen())
             except FhirError as error:
                 self._refuse(delivery, error)
                 return
