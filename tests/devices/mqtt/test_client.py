@@ -4,6 +4,7 @@ packet it accepts exactly as paho's decoder does, and leaves the others to paho.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import paho.mqtt.client as mqtt
@@ -16,7 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from hygeia.devices.mqtt.client import LeanClient, decode_publish
-from tests.devices.mqtt.broker import BROKER_HOST, BROKER_PORT
+from tests.devices.mqtt.broker import BROKER_HOST, BROKER_PORT, forget_session
 
 NO_PROPERTIES = b"\x00"
 USER_PROPERTY = b"\x0b\x26\x00\x01k\x00\x01v\x01\x00\x01x"  # length 11: user property k=v, ...
@@ -102,3 +103,53 @@ def test_a_real_broker_delivers_plain_messages_on_the_short_path_and_others_to_p
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def lean_session(client_id: str, topic: str, received: list[tuple[str, bytes, int, int]],
+                 arrived: threading.Semaphore) -> LeanClient:
+    """A LeanClient in a persistent session (as the listener's), subscribed to ``topic``."""
+    subscribed = threading.Event()
+    client = LeanClient(CallbackAPIVersion.VERSION2, client_id=client_id,
+                        protocol=mqtt.MQTTv5, manual_ack=True)
+    client.on_delivery = lambda *delivered: (received.append(delivered), arrived.release())
+    client.on_connect = lambda c, u, f, r, p: c.subscribe(topic, qos=1)
+    client.on_subscribe = lambda c, u, m, r, p: subscribed.set()
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 60
+    client.connect(BROKER_HOST, BROKER_PORT, clean_start=False, properties=properties)
+    client.loop_start()
+    assert subscribed.wait(10)
+    return client
+
+
+def test_ack_all_acknowledges_exactly_the_messages_it_names() -> None:
+    """The broker sends the unacknowledged messages again on reconnection: only those."""
+    client_id, topic = f"test-{uuid.uuid4().hex[:12]}", f"test-{uuid.uuid4().hex[:12]}/acks"
+    received: list[tuple[str, bytes, int, int]] = []
+    arrived = threading.Semaphore(0)
+    client = lean_session(client_id, topic, received, arrived)
+    try:
+        publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        publisher.connect(BROKER_HOST, BROKER_PORT)
+        publisher.loop_start()
+        for number in range(6):
+            publisher.publish(topic, str(number).encode(), qos=1).wait_for_publish(10)
+        publisher.disconnect()
+        publisher.loop_stop()
+        assert all(arrived.acquire(timeout=10) for _ in range(6))
+        client.ack_all([mid for _, payload, mid, _ in received if payload in (b"0", b"2", b"5")])
+        client.ack_all([])
+        time.sleep(0.5)  # the PUBACKs reach the broker before the connection closes
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    again: list[tuple[str, bytes, int, int]] = []
+    client = lean_session(client_id, topic, again, arrived)
+    try:
+        assert all(arrived.acquire(timeout=10) for _ in range(3))
+        assert not arrived.acquire(timeout=1)
+        assert sorted(payload for _, payload, _, _ in again) == [b"1", b"3", b"4"]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        forget_session(client_id)

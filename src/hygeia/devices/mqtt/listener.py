@@ -135,7 +135,7 @@ class MqttListener:
         self._stopping = threading.Event()
         self._subscribed = threading.Event()
         self._worker: threading.Thread | None = None
-        self._client: mqtt.Client | None = None
+        self._client: LeanClient | None = None
         self._known_devices: dict[str, str] = {}  # "{gateway}/{device}" -> Device id
         # connections so far: a message is acknowledged only on the connection it came
         # on. After a reconnection the broker sends it again (with a packet id it may by
@@ -259,8 +259,7 @@ class MqttListener:
             for delivery, _ in ready:
                 self._store_alone(delivery)
             return
-        for delivery, _ in ready:
-            self._ack(delivery)
+        self._ack_all([delivery for delivery, _ in ready])
 
     def _prepare(self, delivery: Delivery) -> _Prepared | None:
         """What storing the message takes, or None when it was refused (reported, acked)."""
@@ -328,6 +327,18 @@ class MqttListener:
             return None  # a gateway's status has no device to report to
         levels = topic[len(self.layout.prefix):].split("/")
         return self.layout.error_topic(levels[0], levels[1]) if len(levels) == 3 else None
+
+    def _ack_all(self, deliveries: list[Delivery]) -> None:
+        """:meth:`_ack` each, the QoS 1 ones in one write (:meth:`LeanClient.ack_all`)."""
+        client = self._client
+        if client is None:
+            return
+        with self._connection_lock:
+            client.ack_all([delivery.mid for delivery in deliveries
+                            if delivery.qos == 1 and delivery.connection == self._connection])
+        for delivery in deliveries:
+            if delivery.qos > 1:
+                self._ack(delivery)
 
     def _ack(self, delivery: Delivery) -> None:
         if self._client is None or delivery.qos == 0:
