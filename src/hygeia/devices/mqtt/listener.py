@@ -20,14 +20,15 @@ Durability, in order:
   succeeds or the server stops.
 
 Threads: paho's network loop (``loop_start``; it reconnects with exponential
-backoff, :data:`RECONNECT_DELAY`) hands each message to a queue, read by
-:class:`~.client.LeanClient` without paho's per-message objects; one worker
-thread stores them in batches of everything waiting, up to :data:`BATCH`
-messages per transaction (one commit for many messages: the group commit),
-then acknowledges them all in one write, falling back to one transaction per
-message when a batch fails, so one bad message cannot block the others. (Reading and
-validating the payloads on the network thread instead was measured: more CPU
-per message, from the two threads contending for the GIL, and no faster.)
+backoff, :data:`RECONNECT_DELAY`) decodes each message (a plain one in
+:class:`~.client.LeanClient`, without paho's per-message objects) and hands it
+to a queue; one worker thread stores them in batches of everything waiting, up
+to :data:`BATCH` messages per transaction (one commit for many messages: the
+group commit), then acknowledges them all in one write, falling back to one
+transaction per message when a batch fails, so one bad message cannot block the
+others. (Reading and validating the payloads on the network thread instead was
+measured: more CPU per message, from the two threads contending for the GIL,
+and no faster.)
 """
 
 from __future__ import annotations
