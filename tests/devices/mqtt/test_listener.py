@@ -11,9 +11,19 @@ import uuid
 from typing import Any
 
 import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from tests.conftest import ServerProcess
-from tests.devices.mqtt.broker import eventually, mosquitto_pub, subscribed
+from tests.devices.mqtt.broker import (
+    BROKER_HOST,
+    BROKER_PORT,
+    eventually,
+    mosquitto_pub,
+    subscribed,
+)
 from tests.devices.mqtt.conftest import device_of, search
 
 
@@ -146,3 +156,25 @@ def test_gateway_status_is_kept_on_the_gateway_device(mqtt_server: ServerProcess
     eventually(lambda: gateway_status() == "active")
     mosquitto_pub(f"hygeia/{gateway}/status", "offline", retain=True)
     eventually(lambda: gateway_status() == "inactive")
+
+
+def test_a_message_with_properties_is_stored_like_one_without(mqtt_server: ServerProcess,
+                                                               gateway: str) -> None:
+    """The listener reads plain messages itself and leaves those with MQTT 5 properties
+    to paho (hygeia.devices.mqtt.client): both are stored."""
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.ContentType = "application/fhir+json"
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.connect(BROKER_HOST, BROKER_PORT)
+    publisher.loop_start()
+    try:
+        topic = f"hygeia/{gateway}/monitor-5/obs"
+        publisher.publish(topic, orjson.dumps(observation(70)), qos=1,
+                          properties=properties).wait_for_publish(10)
+        publisher.publish(topic, orjson.dumps(observation(71)), qos=1).wait_for_publish(10)
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+    eventually(lambda: len(observations_of(mqtt_server, gateway, "monitor-5")) == 2)
+    assert sorted(o["valueQuantity"]["value"]
+                  for o in observations_of(mqtt_server, gateway, "monitor-5")) == [70, 71]

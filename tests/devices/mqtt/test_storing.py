@@ -114,6 +114,38 @@ def test_a_conditional_reference_that_matches_nothing_is_refused(
     assert observations(service) == []
 
 
+@pytest.mark.parametrize("question_mark", ["?", "\\u003f", "\\u003F"])
+def test_a_conditional_reference_in_an_observation_is_resolved_however_it_is_written(
+        service: FhirService, question_mark: str) -> None:
+    """The reference walk is skipped only for a payload that cannot hold a "?"; JSON
+    may write one escaped."""
+    with service.transaction() as session:
+        patient = write.create(session, "Patient", {"resourceType": "Patient", "identifier": [
+            {"system": "urn:example:mrn", "value": "q-1"}]}).location
+    assert patient is not None
+    payload = orjson.dumps(observation(64, subject={
+        "reference": "Patient?identifier=urn:example:mrn%7Cq-1"}))
+    payload = payload.replace(b"?", question_mark.encode())
+    reading = parse_reading(LAYOUT, TOPIC, payload)
+    with service.transaction() as session:
+        store_reading(session, reading, once=True)
+    stored, = observations(service)
+    assert stored["subject"] == {"reference": "/".join(patient.split("/")[-4:-2])}
+
+
+def test_a_reading_stored_once_is_stored_as_a_copy_would_be(service: FhirService) -> None:
+    """``once`` skips the copy only: the stored resource is the same."""
+    payload = orjson.dumps(observation(66, effectiveDateTime="2025-12-15T10:00:00Z"))
+    for once, topic in ((False, TOPIC), (True, "hygeia/ward-3/bed-8/obs")):
+        with service.transaction() as session:
+            store_reading(session, parse_reading(LAYOUT, topic, payload), once=once)
+    first, second = observations(service)
+    assert first["device"] != second["device"]  # a Device per topic
+    strip = ("id", "meta", "device")
+    assert {k: v for k, v in first.items() if k not in strip} == \
+        {k: v for k, v in second.items() if k not in strip} == orjson.loads(payload)
+
+
 @pytest.mark.parametrize(("payload", "message"), [
     (b"[1, 2]", "must be an Observation or a Bundle"),
     (orjson.dumps({"resourceType": "Bundle", "type": "searchset"}), "not a gateway upload"),

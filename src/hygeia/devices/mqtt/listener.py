@@ -20,13 +20,15 @@ Durability, in order:
   succeeds or the server stops.
 
 Threads: paho's network loop (``loop_start``; it reconnects with exponential
-backoff, :data:`RECONNECT_DELAY`) hands each message to a queue; one worker
-thread stores them in batches of everything waiting, up to :data:`BATCH`
-messages per transaction (one commit for many messages: the group commit),
-then acknowledges each, falling back to one transaction per message when a
-batch fails, so one bad message cannot block the others. (Reading and
-validating the payloads on the network thread instead was measured: more CPU
-per message, from the two threads contending for the GIL, and no faster.)
+backoff, :data:`RECONNECT_DELAY`) decodes each message (a plain one in
+:class:`~.client.LeanClient`, without paho's per-message objects) and hands it
+to a queue; one worker thread stores them in batches of everything waiting, up
+to :data:`BATCH` messages per transaction (one commit for many messages: the
+group commit), then acknowledges them all in one write, falling back to one
+transaction per message when a batch fails, so one bad message cannot block the
+others. (Reading and validating the payloads on the network thread instead was
+measured: more CPU per message, from the two threads contending for the GIL,
+and no faster.)
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from hygeia.devices.mqtt.client import LeanClient
 from hygeia.devices.mqtt.payloads import Reading, parse_reading
 from hygeia.devices.mqtt.status import parse_status, record_status
 from hygeia.devices.mqtt.storing import Seen, prefetch, store_reading
@@ -128,11 +131,13 @@ class MqttListener:
         self.broker = broker
         self.layout = layout
         self._client_id = client_id
-        self._inbox: queue.Queue[Delivery] = queue.Queue()
+        # SimpleQueue: the network thread puts every message, and Queue's lock and
+        # condition were a tenth of that thread's CPU
+        self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._subscribed = threading.Event()
         self._worker: threading.Thread | None = None
-        self._client: mqtt.Client | None = None
+        self._client: LeanClient | None = None
         self._known_devices: dict[str, str] = {}  # "{gateway}/{device}" -> Device id
         # connections so far: a message is acknowledged only on the connection it came
         # on. After a reconnection the broker sends it again (with a packet id it may by
@@ -143,8 +148,8 @@ class MqttListener:
     # ------------------------------------------------------------- connection
 
     def start(self) -> None:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id(),
-                             protocol=mqtt.MQTTv5, manual_ack=True)
+        client = LeanClient(CallbackAPIVersion.VERSION2, client_id=self._client_id(),
+                            protocol=mqtt.MQTTv5, manual_ack=True)
         if self.broker.username:
             client.username_pw_set(self.broker.username, self.broker.password)
         client.reconnect_delay_set(*RECONNECT_DELAY)
@@ -153,6 +158,7 @@ class MqttListener:
         client.on_connect_fail = self._not_connected
         client.on_subscribe = self._subscribed_to
         client.on_message = self._received
+        client.on_delivery = self._deliver
         self._client = client
         self._worker = threading.Thread(target=self._work, name="mqtt-store", daemon=True)
         self._worker.start()
@@ -205,8 +211,11 @@ class MqttListener:
                         self.broker.host, self.broker.port, reason)
 
     def _received(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._inbox.put(Delivery(message.topic, bytes(message.payload), message.mid,
-                                 message.qos, self._connection))
+        """A message paho decoded (see :mod:`.client` for the ones it does not)."""
+        self._deliver(message.topic, bytes(message.payload), message.mid, message.qos)
+
+    def _deliver(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
+        self._inbox.put(Delivery(topic, payload, mid, qos, self._connection))
 
     # ------------------------------------------------------------- storing
 
@@ -249,11 +258,10 @@ class MqttListener:
                 for _, prepared in ready:
                     prepared.step(session, seen)
         except Exception:
-            for delivery, prepared in ready:
-                self._store_alone(delivery, prepared.step)
+            for delivery, _ in ready:
+                self._store_alone(delivery)
             return
-        for delivery, _ in ready:
-            self._ack(delivery)
+        self._ack_all([delivery for delivery, _ in ready])
 
     def _prepare(self, delivery: Delivery) -> _Prepared | None:
         """What storing the message takes, or None when it was refused (reported, acked)."""
@@ -275,19 +283,23 @@ class MqttListener:
                 "The payload could not be read as a FHIR Observation or Bundle.",
                 code="processing"))
             return None
-        return _Prepared(lambda session, seen: store_reading(session, reading,
-                                                             self._known_devices, seen),
-                         reading)
+        # once: a reading is stored by one attempt only (a retry prepares the message
+        # again), so its resources need no copy
+        return _Prepared(lambda session, seen: store_reading(
+            session, reading, self._known_devices, seen, once=True), reading)
 
-    def _store_alone(self, delivery: Delivery, step: Callable[[Session, Seen], object]
-                     ) -> None:
+    def _store_alone(self, delivery: Delivery) -> None:
         """One message in its own transaction, retried until it commits, is refused (a
-        FhirError: the payload's fault) or the server stops (then left unacknowledged)."""
+        FhirError: the payload's fault) or the server stops (then left unacknowledged).
+        Each attempt reads the message anew: an attempt changes the reading it stores."""
         delay = RETRY_DELAY[0]
         while True:
+            prepared = self._prepare(delivery)
+            if prepared is None:  # refused (and acknowledged) by _prepare
+                return
             try:
                 with self.host.transaction() as session:
-                    step(session, Seen())
+                    prepared.step(session, Seen())
             except FhirError as error:
                 self._refuse(delivery, error)
                 return
@@ -317,6 +329,18 @@ class MqttListener:
             return None  # a gateway's status has no device to report to
         levels = topic[len(self.layout.prefix):].split("/")
         return self.layout.error_topic(levels[0], levels[1]) if len(levels) == 3 else None
+
+    def _ack_all(self, deliveries: list[Delivery]) -> None:
+        """:meth:`_ack` each, the QoS 1 ones in one write (:meth:`LeanClient.ack_all`)."""
+        client = self._client
+        if client is None:
+            return
+        with self._connection_lock:
+            client.ack_all([delivery.mid for delivery in deliveries
+                            if delivery.qos == 1 and delivery.connection == self._connection])
+        for delivery in deliveries:
+            if delivery.qos > 1:
+                self._ack(delivery)
 
     def _ack(self, delivery: Delivery) -> None:
         if self._client is None or delivery.qos == 0:

@@ -55,11 +55,24 @@ class Reading:
     device: str
     key: str  # SHA-256 (hex) of the topic and payload: the replay key without identifiers
     parts: list[Part] = field(default_factory=list)
+    # False when the payload cannot hold a conditional reference (``Type?criteria``): no
+    # "?" in it, not even escaped, so storing need not look for references to resolve
+    conditional: bool = True
 
 
 def message_key(topic: str, payload: bytes) -> str:
     """SHA-256 of topic and payload (a NUL between them: no topic contains one)."""
     return hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
+
+
+def may_refer_conditionally(payload: bytes) -> bool:
+    """Whether the JSON ``payload`` may hold a string with a "?" in it: written as is,
+    or escaped (``\\u003f``, the only other way JSON can write one).
+
+    >>> may_refer_conditionally(b'{"reference": "Device/1"}')
+    False
+    """
+    return b"?" in payload or b"\\u" in payload
 
 
 def parse_reading(layout: TopicLayout, topic: str, payload: bytes) -> Reading:
@@ -73,7 +86,8 @@ def parse_reading(layout: TopicLayout, topic: str, payload: bytes) -> Reading:
     except orjson.JSONDecodeError as error:
         raise BadRequest(f"The payload is not JSON: {error}.", code="structure",
                          expression="payload") from None
-    reading = Reading(topic, gateway, device, message_key(topic, payload))
+    reading = Reading(topic, gateway, device, message_key(topic, payload),
+                      conditional=may_refer_conditionally(payload))
     kind = body.get("resourceType") if isinstance(body, dict) else None
     if kind == "Observation":
         _check(body, "Observation")

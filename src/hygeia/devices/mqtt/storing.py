@@ -130,10 +130,16 @@ def _carries(session: Session, device_id: str, value: str) -> bool:
 
 
 def store_reading(session: Session, reading: Reading,
-                  known: dict[str, str] | None = None, seen: Seen | None = None) -> Stored:
+                  known: dict[str, str] | None = None, seen: Seen | None = None,
+                  *, once: bool = False) -> Stored:
     """Store ``reading`` in ``session`` (see the module docstring); never commits.
     ``known``: device ids found before (:func:`ensure_topic_device`); ``seen``: what
-    this transaction read for the readings before (:class:`Seen`)."""
+    this transaction read for the readings before (:class:`Seen`).
+
+    Storing stamps and rewrites the reading's resources, so it stores copies, and the
+    same reading can be stored again after a rollback. ``once``: the caller never
+    stores this reading again (a retry parses the payload anew), so its resources are
+    stored as they are, without copying them first."""
     device_id = ensure_topic_device(session, reading.gateway, reading.device, known, seen)
     targets = [_target(session, reading, index, part, seen)
                for index, part in enumerate(reading.parts)]
@@ -146,8 +152,9 @@ def store_reading(session: Session, reading: Reading,
         if exists:
             replayed += is_observation
             continue
-        # a copy: storing stamps and rewrites it, and a retry must start from the payload
-        resource = rewrite_references(orjson.loads(orjson.dumps(part.resource)), resolve)
+        resource = part.resource if once else orjson.loads(orjson.dumps(part.resource))
+        if mapping or reading.conditional:
+            rewrite_references(resource, resolve)
         if is_observation:
             _attribute(session, resource, device_id, seen)
             created += 1
