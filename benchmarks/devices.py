@@ -38,6 +38,9 @@ which scores every vital sign as it is stored (several times the CPU of storing 
 ``--compare REVISION`` runs the MLLP and MQTT parts first against another revision's ``src``
 (``git archive``), so a change is measured beside its parent in the same minute.
 
+``--profile DIR`` samples this checkout's MLLP server with py-spy (the threads holding the
+GIL: where its CPU goes) into ``DIR/mllp-BACKEND.txt``, one ``frame;frame;... count`` a line.
+
 Scratch PostgreSQL databases are named ``{--db-prefix}_mllp`` and so on, so runs by
 several people on one server do not drop each other's.
 
@@ -73,6 +76,8 @@ from benchmarks.common import (
     free_port,
     fresh_postgres_db,
     source_at,
+    start_py_spy,
+    stop_py_spy,
 )
 
 READINGS = (  # MDC code, name, value, MDC unit, containment
@@ -175,18 +180,24 @@ def database(backend: str, admin: str, name: str, folder: Path) -> str:
 
 
 def mllp_run(backend: str, admin: str, senders: int, messages: int, serve: tuple[str, ...],
-             database_name: str, folder: Path, source: Path | None = None
-             ) -> tuple[float, list[float], float]:
+             database_name: str, folder: Path, source: Path | None = None,
+             profile: Path | None = None) -> tuple[float, list[float], float]:
     """One server (of ``source``, default this checkout) fed by the senders: wall
-    seconds, acknowledgement latencies, server CPU ms per Observation."""
+    seconds, acknowledgement latencies, server CPU ms per Observation. With ``profile``
+    (a file), py-spy samples the server's threads holding the GIL meanwhile (where its
+    CPU goes; the processes it started too), as raw collapsed stacks."""
     db_url = database(backend, admin, database_name, folder)
     port = free_port()
     server = Server(db_url, "--mllp-port", str(port), *serve, source=source)
+    spy = None
     try:
+        if profile is not None:
+            spy = start_py_spy(server.process.pid, profile, 100, "--gil")
         cpu = cpu_seconds(server.process.pid)
         elapsed, latencies = run_senders(port, senders, messages)
         cpu_ms = _server_cpu_ms(server, cpu, senders * messages * len(READINGS))
     finally:
+        stop_py_spy(spy)
         server.stop()
     if backend != "sqlite":
         drop_postgres_db(admin, database_name)
@@ -195,7 +206,7 @@ def mllp_run(backend: str, admin: str, senders: int, messages: int, serve: tuple
 
 def measure_mllp(backend: str, admin: str, senders: int, messages: int,
                  serve: tuple[str, ...] = (), prefix: str = "bench_devices",
-                 compare: str = "") -> None:
+                 compare: str = "", profile: Path | None = None) -> None:
     observations = senders * messages * len(READINGS)
     with tempfile.TemporaryDirectory() as folder:
         if compare:  # the other revision first, into a database of its own (the same
@@ -207,8 +218,9 @@ def measure_mllp(backend: str, admin: str, senders: int, messages: int,
                   f"Observations/s, {other_ms:.2f} CPU ms each; ACK p50 "
                   f"{percentile(waits, 0.5) * 1000:6.1f} ms, p99 "
                   f"{percentile(waits, 0.99) * 1000:6.1f} ms", flush=True)
-        elapsed, latencies, cpu_ms = mllp_run(backend, admin, senders, messages, serve,
-                                              f"{prefix}_mllp", Path(folder))
+        elapsed, latencies, cpu_ms = mllp_run(
+            backend, admin, senders, messages, serve, f"{prefix}_mllp", Path(folder),
+            profile=None if profile is None else profile / f"mllp-{backend}.txt")
         baseline_url = database(backend, admin, f"{prefix}_load", Path(folder))
         baseline, baseline_ms = load_baseline(baseline_url, observations)
         if backend != "sqlite":
@@ -414,6 +426,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subscription-seconds", type=float, default=10.0)
     parser.add_argument("--serve", default="", help="more hygeia serve flags for the MLLP "
                         "and MQTT servers, e.g. '--no-news2'")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="py-spy this checkout's MLLP server (threads holding the GIL) "
+                             "into DIR/mllp-BACKEND.txt (raw collapsed stacks)")
     args = parser.parse_args(argv)
     parts = args.parts.split(",")
     unknown = sorted(set(parts) - set(PARTS))
@@ -422,7 +437,7 @@ def main(argv: list[str] | None = None) -> None:
     for backend in args.backends.split(","):
         if "mllp" in parts:
             measure_mllp(backend, args.postgres, args.senders, args.messages,
-                         tuple(args.serve.split()), args.db_prefix, args.compare)
+                         tuple(args.serve.split()), args.db_prefix, args.compare, args.profile)
         if "mqtt" in parts:
             measure_mqtt(backend, args.postgres, args.mqtt_url, args.publishers,
                          args.readings, tuple(args.serve.split()), args.db_prefix,
