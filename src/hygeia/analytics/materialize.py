@@ -60,8 +60,10 @@ class Materialized:
 
 
 def _postgres(repository: Repository) -> bool:
-    with reading(repository) as session:
-        return session.placeholder != "?"
+    """Whether ``repository`` is on PostgreSQL: its ``dialect``, not a reader session's
+    placeholder (a transaction each time, and the Parquet refresher and the view
+    refresher asked on every batch of the feed)."""
+    return repository.dialect == "postgresql"
 
 
 def _names(postgres: bool) -> tuple[str, str]:
@@ -331,9 +333,14 @@ class Registered:
     parquet_seq: int = 0
 
 
+def ensure_registry(repository: Repository) -> None:
+    """Create the registry tables if this process has not seen them in this database."""
+    _ensure_registry(repository, _postgres(repository))
+
+
 def registered(repository: Repository) -> list[Registered]:
     """Every materialized view, compiled, with the feed position its table is current from."""
-    _ensure_registry(repository, _postgres(repository))
+    ensure_registry(repository)
     with reading(repository) as session:
         return registered_in(session)
 

@@ -28,6 +28,7 @@ import orjson
 from hygeia.analytics.materialize import (
     CONSUMER,
     Registered,
+    ensure_registry,
     registered,
     registered_in,
     replace_rows,
@@ -60,8 +61,15 @@ class ViewRefresher:
         self.parquet = parquet
 
     def handle(self, batch: ChangeBatch, context: EventContext) -> None:
-        registered(self.host.repository)  # the registry tables exist
-        with context.transaction() as session:
+        """Apply the batch to every view's table, with the cursor's move.
+
+        The commit does not wait for the disk: the rows and the cursor commit together,
+        so a crash that loses them hands the same events over again, and replacing a
+        resource's rows twice leaves them as once (the events themselves are durable).
+        The Parquet refresher is woken only when a view is registered: with none, a
+        batch changes no table and so no file (it still polls for files left behind)."""
+        ensure_registry(self.host.repository)
+        with context.transaction(flush_to_disk=False) as session:
             plain = as_sql(session)
             # after a registration's turn, never before: its view is then in the list
             take_turn(plain)
@@ -80,7 +88,7 @@ class ViewRefresher:
                 key = f"{event.resource_type}/{event.id}"
                 for target in targets:
                     self._apply(plain, target, key, resource)
-        if self.parquet is not None:
+        if self.parquet is not None and by_type:
             self.parquet.wake()
 
     def _apply(

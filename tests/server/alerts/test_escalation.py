@@ -143,3 +143,52 @@ def test_an_alert_may_never_escalate_or_escalate_less(alerting: FhirService) -> 
         time.sleep(PERIOD + 0.05)
         alerting.alerts.escalate_due()
     assert sorted(levels(alerting, "e7")) == ["0", "0", "1"]
+
+
+def _raise(service: FhirService, patient_id: str, after: float) -> None:
+    with service.transaction() as session:
+        service.alerts.raise_alerts(session, [alarm(patient_id, escalate_after=after)])
+
+
+def test_a_raise_wakes_the_escalation_thread_only_when_it_falls_due_first(
+        alerting: FhirService) -> None:
+    """The thread sleeps until the earliest due time its last scan found: a new alert
+    due later is found by the scan at that time, so it need not scan now."""
+    store(alerting, patient("w1"), patient("w2"), patient("w3"))
+    woken = alerting.alerts.woken
+    _raise(alerting, "w1", 600.0)
+    assert woken.is_set()  # no scan yet: nothing known
+    woken.clear()
+    assert alerting.alerts.escalate_due()[0] == 0  # the scan knows w1's due time now
+    _raise(alerting, "w2", 900.0)  # due after w1's: the scan at w1's time finds it
+    assert not woken.is_set()
+    _raise(alerting, "w3", 60.0)  # due first: the thread must look now
+    assert woken.is_set()
+
+
+def test_a_raise_during_a_scan_wakes_the_escalation_thread(alerting: FhirService) -> None:
+    """A scan under way may have read before the alert committed: always look again."""
+    store(alerting, patient("w4"), patient("w5"))
+    _raise(alerting, "w4", 600.0)
+    alerting.alerts.escalate_due()
+    alerting.alerts.woken.clear()
+    with alerting.alerts._timer:
+        alerting.alerts._scanning += 1
+    try:
+        _raise(alerting, "w5", 900.0)
+    finally:
+        with alerting.alerts._timer:
+            alerting.alerts._scanning -= 1
+    assert alerting.alerts.woken.is_set()
+
+
+def test_an_escalated_task_leaves_the_next_due_time_unknown(alerting: FhirService) -> None:
+    """A scan that escalated Tasks did not see their new due times: the next raise wakes
+    the thread whatever its own due time."""
+    store(alerting, patient("w6"), patient("w7"), care_team("team-w6", "w6", "Practitioner/n"))
+    _raise(alerting, "w6", PERIOD)
+    time.sleep(PERIOD + 0.05)
+    assert alerting.alerts.escalate_due()[0] == 1
+    alerting.alerts.woken.clear()
+    _raise(alerting, "w7", 900.0)
+    assert alerting.alerts.woken.is_set()

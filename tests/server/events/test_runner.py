@@ -340,3 +340,34 @@ def test_a_batch_the_consumer_read_ahead_is_handed_over_next(running: FhirServic
     assert [len(events) for events in tally.batches] == [2, 2, 1]
     assert seen_seqs(running) == patient_seqs(running)
     assert feed_position(running.repository, "tally") == running.repository.feed_horizon()
+
+
+class FlushRecorder:
+    """The service as an event host, noting each write transaction's ``flush_to_disk``."""
+
+    def __init__(self, service: FhirService) -> None:
+        self.service = service
+        self.repository = service.repository
+        self.flushes: list[bool] = []
+
+    def transaction(self, *, flush_to_disk: bool = True) -> Any:
+        self.flushes.append(flush_to_disk)
+        return self.service.transaction(flush_to_disk=flush_to_disk)
+
+    def reader(self) -> Any:
+        return self.service.reader()
+
+
+def test_the_runner_moves_an_at_least_once_consumer_without_waiting_for_the_disk(
+        running: FhirService) -> None:
+    """A lost move hands the events over again, which such a consumer must bear anyway."""
+    host = FlushRecorder(running)
+    notes = Notes()
+    runner = EventRunner(host, notes, QUICK)
+    assert runner.step() is False  # claims the cursor at the newest version
+    call(running, "POST", "Patient", patient("moved"))
+    host.flushes.clear()
+    runner.step()
+    assert notes.seen == [("Patient", "create")]
+    assert host.flushes == [False]
+    assert feed_position(running.repository, "notes") == running.repository.feed_horizon()
