@@ -20,7 +20,7 @@ import pytest
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.store import StoredVersion
 from hygeia.store.sqlite.repository import SqliteRepository
-from hygeia.store.sqlite.writer_turn import LOCK_SUFFIX, MAX_HANDOVERS, WriterTurn
+from hygeia.store.sqlite.writer_turn import LOCK_SUFFIX, WriterTurn
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -207,92 +207,3 @@ def test_a_turn_held_too_long_fails_the_waiter_instead_of_hanging_it(tmp_path: P
         turn.close()
         holder.kill()
         holder.wait(30)
-
-
-def _file_free(turn: WriterTurn) -> bool:
-    """Whether another process could take ``turn``'s file lock now (probed through a
-    descriptor of its own, as another process's would be; released at once)."""
-    assert turn.path is not None
-    descriptor = os.open(turn.path, os.O_RDWR)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(descriptor)
-
-
-class Queued:
-    """A thread waiting for ``turn``, holding it once it has it until told to leave."""
-
-    def __init__(self, turn: WriterTurn) -> None:
-        self.turn = turn
-        self.inside, self.leave = threading.Event(), threading.Event()
-        self.thread = threading.Thread(target=self._run)
-        self.thread.start()
-        deadline = time.monotonic() + 5
-        while turn._queued == 0:  # it waits for the thread lock
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
-
-    def _run(self) -> None:
-        with self.turn:
-            self.inside.set()
-            self.leave.wait(5)
-
-    def done(self) -> None:
-        self.leave.set()
-        self.thread.join()
-
-
-def test_the_turn_passes_to_a_waiting_thread_before_other_processes(tmp_path: Path) -> None:
-    """A feed consumer queued behind the group committer writes next without the file
-    lock going back to the other processes in between (and their committer's batch
-    going before it)."""
-    turn = WriterTurn(str(tmp_path / "db"))
-    try:
-        turn.__enter__()
-        waiting = Queued(turn)
-        turn.__exit__(None, None, None)
-        assert not _file_free(turn)  # kept for the waiting thread
-        assert waiting.inside.wait(5)
-        waiting.done()
-        assert _file_free(turn)  # nobody else waited: given back
-    finally:
-        turn.close()
-
-
-class CountedTurn(WriterTurn):
-    """The real turn, counting how often it locked its file."""
-
-    locked = 0
-
-    def _lock_file(self) -> None:
-        super()._lock_file()
-        self.locked += 1
-
-
-def test_threads_keep_the_turn_from_other_processes_a_few_times_at_most(tmp_path: Path
-                                                                       ) -> None:
-    """Threads that keep queuing (each waits while the one before holds the turn) give
-    the file lock back after ``MAX_HANDOVERS`` hand-overs, so another process waits for a
-    few of this process's transactions at most."""
-    turn = CountedTurn(str(tmp_path / "db"))
-    try:
-        turn.__enter__()
-        holder: Queued | None = None
-        for _ in range(2 * (MAX_HANDOVERS + 1)):
-            waiting = Queued(turn)
-            if holder is None:
-                turn.__exit__(None, None, None)
-            else:
-                holder.done()
-            assert waiting.inside.wait(5)
-            holder = waiting
-        assert holder is not None
-        holder.done()
-        assert turn.locked == 3  # 2 * (MAX_HANDOVERS + 1) + 1 holders: locked anew twice
-        assert _file_free(turn)
-    finally:
-        turn.close()

@@ -22,15 +22,6 @@ stale turn behind. A writer that does not take the lock (an older Hygeia, the
 before: the turn only decides who asks first. The file is never removed (removing a lock
 file while another process waits on it would let a third lock a new file of the same
 name).
-
-Inside a process the turn passes from thread to thread without being given back to the
-other processes in between, up to :data:`MAX_HANDOVERS` times in a row: when the holder
-leaves while another of its threads waits (a feed consumer moving its cursor while the
-listener's group committer holds the turn), the file stays locked for that thread. Each
-time the file lock went back and forth, the waiter had to poll for it again while the
-other process's committer took it in between, so one consumer's small write cost this
-process's committer a whole batch of the other's (ADR "the writer's turn passes within
-a process first").
 """
 
 from __future__ import annotations
@@ -50,10 +41,6 @@ LOCK_SUFFIX = "-writer.lock"
 # (a holder stopped with SIGSTOP or in a debugger fails writers, never hangs them)
 FIRST_PAUSE = 0.0001
 LAST_PAUSE = 0.002
-# times in a row the file lock passes between threads of this process before the other
-# processes get their chance: enough for the few feed consumers' writes that queue behind
-# a group commit, few enough that another process waits at most that many transactions more
-MAX_HANDOVERS = 3
 
 
 class WriterTurn(AbstractContextManager[None]):
@@ -71,68 +58,28 @@ class WriterTurn(AbstractContextManager[None]):
         self._depth = 0  # nesting of the holding thread: the file is locked at depth 1
         self._descriptor: int | None = None
         self._opened_by = 0  # the process that opened the descriptor
-        self._file_locked = False  # this process holds the file lock
-        self._queued = 0  # threads of this process waiting for the thread lock
-        self._queue_lock = threading.Lock()  # guards _queued
-        self._handovers = 0  # times in a row the file lock passed to another thread here
         self.waits = 0
         self.waited_seconds = 0.0
         _OPEN_TURNS.add(self)
 
     def __enter__(self) -> None:
-        with self._queue_lock:
-            self._queued += 1
-        try:
-            self._thread_lock.acquire()
-        except BaseException:  # interrupted while waiting (a signal in the main thread)
-            self._unqueue()
-            self._release_if_abandoned()
-            raise
-        self._unqueue()
-        if self._depth == 0 and self.path is not None and not self._file_locked:
+        self._thread_lock.acquire()
+        if self._depth == 0 and self.path is not None:
             try:
                 self._lock_file()
             except BaseException:
                 self._thread_lock.release()
                 raise
-            self._file_locked = True
         self._depth += 1
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self._depth -= 1
         try:
-            if self._depth == 0 and self._file_locked:
-                self._pass_on()
+            if self._depth == 0 and self._descriptor is not None:
+                fcntl.flock(self._descriptor, fcntl.LOCK_UN)
         finally:
             self._thread_lock.release()
-
-    def _unqueue(self) -> None:
-        with self._queue_lock:
-            self._queued -= 1
-
-    def _release_if_abandoned(self) -> None:
-        """Unlock a file kept for a waiter that stopped waiting, if nobody holds the turn
-        (else the other processes would wait for it until their timeout)."""
-        if self._thread_lock.acquire(blocking=False):
-            try:
-                if self._depth == 0 and self._file_locked:
-                    self._pass_on()
-            finally:
-                self._thread_lock.release()
-
-    def _pass_on(self) -> None:
-        """At the outermost exit: keep the file locked for a thread of this process that
-        waits for the turn (up to :data:`MAX_HANDOVERS` times in a row), else unlock it."""
-        with self._queue_lock:
-            waiting = self._queued
-        if waiting and self._handovers < MAX_HANDOVERS:
-            self._handovers += 1
-            return
-        self._handovers = 0
-        self._file_locked = False
-        if self._descriptor is not None:
-            fcntl.flock(self._descriptor, fcntl.LOCK_UN)
 
     def held(self) -> bool:
         """Whether some thread of this process holds the turn now."""
@@ -181,8 +128,6 @@ class WriterTurn(AbstractContextManager[None]):
         if self._descriptor is not None and self._opened_by == os.getpid():
             os.close(self._descriptor)
         self._descriptor = None
-        self._file_locked = False
-        self._handovers = 0
 
 
 _OPEN_TURNS: weakref.WeakSet[WriterTurn] = weakref.WeakSet()
@@ -196,7 +141,6 @@ def _close_in_child() -> None:
         if turn._descriptor is not None:
             os.close(turn._descriptor)
             turn._descriptor = None
-        turn._file_locked = False
 
 
 os.register_at_fork(after_in_child=_close_in_child)
