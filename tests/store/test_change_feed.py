@@ -4,6 +4,7 @@ that commit out of seq order."""
 from __future__ import annotations
 
 import threading
+import time
 
 import psycopg
 import pytest
@@ -301,3 +302,40 @@ def test_postgres_a_horizon_found_after_the_rows_were_read_does_not_end_the_batc
     monkeypatch.setattr(postgres_module, "look_at_feed", original)
     assert [e.id for e in first.events] == ["before"]
     assert [e.id for e in repository.changes(first.position).events] == ["between"]
+
+
+class HeldWriter:
+    """Another thread in a write transaction holding ``row`` of ``table`` (SQLite: the
+    writer's turn; PostgreSQL: the row's lock) until :meth:`release`, or 5 s at most."""
+
+    def __init__(self, repository: Repository, table: str, key: str, value: str) -> None:
+        self.holding, self.done = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._hold, args=(repository, table, key,
+                                                                  value))
+        self.thread.start()
+        assert self.holding.wait(5)
+
+    def _hold(self, repository: Repository, table: str, key: str, value: str) -> None:
+        with writing(repository) as session:
+            session.execute(f"UPDATE {table} SET updated = updated WHERE {key} = ?", (value,))
+            self.holding.set()
+            self.done.wait(5)
+
+    def release(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def test_a_claim_of_a_cursor_held_elsewhere_waits_for_no_writer(repository: Repository
+                                                                 ) -> None:
+    """Serving processes without the cursor try again every second: that look must not
+    queue for the writer (SQLite's writer's turn, a locked row on PostgreSQL)."""
+    assert claim_feed(repository, "scores", "me") == 0
+    writer = HeldWriter(repository, "feed_cursor", "name", "scores")
+    try:
+        began = time.monotonic()
+        assert claim_feed(repository, "scores", "someone-else") is None
+        assert time.monotonic() - began < 2
+    finally:
+        writer.release()
+    assert claim_feed(repository, "scores", "me") == 0  # its holder still renews

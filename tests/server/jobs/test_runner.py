@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +134,30 @@ def test_a_worker_that_lost_its_job_stops_at_its_next_checkpoint(jobs: FhirServi
 
     with pytest.raises(JobStopped):
         Flaky(0).run(JobRun(jobs, job, first, JobTiming()))
+
+
+def test_a_claim_with_no_free_job_waits_for_no_writer(jobs: FhirService) -> None:
+    """An idle job runner polls twice a second in every serving process: finding nothing
+    to take must not queue for the writer (SQLite's writer's turn; PostgreSQL skips
+    locked rows anyway)."""
+    job_id = submit(jobs, Flaky(failures=0))
+    lease = 60 * 1_000_000
+    assert jobs.jobs.claim("elsewhere:1:x", ["flaky"], now_us(), lease) is not None
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with writing(jobs.jobs.repository) as session:
+            session.execute("UPDATE job SET updated = updated WHERE id = ?", (job_id,))
+            holding.set()
+            done.wait(5)
+
+    writer = threading.Thread(target=hold)
+    writer.start()
+    try:
+        assert holding.wait(5)
+        began = time.monotonic()
+        assert jobs.jobs.claim(worker_name(), ["flaky"], now_us(), lease) is None
+        assert time.monotonic() - began < 2
+    finally:
+        done.set()
+        writer.join()
