@@ -1,5 +1,5 @@
-"""PostgreSQL sessions send a lock with the statement after it: one round trip for both,
-and the lock still held before that statement runs."""
+"""PostgreSQL sessions send a ``lock_with_next`` lock with the statement after it: one
+round trip for both, and the lock still held before that statement runs."""
 
 from __future__ import annotations
 
@@ -57,31 +57,34 @@ def traced(session: Any) -> Iterator[RoundTrips]:
 def test_a_lock_and_the_read_after_it_are_one_round_trip(
         postgres_repository: Repository) -> None:
     with postgres_repository.transaction() as session, traced(session) as trips:
-        session.lock("a")
-        session.lock_all(["b", "c"])
+        session.lock_with_next(["a"])
+        session.lock_with_next(["c", "b"])
         assert trips.count == 0  # nothing sent yet
         assert session.heads([("Patient", "x")]) == {}
         assert trips.count == 1  # the locks went with the read
         session.lock("a")  # held already: nothing to send
-        session.heads([("Patient", "x")])
+        session.lock_all(["b", "c"])
+        assert trips.count == 1
+        session.lock("d")  # lock itself is taken when it returns, as ever
         assert trips.count == 2
 
 
-def held_advisory_locks(url: str) -> int:
+def held_advisory_locks(url: str, pid: int) -> int:
+    """How many advisory locks the backend ``pid`` holds, seen from another connection."""
     with psycopg.connect(url, autocommit=True) as connection:
         row = connection.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                                 "AND granted").fetchone()
+                                 "AND granted AND pid = %s", (pid,)).fetchone()
         return int(row[0]) if row else 0
 
 
 def test_a_lock_nothing_follows_is_taken_before_commit(
         postgres_repository: Repository) -> None:
     url = postgres_repository.url  # type: ignore[attr-defined]
-    before = held_advisory_locks(url)
     with postgres_repository.transaction() as session:
-        session.lock_all(["only", "these"])
+        pid = session.connection.info.backend_pid  # type: ignore[attr-defined]
+        session.lock_with_next(["only", "these"])
         session.flush()  # what the transaction's end does before it commits
-        assert held_advisory_locks(url) == before + 2
+        assert held_advisory_locks(url, pid) == 2
 
 
 def test_a_lock_sent_with_a_read_still_keeps_the_second_writer_waiting(
@@ -93,13 +96,13 @@ def test_a_lock_sent_with_a_read_still_keeps_the_second_writer_waiting(
     def second() -> None:
         first_locked.wait(10)
         with postgres_repository.transaction() as session:
-            session.lock("the same key")
+            session.lock_with_next(["the same key"])
             seen.append(session.heads([("Patient", "p")]))
 
     thread = threading.Thread(target=second)
     thread.start()
     with postgres_repository.transaction() as session:
-        session.lock("the same key")
+        session.lock_with_next(["the same key"])
         session.heads([("Patient", "p")])  # sends the lock
         first_locked.set()
         thread.join(0.5)
@@ -107,3 +110,29 @@ def test_a_lock_sent_with_a_read_still_keeps_the_second_writer_waiting(
         session.put(patient("p"), IndexRows())
     thread.join(10)
     assert [list(heads) for heads in seen] == [[("Patient", "p")]]
+
+
+def test_a_reader_begins_in_one_round_trip_repeatable_and_read_only(
+        postgres_repository: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = postgres_repository._pool  # type: ignore[attr-defined]
+    borrow = pool.connection
+    traces: list[RoundTrips] = []
+
+    @contextmanager
+    def traced_connection(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        with borrow(*args, **kwargs) as connection, tempfile.TemporaryDirectory() as folder:
+            trips = RoundTrips(type("Borrowed", (), {"connection": connection})(),
+                               f"{folder}/trace")
+            traces.append(trips)
+            try:
+                yield connection
+            finally:
+                trips.pgconn.untrace()
+                trips.file.close()
+
+    monkeypatch.setattr(pool, "connection", traced_connection)
+    with postgres_repository.reader() as session:
+        assert traces[0].count == 1
+        row = session.execute("SELECT current_setting('transaction_isolation'), "
+                              "current_setting('transaction_read_only')").fetchone()
+    assert tuple(row) == ("repeatable read", "on")

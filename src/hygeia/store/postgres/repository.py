@@ -154,22 +154,26 @@ class PostgresSession(SqlSession):
 
     def lock(self, key: str) -> None:
         """A lock held already in this transaction costs no round trip (the lock lasts
-        until the transaction ends); a new one is sent with the session's next
-        statement (:meth:`_send_locks`)."""
-        if key not in self._held:
-            self._unsent.append(key)
-            self._held.add(key)
+        until the transaction ends)."""
+        if key in self._held:
+            return
+        self.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
+        self._held.add(key)
 
     def lock_all(self, keys: Iterable[str]) -> None:
-        """One statement for all, sent with the next one (:meth:`_send_locks`):
-        ``unnest`` yields the sorted keys in order (an MQTT batch of 200 readings took
-        200 round trips, half of storing it)."""
+        """One statement for all: ``unnest`` yields the sorted keys in order (an MQTT
+        batch of 200 readings took 200 round trips, half of storing it)."""
+        self.lock_with_next(keys)
+        self._send_locks()
+
+    def lock_with_next(self, keys: Iterable[str]) -> None:
+        """The locks go with the session's next statement (:meth:`_send_locks`)."""
         ordered = sorted(set(keys) - self._held)
         self._unsent.extend(ordered)
         self._held.update(ordered)
 
     def _send_locks(self) -> None:
-        """Take the locks asked for since the last statement, in the order asked.
+        """Take the locks :meth:`lock_with_next` deferred, in the order asked.
 
         A lock is sent ahead of the statement that follows it, in one pipeline
         (:meth:`execute`): PostgreSQL runs a connection's statements in order, so the
@@ -553,12 +557,20 @@ class PostgresRepository(Repository):
 
     @contextmanager
     def reader(self) -> Iterator[PostgresSession]:
+        """A repeatable-read, read-only transaction; BEGIN and its settings go in one
+        round trip (a pipeline, as :meth:`transaction`'s): the feed consumers, the
+        NEWS2 engine and the analytics refresher open one for each batch they read,
+        two round trips each before (issue 16)."""
         limit = current_limit(writing=False)
-        timeout = "" if limit is None else "; " + _statement_timeout(limit)
+        settings = ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"]
+        if limit is not None:
+            settings.append(_statement_timeout(limit))
         with _timed_out(limit, writing=False), self._pool.connection() as connection, \
-                connection.transaction():
-            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
-                               + timeout)
+                ExitStack() as transaction:
+            with connection.pipeline():  # (a statement each: a pipeline takes one a time)
+                transaction.enter_context(psycopg.Transaction(connection))
+                for setting in settings:
+                    connection.execute(setting)
             yield PostgresSession(connection)
 
     def feed_horizon(self) -> int:
