@@ -168,3 +168,45 @@ def test_concurrent_batches_reach_the_feed_once_in_order(
     assert seqs == sorted(seqs)
     assert sorted(id for _, id in read) == sorted(ids)  # each once
     assert commits.units == len(ids)
+
+
+def held_advisory_locks(url: str, pid: int) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                 "AND granted AND pid = %s", (pid,)).fetchone()
+        return int(row[0]) if row else 0
+
+
+@pytest.mark.parametrize("reads", [True, False])
+def test_a_batch_holds_its_locks_before_its_units_run(
+        postgres_repository: Repository, reads: bool) -> None:
+    """The batch's locks go with ``prepare``'s first read (one round trip); when prepare
+    reads nothing, they are sent before the units run all the same."""
+    url = postgres_repository.url  # type: ignore[attr-defined]
+    held: list[int] = []
+
+    def prepare(session: Session, hints: list[object]) -> None:
+        if reads:
+            session.heads([("Patient", "x")])
+
+    def work(session: Session) -> int:
+        pid = session.connection.info.backend_pid  # type: ignore[attr-defined]
+        held.append(held_advisory_locks(url, pid))
+        return 0
+
+    commits = GroupCommit(postgres_repository, name="test-commit", prepare=prepare)
+    commits.start()
+    try:
+        threads = [threading.Thread(target=commits.run, args=(work,),
+                                    kwargs={"locks": [f"lock-{n}"]}) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    finally:
+        commits.stop()
+    assert commits.units == 6 and held
+    # a unit that ran in a batch of several (prepared) or alone sees all its batch's locks
+    assert all(count >= 1 for count in held)

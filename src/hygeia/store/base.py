@@ -266,6 +266,15 @@ class Session(ABC):
         for key in sorted(set(keys)):
             self.lock(key)
 
+    def lock_with_next(self, keys: Iterable[str]) -> None:
+        """:meth:`lock_all`, except that the locks may be sent with this session's next
+        statement: they are held before anything the session reads or writes after
+        this call, but perhaps not yet when it returns. For a caller whose next step
+        under the locks is a database read (a look-up they guard), not work in memory
+        that another transaction must not run at the same time: the lock and the read
+        are then one round trip on PostgreSQL."""
+        self.lock_all(keys)
+
     @abstractmethod
     def included(self, owners: list[StoredVersion], include: Include,
                  reverse: bool, limit: int | None = None) -> list[StoredVersion]:

@@ -96,7 +96,7 @@ def upsert_all(session: Session, resources: list[tuple[dict[str, Any], str]],
     reading the content of versions it holds, and learns what this call read and
     wrote once the transaction commits.
     """
-    session.lock(f"hl7v2:{lock}")
+    session.lock_with_next([f"hl7v2:{lock}"])  # held before the heads are read
     named: dict[Key, dict[str, Any] | None] = {}  # None: named twice (compared each time)
     for resource, _ in resources:
         key = (resource["resourceType"], resource["id"])
