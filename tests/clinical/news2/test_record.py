@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from hygeia.clinical.news2.inputs import OXYGEN, PULSE, SYSTOLIC
 from hygeia.clinical.news2.record import readings_for
-from hygeia.clinical.news2.score import score_readings
+from hygeia.clinical.news2.score import latest, score_readings
 from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.server import FhirService
 from tests.clinical.news2.test_engine import full_set, vital
@@ -89,3 +90,47 @@ def test_a_reading_outside_the_window_is_not_used(service: FhirService) -> None:
     # the 10:00 blood pressure is an hour and a second before: the score is partial
     assert not [reading for reading in found if reading.parameter == SYSTOLIC]
     assert "systolic-bp" in score_readings(found).missing
+
+
+def reading_at(who: str, kind: int, at: str, value: int) -> dict[str, Any]:
+    """A vital of one of five parameters (``kind``), as a monitor or a nurse records it."""
+    if kind == 0:
+        return vital(who, "8867-4", at, 50 + value)
+    if kind == 1:
+        return vital(who, "59408-5", at, 88 + value % 12, "%")
+    if kind == 2:
+        return vital(who, "9279-1", at, 8 + value % 20)
+    if kind == 3:
+        return vital(who, "8310-5", at, 35 + value % 5, "Cel")
+    return full_set(who, at, systolic=85 + value)[2]  # the blood pressure panel
+
+
+def test_the_narrow_read_chooses_what_reading_every_vital_sign_would(
+        service: FhirService) -> None:
+    """The fast path (each parameter's latest before the floor, newest first, in one
+    search) against the general one (every reading of the window, ``window`` 0): for
+    every set end, the same reading of each parameter, ties of one time included."""
+    rng = random.Random(20261207)
+    patients = [patient(service) for _ in range(3)]
+    for who in patients:
+        seconds = sorted(rng.sample(range(0, 2 * 3600, 7), 45))
+        seconds += rng.sample(seconds, 8)  # readings of the same time: the later id wins
+        stored(service, *(reading_at(who, rng.randrange(5), iso(second), rng.randrange(40))
+                          for second in seconds))
+    windows = {}
+    for who in patients:
+        end = us(iso(rng.randrange(3600, 2 * 3600)))
+        windows[who] = (end - HOUR - rng.randrange(0, 20) * MINUTE, end)
+    with service.reader() as session:
+        narrow = readings_for(session, windows, 3 * HOUR, window=HOUR)
+        whole = readings_for(session, windows, 3 * HOUR)
+    for who, (start, stop) in windows.items():
+        for set_end in sorted({start + HOUR, stop, *(one.at for one in whole[who]
+                                                     if start + HOUR <= one.at <= stop)}):
+            def within(readings: list[Any], set_end: int = set_end) -> list[Any]:
+                return [one for one in readings if set_end - HOUR <= one.at <= set_end]
+            assert latest(within(narrow[who])) == latest(within(whole[who])), set_end
+
+
+def iso(second: int) -> str:
+    return f"2026-03-01T{9 + second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}Z"

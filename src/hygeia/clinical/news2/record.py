@@ -27,6 +27,7 @@ from hygeia.clinical.news2.inputs import (
     Reading,
     effective_end,
     is_scale_2_flag,
+    loinc_codes,
     readings_of,
     under_16,
 )
@@ -40,7 +41,6 @@ from hygeia.store import ChangeEvent, Session, StoredVersion
 PATIENTS_PER_SEARCH = 200  # patients OR-ed in one search
 PAGE = 1000  # resources per page read
 MAX_READINGS = 500  # vital signs read per patient, parameter and window (newest first)
-RECENT = 5 * 1_000_000  # µs before a score's set read with every vital sign at once
 LOOK_BACK = 24 * 3600 * 1_000_000  # µs before a set searched for the band before it
 _ALL_CODES = ",".join(f"{LOINC}|{code}" for code in VITAL_CODES)
 _PATIENT = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
@@ -251,32 +251,39 @@ def readings_for(session: Session, windows: Mapping[str, tuple[int, int]], wides
                  parsed: Mapping[tuple[str, str], list[Reading]] | None = None, *,
                  window: int = 0) -> dict[str, list[Reading]]:
     """Each patient's NEWS2 readings effective within ``windows[patient]`` = (start, end)
-    (µs) that a score of a set ending between ``start + window`` and ``end`` may use.
+    (µs) that a score of a set ending between ``start + window`` and ``end`` may use,
+    sorted by time (readings of the same time by Observation id: the later id wins a
+    tie, :func:`score.latest`, whichever search found them).
 
     A score takes each parameter's latest reading in its window, so of each parameter
-    only the readings after the earliest such end and the latest one at or before it
-    are read. A monitor streaming every second made the window's thousands of vital
-    signs be searched, sorted and parsed again for each batch, though a score uses
-    seven. So one search reads every vital sign from :data:`RECENT` before the earliest
-    end, which holds each streamed parameter's latest; only the parameters not found
-    there (measured now and then, or never) are searched for over the rest of the
-    window, one search each, newest first, left for a patient once past its latest
-    reading. ``window`` 0: every reading in the window. ``parsed``: the readings of
-    Observations already read, by (id, versionId)."""
+    only the readings after the earliest such end (the patient's floor) and the latest
+    one at or before it are read. A monitor streaming every second made the window's
+    thousands of vital signs be searched, sorted and parsed again for each batch, though
+    a score uses seven. So one search reads every vital sign from the earliest floor on
+    (mostly the batch's own, which hold each streamed parameter's latest); the
+    parameters not found at a patient's floor (measured now and then, or never) are
+    read over the rest of the window in one more search, newest first, left for a
+    patient and parameter once past its latest reading. ``window`` 0: every reading in
+    the window. ``parsed``: the readings of Observations already read, by (id,
+    versionId)."""
     found: dict[str, list[Reading]] = {patient: [] for patient in windows}
     floors = {patient: start + window for patient, (start, _) in windows.items()}
     for group, low, high in _groups(windows, widest):
-        recent = max(low, min(floors[patient] for patient in group) - RECENT)
+        recent = max(low, min(floors[patient] for patient in group))
         latest: dict[tuple[str, str], int] = {}
         for stored in search_all(session, "Observation", [
                 ("patient", ",".join(group)), ("code", _ALL_CODES), *between(recent, high)]):
             _add_readings(stored, orjson.loads(stored.content or b"{}"), parsed or {},
                           windows, floors, (recent, high), found, latest)
-        for parameter in PARAMETERS:
-            missing = [patient for patient in group if (patient, parameter) not in latest]
-            if missing and low < recent:
-                _read_parameter(session, parameter, missing, between(low, recent), windows,
-                                floors, parsed or {}, found, recent)
+        missing = {patient: [parameter for parameter in PARAMETERS
+                             if (patient, parameter) not in latest] for patient in group}
+        missing = {patient: parameters for patient, parameters in missing.items()
+                   if parameters}
+        if missing and low < recent:
+            _read_parameters(session, missing, between(low, recent), windows, floors,
+                             parsed or {}, found, recent)
+    for readings in found.values():
+        readings.sort(key=lambda reading: (reading.at, reading.source))
     return found
 
 
@@ -304,36 +311,46 @@ def _add_readings(stored: StoredVersion, observation: dict[str, Any],
                 latest[key] = max(latest.get(key, reading.at), reading.at)
 
 
-def _read_parameter(session: Session, parameter: str, group: list[str],
-                    dates: list[tuple[str, str]], windows: Mapping[str, tuple[int, int]],
-                    floors: Mapping[str, int],
-                    parsed: Mapping[tuple[str, str], list[Reading]],
-                    found: dict[str, list[Reading]], before: int) -> None:
-    """Add to ``found`` the readings of ``parameter`` taken before ``before`` that the
-    group's patients' scores may use: newest first, each patient's up to the first
-    Observation sorted wholly before its latest reading at or before its floor (a
-    search sorted by ``-date`` sorts by the end of the time, so one that ends by then
-    starts before it)."""
-    codes = ",".join(f"{LOINC}|{code}" for code in CODES_OF[parameter])
-    params = [("patient", ",".join(group)), ("code", codes), *dates, ("_sort", "-date")]
+def _read_parameters(session: Session, missing: Mapping[str, list[str]],
+                     dates: list[tuple[str, str]], windows: Mapping[str, tuple[int, int]],
+                     floors: Mapping[str, int],
+                     parsed: Mapping[tuple[str, str], list[Reading]],
+                     found: dict[str, list[Reading]], before: int) -> None:
+    """Add to ``found`` the readings of ``missing[patient]`` (parameters) taken before
+    ``before`` that the patients' scores may use, in one search for every patient and
+    parameter (one a parameter cost a search per parameter a batch lacked: three or four
+    a batch of a monitor that measures no blood pressure): newest first, each (patient,
+    parameter)'s up to the first Observation sorted before its latest reading at or
+    before the patient's floor (a search sorted by ``-date`` sorts by the end of the
+    time, so one that ends before it starts before it; one that ends at the same time
+    is read, its reading may win the tie)."""
+    parameter_of = {code: parameter for parameters in missing.values()
+                    for parameter in parameters for code in CODES_OF[parameter]}
+    codes = ",".join(f"{LOINC}|{code}" for code in sorted(parameter_of))
+    params = [("patient", ",".join(missing)), ("code", codes), *dates, ("_sort", "-date")]
+    open_ = {(patient, parameter) for patient, parameters in missing.items()
+             for parameter in parameters}
     latest: dict[tuple[str, str], int] = {}
-    counted: dict[str, int] = {}
-    open_ = set(group)
-    for stored in _newest_first(session, params, 2 * len(group) + 1):
+    counted: dict[tuple[str, str], int] = {}
+    for stored in _newest_first(session, params, 2 * len(open_) + 1):
         observation = orjson.loads(stored.content or b"{}")
         patient = subject_of(observation)
-        if patient not in open_:
+        if patient is None:
             continue
         end = effective_end(observation)
-        if end is not None and (patient, parameter) in latest and \
-                end <= latest[(patient, parameter)]:
-            open_.discard(patient)  # it and every one after it start before the latest
-        else:
+        for parameter in {parameter_of[code] for code in loinc_codes(observation.get("code"))
+                          if code in parameter_of}:
+            key = (patient, parameter)
+            if key not in open_:
+                continue
+            if end is not None and key in latest and end < latest[key]:
+                open_.discard(key)  # it and every one after it start before the latest
+                continue
             _add_readings(stored, observation, parsed, windows, floors,
                           (-1 << 62, before - 1), found, latest, parameter)
-            counted[patient] = counted.get(patient, 0) + 1
-            if counted[patient] >= MAX_READINGS:
-                open_.discard(patient)
+            counted[key] = counted.get(key, 0) + 1
+            if counted[key] >= MAX_READINGS:
+                open_.discard(key)
         if not open_:
             return
 
