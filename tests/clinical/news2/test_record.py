@@ -113,10 +113,10 @@ def test_the_narrow_read_chooses_what_reading_every_vital_sign_would(
     rng = random.Random(20261207)
     patients = [patient(service) for _ in range(3)]
     for who in patients:
-        seconds = sorted(rng.sample(range(0, 2 * 3600, 7), 45))
-        seconds += rng.sample(seconds, 8)  # readings of the same time: the later id wins
-        stored(service, *(reading_at(who, rng.randrange(5), iso(second), rng.randrange(40))
-                          for second in seconds))
+        taken = [(second, rng.randrange(5)) for second in rng.sample(range(0, 7200, 7), 45)]
+        taken += rng.sample(taken, 15)  # the same parameter at the same time: the later id wins
+        stored(service, *(reading_at(who, kind, iso(second), rng.randrange(40))
+                          for second, kind in taken))
     windows = {}
     for who in patients:
         end = us(iso(rng.randrange(3600, 2 * 3600)))
