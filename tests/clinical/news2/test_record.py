@@ -5,8 +5,15 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from hygeia.clinical.news2.inputs import OXYGEN, PULSE, SYSTOLIC
-from hygeia.clinical.news2.record import readings_for
+from hygeia.clinical.news2.inputs import (
+    CONSCIOUSNESS,
+    OXYGEN,
+    PARAMETERS,
+    PULSE,
+    SYSTOLIC,
+    TEMPERATURE,
+)
+from hygeia.clinical.news2.record import _alike, readings_for
 from hygeia.clinical.news2.score import latest, score_readings
 from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.server import FhirService
@@ -130,6 +137,19 @@ def test_the_narrow_read_chooses_what_reading_every_vital_sign_would(
             def within(readings: list[Any], set_end: int = set_end) -> list[Any]:
                 return [one for one in readings if set_end - HOUR <= one.at <= set_end]
             assert latest(within(narrow[who])) == latest(within(whole[who])), set_end
+
+
+def test_patients_lacking_different_parameters_are_searched_apart() -> None:
+    """One search for all would ask every code any patient lacks, and read a monitored
+    patient's streamed temperatures back to the window's start for nothing."""
+    found = {(who, parameter): 0 for who in ("Patient/a", "Patient/b", "Patient/c")
+             for parameter in PARAMETERS}
+    del found[("Patient/a", CONSCIOUSNESS)], found[("Patient/c", CONSCIOUSNESS)]
+    del found[("Patient/b", TEMPERATURE)]
+    assert _alike(["Patient/a", "Patient/b", "Patient/c", "Patient/d"], found) == [
+        {"Patient/a": [CONSCIOUSNESS], "Patient/c": [CONSCIOUSNESS]},
+        {"Patient/b": [TEMPERATURE]},
+        {"Patient/d": list(PARAMETERS)}]
 
 
 def iso(second: int) -> str:

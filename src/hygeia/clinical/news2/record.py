@@ -275,13 +275,10 @@ def readings_for(session: Session, windows: Mapping[str, tuple[int, int]], wides
                 ("patient", ",".join(group)), ("code", _ALL_CODES), *between(recent, high)]):
             _add_readings(stored, orjson.loads(stored.content or b"{}"), parsed or {},
                           windows, floors, (recent, high), found, latest)
-        missing = {patient: [parameter for parameter in PARAMETERS
-                             if (patient, parameter) not in latest] for patient in group}
-        missing = {patient: parameters for patient, parameters in missing.items()
-                   if parameters}
-        if missing and low < recent:
-            _read_parameters(session, missing, between(low, recent), windows, floors,
-                             parsed or {}, found, recent)
+        if low < recent:
+            for missing in _alike(group, latest):
+                _read_parameters(session, missing, between(low, recent), windows, floors,
+                                 parsed or {}, found, recent)
     for readings in found.values():
         readings.sort(key=lambda reading: (reading.at, reading.source))
     return found
@@ -309,6 +306,21 @@ def _add_readings(stored: StoredVersion, observation: dict[str, Any],
             if reading.at <= floors[patient]:
                 key = (patient, reading.parameter)
                 latest[key] = max(latest.get(key, reading.at), reading.at)
+
+
+def _alike(group: list[str], latest: Mapping[tuple[str, str], int]
+           ) -> list[dict[str, list[str]]]:
+    """The patients of ``group`` lacking a parameter in ``latest``, grouped by the
+    parameters they lack: one search per kind of patient. One search for all would ask
+    for every code any of them lacks, and so return, and read to the window's start,
+    the streamed readings of a patient who lacks only another parameter (a ward of
+    monitors with and without a temperature probe)."""
+    kinds: dict[tuple[str, ...], dict[str, list[str]]] = {}
+    for patient in group:
+        lacking = [parameter for parameter in PARAMETERS if (patient, parameter) not in latest]
+        if lacking:
+            kinds.setdefault(tuple(lacking), {})[patient] = lacking
+    return list(kinds.values())
 
 
 def _read_parameters(session: Session, missing: Mapping[str, list[str]],
