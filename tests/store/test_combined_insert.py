@@ -89,3 +89,33 @@ def test_values_json_would_change_go_table_by_table(postgres_repository: Reposit
             "SELECT low, high FROM number_index ORDER BY high").fetchall()
     assert float(rows[0][0]) == 2.0 ** 70
     assert math.isnan(rows[1][0]) and rows[1][1] == math.inf
+
+
+# texts a hand-made encoding could misread: NULL, braces, commas, blanks at either end,
+# backslash escapes (tab, newline, other control characters)
+LITERAL_TRAPS = IndexRows(
+    strings=[("name", "NULL", "null"), ("name", "", " "), ("name", " a, b ", "{x}"),
+             ("name", "tab\there", "new\nline\r"), ("name", "\x01\x1f", "\\n \\\\ \\\"")],
+    uris=[("url", "{}"), ("url", "\"quoted\"")],
+    tokens=[("identifier", "NULL", None), ("identifier", None, "{,}")],
+)
+
+
+def test_texts_an_encoding_could_misread_are_stored_as_given(
+        postgres_repository: Repository) -> None:
+    from hygeia.store.sql import prepare_rows
+
+    tables = prepare_rows("Patient", LITERAL_TRAPS).tables
+    assert combined_rows([(table, [(1, *row) for row in tables[position]])
+                          for position, table in enumerate(INDEX_TABLES)]) is not None
+    with postgres_repository.transaction() as session:
+        session.put(version("t", 1), LITERAL_TRAPS)
+    combined = index_rows(postgres_repository)
+    assert sum(map(len, combined.values())) == 9
+    with postgres_repository.transaction() as session:  # reindex: table by table
+        assert session.reindex([("Patient", "t")], lambda resource: LITERAL_TRAPS) == 1
+    assert index_rows(postgres_repository) == combined
+    with postgres_repository.reader() as session:
+        exact = {row[0] for row in session.execute(  # type: ignore[attr-defined]
+            "SELECT exact FROM string_index").fetchall()}
+    assert exact == {"null", " ", "{x}", "new\nline\r", "\\n \\\\ \\\""}

@@ -7,7 +7,13 @@ import base64
 import orjson
 import pytest
 
-from hygeia.fhir.outcome import BadRequest, PayloadTooLarge, PreconditionFailed, Unprocessable
+from hygeia.fhir.outcome import (
+    BadRequest,
+    Gone,
+    PayloadTooLarge,
+    PreconditionFailed,
+    Unprocessable,
+)
 from hygeia.server import FhirService, Settings
 from hygeia.store import Repository
 from tests.helpers import body, call, patient, synthea_bundle, unique
@@ -230,3 +236,45 @@ def test_patch_entries_honour_the_patch_limits(repository: Repository) -> None:
     with pytest.raises(Unprocessable, match="3 operations; at most 2") as raised:
         call(limited, "POST", "", bundle)
     assert raised.value.issues[0].expression == "Bundle.entry[0]"
+
+
+def vital(subject: str, code: str, value: float) -> dict:
+    return {"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": subject},
+            "valueQuantity": {"value": value, "unit": "/min",
+                              "system": "http://unitsofmeasure.org", "code": "/min"}}
+
+
+def test_a_monitor_sized_transaction_stores_updates_and_deletes_exactly(
+        service: FhirService) -> None:
+    """48 entries, the size of 8 monitor readings (on PostgreSQL one combined INSERT, not
+    a COPY per table): created, updated (their old index rows gone) and deleted
+    resources all read back, and a second Bundle that fails stores none of its 48."""
+    subject = f"Patient/{body(call(service, 'POST', 'Patient', patient(unique())))['id']}"
+    code = unique()
+    first = body(call(service, "POST", "", transaction(
+        *(post(vital(subject, code, number)) for number in range(48)))))
+    ids = [entry["response"]["location"].split("Observation/")[1].split("/")[0]
+           for entry in first["entry"]]
+    changed = unique()
+    second = transaction(
+        *({"resource": {**vital(subject, changed, 500 + number), "id": id},
+           "request": {"method": "PUT", "url": f"Observation/{id}"}}
+          for number, id in enumerate(ids[:24])),
+        {"request": {"method": "DELETE", "url": f"Observation/{ids[24]}"}},
+        *(post(vital(subject, changed, 600 + number)) for number in range(23)))
+    assert len(body(call(service, "POST", "", second))["entry"]) == 48
+    assert count(service, f"Observation?code={code}") == 23
+    assert count(service, f"Observation?code={changed}") == 47
+    assert count(service, f"Observation?code={changed}&value-quantity=gt599") == 23
+    assert count(service, f"Observation?subject={subject}") == 70
+    updated = body(call(service, "GET", f"Observation/{ids[3]}"))
+    assert updated["meta"]["versionId"] == "2" and updated["valueQuantity"]["value"] == 503
+    with pytest.raises(Gone):
+        call(service, "GET", f"Observation/{ids[24]}")
+    failing = transaction(*(post(vital(subject, code, number)) for number in range(47)),
+                          post({"resourceType": "Observation"}))  # no status, no code
+    with pytest.raises(Unprocessable):
+        call(service, "POST", "", failing)
+    assert count(service, f"Observation?subject={subject}") == 70
