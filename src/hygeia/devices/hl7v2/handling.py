@@ -79,6 +79,17 @@ def handler_locks(handler: Handler, received: Received) -> list[str]:
     return list(locks(received)) if callable(locks) else []
 
 
+def handler_prebuild(handler: Handler, received: Received) -> None:
+    """Let ``handler`` build what it can of ``received`` before its transaction, on the
+    caller's thread (a ``prebuild(received)`` method, filling ``received.derived``): on
+    SQLite the transaction holds the one writer's turn, so what is built there makes
+    every other writer wait. The handler must still work with nothing built, and must
+    check in the transaction that what it built still holds."""
+    prebuild = getattr(handler, "prebuild", None)
+    if callable(prebuild):
+        prebuild(received)
+
+
 def handler_patients(handler: Handler, received: Received) -> str | None:
     """The PID-3 criteria ``handler`` will look a patient up by for ``received``, when it
     says (a ``patient_criteria(received)`` method); a listener reads them for a batch."""
