@@ -18,10 +18,12 @@ def handle(service: FhirService, handler: OruHandler, message: Received) -> Hand
         return handler(message, session)
 
 
-def prebuilt(handler: OruHandler, number: int) -> Received:
-    """reading(number), built as a listener builds it before its transaction."""
+def prebuilt(handler: OruHandler, number: int, service: FhirService | None = None
+             ) -> Received:
+    """reading(number), built as a listener builds it before its transaction (index
+    rows too, with ``service``'s registry)."""
     message = received(reading(number))
-    handler_prebuild(handler, message)
+    handler_prebuild(handler, message, service.registry if service is not None else None)
     return message
 
 
@@ -109,3 +111,33 @@ def test_only_valid_resources_are_marked_validated() -> None:
     good = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
     bad = {"resourceType": "Observation", "status": "no-such-status", "code": {"text": "x"}}
     assert valid([good, bad]) == frozenset({id(good)})
+
+
+def test_index_rows_extracted_beforehand_are_the_ones_stored(service: FhirService) -> None:
+    handler = OruHandler(None, Remembered())
+    handle(service, handler, prebuilt(handler, 0, service))
+    second = prebuilt(handler, 1, service)
+    built: Prebuilt = second.derived[PREBUILT]
+    assert len(built.rows) == 2 and built.registry is service.registry
+    handle(service, handler, second)
+    patient = one(search(service, "Patient"))
+    found = search(service, "Observation", code="147842", subject=f"Patient/{patient['id']}",
+                   date="2026-01-01T12:01:00+00:00")
+    assert one(found)["valueQuantity"]["value"] == 61  # type: ignore[index]
+
+
+def test_a_search_parameter_added_after_the_build_indexes_the_message(
+        service: FhirService) -> None:
+    handler = OruHandler(None, Remembered())
+    handle(service, handler, prebuilt(handler, 0, service))
+    second = prebuilt(handler, 1, service)
+    assert second.derived[PREBUILT].rows  # extracted with the registry before the change
+    response = service.handle(FhirRequest("POST", "SearchParameter", body={
+        "resourceType": "SearchParameter", "url": "urn:test:obx-text", "name": "obxtext",
+        "status": "active", "code": "obx-text", "base": ["Observation"], "type": "string",
+        "expression": "Observation.code.text", "description": "test"}))
+    assert response.status == 201, response.body_dict()
+    handled = handle(service, handler, second)
+    written = {r.split("/")[1] for r in handled.written}
+    found = search(service, "Observation", **{"obx-text": "MDC_ECG_HEART_RATE"})
+    assert written & {o["id"] for o in found}

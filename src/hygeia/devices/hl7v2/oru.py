@@ -12,7 +12,8 @@ the registered handler asks them when PID is sparse.
 Off the writer's turn: a listener calls :meth:`OruHandler.prebuild` on the
 connection's thread before the transaction. It parses the order groups and, for a
 PCD-01 message whose patient the handler has attributed before (by the same PID-3,
-or else the same bed), maps and validates the Observations for that patient. In the
+or else the same bed), maps and validates the Observations for that patient and extracts their index
+rows. In the
 transaction the handler attributes the message as always (under its locks, from
 what the batch read) and uses what was built only if that attribution names the
 same subject with the same note: the Observations depend on nothing else that the
@@ -42,9 +43,10 @@ from hygeia.devices.hl7v2.handling import Handled, Handler, Received, Rejected
 from hygeia.devices.hl7v2.hl7time import FhirTime, fhir_datetime
 from hygeia.devices.hl7v2.obx import Obx, read_obx
 from hygeia.devices.hl7v2.segments import first, named, part, repetition_count
-from hygeia.devices.hl7v2.writing import Remembered, upsert, upsert_all, valid
+from hygeia.devices.hl7v2.writing import Remembered, index_rows, upsert, upsert_all, valid
 from hygeia.fhir.datetime import fhir_datetime_range
-from hygeia.store import Session
+from hygeia.fhir.search.parameters import SearchRegistry
+from hygeia.store import PreparedRows, Session
 
 PCD_PROFILE_OID = "1.3.6.1.4.1.19376.1.6.1.1.1"  # IHE PCD-01 (DEC), MSH-21.3
 MAX_OBX = 5_000  # OBX rows in one message; more is refused rather than half-processed
@@ -63,6 +65,17 @@ class Prebuilt:
     note: str
     result: pcd01.Pcd01Result
     validated: frozenset[int]  # id() of the result's Observations found valid
+    rows: dict[int, PreparedRows]  # their index rows by id(), extracted with
+    registry: SearchRegistry | None  # this registry
+    generation: int  # as it was at this generation (a change: extracted again)
+
+    def rows_for(self, session: Session) -> dict[int, PreparedRows] | None:
+        """The index rows, if extracted with ``session``'s registry as it is now."""
+        registry = session.registry
+        if registry is None or registry is not self.registry or \
+                registry.generation != self.generation:
+            return None
+        return self.rows
 
 
 @dataclass(slots=True)
@@ -124,10 +137,11 @@ class OruHandler:
         return handle_oru_r01(received, session, self.bed_lookup, self.remembered,
                               self.guesses)
 
-    def prebuild(self, received: Received) -> None:
+    def prebuild(self, received: Received, registry: SearchRegistry | None = None) -> None:
         """Build what can be built of ``received`` without the database, into its
-        ``derived`` (module docstring); nothing when anything fails: the transaction
-        then does it all, raising in the order it always did."""
+        ``derived`` (module docstring), index rows too with ``registry`` (the one its
+        transaction will have); nothing when anything fails: the transaction then does
+        it all, raising in the order it always did."""
         try:
             groups = received.derived[GROUPS] = order_groups(received.message)
             guess = self.guesses.get(_patient_key(received))
@@ -135,8 +149,12 @@ class OruHandler:
                 return
             result = pcd01.observations(_rows(groups), received.sender,
                                         received.sender.split("|", 1)[0], guess)
+            validated = valid(result.observations)
+            generation = registry.generation if registry is not None else 0
+            rows = {} if registry is None else index_rows(
+                [o for o in result.observations if id(o) in validated], registry)
             received.derived[PREBUILT] = Prebuilt(guess.subject, guess.note, result,
-                                                  valid(result.observations))
+                                                  validated, rows, registry, generation)
         except Exception:  # Rejected, or worse: found again in the transaction
             received.derived.pop(GROUPS, None)
 
@@ -196,9 +214,11 @@ def _store_pcd01(received: Received, session: Session, groups: list[OrderGroup],
                  remembered: Remembered | None) -> None:
     prebuilt: Prebuilt | None = received.derived.get(PREBUILT)
     validated: frozenset[int] = frozenset()
+    rows = None
     if prebuilt is not None and prebuilt.subject == attribution.subject and \
             prebuilt.note == attribution.note:
-        result, validated = prebuilt.result, prebuilt.validated
+        result, validated, rows = prebuilt.result, prebuilt.validated, \
+            prebuilt.rows_for(session)
     else:  # none built, or for another patient than the transaction found: map here
         result = pcd01.observations(_rows(groups), received.sender, application, attribution)
     # Everything written here hangs off the monitors named (ids derive from their keys):
@@ -209,7 +229,7 @@ def _store_pcd01(received: Received, session: Session, groups: list[OrderGroup],
                + [(observation, result.origins[observation["id"]])
                   for observation in result.observations], handled,
                lock="mds:" + ",".join(monitors) if monitors else f"sender:{received.sender}",
-               remembered=remembered, validated=validated)
+               remembered=remembered, validated=validated, rows=rows)
     handled.notes.extend(result.notes)
 
 

@@ -142,7 +142,8 @@ class Inbound:
         handler = self.handlers[received.message_type]
         # built here, on the connection's thread: the committer's thread serves everyone
         acks = replies(message, Outcome("AA", True), entry.id[:19])
-        handler_prebuild(handler, received)  # likewise what the handler can build now
+        # likewise what the handler can build now
+        handler_prebuild(handler, received, self.host.registry)
 
         def store(session: Session) -> list[str]:
             session.lock(_message_lock(entry.id))
