@@ -12,15 +12,15 @@ the registered handler asks them when PID is sparse.
 Off the writer's turn: a listener calls :meth:`OruHandler.prebuild` on the
 connection's thread before the transaction. It parses the order groups and, for a
 PCD-01 message whose patient the handler has attributed before (by the same PID-3,
-or else the same bed), maps and validates the Observations for that patient and extracts their index
-rows. In the
-transaction the handler attributes the message as always (under its locks, from
-what the batch read) and uses what was built only if that attribution names the
-same subject with the same note: the Observations depend on nothing else that the
-database holds (the device levels are made from the message; whether each resource
-is new, changed or unchanged is decided in the transaction, :func:`.writing.upsert_all`).
-Otherwise it maps the message again there, as it did before (ADR "devices: build an
-HL7 v2 message off SQLite's writer's turn").
+or else the same bed), maps the Observations for that patient, validates them and
+extracts their index rows. In the transaction the handler attributes the message
+as always (under its locks, from what the batch read) and uses what was built only
+if that attribution names the same subject with the same note: the Observations
+depend on nothing else that the database holds (the device levels are made from the
+message; whether each resource is new, changed or unchanged is decided in the
+transaction, :func:`.writing.upsert_all`). Otherwise it maps the message again
+there, as it did before (ADR "devices: build an HL7 v2 message off SQLite's
+writer's turn").
 """
 
 from __future__ import annotations
