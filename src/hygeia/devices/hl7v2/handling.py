@@ -18,6 +18,7 @@ from hygeia.devices.hl7v2.segments import repetition_count, text
 if TYPE_CHECKING:
     import hl7
 
+    from hygeia.fhir.search.parameters import SearchRegistry
     from hygeia.store import Session
 
 
@@ -77,6 +78,19 @@ def handler_locks(handler: Handler, received: Received) -> list[str]:
     beforehand with its other units' in one statement."""
     locks = getattr(handler, "locks", None)
     return list(locks(received)) if callable(locks) else []
+
+
+def handler_prebuild(handler: Handler, received: Received,
+                     registry: SearchRegistry | None = None) -> None:
+    """Let ``handler`` build what it can of ``received`` before its transaction, on the
+    caller's thread (a ``prebuild(received, registry)`` method, filling
+    ``received.derived``; ``registry``: the search registry its transaction has): on
+    SQLite the transaction holds the one writer's turn, so what is built there makes
+    every other writer wait. The handler must still work with nothing built, and must
+    check in the transaction that what it built still holds."""
+    prebuild = getattr(handler, "prebuild", None)
+    if callable(prebuild):
+        prebuild(received, registry)
 
 
 def handler_patients(handler: Handler, received: Received) -> str | None:

@@ -8,6 +8,19 @@ when MSH-21 names an IHE PCD profile or any OBX-3 is coded in MDC.
 
 The ADT handlers know who was in which bed when (:func:`.adt.patient_in_bed`);
 the registered handler asks them when PID is sparse.
+
+Off the writer's turn: a listener calls :meth:`OruHandler.prebuild` on the
+connection's thread before the transaction. It parses the order groups and, for a
+PCD-01 message whose patient the handler has attributed before (by the same PID-3,
+or else the same bed), maps the Observations for that patient, validates them and
+extracts their index rows. In the transaction the handler attributes the message
+as always (under its locks, from what the batch read) and uses what was built only
+if that attribution names the same subject with the same note: the Observations
+depend on nothing else that the database holds (the device levels are made from the
+message; whether each resource is new, changed or unchanged is decided in the
+transaction, :func:`.writing.upsert_all`). Otherwise it maps the message again
+there, as it did before (ADR "devices: build an HL7 v2 message off SQLite's
+writer's turn").
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ from hygeia.devices.hl7v2.attribution import (
     Attribution,
     BedLookup,
     attribute,
+    bed_of,
     criteria_lock,
     pid3_of,
 )
@@ -29,12 +43,39 @@ from hygeia.devices.hl7v2.handling import Handled, Handler, Received, Rejected
 from hygeia.devices.hl7v2.hl7time import FhirTime, fhir_datetime
 from hygeia.devices.hl7v2.obx import Obx, read_obx
 from hygeia.devices.hl7v2.segments import first, named, part, repetition_count
-from hygeia.devices.hl7v2.writing import Remembered, upsert, upsert_all
+from hygeia.devices.hl7v2.writing import Remembered, index_rows, upsert, upsert_all, valid
 from hygeia.fhir.datetime import fhir_datetime_range
-from hygeia.store import Session
+from hygeia.fhir.search.parameters import SearchRegistry
+from hygeia.store import PreparedRows, Session
 
 PCD_PROFILE_OID = "1.3.6.1.4.1.19376.1.6.1.1.1"  # IHE PCD-01 (DEC), MSH-21.3
 MAX_OBX = 5_000  # OBX rows in one message; more is refused rather than half-processed
+MAX_GUESSES = 10_000  # patients (PID-3 criteria or beds) a handler remembers (all beyond: none)
+GROUPS = "oru-groups"  # Received.derived keys: order_groups(message), built beforehand,
+PREBUILT = "oru-prebuilt"  # and the Prebuilt
+
+
+@dataclass(frozen=True, slots=True)
+class Prebuilt:
+    """A PCD-01 message's resources as built off the writer's turn for the patient its
+    handler last found for the same PID-3 (or bed): used in the transaction only if
+    the attribution made there agrees (module docstring)."""
+
+    subject: str | None
+    note: str
+    result: pcd01.Pcd01Result
+    validated: frozenset[int]  # id() of the result's Observations found valid
+    rows: dict[int, PreparedRows]  # their index rows by id(), extracted with
+    registry: SearchRegistry | None  # this registry
+    generation: int  # as it was at this generation (a change: extracted again)
+
+    def rows_for(self, session: Session) -> dict[int, PreparedRows] | None:
+        """The index rows, if extracted with ``session``'s registry as it is now."""
+        registry = session.registry
+        if registry is None or registry is not self.registry or \
+                registry.generation != self.generation:
+            return None
+        return self.rows
 
 
 @dataclass(slots=True)
@@ -88,9 +129,34 @@ class OruHandler:
                  remembered: Remembered | None = None) -> None:
         self.bed_lookup = bed_lookup
         self.remembered = remembered
+        # whose patient key (PID-3 criteria, or bed) was last attributed to whom: the
+        # guess prebuild maps for; wrong or stale, it costs a second mapping, never data
+        self.guesses: dict[str, Attribution] = {}
 
     def __call__(self, received: Received, session: Session) -> Handled:
-        return handle_oru_r01(received, session, self.bed_lookup, self.remembered)
+        return handle_oru_r01(received, session, self.bed_lookup, self.remembered,
+                              self.guesses)
+
+    def prebuild(self, received: Received, registry: SearchRegistry | None = None) -> None:
+        """Build what can be built of ``received`` without the database, into its
+        ``derived`` (module docstring), index rows too with ``registry`` (the one its
+        transaction will have); nothing when anything fails: the transaction then does
+        it all, raising in the order it always did."""
+        try:
+            groups = received.derived[GROUPS] = order_groups(received.message)
+            guess = self.guesses.get(_patient_key(received))
+            if guess is None or not is_pcd01(received.message, groups):
+                return
+            result = pcd01.observations(_rows(groups), received.sender,
+                                        received.sender.split("|", 1)[0], guess)
+            validated = valid(result.observations)
+            generation = registry.generation if registry is not None else 0
+            rows = {} if registry is None else index_rows(
+                [o for o in result.observations if id(o) in validated], registry)
+            received.derived[PREBUILT] = Prebuilt(guess.subject, guess.note, result,
+                                                  validated, rows, registry, generation)
+        except Exception:  # Rejected, or worse: found again in the transaction
+            received.derived.pop(GROUPS, None)
 
     def locks(self, received: Received) -> list[str]:
         """Lock keys the handler takes for ``received`` (:func:`.handling.handler_locks`);
@@ -119,13 +185,17 @@ def oru_handler(bed_lookup: BedLookup | None = None,
 
 def handle_oru_r01(received: Received, session: Session,
                    bed_lookup: BedLookup | None = None,
-                   remembered: Remembered | None = None) -> Handled:
-    """Store an ORU^R01's results (see the module docstring)."""
+                   remembered: Remembered | None = None,
+                   guesses: dict[str, Attribution] | None = None) -> Handled:
+    """Store an ORU^R01's results (see the module docstring); ``guesses`` learns whom
+    the message was attributed to, for :meth:`OruHandler.prebuild`."""
     handled = Handled()
-    groups = order_groups(received.message)
+    groups = received.derived.get(GROUPS) or order_groups(received.message)
     application = received.sender.split("|", 1)[0]
     attribution = attribute(received.message, session, _first_time(groups), bed_lookup,
                             received.known_patients, pid3_of(received))
+    if guesses is not None:
+        _learn(guesses, _patient_key(received), attribution)
     if attribution.new_patient is not None:
         upsert(session, attribution.new_patient, handled, location="PID^1^3",
                remembered=remembered)
@@ -142,8 +212,15 @@ def handle_oru_r01(received: Received, session: Session,
 def _store_pcd01(received: Received, session: Session, groups: list[OrderGroup],
                  application: str, attribution: Attribution, handled: Handled,
                  remembered: Remembered | None) -> None:
-    rows = [(obx, _obr_time(group)) for group in groups for obx in group.rows]
-    result = pcd01.observations(rows, received.sender, application, attribution)
+    prebuilt: Prebuilt | None = received.derived.get(PREBUILT)
+    validated: frozenset[int] = frozenset()
+    rows = None
+    if prebuilt is not None and prebuilt.subject == attribution.subject and \
+            prebuilt.note == attribution.note:
+        result, validated, rows = prebuilt.result, prebuilt.validated, \
+            prebuilt.rows_for(session)
+    else:  # none built, or for another patient than the transaction found: map here
+        result = pcd01.observations(_rows(groups), received.sender, application, attribution)
     # Everything written here hangs off the monitors named (ids derive from their keys):
     # messages from the same monitors take turns.
     monitors = sorted({r["identifier"][0]["value"] for r in result.devices.values()
@@ -152,8 +229,32 @@ def _store_pcd01(received: Received, session: Session, groups: list[OrderGroup],
                + [(observation, result.origins[observation["id"]])
                   for observation in result.observations], handled,
                lock="mds:" + ",".join(monitors) if monitors else f"sender:{received.sender}",
-               remembered=remembered)
+               remembered=remembered, validated=validated, rows=rows)
     handled.notes.extend(result.notes)
+
+
+def _rows(groups: list[OrderGroup]) -> list[tuple[Obx, FhirTime | None]]:
+    """Every OBX row with its order's OBR-7 time, as :func:`.pcd01.observations` takes them."""
+    return [(obx, _obr_time(group)) for group in groups for obx in group.rows]
+
+
+def _patient_key(received: Received) -> str:
+    """What a message's patient is found by: its PID-3 criteria, else its bed."""
+    identifiers, criteria = pid3_of(received)
+    return f"pid-3:{criteria}" if identifiers else f"bed:{bed_of(received.message)}"
+
+
+def _learn(guesses: dict[str, Attribution], key: str, attribution: Attribution) -> None:
+    """Remember whom ``key`` was attributed to (a Patient created now exists from the
+    commit on: the guess is the subject alone). Learned before the commit: a guess is
+    only ever checked, so one that a rollback makes wrong costs a mapping, no more."""
+    guess = guesses.get(key)
+    if guess is not None and guess.subject == attribution.subject and \
+            guess.note == attribution.note:
+        return
+    if len(guesses) >= MAX_GUESSES:
+        guesses.clear()
+    guesses[key] = Attribution(attribution.subject, attribution.note)
 
 
 def _store_lab(session: Session, groups: list[OrderGroup], application: str,

@@ -22,16 +22,22 @@ new or changed.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from hygeia.devices.hl7v2.handling import Handled, Rejected
 from hygeia.fhir.outcome import FhirError
+from hygeia.fhir.search.index import index_resource
+from hygeia.fhir.search.parameters import SearchRegistry
 from hygeia.fhir.search.query import parse_criteria
+from hygeia.fhir.search.rows import IndexRows
+from hygeia.fhir.validation import validate
 from hygeia.server.rest import write
-from hygeia.store import Head, Session
+from hygeia.store import Head, PreparedRows, Session, prepare_rows
 
 IDS_PER_SEARCH = 90  # below the search's limit of 100 OR-ed values
 MAX_REMEMBERED = 20_000  # resources a Remembered holds (it forgets them all beyond)
@@ -87,14 +93,19 @@ def upsert(session: Session, resource: dict[str, Any], handled: Handled, *,
 
 
 def upsert_all(session: Session, resources: list[tuple[dict[str, Any], str]],
-               handled: Handled, *, lock: str, remembered: Remembered | None = None) -> None:
+               handled: Handled, *, lock: str, remembered: Remembered | None = None,
+               validated: Collection[int] = (),
+               rows: Mapping[int, PreparedRows] | None = None) -> None:
     """Store each resource unless unchanged, in the order given (parents first).
 
     ``lock`` is taken first (see the module docstring). Each resource comes with
     the ERR location of the segment it was made from: a resource the server
     refuses (invalid FHIR) rejects the whole message there. ``remembered`` spares
     reading the content of versions it holds, and learns what this call read and
-    wrote once the transaction commits.
+    wrote once the transaction commits. ``validated``: the ``id()`` of those of
+    ``resources`` already found valid FHIR off the writer's turn (:func:`valid`), not
+    validated again; ``rows``: by ``id()`` too, index rows extracted likewise
+    (:func:`index_rows`), for the session's very registry.
     """
     session.lock_with_next([f"hl7v2:{lock}"])  # held before the heads are read
     named: dict[Key, dict[str, Any] | None] = {}  # None: named twice (compared each time)
@@ -133,7 +144,9 @@ def upsert_all(session: Session, resources: list[tuple[dict[str, Any], str]],
             if named.get(key) is resource:
                 compared[key] = (heads[key].version, heads[key].last_updated, resource)
             continue
-        written = _write(session, resource, location, create=key not in heads)
+        written = _write(session, resource, location, create=key not in heads,
+                         validated=id(resource) in validated,
+                         rows=rows.get(id(resource)) if rows else None)
         heads[key] = Head(written[0], written[1], False)
         stored[key] = written[2]  # a message naming it twice updates it the second time
         learned[key] = written
@@ -143,7 +156,47 @@ def upsert_all(session: Session, resources: list[tuple[dict[str, Any], str]],
         session.after_commit(lambda: remembered.keep(learned, compared))
 
 
-def _write(session: Session, resource: dict[str, Any], location: str, *, create: bool
+def valid(resources: Iterable[dict[str, Any]]) -> frozenset[int]:
+    """The ``id()`` of those of ``resources`` that are valid FHIR, for
+    :func:`upsert_all`'s ``validated``: checked before the transaction, on the
+    connection's thread (validation was a fifth of the SQLite committer's time while
+    it held the writer's turn). Validity depends on the content alone, so it holds
+    while the caller keeps the very objects unchanged; one found invalid is left out
+    and validated again in the transaction, which refuses it with its location."""
+    return frozenset(id(resource) for resource in resources
+                     if not validate(resource, resource["resourceType"]))
+
+
+def index_rows(resources: Iterable[dict[str, Any]], registry: SearchRegistry
+               ) -> dict[int, PreparedRows]:
+    """The index rows of each of ``resources`` by its ``id()``, in the side tables'
+    form, for :func:`upsert_all`'s ``rows``: extracted before the transaction, on the
+    connection's thread (extraction and the rows' hashing were a sixth of the SQLite
+    committer's time while it held the writer's turn). A resource's rows depend on its
+    content and the registry alone, not on the ``meta`` a write stamps."""
+    return {id(resource): prepare_rows(resource["resourceType"],
+                                       index_resource(resource, registry))
+            for resource in resources}
+
+
+@contextmanager
+def _rows_given(session: Session, rows: PreparedRows | None) -> Iterator[None]:
+    """While it lasts, the write interaction takes ``rows`` as the index rows of what it
+    writes (through the session's ``rows_later`` hook, which it asks for them), instead
+    of extracting them. For one write at a time: the hook is put back after."""
+    if rows is None:
+        yield
+        return
+    later = session.rows_later
+    session.rows_later = lambda resource, content: cast(Callable[[], IndexRows], rows)
+    try:
+        yield
+    finally:
+        session.rows_later = later
+
+
+def _write(session: Session, resource: dict[str, Any], location: str, *, create: bool,
+           validated: bool = False, rows: PreparedRows | None = None
            ) -> tuple[int, int, dict[str, Any]]:
     """Create (a resource never stored: no read needed) or update it; the version and
     ``lastUpdated`` written, and the content as stored.
@@ -157,10 +210,13 @@ def _write(session: Session, resource: dict[str, Any], location: str, *, create:
     if isinstance(body.get("meta"), dict):
         body["meta"] = dict(body["meta"])  # stamped in place: not the caller's
     try:
-        if create:
-            response = write.create(session, resource_type, body, id=id)
-        else:
-            response = write.update(session, resource_type, id, body)
+        with _rows_given(session, rows):
+            if create:
+                response = write.create(session, resource_type, body, id=id,
+                                        validated=validated)
+            else:
+                response = write.update(session, resource_type, id, body,
+                                        validated=validated)
     except FhirError as error:
         reason = "; ".join(issue.diagnostics for issue in error.issues[:3])
         raise Rejected(f"{resource['resourceType']}/{resource['id']} made from this message "

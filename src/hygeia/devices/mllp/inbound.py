@@ -13,7 +13,10 @@ The order is what makes an acknowledgement trustworthy:
    the messages that arrive while one commit is written go into the next, one
    fsync for all of them; a message that fails runs again alone, so it cannot
    take the others down. The look-ups of a batch (log records, PID-3 patients)
-   are read for all its messages at once (:mod:`.batchreads`).
+   are read for all its messages at once (:mod:`.batchreads`). What a handler
+   can build before (:func:`~hygeia.devices.hl7v2.handling.handler_prebuild`) it
+   builds on the connection's thread, outside the transaction and so outside
+   SQLite's writer's turn; in the transaction it checks that still holds.
 3. Only after that transaction commits are the ACKs returned to be sent.
 
 A handler that refuses the message (:class:`~hygeia.devices.hl7v2.handling.Rejected`)
@@ -40,6 +43,7 @@ from hygeia.devices.hl7v2.handling import (
     field_text,
     handler_locks,
     handler_patients,
+    handler_prebuild,
 )
 from hygeia.devices.hl7v2.parsing import parse_er7
 from hygeia.devices.mllp.acks import Failure, Outcome, header_segment, replies
@@ -138,6 +142,8 @@ class Inbound:
         handler = self.handlers[received.message_type]
         # built here, on the connection's thread: the committer's thread serves everyone
         acks = replies(message, Outcome("AA", True), entry.id[:19])
+        # likewise what the handler can build now
+        handler_prebuild(handler, received, self.host.registry)
 
         def store(session: Session) -> list[str]:
             session.lock(_message_lock(entry.id))
