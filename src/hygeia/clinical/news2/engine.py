@@ -43,6 +43,7 @@ from hygeia.clinical.news2.inputs import (
     is_news2_score,
     readings_of,
 )
+from hygeia.clinical.news2.memory import VitalMemory
 from hygeia.clinical.news2.record import (
     Applicability,
     ScoreSet,
@@ -225,6 +226,10 @@ class News2Engine:
         # score id -> the version this engine's last commits wrote: their events are not
         # read back (a score is no vital sign); popped as seen, forgotten on a failure
         self._own: dict[str, int] = {}
+        # each followed patient's recent readings, so most batches read no vital sign
+        # from the store (ADR 00XX); ``_start``: where the batch being handled starts
+        self.memory = VitalMemory()
+        self._start: int | None = None
 
     def _read_ahead(self) -> ThreadPoolExecutor:
         """The two threads that read a batch's vital signs and its patients while the
@@ -242,6 +247,7 @@ class News2Engine:
         come in the batch after it. None when nothing was read ahead from ``position``
         (another process moved the cursor, the commit failed, the read failed) or it
         found no events: the runner reads the feed, and rests if it is empty."""
+        self._start = position
         ahead, self._next = self._next, None
         if ahead is None or ahead.after != position:
             return None
@@ -259,30 +265,61 @@ class News2Engine:
         # every other write waits for it), so it takes only the alerts' locked read and
         # the writes (ADR 0023)
         ahead, self._next = self._next, None
-        prepared = None if ahead is None else ahead.prepared_for(batch)
+        try:
+            self._handle(batch, context, None if ahead is None else ahead.prepared_for(batch))
+        except BaseException:
+            self._next = None  # scored on top of scores that were not committed
+            self._own.clear()  # versions that may never have been committed
+            self.memory.forget()  # the batch is handed over again: follow it again
+            raise
+
+    def _handle(self, batch: ChangeBatch, context: EventContext,
+                prepared: Prepared | None) -> None:
+        """:meth:`handle` with the scoring read ahead, if any."""
         if prepared is not None:
             scoring = prepared.scoring
         else:
             with self.host.reader() as reading:
-                times, again, parsed = _batch_inputs(reading, batch, self._own)
+                times, again, parsed = _batch_inputs(reading, batch, self._own,
+                                                     self._follow(batch))
                 scoring = self.prepare(reading, times, again, parsed,
-                                       other=self.host.reader)
+                                       other=self.host.reader, remember=True)
         # scores and alerts commit with the cursor: a batch lost to a power cut is
         # scored again, so the commit need not wait for the disk
-        try:
-            with context.transaction(flush_to_disk=False) as session:
-                if scoring is not None:
-                    self.store(session, scoring)
-                    self._remember(scoring.versions)
-                # the commit (the writes' flush) is mostly a wait for the database: the
-                # next batch is read and scored meanwhile, from this one's scores as
-                # written (its reads may not see them yet)
-                if self.host.repository.dialect in self.pipeline_dialects:
-                    self._next = self._read_next(batch.position, scoring)
-        except BaseException:
-            self._next = None  # scored on top of scores that were not committed
-            self._own.clear()  # versions that may never have been committed
-            raise
+        with context.transaction(flush_to_disk=False) as session:
+            if scoring is not None:
+                self.store(session, scoring)
+                self._remember(scoring.versions)
+            # the commit (the writes' flush) is mostly a wait for the database: the
+            # next batch is read and scored meanwhile, from this one's scores as
+            # written (its reads may not see them yet)
+            if self.host.repository.dialect in self.pipeline_dialects:
+                self._next = self._read_next(batch.position, scoring)
+
+    def _follow(self, batch: ChangeBatch, start: int | None = None
+                ) -> Callable[[Collection[str], Mapping[str, tuple[str | None,
+                                                                 list[Reading]]]], None]:
+        """What applies ``batch``'s vital signs to the memory (``start``: where the batch
+        starts, else where the runner said, :meth:`pending`)."""
+        start = self._start if start is None else start
+        if start is not None and self.memory.position is not None and \
+                self.memory.position < start and self._nothing_between(start):
+            start = self.memory.position  # the runner moved past other types only
+
+        def follow(changed: Collection[str],
+                   current: Mapping[str, tuple[str | None, list[Reading]]]) -> None:
+            self.memory.follow(-1 if start is None else start, batch.position, changed,
+                               current)
+        return follow
+
+    def _nothing_between(self, start: int) -> bool:
+        """Whether the feed holds no version of the engine's types between where the
+        memory's events end and ``start`` (the runner moves the cursor past other types
+        without a batch; another process handling batches would leave some)."""
+        after = self.memory.position
+        assert after is not None
+        gap = self.host.repository.changes(after, 1, self.types)
+        return not gap.events or gap.events[0].seq > start
 
     def _remember(self, versions: Mapping[str, int]) -> None:
         """Note the score versions a batch writes, so their events are skipped unread;
@@ -317,11 +354,13 @@ class News2Engine:
         if not batch.events:
             return batch, None
         with self.host.reader() as reading:
-            times, again, parsed = _batch_inputs(reading, batch, self._own)
+            times, again, parsed = _batch_inputs(reading, batch, self._own,
+                                                 self._follow(batch, position))
             if again:
                 return batch, None
             return batch, Prepared(self.prepare(reading, times, (), parsed,
-                                                other=self.host.reader, written=written))
+                                                other=self.host.reader, written=written,
+                                                remember=True))
 
     # ------------------------------------------------------------------ scoring
 
@@ -341,7 +380,8 @@ class News2Engine:
                 again: Collection[str] = (),
                 parsed: Mapping[tuple[str, str], list[Reading]] | None = None,
                 other: Callable[[], AbstractContextManager[Session]] | None = None,
-                written: Mapping[str, list[ScoreSet]] | None = None) -> Scoring | None:
+                written: Mapping[str, list[ScoreSet]] | None = None,
+                remember: bool = False) -> Scoring | None:
         """Read what scoring needs (a few searches for the batch) and score the sets
         ``times`` and ``again`` change (see :meth:`score`); nothing is written. None when
         there is nothing to score.
@@ -350,7 +390,9 @@ class News2Engine:
         on two other threads while ``session`` reads the scores (on PostgreSQL the
         batch's reads are mostly waits for the database, ADR 0023); ``written``: score
         sets by patient that replace those of the same id the scores' read finds (the
-        batch before's, committing meanwhile: :meth:`_next_batch`)."""
+        batch before's, committing meanwhile: :meth:`_next_batch`); ``remember``: the
+        vital signs are answered from the memory where it can (the feed's batches only,
+        whose events it followed)."""
         wanted = {patient: set(at) for patient, at in times.items() if at}
         for patient in again:
             end = newest_score(session, patient)
@@ -359,20 +401,21 @@ class News2Engine:
         if not wanted:
             return None
         if other is None:
-            return self._score_sets(session, wanted, parsed, written=written)
+            return self._score_sets(session, wanted, parsed, written=written,
+                                    remember=remember)
         early = Early(self._read_ahead().submit(self._vitals_around, other, wanted,
-                                                parsed or {}),
+                                                parsed or {}, remember),
                       self._read_ahead().submit(_applicability_in, other, list(wanted)))
         try:
-            return self._score_sets(session, wanted, parsed, early, written)
+            return self._score_sets(session, wanted, parsed, early, written, remember)
         finally:
             early.vitals.cancel()
             early.patients.cancel()
 
     def _vitals_around(self, other: Callable[[], AbstractContextManager[Session]],
                        wanted: Mapping[str, Collection[int]],
-                       parsed: Mapping[tuple[str, str], list[Reading]]
-                       ) -> dict[str, list[Reading]]:
+                       parsed: Mapping[tuple[str, str], list[Reading]],
+                       remember: bool = False) -> dict[str, list[Reading]]:
         """Every reading a set of ``wanted`` can use, read before the sets are known: a
         vital at ``at`` joins a set that ends at most ``set`` later, and makes the later
         sets ending within ``window`` after it be scored again, so every window scored
@@ -380,12 +423,31 @@ class News2Engine:
         spans = {patient: (min(at) - self.window, max(at) + self.window)
                  for patient, at in wanted.items()}
         with other() as session:
-            return readings_for(session, spans, 3 * self.window, parsed, window=self.window)
+            return self._readings(session, spans, 3 * self.window, parsed, remember)
+
+    def _readings(self, session: Session, windows: Mapping[str, tuple[int, int]],
+                  widest: int, parsed: Mapping[tuple[str, str], list[Reading]],
+                  remember: bool) -> dict[str, list[Reading]]:
+        """``record.readings_for``, answered from the memory for the patients it can
+        answer for (``remember``); the others read from the store (to the end of time,
+        so the memory learns them from the read)."""
+        if not remember:
+            return readings_for(session, windows, widest, parsed, window=self.window)
+        position = self.memory.position  # before the read: no event followed during it
+        found = self.memory.answer(windows, self.window)
+        rest = {patient: span for patient, span in windows.items() if patient not in found}
+        if rest:
+            read = readings_for(session, rest, widest, parsed, window=self.window,
+                                open_end=True)
+            self.memory.learn(position, rest, self.window, read)
+            found.update(read)
+        return found
 
     def _score_sets(self, session: Session, wanted: dict[str, set[int]],
                     parsed: Mapping[tuple[str, str], list[Reading]] | None,
                     early: Early | None = None,
-                    written: Mapping[str, list[ScoreSet]] | None = None) -> Scoring:
+                    written: Mapping[str, list[ScoreSet]] | None = None,
+                    remember: bool = False) -> Scoring:
         """:meth:`prepare` once ``wanted`` is known: the vital signs and the patients read
         in ``session`` after the sets, or taken from ``early`` (read meanwhile on other
         threads; the patients changed are those wanted, every one)."""
@@ -419,9 +481,8 @@ class News2Engine:
                 continue
             windows[patient] = (min(s.end for s in sets_changed.values()) - self.window,
                                 max(s.end for s in sets_changed.values()))
-        readings = readings_for(session, windows, 2 * self.window, parsed or {},
-                                window=self.window) \
-            if early is None else early.vitals.result()
+        readings = self._readings(session, windows, 2 * self.window, parsed or {},
+                                  remember) if early is None else early.vitals.result()
         scoring = Scoring(known, chosen, set(windows))
         for patient in windows:
             front = max(known[patient], key=lambda s: (s.end, s.start))
@@ -548,26 +609,37 @@ class News2Engine:
 # ---------------------------------------------------------------------- helpers
 
 
-def _batch_inputs(session: Session, batch: ChangeBatch, own: dict[str, int] | None = None
+Follow = Callable[[Collection[str], Mapping[str, tuple[str | None, list[Reading]]]], None]
+
+
+def _batch_inputs(session: Session, batch: ChangeBatch, own: dict[str, int] | None = None,
+                  follow: Follow | None = None
                   ) -> tuple[dict[str, set[int]], set[str], dict[tuple[str, str], list[Reading]]]:
     """From the batch's changed resources: the times of each patient's new vital signs,
     the patients whose scale 2 or pregnancy changed, and each vital's readings by (id,
     versionId). A version of ``own`` (score id -> the version the engine wrote) is not
-    read: it is a score (a seventh of a stream's events, each read and parsed)."""
+    read: it is a score (a seventh of a stream's events, each read and parsed).
+    ``follow``: given the Observations the batch changed and deleted, and each one's
+    patient and readings as the batch left it (the engine's memory)."""
     times: dict[str, set[int]] = {}
     again: set[str] = set()
     parsed: dict[tuple[str, str], list[Reading]] = {}
     events = batch.events if not own else [
         event for event in batch.events if not _is_own(event, own)]
+    current: dict[str, tuple[str | None, list[Reading]]] = {}
     for resource_type, resource in current_of(session, events):
         patient = subject_of(resource)
         if resource_type == "Observation":
             readings = [] if is_news2_score(resource) else readings_of(resource)
             parsed[_version_key(resource)] = readings
+            current[f"Observation/{resource.get('id')}"] = (patient, readings)
             if readings and patient is not None:
                 times.setdefault(patient, set()).add(readings[0].at)
         elif _concerns_news2(resource) and patient is not None:
             again.add(patient)
+    if follow is not None:
+        follow([f"Observation/{event.id}" for event in events
+                if event.resource_type == "Observation"], current)
     return times, again, parsed
 
 
