@@ -136,10 +136,17 @@ class Scoring:
     def written_sets(self) -> dict[str, list[ScoreSet]]:
         """The sets :meth:`News2Engine.store` wrote, by patient, as the next batch reads
         them: copies (this batch's are not shared between threads), each with the band
-        it was written with as the band it had before that batch."""
-        return {patient: [ScoreSet(one.id, one.start, one.end, one.stored,
+        it was written with as the band it had before that batch, and without the
+        ``meta`` the write stamped on it (as ``record.scores_from`` reads them: with it,
+        the next batch found every such score changed and wrote it again)."""
+        return {patient: [ScoreSet(one.id, one.start, one.end, _without_meta(one.stored),
                                    band_of_score(one.stored)) for one in sets]
                 for patient, sets in self.written.items()}
+
+
+def _without_meta(score: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if score is None else {key: value for key, value in score.items()
+                                       if key != "meta"}
 
 
 def _us(seconds: float) -> int:
@@ -279,11 +286,12 @@ class News2Engine:
         if prepared is not None:
             scoring = prepared.scoring
         else:
+            remember = self.memory.score_changes  # before the reader's snapshot begins
             with self.host.reader() as reading:
                 times, again, parsed = _batch_inputs(reading, batch, self._own,
                                                      self._follow(batch))
                 scoring = self.prepare(reading, times, again, parsed,
-                                       other=self.host.reader, remember=True)
+                                       other=self.host.reader, remember=remember)
         # scores and alerts commit with the cursor: a batch lost to a power cut is
         # scored again, so the commit need not wait for the disk
         with context.transaction(flush_to_disk=False) as session:
@@ -295,10 +303,10 @@ class News2Engine:
             # written (its reads may not see them yet)
             if self.host.repository.dialect in self.pipeline_dialects:
                 self._next = self._read_next(batch.position, scoring)
+        if scoring is not None:  # committed: what the memory knows of the scores
+            self.memory.wrote(scoring.written_sets())
 
-    def _follow(self, batch: ChangeBatch, start: int | None = None
-                ) -> Callable[[Collection[str], Mapping[str, tuple[str | None,
-                                                                 list[Reading]]]], None]:
+    def _follow(self, batch: ChangeBatch, start: int | None = None) -> Follow:
         """What applies ``batch``'s vital signs to the memory (``start``: where the batch
         starts, else where the runner said, :meth:`pending`)."""
         start = self._start if start is None else start
@@ -307,9 +315,10 @@ class News2Engine:
             start = self.memory.position  # the runner moved past other types only
 
         def follow(changed: Collection[str],
-                   current: Mapping[str, tuple[str | None, list[Reading]]]) -> None:
+                   current: Mapping[str, tuple[str | None, list[Reading]]],
+                   scores: Collection[str]) -> None:
             self.memory.follow(-1 if start is None else start, batch.position, changed,
-                               current)
+                               current, scores)
         return follow
 
     def _nothing_between(self, start: int) -> bool:
@@ -353,6 +362,7 @@ class News2Engine:
         batch = self.host.repository.changes(position, self.batch, self.types)
         if not batch.events:
             return batch, None
+        remember = self.memory.score_changes  # before the reader's snapshot begins
         with self.host.reader() as reading:
             times, again, parsed = _batch_inputs(reading, batch, self._own,
                                                  self._follow(batch, position))
@@ -360,7 +370,7 @@ class News2Engine:
                 return batch, None
             return batch, Prepared(self.prepare(reading, times, (), parsed,
                                                 other=self.host.reader, written=written,
-                                                remember=True))
+                                                remember=remember))
 
     # ------------------------------------------------------------------ scoring
 
@@ -381,7 +391,7 @@ class News2Engine:
                 parsed: Mapping[tuple[str, str], list[Reading]] | None = None,
                 other: Callable[[], AbstractContextManager[Session]] | None = None,
                 written: Mapping[str, list[ScoreSet]] | None = None,
-                remember: bool = False) -> Scoring | None:
+                remember: int | None = None) -> Scoring | None:
         """Read what scoring needs (a few searches for the batch) and score the sets
         ``times`` and ``again`` change (see :meth:`score`); nothing is written. None when
         there is nothing to score.
@@ -392,7 +402,8 @@ class News2Engine:
         sets by patient that replace those of the same id the scores' read finds (the
         batch before's, committing meanwhile: :meth:`_next_batch`); ``remember``: the
         vital signs are answered from the memory where it can (the feed's batches only,
-        whose events it followed)."""
+        whose events it followed), the memory's ``score_changes`` when ``session`` began
+        (None: no memory)."""
         wanted = {patient: set(at) for patient, at in times.items() if at}
         for patient in again:
             end = newest_score(session, patient)
@@ -415,7 +426,7 @@ class News2Engine:
     def _vitals_around(self, other: Callable[[], AbstractContextManager[Session]],
                        wanted: Mapping[str, Collection[int]],
                        parsed: Mapping[tuple[str, str], list[Reading]],
-                       remember: bool = False) -> dict[str, list[Reading]]:
+                       remember: int | None = None) -> dict[str, list[Reading]]:
         """Every reading a set of ``wanted`` can use, read before the sets are known: a
         vital at ``at`` joins a set that ends at most ``set`` later, and makes the later
         sets ending within ``window`` after it be scored again, so every window scored
@@ -427,11 +438,11 @@ class News2Engine:
 
     def _readings(self, session: Session, windows: Mapping[str, tuple[int, int]],
                   widest: int, parsed: Mapping[tuple[str, str], list[Reading]],
-                  remember: bool) -> dict[str, list[Reading]]:
+                  remember: int | None) -> dict[str, list[Reading]]:
         """``record.readings_for``, answered from the memory for the patients it can
         answer for (``remember``); the others read from the store (to the end of time,
         so the memory learns them from the read)."""
-        if not remember:
+        if remember is None:
             return readings_for(session, windows, widest, parsed, window=self.window)
         position = self.memory.position  # before the read: no event followed during it
         found = self.memory.answer(windows, self.window)
@@ -443,17 +454,32 @@ class News2Engine:
             found.update(read)
         return found
 
+    def _scores(self, session: Session, earliest: Mapping[str, int],
+                remember: int | None) -> dict[str, list[ScoreSet]]:
+        """``record.scores_from``, answered from the memory for the patients whose scores
+        it knows from ``earliest[patient]`` on (``remember``: its ``score_changes`` when
+        ``session`` began); the others read, and learnt if no score changed meanwhile."""
+        if remember is None:
+            return scores_from(session, earliest, self.window)
+        found = self.memory.scores(earliest)
+        rest = {patient: at for patient, at in earliest.items() if patient not in found}
+        if rest:
+            read = scores_from(session, rest, self.window)
+            self.memory.learn_scores(remember, rest, read)
+            found.update(read)
+        return found
+
     def _score_sets(self, session: Session, wanted: dict[str, set[int]],
                     parsed: Mapping[tuple[str, str], list[Reading]] | None,
                     early: Early | None = None,
                     written: Mapping[str, list[ScoreSet]] | None = None,
-                    remember: bool = False) -> Scoring:
+                    remember: int | None = None) -> Scoring:
         """:meth:`prepare` once ``wanted`` is known: the vital signs and the patients read
         in ``session`` after the sets, or taken from ``early`` (read meanwhile on other
         threads; the patients changed are those wanted, every one)."""
-        known = with_written(scores_from(session, {patient: min(at) - self.set
-                                                   for patient, at in wanted.items()},
-                                         self.window), written or {})
+        known = with_written(self._scores(session, {patient: min(at) - self.set
+                                                    for patient, at in wanted.items()},
+                                          remember), written or {})
         chosen: dict[tuple[str, int], ScoreSet] = {}
         changed: dict[str, dict[str, ScoreSet]] = {}
         for patient, moments in wanted.items():
@@ -609,7 +635,8 @@ class News2Engine:
 # ---------------------------------------------------------------------- helpers
 
 
-Follow = Callable[[Collection[str], Mapping[str, tuple[str | None, list[Reading]]]], None]
+Follow = Callable[[Collection[str], Mapping[str, tuple[str | None, list[Reading]]],
+                   Collection[str]], None]
 
 
 def _batch_inputs(session: Session, batch: ChangeBatch, own: dict[str, int] | None = None,
@@ -619,18 +646,23 @@ def _batch_inputs(session: Session, batch: ChangeBatch, own: dict[str, int] | No
     the patients whose scale 2 or pregnancy changed, and each vital's readings by (id,
     versionId). A version of ``own`` (score id -> the version the engine wrote) is not
     read: it is a score (a seventh of a stream's events, each read and parsed).
-    ``follow``: given the Observations the batch changed and deleted, and each one's
-    patient and readings as the batch left it (the engine's memory)."""
+    ``follow``: given the Observations the batch changed and deleted, each one's
+    patient and readings as the batch left it, and the patients of scores in it (not
+    the engine's own: another writer's), for the engine's memory."""
     times: dict[str, set[int]] = {}
     again: set[str] = set()
     parsed: dict[tuple[str, str], list[Reading]] = {}
     events = batch.events if not own else [
         event for event in batch.events if not _is_own(event, own)]
     current: dict[str, tuple[str | None, list[Reading]]] = {}
+    scores: set[str] = set()  # patients of scores another writer changed
     for resource_type, resource in current_of(session, events):
         patient = subject_of(resource)
         if resource_type == "Observation":
-            readings = [] if is_news2_score(resource) else readings_of(resource)
+            score = is_news2_score(resource)
+            if score and patient is not None:
+                scores.add(patient)
+            readings = [] if score else readings_of(resource)
             parsed[_version_key(resource)] = readings
             current[f"Observation/{resource.get('id')}"] = (patient, readings)
             if readings and patient is not None:
@@ -639,7 +671,7 @@ def _batch_inputs(session: Session, batch: ChangeBatch, own: dict[str, int] | No
             again.add(patient)
     if follow is not None:
         follow([f"Observation/{event.id}" for event in events
-                if event.resource_type == "Observation"], current)
+                if event.resource_type == "Observation"], current, scores)
     return times, again, parsed
 
 

@@ -32,6 +32,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from hygeia.clinical.news2.inputs import PARAMETERS, Reading
+from hygeia.clinical.news2.record import ScoreSet
+
+SECOND = 1_000_000  # µs: a score search's date clause is a second wider
 
 KEEP = 16  # readings kept a parameter at or after ``since`` (a late one older: the store)
 PATIENTS = 5000  # patients remembered (the least recently used forgotten)
@@ -106,7 +109,16 @@ class Track:
 
 @dataclass(slots=True)
 class Patient:
+    """A patient's tracks, and its scores whose set ends at or after ``scores_since``
+    (None: not known), by id, as committed (the band each was written with)."""
+
     tracks: dict[str, Track]
+    scores_since: int | None = None
+    scores: dict[str, ScoreSet] = field(default_factory=dict)
+
+
+def _copy(one: ScoreSet) -> ScoreSet:
+    return ScoreSet(one.id, one.start, one.end, one.stored, one.was)
 
 
 class VitalMemory:
@@ -120,6 +132,8 @@ class VitalMemory:
         self._patients: OrderedDict[str, Patient] = OrderedDict()
         self._where: dict[str, str] = {}  # Observation/{id} -> the patient it is kept for
         self._position: int | None = None  # the feed position its events reach
+        self._score_of: dict[str, str] = {}  # score id -> its patient
+        self._changes = 0  # scores changed or forgotten (a score read begun before: stale)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -134,25 +148,43 @@ class VitalMemory:
     def forget(self) -> None:
         """Forget everything (a batch failed, the cursor moved elsewhere)."""
         with self._lock:
-            self._patients.clear()
-            self._where.clear()
+            self._clear()
             self._position = None
 
+    def _clear(self) -> None:
+        self._patients.clear()
+        self._where.clear()
+        self._score_of.clear()
+        self._changes += 1
+
     def follow(self, start: int, end: int, changed: Iterable[str],
-               current: Mapping[str, tuple[str | None, list[Reading]]]) -> None:
+               current: Mapping[str, tuple[str | None, list[Reading]]],
+               scores: Iterable[str] = ()) -> None:
         """Apply a batch of the feed from ``start`` to ``end``: ``changed`` the sources
         (``Observation/{id}``) it changed or deleted, ``current`` each one's patient and
-        readings as the batch left it (absent: deleted). A batch that does not start
-        where the last ended forgets everything first; one already followed is skipped."""
+        readings as the batch left it (absent: deleted), ``scores`` the patients of NEWS2
+        scores it holds that the engine did not write. A batch that does not start where
+        the last ended forgets everything first; one already followed is skipped."""
         with self._lock:
             if self._position == end:
                 return
             if self._position != start:
-                self._patients.clear()
-                self._where.clear()
+                self._clear()
             self._position = end
             for source in changed:
                 self._change(source, *current.get(source, (None, [])))
+                self._score_changed(self._score_of.get(source.partition("/")[2]))
+            for patient in scores:  # written by someone else: read them again
+                self._score_changed(patient)
+
+    def _score_changed(self, patient: str | None) -> None:
+        known = None if patient is None else self._patients.get(patient)
+        if known is None or known.scores_since is None:
+            return
+        for score_id in known.scores:
+            self._score_of.pop(score_id, None)
+        known.scores_since, known.scores = None, {}
+        self._changes += 1
 
     def _change(self, source: str, patient: str | None, readings: list[Reading]) -> None:
         was = self._where.pop(source, None)
@@ -171,7 +203,13 @@ class VitalMemory:
         gone = self._patients.pop(patient, None)
         if gone is None:
             return
-        for track in gone.tracks.values():
+        for score_id in gone.scores:
+            self._score_of.pop(score_id, None)
+        self._changes += 1
+        self._forget_sources(patient, gone)
+
+    def _forget_sources(self, patient: str, known: Patient) -> None:
+        for track in known.tracks.values():
             for source in {item[1] for item in track.kept} | \
                     {reading.source for reading in track.before}:
                 if self._where.get(source) == patient:
@@ -206,18 +244,77 @@ class VitalMemory:
             if position is None or position != self._position:
                 return
             for patient, (start, _) in windows.items():
-                self._drop(patient)
-                self._patients[patient] = self._track(patient, start, start + window,
-                                                      read.get(patient, []))
+                known = self._patients.get(patient)
+                if known is not None:  # its scores stay: only the readings are read
+                    self._forget_sources(patient, known)
+                    known.tracks = self._tracks(patient, start, start + window,
+                                                read.get(patient, []))
+                    self._patients.move_to_end(patient)
+                else:
+                    self._patients[patient] = Patient(self._tracks(
+                        patient, start, start + window, read.get(patient, [])))
             while len(self._patients) > self.limit:
                 self._drop(next(iter(self._patients)))
 
-    def _track(self, patient: str, start: int, floor: int, readings: list[Reading]
-               ) -> Patient:
+    def _tracks(self, patient: str, start: int, floor: int, readings: list[Reading]
+                ) -> dict[str, Track]:
         # the read holds every reading after the floor and the latest at or before it
         tracks = {parameter: Track(floor + 1, start) for parameter in PARAMETERS}
         for reading in readings:
             if start <= reading.at:
                 tracks[reading.parameter].add(reading)
                 self._where[reading.source] = patient
-        return Patient(tracks)
+        return tracks
+
+    # ------------------------------------------------------------------ scores
+
+    @property
+    def score_changes(self) -> int:
+        """A count of score changes: a score read begun at one count is kept only if it
+        is the same when the read ends (:meth:`learn_scores`)."""
+        return self._changes
+
+    def scores(self, earliest: Mapping[str, int]) -> dict[str, list[ScoreSet]]:
+        """Copies of each patient's scores whose set ends at or after ``earliest[
+        patient]`` (a second before it, as the store's search), sorted by start, for the
+        patients whose scores are known from there on."""
+        found: dict[str, list[ScoreSet]] = {}
+        with self._lock:
+            for patient, at in earliest.items():
+                known = self._patients.get(patient)
+                if known is None or known.scores_since is None or at < known.scores_since:
+                    continue
+                found[patient] = sorted((_copy(one) for one in known.scores.values()
+                                         if one.end >= at - SECOND),
+                                        key=lambda one: (one.start, one.end))
+        return found
+
+    def learn_scores(self, changes: int, earliest: Mapping[str, int],
+                     read: Mapping[str, list[ScoreSet]]) -> None:
+        """Remember the scores a store read found (``record.scores_from``: every score
+        ending at or after each patient's ``earliest``), for the patients whose readings
+        are remembered, if no score changed since the read began (``changes``)."""
+        with self._lock:
+            if changes != self._changes:
+                return
+            for patient, at in earliest.items():
+                known = self._patients.get(patient)
+                if known is None:
+                    continue
+                for score_id in known.scores:
+                    self._score_of.pop(score_id, None)
+                known.scores = {one.id: _copy(one) for one in read.get(patient, [])}
+                known.scores_since = at
+                self._score_of.update((score_id, patient) for score_id in known.scores)
+
+    def wrote(self, written: Mapping[str, list[ScoreSet]]) -> None:
+        """The scores the engine's batch committed, by patient (each with its band)."""
+        with self._lock:
+            for patient, sets in written.items():
+                known = self._patients.get(patient)
+                if known is None or known.scores_since is None:
+                    continue
+                for one in sets:
+                    known.scores[one.id] = _copy(one)
+                    self._score_of[one.id] = patient
+                self._changes += 1
