@@ -12,9 +12,9 @@ the goal: a monitor adds 7,200 Observations a day.
 
 Each size prints two lines: ``store`` (``readings_for``, what a batch reads when the
 engine's memory cannot answer: after a start, for late data older than it holds) and
-``engine`` (``News2Engine._readings`` as a batch of the feed makes it: the memory,
-having learned the patient from one store read, follows the newest set's events and
-answers; ``news2/memory.py``, ADR 00XX).
+``engine`` (``News2Engine._readings`` and ``_scores`` as a batch of the feed makes
+them: the memory, having learned the patient from one store read, follows the newest
+set's events and answers; ``news2/memory.py``, ADR 00XX).
 
     python -m benchmarks.news2_history [--backends sqlite,postgresql]
         [--minutes 60,600,3000] [--calls 20] [--db-prefix bench_news2_history]
@@ -112,9 +112,9 @@ def read_ms(service: FhirService, patient: str, minutes: int, calls: int
 
 def engine_read_ms(service: FhirService, patient: str, minutes: int, calls: int
                    ) -> tuple[float, float]:
-    """Median (wall, CPU) ms of the engine's read for a batch of the newest set: the
-    set's events followed by the memory, then the read (answered by the memory once it
-    learned the patient, in a first read not timed)."""
+    """Median (wall, CPU) ms of the engine's reads for a batch of the newest set: the
+    set's events followed by the memory, then the vital signs' and the scores' reads
+    (answered by the memory once it learned the patient, in a first read not timed)."""
     end = fhir_datetime_range(at(minutes - 1))[0]
     engine = News2Engine(service)
     newest = monitor_set(patient, minutes - 1)
@@ -125,8 +125,10 @@ def engine_read_ms(service: FhirService, patient: str, minutes: int, calls: int
         with service.reader() as session:
             started, cpu = time.perf_counter(), time.process_time()
             engine.memory.follow(call_number, call_number + 1, list(current), current)
+            remember = engine.memory.score_changes
             found = engine._readings(session, {patient: (end - HOUR, end)}, 2 * HOUR, {},
-                                     remember=engine.memory.score_changes)
+                                     remember=remember)
+            engine._scores(session, {patient: end - engine.set}, remember)
             if call_number:  # the first learns the patient from the store
                 walls.append((time.perf_counter() - started) * 1000)
                 cpus.append((time.process_time() - cpu) * 1000)
