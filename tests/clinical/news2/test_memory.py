@@ -16,7 +16,7 @@ import pytest
 from hygeia.clinical.news2 import engine as news2_engine
 from hygeia.clinical.news2.engine import News2Engine
 from hygeia.clinical.news2.inputs import PULSE, Reading
-from hygeia.clinical.news2.memory import KEEP, Track, VitalMemory
+from hygeia.clinical.news2.memory import KEEP, SCORES, Track, VitalMemory
 from hygeia.clinical.news2.record import ScoreSet, readings_for, scores_from
 from hygeia.clinical.news2.score import latest
 from hygeia.server.events import EventRunner
@@ -213,3 +213,15 @@ def test_a_track_keeps_a_bounded_number_of_readings() -> None:
     assert track.answers(floor - WINDOW, floor)
     assert [one.at for one in track.readings(floor - WINDOW, floor + 1, floor + 2)] == \
         [floor + 1, floor + 2, floor]
+
+
+def test_a_patients_scores_are_bounded_and_then_known_from_later_on() -> None:
+    memory = VitalMemory()
+    memory.follow(0, 1, [], {})
+    memory.learn(1, {"Patient/a": (0, WINDOW)}, WINDOW, {})
+    memory.learn_scores(memory.score_changes, {"Patient/a": 0}, {})
+    memory.wrote({"Patient/a": [ScoreSet(f"s{n:03d}", n * MINUTE, n * MINUTE, {"n": n})
+                                for n in range(SCORES + 6)]})
+    assert memory.scores({"Patient/a": 0}) == {}  # the first six were dropped: the store
+    later = memory.scores({"Patient/a": 10 * MINUTE})["Patient/a"]
+    assert [one.id for one in later] == [f"s{n:03d}" for n in range(10, SCORES + 6)]

@@ -67,7 +67,7 @@ from hygeia.fhir.resources import new_id
 from hygeia.server.alerts import Alert, AlertState
 from hygeia.server.extensions import EventContext, Host
 from hygeia.server.rest import write
-from hygeia.store import ChangeBatch, ChangeEvent, Session, StoredVersion
+from hygeia.store import ChangeBatch, ChangeEvent, FeedLost, Session, StoredVersion
 
 log = logging.getLogger("hygeia.clinical.news2")
 
@@ -327,7 +327,10 @@ class News2Engine:
         without a batch; another process handling batches would leave some)."""
         after = self.memory.position
         assert after is not None
-        gap = self.host.repository.changes(after, 1, self.types)
+        try:
+            gap = self.host.repository.changes(after, 1, self.types)
+        except FeedLost:  # purged meanwhile: the memory starts again, the engine goes on
+            return False
         return not gap.events or gap.events[0].seq > start
 
     def _remember(self, versions: Mapping[str, int]) -> None:

@@ -38,6 +38,7 @@ SECOND = 1_000_000  # µs: a score search's date clause is a second wider
 
 KEEP = 16  # readings kept a parameter at or after ``since`` (a late one older: the store)
 PATIENTS = 5000  # patients remembered (the least recently used forgotten)
+SCORES = 64  # score sets kept a patient (the latest ending; a late vital older: the store)
 
 
 def _key(reading: Reading) -> tuple[int, str]:
@@ -317,4 +318,18 @@ class VitalMemory:
                 for one in sets:
                     known.scores[one.id] = _copy(one)
                     self._score_of[one.id] = patient
+                if len(known.scores) > SCORES:
+                    self._trim_scores(known)
                 self._changes += 1
+
+    def _trim_scores(self, known: Patient) -> None:
+        """Keep the :data:`SCORES` sets ending last: the scores are then known from a
+        second after the end of the last one dropped."""
+        ordered = sorted(known.scores.values(), key=lambda one: one.end)
+        cut = ordered[-SCORES].end
+        for one in ordered:
+            if one.end < cut:
+                del known.scores[one.id]
+                self._score_of.pop(one.id, None)
+        assert known.scores_since is not None
+        known.scores_since = max(known.scores_since, cut + SECOND)
