@@ -443,17 +443,24 @@ class News2Engine:
                   widest: int, parsed: Mapping[tuple[str, str], list[Reading]],
                   remember: int | None) -> dict[str, list[Reading]]:
         """``record.readings_for``, answered from the memory for the patients it can
-        answer for (``remember``); the others read from the store (to the end of time,
-        so the memory learns them from the read)."""
+        answer for (``remember``); the others read from the store: those it does not
+        know to the end of time, so it learns them from the read, those it knows (late
+        data older than it holds) as before, leaving it as it is (a read to the end of
+        time would read, and parse, every later reading again)."""
         if remember is None:
             return readings_for(session, windows, widest, parsed, window=self.window)
         position = self.memory.position  # before the read: no event followed during it
         found = self.memory.answer(windows, self.window)
-        rest = {patient: span for patient, span in windows.items() if patient not in found}
-        if rest:
-            read = readings_for(session, rest, widest, parsed, window=self.window,
+        known = self.memory.knows(patient for patient in windows if patient not in found)
+        late = {patient: windows[patient] for patient in known}
+        new = {patient: span for patient, span in windows.items()
+               if patient not in found and patient not in known}
+        if late:
+            found.update(readings_for(session, late, widest, parsed, window=self.window))
+        if new:
+            read = readings_for(session, new, widest, parsed, window=self.window,
                                 open_end=True)
-            self.memory.learn(position, rest, self.window, read)
+            self.memory.learn(position, new, self.window, read)
             found.update(read)
         return found
 

@@ -216,6 +216,11 @@ class VitalMemory:
                 if self._where.get(source) == patient:
                     del self._where[source]
 
+    def knows(self, patients: Iterable[str]) -> set[str]:
+        """The patients of ``patients`` whose readings it holds (answerable or not)."""
+        with self._lock:
+            return {patient for patient in patients if patient in self._patients}
+
     def answer(self, windows: Mapping[str, tuple[int, int]], window: int
                ) -> dict[str, list[Reading]]:
         """The readings of each patient of ``windows`` (start, end) it can answer for, as
