@@ -10,6 +10,12 @@ a blood-pressure panel, pulse, temperature); the baseline is the same read with 
 shortest history, in the same run. A read that does not grow with the history is
 the goal: a monitor adds 7,200 Observations a day.
 
+Each size prints two lines: ``store`` (``readings_for``, what a batch reads when the
+engine's memory cannot answer: after a start, for late data older than it holds) and
+``engine`` (``News2Engine._readings`` and ``_scores`` as a batch of the feed makes
+them: the memory, having learned the patient from one store read, follows the newest
+set's events and answers; ``news2/memory.py``, ADR 00XX).
+
     python -m benchmarks.news2_history [--backends sqlite,postgresql]
         [--minutes 60,600,3000] [--calls 20] [--db-prefix bench_news2_history]
 """
@@ -24,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import DEFAULT_PG, drop_postgres_db, fresh_postgres_db
+from hygeia.clinical.news2.engine import News2Engine
+from hygeia.clinical.news2.inputs import readings_of
 from hygeia.clinical.news2.record import readings_for
 from hygeia.fhir.datetime import fhir_datetime_range
 from hygeia.server import FhirRequest, FhirService
@@ -102,6 +110,35 @@ def read_ms(service: FhirService, patient: str, minutes: int, calls: int
     return statistics.median(walls), statistics.median(cpus)
 
 
+def engine_read_ms(service: FhirService, patient: str, minutes: int, calls: int
+                   ) -> tuple[float, float]:
+    """Median (wall, CPU) ms of the engine's reads for a batch of the newest set: the
+    set's events followed by the memory, then the vital signs' and the scores' reads
+    (answered by the memory once it learned the patient, in a first read not timed)."""
+    end = fhir_datetime_range(at(minutes - 1))[0]
+    engine = News2Engine(service)
+    newest = monitor_set(patient, minutes - 1)
+    current = {f"Observation/{number}": (patient, readings_of({**resource, "id": number}))
+               for number, resource in enumerate(newest)}
+    walls, cpus = [], []
+    for call_number in range(calls + 1):
+        with service.reader() as session:
+            started, cpu = time.perf_counter(), time.process_time()
+            engine.memory.follow(call_number, call_number + 1, list(current), current)
+            remember = engine.memory.score_changes
+            found = engine._readings(session, {patient: (end - HOUR, end)}, 2 * HOUR, {},
+                                     remember=remember)
+            engine._scores(session, {patient: end - engine.set}, remember)
+            if call_number:  # the first learns the patient from the store
+                walls.append((time.perf_counter() - started) * 1000)
+                cpus.append((time.process_time() - cpu) * 1000)
+        if not found[patient]:
+            raise SystemExit("error: the engine's read found none of the vital signs")
+    if len(engine.memory) != 1:
+        raise SystemExit("error: the engine's memory did not learn the patient")
+    return statistics.median(walls), statistics.median(cpus)
+
+
 def measure(repository: Repository, label: str, sizes: list[int], calls: int) -> None:
     service = FhirService(repository)
     try:
@@ -113,10 +150,14 @@ def measure(repository: Repository, label: str, sizes: list[int], calls: int) ->
             written = minutes
             wall, cpu = read_ms(service, patient, minutes, calls)
             baseline = baseline or wall
-            print(f"{label:<10} history {minutes:>6,} minutes ({5 * minutes:>7,} "
+            print(f"{label:<10} store  history {minutes:>6,} minutes ({5 * minutes:>7,} "
                   f"Observations): {wall:7.2f} ms a read ({cpu:6.2f} CPU ms here) | "
                   f"baseline {sizes[0]:,} minutes {baseline:6.2f} ms; ratio "
                   f"{wall / baseline:5.2f}", flush=True)
+            wall, cpu = engine_read_ms(service, patient, minutes, calls)
+            print(f"{label:<10} engine history {minutes:>6,} minutes ({5 * minutes:>7,} "
+                  f"Observations): {wall:7.2f} ms a read ({cpu:6.2f} CPU ms here) | "
+                  f"store read of the same size above (baseline)", flush=True)
     finally:
         service.close()
 

@@ -43,6 +43,7 @@ from hygeia.clinical.news2.inputs import (
     is_news2_score,
     readings_of,
 )
+from hygeia.clinical.news2.memory import VitalMemory
 from hygeia.clinical.news2.record import (
     Applicability,
     ScoreSet,
@@ -66,7 +67,7 @@ from hygeia.fhir.resources import new_id
 from hygeia.server.alerts import Alert, AlertState
 from hygeia.server.extensions import EventContext, Host
 from hygeia.server.rest import write
-from hygeia.store import ChangeBatch, ChangeEvent, Session, StoredVersion
+from hygeia.store import ChangeBatch, ChangeEvent, FeedLost, Session, StoredVersion
 
 log = logging.getLogger("hygeia.clinical.news2")
 
@@ -135,10 +136,17 @@ class Scoring:
     def written_sets(self) -> dict[str, list[ScoreSet]]:
         """The sets :meth:`News2Engine.store` wrote, by patient, as the next batch reads
         them: copies (this batch's are not shared between threads), each with the band
-        it was written with as the band it had before that batch."""
-        return {patient: [ScoreSet(one.id, one.start, one.end, one.stored,
+        it was written with as the band it had before that batch, and without the
+        ``meta`` the write stamped on it (as ``record.scores_from`` reads them: with it,
+        the next batch found every such score changed and wrote it again)."""
+        return {patient: [ScoreSet(one.id, one.start, one.end, _without_meta(one.stored),
                                    band_of_score(one.stored)) for one in sets]
                 for patient, sets in self.written.items()}
+
+
+def _without_meta(score: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if score is None else {key: value for key, value in score.items()
+                                       if key != "meta"}
 
 
 def _us(seconds: float) -> int:
@@ -225,6 +233,10 @@ class News2Engine:
         # score id -> the version this engine's last commits wrote: their events are not
         # read back (a score is no vital sign); popped as seen, forgotten on a failure
         self._own: dict[str, int] = {}
+        # each followed patient's recent readings, so most batches read no vital sign
+        # from the store (ADR 00XX); ``_start``: where the batch being handled starts
+        self.memory = VitalMemory()
+        self._start: int | None = None
 
     def _read_ahead(self) -> ThreadPoolExecutor:
         """The two threads that read a batch's vital signs and its patients while the
@@ -242,6 +254,7 @@ class News2Engine:
         come in the batch after it. None when nothing was read ahead from ``position``
         (another process moved the cursor, the commit failed, the read failed) or it
         found no events: the runner reads the feed, and rests if it is empty."""
+        self._start = position
         ahead, self._next = self._next, None
         if ahead is None or ahead.after != position:
             return None
@@ -259,30 +272,66 @@ class News2Engine:
         # every other write waits for it), so it takes only the alerts' locked read and
         # the writes (ADR 0023)
         ahead, self._next = self._next, None
-        prepared = None if ahead is None else ahead.prepared_for(batch)
-        if prepared is not None:
-            scoring = prepared.scoring
-        else:
-            with self.host.reader() as reading:
-                times, again, parsed = _batch_inputs(reading, batch, self._own)
-                scoring = self.prepare(reading, times, again, parsed,
-                                       other=self.host.reader)
-        # scores and alerts commit with the cursor: a batch lost to a power cut is
-        # scored again, so the commit need not wait for the disk
         try:
-            with context.transaction(flush_to_disk=False) as session:
-                if scoring is not None:
-                    self.store(session, scoring)
-                    self._remember(scoring.versions)
-                # the commit (the writes' flush) is mostly a wait for the database: the
-                # next batch is read and scored meanwhile, from this one's scores as
-                # written (its reads may not see them yet)
-                if self.host.repository.dialect in self.pipeline_dialects:
-                    self._next = self._read_next(batch.position, scoring)
+            self._handle(batch, context, None if ahead is None else ahead.prepared_for(batch))
         except BaseException:
             self._next = None  # scored on top of scores that were not committed
             self._own.clear()  # versions that may never have been committed
+            self.memory.forget()  # the batch is handed over again: follow it again
             raise
+
+    def _handle(self, batch: ChangeBatch, context: EventContext,
+                prepared: Prepared | None) -> None:
+        """:meth:`handle` with the scoring read ahead, if any."""
+        if prepared is not None:
+            scoring = prepared.scoring
+        else:
+            remember = self.memory.score_changes  # before the reader's snapshot begins
+            with self.host.reader() as reading:
+                times, again, parsed = _batch_inputs(reading, batch, self._own,
+                                                     self._follow(batch))
+                scoring = self.prepare(reading, times, again, parsed,
+                                       other=self.host.reader, remember=remember)
+        # scores and alerts commit with the cursor: a batch lost to a power cut is
+        # scored again, so the commit need not wait for the disk
+        with context.transaction(flush_to_disk=False) as session:
+            if scoring is not None:
+                self.store(session, scoring)
+                self._remember(scoring.versions)
+            # the commit (the writes' flush) is mostly a wait for the database: the
+            # next batch is read and scored meanwhile, from this one's scores as
+            # written (its reads may not see them yet)
+            if self.host.repository.dialect in self.pipeline_dialects:
+                self._next = self._read_next(batch.position, scoring)
+        if scoring is not None:  # committed: what the memory knows of the scores
+            self.memory.wrote(scoring.written_sets())
+
+    def _follow(self, batch: ChangeBatch, start: int | None = None) -> Follow:
+        """What applies ``batch``'s vital signs to the memory (``start``: where the batch
+        starts, else where the runner said, :meth:`pending`)."""
+        start = self._start if start is None else start
+        if start is not None and self.memory.position is not None and \
+                self.memory.position < start and self._nothing_between(start):
+            start = self.memory.position  # the runner moved past other types only
+
+        def follow(changed: Collection[str],
+                   current: Mapping[str, tuple[str | None, list[Reading]]],
+                   scores: Collection[str]) -> None:
+            self.memory.follow(-1 if start is None else start, batch.position, changed,
+                               current, scores)
+        return follow
+
+    def _nothing_between(self, start: int) -> bool:
+        """Whether the feed holds no version of the engine's types between where the
+        memory's events end and ``start`` (the runner moves the cursor past other types
+        without a batch; another process handling batches would leave some)."""
+        after = self.memory.position
+        assert after is not None
+        try:
+            gap = self.host.repository.changes(after, 1, self.types)
+        except FeedLost:  # purged meanwhile: the memory starts again, the engine goes on
+            return False
+        return not gap.events or gap.events[0].seq > start
 
     def _remember(self, versions: Mapping[str, int]) -> None:
         """Note the score versions a batch writes, so their events are skipped unread;
@@ -316,12 +365,15 @@ class News2Engine:
         batch = self.host.repository.changes(position, self.batch, self.types)
         if not batch.events:
             return batch, None
+        remember = self.memory.score_changes  # before the reader's snapshot begins
         with self.host.reader() as reading:
-            times, again, parsed = _batch_inputs(reading, batch, self._own)
+            times, again, parsed = _batch_inputs(reading, batch, self._own,
+                                                 self._follow(batch, position))
             if again:
                 return batch, None
             return batch, Prepared(self.prepare(reading, times, (), parsed,
-                                                other=self.host.reader, written=written))
+                                                other=self.host.reader, written=written,
+                                                remember=remember))
 
     # ------------------------------------------------------------------ scoring
 
@@ -341,7 +393,8 @@ class News2Engine:
                 again: Collection[str] = (),
                 parsed: Mapping[tuple[str, str], list[Reading]] | None = None,
                 other: Callable[[], AbstractContextManager[Session]] | None = None,
-                written: Mapping[str, list[ScoreSet]] | None = None) -> Scoring | None:
+                written: Mapping[str, list[ScoreSet]] | None = None,
+                remember: int | None = None) -> Scoring | None:
         """Read what scoring needs (a few searches for the batch) and score the sets
         ``times`` and ``again`` change (see :meth:`score`); nothing is written. None when
         there is nothing to score.
@@ -350,7 +403,10 @@ class News2Engine:
         on two other threads while ``session`` reads the scores (on PostgreSQL the
         batch's reads are mostly waits for the database, ADR 0023); ``written``: score
         sets by patient that replace those of the same id the scores' read finds (the
-        batch before's, committing meanwhile: :meth:`_next_batch`)."""
+        batch before's, committing meanwhile: :meth:`_next_batch`); ``remember``: the
+        vital signs are answered from the memory where it can (the feed's batches only,
+        whose events it followed), the memory's ``score_changes`` when ``session`` began
+        (None: no memory)."""
         wanted = {patient: set(at) for patient, at in times.items() if at}
         for patient in again:
             end = newest_score(session, patient)
@@ -359,20 +415,21 @@ class News2Engine:
         if not wanted:
             return None
         if other is None:
-            return self._score_sets(session, wanted, parsed, written=written)
+            return self._score_sets(session, wanted, parsed, written=written,
+                                    remember=remember)
         early = Early(self._read_ahead().submit(self._vitals_around, other, wanted,
-                                                parsed or {}),
+                                                parsed or {}, remember),
                       self._read_ahead().submit(_applicability_in, other, list(wanted)))
         try:
-            return self._score_sets(session, wanted, parsed, early, written)
+            return self._score_sets(session, wanted, parsed, early, written, remember)
         finally:
             early.vitals.cancel()
             early.patients.cancel()
 
     def _vitals_around(self, other: Callable[[], AbstractContextManager[Session]],
                        wanted: Mapping[str, Collection[int]],
-                       parsed: Mapping[tuple[str, str], list[Reading]]
-                       ) -> dict[str, list[Reading]]:
+                       parsed: Mapping[tuple[str, str], list[Reading]],
+                       remember: int | None = None) -> dict[str, list[Reading]]:
         """Every reading a set of ``wanted`` can use, read before the sets are known: a
         vital at ``at`` joins a set that ends at most ``set`` later, and makes the later
         sets ending within ``window`` after it be scored again, so every window scored
@@ -380,18 +437,59 @@ class News2Engine:
         spans = {patient: (min(at) - self.window, max(at) + self.window)
                  for patient, at in wanted.items()}
         with other() as session:
-            return readings_for(session, spans, 3 * self.window, parsed, window=self.window)
+            return self._readings(session, spans, 3 * self.window, parsed, remember)
+
+    def _readings(self, session: Session, windows: Mapping[str, tuple[int, int]],
+                  widest: int, parsed: Mapping[tuple[str, str], list[Reading]],
+                  remember: int | None) -> dict[str, list[Reading]]:
+        """``record.readings_for``, answered from the memory for the patients it can
+        answer for (``remember``); the others read from the store: those it does not
+        know to the end of time, so it learns them from the read, those it knows (late
+        data older than it holds) as before, leaving it as it is (a read to the end of
+        time would read, and parse, every later reading again)."""
+        if remember is None:
+            return readings_for(session, windows, widest, parsed, window=self.window)
+        position = self.memory.position  # before the read: no event followed during it
+        found = self.memory.answer(windows, self.window)
+        known = self.memory.knows(patient for patient in windows if patient not in found)
+        late = {patient: windows[patient] for patient in known}
+        new = {patient: span for patient, span in windows.items()
+               if patient not in found and patient not in known}
+        if late:
+            found.update(readings_for(session, late, widest, parsed, window=self.window))
+        if new:
+            read = readings_for(session, new, widest, parsed, window=self.window,
+                                open_end=True)
+            self.memory.learn(position, new, self.window, read)
+            found.update(read)
+        return found
+
+    def _scores(self, session: Session, earliest: Mapping[str, int],
+                remember: int | None) -> dict[str, list[ScoreSet]]:
+        """``record.scores_from``, answered from the memory for the patients whose scores
+        it knows from ``earliest[patient]`` on (``remember``: its ``score_changes`` when
+        ``session`` began); the others read, and learnt if no score changed meanwhile."""
+        if remember is None:
+            return scores_from(session, earliest, self.window)
+        found = self.memory.scores(earliest)
+        rest = {patient: at for patient, at in earliest.items() if patient not in found}
+        if rest:
+            read = scores_from(session, rest, self.window)
+            self.memory.learn_scores(remember, rest, read)
+            found.update(read)
+        return found
 
     def _score_sets(self, session: Session, wanted: dict[str, set[int]],
                     parsed: Mapping[tuple[str, str], list[Reading]] | None,
                     early: Early | None = None,
-                    written: Mapping[str, list[ScoreSet]] | None = None) -> Scoring:
+                    written: Mapping[str, list[ScoreSet]] | None = None,
+                    remember: int | None = None) -> Scoring:
         """:meth:`prepare` once ``wanted`` is known: the vital signs and the patients read
         in ``session`` after the sets, or taken from ``early`` (read meanwhile on other
         threads; the patients changed are those wanted, every one)."""
-        known = with_written(scores_from(session, {patient: min(at) - self.set
-                                                   for patient, at in wanted.items()},
-                                         self.window), written or {})
+        known = with_written(self._scores(session, {patient: min(at) - self.set
+                                                    for patient, at in wanted.items()},
+                                          remember), written or {})
         chosen: dict[tuple[str, int], ScoreSet] = {}
         changed: dict[str, dict[str, ScoreSet]] = {}
         for patient, moments in wanted.items():
@@ -419,9 +517,8 @@ class News2Engine:
                 continue
             windows[patient] = (min(s.end for s in sets_changed.values()) - self.window,
                                 max(s.end for s in sets_changed.values()))
-        readings = readings_for(session, windows, 2 * self.window, parsed or {},
-                                window=self.window) \
-            if early is None else early.vitals.result()
+        readings = self._readings(session, windows, 2 * self.window, parsed or {},
+                                  remember) if early is None else early.vitals.result()
         scoring = Scoring(known, chosen, set(windows))
         for patient in windows:
             front = max(known[patient], key=lambda s: (s.end, s.start))
@@ -548,26 +645,43 @@ class News2Engine:
 # ---------------------------------------------------------------------- helpers
 
 
-def _batch_inputs(session: Session, batch: ChangeBatch, own: dict[str, int] | None = None
+Follow = Callable[[Collection[str], Mapping[str, tuple[str | None, list[Reading]]],
+                   Collection[str]], None]
+
+
+def _batch_inputs(session: Session, batch: ChangeBatch, own: dict[str, int] | None = None,
+                  follow: Follow | None = None
                   ) -> tuple[dict[str, set[int]], set[str], dict[tuple[str, str], list[Reading]]]:
     """From the batch's changed resources: the times of each patient's new vital signs,
     the patients whose scale 2 or pregnancy changed, and each vital's readings by (id,
     versionId). A version of ``own`` (score id -> the version the engine wrote) is not
-    read: it is a score (a seventh of a stream's events, each read and parsed)."""
+    read: it is a score (a seventh of a stream's events, each read and parsed).
+    ``follow``: given the Observations the batch changed and deleted, each one's
+    patient and readings as the batch left it, and the patients of scores in it (not
+    the engine's own: another writer's), for the engine's memory."""
     times: dict[str, set[int]] = {}
     again: set[str] = set()
     parsed: dict[tuple[str, str], list[Reading]] = {}
     events = batch.events if not own else [
         event for event in batch.events if not _is_own(event, own)]
+    current: dict[str, tuple[str | None, list[Reading]]] = {}
+    scores: set[str] = set()  # patients of scores another writer changed
     for resource_type, resource in current_of(session, events):
         patient = subject_of(resource)
         if resource_type == "Observation":
-            readings = [] if is_news2_score(resource) else readings_of(resource)
+            score = is_news2_score(resource)
+            if score and patient is not None:
+                scores.add(patient)
+            readings = [] if score else readings_of(resource)
             parsed[_version_key(resource)] = readings
+            current[f"Observation/{resource.get('id')}"] = (patient, readings)
             if readings and patient is not None:
                 times.setdefault(patient, set()).add(readings[0].at)
         elif _concerns_news2(resource) and patient is not None:
             again.add(patient)
+    if follow is not None:
+        follow([f"Observation/{event.id}" for event in events
+                if event.resource_type == "Observation"], current, scores)
     return times, again, parsed
 
 

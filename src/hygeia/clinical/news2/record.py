@@ -42,6 +42,7 @@ PATIENTS_PER_SEARCH = 200  # patients OR-ed in one search
 PAGE = 1000  # resources per page read
 MAX_READINGS = 500  # vital signs read per patient, parameter and window (newest first)
 LOOK_BACK = 24 * 3600 * 1_000_000  # µs before a set searched for the band before it
+_FOREVER = 1 << 62  # µs: no end (``readings_for(open_end=True)``)
 _ALL_CODES = ",".join(f"{LOINC}|{code}" for code in VITAL_CODES)
 _PATIENT = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
 
@@ -249,7 +250,7 @@ def bands_before(session: Session, sets: Mapping[str, ScoreSet],
 
 def readings_for(session: Session, windows: Mapping[str, tuple[int, int]], widest: int,
                  parsed: Mapping[tuple[str, str], list[Reading]] | None = None, *,
-                 window: int = 0) -> dict[str, list[Reading]]:
+                 window: int = 0, open_end: bool = False) -> dict[str, list[Reading]]:
     """Each patient's NEWS2 readings effective within ``windows[patient]`` = (start, end)
     (µs) that a score of a set ending between ``start + window`` and ``end`` may use,
     sorted by time (readings of the same time by Observation id: the later id wins a
@@ -265,16 +266,21 @@ def readings_for(session: Session, windows: Mapping[str, tuple[int, int]], wides
     read over the rest of the window in one more search, newest first, left for a
     patient and parameter once past its latest reading. ``window`` 0: every reading in
     the window. ``parsed``: the readings of Observations already read, by (id,
-    versionId)."""
+    versionId). ``open_end``: every reading after each window's end too (what the
+    engine's memory learns from, ``news2/memory.py``)."""
     found: dict[str, list[Reading]] = {patient: [] for patient in windows}
+    kept = {patient: (start, _FOREVER) for patient, (start, _) in windows.items()} \
+        if open_end else windows
     floors = {patient: start + window for patient, (start, _) in windows.items()}
     for group, low, high in _groups(windows, widest):
         recent = max(low, min(floors[patient] for patient in group))
         latest: dict[tuple[str, str], int] = {}
+        dates = [between(recent, high)[0]] if open_end else between(recent, high)
         for stored in search_all(session, "Observation", [
-                ("patient", ",".join(group)), ("code", _ALL_CODES), *between(recent, high)]):
+                ("patient", ",".join(group)), ("code", _ALL_CODES), *dates]):
             _add_readings(stored, orjson.loads(stored.content or b"{}"), parsed or {},
-                          windows, floors, (recent, high), found, latest)
+                          kept, floors, (recent, _FOREVER if open_end else high), found,
+                          latest)
         if low < recent:
             for missing in _alike(group, latest):
                 _read_parameters(session, missing, between(low, recent), windows, floors,
