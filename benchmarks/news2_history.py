@@ -14,7 +14,7 @@ Each size prints two lines: ``store`` (``readings_for``, what a batch reads when
 engine's memory cannot answer: after a start, for late data older than it holds) and
 ``engine`` (``News2Engine._readings`` and ``_scores`` as a batch of the feed makes
 them: the memory, having learned the patient from one store read, follows the newest
-set's events and answers; ``news2/memory.py``, ADR 00XX).
+set's events and answers; ``news2/memory.py``, ADR 0046).
 
     python -m benchmarks.news2_history [--backends sqlite,postgresql]
         [--minutes 60,600,3000] [--calls 20] [--db-prefix bench_news2_history]

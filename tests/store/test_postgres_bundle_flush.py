@@ -1,5 +1,5 @@
 """PostgreSQL's flush of a transaction Bundle of 8 monitor readings (48 versions, more
-than ``PIPELINED_VERSIONS``: by COPY, ADR 00XX): every version's content exact, all or
+than ``PIPELINED_VERSIONS``: by COPY, ADR 0046): every version's content exact, all or
 nothing."""
 
 from __future__ import annotations

@@ -234,7 +234,7 @@ class News2Engine:
         # read back (a score is no vital sign); popped as seen, forgotten on a failure
         self._own: dict[str, int] = {}
         # each followed patient's recent readings, so most batches read no vital sign
-        # from the store (ADR 00XX); ``_start``: where the batch being handled starts
+        # from the store (ADR 0046); ``_start``: where the batch being handled starts
         self.memory = VitalMemory()
         self._start: int | None = None
 

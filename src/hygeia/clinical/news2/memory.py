@@ -6,7 +6,7 @@ in commit order. Once the store has told it a patient's readings from some time 
 change: a new reading, an update (status, value, time, subject) or a delete. So for
 that patient it can answer the read a batch needs (each parameter's readings from the
 batch's floor on, and its latest one before the floor within the window) without the
-store, whose read on SQLite walks the patient's whole history (ADR 00XX).
+store, whose read on SQLite walks the patient's whole history (ADR 0046).
 
 What it holds, per patient and parameter (:class:`Track`): every reading at or after
 ``since``, and the latest reading(s) (a tie of one time kept whole) in ``[back,
