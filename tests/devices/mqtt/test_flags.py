@@ -15,6 +15,8 @@ from hygeia.devices.mqtt.listener import BrokerAddress
     (("--mqtt-url", "mqtt://127.0.0.1:99999"), "is not a broker URL"),
     (("--mqtt-url", "mqtt://127.0.0.1", "--mqtt-topic", "hygeia/#"), "must end in +/+/obs"),
     (("--mqtt-url", "mqtt://127.0.0.1", "--mqtt-session-expiry", "-1"), "whole seconds"),
+    (("--mqtt-url", "mqtt://127.0.0.1", "--mqtt-storers", "0"), "1 to 8"),
+    (("--mqtt-url", "mqtt://127.0.0.1", "--mqtt-storers", "two"), "1 to 8"),
 ])
 def test_a_bad_mqtt_flag_is_one_error_line(flags: tuple[str, ...], message: str) -> None:
     result = subprocess.run([sys.executable, "-m", "hygeia.cli.main", "serve", *flags],

@@ -21,6 +21,8 @@ from typing import Any
 from hygeia.devices.mqtt.topics import DEFAULT_FILTER, TopicLayout
 from hygeia.server.extensions import CliCommand, PillarHost
 
+MAX_STORERS = 8  # --mqtt-storers at most (each holds a pooled connection in a transaction)
+
 DEMO_GATEWAY = "demo-gateway"
 DEMO_DEVICE = "pulse-oximeter"
 
@@ -56,8 +58,19 @@ def _seconds(text: str) -> int:
     return seconds
 
 
+def _storers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_STORERS:
+        raise argparse.ArgumentTypeError(f"{text}: give a whole number, 1 to {MAX_STORERS}")
+    return count
+
+
 def serve_options(group: argparse._ArgumentGroup) -> None:
-    """``--mqtt-url``, ``--mqtt-topic`` and ``--mqtt-client-id``."""
+    """``--mqtt-url``, ``--mqtt-topic``, ``--mqtt-client-id``, ``--mqtt-session-expiry``
+    and ``--mqtt-storers``."""
     group.add_argument("--mqtt-url", type=_broker_url, default=None, metavar="URL",
                        help="store what gateways publish to this MQTT broker, e.g. "
                             "mqtt://127.0.0.1:1883 (default: off)")
@@ -71,6 +84,9 @@ def serve_options(group: argparse._ArgumentGroup) -> None:
                        metavar="SECONDS", help="how long the broker keeps Hygeia's session "
                        "and queues its messages while Hygeia is away (default 604800, a "
                        "week)")
+    group.add_argument("--mqtt-storers", type=_storers, default=1, metavar="N",
+                       help="threads storing batches of readings at once, at most the "
+                       "database's concurrent writers (1 on SQLite) (default 1)")
 
 
 def install(host: PillarHost, options: Mapping[str, Any]) -> None:
@@ -86,7 +102,8 @@ def install(host: PillarHost, options: Mapping[str, Any]) -> None:
     listener = MqttListener(
         host, BrokerAddress.parse(str(options["mqtt_url"])),
         TopicLayout.from_filter(str(options.get("mqtt_topic") or DEFAULT_FILTER)),
-        client_id, int(options.get("mqtt_session_expiry", 7 * 24 * 3600)))
+        client_id, int(options.get("mqtt_session_expiry", 7 * 24 * 3600)),
+        int(options.get("mqtt_storers") or 1))
     host.add_listener(listener)
     _LISTENERS[host] = listener
     ensure_parent_parameter(host)  # a gateway's devices, for its device-offline alerts

@@ -22,13 +22,16 @@ Durability, in order:
 Threads: paho's network loop (``loop_start``; it reconnects with exponential
 backoff, :data:`RECONNECT_DELAY`) decodes each message (a plain one in
 :class:`~.client.LeanClient`, without paho's per-message objects) and hands it
-to a queue; one worker thread stores them in batches of everything waiting, up
-to :data:`BATCH` messages per transaction (one commit for many messages: the
-group commit), then acknowledges them all in one write, falling back to one
-transaction per message when a batch fails, so one bad message cannot block the
-others. (Reading and validating the payloads on the network thread instead was
-measured: more CPU per message, from the two threads contending for the GIL,
-and no faster.)
+to a queue; storing threads (one; ``--mqtt-storers``, at most the repository's
+``concurrent_writers``: one on SQLite) each take a batch of everything waiting,
+up to :data:`BATCH` messages, store it in one transaction (one commit for many
+messages: the group commit), then acknowledge it in one write, falling back to
+one transaction per message when a batch fails, so one bad message cannot block
+the others. With several on PostgreSQL, while one batch waits for the server the
+next runs its Python (ADR 00XX: measured on a loaded machine, more CPU per
+message and no clear gain, so one is the default). (Reading
+and validating the payloads on the network thread instead was measured: more
+CPU per message, from the two threads contending for the GIL, and no faster.)
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ CONNECT_WAIT = 10.0  # start() waits this long for the first subscription
 KEEPALIVE = 30
 # unacknowledged messages the broker may send at once (MQTT 5 Receive Maximum): twice a
 # batch, so the next batch arrives while one commits. It bounds the inbox: at most this
-# many payloads of payloads.MAX_PAYLOAD_BYTES (250 MiB)
+# many payloads of payloads.MAX_PAYLOAD_BYTES (250 MiB), however many threads store them
 RECEIVE_MAXIMUM = 2 * BATCH
 DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600  # seconds
 
@@ -125,8 +128,9 @@ class MqttListener:
 
     def __init__(self, host: Host, broker: BrokerAddress, layout: TopicLayout,
                  client_id: Callable[[], str],
-                 session_expiry: int = DEFAULT_SESSION_EXPIRY) -> None:
+                 session_expiry: int = DEFAULT_SESSION_EXPIRY, storers: int = 1) -> None:
         self.host = host
+        self.storers = max(1, min(storers, host.repository.concurrent_writers))
         self.session_expiry = session_expiry
         self.broker = broker
         self.layout = layout
@@ -136,7 +140,7 @@ class MqttListener:
         self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._subscribed = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self._client: LeanClient | None = None
         self._known_devices: dict[str, str] = {}  # "{gateway}/{device}" -> Device id
         # connections so far: a message is acknowledged only on the connection it came
@@ -160,8 +164,11 @@ class MqttListener:
         client.on_message = self._received
         client.on_delivery = self._deliver
         self._client = client
-        self._worker = threading.Thread(target=self._work, name="mqtt-store", daemon=True)
-        self._worker.start()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"mqtt-store-{number}", daemon=True)
+            for number in range(self.storers)]
+        for worker in self._workers:
+            worker.start()
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self.session_expiry
         properties.ReceiveMaximum = RECEIVE_MAXIMUM
@@ -174,8 +181,8 @@ class MqttListener:
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._worker is not None:
-            self._worker.join(30)
+        for worker in self._workers:
+            worker.join(30)
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
@@ -220,8 +227,14 @@ class MqttListener:
     # ------------------------------------------------------------- storing
 
     def _work(self) -> None:
-        """The storing thread's loop. It must outlive any one batch: if it stopped,
-        every later message would wait unacknowledged until the server restarts."""
+        """A storing thread's loop. It must outlive any one batch: if it stopped,
+        every later message would wait unacknowledged until the server restarts.
+
+        The threads share the inbox, so a message and its redelivery (after a
+        reconnection) can be in two batches at once: each batch locks the keys it
+        stores under before reading them (:func:`~.storing.prefetch`; SQLite's one
+        writer runs one transaction at a time anyway), so the later one waits for
+        the other's commit and then finds the reading stored."""
         while not self._stopping.is_set():
             batch = self._take()
             if not batch:
