@@ -1,4 +1,4 @@
-"""``--mqtt-storers``: with two storing threads on PostgreSQL (ADR 00XX) a batch
+"""``--mqtt-storers``: with two storing threads on PostgreSQL (ADR 0047) a batch
 waiting for the database does not hold up the messages behind it; with one (the
 default) it does. Either way the waiting reading is stored, once, when it can be.
 

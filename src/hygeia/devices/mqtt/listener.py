@@ -28,7 +28,7 @@ up to :data:`BATCH` messages, store it in one transaction (one commit for many
 messages: the group commit), then acknowledge it in one write, falling back to
 one transaction per message when a batch fails, so one bad message cannot block
 the others. With several on PostgreSQL, while one batch waits for the server the
-next runs its Python (ADR 00XX: measured on a loaded machine, more CPU per
+next runs its Python (ADR 0047: measured on a loaded machine, more CPU per
 message and no clear gain, so one is the default). (Reading
 and validating the payloads on the network thread instead was measured: more
 CPU per message, from the two threads contending for the GIL, and no faster.)
