@@ -113,9 +113,8 @@ def run_as_one_batch(commits: GroupCommit, submit: Callable[[str], None],
 
 def test_prepare_reads_for_a_whole_batch_and_a_failed_batch_runs_without_it(
         repository: Repository) -> None:
-    """``prepare`` sees every unit's hint once per shared transaction (a batch of one
-    unit too), before the units run; when a unit fails, the others run again alone,
-    without ``prepare``."""
+    """``prepare`` sees every unit's hint once per shared transaction, before the units
+    run; when a unit fails, the others run again alone, without ``prepare``."""
     prepared: list[list[str]] = []
     commits = GroupCommit(repository, name="test-commit",
                           prepare=lambda session, hints: prepared.append(sorted(hints)))
@@ -139,9 +138,8 @@ def test_prepare_reads_for_a_whole_batch_and_a_failed_batch_runs_without_it(
         run_as_one_batch(commits, submit, ["bad", "c"])
     finally:
         commits.stop()
-    # the holder's batch of one is prepared too (its locks go with prepare's read)
-    assert prepared == [[None], ["a", "b"], [None], ["bad", "c"]]
-    assert seen["a"] == seen["b"] == 2
+    assert prepared == [["a", "b"], ["bad", "c"]]  # single-unit batches: no prepare
+    assert seen["a"] == seen["b"] == 1
     assert results["c"] == "c" and isinstance(results["bad"], ValueError)
 
 

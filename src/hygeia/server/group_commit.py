@@ -28,8 +28,7 @@ commit. The ``locks`` a unit names (:meth:`~hygeia.store.Session.lock` keys it
 would take anyway) are taken for the whole batch first, in one statement on
 PostgreSQL, instead of one round trip each as the units run. Likewise ``prepare``
 (given at construction) reads what a whole batch's units will look up, from their
-``hint``s (a batch of one unit's too), in a few statements after those locks are
-taken and before the units run
+``hint``s, in a few statements after those locks are taken and before the units run
 (on PostgreSQL a look-up per unit is a round trip per unit, on the one committer
 thread). What it reads is for that transaction only: a batch that fails runs its
 units alone without it, so units must still work when it found nothing.
@@ -219,12 +218,7 @@ class GroupCommit:
                 self._ready.notify_all()
 
     def _commit(self, batch: list[_Unit[Any]]) -> None:
-        """The batch in one transaction; if that fails, each unit in one of its own.
-
-        A single unit goes the batch's way too when there is a ``prepare``: its locks
-        then go with ``prepare``'s first read (one round trip, not two), and with 8 MLLP
-        senders on 3 committers, half the batches were of one message (issue 16)."""
-        if len(batch) > 1 or self.prepare is not None:
+        if len(batch) > 1:
             try:
                 with self.host.transaction() as session:
                     self._lock_batch(session, batch)
