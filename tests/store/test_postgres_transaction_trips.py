@@ -15,7 +15,7 @@ import pytest
 from hygeia.fhir.outcome import Conflict
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.store import Repository, StoredVersion
-from tests.store.test_postgres_locks import RoundTrips, patient
+from tests.store.test_postgres_locks import RoundTrips, held_advisory_locks, patient
 
 pytestmark = pytest.mark.postgres
 
@@ -112,3 +112,17 @@ def test_a_commit_whose_flush_fails_leaves_no_trace(postgres_repository: Reposit
     assert current is not None and b"active" not in bytes(current.content or b"")
     with postgres_repository.reader() as session:
         assert session.current("Patient", "alongside") is None
+
+
+def test_locks_taken_first_go_with_begin(
+        postgres_repository: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group commit's batch of one takes its unit's locks first (``lock_all``): BEGIN
+    and they are one round trip (it was two), and they are held when it returns."""
+    url = postgres_repository.url  # type: ignore[attr-defined]
+    with every_trip(postgres_repository, monkeypatch) as traces, \
+            postgres_repository.transaction() as session:
+        session.lock_all(["one", "two"])
+        trips = traces[0].count
+        pid = session.connection.info.backend_pid  # type: ignore[attr-defined]
+        held = held_advisory_locks(url, pid)
+    assert (trips, held) == (1, 2)

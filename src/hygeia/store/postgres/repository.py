@@ -228,6 +228,11 @@ class PostgresSession(SqlSession):
         they guard, and each message's device tree lock, then that tree's heads: a
         round trip each, a fifth of the committer's (issue 16). A lock nothing follows
         is sent by :meth:`flush`, which every write transaction ends with."""
+        if self._prelude and self._unsent and \
+                self.connection.pgconn.pipeline_status == pq.PipelineStatus.OFF:
+            with self.connection.pipeline():  # BEGIN and the locks: one round trip
+                self._send_locks()
+            return
         self._send_prelude()
         keys, self._unsent = self._unsent, []
         if len(keys) == 1:
