@@ -51,6 +51,7 @@ Subscriptions: :func:`benchmarks.subscriptions.measure` (see that module), at
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import subprocess
@@ -173,6 +174,25 @@ def _server_cpu_ms(server: Server, since: float, observations: int) -> float:
     return (cpu_seconds(server.process.pid) - since) * 1000 / observations
 
 
+def backend_cpu(admin: str, database_name: str) -> dict[int, float]:
+    """The CPU seconds each PostgreSQL backend connected to ``database_name`` has used so
+    far (its /proc stat; the database runs on this machine): what the server's own CPU
+    leaves out. Backends that have exited are not counted."""
+    import psycopg
+
+    with psycopg.connect(admin, autocommit=True) as connection:
+        pids = [row[0] for row in connection.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database_name,))]
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it exited meanwhile
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
 def database(backend: str, admin: str, name: str, folder: Path) -> str:
     if backend == "sqlite":
         return f"sqlite:///{folder}/{name}.db"
@@ -181,9 +201,10 @@ def database(backend: str, admin: str, name: str, folder: Path) -> str:
 
 def mllp_run(backend: str, admin: str, senders: int, messages: int, serve: tuple[str, ...],
              database_name: str, folder: Path, source: Path | None = None,
-             profile: Path | None = None) -> tuple[float, list[float], float]:
+             profile: Path | None = None) -> tuple[float, list[float], float, str]:
     """One server (of ``source``, default this checkout) fed by the senders: wall
-    seconds, acknowledgement latencies, server CPU ms per Observation. With ``profile``
+    seconds, acknowledgement latencies, server CPU ms per Observation, and on PostgreSQL
+    its backends' CPU ms per Observation (text). With ``profile``
     (a file), py-spy samples the server's threads holding the GIL meanwhile (where its
     CPU goes; the processes it started too), as raw collapsed stacks."""
     db_url = database(backend, admin, database_name, folder)
@@ -193,15 +214,23 @@ def mllp_run(backend: str, admin: str, senders: int, messages: int, serve: tuple
     try:
         if profile is not None:
             spy = start_py_spy(server.process.pid, profile, 100, "--gil")
+        postgres = backend != "sqlite"
+        before = backend_cpu(admin, database_name) if postgres else {}
         cpu = cpu_seconds(server.process.pid)
         elapsed, latencies = run_senders(port, senders, messages)
         cpu_ms = _server_cpu_ms(server, cpu, senders * messages * len(READINGS))
+        backends = ""
+        if postgres:
+            after = backend_cpu(admin, database_name)
+            used = sum(seconds - before.get(pid, 0) for pid, seconds in after.items())
+            backends = (f"; PG backends {used * 1000 / (senders * messages * len(READINGS)):.2f}"
+                        " CPU ms each")
     finally:
         stop_py_spy(spy)
         server.stop()
     if backend != "sqlite":
         drop_postgres_db(admin, database_name)
-    return elapsed, latencies, cpu_ms
+    return elapsed, latencies, cpu_ms, backends
 
 
 def measure_mllp(backend: str, admin: str, senders: int, messages: int,
@@ -212,13 +241,14 @@ def measure_mllp(backend: str, admin: str, senders: int, messages: int,
         if compare:  # the other revision first, into a database of its own (the same
             # messages sent again would only be answered from the log), then this one
             other = source_at(compare, Path(folder))
-            took, waits, other_ms = mllp_run(backend, admin, senders, messages, serve,
-                                             f"{prefix}_mllp_compare", Path(folder), other)
+            took, waits, other_ms, other_pg = mllp_run(
+                backend, admin, senders, messages, serve, f"{prefix}_mllp_compare",
+                Path(folder), other)
             print(f"{backend:<10} MLLP at {compare}: {observations / took:8,.0f} "
                   f"Observations/s, {other_ms:.2f} CPU ms each; ACK p50 "
                   f"{percentile(waits, 0.5) * 1000:6.1f} ms, p99 "
-                  f"{percentile(waits, 0.99) * 1000:6.1f} ms", flush=True)
-        elapsed, latencies, cpu_ms = mllp_run(
+                  f"{percentile(waits, 0.99) * 1000:6.1f} ms{other_pg}", flush=True)
+        elapsed, latencies, cpu_ms, backends = mllp_run(
             backend, admin, senders, messages, serve, f"{prefix}_mllp", Path(folder),
             profile=None if profile is None else profile / f"mllp-{backend}.txt")
         baseline_url = database(backend, admin, f"{prefix}_load", Path(folder))
@@ -232,7 +262,7 @@ def measure_mllp(backend: str, admin: str, senders: int, messages: int,
           f"{percentile(latencies, 0.99) * 1000:6.1f} ms, mean "
           f"{statistics.fmean(latencies) * 1000:6.1f} ms | baseline hygeia load "
           f"{baseline:8,.0f} Observations/s, {baseline_ms:.2f} CPU ms each; ratio "
-          f"{rate / baseline:.2f} (CPU {cpu_ms / baseline_ms:.2f}x)", flush=True)
+          f"{rate / baseline:.2f} (CPU {cpu_ms / baseline_ms:.2f}x){backends}", flush=True)
 
 
 MQTT_BACKLOG = 800  # readings published and not yet stored, at most (Mosquitto queues 1000)

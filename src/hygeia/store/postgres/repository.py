@@ -131,6 +131,10 @@ class PostgresSession(SqlSession):
         super().__init__(connection)
         self._held: set[str] = set()  # the keys this transaction has locked (lock)
         self._unsent: list[str] = []  # locked keys not yet sent (_send_locks)
+        # BEGIN and the transaction's settings, until its first statement (begin_with_next)
+        self._prelude: list[str] = []
+        self._begun = False  # BEGIN has been sent: COMMIT or ROLLBACK ends the transaction
+        self._commit_sent = False  # the flush sent COMMIT in its pipeline (commit)
         self.source = source  # the repository's name in commit signals ("": none sent)
         self._signalled: set[str] = set()  # types this transaction has signalled
 
@@ -172,8 +176,50 @@ class PostgresSession(SqlSession):
         self._unsent.extend(ordered)
         self._held.update(ordered)
 
+    def begin_with_next(self, settings: Sequence[str]) -> None:
+        """Open the transaction (BEGIN, then ``settings``: ``SET LOCAL`` statements) with
+        the session's first statement, in its round trip (:meth:`_send_locks`).
+
+        BEGIN was a round trip of its own (with its settings) before the transaction's
+        first statement, and COMMIT another after its last (:meth:`commit`): two of the
+        ten or so of an MLLP group commit's batch, each a wait for the server and for
+        this process's GIL after it (issue 16). A transaction that sends nothing sends
+        no BEGIN either."""
+        self._prelude = ["BEGIN", *settings]
+
+    def _send_prelude(self) -> None:
+        """BEGIN and the settings :meth:`begin_with_next` deferred, if not sent yet."""
+        if self._prelude:
+            statements, self._prelude = self._prelude, []
+            self._begun = True  # (before: a failure sending them still needs ROLLBACK)
+            for statement in statements:
+                SqlSession.execute(self, statement)
+
+    def commit(self) -> None:
+        """Flush, then COMMIT: in the flush's pipeline when it has one (a round trip
+        less), else after it; nothing at all when the transaction sent nothing.
+
+        The COMMIT's result is read before this returns, so a caller that
+        acknowledges after it still does so only once the commit is durable; a flush
+        that fails aborts the pipeline, COMMIT included, and :meth:`rollback` ends
+        the transaction."""
+        self._commit_sent = False
+        self.flush(commit=True)
+        if self._begun and not self._commit_sent:  # the flush had no pipeline for it
+            SqlSession.execute(self, "COMMIT")
+        self._begun = False  # (still True if COMMIT failed: rollback then ends it)
+
+    def rollback(self) -> None:
+        """End the transaction without its work, if BEGIN was sent."""
+        self._prelude, self._unsent = [], []
+        if self._begun:
+            self._begun = False
+            SqlSession.execute(self, "ROLLBACK")
+
     def _send_locks(self) -> None:
-        """Take the locks :meth:`lock_with_next` deferred, in the order asked.
+        """Send what goes ahead of the next statement: BEGIN and the settings
+        (:meth:`begin_with_next`), then the locks :meth:`lock_with_next` deferred, in
+        the order asked.
 
         A lock is sent ahead of the statement that follows it, in one pipeline
         (:meth:`execute`): PostgreSQL runs a connection's statements in order, so the
@@ -182,6 +228,12 @@ class PostgresSession(SqlSession):
         they guard, and each message's device tree lock, then that tree's heads: a
         round trip each, a fifth of the committer's (issue 16). A lock nothing follows
         is sent by :meth:`flush`, which every write transaction ends with."""
+        if self._prelude and self._unsent and \
+                self.connection.pgconn.pipeline_status == pq.PipelineStatus.OFF:
+            with self.connection.pipeline():  # BEGIN and the locks: one round trip
+                self._send_locks()
+            return
+        self._send_prelude()
         keys, self._unsent = self._unsent, []
         if len(keys) == 1:
             SqlSession.execute(self, "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))",
@@ -194,7 +246,7 @@ class PostgresSession(SqlSession):
     def execute(self, sql: str, params: tuple | list = ()) -> Any:
         """As :meth:`SqlSession.execute`, after the locks not yet sent, in the same round
         trip (:meth:`_send_locks`)."""
-        if not self._unsent:
+        if not self._unsent and not self._prelude:
             return super().execute(sql, params)
         in_pipeline = self.connection.pgconn.pipeline_status != pq.PipelineStatus.OFF
         with nullcontext() if in_pipeline else self.connection.pipeline():
@@ -220,6 +272,7 @@ class PostgresSession(SqlSession):
         if self._combined is not None:
             self._combined.append((table, columns, rows))
             return
+        self._send_locks()  # (sent already by the flush's first statement: a safeguard)
         if self._pipelining:
             super()._insert_rows(cursor, table, columns, rows)
             return
@@ -351,14 +404,20 @@ class PostgresSession(SqlSession):
                             "FROM generate_series(1, ?)", (count,)).fetchall()
         return [int(row[0]) for row in rows]
 
-    def flush(self) -> None:
+    def flush(self, commit: bool = False) -> None:
         """A flush of at most :data:`PIPELINED_VERSIONS` versions is one pipeline of
         INSERTs: its keys in one round trip, its rows in another (a single create sent
         16 statements and waited for the server 19 times, ADR core-write-round-trips);
         a larger one goes by COPY, which is faster per row. Locks not yet sent go
-        first (:meth:`_send_locks`)."""
+        first (:meth:`_send_locks`). ``commit``: end the pipeline with COMMIT
+        (:meth:`commit`); with no pipeline, the caller commits after."""
         if not self._pending:
-            self._send_locks()
+            if commit and (self._unsent or self._begun):  # BEGIN, locks, COMMIT at once
+                with self.connection.pipeline():
+                    self._send_locks()
+                    self._commit_in_pipeline()
+            elif not commit:
+                self._send_locks()
             return
         try:
             if len(self._pending) <= PIPELINED_VERSIONS:
@@ -367,6 +426,8 @@ class PostgresSession(SqlSession):
                     with self.connection.pipeline():
                         super().flush()
                         self._insert_combined(self.connection.cursor(), self._combined)
+                        if commit:
+                            self._commit_in_pipeline()
                 finally:
                     self._pipelining, self._combined = False, None
             else:
@@ -375,6 +436,11 @@ class PostgresSession(SqlSession):
             raise Conflict("A resource in this request was written by another request at the "
                            "same time; nothing was stored. Retry the request.") from None
 
+
+    def _commit_in_pipeline(self) -> None:
+        """COMMIT, last in the open pipeline (its result is read as the pipeline ends)."""
+        SqlSession.execute(self, "COMMIT")
+        self._commit_sent = True
 
     def _insert_combined(self, cursor: Any,
                          inserts: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]]
@@ -536,22 +602,21 @@ class PostgresRepository(Repository):
     def transaction(self, *, flush_to_disk: bool = True) -> Iterator[PostgresSession]:
         limit = current_limit(writing=True)
         with _timed_out(limit, writing=True), self._pool.connection() as connection:
-            with ExitStack() as transaction:
-                settings = [] if flush_to_disk else ["SET LOCAL synchronous_commit = off"]
-                # (off: the WAL writer flushes it within a fraction of a second)
-                if limit is not None:
-                    settings.append(_statement_timeout(limit))
-                # BEGIN and the settings in one round trip (the transaction outlives
-                # the pipeline: it commits or rolls back when the block ends)
-                # (a psycopg Transaction of its own: connection.transaction() entered in
-                # a pipeline keeps the whole block in pipeline mode, where COPY fails)
-                with connection.pipeline():
-                    transaction.enter_context(psycopg.Transaction(connection))
-                    for setting in settings:
-                        connection.execute(setting)
-                session = PostgresSession(connection, self._source)
+            settings = [] if flush_to_disk else ["SET LOCAL synchronous_commit = off"]
+            # (off: the WAL writer flushes it within a fraction of a second)
+            if limit is not None:
+                settings.append(_statement_timeout(limit))
+            # BEGIN and the settings go with the first statement, COMMIT with the flush
+            # (PostgresSession.begin_with_next, commit): the connection is in autocommit
+            # mode, so the session sends them itself
+            session = PostgresSession(connection, self._source)
+            session.begin_with_next(settings)
+            try:
                 yield session
-                session.flush()
+                session.commit()
+            except BaseException:
+                _rolled_back(session)
+                raise
             session.run_after_commit()
         self._statistics.written(session.rows_written)
 
@@ -663,6 +728,14 @@ class PostgresRepository(Repository):
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _rolled_back(session: PostgresSession) -> None:
+    """Roll ``session``'s transaction back after a failure; a connection too broken for
+    that is the pool's to discard (it checks each one returned), and the failure that
+    got here is the one to raise."""
+    with suppress(psycopg.Error):
+        session.rollback()
 
 
 def _statement_timeout(seconds: float) -> str:
