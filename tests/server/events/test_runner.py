@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
@@ -371,3 +372,31 @@ def test_the_runner_moves_an_at_least_once_consumer_without_waiting_for_the_disk
     assert notes.seen == [("Patient", "create")]
     assert host.flushes == [False]
     assert feed_position(running.repository, "notes") == running.repository.feed_horizon()
+
+
+def test_a_busy_feed_of_types_a_consumer_does_not_want_costs_it_a_look_per_skip(
+        running: FhirService) -> None:
+    """Commits of other types, one after another, mark the runner behind while it looks
+    at the feed: it looks again ``skip_seconds`` after its last look, not at once (a
+    tight loop of reads and cursor moves, each holding a pool connection), and still
+    moves its cursor past them."""
+    tally = Tally()
+    running.event_consumers.append(tally)
+    running.start_events(EventTiming(poll_seconds=30, skip_seconds=0.5))
+    runner = tally_runner(running)
+    wait_for(lambda: runner.holding)
+    looks: list[float] = []
+    step = runner.step
+
+    def counted_step() -> bool:
+        looks.append(time.monotonic())
+        return step()
+
+    runner.step = counted_step  # type: ignore[method-assign]
+    started = time.monotonic()
+    while time.monotonic() - started < 2.0:
+        call(running, "POST", "Basic", {"resourceType": "Basic", "code": {"text": "x"}})
+    wait_for(caught_up(running.repository, "tally"), seconds=5)
+    assert 1 <= len(looks) <= 2.0 / 0.5 + 3, len(looks)
+    assert all(b - a >= 0.45 for a, b in itertools.pairwise(looks)), looks
+    assert tally.batches == []
