@@ -79,10 +79,15 @@ class EventRunner(BackgroundLoop):
         tight loop (round 1's extra CPU with ``--workers 2``)."""
         if not self.holding:
             return
-        if self.wants(types):
+        if self.wants(types) and self._urgent(types):
             self.wake()
         else:
             self._behind = True
+
+    def _urgent(self, types: Collection[str] | None) -> bool:
+        """The consumer's optional ``urgent`` (consumer.py), else True."""
+        urgent = getattr(self.consumer, "urgent", None)
+        return urgent is None or bool(urgent(types))
 
     @property
     def holding(self) -> bool:
