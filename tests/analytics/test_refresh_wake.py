@@ -47,3 +47,21 @@ def test_the_parquet_refresher_is_woken_only_when_a_view_is_registered(
         assert feed_position(repository, CONSUMER) == repository.feed_horizon()
     finally:
         service.close()
+
+
+def test_commits_are_urgent_to_the_view_refresher_only_while_a_view_is_registered(
+        repository: Repository, tmp_path: Path) -> None:
+    """Without a view the runner reads the feed for it within skip_seconds, not on each
+    commit; once a batch shows a view, every commit wakes it again."""
+    service = FhirService(repository)
+    refresher = ViewRefresher(service)
+    try:
+        _patient(service, "a")
+        _refresh(service, refresher)
+        assert not refresher.urgent({"Patient"})
+        materialize(repository, VIEW, compile_view(VIEW), tmp_path)
+        _patient(service, "b")
+        _refresh(service, refresher)
+        assert refresher.urgent({"Patient"})
+    finally:
+        service.close()
