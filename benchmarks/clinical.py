@@ -436,9 +436,11 @@ def _stream_part(backend: str, admin: str, folder: str, name: str, patients: int
         spy = _profiler(server, profile, f"{backend}-stream-{name[-12:]}")
         cpu = cpu_seconds(server.process.pid)
         pg_cpu = postgres_cpu_seconds(name) if backend != "sqlite" else 0.0
+        pool = PoolSampler(server.base)
         elapsed = stream_vitals(server.base, ids, sets, threads, bundle)
         vitals = patients * sets * 6
         wait_for_scores(client, patients * sets, timeout=600)
+        pool.stop()
         cpu = cpu_seconds(server.process.pid) - cpu
         pg_cpu = (postgres_cpu_seconds(name) - pg_cpu) if backend != "sqlite" else 0.0
         stop_py_spy(spy)
@@ -456,10 +458,54 @@ def _stream_part(backend: str, admin: str, folder: str, name: str, patients: int
           f"= {engine * 6:8,.0f} vital signs/s, lag commit->score p50 "
           f"{statistics.median(lags) * 1000:6.0f} ms, p99 {percentile(lags, 0.99) * 1000:6.0f} ms"
           f" | CPU a vital sign: server {cpu * 1000 / vitals:.3f} ms"
-          + (f", PostgreSQL {pg_cpu * 1000 / vitals:.3f} ms" if backend != "sqlite" else ""),
-          flush=True)
+          + (f", PostgreSQL {pg_cpu * 1000 / vitals:.3f} ms" if backend != "sqlite" else "")
+          + f" | pool: {pool.summary()}", flush=True)
     for line in hooks:
         print(f"{backend:<10} ({_engine(source)}) {line}", flush=True)
+
+
+class PoolSampler(threading.Thread):
+    """Scrapes the server's pool gauges (``/metrics``) every ``interval`` seconds while
+    the stream runs: connections in use and requests waiting for one, on average."""
+
+    def __init__(self, base: str, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.url = base.removesuffix("/fhir") + "/metrics"
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []  # (in use, waiting)
+        self.stopping = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self.stopping.wait(self.interval):
+                try:
+                    text = client.get(self.url).text
+                except httpx.HTTPError:
+                    continue
+                self.samples.append((_gauge(text, 'hygeia_db_pool_connections{state="in_use"}'),
+                                     _gauge(text, "hygeia_db_pool_waiting")))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join()
+
+    def summary(self) -> str:
+        if not self.samples:
+            return "no samples"
+        used = statistics.mean(s[0] for s in self.samples)
+        waiting = statistics.mean(s[1] for s in self.samples)
+        queued = sum(1 for s in self.samples if s[1] > 0) / len(self.samples)
+        return (f"{used:.1f} connections in use, {waiting:.2f} requests waiting "
+                f"(some waiting in {queued:.0%} of {len(self.samples)} samples)")
+
+
+def _gauge(text: str, name: str) -> float:
+    """The value of the metric line that starts with ``name`` (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def _profiler(server: Server, folder: Path | None, name: str

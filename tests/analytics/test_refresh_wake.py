@@ -1,5 +1,6 @@
 """The view refresher wakes the Parquet refresher only when a view is registered: with
-none, a batch of the feed changes no table and so no file (both databases)."""
+none, a batch of the feed changes no table and so no file, and commits are not urgent
+to it (both databases)."""
 
 from __future__ import annotations
 
@@ -39,11 +40,14 @@ def test_the_parquet_refresher_is_woken_only_when_a_view_is_registered(
         _patient(service, "a")
         _refresh(service, refresher)
         assert not parquet.woken.is_set()
+        assert not refresher.urgent({"Patient"})  # the runner reads per skip_seconds
         assert feed_position(repository, CONSUMER) == repository.feed_horizon()
         materialize(repository, VIEW, compile_view(VIEW), tmp_path)
         _patient(service, "b")
         _refresh(service, refresher)
         assert parquet.woken.is_set()
+        assert refresher.urgent({"Patient"})  # each commit wakes it again
         assert feed_position(repository, CONSUMER) == repository.feed_horizon()
     finally:
         service.close()
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
@@ -371,3 +372,52 @@ def test_the_runner_moves_an_at_least_once_consumer_without_waiting_for_the_disk
     assert notes.seen == [("Patient", "create")]
     assert host.flushes == [False]
     assert feed_position(running.repository, "notes") == running.repository.feed_horizon()
+
+
+def test_a_busy_feed_of_types_a_consumer_does_not_want_costs_it_a_look_per_skip(
+        running: FhirService) -> None:
+    """Commits of other types, one after another, mark the runner behind while it looks
+    at the feed: it looks again ``skip_seconds`` after its last look, not at once (a
+    tight loop of reads and cursor moves, each holding a pool connection), and still
+    moves its cursor past them."""
+    tally = Tally()
+    running.event_consumers.append(tally)
+    running.start_events(EventTiming(poll_seconds=30, skip_seconds=0.5))
+    runner = tally_runner(running)
+    wait_for(lambda: runner.holding)
+    looks: list[float] = []
+    step = runner.step
+
+    def counted_step() -> bool:
+        looks.append(time.monotonic())
+        return step()
+
+    runner.step = counted_step  # type: ignore[method-assign]
+    started = time.monotonic()
+    while time.monotonic() - started < 2.0:
+        call(running, "POST", "Basic", {"resourceType": "Basic", "code": {"text": "x"}})
+    wait_for(caught_up(running.repository, "tally"), seconds=5)
+    assert 1 <= len(looks) <= 2.0 / 0.5 + 3, len(looks)
+    assert all(b - a >= 0.45 for a, b in itertools.pairwise(looks)), looks
+    assert tally.batches == []
+
+
+def test_a_consumer_that_says_commits_are_not_urgent_reads_them_per_skip_in_order(
+        running: FhirService) -> None:
+    """``urgent`` False: the runner is not woken by each commit of a type it wants but
+    reads them ``skip_seconds`` after its last look, in bigger batches, every one of
+    them, in order."""
+    notes = Notes()
+    notes.urgent = lambda types: False  # type: ignore[attr-defined]
+    running.event_consumers.append(notes)
+    running.start_events(EventTiming(poll_seconds=30, skip_seconds=0.5))
+    wait_for(lambda: runner_named(running, "notes").holding)
+    batches = counted_batches(notes)
+    started = time.monotonic()
+    written = 0
+    while time.monotonic() - started < 2.0:
+        call(running, "POST", "Patient", patient(f"u{written}"))
+        written += 1
+    wait_for(lambda: len(notes.seen) >= written, seconds=5)
+    assert notes.seen == [("Patient", "create")] * written
+    assert 1 <= len(batches) <= 2.0 / 0.5 + 3 < written, (batches, written)

@@ -538,3 +538,23 @@ def test_a_record_lost_with_its_cursor_move_is_recorded_again_alike(
     feed(subs)
     again = tables.notifications(subs.repository, id, 0, None, 10)
     assert again == first
+
+
+def test_the_feed_is_urgent_only_while_a_subscription_lives(subs: FhirService,
+                                                             receiver: Receiver) -> None:
+    """Without a live subscription, commits of other types do not wake the feed (it
+    reads them within the runner's skip_seconds); a Subscription always does, and any
+    commit does while one lives."""
+    consumer = subs.subscriptions.feed
+    create(subs, observation("x"))
+    feed(subs)
+    assert not consumer.urgent({"Observation"})
+    assert consumer.urgent({"Subscription"}) and consumer.urgent(None)
+    id = create(subs, topic_subscription(receiver.url))
+    feed(subs)
+    assert consumer.urgent({"Observation"})
+    call(subs, "DELETE", f"Subscription/{id}")
+    feed(subs)  # a batch with a Subscription in it leaves it urgent until the next one
+    create(subs, observation("y"))
+    feed(subs)
+    assert not consumer.urgent({"Observation"})

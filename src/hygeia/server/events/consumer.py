@@ -43,6 +43,14 @@ class EventConsumer(Protocol):
     next instead of reading the feed, at once, without gathering. A consumer that
     reads and prepares the next batch while the last one's transaction commits uses it
     to overlap the two (the NEWS2 engine); the cursor still moves with each batch.
+
+    An optional ``urgent(types)`` says whether a commit of ``types`` (None: unknown) it
+    wants wakes it at once; False: it reads them within the runner's ``skip_seconds``,
+    as versions of types it does not want, in bigger batches (order, cursor and at
+    least once unchanged). For a consumer with nothing to do with them for now (no live
+    subscription, no view): woken by every commit, each idle consumer held a pool
+    connection a third of the time for a look and a transaction per commit. It is
+    called on the committing thread: keep it to reading a flag.
     """
 
     name: str
