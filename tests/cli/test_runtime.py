@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from hygeia.cli.runtime import (
     set_switch_interval,
     tune_garbage_collector,
 )
-from hygeia.cli.serving import ServeOptions
+from hygeia.cli.serving import ServeOptions, _serve_in_worker
 from hygeia.server import Settings
 from tests.api.test_bulk_http import KICK_OFF, poll
 from tests.cli.test_cli import hygeia
@@ -72,6 +74,29 @@ def test_setting_the_switch_interval_sets_the_interpreters() -> None:
         assert sys.getswitchinterval() == pytest.approx(0.005)
     finally:
         sys.setswitchinterval(before)
+
+
+def test_a_serving_process_applies_the_switch_interval_first() -> None:
+    """A forked serving process (what ``--workers N`` starts N of) sets the interval
+    before anything else it builds: with a database URL it cannot open, the process
+    still reports the interval it runs with (0.5 ms, not this process's own)."""
+    reading, writing = os.pipe()
+    options = ServeOptions("nosuch://x", Settings(), switch_interval_ms=0.5)
+    before = sys.getswitchinterval()
+    pid = os.fork()
+    if pid == 0:  # the child: a serving process whose repository fails to open
+        try:
+            _serve_in_worker(options, socket.socket(), {}, None, os.getppid(), first=True)
+        except ValueError:
+            os.write(writing, repr(sys.getswitchinterval()).encode())
+        finally:
+            os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading, "rb") as answer:
+        reported = answer.read()
+    os.waitpid(pid, 0)
+    assert float(reported) == pytest.approx(0.0005)
+    assert sys.getswitchinterval() == before  # the parent is untouched
 
 
 @contextlib.contextmanager
