@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -13,8 +15,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hygeia.cli.runtime import YOUNG_THRESHOLD, tune_garbage_collector
+from hygeia.cli.main import parse_arguments
+from hygeia.cli.runtime import (
+    SERVE_SWITCH_INTERVAL_MS,
+    YOUNG_THRESHOLD,
+    set_switch_interval,
+    tune_garbage_collector,
+)
+from hygeia.cli.serving import ServeOptions, _serve_in_worker
+from hygeia.server import Settings
 from tests.api.test_bulk_http import KICK_OFF, poll
+from tests.cli.test_cli import hygeia
+from tests.cli.test_errors import single_error_line
 from tests.cli.test_pillars import REPOSITORY
 from tests.conftest import free_port
 
@@ -28,6 +40,63 @@ def test_tuning_freezes_start_up_objects_and_raises_the_young_threshold() -> Non
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_the_switch_interval_is_a_serve_option_in_milliseconds() -> None:
+    """``--gil-switch-interval`` (or HYGEIA_GIL_SWITCH_INTERVAL) in milliseconds, the
+    flag winning; ServeOptions, which every forked serving process applies, defaults
+    to the same value as the flag."""
+    assert parse_arguments(["serve"], {}).gil_switch_interval == SERVE_SWITCH_INTERVAL_MS
+    assert parse_arguments(["serve", "--gil-switch-interval", "0.5"],
+                           {}).gil_switch_interval == 0.5
+    environ = {"HYGEIA_GIL_SWITCH_INTERVAL": "1"}
+    assert parse_arguments(["serve"], environ).gil_switch_interval == 1.0
+    assert parse_arguments(["serve", "--gil-switch-interval", "2"],
+                           environ).gil_switch_interval == 2.0
+    assert ServeOptions("sqlite://", Settings()).switch_interval_ms == \
+        SERVE_SWITCH_INTERVAL_MS
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1001"])
+def test_a_switch_interval_out_of_range_is_one_error_line(tmp_path: Path, value: str) -> None:
+    result = hygeia("serve", "--db", f"sqlite:///{tmp_path}/bad.db", "--port", "0",
+                    "--gil-switch-interval", value)
+    single_error_line(result, f"--gil-switch-interval {value}", "above 0, at most 1000")
+    assert not (tmp_path / "bad.db").exists()
+
+
+def test_setting_the_switch_interval_sets_the_interpreters() -> None:
+    before = sys.getswitchinterval()
+    try:
+        set_switch_interval(0.5)
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        set_switch_interval(5)
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+    finally:
+        sys.setswitchinterval(before)
+
+
+def test_a_serving_process_applies_the_switch_interval_first() -> None:
+    """A forked serving process (what ``--workers N`` starts N of) sets the interval
+    before anything else it builds: with a database URL it cannot open, the process
+    still reports the interval it runs with (0.5 ms, not this process's own)."""
+    reading, writing = os.pipe()
+    options = ServeOptions("nosuch://x", Settings(), switch_interval_ms=0.5)
+    before = sys.getswitchinterval()
+    pid = os.fork()
+    if pid == 0:  # the child: a serving process whose repository fails to open
+        try:
+            _serve_in_worker(options, socket.socket(), {}, None, os.getppid(), first=True)
+        except ValueError:
+            os.write(writing, repr(sys.getswitchinterval()).encode())
+        finally:
+            os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading, "rb") as answer:
+        reported = answer.read()
+    os.waitpid(pid, 0)
+    assert float(reported) == pytest.approx(0.0005)
+    assert sys.getswitchinterval() == before  # the parent is untouched
 
 
 @contextlib.contextmanager

@@ -43,6 +43,7 @@ from hygeia.cli.pillars import (
 from hygeia.cli.runtime import (
     LOAD_SWITCH_INTERVAL,
     LOAD_YOUNG_THRESHOLD,
+    SERVE_SWITCH_INTERVAL_MS,
     beside_database,
     default_threads,
     tune_garbage_collector,
@@ -144,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1,
                        help="serving processes (default 1); each also runs background jobs. "
                             "Several pay off on PostgreSQL; SQLite has one writer at a time")
+    serve.add_argument("--gil-switch-interval", type=float, default=SERVE_SWITCH_INTERVAL_MS,
+                       metavar="MS",
+                       help="milliseconds a thread waiting for Python's interpreter lock "
+                            "lets a busy thread run on, in every serving process (default "
+                            f"{SERVE_SWITCH_INTERVAL_MS:g}; shorter hands the lock back "
+                            "sooner to a thread returning from the database)")
     serve.add_argument("--files", default=None,
                        help="folder for bulk export files and files to import (default: "
                             "next to a SQLite database, else ./hygeia-files)")
@@ -515,6 +522,9 @@ def serve(args: argparse.Namespace) -> int:
                         "65535 (for example --ws-port 8081)")
     if args.threads < 1:
         raise UserError(f"--threads {args.threads}: give 1 or more request threads")
+    if not 0 < args.gil_switch_interval <= 1000:
+        raise UserError(f"--gil-switch-interval {args.gil_switch_interval:g}: give "
+                        "milliseconds above 0, at most 1000 (for example 5)")
     try:
         check_http_limits(args)
         base_url = public_base_url(args)
@@ -566,6 +576,7 @@ def serve(args: argparse.Namespace) -> int:
     return run(ServeOptions(db_url=args.db, settings=settings, host=args.host, port=args.port,
                             threads=args.threads, access_log=args.access_log,
                             workers=args.workers, log_format=args.log_format,
+                            switch_interval_ms=args.gil_switch_interval,
                             pillar_options=pillar_options(args, args.pillar_destinations)),
                listener, shared)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from pathlib import Path
 
 YOUNG_THRESHOLD = 20_000
@@ -34,6 +35,9 @@ LOAD_YOUNG_THRESHOLD = 200_000
 # back could wait 5 ms for the other's Python work, and the committing thread is
 # the load's critical path
 LOAD_SWITCH_INTERVAL = 0.0005
+# ``hygeia serve``'s default (``--gil-switch-interval``, milliseconds): CPython's own
+# 5 ms until measured otherwise (docs/adr/00XX-serve-gil-switch-interval.md)
+SERVE_SWITCH_INTERVAL_MS = 5.0
 
 
 def tune_garbage_collector(young: int = YOUNG_THRESHOLD) -> None:
@@ -42,6 +46,18 @@ def tune_garbage_collector(young: int = YOUNG_THRESHOLD) -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(young, middle, old)
+
+
+def set_switch_interval(milliseconds: float) -> None:
+    """How long a thread waiting for the interpreter lock lets its holder run on.
+
+    A thread that released the lock for I/O (a SQLite commit, a socket read) waits up
+    to this long for a CPU-bound thread to hand it back, however short its own Python
+    work; a thread holding a lock of ours meanwhile (SQLite's writer's turn) makes
+    every other writer wait too (a convoy).  Shorter means more hand-overs, each a
+    few microseconds.
+    """
+    sys.setswitchinterval(milliseconds / 1000)
 
 
 def default_threads() -> int:

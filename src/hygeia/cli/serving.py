@@ -32,7 +32,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hygeia.cli.runtime import default_threads, tune_garbage_collector
+from hygeia.cli.runtime import (
+    SERVE_SWITCH_INTERVAL_MS,
+    default_threads,
+    set_switch_interval,
+    tune_garbage_collector,
+)
 from hygeia.server import Settings
 
 if TYPE_CHECKING:
@@ -60,6 +65,7 @@ class ServeOptions:
     access_log: bool = False
     log_format: str = "text"  # of the access log: "text" or "json" (one object a line)
     workers: int = 1  # serving processes; each also runs background jobs
+    switch_interval_ms: float = SERVE_SWITCH_INTERVAL_MS  # the GIL's, in every worker
     # the installed pillars' serve flags, by pillar name (cli/pillars.py)
     pillar_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -241,6 +247,7 @@ def _serve_in_worker(options: ServeOptions, listener: socket.socket,
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     _die_with_parent(supervisor)
+    set_switch_interval(options.switch_interval_ms)  # before any thread starts
     repository = open_repository(options.db_url)
     service = FhirService(repository, options.settings)
     try:
