@@ -36,7 +36,7 @@ LOAD_YOUNG_THRESHOLD = 200_000
 # the load's critical path
 LOAD_SWITCH_INTERVAL = 0.0005
 # ``hygeia serve``'s default (``--gil-switch-interval``, milliseconds): CPython's own
-# 5 ms until measured otherwise (docs/adr/00XX-serve-gil-switch-interval.md)
+# 5 ms until measured otherwise (docs/adr/0050-serve-gil-switch-interval.md)
 SERVE_SWITCH_INTERVAL_MS = 5.0
 
 
