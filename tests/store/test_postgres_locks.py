@@ -54,6 +54,34 @@ def traced(session: Any) -> Iterator[RoundTrips]:
             trips.file.close()
 
 
+
+@contextmanager
+def every_trip(repository: Repository, monkeypatch: pytest.MonkeyPatch
+               ) -> Iterator[list[RoundTrips]]:
+    """The round trips of each connection borrowed from the pool meanwhile, from the
+    moment it is borrowed (so a BEGIN sent before the session is handed out counts)."""
+    pool = repository._pool  # type: ignore[attr-defined]
+    borrow = pool.connection
+    traces: list[RoundTrips] = []
+
+    @contextmanager
+    def traced_connection(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        with borrow(*args, **kwargs) as connection, tempfile.TemporaryDirectory() as folder:
+            trips = RoundTrips(type("Borrowed", (), {"connection": connection})(),
+                               f"{folder}/trace")
+            traces.append(trips)
+            try:
+                yield connection
+            finally:
+                trips.counted = trips.count  # type: ignore[attr-defined]
+                trips.pgconn.untrace()
+                trips.file.close()
+
+    monkeypatch.setattr(pool, "connection", traced_connection)
+    yield traces
+    monkeypatch.undo()
+
+
 def test_a_lock_and_the_read_after_it_are_one_round_trip(
         postgres_repository: Repository) -> None:
     with postgres_repository.transaction() as session, traced(session) as trips:
@@ -114,24 +142,8 @@ def test_a_lock_sent_with_a_read_still_keeps_the_second_writer_waiting(
 
 def test_a_reader_begins_in_one_round_trip_repeatable_and_read_only(
         postgres_repository: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
-    pool = postgres_repository._pool  # type: ignore[attr-defined]
-    borrow = pool.connection
-    traces: list[RoundTrips] = []
-
-    @contextmanager
-    def traced_connection(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        with borrow(*args, **kwargs) as connection, tempfile.TemporaryDirectory() as folder:
-            trips = RoundTrips(type("Borrowed", (), {"connection": connection})(),
-                               f"{folder}/trace")
-            traces.append(trips)
-            try:
-                yield connection
-            finally:
-                trips.pgconn.untrace()
-                trips.file.close()
-
-    monkeypatch.setattr(pool, "connection", traced_connection)
-    with postgres_repository.reader() as session:
+    with every_trip(postgres_repository, monkeypatch) as traces, \
+            postgres_repository.reader() as session:
         assert traces[0].count == 1
         row = session.execute("SELECT current_setting('transaction_isolation'), "
                               "current_setting('transaction_read_only')").fetchone()

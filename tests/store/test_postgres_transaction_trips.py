@@ -5,46 +5,14 @@ nothing sends no BEGIN either."""
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import pytest
 
 from hygeia.fhir.outcome import Conflict
 from hygeia.fhir.search.rows import IndexRows
 from hygeia.store import Repository, StoredVersion
-from tests.store.test_postgres_locks import RoundTrips, held_advisory_locks, patient
+from tests.store.test_postgres_locks import every_trip, held_advisory_locks, patient
 
 pytestmark = pytest.mark.postgres
-
-
-@contextmanager
-def every_trip(repository: Repository, monkeypatch: pytest.MonkeyPatch
-               ) -> Iterator[list[RoundTrips]]:
-    """The round trips of each connection borrowed from the pool meanwhile, from the
-    moment it is borrowed (so a BEGIN sent before the session is handed out counts)."""
-    pool = repository._pool  # type: ignore[attr-defined]
-    borrow = pool.connection
-    traces: list[RoundTrips] = []
-
-    @contextmanager
-    def traced_connection(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        with borrow(*args, **kwargs) as connection, tempfile.TemporaryDirectory() as folder:
-            trips = RoundTrips(type("Borrowed", (), {"connection": connection})(),
-                               f"{folder}/trace")
-            traces.append(trips)
-            try:
-                yield connection
-            finally:
-                trips.counted = trips.count  # type: ignore[attr-defined]
-                trips.pgconn.untrace()
-                trips.file.close()
-
-    monkeypatch.setattr(pool, "connection", traced_connection)
-    yield traces
-    monkeypatch.undo()
 
 
 def test_a_create_is_one_pipeline_and_commits(
