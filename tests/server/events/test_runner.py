@@ -410,7 +410,8 @@ def test_a_consumer_that_says_commits_are_not_urgent_reads_them_per_skip_in_orde
     notes = Notes()
     notes.urgent = lambda types: False  # type: ignore[attr-defined]
     running.event_consumers.append(notes)
-    running.start_events(EventTiming(poll_seconds=30, skip_seconds=0.5))
+    timing = EventTiming(poll_seconds=30, skip_seconds=0.5)
+    running.start_events(timing)
     wait_for(lambda: runner_named(running, "notes").holding)
     batches = counted_batches(notes)
     started = time.monotonic()
@@ -420,4 +421,8 @@ def test_a_consumer_that_says_commits_are_not_urgent_reads_them_per_skip_in_orde
         written += 1
     wait_for(lambda: len(notes.seen) >= written, seconds=5)
     assert notes.seen == [("Patient", "create")] * written
-    assert 1 <= len(batches) <= 2.0 / 0.5 + 3 < written, (batches, written)
+    # a full batch is read again at once (more is waiting: a fast machine writes
+    # thousands in 2 s); the others are the reads the skips paced
+    paced = [size for size in batches if size < timing.batch]
+    assert 1 <= len(paced) <= 2.0 / 0.5 + 3, (batches, written)
+    assert len(batches) < written / 2, (batches, written)
